@@ -1,0 +1,488 @@
+//! Adam and AdamW.
+//!
+//! Adam: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
+//! AdamW: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
+//! AMSGrad: Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
+//!
+//! With learning rate γ, betas β₁ β₂, weight decay λ and step t (1 on the first update), each
+//! element of a parameter p with gradient g, first moment m and second moment v (both zero
+//! before the first step) is updated as
+//!
+//! ```text
+//! g ← −g                                  if maximize
+//! g ← g + λ·p                             Adam (L2 penalty folded into the gradient)
+//! p ← p·(1 − γ·λ)                         AdamW (decoupled decay)
+//! m ← m + (1 − β₁)·(g − m)                = β₁·m + (1 − β₁)·g
+//! v ← β₂·v + (1 − β₂)·g²
+//! u ← max(u, v)                           AMSGrad; the denominator then uses u for v
+//! p ← p − γ/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+//! ```
+//!
+//! Conventions, all PyTorch's: ε is added after the square root of the bias-corrected second
+//! moment (TF1 adds it to the uncorrected one); the moments start at zero and are corrected
+//! for that bias; the bias corrections and γ/(1 − β₁ᵗ) are computed once per step in `f64`
+//! and rounded to the element type. The m update is the lerp PyTorch's fused CPU kernel
+//! computes, one fused multiply-add: `fma(1 − β₁, g − m, m)`, or `fma(−β₁, g − m, g)` when
+//! 1 − β₁ ≥ 0.5; every other operation is rounded separately, in PyTorch's order.
+
+use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::float::Float;
+use crate::optimizer::{Optimizer, MAX_BUFFERS};
+use crate::simd::with_best_isa;
+
+/// Adam's options (PyTorch's `torch.optim.Adam`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adam {
+  pub lr: f64,
+  pub betas: (f64, f64),
+  pub eps: f64,
+  pub weight_decay: f64,
+  pub amsgrad: bool,
+  pub maximize: bool,
+  /// Apply `weight_decay` as AdamW does instead of as an L2 penalty.
+  pub decoupled_weight_decay: bool,
+}
+
+/// AdamW's options: Adam with decoupled weight decay, on by default (`torch.optim.AdamW`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamW(pub Adam);
+
+const LR: Field = Field::number("lr", 1e-3, Rule::NonNegative);
+const BETA1: Field = Field::number("betas[0]", 0.9, Rule::UnitHalfOpen);
+const BETA2: Field = Field::number("betas[1]", 0.999, Rule::UnitHalfOpen);
+const EPS: Field = Field::number("eps", 1e-8, Rule::NonNegative);
+const AMSGRAD: Field = Field::flag("amsgrad", false);
+const MAXIMIZE: Field = Field::flag("maximize", false);
+
+impl Adam {
+  fn from_fields(values: &Packed<'_>, decoupled_weight_decay: bool) -> Self {
+    Adam {
+      lr: values.number("lr"),
+      betas: (values.number("betas[0]"), values.number("betas[1]")),
+      eps: values.number("eps"),
+      weight_decay: values.number("weight_decay"),
+      amsgrad: values.flag("amsgrad"),
+      maximize: values.flag("maximize"),
+      decoupled_weight_decay,
+    }
+  }
+}
+
+impl Default for Adam {
+  fn default() -> Self {
+    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+  }
+}
+
+impl Default for AdamW {
+  fn default() -> Self {
+    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+  }
+}
+
+/// The per-step scalars of an Adam update, in `f64`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamCoeffs {
+  /// −γ/(1 − β₁ᵗ)
+  pub neg_step_size: f64,
+  /// 1 − β₁, the lerp weight of the first moment.
+  pub lerp_weight: f64,
+  pub beta2: f64,
+  /// 1 − β₂
+  pub grad_sq_weight: f64,
+  /// √(1 − β₂ᵗ)
+  pub bias_correction2_sqrt: f64,
+  pub eps: f64,
+  /// λ of the L2 penalty; 0 when decay is decoupled.
+  pub l2: f64,
+  /// 1 − γ·λ for decoupled decay; exactly 1 otherwise.
+  pub decay_factor: f64,
+  pub amsgrad: bool,
+  pub maximize: bool,
+}
+
+impl Optimizer for Adam {
+  const FIELDS: &'static [Field] = &[
+    LR,
+    BETA1,
+    BETA2,
+    EPS,
+    Field::number("weight_decay", 0.0, Rule::NonNegative),
+    AMSGRAD,
+    MAXIMIZE,
+    Field::flag("decoupled_weight_decay", false),
+  ];
+  const BUFFERS: &'static [&'static str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
+  type Coeffs = AdamCoeffs;
+
+  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
+    let values = Packed::new(Self::FIELDS, values)?;
+    Ok(Adam::from_fields(&values, values.flag("decoupled_weight_decay")))
+  }
+
+  fn buffers_used(&self) -> usize {
+    if self.amsgrad { 3 } else { 2 }
+  }
+
+  fn coeffs(&self, step: u64) -> AdamCoeffs {
+    let (beta1, beta2) = self.betas;
+    let t = step as f64;
+    let bias_correction1 = 1.0 - beta1.powf(t);
+    let bias_correction2 = 1.0 - beta2.powf(t);
+    let decoupled = self.decoupled_weight_decay && self.weight_decay != 0.0;
+    AdamCoeffs {
+      neg_step_size: -(self.lr / bias_correction1),
+      lerp_weight: 1.0 - beta1,
+      beta2,
+      grad_sq_weight: 1.0 - beta2,
+      bias_correction2_sqrt: bias_correction2.sqrt(),
+      eps: self.eps,
+      l2: if self.decoupled_weight_decay { 0.0 } else { self.weight_decay },
+      decay_factor: if decoupled { 1.0 - self.lr * self.weight_decay } else { 1.0 },
+      amsgrad: self.amsgrad,
+      maximize: self.maximize,
+    }
+  }
+
+  fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let k = Scalars::new(c);
+    let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
+    with_best_isa(|| match (c.l2 != 0.0, c.amsgrad) {
+      (false, false) => fused::<T, false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (true, false) => fused::<T, true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (false, true) => fused::<T, false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (true, true) => fused::<T, true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+    })
+  }
+
+  fn update_reference<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
+    let cast = T::from_f64;
+    for i in 0..param.len() {
+      let mut g = grad[i];
+      let mut p = param[i];
+      if c.maximize {
+        g = -g;
+      }
+      if c.l2 != 0.0 {
+        g = g + p * cast(c.l2);
+      }
+      p = p * cast(c.decay_factor);
+      let weight = cast(c.lerp_weight);
+      let m = exp_avg[i];
+      exp_avg[i] = if weight.abs() < cast(0.5) {
+        weight.mul_add(g - m, m)
+      } else {
+        (weight - T::ONE).mul_add(g - m, g)
+      };
+      exp_avg_sq[i] = exp_avg_sq[i] * cast(c.beta2) + cast(c.grad_sq_weight) * g * g;
+      let mut second = exp_avg_sq[i];
+      if c.amsgrad {
+        max_exp_avg_sq[i] = max_exp_avg_sq[i].max_nan(second);
+        second = max_exp_avg_sq[i];
+      }
+      let denom = second.sqrt() / cast(c.bias_correction2_sqrt) + cast(c.eps);
+      param[i] = p + cast(c.neg_step_size) * exp_avg[i] / denom;
+    }
+  }
+}
+
+impl Optimizer for AdamW {
+  const FIELDS: &'static [Field] = &[
+    LR,
+    BETA1,
+    BETA2,
+    EPS,
+    Field::number("weight_decay", 1e-2, Rule::NonNegative),
+    AMSGRAD,
+    MAXIMIZE,
+  ];
+  const BUFFERS: &'static [&'static str] = Adam::BUFFERS;
+  type Coeffs = AdamCoeffs;
+
+  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
+    let values = Packed::new(Self::FIELDS, values)?;
+    Ok(AdamW(Adam::from_fields(&values, true)))
+  }
+
+  fn buffers_used(&self) -> usize {
+    self.0.buffers_used()
+  }
+
+  fn coeffs(&self, step: u64) -> AdamCoeffs {
+    self.0.coeffs(step)
+  }
+
+  fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    Adam::update(c, param, grad, buffers)
+  }
+
+  fn update_reference<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    Adam::update_reference(c, param, grad, buffers)
+  }
+}
+
+/// [`AdamCoeffs`] rounded to the element type, once per chunk.
+struct Scalars<T> {
+  sign: T,
+  l2: T,
+  decay_factor: T,
+  lerp_coeff: T,
+  lerp_from_m: bool,
+  beta2: T,
+  grad_sq_weight: T,
+  bias_correction2_sqrt: T,
+  eps: T,
+  neg_step_size: T,
+}
+
+impl<T: Float> Scalars<T> {
+  fn new(c: &AdamCoeffs) -> Self {
+    let weight = T::from_f64(c.lerp_weight);
+    let lerp_from_m = weight.abs() < T::from_f64(0.5);
+    Scalars {
+      sign: if c.maximize { -T::ONE } else { T::ONE },
+      l2: T::from_f64(c.l2),
+      decay_factor: T::from_f64(c.decay_factor),
+      lerp_coeff: if lerp_from_m { weight } else { weight - T::ONE },
+      lerp_from_m,
+      beta2: T::from_f64(c.beta2),
+      grad_sq_weight: T::from_f64(c.grad_sq_weight),
+      bias_correction2_sqrt: T::from_f64(c.bias_correction2_sqrt),
+      eps: T::from_f64(c.eps),
+      neg_step_size: T::from_f64(c.neg_step_size),
+    }
+  }
+}
+
+/// One pass over memory: reads p, g, m, v (and u), writes p, m, v (and u). Branch-free in the
+/// loop so that it vectorises; `g·sign` and `p·decay_factor` are exact when sign and factor are 1.
+#[inline(always)]
+fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
+  k: &Scalars<T>,
+  param: &mut [T],
+  grad: &[T],
+  exp_avg: &mut [T],
+  exp_avg_sq: &mut [T],
+  max_exp_avg_sq: &mut [T],
+) {
+  let n = param.len();
+  let grad = &grad[..n];
+  let exp_avg = &mut exp_avg[..n];
+  let exp_avg_sq = &mut exp_avg_sq[..n];
+  let max_exp_avg_sq = if AMSGRAD { &mut max_exp_avg_sq[..n] } else { &mut [][..] };
+  for i in 0..n {
+    let mut g = grad[i] * k.sign;
+    let mut p = param[i];
+    if L2 {
+      g = g + p * k.l2;
+    }
+    p = p * k.decay_factor;
+    let m = exp_avg[i];
+    let base = if k.lerp_from_m { m } else { g };
+    let m = k.lerp_coeff.mul_add(g - m, base);
+    let v = exp_avg_sq[i] * k.beta2 + k.grad_sq_weight * g * g;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    let second = if AMSGRAD {
+      let u = max_exp_avg_sq[i].max_nan(v);
+      max_exp_avg_sq[i] = u;
+      u
+    } else {
+      v
+    };
+    let denom = second.sqrt() / k.bias_correction2_sqrt + k.eps;
+    param[i] = p + k.neg_step_size * m / denom;
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::config::defaults;
+  use crate::optimizer::{run, Job, CHUNK_ELEMENTS, PARALLEL_MIN_ELEMENTS};
+  use crate::state::{Buffers, Element, ParamState};
+
+  /// Deterministic values with zeros, tiny and large magnitudes mixed in.
+  fn values<T: Float>(len: usize, seed: u64) -> Vec<T> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+      .map(|i| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let u = (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+        T::from_f64(match i % 11 {
+          3 => 0.0,
+          7 => u * 1e-20,
+          9 => u * 1e4,
+          _ => u,
+        })
+      })
+      .collect()
+  }
+
+  fn configs() -> Vec<Adam> {
+    let base = Adam::default();
+    vec![
+      base,
+      Adam { weight_decay: 0.1, lr: 1e-2, ..base },
+      Adam { amsgrad: true, weight_decay: 0.01, ..base },
+      Adam { maximize: true, betas: (0.3, 0.9), eps: 1e-3, ..base },
+      Adam { decoupled_weight_decay: true, weight_decay: 0.05, amsgrad: true, ..base },
+    ]
+  }
+
+  /// Steps one parameter `steps` times through the engine or the reference kernel.
+  fn trajectory<T: Element>(config: Adam, len: usize, steps: u64, engine: bool) -> (Vec<T>, ParamState) {
+    let mut param = values::<T>(len, 1);
+    let mut state = ParamState::default();
+    for step in 1..=steps {
+      let grad = values::<T>(len, step + 1);
+      state.step = step;
+      let coeffs = config.coeffs(step);
+      let buffers = state.buffers_mut::<T>(len, config.buffers_used());
+      if engine {
+        run::<Adam, T>(&mut [Job { coeffs, param: &mut param, grad: &grad, buffers }]);
+      } else {
+        Adam::update_reference(&coeffs, &mut param, &grad, buffers);
+      }
+    }
+    (param, state)
+  }
+
+  fn same_bits<T: Float>(a: &[T], b: &[T]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits())
+  }
+
+  #[test]
+  fn fused_parallel_kernel_matches_reference_bit_for_bit() {
+    let lengths = [
+      0,
+      1,
+      2,
+      7,
+      15,
+      17,
+      33,
+      1001,
+      CHUNK_ELEMENTS - 1,
+      CHUNK_ELEMENTS + 1,
+      PARALLEL_MIN_ELEMENTS - 1,
+      PARALLEL_MIN_ELEMENTS,
+      PARALLEL_MIN_ELEMENTS + 3,
+      3 * CHUNK_ELEMENTS + 5,
+    ];
+    for config in configs() {
+      for &len in &lengths {
+        let (fast, fast_state) = trajectory::<f32>(config, len, 3, true);
+        let (slow, slow_state) = trajectory::<f32>(config, len, 3, false);
+        assert!(same_bits(&fast, &slow) && fast_state == slow_state, "f32 {config:?} len {len}");
+        let (fast, fast_state) = trajectory::<f64>(config, len, 3, true);
+        let (slow, slow_state) = trajectory::<f64>(config, len, 3, false);
+        assert!(same_bits(&fast, &slow) && fast_state == slow_state, "f64 {config:?} len {len}");
+      }
+    }
+  }
+
+  #[test]
+  fn many_tensors_in_one_step_match_one_at_a_time() {
+    let config = Adam { amsgrad: true, ..Adam::default() };
+    let lengths = [3, 0, CHUNK_ELEMENTS + 9, 1, PARALLEL_MIN_ELEMENTS, 77];
+    let mut params: Vec<Vec<f32>> = lengths.iter().map(|&n| values(n, n as u64)).collect();
+    let grads: Vec<Vec<f32>> = lengths.iter().map(|&n| values(n, n as u64 + 5)).collect();
+    let mut states = vec![ParamState::default(); lengths.len()];
+    let mut expected = params.clone();
+    let mut expected_states = states.clone();
+    let coeffs = config.coeffs(1);
+    let mut jobs: Vec<_> = params
+      .iter_mut()
+      .zip(&grads)
+      .zip(&mut states)
+      .map(|((param, grad), state)| Job { coeffs, param, grad, buffers: state.buffers_mut(grad.len(), 3) })
+      .collect();
+    run::<Adam, f32>(&mut jobs);
+    for ((param, grad), state) in expected.iter_mut().zip(&grads).zip(&mut expected_states) {
+      Adam::update_reference(&coeffs, param, grad, state.buffers_mut(grad.len(), 3));
+    }
+    assert!(params.iter().zip(&expected).all(|(a, b)| same_bits(a, b)));
+  }
+
+  #[test]
+  fn first_step_moves_each_element_by_lr_against_its_gradient_sign() {
+    // t = 1: m = (1 − β₁)g and v = (1 − β₂)g², so m̂ = g and v̂ = g², and the step is
+    // γ·g/(|g| + ε): γ·sign(g) up to ε/|g|, and nothing where g = 0.
+    let config = Adam::default();
+    let mut param = vec![1.0f64, -2.0, 0.5, 3.0];
+    let grad = [0.25, -4.0, 0.0, 1e-3];
+    let mut state = ParamState::default();
+    let coeffs = config.coeffs(1);
+    Adam::update(&coeffs, &mut param, &grad, state.buffers_mut(4, 2));
+    let expected = [1.0 - 1e-3 * 0.25 / (0.25 + 1e-8), -2.0 + 1e-3 * 4.0 / (4.0 + 1e-8), 0.5, 3.0 - 1e-3 * 1e-3 / (1e-3 + 1e-8)];
+    for (got, want) in param.iter().zip(expected) {
+      assert!((got - want).abs() <= 1e-15, "{got} vs {want}");
+    }
+  }
+
+  #[test]
+  fn follows_the_textbook_equations_in_f64() {
+    // The update as written in the paper, with ε after the bias-corrected root.
+    let (lr, b1, b2, eps) = (1e-2, 0.8, 0.99, 1e-6);
+    let config = Adam { lr, betas: (b1, b2), eps, ..Adam::default() };
+    let mut param = values::<f64>(9, 3);
+    let mut expected = param.clone();
+    let (mut m, mut v) = (vec![0.0; 9], vec![0.0; 9]);
+    let mut state = ParamState::default();
+    for t in 1..=30u64 {
+      let grad = values::<f64>(9, 100 + t);
+      Adam::update(&config.coeffs(t), &mut param, &grad, state.buffers_mut(9, 2));
+      for i in 0..9 {
+        m[i] = b1 * m[i] + (1.0 - b1) * grad[i];
+        v[i] = b2 * v[i] + (1.0 - b2) * grad[i] * grad[i];
+        let m_hat = m[i] / (1.0 - b1.powi(t as i32));
+        let v_hat = v[i] / (1.0 - b2.powi(t as i32));
+        expected[i] -= lr * m_hat / (v_hat.sqrt() + eps);
+      }
+    }
+    for (got, want) in param.iter().zip(&expected) {
+      assert!((got - want).abs() <= 1e-12 * want.abs().max(1.0), "{got} vs {want}");
+    }
+  }
+
+  #[test]
+  fn zero_learning_rate_leaves_parameters_unchanged() {
+    for config in configs() {
+      let config = Adam { lr: 0.0, ..config };
+      let (param, state) = trajectory::<f32>(config, 40, 5, true);
+      assert!(same_bits(&param, &values::<f32>(40, 1)), "{config:?}");
+      let Buffers::F32(buffers) = &state.buffers else { panic!("f32 state") };
+      assert!(buffers[1].iter().all(|&v| v >= 0.0), "second moments are never negative");
+    }
+  }
+
+  #[test]
+  fn adamw_is_adam_with_decoupled_decay_and_its_own_default() {
+    let adamw = AdamW::default();
+    assert_eq!(adamw.0, Adam { weight_decay: 1e-2, decoupled_weight_decay: true, ..Adam::default() });
+    assert_eq!(Adam::default().weight_decay, 0.0);
+    let coeffs = adamw.coeffs(1);
+    assert_eq!((coeffs.l2, coeffs.decay_factor), (0.0, 1.0 - 1e-3 * 1e-2));
+  }
+
+  #[test]
+  fn bad_options_are_rejected_with_field_and_value() {
+    let cases: &[(usize, f64, &str)] = &[
+      (0, -1.0, "invalid lr: -1 (expected a finite lr >= 0)"),
+      (1, 1.2, "invalid betas[0]: 1.2 (expected 0 <= betas[0] < 1)"),
+      (2, 1.0, "invalid betas[1]: 1 (expected 0 <= betas[1] < 1)"),
+      (3, f64::NAN, "invalid eps: NaN (expected a finite eps >= 0)"),
+      (4, -0.1, "invalid weight_decay: -0.1 (expected a finite weight_decay >= 0)"),
+      (5, 2.0, "invalid amsgrad: 2 (expected true or false)"),
+    ];
+    for &(index, value, message) in cases {
+      let mut packed = defaults(Adam::FIELDS);
+      packed[index] = value;
+      assert_eq!(Adam::from_packed(&packed).unwrap_err().to_string(), message);
+    }
+  }
+}

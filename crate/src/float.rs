@@ -1,0 +1,110 @@
+//! The element types a kernel runs over: `f32` and `f64`.
+
+use std::fmt::Debug;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// An IEEE float the kernels are generic over.
+///
+/// Every operation is a single correctly rounded IEEE operation (`mul_add` is a fused
+/// multiply-add, `sqrt` the IEEE square root), so a kernel gives the same bits whether
+/// the compiler vectorises it or not, and whatever the thread count.
+pub trait Float:
+  Copy
+  + Send
+  + Sync
+  + Debug
+  + PartialOrd
+  + Add<Output = Self>
+  + Sub<Output = Self>
+  + Mul<Output = Self>
+  + Div<Output = Self>
+  + Neg<Output = Self>
+  + 'static
+{
+  const ZERO: Self;
+  const ONE: Self;
+  /// The dtype name PyTorch uses for this type.
+  const DTYPE: Dtype;
+
+  /// Rounds an `f64` scalar to this type (exact for `f64`).
+  fn from_f64(x: f64) -> Self;
+  fn to_f64(self) -> f64;
+  /// `self * a + b` with one rounding.
+  fn mul_add(self, a: Self, b: Self) -> Self;
+  fn sqrt(self) -> Self;
+  fn abs(self) -> Self;
+  /// The larger of the two; NaN if either is NaN, as PyTorch's `maximum`.
+  fn max_nan(self, other: Self) -> Self;
+  fn is_finite(self) -> bool;
+}
+
+/// Element type of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+  Float32,
+  Float64,
+}
+
+impl Dtype {
+  pub fn name(self) -> &'static str {
+    match self {
+      Dtype::Float32 => "float32",
+      Dtype::Float64 => "float64",
+    }
+  }
+
+  pub fn size(self) -> usize {
+    match self {
+      Dtype::Float32 => 4,
+      Dtype::Float64 => 8,
+    }
+  }
+}
+
+macro_rules! impl_float {
+  ($t:ty, $dtype:expr) => {
+    impl Float for $t {
+      const ZERO: Self = 0.0;
+      const ONE: Self = 1.0;
+      const DTYPE: Dtype = $dtype;
+
+      #[inline(always)]
+      fn from_f64(x: f64) -> Self {
+        x as $t
+      }
+      #[inline(always)]
+      fn to_f64(self) -> f64 {
+        self as f64
+      }
+      #[inline(always)]
+      fn mul_add(self, a: Self, b: Self) -> Self {
+        <$t>::mul_add(self, a, b)
+      }
+      #[inline(always)]
+      fn sqrt(self) -> Self {
+        <$t>::sqrt(self)
+      }
+      #[inline(always)]
+      fn abs(self) -> Self {
+        <$t>::abs(self)
+      }
+      #[inline(always)]
+      fn max_nan(self, other: Self) -> Self {
+        if self.is_nan() || other.is_nan() {
+          <$t>::NAN
+        } else if self > other {
+          self
+        } else {
+          other
+        }
+      }
+      #[inline(always)]
+      fn is_finite(self) -> bool {
+        <$t>::is_finite(self)
+      }
+    }
+  };
+}
+
+impl_float!(f32, Dtype::Float32);
+impl_float!(f64, Dtype::Float64);
