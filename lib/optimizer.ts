@@ -1,0 +1,214 @@
+import { describe, invalidType, invalidValue } from './errors'
+import { native } from './native'
+
+/** The element arrays a parameter can live in. */
+export type FloatArray = Float32Array | Float64Array
+
+/**
+ * A tensor being optimized: `data` is updated in place by `step()`; `grad` is read, and a
+ * parameter whose `grad` is null is skipped, as PyTorch skips parameters whose `.grad` is None.
+ * Both are read at every step, so assigning a new array to `grad` (or `data`) works.
+ */
+export interface Parameter {
+  data: FloatArray
+  grad: FloatArray | null
+}
+
+/** A group of parameters with its own options; every option is present and live. */
+export type ParamGroup<Options> = Required<Options> & { readonly params: readonly Parameter[] }
+
+/** Parameters, or groups of parameters each overriding some options. */
+export type Params<Options> = readonly Parameter[] | ReadonlyArray<{ params: readonly Parameter[] } & Partial<Options>>
+
+/** One packed option: where it sits in the group object and what it must be. */
+interface Slot {
+  key: string
+  index: number | undefined
+  kind: 'number' | 'boolean'
+  default: number
+}
+
+/** The option table of one algorithm, read once from the native core, where defaults live. */
+export class Schema<Options> {
+  readonly slots: readonly Slot[]
+  /** Option names, in the order the core lists them. */
+  readonly keys: readonly string[]
+  readonly defaults: Readonly<Required<Options>>
+
+  constructor(readonly algorithm: string) {
+    this.slots = native.optionFields(algorithm).map(({ name, kind, default: value }) => {
+      const [, key, index] = /^(\w+)(?:\[(\d+)\])?$/.exec(name)!
+      return { key, index: index === undefined ? undefined : Number(index), kind: kind as Slot['kind'], default: value }
+    })
+    this.keys = [...new Set(this.slots.map((s) => s.key))]
+    const defaults: Record<string, unknown> = {}
+    for (const slot of this.slots) {
+      const value = slot.kind === 'boolean' ? slot.default !== 0 : slot.default
+      if (slot.index === undefined) defaults[slot.key] = value
+      else ((defaults[slot.key] ??= []) as unknown[])[slot.index] = value
+    }
+    for (const value of Object.values(defaults)) if (Array.isArray(value)) Object.freeze(value)
+    this.defaults = Object.freeze(defaults) as Required<Options>
+  }
+
+  /** Writes a group's options into `out` at `offset`, checking their types. */
+  pack(group: Record<string, unknown>, where: string, out: Float64Array, offset: number): void {
+    for (let i = 0; i < this.slots.length; i++) {
+      const slot = this.slots[i]
+      let value = group[slot.key]
+      let name = `${where}.${slot.key}`
+      if (slot.index !== undefined) {
+        const tuple = value
+        const arity = this.slots.filter((s) => s.key === slot.key).length
+        if (!Array.isArray(tuple) || tuple.length !== arity) {
+          throw invalidType(`${name} must be an array of ${arity} numbers, got ${describe(tuple)}`)
+        }
+        value = tuple[slot.index]
+        name = `${name}[${slot.index}]`
+      }
+      if (slot.kind === 'boolean') {
+        if (typeof value !== 'boolean') throw invalidType(`${name} must be a boolean, got ${describe(value)}`)
+        out[offset + i] = value ? 1 : 0
+      } else {
+        if (typeof value !== 'number') throw invalidType(`${name} must be a number, got ${describe(value)}`)
+        out[offset + i] = value
+      }
+    }
+  }
+}
+
+function isFloatArray(value: unknown): value is FloatArray {
+  return value instanceof Float32Array || value instanceof Float64Array
+}
+
+function checkParameter(param: unknown, where: string): asserts param is Parameter {
+  if (typeof param !== 'object' || param === null) {
+    throw invalidType(`${where} must be an object with data and grad, got ${describe(param)}`)
+  }
+  const { data, grad } = param as Record<string, unknown>
+  if (!isFloatArray(data)) throw invalidType(`${where}.data must be a Float32Array or Float64Array, got ${describe(data)}`)
+  if (grad === null || grad === undefined) return
+  if (!isFloatArray(grad) || grad.constructor !== data.constructor) {
+    throw invalidType(`${where}.grad must be a ${data.constructor.name} like its data, or null, got ${describe(grad)}`)
+  }
+  if (grad.length !== data.length) {
+    throw Object.assign(new RangeError(`${where}.grad has length ${grad.length}, expected ${data.length} like its data`), {
+      code: 'ERR_OUT_OF_RANGE',
+    })
+  }
+}
+
+/**
+ * What every optimizer shares: parameter groups whose options stay live, and a step that
+ * updates all parameters in one native call.
+ */
+export abstract class Optimizer<Options extends object> {
+  /** The groups, each with every option filled in; change an option and the next step uses it. */
+  readonly paramGroups: Array<ParamGroup<Options>> = []
+  /** The options a group gets when it does not set them. */
+  readonly defaults: Readonly<Required<Options>>
+
+  readonly #schema: Schema<Options>
+  readonly #native: InstanceType<typeof native.NativeOptimizer>
+  #params: Parameter[] = []
+  #groupOf = new Uint32Array(0)
+  #packed = new Float64Array(0)
+
+  protected constructor(schema: Schema<Options>, params: Params<Options>, options: Partial<Options> = {}) {
+    this.#schema = schema
+    this.#native = new native.NativeOptimizer(schema.algorithm)
+    if (!Array.isArray(params)) throw invalidType(`params must be an array of parameters or of parameter groups, got ${describe(params)}`)
+    if (params.length === 0) throw invalidValue('params is empty: the optimizer got an empty parameter list')
+    this.#checkKeys(options, 'options', false)
+    this.defaults = Object.freeze({ ...schema.defaults, ...options })
+    this.#pack([this.defaults as Record<string, unknown>], 'options', true)
+    type Group = { params: readonly Parameter[] } & Partial<Options>
+    const isGroup = typeof params[0] === 'object' && params[0] !== null && 'params' in params[0]
+    this.#addGroups(isGroup ? (params as readonly Group[]) : [{ params: params as readonly Parameter[] } as Group])
+  }
+
+  /** Adds a group of parameters, as PyTorch's `add_param_group`. */
+  addParamGroup(group: { params: readonly Parameter[] } & Partial<Options>): void {
+    this.#addGroups([group])
+  }
+
+  /**
+   * Updates every parameter whose `grad` is not null, in one native call. Everything is checked
+   * first (options, array types and lengths, shared or detached memory): on error nothing changes.
+   */
+  step(): void {
+    this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
+    this.#native.step(this.#params, this.#groupOf, this.#packed)
+  }
+
+  /** Clears gradients: sets every `grad` to null (PyTorch's default), or fills them with zeros. */
+  zeroGrad(setToNone = true): void {
+    for (const param of this.#params) {
+      if (setToNone) param.grad = null
+      else param.grad?.fill(0)
+    }
+  }
+
+  /**
+   * A copy of a parameter's state: its step count and buffers (`expAvg`, ...), or undefined
+   * before its first step.
+   */
+  getState(param: Parameter): ({ step: number } & Record<string, FloatArray | number>) | undefined {
+    const index = this.#params.indexOf(param)
+    if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
+    const step = this.#native.stepCount(index)
+    if (step === null) return undefined
+    return { step, ...this.#native.stateBuffers(index)! }
+  }
+
+  #checkKeys(options: object, where: string, allowParams: boolean): void {
+    if (typeof options !== 'object' || options === null) throw invalidType(`${where} must be an object, got ${describe(options)}`)
+    for (const key of Object.keys(options)) {
+      if (!this.#schema.keys.includes(key) && !(allowParams && key === 'params')) {
+        throw invalidValue(`${where}.${key} is not an option of ${this.#schema.algorithm} (expected one of ${this.#schema.keys.join(', ')})`)
+      }
+    }
+  }
+
+  /** Validates every new group fully before adding any of them. */
+  #addGroups(groups: ReadonlyArray<{ params: readonly Parameter[] } & Partial<Options>>): void {
+    const seen = new Set<unknown>()
+    for (const param of this.#params) seen.add(param).add(param.data)
+    const added: Array<ParamGroup<Options>> = []
+    groups.forEach((group, g) => {
+      const where = `paramGroups[${this.paramGroups.length + g}]`
+      this.#checkKeys(group, where, true)
+      if (!Array.isArray(group.params)) throw invalidType(`${where}.params must be an array of parameters, got ${describe(group.params)}`)
+      group.params.forEach((param, i) => {
+        checkParameter(param, `${where}.params[${i}]`)
+        if (seen.has(param) || seen.has(param.data)) {
+          throw invalidValue(`${where}.params[${i}] appears more than once; every parameter must be in exactly one group, once`)
+        }
+        seen.add(param).add(param.data)
+      })
+      const complete = { ...this.defaults, ...group, params: Object.freeze([...group.params]) }
+      for (const [key, value] of Object.entries(complete)) {
+        if (Array.isArray(value) && key !== 'params') (complete as Record<string, unknown>)[key] = [...value]
+      }
+      added.push(Object.seal(complete) as unknown as ParamGroup<Options>)
+    })
+    this.#pack([...this.paramGroups, ...added] as Array<Record<string, unknown>>, 'paramGroups', true)
+    this.paramGroups.push(...added)
+    this.#params = this.paramGroups.flatMap((group) => [...group.params])
+    this.#groupOf = Uint32Array.from(this.paramGroups.flatMap((group, g) => group.params.map(() => g)))
+  }
+
+  /**
+   * Packs each group's options into `#packed` (reallocated when the group count changes),
+   * checking their types; with `validate`, also their ranges, which `step` leaves to the core.
+   */
+  #pack(groups: Array<Record<string, unknown>>, where: string, validate: boolean): void {
+    const width = this.#schema.slots.length
+    if (this.#packed.length !== groups.length * width) this.#packed = new Float64Array(groups.length * width)
+    for (let g = 0; g < groups.length; g++) {
+      const label = where === 'options' ? where : `${where}[${g}]`
+      this.#schema.pack(groups[g], label, this.#packed, g * width)
+      if (validate) this.#native.validateOptions(label, this.#packed.subarray(g * width, (g + 1) * width))
+    }
+  }
+}

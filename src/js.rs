@@ -1,0 +1,233 @@
+//! Thin, checked wrappers over the raw Node-API calls the step needs, and the errors it throws.
+
+use std::ffi::CStr;
+use std::ptr;
+
+use fastoptim_core::Dtype;
+use napi::bindgen_prelude::*;
+use napi::sys;
+
+/// An error to throw, with the JavaScript class and the Node-style `code` it gets.
+#[derive(Debug)]
+pub struct Fail {
+  class: Class,
+  code: &'static str,
+  message: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Class {
+  Error,
+  TypeError,
+  RangeError,
+}
+
+impl Fail {
+  /// A value of the wrong type: `TypeError`, `ERR_INVALID_ARG_TYPE`.
+  pub fn type_error(message: String) -> Self {
+    Fail { class: Class::TypeError, code: "ERR_INVALID_ARG_TYPE", message }
+  }
+  /// A number outside its range or a length that does not fit: `RangeError`, `ERR_OUT_OF_RANGE`.
+  pub fn range(message: String) -> Self {
+    Fail { class: Class::RangeError, code: "ERR_OUT_OF_RANGE", message }
+  }
+  /// A value of the right type that is not acceptable: `TypeError`, `ERR_INVALID_ARG_VALUE`.
+  pub fn value(message: String) -> Self {
+    Fail { class: Class::TypeError, code: "ERR_INVALID_ARG_VALUE", message }
+  }
+  /// Memory that can no longer be used (a detached buffer): `Error`, `ERR_INVALID_STATE`.
+  pub fn state(message: String) -> Self {
+    Fail { class: Class::Error, code: "ERR_INVALID_STATE", message }
+  }
+
+  /// Throws this as a JavaScript exception and returns the marker napi-rs expects after a throw.
+  pub fn throw(self, env: &Env) -> Error {
+    let code = Some(self.code);
+    let thrown = match self.class {
+      Class::Error => env.throw_error(&self.message, code),
+      Class::TypeError => env.throw_type_error(&self.message, code),
+      Class::RangeError => env.throw_range_error(&self.message, code),
+    };
+    match thrown {
+      Ok(()) => Error::from_status(Status::PendingException),
+      Err(error) => error,
+    }
+  }
+
+  /// As a plain napi-rs error, for functions that have no `Env` at hand.
+  pub fn into_plain(self) -> Error {
+    Error::new(Status::InvalidArg, self.message)
+  }
+}
+
+impl From<Error> for Fail {
+  fn from(error: Error) -> Self {
+    Fail { class: Class::Error, code: "ERR_INTERNAL_ASSERTION", message: error.reason }
+  }
+}
+
+/// `weight_decay` → `weightDecay`; `betas[0]` stays as it is.
+pub fn camel_case(name: &str) -> String {
+  let mut out = String::with_capacity(name.len());
+  let mut upper = false;
+  for c in name.chars() {
+    if c == '_' {
+      upper = true;
+    } else if upper {
+      out.extend(c.to_uppercase());
+      upper = false;
+    } else {
+      out.push(c);
+    }
+  }
+  out
+}
+
+/// A Float32Array or Float64Array as seen at one moment of a call.
+#[derive(Debug)]
+pub struct TypedView {
+  pub dtype: Dtype,
+  pub len: usize,
+  pub detached: bool,
+  data: *mut u8,
+}
+
+impl TypedView {
+  pub fn type_name(&self) -> &'static str {
+    match self.dtype {
+      Dtype::Float32 => "Float32Array",
+      Dtype::Float64 => "Float64Array",
+    }
+  }
+
+  pub fn address(&self) -> usize {
+    self.data as usize
+  }
+
+  pub fn byte_len(&self) -> usize {
+    self.len * self.dtype.size()
+  }
+
+  /// # Safety
+  /// `T` must be the view's element type, the memory must still be attached, and nothing else
+  /// may access it while the slice lives.
+  pub unsafe fn slice_mut<'a, T>(&self) -> &'a mut [T] {
+    if self.len == 0 {
+      &mut []
+    } else {
+      unsafe { std::slice::from_raw_parts_mut(self.data.cast::<T>(), self.len) }
+    }
+  }
+
+  /// # Safety
+  /// As [`TypedView::slice_mut`], except that others may read the memory too.
+  pub unsafe fn slice<'a, T>(&self) -> &'a [T] {
+    if self.len == 0 {
+      &[]
+    } else {
+      unsafe { std::slice::from_raw_parts(self.data.cast::<T>(), self.len) }
+    }
+  }
+}
+
+/// The raw environment of the current call.
+#[derive(Clone, Copy)]
+pub struct RawEnv(pub sys::napi_env);
+
+macro_rules! call {
+  ($what:literal, $e:expr) => {{
+    // SAFETY: every call below passes this call's env and values of its scope.
+    let status = unsafe { $e };
+    if status != sys::Status::napi_ok {
+      return Err(Fail::from(Error::new(Status::GenericFailure, format!("{} failed (napi status {status})", $what))));
+    }
+  }};
+}
+
+impl RawEnv {
+  fn type_of(self, value: sys::napi_value) -> std::result::Result<sys::napi_valuetype, Fail> {
+    let mut kind = 0;
+    call!("napi_typeof", sys::napi_typeof(self.0, value, &mut kind));
+    Ok(kind)
+  }
+
+  pub fn is_object(self, value: sys::napi_value) -> std::result::Result<bool, Fail> {
+    Ok(self.type_of(value)? == sys::ValueType::napi_object)
+  }
+
+  pub fn is_nullish(self, value: sys::napi_value) -> std::result::Result<bool, Fail> {
+    let kind = self.type_of(value)?;
+    Ok(kind == sys::ValueType::napi_null || kind == sys::ValueType::napi_undefined)
+  }
+
+  pub fn array_length(self, array: sys::napi_value) -> std::result::Result<usize, Fail> {
+    let mut is_array = false;
+    call!("napi_is_array", sys::napi_is_array(self.0, array, &mut is_array));
+    if !is_array {
+      return Err(Fail::type_error("params must be an array".into()));
+    }
+    let mut len = 0;
+    call!("napi_get_array_length", sys::napi_get_array_length(self.0, array, &mut len));
+    Ok(len as usize)
+  }
+
+  pub fn element(self, array: sys::napi_value, index: u32) -> std::result::Result<sys::napi_value, Fail> {
+    let mut value = ptr::null_mut();
+    call!("napi_get_element", sys::napi_get_element(self.0, array, index, &mut value));
+    Ok(value)
+  }
+
+  pub fn property(self, object: sys::napi_value, name: &CStr) -> std::result::Result<sys::napi_value, Fail> {
+    let mut value = ptr::null_mut();
+    call!("napi_get_named_property", sys::napi_get_named_property(self.0, object, name.as_ptr(), &mut value));
+    Ok(value)
+  }
+
+  /// The value as a Float32Array/Float64Array view, or `None` if it is anything else.
+  pub fn float_array(self, value: sys::napi_value) -> std::result::Result<Option<TypedView>, Fail> {
+    let mut is_typed = false;
+    call!("napi_is_typedarray", sys::napi_is_typedarray(self.0, value, &mut is_typed));
+    if !is_typed {
+      return Ok(None);
+    }
+    let (mut kind, mut len, mut data, mut buffer, mut offset) = (0, 0, ptr::null_mut(), ptr::null_mut(), 0);
+    call!(
+      "napi_get_typedarray_info",
+      sys::napi_get_typedarray_info(self.0, value, &mut kind, &mut len, &mut data, &mut buffer, &mut offset)
+    );
+    let dtype = match kind {
+      sys::TypedarrayType::float32_array => Dtype::Float32,
+      sys::TypedarrayType::float64_array => Dtype::Float64,
+      _ => return Ok(None),
+    };
+    let mut detached = false;
+    call!("napi_is_detached_arraybuffer", sys::napi_is_detached_arraybuffer(self.0, buffer, &mut detached));
+    Ok(Some(TypedView { dtype, len, detached, data: data.cast() }))
+  }
+
+  /// A short description of a value for error messages: its constructor name or its type.
+  pub fn describe(self, value: sys::napi_value) -> std::result::Result<String, Fail> {
+    let kind = self.type_of(value)?;
+    Ok(match kind {
+      sys::ValueType::napi_undefined => "undefined".into(),
+      sys::ValueType::napi_null => "null".into(),
+      sys::ValueType::napi_boolean => "a boolean".into(),
+      sys::ValueType::napi_number => "a number".into(),
+      sys::ValueType::napi_string => "a string".into(),
+      sys::ValueType::napi_function => "a function".into(),
+      sys::ValueType::napi_bigint => "a bigint".into(),
+      sys::ValueType::napi_symbol => "a symbol".into(),
+      _ => {
+        let constructor = self.property(value, c"constructor")?;
+        if self.type_of(constructor)? == sys::ValueType::napi_function {
+          let name = self.property(constructor, c"name")?;
+          // SAFETY: a value of this scope.
+          let name = unsafe { String::from_napi_value(self.0, name) }.unwrap_or_default();
+          if name.is_empty() { "an object".into() } else { name }
+        } else {
+          "an object".into()
+        }
+      }
+    })
+  }
+}
