@@ -21,9 +21,11 @@
 //! Conventions, all PyTorch's: ε is added after the square root of the bias-corrected second
 //! moment (TF1 adds it to the uncorrected one); the moments start at zero and are corrected
 //! for that bias; the bias corrections and γ/(1 − β₁ᵗ) are computed once per step in `f64`
-//! and rounded to the element type. The m update is the lerp PyTorch's fused CPU kernel
-//! computes, one fused multiply-add: `fma(1 − β₁, g − m, m)`, or `fma(−β₁, g − m, g)` when
-//! 1 − β₁ ≥ 0.5; every other operation is rounded separately, in PyTorch's order.
+//! and rounded to the element type. Rounding follows the vector loop of PyTorch's fused CPU
+//! kernel as compiled (its multiply-adds contracted to FMA), so results are bit-identical to it
+//! outside its scalar tail (the last `len % 16` elements of a tensor, which it rounds slightly
+//! differently): `g ← fma(p, λ, g)`; `m ← fma(1 − β₁, g − m, m)`, or `fma(−β₁, g − m, g)` when
+//! 1 − β₁ ≥ 0.5 (a lerp); `v ← fma((1 − β₂)·g, g, β₂·v)`; the rest rounded one operation at a time.
 
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::float::Float;
@@ -165,7 +167,7 @@ impl Optimizer for Adam {
         g = -g;
       }
       if c.l2 != 0.0 {
-        g = g + p * cast(c.l2);
+        g = p.mul_add(cast(c.l2), g);
       }
       p = p * cast(c.decay_factor);
       let weight = cast(c.lerp_weight);
@@ -175,7 +177,7 @@ impl Optimizer for Adam {
       } else {
         (weight - T::ONE).mul_add(g - m, g)
       };
-      exp_avg_sq[i] = exp_avg_sq[i] * cast(c.beta2) + cast(c.grad_sq_weight) * g * g;
+      exp_avg_sq[i] = (cast(c.grad_sq_weight) * g).mul_add(g, exp_avg_sq[i] * cast(c.beta2));
       let mut second = exp_avg_sq[i];
       if c.amsgrad {
         max_exp_avg_sq[i] = max_exp_avg_sq[i].max_nan(second);
@@ -275,13 +277,13 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
     let mut g = grad[i] * k.sign;
     let mut p = param[i];
     if L2 {
-      g = g + p * k.l2;
+      g = p.mul_add(k.l2, g);
     }
     p = p * k.decay_factor;
     let m = exp_avg[i];
     let base = if k.lerp_from_m { m } else { g };
     let m = k.lerp_coeff.mul_add(g - m, base);
-    let v = exp_avg_sq[i] * k.beta2 + k.grad_sq_weight * g * g;
+    let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i] * k.beta2);
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
     let second = if AMSGRAD {
