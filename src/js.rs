@@ -223,7 +223,11 @@ impl RawEnv {
           let name = self.property(constructor, c"name")?;
           // SAFETY: a value of this scope.
           let name = unsafe { String::from_napi_value(self.0, name) }.unwrap_or_default();
-          if name.is_empty() { "an object".into() } else { name }
+          if name.is_empty() {
+            "an object".into()
+          } else {
+            name
+          }
         } else {
           "an object".into()
         }

@@ -10,7 +10,9 @@ mod js;
 use std::collections::HashMap;
 
 use fastoptim_core::config::{Field, Kind};
-use fastoptim_core::{run, Adam, AdamW, Buffers, ConfigError, Dtype, Element, Job, Optimizer, ParamState, StateMismatch};
+use fastoptim_core::{
+  run, Adam, AdamW, Buffers, ConfigError, Dtype, Element, Job, Optimizer, ParamState, StateMismatch,
+};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
@@ -99,7 +101,8 @@ impl NativeOptimizer {
   /// (`options`, `paramGroups[1]`) otherwise.
   #[napi(catch_unwind)]
   pub fn validate_options(&self, env: Env, place: String, packed: &[f64]) -> Result<()> {
-    with_optimizer!(self.algorithm, O => O::from_packed(packed).map(drop)).map_err(|e| config_fail(&place, &e).throw(&env))
+    with_optimizer!(self.algorithm, O => O::from_packed(packed).map(drop))
+      .map_err(|e| config_fail(&place, &e).throw(&env))
   }
 
   /// Updates every parameter of `params` whose `grad` is not null; `groupOf[i]` is the group of
@@ -129,8 +132,12 @@ impl NativeOptimizer {
     let named = |i: usize| camel_case(names[i]);
     match &state.buffers {
       Buffers::Empty => None,
-      Buffers::F32(b) => Some(b.iter().enumerate().map(|(i, v)| (named(i), Either::A(Float32Array::new(v.clone())))).collect()),
-      Buffers::F64(b) => Some(b.iter().enumerate().map(|(i, v)| (named(i), Either::B(Float64Array::new(v.clone())))).collect()),
+      Buffers::F32(b) => {
+        Some(b.iter().enumerate().map(|(i, v)| (named(i), Either::A(Float32Array::new(v.clone())))).collect())
+      }
+      Buffers::F64(b) => {
+        Some(b.iter().enumerate().map(|(i, v)| (named(i), Either::B(Float64Array::new(v.clone())))).collect())
+      }
     }
   }
 }
@@ -144,9 +151,15 @@ struct ParamView {
 }
 
 impl NativeOptimizer {
-  fn step_with<O: Optimizer>(&mut self, env: RawEnv, params: sys::napi_value, group_of: &[u32], packed: &[f64]) -> std::result::Result<u32, Fail> {
+  fn step_with<O: Optimizer>(
+    &mut self,
+    env: RawEnv,
+    params: sys::napi_value,
+    group_of: &[u32],
+    packed: &[f64],
+  ) -> std::result::Result<u32, Fail> {
     let width = O::FIELDS.len();
-    if packed.len() % width != 0 {
+    if !packed.len().is_multiple_of(width) {
       return Err(Fail::value(format!("packed options hold {} values, not a multiple of {width}", packed.len())));
     }
     let configs = packed
@@ -195,7 +208,13 @@ impl NativeOptimizer {
 
   /// Reads `.data` and `.grad` of every parameter and checks them against each other and against
   /// the state; `None` for a parameter whose grad is null or undefined.
-  fn read_params(&self, env: RawEnv, params: sys::napi_value, group_of: &[u32], groups: usize) -> std::result::Result<Vec<Option<ParamView>>, Fail> {
+  fn read_params(
+    &self,
+    env: RawEnv,
+    params: sys::napi_value,
+    group_of: &[u32],
+    groups: usize,
+  ) -> std::result::Result<Vec<Option<ParamView>>, Fail> {
     let mut first_of_group = vec![usize::MAX; groups];
     let mut views = Vec::with_capacity(group_of.len());
     for (index, &group) in group_of.iter().enumerate() {
@@ -209,11 +228,17 @@ impl NativeOptimizer {
       let label = format!("paramGroups[{group}].params[{}]", index - first_of_group[group]);
       let param = env.element(params, index as u32)?;
       if !env.is_object(param)? {
-        return Err(Fail::type_error(format!("{label} must be an object with data and grad, got {}", env.describe(param)?)));
+        return Err(Fail::type_error(format!(
+          "{label} must be an object with data and grad, got {}",
+          env.describe(param)?
+        )));
       }
       let data_value = env.property(param, c"data")?;
       let data = env.float_array(data_value)?.ok_or_else(|| {
-        Fail::type_error(format!("{label}.data must be a Float32Array or Float64Array, got {}", env.describe(data_value).unwrap_or_default()))
+        Fail::type_error(format!(
+          "{label}.data must be a Float32Array or Float64Array, got {}",
+          env.describe(data_value).unwrap_or_default()
+        ))
       })?;
       if data.detached {
         return Err(Fail::state(format!("{label}.data is detached (its ArrayBuffer was transferred)")));
@@ -234,7 +259,11 @@ impl NativeOptimizer {
         return Err(Fail::state(format!("{label}.grad is detached (its ArrayBuffer was transferred)")));
       }
       if grad.dtype != data.dtype {
-        return Err(Fail::type_error(format!("{label}.grad must be a {} like its data, got {}", data.type_name(), grad.type_name())));
+        return Err(Fail::type_error(format!(
+          "{label}.grad must be a {} like its data, got {}",
+          data.type_name(),
+          grad.type_name()
+        )));
       }
       if grad.len != data.len {
         return Err(Fail::range(format!("{label}.grad has length {}, expected {} like its data", grad.len, data.len)));
@@ -242,10 +271,16 @@ impl NativeOptimizer {
       match self.states[index].check(data.dtype, data.len) {
         Ok(()) => {}
         Err(StateMismatch::Dtype { state, .. }) => {
-          return Err(Fail::type_error(format!("{label}.data is a {}, but its optimizer state is {}", data.type_name(), state.name())));
+          return Err(Fail::type_error(format!(
+            "{label}.data is a {}, but its optimizer state is {}",
+            data.type_name(),
+            state.name()
+          )));
         }
         Err(StateMismatch::Length { state, param }) => {
-          return Err(Fail::range(format!("{label}.data has length {param}, but its optimizer state has length {state}")));
+          return Err(Fail::range(format!(
+            "{label}.data has length {param}, but its optimizer state has length {state}"
+          )));
         }
       }
       views.push(Some(ParamView { group, data, grad, values: [data_value, grad_value] }));
@@ -263,7 +298,9 @@ fn recheck(env: RawEnv, views: &[Option<ParamView>]) -> std::result::Result<(), 
       let now = env.float_array(*value)?;
       let same = now.is_some_and(|now| !now.detached && now.address() == before.address() && now.len == before.len);
       if !same {
-        return Err(Fail::state("a parameter's array was detached or replaced while the step read its parameters".into()));
+        return Err(Fail::state(
+          "a parameter's array was detached or replaced while the step read its parameters".into(),
+        ));
       }
     }
   }

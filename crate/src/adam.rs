@@ -123,7 +123,11 @@ impl Optimizer for Adam {
   }
 
   fn buffers_used(&self) -> usize {
-    if self.amsgrad { 3 } else { 2 }
+    if self.amsgrad {
+      3
+    } else {
+      2
+    }
   }
 
   fn coeffs(&self, step: u64) -> AdamCoeffs {
@@ -172,11 +176,8 @@ impl Optimizer for Adam {
       p = p * cast(c.decay_factor);
       let weight = cast(c.lerp_weight);
       let m = exp_avg[i];
-      exp_avg[i] = if weight.abs() < cast(0.5) {
-        weight.mul_add(g - m, m)
-      } else {
-        (weight - T::ONE).mul_add(g - m, g)
-      };
+      exp_avg[i] =
+        if weight.abs() < cast(0.5) { weight.mul_add(g - m, m) } else { (weight - T::ONE).mul_add(g - m, g) };
       exp_avg_sq[i] = (cast(c.grad_sq_weight) * g).mul_add(g, exp_avg_sq[i] * cast(c.beta2));
       let mut second = exp_avg_sq[i];
       if c.amsgrad {
@@ -190,15 +191,8 @@ impl Optimizer for Adam {
 }
 
 impl Optimizer for AdamW {
-  const FIELDS: &'static [Field] = &[
-    LR,
-    BETA1,
-    BETA2,
-    EPS,
-    Field::number("weight_decay", 1e-2, Rule::NonNegative),
-    AMSGRAD,
-    MAXIMIZE,
-  ];
+  const FIELDS: &'static [Field] =
+    &[LR, BETA1, BETA2, EPS, Field::number("weight_decay", 1e-2, Rule::NonNegative), AMSGRAD, MAXIMIZE];
   const BUFFERS: &'static [&'static str] = Adam::BUFFERS;
   type Coeffs = AdamCoeffs;
 
@@ -420,7 +414,8 @@ mod tests {
     let mut state = ParamState::default();
     let coeffs = config.coeffs(1);
     Adam::update(&coeffs, &mut param, &grad, state.buffers_mut(4, 2));
-    let expected = [1.0 - 1e-3 * 0.25 / (0.25 + 1e-8), -2.0 + 1e-3 * 4.0 / (4.0 + 1e-8), 0.5, 3.0 - 1e-3 * 1e-3 / (1e-3 + 1e-8)];
+    let expected =
+      [1.0 - 1e-3 * 0.25 / (0.25 + 1e-8), -2.0 + 1e-3 * 4.0 / (4.0 + 1e-8), 0.5, 3.0 - 1e-3 * 1e-3 / (1e-3 + 1e-8)];
     for (got, want) in param.iter().zip(expected) {
       assert!((got - want).abs() <= 1e-15, "{got} vs {want}");
     }

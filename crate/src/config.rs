@@ -69,9 +69,9 @@ impl ConfigError {
         let name = rename(field);
         format!("invalid {name}: {} (expected {})", format_number(*value), rule.expectation(&name))
       }
-      ConfigError::Conflict { fields, message } => fields
-        .iter()
-        .fold(message.to_string(), |text, field| text.replace(&format!("`{field}`"), &rename(field))),
+      ConfigError::Conflict { fields, message } => {
+        fields.iter().fold(message.to_string(), |text, field| text.replace(&format!("`{field}`"), &rename(field)))
+      }
       ConfigError::Arity { expected, got } => {
         format!("expected {expected} packed hyperparameters, got {got}")
       }
@@ -125,7 +125,11 @@ pub fn format_number(x: f64) -> String {
   if x.is_nan() {
     "NaN".into()
   } else if x.is_infinite() {
-    if x > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+    if x > 0.0 {
+      "Infinity".into()
+    } else {
+      "-Infinity".into()
+    }
   } else {
     let text = format!("{x:?}");
     text.strip_suffix(".0").map(str::to_string).unwrap_or(text)

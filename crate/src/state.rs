@@ -122,7 +122,10 @@ mod tests {
     let [a, b, c] = state.buffers_mut::<f32>(5, 2);
     assert_eq!((a.len(), b.len(), c.len()), (5, 5, 0));
     a[0] = 1.0;
-    assert_eq!(state.check(Dtype::Float64, 5), Err(StateMismatch::Dtype { state: Dtype::Float32, param: Dtype::Float64 }));
+    assert_eq!(
+      state.check(Dtype::Float64, 5),
+      Err(StateMismatch::Dtype { state: Dtype::Float32, param: Dtype::Float64 })
+    );
     assert_eq!(state.check(Dtype::Float32, 4), Err(StateMismatch::Length { state: 5, param: 4 }));
     let [a, _, c] = state.buffers_mut::<f32>(5, 3);
     assert_eq!((a[0], c.len()), (1.0, 5));
