@@ -142,3 +142,11 @@ test('parameters can be added as a new group', (t) => {
   t.true(a.data[0] < 1)
   t.throws(() => opt.addParamGroup({ params: [a] }), { code: 'ERR_INVALID_ARG_VALUE', message: /appears more than once/ })
 })
+
+test('the README option table shows the native defaults', (t) => {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+  const rows = [...readme.matchAll(/^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|/gm)]
+  const column = (i: 2 | 3) => Object.fromEntries(rows.filter((r) => r[i].trim() !== '—').map((r) => [r[1], JSON.parse(r[i].trim())]))
+  t.deepEqual(column(2), { ...Adam.defaults })
+  t.deepEqual(column(3), { ...AdamW.defaults })
+})
