@@ -55,8 +55,9 @@ impl Field {
 pub enum ConfigError {
   /// `field` holds `value`, which breaks `rule`.
   OutOfRange { field: &'static str, value: f64, rule: Rule },
-  /// A rule that involves several fields (`Nesterov momentum requires ...`).
-  Conflict { fields: &'static [&'static str], message: &'static str },
+  /// A rule that involves several fields. `message` names each of `fields` in backquotes, so
+  /// that [`ConfigError::describe`] can respell them, and gives their values.
+  Conflict { fields: &'static [&'static str], message: String },
   /// The packed slice does not have one value per field.
   Arity { expected: usize, got: usize },
 }

@@ -6,15 +6,29 @@
 //! the engine that runs one step over many tensors, [`state`] for per-parameter state, and
 //! [`config`] for option tables and their validation. Nothing here knows about JavaScript.
 
+pub mod adagrad;
 pub mod adam;
+pub mod adamax;
 pub mod config;
 pub mod float;
+pub mod nadam;
 pub mod optimizer;
+pub mod radam;
+pub mod rmsprop;
+pub mod sgd;
 mod simd;
 pub mod state;
+#[cfg(test)]
+mod testing;
 
+pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
+pub use adamax::Adamax;
 pub use config::{ConfigError, Field, Kind, Rule};
 pub use float::{Dtype, Float};
-pub use optimizer::{run, Job, Optimizer, MAX_BUFFERS};
+pub use nadam::NAdam;
+pub use optimizer::{run, Job, Optimizer, MAX_BUFFERS, MAX_SCALARS};
+pub use radam::RAdam;
+pub use rmsprop::RMSprop;
+pub use sgd::Sgd;
 pub use state::{Buffers, Element, ParamState, StateMismatch};

@@ -4,9 +4,13 @@ use rayon::prelude::*;
 
 use crate::config::{ConfigError, Field};
 use crate::float::Float;
+use crate::state::ParamState;
 
 /// The most state buffers any optimizer keeps per parameter (Adam with AMSGrad: three).
 pub const MAX_BUFFERS: usize = 3;
+
+/// The most scalars besides the step count any optimizer carries per parameter (NAdam: one).
+pub const MAX_SCALARS: usize = 2;
 
 /// Below this many elements in a whole step, threads cost more than they give.
 pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
@@ -20,6 +24,9 @@ pub trait Optimizer: Copy + Send + Sync + Sized {
   const FIELDS: &'static [Field];
   /// PyTorch's `state_dict` names of the per-parameter buffers, in the order the kernel takes them.
   const BUFFERS: &'static [&'static str];
+  /// PyTorch's `state_dict` names of the per-parameter scalars carried from step to step besides
+  /// the step count (NAdam's `mu_product`), kept in [`ParamState::scalars`] in this order.
+  const SCALARS: &'static [&'static str] = &[];
   /// Per-step scalars derived from the options and the step count, computed once per step.
   type Coeffs: Copy + Send + Sync;
 
@@ -29,6 +36,11 @@ pub trait Optimizer: Copy + Send + Sync + Sized {
   fn buffers_used(&self) -> usize;
   /// The scalars for the update that makes the parameter's step count `step` (1-based).
   fn coeffs(&self, step: u64) -> Self::Coeffs;
+  /// Completes `coeffs` (from [`Self::coeffs`] for `state.step`) for one parameter from the
+  /// state only it has, and advances that state: its [`ParamState::scalars`], or whether a
+  /// buffer exists yet. Called once per parameter and step, after the step count is advanced
+  /// and before the step's buffers are taken, so `state.buffers` holds what earlier steps made.
+  fn advance(&self, _coeffs: &mut Self::Coeffs, _state: &mut ParamState) {}
   /// The fused update of one contiguous chunk; every slice has the same length.
   fn update<T: Float>(coeffs: &Self::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]);
   /// The same update written as plainly as possible, to test [`Self::update`] against.

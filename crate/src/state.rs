@@ -1,14 +1,16 @@
-//! Per-parameter optimizer state: the step count and the state buffers, created on a
-//! parameter's first step (as PyTorch does) in that parameter's dtype.
+//! Per-parameter optimizer state: the step count, a few carried scalars and the state buffers,
+//! created on a parameter's first step (as PyTorch does) in that parameter's dtype.
 
 use crate::float::{Dtype, Float};
-use crate::optimizer::MAX_BUFFERS;
+use crate::optimizer::{MAX_BUFFERS, MAX_SCALARS};
 
 /// The state of one parameter.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ParamState {
   /// Updates applied so far; PyTorch's `state['step']`.
   pub step: u64,
+  /// The optimizer's `SCALARS` (NAdam's `mu_product`), zero before the first step; unused ones stay zero.
+  pub scalars: [f64; MAX_SCALARS],
   pub buffers: Buffers,
 }
 
@@ -49,6 +51,15 @@ impl Buffers {
 
   pub fn is_empty(&self) -> bool {
     matches!(self, Buffers::Empty)
+  }
+
+  /// How many buffers exist: the most any step has asked for so far.
+  pub fn count(&self) -> usize {
+    match self {
+      Buffers::Empty => 0,
+      Buffers::F32(b) => b.len(),
+      Buffers::F64(b) => b.len(),
+    }
   }
 }
 

@@ -1,0 +1,260 @@
+//! Adagrad.
+//!
+//! Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
+//! Optimization", JMLR 12, 2011.
+//!
+//! With learning rate γ, learning-rate decay η, weight decay λ, initial accumulator value s₀ and
+//! step t (1 on the first update), each element of a parameter p with gradient g and
+//! accumulator s is updated as
+//!
+//! ```text
+//! g ← −g                          if maximize
+//! g ← g + λ·p                     (L2 penalty folded into the gradient)
+//! s ← s + g²                      s = s₀ before the first step
+//! p ← p − γ/(1 + (t − 1)·η) · g / (√s + ε)
+//! ```
+//!
+//! Conventions, all PyTorch's: ε is added after the square root; the decayed rate
+//! γ/(1 + (t − 1)·η) is computed in `f64` once per step. `s + g²` is `fma(g, g, s)` and the last
+//! line `p + (−γₜ·g)/(√s + ε)`, as PyTorch's vectorised CPU `addcmul_` and `addcdiv_` compute them.
+//!
+//! PyTorch fills the accumulator with s₀ when the optimizer is built; here state is created on a
+//! parameter's first step, so the step that creates the accumulator adds s₀ to it (a new buffer is
+//! zero): the same numbers, with s₀ taken from the parameter's group at that step. A loaded
+//! accumulator (PyTorch's, even before any step) is used as it is.
+
+use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::float::Float;
+use crate::optimizer::{Optimizer, MAX_BUFFERS};
+use crate::simd::with_best_isa;
+use crate::state::ParamState;
+
+/// Adagrad's options (PyTorch's `torch.optim.Adagrad`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adagrad {
+  pub lr: f64,
+  /// η: step t uses the rate γ/(1 + (t − 1)·η).
+  pub lr_decay: f64,
+  pub weight_decay: f64,
+  /// s₀, what the accumulator holds before the first step.
+  pub initial_accumulator_value: f64,
+  pub eps: f64,
+  pub maximize: bool,
+}
+
+impl Default for Adagrad {
+  fn default() -> Self {
+    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+  }
+}
+
+/// The per-step scalars of an Adagrad update, in `f64`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdagradCoeffs {
+  /// −γ/(1 + (t − 1)·η)
+  pub neg_clr: f64,
+  /// s₀ on the step that creates the accumulator, 0 on the others; set by [`Optimizer::advance`].
+  pub initial: f64,
+  pub eps: f64,
+  /// λ; 0 for none.
+  pub l2: f64,
+  pub maximize: bool,
+}
+
+impl Optimizer for Adagrad {
+  const FIELDS: &'static [Field] = &[
+    Field::number("lr", 1e-2, Rule::NonNegative),
+    Field::number("lr_decay", 0.0, Rule::NonNegative),
+    Field::number("weight_decay", 0.0, Rule::NonNegative),
+    Field::number("initial_accumulator_value", 0.0, Rule::NonNegative),
+    Field::number("eps", 1e-10, Rule::NonNegative),
+    Field::flag("maximize", false),
+  ];
+  const BUFFERS: &'static [&'static str] = &["sum"];
+  type Coeffs = AdagradCoeffs;
+
+  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
+    let values = Packed::new(Self::FIELDS, values)?;
+    Ok(Adagrad {
+      lr: values.number("lr"),
+      lr_decay: values.number("lr_decay"),
+      weight_decay: values.number("weight_decay"),
+      initial_accumulator_value: values.number("initial_accumulator_value"),
+      eps: values.number("eps"),
+      maximize: values.flag("maximize"),
+    })
+  }
+
+  fn buffers_used(&self) -> usize {
+    1
+  }
+
+  fn coeffs(&self, step: u64) -> AdagradCoeffs {
+    let clr = self.lr / (1.0 + (step as f64 - 1.0) * self.lr_decay);
+    AdagradCoeffs { neg_clr: -clr, initial: 0.0, eps: self.eps, l2: self.weight_decay, maximize: self.maximize }
+  }
+
+  fn advance(&self, coeffs: &mut AdagradCoeffs, state: &mut ParamState) {
+    if state.buffers.count() == 0 {
+      coeffs.initial = self.initial_accumulator_value;
+    }
+  }
+
+  fn update<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let k = Scalars::new(c);
+    let [sum, _, _] = buffers;
+    with_best_isa(|| {
+      if c.l2 != 0.0 {
+        fused::<T, true>(&k, param, grad, sum)
+      } else {
+        fused::<T, false>(&k, param, grad, sum)
+      }
+    })
+  }
+
+  fn update_reference<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let [sum, _, _] = buffers;
+    let cast = T::from_f64;
+    for i in 0..param.len() {
+      let mut g = grad[i];
+      if c.maximize {
+        g = -g;
+      }
+      if c.l2 != 0.0 {
+        g = cast(c.l2).mul_add(param[i], g);
+      }
+      sum[i] = g.mul_add(g, sum[i] + cast(c.initial));
+      let std = sum[i].sqrt() + cast(c.eps);
+      param[i] = param[i] + cast(c.neg_clr) * g / std;
+    }
+  }
+}
+
+/// [`AdagradCoeffs`] rounded to the element type, once per chunk.
+struct Scalars<T> {
+  sign: T,
+  l2: T,
+  initial: T,
+  eps: T,
+  neg_clr: T,
+}
+
+impl<T: Float> Scalars<T> {
+  fn new(c: &AdagradCoeffs) -> Self {
+    Scalars {
+      sign: if c.maximize { -T::ONE } else { T::ONE },
+      l2: T::from_f64(c.l2),
+      initial: T::from_f64(c.initial),
+      eps: T::from_f64(c.eps),
+      neg_clr: T::from_f64(c.neg_clr),
+    }
+  }
+}
+
+/// One pass over memory: reads p, g, s, writes p, s. Adding `initial` is exact: it is 0 but on
+/// the step that creates s, and then s is zero.
+#[inline(always)]
+fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], sum: &mut [T]) {
+  let n = param.len();
+  let grad = &grad[..n];
+  let sum = &mut sum[..n];
+  for i in 0..n {
+    let mut g = grad[i] * k.sign;
+    let p = param[i];
+    if L2 {
+      g = k.l2.mul_add(p, g);
+    }
+    let s = g.mul_add(g, sum[i] + k.initial);
+    sum[i] = s;
+    param[i] = p + k.neg_clr * g / (s.sqrt() + k.eps);
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::state::{Buffers, ParamState};
+  use crate::testing::{
+    assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, buffers_f64, step_once, trajectory,
+    values,
+  };
+
+  fn configs() -> Vec<Adagrad> {
+    let base = Adagrad::default();
+    vec![
+      base,
+      Adagrad { lr_decay: 0.1, weight_decay: 0.05, ..base },
+      Adagrad { initial_accumulator_value: 0.5, maximize: true, ..base },
+      Adagrad { eps: 1e-3, lr: 0.1, weight_decay: 1e-3, initial_accumulator_value: 1e-2, ..base },
+    ]
+  }
+
+  #[test]
+  fn fused_parallel_kernel_matches_reference_bit_for_bit() {
+    assert_fused_matches_reference(&configs());
+  }
+
+  #[test]
+  fn zero_learning_rate_leaves_parameters_unchanged() {
+    let configs: Vec<Adagrad> = configs().into_iter().map(|c| Adagrad { lr: 0.0, ..c }).collect();
+    assert_zero_lr_is_identity(&configs);
+  }
+
+  #[test]
+  fn first_steps_derived_by_hand() {
+    // s₀ = 1, γ = 0.5, η = 1. Step 1: s = 1 + g², p −= 0.5·g/√s.
+    // Step 2: s += g², and the rate is 0.5/(1 + 1·1) = 0.25.
+    let config = Adagrad { lr: 0.5, lr_decay: 1.0, initial_accumulator_value: 1.0, eps: 0.0, ..Adagrad::default() };
+    let mut state = ParamState::default();
+    let mut param = vec![1.0f64, 0.0];
+    step_once(config, &mut state, &mut param, &[3.0, 0.0], true);
+    assert_eq!(buffers_f64(&state), [vec![10.0, 1.0]]);
+    assert_eq!(param, [1.0 - 0.5 * 3.0 / 10f64.sqrt(), 0.0]);
+    step_once(config, &mut state, &mut param, &[4.0, 0.0], true);
+    assert_eq!(buffers_f64(&state), [vec![26.0, 1.0]]);
+    assert_eq!(param[0], 1.0 - 0.5 * 3.0 / 10f64.sqrt() - 0.25 * 4.0 / 26f64.sqrt());
+  }
+
+  #[test]
+  fn accumulator_never_shrinks_and_starts_at_the_initial_value() {
+    for config in configs() {
+      let mut state = ParamState::default();
+      let mut param = values::<f32>(1001, 1);
+      let mut previous = vec![config.initial_accumulator_value as f32; 1001];
+      for step in 1..=8 {
+        step_once(config, &mut state, &mut param, &values::<f32>(1001, step + 1), true);
+        let Buffers::F32(buffers) = &state.buffers else { panic!("f32 state") };
+        assert!(buffers[0].iter().zip(&previous).all(|(now, before)| now >= before), "{config:?} step {step}");
+        previous.clone_from(&buffers[0]);
+      }
+    }
+    let (_, state) =
+      trajectory::<Adagrad, f64>(Adagrad { initial_accumulator_value: 0.5, ..Adagrad::default() }, 11, 1, true);
+    // Element 3 of `values` is a zero gradient: its accumulator holds s₀ alone.
+    assert_eq!(buffers_f64(&state)[0][3], 0.5);
+  }
+
+  #[test]
+  fn a_loaded_accumulator_is_used_as_it_is() {
+    // PyTorch's state before any step is step 0 with s = s₀: loading it must not add s₀ again.
+    let config = Adagrad { initial_accumulator_value: 0.5, ..Adagrad::default() };
+    let mut state = ParamState { buffers: Buffers::F64(vec![vec![0.5]]), ..ParamState::default() };
+    step_once(config, &mut state, &mut [1.0f64], &[2.0], true);
+    assert_eq!(buffers_f64(&state), [vec![4.5]]);
+  }
+
+  #[test]
+  fn bad_options_are_rejected_with_field_and_value() {
+    assert_rejects::<Adagrad>(&[
+      ("lr", -1.0, "invalid lr: -1 (expected a finite lr >= 0)"),
+      ("lr_decay", -0.5, "invalid lr_decay: -0.5 (expected a finite lr_decay >= 0)"),
+      ("weight_decay", f64::NAN, "invalid weight_decay: NaN (expected a finite weight_decay >= 0)"),
+      (
+        "initial_accumulator_value",
+        -0.1,
+        "invalid initial_accumulator_value: -0.1 (expected a finite initial_accumulator_value >= 0)",
+      ),
+      ("eps", -1e-10, "invalid eps: -1e-10 (expected a finite eps >= 0)"),
+    ]);
+  }
+}

@@ -1,0 +1,252 @@
+//! Adamax: Adam with the infinity norm in place of the second moment.
+//!
+//! Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, section 7.1.
+//!
+//! With learning rate γ, betas β₁ β₂, weight decay λ and step t (1 on the first update), each
+//! element of a parameter p with gradient g, first moment m and infinity norm u (both zero
+//! before the first step) is updated as
+//!
+//! ```text
+//! g ← −g                          if maximize
+//! g ← g + λ·p                     (L2 penalty folded into the gradient)
+//! m ← m + (1 − β₁)·(g − m)        = β₁·m + (1 − β₁)·g
+//! u ← max(β₂·u, |g| + ε)
+//! p ← p − γ/(1 − β₁ᵗ) · m / u
+//! ```
+//!
+//! Conventions, all PyTorch's: ε goes inside the maximum, next to |g| (the paper has none), so
+//! u > 0 from the first step on; only m is bias-corrected; the maximum is NaN if either side is.
+//! γ/(1 − β₁ᵗ) is computed in `f64` once per step; the m update is the lerp Adam uses, and the
+//! last line `p + (−γ/(1 − β₁ᵗ)·m)/u`, as PyTorch's `addcdiv_` computes it.
+
+use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::float::Float;
+use crate::optimizer::{Optimizer, MAX_BUFFERS};
+use crate::simd::with_best_isa;
+
+/// Adamax's options (PyTorch's `torch.optim.Adamax`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adamax {
+  pub lr: f64,
+  pub betas: (f64, f64),
+  pub eps: f64,
+  pub weight_decay: f64,
+  pub maximize: bool,
+}
+
+impl Default for Adamax {
+  fn default() -> Self {
+    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+  }
+}
+
+/// The per-step scalars of an Adamax update, in `f64`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamaxCoeffs {
+  /// −γ/(1 − β₁ᵗ)
+  pub neg_clr: f64,
+  /// 1 − β₁, the lerp weight of the first moment.
+  pub lerp_weight: f64,
+  pub beta2: f64,
+  pub eps: f64,
+  /// λ; 0 for none.
+  pub l2: f64,
+  pub maximize: bool,
+}
+
+impl Optimizer for Adamax {
+  const FIELDS: &'static [Field] = &[
+    Field::number("lr", 2e-3, Rule::NonNegative),
+    Field::number("betas[0]", 0.9, Rule::UnitHalfOpen),
+    Field::number("betas[1]", 0.999, Rule::UnitHalfOpen),
+    Field::number("eps", 1e-8, Rule::NonNegative),
+    Field::number("weight_decay", 0.0, Rule::NonNegative),
+    Field::flag("maximize", false),
+  ];
+  const BUFFERS: &'static [&'static str] = &["exp_avg", "exp_inf"];
+  type Coeffs = AdamaxCoeffs;
+
+  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
+    let values = Packed::new(Self::FIELDS, values)?;
+    Ok(Adamax {
+      lr: values.number("lr"),
+      betas: (values.number("betas[0]"), values.number("betas[1]")),
+      eps: values.number("eps"),
+      weight_decay: values.number("weight_decay"),
+      maximize: values.flag("maximize"),
+    })
+  }
+
+  fn buffers_used(&self) -> usize {
+    2
+  }
+
+  fn coeffs(&self, step: u64) -> AdamaxCoeffs {
+    let (beta1, beta2) = self.betas;
+    let bias_correction = 1.0 - beta1.powf(step as f64);
+    AdamaxCoeffs {
+      neg_clr: -(self.lr / bias_correction),
+      lerp_weight: 1.0 - beta1,
+      beta2,
+      eps: self.eps,
+      l2: self.weight_decay,
+      maximize: self.maximize,
+    }
+  }
+
+  fn update<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let k = Scalars::new(c);
+    let [exp_avg, exp_inf, _] = buffers;
+    with_best_isa(|| {
+      if c.l2 != 0.0 {
+        fused::<T, true>(&k, param, grad, exp_avg, exp_inf)
+      } else {
+        fused::<T, false>(&k, param, grad, exp_avg, exp_inf)
+      }
+    })
+  }
+
+  fn update_reference<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let [exp_avg, exp_inf, _] = buffers;
+    let cast = T::from_f64;
+    for i in 0..param.len() {
+      let mut g = grad[i];
+      if c.maximize {
+        g = -g;
+      }
+      if c.l2 != 0.0 {
+        g = cast(c.l2).mul_add(param[i], g);
+      }
+      let weight = cast(c.lerp_weight);
+      let m = exp_avg[i];
+      exp_avg[i] =
+        if weight.abs() < cast(0.5) { weight.mul_add(g - m, m) } else { (weight - T::ONE).mul_add(g - m, g) };
+      exp_inf[i] = (exp_inf[i] * cast(c.beta2)).max_nan(g.abs() + cast(c.eps));
+      param[i] = param[i] + cast(c.neg_clr) * exp_avg[i] / exp_inf[i];
+    }
+  }
+}
+
+/// [`AdamaxCoeffs`] rounded to the element type, once per chunk.
+struct Scalars<T> {
+  sign: T,
+  l2: T,
+  lerp_coeff: T,
+  lerp_from_m: bool,
+  beta2: T,
+  eps: T,
+  neg_clr: T,
+}
+
+impl<T: Float> Scalars<T> {
+  fn new(c: &AdamaxCoeffs) -> Self {
+    let weight = T::from_f64(c.lerp_weight);
+    let lerp_from_m = weight.abs() < T::from_f64(0.5);
+    Scalars {
+      sign: if c.maximize { -T::ONE } else { T::ONE },
+      l2: T::from_f64(c.l2),
+      lerp_coeff: if lerp_from_m { weight } else { weight - T::ONE },
+      lerp_from_m,
+      beta2: T::from_f64(c.beta2),
+      eps: T::from_f64(c.eps),
+      neg_clr: T::from_f64(c.neg_clr),
+    }
+  }
+}
+
+/// One pass over memory: reads p, g, m, u, writes p, m, u.
+#[inline(always)]
+fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_inf: &mut [T]) {
+  let n = param.len();
+  let grad = &grad[..n];
+  let exp_avg = &mut exp_avg[..n];
+  let exp_inf = &mut exp_inf[..n];
+  for i in 0..n {
+    let mut g = grad[i] * k.sign;
+    let p = param[i];
+    if L2 {
+      g = k.l2.mul_add(p, g);
+    }
+    let m = exp_avg[i];
+    let base = if k.lerp_from_m { m } else { g };
+    let m = k.lerp_coeff.mul_add(g - m, base);
+    let u = (exp_inf[i] * k.beta2).max_nan(g.abs() + k.eps);
+    exp_avg[i] = m;
+    exp_inf[i] = u;
+    param[i] = p + k.neg_clr * m / u;
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::state::ParamState;
+  use crate::testing::{
+    assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, buffers_f64, step_once, trajectory,
+  };
+
+  fn configs() -> Vec<Adamax> {
+    let base = Adamax::default();
+    vec![
+      base,
+      Adamax { weight_decay: 0.1, lr: 1e-2, ..base },
+      Adamax { maximize: true, betas: (0.3, 0.9), eps: 1e-3, ..base },
+    ]
+  }
+
+  #[test]
+  fn fused_parallel_kernel_matches_reference_bit_for_bit() {
+    assert_fused_matches_reference(&configs());
+  }
+
+  #[test]
+  fn zero_learning_rate_leaves_parameters_unchanged() {
+    let configs: Vec<Adamax> = configs().into_iter().map(|c| Adamax { lr: 0.0, ..c }).collect();
+    assert_zero_lr_is_identity(&configs);
+  }
+
+  #[test]
+  fn first_steps_derived_by_hand() {
+    // t = 1: m = (1 − β₁)·g, u = |g| + ε, and the step is γ·g/(|g| + ε): γ·sign(g) up to ε.
+    // t = 2 with g₂ = 0: m = β₁(1 − β₁)·g, u = max(β₂·u, ε), step γ/(1 − β₁²)·m/u.
+    let config = Adamax { lr: 0.1, betas: (0.5, 0.75), eps: 1e-8, ..Adamax::default() };
+    let mut state = ParamState::default();
+    let mut param = vec![1.0f64, -2.0];
+    step_once(config, &mut state, &mut param, &[0.25, -4.0], true);
+    let p1 = [1.0 - 0.1 * 0.25 / (0.25 + 1e-8), -2.0 + 0.1 * 4.0 / (4.0 + 1e-8)];
+    for (got, want) in param.iter().zip(p1) {
+      assert!((got - want).abs() <= 1e-15, "{got} vs {want}");
+    }
+    step_once(config, &mut state, &mut param, &[0.0, 0.0], true);
+    let m = [0.25 * 0.25, 0.25 * -4.0];
+    let u = [0.75 * (0.25 + 1e-8), 0.75 * (4.0 + 1e-8)];
+    assert_eq!(buffers_f64(&state)[0], m);
+    for i in 0..2 {
+      let want = p1[i] - 0.1 / 0.75 * m[i] / u[i];
+      assert!((param[i] - want).abs() <= 1e-15 && (buffers_f64(&state)[1][i] - u[i]).abs() <= 1e-16);
+    }
+  }
+
+  #[test]
+  fn infinity_norm_is_positive_and_bounds_the_first_moment() {
+    // m is a weighted average of past gradients (weights summing to 1 − β₁ᵗ) and u ≥ β₂^(t−s)·|gₛ|
+    // for every past step s, so |m| ≤ u/β₂^(t−1); and u ≥ ε > 0 throughout.
+    let (_, state) = trajectory::<Adamax, f64>(Adamax::default(), 1001, 6, true);
+    let buffers = buffers_f64(&state);
+    let slack = 0.999f64.powi(-5);
+    assert!(buffers[1].iter().all(|&u| u >= 1e-8));
+    assert!(buffers[0].iter().zip(&buffers[1]).all(|(m, u)| m.abs() <= u * slack * (1.0 + 1e-12)));
+  }
+
+  #[test]
+  fn bad_options_are_rejected_with_field_and_value() {
+    assert_rejects::<Adamax>(&[
+      ("lr", -2e-3, "invalid lr: -0.002 (expected a finite lr >= 0)"),
+      ("betas[0]", 1.0, "invalid betas[0]: 1 (expected 0 <= betas[0] < 1)"),
+      ("betas[1]", -0.1, "invalid betas[1]: -0.1 (expected 0 <= betas[1] < 1)"),
+      ("eps", -1.0, "invalid eps: -1 (expected a finite eps >= 0)"),
+      ("weight_decay", f64::INFINITY, "invalid weight_decay: Infinity (expected a finite weight_decay >= 0)"),
+      ("maximize", -1.0, "invalid maximize: -1 (expected true or false)"),
+    ]);
+  }
+}

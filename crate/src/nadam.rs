@@ -1,0 +1,336 @@
+//! NAdam: Adam with Nesterov momentum.
+//!
+//! Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop. Decoupled weight decay
+//! (NAdamW): Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
+//!
+//! With learning rate γ, betas β₁ β₂, momentum decay ψ, weight decay λ and step t (1 on the
+//! first update), the momentum schedule is μₜ = β₁·(1 − ½·0.96^(t·ψ)), and each parameter carries
+//! the product Πₜ = μ₁·…·μₜ. Each element of a parameter p with gradient g, first moment m and
+//! second moment v (both zero before the first step) is updated as
+//!
+//! ```text
+//! g ← −g                          if maximize
+//! g ← g + λ·p                     (L2 penalty folded into the gradient)
+//! p ← p·(1 − γ·λ)                 with decoupled weight decay instead
+//! m ← m + (1 − β₁)·(g − m)        = β₁·m + (1 − β₁)·g
+//! v ← β₂·v + (1 − β₂)·g²
+//! d ← √(v/(1 − β₂ᵗ)) + ε
+//! p ← p − γ(1 − μₜ)/(1 − Πₜ) · g/d
+//! p ← p − γ·μₜ₊₁/(1 − Πₜ·μₜ₊₁) · m/d
+//! ```
+//!
+//! Conventions, all PyTorch's: ε is added after the square root of the bias-corrected second
+//! moment; the gradient and the moment enter as two separate `addcdiv_`s, `p + (c·g)/d` then
+//! `p + (c′·m)/d`. Πₜ lives in a float32 tensor in PyTorch (its default scalar dtype) whatever
+//! the parameter's dtype, and is multiplied there, so it is kept rounded to `f32` here too, in
+//! [`ParamState::scalars`]; Πₜ·μₜ₊₁ and both step sizes are `f64`. Because Πₜ is per-parameter
+//! state, not a function of t, changing β₁ or ψ mid-run affects each parameter from where it is.
+//! The m update is the lerp Adam uses and `β₂·v + (1 − β₂)·g²` is `fma((1 − β₂)·g, g, β₂·v)`, as
+//! PyTorch's vectorised CPU `lerp_` and `addcmul_` compute them.
+
+use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::float::Float;
+use crate::optimizer::{Optimizer, MAX_BUFFERS};
+use crate::simd::with_best_isa;
+use crate::state::ParamState;
+
+/// NAdam's options (PyTorch's `torch.optim.NAdam`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NAdam {
+  pub lr: f64,
+  pub betas: (f64, f64),
+  pub eps: f64,
+  pub weight_decay: f64,
+  /// ψ in the momentum schedule μₜ = β₁·(1 − ½·0.96^(t·ψ)).
+  pub momentum_decay: f64,
+  /// Decay the weights by 1 − γλ (NAdamW) instead of adding λ·p to the gradient.
+  pub decoupled_weight_decay: bool,
+  pub maximize: bool,
+}
+
+impl Default for NAdam {
+  fn default() -> Self {
+    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+  }
+}
+
+/// The per-step scalars of a NAdam update, in `f64`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NAdamCoeffs {
+  pub lr: f64,
+  /// μₜ
+  pub mu: f64,
+  /// μₜ₊₁
+  pub mu_next: f64,
+  /// −γ(1 − μₜ)/(1 − Πₜ): per parameter, set by [`Optimizer::advance`] (NaN until then).
+  pub grad_step: f64,
+  /// −γ·μₜ₊₁/(1 − Πₜ·μₜ₊₁): per parameter, set by [`Optimizer::advance`] (NaN until then).
+  pub moment_step: f64,
+  /// 1 − β₁, the lerp weight of the first moment.
+  pub lerp_weight: f64,
+  pub beta2: f64,
+  /// 1 − β₂
+  pub grad_sq_weight: f64,
+  /// 1 − β₂ᵗ
+  pub bias_correction2: f64,
+  pub eps: f64,
+  /// λ of the L2 penalty; 0 when decay is decoupled.
+  pub l2: f64,
+  /// 1 − γ·λ for decoupled decay; exactly 1 otherwise.
+  pub decay_factor: f64,
+  pub maximize: bool,
+}
+
+impl Optimizer for NAdam {
+  const FIELDS: &'static [Field] = &[
+    Field::number("lr", 2e-3, Rule::NonNegative),
+    Field::number("betas[0]", 0.9, Rule::UnitHalfOpen),
+    Field::number("betas[1]", 0.999, Rule::UnitHalfOpen),
+    Field::number("eps", 1e-8, Rule::NonNegative),
+    Field::number("weight_decay", 0.0, Rule::NonNegative),
+    Field::number("momentum_decay", 4e-3, Rule::NonNegative),
+    Field::flag("decoupled_weight_decay", false),
+    Field::flag("maximize", false),
+  ];
+  const BUFFERS: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
+  const SCALARS: &'static [&'static str] = &["mu_product"];
+  type Coeffs = NAdamCoeffs;
+
+  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
+    let values = Packed::new(Self::FIELDS, values)?;
+    Ok(NAdam {
+      lr: values.number("lr"),
+      betas: (values.number("betas[0]"), values.number("betas[1]")),
+      eps: values.number("eps"),
+      weight_decay: values.number("weight_decay"),
+      momentum_decay: values.number("momentum_decay"),
+      decoupled_weight_decay: values.flag("decoupled_weight_decay"),
+      maximize: values.flag("maximize"),
+    })
+  }
+
+  fn buffers_used(&self) -> usize {
+    2
+  }
+
+  fn coeffs(&self, step: u64) -> NAdamCoeffs {
+    let (beta1, beta2) = self.betas;
+    let t = step as f64;
+    let momentum = |t: f64| beta1 * (1.0 - 0.5 * 0.96f64.powf(t * self.momentum_decay));
+    let decoupled = self.decoupled_weight_decay && self.weight_decay != 0.0;
+    NAdamCoeffs {
+      lr: self.lr,
+      mu: momentum(t),
+      mu_next: momentum(t + 1.0),
+      grad_step: f64::NAN,
+      moment_step: f64::NAN,
+      lerp_weight: 1.0 - beta1,
+      beta2,
+      grad_sq_weight: 1.0 - beta2,
+      bias_correction2: 1.0 - beta2.powf(t),
+      eps: self.eps,
+      l2: if self.decoupled_weight_decay { 0.0 } else { self.weight_decay },
+      decay_factor: if decoupled { 1.0 - self.lr * self.weight_decay } else { 1.0 },
+      maximize: self.maximize,
+    }
+  }
+
+  /// Πₜ = Πₜ₋₁·μₜ, rounded to `f32` as PyTorch's float32 `mu_product` is; Π₀ = 1 for a
+  /// parameter with no state yet.
+  fn advance(&self, c: &mut NAdamCoeffs, state: &mut ParamState) {
+    let before = if state.buffers.is_empty() { 1.0 } else { state.scalars[0] };
+    let product = f64::from(before as f32 * c.mu as f32);
+    state.scalars[0] = product;
+    let product_next = product * c.mu_next;
+    c.grad_step = -c.lr * (1.0 - c.mu) / (1.0 - product);
+    c.moment_step = -c.lr * c.mu_next / (1.0 - product_next);
+  }
+
+  fn update<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let k = Scalars::new(c);
+    let [exp_avg, exp_avg_sq, _] = buffers;
+    with_best_isa(|| {
+      if c.l2 != 0.0 {
+        fused::<T, true>(&k, param, grad, exp_avg, exp_avg_sq)
+      } else {
+        fused::<T, false>(&k, param, grad, exp_avg, exp_avg_sq)
+      }
+    })
+  }
+
+  fn update_reference<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let [exp_avg, exp_avg_sq, _] = buffers;
+    let cast = T::from_f64;
+    for i in 0..param.len() {
+      let mut g = grad[i];
+      let mut p = param[i];
+      if c.maximize {
+        g = -g;
+      }
+      if c.l2 != 0.0 {
+        g = cast(c.l2).mul_add(p, g);
+      }
+      p = p * cast(c.decay_factor);
+      let weight = cast(c.lerp_weight);
+      let m = exp_avg[i];
+      exp_avg[i] =
+        if weight.abs() < cast(0.5) { weight.mul_add(g - m, m) } else { (weight - T::ONE).mul_add(g - m, g) };
+      exp_avg_sq[i] = (cast(c.grad_sq_weight) * g).mul_add(g, exp_avg_sq[i] * cast(c.beta2));
+      let denom = (exp_avg_sq[i] / cast(c.bias_correction2)).sqrt() + cast(c.eps);
+      p = p + cast(c.grad_step) * g / denom;
+      param[i] = p + cast(c.moment_step) * exp_avg[i] / denom;
+    }
+  }
+}
+
+/// [`NAdamCoeffs`] rounded to the element type, once per chunk.
+struct Scalars<T> {
+  sign: T,
+  l2: T,
+  decay_factor: T,
+  lerp_coeff: T,
+  lerp_from_m: bool,
+  beta2: T,
+  grad_sq_weight: T,
+  bias_correction2: T,
+  eps: T,
+  grad_step: T,
+  moment_step: T,
+}
+
+impl<T: Float> Scalars<T> {
+  fn new(c: &NAdamCoeffs) -> Self {
+    let weight = T::from_f64(c.lerp_weight);
+    let lerp_from_m = weight.abs() < T::from_f64(0.5);
+    Scalars {
+      sign: if c.maximize { -T::ONE } else { T::ONE },
+      l2: T::from_f64(c.l2),
+      decay_factor: T::from_f64(c.decay_factor),
+      lerp_coeff: if lerp_from_m { weight } else { weight - T::ONE },
+      lerp_from_m,
+      beta2: T::from_f64(c.beta2),
+      grad_sq_weight: T::from_f64(c.grad_sq_weight),
+      bias_correction2: T::from_f64(c.bias_correction2),
+      eps: T::from_f64(c.eps),
+      grad_step: T::from_f64(c.grad_step),
+      moment_step: T::from_f64(c.moment_step),
+    }
+  }
+}
+
+/// One pass over memory: reads p, g, m, v, writes p, m, v. `p·decay_factor` is exact when the
+/// factor is 1.
+#[inline(always)]
+fn fused<T: Float, const L2: bool>(
+  k: &Scalars<T>,
+  param: &mut [T],
+  grad: &[T],
+  exp_avg: &mut [T],
+  exp_avg_sq: &mut [T],
+) {
+  let n = param.len();
+  let grad = &grad[..n];
+  let exp_avg = &mut exp_avg[..n];
+  let exp_avg_sq = &mut exp_avg_sq[..n];
+  for i in 0..n {
+    let mut g = grad[i] * k.sign;
+    let mut p = param[i];
+    if L2 {
+      g = k.l2.mul_add(p, g);
+    }
+    p = p * k.decay_factor;
+    let m = exp_avg[i];
+    let base = if k.lerp_from_m { m } else { g };
+    let m = k.lerp_coeff.mul_add(g - m, base);
+    let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i] * k.beta2);
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    let denom = (v / k.bias_correction2).sqrt() + k.eps;
+    p = p + k.grad_step * g / denom;
+    param[i] = p + k.moment_step * m / denom;
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::testing::{
+    assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, buffers_f64, step_once, trajectory,
+    values,
+  };
+
+  fn configs() -> Vec<NAdam> {
+    let base = NAdam::default();
+    vec![
+      base,
+      NAdam { weight_decay: 0.1, lr: 1e-2, ..base },
+      NAdam { decoupled_weight_decay: true, weight_decay: 0.05, momentum_decay: 0.0, ..base },
+      NAdam { maximize: true, betas: (0.3, 0.9), eps: 1e-3, ..base },
+    ]
+  }
+
+  #[test]
+  fn fused_parallel_kernel_matches_reference_bit_for_bit() {
+    assert_fused_matches_reference(&configs());
+  }
+
+  #[test]
+  fn zero_learning_rate_leaves_parameters_unchanged() {
+    let configs: Vec<NAdam> = configs().into_iter().map(|c| NAdam { lr: 0.0, ..c }).collect();
+    assert_zero_lr_is_identity(&configs);
+  }
+
+  #[test]
+  fn first_step_derived_by_hand() {
+    // t = 1: Π₁ = μ₁ (rounded to f32), m = (1 − β₁)g, v = (1 − β₂)g², so d = |g| + ε and the
+    // step is γ·[(1 − μ₁)/(1 − Π₁) + μ₂(1 − β₁)/(1 − Π₁μ₂)]·g/(|g| + ε): about γ·1.1·sign(g).
+    let config = NAdam { lr: 0.1, ..NAdam::default() };
+    let mu = |t: f64| 0.9 * (1.0 - 0.5 * 0.96f64.powf(t * 4e-3));
+    let mut state = ParamState::default();
+    let mut param = vec![1.0f64, -2.0, 0.5];
+    step_once(config, &mut state, &mut param, &[0.25, -4.0, 0.0], true);
+    let mu1 = f64::from(mu(1.0) as f32);
+    assert_eq!(state.scalars[0], mu1);
+    let scale = (1.0 - mu(1.0)) / (1.0 - mu1) + mu(2.0) * 0.1 / (1.0 - mu1 * mu(2.0));
+    let expected = [1.0 - 0.1 * scale * 0.25 / (0.25 + 1e-8), -2.0 + 0.1 * scale * 4.0 / (4.0 + 1e-8), 0.5];
+    for (got, want) in param.iter().zip(expected) {
+      assert!((got - want).abs() <= 1e-14, "{got} vs {want}");
+    }
+  }
+
+  #[test]
+  fn mu_product_is_a_float32_running_product_per_parameter() {
+    let config = NAdam::default();
+    let (_, state) = trajectory::<NAdam, f64>(config, 5, 30, true);
+    let mut product = 1.0f32;
+    for t in 1..=30 {
+      product *= config.coeffs(t).mu as f32;
+    }
+    assert_eq!(state.scalars[0], f64::from(product));
+    // A parameter that joins later starts its own product at 1.
+    let mut late = ParamState::default();
+    step_once(config, &mut late, &mut values::<f64>(5, 1), &values::<f64>(5, 2), true);
+    assert_eq!(late.scalars[0], f64::from(config.coeffs(1).mu as f32));
+  }
+
+  #[test]
+  fn second_moment_is_never_negative() {
+    for config in configs() {
+      let (_, state) = trajectory::<NAdam, f32>(config, 1001, 6, true);
+      assert!(buffers_f64(&state)[1].iter().all(|&v| v >= 0.0), "{config:?}");
+    }
+  }
+
+  #[test]
+  fn bad_options_are_rejected_with_field_and_value() {
+    assert_rejects::<NAdam>(&[
+      ("lr", -1.0, "invalid lr: -1 (expected a finite lr >= 0)"),
+      ("betas[0]", 1.5, "invalid betas[0]: 1.5 (expected 0 <= betas[0] < 1)"),
+      ("betas[1]", 1.0, "invalid betas[1]: 1 (expected 0 <= betas[1] < 1)"),
+      ("eps", -1e-8, "invalid eps: -1e-8 (expected a finite eps >= 0)"),
+      ("weight_decay", -0.5, "invalid weight_decay: -0.5 (expected a finite weight_decay >= 0)"),
+      ("momentum_decay", -4e-3, "invalid momentum_decay: -0.004 (expected a finite momentum_decay >= 0)"),
+      ("decoupled_weight_decay", 0.5, "invalid decoupled_weight_decay: 0.5 (expected true or false)"),
+    ]);
+  }
+}
