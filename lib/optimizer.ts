@@ -77,6 +77,29 @@ export class Schema<Options> {
   }
 }
 
+/**
+ * Options PyTorch keeps in its param groups that say how it runs rather than what it computes;
+ * `loadStateDict` accepts and ignores them so that a PyTorch state dict loads as it is.
+ */
+const PYTORCH_ONLY_OPTIONS = new Set(['foreach', 'fused', 'capturable', 'differentiable', 'initialLr'])
+
+/** A parameter's state: `step`, then the optimizer's scalars and buffers by PyTorch's names in camelCase. */
+export type ParamState = { step: number } & Record<string, FloatArray | number>
+
+/** The shape of `stateDict()`: PyTorch's `state_dict()` with camelCase names. */
+export interface StateDict<Options = Record<string, unknown>> {
+  state: Record<number, ParamState>
+  paramGroups: Array<Required<Options> & { params: number[] }>
+}
+
+function copyOption(value: unknown): unknown {
+  return Array.isArray(value) ? [...value] : value
+}
+
+function outOfRange(message: string) {
+  return Object.assign(new RangeError(message), { code: 'ERR_OUT_OF_RANGE' as const })
+}
+
 function isFloatArray(value: unknown): value is FloatArray {
   return value instanceof Float32Array || value instanceof Float64Array
 }
@@ -91,11 +114,7 @@ function checkParameter(param: unknown, where: string): asserts param is Paramet
   if (!isFloatArray(grad) || grad.constructor !== data.constructor) {
     throw invalidType(`${where}.grad must be a ${data.constructor.name} like its data, or null, got ${describe(grad)}`)
   }
-  if (grad.length !== data.length) {
-    throw Object.assign(new RangeError(`${where}.grad has length ${grad.length}, expected ${data.length} like its data`), {
-      code: 'ERR_OUT_OF_RANGE',
-    })
-  }
+  if (grad.length !== data.length) throw outOfRange(`${where}.grad has length ${grad.length}, expected ${data.length} like its data`)
 }
 
 /**
@@ -150,15 +169,125 @@ export abstract class Optimizer<Options extends object> {
   }
 
   /**
-   * A copy of a parameter's state: its step count and buffers (`expAvg`, ...), or undefined
-   * before its first step.
+   * A copy of a parameter's state, as PyTorch's `opt.state[p]`: its step count, scalars and
+   * buffers (`expAvg`, ...), or undefined before its first step.
    */
-  getState(param: Parameter): ({ step: number } & Record<string, FloatArray | number>) | undefined {
+  getState(param: Parameter): ParamState | undefined {
     const index = this.#params.indexOf(param)
     if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
-    const step = this.#native.stepCount(index)
-    if (step === null) return undefined
-    return { step, ...this.#native.stateBuffers(index)! }
+    return this.#exportState(index)
+  }
+
+  /**
+   * The optimizer's state as a plain object shaped like PyTorch's `state_dict()`: per-parameter
+   * state (copies) keyed by the parameter's position across all groups, and each group's options
+   * with the positions of its parameters.
+   */
+  stateDict(): StateDict<Options> {
+    const state: Record<number, ParamState> = {}
+    this.#params.forEach((_, index) => {
+      const entry = this.#exportState(index)
+      if (entry) state[index] = entry
+    })
+    let next = 0
+    const paramGroups = this.paramGroups.map((group) => {
+      const options = Object.fromEntries(this.#schema.keys.map((key) => [key, copyOption((group as Record<string, unknown>)[key])]))
+      return { ...options, params: group.params.map(() => next++) } as Required<Options> & { params: number[] }
+    })
+    return { state, paramGroups }
+  }
+
+  /**
+   * Restores a `stateDict()` (this optimizer's, or one converted from PyTorch's): the groups'
+   * options and every parameter's state. Everything is checked first — group and parameter
+   * counts, option names, types and ranges, state names, dtypes and lengths — and on error
+   * nothing changes.
+   */
+  loadStateDict(stateDict: StateDict<Options>): void {
+    if (typeof stateDict !== 'object' || stateDict === null) throw invalidType(`stateDict must be an object, got ${describe(stateDict)}`)
+    const { state, paramGroups } = stateDict
+    if (!Array.isArray(paramGroups)) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(paramGroups)}`)
+    if (paramGroups.length !== this.paramGroups.length) {
+      throw invalidValue(`stateDict.paramGroups has ${paramGroups.length} groups, but the optimizer has ${this.paramGroups.length}`)
+    }
+    const width = this.#schema.slots.length
+    const packed = new Float64Array(paramGroups.length * width)
+    const indexOf = new Map<number, number>()
+    let first = 0
+    paramGroups.forEach((group: unknown, g) => {
+      const where = `stateDict.paramGroups[${g}]`
+      if (typeof group !== 'object' || group === null) throw invalidType(`${where} must be an object, got ${describe(group)}`)
+      const { params, ...options } = group as { params: unknown } & Record<string, unknown>
+      const size = this.paramGroups[g].params.length
+      if (!Array.isArray(params) || params.length !== size) {
+        throw invalidValue(`${where}.params must list ${size} parameters like the optimizer's group, got ${describe(params)}${Array.isArray(params) ? ` of ${params.length}` : ''}`)
+      }
+      params.forEach((id: unknown, k) => {
+        if (!Number.isSafeInteger(id) || indexOf.has(id as number)) throw invalidValue(`${where}.params[${k}] must be a distinct whole number, got ${String(id)}`)
+        indexOf.set(id as number, first + k)
+      })
+      first += size
+      for (const key of Object.keys(options)) if (PYTORCH_ONLY_OPTIONS.has(key)) delete options[key]
+      // PyTorch's AdamW lists decoupled_weight_decay: true, which AdamW here implies.
+      if (options.decoupledWeightDecay === true && !this.#schema.keys.includes('decoupledWeightDecay')) delete options.decoupledWeightDecay
+      this.#checkKeys(options, where, false)
+      for (const key of this.#schema.keys) {
+        if (!(key in options)) throw invalidValue(`${where}.${key} is missing`)
+      }
+      this.#schema.pack(options, where, packed, g * width)
+      this.#native.validateOptions(where, packed.subarray(g * width, (g + 1) * width))
+    })
+
+    if (typeof state !== 'object' || state === null) throw invalidType(`stateDict.state must be an object, got ${describe(state)}`)
+    const names = this.#native.stateNames()
+    const entries = Object.entries(state).map(([id, entry]) => {
+      const where = `stateDict.state[${id}]`
+      const index = indexOf.get(Number(id))
+      if (index === undefined) throw invalidValue(`${where} is for a parameter no group lists`)
+      if (typeof entry !== 'object' || entry === null) throw invalidType(`${where} must be an object, got ${describe(entry)}`)
+      const data = this.#params[index].data
+      for (const key of Object.keys(entry)) {
+        if (key !== 'step' && !names.scalars.includes(key) && !names.buffers.includes(key)) {
+          throw invalidValue(`${where}.${key} is not state of ${this.#schema.algorithm} (expected step${[...names.scalars, ...names.buffers].map((n) => `, ${n}`).join('')})`)
+        }
+      }
+      // PyTorch's SGD keeps no step count; elsewhere it is always there.
+      const { step = 0 } = entry
+      if (typeof step !== 'number') throw invalidType(`${where}.step must be a number, got ${describe(step)}`)
+      const scalars = names.scalars.map((name) => {
+        const value = entry[name]
+        if (typeof value !== 'number') throw invalidType(`${where}.${name} must be a number, got ${describe(value)}`)
+        return value
+      })
+      const buffers = names.buffers.map((name) => {
+        const value = entry[name]
+        if (value === undefined || value === null) return null
+        if (!isFloatArray(value) || value.constructor !== data.constructor) {
+          throw invalidType(`${where}.${name} must be a ${data.constructor.name} like the parameter's data, got ${describe(value)}`)
+        }
+        if (value.length !== data.length) throw outOfRange(`${where}.${name} has length ${value.length}, expected ${data.length} like the parameter's data`)
+        return value
+      })
+      const dtype = data instanceof Float32Array ? 'float32' : 'float64'
+      return { index, step, dtype, length: data.length, scalars, buffers }
+    })
+    this.#native.importStates(this.#params.length, entries)
+    paramGroups.forEach((group, g) => {
+      for (const key of this.#schema.keys) (this.paramGroups[g] as Record<string, unknown>)[key] = copyOption((group as Record<string, unknown>)[key])
+    })
+  }
+
+  #exportState(index: number): ParamState | undefined {
+    const entry = this.#native.exportState(index)
+    if (!entry) return undefined
+    const names = this.#native.stateNames()
+    const state: ParamState = { step: entry.step }
+    names.scalars.forEach((name, i) => (state[name] = entry.scalars[i]))
+    names.buffers.forEach((name, i) => {
+      const buffer = entry.buffers[i]
+      if (buffer) state[name] = buffer
+    })
+    return state
   }
 
   #checkKeys(options: object, where: string, allowParams: boolean): void {

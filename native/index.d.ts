@@ -11,6 +11,14 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** The per-parameter state of one optimizer, owned on the native side. */
 export declare class NativeOptimizer {
+  stateNames(): StateNames
+  /** A copy of parameter `index`'s state, or null before its first step. */
+  exportState(index: number): StateEntry | null
+  /**
+   * Replaces the state of every parameter: those in `entries` get theirs, the other `count - n`
+   * start afresh. Nothing is replaced unless every entry is valid.
+   */
+  importStates(count: number, entries: Array<StateEntry>): void
   constructor(algorithm: string)
   /**
    * Checks one group's packed options; throws a RangeError naming the field and `place`
@@ -23,13 +31,6 @@ export declare class NativeOptimizer {
    * many parameters were updated.
    */
   step(params: unknown, groupOf: Uint32Array, packed: Float64Array): number
-  /** The step count of parameter `index`, or null before its first step. */
-  stepCount(index: number): number | null
-  /**
-   * Copies of parameter `index`'s state buffers, by camelCase PyTorch name, or null before its
-   * first step.
-   */
-  stateBuffers(index: number): Record<string, Float32Array | Float64Array> | null
 }
 
 /** One option of an optimizer, as the facade sees it. */
@@ -43,3 +44,20 @@ export interface OptionField {
 
 /** The options of `algorithm` in packed order, with PyTorch's defaults: the one place defaults live. */
 export declare function optionFields(algorithm: string): Array<OptionField>
+
+/** One parameter's state. `buffers[i]` is null where the optimizer has not made that buffer. */
+export interface StateEntry {
+  index: number
+  step: number
+  /** `"float32"` or `"float64"`. */
+  dtype: string
+  length: number
+  scalars: Array<number>
+  buffers: Array<Float32Array | Float64Array | undefined | null>
+}
+
+/** The names of an optimizer's per-parameter state, camelCase, in the order entries hold them. */
+export interface StateNames {
+  scalars: Array<string>
+  buffers: Array<string>
+}

@@ -6,12 +6,11 @@
 //! updates every parameter or none.
 
 mod js;
-
-use std::collections::HashMap;
+mod state_io;
 
 use fastoptim_core::config::{Field, Kind};
 use fastoptim_core::{
-  run, Adam, AdamW, Buffers, ConfigError, Dtype, Element, Job, Optimizer, ParamState, StateMismatch,
+  run, ConfigError, Dtype, Element, Job, Optimizer, ParamState, StateMismatch,
 };
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -21,9 +20,15 @@ use js::{camel_case, Fail, RawEnv, TypedView};
 
 /// The optimizers the binding can run, by their facade names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Algorithm {
+pub(crate) enum Algorithm {
   Adam,
   AdamW,
+  Sgd,
+  RMSprop,
+  Adagrad,
+  Adamax,
+  NAdam,
+  RAdam,
 }
 
 impl Algorithm {
@@ -31,7 +36,15 @@ impl Algorithm {
     match name {
       "Adam" => Ok(Algorithm::Adam),
       "AdamW" => Ok(Algorithm::AdamW),
-      other => Err(Fail::value(format!("unknown optimizer {other:?} (expected one of \"Adam\", \"AdamW\")"))),
+      "SGD" => Ok(Algorithm::Sgd),
+      "RMSprop" => Ok(Algorithm::RMSprop),
+      "Adagrad" => Ok(Algorithm::Adagrad),
+      "Adamax" => Ok(Algorithm::Adamax),
+      "NAdam" => Ok(Algorithm::NAdam),
+      "RAdam" => Ok(Algorithm::RAdam),
+      other => Err(Fail::value(format!(
+        "unknown optimizer {other:?} (expected one of \"Adam\", \"AdamW\", \"SGD\", \"RMSprop\", \"Adagrad\", \"Adamax\", \"NAdam\", \"RAdam\")"
+      ))),
     }
   }
 }
@@ -41,16 +54,41 @@ macro_rules! with_optimizer {
   ($algorithm:expr, $O:ident => $body:expr) => {
     match $algorithm {
       Algorithm::Adam => {
-        type $O = Adam;
+        type $O = ::fastoptim_core::Adam;
         $body
       }
       Algorithm::AdamW => {
-        type $O = AdamW;
+        type $O = ::fastoptim_core::AdamW;
+        $body
+      }
+      Algorithm::Sgd => {
+        type $O = ::fastoptim_core::Sgd;
+        $body
+      }
+      Algorithm::RMSprop => {
+        type $O = ::fastoptim_core::RMSprop;
+        $body
+      }
+      Algorithm::Adagrad => {
+        type $O = ::fastoptim_core::Adagrad;
+        $body
+      }
+      Algorithm::Adamax => {
+        type $O = ::fastoptim_core::Adamax;
+        $body
+      }
+      Algorithm::NAdam => {
+        type $O = ::fastoptim_core::NAdam;
+        $body
+      }
+      Algorithm::RAdam => {
+        type $O = ::fastoptim_core::RAdam;
         $body
       }
     }
   };
 }
+pub(crate) use with_optimizer;
 
 /// One option of an optimizer, as the facade sees it.
 #[napi(object)]
@@ -85,8 +123,8 @@ pub fn option_fields(algorithm: String) -> Result<Vec<OptionField>> {
 /// The per-parameter state of one optimizer, owned on the native side.
 #[napi]
 pub struct NativeOptimizer {
-  algorithm: Algorithm,
-  states: Vec<ParamState>,
+  pub(crate) algorithm: Algorithm,
+  pub(crate) states: Vec<ParamState>,
 }
 
 #[napi]
@@ -114,31 +152,6 @@ impl NativeOptimizer {
     let params = params.raw();
     let result = with_optimizer!(self.algorithm, O => self.step_with::<O>(raw, params, group_of, packed));
     result.map_err(|fail| fail.throw(&env))
-  }
-
-  /// The step count of parameter `index`, or null before its first step.
-  #[napi]
-  pub fn step_count(&self, index: u32) -> Option<f64> {
-    let state = self.states.get(index as usize)?;
-    (!state.buffers.is_empty()).then_some(state.step as f64)
-  }
-
-  /// Copies of parameter `index`'s state buffers, by camelCase PyTorch name, or null before its
-  /// first step.
-  #[napi]
-  pub fn state_buffers(&self, index: u32) -> Option<HashMap<String, Either<Float32Array, Float64Array>>> {
-    let names: &[&str] = with_optimizer!(self.algorithm, O => O::BUFFERS);
-    let state = self.states.get(index as usize)?;
-    let named = |i: usize| camel_case(names[i]);
-    match &state.buffers {
-      Buffers::Empty => None,
-      Buffers::F32(b) => {
-        Some(b.iter().enumerate().map(|(i, v)| (named(i), Either::A(Float32Array::new(v.clone())))).collect())
-      }
-      Buffers::F64(b) => {
-        Some(b.iter().enumerate().map(|(i, v)| (named(i), Either::B(Float64Array::new(v.clone())))).collect())
-      }
-    }
   }
 }
 
@@ -187,7 +200,7 @@ impl NativeOptimizer {
       let Some(view) = view else { continue };
       let config = configs[view.group];
       state.step += 1;
-      let coeffs = match memo {
+      let mut coeffs = match memo {
         Some((group, step, coeffs)) if group == view.group && step == state.step => coeffs,
         _ => {
           let coeffs = config.coeffs(state.step);
@@ -195,6 +208,7 @@ impl NativeOptimizer {
           coeffs
         }
       };
+      config.advance(&mut coeffs, state);
       updated += 1;
       match view.data.dtype {
         Dtype::Float32 => jobs32.push(job(coeffs, state, &view, config.buffers_used())),

@@ -1,0 +1,135 @@
+//! Copying optimizer state out of and into a `NativeOptimizer`, for `stateDict` and
+//! `loadStateDict`. An import is checked whole before any state is replaced.
+
+use fastoptim_core::{Buffers, Dtype, Optimizer, ParamState, MAX_SCALARS};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::js::{camel_case, Fail};
+use crate::{with_optimizer, Algorithm, NativeOptimizer};
+
+/// The names of an optimizer's per-parameter state, camelCase, in the order entries hold them.
+#[napi(object)]
+pub struct StateNames {
+  pub scalars: Vec<String>,
+  pub buffers: Vec<String>,
+}
+
+/// One parameter's state. `buffers[i]` is null where the optimizer has not made that buffer.
+#[napi(object)]
+pub struct StateEntry {
+  pub index: u32,
+  pub step: f64,
+  /// `"float32"` or `"float64"`.
+  pub dtype: String,
+  pub length: u32,
+  pub scalars: Vec<f64>,
+  pub buffers: Vec<Option<Either<Float32Array, Float64Array>>>,
+}
+
+#[napi]
+impl NativeOptimizer {
+  #[napi]
+  pub fn state_names(&self) -> StateNames {
+    let (scalars, buffers): (&[&str], &[&str]) = with_optimizer!(self.algorithm, O => (O::SCALARS, O::BUFFERS));
+    StateNames {
+      scalars: scalars.iter().map(|s| camel_case(s)).collect(),
+      buffers: buffers.iter().map(|s| camel_case(s)).collect(),
+    }
+  }
+
+  /// A copy of parameter `index`'s state, or null before its first step.
+  #[napi]
+  pub fn export_state(&self, index: u32) -> Option<StateEntry> {
+    let (scalar_count, buffer_count) = with_optimizer!(self.algorithm, O => (O::SCALARS.len(), O::BUFFERS.len()));
+    let state = self.states.get(index as usize)?;
+    let dtype = state.buffers.dtype()?;
+    let mut buffers: Vec<Option<Either<Float32Array, Float64Array>>> = match &state.buffers {
+      Buffers::Empty => return None,
+      Buffers::F32(b) => b.iter().map(|v| Some(Either::A(Float32Array::new(v.clone())))).collect(),
+      Buffers::F64(b) => b.iter().map(|v| Some(Either::B(Float64Array::new(v.clone())))).collect(),
+    };
+    buffers.resize_with(buffer_count, || None);
+    Some(StateEntry {
+      index,
+      step: state.step as f64,
+      dtype: dtype.name().into(),
+      length: state.buffers.len().unwrap_or(0) as u32,
+      scalars: state.scalars[..scalar_count].to_vec(),
+      buffers,
+    })
+  }
+
+  /// Replaces the state of every parameter: those in `entries` get theirs, the other `count - n`
+  /// start afresh. Nothing is replaced unless every entry is valid.
+  #[napi(catch_unwind)]
+  pub fn import_states(&mut self, env: Env, count: u32, entries: Vec<StateEntry>) -> Result<()> {
+    let (scalar_count, buffer_count) = with_optimizer!(self.algorithm, O => (O::SCALARS.len(), O::BUFFERS.len()));
+    let mut states = vec![ParamState::default(); count as usize];
+    let mut seen = vec![false; count as usize];
+    for entry in &entries {
+      let state = entry_to_state(entry, count, scalar_count, buffer_count, &mut seen).map_err(|f| f.throw(&env))?;
+      states[entry.index as usize] = state;
+    }
+    self.states = states;
+    Ok(())
+  }
+}
+
+fn entry_to_state(
+  entry: &StateEntry,
+  count: u32,
+  scalar_count: usize,
+  buffer_count: usize,
+  seen: &mut [bool],
+) -> std::result::Result<ParamState, Fail> {
+  let at = format!("state[{}]", entry.index);
+  if entry.index >= count {
+    return Err(Fail::range(format!("{at}: the optimizer has {count} parameters")));
+  }
+  if std::mem::replace(&mut seen[entry.index as usize], true) {
+    return Err(Fail::value(format!("{at} is given twice")));
+  }
+  if !(entry.step.is_finite() && entry.step >= 0.0 && entry.step.fract() == 0.0 && entry.step <= 2f64.powi(53)) {
+    return Err(Fail::range(format!("invalid {at}.step: {} (expected a whole number >= 0)", entry.step)));
+  }
+  if entry.scalars.len() != scalar_count || entry.scalars.iter().any(|s| !s.is_finite()) {
+    return Err(Fail::value(format!("{at}: expected {scalar_count} finite scalars, got {:?}", entry.scalars)));
+  }
+  if entry.buffers.len() > buffer_count {
+    return Err(Fail::value(format!("{at}: expected at most {buffer_count} buffers, got {}", entry.buffers.len())));
+  }
+  let dtype = match entry.dtype.as_str() {
+    "float32" => Dtype::Float32,
+    "float64" => Dtype::Float64,
+    other => return Err(Fail::value(format!("{at}.dtype is {other:?} (expected \"float32\" or \"float64\")"))),
+  };
+  let len = entry.length as usize;
+  let used = entry.buffers.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+  let mismatch = |i: usize, what: String| Fail::type_error(format!("{at} buffer {i}: {what}"));
+  let buffers = match dtype {
+    Dtype::Float32 => Buffers::F32(
+      (0..used)
+        .map(|i| match &entry.buffers[i] {
+          None => Ok(vec![0.0; len]),
+          Some(Either::A(a)) if a.len() == len => Ok(a.to_vec()),
+          Some(Either::A(a)) => Err(mismatch(i, format!("length {}, expected {len}", a.len()))),
+          Some(Either::B(_)) => Err(mismatch(i, "a Float64Array, expected a Float32Array".into())),
+        })
+        .collect::<std::result::Result<_, _>>()?,
+    ),
+    Dtype::Float64 => Buffers::F64(
+      (0..used)
+        .map(|i| match &entry.buffers[i] {
+          None => Ok(vec![0.0; len]),
+          Some(Either::B(a)) if a.len() == len => Ok(a.to_vec()),
+          Some(Either::B(a)) => Err(mismatch(i, format!("length {}, expected {len}", a.len()))),
+          Some(Either::A(_)) => Err(mismatch(i, "a Float32Array, expected a Float64Array".into())),
+        })
+        .collect::<std::result::Result<_, _>>()?,
+    ),
+  };
+  let mut scalars = [0.0; MAX_SCALARS];
+  scalars[..scalar_count].copy_from_slice(&entry.scalars);
+  Ok(ParamState { step: entry.step as u64, scalars, buffers })
+}
