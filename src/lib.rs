@@ -9,9 +9,7 @@ mod js;
 mod state_io;
 
 use fastoptim_core::config::{Field, Kind};
-use fastoptim_core::{
-  run, ConfigError, Dtype, Element, Job, Optimizer, ParamState, StateMismatch,
-};
+use fastoptim_core::{run, ConfigError, Dtype, Element, Job, Optimizer, ParamState, StateMismatch};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
