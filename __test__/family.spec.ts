@@ -216,6 +216,15 @@ test('Adagrad: the accumulator starts at initialAccumulatorValue on a parameter�
   t.deepEqual(opt.getState(late), { step: 1, sum: Float64Array.of(4.5) })
 })
 
+test('Adagrad: a group’s own initialAccumulatorValue is honoured (PyTorch reads only the constructor’s)', (t) => {
+  const a = { data: Float64Array.of(1), grad: Float64Array.of(2) }
+  const b = { data: Float64Array.of(1), grad: Float64Array.of(2) }
+  const opt = new Adagrad([{ params: [a] }, { params: [b], initialAccumulatorValue: 5 }], { initialAccumulatorValue: 1 })
+  opt.step()
+  t.deepEqual([...(opt.getState(a)!.sum as Float64Array)], [5])
+  t.deepEqual([...(opt.getState(b)!.sum as Float64Array)], [9])
+})
+
 test('NAdam: muProduct is each parameter’s own float32 running product of the momentum schedule', (t) => {
   const mu = (step: number) => 0.9 * (1 - 0.5 * 0.96 ** (step * 4e-3))
   const a = { data: Float32Array.of(1), grad: Float32Array.of(1) as Float32Array | null }

@@ -18,7 +18,8 @@ export interface AdagradOptions {
    */
   weightDecay: number
   /**
-   * What the accumulator of squared gradients holds before the first step.
+   * What the accumulator of squared gradients holds before a parameter's first step. A group's
+   * own value is honoured (PyTorch uses the constructor's for every group).
    * @default 0
    */
   initialAccumulatorValue: number

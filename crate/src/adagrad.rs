@@ -20,8 +20,9 @@
 //!
 //! PyTorch fills the accumulator with s₀ when the optimizer is built; here state is created on a
 //! parameter's first step, so the step that creates the accumulator adds s₀ to it (a new buffer is
-//! zero): the same numbers, with s₀ taken from the parameter's group at that step. A loaded
-//! accumulator (PyTorch's, even before any step) is used as it is.
+//! zero): the same numbers. s₀ is taken from the parameter's group at that step, where PyTorch
+//! always uses the constructor's value and ignores a group's own (the one place the two differ).
+//! A loaded accumulator (PyTorch's, even before any step) is used as it is.
 
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::float::Float;
