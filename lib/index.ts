@@ -9,3 +9,27 @@ export { Optimizer, type FloatArray, type Parameter, type ParamGroup, type Param
 export type { ErrorCode } from './errors'
 export { type ParamState, type StateDict } from './optimizer'
 export { decodeSafetensors, encodeSafetensors, loadStateDict, saveStateDict } from './checkpoint'
+export {
+  CosineAnnealingLR,
+  ExponentialLR,
+  LambdaLR,
+  LinearLR,
+  LRScheduler,
+  MultiStepLR,
+  OneCycleLR,
+  ReduceLROnPlateau,
+  SequentialLR,
+  StepLR,
+  type CosineAnnealingLROptions,
+  type ExponentialLROptions,
+  type LambdaLROptions,
+  type LinearLROptions,
+  type LrLambda,
+  type LRSchedulerOptions,
+  type MultiStepLROptions,
+  type OneCycleLROptions,
+  type ReduceLROnPlateauOptions,
+  type SchedulableOptimizer,
+  type SequentialLROptions,
+  type StepLROptions,
+} from './schedulers'
