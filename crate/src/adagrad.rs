@@ -27,7 +27,7 @@
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::float::Float;
 use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::with_best_isa;
+use crate::simd::multiversion;
 use crate::state::ParamState;
 
 /// Adagrad's options (PyTorch's `torch.optim.Adagrad`).
@@ -104,13 +104,13 @@ impl Optimizer for Adagrad {
   fn update<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [sum, _, _] = buffers;
-    with_best_isa(|| {
+    {
       if c.l2 != 0.0 {
-        fused::<T, true>(&k, param, grad, sum)
+        fused_best::<T, true>(&k, param, grad, sum)
       } else {
-        fused::<T, false>(&k, param, grad, sum)
+        fused_best::<T, false>(&k, param, grad, sum)
       }
-    })
+    }
   }
 
   fn update_reference<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -151,6 +151,8 @@ impl<T: Float> Scalars<T> {
     }
   }
 }
+
+multiversion!(fn fused_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], sum: &mut [T]) => fused);
 
 /// One pass over memory: reads p, g, s, writes p, s. Adding `initial` is exact: it is 0 but on
 /// the step that creates s, and then s is zero.

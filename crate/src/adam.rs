@@ -30,7 +30,7 @@
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::float::Float;
 use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::with_best_isa;
+use crate::simd::multiversion;
 
 /// Adam's options (PyTorch's `torch.optim.Adam`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -153,12 +153,12 @@ impl Optimizer for Adam {
   fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
-    with_best_isa(|| match (c.l2 != 0.0, c.amsgrad) {
-      (false, false) => fused::<T, false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, false) => fused::<T, true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (false, true) => fused::<T, false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, true) => fused::<T, true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-    })
+    match (c.l2 != 0.0, c.amsgrad) {
+      (false, false) => fused_best::<T, false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (true, false) => fused_best::<T, true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (false, true) => fused_best::<T, false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (true, true) => fused_best::<T, true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+    }
   }
 
   fn update_reference<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -250,6 +250,8 @@ impl<T: Float> Scalars<T> {
     }
   }
 }
+
+multiversion!(fn fused_best<T: Float, const L2: bool, const AMSGRAD: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T], max_exp_avg_sq: &mut [T]) => fused);
 
 /// One pass over memory: reads p, g, m, v (and u), writes p, m, v (and u). Branch-free in the
 /// loop so that it vectorises; `g·sign` and `p·decay_factor` are exact when sign and factor are 1.

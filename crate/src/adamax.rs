@@ -22,7 +22,7 @@
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::float::Float;
 use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::with_best_isa;
+use crate::simd::multiversion;
 
 /// Adamax's options (PyTorch's `torch.optim.Adamax`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,13 +97,13 @@ impl Optimizer for Adamax {
   fn update<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [exp_avg, exp_inf, _] = buffers;
-    with_best_isa(|| {
+    {
       if c.l2 != 0.0 {
-        fused::<T, true>(&k, param, grad, exp_avg, exp_inf)
+        fused_best::<T, true>(&k, param, grad, exp_avg, exp_inf)
       } else {
-        fused::<T, false>(&k, param, grad, exp_avg, exp_inf)
+        fused_best::<T, false>(&k, param, grad, exp_avg, exp_inf)
       }
-    })
+    }
   }
 
   fn update_reference<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -153,6 +153,8 @@ impl<T: Float> Scalars<T> {
     }
   }
 }
+
+multiversion!(fn fused_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_inf: &mut [T]) => fused);
 
 /// One pass over memory: reads p, g, m, u, writes p, m, u.
 #[inline(always)]

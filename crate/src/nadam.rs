@@ -31,7 +31,7 @@
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::float::Float;
 use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::with_best_isa;
+use crate::simd::multiversion;
 use crate::state::ParamState;
 
 /// NAdam's options (PyTorch's `torch.optim.NAdam`).
@@ -149,13 +149,13 @@ impl Optimizer for NAdam {
   fn update<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [exp_avg, exp_avg_sq, _] = buffers;
-    with_best_isa(|| {
+    {
       if c.l2 != 0.0 {
-        fused::<T, true>(&k, param, grad, exp_avg, exp_avg_sq)
+        fused_best::<T, true>(&k, param, grad, exp_avg, exp_avg_sq)
       } else {
-        fused::<T, false>(&k, param, grad, exp_avg, exp_avg_sq)
+        fused_best::<T, false>(&k, param, grad, exp_avg, exp_avg_sq)
       }
-    })
+    }
   }
 
   fn update_reference<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -217,6 +217,8 @@ impl<T: Float> Scalars<T> {
     }
   }
 }
+
+multiversion!(fn fused_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T]) => fused);
 
 /// One pass over memory: reads p, g, m, v, writes p, m, v. `p·decay_factor` is exact when the
 /// factor is 1.

@@ -30,7 +30,7 @@
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::float::Float;
 use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::with_best_isa;
+use crate::simd::multiversion;
 
 /// RAdam's options (PyTorch's `torch.optim.RAdam`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -137,12 +137,12 @@ impl Optimizer for RAdam {
   fn update<T: Float>(c: &RAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [exp_avg, exp_avg_sq, _] = buffers;
-    with_best_isa(|| match (c.l2 != 0.0, c.rectified) {
-      (false, false) => fused::<T, false, false>(&k, param, grad, exp_avg, exp_avg_sq),
-      (true, false) => fused::<T, true, false>(&k, param, grad, exp_avg, exp_avg_sq),
-      (false, true) => fused::<T, false, true>(&k, param, grad, exp_avg, exp_avg_sq),
-      (true, true) => fused::<T, true, true>(&k, param, grad, exp_avg, exp_avg_sq),
-    })
+    match (c.l2 != 0.0, c.rectified) {
+      (false, false) => fused_best::<T, false, false>(&k, param, grad, exp_avg, exp_avg_sq),
+      (true, false) => fused_best::<T, true, false>(&k, param, grad, exp_avg, exp_avg_sq),
+      (false, true) => fused_best::<T, false, true>(&k, param, grad, exp_avg, exp_avg_sq),
+      (true, true) => fused_best::<T, true, true>(&k, param, grad, exp_avg, exp_avg_sq),
+    }
   }
 
   fn update_reference<T: Float>(c: &RAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -210,6 +210,8 @@ impl<T: Float> Scalars<T> {
     }
   }
 }
+
+multiversion!(fn fused_best<T: Float, const L2: bool, const RECTIFIED: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T]) => fused);
 
 /// One pass over memory: reads p, g, m, v, writes p, m, v. Before rectification starts v is
 /// still updated but not read.

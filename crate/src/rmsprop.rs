@@ -31,7 +31,7 @@
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::float::Float;
 use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::with_best_isa;
+use crate::simd::multiversion;
 
 /// RMSprop's options (PyTorch's `torch.optim.RMSprop`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -121,18 +121,16 @@ impl Optimizer for RMSprop {
 
   fn update<T: Float>(c: &RMSpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
-    let [square_avg, momentum_buffer, grad_avg] = buffers;
-    let b = (square_avg, momentum_buffer, grad_avg);
-    with_best_isa(|| match (c.l2 != 0.0, c.centered, c.momentum > 0.0) {
-      (false, false, false) => fused::<T, false, false, false>(&k, param, grad, b),
-      (true, false, false) => fused::<T, true, false, false>(&k, param, grad, b),
-      (false, true, false) => fused::<T, false, true, false>(&k, param, grad, b),
-      (true, true, false) => fused::<T, true, true, false>(&k, param, grad, b),
-      (false, false, true) => fused::<T, false, false, true>(&k, param, grad, b),
-      (true, false, true) => fused::<T, true, false, true>(&k, param, grad, b),
-      (false, true, true) => fused::<T, false, true, true>(&k, param, grad, b),
-      (true, true, true) => fused::<T, true, true, true>(&k, param, grad, b),
-    })
+    match (c.l2 != 0.0, c.centered, c.momentum > 0.0) {
+      (false, false, false) => fused_best::<T, false, false, false>(&k, param, grad, buffers),
+      (true, false, false) => fused_best::<T, true, false, false>(&k, param, grad, buffers),
+      (false, true, false) => fused_best::<T, false, true, false>(&k, param, grad, buffers),
+      (true, true, false) => fused_best::<T, true, true, false>(&k, param, grad, buffers),
+      (false, false, true) => fused_best::<T, false, false, true>(&k, param, grad, buffers),
+      (true, false, true) => fused_best::<T, true, false, true>(&k, param, grad, buffers),
+      (false, true, true) => fused_best::<T, false, true, true>(&k, param, grad, buffers),
+      (true, true, true) => fused_best::<T, true, true, true>(&k, param, grad, buffers),
+    }
   }
 
   fn update_reference<T: Float>(c: &RMSpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -204,14 +202,17 @@ impl<T: Float> Scalars<T> {
   }
 }
 
+multiversion!(fn fused_best<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) => fused);
+
 /// One pass over memory: reads p, g, v (a, b), writes p, v (a, b).
 #[inline(always)]
 fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
   k: &Scalars<T>,
   param: &mut [T],
   grad: &[T],
-  (square_avg, momentum_buffer, grad_avg): (&mut [T], &mut [T], &mut [T]),
+  buffers: [&mut [T]; MAX_BUFFERS],
 ) {
+  let [square_avg, momentum_buffer, grad_avg] = buffers;
   let n = param.len();
   let grad = &grad[..n];
   let square_avg = &mut square_avg[..n];

@@ -26,7 +26,7 @@
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::float::Float;
 use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::with_best_isa;
+use crate::simd::multiversion;
 use crate::state::ParamState;
 
 /// SGD's options (PyTorch's `torch.optim.SGD`).
@@ -127,14 +127,14 @@ impl Optimizer for Sgd {
   fn update<T: Float>(c: &SgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [buffer, _, _] = buffers;
-    with_best_isa(|| match (c.l2 != 0.0, c.momentum != 0.0, c.nesterov) {
-      (false, false, _) => fused::<T, false, false, false>(&k, param, grad, buffer),
-      (true, false, _) => fused::<T, true, false, false>(&k, param, grad, buffer),
-      (false, true, false) => fused::<T, false, true, false>(&k, param, grad, buffer),
-      (true, true, false) => fused::<T, true, true, false>(&k, param, grad, buffer),
-      (false, true, true) => fused::<T, false, true, true>(&k, param, grad, buffer),
-      (true, true, true) => fused::<T, true, true, true>(&k, param, grad, buffer),
-    })
+    match (c.l2 != 0.0, c.momentum != 0.0, c.nesterov) {
+      (false, false, _) => fused_best::<T, false, false, false>(&k, param, grad, buffer),
+      (true, false, _) => fused_best::<T, true, false, false>(&k, param, grad, buffer),
+      (false, true, false) => fused_best::<T, false, true, false>(&k, param, grad, buffer),
+      (true, true, false) => fused_best::<T, true, true, false>(&k, param, grad, buffer),
+      (false, true, true) => fused_best::<T, false, true, true>(&k, param, grad, buffer),
+      (true, true, true) => fused_best::<T, true, true, true>(&k, param, grad, buffer),
+    }
   }
 
   fn update_reference<T: Float>(c: &SgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -180,6 +180,8 @@ impl<T: Float> Scalars<T> {
     }
   }
 }
+
+multiversion!(fn fused_best<T: Float, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffer: &mut [T]) => fused);
 
 /// One pass over memory: reads p, g (and b), writes p (and b).
 #[inline(always)]

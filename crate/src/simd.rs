@@ -1,31 +1,72 @@
 //! Runtime selection of the instruction set a kernel is compiled for.
 //!
-//! The published binary targets baseline x86-64, so a kernel body written once (an
-//! `#[inline(always)]` loop over slices) is compiled again inside functions that enable
-//! AVX-512 or AVX2+FMA, and the best one this CPU supports is picked at run time. All
-//! variants perform the same IEEE operations per element, so they give the same bits.
+//! The published binary targets baseline x86-64. A kernel body is written once, as an
+//! `#[inline(always)]` loop over slices; [`multiversion!`] defines a function that calls it from
+//! copies compiled with AVX-512 or with AVX2+FMA enabled (where the forced inlining makes the
+//! loop vectorise with those instructions, and `mul_add` a single `vfmadd`) and picks the best
+//! one this CPU supports at run time. Every variant performs the same IEEE operations per
+//! element, so they give the same bits.
 
-/// Calls `f` from a function compiled with the widest vector instructions available.
-#[inline(always)]
-pub fn with_best_isa<R>(f: impl FnOnce() -> R) -> R {
+/// Whether this CPU runs the AVX-512 variants.
+#[inline]
+pub fn has_avx512() -> bool {
   #[cfg(target_arch = "x86_64")]
   {
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-      f()
-    }
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-      f()
-    }
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
-      // SAFETY: the CPU supports every feature the function is compiled with.
-      return unsafe { avx512(f) };
-    }
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-      // SAFETY: as above.
-      return unsafe { avx2(f) };
-    }
+    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl")
   }
+  #[cfg(not(target_arch = "x86_64"))]
+  {
+    false
+  }
+}
+
+/// Whether this CPU runs the AVX2+FMA variants.
+#[inline]
+pub fn has_avx2_fma() -> bool {
+  #[cfg(target_arch = "x86_64")]
+  {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+  }
+  #[cfg(not(target_arch = "x86_64"))]
+  {
+    false
+  }
+}
+
+/// `multiversion!(fn name<T: Float, const A: bool, ...>(args...) => kernel);` defines `name`,
+/// which calls the `#[inline(always)]` function `kernel` with the same generics and arguments,
+/// compiled for the widest vector instructions this CPU has.
+macro_rules! multiversion {
+  (fn $name:ident<T: Float $(, const $c:ident: bool)*>($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident) => {
+    fn $name<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
+      #[cfg(target_arch = "x86_64")]
+      {
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        unsafe fn avx512<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
+          $kernel::<T $(, $c)*>($($arg),*)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
+          $kernel::<T $(, $c)*>($($arg),*)
+        }
+        if $crate::simd::has_avx512() {
+          // SAFETY: the CPU supports every feature `avx512` is compiled with.
+          return unsafe { avx512::<T $(, $c)*>($($arg),*) };
+        }
+        if $crate::simd::has_avx2_fma() {
+          // SAFETY: the CPU supports every feature `avx2` is compiled with.
+          return unsafe { avx2::<T $(, $c)*>($($arg),*) };
+        }
+      }
+      $kernel::<T $(, $c)*>($($arg),*)
+    }
+  };
+}
+pub(crate) use multiversion;
+
+/// Calls `f`, which must be small or already vectorised: unlike [`multiversion!`], a closure is
+/// not forced inline into the feature-enabled copies, so a large loop in it stays baseline code.
+#[inline(always)]
+pub fn with_best_isa<R>(f: impl FnOnce() -> R) -> R {
   f()
 }
