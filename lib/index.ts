@@ -33,3 +33,4 @@ export {
   type SequentialLROptions,
   type StepLROptions,
 } from './schedulers'
+export { clipGradNorm, clipGradValue, type ClipGradNormOptions } from './clip'

@@ -33,6 +33,21 @@ export declare class NativeOptimizer {
   step(params: unknown, groupOf: Uint32Array, packed: Float64Array): number
 }
 
+/**
+ * Scales the gradients of `params` so that their total `normType`-norm is at most `maxNorm`,
+ * and returns the norm before scaling (PyTorch's `clip_grad_norm_`).
+ */
+export declare function clipGradNorm(params: unknown, maxNorm: number, normType: number, errorIfNonfinite: boolean): number
+
+/** Clamps every gradient element of `params` to [−clipValue, clipValue] (PyTorch's `clip_grad_value_`). */
+export declare function clipGradValue(params: unknown, clipValue: number): void
+
+/**
+ * For tests: the total norm of the gradients of `params`, reduced on a pool of its own with
+ * `threads` threads, to show that the thread count does not change a bit of it.
+ */
+export declare function gradNormOnThreads(params: unknown, normType: number, threads: number): number
+
 /** One option of an optimizer, as the facade sees it. */
 export interface OptionField {
   /** camelCase, with tuple elements as `betas[0]`. */

@@ -836,4 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
+module.exports.clipGradNorm = nativeBinding.clipGradNorm
+module.exports.clipGradValue = nativeBinding.clipGradValue
+module.exports.gradNormOnThreads = nativeBinding.gradNormOnThreads
 module.exports.optionFields = nativeBinding.optionFields

@@ -9,6 +9,7 @@
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
+pub mod clip;
 pub mod config;
 pub mod float;
 pub mod nadam;
