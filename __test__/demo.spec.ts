@@ -148,6 +148,22 @@ test.serial('the adaptivity scenario measures every claim and AdaGrad’s step s
       if (best.reached[best.reached.length - 1] !== null) t.true(best.final <= problem.threshold)
     }
   }
+  // Plain and heavy-ball gradient descent are rotation invariant: turning the quadratic must not
+  // change what they reach (up to rounding), unlike the per-coordinate methods.
+  const [aligned, rotated] = report.problems
+  for (const id of ['sgd', 'sgd-momentum']) {
+    const a = aligned.sweeps.find((s: { id: string }) => s.id === id)
+    const r = rotated.sweeps.find((s: { id: string }) => s.id === id)
+    for (const lr of report.learningRates) {
+      const x = a.outcomes.find((o: { lr: number }) => o.lr === lr)
+      const y = r.outcomes.find((o: { lr: number }) => o.lr === lr)
+      t.is(x.diverged, y.diverged, `${id} at lr ${lr}`)
+      if (!x.diverged && x.final > 1e-9) t.true(Math.abs(x.final - y.final) <= 1e-6 * x.final, `${id} at lr ${lr}: ${x.final} vs ${y.final}`)
+    }
+  }
+  const rmsprop = (problem: { sweeps: Array<{ id: string; bestLr: number; outcomes: Array<{ lr: number; final: number }> }> }) =>
+    problem.sweeps.find((s) => s.id === 'rmsprop')!.outcomes.find((o) => o.lr === 3e-3)!.final
+  t.true(rmsprop(rotated) > 10 * rmsprop(aligned), 'RMSprop does better when the curvature lies along the coordinates')
   // Gradient descent on a quadratic with κ = 1000 diverges at lr 0.1 (> 2/λmax): the sweep must say so.
   const sgd = report.problems[0].sweeps.find((s: { id: string }) => s.id === 'sgd')
   t.true(sgd.outcomes.find((o: { lr: number }) => o.lr === 0.1).diverged)

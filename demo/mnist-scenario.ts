@@ -23,11 +23,11 @@ const percent = (x: number) => `${(100 * x).toFixed(1)}%`
 export async function runMnist(recipes: readonly Recipe[], config: TrainConfig, out: string, threads: string): Promise<MnistReport> {
   const data = loadMnist(config.seed)
   const parameters = 784 * config.hiddenSize + config.hiddenSize + config.hiddenSize * 10 + 10
-  console.log(
+  const intro =
     `MNIST: ${data.train.size} training and ${data.test.size} held-out digits (split by seed ${config.seed}), ` +
-      `MLP 784-${config.hiddenSize}-10 (${parameters.toLocaleString('en-US')} parameters), ` +
-      `batch ${config.batchSize}, ${config.epochs} epochs, ${threads} optimizer thread(s)`,
-  )
+    `MLP 784-${config.hiddenSize}-10 (${parameters.toLocaleString('en-US')} parameters), ` +
+    `batch ${config.batchSize}, ${config.epochs} epochs, ${threads} optimizer thread(s)`
+  console.log(intro)
   const runs = recipes.map((recipe) => trainMnist(recipe, data, config))
 
   const header = [
@@ -69,7 +69,7 @@ export async function runMnist(recipes: readonly Recipe[], config: TrainConfig, 
   const files = [join(out, 'mnist.json'), join(out, 'mnist.md'), join(out, 'mnist.svg')]
   const fullConfig = { ...config, trainSize: data.train.size, testSize: data.test.size, parameters, threads }
   writeFileSync(files[0], `${JSON.stringify({ config: fullConfig, runs, claim }, null, 1)}\n`)
-  writeFileSync(files[1], `${markdown}\n\n- **${claim.claim}**: ${claim.verdict}. ${claim.evidence}\n`)
+  writeFileSync(files[1], `${intro}.\n\n${markdown}\n\n- **${claim.claim}**: ${claim.verdict}. ${claim.evidence}\n`)
   writeFileSync(files[2], await renderSvg(mnistFigure(runs, config)))
   return { config: fullConfig, runs, claim, table, markdown, files }
 }

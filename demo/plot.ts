@@ -22,8 +22,9 @@ export type Row = Record<string, number | string | null>
 export interface LinePanel {
   title: string
   rows: Row[]
-  x: { field: string; title: string; log?: boolean }
-  y: { field: string; title: string; log?: boolean; domain?: [number, number] }
+  /** `format`: a d3 number format for the tick labels ('~e' for 1e-6 rather than 0.000001). */
+  x: { field: string; title: string; log?: boolean; format?: string }
+  y: { field: string; title: string; log?: boolean; domain?: [number, number]; format?: string }
   /** Series names in legend order (fixes colours across panels). */
   series: readonly string[]
   /** Field holding the series name; 'optimizer' unless told. */
@@ -48,7 +49,7 @@ export function linePanel(panel: LinePanel): Record<string, unknown> {
         type: 'quantitative',
         title: panel.x.title,
         scale: panel.x.log ? { type: 'log' } : { zero: false },
-        ...(panel.x.log ? { axis: { format: '~e' } } : {}),
+        ...(panel.x.format ? { axis: { format: panel.x.format } } : {}),
       },
       y: {
         field: panel.y.field,
@@ -58,8 +59,7 @@ export function linePanel(panel: LinePanel): Record<string, unknown> {
           ...(panel.y.log ? { type: 'log' } : { zero: false }),
           ...(panel.y.domain ? { domain: panel.y.domain } : {}),
         },
-        // Log axes span many decades: 1e-6 reads better than 0.000001.
-        ...(panel.y.log ? { axis: { format: '~e' } } : {}),
+        ...(panel.y.format ? { axis: { format: panel.y.format } } : {}),
       },
       color: { field: seriesField, type: 'nominal', title: seriesField, sort: [...panel.series], scale: { domain: [...panel.series], scheme: 'category10' } },
     },

@@ -38,10 +38,13 @@ export class ProgressBar {
   }
 }
 
+/** Cells of numbers, percentages, times, ratios and dashes: right-aligned in tables. */
+const NUMERIC = /^[-+]?[\d.,%e×x—<>≈ s*-]*$/
+
 /** A plain-text table with a header rule; numbers (and dashes) are right-aligned. */
 export function formatTable(header: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c].length)))
-  const numeric = header.map((_, c) => rows.every((row) => /^[-+]?[\d.,%e×x—<>≈ s]*$/.test(row[c])))
+  const numeric = header.map((_, c) => rows.every((row) => NUMERIC.test(row[c])))
   const line = (cells: readonly string[]) =>
     cells.map((cell, c) => (numeric[c] ? cell.padStart(widths[c]) : cell.padEnd(widths[c]))).join('  ').trimEnd()
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
@@ -49,7 +52,7 @@ export function formatTable(header: readonly string[], rows: ReadonlyArray<reado
 
 /** A Markdown table of the same rows, for README and the HTML page. */
 export function formatMarkdownTable(header: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
-  const numeric = header.map((_, c) => rows.every((row) => /^[-+]?[\d.,%e×x—<>≈ s]*$/.test(row[c])))
+  const numeric = header.map((_, c) => rows.every((row) => NUMERIC.test(row[c])))
   const line = (cells: readonly string[]) => `| ${cells.join(' | ')} |`
   return [line(header), `|${numeric.map((n) => (n ? ' ---: ' : ' --- ')).join('|')}|`, ...rows.map(line)].join('\n')
 }
