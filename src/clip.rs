@@ -3,6 +3,9 @@
 //! As for a step: every parameter is read and checked (array types, detached or shared memory)
 //! before any gradient is written, and the math is the core's.
 
+// The exports are reached through the napi registration, which test builds leave out.
+#![cfg_attr(test, allow(dead_code))]
+
 use fastoptim_core::clip::{self, ClipError, Grad, NormType};
 use fastoptim_core::Dtype;
 use napi::bindgen_prelude::*;
