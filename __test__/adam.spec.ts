@@ -46,7 +46,7 @@ for (const c of cases) {
     c.finalState.forEach((want, i) => {
       const got = opt.getState(params[i])
       if (want === null) return t.is(got, undefined)
-      t.is(got?.step, want.step, `param ${i} step count`)
+      t.is(got?.step, want.step as number, `param ${i} step count`)
       for (const [key, values] of Object.entries(want)) {
         if (key === 'step') continue
         const error = maxRelativeError(got![key] as ArrayLike<number>, values as number[])

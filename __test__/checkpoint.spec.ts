@@ -95,7 +95,7 @@ for (const c of fixture.cases) {
     })
     const opt = new Class(groups as never)
     opt.loadStateDict(decodeSafetensors(readFileSync(join(dir, c.file))))
-    t.deepEqual(opt.paramGroups.map((g) => (g as { lr: number }).lr), c.groups.map((g: { options: { lr: number } }) => g.options.lr))
+    t.deepEqual(opt.paramGroups.map((g) => (g as unknown as { lr: number }).lr), c.groups.map((g: { options: { lr: number } }) => g.options.lr))
     c.steps.forEach((step: { grads: number[][]; params: number[][] }, s: number) => {
       params.forEach((p, i) => (p.grad = typed(c.dtype, step.grads[i])))
       opt.step()
@@ -133,7 +133,7 @@ for (const [what, damage, message] of corrupt) {
     const before = JSON.stringify(opt.stateDict(), (_, v) => (ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v))
     t.throws(() => {
       const result = damage(good, decodeSafetensors(good))
-      if (!(result instanceof Uint8Array) && result && typeof result === 'object' && 'paramGroups' in result) opt.loadStateDict(result as StateDict<object>)
+      if (!(result instanceof Uint8Array) && result && typeof result === 'object' && 'paramGroups' in result) (opt as unknown as Optimizer<object>).loadStateDict(result as StateDict<object>)
     }, { message })
     t.is(JSON.stringify(opt.stateDict(), (_, v) => (ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v)), before)
   })

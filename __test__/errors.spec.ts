@@ -107,8 +107,8 @@ const atStep: Row[] = [
     name: 'a grad whose buffer was transferred',
     prepare: stepped,
     act: (w, opt) => {
-      const grad = w.b.grad as Float32Array
-      structuredClone(grad.buffer, { transfer: [grad.buffer] })
+      const buffer = (w.b.grad as Float32Array).buffer as ArrayBuffer
+      structuredClone(buffer, { transfer: [buffer] })
       opt!.step()
     },
     error: { instanceOf: Error, code: 'ERR_INVALID_STATE', message: /^paramGroups\[1\]\.params\[0\]\.grad is detached/ },

@@ -188,7 +188,6 @@ interface Row {
 const typeError = (message: RegExp) => ({ instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message })
 const valueError = (message: RegExp) => ({ instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message })
 const rangeError = (message: RegExp) => ({ instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message })
-const stateError = (message: RegExp) => ({ instanceOf: Error, code: 'ERR_INVALID_STATE', message })
 
 const badArguments: Row[] = [
   { name: 'not an optimizer', act: () => new StepLR({} as never, { stepSize: 1 }), error: typeError(/^StepLR: optimizer must be an optimizer with paramGroups, got Object$/) },

@@ -63,10 +63,3 @@ macro_rules! multiversion {
   };
 }
 pub(crate) use multiversion;
-
-/// Calls `f`, which must be small or already vectorised: unlike [`multiversion!`], a closure is
-/// not forced inline into the feature-enabled copies, so a large loop in it stays baseline code.
-#[inline(always)]
-pub fn with_best_isa<R>(f: impl FnOnce() -> R) -> R {
-  f()
-}
