@@ -297,28 +297,11 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::config::defaults;
   use crate::optimizer::{run, Job, CHUNK_ELEMENTS, PARALLEL_MIN_ELEMENTS};
-  use crate::state::{Buffers, Element, ParamState};
-
-  /// Deterministic values with zeros, tiny and large magnitudes mixed in.
-  fn values<T: Float>(len: usize, seed: u64) -> Vec<T> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-      .map(|i| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let u = (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-        T::from_f64(match i % 11 {
-          3 => 0.0,
-          7 => u * 1e-20,
-          9 => u * 1e4,
-          _ => u,
-        })
-      })
-      .collect()
-  }
+  use crate::state::{Buffers, ParamState};
+  use crate::testing::{
+    assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, same_bits, trajectory, values,
+  };
 
   fn configs() -> Vec<Adam> {
     let base = Adam::default();
@@ -331,56 +314,9 @@ mod tests {
     ]
   }
 
-  /// Steps one parameter `steps` times through the engine or the reference kernel.
-  fn trajectory<T: Element>(config: Adam, len: usize, steps: u64, engine: bool) -> (Vec<T>, ParamState) {
-    let mut param = values::<T>(len, 1);
-    let mut state = ParamState::default();
-    for step in 1..=steps {
-      let grad = values::<T>(len, step + 1);
-      state.step = step;
-      let coeffs = config.coeffs(step);
-      let buffers = state.buffers_mut::<T>(len, config.buffers_used());
-      if engine {
-        run::<Adam, T>(&mut [Job { coeffs, param: &mut param, grad: &grad, buffers }]);
-      } else {
-        Adam::update_reference(&coeffs, &mut param, &grad, buffers);
-      }
-    }
-    (param, state)
-  }
-
-  fn same_bits<T: Float>(a: &[T], b: &[T]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits())
-  }
-
   #[test]
   fn fused_parallel_kernel_matches_reference_bit_for_bit() {
-    let lengths = [
-      0,
-      1,
-      2,
-      7,
-      15,
-      17,
-      33,
-      1001,
-      CHUNK_ELEMENTS - 1,
-      CHUNK_ELEMENTS + 1,
-      PARALLEL_MIN_ELEMENTS - 1,
-      PARALLEL_MIN_ELEMENTS,
-      PARALLEL_MIN_ELEMENTS + 3,
-      3 * CHUNK_ELEMENTS + 5,
-    ];
-    for config in configs() {
-      for &len in &lengths {
-        let (fast, fast_state) = trajectory::<f32>(config, len, 3, true);
-        let (slow, slow_state) = trajectory::<f32>(config, len, 3, false);
-        assert!(same_bits(&fast, &slow) && fast_state == slow_state, "f32 {config:?} len {len}");
-        let (fast, fast_state) = trajectory::<f64>(config, len, 3, true);
-        let (slow, slow_state) = trajectory::<f64>(config, len, 3, false);
-        assert!(same_bits(&fast, &slow) && fast_state == slow_state, "f64 {config:?} len {len}");
-      }
-    }
+    assert_fused_matches_reference(&configs());
   }
 
   #[test]
@@ -449,11 +385,11 @@ mod tests {
   }
 
   #[test]
-  fn zero_learning_rate_leaves_parameters_unchanged() {
-    for config in configs() {
-      let config = Adam { lr: 0.0, ..config };
-      let (param, state) = trajectory::<f32>(config, 40, 5, true);
-      assert!(same_bits(&param, &values::<f32>(40, 1)), "{config:?}");
+  fn zero_learning_rate_leaves_parameters_unchanged_and_moments_stay_non_negative() {
+    let configs: Vec<Adam> = configs().into_iter().map(|c| Adam { lr: 0.0, ..c }).collect();
+    assert_zero_lr_is_identity(&configs);
+    for config in configs {
+      let (_, state) = trajectory::<Adam, f32>(config, 40, 5, true);
       let Buffers::F32(buffers) = &state.buffers else { panic!("f32 state") };
       assert!(buffers[1].iter().all(|&v| v >= 0.0), "second moments are never negative");
     }
@@ -470,18 +406,13 @@ mod tests {
 
   #[test]
   fn bad_options_are_rejected_with_field_and_value() {
-    let cases: &[(usize, f64, &str)] = &[
-      (0, -1.0, "invalid lr: -1 (expected a finite lr >= 0)"),
-      (1, 1.2, "invalid betas[0]: 1.2 (expected 0 <= betas[0] < 1)"),
-      (2, 1.0, "invalid betas[1]: 1 (expected 0 <= betas[1] < 1)"),
-      (3, f64::NAN, "invalid eps: NaN (expected a finite eps >= 0)"),
-      (4, -0.1, "invalid weight_decay: -0.1 (expected a finite weight_decay >= 0)"),
-      (5, 2.0, "invalid amsgrad: 2 (expected true or false)"),
-    ];
-    for &(index, value, message) in cases {
-      let mut packed = defaults(Adam::FIELDS);
-      packed[index] = value;
-      assert_eq!(Adam::from_packed(&packed).unwrap_err().to_string(), message);
-    }
+    assert_rejects::<Adam>(&[
+      ("lr", -1.0, "invalid lr: -1 (expected a finite lr >= 0)"),
+      ("betas[0]", 1.2, "invalid betas[0]: 1.2 (expected 0 <= betas[0] < 1)"),
+      ("betas[1]", 1.0, "invalid betas[1]: 1 (expected 0 <= betas[1] < 1)"),
+      ("eps", f64::NAN, "invalid eps: NaN (expected a finite eps >= 0)"),
+      ("weight_decay", -0.1, "invalid weight_decay: -0.1 (expected a finite weight_decay >= 0)"),
+      ("amsgrad", 2.0, "invalid amsgrad: 2 (expected true or false)"),
+    ]);
   }
 }
