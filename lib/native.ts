@@ -2,5 +2,89 @@
 // file built for this platform (beside it, or from the matching per-platform package).
 import type * as Binding from '../native/index'
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-export const native: typeof Binding = require('../native/index.js')
+/** The per-platform packages fastoptim publishes, by the platform they are for (napi-rs names). */
+const PLATFORM_PACKAGES: Readonly<Record<string, string>> = {
+  'linux-x64-gnu': 'fastoptim-linux-x64-gnu',
+  'linux-x64-musl': 'fastoptim-linux-x64-musl',
+  'linux-arm64-gnu': 'fastoptim-linux-arm64-gnu',
+  'linux-arm64-musl': 'fastoptim-linux-arm64-musl',
+  'darwin-x64': 'fastoptim-darwin-x64',
+  'darwin-arm64': 'fastoptim-darwin-arm64',
+  'win32-x64-msvc': 'fastoptim-win32-x64-msvc',
+}
+
+/** The oldest glibc the published Linux gnu binaries run on (they are linked against it). */
+export const MIN_GLIBC = '2.17'
+
+/** This process's platform as napi-rs names it (`linux-x64-gnu`), and its glibc version if any. */
+export function currentPlatform(): { name: string; glibc: string | undefined } {
+  const { platform, arch } = process
+  if (platform === 'win32') return { name: `win32-${arch}-msvc`, glibc: undefined }
+  if (platform !== 'linux') return { name: `${platform}-${arch}`, glibc: undefined }
+  let glibc: string | undefined
+  try {
+    glibc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime
+  } catch {
+    glibc = undefined
+  }
+  return { name: `linux-${arch}-${glibc ? 'gnu' : 'musl'}`, glibc }
+}
+
+/**
+ * Why the binding could not be loaded, in terms a user can act on: which platform this is,
+ * which package holds its binary (or that none exists), and the loader's own errors as `cause`.
+ */
+export function missingBindingError(cause: unknown): Error & { code: string } {
+  const { name, glibc } = currentPlatform()
+  const pkg = PLATFORM_PACKAGES[name]
+  const where = `${name}${glibc ? ` (glibc ${glibc})` : ''}, Node.js ${process.version}`
+  let message: string
+  if (pkg === undefined) {
+    message =
+      `fastoptim has no native binary for this platform: ${where}. ` +
+      `Binaries are published for ${Object.keys(PLATFORM_PACKAGES).join(', ')}; elsewhere, build from source with cargo (npm run build).`
+  } else {
+    message =
+      `fastoptim could not load its native binary for ${where}: it comes in the package ${pkg}, ` +
+      `an optional dependency that is missing or failed to load. Install it with \`npm install ${pkg}\` ` +
+      `(npm leaves optional dependencies out with --omit=optional, and a package-lock.json made on another platform may lack it)` +
+      (glibc && compareVersions(glibc, MIN_GLIBC) < 0 ? `. It needs glibc >= ${MIN_GLIBC}, and this system has ${glibc}` : '') +
+      '.'
+  }
+  const reasons = chainMessages(cause)
+  if (reasons.length > 0) message += ` The loader tried: ${reasons.join('; ')}.`
+  return Object.assign(new Error(message, { cause }), { code: 'ERR_FASTOPTIM_NATIVE_BINDING' })
+}
+
+function compareVersions(a: string, b: string): number {
+  const [x, y] = [a, b].map((v) => v.split('.').map(Number))
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0)
+    if (d !== 0) return d
+  }
+  return 0
+}
+
+/**
+ * The napi-rs loader chains every attempt it made as `cause`s: their first lines, outermost
+ * first, less its generic summary and the WebAssembly fallbacks fastoptim does not publish.
+ */
+function chainMessages(error: unknown): string[] {
+  const messages: string[] = []
+  for (let e = error, depth = 0; e instanceof Error && depth < 16; e = e.cause, depth++) {
+    const line = e.message.split('\n')[0]
+    if (!messages.includes(line) && !/^Cannot find native binding|wasi/i.test(line)) messages.push(line)
+  }
+  return messages
+}
+
+function load(): typeof Binding {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('../native/index.js')
+  } catch (cause) {
+    throw missingBindingError(cause)
+  }
+}
+
+export const native: typeof Binding = load()
