@@ -100,8 +100,26 @@ function outOfRange(message: string) {
   return Object.assign(new RangeError(message), { code: 'ERR_OUT_OF_RANGE' as const })
 }
 
+function invalidState(message: string) {
+  return Object.assign(new Error(message), { code: 'ERR_INVALID_STATE' as const })
+}
+
 function isFloatArray(value: unknown): value is FloatArray {
   return value instanceof Float32Array || value instanceof Float64Array
+}
+
+/**
+ * Whether `array`'s ArrayBuffer was transferred away. Node 20 has no `ArrayBuffer#detached`,
+ * but a view of a detached buffer cannot be made; only an empty array needs the look.
+ */
+function isDetached(array: FloatArray): boolean {
+  if (array.byteLength > 0) return false
+  try {
+    new Uint8Array(array.buffer, 0, 0)
+    return false
+  } catch {
+    return true
+  }
 }
 
 function checkParameter(param: unknown, where: string): asserts param is Parameter {
@@ -110,11 +128,45 @@ function checkParameter(param: unknown, where: string): asserts param is Paramet
   }
   const { data, grad } = param as Record<string, unknown>
   if (!isFloatArray(data)) throw invalidType(`${where}.data must be a Float32Array or Float64Array, got ${describe(data)}`)
+  if (isDetached(data)) throw invalidState(`${where}.data is detached (its ArrayBuffer was transferred)`)
   if (grad === null || grad === undefined) return
   if (!isFloatArray(grad) || grad.constructor !== data.constructor) {
     throw invalidType(`${where}.grad must be a ${data.constructor.name} like its data, or null, got ${describe(grad)}`)
   }
+  if (isDetached(grad)) throw invalidState(`${where}.grad is detached (its ArrayBuffer was transferred)`)
   if (grad.length !== data.length) throw outOfRange(`${where}.grad has length ${grad.length}, expected ${data.length} like its data`)
+}
+
+/**
+ * Fails if any parameter's data shares memory with another parameter's data or with any grad, as
+ * the step does (grads may share memory with each other: they are only read). `labels[i]` names
+ * `params[i]`.
+ */
+function checkDisjoint(params: readonly Parameter[], labels: readonly string[]): void {
+  type Span = { start: number; end: number; label: string; writable: boolean }
+  const byBuffer = new Map<ArrayBufferLike, Span[]>()
+  params.forEach((param, i) => {
+    for (const [array, field, writable] of [[param.data, 'data', true], [param.grad, 'grad', false]] as const) {
+      if (!array || array.byteLength === 0) continue
+      const spans = byBuffer.get(array.buffer) ?? []
+      spans.push({ start: array.byteOffset, end: array.byteOffset + array.byteLength, label: `${labels[i]}.${field}`, writable })
+      byBuffer.set(array.buffer, spans)
+    }
+  })
+  for (const spans of byBuffer.values()) {
+    if (spans.length < 2) continue
+    spans.sort((a, b) => a.start - b.start)
+    let any: Span | undefined
+    let writable: Span | undefined
+    for (const span of spans) {
+      const other = writable && span.start < writable.end ? writable : span.writable && any && span.start < any.end ? any : undefined
+      if (other) {
+        throw invalidValue(`${other.label} and ${span.label} share memory; a parameter's data must not overlap any other array of the step`)
+      }
+      if (!any || span.end > any.end) any = span
+      if (span.writable && (!writable || span.end > writable.end)) writable = span
+    }
+  }
 }
 
 /**
@@ -162,6 +214,7 @@ export abstract class Optimizer<Options extends object> {
 
   /** Clears gradients: sets every `grad` to null (PyTorch's default), or fills them with zeros. */
   zeroGrad(setToNone = true): void {
+    if (typeof setToNone !== 'boolean') throw invalidType(`zeroGrad: setToNone must be a boolean, got ${describe(setToNone)}`)
     for (const param of this.#params) {
       if (setToNone) param.grad = null
       else param.grad?.fill(0)
@@ -254,6 +307,8 @@ export abstract class Optimizer<Options extends object> {
       // PyTorch's SGD keeps no step count; elsewhere it is always there.
       const { step = 0 } = entry
       if (typeof step !== 'number') throw invalidType(`${where}.step must be a number, got ${describe(step)}`)
+      // As the native check words it, which also refuses what this lets through (2^53 and up).
+      if (!Number.isSafeInteger(step) || step < 0) throw outOfRange(`invalid state[${index}].step: ${step} (expected a whole number from 0 to 2^53 - 1)`)
       const scalars = names.scalars.map((name) => {
         const value = entry[name]
         if (typeof value !== 'number') throw invalidType(`${where}.${name} must be a number, got ${describe(value)}`)
@@ -291,7 +346,7 @@ export abstract class Optimizer<Options extends object> {
   }
 
   #checkKeys(options: object, where: string, allowParams: boolean): void {
-    if (typeof options !== 'object' || options === null) throw invalidType(`${where} must be an object, got ${describe(options)}`)
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidType(`${where} must be an object, got ${describe(options)}`)
     for (const key of Object.keys(options)) {
       if (!this.#schema.keys.includes(key) && !(allowParams && key === 'params')) {
         throw invalidValue(`${where}.${key} is not an option of ${this.#schema.algorithm} (expected one of ${this.#schema.keys.join(', ')})`)
@@ -321,7 +376,12 @@ export abstract class Optimizer<Options extends object> {
       }
       added.push(Object.seal(complete) as unknown as ParamGroup<Options>)
     })
-    this.#pack([...this.paramGroups, ...added] as Array<Record<string, unknown>>, 'paramGroups', true)
+    const all = [...this.paramGroups, ...added]
+    checkDisjoint(
+      all.flatMap((group) => [...group.params]),
+      all.flatMap((group, g) => group.params.map((_, i) => `paramGroups[${g}].params[${i}]`)),
+    )
+    this.#pack(all as Array<Record<string, unknown>>, 'paramGroups', true)
     this.paramGroups.push(...added)
     this.#params = this.paramGroups.flatMap((group) => [...group.params])
     this.#groupOf = Uint32Array.from(this.paramGroups.flatMap((group, g) => group.params.map(() => g)))

@@ -1,0 +1,471 @@
+// Bad input, as a table. Each row sets up a world (optionally an optimizer that has stepped), makes
+// one call that must be refused, and asserts the error's class, its Node-style `code`, a message
+// naming the field and the value, and that no array, option or optimizer state changed. The
+// second table holds inputs PyTorch accepts (a null grad, an empty parameter, shared or resizable
+// memory, a 2^27-element array): those must work, and their numbers are checked.
+import test from 'ava'
+
+import { Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter } from '../lib'
+
+type AnyOptimizer = Optimizer<object>
+type Ctor = new (params: never, options?: never) => AnyOptimizer
+
+interface World {
+  /** Float32, 8 elements, in group 0 of `stepped`. */
+  a: Parameter
+  /** Float32, 5 elements, in group 1 of `stepped`. */
+  b: Parameter
+  /** Every array made for the row, so that the row can check none of them changed. */
+  arrays: FloatArray[]
+  /** A Float32 parameter of `n` elements (data 1, grad 0.5), tracked. */
+  param(n: number, dtype?: 'float32' | 'float64'): Parameter
+  track<T extends FloatArray>(array: T): T
+}
+
+interface Row {
+  name: string
+  /** An optimizer made before the snapshot (usually one that has stepped). */
+  prepare?: (w: World) => AnyOptimizer
+  /** A change to the world or the optimizer's live options after the snapshot, before `act`. */
+  spoil?: (w: World, opt: AnyOptimizer) => void
+  /** The bad call: it must throw. */
+  act: (w: World, opt: AnyOptimizer | undefined) => unknown
+  error: { instanceOf: ErrorConstructor; code: string | undefined; message: RegExp }
+}
+
+function world(): World {
+  const arrays: FloatArray[] = []
+  const track = <T extends FloatArray>(array: T): T => (arrays.push(array), array)
+  const param = (n: number, dtype: 'float32' | 'float64' = 'float32'): Parameter => {
+    const Type = dtype === 'float32' ? Float32Array : Float64Array
+    return { data: track(new Type(n).fill(1)), grad: track(new Type(n).fill(0.5)) }
+  }
+  return { a: param(8), b: param(5), arrays, param, track }
+}
+
+/** An Adam over a (group 0) and b (group 1, lr 0.01) that has taken one step. */
+function stepped(w: World): AnyOptimizer {
+  const opt = new Adam([{ params: [w.a] }, { params: [w.b], lr: 1e-2 }])
+  opt.step()
+  return opt as unknown as AnyOptimizer
+}
+
+/** ES2024's resizable ArrayBuffer and growable SharedArrayBuffer (Node 20 has them; the ES2022 lib types do not). */
+type Resizable = ArrayBuffer & { resize(byteLength: number): void }
+const resizable = (byteLength: number, maxByteLength: number) =>
+  new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(byteLength, { maxByteLength })
+const growableShared = (byteLength: number, maxByteLength: number) =>
+  new (SharedArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => SharedArrayBuffer)(byteLength, { maxByteLength })
+
+const typeError = (code: string, message: RegExp) => ({ instanceOf: TypeError as ErrorConstructor, code, message })
+const argType = (message: RegExp) => typeError('ERR_INVALID_ARG_TYPE', message)
+const argValue = (message: RegExp) => typeError('ERR_INVALID_ARG_VALUE', message)
+const outOfRange = (message: RegExp) => ({ instanceOf: RangeError as ErrorConstructor, code: 'ERR_OUT_OF_RANGE', message })
+const invalidState = (message: RegExp) => ({ instanceOf: Error, code: 'ERR_INVALID_STATE', message })
+
+/** A row that constructs `Optimizer` over `a` with `options`. */
+function option(name: string, Optimizer: Ctor, options: object, error: Row['error']): Row {
+  return { name, act: (w) => new Optimizer([w.a] as never, options as never), error }
+}
+
+const construction: Row[] = [
+  { name: 'params undefined', act: () => new Adam(undefined as never), error: argType(/^params must be an array of parameters or of parameter groups, got undefined$/) },
+  { name: 'params a single parameter, not in an array', act: (w) => new Adam(w.a as never), error: argType(/^params must be an array .* got Object$/) },
+  { name: 'params a Set', act: (w) => new Adam(new Set([w.a]) as never), error: argType(/^params must be an array .* got Set$/) },
+  { name: 'a null parameter', act: (w) => new Adam([w.a, null as never]), error: argType(/^paramGroups\[0\]\.params\[1\] must be an object with data and grad, got null$/) },
+  { name: 'a number as parameter', act: () => new Adam([3 as never]), error: argType(/^paramGroups\[0\]\.params\[0\] must be an object with data and grad, got a number$/) },
+  { name: 'data missing', act: () => new Adam([{ grad: null } as never]), error: argType(/^paramGroups\[0\]\.params\[0\]\.data must be a Float32Array or Float64Array, got undefined$/) },
+  { name: 'Uint8Array data', act: () => new Adam([{ data: new Uint8Array(4) as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got Uint8Array$/) },
+  { name: 'DataView data', act: () => new Adam([{ data: new DataView(new ArrayBuffer(8)) as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got DataView$/) },
+  { name: 'plain array data', act: () => new Adam([{ data: [1, 2, 3] as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got Array$/) },
+  { name: 'a Buffer as data', act: () => new Adam([{ data: Buffer.alloc(8) as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got Buffer$/) },
+  { name: 'BigInt64Array data', act: () => new Adam([{ data: new BigInt64Array(2) as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got BigInt64Array$/) },
+  { name: 'Int32Array grad', act: (w) => new SGD([{ data: w.track(new Float32Array(2)), grad: new Int32Array(2) as never }]), error: argType(/^paramGroups\[0\]\.params\[0\]\.grad must be a Float32Array like its data, or null, got Int32Array$/) },
+  { name: 'plain array grad', act: (w) => new Adam([{ data: w.track(new Float64Array(2)), grad: [1, 2] as never }]), error: argType(/\.grad must be a Float64Array like its data, or null, got Array$/) },
+  { name: 'DataView grad', act: (w) => new Adam([{ data: w.track(new Float32Array(2)), grad: new DataView(new ArrayBuffer(8)) as never }]), error: argType(/\.grad must be a Float32Array like its data, or null, got DataView$/) },
+  { name: 'Float32Array grad for Float64Array data', act: (w) => new RMSprop([{ data: w.track(new Float64Array(2)), grad: w.track(new Float32Array(2)) as never }]), error: argType(/\.grad must be a Float64Array like its data, or null, got Float32Array$/) },
+  { name: 'grad shorter than data', act: (w) => new Adagrad([{ data: w.track(new Float32Array(3)), grad: w.track(new Float32Array(2)) }]), error: outOfRange(/^paramGroups\[0\]\.params\[0\]\.grad has length 2, expected 3 like its data$/) },
+  {
+    name: 'data whose ArrayBuffer was transferred',
+    act: () => {
+      const data = new Float32Array(4)
+      structuredClone(data.buffer, { transfer: [data.buffer] })
+      return new Adam([{ data, grad: null }])
+    },
+    error: invalidState(/^paramGroups\[0\]\.params\[0\]\.data is detached \(its ArrayBuffer was transferred\)$/),
+  },
+  {
+    name: 'grad whose ArrayBuffer was transferred',
+    act: (w) => {
+      const grad = new Float32Array(8)
+      structuredClone(grad.buffer, { transfer: [grad.buffer] })
+      return new Adam([{ data: w.a.data, grad }])
+    },
+    error: invalidState(/^paramGroups\[0\]\.params\[0\]\.grad is detached/),
+  },
+  { name: 'a parameter in two groups', act: (w) => new Adam([{ params: [w.a, w.b] }, { params: [w.b] }]), error: argValue(/^paramGroups\[1\]\.params\[0\] appears more than once; every parameter must be in exactly one group, once$/) },
+  { name: 'one data array in two parameters', act: (w) => new Adam([w.a, { data: w.a.data, grad: null }]), error: argValue(/^paramGroups\[0\]\.params\[1\] appears more than once/) },
+  {
+    name: 'two parameters overlapping in one ArrayBuffer',
+    act: (w) => {
+      const buffer = new ArrayBuffer(40)
+      return new Adam([w.a, { data: w.track(new Float32Array(buffer, 0, 6)), grad: null }, { data: w.track(new Float32Array(buffer, 16, 6)), grad: null }])
+    },
+    error: argValue(/^paramGroups\[0\]\.params\[1\]\.data and paramGroups\[0\]\.params\[2\]\.data share memory; a parameter's data must not overlap any other array of the step$/),
+  },
+  { name: 'data and grad the same array', act: (w) => new SGD([{ data: w.a.data, grad: w.a.data }]), error: argValue(/^paramGroups\[0\]\.params\[0\]\.data and paramGroups\[0\]\.params\[0\]\.grad share memory/) },
+  {
+    name: 'a grad overlapping another parameter’s data, across groups',
+    act: (w) => new Adam([{ params: [w.a] }, { params: [{ data: w.b.data, grad: w.a.data.subarray(3, 8) }] }]),
+    error: argValue(/^paramGroups\[0\]\.params\[0\]\.data and paramGroups\[1\]\.params\[0\]\.grad share memory/),
+  },
+  { name: 'group params not an array', act: () => new Adam([{ params: 5 as never }]), error: argType(/^paramGroups\[0\]\.params must be an array of parameters, got a number$/) },
+]
+
+const options: Row[] = [
+  { name: 'options null', act: (w) => new Adam([w.a], null as never), error: argType(/^options must be an object, got null$/) },
+  { name: 'options an array', act: (w) => new Adam([w.a], [0.1] as never), error: argType(/^options must be an object, got Array$/) },
+  { name: 'options a number', act: (w) => new SGD([w.a], 0.1 as never), error: argType(/^options must be an object, got a number$/) },
+  option('unknown option learningRate', Adam, { learningRate: 0.1 }, argValue(/^options\.learningRate is not an option of Adam \(expected one of lr, betas, eps, weightDecay, amsgrad, maximize, decoupledWeightDecay\)$/)),
+  option('params among the options', SGD, { params: [] }, argValue(/^options\.params is not an option of SGD/)),
+  { name: 'Adam’s betas in an SGD group', act: (w) => new SGD([{ params: [w.a], betas: [0.9, 0.99] }] as never), error: argValue(/^paramGroups\[0\]\.betas is not an option of SGD/) },
+  option('lr NaN', Adam, { lr: NaN }, outOfRange(/^invalid lr: NaN \(expected a finite lr >= 0\) in options$/)),
+  option('lr -Infinity', AdamW, { lr: -Infinity }, outOfRange(/^invalid lr: -Infinity \(expected a finite lr >= 0\) in options$/)),
+  option('lr 1e309 (Infinity)', SGD, { lr: 1e309 }, outOfRange(/^invalid lr: Infinity/)),
+  option('lr a bigint', Adam, { lr: 1n }, argType(/^options\.lr must be a number, got a bigint$/)),
+  option('lr a Number object', Adam, { lr: new Number(0.1) }, argType(/^options\.lr must be a number, got Number$/)),
+  option('lr a string', RMSprop, { lr: '0.1' }, argType(/^options\.lr must be a number, got a string$/)),
+  option('betas a number', Adam, { betas: 0.9 }, argType(/^options\.betas must be an array of 2 numbers, got a number$/)),
+  option('three betas', NAdam, { betas: [0.9, 0.99, 0.999] }, argType(/^options\.betas must be an array of 2 numbers, got Array$/)),
+  option('betas[1] negative', Adam, { betas: [0.9, -0.1] }, outOfRange(/^invalid betas\[1\]: -0\.1 \(expected 0 <= betas\[1\] < 1\) in options$/)),
+  option('betas[0] of 1 in Adamax', Adamax, { betas: [1, 0.999] }, outOfRange(/^invalid betas\[0\]: 1 \(expected 0 <= betas\[0\] < 1\)/)),
+  option('eps negative', RAdam, { eps: -1e-8 }, outOfRange(/^invalid eps: -1e-8 \(expected a finite eps >= 0\)/)),
+  option('weightDecay NaN', SGD, { weightDecay: NaN }, outOfRange(/^invalid weightDecay: NaN/)),
+  option('amsgrad a string', Adam, { amsgrad: 'yes' }, argType(/^options\.amsgrad must be a boolean, got a string$/)),
+  option('maximize a number', SGD, { maximize: 1 }, argType(/^options\.maximize must be a boolean, got a number$/)),
+  option('momentum negative', SGD, { momentum: -0.1 }, outOfRange(/^invalid momentum: -0\.1 \(expected a finite momentum >= 0\)/)),
+  option('nesterov with dampening', SGD, { momentum: 0.9, dampening: 0.1, nesterov: true }, argValue(/^nesterov momentum requires momentum > 0 and dampening = 0, got momentum = 0\.9 and dampening = 0\.1 in options$/)),
+  option('nesterov without momentum', SGD, { nesterov: true }, argValue(/requires momentum > 0 and dampening = 0, got momentum = 0 and dampening = 0/)),
+  option('RMSprop alpha negative', RMSprop, { alpha: -1 }, outOfRange(/^invalid alpha: -1 \(expected a finite alpha >= 0\)/)),
+  option('RMSprop centered a number', RMSprop, { centered: 1 }, argType(/^options\.centered must be a boolean, got a number$/)),
+  option('Adagrad lrDecay negative', Adagrad, { lrDecay: -1 }, outOfRange(/^invalid lrDecay: -1 \(expected a finite lrDecay >= 0\)/)),
+  option('Adagrad initialAccumulatorValue negative', Adagrad, { initialAccumulatorValue: -0.5 }, outOfRange(/^invalid initialAccumulatorValue: -0\.5/)),
+  option('NAdam momentumDecay negative', NAdam, { momentumDecay: -1 }, outOfRange(/^invalid momentumDecay: -1/)),
+  option('RAdam decoupledWeightDecay a string', RAdam, { decoupledWeightDecay: 'yes' }, argType(/^options\.decoupledWeightDecay must be a boolean, got a string$/)),
+  { name: 'a group’s eps a string', act: (w) => new Adam([{ params: [w.a] }, { params: [w.b], eps: '1e-8' as never }]), error: argType(/^paramGroups\[1\]\.eps must be a number, got a string$/) },
+]
+
+/** A row that changes something on `stepped`'s world, then steps. */
+function atStep(name: string, spoil: (w: World, opt: AnyOptimizer) => void, error: Row['error']): Row {
+  return { name, prepare: stepped, spoil, act: (_w, opt) => opt!.step(), error }
+}
+const group = (opt: AnyOptimizer, g: number) => opt.paramGroups[g] as unknown as Record<string, unknown>
+
+const steps: Row[] = [
+  atStep('a live lr set to undefined', (_w, opt) => (group(opt, 0).lr = undefined), argType(/^paramGroups\[0\]\.lr must be a number, got undefined$/)),
+  atStep('a live lr set to NaN', (_w, opt) => (group(opt, 1).lr = NaN), outOfRange(/^invalid lr: NaN \(expected a finite lr >= 0\) in paramGroups\[1\]$/)),
+  atStep('live betas replaced by one number', (_w, opt) => (group(opt, 0).betas = [0.9]), argType(/^paramGroups\[0\]\.betas must be an array of 2 numbers, got Array$/)),
+  atStep('a live weightDecay set negative', (_w, opt) => (group(opt, 1).weightDecay = -1), outOfRange(/^invalid weightDecay: -1 .* in paramGroups\[1\]$/)),
+  atStep('data replaced by a Uint8Array', (w) => (w.b.data = new Uint8Array(5) as never), argType(/^paramGroups\[1\]\.params\[0\]\.data must be a Float32Array or Float64Array, got Uint8Array$/)),
+  atStep('grad replaced by a DataView', (w) => (w.a.grad = new DataView(new ArrayBuffer(32)) as never), argType(/^paramGroups\[0\]\.params\[0\]\.grad must be a Float32Array like its data, or null, got DataView$/)),
+  atStep('grad replaced by a plain array', (w) => (w.b.grad = [1, 2, 3, 4, 5] as never), argType(/^paramGroups\[1\]\.params\[0\]\.grad must be a Float32Array like its data, or null, got Array$/)),
+  atStep('data replaced by a view into another parameter’s grad', (w) => (w.b.data = w.a.grad!.subarray(0, 5)), argValue(/^paramGroups\[0\]\.params\[0\]\.grad and paramGroups\[1\]\.params\[0\]\.data share memory/)),
+  atStep(
+    'grad replaced by a view overlapping its own data',
+    (w) => {
+      const shared = w.track(new Float32Array(9))
+      w.b.data = shared.subarray(0, 5)
+      w.b.grad = shared.subarray(4, 9)
+    },
+    argValue(/^paramGroups\[1\]\.params\[0\]\.data and paramGroups\[1\]\.params\[0\]\.grad share memory/),
+  ),
+  atStep('data whose buffer was transferred', (w) => structuredClone(w.a.data.buffer, { transfer: [w.a.data.buffer] }), invalidState(/^paramGroups\[0\]\.params\[0\]\.data is detached \(its ArrayBuffer was transferred\)$/)),
+  atStep('data of another length than its state', (w) => ((w.b.data = w.track(new Float32Array(4))), (w.b.grad = w.track(new Float32Array(4)))), outOfRange(/^paramGroups\[1\]\.params\[0\]\.data has length 4, but its optimizer state has length 5$/)),
+  atStep('Float64 data after Float32 steps', (w) => ((w.a.data = w.track(new Float64Array(8))), (w.a.grad = w.track(new Float64Array(8)))), argType(/^paramGroups\[0\]\.params\[0\]\.data is a Float64Array, but its optimizer state is float32$/)),
+  atStep(
+    'a length-tracking view whose resizable buffer shrank',
+    (w) => {
+      const buffer = resizable(20, 64)
+      w.b.data = new Float32Array(buffer)
+      buffer.resize(16)
+      w.b.grad = w.track(new Float32Array(4))
+    },
+    outOfRange(/^paramGroups\[1\]\.params\[0\]\.data has length 4, but its optimizer state has length 5$/),
+  ),
+  atStep(
+    'a data getter that throws',
+    (w) =>
+      Object.defineProperty(w.b, 'data', {
+        get() {
+          throw new SyntaxError('thrown by the data getter')
+        },
+      }),
+    { instanceOf: SyntaxError as ErrorConstructor, code: undefined, message: /^thrown by the data getter$/ },
+  ),
+  atStep(
+    'a grad getter that transfers an array read before it',
+    (w) => {
+      const grad = w.b.grad
+      Object.defineProperty(w.b, 'grad', {
+        get() {
+          structuredClone(w.a.data.buffer, { transfer: [w.a.data.buffer] })
+          return grad
+        },
+      })
+    },
+    invalidState(/detached/),
+  ),
+]
+
+const methods: Row[] = [
+  { name: 'zeroGrad with a string', prepare: stepped, act: (_w, opt) => opt!.zeroGrad('no' as never), error: argType(/^zeroGrad: setToNone must be a boolean, got a string$/) },
+  { name: 'getState of a parameter of no group', prepare: stepped, act: (w, opt) => opt!.getState(w.param(3)), error: argValue(/^getState: the parameter does not belong to this optimizer$/) },
+  { name: 'addParamGroup(null)', prepare: stepped, act: (_w, opt) => opt!.addParamGroup(null as never), error: argType(/^paramGroups\[2\] must be an object, got null$/) },
+  { name: 'addParamGroup with a parameter it has', prepare: stepped, act: (w, opt) => opt!.addParamGroup({ params: [w.param(2), w.b] }), error: argValue(/^paramGroups\[2\]\.params\[1\] appears more than once/) },
+  { name: 'addParamGroup with lr -2', prepare: stepped, act: (w, opt) => opt!.addParamGroup({ params: [w.param(2)], lr: -2 } as never), error: outOfRange(/^invalid lr: -2 \(expected a finite lr >= 0\) in paramGroups\[2\]$/) },
+  {
+    name: 'addParamGroup with data overlapping a parameter it has',
+    prepare: stepped,
+    act: (w, opt) => opt!.addParamGroup({ params: [{ data: w.a.data.subarray(6), grad: null }] }),
+    error: argValue(/^paramGroups\[0\]\.params\[0\]\.data and paramGroups\[2\]\.params\[0\]\.data share memory/),
+  },
+]
+
+/** A row that loads `stepped`'s own state dict after `change` spoils it (or replaces it, when it returns one). */
+function load(name: string, change: (sd: Record<string, any>) => void | { replace: unknown }, error: Row['error']): Row {
+  return {
+    name,
+    prepare: stepped,
+    act: (_w, opt) => {
+      const sd = opt!.stateDict() as unknown as Record<string, any>
+      const replaced = change(sd)
+      opt!.loadStateDict((replaced ? replaced.replace : sd) as never)
+    },
+    error,
+  }
+}
+
+const loading: Row[] = [
+  load('null', () => ({ replace: null }), argType(/^stateDict must be an object, got null$/)),
+  load('paramGroups an object', (sd) => ({ replace: { state: sd.state, paramGroups: {} } }), argType(/^stateDict\.paramGroups must be an array, got Object$/)),
+  load('one group for two', (sd) => { sd.paramGroups.pop() }, argValue(/^stateDict\.paramGroups has 1 groups, but the optimizer has 2$/)),
+  load('a group without eps', (sd) => { delete sd.paramGroups[1].eps }, argValue(/^stateDict\.paramGroups\[1\]\.eps is missing$/)),
+  load('a group with lr -1', (sd) => { sd.paramGroups[0].lr = -1 }, outOfRange(/^invalid lr: -1 \(expected a finite lr >= 0\) in stateDict\.paramGroups\[0\]$/)),
+  load('a group that lists two parameters for one', (sd) => { sd.paramGroups[1].params = [1, 2] }, argValue(/^stateDict\.paramGroups\[1\]\.params must list 1 parameters like the optimizer's group, got Array of 2$/)),
+  load('one id in two groups', (sd) => { sd.paramGroups[1].params = [0] }, argValue(/^stateDict\.paramGroups\[1\]\.params\[0\] must be a distinct whole number, got 0$/)),
+  load('state of a parameter no group lists', (sd) => { sd.state[7] = sd.state[0] }, argValue(/^stateDict\.state\[7\] is for a parameter no group lists$/)),
+  load('a state entry that is a number', (sd) => { sd.state[1] = 5 }, argType(/^stateDict\.state\[1\] must be an object, got a number$/)),
+  load('state of SGD’s kind', (sd) => { sd.state[0].momentumBuffer = sd.state[0].expAvg }, argValue(/^stateDict\.state\[0\]\.momentumBuffer is not state of Adam \(expected step, expAvg, expAvgSq, maxExpAvgSq\)$/)),
+  load('step a string', (sd) => { sd.state[0].step = '1' }, argType(/^stateDict\.state\[0\]\.step must be a number, got a string$/)),
+  load('step 1.5', (sd) => { sd.state[1].step = 1.5 }, outOfRange(/^invalid state\[1\]\.step: 1\.5 \(expected a whole number from 0 to 2\^53 - 1\)$/)),
+  load('step 2^60', (sd) => { sd.state[0].step = 2 ** 60 }, outOfRange(/^invalid state\[0\]\.step: 1152921504606847000 \(expected a whole number from 0 to 2\^53 - 1\)$/)),
+  load('step negative', (sd) => { sd.state[0].step = -1 }, outOfRange(/^invalid state\[0\]\.step: -1 \(expected a whole number/)),
+  load('expAvg of another length', (sd) => { sd.state[1].expAvg = new Float32Array(4) }, outOfRange(/^stateDict\.state\[1\]\.expAvg has length 4, expected 5 like the parameter's data$/)),
+  load('expAvgSq a Float64Array for Float32 data', (sd) => { sd.state[0].expAvgSq = new Float64Array(8) }, argType(/^stateDict\.state\[0\]\.expAvgSq must be a Float32Array like the parameter's data, got Float64Array$/)),
+  load('expAvg a plain array', (sd) => { sd.state[0].expAvg = Array.from(sd.state[0].expAvg) }, argType(/^stateDict\.state\[0\]\.expAvg must be a Float32Array like the parameter's data, got Array$/)),
+]
+
+/** False once an array's buffer was transferred away (reading it then throws). */
+function isReadable(array: FloatArray): boolean {
+  try {
+    array.at(0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** The contents of every array (`null` once detached or shrunk away) and of the optimizer. */
+function snapshot(w: World, opt: AnyOptimizer | undefined, arrays: FloatArray[]) {
+  return {
+    arrays: arrays.map((x) => (isReadable(x) ? Array.from(x) : null)),
+    state: opt && opt.paramGroups.flatMap((g) => g.params).map((p) => {
+      const state = opt.getState(p)
+      return state && Object.fromEntries(Object.entries(state).map(([k, v]) => [k, typeof v === 'number' ? v : Array.from(v)]))
+    }),
+    options: opt && JSON.stringify(opt.paramGroups.map((g) => ({ ...g, params: g.params.length }))),
+    groups: opt?.paramGroups.length,
+  }
+}
+
+const rows = [...construction, ...options, ...steps, ...methods, ...loading]
+
+test('the table has a row for every kind of bad input', (t) => {
+  t.true(rows.length >= 40, `${rows.length} rows`)
+  t.is(new Set(rows.map((r) => r.name)).size, rows.length, 'row names are distinct')
+})
+
+for (const row of rows) {
+  test(`refused: ${row.name}`, (t) => {
+    const w = world()
+    const opt = row.prepare?.(w)
+    const arrays = [...w.arrays]
+    const before = snapshot(w, opt, arrays)
+    if (row.spoil) {
+      row.spoil(w, opt!)
+      before.options = snapshot(w, opt, []).options
+    }
+    const error = t.throws(() => row.act(w, opt), { instanceOf: row.error.instanceOf, message: row.error.message })
+    t.is((error as Error & { code?: string }).code, row.error.code)
+    // Arrays the row detached cannot be read any more; every other one must be as it was.
+    const after = snapshot(w, opt, arrays)
+    const gone = after.arrays.map((x) => x === null)
+    t.deepEqual(
+      after.arrays.map((x, i) => (gone[i] ? null : x)),
+      before.arrays.map((x, i) => (gone[i] ? null : x)),
+      'no array changed',
+    )
+    t.deepEqual(after.state, before.state, 'no optimizer state changed')
+    t.is(after.options, before.options, 'no option changed')
+    t.is(after.groups, before.groups, 'no group was added')
+  })
+}
+
+// What PyTorch accepts works, with the numbers it gives.
+
+/** Adam's first step on an element whose grad is g, with ε = 1e-8: −γ·g/(|g| + ε). */
+const adamFirstStep = (lr: number, g: number) => (-lr * g) / (Math.abs(g) + 1e-8)
+
+test('works: a null grad skips its parameter (no state), the others step', (t) => {
+  const a = { data: Float64Array.of(1, 2), grad: Float64Array.of(0.5, -0.25) }
+  const skipped = { data: Float64Array.of(3), grad: null }
+  const opt = new Adam([a, skipped], { lr: 0.1 })
+  opt.step()
+  t.deepEqual(Array.from(skipped.data), [3])
+  t.is(opt.getState(skipped), undefined)
+  t.deepEqual(Array.from(a.data), [1 + adamFirstStep(0.1, 0.5), 2 + adamFirstStep(0.1, -0.25)])
+})
+
+test('works: a zero-length parameter steps (its step count advances) beside others', (t) => {
+  const empty = { data: new Float32Array(0), grad: new Float32Array(0) }
+  const a = { data: Float32Array.of(1), grad: Float32Array.of(2) }
+  const opt = new Adam([empty, a], { lr: 0.5 })
+  opt.step()
+  opt.step()
+  t.deepEqual(opt.getState(empty), { step: 2, expAvg: new Float32Array(0), expAvgSq: new Float32Array(0) })
+  // Two Adam steps with a constant grad each move by γ (up to ε): 1 − 2·0.5.
+  t.true(Math.abs(a.data[0] - 0) < 1e-6)
+})
+
+test('works: a group with no parameters, as PyTorch allows', (t) => {
+  const a = { data: Float32Array.of(1), grad: Float32Array.of(1) }
+  const opt = new SGD([{ params: [] }, { params: [a], lr: 0.25 }])
+  opt.step()
+  t.deepEqual(Array.from(a.data), [0.75])
+})
+
+test('works: grads shared between parameters (they are only read)', (t) => {
+  const grad = Float64Array.of(0.5, 1)
+  const a = { data: Float64Array.of(1, 1), grad }
+  const b = { data: Float64Array.of(2, 2), grad }
+  new SGD([a, b], { lr: 0.5 }).step()
+  t.deepEqual([...a.data, ...b.data], [0.75, 0.5, 1.75, 1.5])
+})
+
+test('works: data and grad on SharedArrayBuffers, growable ones too, give the numbers ordinary memory gives', (t) => {
+  const values = [0.5, -1, 2, 0]
+  const on = (buffer: ArrayBufferLike) => {
+    const data = new Float32Array(buffer, 0, 4)
+    data.set([1, 2, 3, 4])
+    return data
+  }
+  const plain = { data: on(new ArrayBuffer(16)), grad: Float32Array.from(values) }
+  const shared = { data: on(new SharedArrayBuffer(16)), grad: new Float32Array(new SharedArrayBuffer(16)) }
+  shared.grad.set(values)
+  const growable = { data: on(growableShared(16, 64)), grad: Float32Array.from(values) }
+  for (const p of [plain, shared, growable]) {
+    const opt = new Adam([p], { lr: 0.1, amsgrad: true })
+    opt.step()
+    opt.step()
+  }
+  t.deepEqual(Array.from(shared.data), Array.from(plain.data))
+  t.deepEqual(Array.from(growable.data), Array.from(plain.data))
+  t.notDeepEqual(Array.from(plain.data), [1, 2, 3, 4])
+})
+
+test('works: a fixed-length view on a resizable ArrayBuffer, also after the buffer grows', (t) => {
+  // Safe to update in place: a non-shared buffer is resized only by JavaScript on its own thread,
+  // and none runs between the step's last check of the array and its return.
+  const buffer = resizable(8, 64)
+  const p = { data: new Float64Array(buffer, 0, 1), grad: Float64Array.of(1) }
+  p.data[0] = 1
+  const opt = new SGD([p], { lr: 0.25 })
+  opt.step()
+  buffer.resize(64)
+  opt.step()
+  t.is(p.data[0], 0.5)
+})
+
+test('refused clearly: a fixed-length view whose resizable buffer shrank below it', (t) => {
+  const buffer = resizable(16, 64)
+  const p = { data: new Float32Array(buffer, 0, 4).fill(1), grad: new Float32Array(4).fill(1) }
+  const opt = new SGD([p], { lr: 0.25 })
+  opt.step()
+  buffer.resize(8)
+  const error = t.throws(() => opt.step(), { instanceOf: RangeError })
+  t.is((error as Error & { code?: string }).code, 'ERR_OUT_OF_RANGE')
+  t.regex(error!.message, /^paramGroups\[0\]\.params\[0\]\./)
+  buffer.resize(16)
+  // What was left of the array is as the first step made it; the regrown part is zeroed.
+  t.deepEqual(Array.from(p.data), [0.75, 0.75, 0, 0], 'the refused step wrote nothing')
+})
+
+test('works: a 2^27-element Float32Array (512 MiB) steps like a short one', (t) => {
+  const n = 2 ** 27
+  const big = { data: new Float32Array(n).fill(1), grad: new Float32Array(n).fill(0.5) }
+  big.grad[n - 1] = -2
+  const small = { data: Float32Array.of(1, 1), grad: Float32Array.of(0.5, -2) }
+  new Adam([big], { lr: 0.1 }).step()
+  new Adam([small], { lr: 0.1 }).step()
+  t.is(big.data[0], small.data[0])
+  t.is(big.data[n >> 1], small.data[0])
+  t.is(big.data[n - 1], small.data[1])
+  t.not(small.data[0], 1)
+})
+
+// Calls while a stepAsync() is in flight are refused (stepAsync is newer than this table: the rows
+// run where the class has it). The arrays are on SharedArrayBuffers, so the step runs on another
+// thread and is still in flight when stepAsync() returns its promise.
+const busy: Array<[string, (opt: AnyOptimizer, w: World) => unknown]> = [
+  ['step()', (opt) => opt.step()],
+  ['zeroGrad()', (opt) => opt.zeroGrad()],
+  ['addParamGroup()', (opt, w) => opt.addParamGroup({ params: [w.param(2)] })],
+  ['getState()', (opt, w) => opt.getState(w.a)],
+  ['stateDict()', (opt) => opt.stateDict()],
+  ['loadStateDict()', (opt) => opt.loadStateDict({ state: {}, paramGroups: [] } as never)],
+]
+
+function sharedWorld(): World {
+  const w = world()
+  for (const p of [w.a, w.b]) {
+    for (const key of ['data', 'grad'] as const) {
+      const shared = new Float32Array(new SharedArrayBuffer(p[key]!.byteLength))
+      shared.set(p[key]!)
+      p[key] = w.track(shared)
+    }
+  }
+  return w
+}
+
+for (const [what, call] of busy) {
+  test(`refused while stepAsync() is in flight: ${what}`, async (t) => {
+    const w = sharedWorld()
+    const opt = stepped(w)
+    const stepAsync = (opt as unknown as { stepAsync?: () => Promise<void> }).stepAsync
+    if (typeof stepAsync !== 'function') {
+      t.pass('this build has no stepAsync()')
+      return
+    }
+    const pending = stepAsync.call(opt)
+    const error = t.throws(() => call(opt, w), { instanceOf: Error, message: new RegExp(`^${what.replace(/[()]/g, '\\$&')} was called while stepAsync\\(\\) is in flight`) })
+    t.is((error as Error & { code?: string }).code, 'ERR_INVALID_STATE')
+    await pending
+    // The step in flight counted once, and the refused call changed nothing.
+    const twin = sharedWorld()
+    const sync = stepped(twin)
+    sync.step()
+    t.deepEqual(Array.from(w.a.data), Array.from(twin.a.data))
+    t.deepEqual(opt.getState(w.b), sync.getState(twin.b))
+    t.is(opt.paramGroups.length, 2)
+  })
+}
