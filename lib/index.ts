@@ -7,6 +7,7 @@ export { RMSprop, type RMSpropOptions } from './rmsprop'
 export { SGD, type SGDOptions } from './sgd'
 export { Optimizer, type FloatArray, type Parameter, type ParamGroup, type Params } from './optimizer'
 export type { ErrorCode } from './errors'
+export { getNumThreads, setNumThreads } from './threads'
 export { type ParamState, type StateDict } from './optimizer'
 export { decodeSafetensors, encodeSafetensors, loadStateDict, saveStateDict } from './checkpoint'
 export {

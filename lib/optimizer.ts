@@ -1,5 +1,7 @@
 import { describe, invalidType, invalidValue } from './errors'
 import { native } from './native'
+import { StepArrays } from './step'
+import { busyError, stepAsync } from './task'
 
 /** The element arrays a parameter can live in. */
 export type FloatArray = Float32Array | Float64Array
@@ -34,6 +36,8 @@ export class Schema<Options> {
   /** Option names, in the order the core lists them. */
   readonly keys: readonly string[]
   readonly defaults: Readonly<Required<Options>>
+  /** For each slot, how many slots share its key (the length of a tuple option). */
+  readonly #arity: readonly number[]
 
   constructor(readonly algorithm: string) {
     this.slots = native.optionFields(algorithm).map(({ name, kind, default: value }) => {
@@ -41,6 +45,7 @@ export class Schema<Options> {
       return { key, index: index === undefined ? undefined : Number(index), kind: kind as Slot['kind'], default: value }
     })
     this.keys = [...new Set(this.slots.map((s) => s.key))]
+    this.#arity = this.slots.map((slot) => this.slots.filter((s) => s.key === slot.key).length)
     const defaults: Record<string, unknown> = {}
     for (const slot of this.slots) {
       const value = slot.kind === 'boolean' ? slot.default !== 0 : slot.default
@@ -51,26 +56,31 @@ export class Schema<Options> {
     this.defaults = Object.freeze(defaults) as Required<Options>
   }
 
+  /** `options.betas[0]`: the name of slot `i` in messages. */
+  #name(where: string, i: number): string {
+    const slot = this.slots[i]
+    return `${where}.${slot.key}${slot.index === undefined ? '' : `[${slot.index}]`}`
+  }
+
   /** Writes a group's options into `out` at `offset`, checking their types. */
   pack(group: Record<string, unknown>, where: string, out: Float64Array, offset: number): void {
+    // Runs at every step: names are built only for an error.
     for (let i = 0; i < this.slots.length; i++) {
       const slot = this.slots[i]
       let value = group[slot.key]
-      let name = `${where}.${slot.key}`
       if (slot.index !== undefined) {
         const tuple = value
-        const arity = this.slots.filter((s) => s.key === slot.key).length
+        const arity = this.#arity[i]
         if (!Array.isArray(tuple) || tuple.length !== arity) {
-          throw invalidType(`${name} must be an array of ${arity} numbers, got ${describe(tuple)}`)
+          throw invalidType(`${where}.${slot.key} must be an array of ${arity} numbers, got ${describe(tuple)}`)
         }
         value = tuple[slot.index]
-        name = `${name}[${slot.index}]`
       }
       if (slot.kind === 'boolean') {
-        if (typeof value !== 'boolean') throw invalidType(`${name} must be a boolean, got ${describe(value)}`)
+        if (typeof value !== 'boolean') throw invalidType(`${this.#name(where, i)} must be a boolean, got ${describe(value)}`)
         out[offset + i] = value ? 1 : 0
       } else {
-        if (typeof value !== 'number') throw invalidType(`${name} must be a number, got ${describe(value)}`)
+        if (typeof value !== 'number') throw invalidType(`${this.#name(where, i)} must be a number, got ${describe(value)}`)
         out[offset + i] = value
       }
     }
@@ -184,6 +194,7 @@ export abstract class Optimizer<Options extends object> {
   #params: Parameter[] = []
   #groupOf = new Uint32Array(0)
   #packed = new Float64Array(0)
+  readonly #arrays = new StepArrays()
 
   protected constructor(schema: Schema<Options>, params: Params<Options>, options: Partial<Options> = {}) {
     this.#schema = schema
@@ -200,6 +211,7 @@ export abstract class Optimizer<Options extends object> {
 
   /** Adds a group of parameters, as PyTorch's `add_param_group`. */
   addParamGroup(group: { params: readonly Parameter[] } & Partial<Options>): void {
+    if (this.#native.busy) throw busyError('addParamGroup()')
     this.#addGroups([group])
   }
 
@@ -209,11 +221,37 @@ export abstract class Optimizer<Options extends object> {
    */
   step(): void {
     this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
-    this.#native.step(this.#params, this.#groupOf, this.#packed)
+    this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed)
+  }
+
+  /**
+   * `step()` without holding the event loop: the same checks and the same numbers, bit for bit,
+   * in a promise that resolves once every parameter is updated (and rejects, having changed
+   * nothing, on the input `step()` would throw on). Until it settles, the optimizer refuses
+   * `step`, `stepAsync`, `zeroGrad`, `addParamGroup`, `getState`, `stateDict` and
+   * `loadStateDict` with `ERR_INVALID_STATE`.
+   *
+   * When every `data` and `grad` is on a SharedArrayBuffer, the update runs on a worker thread
+   * and the event loop is free throughout. Otherwise it runs in slices of about a millisecond,
+   * the event loop running between them. Either way the arrays are updated in place, never
+   * copied, and kept alive until the promise settles. Until then, do not write the arrays (the
+   * step reads `grad` and writes `data` as it goes); an array replaced with `p.data = ...` is not
+   * the one updated. Do not transfer or shrink them: the step then stops part way and rejects with
+   * `ERR_INVALID_STATE` (nothing crashes, and no freed memory is written, but the parameters
+   * before the detached one were updated and the others not).
+   */
+  stepAsync(): Promise<void> {
+    try {
+      this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    return stepAsync(this.#native, this.#params, this.#groupOf, this.#packed)
   }
 
   /** Clears gradients: sets every `grad` to null (PyTorch's default), or fills them with zeros. */
   zeroGrad(setToNone = true): void {
+    if (this.#native.busy) throw busyError('zeroGrad()')
     if (typeof setToNone !== 'boolean') throw invalidType(`zeroGrad: setToNone must be a boolean, got ${describe(setToNone)}`)
     for (const param of this.#params) {
       if (setToNone) param.grad = null
@@ -226,6 +264,7 @@ export abstract class Optimizer<Options extends object> {
    * buffers (`expAvg`, ...), or undefined before its first step.
    */
   getState(param: Parameter): ParamState | undefined {
+    if (this.#native.busy) throw busyError('getState()')
     const index = this.#params.indexOf(param)
     if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
     return this.#exportState(index)
@@ -237,6 +276,7 @@ export abstract class Optimizer<Options extends object> {
    * with the positions of its parameters.
    */
   stateDict(): StateDict<Options> {
+    if (this.#native.busy) throw busyError('stateDict()')
     const state: Record<number, ParamState> = {}
     this.#params.forEach((_, index) => {
       const entry = this.#exportState(index)
@@ -257,6 +297,7 @@ export abstract class Optimizer<Options extends object> {
    * nothing changes.
    */
   loadStateDict(stateDict: StateDict<Options>): void {
+    if (this.#native.busy) throw busyError('loadStateDict()')
     if (typeof stateDict !== 'object' || stateDict === null) throw invalidType(`stateDict must be an object, got ${describe(stateDict)}`)
     const { state, paramGroups } = stateDict
     if (!Array.isArray(paramGroups)) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(paramGroups)}`)

@@ -19,6 +19,25 @@ export declare class NativeOptimizer {
    * start afresh. Nothing is replaced unless every entry is valid.
    */
   importStates(count: number, entries: Array<StateEntry>): void
+  /** Whether a `stepAsync` is in flight. */
+  get busy(): boolean
+  /**
+   * Starts a `stepAsync`: reads and checks everything as `step` does (on error nothing changes)
+   * and advances every step count, but updates nothing yet. Returns true if the update may run
+   * on a worker thread (`stepOffThread`), false if it must run in slices (`stepSlice`).
+   */
+  startStep(params: unknown, groupOf: Uint32Array, packed: Float64Array): boolean
+  /**
+   * Runs slices of the started step for about `budgetMicros` microseconds, the JavaScript thread
+   * waiting; returns true once the step is complete. Throws `ERR_INVALID_STATE` (and ends the
+   * step) if an array was detached or resized since the step started.
+   */
+  stepSlice(budgetMicros: number): boolean
+  /**
+   * Ends the started step, complete or not, and gives the optimizer its state back. Does
+   * nothing if no step is in flight.
+   */
+  finishStep(): void
   constructor(algorithm: string)
   /**
    * Checks one group's packed options; throws a RangeError naming the field and `place`
@@ -28,9 +47,27 @@ export declare class NativeOptimizer {
   /**
    * Updates every parameter of `params` whose `grad` is not null; `groupOf[i]` is the group of
    * `params[i]` and `packed` holds each group's options in `optionFields` order. Returns how
-   * many parameters were updated.
+   * many parameters were updated. With `seen`, an array, puts there the arrays the step read:
+   * `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for [`step_again`].
    */
-  step(params: unknown, groupOf: Uint32Array, packed: Float64Array): number
+  step(params: unknown, groupOf: Uint32Array, packed: Float64Array, seen?: unknown | undefined | null): number
+}
+
+export declare function __allocations(): AllocationCount
+
+/**
+ * The memory-traffic baseline of the benchmarks: reads `param`, `grad`, `m`, `v` and writes
+ * `param`, `m`, `v` (one addition each), through the same engine and pool as a step.
+ */
+export declare function __memoryTraffic(param: unknown, grad: unknown, m: unknown, v: unknown): void
+
+/**
+ * Allocations made by the addon's Rust code since it was loaded (reallocations count), and
+ * their bytes.
+ */
+export interface AllocationCount {
+  count: number
+  bytes: number
 }
 
 /**
@@ -41,6 +78,9 @@ export declare function clipGradNorm(params: unknown, maxNorm: number, normType:
 
 /** Clamps every gradient element of `params` to [−clipValue, clipValue] (PyTorch's `clip_grad_value_`). */
 export declare function clipGradValue(params: unknown, clipValue: number): void
+
+/** How many threads a step may use, the calling thread included. */
+export declare function getNumThreads(): number
 
 /**
  * For tests: the total norm of the gradients of `params`, reduced on a pool of its own with
@@ -60,6 +100,12 @@ export interface OptionField {
 /** The options of `algorithm` in packed order, with PyTorch's defaults: the one place defaults live. */
 export declare function optionFields(algorithm: string): Array<OptionField>
 
+/**
+ * Sets how many threads a step may use, the calling thread included, for the whole process.
+ * Steps already running finish with the count they started with.
+ */
+export declare function setNumThreads(n: unknown): void
+
 /** One parameter's state. `buffers[i]` is null where the optimizer has not made that buffer. */
 export interface StateEntry {
   index: number
@@ -76,3 +122,11 @@ export interface StateNames {
   scalars: Array<string>
   buffers: Array<string>
 }
+
+/**
+ * Runs the rest of the step `optimizer` started on a libuv worker thread; only when
+ * `startStep` said so. A function rather than a method: napi-rs would keep a method's receiver
+ * borrowed until the returned task settles, and then refuse every other call with its own error
+ * instead of ours.
+ */
+export declare function stepOffThread(optimizer: NativeOptimizer): Promise<void>

@@ -836,7 +836,12 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
+module.exports.__allocations = nativeBinding.__allocations
+module.exports.__memoryTraffic = nativeBinding.__memoryTraffic
 module.exports.clipGradNorm = nativeBinding.clipGradNorm
 module.exports.clipGradValue = nativeBinding.clipGradValue
+module.exports.getNumThreads = nativeBinding.getNumThreads
 module.exports.gradNormOnThreads = nativeBinding.gradNormOnThreads
 module.exports.optionFields = nativeBinding.optionFields
+module.exports.setNumThreads = nativeBinding.setNumThreads
+module.exports.stepOffThread = nativeBinding.stepOffThread

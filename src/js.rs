@@ -184,25 +184,101 @@ impl RawEnv {
   }
 
   /// The value as a Float32Array/Float64Array view, or `None` if it is anything else.
+  ///
+  /// One Node-API call in the common case: `napi_get_typedarray_info` refuses what is not a typed
+  /// array, and a detached array reports length 0, so only an empty array needs a second look.
   pub fn float_array(self, value: sys::napi_value) -> std::result::Result<Option<TypedView>, Fail> {
-    let mut is_typed = false;
-    call!("napi_is_typedarray", sys::napi_is_typedarray(self.0, value, &mut is_typed));
-    if !is_typed {
+    let (mut kind, mut len, mut data) = (0, 0, ptr::null_mut());
+    // SAFETY: a value of this call's scope; unused outputs may be null.
+    let status = unsafe {
+      sys::napi_get_typedarray_info(self.0, value, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut())
+    };
+    if status == sys::Status::napi_invalid_arg {
       return Ok(None);
     }
-    let (mut kind, mut len, mut data, mut buffer, mut offset) = (0, 0, ptr::null_mut(), ptr::null_mut(), 0);
-    call!(
-      "napi_get_typedarray_info",
-      sys::napi_get_typedarray_info(self.0, value, &mut kind, &mut len, &mut data, &mut buffer, &mut offset)
-    );
+    if status != sys::Status::napi_ok {
+      return Err(Fail::from(Error::new(
+        Status::GenericFailure,
+        format!("napi_get_typedarray_info failed (napi status {status})"),
+      )));
+    }
     let dtype = match kind {
       sys::TypedarrayType::float32_array => Dtype::Float32,
       sys::TypedarrayType::float64_array => Dtype::Float64,
       _ => return Ok(None),
     };
     let mut detached = false;
-    call!("napi_is_detached_arraybuffer", sys::napi_is_detached_arraybuffer(self.0, buffer, &mut detached));
+    if len == 0 {
+      let mut buffer = ptr::null_mut();
+      call!(
+        "napi_get_typedarray_info",
+        sys::napi_get_typedarray_info(
+          self.0,
+          value,
+          ptr::null_mut(),
+          ptr::null_mut(),
+          ptr::null_mut(),
+          &mut buffer,
+          ptr::null_mut()
+        )
+      );
+      call!("napi_is_detached_arraybuffer", sys::napi_is_detached_arraybuffer(self.0, buffer, &mut detached));
+    }
     Ok(Some(TypedView { dtype, len, detached, data: data.cast() }))
+  }
+
+  /// Whether a typed array's memory is a SharedArrayBuffer's, which cannot be detached.
+  pub fn on_shared_memory(self, typed_array: sys::napi_value) -> std::result::Result<bool, Fail> {
+    let mut buffer = ptr::null_mut();
+    call!(
+      "napi_get_typedarray_info",
+      sys::napi_get_typedarray_info(
+        self.0,
+        typed_array,
+        ptr::null_mut(),
+        ptr::null_mut(),
+        ptr::null_mut(),
+        &mut buffer,
+        ptr::null_mut()
+      )
+    );
+    let mut plain = false;
+    call!("napi_is_arraybuffer", sys::napi_is_arraybuffer(self.0, buffer, &mut plain));
+    Ok(!plain)
+  }
+
+  pub fn set_element(
+    self,
+    array: sys::napi_value,
+    index: u32,
+    value: sys::napi_value,
+  ) -> std::result::Result<(), Fail> {
+    call!("napi_set_element", sys::napi_set_element(self.0, array, index, value));
+    Ok(())
+  }
+
+  /// A strong reference to `value`, which keeps it alive until deleted.
+  pub fn reference(self, value: sys::napi_value) -> std::result::Result<sys::napi_ref, Fail> {
+    let mut reference = ptr::null_mut();
+    call!("napi_create_reference", sys::napi_create_reference(self.0, value, 1, &mut reference));
+    Ok(reference)
+  }
+
+  /// An internalized string, to look properties up by without converting the name each time.
+  pub fn string(self, name: &CStr) -> std::result::Result<sys::napi_value, Fail> {
+    let mut value = ptr::null_mut();
+    call!(
+      "napi_create_string_latin1",
+      sys::napi_create_string_latin1(self.0, name.as_ptr(), name.to_bytes().len() as isize, &mut value)
+    );
+    Ok(value)
+  }
+
+  /// `object[key]`; may run a getter.
+  pub fn get(self, object: sys::napi_value, key: sys::napi_value) -> std::result::Result<sys::napi_value, Fail> {
+    let mut value = ptr::null_mut();
+    call!("napi_get_property", sys::napi_get_property(self.0, object, key, &mut value));
+    Ok(value)
   }
 
   /// A short description of a value for error messages: its constructor name or its type.

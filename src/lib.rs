@@ -6,16 +6,21 @@
 //! updates every parameter or none.
 
 mod clip;
+mod internal;
 mod js;
+mod params;
 mod state_io;
+mod task;
+mod threads;
 
 use fastoptim_core::config::{Field, Kind};
-use fastoptim_core::{run, ConfigError, Dtype, Element, Job, Optimizer, ParamState, StateMismatch};
+use fastoptim_core::{run, ConfigError, Dtype, Element, Job, Optimizer, ParamState};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 
-use js::{camel_case, Fail, RawEnv, TypedView};
+use js::{camel_case, Fail, RawEnv};
+use params::{ParamView, Reader};
 
 /// The optimizers the binding can run, by their facade names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +129,11 @@ pub fn option_fields(algorithm: String) -> Result<Vec<OptionField>> {
 pub struct NativeOptimizer {
   pub(crate) algorithm: Algorithm,
   pub(crate) states: Vec<ParamState>,
+  /// The step `stepAsync` has started and not finished.
+  pub(crate) flight: Option<task::Flight>,
+  reader: Reader,
+  /// A `Scratch<O>` for this optimizer's algorithm, made on its first step.
+  scratch: Option<Box<dyn std::any::Any>>,
 }
 
 #[napi]
@@ -131,7 +141,7 @@ impl NativeOptimizer {
   #[napi(constructor)]
   pub fn new(env: Env, algorithm: String) -> Result<Self> {
     let algorithm = Algorithm::parse(&algorithm).map_err(|fail| fail.throw(&env))?;
-    Ok(NativeOptimizer { algorithm, states: Vec::new() })
+    Ok(NativeOptimizer { algorithm, states: Vec::new(), flight: None, reader: Reader::default(), scratch: None })
   }
 
   /// Checks one group's packed options; throws a RangeError naming the field and `place`
@@ -144,22 +154,159 @@ impl NativeOptimizer {
 
   /// Updates every parameter of `params` whose `grad` is not null; `groupOf[i]` is the group of
   /// `params[i]` and `packed` holds each group's options in `optionFields` order. Returns how
-  /// many parameters were updated.
+  /// many parameters were updated. With `seen`, an array, puts there the arrays the step read:
+  /// `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for [`step_again`].
   #[napi(catch_unwind)]
-  pub fn step(&mut self, env: Env, params: Unknown, group_of: &[u32], packed: &[f64]) -> Result<u32> {
+  pub fn step(
+    &mut self,
+    env: Env,
+    params: Unknown,
+    group_of: &[u32],
+    packed: &[f64],
+    seen: Option<Unknown>,
+  ) -> Result<u32> {
     let raw = RawEnv(env.raw());
     let params = params.raw();
+    let _stepping = Stepping::new(self);
     let result = with_optimizer!(self.algorithm, O => self.step_with::<O>(raw, params, group_of, packed));
-    result.map_err(|fail| fail.throw(&env))
+    let updated = result.map_err(|fail| fail.throw(&env))?;
+    if let Some(seen) = seen {
+      self.reader.report(raw, seen.raw()).map_err(|fail| fail.throw(&env))?;
+    }
+    Ok(updated)
   }
 }
 
-/// A parameter as read at step time, before anything is written.
-struct ParamView {
-  group: usize,
-  data: TypedView,
-  grad: TypedView,
-  values: [sys::napi_value; 2],
+/// `stepAgain(optimizer, packed)`: steps again over the arrays the last `step` of `optimizer`
+/// read, without reading them. The caller vouches that every parameter's `data` and `grad` are
+/// the very arrays `step` put in `seen`, with the lengths they had then, and that no JavaScript
+/// has run between that check and this call (the facade checks it in JavaScript, where it costs
+/// a nanosecond per array instead of the hundreds of nanoseconds of Node-API calls a read takes).
+/// Then the arrays are still attached, and their memory is where it was. Returns how many
+/// parameters were updated, or null, changing nothing, when there is no such step to repeat (none
+/// yet, or the state was loaded or a `stepAsync` ran since).
+///
+/// Registered by hand rather than with `#[napi]` so that a step allocates nothing: napi-rs's glue
+/// allocates a borrow registry for every call with arguments. It unwraps the optimizer with the
+/// same class check that glue makes.
+unsafe extern "C" fn step_again_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  let mut argc = 2;
+  let mut argv = [std::ptr::null_mut(); 2];
+  // SAFETY: the callback's own env and info; room for two arguments.
+  let status = unsafe {
+    sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut())
+  };
+  let result = if status != sys::Status::napi_ok || argc < 2 {
+    Err(Fail::type_error("stepAgain(optimizer, packed) takes two arguments".into()))
+  } else {
+    std::panic::catch_unwind(|| step_again(RawEnv(env), argv[0], argv[1]))
+      .unwrap_or_else(|_| Err(Fail::state("stepAgain panicked".into())))
+  };
+  let mut value = std::ptr::null_mut();
+  // SAFETY: creating a value or throwing in this callback's env.
+  unsafe {
+    match result {
+      Ok(Some(updated)) => sys::napi_create_uint32(env, updated, &mut value),
+      Ok(None) => sys::napi_get_null(env, &mut value),
+      Err(fail) => {
+        let _ = fail.throw(&Env::from_raw(env));
+        sys::Status::napi_ok
+      }
+    };
+  }
+  value
+}
+
+/// The `NativeOptimizer` a JavaScript object wraps, checked as napi-rs's method glue checks a
+/// receiver, for functions that must not go through that glue (it allocates, and for a returned
+/// `AsyncTask` it keeps the object borrowed until the task settles).
+///
+/// # Safety
+/// `object` must be a value of `env`'s current call. The reference must not outlive the call,
+/// and the call must not run JavaScript while it lives.
+pub(crate) unsafe fn unwrap_optimizer<'a>(
+  env: RawEnv,
+  object: sys::napi_value,
+  what: &str,
+) -> std::result::Result<&'a mut NativeOptimizer, Fail> {
+  // SAFETY: a value of this call's scope.
+  unsafe { validate_type_tag(env.0, object, &<NativeOptimizer as TypeTag>::type_tag(), "NativeOptimizer")? };
+  let mut wrapped = std::ptr::null_mut();
+  // SAFETY: as above; the tag proves the object wraps a `NativeOptimizer`.
+  if unsafe { sys::napi_unwrap(env.0, object, &mut wrapped) } != sys::Status::napi_ok {
+    return Err(Fail::type_error(format!("{what}: optimizer must be a NativeOptimizer")));
+  }
+  let wrapped = wrapped.cast::<NativeOptimizer>();
+  if in_step(wrapped) {
+    return Err(Fail::state(format!("{what} was called from JavaScript run by a step of the same optimizer")));
+  }
+  // SAFETY: the object owns this `NativeOptimizer` and cannot be collected during the call; no
+  // other call on it is running (`in_step`), and none can start while no JavaScript runs.
+  Ok(unsafe { &mut *wrapped })
+}
+
+fn step_again(env: RawEnv, object: sys::napi_value, packed: sys::napi_value) -> std::result::Result<Option<u32>, Fail> {
+  // SAFETY: a value of this call, which runs no JavaScript.
+  let optimizer = unsafe { unwrap_optimizer(env, object, "stepAgain")? };
+  let packed = match env.float_array(packed)? {
+    Some(view) if view.dtype == Dtype::Float64 && !view.detached => view,
+    _ => return Err(Fail::type_error("stepAgain: packed must be a Float64Array".into())),
+  };
+  if !optimizer.reader.remembered {
+    return Ok(None);
+  }
+  // SAFETY: a Float64Array of this call, attached; nothing writes it during the call.
+  let packed = unsafe { packed.slice::<f64>() };
+  with_optimizer!(optimizer.algorithm, O => optimizer.apply::<O>(packed)).map(Some)
+}
+
+#[napi(module_exports)]
+pub fn exports(mut exports: Object, env: Env) -> Result<()> {
+  let mut function = std::ptr::null_mut();
+  // SAFETY: the module's env; the callback has the signature Node-API expects.
+  check_status!(unsafe {
+    sys::napi_create_function(
+      env.raw(),
+      c"stepAgain".as_ptr(),
+      9,
+      Some(step_again_callback),
+      std::ptr::null_mut(),
+      &mut function,
+    )
+  })?;
+  // SAFETY: a function just created in this env.
+  exports.set_named_property("stepAgain", unsafe { Unknown::from_raw_unchecked(env.raw(), function) })?;
+  Ok(())
+}
+
+thread_local! {
+  /// The optimizers whose `step` is running on this thread (a getter it runs may call into them).
+  static IN_STEP: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn in_step(optimizer: *const NativeOptimizer) -> bool {
+  IN_STEP.with(|active| active.borrow().contains(&(optimizer as usize)))
+}
+
+/// Marks `optimizer` as in a step until dropped.
+struct Stepping(usize);
+
+impl Stepping {
+  fn new(optimizer: *const NativeOptimizer) -> Self {
+    IN_STEP.with(|active| active.borrow_mut().push(optimizer as usize));
+    Stepping(optimizer as usize)
+  }
+}
+
+impl Drop for Stepping {
+  fn drop(&mut self) {
+    IN_STEP.with(|active| {
+      let mut active = active.borrow_mut();
+      if let Some(i) = active.iter().rposition(|&a| a == self.0) {
+        active.remove(i);
+      }
+    });
+  }
 }
 
 impl NativeOptimizer {
@@ -170,212 +317,128 @@ impl NativeOptimizer {
     group_of: &[u32],
     packed: &[f64],
   ) -> std::result::Result<u32, Fail> {
-    let width = O::FIELDS.len();
-    if !packed.len().is_multiple_of(width) {
-      return Err(Fail::value(format!("packed options hold {} values, not a multiple of {width}", packed.len())));
-    }
-    let configs = packed
-      .chunks(width)
-      .enumerate()
-      .map(|(group, values)| O::from_packed(values).map_err(|e| config_fail(&format!("paramGroups[{group}]"), &e)))
-      .collect::<std::result::Result<Vec<O>, Fail>>()?;
-
+    threads::check_configured()?;
+    task::check_idle(self, "step()")?;
+    self.reader.remembered = false;
+    let scratch = self.scratch.get_or_insert_with(|| Box::new(Scratch::<O>::default()));
+    let scratch = scratch.downcast_mut::<Scratch<O>>().expect("one algorithm per optimizer");
+    parse_configs(packed, &mut scratch.configs)?;
     let count = env.array_length(params)?;
-    if group_of.len() != count {
-      return Err(Fail::value(format!("groupOf has {} entries for {count} parameters", group_of.len())));
-    }
     if self.states.len() < count {
       self.states.resize_with(count, ParamState::default);
     }
-    let views = self.read_params(env, params, group_of, configs.len())?;
-    recheck(env, &views)?;
-    check_disjoint(&views, group_of)?;
+    self.reader.read(env, params, group_of, scratch.configs.len(), &self.states)?;
+    let updated = self.apply::<O>(packed)?;
+    self.reader.remembered = true;
+    Ok(updated)
+  }
 
-    let mut jobs32: Vec<Job<'_, f32, O::Coeffs>> = Vec::new();
-    let mut jobs64: Vec<Job<'_, f64, O::Coeffs>> = Vec::new();
+  /// Steps the parameters [`Reader::views`] holds, with the options in `packed`.
+  fn apply<O: Optimizer>(&mut self, packed: &[f64]) -> std::result::Result<u32, Fail> {
+    threads::check_configured()?;
+    task::check_idle(self, "step()")?;
+    let scratch = self.scratch.get_or_insert_with(|| Box::new(Scratch::<O>::default()));
+    let scratch = scratch.downcast_mut::<Scratch<O>>().expect("one algorithm per optimizer");
+    parse_configs(packed, &mut scratch.configs)?;
+    if self.reader.views.iter().flatten().any(|view| view.group >= scratch.configs.len()) {
+      return Err(Fail::value(format!(
+        "packed options hold {} groups, fewer than the parameters use",
+        scratch.configs.len()
+      )));
+    }
+    let (mut jobs32, mut jobs64) = (lend(&mut scratch.jobs32), lend(&mut scratch.jobs64));
     let mut memo: Option<(usize, u64, O::Coeffs)> = None;
     let mut updated = 0;
-    for (state, view) in self.states.iter_mut().zip(views) {
+    for (state, view) in self.states.iter_mut().zip(&self.reader.views) {
       let Some(view) = view else { continue };
-      let config = configs[view.group];
-      state.step += 1;
-      let mut coeffs = match memo {
-        Some((group, step, coeffs)) if group == view.group && step == state.step => coeffs,
-        _ => {
-          let coeffs = config.coeffs(state.step);
-          memo = Some((view.group, state.step, coeffs));
-          coeffs
-        }
-      };
-      config.advance(&mut coeffs, state);
+      let config = scratch.configs[view.group];
+      let coeffs = advance(&config, state, view.group, &mut memo);
       updated += 1;
       match view.data.dtype {
-        Dtype::Float32 => jobs32.push(job(coeffs, state, &view, config.buffers_used())),
-        Dtype::Float64 => jobs64.push(job(coeffs, state, &view, config.buffers_used())),
+        Dtype::Float32 => jobs32.push(job(coeffs, state, view, config.buffers_used())),
+        Dtype::Float64 => jobs64.push(job(coeffs, state, view, config.buffers_used())),
       }
     }
     run::<O, f32>(&mut jobs32);
     run::<O, f64>(&mut jobs64);
+    give_back(&mut scratch.jobs32, jobs32);
+    give_back(&mut scratch.jobs64, jobs64);
     Ok(updated)
-  }
-
-  /// Reads `.data` and `.grad` of every parameter and checks them against each other and against
-  /// the state; `None` for a parameter whose grad is null or undefined.
-  fn read_params(
-    &self,
-    env: RawEnv,
-    params: sys::napi_value,
-    group_of: &[u32],
-    groups: usize,
-  ) -> std::result::Result<Vec<Option<ParamView>>, Fail> {
-    let mut first_of_group = vec![usize::MAX; groups];
-    let mut views = Vec::with_capacity(group_of.len());
-    for (index, &group) in group_of.iter().enumerate() {
-      let group = group as usize;
-      if group >= groups {
-        return Err(Fail::value(format!("groupOf[{index}] is {group}, but there are {groups} groups")));
-      }
-      if first_of_group[group] == usize::MAX {
-        first_of_group[group] = index;
-      }
-      let label = format!("paramGroups[{group}].params[{}]", index - first_of_group[group]);
-      let param = env.element(params, index as u32)?;
-      if !env.is_object(param)? {
-        return Err(Fail::type_error(format!(
-          "{label} must be an object with data and grad, got {}",
-          env.describe(param)?
-        )));
-      }
-      let data_value = env.property(param, c"data")?;
-      let data = env.float_array(data_value)?.ok_or_else(|| {
-        Fail::type_error(format!(
-          "{label}.data must be a Float32Array or Float64Array, got {}",
-          env.describe(data_value).unwrap_or_default()
-        ))
-      })?;
-      if data.detached {
-        return Err(Fail::state(format!("{label}.data is detached (its ArrayBuffer was transferred)")));
-      }
-      let grad_value = env.property(param, c"grad")?;
-      if env.is_nullish(grad_value)? {
-        views.push(None);
-        continue;
-      }
-      let grad = env.float_array(grad_value)?.ok_or_else(|| {
-        Fail::type_error(format!(
-          "{label}.grad must be a {} like its data, or null, got {}",
-          data.type_name(),
-          env.describe(grad_value).unwrap_or_default()
-        ))
-      })?;
-      if grad.detached {
-        return Err(Fail::state(format!("{label}.grad is detached (its ArrayBuffer was transferred)")));
-      }
-      if grad.dtype != data.dtype {
-        return Err(Fail::type_error(format!(
-          "{label}.grad must be a {} like its data, got {}",
-          data.type_name(),
-          grad.type_name()
-        )));
-      }
-      if grad.len != data.len {
-        return Err(Fail::range(format!("{label}.grad has length {}, expected {} like its data", grad.len, data.len)));
-      }
-      match self.states[index].check(data.dtype, data.len) {
-        Ok(()) => {}
-        Err(StateMismatch::Dtype { state, .. }) => {
-          return Err(Fail::type_error(format!(
-            "{label}.data is a {}, but its optimizer state is {}",
-            data.type_name(),
-            state.name()
-          )));
-        }
-        Err(StateMismatch::Length { state, param }) => {
-          return Err(Fail::range(format!(
-            "{label}.data has length {param}, but its optimizer state has length {state}"
-          )));
-        }
-      }
-      views.push(Some(ParamView { group, data, grad, values: [data_value, grad_value] }));
-    }
-    Ok(views)
   }
 }
 
-/// Reading `.data` or `.grad` may run a getter, and a getter may transfer an array read before
-/// it. Once all reads are done no JavaScript runs until the step returns, so checking every array
-/// again here makes the views final.
-fn recheck(env: RawEnv, views: &[Option<ParamView>]) -> std::result::Result<(), Fail> {
-  for view in views.iter().flatten() {
-    for (value, before) in view.values.iter().zip([&view.data, &view.grad]) {
-      let now = env.float_array(*value)?;
-      let same = now.is_some_and(|now| !now.detached && now.address() == before.address() && now.len == before.len);
-      if !same {
-        return Err(Fail::state(
-          "a parameter's array was detached or replaced while the step read its parameters".into(),
-        ));
-      }
-    }
+/// Per-step buffers kept between steps, for the optimizer's algorithm `O`.
+struct Scratch<O: Optimizer> {
+  configs: Vec<O>,
+  jobs32: Vec<Job<'static, f32, O::Coeffs>>,
+  jobs64: Vec<Job<'static, f64, O::Coeffs>>,
+}
+
+impl<O: Optimizer> Default for Scratch<O> {
+  fn default() -> Self {
+    Scratch { configs: Vec::new(), jobs32: Vec::new(), jobs64: Vec::new() }
+  }
+}
+
+/// Every group's options from `packed`, validated, into `configs`.
+pub(crate) fn parse_configs<O: Optimizer>(packed: &[f64], configs: &mut Vec<O>) -> std::result::Result<(), Fail> {
+  let width = O::FIELDS.len();
+  if width == 0 || !packed.len().is_multiple_of(width) {
+    return Err(Fail::value(format!("packed options hold {} values, not a multiple of {width}", packed.len())));
+  }
+  configs.clear();
+  for (group, values) in packed.chunks(width).enumerate() {
+    configs.push(O::from_packed(values).map_err(|e| config_fail(&format!("paramGroups[{group}]"), &e))?);
   }
   Ok(())
+}
+
+/// Advances one parameter's step count and state and returns the scalars of its update;
+/// `memo` saves recomputing them for the next parameter of the same group and step count.
+pub(crate) fn advance<O: Optimizer>(
+  config: &O,
+  state: &mut ParamState,
+  group: usize,
+  memo: &mut Option<(usize, u64, O::Coeffs)>,
+) -> O::Coeffs {
+  state.step += 1;
+  let mut coeffs = match *memo {
+    Some((g, step, coeffs)) if g == group && step == state.step => coeffs,
+    _ => {
+      let coeffs = config.coeffs(state.step);
+      *memo = Some((group, state.step, coeffs));
+      coeffs
+    }
+  };
+  config.advance(&mut coeffs, state);
+  coeffs
+}
+
+/// An empty vector of jobs that borrow for `'a`, in the allocation `storage` kept.
+fn lend<'a, T, C>(storage: &mut Vec<Job<'static, T, C>>) -> Vec<Job<'a, T, C>> {
+  let mut jobs = std::mem::ManuallyDrop::new(std::mem::take(storage));
+  jobs.clear();
+  // SAFETY: `Job<'static, ..>` and `Job<'a, ..>` differ only in a lifetime, so they have the same
+  // layout, and the vector is empty, so no element claims either lifetime.
+  unsafe { Vec::from_raw_parts(jobs.as_mut_ptr().cast(), 0, jobs.capacity()) }
+}
+
+/// Keeps the allocation of `jobs`, emptied, in `storage` for the next step.
+fn give_back<T, C>(storage: &mut Vec<Job<'static, T, C>>, jobs: Vec<Job<'_, T, C>>) {
+  let mut jobs = std::mem::ManuallyDrop::new(jobs);
+  jobs.clear();
+  // SAFETY: as in `lend`.
+  *storage = unsafe { Vec::from_raw_parts(jobs.as_mut_ptr().cast(), 0, jobs.capacity()) };
 }
 
 fn job<'a, T: Element, C>(coeffs: C, state: &'a mut ParamState, view: &ParamView, buffers: usize) -> Job<'a, T, C> {
-  // SAFETY: both arrays were read in this call, are not detached, have `len` elements of `T`
-  // (checked dtype), and `check_disjoint` proved that no parameter's data overlaps any other
-  // array of the step, so the mutable slices alias nothing. The JS thread is blocked in this
-  // call, so nothing else can touch the memory until it returns.
+  // SAFETY: both arrays were read in this call (or, for `step_again`, are vouched to be the same
+  // arrays with the same lengths, hence attached and where they were), have `len` elements of
+  // `T` (checked dtype), and the reader proved that no parameter's data overlaps any other array
+  // of the step, so the mutable slices alias nothing. The JS thread is blocked in this call and no
+  // JavaScript has run since the arrays were checked, so nothing else touches the memory.
   let (param, grad) = unsafe { (view.data.slice_mut::<T>(), view.grad.slice::<T>()) };
   Job { coeffs, param, grad, buffers: state.buffers_mut::<T>(view.data.len, buffers) }
-}
-
-/// Fails if any parameter's data shares memory with another parameter's data or with any grad.
-/// Grads may share memory with each other: they are only read.
-fn check_disjoint(views: &[Option<ParamView>], group_of: &[u32]) -> std::result::Result<(), Fail> {
-  struct Span {
-    start: usize,
-    end: usize,
-    writable: bool,
-    param: usize,
-  }
-  let mut spans: Vec<Span> = Vec::with_capacity(views.len() * 2);
-  for (param, view) in views.iter().enumerate() {
-    let Some(view) = view else { continue };
-    for (array, writable) in [(&view.data, true), (&view.grad, false)] {
-      if array.byte_len() > 0 {
-        spans.push(Span { start: array.address(), end: array.address() + array.byte_len(), writable, param });
-      }
-    }
-  }
-  spans.sort_unstable_by_key(|s| s.start);
-  let label = |span: &Span| {
-    let field = if span.writable { "data" } else { "grad" };
-    let group = group_of[span.param] as usize;
-    let local = span.param - group_of.iter().position(|&g| g as usize == group).unwrap_or(0);
-    format!("paramGroups[{group}].params[{local}].{field}")
-  };
-  let (mut any, mut writable): (Option<&Span>, Option<&Span>) = (None, None);
-  for span in &spans {
-    let clash = match (writable, any) {
-      (Some(w), _) if span.start < w.end => Some(w),
-      (_, Some(a)) if span.writable && span.start < a.end => Some(a),
-      _ => None,
-    };
-    if let Some(other) = clash {
-      return Err(Fail::value(format!(
-        "{} and {} share memory; a parameter's data must not overlap any other array of the step",
-        label(other),
-        label(span)
-      )));
-    }
-    if any.is_none_or(|a| span.end > a.end) {
-      any = Some(span);
-    }
-    if span.writable && writable.is_none_or(|w| span.end > w.end) {
-      writable = Some(span);
-    }
-  }
-  Ok(())
 }
 
 fn config_fail(place: &str, error: &ConfigError) -> Fail {

@@ -40,30 +40,33 @@ impl NativeOptimizer {
 
   /// A copy of parameter `index`'s state, or null before its first step.
   #[napi]
-  pub fn export_state(&self, index: u32) -> Option<StateEntry> {
+  pub fn export_state(&self, env: Env, index: u32) -> Result<Option<StateEntry>> {
+    crate::task::check_idle(self, "getState()/stateDict()").map_err(|f| f.throw(&env))?;
     let (scalar_count, buffer_count) = with_optimizer!(self.algorithm, O => (O::SCALARS.len(), O::BUFFERS.len()));
-    let state = self.states.get(index as usize)?;
-    let dtype = state.buffers.dtype()?;
+    let Some(state) = self.states.get(index as usize) else { return Ok(None) };
+    let Some(dtype) = state.buffers.dtype() else { return Ok(None) };
     let mut buffers: Vec<Option<Either<Float32Array, Float64Array>>> = match &state.buffers {
-      Buffers::Empty => return None,
+      Buffers::Empty => return Ok(None),
       Buffers::F32(b) => b.iter().map(|v| Some(Either::A(Float32Array::new(v.clone())))).collect(),
       Buffers::F64(b) => b.iter().map(|v| Some(Either::B(Float64Array::new(v.clone())))).collect(),
     };
     buffers.resize_with(buffer_count, || None);
-    Some(StateEntry {
+    Ok(Some(StateEntry {
       index,
       step: state.step as f64,
       dtype: dtype.name().into(),
       length: state.buffers.len().unwrap_or(0) as u32,
       scalars: state.scalars[..scalar_count].to_vec(),
       buffers,
-    })
+    }))
   }
 
   /// Replaces the state of every parameter: those in `entries` get theirs, the other `count - n`
   /// start afresh. Nothing is replaced unless every entry is valid.
   #[napi(catch_unwind)]
   pub fn import_states(&mut self, env: Env, count: u32, entries: Vec<StateEntry>) -> Result<()> {
+    crate::task::check_idle(self, "loadStateDict()").map_err(|f| f.throw(&env))?;
+    self.reader.remembered = false;
     let (scalar_count, buffer_count) = with_optimizer!(self.algorithm, O => (O::SCALARS.len(), O::BUFFERS.len()));
     let mut states = vec![ParamState::default(); count as usize];
     let mut seen = vec![false; count as usize];

@@ -21,6 +21,8 @@ mod simd;
 pub mod state;
 #[cfg(test)]
 mod testing;
+pub mod threads;
+pub mod traffic;
 
 pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};

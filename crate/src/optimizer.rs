@@ -1,10 +1,9 @@
 //! What every optimizer provides, and the engine that runs one step over many tensors.
 
-use rayon::prelude::*;
-
 use crate::config::{ConfigError, Field};
 use crate::float::Float;
 use crate::state::ParamState;
+use crate::threads;
 
 /// The most state buffers any optimizer keeps per parameter (Adam with AMSGrad: three).
 pub const MAX_BUFFERS: usize = 3;
@@ -19,7 +18,7 @@ pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 pub const CHUNK_ELEMENTS: usize = 1 << 14;
 
 /// An optimizer: its options, its per-parameter state, and its fused update.
-pub trait Optimizer: Copy + Send + Sync + Sized {
+pub trait Optimizer: Copy + Send + Sync + Sized + 'static {
   /// The options in packed order, with their defaults and rules.
   const FIELDS: &'static [Field];
   /// PyTorch's `state_dict` names of the per-parameter buffers, in the order the kernel takes them.
@@ -28,7 +27,7 @@ pub trait Optimizer: Copy + Send + Sync + Sized {
   /// the step count (NAdam's `mu_product`), kept in [`ParamState::scalars`] in this order.
   const SCALARS: &'static [&'static str] = &[];
   /// Per-step scalars derived from the options and the step count, computed once per step.
-  type Coeffs: Copy + Send + Sync;
+  type Coeffs: Copy + Send + Sync + 'static;
 
   /// Builds a validated configuration from values packed in [`Self::FIELDS`] order.
   fn from_packed(values: &[f64]) -> Result<Self, ConfigError>;
@@ -56,49 +55,122 @@ pub struct Job<'a, T, C> {
   pub buffers: [&'a mut [T]; MAX_BUFFERS],
 }
 
-/// Updates every tensor of `jobs`. Large steps are split into chunks across the rayon pool, over
-/// all tensors together; each element sees the same operations whatever the split, so the
-/// result does not depend on the thread count.
+/// Updates every tensor of `jobs`.
+///
+/// A step of fewer than [`PARALLEL_MIN_ELEMENTS`] elements runs on the calling thread. A larger
+/// one is cut into pieces of [`CHUNK_ELEMENTS`] over all its tensors together, as if they were one
+/// array (so hundreds of small tensors cost what one tensor of their total size costs), and the
+/// pieces run on the process-wide pool ([`crate::threads`]). Each element sees the same
+/// operations wherever the cuts fall, so the result does not depend on the thread count.
+/// Nothing is allocated once a thread has run a step with as many tensors before.
 pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) {
   let total: usize = jobs.iter().map(|job| job.param.len()).sum();
-  if total < PARALLEL_MIN_ELEMENTS || rayon::current_num_threads() == 1 {
+  let pool = if total >= PARALLEL_MIN_ELEMENTS { Some(threads::current()) } else { None };
+  let Some(pool) = pool.filter(|pool| pool.threads() > 1) else {
     for job in jobs.iter_mut() {
       O::update(&job.coeffs, job.param, job.grad, reborrow(&mut job.buffers));
     }
     return;
-  }
-  jobs.par_iter_mut().for_each(|job| {
-    split::<O, T>(&job.coeffs, job.param, job.grad, reborrow(&mut job.buffers));
+  };
+  SPANS.with(|cell| {
+    let mut owned = Vec::new();
+    let mut borrowed = cell.try_borrow_mut();
+    let spans = match borrowed.as_deref_mut() {
+      Ok(spans) => spans,
+      Err(_) => &mut owned,
+    };
+    spans.clear();
+    let mut start = 0;
+    for (index, job) in jobs.iter_mut().enumerate() {
+      let len = job.param.len();
+      if len == 0 {
+        continue;
+      }
+      debug_assert!(job.grad.len() == len && job.buffers.iter().all(|b| b.is_empty() || b.len() == len));
+      spans.push(Span {
+        start,
+        end: start + len,
+        job: index,
+        param: job.param.as_mut_ptr().cast(),
+        grad: job.grad.as_ptr().cast(),
+        buffers: job
+          .buffers
+          .each_mut()
+          .map(|b| if b.is_empty() { std::ptr::null_mut() } else { b.as_mut_ptr().cast() }),
+      });
+      start += len;
+    }
+    let pieces = total.div_ceil(CHUNK_ELEMENTS);
+    let shared = Pieces { spans, jobs: jobs.as_ptr() };
+    pool.for_each_piece(pieces, &|piece| {
+      let from = piece * CHUNK_ELEMENTS;
+      let to = (from + CHUNK_ELEMENTS).min(total);
+      // SAFETY: pieces are disjoint element ranges, so each element of every array is touched by
+      // one piece only; the pointers come from the exclusive borrow of `jobs`, which lasts until
+      // every piece has returned.
+      unsafe { shared.update::<O>(from, to) };
+    });
   });
+}
+
+/// The pieces of one step, as raw parts that every thread may use at once.
+struct Pieces<'s, 'j, T, C> {
+  spans: &'s [Span],
+  jobs: *const Job<'j, T, C>,
+}
+
+// SAFETY: the threads only read `spans` and each job's `coeffs` (`Copy + Sync`), and write
+// through the pointers of disjoint element ranges (see `run`).
+unsafe impl<T, C: Sync> Sync for Pieces<'_, '_, T, C> {}
+
+/// Where one non-empty tensor lies in the step's element range, with its arrays as raw pointers
+/// (null for a buffer this step does not use).
+struct Span {
+  start: usize,
+  end: usize,
+  job: usize,
+  param: *mut u8,
+  grad: *const u8,
+  buffers: [*mut u8; MAX_BUFFERS],
+}
+
+thread_local! {
+  /// Per calling thread, so that steps allocate nothing once it has seen as many tensors.
+  static SPANS: std::cell::RefCell<Vec<Span>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl<T: Float, C: Copy> Pieces<'_, '_, T, C> {
+  /// Updates the elements `from..to` of the step.
+  ///
+  /// # Safety
+  /// No other thread may touch those elements meanwhile.
+  unsafe fn update<O: Optimizer<Coeffs = C>>(&self, from: usize, to: usize) {
+    let first = self.spans.partition_point(|s| s.end <= from);
+    for span in &self.spans[first..] {
+      if span.start >= to {
+        break;
+      }
+      let lo = from.max(span.start) - span.start;
+      let len = to.min(span.end) - span.start - lo;
+      // SAFETY: `job` indexes the jobs `run` borrows; `coeffs` is read, never written.
+      let coeffs = unsafe { std::ptr::addr_of!((*self.jobs.add(span.job)).coeffs).read() };
+      // SAFETY: `lo + len` is within the tensor; the caller guarantees exclusive access.
+      unsafe {
+        let param = std::slice::from_raw_parts_mut(span.param.cast::<T>().add(lo), len);
+        let grad = std::slice::from_raw_parts(span.grad.cast::<T>().add(lo), len);
+        let buffers = span.buffers.map(|b| {
+          if b.is_null() {
+            &mut [][..]
+          } else {
+            std::slice::from_raw_parts_mut(b.cast::<T>().add(lo), len)
+          }
+        });
+        O::update(&coeffs, param, grad, buffers);
+      }
+    }
+  }
 }
 
 fn reborrow<'b, T>(buffers: &'b mut [&mut [T]; MAX_BUFFERS]) -> [&'b mut [T]; MAX_BUFFERS] {
   buffers.each_mut().map(|b| &mut **b)
-}
-
-fn split<O: Optimizer, T: Float>(coeffs: &O::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
-  let len = param.len();
-  if len <= CHUNK_ELEMENTS {
-    O::update(coeffs, param, grad, buffers);
-    return;
-  }
-  let mid = (len / 2).next_multiple_of(CHUNK_ELEMENTS).min(len);
-  let (param_a, param_b) = param.split_at_mut(mid);
-  let (grad_a, grad_b) = grad.split_at(mid);
-  let [b0, b1, b2] = buffers;
-  let (b0a, b0b) = split_buffer(b0, mid);
-  let (b1a, b1b) = split_buffer(b1, mid);
-  let (b2a, b2b) = split_buffer(b2, mid);
-  rayon::join(
-    || split::<O, T>(coeffs, param_a, grad_a, [b0a, b1a, b2a]),
-    || split::<O, T>(coeffs, param_b, grad_b, [b0b, b1b, b2b]),
-  );
-}
-
-fn split_buffer<T>(buffer: &mut [T], mid: usize) -> (&mut [T], &mut [T]) {
-  if buffer.is_empty() {
-    (&mut [], &mut [])
-  } else {
-    buffer.split_at_mut(mid)
-  }
 }

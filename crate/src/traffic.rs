@@ -1,0 +1,73 @@
+//! For benchmarks only: the memory-traffic baseline a step is measured against.
+//!
+//! Adam over `n` elements reads four arrays (p, g, m, v) and writes three (p, m, v). From a few
+//! million elements up it is limited by how fast memory moves, not by arithmetic, so the honest
+//! yardstick is a kernel that moves exactly the same bytes with trivial arithmetic, run through
+//! the same engine on the same threads: [`MemoryTraffic`], an "optimizer" whose update is
+//! `m ← m + g; v ← v + g; p ← p + g`. A step at that speed is at the limit.
+
+use crate::config::{ConfigError, Field, Packed};
+use crate::float::Float;
+use crate::optimizer::{Optimizer, MAX_BUFFERS};
+use crate::simd::multiversion;
+
+/// Reads four arrays and writes three, as Adam does, with one addition each.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MemoryTraffic;
+
+impl Optimizer for MemoryTraffic {
+  const FIELDS: &'static [Field] = &[];
+  const BUFFERS: &'static [&'static str] = &["m", "v"];
+  type Coeffs = ();
+
+  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
+    Packed::new(Self::FIELDS, values)?;
+    Ok(MemoryTraffic)
+  }
+
+  fn buffers_used(&self) -> usize {
+    2
+  }
+
+  fn coeffs(&self, _step: u64) {}
+
+  #[inline]
+  fn update<T: Float>(_: &(), param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let [m, v, _] = buffers;
+    add_best::<T>(param, grad, m, v);
+  }
+
+  fn update_reference<T: Float>(_: &(), param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let [m, v, _] = buffers;
+    for i in 0..param.len() {
+      m[i] = m[i] + grad[i];
+      v[i] = v[i] + grad[i];
+      param[i] = param[i] + grad[i];
+    }
+  }
+}
+
+multiversion!(fn add_best<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T]) => add);
+
+#[inline(always)]
+fn add<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T]) {
+  let n = param.len();
+  let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+  for i in 0..n {
+    let g = grad[i];
+    m[i] = m[i] + g;
+    v[i] = v[i] + g;
+    param[i] = param[i] + g;
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::testing::assert_fused_matches_reference;
+
+  #[test]
+  fn engine_and_reference_agree() {
+    assert_fused_matches_reference(&[MemoryTraffic]);
+  }
+}

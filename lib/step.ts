@@ -1,0 +1,71 @@
+// Steps that skip re-reading the parameters natively when they are the arrays of the last step.
+import { native } from './native'
+import type { FloatArray, Parameter } from './optimizer'
+
+type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
+
+/** Registered by hand in src/lib.rs (so that a step allocates nothing), hence not in the generated typings. */
+const stepAgain = (native as unknown as { stepAgain(optimizer: NativeOptimizer, packed: Float64Array): number | null }).stepAgain
+
+/**
+ * `TypedArray.prototype.length`'s own getter, taken before any user code runs: it reads the
+ * length (0 once detached) without running JavaScript, whatever a caller does to an array.
+ */
+const lengthOf: (array: FloatArray) => number = Function.prototype.call.bind(
+  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Float32Array.prototype), 'length')!.get!,
+)
+
+/**
+ * Reading a parameter's arrays natively costs a few hundred nanoseconds of Node-API calls, which
+ * for a model of hundreds of small tensors is more than updating them. So after a step has read
+ * them, this remembers which arrays it read and their lengths, and a later step whose
+ * parameters hold the very same arrays, with the same lengths, asks the native side to step them
+ * again without reading them (`stepAgain`). Same object and same nonzero length mean still
+ * attached (a detached array's length is 0) and so still the same memory; anything else (a new
+ * array, a detached or resized one, a getter that returns something else) takes the full native
+ * read, with its checks and errors. The remembered arrays are held here, so they stay alive.
+ */
+export class StepArrays {
+  #params: readonly Parameter[] | undefined
+  readonly #seen: Array<FloatArray | null | undefined> = []
+  readonly #now: Array<FloatArray | null | undefined> = []
+  #lengths = new Float64Array(0)
+
+  step(opt: NativeOptimizer, params: readonly Parameter[], groupOf: Uint32Array, packed: Float64Array): void {
+    if (params === this.#params && this.#unchanged(params) && stepAgain(opt, packed) !== null) return
+    this.#params = undefined
+    const seen = this.#seen
+    seen.length = 2 * params.length
+    opt.step(params, groupOf, packed, seen)
+    if (this.#lengths.length !== seen.length) this.#lengths = new Float64Array(seen.length)
+    for (let k = 0; k < seen.length; k++) {
+      const array = seen[k]
+      this.#lengths[k] = array === null || array === undefined ? -1 : lengthOf(array)
+    }
+    this.#params = params
+  }
+
+  /** Forgets the last step's arrays, so that the next step reads them natively. */
+  forget(): void {
+    this.#params = undefined
+  }
+
+  #unchanged(params: readonly Parameter[]): boolean {
+    const now = this.#now
+    now.length = 2 * params.length
+    // Getters may run here, so first take every array, then compare, which runs no JavaScript.
+    for (let i = 0; i < params.length; i++) {
+      const param = params[i]
+      now[2 * i] = param.data
+      now[2 * i + 1] = param.grad
+    }
+    const seen = this.#seen
+    const lengths = this.#lengths
+    for (let k = 0; k < now.length; k++) {
+      const array = now[k]
+      if (array !== seen[k]) return false
+      if (array !== null && array !== undefined && lengthOf(array) !== lengths[k]) return false
+    }
+    return true
+  }
+}

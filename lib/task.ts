@@ -1,0 +1,33 @@
+// The driver of `stepAsync()`; the machinery and why it is safe are in src/task.rs.
+import { native } from './native'
+
+type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
+
+/**
+ * How long one slice of a step over ordinary (not shared) memory may hold the JavaScript thread,
+ * in microseconds. The event loop runs between slices.
+ */
+export const SLICE_MICROS = 1000
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
+
+/**
+ * Runs a step without holding the event loop: on a worker thread when every array is on a
+ * SharedArrayBuffer, otherwise in slices between which the event loop runs. Bad input rejects
+ * before anything changes, as `step()` throws.
+ */
+export async function stepAsync(opt: NativeOptimizer, params: unknown, groupOf: Uint32Array, packed: Float64Array): Promise<void> {
+  const offThread = opt.startStep(params, groupOf, packed)
+  try {
+    if (offThread) await native.stepOffThread(opt)
+    else while (!opt.stepSlice(SLICE_MICROS)) await nextTurn()
+  } finally {
+    opt.finishStep()
+  }
+}
+
+/** The error a call gets while a `stepAsync()` is in flight (the native side throws the same). */
+export function busyError(what: string): Error & { code: 'ERR_INVALID_STATE' } {
+  const message = `${what} was called while stepAsync() is in flight; await the promise stepAsync() returned first`
+  return Object.assign(new Error(message), { code: 'ERR_INVALID_STATE' as const })
+}

@@ -1,0 +1,100 @@
+//! Exports for fastoptim's own benchmarks and tests, not part of its API: their names start
+//! with `__` and the facade does not re-export them.
+
+// The exports are reached through the napi registration, which test builds leave out.
+#![cfg_attr(test, allow(dead_code))]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fastoptim_core::traffic::MemoryTraffic;
+use fastoptim_core::{run, Dtype, Job};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use napi::sys;
+
+use crate::js::{Fail, RawEnv};
+
+/// The system allocator, counting what this addon's Rust code allocates, so that a test can
+/// show that a steady-state step allocates nothing. One relaxed atomic add per allocation.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed straight to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+  unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    ALLOCATED_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+    unsafe { System.alloc(layout) }
+  }
+  unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    ALLOCATED_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+    unsafe { System.alloc_zeroed(layout) }
+  }
+  unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    ALLOCATED_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+    unsafe { System.realloc(ptr, layout, new_size) }
+  }
+  unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+    unsafe { System.dealloc(ptr, layout) }
+  }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by the addon's Rust code since it was loaded (reallocations count), and
+/// their bytes.
+#[napi(object, js_name = "AllocationCount")]
+pub struct AllocationCount {
+  pub count: f64,
+  pub bytes: f64,
+}
+
+#[napi(js_name = "__allocations")]
+pub fn allocations() -> AllocationCount {
+  AllocationCount {
+    count: ALLOCATIONS.load(Ordering::Relaxed) as f64,
+    bytes: ALLOCATED_BYTES.load(Ordering::Relaxed) as f64,
+  }
+}
+
+/// The memory-traffic baseline of the benchmarks: reads `param`, `grad`, `m`, `v` and writes
+/// `param`, `m`, `v` (one addition each), through the same engine and pool as a step.
+#[napi(js_name = "__memoryTraffic", catch_unwind)]
+pub fn memory_traffic(env: Env, param: Unknown, grad: Unknown, m: Unknown, v: Unknown) -> Result<()> {
+  traffic(RawEnv(env.raw()), [param.raw(), grad.raw(), m.raw(), v.raw()]).map_err(|f| f.throw(&env))
+}
+
+fn traffic(env: RawEnv, values: [sys::napi_value; 4]) -> std::result::Result<(), Fail> {
+  crate::threads::check_configured()?;
+  let mut views = Vec::with_capacity(4);
+  for value in values {
+    match env.float_array(value)? {
+      Some(view) if view.dtype == Dtype::Float32 && !view.detached => views.push(view),
+      _ => return Err(Fail::type_error("__memoryTraffic takes four attached Float32Arrays".into())),
+    }
+  }
+  let n = views[0].len;
+  if views.iter().any(|v| v.len != n) {
+    return Err(Fail::range("__memoryTraffic: the four arrays must have the same length".into()));
+  }
+  for (i, a) in views.iter().enumerate() {
+    for b in &views[i + 1..] {
+      if n > 0 && a.address() < b.address() + b.byte_len() && b.address() < a.address() + a.byte_len() {
+        return Err(Fail::value("__memoryTraffic: the four arrays must not share memory".into()));
+      }
+    }
+  }
+  // SAFETY: four attached, disjoint Float32Arrays of `n` elements, read in this call; the JS
+  // thread waits here, so nothing else touches them.
+  let (param, grad, m, v) =
+    unsafe { (views[0].slice_mut(), views[1].slice(), views[2].slice_mut(), views[3].slice_mut()) };
+  run::<MemoryTraffic, f32>(&mut [Job { coeffs: (), param, grad, buffers: [m, v, &mut []] }]);
+  Ok(())
+}

@@ -1,0 +1,379 @@
+//! `stepAsync`: a step that lets the event loop run while it updates.
+//!
+//! The hazard is memory JavaScript can free while the step writes it. The step holds a reference
+//! to every array it updates or reads, so garbage collection cannot take them, and replacing
+//! `p.data` only means the step writes the array that was there when it started. But an ordinary
+//! ArrayBuffer can be detached while the step runs — transferred with `postMessage` or
+//! `structuredClone`, or shrunk if it is resizable — and its memory then belongs to someone else
+//! and may be freed at any moment, by a garbage collection in another thread or at once. No
+//! Node-API call can stop that or tell when it happens. So:
+//!
+//! * If every array of the step lives on a SharedArrayBuffer (which cannot be detached, and can
+//!   only grow), the whole update runs on a libuv worker thread (napi-rs `AsyncTask`), in place,
+//!   and the JavaScript thread is free throughout.
+//! * Otherwise it runs in slices of about a millisecond. Each slice runs on the pool while the
+//!   JavaScript thread waits for it; between slices the event loop runs, and before each slice
+//!   every array the slice touches is checked again on the JavaScript thread (still attached, same
+//!   memory, same length). JavaScript never runs while the step touches memory it could free,
+//!   nothing is copied, and no memory is added. An array that was detached between slices stops
+//!   the step with `ERR_INVALID_STATE`; the slices before it have been applied.
+//!
+//! While the step is in flight the optimizer refuses every other call that reads or changes its
+//! state (see [`check_idle`]); its per-parameter state is moved into the step and back.
+
+// The exports are reached through the napi registration, which test builds leave out.
+#![cfg_attr(test, allow(dead_code))]
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use fastoptim_core::{run, Dtype, Element, Job, Optimizer, ParamState};
+use napi::bindgen_prelude::*;
+use napi::sys;
+use napi_derive::napi;
+
+use crate::js::{Fail, RawEnv};
+use crate::{advance, parse_configs, threads, with_optimizer, Algorithm, NativeOptimizer};
+
+/// The first slice's size in elements, before there is a measured rate to size slices by.
+const FIRST_SLICE_ELEMENTS: usize = 1 << 17;
+
+/// A `stepAsync` in flight: its state, shared with the worker thread while it runs there.
+pub(crate) struct Flight {
+  pending: Arc<Mutex<Box<dyn Pending>>>,
+  /// Whether the rest of the step has been handed to a worker thread.
+  off_thread: bool,
+}
+
+/// Refuses `what` while a `stepAsync` is in flight.
+pub(crate) fn check_idle(optimizer: &NativeOptimizer, what: &str) -> std::result::Result<(), Fail> {
+  if optimizer.flight.is_some() {
+    return Err(busy(what));
+  }
+  Ok(())
+}
+
+pub(crate) fn busy(what: &str) -> Fail {
+  Fail::state(format!("{what} was called while stepAsync() is in flight; await the promise stepAsync() returned first"))
+}
+
+/// A step's work, type-erased over the algorithm.
+trait Pending: Send {
+  fn total(&self) -> usize;
+  fn done(&self) -> usize;
+  /// On the JavaScript thread: fails if an array that elements `done..to` touch is no longer the
+  /// memory the step started with.
+  fn check(&self, env: RawEnv, to: usize) -> std::result::Result<(), Fail>;
+  /// Updates elements `done..to` and moves `done` to `to`.
+  fn run(&mut self, to: usize);
+  /// On the JavaScript thread: drops the references and gives the state back.
+  fn finish(&mut self, env: RawEnv) -> Vec<ParamState>;
+}
+
+/// A reference that keeps one array alive; created and deleted on the JavaScript thread only.
+struct Ref(sys::napi_ref);
+
+/// One parameter of the step.
+struct Tensor<C> {
+  index: usize,
+  /// Where its elements start in the step's element range.
+  start: usize,
+  len: usize,
+  dtype: Dtype,
+  data: *mut u8,
+  grad: *const u8,
+  coeffs: C,
+  buffers: usize,
+}
+
+struct Step<O: Optimizer> {
+  states: Vec<ParamState>,
+  tensors: Vec<Tensor<O::Coeffs>>,
+  /// Two per tensor: data, grad.
+  refs: Vec<Ref>,
+  group_of: Vec<u32>,
+  total: usize,
+  done: usize,
+}
+
+// SAFETY: the raw pointers are to arrays that the references keep alive and that no JavaScript
+// can free while the step uses them (see the module documentation): on a worker thread only
+// when all are on SharedArrayBuffers, otherwise only while the JavaScript thread waits in a slice
+// after `check`. The references themselves are touched only on the JavaScript thread.
+unsafe impl<O: Optimizer> Send for Step<O> {}
+
+impl<O: Optimizer> Step<O> {
+  fn window(&self, to: usize) -> impl Iterator<Item = &Tensor<O::Coeffs>> {
+    let from = self.done;
+    let first = self.tensors.partition_point(|t| t.start + t.len <= from);
+    self.tensors[first..].iter().take_while(move |t| t.start < to)
+  }
+
+  fn run_dtype<T: Element>(&mut self, to: usize) {
+    let from = self.done;
+    let first = self.tensors.partition_point(|t| t.start + t.len <= from);
+    let mut jobs: Vec<Job<'_, T, O::Coeffs>> = Vec::new();
+    let mut states = self.states.iter_mut().enumerate();
+    for tensor in self.tensors[first..].iter().take_while(|t| t.start < to) {
+      if tensor.dtype != T::DTYPE {
+        continue;
+      }
+      let lo = from.max(tensor.start) - tensor.start;
+      let hi = to.min(tensor.start + tensor.len) - tensor.start;
+      let state = states.find(|(i, _)| *i == tensor.index).map(|(_, s)| s).expect("tensors in parameter order");
+      let buffers =
+        state.buffers_mut::<T>(tensor.len, tensor.buffers).map(|b| if b.is_empty() { b } else { &mut b[lo..hi] });
+      // SAFETY: the arrays hold `len` elements of `T`, are alive and attached (see `Send`), and
+      // the reader proved that no parameter's data overlaps another array of the step.
+      let (param, grad) = unsafe {
+        (
+          std::slice::from_raw_parts_mut(tensor.data.cast::<T>().add(lo), hi - lo),
+          std::slice::from_raw_parts(tensor.grad.cast::<T>().add(lo), hi - lo),
+        )
+      };
+      jobs.push(Job { coeffs: tensor.coeffs, param, grad, buffers });
+    }
+    run::<O, T>(&mut jobs);
+  }
+}
+
+impl<O: Optimizer> Pending for Step<O> {
+  fn total(&self) -> usize {
+    self.total
+  }
+
+  fn done(&self) -> usize {
+    self.done
+  }
+
+  fn check(&self, env: RawEnv, to: usize) -> std::result::Result<(), Fail> {
+    for (k, tensor) in self.window(to).enumerate() {
+      let position = self.tensors.partition_point(|t| t.start + t.len <= self.done) + k;
+      for (which, field, address) in [(0, "data", tensor.data as usize), (1, "grad", tensor.grad as usize)] {
+        let value = reference_value(env, &self.refs[2 * position + which])?;
+        let now = env.float_array(value)?;
+        if !now.is_some_and(|a| !a.detached && a.address() == address && a.len == tensor.len) {
+          return Err(Fail::state(format!(
+            "{}.{field} was detached or resized while stepAsync() was running; the step stopped \
+             part way (elements before this parameter's were updated, and every parameter's step \
+             count advanced)",
+            crate::params::label(&self.group_of, tensor.index)
+          )));
+        }
+      }
+    }
+    Ok(())
+  }
+
+  fn run(&mut self, to: usize) {
+    self.run_dtype::<f32>(to);
+    self.run_dtype::<f64>(to);
+    self.done = to;
+  }
+
+  fn finish(&mut self, env: RawEnv) -> Vec<ParamState> {
+    for reference in self.refs.drain(..) {
+      // SAFETY: created in this env by `start_step`; deleted once.
+      unsafe { sys::napi_delete_reference(env.0, reference.0) };
+    }
+    std::mem::take(&mut self.states)
+  }
+}
+
+fn reference_value(env: RawEnv, reference: &Ref) -> std::result::Result<sys::napi_value, Fail> {
+  let mut value = std::ptr::null_mut();
+  // SAFETY: a live reference of this env.
+  let status = unsafe { sys::napi_get_reference_value(env.0, reference.0, &mut value) };
+  if status != sys::Status::napi_ok || value.is_null() {
+    return Err(Fail::state("an array of the step is gone".into()));
+  }
+  Ok(value)
+}
+
+fn lock(pending: &Mutex<Box<dyn Pending>>) -> MutexGuard<'_, Box<dyn Pending>> {
+  pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[napi]
+impl NativeOptimizer {
+  /// Whether a `stepAsync` is in flight.
+  #[napi(getter)]
+  pub fn busy(&self) -> bool {
+    self.flight.is_some()
+  }
+
+  /// Starts a `stepAsync`: reads and checks everything as `step` does (on error nothing changes)
+  /// and advances every step count, but updates nothing yet. Returns true if the update may run
+  /// on a worker thread (`stepOffThread`), false if it must run in slices (`stepSlice`).
+  #[napi(catch_unwind)]
+  pub fn start_step(&mut self, env: Env, params: Unknown, group_of: &[u32], packed: &[f64]) -> Result<bool> {
+    let raw = RawEnv(env.raw());
+    let result = with_optimizer!(self.algorithm, O => self.start_with::<O>(raw, params.raw(), group_of, packed));
+    result.map_err(|fail| fail.throw(&env))
+  }
+
+  /// Runs slices of the started step for about `budgetMicros` microseconds, the JavaScript thread
+  /// waiting; returns true once the step is complete. Throws `ERR_INVALID_STATE` (and ends the
+  /// step) if an array was detached or resized since the step started.
+  #[napi(catch_unwind)]
+  pub fn step_slice(&mut self, env: Env, budget_micros: f64) -> Result<bool> {
+    let raw = RawEnv(env.raw());
+    self.slice(raw, Duration::from_secs_f64(budget_micros.clamp(0.0, 1e9) / 1e6)).map_err(|fail| fail.throw(&env))
+  }
+
+  /// Ends the started step, complete or not, and gives the optimizer its state back. Does
+  /// nothing if no step is in flight.
+  #[napi(catch_unwind)]
+  pub fn finish_step(&mut self, env: Env) -> Result<()> {
+    self.finish(RawEnv(env.raw()));
+    Ok(())
+  }
+}
+
+/// Runs the rest of the step `optimizer` started on a libuv worker thread; only when
+/// `startStep` said so. A function rather than a method: napi-rs would keep a method's receiver
+/// borrowed until the returned task settles, and then refuse every other call with its own error
+/// instead of ours.
+#[napi(catch_unwind, ts_args_type = "optimizer: NativeOptimizer", ts_return_type = "Promise<void>")]
+pub fn step_off_thread(env: Env, optimizer: Unknown) -> Result<AsyncTask<OffThread>> {
+  // SAFETY: a value of this call, which runs no JavaScript.
+  let optimizer = unsafe { crate::unwrap_optimizer(RawEnv(env.raw()), optimizer.raw(), "stepOffThread") }
+    .map_err(|fail| fail.throw(&env))?;
+  let Some(flight) = optimizer.flight.as_mut().filter(|f| !f.off_thread) else {
+    return Err(Fail::state("stepOffThread: no step is waiting to run".into()).throw(&env));
+  };
+  flight.off_thread = true;
+  Ok(AsyncTask::new(OffThread { pending: Arc::clone(&flight.pending) }))
+}
+
+impl NativeOptimizer {
+  fn start_with<O: Optimizer>(
+    &mut self,
+    env: RawEnv,
+    params: sys::napi_value,
+    group_of: &[u32],
+    packed: &[f64],
+  ) -> std::result::Result<bool, Fail> {
+    threads::check_configured()?;
+    check_idle(self, "stepAsync()")?;
+    let mut configs: Vec<O> = Vec::new();
+    parse_configs(packed, &mut configs)?;
+    let count = env.array_length(params)?;
+    if self.states.len() < count {
+      self.states.resize_with(count, ParamState::default);
+    }
+    self.reader.remembered = false;
+    self.reader.read(env, params, group_of, configs.len(), &self.states)?;
+
+    // Everything is checked: from here the step happens.
+    let mut states = std::mem::take(&mut self.states);
+    let mut tensors = Vec::new();
+    let mut refs = Vec::new();
+    let mut memo = None;
+    let mut shared = true;
+    let mut total = 0;
+    for (index, (state, view)) in states.iter_mut().zip(&self.reader.views).enumerate() {
+      let Some(view) = view else { continue };
+      let config = configs[view.group];
+      let coeffs = advance(&config, state, view.group, &mut memo);
+      let buffers = config.buffers_used();
+      // Buffers a first step creates are made here, on the JavaScript thread, not in a slice.
+      match view.data.dtype {
+        Dtype::Float32 => drop(state.buffers_mut::<f32>(view.data.len, buffers)),
+        Dtype::Float64 => drop(state.buffers_mut::<f64>(view.data.len, buffers)),
+      }
+      for value in view.values {
+        shared &= env.on_shared_memory(value)?;
+        refs.push(Ref(env.reference(value)?));
+      }
+      let (data, grad) = (view.data.address() as *mut u8, view.grad.address() as *const u8);
+      tensors.push(Tensor {
+        index,
+        start: total,
+        len: view.data.len,
+        dtype: view.data.dtype,
+        data,
+        grad,
+        coeffs,
+        buffers,
+      });
+      total += view.data.len;
+    }
+    let step = Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0 };
+    self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });
+    Ok(shared)
+  }
+
+  fn slice(&mut self, env: RawEnv, budget: Duration) -> std::result::Result<bool, Fail> {
+    let Some(flight) = self.flight.as_ref().filter(|f| !f.off_thread) else {
+      return Err(Fail::state("stepSlice: no step is waiting to run".into()));
+    };
+    let pending = Arc::clone(&flight.pending);
+    let started = Instant::now();
+    let mut size = FIRST_SLICE_ELEMENTS;
+    let outcome = loop {
+      let mut step = lock(&pending);
+      let (done, total) = (step.done(), step.total());
+      if done == total {
+        break Ok(true);
+      }
+      let to = total.min(done + size);
+      if let Err(fail) = step.check(env, to) {
+        break Err(fail);
+      }
+      let before = Instant::now();
+      step.run(to);
+      let took = before.elapsed();
+      let left = budget.saturating_sub(started.elapsed());
+      if to == total {
+        break Ok(true);
+      }
+      if left.is_zero() {
+        break Ok(false);
+      }
+      // Size the next slice to the time left, at the rate this one ran.
+      let rate = (to - done) as f64 / took.as_secs_f64().max(1e-7);
+      size = ((rate * left.as_secs_f64()) as usize).clamp(fastoptim_core::optimizer::CHUNK_ELEMENTS, total);
+    };
+    if !matches!(outcome, Ok(false)) {
+      self.finish(env);
+    }
+    outcome
+  }
+
+  fn finish(&mut self, env: RawEnv) {
+    if let Some(flight) = self.flight.take() {
+      let mut step = lock(&flight.pending);
+      let mut states = step.finish(env);
+      // States of parameters added meanwhile (none can be: adding is refused) start afresh.
+      if states.len() < self.states.len() {
+        states.resize_with(self.states.len(), ParamState::default);
+      }
+      self.states = states;
+    }
+  }
+}
+
+/// The rest of a step on shared memory, on a libuv worker thread.
+pub struct OffThread {
+  pending: Arc<Mutex<Box<dyn Pending>>>,
+}
+
+impl Task for OffThread {
+  type Output = ();
+  type JsValue = ();
+
+  fn compute(&mut self) -> Result<()> {
+    let pending = Arc::clone(&self.pending);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+      let mut step = lock(&pending);
+      let total = step.total();
+      step.run(total);
+    }))
+    .map_err(|_| Error::new(Status::GenericFailure, "stepAsync: the update panicked".to_owned()))
+  }
+
+  fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+    Ok(())
+  }
+}
