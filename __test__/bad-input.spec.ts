@@ -57,6 +57,9 @@ const resizable = (byteLength: number, maxByteLength: number) =>
 const growableShared = (byteLength: number, maxByteLength: number) =>
   new (SharedArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => SharedArrayBuffer)(byteLength, { maxByteLength })
 
+/** Detaches `array`'s buffer, as posting it to a worker with a transfer list does. */
+const transfer = (array: FloatArray) => structuredClone(array.buffer as ArrayBuffer, { transfer: [array.buffer as ArrayBuffer] })
+
 const typeError = (code: string, message: RegExp) => ({ instanceOf: TypeError as ErrorConstructor, code, message })
 const argType = (message: RegExp) => typeError('ERR_INVALID_ARG_TYPE', message)
 const argValue = (message: RegExp) => typeError('ERR_INVALID_ARG_VALUE', message)
@@ -179,7 +182,7 @@ const steps: Row[] = [
     },
     argValue(/^paramGroups\[1\]\.params\[0\]\.data and paramGroups\[1\]\.params\[0\]\.grad share memory/),
   ),
-  atStep('data whose buffer was transferred', (w) => structuredClone(w.a.data.buffer, { transfer: [w.a.data.buffer] }), invalidState(/^paramGroups\[0\]\.params\[0\]\.data is detached \(its ArrayBuffer was transferred\)$/)),
+  atStep('data whose buffer was transferred', (w) => transfer(w.a.data), invalidState(/^paramGroups\[0\]\.params\[0\]\.data is detached \(its ArrayBuffer was transferred\)$/)),
   atStep('data of another length than its state', (w) => ((w.b.data = w.track(new Float32Array(4))), (w.b.grad = w.track(new Float32Array(4)))), outOfRange(/^paramGroups\[1\]\.params\[0\]\.data has length 4, but its optimizer state has length 5$/)),
   atStep('Float64 data after Float32 steps', (w) => ((w.a.data = w.track(new Float64Array(8))), (w.a.grad = w.track(new Float64Array(8)))), argType(/^paramGroups\[0\]\.params\[0\]\.data is a Float64Array, but its optimizer state is float32$/)),
   atStep(
@@ -208,7 +211,7 @@ const steps: Row[] = [
       const grad = w.b.grad
       Object.defineProperty(w.b, 'grad', {
         get() {
-          structuredClone(w.a.data.buffer, { transfer: [w.a.data.buffer] })
+          transfer(w.a.data)
           return grad
         },
       })

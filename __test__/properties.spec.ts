@@ -1,0 +1,283 @@
+// Property tests: random sizes, options and gradients. Every optimizer against a plain
+// double-precision reference of PyTorch's equations (helpers/reference.ts), and the invariants
+// that hold whatever the input: lr = 0 leaves parameters as they are, second moments are never
+// negative, Adagrad's accumulator never shrinks, and the thread count changes no bit.
+import test from 'ava'
+import fc from 'fast-check'
+
+import * as fastoptim from '../lib'
+import type { FloatArray, Optimizer, Parameter } from '../lib'
+import { type Algorithm, type Options, Reference, type RefParam } from './helpers/reference'
+
+type AnyOptimizer = Optimizer<object>
+type Ctor = { new (params: never, options?: never): AnyOptimizer; defaults: Readonly<Record<string, unknown>> }
+const CLASSES: Record<Algorithm, Ctor> = {
+  Adam: fastoptim.Adam as unknown as Ctor,
+  AdamW: fastoptim.AdamW as unknown as Ctor,
+  SGD: fastoptim.SGD as unknown as Ctor,
+  RMSprop: fastoptim.RMSprop as unknown as Ctor,
+  Adagrad: fastoptim.Adagrad as unknown as Ctor,
+  Adamax: fastoptim.Adamax as unknown as Ctor,
+  NAdam: fastoptim.NAdam as unknown as Ctor,
+  RAdam: fastoptim.RAdam as unknown as Ctor,
+}
+const ALGORITHMS = Object.keys(CLASSES) as Algorithm[]
+
+/** Options kept where the equations are well conditioned, so that rounding cannot be amplified. */
+function optionsOf(algorithm: Algorithm): fc.Arbitrary<Partial<Options>> {
+  const lr = fc.oneof(fc.constant(0), fc.double({ min: 1e-4, max: 0.5, noNaN: true }))
+  const beta = (min: number, max: number) => fc.double({ min, max, noNaN: true })
+  const eps = fc.double({ min: 1e-10, max: 1e-4, noNaN: true })
+  const decay = fc.oneof(fc.constant(0), fc.double({ min: 1e-4, max: 0.1, noNaN: true }))
+  // PyTorch's default β₂ and 0.9 as well: with them RAdam switches to its rectified update at steps 6 and 5.
+  const beta2 = fc.oneof(beta(0.5, 0.9999), fc.constantFrom(0.9, 0.999))
+  const beta1 = fc.oneof(beta(0, 0.99), fc.constantFrom(0.9, 0.5))
+  const adam = { lr, betas: fc.tuple(beta1, beta2), eps, weightDecay: decay, maximize: fc.boolean() }
+  switch (algorithm) {
+    case 'Adam':
+      return fc.record({ ...adam, amsgrad: fc.boolean(), decoupledWeightDecay: fc.boolean() })
+    case 'AdamW':
+      return fc.record({ ...adam, amsgrad: fc.boolean() })
+    case 'NAdam':
+      return fc.record({ ...adam, momentumDecay: fc.double({ min: 0, max: 0.01, noNaN: true }), decoupledWeightDecay: fc.boolean() })
+    case 'RAdam':
+      return fc.record({ ...adam, decoupledWeightDecay: fc.boolean() })
+    case 'Adamax':
+      return fc.record(adam)
+    case 'SGD':
+      return fc
+        .record({ lr, momentum: fc.double({ min: 0, max: 0.99, noNaN: true }), dampening: fc.double({ min: 0, max: 0.5, noNaN: true }), weightDecay: decay, nesterov: fc.boolean(), maximize: fc.boolean() })
+        .map((o) => (o.nesterov ? { ...o, momentum: Math.max(o.momentum, 0.1), dampening: 0 } : o))
+    case 'RMSprop':
+      // α ≥ 0.5: with α near 0 the centered variance v − a² cancels to rounding noise.
+      return fc.record({ lr, alpha: beta(0.5, 0.999), eps, weightDecay: decay, momentum: fc.oneof(fc.constant(0), beta(0.1, 0.95)), centered: fc.boolean(), maximize: fc.boolean() })
+    case 'Adagrad':
+      return fc.record({ lr, lrDecay: fc.oneof(fc.constant(0), beta(1e-3, 0.1)), weightDecay: decay, initialAccumulatorValue: fc.oneof(fc.constant(0), beta(0.01, 1)), eps, maximize: fc.boolean() })
+  }
+}
+
+/** Sizes around the vector widths, the chunk size (2^14) and the parallel threshold (2^15). */
+const size = fc.oneof(
+  { weight: 8, arbitrary: fc.constantFrom(0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65) },
+  { weight: 4, arbitrary: fc.integer({ min: 0, max: 300 }) },
+  { weight: 1, arbitrary: fc.constantFrom(2 ** 14 - 1, 2 ** 14 + 1, 2 ** 15 + 3, 40_001) },
+)
+
+interface Case {
+  algorithm: Algorithm
+  options: Partial<Options>
+  /** The second group's lr, when the parameters are split into two groups. */
+  secondLr: number | undefined
+  sizes: number[]
+  steps: number
+  seed: number
+  /** Per step (10) and parameter (4), whether the grad is null. */
+  skips: boolean[][]
+}
+
+const caseOf = (algorithm: Algorithm): fc.Arbitrary<Case> =>
+  fc
+    .record({
+      options: optionsOf(algorithm),
+      secondLr: fc.option(fc.double({ min: 1e-4, max: 0.3, noNaN: true }), { nil: undefined }),
+      sizes: fc.array(size, { minLength: 1, maxLength: 4 }),
+      steps: fc.integer({ min: 1, max: 10 }),
+      seed: fc.integer(),
+      skips: fc.array(fc.array(fc.integer({ min: 0, max: 99 }), { minLength: 4, maxLength: 4 }), { minLength: 10, maxLength: 10 }),
+    })
+    .map((r) => ({ ...r, algorithm, skips: r.skips.map((row) => row.map((u) => u < 15)) }))
+
+/** Deterministic values in [−scale, scale) from a seed (mulberry32), cheap enough for 40,000 elements. */
+function values(seed: number, n: number, scale: number): number[] {
+  let a = seed >>> 0
+  const out = new Array<number>(n)
+  for (let i = 0; i < n; i++) {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale
+  }
+  return out
+}
+
+/** Builds the optimizer and its reference over the same float64 values. */
+function build(c: Case, dtype: 'float32' | 'float64' = 'float64') {
+  const Type = dtype === 'float32' ? Float32Array : Float64Array
+  const Class = CLASSES[c.algorithm]
+  const options = { ...Class.defaults, ...c.options } as Options
+  const params: Parameter[] = c.sizes.map((n, i) => ({ data: Type.from(values(c.seed + i, n, 2)), grad: null }))
+  const refs: RefParam[] = params.map((p) => ({ data: Array.from(p.data), grad: null }))
+  const split = c.secondLr !== undefined && params.length > 1 ? 1 : params.length
+  const groups = [{ params: params.slice(0, split) }, ...(split < params.length ? [{ params: params.slice(split), lr: c.secondLr }] : [])]
+  const opt = new Class(groups as never, c.options as never)
+  const reference = new Reference(c.algorithm, [
+    { options, params: refs.slice(0, split) },
+    ...(split < params.length ? [{ options: { ...options, lr: c.secondLr! }, params: refs.slice(split) }] : []),
+  ])
+  /** Sets the grads of step `s` (the same values on both sides, element k scaled by `scale(k)`) and steps both. */
+  const step = (s: number, scale = (_k: number) => 1) => {
+    params.forEach((p, i) => {
+      const skip = c.skips[s][i] ?? false
+      p.grad = skip ? null : Type.from(values(c.seed * 31 + s * 7 + i + 1000, p.data.length, 3).map((g, k) => g * scale(k)))
+      refs[i].grad = p.grad && Array.from(p.grad)
+    })
+    opt.step()
+    reference.step()
+  }
+  return { opt, params, refs, reference, step }
+}
+
+/** |got − want| relative to max(|want|, 1): the values are of order 1, and an element passing near 0 is judged on that scale. */
+function worst(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let worst = got.length === want.length ? 0 : Infinity
+  for (let i = 0; i < want.length; i++) {
+    const error = Math.abs(got[i] - want[i]) / Math.max(Math.abs(want[i]), 1)
+    if (!(error <= worst)) worst = Number.isNaN(error) ? Infinity : error
+  }
+  return worst
+}
+
+const RUNS = 30
+
+for (const algorithm of ALGORITHMS) {
+  test(`${algorithm} matches its double-precision reference within 1e-12`, (t) => {
+    fc.assert(
+      fc.property(caseOf(algorithm), (c) => {
+        const { opt, params, refs, reference, step } = build(c)
+        for (let s = 0; s < c.steps; s++) {
+          step(s)
+          params.forEach((p, i) => {
+            const error = worst(p.data, refs[i].data)
+            if (!(error <= 1e-12)) throw new Error(`step ${s + 1}, parameter ${i}: relative error ${error}`)
+          })
+        }
+        // The state agrees too, by PyTorch's names: step counts, buffers, NAdam's product.
+        params.forEach((p, i) => {
+          const want = reference.states.get(refs[i])
+          const got = opt.getState(p)
+          if (!want || !got) {
+            if (want || got) throw new Error(`parameter ${i}: state ${JSON.stringify(got)} where the reference has ${JSON.stringify(want)}`)
+            return
+          }
+          if (got.step !== want.step) throw new Error(`parameter ${i}: step ${got.step}, expected ${want.step}`)
+          if (want.muProduct !== undefined && got.muProduct !== want.muProduct) throw new Error(`parameter ${i}: muProduct ${got.muProduct}, expected ${want.muProduct}`)
+          for (const [name, buffer] of Object.entries(want.buffers)) {
+            const error = worst(got[name] as FloatArray, buffer)
+            if (!(error <= 1e-12)) throw new Error(`parameter ${i}: ${name} off by ${error}`)
+          }
+        })
+      }),
+      { numRuns: RUNS },
+    )
+    t.pass()
+  })
+}
+
+for (const dtype of ['float32', 'float64'] as const) {
+  test(`lr = 0 leaves every parameter as it is (${dtype})`, (t) => {
+    const algorithm = fc.constantFrom(...ALGORITHMS)
+    fc.assert(
+      fc.property(algorithm.chain(caseOf), (c) => {
+        // Some steps with the case's lr build up state, then steps with lr = 0 must not move a bit.
+        const { opt, params, step } = build(c, dtype)
+        step(0)
+        for (const group of opt.paramGroups) (group as unknown as { lr: number }).lr = 0
+        const before = params.map((p) => Array.from(p.data))
+        for (let s = 1; s < 10; s++) step(s)
+        params.forEach((p, i) => {
+          if (!before[i].every((x, k) => Object.is(x, p.data[k]))) throw new Error(`parameter ${i} moved with lr = 0`)
+        })
+      }),
+      { numRuns: 40 },
+    )
+    t.pass()
+  })
+
+  test(`second moments are never negative (${dtype})`, (t) => {
+    const moments: Array<[Algorithm, string[]]> = [
+      ['Adam', ['expAvgSq', 'maxExpAvgSq']],
+      ['AdamW', ['expAvgSq', 'maxExpAvgSq']],
+      ['NAdam', ['expAvgSq']],
+      ['RAdam', ['expAvgSq']],
+      ['RMSprop', ['squareAvg']],
+      ['Adamax', ['expInf']],
+      ['Adagrad', ['sum']],
+    ]
+    for (const [algorithm, names] of moments) {
+      fc.assert(
+        fc.property(caseOf(algorithm), fc.double({ min: -300, max: 300, noNaN: true }), (c, exponent) => {
+          // Gradients of any magnitude, down to subnormal and up to overflowing squares.
+          const { opt, params, step } = build(c, dtype)
+          for (let s = 0; s < c.steps; s++) step(s, (k) => 10 ** (exponent * ((k % 3) / 2)))
+          for (const p of params) {
+            const state = opt.getState(p)
+            for (const name of names) {
+              const buffer = state?.[name] as FloatArray | undefined
+              if (buffer?.some((x) => x < 0)) throw new Error(`${algorithm} ${name} went negative: ${buffer.find((x) => x < 0)}`)
+            }
+          }
+        }),
+        { numRuns: 10 },
+      )
+    }
+    t.pass()
+  })
+
+  test(`Adagrad's accumulator never shrinks (${dtype})`, (t) => {
+    fc.assert(
+      fc.property(caseOf('Adagrad'), (c) => {
+        const { opt, params, step } = build(c, dtype)
+        let last: Array<number[] | undefined> = params.map(() => undefined)
+        for (let s = 0; s < c.steps; s++) {
+          step(s)
+          const now = params.map((p) => {
+            const sum = opt.getState(p)?.sum as FloatArray | undefined
+            return sum && Array.from(sum)
+          })
+          now.forEach((sum, i) => {
+            const before = last[i]
+            if (sum && before && sum.some((x, k) => !(x >= before[k]))) throw new Error(`parameter ${i}: the accumulator shrank at step ${s + 1}`)
+          })
+          last = now
+        }
+      }),
+      { numRuns: 40 },
+    )
+    t.pass()
+  })
+}
+
+// setNumThreads is newer than these properties: the property runs where the library has it.
+const threads = fastoptim as unknown as { setNumThreads?: (n: number) => void; getNumThreads?: () => number }
+
+test('one thread and many give the same bits', (t) => {
+  if (typeof threads.setNumThreads !== 'function' || typeof threads.getNumThreads !== 'function') {
+    t.pass('this build has no setNumThreads()')
+    return
+  }
+  const initial = threads.getNumThreads()
+  try {
+    fc.assert(
+      fc.property(fc.constantFrom(...ALGORITHMS).chain(caseOf), fc.constantFrom<'float32' | 'float64'>('float32', 'float64'), (c, dtype) => {
+        // Big enough to be split across threads: over the parallel threshold in all.
+        const big = { ...c, sizes: [...c.sizes, 2 ** 15 + 4097] }
+        const run = (n: number) => {
+          threads.setNumThreads!(n)
+          const { params, step } = build(big, dtype)
+          for (let s = 0; s < c.steps; s++) step(s)
+          return params.map((p) => Array.from(p.data))
+        }
+        const one = run(1)
+        const many = run(4)
+        one.forEach((values, i) => {
+          if (!values.every((x, k) => Object.is(x, many[i][k]))) throw new Error(`parameter ${i} differs between 1 and 4 threads`)
+        })
+      }),
+      { numRuns: 12 },
+    )
+  } finally {
+    threads.setNumThreads(initial)
+  }
+  t.pass()
+})
