@@ -1,0 +1,178 @@
+// The thread pool: setNumThreads/getNumThreads and FASTOPTIM_NUM_THREADS, results that do not
+// depend on the thread count by a single bit, one pool shared by worker threads, and steady-state
+// steps that allocate nothing.
+import { execFileSync } from 'node:child_process'
+import { availableParallelism } from 'node:os'
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+
+import test from 'ava'
+
+import { Adagrad, Adam, Adamax, AdamW, getNumThreads, NAdam, RAdam, RMSprop, setNumThreads, SGD, type FloatArray, type Optimizer, type Parameter } from '../lib'
+
+type AnyOptimizer = Optimizer<object>
+type Ctor = new (params: never, options?: never) => AnyOptimizer
+
+const root = join(__dirname, '..')
+const internal = require(join(root, 'native', 'index.js')) as { __allocations(): { count: number; bytes: number } }
+
+function values(n: number, seed: number, Type: typeof Float32Array | typeof Float64Array): FloatArray {
+  const array = new Type(n)
+  let x = seed * 2654435761 >>> 0 || 1
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
+    array[i] = i % 5 === 2 ? 0 : (x / 2 ** 32) * 2 - 1
+  }
+  return array
+}
+
+/** A model the engine must cut inside tensors and across them: one large tensor, many small ones. */
+function model(Type: typeof Float32Array | typeof Float64Array): Parameter[] {
+  const sizes = [3_000_001, ...Array.from({ length: 150 }, (_, i) => 1000 + 37 * i), 0, 1]
+  return sizes.map((n, i) => ({ data: values(n, 2 * i + 1, Type), grad: values(n, 2 * i + 2, Type) }))
+}
+
+const optimizers: Array<[string, Ctor, object]> = [
+  ['SGD', SGD as unknown as Ctor, { momentum: 0.9, nesterov: true, weightDecay: 0.01 }],
+  ['Adam', Adam as unknown as Ctor, { amsgrad: true, weightDecay: 0.01 }],
+  ['AdamW', AdamW as unknown as Ctor, {}],
+  ['RMSprop', RMSprop as unknown as Ctor, { centered: true, momentum: 0.5 }],
+  ['Adagrad', Adagrad as unknown as Ctor, { lrDecay: 0.01 }],
+  ['Adamax', Adamax as unknown as Ctor, {}],
+  ['NAdam', NAdam as unknown as Ctor, {}],
+  ['RAdam', RAdam as unknown as Ctor, {}],
+]
+
+function trajectory(Opt: Ctor, options: object, Type: typeof Float32Array | typeof Float64Array, threads: number): Parameter[] {
+  setNumThreads(threads)
+  const params = model(Type)
+  const opt = new Opt(params as never, options as never)
+  for (let i = 0; i < 7; i++) opt.step()
+  return params
+}
+
+const bytes = (a: FloatArray) => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
+
+test.serial('every optimizer gives the same bits on 1, 2 and 3 threads (both dtypes, 7 steps, 153 tensors)', (t) => {
+  const threads = getNumThreads()
+  try {
+    for (const [name, Opt, options] of optimizers) {
+      for (const Type of [Float32Array, Float64Array]) {
+        const one = trajectory(Opt, options, Type, 1)
+        for (const n of [2, 3]) {
+          const many = trajectory(Opt, options, Type, n)
+          const same = one.every((p, i) => bytes(p.data).equals(bytes(many[i].data)))
+          t.true(same, `${name} ${Type.name} on ${n} threads`)
+        }
+      }
+    }
+  } finally {
+    setNumThreads(threads)
+  }
+})
+
+test.serial('getNumThreads reports what setNumThreads set; the default is the CPUs available', (t) => {
+  const threads = getNumThreads()
+  if (process.env.FASTOPTIM_NUM_THREADS === undefined) t.is(threads, Math.min(availableParallelism(), 256))
+  try {
+    for (const n of [1, 3, 256, 2]) {
+      setNumThreads(n)
+      t.is(getNumThreads(), n)
+    }
+  } finally {
+    setNumThreads(threads)
+  }
+})
+
+const badCounts: Array<[unknown, ErrorConstructor, string, RegExp]> = [
+  [0, RangeError, 'ERR_OUT_OF_RANGE', /^invalid n: 0 \(expected a whole number from 1 to 256\)$/],
+  [-1, RangeError, 'ERR_OUT_OF_RANGE', /^invalid n: -1 /],
+  [1.5, RangeError, 'ERR_OUT_OF_RANGE', /^invalid n: 1\.5 /],
+  [257, RangeError, 'ERR_OUT_OF_RANGE', /^invalid n: 257 /],
+  [NaN, RangeError, 'ERR_OUT_OF_RANGE', /^invalid n: NaN /],
+  [Infinity, RangeError, 'ERR_OUT_OF_RANGE', /^invalid n: Infinity /],
+  ['2', TypeError, 'ERR_INVALID_ARG_TYPE', /^n must be a number, got a string$/],
+  [undefined, TypeError, 'ERR_INVALID_ARG_TYPE', /^n must be a number, got undefined$/],
+]
+
+for (const [n, instanceOf, code, message] of badCounts) {
+  test.serial(`setNumThreads(${typeof n === 'string' ? `'${n}'` : String(n)}) is refused and changes nothing`, (t) => {
+    const before = getNumThreads()
+    t.throws(() => setNumThreads(n as number), { instanceOf, code, message })
+    t.is(getNumThreads(), before)
+  })
+}
+
+/** Runs `code` in a fresh Node process with `env` added, and returns what it prints. */
+function child(code: string, env: Record<string, string>): string {
+  const binding = JSON.stringify(join(root, 'native', 'index.js'))
+  return execFileSync(process.execPath, ['-e', `const native = require(${binding});\n${code}`], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+  }).trim()
+}
+
+test('FASTOPTIM_NUM_THREADS sets the count, a bad value is an error until setNumThreads overrides it', (t) => {
+  t.is(child('console.log(native.getNumThreads())', { FASTOPTIM_NUM_THREADS: '3' }), '3')
+  t.is(child('console.log(native.getNumThreads())', { FASTOPTIM_NUM_THREADS: ' 1 ' }), '1')
+  const bad = child(
+    `try { native.getNumThreads() } catch (e) { console.log(e.code + ': ' + e.message) }
+     native.setNumThreads(2); console.log(native.getNumThreads())`,
+    { FASTOPTIM_NUM_THREADS: 'lots' },
+  )
+  t.is(
+    bad,
+    'ERR_INVALID_ARG_VALUE: FASTOPTIM_NUM_THREADS is "lots" (expected a whole number from 1 to 256); fix or unset it, or call setNumThreads(n)\n2',
+  )
+})
+
+test.serial('worker threads share the pool and step concurrently with the main thread, with the same bits', async (t) => {
+  const n = 1 << 21
+  const shared = () => {
+    const make = (seed: number) => {
+      const a = new Float32Array(new SharedArrayBuffer(n * 4))
+      a.set(values(n, seed, Float32Array))
+      return a
+    }
+    return { data: make(1), grad: make(2) }
+  }
+  const jobs = [shared(), shared(), shared()]
+  const workers = jobs.slice(0, 2).map(
+    (job) =>
+      new Promise<{ threads: number }>((resolve, reject) => {
+        // The worker loads the TypeScript helper through tsx's require hook.
+        const script = `require('tsx/cjs'); require(${JSON.stringify(join(__dirname, 'helpers', 'step-worker.ts'))})`
+        const worker = new Worker(script, { eval: true, workerData: { ...job, steps: 20 } })
+        worker.once('message', resolve)
+        worker.once('error', reject)
+      }),
+  )
+  const main = new Adam([jobs[2]], { lr: 1e-2 })
+  for (let i = 0; i < 20; i++) main.step()
+  const reports = await Promise.all(workers)
+  t.deepEqual(reports.map((r) => r.threads), [getNumThreads(), getNumThreads()], 'one count for the whole process')
+  t.true(bytes(jobs[0].data).equals(bytes(jobs[2].data)) && bytes(jobs[1].data).equals(bytes(jobs[2].data)))
+})
+
+test.serial('a steady-state step allocates nothing, on one thread or several', (t) => {
+  const threads = getNumThreads()
+  try {
+    for (const n of [1, 2]) {
+      setNumThreads(n)
+      for (const sizes of [[1024], [1 << 20], Array.from({ length: 200 }, () => 1024)]) {
+        const params = sizes.map((size, i) => ({ data: values(size, i, Float32Array), grad: values(size, i + 7, Float32Array) }))
+        const opt = new Adam(params)
+        for (let i = 0; i < 10; i++) opt.step()
+        const before = internal.__allocations()
+        for (let i = 0; i < 200; i++) opt.step()
+        const after = internal.__allocations()
+        t.is(after.count - before.count, 0, `${sizes.length} x ${sizes[0]} on ${n} threads`)
+      }
+    }
+  } finally {
+    setNumThreads(threads)
+  }
+})
