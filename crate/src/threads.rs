@@ -1,25 +1,19 @@
-// LEAD NOTE (to the engineer on issue 4; delete this note when addressed): the user fixed the
-// design as "multithreaded with rayon", so a hand-written thread pool cannot ship. Keep the piece
-// scheme (flat pieces over all tensors, an atomic counter, the calling thread starting at once),
-// but run it on rayon: one process-wide `rayon::ThreadPool` (ThreadPoolBuilder, sized by
-// setNumThreads / FASTOPTIM_NUM_THREADS), the caller taking pieces itself while the pool's workers
-// join through `pool.in_place_scope` + `spawn` (or `spawn_broadcast`) and take pieces from the
-// same counter. Clipping (crate/src/clip.rs) should then use the same pool.
 //! The process-wide pool of threads that every parallel step runs on.
 //!
 //! There is one pool per process, shared by every optimizer (and, in Node, by every worker
 //! thread, since they share the process), so that several optimizers stepping at once never run
 //! more threads than the pool has. Its size counts the calling thread: with `n` threads a step
-//! runs on the thread that asked for it plus `n − 1` helper threads.
+//! runs on the thread that asked for it plus the `n − 1` worker threads of a rayon pool.
 //!
 //! A parallel step is cut into pieces. Each thread starts on a fixed share of them (the same
 //! share every step, so that the part of a model that stays in one core's cache is updated by
 //! that core again), then takes pieces others have not started. The caller never waits for a
-//! helper to wake up: it starts at once, and a helper that wakes late finds nothing left. A helper
-//! that has finished spins for a short while (so that back-to-back steps find it awake), then
-//! sleeps. Taking the next piece is one atomic increment, and nothing is allocated per step.
+//! worker to wake up: it publishes the step, hands one small rayon task per worker to the pool,
+//! and starts on its own share at once; a task that a worker picks up late finds the step closed
+//! and returns without touching it. The caller waits only for workers that joined. Taking the next
+//! piece is one atomic increment; the only allocations per step are rayon's task boxes.
 //!
-//! One step uses the helpers at a time. A step that finds them busy with another caller's step
+//! One step uses the workers at a time. A step that finds them busy with another caller's step
 //! runs on its own thread alone instead of waiting for them, so no caller is ever blocked by
 //! another's step; the cost is that two concurrent steps may use one thread more than the pool
 //! size (the second caller's own).
@@ -29,14 +23,10 @@ use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::thread;
 
 /// The most threads a pool may have.
 pub const MAX_THREADS: usize = 256;
-
-/// How long a helper that has finished its work keeps looking for the next step before it sleeps.
-const SPIN: Duration = Duration::from_micros(100);
 
 /// The environment variable that sets the pool size before the first step.
 pub const ENV_VAR: &str = "FASTOPTIM_NUM_THREADS";
@@ -81,13 +71,13 @@ pub fn default_num_threads() -> usize {
 
 static POOL: RwLock<Option<Arc<Pool>>> = RwLock::new(None);
 
-/// The pool size: the calling thread plus the helpers.
+/// The pool size: the calling thread plus the workers.
 pub fn num_threads() -> usize {
   current().threads
 }
 
 /// Replaces the pool with one of `n` threads. Steps already running finish on the old pool,
-/// whose helpers then exit.
+/// whose workers then exit.
 pub fn set_num_threads(n: usize) -> Result<(), ThreadsError> {
   if !(1..=MAX_THREADS).contains(&n) {
     return Err(ThreadsError::Invalid(n.to_string()));
@@ -107,8 +97,8 @@ pub(crate) fn current() -> Arc<Pool> {
   }
   let mut slot = POOL.write().unwrap_or_else(|poisoned| poisoned.into_inner());
   let pool = slot.get_or_insert_with(|| {
-    // A default pool that cannot start its helpers runs everything on the caller.
-    Arc::new(Pool::new(default_num_threads()).unwrap_or_else(|_| Pool::new(1).expect("one thread needs no helper")))
+    // A default pool that cannot start its workers runs everything on the caller.
+    Arc::new(Pool::new(default_num_threads()).unwrap_or_else(|_| Pool::new(1).expect("one thread needs no worker")))
   });
   Arc::clone(pool)
 }
@@ -124,8 +114,9 @@ pub fn for_each_piece(count: usize, body: &(dyn Fn(usize) + Sync)) {
 pub(crate) struct Pool {
   threads: usize,
   shared: Arc<Shared>,
-  helpers: Vec<Thread>,
-  /// Held by the step that uses the helpers.
+  /// The `threads − 1` workers; none for a pool of one thread.
+  workers: Option<rayon::ThreadPool>,
+  /// Held by the step that uses the workers.
   busy: AtomicBool,
 }
 
@@ -138,7 +129,7 @@ struct Share {
   end: AtomicUsize,
 }
 
-/// `state` packs the step's generation (high 32 bits), whether helpers may still join (bit 31)
+/// `state` packs the step's generation (high 32 bits), whether workers may still join (bit 31)
 /// and how many are working on it (the low 31 bits).
 const OPEN: u64 = 1 << 31;
 const ACTIVE: u64 = OPEN - 1;
@@ -147,15 +138,14 @@ type Body = *const (dyn Fn(usize) + Sync + 'static);
 
 struct Shared {
   state: AtomicU64,
-  /// The step's body; written by the caller only while no helper can join or is working.
+  /// The step's body; written by the caller only while no worker can join or is working.
   body: UnsafeCell<Option<Body>>,
   shares: Box<[Share]>,
-  shutdown: AtomicBool,
   panicked: AtomicBool,
 }
 
-// SAFETY: `body` is written only by the caller holding `busy` while `state` says that no helper
-// may join and none is working, and read only by helpers that joined (an acquire of `state`
+// SAFETY: `body` is written only by the caller holding `busy` while `state` says that no worker
+// may join and none is working, and read only by workers that joined (an acquire of `state`
 // after the caller's release); `Body` itself is only called, and is `Sync`.
 unsafe impl Sync for Shared {}
 // SAFETY: as above; the pointer in `body` is only dereferenced while the step that set it runs.
@@ -167,19 +157,19 @@ impl Pool {
       state: AtomicU64::new(0),
       body: UnsafeCell::new(None),
       shares: (0..threads).map(|_| Share::default()).collect(),
-      shutdown: AtomicBool::new(false),
       panicked: AtomicBool::new(false),
     });
-    let mut pool = Pool { threads, shared, helpers: Vec::with_capacity(threads - 1), busy: AtomicBool::new(false) };
-    for index in 1..threads {
-      let shared = Arc::clone(&pool.shared);
-      let handle = thread::Builder::new()
-        .name(format!("fastoptim-{index}"))
-        .spawn(move || helper(&shared, index))
+    let workers = if threads > 1 {
+      let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads - 1)
+        .thread_name(|index| format!("fastoptim-{}", index + 1))
+        .build()
         .map_err(|e| ThreadsError::Spawn(e.to_string()))?;
-      pool.helpers.push(handle.thread().clone());
-    }
-    Ok(pool)
+      Some(pool)
+    } else {
+      None
+    };
+    Ok(Pool { threads, shared, workers, busy: AtomicBool::new(false) })
   }
 
   pub(crate) fn threads(&self) -> usize {
@@ -187,7 +177,11 @@ impl Pool {
   }
 
   pub(crate) fn for_each_piece(&self, count: usize, body: &(dyn Fn(usize) + Sync)) {
-    if self.threads == 1 || count < 2 || self.busy.swap(true, Ordering::Acquire) {
+    let Some(workers) = self.workers.as_ref().filter(|_| count >= 2) else {
+      (0..count).for_each(body);
+      return;
+    };
+    if self.busy.swap(true, Ordering::Acquire) {
       (0..count).for_each(body);
       return;
     }
@@ -197,18 +191,19 @@ impl Pool {
       share.next.store(count * t / n, Ordering::Relaxed);
       share.end.store(count * (t + 1) / n, Ordering::Relaxed);
     }
-    // SAFETY: only the lifetime is erased. The pointer is dereferenced only by helpers that
+    // SAFETY: only the lifetime is erased. The pointer is dereferenced only by workers that
     // joined this step, and `Close` below returns only once none can join and none is working.
     let erased: Body = unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), Body>(body) };
-    // SAFETY: the previous step ended with no helper working and none able to join (see `Close`).
+    // SAFETY: the previous step ended with no worker working and none able to join (see `Close`).
     unsafe { *shared.body.get() = Some(erased) };
     let generation = (shared.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
     shared.state.store(generation << 32 | OPEN, Ordering::Release);
-    for helper in &self.helpers {
-      helper.unpark();
+    for me in 1..n {
+      let shared = Arc::clone(&self.shared);
+      workers.spawn(move || join(&shared, me, generation));
     }
 
-    /// Closes the step and waits for the helpers working on it, also when `body` panics here.
+    /// Closes the step and waits for the workers that joined it, also when `body` panics here.
     struct Close<'a>(&'a Pool);
     impl Drop for Close<'_> {
       fn drop(&mut self) {
@@ -223,7 +218,7 @@ impl Pool {
             thread::yield_now();
           }
         }
-        // SAFETY: no helper is working and none can join.
+        // SAFETY: no worker is working and none can join.
         unsafe { *shared.body.get() = None };
         self.0.busy.store(false, Ordering::Release);
       }
@@ -232,16 +227,7 @@ impl Pool {
     work(body, &shared.shares, 0);
     drop(close);
     if shared.panicked.swap(false, Ordering::AcqRel) {
-      resume_unwind(Box::new("a fastoptim helper thread panicked"));
-    }
-  }
-}
-
-impl Drop for Pool {
-  fn drop(&mut self) {
-    self.shared.shutdown.store(true, Ordering::Release);
-    for helper in &self.helpers {
-      helper.unpark();
+      resume_unwind(Box::new("a fastoptim worker thread panicked"));
     }
   }
 }
@@ -261,46 +247,23 @@ fn work(body: &(dyn Fn(usize) + Sync), shares: &[Share], me: usize) {
   }
 }
 
-fn helper(shared: &Shared, me: usize) {
-  let mut seen = 0u64;
-  loop {
-    let mut idle_since: Option<Instant> = None;
-    let state = loop {
-      if shared.shutdown.load(Ordering::Acquire) {
-        return;
-      }
-      let state = shared.state.load(Ordering::Acquire);
-      if state >> 32 != seen && state & OPEN != 0 {
-        break state;
-      }
-      let since = *idle_since.get_or_insert_with(Instant::now);
-      if since.elapsed() < SPIN {
-        for _ in 0..64 {
-          std::hint::spin_loop();
-        }
-      } else {
-        // The caller publishes a step, then unparks: an unpark that comes first makes this
-        // return at once, so no step is missed.
-        thread::park();
-      }
-    };
-    seen = state >> 32;
-    let joined = shared
-      .state
-      .fetch_update(Ordering::Acquire, Ordering::Relaxed, |s| (s >> 32 == seen && s & OPEN != 0).then_some(s + 1))
-      .is_ok();
-    if !joined {
-      continue;
-    }
-    // SAFETY: joined, so the caller set `body` for this step and waits for us before clearing it.
-    let body = unsafe { (*shared.body.get()).map(|b| &*b) };
-    if let Some(body) = body {
-      if catch_unwind(AssertUnwindSafe(|| work(body, &shared.shares, me))).is_err() {
-        shared.panicked.store(true, Ordering::Release);
-      }
-    }
-    shared.state.fetch_sub(1, Ordering::Release);
+/// A worker's part in step `generation`: join it if it is still open, take pieces, leave.
+fn join(shared: &Shared, me: usize, generation: u64) {
+  let joined = shared
+    .state
+    .fetch_update(Ordering::Acquire, Ordering::Relaxed, |s| (s >> 32 == generation && s & OPEN != 0).then_some(s + 1))
+    .is_ok();
+  if !joined {
+    return;
   }
+  // SAFETY: joined, so the caller set `body` for this step and waits for us before clearing it.
+  let body = unsafe { (*shared.body.get()).map(|b| &*b) };
+  if let Some(body) = body {
+    if catch_unwind(AssertUnwindSafe(|| work(body, &shared.shares, me))).is_err() {
+      shared.panicked.store(true, Ordering::Release);
+    }
+  }
+  shared.state.fetch_sub(1, Ordering::Release);
 }
 
 #[cfg(test)]
@@ -325,16 +288,16 @@ mod tests {
   }
 
   #[test]
-  fn helpers_share_the_work() {
+  fn workers_share_the_work() {
     let pool = Pool::new(2).unwrap();
     let names = std::sync::Mutex::new(std::collections::BTreeSet::new());
     for _ in 0..50 {
       pool.for_each_piece(64, &|_| {
-        std::thread::sleep(Duration::from_micros(50));
+        std::thread::sleep(std::time::Duration::from_micros(50));
         names.lock().unwrap().insert(thread::current().name().map(str::to_owned));
       });
     }
-    assert_eq!(names.into_inner().unwrap().len(), 2, "the caller and the helper both took pieces");
+    assert_eq!(names.into_inner().unwrap().len(), 2, "the caller and the worker both took pieces");
   }
 
   #[test]
