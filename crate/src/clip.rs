@@ -31,15 +31,16 @@
 //! the results are added, so N has the same bits for any thread count and instruction set.
 
 use std::fmt;
-
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::config::format_number;
 use crate::float::{Dtype, Float};
 use crate::optimizer::PARALLEL_MIN_ELEMENTS;
+use crate::threads::{self, Pool};
 
 /// Elements one task reduces or scales. Fixed, so that the reduction does not depend on how
-/// rayon splits the work; a multiple of the eight lanes.
+/// the step pool splits the work; a multiple of the eight lanes.
 pub const REDUCE_CHUNK: usize = 1 << 14;
 
 /// The ε PyTorch adds to the total norm before dividing by it.
@@ -206,8 +207,8 @@ fn tasks(grads: &[Grad<'_>]) -> Vec<Task> {
   out
 }
 
-fn parallel(grads: &[Grad<'_>]) -> bool {
-  grads.iter().map(Grad::len).sum::<usize>() >= PARALLEL_MIN_ELEMENTS && rayon::current_num_threads() > 1
+fn parallel(pool: &Pool, grads: &[Grad<'_>]) -> bool {
+  grads.iter().map(Grad::len).sum::<usize>() >= PARALLEL_MIN_ELEMENTS && pool.threads() > 1
 }
 
 /// A norm type known when compiling ([`Fixed`]) or only when running ([`NormType`]): each
@@ -299,9 +300,18 @@ fn reduce_task(norm: NormType, grads: &[Grad<'_>], task: Task) -> f64 {
 
 /// Each gradient's norm, rounded to its dtype, as PyTorch's per-tensor `vector_norm`.
 pub fn grad_norms(grads: &[Grad<'_>], norm: NormType) -> Vec<f64> {
+  grad_norms_on(&threads::current(), grads, norm)
+}
+
+fn grad_norms_on(pool: &Pool, grads: &[Grad<'_>], norm: NormType) -> Vec<f64> {
   let tasks = tasks(grads);
-  let partials: Vec<f64> = if parallel(grads) {
-    tasks.par_iter().map(|&task| reduce_task(norm, grads, task)).collect()
+  let partials: Vec<f64> = if parallel(pool, grads) {
+    // Each task writes its own slot, so the sum below runs in task order on any thread count.
+    let slots: Vec<AtomicU64> = tasks.iter().map(|_| AtomicU64::new(0)).collect();
+    pool.for_each_piece(tasks.len(), &|i| {
+      slots[i].store(reduce_task(norm, grads, tasks[i]).to_bits(), Ordering::Relaxed);
+    });
+    slots.into_iter().map(|slot| f64::from_bits(slot.into_inner())).collect()
   } else {
     tasks.iter().map(|&task| reduce_task(norm, grads, task)).collect()
   };
@@ -322,8 +332,12 @@ pub fn grad_norms(grads: &[Grad<'_>], norm: NormType) -> Vec<f64> {
 /// The norm of all gradients together: the norm of their norms, as PyTorch's `get_total_norm`.
 /// No gradients give 0.
 pub fn total_norm(grads: &[Grad<'_>], norm: NormType) -> TotalNorm {
+  total_norm_on(&threads::current(), grads, norm)
+}
+
+fn total_norm_on(pool: &Pool, grads: &[Grad<'_>], norm: NormType) -> TotalNorm {
   let dtype = if grads.iter().all(|g| g.dtype() == Dtype::Float32) { Dtype::Float32 } else { Dtype::Float64 };
-  let sum = grad_norms(grads, norm).into_iter().fold(0.0, |sum, n| norm.combine(sum, norm.term(n)));
+  let sum = grad_norms_on(pool, grads, norm).into_iter().fold(0.0, |sum, n| norm.combine(sum, norm.term(n)));
   let value = norm.root(sum);
   TotalNorm { value: if dtype == Dtype::Float32 { value as f32 as f64 } else { value }, dtype }
 }
@@ -331,8 +345,8 @@ pub fn total_norm(grads: &[Grad<'_>], norm: NormType) -> TotalNorm {
 /// [`total_norm`] on a thread pool of its own with `threads` threads (at least one), for tests
 /// that the result does not depend on the thread count. Panics if the pool cannot be built.
 pub fn total_norm_on_threads(grads: &[Grad<'_>], norm: NormType, threads: usize) -> TotalNorm {
-  let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build().expect("a thread pool");
-  pool.install(|| total_norm(grads, norm))
+  let pool = Pool::new(threads.clamp(1, threads::MAX_THREADS)).expect("a thread pool");
+  total_norm_on(&pool, grads, norm)
 }
 
 /// min(1, (1/(N + 10⁻⁶))·max_norm), each operation rounded in N's dtype; NaN if N is NaN.
@@ -352,20 +366,22 @@ pub fn clip_coefficient(max_norm: f64, total: TotalNorm) -> f64 {
   }
 }
 
-/// Runs `body` on every chunk of every gradient, across the rayon pool for large totals.
+/// Runs `body` on every chunk of every gradient, across the step pool for large totals.
 fn for_each_chunk(grads: &mut [Grad<'_>], body: impl Fn(&mut Grad<'_>) + Sync + Send) {
-  if !parallel(grads) {
+  let pool = threads::current();
+  if !parallel(&pool, grads) {
     grads.iter_mut().for_each(&body);
     return;
   }
-  let mut chunks: Vec<Grad<'_>> = Vec::new();
+  let mut chunks: Vec<Mutex<Grad<'_>>> = Vec::new();
   for grad in grads.iter_mut() {
     match grad {
-      Grad::F32(x) => chunks.extend(x.chunks_mut(REDUCE_CHUNK).map(Grad::F32)),
-      Grad::F64(x) => chunks.extend(x.chunks_mut(REDUCE_CHUNK).map(Grad::F64)),
+      Grad::F32(x) => chunks.extend(x.chunks_mut(REDUCE_CHUNK).map(|c| Mutex::new(Grad::F32(c)))),
+      Grad::F64(x) => chunks.extend(x.chunks_mut(REDUCE_CHUNK).map(|c| Mutex::new(Grad::F64(c)))),
     }
   }
-  chunks.par_iter_mut().for_each(body);
+  // Each chunk is taken by one piece only; the lock is never contended.
+  pool.for_each_piece(chunks.len(), &|i| body(&mut chunks[i].lock().unwrap_or_else(|e| e.into_inner())));
 }
 
 /// Multiplies every gradient by `coefficient`, rounded to its dtype first.
@@ -507,9 +523,9 @@ mod tests {
     for p in NORM_TYPES {
       let norm = NormType::new(p).unwrap();
       let on = |threads: usize, f32s: &mut [Vec<f32>], f64s: &mut [Vec<f64>]| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = Pool::new(threads).unwrap();
         let grads = grads_of(f32s, f64s);
-        pool.install(|| (grad_norms(&grads, norm), total_norm(&grads, norm)))
+        (grad_norms_on(&pool, &grads, norm), total_norm_on(&pool, &grads, norm))
       };
       let (norms_1, total_1) = on(1, &mut f32s, &mut f64s);
       for threads in [2, 3, 8] {

@@ -152,7 +152,7 @@ unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
 impl Pool {
-  fn new(threads: usize) -> Result<Pool, ThreadsError> {
+  pub(crate) fn new(threads: usize) -> Result<Pool, ThreadsError> {
     let shared = Arc::new(Shared {
       state: AtomicU64::new(0),
       body: UnsafeCell::new(None),
