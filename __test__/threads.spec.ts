@@ -157,7 +157,9 @@ test.serial('worker threads share the pool and step concurrently with the main t
   t.true(bytes(jobs[0].data).equals(bytes(jobs[2].data)) && bytes(jobs[1].data).equals(bytes(jobs[2].data)))
 })
 
-test.serial('a steady-state step allocates nothing, on one thread or several', (t) => {
+test.serial('a steady-state step allocates nothing on one thread, and only a task per worker on several', (t) => {
+  // A parallel step hands one small task per worker to the rayon pool (boxed by rayon, freed
+  // when the worker has run it); everything else a step needs is reused from the step before.
   const threads = getNumThreads()
   try {
     for (const n of [1, 2]) {
@@ -169,7 +171,15 @@ test.serial('a steady-state step allocates nothing, on one thread or several', (
         const before = internal.__allocations()
         for (let i = 0; i < 200; i++) opt.step()
         const after = internal.__allocations()
-        t.is(after.count - before.count, 0, `${sizes.length} x ${sizes[0]} on ${n} threads`)
+        const total = sizes.reduce((a, b) => a + b, 0)
+        const tasks = n > 1 && total >= 1 << 15 ? 200 * (n - 1) : 0
+        const count = after.count - before.count
+        const bytes = after.bytes - before.bytes
+        const where = `${sizes.length} x ${sizes[0]} on ${n} threads: ${count} allocations, ${bytes} bytes`
+        // rayon's job queue also takes a new block of slots every few dozen tasks.
+        t.true(count >= tasks && count <= tasks * 1.05 + 2, where)
+        t.true(bytes <= tasks * 128, where)
+        t.log(where)
       }
     }
   } finally {
