@@ -21,7 +21,7 @@ const LARGE = 1 << 24
 
 /** Deterministic values in (−1, 1) with some zeros, as a Float32Array or Float64Array. */
 function values(n: number, seed: number, Type: typeof Float32Array | typeof Float64Array = Float32Array, shared = false): FloatArray {
-  const array = shared ? new Type(new SharedArrayBuffer(n * Type.BYTES_PER_ELEMENT)) : new Type(n)
+  const array = shared ? new Type(new SharedArrayBuffer(n * Type.BYTES_PER_ELEMENT) as unknown as ArrayBuffer) : new Type(n)
   let x = seed * 2654435761 >>> 0 || 1
   for (let i = 0; i < n; i++) {
     x ^= x << 13
@@ -82,7 +82,7 @@ for (const { name, shared } of kinds) {
       const [x, y] = [a.getState(p), b.getState(sync[i])]
       t.deepEqual(Object.keys(x ?? {}), Object.keys(y ?? {}))
       for (const [key, value] of Object.entries(x ?? {})) {
-        if (typeof value === 'number') t.is(value, y![key], `param ${i} ${key}`)
+        if (typeof value === 'number') t.is(value, y![key] as number, `param ${i} ${key}`)
         else sameBits(t, value, y![key] as FloatArray, `param ${i} ${key}`)
       }
     })
@@ -235,7 +235,7 @@ test.serial('p.data replaced during stepAsync: the array the step started with i
 
 test.serial('every reference dropped and garbage collected during stepAsync: the step completes', async (t) => {
   for (const shared of [false, true]) {
-    let pending: Promise<void>
+    let pending: Promise<boolean>
     {
       // Nothing outside this block refers to the arrays or the optimizer once it ends.
       const opt = new Adam([param(LARGE, 81, Float32Array, shared), param(1000, 83, Float32Array, shared)])

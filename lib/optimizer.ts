@@ -179,6 +179,33 @@ function checkDisjoint(params: readonly Parameter[], labels: readonly string[]):
   }
 }
 
+/** How `step()` and `stepAsync()` treat gradients that hold NaN or ±∞. */
+export interface StepOptions {
+  /**
+   * Skip the whole step if any gradient element is NaN or infinite: every gradient is checked
+   * before anything is written, and then nothing changes (parameters, state, step counts).
+   * @default false (as PyTorch: the update goes ahead and the NaN or ∞ propagates)
+   */
+  skipNonFinite?: boolean
+}
+
+/** The native report of a step whose gradients were all finite. */
+const STEP_FINITE = 0
+
+/** `options.skipNonFinite`, checked. */
+function stepOptions(options: unknown, method: string): boolean {
+  if (options === undefined) return false
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw invalidType(`${method}: options must be an object such as { skipNonFinite: true }, got ${describe(options)}`)
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== 'skipNonFinite') throw invalidValue(`${method}: options.${key} is not an option of ${method}() (expected skipNonFinite)`)
+  }
+  const { skipNonFinite = false } = options as { skipNonFinite?: unknown }
+  if (typeof skipNonFinite !== 'boolean') throw invalidType(`${method}: options.skipNonFinite must be a boolean, got ${describe(skipNonFinite)}`)
+  return skipNonFinite
+}
+
 /**
  * What every optimizer shares: parameter groups whose options stay live, and a step that
  * updates all parameters in one native call.
@@ -218,10 +245,19 @@ export abstract class Optimizer<Options extends object> {
   /**
    * Updates every parameter whose `grad` is not null, in one native call. Everything is checked
    * first (options, array types and lengths, shared or detached memory): on error nothing changes.
+   *
+   * Returns whether every gradient element was finite. A gradient holding NaN or ±∞ does not stop
+   * the step, as in PyTorch: the update goes ahead and the NaN or ∞ reaches the parameters and the
+   * state (and `step()` returns false). With `{ skipNonFinite: true }` every gradient is checked
+   * before anything is written, and if one is not finite the whole step is skipped: no parameter,
+   * state or step count changes, and `step()` returns false. The check in the default mode costs
+   * no memory traffic (each chunk of a gradient is scanned while the update has it in cache); the
+   * skipping mode reads the gradients once more.
    */
-  step(): void {
+  step(options?: StepOptions): boolean {
+    const skipNonFinite = stepOptions(options, 'step')
     this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
-    this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed)
+    return this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) === STEP_FINITE
   }
 
   /**
@@ -239,14 +275,19 @@ export abstract class Optimizer<Options extends object> {
    * the one updated. Do not transfer or shrink them: the step then stops part way and rejects with
    * `ERR_INVALID_STATE` (nothing crashes, and no freed memory is written, but the parameters
    * before the detached one were updated and the others not).
+   *
+   * Resolves to whether every gradient element was finite, and takes `{ skipNonFinite }`, as
+   * `step()` does.
    */
-  stepAsync(): Promise<void> {
+  stepAsync(options?: StepOptions): Promise<boolean> {
+    let skipNonFinite: boolean
     try {
+      skipNonFinite = stepOptions(options, 'stepAsync')
       this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
     } catch (error) {
       return Promise.reject(error)
     }
-    return stepAsync(this.#native, this.#params, this.#groupOf, this.#packed)
+    return stepAsync(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
   }
 
   /** Clears gradients: sets every `grad` to null (PyTorch's default), or fills them with zeros. */

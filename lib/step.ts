@@ -5,7 +5,7 @@ import type { FloatArray, Parameter } from './optimizer'
 type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
 
 /** Registered by hand in src/lib.rs (so that a step allocates nothing), hence not in the generated typings. */
-const stepAgain = (native as unknown as { stepAgain(optimizer: NativeOptimizer, packed: Float64Array): number | null }).stepAgain
+const stepAgain = (native as unknown as { stepAgain(optimizer: NativeOptimizer, packed: Float64Array, skipNonFinite: boolean): number | null }).stepAgain
 
 /**
  * `TypedArray.prototype.length`'s own getter, taken before any user code runs: it reads the
@@ -31,18 +31,23 @@ export class StepArrays {
   readonly #now: Array<FloatArray | null | undefined> = []
   #lengths = new Float64Array(0)
 
-  step(opt: NativeOptimizer, params: readonly Parameter[], groupOf: Uint32Array, packed: Float64Array): void {
-    if (params === this.#params && this.#unchanged(params) && stepAgain(opt, packed) !== null) return
+  /** Steps, and returns the native report: 0 all gradients finite, 1 not (updated), 2 not (skipped). */
+  step(opt: NativeOptimizer, params: readonly Parameter[], groupOf: Uint32Array, packed: Float64Array, skipNonFinite: boolean): number {
+    if (params === this.#params && this.#unchanged(params)) {
+      const report = stepAgain(opt, packed, skipNonFinite)
+      if (report !== null) return report
+    }
     this.#params = undefined
     const seen = this.#seen
     seen.length = 2 * params.length
-    opt.step(params, groupOf, packed, seen)
+    const report = opt.step(params, groupOf, packed, seen, skipNonFinite)
     if (this.#lengths.length !== seen.length) this.#lengths = new Float64Array(seen.length)
     for (let k = 0; k < seen.length; k++) {
       const array = seen[k]
       this.#lengths[k] = array === null || array === undefined ? -1 : lengthOf(array)
     }
     this.#params = params
+    return report
   }
 
   /** Forgets the last step's arrays, so that the next step reads them natively. */

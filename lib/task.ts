@@ -14,17 +14,24 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
 /**
  * Runs a step without holding the event loop: on a worker thread when every array is on a
  * SharedArrayBuffer, otherwise in slices between which the event loop runs. Bad input rejects
- * before anything changes, as `step()` throws.
+ * before anything changes, as `step()` throws. Resolves to whether every gradient was finite.
  */
-export async function stepAsync(opt: NativeOptimizer, params: unknown, groupOf: Uint32Array, packed: Float64Array): Promise<void> {
-  const offThread = opt.startStep(params, groupOf, packed)
+export async function stepAsync(opt: NativeOptimizer, params: unknown, groupOf: Uint32Array, packed: Float64Array, skipNonFinite: boolean): Promise<boolean> {
+  const start = opt.startStep(params, groupOf, packed, skipNonFinite)
+  if (start === SKIPPED) return false
+  let nonFinite = false
   try {
-    if (offThread) await native.stepOffThread(opt)
+    if (start === OFF_THREAD) await native.stepOffThread(opt)
     else while (!opt.stepSlice(SLICE_MICROS)) await nextTurn()
   } finally {
-    opt.finishStep()
+    nonFinite = opt.finishStep()
   }
+  return !nonFinite
 }
+
+/** What `startStep` answers besides 0 (run in slices). */
+const OFF_THREAD = 1
+const SKIPPED = 2
 
 /** The error a call gets while a `stepAsync()` is in flight (the native side throws the same). */
 export function busyError(what: string): Error & { code: 'ERR_INVALID_STATE' } {

@@ -23,10 +23,12 @@ export declare class NativeOptimizer {
   get busy(): boolean
   /**
    * Starts a `stepAsync`: reads and checks everything as `step` does (on error nothing changes)
-   * and advances every step count, but updates nothing yet. Returns true if the update may run
-   * on a worker thread (`stepOffThread`), false if it must run in slices (`stepSlice`).
+   * and advances every step count, but updates nothing yet. Returns 1 if the update may run on
+   * a worker thread (`stepOffThread`), 0 if it must run in slices (`stepSlice`), or 2 if a
+   * gradient is not finite and `skipNonFinite` asked to skip such a step: then nothing changed
+   * and no step is in flight.
    */
-  startStep(params: unknown, groupOf: Uint32Array, packed: Float64Array): boolean
+  startStep(params: unknown, groupOf: Uint32Array, packed: Float64Array, skipNonFinite?: boolean | undefined | null): number
   /**
    * Runs slices of the started step for about `budgetMicros` microseconds, the JavaScript thread
    * waiting; returns true once the step is complete. Throws `ERR_INVALID_STATE` (and ends the
@@ -34,10 +36,11 @@ export declare class NativeOptimizer {
    */
   stepSlice(budgetMicros: number): boolean
   /**
-   * Ends the started step, complete or not, and gives the optimizer its state back. Does
-   * nothing if no step is in flight.
+   * Ends the started step, complete or not, and gives the optimizer its state back. Returns
+   * whether the step (the last one to finish, if none is in flight) read a non-finite gradient
+   * element.
    */
-  finishStep(): void
+  finishStep(): boolean
   constructor(algorithm: string)
   /**
    * Checks one group's packed options; throws a RangeError naming the field and `place`
@@ -46,11 +49,14 @@ export declare class NativeOptimizer {
   validateOptions(place: string, packed: Float64Array): void
   /**
    * Updates every parameter of `params` whose `grad` is not null; `groupOf[i]` is the group of
-   * `params[i]` and `packed` holds each group's options in `optionFields` order. Returns how
-   * many parameters were updated. With `seen`, an array, puts there the arrays the step read:
-   * `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for [`step_again`].
+   * `params[i]` and `packed` holds each group's options in `optionFields` order. Returns 0 if
+   * every gradient element was finite, 1 if one was not (the update went ahead), or 2 if one was
+   * not and `skipNonFinite` asked for such a step to be skipped (then nothing changed: every
+   * gradient is checked before anything is written). With `seen`, an array, puts there the
+   * arrays the step read: `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for
+   * [`step_again`].
    */
-  step(params: unknown, groupOf: Uint32Array, packed: Float64Array, seen?: unknown | undefined | null): number
+  step(params: unknown, groupOf: Uint32Array, packed: Float64Array, seen?: unknown | undefined | null, skipNonFinite?: boolean | undefined | null): number
 }
 
 export declare function __allocations(): AllocationCount

@@ -160,6 +160,16 @@ impl RawEnv {
     Ok(kind == sys::ValueType::napi_null || kind == sys::ValueType::napi_undefined)
   }
 
+  /// Whether `value` is the boolean `true` (anything else, a truthy number included, is not).
+  pub fn is_true(self, value: sys::napi_value) -> std::result::Result<bool, Fail> {
+    if self.type_of(value)? != sys::ValueType::napi_boolean {
+      return Ok(false);
+    }
+    let mut result = false;
+    call!("napi_get_value_bool", sys::napi_get_value_bool(self.0, value, &mut result));
+    Ok(result)
+  }
+
   pub fn array_length(self, array: sys::napi_value) -> std::result::Result<usize, Fail> {
     let mut is_array = false;
     call!("napi_is_array", sys::napi_is_array(self.0, array, &mut is_array));

@@ -14,7 +14,7 @@ mod task;
 mod threads;
 
 use fastoptim_core::config::{Field, Kind};
-use fastoptim_core::{run, ConfigError, Dtype, Element, Job, Optimizer, ParamState};
+use fastoptim_core::{all_finite, run, ConfigError, Dtype, Element, Job, Optimizer, ParamState};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
@@ -134,14 +134,30 @@ pub struct NativeOptimizer {
   reader: Reader,
   /// A `Scratch<O>` for this optimizer's algorithm, made on its first step.
   scratch: Option<Box<dyn std::any::Any>>,
+  /// Whether the last `stepAsync` to finish read a non-finite gradient element.
+  pub(crate) last_non_finite: bool,
 }
+
+/// What a step reports (`step`, `stepAgain`): every gradient element it read was finite.
+pub(crate) const STEP_FINITE: u32 = 0;
+/// A gradient held NaN or ±∞; the update went ahead, as PyTorch's does.
+pub(crate) const STEP_NON_FINITE: u32 = 1;
+/// A gradient held NaN or ±∞ and the step was asked to skip such steps: nothing changed.
+pub(crate) const STEP_SKIPPED: u32 = 2;
 
 #[napi]
 impl NativeOptimizer {
   #[napi(constructor)]
   pub fn new(env: Env, algorithm: String) -> Result<Self> {
     let algorithm = Algorithm::parse(&algorithm).map_err(|fail| fail.throw(&env))?;
-    Ok(NativeOptimizer { algorithm, states: Vec::new(), flight: None, reader: Reader::default(), scratch: None })
+    Ok(NativeOptimizer {
+      algorithm,
+      states: Vec::new(),
+      flight: None,
+      reader: Reader::default(),
+      scratch: None,
+      last_non_finite: false,
+    })
   }
 
   /// Checks one group's packed options; throws a RangeError naming the field and `place`
@@ -153,9 +169,12 @@ impl NativeOptimizer {
   }
 
   /// Updates every parameter of `params` whose `grad` is not null; `groupOf[i]` is the group of
-  /// `params[i]` and `packed` holds each group's options in `optionFields` order. Returns how
-  /// many parameters were updated. With `seen`, an array, puts there the arrays the step read:
-  /// `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for [`step_again`].
+  /// `params[i]` and `packed` holds each group's options in `optionFields` order. Returns 0 if
+  /// every gradient element was finite, 1 if one was not (the update went ahead), or 2 if one was
+  /// not and `skipNonFinite` asked for such a step to be skipped (then nothing changed: every
+  /// gradient is checked before anything is written). With `seen`, an array, puts there the
+  /// arrays the step read: `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for
+  /// [`step_again`].
   #[napi(catch_unwind)]
   pub fn step(
     &mut self,
@@ -164,11 +183,13 @@ impl NativeOptimizer {
     group_of: &[u32],
     packed: &[f64],
     seen: Option<Unknown>,
+    skip_non_finite: Option<bool>,
   ) -> Result<u32> {
     let raw = RawEnv(env.raw());
     let params = params.raw();
+    let skip = skip_non_finite.unwrap_or(false);
     let _stepping = Stepping::new(self);
-    let result = with_optimizer!(self.algorithm, O => self.step_with::<O>(raw, params, group_of, packed));
+    let result = with_optimizer!(self.algorithm, O => self.step_with::<O>(raw, params, group_of, packed, skip));
     let updated = result.map_err(|fail| fail.throw(&env))?;
     if let Some(seen) = seen {
       self.reader.report(raw, seen.raw()).map_err(|fail| fail.throw(&env))?;
@@ -177,29 +198,30 @@ impl NativeOptimizer {
   }
 }
 
-/// `stepAgain(optimizer, packed)`: steps again over the arrays the last `step` of `optimizer`
-/// read, without reading them. The caller vouches that every parameter's `data` and `grad` are
+/// `stepAgain(optimizer, packed, skipNonFinite)`: steps again over the arrays the last `step` of
+/// `optimizer` read, without reading them, and reports as `step` does. The caller vouches that every parameter's `data` and `grad` are
 /// the very arrays `step` put in `seen`, with the lengths they had then, and that no JavaScript
 /// has run between that check and this call (the facade checks it in JavaScript, where it costs
 /// a nanosecond per array instead of the hundreds of nanoseconds of Node-API calls a read takes).
-/// Then the arrays are still attached, and their memory is where it was. Returns how many
-/// parameters were updated, or null, changing nothing, when there is no such step to repeat (none
-/// yet, or the state was loaded or a `stepAsync` ran since).
+/// Then the arrays are still attached, and their memory is where it was. Returns `step`'s report,
+/// or null, changing nothing, when there is no such step to repeat (none yet, or the state was
+/// loaded or a `stepAsync` ran since).
 ///
 /// Registered by hand rather than with `#[napi]` so that a step allocates nothing: napi-rs's glue
 /// allocates a borrow registry for every call with arguments. It unwraps the optimizer with the
 /// same class check that glue makes.
 unsafe extern "C" fn step_again_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-  let mut argc = 2;
-  let mut argv = [std::ptr::null_mut(); 2];
-  // SAFETY: the callback's own env and info; room for two arguments.
+  let mut argc = 3;
+  let mut argv = [std::ptr::null_mut(); 3];
+  // SAFETY: the callback's own env and info; room for three arguments.
   let status = unsafe {
     sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut())
   };
   let result = if status != sys::Status::napi_ok || argc < 2 {
-    Err(Fail::type_error("stepAgain(optimizer, packed) takes two arguments".into()))
+    Err(Fail::type_error("stepAgain(optimizer, packed, skipNonFinite) takes two or three arguments".into()))
   } else {
-    std::panic::catch_unwind(|| step_again(RawEnv(env), argv[0], argv[1]))
+    let skip = argc >= 3 && RawEnv(env).is_true(argv[2]).unwrap_or(false);
+    std::panic::catch_unwind(|| step_again(RawEnv(env), argv[0], argv[1], skip))
       .unwrap_or_else(|_| Err(Fail::state("stepAgain panicked".into())))
   };
   let mut value = std::ptr::null_mut();
@@ -245,7 +267,12 @@ pub(crate) unsafe fn unwrap_optimizer<'a>(
   Ok(unsafe { &mut *wrapped })
 }
 
-fn step_again(env: RawEnv, object: sys::napi_value, packed: sys::napi_value) -> std::result::Result<Option<u32>, Fail> {
+fn step_again(
+  env: RawEnv,
+  object: sys::napi_value,
+  packed: sys::napi_value,
+  skip_non_finite: bool,
+) -> std::result::Result<Option<u32>, Fail> {
   // SAFETY: a value of this call, which runs no JavaScript.
   let optimizer = unsafe { unwrap_optimizer(env, object, "stepAgain")? };
   let packed = match env.float_array(packed)? {
@@ -257,7 +284,7 @@ fn step_again(env: RawEnv, object: sys::napi_value, packed: sys::napi_value) -> 
   }
   // SAFETY: a Float64Array of this call, attached; nothing writes it during the call.
   let packed = unsafe { packed.slice::<f64>() };
-  with_optimizer!(optimizer.algorithm, O => optimizer.apply::<O>(packed)).map(Some)
+  with_optimizer!(optimizer.algorithm, O => optimizer.apply::<O>(packed, skip_non_finite)).map(Some)
 }
 
 #[napi(module_exports)]
@@ -316,6 +343,7 @@ impl NativeOptimizer {
     params: sys::napi_value,
     group_of: &[u32],
     packed: &[f64],
+    skip_non_finite: bool,
   ) -> std::result::Result<u32, Fail> {
     threads::check_configured()?;
     task::check_idle(self, "step()")?;
@@ -328,13 +356,14 @@ impl NativeOptimizer {
       self.states.resize_with(count, ParamState::default);
     }
     self.reader.read(env, params, group_of, scratch.configs.len(), &self.states)?;
-    let updated = self.apply::<O>(packed)?;
+    let report = self.apply::<O>(packed, skip_non_finite)?;
     self.reader.remembered = true;
-    Ok(updated)
+    Ok(report)
   }
 
-  /// Steps the parameters [`Reader::views`] holds, with the options in `packed`.
-  fn apply<O: Optimizer>(&mut self, packed: &[f64]) -> std::result::Result<u32, Fail> {
+  /// Steps the parameters [`Reader::views`] holds, with the options in `packed`; returns the
+  /// step's report ([`STEP_FINITE`], [`STEP_NON_FINITE`] or [`STEP_SKIPPED`]).
+  fn apply<O: Optimizer>(&mut self, packed: &[f64], skip_non_finite: bool) -> std::result::Result<u32, Fail> {
     threads::check_configured()?;
     task::check_idle(self, "step()")?;
     let scratch = self.scratch.get_or_insert_with(|| Box::new(Scratch::<O>::default()));
@@ -346,25 +375,40 @@ impl NativeOptimizer {
         scratch.configs.len()
       )));
     }
+    if skip_non_finite && !grads_finite(&self.reader.views) {
+      return Ok(STEP_SKIPPED);
+    }
     let (mut jobs32, mut jobs64) = (lend(&mut scratch.jobs32), lend(&mut scratch.jobs64));
     let mut memo: Option<(usize, u64, O::Coeffs)> = None;
-    let mut updated = 0;
     for (state, view) in self.states.iter_mut().zip(&self.reader.views) {
       let Some(view) = view else { continue };
       let config = scratch.configs[view.group];
       let coeffs = advance(&config, state, view.group, &mut memo);
-      updated += 1;
       match view.data.dtype {
         Dtype::Float32 => jobs32.push(job(coeffs, state, view, config.buffers_used())),
         Dtype::Float64 => jobs64.push(job(coeffs, state, view, config.buffers_used())),
       }
     }
-    run::<O, f32>(&mut jobs32);
-    run::<O, f64>(&mut jobs64);
+    let non_finite = run::<O, f32>(&mut jobs32) | run::<O, f64>(&mut jobs64);
     give_back(&mut scratch.jobs32, jobs32);
     give_back(&mut scratch.jobs64, jobs64);
-    Ok(updated)
+    Ok(if non_finite { STEP_NON_FINITE } else { STEP_FINITE })
   }
+}
+
+/// Whether every element of every gradient of `views` is finite: the check a step that skips
+/// non-finite gradients makes before it writes anything (one more read of the gradients).
+pub(crate) fn grads_finite(views: &[Option<ParamView>]) -> bool {
+  views.iter().flatten().all(|view| {
+    // SAFETY: read in this call (or vouched for by `step_again`), attached, `len` elements of
+    // the view's dtype; only read, and nothing writes it during the call.
+    unsafe {
+      match view.grad.dtype {
+        Dtype::Float32 => all_finite([view.grad.slice::<f32>()]),
+        Dtype::Float64 => all_finite([view.grad.slice::<f64>()]),
+      }
+    }
+  })
 }
 
 /// Per-step buffers kept between steps, for the optimizer's algorithm `O`.

@@ -33,7 +33,7 @@ use napi::sys;
 use napi_derive::napi;
 
 use crate::js::{Fail, RawEnv};
-use crate::{advance, parse_configs, threads, with_optimizer, Algorithm, NativeOptimizer};
+use crate::{advance, grads_finite, parse_configs, threads, with_optimizer, Algorithm, NativeOptimizer};
 
 /// The first slice's size in elements, before there is a measured rate to size slices by.
 const FIRST_SLICE_ELEMENTS: usize = 1 << 17;
@@ -66,6 +66,8 @@ trait Pending: Send {
   fn check(&self, env: RawEnv, to: usize) -> std::result::Result<(), Fail>;
   /// Updates elements `done..to` and moves `done` to `to`.
   fn run(&mut self, to: usize);
+  /// Whether a gradient element updated so far was NaN or infinite.
+  fn non_finite(&self) -> bool;
   /// On the JavaScript thread: drops the references and gives the state back.
   fn finish(&mut self, env: RawEnv) -> Vec<ParamState>;
 }
@@ -94,6 +96,7 @@ struct Step<O: Optimizer> {
   group_of: Vec<u32>,
   total: usize,
   done: usize,
+  non_finite: bool,
 }
 
 // SAFETY: the raw pointers are to arrays that the references keep alive and that no JavaScript
@@ -133,7 +136,7 @@ impl<O: Optimizer> Step<O> {
       };
       jobs.push(Job { coeffs: tensor.coeffs, param, grad, buffers });
     }
-    run::<O, T>(&mut jobs);
+    self.non_finite |= run::<O, T>(&mut jobs);
   }
 }
 
@@ -171,6 +174,10 @@ impl<O: Optimizer> Pending for Step<O> {
     self.done = to;
   }
 
+  fn non_finite(&self) -> bool {
+    self.non_finite
+  }
+
   fn finish(&mut self, env: RawEnv) -> Vec<ParamState> {
     for reference in self.refs.drain(..) {
       // SAFETY: created in this env by `start_step`; deleted once.
@@ -203,12 +210,22 @@ impl NativeOptimizer {
   }
 
   /// Starts a `stepAsync`: reads and checks everything as `step` does (on error nothing changes)
-  /// and advances every step count, but updates nothing yet. Returns true if the update may run
-  /// on a worker thread (`stepOffThread`), false if it must run in slices (`stepSlice`).
+  /// and advances every step count, but updates nothing yet. Returns 1 if the update may run on
+  /// a worker thread (`stepOffThread`), 0 if it must run in slices (`stepSlice`), or 2 if a
+  /// gradient is not finite and `skipNonFinite` asked to skip such a step: then nothing changed
+  /// and no step is in flight.
   #[napi(catch_unwind)]
-  pub fn start_step(&mut self, env: Env, params: Unknown, group_of: &[u32], packed: &[f64]) -> Result<bool> {
+  pub fn start_step(
+    &mut self,
+    env: Env,
+    params: Unknown,
+    group_of: &[u32],
+    packed: &[f64],
+    skip_non_finite: Option<bool>,
+  ) -> Result<u32> {
     let raw = RawEnv(env.raw());
-    let result = with_optimizer!(self.algorithm, O => self.start_with::<O>(raw, params.raw(), group_of, packed));
+    let skip = skip_non_finite.unwrap_or(false);
+    let result = with_optimizer!(self.algorithm, O => self.start_with::<O>(raw, params.raw(), group_of, packed, skip));
     result.map_err(|fail| fail.throw(&env))
   }
 
@@ -221,12 +238,13 @@ impl NativeOptimizer {
     self.slice(raw, Duration::from_secs_f64(budget_micros.clamp(0.0, 1e9) / 1e6)).map_err(|fail| fail.throw(&env))
   }
 
-  /// Ends the started step, complete or not, and gives the optimizer its state back. Does
-  /// nothing if no step is in flight.
+  /// Ends the started step, complete or not, and gives the optimizer its state back. Returns
+  /// whether the step (the last one to finish, if none is in flight) read a non-finite gradient
+  /// element.
   #[napi(catch_unwind)]
-  pub fn finish_step(&mut self, env: Env) -> Result<()> {
+  pub fn finish_step(&mut self, env: Env) -> Result<bool> {
     self.finish(RawEnv(env.raw()));
-    Ok(())
+    Ok(self.last_non_finite)
   }
 }
 
@@ -253,7 +271,8 @@ impl NativeOptimizer {
     params: sys::napi_value,
     group_of: &[u32],
     packed: &[f64],
-  ) -> std::result::Result<bool, Fail> {
+    skip_non_finite: bool,
+  ) -> std::result::Result<u32, Fail> {
     threads::check_configured()?;
     check_idle(self, "stepAsync()")?;
     let mut configs: Vec<O> = Vec::new();
@@ -264,6 +283,10 @@ impl NativeOptimizer {
     }
     self.reader.remembered = false;
     self.reader.read(env, params, group_of, configs.len(), &self.states)?;
+    if skip_non_finite && !grads_finite(&self.reader.views) {
+      self.last_non_finite = true;
+      return Ok(2);
+    }
 
     // Everything is checked: from here the step happens.
     let mut states = std::mem::take(&mut self.states);
@@ -299,9 +322,9 @@ impl NativeOptimizer {
       });
       total += view.data.len;
     }
-    let step = Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0 };
+    let step = Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0, non_finite: false };
     self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });
-    Ok(shared)
+    Ok(u32::from(shared))
   }
 
   fn slice(&mut self, env: RawEnv, budget: Duration) -> std::result::Result<bool, Fail> {
@@ -344,6 +367,7 @@ impl NativeOptimizer {
   fn finish(&mut self, env: RawEnv) {
     if let Some(flight) = self.flight.take() {
       let mut step = lock(&flight.pending);
+      self.last_non_finite = step.non_finite();
       let mut states = step.finish(env);
       // States of parameters added meanwhile (none can be: adding is refused) start afresh.
       if states.len() < self.states.len() {

@@ -1,6 +1,9 @@
 //! What every optimizer provides, and the engine that runs one step over many tensors.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::config::{ConfigError, Field};
+use crate::finite::any_non_finite;
 use crate::float::Float;
 use crate::state::ParamState;
 use crate::threads;
@@ -63,14 +66,26 @@ pub struct Job<'a, T, C> {
 /// pieces run on the process-wide pool ([`crate::threads`]). Each element sees the same
 /// operations wherever the cuts fall, so the result does not depend on the thread count.
 /// Nothing is allocated once a thread has run a step with as many tensors before.
-pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) {
+///
+/// Returns whether any gradient element was NaN or infinite (the update went ahead regardless, as
+/// PyTorch's does). Each chunk of a gradient is scanned right after its update read it, while it
+/// is in cache, so the report adds no memory traffic ([`crate::finite`]).
+pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
   let total: usize = jobs.iter().map(|job| job.param.len()).sum();
   let pool = if total >= PARALLEL_MIN_ELEMENTS { Some(threads::current()) } else { None };
   let Some(pool) = pool.filter(|pool| pool.threads() > 1) else {
+    let mut non_finite = false;
     for job in jobs.iter_mut() {
-      O::update(&job.coeffs, job.param, job.grad, reborrow(&mut job.buffers));
+      let len = job.param.len();
+      for from in (0..len).step_by(CHUNK_ELEMENTS) {
+        let to = (from + CHUNK_ELEMENTS).min(len);
+        let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
+        let grad = &job.grad[from..to];
+        O::update(&job.coeffs, &mut job.param[from..to], grad, buffers);
+        non_finite |= any_non_finite(grad);
+      }
     }
-    return;
+    return non_finite;
   };
   SPANS.with(|cell| {
     let mut owned = Vec::new();
@@ -102,15 +117,19 @@ pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) {
     }
     let pieces = total.div_ceil(CHUNK_ELEMENTS);
     let shared = Pieces { spans, jobs: jobs.as_ptr() };
+    let non_finite = AtomicBool::new(false);
     pool.for_each_piece(pieces, &|piece| {
       let from = piece * CHUNK_ELEMENTS;
       let to = (from + CHUNK_ELEMENTS).min(total);
       // SAFETY: pieces are disjoint element ranges, so each element of every array is touched by
       // one piece only; the pointers come from the exclusive borrow of `jobs`, which lasts until
       // every piece has returned.
-      unsafe { shared.update::<O>(from, to) };
+      if unsafe { shared.update::<O>(from, to) } {
+        non_finite.store(true, Ordering::Relaxed);
+      }
     });
-  });
+    non_finite.into_inner()
+  })
 }
 
 /// The pieces of one step, as raw parts that every thread may use at once.
@@ -140,11 +159,13 @@ thread_local! {
 }
 
 impl<T: Float, C: Copy> Pieces<'_, '_, T, C> {
-  /// Updates the elements `from..to` of the step.
+  /// Updates the elements `from..to` of the step; returns whether a gradient element among them
+  /// was non-finite.
   ///
   /// # Safety
   /// No other thread may touch those elements meanwhile.
-  unsafe fn update<O: Optimizer<Coeffs = C>>(&self, from: usize, to: usize) {
+  unsafe fn update<O: Optimizer<Coeffs = C>>(&self, from: usize, to: usize) -> bool {
+    let mut non_finite = false;
     let first = self.spans.partition_point(|s| s.end <= from);
     for span in &self.spans[first..] {
       if span.start >= to {
@@ -166,11 +187,9 @@ impl<T: Float, C: Copy> Pieces<'_, '_, T, C> {
           }
         });
         O::update(&coeffs, param, grad, buffers);
+        non_finite |= any_non_finite(grad);
       }
     }
+    non_finite
   }
-}
-
-fn reborrow<'b, T>(buffers: &'b mut [&mut [T]; MAX_BUFFERS]) -> [&'b mut [T]; MAX_BUFFERS] {
-  buffers.each_mut().map(|b| &mut **b)
 }

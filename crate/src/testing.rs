@@ -80,7 +80,8 @@ pub fn step_once<O: Optimizer, T: Element>(
   config.advance(&mut coeffs, state);
   let buffers = state.buffers_mut::<T>(param.len(), config.buffers_used());
   if engine {
-    run::<O, T>(&mut [Job { coeffs, param, grad, buffers }]);
+    let non_finite = run::<O, T>(&mut [Job { coeffs, param, grad, buffers }]);
+    assert_eq!(non_finite, !grad.iter().all(|g| g.is_finite()), "the engine reports non-finite gradients");
   } else {
     O::update_reference(&coeffs, param, grad, buffers);
   }
