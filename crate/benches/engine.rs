@@ -7,7 +7,8 @@
 //! against one tensor of 200K. Fixtures are built before timing; each figure is the best of
 //! several timed batches, so that a neighbour's burst of activity does not count.
 //!
-//! `cargo bench -- [sizes...]`, e.g. `cargo bench -- 1k 4m`; `FASTOPTIM_BENCH_QUICK=1` times less.
+//! `cargo bench -- [sizes...]`, e.g. `cargo bench -- 1k 4m`; `FASTOPTIM_BENCH_QUICK=1` times less;
+//! `FASTOPTIM_BENCH_ONLY=Adam,SGD` runs those rows only.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -107,6 +108,11 @@ fn config<O: Optimizer>(overrides: &[(&str, f64)]) -> O {
 
 /// One row: an optimizer at one size and thread count, against the baseline on the same threads.
 fn row<O: Optimizer>(name: &str, config: O, sizes: &[usize], baseline: f64) {
+  if let Ok(only) = std::env::var("FASTOPTIM_BENCH_ONLY") {
+    if !only.split(',').any(|n| n.eq_ignore_ascii_case(name)) {
+      return;
+    }
+  }
   let seconds = measure(config, sizes);
   let elements: usize = sizes.iter().sum();
   let buffers = config.buffers_used();

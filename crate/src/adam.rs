@@ -28,6 +28,7 @@
 //! 1 − β₁ ≥ 0.5 (a lerp); `v ← fma((1 − β₂)·g, g, β₂·v)`; the rest rounded one operation at a time.
 
 use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::divide::ExactDivisor;
 use crate::float::Float;
 use crate::optimizer::{Optimizer, MAX_BUFFERS};
 use crate::simd::multiversion;
@@ -151,7 +152,11 @@ impl Optimizer for Adam {
   }
 
   fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
-    let k = Scalars::new(c);
+    let Some(k) = Scalars::new(c) else {
+      // √(1 − β₂ᵗ) lies in [2⁻²⁷, 1] for every β₂ in [0, 1) and t ≥ 1, so only hand-made
+      // coefficients get here: the plain loop gives the same bits, more slowly.
+      return Self::update_reference(c, param, grad, buffers);
+    };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
     match (c.l2 != 0.0, c.amsgrad) {
       (false, false) => fused_best::<T, false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
@@ -227,16 +232,19 @@ struct Scalars<T> {
   lerp_from_m: bool,
   beta2: T,
   grad_sq_weight: T,
-  bias_correction2_sqrt: T,
+  /// √(1 − β₂ᵗ), divided by without a divide instruction: the loop's divider is its bottleneck
+  /// in cache, and the kernel must round as `/` does ([`crate::divide`]).
+  bias_correction2_sqrt: ExactDivisor<T>,
   eps: T,
   neg_step_size: T,
 }
 
 impl<T: Float> Scalars<T> {
-  fn new(c: &AdamCoeffs) -> Self {
+  /// `None` if √(1 − β₂ᵗ) is outside the range [`ExactDivisor`] is proven for.
+  fn new(c: &AdamCoeffs) -> Option<Self> {
     let weight = T::from_f64(c.lerp_weight);
     let lerp_from_m = weight.abs() < T::from_f64(0.5);
-    Scalars {
+    Some(Scalars {
       sign: if c.maximize { -T::ONE } else { T::ONE },
       l2: T::from_f64(c.l2),
       decay_factor: T::from_f64(c.decay_factor),
@@ -244,10 +252,10 @@ impl<T: Float> Scalars<T> {
       lerp_from_m,
       beta2: T::from_f64(c.beta2),
       grad_sq_weight: T::from_f64(c.grad_sq_weight),
-      bias_correction2_sqrt: T::from_f64(c.bias_correction2_sqrt),
+      bias_correction2_sqrt: ExactDivisor::new(T::from_f64(c.bias_correction2_sqrt))?,
       eps: T::from_f64(c.eps),
       neg_step_size: T::from_f64(c.neg_step_size),
-    }
+    })
   }
 }
 
@@ -289,7 +297,8 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
     } else {
       v
     };
-    let denom = second.sqrt() / k.bias_correction2_sqrt + k.eps;
+    // √v is 0, NaN, ∞ or within [2⁻⁷⁵, 2⁶⁴] in f32, [2⁻⁵³⁸, 2⁵¹²] in f64: `ExactDivisor`'s range.
+    let denom = k.bias_correction2_sqrt.divide(second.sqrt()) + k.eps;
     param[i] = p + k.neg_step_size * m / denom;
   }
 }

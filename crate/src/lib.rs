@@ -11,6 +11,7 @@ pub mod adam;
 pub mod adamax;
 pub mod clip;
 pub mod config;
+pub mod divide;
 pub mod finite;
 pub mod float;
 pub mod nadam;
