@@ -157,9 +157,10 @@ test.serial('worker threads share the pool and step concurrently with the main t
   t.true(bytes(jobs[0].data).equals(bytes(jobs[2].data)) && bytes(jobs[1].data).equals(bytes(jobs[2].data)))
 })
 
-test.serial('a steady-state step allocates nothing on one thread, and only a task per worker on several', (t) => {
-  // A parallel step hands one small task per worker to the rayon pool (boxed by rayon, freed
-  // when the worker has run it); everything else a step needs is reused from the step before.
+test.serial('a steady-state step allocates nothing on one thread, and at most a task per worker on several', (t) => {
+  // A parallel step hands a small task to each worker that is not still waiting from the step
+  // before (boxed by rayon, freed when the worker has run it); back to back, workers are usually
+  // waiting, and everything else a step needs is reused from the step before.
   const threads = getNumThreads()
   try {
     for (const n of [1, 2]) {
@@ -181,7 +182,7 @@ test.serial('a steady-state step allocates nothing on one thread, and only a tas
         const bytes = after.bytes - before.bytes
         const where = `${sizes.length} x ${sizes[0]} on ${n} threads: ${count} allocations, ${bytes} bytes`
         // rayon's job queue also takes a new block of slots every few dozen tasks.
-        t.true(count >= tasks && count <= tasks * 1.05 + 2, where)
+        t.true(count <= tasks * 1.05 + 2, where)
         t.true(bytes <= tasks * 128, where)
         t.log(where)
       }

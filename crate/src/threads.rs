@@ -11,7 +11,13 @@
 //! worker to wake up: it publishes the step, hands one small rayon task per worker to the pool,
 //! and starts on its own share at once; a task that a worker picks up late finds the step closed
 //! and returns without touching it. The caller waits only for workers that joined. Taking the next
-//! piece is one atomic increment; the only allocations per step are rayon's task boxes.
+//! piece is one atomic increment.
+//!
+//! A worker's task does not return to rayon as soon as its step is done: it lingers for
+//! [`LINGER`], watching for the next step, and a caller that finds it lingering claims it instead
+//! of spawning a task for it. So back-to-back steps (a training loop, a benchmark) neither wait
+//! for a thread to wake nor allocate anything; only a step that comes after the workers went back
+//! to rayon pays for a rayon task (a small box) per worker.
 //!
 //! One step uses the workers at a time. A step that finds them busy with another caller's step
 //! runs on its own thread alone instead of waiting for them, so no caller is ever blocked by
@@ -24,9 +30,13 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// The most threads a pool may have.
 pub const MAX_THREADS: usize = 256;
+
+/// How long a worker's task waits for the next step before it returns to rayon.
+const LINGER: Duration = Duration::from_micros(100);
 
 /// The environment variable that sets the pool size before the first step.
 pub const ENV_VAR: &str = "FASTOPTIM_NUM_THREADS";
@@ -141,7 +151,28 @@ struct Shared {
   /// The step's body; written by the caller only while no worker can join or is working.
   body: UnsafeCell<Option<Body>>,
   shares: Box<[Share]>,
+  /// What each worker is doing (index 0, the caller's, is unused): see [`Linger`].
+  slots: Box<[AtomicU64]>,
   panicked: AtomicBool,
+  shutdown: AtomicBool,
+}
+
+/// A worker's slot: a tag in the low 2 bits, a generation above them.
+struct Linger;
+
+impl Linger {
+  /// No task of this worker is running: a step must spawn one.
+  const IDLE: u64 = 0;
+  /// Its task is taking part in the generation.
+  const RUNNING: u64 = 1;
+  /// Its task has finished the generation and waits for a newer one.
+  const WAITING: u64 = 2;
+  /// A caller has claimed the waiting task for the generation, which it has published.
+  const CLAIMED: u64 = 3;
+
+  fn pack(tag: u64, generation: u64) -> u64 {
+    generation << 2 | tag
+  }
 }
 
 // SAFETY: `body` is written only by the caller holding `busy` while `state` says that no worker
@@ -157,7 +188,9 @@ impl Pool {
       state: AtomicU64::new(0),
       body: UnsafeCell::new(None),
       shares: (0..threads).map(|_| Share::default()).collect(),
+      slots: (0..threads).map(|_| AtomicU64::new(Linger::IDLE)).collect(),
       panicked: AtomicBool::new(false),
+      shutdown: AtomicBool::new(false),
     });
     let workers = if threads > 1 {
       let pool = rayon::ThreadPoolBuilder::new()
@@ -199,8 +232,21 @@ impl Pool {
     let generation = (shared.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
     shared.state.store(generation << 32 | OPEN, Ordering::Release);
     for me in 1..n {
-      let shared = Arc::clone(&self.shared);
-      workers.spawn(move || join(&shared, me, generation));
+      let slot = &shared.slots[me];
+      let now = slot.load(Ordering::Acquire);
+      let claimed = match now & 3 {
+        Linger::WAITING if now >> 2 != generation => slot
+          .compare_exchange(now, Linger::pack(Linger::CLAIMED, generation), Ordering::AcqRel, Ordering::Acquire)
+          .is_ok(),
+        Linger::IDLE => false,
+        // Running or waiting after this very step, or already claimed: it is there.
+        _ => true,
+      };
+      // A slot that turned idle under the compare-exchange gets a task like any idle one.
+      if !claimed && slot.load(Ordering::Acquire) & 3 != Linger::RUNNING {
+        let shared = Arc::clone(&self.shared);
+        workers.spawn(move || worker(&shared, me, generation));
+      }
     }
 
     /// Closes the step and waits for the workers that joined it, also when `body` panics here.
@@ -232,6 +278,13 @@ impl Pool {
   }
 }
 
+impl Drop for Pool {
+  fn drop(&mut self) {
+    // Lingering tasks return, so that dropping the rayon pool (after this) does not wait long.
+    self.shared.shutdown.store(true, Ordering::Release);
+  }
+}
+
 /// Takes pieces from thread `me`'s own share, then from the others' in turn.
 fn work(body: &(dyn Fn(usize) + Sync), shares: &[Share], me: usize) {
   let n = shares.len();
@@ -244,6 +297,44 @@ fn work(body: &(dyn Fn(usize) + Sync), shares: &[Share], me: usize) {
       }
       body(piece);
     }
+  }
+}
+
+/// A worker's task, from step `generation` on: take part in it, then wait up to [`LINGER`] for
+/// the next step (taking it, or being claimed for it), and return to rayon when none comes.
+fn worker(shared: &Shared, me: usize, mut generation: u64) {
+  let slot = &shared.slots[me];
+  loop {
+    slot.store(Linger::pack(Linger::RUNNING, generation), Ordering::Release);
+    join(shared, me, generation);
+    let waiting = Linger::pack(Linger::WAITING, generation);
+    slot.store(waiting, Ordering::Release);
+    let since = Instant::now();
+    generation = loop {
+      let now = slot.load(Ordering::Acquire);
+      if now & 3 == Linger::CLAIMED {
+        break now >> 2;
+      }
+      let state = shared.state.load(Ordering::Acquire);
+      if state >> 32 != generation && state & OPEN != 0 {
+        // A new step: take it, unless a caller claims this slot at the same moment (then the
+        // next iteration sees the claim).
+        let running = Linger::pack(Linger::RUNNING, state >> 32);
+        if slot.compare_exchange(waiting, running, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+          break state >> 32;
+        }
+        continue;
+      }
+      if shared.shutdown.load(Ordering::Acquire) || since.elapsed() > LINGER {
+        if slot.compare_exchange(waiting, Linger::IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+          return;
+        }
+        continue;
+      }
+      for _ in 0..32 {
+        std::hint::spin_loop();
+      }
+    };
   }
 }
 
