@@ -243,14 +243,20 @@ fn update_streaming<O: Optimizer, T: Float>(
 /// Asks for the cache lines [`PREFETCH_AHEAD_BYTES`] past elements `from..to` of `base`.
 #[inline(always)]
 fn prefetch<T>(base: *const T, from: usize, to: usize) {
-  #[cfg(target_arch = "x86_64")]
-  {
-    let start = base.wrapping_add(from).cast::<i8>().wrapping_add(PREFETCH_AHEAD_BYTES);
-    for offset in (0..(to - from) * std::mem::size_of::<T>()).step_by(64) {
-      // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-      unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(start.wrapping_add(offset)) };
-    }
+  let start = base.wrapping_add(from).cast::<i8>().wrapping_add(PREFETCH_AHEAD_BYTES);
+  for offset in (0..(to - from) * std::mem::size_of::<T>()).step_by(64) {
+    let line = start.wrapping_add(offset);
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+      std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line)
+    };
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+      std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) line, options(nostack, preserves_flags, readonly))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = line;
   }
-  #[cfg(not(target_arch = "x86_64"))]
-  let _ = (base, from, to);
 }

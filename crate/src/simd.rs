@@ -8,29 +8,17 @@
 //! element, so they give the same bits.
 
 /// Whether this CPU runs the AVX-512 variants.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 pub fn has_avx512() -> bool {
-  #[cfg(target_arch = "x86_64")]
-  {
-    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl")
-  }
-  #[cfg(not(target_arch = "x86_64"))]
-  {
-    false
-  }
+  std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl")
 }
 
 /// Whether this CPU runs the AVX2+FMA variants.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 pub fn has_avx2_fma() -> bool {
-  #[cfg(target_arch = "x86_64")]
-  {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-  }
-  #[cfg(not(target_arch = "x86_64"))]
-  {
-    false
-  }
+  std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// `multiversion!(fn name<T: Float, const A: bool, ...>(args...) => kernel);` defines `name`,
