@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::config::{ConfigError, Field};
 use crate::finite::any_non_finite;
 use crate::float::Float;
+use crate::simd;
 use crate::state::ParamState;
 use crate::threads;
 
@@ -15,14 +16,14 @@ pub const MAX_BUFFERS: usize = 3;
 pub const MAX_SCALARS: usize = 2;
 
 /// Below this many elements in a whole step, threads cost more than they give.
-pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 14;
 
 /// Elements one task updates; a multiple of every vector width and of a cache line.
-pub const CHUNK_ELEMENTS: usize = 1 << 14;
+pub const CHUNK_ELEMENTS: usize = 1 << 12;
 
 /// From this many elements a tensor is streamed from memory rather than found in cache, and its
-/// arrays are prefetched ahead of the update (see [`update_streaming`]).
-pub const STREAMING_MIN_ELEMENTS: usize = 1 << 18;
+/// arrays are prefetched ahead of the update ([`simd::streaming`]).
+pub const STREAMING_MIN_ELEMENTS: usize = 1 << 19;
 
 /// An optimizer: its options, its per-parameter state, and its fused update.
 pub trait Optimizer: Copy + Send + Sync + Sized + 'static {
@@ -198,17 +199,8 @@ impl<T: Float, C: Copy> Pieces<'_, '_, T, C> {
   }
 }
 
-/// Bytes of each array one kernel call updates while streaming.
-const STREAM_BLOCK_BYTES: usize = 2048;
-
-/// How far ahead of the block being updated its arrays are prefetched while streaming.
-const PREFETCH_AHEAD_BYTES: usize = 4096;
-
-/// [`Optimizer::update`], with `streaming` in blocks whose arrays are prefetched a few kilobytes
-/// ahead. The hardware prefetchers alone keep too few lines in flight for a loop busy with
-/// divisions and square roots: measured on one core over 64M elements, Adam moved 23.5 GB/s of
-/// the 27 GB/s a trivial loop over the same arrays moves, and 26.9 GB/s with this. Prefetching
-/// past the end of a slice only warms memory the next call is likely to need; it never faults.
+/// [`Optimizer::update`], its kernels [`simd::streaming`] when the tensor is large enough to
+/// come from memory rather than cache.
 #[inline]
 fn update_streaming<O: Optimizer, T: Float>(
   coeffs: &O::Coeffs,
@@ -217,46 +209,5 @@ fn update_streaming<O: Optimizer, T: Float>(
   buffers: [&mut [T]; MAX_BUFFERS],
   streaming: bool,
 ) {
-  if !streaming {
-    O::update(coeffs, param, grad, buffers);
-    return;
-  }
-  let block = STREAM_BLOCK_BYTES / std::mem::size_of::<T>();
-  let n = param.len();
-  let [mut b0, mut b1, mut b2] = buffers;
-  let mut from = 0;
-  while from < n {
-    let to = (from + block).min(n);
-    prefetch(param.as_ptr(), from, to);
-    prefetch(grad.as_ptr(), from, to);
-    for b in [&b0, &b1, &b2] {
-      if !b.is_empty() {
-        prefetch(b.as_ptr(), from, to);
-      }
-    }
-    let buffers = [&mut b0, &mut b1, &mut b2].map(|b| if b.is_empty() { &mut [][..] } else { &mut b[from..to] });
-    O::update(coeffs, &mut param[from..to], &grad[from..to], buffers);
-    from = to;
-  }
-}
-
-/// Asks for the cache lines [`PREFETCH_AHEAD_BYTES`] past elements `from..to` of `base`.
-#[inline(always)]
-fn prefetch<T>(base: *const T, from: usize, to: usize) {
-  let start = base.wrapping_add(from).cast::<i8>().wrapping_add(PREFETCH_AHEAD_BYTES);
-  for offset in (0..(to - from) * std::mem::size_of::<T>()).step_by(64) {
-    let line = start.wrapping_add(offset);
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-      std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line)
-    };
-    // SAFETY: as above.
-    #[cfg(target_arch = "aarch64")]
-    unsafe {
-      std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) line, options(nostack, preserves_flags, readonly))
-    };
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = line;
-  }
+  simd::streaming(streaming, || O::update(coeffs, param, grad, buffers));
 }

@@ -23,19 +23,37 @@ pub fn has_avx2_fma() -> bool {
 
 /// `multiversion!(fn name<T: Float, const A: bool, ...>(args...) => kernel);` defines `name`,
 /// which calls the `#[inline(always)]` function `kernel` with the same generics and arguments,
-/// compiled for the widest vector instructions this CPU has.
+/// compiled for the widest vector instructions this CPU has. While this thread is
+/// [`streaming`], the call is cut into blocks of [`STREAM_BLOCK_BYTES`] per array, each array
+/// prefetched [`PREFETCH_AHEAD_BYTES`] ahead of the block being updated (see [`KernelArg`]).
 macro_rules! multiversion {
   (fn $name:ident<T: Float $(, const $c:ident: bool)*>($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident) => {
     fn $name<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
+      #[inline(always)]
+      #[allow(unused_mut)]
+      fn blocks<T: Float $(, const $c: bool)*>($(mut $arg: $ty),*) {
+        if !$crate::simd::is_streaming() {
+          return $kernel::<T $(, $c)*>($($arg),*);
+        }
+        let n = 0 $(.max($crate::simd::KernelArg::len(&$arg)))*;
+        let block = $crate::simd::STREAM_BLOCK_BYTES / std::mem::size_of::<T>();
+        let mut from = 0;
+        while from < n {
+          let to = (from + block).min(n);
+          $($crate::simd::KernelArg::prefetch(&$arg, from, to);)*
+          $kernel::<T $(, $c)*>($($crate::simd::KernelArg::part(&mut $arg, from, to)),*);
+          from = to;
+        }
+      }
       #[cfg(target_arch = "x86_64")]
       {
         #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
         unsafe fn avx512<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
-          $kernel::<T $(, $c)*>($($arg),*)
+          blocks::<T $(, $c)*>($($arg),*)
         }
         #[target_feature(enable = "avx2,fma")]
         unsafe fn avx2<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
-          $kernel::<T $(, $c)*>($($arg),*)
+          blocks::<T $(, $c)*>($($arg),*)
         }
         if $crate::simd::has_avx512() {
           // SAFETY: the CPU supports every feature `avx512` is compiled with.
@@ -46,8 +64,172 @@ macro_rules! multiversion {
           return unsafe { avx2::<T $(, $c)*>($($arg),*) };
         }
       }
-      $kernel::<T $(, $c)*>($($arg),*)
+      blocks::<T $(, $c)*>($($arg),*)
     }
   };
 }
 pub(crate) use multiversion;
+
+/// Elements of each array a kernel call updates while streaming: 64 `f32` (four cache lines).
+pub const STREAM_BLOCK_BYTES: usize = 256;
+
+/// How far ahead of the block being updated its arrays are prefetched while streaming.
+pub const PREFETCH_AHEAD_BYTES: usize = 4096;
+
+thread_local! {
+  static STREAMING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's kernels streaming or not.
+///
+/// A loop busy with divisions and square roots keeps too few cache lines in flight for the
+/// hardware prefetchers to stream memory at full speed: measured on this project's 2-core
+/// machine, Adam over 64M elements moved 46 GB/s on two threads where a trivial loop over the same
+/// arrays moved 52, and 52.5 GB/s with every array prefetched 4 KB ahead, a few lines at a time.
+/// In cache the prefetches only cost, so the engine turns streaming on for large tensors only.
+pub fn streaming<R>(on: bool, f: impl FnOnce() -> R) -> R {
+  let before = STREAMING.with(|s| s.replace(on));
+  let result = f();
+  STREAMING.with(|s| s.set(before));
+  result
+}
+
+/// Whether this thread's kernels are streaming.
+#[inline(always)]
+pub fn is_streaming() -> bool {
+  STREAMING.with(|s| s.get())
+}
+
+/// An argument of a kernel, as [`multiversion!`] cuts calls into blocks: slices are cut to the
+/// block and prefetched ahead of it, anything else is passed through.
+pub trait KernelArg {
+  type Part<'b>
+  where
+    Self: 'b;
+  /// How many elements the argument holds; 0 if it is not a slice.
+  fn len(&self) -> usize {
+    0
+  }
+  /// The argument for elements `from..to` (an empty slice stays empty).
+  fn part<'b>(&'b mut self, from: usize, to: usize) -> Self::Part<'b>;
+  /// Asks for the cache lines [`PREFETCH_AHEAD_BYTES`] past elements `from..to`.
+  fn prefetch(&self, _from: usize, _to: usize) {}
+}
+
+impl<T> KernelArg for &mut [T] {
+  type Part<'b>
+    = &'b mut [T]
+  where
+    Self: 'b;
+  #[inline(always)]
+  fn len(&self) -> usize {
+    <[T]>::len(self)
+  }
+  #[inline(always)]
+  fn part(&mut self, from: usize, to: usize) -> &mut [T] {
+    if self.is_empty() {
+      &mut []
+    } else {
+      &mut self[from..to]
+    }
+  }
+  #[inline(always)]
+  fn prefetch(&self, from: usize, to: usize) {
+    if !self.is_empty() {
+      prefetch(self.as_ptr(), from, to)
+    }
+  }
+}
+
+impl<'a, T> KernelArg for &'a [T] {
+  type Part<'b>
+    = &'a [T]
+  where
+    Self: 'b;
+  #[inline(always)]
+  fn len(&self) -> usize {
+    <[T]>::len(self)
+  }
+  #[inline(always)]
+  fn part<'b>(&'b mut self, from: usize, to: usize) -> &'a [T] {
+    if self.is_empty() {
+      &[]
+    } else {
+      &self[from..to]
+    }
+  }
+  #[inline(always)]
+  fn prefetch(&self, from: usize, to: usize) {
+    if !self.is_empty() {
+      prefetch(self.as_ptr(), from, to)
+    }
+  }
+}
+
+impl<T, const N: usize> KernelArg for [&mut [T]; N] {
+  type Part<'b>
+    = [&'b mut [T]; N]
+  where
+    Self: 'b;
+  #[inline(always)]
+  fn len(&self) -> usize {
+    self.iter().map(|s| s.len()).max().unwrap_or(0)
+  }
+  #[inline(always)]
+  fn part(&mut self, from: usize, to: usize) -> [&mut [T]; N] {
+    self.each_mut().map(|s| if s.is_empty() { &mut [][..] } else { &mut s[from..to] })
+  }
+  #[inline(always)]
+  fn prefetch(&self, from: usize, to: usize) {
+    for s in self {
+      if !s.is_empty() {
+        prefetch(s.as_ptr(), from, to)
+      }
+    }
+  }
+}
+
+/// A kernel's scalars (`&Scalars<T>`): the same for every block.
+impl<'a, S: Sized> KernelArg for &'a S {
+  type Part<'b>
+    = &'a S
+  where
+    Self: 'b;
+  #[inline(always)]
+  fn part<'b>(&'b mut self, _from: usize, _to: usize) -> &'a S {
+    self
+  }
+}
+
+/// An output a kernel accumulates into (`&mut bool`): the same for every block.
+impl<S: Sized> KernelArg for &mut S {
+  type Part<'b>
+    = &'b mut S
+  where
+    Self: 'b;
+  #[inline(always)]
+  fn part(&mut self, _from: usize, _to: usize) -> &mut S {
+    self
+  }
+}
+
+/// Asks for the cache lines [`PREFETCH_AHEAD_BYTES`] past elements `from..to` of `base`.
+#[inline(always)]
+fn prefetch<T>(base: *const T, from: usize, to: usize) {
+  let start = base.wrapping_add(from).cast::<i8>().wrapping_add(PREFETCH_AHEAD_BYTES);
+  for offset in (0..(to - from) * std::mem::size_of::<T>()).step_by(64) {
+    let line = start.wrapping_add(offset);
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+      std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line)
+    };
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+      std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) line, options(nostack, preserves_flags, readonly))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = line;
+  }
+}
