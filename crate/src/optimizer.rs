@@ -21,8 +21,8 @@ pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 14;
 /// Elements one task updates; a multiple of every vector width and of a cache line.
 pub const CHUNK_ELEMENTS: usize = 1 << 12;
 
-/// From this many elements a tensor is streamed from memory rather than found in cache, and its
-/// arrays are prefetched ahead of the update ([`simd::streaming`]).
+/// From this many elements in a step, its tensors are streamed from memory rather than found in
+/// cache, and their arrays are prefetched ahead of the update ([`simd::streaming`]).
 pub const STREAMING_MIN_ELEMENTS: usize = 1 << 19;
 
 /// An optimizer: its options, its per-parameter state, and its fused update.
@@ -86,7 +86,7 @@ pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
         let to = (from + CHUNK_ELEMENTS).min(len);
         let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
         let grad = &job.grad[from..to];
-        update_streaming::<O, T>(&job.coeffs, &mut job.param[from..to], grad, buffers, len >= STREAMING_MIN_ELEMENTS);
+        update_streaming::<O, T>(&job.coeffs, &mut job.param[from..to], grad, buffers, total >= STREAMING_MIN_ELEMENTS);
         non_finite |= any_non_finite(grad);
       }
     }
@@ -121,7 +121,7 @@ pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
       start += len;
     }
     let pieces = total.div_ceil(CHUNK_ELEMENTS);
-    let shared = Pieces { spans, jobs: jobs.as_ptr() };
+    let shared = Pieces { spans, jobs: jobs.as_ptr(), streaming: total >= STREAMING_MIN_ELEMENTS };
     let non_finite = AtomicBool::new(false);
     pool.for_each_piece(pieces, &|piece| {
       let from = piece * CHUNK_ELEMENTS;
@@ -141,6 +141,8 @@ pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
 struct Pieces<'s, 'j, T, C> {
   spans: &'s [Span],
   jobs: *const Job<'j, T, C>,
+  /// Whether the step is too large to stay in cache ([`STREAMING_MIN_ELEMENTS`]).
+  streaming: bool,
 }
 
 // SAFETY: the threads only read `spans` and each job's `coeffs` (`Copy + Sync`), and write
@@ -191,7 +193,7 @@ impl<T: Float, C: Copy> Pieces<'_, '_, T, C> {
             std::slice::from_raw_parts_mut(b.cast::<T>().add(lo), len)
           }
         });
-        update_streaming::<O, T>(&coeffs, param, grad, buffers, span.end - span.start >= STREAMING_MIN_ELEMENTS);
+        update_streaming::<O, T>(&coeffs, param, grad, buffers, self.streaming);
         non_finite |= any_non_finite(grad);
       }
     }
