@@ -392,7 +392,8 @@ impl Task for OffThread {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
       let mut step = lock(&pending);
       let total = step.total();
-      step.run(total);
+      // Beside the event loop: give the processor up now and then (see `politely`).
+      fastoptim_core::threads::politely(|| step.run(total));
     }))
     .map_err(|_| Error::new(Status::GenericFailure, "stepAsync: the update panicked".to_owned()))
   }

@@ -38,6 +38,25 @@ pub const MAX_THREADS: usize = 256;
 /// How long a worker's task waits for the next step before it returns to rayon.
 const LINGER: Duration = Duration::from_micros(100);
 
+/// How long a thread of a [`politely`] step computes before it gives the processor up.
+const YIELD_EVERY: Duration = Duration::from_micros(500);
+
+thread_local! {
+  static POLITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, in which every parallel step this thread starts gives the processor up
+/// (`sched_yield`) every [`YIELD_EVERY`] on each of its threads. For steps that run beside an
+/// event loop (Node's `stepAsync` on a worker thread): on a machine with no core to spare, a
+/// thread of the loop that wakes for a timer or a request then waits for a core at most that
+/// long, instead of a scheduler time slice. It costs a system call per half millisecond.
+pub fn politely<R>(f: impl FnOnce() -> R) -> R {
+  let before = POLITE.with(|p| p.replace(true));
+  let result = f();
+  POLITE.with(|p| p.set(before));
+  result
+}
+
 /// The environment variable that sets the pool size before the first step.
 pub const ENV_VAR: &str = "FASTOPTIM_NUM_THREADS";
 
@@ -155,6 +174,8 @@ struct Shared {
   slots: Box<[AtomicU64]>,
   panicked: AtomicBool,
   shutdown: AtomicBool,
+  /// Whether the step's threads give the processor up now and then ([`politely`]).
+  polite: AtomicBool,
 }
 
 /// A worker's slot: a tag in the low 2 bits, a generation above them.
@@ -191,6 +212,7 @@ impl Pool {
       slots: (0..threads).map(|_| AtomicU64::new(Linger::IDLE)).collect(),
       panicked: AtomicBool::new(false),
       shutdown: AtomicBool::new(false),
+      polite: AtomicBool::new(false),
     });
     let workers = if threads > 1 {
       let pool = rayon::ThreadPoolBuilder::new()
@@ -229,6 +251,7 @@ impl Pool {
     let erased: Body = unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), Body>(body) };
     // SAFETY: the previous step ended with no worker working and none able to join (see `Close`).
     unsafe { *shared.body.get() = Some(erased) };
+    shared.polite.store(POLITE.with(|p| p.get()), Ordering::Relaxed);
     let generation = (shared.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
     shared.state.store(generation << 32 | OPEN, Ordering::Release);
     for me in 1..n {
@@ -270,7 +293,7 @@ impl Pool {
       }
     }
     let close = Close(self);
-    work(body, &shared.shares, 0);
+    work(body, shared, 0);
     drop(close);
     if shared.panicked.swap(false, Ordering::AcqRel) {
       resume_unwind(Box::new("a fastoptim worker thread panicked"));
@@ -286,8 +309,11 @@ impl Drop for Pool {
 }
 
 /// Takes pieces from thread `me`'s own share, then from the others' in turn.
-fn work(body: &(dyn Fn(usize) + Sync), shares: &[Share], me: usize) {
+fn work(body: &(dyn Fn(usize) + Sync), shared: &Shared, me: usize) {
+  let shares = &shared.shares;
   let n = shares.len();
+  let polite = shared.polite.load(Ordering::Relaxed);
+  let mut yielded = polite.then(Instant::now);
   for k in 0..n {
     let share = &shares[(me + k) % n];
     loop {
@@ -296,6 +322,10 @@ fn work(body: &(dyn Fn(usize) + Sync), shares: &[Share], me: usize) {
         break;
       }
       body(piece);
+      if let Some(since) = yielded.as_mut().filter(|since| since.elapsed() >= YIELD_EVERY) {
+        thread::yield_now();
+        *since = Instant::now();
+      }
     }
   }
 }
@@ -350,7 +380,7 @@ fn join(shared: &Shared, me: usize, generation: u64) {
   // SAFETY: joined, so the caller set `body` for this step and waits for us before clearing it.
   let body = unsafe { (*shared.body.get()).map(|b| &*b) };
   if let Some(body) = body {
-    if catch_unwind(AssertUnwindSafe(|| work(body, &shared.shares, me))).is_err() {
+    if catch_unwind(AssertUnwindSafe(|| work(body, shared, me))).is_err() {
       shared.panicked.store(true, Ordering::Release);
     }
   }
