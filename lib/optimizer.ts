@@ -268,7 +268,7 @@ export abstract class Optimizer<Options extends object> {
    * `loadStateDict` with `ERR_INVALID_STATE`.
    *
    * When every `data` and `grad` is on a SharedArrayBuffer, the update runs on a worker thread
-   * and the event loop is free throughout. Otherwise it runs in slices of about a millisecond,
+   * and the event loop is free throughout. Otherwise it runs in slices of about half a millisecond,
    * the event loop running between them. Either way the arrays are updated in place, never
    * copied, and kept alive until the promise settles. Until then, do not write the arrays (the
    * step reads `grad` and writes `data` as it goes); an array replaced with `p.data = ...` is not

@@ -5,9 +5,9 @@ type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
 
 /**
  * How long one slice of a step over ordinary (not shared) memory may hold the JavaScript thread,
- * in microseconds. The event loop runs between slices.
+ * in microseconds. The event loop runs between slices; a slice costs a turn of it (a few µs).
  */
-export const SLICE_MICROS = 1000
+export const SLICE_MICROS = 500
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
 

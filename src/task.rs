@@ -10,9 +10,11 @@
 //!
 //! * If every array of the step lives on a SharedArrayBuffer (which cannot be detached, and can
 //!   only grow), the whole update runs on a libuv worker thread (napi-rs `AsyncTask`), in place,
-//!   and the JavaScript thread is free throughout.
-//! * Otherwise it runs in slices of about a millisecond. Each slice runs on the pool while the
-//!   JavaScript thread waits for it; between slices the event loop runs, and before each slice
+//!   and the JavaScript thread is free throughout. Its threads give the processor up every half
+//!   millisecond (`fastoptim_core::threads::politely`), so that on a machine with no core to spare
+//!   the event loop is not kept waiting for a scheduler time slice.
+//! * Otherwise it runs in slices of about half a millisecond. Each slice runs on the pool, the
+//!   JavaScript thread taking part as any caller does; between slices the event loop runs, and before each slice
 //!   every array the slice touches is checked again on the JavaScript thread (still attached, same
 //!   memory, same length). JavaScript never runs while the step touches memory it could free,
 //!   nothing is copied, and no memory is added. An array that was detached between slices stops
@@ -27,7 +29,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use fastoptim_core::{run, Dtype, Element, Job, Optimizer, ParamState};
+use fastoptim_core::optimizer::{run_streaming, streams};
+use fastoptim_core::{Dtype, Element, Job, Optimizer, ParamState};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
@@ -97,6 +100,8 @@ struct Step<O: Optimizer> {
   total: usize,
   done: usize,
   non_finite: bool,
+  /// Whether the whole step streams from memory, which its slices, each small, do not show.
+  streaming: bool,
 }
 
 // SAFETY: the raw pointers are to arrays that the references keep alive and that no JavaScript
@@ -136,7 +141,7 @@ impl<O: Optimizer> Step<O> {
       };
       jobs.push(Job { coeffs: tensor.coeffs, param, grad, buffers });
     }
-    self.non_finite |= run::<O, T>(&mut jobs);
+    self.non_finite |= run_streaming::<O, T>(&mut jobs, self.streaming);
   }
 }
 
@@ -295,6 +300,7 @@ impl NativeOptimizer {
     let mut memo = None;
     let mut shared = true;
     let mut total = 0;
+    let mut bytes = 0;
     for (index, (state, view)) in states.iter_mut().zip(&self.reader.views).enumerate() {
       let Some(view) = view else { continue };
       let config = configs[view.group];
@@ -321,8 +327,11 @@ impl NativeOptimizer {
         buffers,
       });
       total += view.data.len;
+      bytes += view.data.len * (2 + buffers) * view.data.dtype.size();
     }
-    let step = Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0, non_finite: false };
+    let streaming = streams(bytes);
+    let step =
+      Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0, non_finite: false, streaming };
     self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });
     Ok(u32::from(shared))
   }
