@@ -14,9 +14,9 @@
 //!   millisecond (`fastoptim_core::threads::politely`), so that on a machine with no core to spare
 //!   the event loop is not kept waiting for a scheduler time slice.
 //! * Otherwise it runs in slices of about half a millisecond. Each slice runs on the pool, the
-//!   JavaScript thread taking part as any caller does; between slices the event loop runs, and before each slice
-//!   every array the slice touches is checked again on the JavaScript thread (still attached, same
-//!   memory, same length). JavaScript never runs while the step touches memory it could free,
+//!   JavaScript thread taking part as any caller does; between slices the event loop runs, and
+//!   before each slice every array the slice touches is checked again on the JavaScript thread
+//!   (still attached, same memory, same length). JavaScript never runs while the step touches memory it could free,
 //!   nothing is copied, and no memory is added. An array that was detached between slices stops
 //!   the step with `ERR_INVALID_STATE`; the slices before it have been applied.
 //!

@@ -1,0 +1,75 @@
+// What the benchmark scripts share: sizes, fixtures, the plain JavaScript Adam, the machine.
+import { execFileSync } from 'node:child_process'
+import { availableParallelism, cpus, totalmem } from 'node:os'
+import { join } from 'node:path'
+
+export const RESULTS = join(__dirname, 'results')
+
+/** The sizes of the issue: 1K, 16K, 256K, 4M and 64M parameters. */
+export const SIZES = [1 << 10, 1 << 14, 1 << 18, 1 << 22, 1 << 26]
+
+/** Every thread the process may use: fastoptim's default pool size. */
+export const ALL_THREADS = availableParallelism()
+
+/** fp32 Adam reads p, g, m, v and writes p, m, v: 28 bytes per parameter. */
+export const ADAM_BYTES = 28
+
+export function label(n: number): string {
+  if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n >> 20}M`
+  if (n >= 1 << 10 && n % (1 << 10) === 0) return `${n >> 10}K`
+  return String(n)
+}
+
+/** Deterministic fp32 values in (−scale, scale), built before any timing. */
+export function values(n: number, seed: number, scale = 0.1): Float32Array {
+  const out = new Float32Array(n)
+  let x = (seed * 2654435761) >>> 0 || 1
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
+    out[i] = ((x / 2 ** 32) * 2 - 1) * scale
+  }
+  return out
+}
+
+/**
+ * Adam as a plain JavaScript loop over Float32Arrays, with PyTorch's equations and defaults: what
+ * a Node program would write without fastoptim. One pass, single-threaded.
+ */
+export function jsAdam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, t: number): void {
+  const lr = 1e-3
+  const [b1, b2, eps] = [0.9, 0.999, 1e-8]
+  const stepSize = lr / (1 - b1 ** t)
+  const bc2Sqrt = Math.sqrt(1 - b2 ** t)
+  for (let i = 0; i < p.length; i++) {
+    const gi = g[i]
+    const mi = (m[i] = b1 * m[i] + (1 - b1) * gi)
+    const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi)
+    p[i] -= (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps)
+  }
+}
+
+/** The machine, as BENCHMARKS.md states it. */
+export function machine(): Record<string, string | number> {
+  const lscpu = (() => {
+    try {
+      return execFileSync('lscpu', { encoding: 'utf8' })
+    } catch {
+      return ''
+    }
+  })()
+  const field = (name: string) => lscpu.match(new RegExp(`^${name}:\\s*(.+)$`, 'm'))?.[1]?.trim() ?? 'unknown'
+  return {
+    cpu: field('Model name') !== 'unknown' ? field('Model name') : cpus()[0]?.model ?? 'unknown',
+    cpusAvailable: ALL_THREADS,
+    threadsPerCore: field('Thread\\(s\\) per core'),
+    l2: field('L2 cache'),
+    l3: field('L3 cache'),
+    avx512: /\bavx512f\b/.test(lscpu) ? 'yes' : 'no',
+    hypervisor: field('Hypervisor vendor'),
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+  }
+}

@@ -1,0 +1,71 @@
+// `npm run bench`, part 2: how long the event loop waits while a large model steps.
+//
+// 64M fp32 parameters, Adam, 12 steps in each mode, while perf_hooks.monitorEventLoopDelay samples
+// the loop's delay every millisecond: step() (the loop is blocked for a whole step, for
+// comparison), stepAsync() on ordinary ArrayBuffers (slices of about a millisecond on the pool,
+// the loop running between them), and stepAsync() on SharedArrayBuffers (the whole update on a
+// worker thread). A timer also counts how many 1 ms ticks it got, as a server would see it.
+// Results: benchmark/results/event-loop.json.
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+
+import { Adam, getNumThreads } from '../lib'
+import { ADAM_BYTES, RESULTS, values } from './common'
+
+const N = Number(process.env.FASTOPTIM_EVENT_LOOP_PARAMS ?? 1 << 26)
+const STEPS = 12
+
+function params(shared: boolean) {
+  const make = (seed: number) => {
+    const out = shared ? new Float32Array(new SharedArrayBuffer(N * 4)) : new Float32Array(N)
+    out.set(values(N, seed))
+    return out
+  }
+  return [{ data: make(1), grad: make(2) }]
+}
+
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve))
+
+async function measure(mode: string, shared: boolean, run: (opt: Adam) => Promise<unknown>) {
+  const opt = new Adam(params(shared))
+  await run(opt) // first step: creates the state
+  const histogram = monitorEventLoopDelay({ resolution: 1 })
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 1)
+  histogram.enable()
+  const started = process.hrtime.bigint()
+  for (let i = 0; i < STEPS; i++) await run(opt)
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9
+  histogram.disable()
+  clearInterval(timer)
+  const ms = (ns: number) => Math.round(ns / 1e4) / 100
+  const row = {
+    mode,
+    params: N,
+    steps: STEPS,
+    msPerStep: Math.round((seconds / STEPS) * 1e4) / 10,
+    gbPerSecond: Math.round(((N * ADAM_BYTES * STEPS) / seconds / 1e9) * 10) / 10,
+    delayMs: { p50: ms(histogram.percentile(50)), p99: ms(histogram.percentile(99)), max: ms(histogram.max) },
+    timerTicksPerSecond: Math.round(ticks / seconds),
+  }
+  console.log(JSON.stringify(row))
+  return row
+}
+
+async function main() {
+  const rows = [
+    await measure('step() (blocks the loop)', false, async (opt) => {
+      opt.step()
+      await turn()
+    }),
+    await measure('stepAsync(), ordinary ArrayBuffers (slices)', false, (opt) => opt.stepAsync()),
+    await measure('stepAsync(), SharedArrayBuffers (worker thread)', true, (opt) => opt.stepAsync()),
+  ]
+  writeFileSync(join(RESULTS, 'event-loop.json'), JSON.stringify({ date: new Date().toISOString(), threads: getNumThreads(), rows }, null, 2))
+}
+
+main().catch((error) => {
+  console.error(error)
+  process.exit(1)
+})
