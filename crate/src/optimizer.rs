@@ -82,18 +82,21 @@ pub fn run_streaming<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>],
   let total: usize = jobs.iter().map(|job| job.param.len()).sum();
   let pool = if total >= PARALLEL_MIN_ELEMENTS { Some(threads::current()) } else { None };
   let Some(pool) = pool.filter(|pool| pool.threads() > 1) else {
-    let mut non_finite = false;
-    for job in jobs.iter_mut() {
-      let len = job.param.len();
-      for from in (0..len).step_by(CHUNK_ELEMENTS) {
-        let to = (from + CHUNK_ELEMENTS).min(len);
-        let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
-        let grad = &job.grad[from..to];
-        update_streaming::<O, T>(&job.coeffs, &mut job.param[from..to], grad, buffers, streaming);
-        non_finite |= any_non_finite(grad);
+    // Kernels prefetch ahead while this thread is streaming ([`simd::streaming`]).
+    return simd::streaming(streaming, || {
+      let mut non_finite = false;
+      for job in jobs.iter_mut() {
+        let len = job.param.len();
+        for from in (0..len).step_by(CHUNK_ELEMENTS) {
+          let to = (from + CHUNK_ELEMENTS).min(len);
+          let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
+          let grad = &job.grad[from..to];
+          O::update(&job.coeffs, &mut job.param[from..to], grad, buffers);
+          non_finite |= any_non_finite(grad);
+        }
       }
-    }
-    return non_finite;
+      non_finite
+    });
   };
   SPANS.with(|cell| {
     let mut owned = Vec::new();
@@ -132,7 +135,7 @@ pub fn run_streaming<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>],
       // SAFETY: pieces are disjoint element ranges, so each element of every array is touched by
       // one piece only; the pointers come from the exclusive borrow of `jobs`, which lasts until
       // every piece has returned.
-      if unsafe { shared.update::<O>(from, to) } {
+      if simd::streaming(shared.streaming, || unsafe { shared.update::<O>(from, to) }) {
         non_finite.store(true, Ordering::Relaxed);
       }
     });
@@ -196,25 +199,12 @@ impl<T: Float, C: Copy> Pieces<'_, '_, T, C> {
             std::slice::from_raw_parts_mut(b.cast::<T>().add(lo), len)
           }
         });
-        update_streaming::<O, T>(&coeffs, param, grad, buffers, self.streaming);
+        O::update(&coeffs, param, grad, buffers);
         non_finite |= any_non_finite(grad);
       }
     }
     non_finite
   }
-}
-
-/// [`Optimizer::update`], its kernels [`simd::streaming`] when the tensor is large enough to
-/// come from memory rather than cache.
-#[inline]
-fn update_streaming<O: Optimizer, T: Float>(
-  coeffs: &O::Coeffs,
-  param: &mut [T],
-  grad: &[T],
-  buffers: [&mut [T]; MAX_BUFFERS],
-  streaming: bool,
-) {
-  simd::streaming(streaming, || O::update(coeffs, param, grad, buffers));
 }
 
 /// Whether a step's arrays are too large to stay in cache between steps, so that its kernels are
