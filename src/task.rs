@@ -29,7 +29,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use fastoptim_core::optimizer::{run_streaming, streams};
+use fastoptim_core::engine::run::{run_streaming, streams};
 use fastoptim_core::{Dtype, Element, Job, Optimizer, ParamState};
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -365,7 +365,7 @@ impl NativeOptimizer {
       }
       // Size the next slice to the time left, at the rate this one ran.
       let rate = (to - done) as f64 / took.as_secs_f64().max(1e-7);
-      size = ((rate * left.as_secs_f64()) as usize).clamp(fastoptim_core::optimizer::CHUNK_ELEMENTS, total);
+      size = ((rate * left.as_secs_f64()) as usize).clamp(fastoptim_core::engine::run::CHUNK_ELEMENTS, total);
     };
     if !matches!(outcome, Ok(false)) {
       self.finish(env);

@@ -35,9 +35,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::config::format_number;
+use crate::engine::run::PARALLEL_MIN_ELEMENTS;
+use crate::engine::threads::{self, Pool};
 use crate::float::{Dtype, Float};
-use crate::optimizer::PARALLEL_MIN_ELEMENTS;
-use crate::threads::{self, Pool};
 
 /// Elements one task reduces or scales. Fixed, so that the reduction does not depend on how
 /// the step pool splits the work; a multiple of the eight lanes.

@@ -6,35 +6,25 @@
 //! the engine that runs one step over many tensors, [`state`] for per-parameter state, and
 //! [`config`] for option tables and their validation. Nothing here knows about JavaScript.
 
-pub mod adagrad;
-pub mod adam;
-pub mod adamax;
 pub mod clip;
 pub mod config;
 pub mod divide;
-pub mod finite;
+pub mod engine;
 pub mod float;
-pub mod nadam;
-pub mod optimizer;
-pub mod radam;
-pub mod rmsprop;
-pub mod sgd;
-mod simd;
-pub mod state;
+pub mod optimizers;
 #[cfg(test)]
 mod testing;
-pub mod threads;
-pub mod traffic;
 
-pub use adagrad::Adagrad;
-pub use adam::{Adam, AdamW};
-pub use adamax::Adamax;
 pub use config::{ConfigError, Field, Kind, Rule};
-pub use finite::{all_finite, any_non_finite};
+pub use engine::finite::{all_finite, any_non_finite};
+pub use engine::run::{run, Job, Optimizer, MAX_BUFFERS, MAX_SCALARS};
+pub use engine::state::{Buffers, Element, ParamState, StateMismatch};
+pub use engine::{finite, state, threads, traffic};
 pub use float::{Dtype, Float};
-pub use nadam::NAdam;
-pub use optimizer::{run, Job, Optimizer, MAX_BUFFERS, MAX_SCALARS};
-pub use radam::RAdam;
-pub use rmsprop::RMSprop;
-pub use sgd::Sgd;
-pub use state::{Buffers, Element, ParamState, StateMismatch};
+pub use optimizers::adagrad::Adagrad;
+pub use optimizers::adam::{Adam, AdamW};
+pub use optimizers::adamax::Adamax;
+pub use optimizers::nadam::NAdam;
+pub use optimizers::radam::RAdam;
+pub use optimizers::rmsprop::RMSprop;
+pub use optimizers::sgd::Sgd;

@@ -4,9 +4,9 @@
 use std::fmt::Debug;
 
 use crate::config::{defaults, Field};
+use crate::engine::run::{run, Job, Optimizer, CHUNK_ELEMENTS, PARALLEL_MIN_ELEMENTS};
+use crate::engine::state::{Buffers, Element, ParamState};
 use crate::float::Float;
-use crate::optimizer::{run, Job, Optimizer, CHUNK_ELEMENTS, PARALLEL_MIN_ELEMENTS};
-use crate::state::{Buffers, Element, ParamState};
 
 /// Lengths that exercise every edge of the engine: empty, tiny, odd, one element either side of
 /// a chunk and of the parallel threshold, and several chunks with a ragged tail.

@@ -25,10 +25,10 @@
 //! A loaded accumulator (PyTorch's, even before any step) is used as it is.
 
 use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::simd::multiversion;
+use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::multiversion;
-use crate::state::ParamState;
 
 /// Adagrad's options (PyTorch's `torch.optim.Adagrad`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -176,7 +176,7 @@ fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], 
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::state::{Buffers, ParamState};
+  use crate::engine::state::{Buffers, ParamState};
   use crate::testing::{
     assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, buffers_f64, step_once, trajectory,
     values,

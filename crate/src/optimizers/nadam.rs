@@ -29,10 +29,10 @@
 //! PyTorch's vectorised CPU `lerp_` and `addcmul_` compute them.
 
 use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::simd::multiversion;
+use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::multiversion;
-use crate::state::ParamState;
 
 /// NAdam's options (PyTorch's `torch.optim.NAdam`).
 #[derive(Clone, Copy, Debug, PartialEq)]

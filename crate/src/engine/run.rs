@@ -3,11 +3,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{ConfigError, Field};
-use crate::finite::any_non_finite;
+use crate::engine::finite::any_non_finite;
+use crate::engine::simd;
+use crate::engine::state::ParamState;
+use crate::engine::threads;
 use crate::float::Float;
-use crate::simd;
-use crate::state::ParamState;
-use crate::threads;
 
 /// The most state buffers any optimizer keeps per parameter (Adam with AMSGrad: three).
 pub const MAX_BUFFERS: usize = 3;
@@ -79,13 +79,13 @@ pub struct Job<'a, T, C> {
 /// A step of fewer than [`PARALLEL_MIN_ELEMENTS`] elements runs on the calling thread. A larger
 /// one is cut into pieces ([`piece_elements`]) over all its tensors together, as if they were one
 /// array (so hundreds of small tensors cost what one tensor of their total size costs), and the
-/// pieces run on the process-wide pool ([`crate::threads`]). Each element sees the same
+/// pieces run on the process-wide pool ([`crate::engine::threads`]). Each element sees the same
 /// operations wherever the cuts fall, so the result does not depend on the thread count.
 /// Nothing is allocated once a thread has run a step with as many tensors before.
 ///
 /// Returns whether any gradient element was NaN or infinite (the update went ahead regardless, as
 /// PyTorch's does). Each chunk of a gradient is scanned right after its update read it, while it
-/// is in cache, so the report adds no memory traffic ([`crate::finite`]).
+/// is in cache, so the report adds no memory traffic ([`crate::engine::finite`]).
 pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
   let streaming = streams_from_memory(jobs);
   run_streaming::<O, T>(jobs, streaming)

@@ -7,9 +7,9 @@
 //! `m ← m + g; v ← v + g; p ← p + g`. A step at that speed is at the limit.
 
 use crate::config::{ConfigError, Field, Packed};
+use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::simd::multiversion;
 use crate::float::Float;
-use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::multiversion;
 
 /// Reads four arrays and writes three, as Adam does, with one addition each.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -1,8 +1,8 @@
 //! Per-parameter optimizer state: the step count, a few carried scalars and the state buffers,
 //! created on a parameter's first step (as PyTorch does) in that parameter's dtype.
 
+use crate::engine::run::{MAX_BUFFERS, MAX_SCALARS};
 use crate::float::{Dtype, Float};
-use crate::optimizer::{MAX_BUFFERS, MAX_SCALARS};
 
 /// The state of one parameter.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -7,8 +7,8 @@
 //! that would rather skip such a step checks every gradient first with [`all_finite`] (one more
 //! read of the gradients) and runs nothing if one fails, so a step stays all-or-none.
 
+use crate::engine::simd::multiversion;
 use crate::float::Float;
-use crate::simd::multiversion;
 
 multiversion!(fn scan_best<T: Float>(values: &[T], found: &mut bool) => scan);
 

@@ -28,9 +28,9 @@
 //! `fma((1 − β₂)·g, g, β₂·v)`, as PyTorch's vectorised CPU `lerp_` and `addcmul_` compute them.
 
 use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::simd::multiversion;
 use crate::float::Float;
-use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::multiversion;
 
 /// RAdam's options (PyTorch's `torch.optim.RAdam`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -253,7 +253,7 @@ fn fused<T: Float, const L2: bool, const RECTIFIED: bool>(
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::state::ParamState;
+  use crate::engine::state::ParamState;
   use crate::testing::{
     assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, buffers_f64, step_once, trajectory,
   };

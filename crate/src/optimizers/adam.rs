@@ -29,9 +29,9 @@
 
 use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::divide::ExactDivisor;
+use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::simd::multiversion;
 use crate::float::Float;
-use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::multiversion;
 
 /// Adam's options (PyTorch's `torch.optim.Adam`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -306,8 +306,8 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::optimizer::{run, Job, CHUNK_ELEMENTS, PARALLEL_MIN_ELEMENTS};
-  use crate::state::{Buffers, ParamState};
+  use crate::engine::run::{run, Job, CHUNK_ELEMENTS, PARALLEL_MIN_ELEMENTS};
+  use crate::engine::state::{Buffers, ParamState};
   use crate::testing::{
     assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, same_bits, trajectory, values,
   };

@@ -24,10 +24,10 @@
 //! `add(x, y, alpha=a)` computes it; `μ·b` is rounded on its own first (`mul_`).
 
 use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::simd::multiversion;
+use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::multiversion;
-use crate::state::ParamState;
 
 /// SGD's options (PyTorch's `torch.optim.SGD`).
 #[derive(Clone, Copy, Debug, PartialEq)]

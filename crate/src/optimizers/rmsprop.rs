@@ -29,9 +29,9 @@
 //! unused (zero) `momentum_buffer`: state buffers are taken by count, not by set.
 
 use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::simd::multiversion;
 use crate::float::Float;
-use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::multiversion;
 
 /// RMSprop's options (PyTorch's `torch.optim.RMSprop`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -249,7 +249,7 @@ fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::state::{Buffers, ParamState};
+  use crate::engine::state::{Buffers, ParamState};
   use crate::testing::{
     assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, step_once, trajectory,
   };

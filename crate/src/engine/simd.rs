@@ -32,16 +32,16 @@ macro_rules! multiversion {
       #[inline(always)]
       #[allow(unused_mut)]
       fn blocks<T: Float $(, const $c: bool)*>($(mut $arg: $ty),*) {
-        if !$crate::simd::is_streaming() {
+        if !$crate::engine::simd::is_streaming() {
           return $kernel::<T $(, $c)*>($($arg),*);
         }
-        let n = 0 $(.max($crate::simd::KernelArg::len(&$arg)))*;
-        let block = $crate::simd::STREAM_BLOCK_BYTES / std::mem::size_of::<T>();
+        let n = 0 $(.max($crate::engine::simd::KernelArg::len(&$arg)))*;
+        let block = $crate::engine::simd::STREAM_BLOCK_BYTES / std::mem::size_of::<T>();
         let mut from = 0;
         while from < n {
           let to = (from + block).min(n);
-          $($crate::simd::KernelArg::prefetch(&$arg, from, to);)*
-          $kernel::<T $(, $c)*>($($crate::simd::KernelArg::part(&mut $arg, from, to)),*);
+          $($crate::engine::simd::KernelArg::prefetch(&$arg, from, to);)*
+          $kernel::<T $(, $c)*>($($crate::engine::simd::KernelArg::part(&mut $arg, from, to)),*);
           from = to;
         }
       }
@@ -55,11 +55,11 @@ macro_rules! multiversion {
         unsafe fn avx2<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
           blocks::<T $(, $c)*>($($arg),*)
         }
-        if $crate::simd::has_avx512() {
+        if $crate::engine::simd::has_avx512() {
           // SAFETY: the CPU supports every feature `avx512` is compiled with.
           return unsafe { avx512::<T $(, $c)*>($($arg),*) };
         }
-        if $crate::simd::has_avx2_fma() {
+        if $crate::engine::simd::has_avx2_fma() {
           // SAFETY: the CPU supports every feature `avx2` is compiled with.
           return unsafe { avx2::<T $(, $c)*>($($arg),*) };
         }

@@ -20,9 +20,9 @@
 //! last line `p + (−γ/(1 − β₁ᵗ)·m)/u`, as PyTorch's `addcdiv_` computes it.
 
 use crate::config::{ConfigError, Field, Packed, Rule};
+use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::simd::multiversion;
 use crate::float::Float;
-use crate::optimizer::{Optimizer, MAX_BUFFERS};
-use crate::simd::multiversion;
 
 /// Adamax's options (PyTorch's `torch.optim.Adamax`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -182,7 +182,7 @@ fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], 
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::state::ParamState;
+  use crate::engine::state::ParamState;
   use crate::testing::{
     assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, buffers_f64, step_once, trajectory,
   };
