@@ -1,7 +1,13 @@
+// Every error the facade's TypeScript throws is made here, so that each kind has one class and one
+// code. The messages are the callers' own.
+
 /** Node-style error codes fastoptim throws with, as Node's own APIs do (`err.code`). */
 export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_INVALID_STATE'
 
-function withCode<E extends Error>(error: E, code: ErrorCode): E & { code: ErrorCode } {
+/** The code of the error thrown when the native binary cannot be loaded (see `lib/native.ts`). */
+type BindingErrorCode = 'ERR_FASTOPTIM_NATIVE_BINDING'
+
+function withCode<E extends Error, C extends ErrorCode | BindingErrorCode>(error: E, code: C): E & { code: C } {
   return Object.assign(error, { code })
 }
 
@@ -13,6 +19,21 @@ export function invalidType(message: string) {
 /** A value of the right type that is not acceptable (unknown option, duplicate parameter). */
 export function invalidValue(message: string) {
   return withCode(new TypeError(message), 'ERR_INVALID_ARG_VALUE')
+}
+
+/** A number outside its allowed range, or a length that does not match. */
+export function outOfRange(message: string) {
+  return withCode(new RangeError(message), 'ERR_OUT_OF_RANGE')
+}
+
+/** A call the current state does not allow (a step in flight, a detached array, a schedule run past its end). */
+export function invalidState(message: string) {
+  return withCode(new Error(message), 'ERR_INVALID_STATE')
+}
+
+/** The native binary could not be loaded; `cause` is what the loader threw. */
+export function nativeBindingError(message: string, cause: unknown) {
+  return withCode(new Error(message, { cause }), 'ERR_FASTOPTIM_NATIVE_BINDING')
 }
 
 /** What a value is, for messages: `Int32Array`, `a string`, `null`. */

@@ -1,4 +1,5 @@
 // The driver of `stepAsync()`; the machinery and why it is safe are in src/task.rs.
+import { invalidState } from './errors'
 import { native } from './native'
 
 type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
@@ -36,5 +37,5 @@ const SKIPPED = 2
 /** The error a call gets while a `stepAsync()` is in flight (the native side throws the same). */
 export function busyError(what: string): Error & { code: 'ERR_INVALID_STATE' } {
   const message = `${what} was called while stepAsync() is in flight; await the promise stepAsync() returned first`
-  return Object.assign(new Error(message), { code: 'ERR_INVALID_STATE' as const })
+  return invalidState(message)
 }
