@@ -95,6 +95,6 @@ fn traffic(env: RawEnv, values: [sys::napi_value; 4]) -> std::result::Result<(),
   // thread waits here, so nothing else touches them.
   let (param, grad, m, v) =
     unsafe { (views[0].slice_mut(), views[1].slice(), views[2].slice_mut(), views[3].slice_mut()) };
-  run::<MemoryTraffic, f32>(&mut [Job { coeffs: (), param, grad, buffers: [m, v, &mut []] }]);
+  run::<MemoryTraffic, f32>(&mut [Job::flat((), param, grad, [m, v, &mut []])]);
   Ok(())
 }

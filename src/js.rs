@@ -53,11 +53,6 @@ impl Fail {
       Err(error) => error,
     }
   }
-
-  /// As a plain napi-rs error, for functions that have no `Env` at hand.
-  pub fn into_plain(self) -> Error {
-    Error::new(Status::InvalidArg, self.message)
-  }
 }
 
 impl From<Error> for Fail {

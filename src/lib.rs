@@ -13,8 +13,10 @@ mod state_io;
 mod task;
 mod threads;
 
-use fastoptim_core::config::{Field, Kind};
-use fastoptim_core::{all_finite, run, ConfigError, Dtype, Element, Job, Optimizer, ParamState};
+use fastoptim_core::config::Kind;
+use fastoptim_core::{
+  all_finite, buffer_lens, run, ConfigError, Dtype, Element, Job, Layout, Optimizer, Options, ParamState,
+};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
@@ -22,106 +24,129 @@ use napi_derive::napi;
 use js::{camel_case, Fail, RawEnv};
 use params::{ParamView, Reader};
 
-/// The optimizers the binding can run, by their facade names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Algorithm {
-  Adam,
-  AdamW,
-  Sgd,
-  RMSprop,
-  Adagrad,
-  Adamax,
-  NAdam,
-  RAdam,
-}
-
-impl Algorithm {
-  fn parse(name: &str) -> std::result::Result<Self, Fail> {
-    match name {
-      "Adam" => Ok(Algorithm::Adam),
-      "AdamW" => Ok(Algorithm::AdamW),
-      "SGD" => Ok(Algorithm::Sgd),
-      "RMSprop" => Ok(Algorithm::RMSprop),
-      "Adagrad" => Ok(Algorithm::Adagrad),
-      "Adamax" => Ok(Algorithm::Adamax),
-      "NAdam" => Ok(Algorithm::NAdam),
-      "RAdam" => Ok(Algorithm::RAdam),
-      other => Err(Fail::value(format!(
-        "unknown optimizer {other:?} (expected one of \"Adam\", \"AdamW\", \"SGD\", \"RMSprop\", \"Adagrad\", \"Adamax\", \"NAdam\", \"RAdam\")"
-      ))),
+/// Defines [`Algorithm`], one variant per optimizer of the core's registry, and `with_optimizer!`,
+/// which runs an expression with a type alias bound to the core type of an [`Algorithm`].
+macro_rules! define_algorithms {
+  ($d:tt ; $($O:ident)*) => {
+    /// The optimizers the binding can run: the core's registry.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Algorithm {
+      $($O,)*
     }
-  }
-}
 
-/// Runs `$body` with `$O` bound to the core type of `$algorithm`.
-macro_rules! with_optimizer {
-  ($algorithm:expr, $O:ident => $body:expr) => {
-    match $algorithm {
-      Algorithm::Adam => {
-        type $O = ::fastoptim_core::Adam;
-        $body
-      }
-      Algorithm::AdamW => {
-        type $O = ::fastoptim_core::AdamW;
-        $body
-      }
-      Algorithm::Sgd => {
-        type $O = ::fastoptim_core::Sgd;
-        $body
-      }
-      Algorithm::RMSprop => {
-        type $O = ::fastoptim_core::RMSprop;
-        $body
-      }
-      Algorithm::Adagrad => {
-        type $O = ::fastoptim_core::Adagrad;
-        $body
-      }
-      Algorithm::Adamax => {
-        type $O = ::fastoptim_core::Adamax;
-        $body
-      }
-      Algorithm::NAdam => {
-        type $O = ::fastoptim_core::NAdam;
-        $body
-      }
-      Algorithm::RAdam => {
-        type $O = ::fastoptim_core::RAdam;
-        $body
-      }
+    impl Algorithm {
+      pub(crate) const ALL: &[Algorithm] = &[$(Algorithm::$O,)*];
+    }
+
+    /// Runs `$body` with `$O` bound to the core type of `$algorithm`.
+    macro_rules! with_optimizer {
+      ($d algorithm:expr, $d T:ident => $d body:expr) => {
+        match $d algorithm {
+          $(crate::Algorithm::$O => {
+            type $d T = ::fastoptim_core::$O;
+            $d body
+          })*
+        }
+      };
     }
   };
 }
+fastoptim_core::for_each_optimizer!(define_algorithms!($));
+// Path-based, for the modules declared above the definition.
+#[allow(clippy::single_component_path_imports)]
 pub(crate) use with_optimizer;
+
+impl Algorithm {
+  pub(crate) fn name(self) -> &'static str {
+    with_optimizer!(self, O => O::NAME)
+  }
+
+  fn parse(name: &str) -> std::result::Result<Self, Fail> {
+    Algorithm::ALL.iter().copied().find(|a| a.name() == name).ok_or_else(|| {
+      let names: Vec<String> = Algorithm::ALL.iter().map(|a| format!("{:?}", a.name())).collect();
+      Fail::value(format!("unknown optimizer {name:?} (expected one of {})", names.join(", ")))
+    })
+  }
+}
 
 /// One option of an optimizer, as the facade sees it.
 #[napi(object)]
 pub struct OptionField {
   /// camelCase, with tuple elements as `betas[0]`.
   pub name: String,
-  /// `"number"` or `"boolean"`.
+  /// `"number"`, `"boolean"` or `"number?"` (a number or null).
   pub kind: String,
+  /// Packed: a flag as 0 or 1, null as NaN.
   pub default: f64,
+  /// What a value must be, as error messages say it.
+  pub expected: String,
+  /// One line on what it does.
+  pub doc: String,
 }
 
-/// The options of `algorithm` in packed order, with PyTorch's defaults: the one place defaults live.
+/// One state buffer of an optimizer.
+#[napi(object)]
+pub struct StateBuffer {
+  /// PyTorch's `state_dict` name in camelCase.
+  pub name: String,
+  /// Its shape: `"param"` (the parameter's), `"unfactored"` (the parameter's, for tensors of fewer
+  /// than 2 dimensions only), `"rows"` or `"cols"` (the parameter's with its last or
+  /// second-to-last dimension 1, for tensors of 2 or more dimensions only).
+  pub layout: String,
+}
+
+/// An optimizer of the registry: everything the facade, its tests and its documentation need.
+#[napi(object)]
+pub struct AlgorithmInfo {
+  /// PyTorch's class name, which the facade's class takes.
+  pub name: String,
+  pub summary: String,
+  /// In packed order.
+  pub options: Vec<OptionField>,
+  pub buffers: Vec<StateBuffer>,
+  /// Per-parameter scalars besides `step`, camelCase.
+  pub scalars: Vec<String>,
+}
+
+/// Every optimizer of the registry, in its order: the one list the facade builds its classes from.
 #[napi]
-pub fn option_fields(algorithm: String) -> Result<Vec<OptionField>> {
-  let algorithm = Algorithm::parse(&algorithm).map_err(Fail::into_plain)?;
-  let fields: &[Field] = with_optimizer!(algorithm, O => O::FIELDS);
-  Ok(
-    fields
+pub fn algorithms() -> Vec<AlgorithmInfo> {
+  Algorithm::ALL.iter().map(|&algorithm| with_optimizer!(algorithm, O => describe::<O>())).collect()
+}
+
+fn describe<O: Optimizer>() -> AlgorithmInfo {
+  AlgorithmInfo {
+    name: O::NAME.into(),
+    summary: O::SUMMARY.into(),
+    options: O::fields()
       .iter()
       .map(|f| OptionField {
         name: camel_case(f.name),
         kind: match f.kind {
           Kind::Number => "number".into(),
           Kind::Flag => "boolean".into(),
+          Kind::OptionalNumber => "number?".into(),
         },
         default: f.default,
+        expected: f.expectation(&camel_case(f.name)),
+        doc: f.doc.into(),
       })
       .collect(),
-  )
+    buffers: O::BUFFERS
+      .iter()
+      .map(|b| StateBuffer {
+        name: camel_case(b.name),
+        layout: match b.layout {
+          Layout::Param => "param",
+          Layout::Unfactored => "unfactored",
+          Layout::Rows => "rows",
+          Layout::Cols => "cols",
+        }
+        .into(),
+      })
+      .collect(),
+    scalars: O::SCALARS.iter().map(|s| camel_case(s)).collect(),
+  }
 }
 
 /// The per-parameter state of one optimizer, owned on the native side.
@@ -132,18 +157,25 @@ pub struct NativeOptimizer {
   /// The step `stepAsync` has started and not finished.
   pub(crate) flight: Option<task::Flight>,
   reader: Reader,
+  /// Each parameter's shape as the facade gave it (`None`: flat), by position over all groups.
+  pub(crate) shapes: Vec<Option<Box<[usize]>>>,
   /// A `Scratch<O>` for this optimizer's algorithm, made on its first step.
   scratch: Option<Box<dyn std::any::Any>>,
   /// Whether the last `stepAsync` to finish read a non-finite gradient element.
   pub(crate) last_non_finite: bool,
 }
 
-/// What a step reports (`step`, `stepAgain`): every gradient element it read was finite.
-pub(crate) const STEP_FINITE: u32 = 0;
-/// A gradient held NaN or ±∞; the update went ahead, as PyTorch's does.
-pub(crate) const STEP_NON_FINITE: u32 = 1;
-/// A gradient held NaN or ±∞ and the step was asked to skip such steps: nothing changed.
-pub(crate) const STEP_SKIPPED: u32 = 2;
+/// What a step reports (`step`, `stepAgain`, `startStep`).
+#[napi]
+#[derive(Debug, PartialEq, Eq)]
+pub enum StepReport {
+  /// Every gradient element it read was finite.
+  Finite,
+  /// A gradient held NaN or ±∞; the update went ahead, as PyTorch's does.
+  NonFinite,
+  /// A gradient held NaN or ±∞ and the step was asked to skip such steps: nothing changed.
+  Skipped,
+}
 
 #[napi]
 impl NativeOptimizer {
@@ -155,9 +187,20 @@ impl NativeOptimizer {
       states: Vec::new(),
       flight: None,
       reader: Reader::default(),
+      shapes: Vec::new(),
       scratch: None,
       last_non_finite: false,
     })
+  }
+
+  /// Sets every parameter's shape, by position over all groups (null for a flat parameter). The
+  /// facade has checked that each shape's product is its parameter's length; steps check it again.
+  #[napi(catch_unwind)]
+  pub fn set_shapes(&mut self, env: Env, shapes: Vec<Option<Vec<u32>>>) -> Result<()> {
+    task::check_idle(self, "setShapes()").map_err(|fail| fail.throw(&env))?;
+    self.reader.remembered = false;
+    self.shapes = shapes.into_iter().map(|s| s.map(|s| s.into_iter().map(|d| d as usize).collect())).collect();
+    Ok(())
   }
 
   /// Checks one group's packed options; throws a RangeError naming the field and `place`
@@ -169,10 +212,9 @@ impl NativeOptimizer {
   }
 
   /// Updates every parameter of `params` whose `grad` is not null; `groupOf[i]` is the group of
-  /// `params[i]` and `packed` holds each group's options in `optionFields` order. Returns 0 if
-  /// every gradient element was finite, 1 if one was not (the update went ahead), or 2 if one was
-  /// not and `skipNonFinite` asked for such a step to be skipped (then nothing changed: every
-  /// gradient is checked before anything is written). With `seen`, an array, puts there the
+  /// `params[i]` and `packed` holds each group's options in the order `algorithms()` lists them.
+  /// Returns the step's report; a skipped step changed nothing (every gradient is checked before
+  /// anything is written). With `seen`, an array, puts there the
   /// arrays the step read: `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for
   /// [`step_again`].
   #[napi(catch_unwind)]
@@ -184,7 +226,7 @@ impl NativeOptimizer {
     packed: &[f64],
     seen: Option<Unknown>,
     skip_non_finite: Option<bool>,
-  ) -> Result<u32> {
+  ) -> Result<StepReport> {
     let raw = RawEnv(env.raw());
     let params = params.raw();
     let skip = skip_non_finite.unwrap_or(false);
@@ -228,7 +270,7 @@ unsafe extern "C" fn step_again_callback(env: sys::napi_env, info: sys::napi_cal
   // SAFETY: creating a value or throwing in this callback's env.
   unsafe {
     match result {
-      Ok(Some(updated)) => sys::napi_create_uint32(env, updated, &mut value),
+      Ok(Some(report)) => sys::napi_create_uint32(env, report as u32, &mut value),
       Ok(None) => sys::napi_get_null(env, &mut value),
       Err(fail) => {
         let _ = fail.throw(&Env::from_raw(env));
@@ -272,7 +314,7 @@ fn step_again(
   object: sys::napi_value,
   packed: sys::napi_value,
   skip_non_finite: bool,
-) -> std::result::Result<Option<u32>, Fail> {
+) -> std::result::Result<Option<StepReport>, Fail> {
   // SAFETY: a value of this call, which runs no JavaScript.
   let optimizer = unsafe { unwrap_optimizer(env, object, "stepAgain")? };
   let packed = match env.float_array(packed)? {
@@ -284,7 +326,10 @@ fn step_again(
   }
   // SAFETY: a Float64Array of this call, attached; nothing writes it during the call.
   let packed = unsafe { packed.slice::<f64>() };
-  with_optimizer!(optimizer.algorithm, O => optimizer.apply::<O>(packed, skip_non_finite)).map(Some)
+  with_optimizer!(optimizer.algorithm, O => {
+    optimizer.configure::<O>(packed, "stepAgain()")?;
+    optimizer.apply::<O>(skip_non_finite).map(Some)
+  })
 }
 
 #[napi(module_exports)]
@@ -337,6 +382,43 @@ impl Drop for Stepping {
 }
 
 impl NativeOptimizer {
+  /// What every step (`step`, `stepAgain`, `stepAsync`) checks first, once: the thread count is
+  /// settled, no `stepAsync` is in flight, and every group's options in `packed` are valid (kept
+  /// parsed in the scratch for [`Self::apply`]).
+  pub(crate) fn configure<O: Optimizer>(&mut self, packed: &[f64], what: &str) -> std::result::Result<(), Fail> {
+    threads::check_configured()?;
+    task::check_idle(self, what)?;
+    let scratch = self.scratch.get_or_insert_with(|| Box::new(Scratch::<O>::default()));
+    let scratch = scratch.downcast_mut::<Scratch<O>>().expect("one algorithm per optimizer");
+    parse_configs(packed, &mut scratch.configs)
+  }
+
+  /// The options [`Self::configure`] parsed last.
+  pub(crate) fn configs<O: Optimizer>(&mut self) -> &[O] {
+    let scratch = self.scratch.as_mut().and_then(|s| s.downcast_mut::<Scratch<O>>());
+    scratch.map_or(&[], |s| &s.configs)
+  }
+
+  /// [`Self::configure`], then reads and checks every parameter of `params` into the reader's
+  /// views: the preparation `step` and `stepAsync` share.
+  pub(crate) fn prepare<O: Optimizer>(
+    &mut self,
+    env: RawEnv,
+    params: sys::napi_value,
+    group_of: &[u32],
+    packed: &[f64],
+    what: &str,
+  ) -> std::result::Result<(), Fail> {
+    self.configure::<O>(packed, what)?;
+    self.reader.remembered = false;
+    let count = env.array_length(params)?;
+    if self.states.len() < count {
+      self.states.resize_with(count, ParamState::default);
+    }
+    let groups = self.configs::<O>().len();
+    self.reader.read(env, params, group_of, groups, &self.states, &self.shapes, O::BUFFERS)
+  }
+
   fn step_with<O: Optimizer>(
     &mut self,
     env: RawEnv,
@@ -344,31 +426,16 @@ impl NativeOptimizer {
     group_of: &[u32],
     packed: &[f64],
     skip_non_finite: bool,
-  ) -> std::result::Result<u32, Fail> {
-    threads::check_configured()?;
-    task::check_idle(self, "step()")?;
-    self.reader.remembered = false;
-    let scratch = self.scratch.get_or_insert_with(|| Box::new(Scratch::<O>::default()));
-    let scratch = scratch.downcast_mut::<Scratch<O>>().expect("one algorithm per optimizer");
-    parse_configs(packed, &mut scratch.configs)?;
-    let count = env.array_length(params)?;
-    if self.states.len() < count {
-      self.states.resize_with(count, ParamState::default);
-    }
-    self.reader.read(env, params, group_of, scratch.configs.len(), &self.states)?;
-    let report = self.apply::<O>(packed, skip_non_finite)?;
+  ) -> std::result::Result<StepReport, Fail> {
+    self.prepare::<O>(env, params, group_of, packed, "step()")?;
+    let report = self.apply::<O>(skip_non_finite)?;
     self.reader.remembered = true;
     Ok(report)
   }
 
-  /// Steps the parameters [`Reader::views`] holds, with the options in `packed`; returns the
-  /// step's report ([`STEP_FINITE`], [`STEP_NON_FINITE`] or [`STEP_SKIPPED`]).
-  fn apply<O: Optimizer>(&mut self, packed: &[f64], skip_non_finite: bool) -> std::result::Result<u32, Fail> {
-    threads::check_configured()?;
-    task::check_idle(self, "step()")?;
-    let scratch = self.scratch.get_or_insert_with(|| Box::new(Scratch::<O>::default()));
-    let scratch = scratch.downcast_mut::<Scratch<O>>().expect("one algorithm per optimizer");
-    parse_configs(packed, &mut scratch.configs)?;
+  /// Steps the parameters [`Reader::views`] holds with the options [`Self::configure`] parsed.
+  fn apply<O: Optimizer>(&mut self, skip_non_finite: bool) -> std::result::Result<StepReport, Fail> {
+    let scratch = self.scratch.as_mut().and_then(|s| s.downcast_mut::<Scratch<O>>()).expect("configured");
     if self.reader.views.iter().flatten().any(|view| view.group >= scratch.configs.len()) {
       return Err(Fail::value(format!(
         "packed options hold {} groups, fewer than the parameters use",
@@ -376,7 +443,7 @@ impl NativeOptimizer {
       )));
     }
     if skip_non_finite && !grads_finite(&self.reader.views) {
-      return Ok(STEP_SKIPPED);
+      return Ok(StepReport::Skipped);
     }
     let (mut jobs32, mut jobs64) = (lend(&mut scratch.jobs32), lend(&mut scratch.jobs64));
     let mut memo: Option<(usize, u64, O::Coeffs)> = None;
@@ -385,14 +452,14 @@ impl NativeOptimizer {
       let config = scratch.configs[view.group];
       let coeffs = advance(&config, state, view.group, &mut memo);
       match view.data.dtype {
-        Dtype::Float32 => jobs32.push(job(coeffs, state, view, config.buffers_used())),
-        Dtype::Float64 => jobs64.push(job(coeffs, state, view, config.buffers_used())),
+        Dtype::Float32 => jobs32.push(job::<O, f32>(coeffs, state, view, config.buffers_used())),
+        Dtype::Float64 => jobs64.push(job::<O, f64>(coeffs, state, view, config.buffers_used())),
       }
     }
     let non_finite = run::<O, f32>(&mut jobs32) | run::<O, f64>(&mut jobs64);
     give_back(&mut scratch.jobs32, jobs32);
     give_back(&mut scratch.jobs64, jobs64);
-    Ok(if non_finite { STEP_NON_FINITE } else { STEP_FINITE })
+    Ok(if non_finite { StepReport::NonFinite } else { StepReport::Finite })
   }
 }
 
@@ -426,7 +493,7 @@ impl<O: Optimizer> Default for Scratch<O> {
 
 /// Every group's options from `packed`, validated, into `configs`.
 pub(crate) fn parse_configs<O: Optimizer>(packed: &[f64], configs: &mut Vec<O>) -> std::result::Result<(), Fail> {
-  let width = O::FIELDS.len();
+  let width = O::fields().len();
   if width == 0 || !packed.len().is_multiple_of(width) {
     return Err(Fail::value(format!("packed options hold {} values, not a multiple of {width}", packed.len())));
   }
@@ -475,14 +542,20 @@ fn give_back<T, C>(storage: &mut Vec<Job<'static, T, C>>, jobs: Vec<Job<'_, T, C
   *storage = unsafe { Vec::from_raw_parts(jobs.as_mut_ptr().cast(), 0, jobs.capacity()) };
 }
 
-fn job<'a, T: Element, C>(coeffs: C, state: &'a mut ParamState, view: &ParamView, buffers: usize) -> Job<'a, T, C> {
+fn job<'a, O: Optimizer, T: Element>(
+  coeffs: O::Coeffs,
+  state: &'a mut ParamState,
+  view: &ParamView,
+  buffers: usize,
+) -> Job<'a, T, O::Coeffs> {
   // SAFETY: both arrays were read in this call (or, for `step_again`, are vouched to be the same
   // arrays with the same lengths, hence attached and where they were), have `len` elements of
   // `T` (checked dtype), and the reader proved that no parameter's data overlaps any other array
   // of the step, so the mutable slices alias nothing. The JS thread is blocked in this call and no
   // JavaScript has run since the arrays were checked, so nothing else touches the memory.
   let (param, grad) = unsafe { (view.data.slice_mut::<T>(), view.grad.slice::<T>()) };
-  Job { coeffs, param, grad, buffers: state.buffers_mut::<T>(view.data.len, buffers) }
+  let (buffers, partials) = state.step_parts::<T>(&buffer_lens::<O>(view.dims), buffers, O::partials_len(view.dims));
+  Job { coeffs, param, grad, buffers, dims: view.dims, partials }
 }
 
 fn config_fail(place: &str, error: &ConfigError) -> Fail {

@@ -7,7 +7,7 @@
 //! allocates nothing here: the buffers are kept between steps, and the overlap check is skipped
 //! when every array is where it was at the last step that passed it.
 
-use fastoptim_core::{ParamState, StateMismatch};
+use fastoptim_core::{Buffer, Dims, Layout, ParamState, StateMismatch, MAX_BUFFERS};
 use napi::sys;
 
 use crate::js::{Fail, RawEnv, TypedView};
@@ -17,6 +17,8 @@ pub(crate) struct ParamView {
   pub group: usize,
   pub data: TypedView,
   pub grad: TypedView,
+  /// Its shape's dimensions (flat when it has none).
+  pub dims: Dims,
   /// The JavaScript arrays, valid during the call that read them.
   pub values: [sys::napi_value; 2],
 }
@@ -37,7 +39,9 @@ pub(crate) struct Reader {
 
 impl Reader {
   /// Reads and checks every parameter of `params` (types, lengths, detached memory, agreement
-  /// with `states`, no parameter's data sharing memory with another array) into [`Self::views`].
+  /// with its shape in `shapes` and with its state in `states`, whose buffers `buffers` lays out,
+  /// no parameter's data sharing memory with another array) into [`Self::views`].
+  #[allow(clippy::too_many_arguments)]
   pub fn read(
     &mut self,
     env: RawEnv,
@@ -45,6 +49,8 @@ impl Reader {
     group_of: &[u32],
     groups: usize,
     states: &[ParamState],
+    shapes: &[Option<Box<[usize]>>],
+    buffers: &[Buffer],
   ) -> Result<(), Fail> {
     let count = env.array_length(params)?;
     if group_of.len() != count {
@@ -114,7 +120,24 @@ impl Reader {
           data.len
         )));
       }
-      match states.get(index).map_or(Ok(()), |state| state.check(data.dtype, data.len)) {
+      let dims = match shapes.get(index).and_then(Option::as_deref) {
+        None => Dims::flat(data.len),
+        Some(shape) => {
+          let dims = Dims::of(shape);
+          if dims.len() != data.len {
+            return Err(Fail::range(format!(
+              "{}.data has length {}, but its shape {shape:?} holds {} elements",
+              label(index),
+              data.len,
+              dims.len()
+            )));
+          }
+          dims
+        }
+      };
+      let lens: [usize; MAX_BUFFERS] =
+        std::array::from_fn(|i| buffers.get(i).map_or(0, |buffer| buffer.layout.len(dims)));
+      match states.get(index).map_or(Ok(()), |state| state.check(data.dtype, &lens[..buffers.len()])) {
         Ok(()) => {}
         Err(StateMismatch::Dtype { state, .. }) => {
           return Err(Fail::type_error(format!(
@@ -124,15 +147,21 @@ impl Reader {
             state.name()
           )));
         }
-        Err(StateMismatch::Length { state, param }) => {
-          return Err(Fail::range(format!(
-            "{}.data has length {param}, but its optimizer state has length {state}",
-            label(index)
-          )));
+        Err(StateMismatch::Length { buffer, state, expected }) => {
+          return Err(Fail::range(match buffers[buffer].layout {
+            Layout::Param | Layout::Unfactored => {
+              format!("{}.data has length {}, but its optimizer state has length {state}", label(index), data.len)
+            }
+            Layout::Rows | Layout::Cols => format!(
+              "{}: its optimizer state {} has {state} elements, but its shape needs {expected}",
+              label(index),
+              crate::js::camel_case(buffers[buffer].name)
+            ),
+          }));
         }
       }
       let group = group_of[index] as usize;
-      self.views.push(Some(ParamView { group, data, grad, values: [data_value, grad_value] }));
+      self.views.push(Some(ParamView { group, data, grad, dims, values: [data_value, grad_value] }));
     }
 
     self.layout.clear();

@@ -1,12 +1,12 @@
 //! Copying optimizer state out of and into a `NativeOptimizer`, for `stateDict` and
 //! `loadStateDict`. An import is checked whole before any state is replaced.
 
-use fastoptim_core::{Buffers, Dtype, Optimizer, ParamState, MAX_SCALARS};
+use fastoptim_core::{Buffers, Dims, Dtype, Optimizer, ParamState, MAX_BUFFERS, MAX_SCALARS};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::js::{camel_case, Fail};
-use crate::{with_optimizer, Algorithm, NativeOptimizer};
+use crate::{with_optimizer, NativeOptimizer};
 
 /// The names of an optimizer's per-parameter state, camelCase, in the order entries hold them.
 #[napi(object)]
@@ -31,11 +31,10 @@ pub struct StateEntry {
 impl NativeOptimizer {
   #[napi]
   pub fn state_names(&self) -> StateNames {
-    let (scalars, buffers): (&[&str], &[&str]) = with_optimizer!(self.algorithm, O => (O::SCALARS, O::BUFFERS));
-    StateNames {
-      scalars: scalars.iter().map(|s| camel_case(s)).collect(),
-      buffers: buffers.iter().map(|s| camel_case(s)).collect(),
-    }
+    with_optimizer!(self.algorithm, O => StateNames {
+      scalars: O::SCALARS.iter().map(|s| camel_case(s)).collect(),
+      buffers: O::BUFFERS.iter().map(|b| camel_case(b.name)).collect(),
+    })
   }
 
   /// A copy of parameter `index`'s state, or null before its first step.
@@ -55,7 +54,11 @@ impl NativeOptimizer {
       index,
       step: state.step as f64,
       dtype: dtype.name().into(),
-      length: state.buffers.len().unwrap_or(0) as u32,
+      length: self
+        .shapes
+        .get(index as usize)
+        .and_then(Option::as_deref)
+        .map_or_else(|| state.buffers.lens().next().unwrap_or(0), |shape| Dims::of(shape).len()) as u32,
       scalars: state.scalars[..scalar_count].to_vec(),
       buffers,
     }))
@@ -71,7 +74,11 @@ impl NativeOptimizer {
     let mut states = vec![ParamState::default(); count as usize];
     let mut seen = vec![false; count as usize];
     for entry in &entries {
-      let state = entry_to_state(entry, count, scalar_count, buffer_count, &mut seen).map_err(|f| f.throw(&env))?;
+      let shape = self.shapes.get(entry.index as usize).and_then(Option::as_deref);
+      let dims = shape.map_or(Dims::flat(entry.length as usize), Dims::of);
+      let lens = with_optimizer!(self.algorithm, O => fastoptim_core::buffer_lens::<O>(dims));
+      let state =
+        entry_to_state(entry, count, scalar_count, buffer_count, &lens, &mut seen).map_err(|f| f.throw(&env))?;
       states[entry.index as usize] = state;
     }
     self.states = states;
@@ -84,6 +91,7 @@ fn entry_to_state(
   count: u32,
   scalar_count: usize,
   buffer_count: usize,
+  lens: &[usize; MAX_BUFFERS],
   seen: &mut [bool],
 ) -> std::result::Result<ParamState, Fail> {
   let at = format!("state[{}]", entry.index);
@@ -107,16 +115,15 @@ fn entry_to_state(
     "float64" => Dtype::Float64,
     other => return Err(Fail::value(format!("{at}.dtype is {other:?} (expected \"float32\" or \"float64\")"))),
   };
-  let len = entry.length as usize;
   let used = entry.buffers.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
   let mismatch = |i: usize, what: String| Fail::type_error(format!("{at} buffer {i}: {what}"));
   let buffers = match dtype {
     Dtype::Float32 => Buffers::F32(
       (0..used)
         .map(|i| match &entry.buffers[i] {
-          None => Ok(vec![0.0; len]),
-          Some(Either::A(a)) if a.len() == len => Ok(a.to_vec()),
-          Some(Either::A(a)) => Err(mismatch(i, format!("length {}, expected {len}", a.len()))),
+          None => Ok(vec![0.0; lens[i]]),
+          Some(Either::A(a)) if a.len() == lens[i] => Ok(a.to_vec()),
+          Some(Either::A(a)) => Err(mismatch(i, format!("length {}, expected {}", a.len(), lens[i]))),
           Some(Either::B(_)) => Err(mismatch(i, "a Float64Array, expected a Float32Array".into())),
         })
         .collect::<std::result::Result<_, _>>()?,
@@ -124,9 +131,9 @@ fn entry_to_state(
     Dtype::Float64 => Buffers::F64(
       (0..used)
         .map(|i| match &entry.buffers[i] {
-          None => Ok(vec![0.0; len]),
-          Some(Either::B(a)) if a.len() == len => Ok(a.to_vec()),
-          Some(Either::B(a)) => Err(mismatch(i, format!("length {}, expected {len}", a.len()))),
+          None => Ok(vec![0.0; lens[i]]),
+          Some(Either::B(a)) if a.len() == lens[i] => Ok(a.to_vec()),
+          Some(Either::B(a)) => Err(mismatch(i, format!("length {}, expected {}", a.len(), lens[i]))),
           Some(Either::A(_)) => Err(mismatch(i, "a Float32Array, expected a Float64Array".into())),
         })
         .collect::<std::result::Result<_, _>>()?,
@@ -134,5 +141,5 @@ fn entry_to_state(
   };
   let mut scalars = [0.0; MAX_SCALARS];
   scalars[..scalar_count].copy_from_slice(&entry.scalars);
-  Ok(ParamState { step: entry.step as u64, scalars, buffers })
+  Ok(ParamState { step: entry.step as u64, scalars, buffers, partials: Vec::new() })
 }

@@ -30,13 +30,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fastoptim_core::engine::run::{run_streaming, streams};
-use fastoptim_core::{Dtype, Element, Job, Optimizer, ParamState};
+use fastoptim_core::{buffer_lens, Dims, Dtype, Element, Job, Optimizer, ParamState};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 
 use crate::js::{Fail, RawEnv};
-use crate::{advance, grads_finite, parse_configs, threads, with_optimizer, Algorithm, NativeOptimizer};
+use crate::{advance, grads_finite, with_optimizer, NativeOptimizer};
 
 /// The first slice's size in elements, before there is a measured rate to size slices by.
 const FIRST_SLICE_ELEMENTS: usize = 1 << 17;
@@ -64,6 +64,9 @@ pub(crate) fn busy(what: &str) -> Fail {
 trait Pending: Send {
   fn total(&self) -> usize;
   fn done(&self) -> usize;
+  /// Where a slice that should end at `to` may end: `to`, or for a staged optimizer, whose
+  /// stages need whole tensors, the end of the tensor `to` falls in.
+  fn boundary(&self, to: usize) -> usize;
   /// On the JavaScript thread: fails if an array that elements `done..to` touch is no longer the
   /// memory the step started with.
   fn check(&self, env: RawEnv, to: usize) -> std::result::Result<(), Fail>;
@@ -89,6 +92,7 @@ struct Tensor<C> {
   grad: *const u8,
   coeffs: C,
   buffers: usize,
+  dims: Dims,
 }
 
 struct Step<O: Optimizer> {
@@ -129,8 +133,11 @@ impl<O: Optimizer> Step<O> {
       let lo = from.max(tensor.start) - tensor.start;
       let hi = to.min(tensor.start + tensor.len) - tensor.start;
       let state = states.find(|(i, _)| *i == tensor.index).map(|(_, s)| s).expect("tensors in parameter order");
-      let buffers =
-        state.buffers_mut::<T>(tensor.len, tensor.buffers).map(|b| if b.is_empty() { b } else { &mut b[lo..hi] });
+      let lens = buffer_lens::<O>(tensor.dims);
+      let (buffers, partials) = state.step_parts::<T>(&lens, tensor.buffers, O::partials_len(tensor.dims));
+      // A staged optimizer's slices hold whole tensors (see `slice`); an elementwise one's buffers
+      // are like the parameter, and cut with it.
+      let buffers = buffers.map(|b| if b.is_empty() || O::STAGES > 0 { b } else { &mut b[lo..hi] });
       // SAFETY: the arrays hold `len` elements of `T`, are alive and attached (see `Send`), and
       // the reader proved that no parameter's data overlaps another array of the step.
       let (param, grad) = unsafe {
@@ -139,7 +146,8 @@ impl<O: Optimizer> Step<O> {
           std::slice::from_raw_parts(tensor.grad.cast::<T>().add(lo), hi - lo),
         )
       };
-      jobs.push(Job { coeffs: tensor.coeffs, param, grad, buffers });
+      let dims = if O::STAGES > 0 { tensor.dims } else { Dims::flat(hi - lo) };
+      jobs.push(Job { coeffs: tensor.coeffs, param, grad, buffers, dims, partials });
     }
     self.non_finite |= run_streaming::<O, T>(&mut jobs, self.streaming);
   }
@@ -152,6 +160,14 @@ impl<O: Optimizer> Pending for Step<O> {
 
   fn done(&self) -> usize {
     self.done
+  }
+
+  fn boundary(&self, to: usize) -> usize {
+    if O::STAGES == 0 {
+      return to;
+    }
+    let tensor = self.tensors.partition_point(|t| t.start + t.len < to);
+    self.tensors.get(tensor).map_or(to, |t| t.start + t.len)
   }
 
   fn check(&self, env: RawEnv, to: usize) -> std::result::Result<(), Fail> {
@@ -202,6 +218,18 @@ fn reference_value(env: RawEnv, reference: &Ref) -> std::result::Result<sys::nap
   Ok(value)
 }
 
+/// How a `stepAsync` started (`startStep`).
+#[napi]
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartedStep {
+  /// Its arrays are not all on SharedArrayBuffers: the update runs in slices (`stepSlice`).
+  InSlices,
+  /// Every array is on a SharedArrayBuffer: the update may run on a worker thread (`stepOffThread`).
+  OffThread,
+  /// A gradient is not finite and the step was asked to skip such steps: nothing changed.
+  Skipped,
+}
+
 fn lock(pending: &Mutex<Box<dyn Pending>>) -> MutexGuard<'_, Box<dyn Pending>> {
   pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -215,10 +243,9 @@ impl NativeOptimizer {
   }
 
   /// Starts a `stepAsync`: reads and checks everything as `step` does (on error nothing changes)
-  /// and advances every step count, but updates nothing yet. Returns 1 if the update may run on
-  /// a worker thread (`stepOffThread`), 0 if it must run in slices (`stepSlice`), or 2 if a
-  /// gradient is not finite and `skipNonFinite` asked to skip such a step: then nothing changed
-  /// and no step is in flight.
+  /// and advances every step count, but updates nothing yet. Returns where the update runs, or
+  /// that it was skipped (a gradient is not finite and `skipNonFinite` asked to skip such a
+  /// step: then nothing changed and no step is in flight).
   #[napi(catch_unwind)]
   pub fn start_step(
     &mut self,
@@ -227,7 +254,7 @@ impl NativeOptimizer {
     group_of: &[u32],
     packed: &[f64],
     skip_non_finite: Option<bool>,
-  ) -> Result<u32> {
+  ) -> Result<StartedStep> {
     let raw = RawEnv(env.raw());
     let skip = skip_non_finite.unwrap_or(false);
     let result = with_optimizer!(self.algorithm, O => self.start_with::<O>(raw, params.raw(), group_of, packed, skip));
@@ -277,20 +304,12 @@ impl NativeOptimizer {
     group_of: &[u32],
     packed: &[f64],
     skip_non_finite: bool,
-  ) -> std::result::Result<u32, Fail> {
-    threads::check_configured()?;
-    check_idle(self, "stepAsync()")?;
-    let mut configs: Vec<O> = Vec::new();
-    parse_configs(packed, &mut configs)?;
-    let count = env.array_length(params)?;
-    if self.states.len() < count {
-      self.states.resize_with(count, ParamState::default);
-    }
-    self.reader.remembered = false;
-    self.reader.read(env, params, group_of, configs.len(), &self.states)?;
+  ) -> std::result::Result<StartedStep, Fail> {
+    self.prepare::<O>(env, params, group_of, packed, "stepAsync()")?;
+    let configs = self.configs::<O>().to_vec();
     if skip_non_finite && !grads_finite(&self.reader.views) {
       self.last_non_finite = true;
-      return Ok(2);
+      return Ok(StartedStep::Skipped);
     }
 
     // Everything is checked: from here the step happens.
@@ -307,9 +326,10 @@ impl NativeOptimizer {
       let coeffs = advance(&config, state, view.group, &mut memo);
       let buffers = config.buffers_used();
       // Buffers a first step creates are made here, on the JavaScript thread, not in a slice.
+      let lens = buffer_lens::<O>(view.dims);
       match view.data.dtype {
-        Dtype::Float32 => drop(state.buffers_mut::<f32>(view.data.len, buffers)),
-        Dtype::Float64 => drop(state.buffers_mut::<f64>(view.data.len, buffers)),
+        Dtype::Float32 => drop(state.step_parts::<f32>(&lens, buffers, O::partials_len(view.dims))),
+        Dtype::Float64 => drop(state.step_parts::<f64>(&lens, buffers, O::partials_len(view.dims))),
       }
       for value in view.values {
         shared &= env.on_shared_memory(value)?;
@@ -325,6 +345,7 @@ impl NativeOptimizer {
         grad,
         coeffs,
         buffers,
+        dims: view.dims,
       });
       total += view.data.len;
       bytes += view.data.len * (2 + buffers) * view.data.dtype.size();
@@ -333,7 +354,7 @@ impl NativeOptimizer {
     let step =
       Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0, non_finite: false, streaming };
     self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });
-    Ok(u32::from(shared))
+    Ok(if shared { StartedStep::OffThread } else { StartedStep::InSlices })
   }
 
   fn slice(&mut self, env: RawEnv, budget: Duration) -> std::result::Result<bool, Fail> {
@@ -349,7 +370,7 @@ impl NativeOptimizer {
       if done == total {
         break Ok(true);
       }
-      let to = total.min(done + size);
+      let to = step.boundary(total.min(done + size));
       if let Err(fail) = step.check(env, to) {
         break Err(fail);
       }
@@ -365,7 +386,7 @@ impl NativeOptimizer {
       }
       // Size the next slice to the time left, at the rate this one ran.
       let rate = (to - done) as f64 / took.as_secs_f64().max(1e-7);
-      size = ((rate * left.as_secs_f64()) as usize).clamp(fastoptim_core::engine::run::CHUNK_ELEMENTS, total);
+      size = ((rate * left.as_secs_f64()) as usize).clamp(fastoptim_core::engine::run::PIECE_ELEMENTS, total);
     };
     if !matches!(outcome, Ok(false)) {
       self.finish(env);

@@ -1,9 +1,11 @@
 //! Hyperparameter schemas and their validation.
 //!
-//! Every optimizer describes its options once, as a table of [`Field`]s: name, kind, default
-//! and the rule a value must satisfy. Bindings read that table to build defaults and to pack
-//! options into a flat `[f64]` (flags as 0 or 1) in table order; [`validate`] checks such a
-//! packed slice and names the first offending field.
+//! Every optimizer declares its options once, with [`options!`]: name, type, default, rule and a
+//! line of documentation each. That declaration becomes the options struct, its [`Default`], its
+//! table of [`Field`]s and the parsing of packed values ([`Options`]). Bindings read the table to
+//! build defaults and to pack options into a flat `[f64]` in table order (flags as 0 or 1, an
+//! absent optional number as NaN); [`validate`] checks such a packed slice and names the first
+//! offending field.
 
 use std::fmt;
 
@@ -12,6 +14,8 @@ use std::fmt;
 pub enum Kind {
   Number,
   Flag,
+  /// A number or none (PyTorch's `None`), packed as NaN; the rule applies to numbers only.
+  OptionalNumber,
 }
 
 /// The range a field's value must lie in. Every number must also be finite.
@@ -36,25 +40,182 @@ pub enum Rule {
 pub struct Field {
   pub name: &'static str,
   pub kind: Kind,
+  /// Packed: a flag as 0 or 1, an absent optional number as NaN.
   pub default: f64,
   pub rule: Rule,
+  /// One line on what the option does, for generated documentation.
+  pub doc: &'static str,
 }
 
 impl Field {
   pub const fn number(name: &'static str, default: f64, rule: Rule) -> Self {
-    Field { name, kind: Kind::Number, default, rule }
+    Field { name, kind: Kind::Number, default, rule, doc: "" }
   }
 
   pub const fn flag(name: &'static str, default: bool) -> Self {
-    Field { name, kind: Kind::Flag, default: if default { 1.0 } else { 0.0 }, rule: Rule::Flag }
+    Field { name, kind: Kind::Flag, default: if default { 1.0 } else { 0.0 }, rule: Rule::Flag, doc: "" }
   }
+
+  /// What a value must be, with the field called `name`: `0 <= betas[0] < 1`.
+  pub fn expectation(&self, name: &str) -> String {
+    let rule = self.rule.expectation(name);
+    if self.kind == Kind::OptionalNumber {
+      format!("null or {rule}")
+    } else {
+      rule
+    }
+  }
+
+  /// Whether a packed value satisfies this field.
+  pub fn holds(&self, value: f64) -> bool {
+    (self.kind == Kind::OptionalNumber && value.is_nan()) || self.rule.holds(value)
+  }
+}
+
+/// A type an option can have: its packed width, its fields and how it reads back.
+pub trait OptionValue: Copy {
+  /// How many packed values it takes.
+  const WIDTH: usize;
+  /// Appends its fields, named `name` (or `name[i]` for a tuple's elements).
+  fn fields(name: &'static str, default: Self, rule: Rule, doc: &'static str, out: &mut Vec<Field>);
+  /// Reads it from its [`Self::WIDTH`] packed values, already validated.
+  fn read(values: &[f64]) -> Self;
+}
+
+impl OptionValue for f64 {
+  const WIDTH: usize = 1;
+  fn fields(name: &'static str, default: Self, rule: Rule, doc: &'static str, out: &mut Vec<Field>) {
+    out.push(Field { name, kind: Kind::Number, default, rule, doc });
+  }
+  fn read(values: &[f64]) -> Self {
+    values[0]
+  }
+}
+
+impl OptionValue for bool {
+  const WIDTH: usize = 1;
+  fn fields(name: &'static str, default: Self, _: Rule, doc: &'static str, out: &mut Vec<Field>) {
+    out.push(Field { doc, ..Field::flag(name, default) });
+  }
+  fn read(values: &[f64]) -> Self {
+    values[0] != 0.0
+  }
+}
+
+impl OptionValue for Option<f64> {
+  const WIDTH: usize = 1;
+  fn fields(name: &'static str, default: Self, rule: Rule, doc: &'static str, out: &mut Vec<Field>) {
+    out.push(Field { name, kind: Kind::OptionalNumber, default: default.unwrap_or(f64::NAN), rule, doc });
+  }
+  fn read(values: &[f64]) -> Self {
+    Some(values[0]).filter(|x| !x.is_nan())
+  }
+}
+
+impl<A: OptionValue, B: OptionValue> OptionValue for (A, B) {
+  const WIDTH: usize = A::WIDTH + B::WIDTH;
+  fn fields(name: &'static str, default: Self, rule: Rule, doc: &'static str, out: &mut Vec<Field>) {
+    // Made once per optimizer type and kept for the life of the process.
+    let element = |i: usize| &*Box::leak(format!("{name}[{i}]").into_boxed_str());
+    A::fields(element(0), default.0, rule, doc, out);
+    B::fields(element(1), default.1, rule, doc, out);
+  }
+  fn read(values: &[f64]) -> Self {
+    (A::read(&values[..A::WIDTH]), B::read(&values[A::WIDTH..]))
+  }
+}
+
+/// An optimizer's options, as [`options!`] declares them.
+pub trait Options: Copy + Default + Send + Sync + Sized + 'static {
+  /// The options in packed order, with their defaults, rules and documentation.
+  fn fields() -> &'static [Field];
+  /// Builds a validated configuration from values packed in [`Self::fields`] order.
+  fn from_packed(values: &[f64]) -> Result<Self, ConfigError>;
+}
+
+/// Declares an optimizer's options once: the struct, its [`Default`], its [`Field`] table and
+/// its parsing from packed values, with an optional rule between fields (`check = path;`, a
+/// `fn(&Self) -> Result<(), ConfigError>`).
+///
+/// ```ignore
+/// options! {
+///   /// Lion's options.
+///   pub struct Lion {
+///     /// Learning rate γ.
+///     lr: f64 = 1e-4, NonNegative;
+///     /// Interpolation weights (β₁, β₂).
+///     betas: (f64, f64) = (0.9, 0.99), UnitHalfOpen;
+///     maximize: bool = false;
+///   }
+/// }
+/// ```
+#[macro_export]
+macro_rules! options {
+  (
+    $(#[$meta:meta])*
+    pub struct $name:ident {
+      $( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr $(, $rule:ident)? ; )*
+    }
+    $(check = $check:path ;)?
+  ) => {
+    $(#[$meta])*
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct $name {
+      $( $(#[doc = $doc])* pub $field: $ty, )*
+    }
+
+    impl Default for $name {
+      fn default() -> Self {
+        $name { $( $field: $default, )* }
+      }
+    }
+
+    impl $crate::config::Options for $name {
+      #[allow(unused_mut)]
+      fn fields() -> &'static [$crate::config::Field] {
+        static FIELDS: ::std::sync::OnceLock<Vec<$crate::config::Field>> = ::std::sync::OnceLock::new();
+        FIELDS.get_or_init(|| {
+          let mut fields = Vec::new();
+          $(
+            <$ty as $crate::config::OptionValue>::fields(
+              stringify!($field),
+              $default,
+              $crate::options!(@rule $($rule)?),
+              concat!($($doc),*).trim_ascii(),
+              &mut fields,
+            );
+          )*
+          fields
+        })
+      }
+
+      #[allow(unused_assignments, unused_mut, unused_variables)]
+      fn from_packed(values: &[f64]) -> Result<Self, $crate::config::ConfigError> {
+        $crate::config::validate(<Self as $crate::config::Options>::fields(), values)?;
+        let mut at = 0;
+        let options = $name {
+          $(
+            $field: {
+              let width = <$ty as $crate::config::OptionValue>::WIDTH;
+              at += width;
+              <$ty as $crate::config::OptionValue>::read(&values[at - width..at])
+            },
+          )*
+        };
+        $( $check(&options)?; )?
+        Ok(options)
+      }
+    }
+  };
+  (@rule) => { $crate::config::Rule::Flag };
+  (@rule $rule:ident) => { $crate::config::Rule::$rule };
 }
 
 /// A hyperparameter outside its range, or a rule between fields that does not hold.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConfigError {
   /// `field` holds `value`, which breaks `rule`.
-  OutOfRange { field: &'static str, value: f64, rule: Rule },
+  OutOfRange { field: &'static str, value: f64, rule: Rule, optional: bool },
   /// A rule that involves several fields. `message` names each of `fields` in backquotes, so
   /// that [`ConfigError::describe`] can respell them, and gives their values.
   Conflict { fields: &'static [&'static str], message: String },
@@ -66,9 +227,10 @@ impl ConfigError {
   /// The message with each field named by `rename` (a binding's own spelling, e.g. camelCase).
   pub fn describe(&self, rename: impl Fn(&str) -> String) -> String {
     match self {
-      ConfigError::OutOfRange { field, value, rule } => {
+      ConfigError::OutOfRange { field, value, rule, optional } => {
         let name = rename(field);
-        format!("invalid {name}: {} (expected {})", format_number(*value), rule.expectation(&name))
+        let or_none = if *optional { "null or " } else { "" };
+        format!("invalid {name}: {} (expected {or_none}{})", format_number(*value), rule.expectation(&name))
       }
       ConfigError::Conflict { fields, message } => {
         fields.iter().fold(message.to_string(), |text, field| text.replace(&format!("`{field}`"), &rename(field)))
@@ -143,8 +305,13 @@ pub fn validate(fields: &[Field], packed: &[f64]) -> Result<(), ConfigError> {
     return Err(ConfigError::Arity { expected: fields.len(), got: packed.len() });
   }
   for (field, &value) in fields.iter().zip(packed) {
-    if !field.rule.holds(value) {
-      return Err(ConfigError::OutOfRange { field: field.name, value, rule: field.rule });
+    if !field.holds(value) {
+      return Err(ConfigError::OutOfRange {
+        field: field.name,
+        value,
+        rule: field.rule,
+        optional: field.kind == Kind::OptionalNumber,
+      });
     }
   }
   Ok(())
@@ -153,28 +320,6 @@ pub fn validate(fields: &[Field], packed: &[f64]) -> Result<(), ConfigError> {
 /// The defaults of a field table, packed.
 pub fn defaults(fields: &[Field]) -> Vec<f64> {
   fields.iter().map(|f| f.default).collect()
-}
-
-/// Reads packed values by field name; used by `from_packed` implementations after [`validate`].
-pub(crate) struct Packed<'a> {
-  fields: &'static [Field],
-  values: &'a [f64],
-}
-
-impl<'a> Packed<'a> {
-  pub(crate) fn new(fields: &'static [Field], values: &'a [f64]) -> Result<Self, ConfigError> {
-    validate(fields, values)?;
-    Ok(Packed { fields, values })
-  }
-
-  pub(crate) fn number(&self, name: &str) -> f64 {
-    let index = self.fields.iter().position(|f| f.name == name);
-    self.values[index.unwrap_or_else(|| panic!("no field {name}"))]
-  }
-
-  pub(crate) fn flag(&self, name: &str) -> bool {
-    self.number(name) != 0.0
-  }
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ pub mod optimizers;
 #[cfg(test)]
 mod testing;
 
-pub use config::{ConfigError, Field, Kind, Rule};
+pub use config::{ConfigError, Field, Kind, Options, Rule};
 pub use engine::finite::{all_finite, any_non_finite};
-pub use engine::run::{run, Job, Optimizer, MAX_BUFFERS, MAX_SCALARS};
+pub use engine::run::{run, Dims, Job, Tensor, MAX_BUFFERS, MAX_SCALARS};
 pub use engine::state::{Buffers, Element, ParamState, StateMismatch};
 pub use engine::{finite, state, threads, traffic};
 pub use float::{Dtype, Float};
@@ -28,3 +28,4 @@ pub use optimizers::nadam::NAdam;
 pub use optimizers::radam::RAdam;
 pub use optimizers::rmsprop::RMSprop;
 pub use optimizers::sgd::Sgd;
+pub use optimizers::{buffer_lens, Buffer, Layout, Optimizer};

@@ -4,12 +4,13 @@
 use std::fmt::Debug;
 
 use crate::config::{defaults, Field};
-use crate::engine::run::{run, Job, Optimizer, CHUNK_ELEMENTS, PARALLEL_MIN_ELEMENTS};
+use crate::engine::run::{run, Job, MAX_BUFFERS, PARALLEL_MIN_ELEMENTS, PIECE_ELEMENTS};
 use crate::engine::state::{Buffers, Element, ParamState};
 use crate::float::Float;
+use crate::optimizers::Optimizer;
 
 /// Lengths that exercise every edge of the engine: empty, tiny, odd, one element either side of
-/// a chunk and of the parallel threshold, and several chunks with a ragged tail.
+/// a piece and of the parallel threshold, and several pieces with a ragged tail.
 pub const LENGTHS: [usize; 14] = [
   0,
   1,
@@ -19,12 +20,12 @@ pub const LENGTHS: [usize; 14] = [
   17,
   33,
   1001,
-  CHUNK_ELEMENTS - 1,
-  CHUNK_ELEMENTS + 1,
+  PIECE_ELEMENTS - 1,
+  PIECE_ELEMENTS + 1,
   PARALLEL_MIN_ELEMENTS - 1,
   PARALLEL_MIN_ELEMENTS,
   PARALLEL_MIN_ELEMENTS + 3,
-  3 * CHUNK_ELEMENTS + 5,
+  3 * PIECE_ELEMENTS + 5,
 ];
 
 /// Steps per trajectory: enough for first-step special cases and for RAdam's rectification,
@@ -78,9 +79,9 @@ pub fn step_once<O: Optimizer, T: Element>(
   state.step += 1;
   let mut coeffs = config.coeffs(state.step);
   config.advance(&mut coeffs, state);
-  let buffers = state.buffers_mut::<T>(param.len(), config.buffers_used());
+  let buffers = state.buffers_mut::<T>(&[param.len(); MAX_BUFFERS], config.buffers_used());
   if engine {
-    let non_finite = run::<O, T>(&mut [Job { coeffs, param, grad, buffers }]);
+    let non_finite = run::<O, T>(&mut [Job::flat(coeffs, param, grad, buffers)]);
     assert_eq!(non_finite, !grad.iter().all(|g| g.is_finite()), "the engine reports non-finite gradients");
   } else {
     O::update_reference(&coeffs, param, grad, buffers);
@@ -139,8 +140,8 @@ pub fn buffers_f64(state: &ParamState) -> Vec<Vec<f64>> {
 /// exactly `message`.
 pub fn assert_rejects<O: Optimizer + Debug>(cases: &[(&str, f64, &str)]) {
   for &(name, value, message) in cases {
-    let mut packed = defaults(O::FIELDS);
-    packed[field_index(O::FIELDS, name)] = value;
+    let mut packed = defaults(O::fields());
+    packed[field_index(O::fields(), name)] = value;
     assert_eq!(O::from_packed(&packed).unwrap_err().to_string(), message, "{name} = {value}");
   }
 }

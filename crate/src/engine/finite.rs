@@ -2,8 +2,8 @@
 //!
 //! The policy, as PyTorch's: a step proceeds whatever its gradients hold, so NaN and ∞ flow into
 //! the parameters and the state. [`crate::run`] reports whether any gradient element it read was
-//! non-finite, at no cost in memory traffic: it scans each chunk of a gradient right after the
-//! fused update of that chunk has read it, while the chunk is still in the core's cache. A caller
+//! non-finite, at no cost in memory traffic: it scans each piece of a gradient right after the
+//! fused update of that piece has read it, while the piece is still in the core's cache. A caller
 //! that would rather skip such a step checks every gradient first with [`all_finite`] (one more
 //! read of the gradients) and runs nothing if one fails, so a step stays all-or-none.
 

@@ -1,13 +1,12 @@
-//! What every optimizer provides, and the engine that runs one step over many tensors.
+//! The engine that runs one step of an optimizer over many tensors at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::{ConfigError, Field};
 use crate::engine::finite::any_non_finite;
 use crate::engine::simd;
-use crate::engine::state::ParamState;
 use crate::engine::threads;
 use crate::float::Float;
+use crate::optimizers::Optimizer;
 
 /// The most state buffers any optimizer keeps per parameter (Adam with AMSGrad: three).
 pub const MAX_BUFFERS: usize = 3;
@@ -19,59 +18,75 @@ pub const MAX_SCALARS: usize = 2;
 pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 14;
 
 /// The fewest elements one piece of a step updates; a multiple of every vector width and of a
-/// cache line. Pieces grow with the step ([`piece_elements`]) up to [`MAX_CHUNK_ELEMENTS`].
-pub const CHUNK_ELEMENTS: usize = 1 << 12;
+/// cache line. Pieces grow with the step ([`piece_elements`]) up to [`MAX_PIECE_ELEMENTS`].
+pub const PIECE_ELEMENTS: usize = 1 << 12;
 
-/// The most elements one piece updates: each piece is a kernel call, and its setup (tens of
-/// nanoseconds) is 1% of a piece of 16K elements in cache; measured, 4M elements in pieces of
-/// 4K ran about 4% slower than in pieces of 16K or more, and 16K in pieces of 16K (one piece, one
-/// thread) 40% slower than in pieces of 4K.
-pub const MAX_CHUNK_ELEMENTS: usize = 1 << 16;
+/// The most elements one piece updates: each piece is a kernel call with a fixed setup cost, so
+/// large steps are better off in fewer, larger pieces (BENCHMARKS.md has the measurements); a
+/// step in pieces this size still splits into many per thread.
+pub const MAX_PIECE_ELEMENTS: usize = 1 << 16;
 
 /// Elements per piece for a step of `total` elements on `threads` threads: about 32 pieces per
-/// thread (so that a thread that falls behind is helped), within [`CHUNK_ELEMENTS`] and
-/// [`MAX_CHUNK_ELEMENTS`].
+/// thread (so that a thread that falls behind is helped), within [`PIECE_ELEMENTS`] and
+/// [`MAX_PIECE_ELEMENTS`].
 fn piece_elements(total: usize, threads: usize) -> usize {
   let per = total / (threads.max(1) * 32);
-  (per / CHUNK_ELEMENTS * CHUNK_ELEMENTS).clamp(CHUNK_ELEMENTS, MAX_CHUNK_ELEMENTS)
+  (per / PIECE_ELEMENTS * PIECE_ELEMENTS).clamp(PIECE_ELEMENTS, MAX_PIECE_ELEMENTS)
 }
 
-/// An optimizer: its options, its per-parameter state, and its fused update.
-pub trait Optimizer: Copy + Send + Sync + Sized + 'static {
-  /// The options in packed order, with their defaults and rules.
-  const FIELDS: &'static [Field];
-  /// PyTorch's `state_dict` names of the per-parameter buffers, in the order the kernel takes them.
-  const BUFFERS: &'static [&'static str];
-  /// PyTorch's `state_dict` names of the per-parameter scalars carried from step to step besides
-  /// the step count (NAdam's `mu_product`), kept in [`ParamState::scalars`] in this order.
-  const SCALARS: &'static [&'static str] = &[];
-  /// Per-step scalars derived from the options and the step count, computed once per step.
-  type Coeffs: Copy + Send + Sync + 'static;
+/// A tensor's shape as optimizers see it: `ndim` dimensions, viewed as `batches` matrices of
+/// `rows` by `cols` (the last two dimensions; a tensor of fewer than 2 dimensions is one row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+  pub ndim: usize,
+  pub batches: usize,
+  pub rows: usize,
+  pub cols: usize,
+}
 
-  /// Builds a validated configuration from values packed in [`Self::FIELDS`] order.
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError>;
-  /// How many of [`Self::BUFFERS`] this configuration uses.
-  fn buffers_used(&self) -> usize;
-  /// The scalars for the update that makes the parameter's step count `step` (1-based).
-  fn coeffs(&self, step: u64) -> Self::Coeffs;
-  /// Completes `coeffs` (from [`Self::coeffs`] for `state.step`) for one parameter from the
-  /// state only it has, and advances that state: its [`ParamState::scalars`], or whether a
-  /// buffer exists yet. Called once per parameter and step, after the step count is advanced
-  /// and before the step's buffers are taken, so `state.buffers` holds what earlier steps made.
-  fn advance(&self, _coeffs: &mut Self::Coeffs, _state: &mut ParamState) {}
-  /// The fused update of one contiguous chunk; every slice has the same length.
-  fn update<T: Float>(coeffs: &Self::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]);
-  /// The same update written as plainly as possible, to test [`Self::update`] against.
-  fn update_reference<T: Float>(coeffs: &Self::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]);
+impl Dims {
+  /// A flat tensor of `len` elements.
+  pub fn flat(len: usize) -> Self {
+    Dims { ndim: 1, batches: 1, rows: 1, cols: len }
+  }
+
+  /// The dimensions of `shape`.
+  pub fn of(shape: &[usize]) -> Self {
+    match shape {
+      [] => Dims { ndim: 0, batches: 1, rows: 1, cols: 1 },
+      [len] => Dims::flat(*len),
+      [batch @ .., rows, cols] => Dims { ndim: shape.len(), batches: batch.iter().product(), rows: *rows, cols: *cols },
+    }
+  }
+
+  /// Elements in all.
+  pub fn len(self) -> usize {
+    self.batches * self.rows * self.cols
+  }
+
+  pub fn is_empty(self) -> bool {
+    self.len() == 0
+  }
 }
 
 /// One tensor's share of a step: the parameter, its gradient, its state buffers (unused ones
-/// empty) and the scalars for its step count.
+/// empty) and the scalars for its step count; for a staged optimizer, also its dimensions and
+/// the partial results its stages pass on.
 pub struct Job<'a, T, C> {
   pub coeffs: C,
   pub param: &'a mut [T],
   pub grad: &'a [T],
   pub buffers: [&'a mut [T]; MAX_BUFFERS],
+  pub dims: Dims,
+  pub partials: &'a mut [f64],
+}
+
+impl<'a, T, C> Job<'a, T, C> {
+  /// The job of a flat tensor (one row, no partial results): all an elementwise optimizer needs.
+  pub fn flat(coeffs: C, param: &'a mut [T], grad: &'a [T], buffers: [&'a mut [T]; MAX_BUFFERS]) -> Self {
+    let dims = Dims::flat(param.len());
+    Job { coeffs, param, grad, buffers, dims, partials: &mut [] }
+  }
 }
 
 /// Updates every tensor of `jobs`.
@@ -84,7 +99,7 @@ pub struct Job<'a, T, C> {
 /// Nothing is allocated once a thread has run a step with as many tensors before.
 ///
 /// Returns whether any gradient element was NaN or infinite (the update went ahead regardless, as
-/// PyTorch's does). Each chunk of a gradient is scanned right after its update read it, while it
+/// PyTorch's does). Each piece of a gradient is scanned right after its update read it, while it
 /// is in cache, so the report adds no memory traffic ([`crate::engine::finite`]).
 pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
   let streaming = streams_from_memory(jobs);
@@ -96,14 +111,17 @@ pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
 pub fn run_streaming<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>], streaming: bool) -> bool {
   let total: usize = jobs.iter().map(|job| job.param.len()).sum();
   let pool = if total >= PARALLEL_MIN_ELEMENTS { Some(threads::current()) } else { None };
+  if O::STAGES > 0 {
+    return run_stages::<O, T>(jobs, pool.filter(|pool| pool.threads() > 1).as_deref());
+  }
   let Some(pool) = pool.filter(|pool| pool.threads() > 1) else {
     // Kernels prefetch ahead while this thread is streaming ([`simd::streaming`]).
     return simd::streaming(streaming, || {
       let mut non_finite = false;
       for job in jobs.iter_mut() {
         let len = job.param.len();
-        for from in (0..len).step_by(MAX_CHUNK_ELEMENTS) {
-          let to = (from + MAX_CHUNK_ELEMENTS).min(len);
+        for from in (0..len).step_by(MAX_PIECE_ELEMENTS) {
+          let to = (from + MAX_PIECE_ELEMENTS).min(len);
           let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
           let grad = &job.grad[from..to];
           O::update(&job.coeffs, &mut job.param[from..to], grad, buffers);
@@ -141,13 +159,13 @@ pub fn run_streaming<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>],
       });
       start += len;
     }
-    let chunk = piece_elements(total, pool.threads());
-    let pieces = total.div_ceil(chunk);
+    let piece_len = piece_elements(total, pool.threads());
+    let pieces = total.div_ceil(piece_len);
     let shared = Pieces { spans, jobs: jobs.as_ptr(), streaming };
     let non_finite = AtomicBool::new(false);
     pool.for_each_piece(pieces, &|piece| {
-      let from = piece * chunk;
-      let to = (from + chunk).min(total);
+      let from = piece * piece_len;
+      let to = (from + piece_len).min(total);
       // SAFETY: pieces are disjoint element ranges, so each element of every array is touched by
       // one piece only; the pointers come from the exclusive borrow of `jobs`, which lasts until
       // every piece has returned.
@@ -221,6 +239,164 @@ impl<T: Float, C: Copy> Pieces<'_, '_, T, C> {
     }
     non_finite
   }
+}
+
+/// One tensor of a staged step, as its units see it ([`Optimizer::unit`]): its scalars and
+/// dimensions, and access to the parts of its arrays a unit owns.
+pub struct Tensor<'s, T, C> {
+  pub coeffs: C,
+  pub dims: Dims,
+  span: &'s StagedSpan,
+  _element: std::marker::PhantomData<T>,
+}
+
+impl<T: Float, C> Tensor<'_, T, C> {
+  /// The gradient, whole. Read only: no array of a step that a unit writes overlaps a gradient.
+  pub fn grad(&self) -> &[T] {
+    // SAFETY: `len` elements of `T` borrowed for the step; nothing writes them (see above).
+    unsafe { std::slice::from_raw_parts(self.span.grad.cast::<T>(), self.span.len) }
+  }
+
+  /// The elements `range` of the parameter.
+  ///
+  /// # Safety
+  /// No other unit of the stage may touch them, and the caller holds no other slice of them.
+  #[allow(clippy::mut_from_ref)]
+  pub unsafe fn param(&self, range: std::ops::Range<usize>) -> &mut [T] {
+    assert!(range.start <= range.end && range.end <= self.span.len);
+    // SAFETY: in bounds; the caller guarantees exclusive access.
+    unsafe { std::slice::from_raw_parts_mut(self.span.param.cast::<T>().add(range.start), range.len()) }
+  }
+
+  /// The elements `range` of state buffer `index`.
+  ///
+  /// # Safety
+  /// As [`Self::param`].
+  #[allow(clippy::mut_from_ref)]
+  pub unsafe fn buffer(&self, index: usize, range: std::ops::Range<usize>) -> &mut [T] {
+    let (pointer, len) = self.span.buffers[index];
+    assert!(range.start <= range.end && range.end <= len);
+    // SAFETY: in bounds; the caller guarantees exclusive access.
+    unsafe { std::slice::from_raw_parts_mut(pointer.cast::<T>().add(range.start), range.len()) }
+  }
+
+  /// State buffer `index`, whole, to read.
+  ///
+  /// # Safety
+  /// No unit of the stage may write it.
+  pub unsafe fn buffer_ref(&self, index: usize) -> &[T] {
+    let (pointer, len) = self.span.buffers[index];
+    // SAFETY: `len` elements borrowed for the step; the caller guarantees no one writes them.
+    unsafe { std::slice::from_raw_parts(pointer.cast::<T>(), len) }
+  }
+
+  /// Partial result `slot` of the tensor.
+  ///
+  /// # Safety
+  /// As [`Self::param`].
+  #[allow(clippy::mut_from_ref)]
+  pub unsafe fn partial(&self, slot: usize) -> &mut f64 {
+    assert!(slot < self.span.partials.1);
+    // SAFETY: in bounds; the caller guarantees exclusive access.
+    unsafe { &mut *self.span.partials.0.add(slot) }
+  }
+}
+
+/// Where one tensor of a staged step lies among the stage's units, with its arrays as raw parts.
+struct StagedSpan {
+  first_unit: usize,
+  job: usize,
+  len: usize,
+  param: *mut u8,
+  grad: *const u8,
+  buffers: [(*mut u8, usize); MAX_BUFFERS],
+  partials: (*mut f64, usize),
+}
+
+thread_local! {
+  /// Per calling thread, so that staged steps allocate nothing once it has seen as many tensors.
+  static STAGED_SPANS: std::cell::RefCell<Vec<StagedSpan>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The units of one stage, as raw parts that every thread may use at once.
+struct Units<'s, 'j, T, C> {
+  spans: &'s [StagedSpan],
+  jobs: *const Job<'j, T, C>,
+}
+
+// SAFETY: the threads only read `spans` and each job's `coeffs` (`Copy + Sync`), and write through
+// the raw parts only what their unit owns ([`Optimizer::unit`]'s contract).
+unsafe impl<T, C: Sync> Sync for Units<'_, '_, T, C> {}
+
+impl<T: Float, C: Copy> Units<'_, '_, T, C> {
+  /// Runs unit `unit` (counted over every tensor) of stage `stage`.
+  ///
+  /// # Safety
+  /// Every unit of the stage runs once; the raw parts come from the exclusive borrow of the jobs,
+  /// which outlives every unit.
+  unsafe fn run<O: Optimizer<Coeffs = C>>(&self, stage: usize, unit: usize) -> bool {
+    let span = &self.spans[self.spans.partition_point(|s| s.first_unit <= unit) - 1];
+    // SAFETY: `job` indexes the borrowed jobs; `coeffs` and `dims` are read, never written.
+    let (coeffs, dims) = unsafe {
+      let job = self.jobs.add(span.job);
+      (std::ptr::addr_of!((*job).coeffs).read(), std::ptr::addr_of!((*job).dims).read())
+    };
+    let tensor = Tensor { coeffs, dims, span, _element: std::marker::PhantomData };
+    // SAFETY: as this function's.
+    unsafe { O::unit::<T>(stage, unit - span.first_unit, &tensor) }
+  }
+}
+
+/// A staged optimizer's step ([`Optimizer::STAGES`]): each stage runs the units of every tensor
+/// together, on `pool` when there is one, then ends the stage for each tensor in order. Units do
+/// not depend on the thread count, and each stage's partial results are folded in a fixed order,
+/// so neither do the results.
+fn run_stages<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>], pool: Option<&threads::Pool>) -> bool {
+  STAGED_SPANS.with(|cell| {
+    let mut owned = Vec::new();
+    let mut borrowed = cell.try_borrow_mut();
+    let spans = match borrowed.as_deref_mut() {
+      Ok(spans) => spans,
+      Err(_) => &mut owned,
+    };
+    let non_finite = AtomicBool::new(false);
+    for stage in 0..O::STAGES {
+      spans.clear();
+      let mut units = 0;
+      for (index, job) in jobs.iter_mut().enumerate() {
+        let count = if job.param.is_empty() { 0 } else { O::units(stage, job.dims) };
+        if count == 0 {
+          continue;
+        }
+        debug_assert_eq!(job.dims.len(), job.param.len());
+        spans.push(StagedSpan {
+          first_unit: units,
+          job: index,
+          len: job.param.len(),
+          param: job.param.as_mut_ptr().cast(),
+          grad: job.grad.as_ptr().cast(),
+          buffers: job.buffers.each_mut().map(|b| (b.as_mut_ptr().cast(), b.len())),
+          partials: (job.partials.as_mut_ptr(), job.partials.len()),
+        });
+        units += count;
+      }
+      let shared = Units { spans, jobs: jobs.as_ptr() };
+      let body = |unit: usize| {
+        // SAFETY: each unit runs once, and units write only what they own (the trait's contract).
+        if unsafe { shared.run::<O>(stage, unit) } {
+          non_finite.store(true, Ordering::Relaxed);
+        }
+      };
+      match pool {
+        Some(pool) => pool.for_each_piece(units, &body),
+        None => (0..units).for_each(body),
+      }
+      for job in jobs.iter_mut().filter(|job| !job.param.is_empty()) {
+        O::end_stage(stage, job);
+      }
+    }
+    non_finite.into_inner()
+  })
 }
 
 /// Whether a step's arrays are too large to stay in cache between steps, so that its kernels are

@@ -12,6 +12,8 @@ pub struct ParamState {
   /// The optimizer's `SCALARS` (NAdam's `mu_product`), zero before the first step; unused ones stay zero.
   pub scalars: [f64; MAX_SCALARS],
   pub buffers: Buffers,
+  /// Where a staged optimizer's stages pass partial results on; not state a checkpoint keeps.
+  pub partials: Vec<f64>,
 }
 
 /// State buffers of one dtype, in the optimizer's `BUFFERS` order.
@@ -27,8 +29,16 @@ pub enum Buffers {
 /// Why a parameter cannot be stepped with the state it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateMismatch {
-  Dtype { state: Dtype, param: Dtype },
-  Length { state: usize, param: usize },
+  Dtype {
+    state: Dtype,
+    param: Dtype,
+  },
+  /// Buffer `buffer` holds `state` elements where the parameter needs `expected`.
+  Length {
+    buffer: usize,
+    state: usize,
+    expected: usize,
+  },
 }
 
 impl Buffers {
@@ -40,13 +50,14 @@ impl Buffers {
     }
   }
 
-  /// Length of each buffer; `None` before the first step.
-  pub fn len(&self) -> Option<usize> {
-    match self {
-      Buffers::Empty => None,
-      Buffers::F32(b) => b.first().map(Vec::len),
-      Buffers::F64(b) => b.first().map(Vec::len),
-    }
+  /// The length of each buffer that exists.
+  pub fn lens(&self) -> impl Iterator<Item = usize> + '_ {
+    let (f32s, f64s): (&[Vec<f32>], &[Vec<f64>]) = match self {
+      Buffers::Empty => (&[], &[]),
+      Buffers::F32(b) => (b, &[]),
+      Buffers::F64(b) => (&[], b),
+    };
+    f32s.iter().map(Vec::len).chain(f64s.iter().map(Vec::len))
   }
 
   pub fn is_empty(&self) -> bool {
@@ -64,28 +75,48 @@ impl Buffers {
 }
 
 impl ParamState {
-  /// Whether a parameter of `dtype` and `len` elements can be stepped with this state.
-  pub fn check(&self, dtype: Dtype, len: usize) -> Result<(), StateMismatch> {
+  /// Whether a parameter of `dtype` can be stepped with this state, whose buffers must have the
+  /// lengths `expected` gives (one per buffer of the optimizer, for the parameter's shape).
+  pub fn check(&self, dtype: Dtype, expected: &[usize]) -> Result<(), StateMismatch> {
     if let Some(state) = self.buffers.dtype() {
       if state != dtype {
         return Err(StateMismatch::Dtype { state, param: dtype });
       }
     }
-    match self.buffers.len() {
-      Some(state) if state != len => Err(StateMismatch::Length { state, param: len }),
-      _ => Ok(()),
+    match self.buffers.lens().zip(expected).enumerate().find(|(_, (len, expected))| len != *expected) {
+      Some((buffer, (state, &expected))) => Err(StateMismatch::Length { buffer, state, expected }),
+      None => Ok(()),
     }
   }
 
-  /// The first `count` buffers as slices, creating zeroed ones that do not exist yet, plus empty
-  /// slices up to [`MAX_BUFFERS`]. Call only after [`ParamState::check`] passed for `T`.
-  pub fn buffers_mut<T: Element>(&mut self, len: usize, count: usize) -> [&mut [T]; MAX_BUFFERS] {
-    if self.buffers.is_empty() {
-      self.buffers = T::wrap(Vec::new());
+  /// The first `count` buffers as slices, creating zeroed ones of the lengths `lens` gives that
+  /// do not exist yet, plus empty slices up to [`MAX_BUFFERS`]. Call only after
+  /// [`ParamState::check`] passed for `T` and these lengths.
+  pub fn buffers_mut<T: Element>(&mut self, lens: &[usize], count: usize) -> [&mut [T]; MAX_BUFFERS] {
+    self.buffers.slices_mut(lens, count)
+  }
+
+  /// The buffers, as [`ParamState::buffers_mut`] gives them, and the partial results of a step,
+  /// made `partials` long.
+  pub fn step_parts<T: Element>(
+    &mut self,
+    lens: &[usize],
+    count: usize,
+    partials: usize,
+  ) -> ([&mut [T]; MAX_BUFFERS], &mut [f64]) {
+    self.partials.resize(partials, 0.0);
+    (self.buffers.slices_mut(lens, count), &mut self.partials)
+  }
+}
+
+impl Buffers {
+  fn slices_mut<T: Element>(&mut self, lens: &[usize], count: usize) -> [&mut [T]; MAX_BUFFERS] {
+    if self.is_empty() {
+      *self = T::wrap(Vec::new());
     }
-    let buffers = T::unwrap(&mut self.buffers).expect("state dtype checked before the step");
+    let buffers = T::unwrap(self).expect("state dtype checked before the step");
     while buffers.len() < count {
-      buffers.push(vec![T::ZERO; len]);
+      buffers.push(vec![T::ZERO; lens[buffers.len()]]);
     }
     let mut slices = buffers.iter_mut().take(count).map(Vec::as_mut_slice);
     std::array::from_fn(|_| slices.next().unwrap_or(&mut []))
@@ -129,16 +160,22 @@ mod tests {
   #[test]
   fn buffers_appear_zeroed_on_first_use_and_keep_their_dtype() {
     let mut state = ParamState::default();
-    assert_eq!(state.check(Dtype::Float32, 5), Ok(()));
-    let [a, b, c] = state.buffers_mut::<f32>(5, 2);
+    assert_eq!(state.check(Dtype::Float32, &[5, 5, 5]), Ok(()));
+    let [a, b, c] = state.buffers_mut::<f32>(&[5, 5, 5], 2);
     assert_eq!((a.len(), b.len(), c.len()), (5, 5, 0));
     a[0] = 1.0;
     assert_eq!(
-      state.check(Dtype::Float64, 5),
+      state.check(Dtype::Float64, &[5, 5, 5]),
       Err(StateMismatch::Dtype { state: Dtype::Float32, param: Dtype::Float64 })
     );
-    assert_eq!(state.check(Dtype::Float32, 4), Err(StateMismatch::Length { state: 5, param: 4 }));
-    let [a, _, c] = state.buffers_mut::<f32>(5, 3);
+    assert_eq!(
+      state.check(Dtype::Float32, &[5, 4, 5]),
+      Err(StateMismatch::Length { buffer: 1, state: 5, expected: 4 })
+    );
+    let [a, _, c] = state.buffers_mut::<f32>(&[5, 5, 5], 3);
     assert_eq!((a[0], c.len()), (1.0, 5));
+    let mut factored = ParamState::default();
+    let [row, col, _] = factored.buffers_mut::<f64>(&[3, 4], 2);
+    assert_eq!((row.len(), col.len()), (3, 4));
   }
 }

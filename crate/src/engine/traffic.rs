@@ -6,28 +6,21 @@
 //! the same engine on the same threads: [`MemoryTraffic`], an "optimizer" whose update is
 //! `m ← m + g; v ← v + g; p ← p + g`. A step at that speed is at the limit.
 
-use crate::config::{ConfigError, Field, Packed};
-use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::Float;
+use crate::optimizers::{Buffer, Optimizer};
 
-/// Reads four arrays and writes three, as Adam does, with one addition each.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct MemoryTraffic;
+crate::options! {
+  /// Reads four arrays and writes three, as Adam does, with one addition each.
+  pub struct MemoryTraffic {}
+}
 
 impl Optimizer for MemoryTraffic {
-  const FIELDS: &'static [Field] = &[];
-  const BUFFERS: &'static [&'static str] = &["m", "v"];
+  const NAME: &'static str = "MemoryTraffic";
+  const SUMMARY: &'static str = "Adam's memory traffic with one addition per array: the yardstick of a step";
+  const BUFFERS: &'static [Buffer] = &[Buffer::like_param("m"), Buffer::like_param("v")];
   type Coeffs = ();
-
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
-    Packed::new(Self::FIELDS, values)?;
-    Ok(MemoryTraffic)
-  }
-
-  fn buffers_used(&self) -> usize {
-    2
-  }
 
   fn coeffs(&self, _step: u64) {}
 
@@ -68,6 +61,6 @@ mod tests {
 
   #[test]
   fn engine_and_reference_agree() {
-    assert_fused_matches_reference(&[MemoryTraffic]);
+    assert_fused_matches_reference(&[MemoryTraffic {}]);
   }
 }

@@ -24,28 +24,27 @@
 //! always uses the constructor's value and ignores a group's own (the one place the two differ).
 //! A loaded accumulator (PyTorch's, even before any step) is used as it is.
 
-use crate::config::{ConfigError, Field, Packed, Rule};
-use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::engine::state::ParamState;
 use crate::float::Float;
+use crate::optimizers::{Buffer, Optimizer};
 
-/// Adagrad's options (PyTorch's `torch.optim.Adagrad`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Adagrad {
-  pub lr: f64,
-  /// η: step t uses the rate γ/(1 + (t − 1)·η).
-  pub lr_decay: f64,
-  pub weight_decay: f64,
-  /// s₀, what the accumulator holds before the first step.
-  pub initial_accumulator_value: f64,
-  pub eps: f64,
-  pub maximize: bool,
-}
-
-impl Default for Adagrad {
-  fn default() -> Self {
-    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+crate::options! {
+  /// Adagrad's options (PyTorch's `torch.optim.Adagrad`).
+  pub struct Adagrad {
+    /// Learning rate γ.
+    lr: f64 = 1e-2, NonNegative;
+    /// Learning-rate decay η: step t uses γ / (1 + (t − 1)η).
+    lr_decay: f64 = 0.0, NonNegative;
+    /// Weight decay λ, an L2 penalty added to the gradient.
+    weight_decay: f64 = 0.0, NonNegative;
+    /// What the accumulator of squared gradients holds before a parameter's first step; a group's own value is honoured (PyTorch uses the constructor's for every group).
+    initial_accumulator_value: f64 = 0.0, NonNegative;
+    /// ε, added to the square root of the accumulator.
+    eps: f64 = 1e-10, NonNegative;
+    /// Maximize the objective: step along the gradient instead of against it.
+    maximize: bool = false;
   }
 }
 
@@ -63,28 +62,11 @@ pub struct AdagradCoeffs {
 }
 
 impl Optimizer for Adagrad {
-  const FIELDS: &'static [Field] = &[
-    Field::number("lr", 1e-2, Rule::NonNegative),
-    Field::number("lr_decay", 0.0, Rule::NonNegative),
-    Field::number("weight_decay", 0.0, Rule::NonNegative),
-    Field::number("initial_accumulator_value", 0.0, Rule::NonNegative),
-    Field::number("eps", 1e-10, Rule::NonNegative),
-    Field::flag("maximize", false),
-  ];
-  const BUFFERS: &'static [&'static str] = &["sum"];
+  const NAME: &'static str = "Adagrad";
+  const SUMMARY: &'static str =
+    "Adagrad (Duchi, Hazan & Singer, 2011): per-element rates from the sum of squared gradients";
+  const BUFFERS: &'static [Buffer] = &[Buffer::like_param("sum")];
   type Coeffs = AdagradCoeffs;
-
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
-    let values = Packed::new(Self::FIELDS, values)?;
-    Ok(Adagrad {
-      lr: values.number("lr"),
-      lr_decay: values.number("lr_decay"),
-      weight_decay: values.number("weight_decay"),
-      initial_accumulator_value: values.number("initial_accumulator_value"),
-      eps: values.number("eps"),
-      maximize: values.flag("maximize"),
-    })
-  }
 
   fn buffers_used(&self) -> usize {
     1
@@ -131,7 +113,7 @@ impl Optimizer for Adagrad {
   }
 }
 
-/// [`AdagradCoeffs`] rounded to the element type, once per chunk.
+/// [`AdagradCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
   sign: T,
   l2: T,

@@ -27,61 +27,60 @@
 //! differently): `g ← fma(p, λ, g)`; `m ← fma(1 − β₁, g − m, m)`, or `fma(−β₁, g − m, g)` when
 //! 1 − β₁ ≥ 0.5 (a lerp); `v ← fma((1 − β₂)·g, g, β₂·v)`; the rest rounded one operation at a time.
 
-use crate::config::{ConfigError, Field, Packed, Rule};
 use crate::divide::ExactDivisor;
-use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::Float;
+use crate::optimizers::{Buffer, Optimizer};
 
-/// Adam's options (PyTorch's `torch.optim.Adam`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Adam {
-  pub lr: f64,
-  pub betas: (f64, f64),
-  pub eps: f64,
-  pub weight_decay: f64,
-  pub amsgrad: bool,
-  pub maximize: bool,
-  /// Apply `weight_decay` as AdamW does instead of as an L2 penalty.
-  pub decoupled_weight_decay: bool,
-}
-
-/// AdamW's options: Adam with decoupled weight decay, on by default (`torch.optim.AdamW`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamW(pub Adam);
-
-const LR: Field = Field::number("lr", 1e-3, Rule::NonNegative);
-const BETA1: Field = Field::number("betas[0]", 0.9, Rule::UnitHalfOpen);
-const BETA2: Field = Field::number("betas[1]", 0.999, Rule::UnitHalfOpen);
-const EPS: Field = Field::number("eps", 1e-8, Rule::NonNegative);
-const AMSGRAD: Field = Field::flag("amsgrad", false);
-const MAXIMIZE: Field = Field::flag("maximize", false);
-
-impl Adam {
-  fn from_fields(values: &Packed<'_>, decoupled_weight_decay: bool) -> Self {
-    Adam {
-      lr: values.number("lr"),
-      betas: (values.number("betas[0]"), values.number("betas[1]")),
-      eps: values.number("eps"),
-      weight_decay: values.number("weight_decay"),
-      amsgrad: values.flag("amsgrad"),
-      maximize: values.flag("maximize"),
-      decoupled_weight_decay,
-    }
+crate::options! {
+  /// Adam's options (PyTorch's `torch.optim.Adam`).
+  pub struct Adam {
+    /// Learning rate γ.
+    lr: f64 = 1e-3, NonNegative;
+    /// Decay rates (β₁, β₂) of the first- and second-moment averages.
+    betas: (f64, f64) = (0.9, 0.999), UnitHalfOpen;
+    /// ε, added to the root of the bias-corrected second moment.
+    eps: f64 = 1e-8, NonNegative;
+    /// Weight decay λ: an L2 penalty added to the gradient, or AdamW's decay of the weights with `decoupled_weight_decay`.
+    weight_decay: f64 = 0.0, NonNegative;
+    /// Use the running maximum of the second moment (AMSGrad).
+    amsgrad: bool = false;
+    /// Maximize the objective: step along the gradient instead of against it.
+    maximize: bool = false;
+    /// Decay the weights directly, as AdamW does, instead of adding λ·p to the gradient.
+    decoupled_weight_decay: bool = false;
   }
 }
 
-impl Default for Adam {
-  fn default() -> Self {
-    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+crate::options! {
+  /// AdamW's options: Adam's, with decoupled weight decay always on (`torch.optim.AdamW`).
+  pub struct AdamW {
+    /// Learning rate γ.
+    lr: f64 = 1e-3, NonNegative;
+    /// Decay rates (β₁, β₂) of the first- and second-moment averages.
+    betas: (f64, f64) = (0.9, 0.999), UnitHalfOpen;
+    /// ε, added to the root of the bias-corrected second moment.
+    eps: f64 = 1e-8, NonNegative;
+    /// Decoupled weight decay λ: each step first scales the weights by 1 − γλ.
+    weight_decay: f64 = 1e-2, NonNegative;
+    /// Use the running maximum of the second moment (AMSGrad).
+    amsgrad: bool = false;
+    /// Maximize the objective: step along the gradient instead of against it.
+    maximize: bool = false;
   }
 }
 
-impl Default for AdamW {
-  fn default() -> Self {
-    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+impl AdamW {
+  /// The same update as Adam's with decoupled decay.
+  pub fn as_adam(&self) -> Adam {
+    let AdamW { lr, betas, eps, weight_decay, amsgrad, maximize } = *self;
+    Adam { lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay: true }
   }
 }
+
+const ADAM_BUFFERS: &[Buffer] =
+  &[Buffer::like_param("exp_avg"), Buffer::like_param("exp_avg_sq"), Buffer::like_param("max_exp_avg_sq")];
 
 /// The per-step scalars of an Adam update, in `f64`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -105,23 +104,10 @@ pub struct AdamCoeffs {
 }
 
 impl Optimizer for Adam {
-  const FIELDS: &'static [Field] = &[
-    LR,
-    BETA1,
-    BETA2,
-    EPS,
-    Field::number("weight_decay", 0.0, Rule::NonNegative),
-    AMSGRAD,
-    MAXIMIZE,
-    Field::flag("decoupled_weight_decay", false),
-  ];
-  const BUFFERS: &'static [&'static str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
+  const NAME: &'static str = "Adam";
+  const SUMMARY: &'static str = "Adam (Kingma & Ba, 2015), with AMSGrad and AdamW's decoupled decay as options";
+  const BUFFERS: &'static [Buffer] = ADAM_BUFFERS;
   type Coeffs = AdamCoeffs;
-
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
-    let values = Packed::new(Self::FIELDS, values)?;
-    Ok(Adam::from_fields(&values, values.flag("decoupled_weight_decay")))
-  }
 
   fn buffers_used(&self) -> usize {
     if self.amsgrad {
@@ -196,22 +182,18 @@ impl Optimizer for Adam {
 }
 
 impl Optimizer for AdamW {
-  const FIELDS: &'static [Field] =
-    &[LR, BETA1, BETA2, EPS, Field::number("weight_decay", 1e-2, Rule::NonNegative), AMSGRAD, MAXIMIZE];
-  const BUFFERS: &'static [&'static str] = Adam::BUFFERS;
+  const NAME: &'static str = "AdamW";
+  const SUMMARY: &'static str =
+    "AdamW (Loshchilov & Hutter, 2019): Adam whose weight decay scales the weights by 1 − γλ";
+  const BUFFERS: &'static [Buffer] = ADAM_BUFFERS;
   type Coeffs = AdamCoeffs;
 
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
-    let values = Packed::new(Self::FIELDS, values)?;
-    Ok(AdamW(Adam::from_fields(&values, true)))
-  }
-
   fn buffers_used(&self) -> usize {
-    self.0.buffers_used()
+    self.as_adam().buffers_used()
   }
 
   fn coeffs(&self, step: u64) -> AdamCoeffs {
-    self.0.coeffs(step)
+    self.as_adam().coeffs(step)
   }
 
   fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -223,7 +205,7 @@ impl Optimizer for AdamW {
   }
 }
 
-/// [`AdamCoeffs`] rounded to the element type, once per chunk.
+/// [`AdamCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
   sign: T,
   l2: T,
@@ -306,7 +288,7 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::engine::run::{run, Job, CHUNK_ELEMENTS, PARALLEL_MIN_ELEMENTS};
+  use crate::engine::run::{run, Job, PARALLEL_MIN_ELEMENTS, PIECE_ELEMENTS};
   use crate::engine::state::{Buffers, ParamState};
   use crate::testing::{
     assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, same_bits, trajectory, values,
@@ -331,7 +313,7 @@ mod tests {
   #[test]
   fn many_tensors_in_one_step_match_one_at_a_time() {
     let config = Adam { amsgrad: true, ..Adam::default() };
-    let lengths = [3, 0, CHUNK_ELEMENTS + 9, 1, PARALLEL_MIN_ELEMENTS, 77];
+    let lengths = [3, 0, PIECE_ELEMENTS + 9, 1, PARALLEL_MIN_ELEMENTS, 77];
     let mut params: Vec<Vec<f32>> = lengths.iter().map(|&n| values(n, n as u64)).collect();
     let grads: Vec<Vec<f32>> = lengths.iter().map(|&n| values(n, n as u64 + 5)).collect();
     let mut states = vec![ParamState::default(); lengths.len()];
@@ -342,11 +324,11 @@ mod tests {
       .iter_mut()
       .zip(&grads)
       .zip(&mut states)
-      .map(|((param, grad), state)| Job { coeffs, param, grad, buffers: state.buffers_mut(grad.len(), 3) })
+      .map(|((param, grad), state)| Job::flat(coeffs, param, grad, state.buffers_mut(&[grad.len(); 3], 3)))
       .collect();
     run::<Adam, f32>(&mut jobs);
     for ((param, grad), state) in expected.iter_mut().zip(&grads).zip(&mut expected_states) {
-      Adam::update_reference(&coeffs, param, grad, state.buffers_mut(grad.len(), 3));
+      Adam::update_reference(&coeffs, param, grad, state.buffers_mut(&[grad.len(); 3], 3));
     }
     assert!(params.iter().zip(&expected).all(|(a, b)| same_bits(a, b)));
   }
@@ -360,7 +342,7 @@ mod tests {
     let grad = [0.25, -4.0, 0.0, 1e-3];
     let mut state = ParamState::default();
     let coeffs = config.coeffs(1);
-    Adam::update(&coeffs, &mut param, &grad, state.buffers_mut(4, 2));
+    Adam::update(&coeffs, &mut param, &grad, state.buffers_mut(&[4; 3], 2));
     let expected =
       [1.0 - 1e-3 * 0.25 / (0.25 + 1e-8), -2.0 + 1e-3 * 4.0 / (4.0 + 1e-8), 0.5, 3.0 - 1e-3 * 1e-3 / (1e-3 + 1e-8)];
     for (got, want) in param.iter().zip(expected) {
@@ -379,7 +361,7 @@ mod tests {
     let mut state = ParamState::default();
     for t in 1..=30u64 {
       let grad = values::<f64>(9, 100 + t);
-      Adam::update(&config.coeffs(t), &mut param, &grad, state.buffers_mut(9, 2));
+      Adam::update(&config.coeffs(t), &mut param, &grad, state.buffers_mut(&[9; 3], 2));
       for i in 0..9 {
         m[i] = b1 * m[i] + (1.0 - b1) * grad[i];
         v[i] = b2 * v[i] + (1.0 - b2) * grad[i] * grad[i];
@@ -407,7 +389,7 @@ mod tests {
   #[test]
   fn adamw_is_adam_with_decoupled_decay_and_its_own_default() {
     let adamw = AdamW::default();
-    assert_eq!(adamw.0, Adam { weight_decay: 1e-2, decoupled_weight_decay: true, ..Adam::default() });
+    assert_eq!(adamw.as_adam(), Adam { weight_decay: 1e-2, decoupled_weight_decay: true, ..Adam::default() });
     assert_eq!(Adam::default().weight_decay, 0.0);
     let coeffs = adamw.coeffs(1);
     assert_eq!((coeffs.l2, coeffs.decay_factor), (0.0, 1.0 - 1e-3 * 1e-2));

@@ -19,24 +19,24 @@
 //! γ/(1 − β₁ᵗ) is computed in `f64` once per step; the m update is the lerp Adam uses, and the
 //! last line `p + (−γ/(1 − β₁ᵗ)·m)/u`, as PyTorch's `addcdiv_` computes it.
 
-use crate::config::{ConfigError, Field, Packed, Rule};
-use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::Float;
+use crate::optimizers::{Buffer, Optimizer};
 
-/// Adamax's options (PyTorch's `torch.optim.Adamax`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Adamax {
-  pub lr: f64,
-  pub betas: (f64, f64),
-  pub eps: f64,
-  pub weight_decay: f64,
-  pub maximize: bool,
-}
-
-impl Default for Adamax {
-  fn default() -> Self {
-    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+crate::options! {
+  /// Adamax's options (PyTorch's `torch.optim.Adamax`).
+  pub struct Adamax {
+    /// Learning rate γ.
+    lr: f64 = 2e-3, NonNegative;
+    /// Decay rates (β₁, β₂) of the first moment and of the infinity norm.
+    betas: (f64, f64) = (0.9, 0.999), UnitHalfOpen;
+    /// ε, added to |g| inside the maximum.
+    eps: f64 = 1e-8, NonNegative;
+    /// Weight decay λ, an L2 penalty added to the gradient.
+    weight_decay: f64 = 0.0, NonNegative;
+    /// Maximize the objective: step along the gradient instead of against it.
+    maximize: bool = false;
   }
 }
 
@@ -55,27 +55,10 @@ pub struct AdamaxCoeffs {
 }
 
 impl Optimizer for Adamax {
-  const FIELDS: &'static [Field] = &[
-    Field::number("lr", 2e-3, Rule::NonNegative),
-    Field::number("betas[0]", 0.9, Rule::UnitHalfOpen),
-    Field::number("betas[1]", 0.999, Rule::UnitHalfOpen),
-    Field::number("eps", 1e-8, Rule::NonNegative),
-    Field::number("weight_decay", 0.0, Rule::NonNegative),
-    Field::flag("maximize", false),
-  ];
-  const BUFFERS: &'static [&'static str] = &["exp_avg", "exp_inf"];
+  const NAME: &'static str = "Adamax";
+  const SUMMARY: &'static str = "Adamax (Kingma & Ba, 2015): Adam with the infinity norm in place of the second moment";
+  const BUFFERS: &'static [Buffer] = &[Buffer::like_param("exp_avg"), Buffer::like_param("exp_inf")];
   type Coeffs = AdamaxCoeffs;
-
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
-    let values = Packed::new(Self::FIELDS, values)?;
-    Ok(Adamax {
-      lr: values.number("lr"),
-      betas: (values.number("betas[0]"), values.number("betas[1]")),
-      eps: values.number("eps"),
-      weight_decay: values.number("weight_decay"),
-      maximize: values.flag("maximize"),
-    })
-  }
 
   fn buffers_used(&self) -> usize {
     2
@@ -127,7 +110,7 @@ impl Optimizer for Adamax {
   }
 }
 
-/// [`AdamaxCoeffs`] rounded to the element type, once per chunk.
+/// [`AdamaxCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
   sign: T,
   l2: T,

@@ -1,5 +1,10 @@
-//! One file per optimizer: its options, their defaults and rules, its state, its per-step
-//! scalars and its fused kernel beside a plain reference.
+//! The optimizers, one file each, and the [`Optimizer`] trait they implement.
+//!
+//! A file declares everything about its optimizer once: its options ([`crate::options!`]), its
+//! state ([`Optimizer::BUFFERS`], [`Optimizer::SCALARS`]), its per-step scalars
+//! ([`Optimizer::coeffs`]), its fused kernel and its plain reference. [`for_each_optimizer!`] is
+//! the list every binding, table and test iterates: adding an optimizer is its file plus one
+//! entry there.
 
 pub mod adagrad;
 pub mod adam;
@@ -8,3 +13,168 @@ pub mod nadam;
 pub mod radam;
 pub mod rmsprop;
 pub mod sgd;
+
+use crate::config::Options;
+use crate::engine::run::{Dims, Job, Tensor, MAX_BUFFERS};
+use crate::engine::state::ParamState;
+use crate::float::Float;
+
+/// Calls `$callback!` with `$($args)*`, a `;`, then every optimizer's type (exported at the crate
+/// root), in the order the facade lists them. The registry: nothing else names them all.
+///
+/// ```ignore
+/// macro_rules! names { (; $($O:ident)*) => { [$(<fastoptim_core::$O as Optimizer>::NAME),*] } }
+/// let names = fastoptim_core::for_each_optimizer!(names!());
+/// ```
+#[macro_export]
+macro_rules! for_each_optimizer {
+  ($callback:ident ! ( $($args:tt)* )) => {
+    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam }
+  };
+}
+
+/// The shape of one state buffer, in terms of the parameter's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+  /// The parameter's shape.
+  Param,
+  /// The parameter's shape for a tensor of fewer than 2 dimensions; absent for larger ones.
+  Unfactored,
+  /// Per row of a tensor of 2 or more dimensions: its shape with the last dimension 1; absent
+  /// for smaller ones.
+  Rows,
+  /// Per column of a tensor of 2 or more dimensions: its shape with the second-to-last
+  /// dimension 1; absent for smaller ones.
+  Cols,
+}
+
+impl Layout {
+  /// The buffer's shape for a parameter of `shape`, or `None` where it has none.
+  pub fn shape(self, shape: &[usize]) -> Option<Vec<usize>> {
+    let factored = shape.len() >= 2;
+    let mut shape = shape.to_vec();
+    match self {
+      Layout::Param => Some(shape),
+      Layout::Unfactored => (!factored).then_some(shape),
+      Layout::Rows | Layout::Cols if !factored => None,
+      Layout::Rows => {
+        *shape.last_mut().expect("2 or more dimensions") = 1;
+        Some(shape)
+      }
+      Layout::Cols => {
+        let at = shape.len() - 2;
+        shape[at] = 1;
+        Some(shape)
+      }
+    }
+  }
+
+  /// How many elements the buffer has for a parameter of `dims`; 0 where it has none.
+  pub fn len(self, dims: Dims) -> usize {
+    let factored = dims.ndim >= 2;
+    match self {
+      Layout::Param => dims.len(),
+      Layout::Unfactored if !factored => dims.len(),
+      Layout::Rows if factored => dims.batches * dims.rows,
+      Layout::Cols if factored => dims.batches * dims.cols,
+      _ => 0,
+    }
+  }
+}
+
+/// One state buffer: PyTorch's `state_dict` name and its layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buffer {
+  pub name: &'static str,
+  pub layout: Layout,
+}
+
+impl Buffer {
+  /// A buffer shaped like the parameter.
+  pub const fn like_param(name: &'static str) -> Self {
+    Buffer { name, layout: Layout::Param }
+  }
+}
+
+/// An optimizer: its options, its per-parameter state, and its update.
+///
+/// Most optimizers are one elementwise pass ([`Self::update`]), which the engine cuts into pieces
+/// over all tensors of a step together. One that needs reductions over a tensor first (a norm,
+/// row and column sums) declares [`Self::STAGES`]: each stage runs its units ([`Self::unit`]) for
+/// every tensor of the step together, then [`Self::end_stage`] for each tensor, in order; the last
+/// stage is the update.
+pub trait Optimizer: Options {
+  /// The name bindings use: PyTorch's class name.
+  const NAME: &'static str;
+  /// One line: what it is and where it comes from.
+  const SUMMARY: &'static str;
+  /// The per-parameter state buffers, in the order the kernel takes them.
+  const BUFFERS: &'static [Buffer];
+  /// PyTorch's `state_dict` names of the per-parameter scalars carried from step to step besides
+  /// the step count (NAdam's `mu_product`), kept in [`ParamState::scalars`] in this order.
+  const SCALARS: &'static [&'static str] = &[];
+  /// Per-step scalars derived from the options and the step count, computed once per step.
+  type Coeffs: Copy + Send + Sync + 'static;
+
+  /// How many of [`Self::BUFFERS`] this configuration uses (the first ones).
+  fn buffers_used(&self) -> usize {
+    Self::BUFFERS.len()
+  }
+  /// The scalars for the update that makes the parameter's step count `step` (1-based).
+  fn coeffs(&self, step: u64) -> Self::Coeffs;
+  /// Completes `coeffs` (from [`Self::coeffs`] for `state.step`) for one parameter from the
+  /// state only it has, and advances that state: its [`ParamState::scalars`], or whether a
+  /// buffer exists yet. Called once per parameter and step, after the step count is advanced
+  /// and before the step's buffers are taken, so `state.buffers` holds what earlier steps made.
+  fn advance(&self, _coeffs: &mut Self::Coeffs, _state: &mut ParamState) {}
+
+  /// The fused update of one contiguous piece of an elementwise optimizer; every slice has the
+  /// same length (unused buffers are empty).
+  fn update<T: Float>(_coeffs: &Self::Coeffs, _param: &mut [T], _grad: &[T], _buffers: [&mut [T]; MAX_BUFFERS]) {
+    unreachable!("{} runs in stages", Self::NAME)
+  }
+  /// [`Self::update`] written as plainly as possible, to test it against.
+  fn update_reference<T: Float>(
+    _coeffs: &Self::Coeffs,
+    _param: &mut [T],
+    _grad: &[T],
+    _buffers: [&mut [T]; MAX_BUFFERS],
+  ) {
+    unreachable!("{} runs in stages", Self::NAME)
+  }
+
+  /// How many stages a step runs; 0 for an elementwise optimizer.
+  const STAGES: usize = 0;
+  /// How many `f64` partial results a tensor of `dims` needs between stages (kept in its state).
+  fn partials_len(_dims: Dims) -> usize {
+    0
+  }
+  /// How many independent units stage `stage` of a tensor of `dims` splits into. They must not
+  /// depend on the thread count, so that results do not either.
+  fn units(_stage: usize, _dims: Dims) -> usize {
+    0
+  }
+  /// Runs unit `unit` of stage `stage` of one tensor; returns whether it read a non-finite
+  /// gradient element (only the stage that reads each element once needs to say).
+  ///
+  /// # Safety
+  /// A unit may write only what it owns: the elements, rows or columns, and partial slots that
+  /// no other unit of the stage touches. The engine runs the units of a stage concurrently.
+  unsafe fn unit<T: Float>(_stage: usize, _unit: usize, _tensor: &Tensor<'_, T, Self::Coeffs>) -> bool {
+    false
+  }
+  /// After every unit of `stage` has run: folds the tensor's partials in a fixed order and
+  /// updates its scalars for the next stage.
+  fn end_stage<T: Float>(_stage: usize, _job: &mut Job<'_, T, Self::Coeffs>) {}
+  /// A staged optimizer's whole step of one tensor written as plainly as possible, to test the
+  /// stages against.
+  fn step_reference<T: Float>(_job: &mut Job<'_, T, Self::Coeffs>) {
+    unreachable!("{} is elementwise", Self::NAME)
+  }
+}
+
+/// The length of each of `O`'s buffers for a parameter of `dims` (0 past its last buffer and
+/// where a layout gives none).
+pub fn buffer_lens<O: Optimizer>(dims: Dims) -> [usize; MAX_BUFFERS] {
+  std::array::from_fn(|i| O::BUFFERS.get(i).map_or(0, |buffer| buffer.layout.len(dims)))
+}

@@ -28,29 +28,29 @@
 //! The m update is the lerp Adam uses and `β₂·v + (1 − β₂)·g²` is `fma((1 − β₂)·g, g, β₂·v)`, as
 //! PyTorch's vectorised CPU `lerp_` and `addcmul_` compute them.
 
-use crate::config::{ConfigError, Field, Packed, Rule};
-use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::engine::state::ParamState;
 use crate::float::Float;
+use crate::optimizers::{Buffer, Optimizer};
 
-/// NAdam's options (PyTorch's `torch.optim.NAdam`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct NAdam {
-  pub lr: f64,
-  pub betas: (f64, f64),
-  pub eps: f64,
-  pub weight_decay: f64,
-  /// ψ in the momentum schedule μₜ = β₁·(1 − ½·0.96^(t·ψ)).
-  pub momentum_decay: f64,
-  /// Decay the weights by 1 − γλ (NAdamW) instead of adding λ·p to the gradient.
-  pub decoupled_weight_decay: bool,
-  pub maximize: bool,
-}
-
-impl Default for NAdam {
-  fn default() -> Self {
-    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+crate::options! {
+  /// NAdam's options (PyTorch's `torch.optim.NAdam`).
+  pub struct NAdam {
+    /// Learning rate γ.
+    lr: f64 = 2e-3, NonNegative;
+    /// Decay rates (β₁, β₂) of the first- and second-moment averages.
+    betas: (f64, f64) = (0.9, 0.999), UnitHalfOpen;
+    /// ε, added to the root of the bias-corrected second moment.
+    eps: f64 = 1e-8, NonNegative;
+    /// Weight decay λ: an L2 penalty added to the gradient, or a decay of the weights by 1 − γλ with `decoupled_weight_decay`.
+    weight_decay: f64 = 0.0, NonNegative;
+    /// ψ in the momentum schedule μₜ = β₁(1 − ½·0.96^(tψ)).
+    momentum_decay: f64 = 4e-3, NonNegative;
+    /// Decay the weights directly (NAdamW) instead of adding λ·p to the gradient.
+    decoupled_weight_decay: bool = false;
+    /// Maximize the objective: step along the gradient instead of against it.
+    maximize: bool = false;
   }
 }
 
@@ -82,32 +82,11 @@ pub struct NAdamCoeffs {
 }
 
 impl Optimizer for NAdam {
-  const FIELDS: &'static [Field] = &[
-    Field::number("lr", 2e-3, Rule::NonNegative),
-    Field::number("betas[0]", 0.9, Rule::UnitHalfOpen),
-    Field::number("betas[1]", 0.999, Rule::UnitHalfOpen),
-    Field::number("eps", 1e-8, Rule::NonNegative),
-    Field::number("weight_decay", 0.0, Rule::NonNegative),
-    Field::number("momentum_decay", 4e-3, Rule::NonNegative),
-    Field::flag("decoupled_weight_decay", false),
-    Field::flag("maximize", false),
-  ];
-  const BUFFERS: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
+  const NAME: &'static str = "NAdam";
+  const SUMMARY: &'static str = "NAdam (Dozat, 2016): Adam with Nesterov momentum and a momentum schedule";
+  const BUFFERS: &'static [Buffer] = &[Buffer::like_param("exp_avg"), Buffer::like_param("exp_avg_sq")];
   const SCALARS: &'static [&'static str] = &["mu_product"];
   type Coeffs = NAdamCoeffs;
-
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
-    let values = Packed::new(Self::FIELDS, values)?;
-    Ok(NAdam {
-      lr: values.number("lr"),
-      betas: (values.number("betas[0]"), values.number("betas[1]")),
-      eps: values.number("eps"),
-      weight_decay: values.number("weight_decay"),
-      momentum_decay: values.number("momentum_decay"),
-      decoupled_weight_decay: values.flag("decoupled_weight_decay"),
-      maximize: values.flag("maximize"),
-    })
-  }
 
   fn buffers_used(&self) -> usize {
     2
@@ -183,7 +162,7 @@ impl Optimizer for NAdam {
   }
 }
 
-/// [`NAdamCoeffs`] rounded to the element type, once per chunk.
+/// [`NAdamCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
   sign: T,
   l2: T,

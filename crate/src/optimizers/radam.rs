@@ -27,26 +27,26 @@
 //! times the scalar in PyTorch); the m update is the lerp Adam uses and the v update
 //! `fma((1 − β₂)·g, g, β₂·v)`, as PyTorch's vectorised CPU `lerp_` and `addcmul_` compute them.
 
-use crate::config::{ConfigError, Field, Packed, Rule};
-use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::Float;
+use crate::optimizers::{Buffer, Optimizer};
 
-/// RAdam's options (PyTorch's `torch.optim.RAdam`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RAdam {
-  pub lr: f64,
-  pub betas: (f64, f64),
-  pub eps: f64,
-  pub weight_decay: f64,
-  /// Decay the weights by 1 − γλ instead of adding λ·p to the gradient.
-  pub decoupled_weight_decay: bool,
-  pub maximize: bool,
-}
-
-impl Default for RAdam {
-  fn default() -> Self {
-    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+crate::options! {
+  /// RAdam's options (PyTorch's `torch.optim.RAdam`).
+  pub struct RAdam {
+    /// Learning rate γ.
+    lr: f64 = 1e-3, NonNegative;
+    /// Decay rates (β₁, β₂) of the first- and second-moment averages.
+    betas: (f64, f64) = (0.9, 0.999), UnitHalfOpen;
+    /// ε, added to the root of the second moment.
+    eps: f64 = 1e-8, NonNegative;
+    /// Weight decay λ: an L2 penalty added to the gradient, or a decay of the weights by 1 − γλ with `decoupled_weight_decay`.
+    weight_decay: f64 = 0.0, NonNegative;
+    /// Decay the weights directly, as AdamW does, instead of adding λ·p to the gradient.
+    decoupled_weight_decay: bool = false;
+    /// Maximize the objective: step along the gradient instead of against it.
+    maximize: bool = false;
   }
 }
 
@@ -76,29 +76,11 @@ pub struct RAdamCoeffs {
 }
 
 impl Optimizer for RAdam {
-  const FIELDS: &'static [Field] = &[
-    Field::number("lr", 1e-3, Rule::NonNegative),
-    Field::number("betas[0]", 0.9, Rule::UnitHalfOpen),
-    Field::number("betas[1]", 0.999, Rule::UnitHalfOpen),
-    Field::number("eps", 1e-8, Rule::NonNegative),
-    Field::number("weight_decay", 0.0, Rule::NonNegative),
-    Field::flag("decoupled_weight_decay", false),
-    Field::flag("maximize", false),
-  ];
-  const BUFFERS: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
+  const NAME: &'static str = "RAdam";
+  const SUMMARY: &'static str =
+    "RAdam (Liu et al., 2020): Adam whose adaptive rate is rectified while the variance estimate is poor";
+  const BUFFERS: &'static [Buffer] = &[Buffer::like_param("exp_avg"), Buffer::like_param("exp_avg_sq")];
   type Coeffs = RAdamCoeffs;
-
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
-    let values = Packed::new(Self::FIELDS, values)?;
-    Ok(RAdam {
-      lr: values.number("lr"),
-      betas: (values.number("betas[0]"), values.number("betas[1]")),
-      eps: values.number("eps"),
-      weight_decay: values.number("weight_decay"),
-      decoupled_weight_decay: values.flag("decoupled_weight_decay"),
-      maximize: values.flag("maximize"),
-    })
-  }
 
   fn buffers_used(&self) -> usize {
     2
@@ -174,7 +156,7 @@ impl Optimizer for RAdam {
   }
 }
 
-/// [`RAdamCoeffs`] rounded to the element type, once per chunk.
+/// [`RAdamCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
   sign: T,
   l2: T,

@@ -28,28 +28,28 @@
 //! `momentum_buffer`, `grad_avg`. Centered RMSprop without momentum therefore also holds an
 //! unused (zero) `momentum_buffer`: state buffers are taken by count, not by set.
 
-use crate::config::{ConfigError, Field, Packed, Rule};
-use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::Float;
+use crate::optimizers::{Buffer, Optimizer};
 
-/// RMSprop's options (PyTorch's `torch.optim.RMSprop`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RMSprop {
-  pub lr: f64,
-  /// α, the decay of the square average; PyTorch only requires α ≥ 0.
-  pub alpha: f64,
-  pub eps: f64,
-  pub weight_decay: f64,
-  pub momentum: f64,
-  /// Divide by an estimate of the variance, v − a², instead of by v.
-  pub centered: bool,
-  pub maximize: bool,
-}
-
-impl Default for RMSprop {
-  fn default() -> Self {
-    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+crate::options! {
+  /// RMSprop's options (PyTorch's `torch.optim.RMSprop`).
+  pub struct RMSprop {
+    /// Learning rate γ.
+    lr: f64 = 1e-2, NonNegative;
+    /// Smoothing constant α of the square average (PyTorch only requires α ≥ 0).
+    alpha: f64 = 0.99, NonNegative;
+    /// ε, added to the square root of the (centered) square average.
+    eps: f64 = 1e-8, NonNegative;
+    /// Weight decay λ, an L2 penalty added to the gradient.
+    weight_decay: f64 = 0.0, NonNegative;
+    /// Momentum μ of the buffer that accumulates the scaled gradients; 0 for none.
+    momentum: f64 = 0.0, NonNegative;
+    /// Divide by an estimate of the variance, v − a², with a the average gradient, instead of by v.
+    centered: bool = false;
+    /// Maximize the objective: step along the gradient instead of against it.
+    maximize: bool = false;
   }
 }
 
@@ -71,30 +71,11 @@ pub struct RMSpropCoeffs {
 }
 
 impl Optimizer for RMSprop {
-  const FIELDS: &'static [Field] = &[
-    Field::number("lr", 1e-2, Rule::NonNegative),
-    Field::number("alpha", 0.99, Rule::NonNegative),
-    Field::number("eps", 1e-8, Rule::NonNegative),
-    Field::number("weight_decay", 0.0, Rule::NonNegative),
-    Field::number("momentum", 0.0, Rule::NonNegative),
-    Field::flag("centered", false),
-    Field::flag("maximize", false),
-  ];
-  const BUFFERS: &'static [&'static str] = &["square_avg", "momentum_buffer", "grad_avg"];
+  const NAME: &'static str = "RMSprop";
+  const SUMMARY: &'static str = "RMSprop (Hinton, 2012), with momentum and the centered variant";
+  const BUFFERS: &'static [Buffer] =
+    &[Buffer::like_param("square_avg"), Buffer::like_param("momentum_buffer"), Buffer::like_param("grad_avg")];
   type Coeffs = RMSpropCoeffs;
-
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
-    let values = Packed::new(Self::FIELDS, values)?;
-    Ok(RMSprop {
-      lr: values.number("lr"),
-      alpha: values.number("alpha"),
-      eps: values.number("eps"),
-      weight_decay: values.number("weight_decay"),
-      momentum: values.number("momentum"),
-      centered: values.flag("centered"),
-      maximize: values.flag("maximize"),
-    })
-  }
 
   fn buffers_used(&self) -> usize {
     if self.centered {
@@ -171,7 +152,7 @@ fn lerp<T: Float>(a: T, g: T, weight: T) -> T {
   }
 }
 
-/// [`RMSpropCoeffs`] rounded to the element type, once per chunk.
+/// [`RMSpropCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
   sign: T,
   l2: T,

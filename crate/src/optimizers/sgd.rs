@@ -23,27 +23,45 @@
 //! τ = 0. Every `x + a·y` is one fused multiply-add, as PyTorch's vectorised CPU
 //! `add(x, y, alpha=a)` computes it; `μ·b` is rounded on its own first (`mul_`).
 
-use crate::config::{ConfigError, Field, Packed, Rule};
-use crate::engine::run::{Optimizer, MAX_BUFFERS};
+use crate::config::ConfigError;
+use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::engine::state::ParamState;
 use crate::float::Float;
+use crate::optimizers::{Buffer, Optimizer};
 
-/// SGD's options (PyTorch's `torch.optim.SGD`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Sgd {
-  pub lr: f64,
-  pub momentum: f64,
-  /// τ: the buffer takes in (1 − τ)·g; any finite value, as in PyTorch.
-  pub dampening: f64,
-  pub weight_decay: f64,
-  pub nesterov: bool,
-  pub maximize: bool,
+crate::options! {
+  /// SGD's options (PyTorch's `torch.optim.SGD`).
+  pub struct Sgd {
+    /// Learning rate γ.
+    lr: f64 = 1e-3, NonNegative;
+    /// Momentum μ; 0 for plain SGD, which keeps no state buffer.
+    momentum: f64 = 0.0, NonNegative;
+    /// Dampening τ: the momentum buffer takes in (1 − τ)·g (not on its first step, when it is g); any finite value, as in PyTorch.
+    dampening: f64 = 0.0, Finite;
+    /// Weight decay λ, an L2 penalty added to the gradient.
+    weight_decay: f64 = 0.0, NonNegative;
+    /// Nesterov momentum: step along g + μ·b instead of b. Needs momentum > 0 and dampening 0.
+    nesterov: bool = false;
+    /// Maximize the objective: step along the gradient instead of against it.
+    maximize: bool = false;
+  }
+  check = Sgd::check;
 }
 
-impl Default for Sgd {
-  fn default() -> Self {
-    Self::from_packed(&crate::config::defaults(Self::FIELDS)).expect("defaults are valid")
+impl Sgd {
+  fn check(&self) -> Result<(), ConfigError> {
+    if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+      return Err(ConfigError::Conflict {
+        fields: &["nesterov", "momentum", "dampening"],
+        message: format!(
+          "`nesterov` momentum requires `momentum` > 0 and `dampening` = 0, got `momentum` = {} and `dampening` = {}",
+          crate::config::format_number(self.momentum),
+          crate::config::format_number(self.dampening)
+        ),
+      });
+    }
+    Ok(())
   }
 }
 
@@ -65,39 +83,10 @@ pub struct SgdCoeffs {
 }
 
 impl Optimizer for Sgd {
-  const FIELDS: &'static [Field] = &[
-    Field::number("lr", 1e-3, Rule::NonNegative),
-    Field::number("momentum", 0.0, Rule::NonNegative),
-    Field::number("dampening", 0.0, Rule::Finite),
-    Field::number("weight_decay", 0.0, Rule::NonNegative),
-    Field::flag("nesterov", false),
-    Field::flag("maximize", false),
-  ];
-  const BUFFERS: &'static [&'static str] = &["momentum_buffer"];
+  const NAME: &'static str = "SGD";
+  const SUMMARY: &'static str = "Stochastic gradient descent, with heavy-ball or Nesterov momentum";
+  const BUFFERS: &'static [Buffer] = &[Buffer::like_param("momentum_buffer")];
   type Coeffs = SgdCoeffs;
-
-  fn from_packed(values: &[f64]) -> Result<Self, ConfigError> {
-    let values = Packed::new(Self::FIELDS, values)?;
-    let config = Sgd {
-      lr: values.number("lr"),
-      momentum: values.number("momentum"),
-      dampening: values.number("dampening"),
-      weight_decay: values.number("weight_decay"),
-      nesterov: values.flag("nesterov"),
-      maximize: values.flag("maximize"),
-    };
-    if config.nesterov && (config.momentum <= 0.0 || config.dampening != 0.0) {
-      return Err(ConfigError::Conflict {
-        fields: &["nesterov", "momentum", "dampening"],
-        message: format!(
-          "`nesterov` momentum requires `momentum` > 0 and `dampening` = 0, got `momentum` = {} and `dampening` = {}",
-          crate::config::format_number(config.momentum),
-          crate::config::format_number(config.dampening)
-        ),
-      });
-    }
-    Ok(config)
-  }
 
   fn buffers_used(&self) -> usize {
     usize::from(self.momentum != 0.0)
@@ -158,7 +147,7 @@ impl Optimizer for Sgd {
   }
 }
 
-/// [`SgdCoeffs`] rounded to the element type, once per chunk.
+/// [`SgdCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
   sign: T,
   l2: T,
@@ -212,6 +201,7 @@ fn fused<T: Float, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(
 #[cfg(test)]
 mod tests {
   use super::*;
+  use crate::config::Options;
   use crate::testing::{
     assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, buffers_f64, packed_with, step_once,
   };
@@ -297,13 +287,13 @@ mod tests {
         "nesterov momentum requires momentum > 0 and dampening = 0, got momentum = 0 and dampening = 0",
       ),
     ]);
-    let packed = packed_with(Sgd::FIELDS, &[("nesterov", 1.0), ("momentum", 0.9), ("dampening", 0.1)]);
+    let packed = packed_with(Sgd::fields(), &[("nesterov", 1.0), ("momentum", 0.9), ("dampening", 0.1)]);
     let error = Sgd::from_packed(&packed).unwrap_err();
     assert_eq!(error.field(), Some("nesterov"));
     assert_eq!(
       error.describe(|name| name.to_uppercase()),
       "NESTEROV momentum requires MOMENTUM > 0 and DAMPENING = 0, got MOMENTUM = 0.9 and DAMPENING = 0.1"
     );
-    assert!(Sgd::from_packed(&packed_with(Sgd::FIELDS, &[("nesterov", 1.0), ("momentum", 0.9)])).is_ok());
+    assert!(Sgd::from_packed(&packed_with(Sgd::fields(), &[("nesterov", 1.0), ("momentum", 0.9)])).is_ok());
   }
 }
