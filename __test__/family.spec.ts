@@ -101,17 +101,6 @@ test('defaults are exactly those of torch.optim’s signatures', (t) => {
   t.deepEqual({ ...RAdam.defaults }, { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, decoupledWeightDecay: false, maximize: false })
 })
 
-test('the @default tags of the option docs agree with the native defaults', (t) => {
-  const files: Record<Name, string> = { SGD: 'sgd', RMSprop: 'rmsprop', Adagrad: 'adagrad', Adamax: 'adamax', NAdam: 'nadam', RAdam: 'radam' }
-  for (const [name, Class] of Object.entries(classes)) {
-    const source = readFileSync(join(__dirname, '..', 'lib', `${files[name as Name]}.ts`), 'utf8')
-    const body = source.slice(source.indexOf(`export interface ${name}Options`))
-    const block = body.slice(0, body.indexOf('\n}'))
-    const documented = Object.fromEntries([...block.matchAll(/@default (.+)\n\s*\*\/\n\s*(\w+):/g)].map(([, value, key]) => [key, JSON.parse(value)]))
-    t.deepEqual(documented, { ...Class.defaults }, name)
-  }
-})
-
 const param = () => ({ data: Float32Array.of(1, -2, 3), grad: Float32Array.of(0.5, 0.25, -1) })
 
 /** Bad options, each with the error it must give when passed to the constructor. */

@@ -36,7 +36,8 @@ export function encodeSafetensors(stateDict: StateDict<object>): Uint8Array {
         tensors.push({ name, dtype: exact ? 'F32' : 'F64', shape: [], bytes: new Uint8Array(array.buffer) })
       } else {
         const dtype = value instanceof Float32Array ? 'F32' : 'F64'
-        tensors.push({ name, dtype, shape: [value.length], bytes: new Uint8Array(value.buffer, value.byteOffset, value.byteLength) })
+        const shape = stateDict.shapes?.[Number(id)]?.[key] ?? [value.length]
+        tensors.push({ name, dtype, shape: [...shape], bytes: new Uint8Array(value.buffer, value.byteOffset, value.byteLength) })
       }
     }
   }
@@ -93,6 +94,7 @@ export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
   const paramGroups = groups.map((group) => Object.fromEntries(Object.entries(group as object).map(([k, v]) => [camel(k), v])))
 
   const state: Record<number, ParamState> = {}
+  const shapes: Record<number, Record<string, number[]>> = {}
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') continue
     const match = /^state\.(\d+)\.(\w+)$/.exec(name)
@@ -100,9 +102,11 @@ export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
     const { dtype, shape, data_offsets: range } = info as TensorInfo
     const size = dtype === 'F32' ? 4 : dtype === 'F64' ? 8 : 0
     if (size === 0) throw corrupt(`${name} has dtype ${String(dtype)} (expected F32 or F64)`)
-    if (!Array.isArray(shape) || shape.length > 1 || !Array.isArray(range) || range.length !== 2) throw corrupt(`${name} has a malformed shape or data_offsets`)
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !Array.isArray(range) || range.length !== 2) {
+      throw corrupt(`${name} has a malformed shape or data_offsets`)
+    }
     const [begin, end] = range
-    const count = shape.length === 0 ? 1 : shape[0]
+    const count = shape.reduce((a: number, b: number) => a * b, 1)
     if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || begin < 0 || end > dataLength || end - begin !== count * size) {
       throw corrupt(`${name}: data_offsets [${begin}, ${end}] do not fit ${count} ${dtype} values in ${dataLength} data bytes`)
     }
@@ -112,8 +116,10 @@ export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
     const values: FloatArray = dtype === 'F32' ? new Float32Array(copy.buffer) : new Float64Array(copy.buffer)
     const entry = (state[Number(match[1])] ??= {} as ParamState)
     entry[camel(match[2])] = shape.length === 0 ? values[0] : values
+    if (shape.length > 1) (shapes[Number(match[1])] ??= {})[camel(match[2])] = [...shape]
   }
-  return { state, paramGroups: paramGroups as StateDict<object>['paramGroups'] }
+  const groupsOut = paramGroups as StateDict<object>['paramGroups']
+  return Object.keys(shapes).length > 0 ? { state, paramGroups: groupsOut, shapes } : { state, paramGroups: groupsOut }
 }
 
 /** Writes `opt.stateDict()` to a safetensors file. */

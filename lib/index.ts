@@ -1,11 +1,14 @@
-export { Adam, AdamW, type AdamOptions, type AdamWOptions } from './adam'
-export { Adagrad, type AdagradOptions } from './adagrad'
-export { Adamax, type AdamaxOptions } from './adamax'
-export { NAdam, type NAdamOptions } from './nadam'
-export { RAdam, type RAdamOptions } from './radam'
-export { RMSprop, type RMSpropOptions } from './rmsprop'
-export { SGD, type SGDOptions } from './sgd'
-export { Optimizer, type FloatArray, type Parameter, type ParamGroup, type Params, type StepOptions } from './optimizer'
+export * from './optimizers'
+export {
+  algorithms,
+  Optimizer,
+  type AlgorithmInfo,
+  type FloatArray,
+  type Parameter,
+  type ParamGroup,
+  type Params,
+  type StepOptions,
+} from './optimizer'
 export type { ErrorCode } from './errors'
 export { getNumThreads, setNumThreads } from './threads'
 export { type ParamState, type StateDict } from './optimizer'

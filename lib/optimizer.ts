@@ -1,4 +1,4 @@
-import { describe, invalidType, invalidValue } from './errors'
+import { describe, invalidState, invalidType, invalidValue, outOfRange } from './errors'
 import { native } from './native'
 import { StepArrays } from './step'
 import { busyError, stepAsync } from './task'
@@ -14,6 +14,13 @@ export type FloatArray = Float32Array | Float64Array
 export interface Parameter {
   data: FloatArray
   grad: FloatArray | null
+  /**
+   * The tensor's dimensions, as PyTorch's `p.shape`; their product must be `data.length`. Absent
+   * means flat (one dimension). Optimizers that treat matrices differently (Adafactor factors
+   * the second moment of a tensor of 2 or more dimensions) read it, and checkpoints give state
+   * the shapes PyTorch's has. Read when the parameter joins the optimizer.
+   */
+  readonly shape?: readonly number[]
 }
 
 /** A group of parameters with its own options; every option is present and live. */
@@ -26,8 +33,21 @@ export type Params<Options> = readonly Parameter[] | ReadonlyArray<{ params: rea
 interface Slot {
   key: string
   index: number | undefined
-  kind: 'number' | 'boolean'
+  /** `number?` is a number or null (PyTorch's None), packed as NaN. */
+  kind: 'number' | 'boolean' | 'number?'
   default: number
+  /** What a value must be, as the core's messages say it. */
+  expected: string
+}
+
+/** An optimizer of the native registry: its name, options, state layout. */
+export type AlgorithmInfo = ReturnType<typeof native.algorithms>[number]
+
+const registry = new Map(native.algorithms().map((info) => [info.name, info]))
+
+/** The optimizers of the native registry, in its order. */
+export function algorithms(): AlgorithmInfo[] {
+  return [...registry.values()]
 }
 
 /** The option table of one algorithm, read once from the native core, where defaults live. */
@@ -36,19 +56,24 @@ export class Schema<Options> {
   /** Option names, in the order the core lists them. */
   readonly keys: readonly string[]
   readonly defaults: Readonly<Required<Options>>
+  /** The registry's entry: state buffers and their layouts, scalars. */
+  readonly info: AlgorithmInfo
   /** For each slot, how many slots share its key (the length of a tuple option). */
   readonly #arity: readonly number[]
 
   constructor(readonly algorithm: string) {
-    this.slots = native.optionFields(algorithm).map(({ name, kind, default: value }) => {
+    const info = registry.get(algorithm)
+    if (!info) throw invalidValue(`unknown optimizer ${JSON.stringify(algorithm)} (expected one of ${[...registry.keys()].join(', ')})`)
+    this.info = info
+    this.slots = info.options.map(({ name, kind, default: value, expected }) => {
       const [, key, index] = /^(\w+)(?:\[(\d+)\])?$/.exec(name)!
-      return { key, index: index === undefined ? undefined : Number(index), kind: kind as Slot['kind'], default: value }
+      return { key, index: index === undefined ? undefined : Number(index), kind: kind as Slot['kind'], default: value, expected }
     })
     this.keys = [...new Set(this.slots.map((s) => s.key))]
     this.#arity = this.slots.map((slot) => this.slots.filter((s) => s.key === slot.key).length)
     const defaults: Record<string, unknown> = {}
     for (const slot of this.slots) {
-      const value = slot.kind === 'boolean' ? slot.default !== 0 : slot.default
+      const value = slot.kind === 'boolean' ? slot.default !== 0 : slot.kind === 'number?' && Number.isNaN(slot.default) ? null : slot.default
       if (slot.index === undefined) defaults[slot.key] = value
       else ((defaults[slot.key] ??= []) as unknown[])[slot.index] = value
     }
@@ -72,20 +97,49 @@ export class Schema<Options> {
         const tuple = value
         const arity = this.#arity[i]
         if (!Array.isArray(tuple) || tuple.length !== arity) {
-          throw invalidType(`${where}.${slot.key} must be an array of ${arity} numbers, got ${describe(tuple)}`)
+          const of = this.slots.some((s) => s.key === slot.key && s.kind === 'number?') ? 'numbers or nulls' : 'numbers'
+          throw invalidType(`${where}.${slot.key} must be an array of ${arity} ${of}, got ${describe(tuple)}`)
         }
         value = tuple[slot.index]
       }
       if (slot.kind === 'boolean') {
         if (typeof value !== 'boolean') throw invalidType(`${this.#name(where, i)} must be a boolean, got ${describe(value)}`)
         out[offset + i] = value ? 1 : 0
+      } else if (slot.kind === 'number?' && value === null) {
+        out[offset + i] = NaN
       } else {
-        if (typeof value !== 'number') throw invalidType(`${this.#name(where, i)} must be a number, got ${describe(value)}`)
+        if (typeof value !== 'number') {
+          throw invalidType(`${this.#name(where, i)} must be a number${slot.kind === 'number?' ? ' or null' : ''}, got ${describe(value)}`)
+        }
+        // NaN is how null is packed: a NaN given here must not pass for null.
+        if (slot.kind === 'number?' && Number.isNaN(value)) {
+          throw outOfRange(`invalid ${this.#name(where, i).replace(/^[^.]*\./, '')}: NaN (expected ${slot.expected}) in ${where}`)
+        }
         out[offset + i] = value
       }
     }
   }
 }
+
+/** How many elements a state buffer of `layout` has for a parameter of `length` elements and `shape`. */
+export function layoutShape(layout: string, length: number, shape: readonly number[] | undefined): number[] | undefined {
+  const dims = shape ? [...shape] : [length]
+  const factored = dims.length >= 2
+  switch (layout) {
+    case 'param':
+      return dims
+    case 'unfactored':
+      return factored ? undefined : dims
+    case 'rows':
+      return factored ? [...dims.slice(0, -1), 1] : undefined
+    case 'cols':
+      return factored ? [...dims.slice(0, -2), 1, dims[dims.length - 1]] : undefined
+    default:
+      throw new Error(`unknown layout ${layout}`)
+  }
+}
+
+const product = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1)
 
 /**
  * Options PyTorch keeps in its param groups that say how it runs rather than what it computes;
@@ -100,18 +154,16 @@ export type ParamState = { step: number } & Record<string, FloatArray | number>
 export interface StateDict<Options = Record<string, unknown>> {
   state: Record<number, ParamState>
   paramGroups: Array<Required<Options> & { params: number[] }>
+  /**
+   * The shape of each state buffer, as PyTorch's state_dict has it, where the parameter has a
+   * `shape` (the buffers themselves are flat): `shapes[id][name]`. Checkpoints write tensors with
+   * these shapes; without it, buffers are written flat.
+   */
+  shapes?: Record<number, Record<string, number[]>>
 }
 
 function copyOption(value: unknown): unknown {
   return Array.isArray(value) ? [...value] : value
-}
-
-function outOfRange(message: string) {
-  return Object.assign(new RangeError(message), { code: 'ERR_OUT_OF_RANGE' as const })
-}
-
-function invalidState(message: string) {
-  return Object.assign(new Error(message), { code: 'ERR_INVALID_STATE' as const })
 }
 
 function isFloatArray(value: unknown): value is FloatArray {
@@ -132,19 +184,32 @@ function isDetached(array: FloatArray): boolean {
   }
 }
 
-function checkParameter(param: unknown, where: string): asserts param is Parameter {
+/** Checks a parameter joining an optimizer; returns a copy of its shape (undefined: flat). */
+function checkParameter(param: unknown, where: string): number[] | undefined {
   if (typeof param !== 'object' || param === null) {
     throw invalidType(`${where} must be an object with data and grad, got ${describe(param)}`)
   }
   const { data, grad } = param as Record<string, unknown>
   if (!isFloatArray(data)) throw invalidType(`${where}.data must be a Float32Array or Float64Array, got ${describe(data)}`)
   if (isDetached(data)) throw invalidState(`${where}.data is detached (its ArrayBuffer was transferred)`)
-  if (grad === null || grad === undefined) return
+  const { shape: given } = param as { shape?: unknown }
+  const shape = Array.isArray(given) ? [...given] : given
+  if (shape !== undefined) {
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw invalidType(`${where}.shape must be an array of whole numbers >= 0, got ${Array.isArray(shape) ? JSON.stringify(shape) : describe(shape)}`)
+    }
+    if (product(shape) !== data.length) {
+      throw outOfRange(`${where}.shape ${JSON.stringify(shape)} holds ${product(shape)} elements, but its data has length ${data.length}`)
+    }
+  }
+  const copied = shape as number[] | undefined
+  if (grad === null || grad === undefined) return copied
   if (!isFloatArray(grad) || grad.constructor !== data.constructor) {
     throw invalidType(`${where}.grad must be a ${data.constructor.name} like its data, or null, got ${describe(grad)}`)
   }
   if (isDetached(grad)) throw invalidState(`${where}.grad is detached (its ArrayBuffer was transferred)`)
   if (grad.length !== data.length) throw outOfRange(`${where}.grad has length ${grad.length}, expected ${data.length} like its data`)
+  return copied
 }
 
 /**
@@ -189,8 +254,6 @@ export interface StepOptions {
   skipNonFinite?: boolean
 }
 
-/** The native report of a step whose gradients were all finite. */
-const STEP_FINITE = 0
 
 /** `options.skipNonFinite`, checked. */
 function stepOptions(options: unknown, method: string): boolean {
@@ -219,6 +282,8 @@ export abstract class Optimizer<Options extends object> {
   readonly #schema: Schema<Options>
   readonly #native: InstanceType<typeof native.NativeOptimizer>
   #params: Parameter[] = []
+  /** Each parameter's shape as it joined (undefined: flat), by position over all groups. */
+  #shapes: Array<number[] | undefined> = []
   #groupOf = new Uint32Array(0)
   #packed = new Float64Array(0)
   readonly #arrays = new StepArrays()
@@ -251,13 +316,13 @@ export abstract class Optimizer<Options extends object> {
    * state (and `step()` returns false). With `{ skipNonFinite: true }` every gradient is checked
    * before anything is written, and if one is not finite the whole step is skipped: no parameter,
    * state or step count changes, and `step()` returns false. The check in the default mode costs
-   * no memory traffic (each chunk of a gradient is scanned while the update has it in cache); the
+   * no memory traffic (each piece of a gradient is scanned while the update has it in cache); the
    * skipping mode reads the gradients once more.
    */
   step(options?: StepOptions): boolean {
     const skipNonFinite = stepOptions(options, 'step')
     this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
-    return this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) === STEP_FINITE
+    return this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) === native.StepReport.Finite
   }
 
   /**
@@ -319,16 +384,25 @@ export abstract class Optimizer<Options extends object> {
   stateDict(): StateDict<Options> {
     if (this.#native.busy) throw busyError('stateDict()')
     const state: Record<number, ParamState> = {}
-    this.#params.forEach((_, index) => {
+    const shapes: Record<number, Record<string, number[]>> = {}
+    this.#params.forEach((param, index) => {
       const entry = this.#exportState(index)
-      if (entry) state[index] = entry
+      if (!entry) return
+      state[index] = entry
+      const shape = this.#shapes[index]
+      if (!shape) return
+      shapes[index] = {}
+      for (const { name, layout } of this.#schema.info.buffers) {
+        const dims = layoutShape(layout, param.data.length, shape)
+        if (dims && name in entry) shapes[index][name] = dims
+      }
     })
     let next = 0
     const paramGroups = this.paramGroups.map((group) => {
       const options = Object.fromEntries(this.#schema.keys.map((key) => [key, copyOption((group as Record<string, unknown>)[key])]))
       return { ...options, params: group.params.map(() => next++) } as Required<Options> & { params: number[] }
     })
-    return { state, paramGroups }
+    return Object.keys(shapes).length > 0 ? { state, paramGroups, shapes } : { state, paramGroups }
   }
 
   /**
@@ -396,13 +470,18 @@ export abstract class Optimizer<Options extends object> {
         if (typeof value !== 'number') throw invalidType(`${where}.${name} must be a number, got ${describe(value)}`)
         return value
       })
-      const buffers = names.buffers.map((name) => {
+      const buffers = this.#schema.info.buffers.map(({ name, layout }) => {
         const value = entry[name]
         if (value === undefined || value === null) return null
         if (!isFloatArray(value) || value.constructor !== data.constructor) {
           throw invalidType(`${where}.${name} must be a ${data.constructor.name} like the parameter's data, got ${describe(value)}`)
         }
-        if (value.length !== data.length) throw outOfRange(`${where}.${name} has length ${value.length}, expected ${data.length} like the parameter's data`)
+        const dims = layoutShape(layout, data.length, this.#shapes[index])
+        if (!dims) throw invalidValue(`${where}.${name} is not state of a parameter of shape ${JSON.stringify(this.#shapes[index] ?? [data.length])}`)
+        if (value.length !== product(dims)) {
+          const like = layout === 'param' || layout === 'unfactored' ? "like the parameter's data" : `for its shape ${JSON.stringify(dims)}`
+          throw outOfRange(`${where}.${name} has length ${value.length}, expected ${product(dims)} ${like}`)
+        }
         return value
       })
       const dtype = data instanceof Float32Array ? 'float32' : 'float64'
@@ -441,12 +520,13 @@ export abstract class Optimizer<Options extends object> {
     const seen = new Set<unknown>()
     for (const param of this.#params) seen.add(param).add(param.data)
     const added: Array<ParamGroup<Options>> = []
+    const shapes: Array<number[] | undefined> = []
     groups.forEach((group, g) => {
       const where = `paramGroups[${this.paramGroups.length + g}]`
       this.#checkKeys(group, where, true)
       if (!Array.isArray(group.params)) throw invalidType(`${where}.params must be an array of parameters, got ${describe(group.params)}`)
       group.params.forEach((param, i) => {
-        checkParameter(param, `${where}.params[${i}]`)
+        shapes.push(checkParameter(param, `${where}.params[${i}]`))
         if (seen.has(param) || seen.has(param.data)) {
           throw invalidValue(`${where}.params[${i}] appears more than once; every parameter must be in exactly one group, once`)
         }
@@ -464,7 +544,10 @@ export abstract class Optimizer<Options extends object> {
       all.flatMap((group, g) => group.params.map((_, i) => `paramGroups[${g}].params[${i}]`)),
     )
     this.#pack(all as Array<Record<string, unknown>>, 'paramGroups', true)
+    const allShapes = [...this.#shapes, ...shapes]
+    if (allShapes.some((shape) => shape !== undefined)) this.#native.setShapes(allShapes.map((shape) => shape ?? null))
     this.paramGroups.push(...added)
+    this.#shapes = allShapes
     this.#params = this.paramGroups.flatMap((group) => [...group.params])
     this.#groupOf = Uint32Array.from(this.paramGroups.flatMap((group, g) => group.params.map(() => g)))
   }

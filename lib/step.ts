@@ -31,7 +31,7 @@ export class StepArrays {
   readonly #now: Array<FloatArray | null | undefined> = []
   #lengths = new Float64Array(0)
 
-  /** Steps, and returns the native report: 0 all gradients finite, 1 not (updated), 2 not (skipped). */
+  /** Steps, and returns the native report (`StepReport`). */
   step(opt: NativeOptimizer, params: readonly Parameter[], groupOf: Uint32Array, packed: Float64Array, skipNonFinite: boolean): number {
     if (params === this.#params && this.#unchanged(params)) {
       const report = stepAgain(opt, packed, skipNonFinite)

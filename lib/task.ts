@@ -19,20 +19,16 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
  */
 export async function stepAsync(opt: NativeOptimizer, params: unknown, groupOf: Uint32Array, packed: Float64Array, skipNonFinite: boolean): Promise<boolean> {
   const start = opt.startStep(params, groupOf, packed, skipNonFinite)
-  if (start === SKIPPED) return false
+  if (start === native.StartedStep.Skipped) return false
   let nonFinite = false
   try {
-    if (start === OFF_THREAD) await native.stepOffThread(opt)
+    if (start === native.StartedStep.OffThread) await native.stepOffThread(opt)
     else while (!opt.stepSlice(SLICE_MICROS)) await nextTurn()
   } finally {
     nonFinite = opt.finishStep()
   }
   return !nonFinite
 }
-
-/** What `startStep` answers besides 0 (run in slices). */
-const OFF_THREAD = 1
-const SKIPPED = 2
 
 /** The error a call gets while a `stepAsync()` is in flight (the native side throws the same). */
 export function busyError(what: string): Error & { code: 'ERR_INVALID_STATE' } {

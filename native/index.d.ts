@@ -23,12 +23,11 @@ export declare class NativeOptimizer {
   get busy(): boolean
   /**
    * Starts a `stepAsync`: reads and checks everything as `step` does (on error nothing changes)
-   * and advances every step count, but updates nothing yet. Returns 1 if the update may run on
-   * a worker thread (`stepOffThread`), 0 if it must run in slices (`stepSlice`), or 2 if a
-   * gradient is not finite and `skipNonFinite` asked to skip such a step: then nothing changed
-   * and no step is in flight.
+   * and advances every step count, but updates nothing yet. Returns where the update runs, or
+   * that it was skipped (a gradient is not finite and `skipNonFinite` asked to skip such a
+   * step: then nothing changed and no step is in flight).
    */
-  startStep(params: unknown, groupOf: Uint32Array, packed: Float64Array, skipNonFinite?: boolean | undefined | null): number
+  startStep(params: unknown, groupOf: Uint32Array, packed: Float64Array, skipNonFinite?: boolean | undefined | null): StartedStep
   /**
    * Runs slices of the started step for about `budgetMicros` microseconds, the JavaScript thread
    * waiting; returns true once the step is complete. Throws `ERR_INVALID_STATE` (and ends the
@@ -43,20 +42,24 @@ export declare class NativeOptimizer {
   finishStep(): boolean
   constructor(algorithm: string)
   /**
+   * Sets every parameter's shape, by position over all groups (null for a flat parameter). The
+   * facade has checked that each shape's product is its parameter's length; steps check it again.
+   */
+  setShapes(shapes: Array<Array<number> | undefined | null>): void
+  /**
    * Checks one group's packed options; throws a RangeError naming the field and `place`
    * (`options`, `paramGroups[1]`) otherwise.
    */
   validateOptions(place: string, packed: Float64Array): void
   /**
    * Updates every parameter of `params` whose `grad` is not null; `groupOf[i]` is the group of
-   * `params[i]` and `packed` holds each group's options in `optionFields` order. Returns 0 if
-   * every gradient element was finite, 1 if one was not (the update went ahead), or 2 if one was
-   * not and `skipNonFinite` asked for such a step to be skipped (then nothing changed: every
-   * gradient is checked before anything is written). With `seen`, an array, puts there the
+   * `params[i]` and `packed` holds each group's options in the order `algorithms()` lists them.
+   * Returns the step's report; a skipped step changed nothing (every gradient is checked before
+   * anything is written). With `seen`, an array, puts there the
    * arrays the step read: `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for
    * [`step_again`].
    */
-  step(params: unknown, groupOf: Uint32Array, packed: Float64Array, seen?: unknown | undefined | null, skipNonFinite?: boolean | undefined | null): number
+  step(params: unknown, groupOf: Uint32Array, packed: Float64Array, seen?: unknown | undefined | null, skipNonFinite?: boolean | undefined | null): StepReport
 }
 
 export declare function __allocations(): AllocationCount
@@ -66,6 +69,21 @@ export declare function __allocations(): AllocationCount
  * `param`, `m`, `v` (one addition each), through the same engine and pool as a step.
  */
 export declare function __memoryTraffic(param: unknown, grad: unknown, m: unknown, v: unknown): void
+
+/** An optimizer of the registry: everything the facade, its tests and its documentation need. */
+export interface AlgorithmInfo {
+  /** PyTorch's class name, which the facade's class takes. */
+  name: string
+  summary: string
+  /** In packed order. */
+  options: Array<OptionField>
+  buffers: Array<StateBuffer>
+  /** Per-parameter scalars besides `step`, camelCase. */
+  scalars: Array<string>
+}
+
+/** Every optimizer of the registry, in its order: the one list the facade builds its classes from. */
+export declare function algorithms(): Array<AlgorithmInfo>
 
 /**
  * Allocations made by the addon's Rust code since it was loaded (reallocations count), and
@@ -98,19 +116,43 @@ export declare function gradNormOnThreads(params: unknown, normType: number, thr
 export interface OptionField {
   /** camelCase, with tuple elements as `betas[0]`. */
   name: string
-  /** `"number"` or `"boolean"`. */
+  /** `"number"`, `"boolean"` or `"number?"` (a number or null). */
   kind: string
+  /** Packed: a flag as 0 or 1, null as NaN. */
   default: number
+  /** What a value must be, as error messages say it. */
+  expected: string
+  /** One line on what it does. */
+  doc: string
 }
-
-/** The options of `algorithm` in packed order, with PyTorch's defaults: the one place defaults live. */
-export declare function optionFields(algorithm: string): Array<OptionField>
 
 /**
  * Sets how many threads a step may use, the calling thread included, for the whole process.
  * Steps already running finish with the count they started with.
  */
 export declare function setNumThreads(n: unknown): void
+
+/** How a `stepAsync` started (`startStep`). */
+export declare const enum StartedStep {
+  /** Its arrays are not all on SharedArrayBuffers: the update runs in slices (`stepSlice`). */
+  InSlices = 0,
+  /** Every array is on a SharedArrayBuffer: the update may run on a worker thread (`stepOffThread`). */
+  OffThread = 1,
+  /** A gradient is not finite and the step was asked to skip such steps: nothing changed. */
+  Skipped = 2,
+}
+
+/** One state buffer of an optimizer. */
+export interface StateBuffer {
+  /** PyTorch's `state_dict` name in camelCase. */
+  name: string
+  /**
+   * Its shape: `"param"` (the parameter's), `"unfactored"` (the parameter's, for tensors of fewer
+   * than 2 dimensions only), `"rows"` or `"cols"` (the parameter's with its last or
+   * second-to-last dimension 1, for tensors of 2 or more dimensions only).
+   */
+  layout: string
+}
 
 /** One parameter's state. `buffers[i]` is null where the optimizer has not made that buffer. */
 export interface StateEntry {
@@ -136,3 +178,13 @@ export interface StateNames {
  * instead of ours.
  */
 export declare function stepOffThread(optimizer: NativeOptimizer): Promise<void>
+
+/** What a step reports (`step`, `stepAgain`, `startStep`). */
+export declare const enum StepReport {
+  /** Every gradient element it read was finite. */
+  Finite = 0,
+  /** A gradient held NaN or ±∞; the update went ahead, as PyTorch's does. */
+  NonFinite = 1,
+  /** A gradient held NaN or ±∞ and the step was asked to skip such steps: nothing changed. */
+  Skipped = 2,
+}

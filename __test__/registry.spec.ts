@@ -1,0 +1,48 @@
+// The registry: the one list of optimizers, declared in the Rust core, that the facade's classes,
+// the README's table and the shared suites are made from.
+import { readFileSync } from 'node:fs'
+
+import test from 'ava'
+
+import * as fastoptim from '../lib'
+import { generate, OUTPUT } from '../scripts/generate-facade'
+
+type Class = { defaults: Record<string, unknown>; new (params: fastoptim.Parameter[]): fastoptim.Optimizer<object> }
+const classes = fastoptim as unknown as Record<string, Class | undefined>
+
+test('lib/optimizers.ts is exactly what the registry generates (npm run generate)', async (t) => {
+  t.is(readFileSync(OUTPUT, 'utf8'), await generate())
+})
+
+test('every optimizer of the registry is exported as a class whose defaults are the native ones', (t) => {
+  const names = fastoptim.algorithms().map((info) => info.name)
+  t.is(new Set(names).size, names.length, 'each name once')
+  for (const info of fastoptim.algorithms()) {
+    const Class = classes[info.name]
+    if (!Class) return t.fail(`${info.name} is not exported`)
+    const packed = Object.keys(Class.defaults).length
+    t.is(packed, new Set(info.options.map((o) => o.name.replace(/\[\d+\]$/, ''))).size, info.name)
+    const opt = new Class([{ data: new Float32Array(2), grad: null }])
+    t.deepEqual(opt.defaults, Class.defaults, info.name)
+  }
+})
+
+test('the @default tags of the option docs agree with the native defaults', (t) => {
+  const source = readFileSync(OUTPUT, 'utf8')
+  for (const info of fastoptim.algorithms()) {
+    const body = source.slice(source.indexOf(`export interface ${info.name}Options {`))
+    const block = body.slice(0, body.indexOf('\n}'))
+    const documented = Object.fromEntries(
+      [...block.matchAll(/@default (.+)\n\s*\*\/\n\s*(\w+):/g)].map(([, value, key]) => [key, JSON.parse(value)]),
+    )
+    t.deepEqual(documented, { ...classes[info.name]!.defaults }, info.name)
+  }
+})
+
+test('every option has a line of documentation and every buffer a known layout', (t) => {
+  for (const info of fastoptim.algorithms()) {
+    for (const option of info.options) t.true(option.doc.length > 10, `${info.name}.${option.name}`)
+    for (const buffer of info.buffers) t.true(['param', 'unfactored', 'rows', 'cols'].includes(buffer.layout), buffer.name)
+    t.true(info.summary.length > 10, info.name)
+  }
+})
