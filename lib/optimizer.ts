@@ -213,35 +213,16 @@ function checkParameter(param: unknown, where: string): number[] | undefined {
 }
 
 /**
- * Fails if any parameter's data shares memory with another parameter's data or with any grad, as
- * the step does (grads may share memory with each other: they are only read). `labels[i]` names
- * `params[i]`.
+ * Fails if any parameter's data shares memory with another parameter's data or with any grad, with
+ * the check and the words of the step itself (grads may share memory with each other: they are only
+ * read). `labels[i]` names `params[i]`.
  */
 function checkDisjoint(params: readonly Parameter[], labels: readonly string[]): void {
-  type Span = { start: number; end: number; label: string; writable: boolean }
-  const byBuffer = new Map<ArrayBufferLike, Span[]>()
-  params.forEach((param, i) => {
-    for (const [array, field, writable] of [[param.data, 'data', true], [param.grad, 'grad', false]] as const) {
-      if (!array || array.byteLength === 0) continue
-      const spans = byBuffer.get(array.buffer) ?? []
-      spans.push({ start: array.byteOffset, end: array.byteOffset + array.byteLength, label: `${labels[i]}.${field}`, writable })
-      byBuffer.set(array.buffer, spans)
-    }
-  })
-  for (const spans of byBuffer.values()) {
-    if (spans.length < 2) continue
-    spans.sort((a, b) => a.start - b.start)
-    let any: Span | undefined
-    let writable: Span | undefined
-    for (const span of spans) {
-      const other = writable && span.start < writable.end ? writable : span.writable && any && span.start < any.end ? any : undefined
-      if (other) {
-        throw invalidValue(`${other.label} and ${span.label} share memory; a parameter's data must not overlap any other array of the step`)
-      }
-      if (!any || span.end > any.end) any = span
-      if (span.writable && (!writable || span.end > writable.end)) writable = span
-    }
-  }
+  native.checkDisjoint(
+    params.flatMap((param) => [param.data, param.grad]),
+    params.flatMap(() => [true, false]),
+    labels.flatMap((label) => [`${label}.data`, `${label}.grad`]),
+  )
 }
 
 /** How `step()` and `stepAsync()` treat gradients that hold NaN or ±∞. */

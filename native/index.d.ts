@@ -95,6 +95,13 @@ export interface AllocationCount {
 }
 
 /**
+ * Checks `arrays` (typed arrays; null or undefined entries are skipped) as a step would: an array
+ * with `writable[i]` must share no memory with any other. Throws `ERR_INVALID_ARG_VALUE` naming
+ * the two by `labels`, with the words a step uses.
+ */
+export declare function checkDisjoint(arrays: Array<unknown>, writable: Array<boolean>, labels: Array<string>): void
+
+/**
  * Scales the gradients of `params` so that their total `normType`-norm is at most `maxNorm`,
  * and returns the norm before scaling (PyTorch's `clip_grad_norm_`).
  */

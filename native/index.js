@@ -839,6 +839,7 @@ module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.__allocations = nativeBinding.__allocations
 module.exports.__memoryTraffic = nativeBinding.__memoryTraffic
 module.exports.algorithms = nativeBinding.algorithms
+module.exports.checkDisjoint = nativeBinding.checkDisjoint
 module.exports.clipGradNorm = nativeBinding.clipGradNorm
 module.exports.clipGradValue = nativeBinding.clipGradValue
 module.exports.getNumThreads = nativeBinding.getNumThreads

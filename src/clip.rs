@@ -12,6 +12,7 @@ use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 
+use crate::disjoint::{find_overlap, Span};
 use crate::js::{camel_case, Fail, RawEnv, TypedView};
 
 /// Scales the gradients of `params` so that their total `normType`-norm is at most `maxNorm`,
@@ -114,25 +115,21 @@ fn with_grads<R>(
 
 /// Fails if two gradients share memory: clipping writes them all, so each must be written once.
 fn check_disjoint(views: &[(usize, sys::napi_value, TypedView)], name: &str) -> std::result::Result<(), Fail> {
-  let mut spans: Vec<(usize, usize, usize)> = views
+  let mut spans: Vec<Span> = views
     .iter()
-    .filter(|(_, _, view)| view.byte_len() > 0)
-    .map(|(index, _, view)| (view.address(), view.address() + view.byte_len(), *index))
+    .map(|(index, _, view)| Span {
+      start: view.address(),
+      end: view.address() + view.byte_len(),
+      writable: true,
+      id: *index,
+    })
     .collect();
-  spans.sort_unstable();
-  let mut reach: Option<(usize, usize)> = None;
-  for &(start, end, index) in &spans {
-    if let Some((furthest, other)) = reach {
-      if start < furthest {
-        let (a, b) = (other.min(index), other.max(index));
-        return Err(Fail::value(format!(
-          "{name}: params[{a}].grad and params[{b}].grad share memory; every gradient must have its own"
-        )));
-      }
-    }
-    if reach.is_none_or(|(furthest, _)| end > furthest) {
-      reach = Some((end, index));
-    }
+  match find_overlap(&mut spans) {
+    Some((a, b)) => Err(Fail::value(format!(
+      "{name}: params[{}].grad and params[{}].grad share memory; every gradient must have its own",
+      a.min(b),
+      a.max(b)
+    ))),
+    None => Ok(()),
   }
-  Ok(())
 }

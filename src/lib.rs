@@ -6,6 +6,7 @@
 //! updates every parameter or none.
 
 mod clip;
+mod disjoint;
 mod internal;
 mod js;
 mod params;

@@ -10,6 +10,7 @@
 use fastoptim_core::{Buffer, Dims, Layout, ParamState, StateMismatch, MAX_BUFFERS};
 use napi::sys;
 
+use crate::disjoint::{find_overlap, step_message, Span};
 use crate::js::{Fail, RawEnv, TypedView};
 
 /// One parameter as the second pass saw it.
@@ -201,43 +202,17 @@ pub(crate) fn label(group_of: &[u32], index: usize) -> String {
 /// Fails if any parameter's data shares memory with another parameter's data or with any grad.
 /// Grads may share memory with each other: they are only read.
 fn check_disjoint(views: &[Option<ParamView>], group_of: &[u32]) -> Result<(), Fail> {
-  struct Span {
-    start: usize,
-    end: usize,
-    writable: bool,
-    param: usize,
-  }
   let mut spans: Vec<Span> = Vec::with_capacity(views.len() * 2);
   for (param, view) in views.iter().enumerate() {
     let Some(view) = view else { continue };
     for (array, writable) in [(&view.data, true), (&view.grad, false)] {
-      if array.byte_len() > 0 {
-        spans.push(Span { start: array.address(), end: array.address() + array.byte_len(), writable, param });
-      }
+      let start = array.address();
+      spans.push(Span { start, end: start + array.byte_len(), writable, id: 2 * param + usize::from(!writable) });
     }
   }
-  spans.sort_unstable_by_key(|s| s.start);
-  let name = |span: &Span| format!("{}.{}", label(group_of, span.param), if span.writable { "data" } else { "grad" });
-  let (mut any, mut writable): (Option<&Span>, Option<&Span>) = (None, None);
-  for span in &spans {
-    let clash = match (writable, any) {
-      (Some(w), _) if span.start < w.end => Some(w),
-      (_, Some(a)) if span.writable && span.start < a.end => Some(a),
-      _ => None,
-    };
-    if let Some(other) = clash {
-      return Err(Fail::value(format!(
-        "{} and {} share memory; a parameter's data must not overlap any other array of the step",
-        name(other),
-        name(span)
-      )));
-    }
-    if any.is_none_or(|a| span.end > a.end) {
-      any = Some(span);
-    }
-    if span.writable && writable.is_none_or(|w| span.end > w.end) {
-      writable = Some(span);
-    }
+  let name = |id: usize| format!("{}.{}", label(group_of, id / 2), if id % 2 == 0 { "data" } else { "grad" });
+  match find_overlap(&mut spans) {
+    Some((a, b)) => Err(Fail::value(step_message(&name(a), &name(b)))),
+    None => Ok(()),
   }
-  Ok(())
 }
