@@ -401,9 +401,8 @@ fn run_stages<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>], pool: 
 
 /// Whether a step's arrays are too large to stay in cache between steps, so that its kernels are
 /// better off prefetching ([`simd::streaming`]): when they take more than half the last-level
-/// cache (which other processes share). Measured on this project's machine (260 MB of L3): Adam
-/// over 1M and 4M elements, which fit, ran 5-10% slower with prefetching; over 16M and 64M, which
-/// do not, 7-15% faster.
+/// cache (which other processes share): steps that fit run slower with prefetching, steps that do
+/// not run faster (BENCHMARKS.md, "Design choices").
 fn streams_from_memory<T, C>(jobs: &[Job<'_, T, C>]) -> bool {
   let arrays = |job: &Job<'_, T, C>| 2 + job.buffers.iter().filter(|b| !b.is_empty()).count();
   streams(jobs.iter().map(|job| job.param.len() * arrays(job)).sum::<usize>() * std::mem::size_of::<T>())

@@ -83,10 +83,9 @@ thread_local! {
 /// Runs `f` with this thread's kernels streaming or not.
 ///
 /// A loop busy with divisions and square roots keeps too few cache lines in flight for the
-/// hardware prefetchers to stream memory at full speed: measured on this project's 2-core
-/// machine, Adam over 64M elements moved 46 GB/s on two threads where a trivial loop over the same
-/// arrays moved 52, and 52.5 GB/s with every array prefetched 4 KB ahead, a few lines at a time.
-/// In cache the prefetches only cost, so the engine turns streaming on for large tensors only.
+/// hardware prefetchers to stream memory at full speed, and prefetching every array a few KB ahead
+/// closes most of the gap to a trivial loop over the same arrays (BENCHMARKS.md, "Design choices").
+/// In cache the prefetches only cost, so the engine turns streaming on for large steps only.
 pub fn streaming<R>(on: bool, f: impl FnOnce() -> R) -> R {
   let before = STREAMING.with(|s| s.replace(on));
   let result = f();
