@@ -2,9 +2,13 @@
 // one call that must be refused, and asserts the error's class, its Node-style `code`, a message
 // naming the field and the value, and that no array, option or optimizer state changed. The
 // second table holds inputs PyTorch accepts (a null grad, an empty parameter, shared or resizable
-// memory, a 2^27-element array): those must work, and their numbers are checked.
+// memory, a 2^27-element array): those must work, and their numbers are checked. The option rows
+// that hold for any optimizer are made from the registry (`algorithms()`): every option of every
+// optimizer, with the message built from the rule the core states, so that an optimizer added to
+// the core is covered here without being named.
 import test from 'ava'
 
+import * as fastoptim from '../lib'
 import { Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter } from '../lib'
 
 type AnyOptimizer = Optimizer<object>
@@ -158,6 +162,139 @@ const options: Row[] = [
   { name: 'a group’s eps a string', act: (w) => new Adam([{ params: [w.a] }, { params: [w.b], eps: '1e-8' as never }]), error: argType(/^paramGroups\[1\]\.eps must be a number, got a string$/) },
 ]
 
+// Every option of every optimizer of the registry: a value of the wrong type, NaN, and a value
+// past each bound its rule states (and ±Infinity where it says finite), refused when the optimizer
+// is made, and NaN or the wrong type refused at a step, after the optimizer has stepped, by a group
+// whose other options are valid. The messages are built from the registry's `expected`, which is
+// how the core words the rule; a rule this table cannot read fails below rather than go untested.
+
+type Info = fastoptim.AlgorithmInfo
+type OptionInfo = Info['options'][number]
+
+const classes = fastoptim as unknown as Record<string, Ctor | undefined>
+
+/** The exported class of a registry entry; a missing one fails the rows that need it. */
+function classOf(info: Info): Ctor {
+  const Class = classes[info.name]
+  if (!Class) throw new Error(`the registry lists ${info.name}, but fastoptim exports no such class`)
+  return Class
+}
+
+/** `betas[1]` → key `betas`, index 1; `lr` → key `lr`. */
+function slotOf(option: OptionInfo): { key: string; index: number | undefined } {
+  const [, key, index] = /^(\w+)(?:\[(\d+)\])?$/.exec(option.name)!
+  return { key, index: index === undefined ? undefined : Number(index) }
+}
+
+/** `{ [key]: value }`, or for a tuple element the default tuple with that element replaced. */
+function withValue(Class: Ctor, option: OptionInfo, value: unknown): Record<string, unknown> {
+  const { key, index } = slotOf(option)
+  if (index === undefined) return { [key]: value }
+  const tuple = [...((Class as unknown as { defaults: Record<string, unknown[]> }).defaults[key] ?? [])]
+  tuple[index] = value
+  return { [key]: tuple }
+}
+
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
+/**
+ * The values just outside a numeric rule, read from its text: `a finite x >= 0`, `a finite x > 0`,
+ * `a finite x <= 0`, `a finite x`, `0 <= x < 1`, `0 <= x <= 1` (each maybe after `null or `).
+ * Undefined: a rule this table does not know how to read.
+ */
+function outside(option: OptionInfo): number[] | undefined {
+  const rule = option.expected.replace(/^null or /, '')
+  const name = escape(option.name)
+  const number = '(-?\\d+(?:\\.\\d+)?(?:e-?\\d+)?)'
+  const finite = rule.startsWith('a finite ')
+  const below = (op: string, x: number) => (op === '>=' ? x - 1 : x)
+  const above = (op: string, x: number) => (op === '<=' ? x + 1 : x)
+  let values: number[]
+  let upper = false
+  let m: RegExpExecArray | null
+  if (new RegExp(`^a finite ${name}$`).test(rule)) values = []
+  else if ((m = new RegExp(`^a finite ${name} (>=|>) ${number}$`).exec(rule))) values = [below(m[1], Number(m[2]))]
+  else if ((m = new RegExp(`^a finite ${name} (<=|<) ${number}$`).exec(rule))) (values = [above(m[1], Number(m[2]))]), (upper = true)
+  else if ((m = new RegExp(`^${number} (<=|<) ${name} (<=|<) ${number}$`).exec(rule))) {
+    values = [below(m[2] === '<=' ? '>=' : '>', Number(m[1])), above(m[3], Number(m[4]))]
+    upper = true
+  } else return undefined
+  // ±Infinity is past a bound already where the rule has bounds on both sides.
+  if (finite) values.push(upper ? -Infinity : Infinity)
+  return values
+}
+
+/** Bad values of one option, each with the error it gives where the group is `where`. */
+function badValues(option: OptionInfo, where: string): Array<{ what: string; value: unknown; error: Row['error'] }> {
+  const invalid = (value: number) =>
+    outOfRange(new RegExp(`^invalid ${escape(option.name)}: ${escape(String(value))} \\(expected ${escape(option.expected)}\\) in ${escape(where)}$`))
+  const typeOf = (type: string, got: string) => argType(new RegExp(`^${escape(`${where}.${option.name} must be ${type}, got ${got}`)}$`))
+  // The first value is of the wrong type; NaN follows, then the values past the rule's bounds.
+  switch (option.kind) {
+    case 'boolean':
+      return [
+        { what: 'a number', value: 1, error: typeOf('a boolean', 'a number') },
+        { what: 'NaN', value: NaN, error: typeOf('a boolean', 'a number') },
+      ]
+    case 'number':
+    case 'number?': {
+      const type = option.kind === 'number' ? 'a number' : 'a number or null'
+      return [
+        { what: 'a string', value: '0.5', error: typeOf(type, 'a string') },
+        // null is PyTorch's None only where the option may be None; elsewhere it is not a number.
+        ...(option.kind === 'number' ? [{ what: 'null', value: null, error: typeOf(type, 'null') }] : []),
+        { what: 'NaN', value: NaN, error: invalid(NaN) },
+        ...(outside(option) ?? []).map((value) => ({ what: String(value), value, error: invalid(value) })),
+      ]
+    }
+    default:
+      throw new Error(`unknown option kind ${option.kind}`)
+  }
+}
+
+/**
+ * `Class` over a (as a [2, 4] matrix, so that an optimizer that treats matrices apart has state of
+ * both kinds) in group 0 and b in group 1 (lr 0.01), stepped once.
+ */
+function steppedWith(Class: Ctor, w: World): AnyOptimizer {
+  const opt = new Class([{ params: [{ ...w.a, shape: [2, 4] }] }, { params: [w.b], lr: 1e-2 }] as never)
+  opt.step()
+  return opt
+}
+
+const everyOption: Row[] = fastoptim.algorithms().flatMap((info) =>
+  info.options.flatMap((option) => {
+    const made = badValues(option, 'options').map(
+      ({ what, value, error }): Row => ({
+        name: `${info.name} option ${option.name} ${what}`,
+        act: (w) => new (classOf(info))([w.a] as never, withValue(classOf(info), option, value) as never),
+        error,
+      }),
+    )
+    const atStep = badValues(option, 'paramGroups[1]')
+      .filter(({ what }, i) => i === 0 || what === 'NaN')
+      .map(
+        ({ what, value, error }): Row => ({
+          name: `${info.name} live ${option.name} set to ${what} before a step`,
+          prepare: (w) => steppedWith(classOf(info), w),
+          spoil: (_w, opt) => Object.assign(group(opt, 1), withValue(classOf(info), option, value)),
+          act: (_w, opt) => opt!.step(),
+          error,
+        }),
+      )
+    return [...made, ...atStep]
+  }),
+)
+
+test('the rule of every option of the registry is one the option rows can read', (t) => {
+  for (const info of fastoptim.algorithms()) {
+    for (const option of info.options) {
+      if (option.kind === 'boolean') t.is(option.expected, 'true or false', `${info.name}.${option.name}`)
+      else t.not(outside(option), undefined, `${info.name}.${option.name}: rule "${option.expected}" is not one the option rows know; teach outside() to read it`)
+    }
+  }
+})
+
 /** A row that changes something on `stepped`'s world, then steps. */
 function atStep(name: string, spoil: (w: World, opt: AnyOptimizer) => void, error: Row['error']): Row {
   return { name, prepare: stepped, spoil, act: (_w, opt) => opt!.step(), error }
@@ -291,7 +428,7 @@ function snapshot(w: World, opt: AnyOptimizer | undefined, arrays: FloatArray[])
   }
 }
 
-const rows = [...construction, ...options, ...steps, ...methods, ...loading]
+const rows = [...construction, ...options, ...everyOption, ...steps, ...methods, ...loading]
 
 test('the table has a row for every kind of bad input', (t) => {
   t.true(rows.length >= 40, `${rows.length} rows`)

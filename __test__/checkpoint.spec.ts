@@ -1,6 +1,7 @@
-// Saving and resuming: the object form and the safetensors form, both exact; PyTorch's own
-// checkpoints load and continue as PyTorch continues; a corrupt or mismatched checkpoint throws
-// and leaves the optimizer as it was.
+// Saving and resuming: the object form and the safetensors form, both exact for every optimizer of
+// the registry, with state of matrices written in PyTorch's shapes; PyTorch's own checkpoints load
+// and continue as PyTorch continues; a corrupt or mismatched checkpoint throws and leaves the
+// optimizer as it was.
 import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -42,37 +43,105 @@ function train(opt: AnyOptimizer, params: Parameter[], from: number, to: number)
   }
 }
 
-/** Every optimizer class the package exports, with options that exercise its state. */
-const optimizers: Array<[string, object]> = [
-  ['Adam', { amsgrad: true, weightDecay: 0.01 }],
-  ['AdamW', { lr: 1e-2 }],
-  ['SGD', { lr: 1e-2, momentum: 0.9, nesterov: true }],
-  ['RMSprop', { momentum: 0.5, centered: true }],
-  ['Adagrad', { lrDecay: 1e-3, initialAccumulatorValue: 0.1 }],
-  ['Adamax', {}],
-  ['NAdam', {}],
-  ['RAdam', { decoupledWeightDecay: true, weightDecay: 0.01 }],
-]
+/**
+ * The round trips' parameters: the flat ones of `model` (given without a shape) and a matrix and a
+ * 3-D tensor, whose state PyTorch's checkpoints hold in shapes of their own (Adafactor's factored
+ * rows and columns among them). No 0-D parameter: decodeSafetensors reads a tensor of shape []
+ * back as a number (as it must `step`), so a 0-D parameter's buffers do not survive the file yet.
+ */
+const SHAPES = [[1], [37], [99], [3, 4], [2, 3, 5]]
 
-for (const [name, options] of optimizers) {
+function shapedModel(dtype: 'float32' | 'float64'): Parameter[] {
+  return SHAPES.map((dims, i) => {
+    const n = dims.reduce((a, b) => a * b, 1)
+    const data = typed(dtype, Array.from({ length: n }, (_, k) => Math.cos(k + i)))
+    return { data, grad: null, shape: dims.length === 1 ? undefined : dims }
+  })
+}
+
+/**
+ * A state buffer's shape in PyTorch's state_dict, by its layout, for a parameter of shape `dims`;
+ * undefined where PyTorch keeps no such buffer (a factored one of a vector, a whole one of a matrix).
+ */
+function pytorchShape(layout: string, dims: number[]): number[] | undefined {
+  const factored = dims.length >= 2
+  switch (layout) {
+    case 'param':
+      return dims
+    case 'unfactored':
+      return factored ? undefined : dims
+    case 'rows':
+      return factored ? [...dims.slice(0, -1), 1] : undefined
+    case 'cols':
+      return factored ? [...dims.slice(0, -2), 1, dims[dims.length - 1]] : undefined
+    default:
+      throw new Error(`unknown layout ${layout}`)
+  }
+}
+
+const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+
+/** The JSON header of safetensors bytes. */
+function headerOf(bytes: Uint8Array): Record<string, { dtype: string; shape: number[] }> {
+  const length = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true))
+  return JSON.parse(Buffer.from(bytes.subarray(8, 8 + length)).toString())
+}
+
+/**
+ * Options that put more of an optimizer's state to use than its defaults (momentum buffers,
+ * AMSGrad's maximum, the centered average); an optimizer of the registry not listed round-trips
+ * with its defaults.
+ */
+const OPTIONS: Record<string, object> = {
+  Adam: { amsgrad: true, weightDecay: 0.01 },
+  AdamW: { lr: 1e-2 },
+  SGD: { lr: 1e-2, momentum: 0.9, nesterov: true },
+  RMSprop: { momentum: 0.5, centered: true },
+  Adagrad: { lrDecay: 1e-3, initialAccumulatorValue: 0.1 },
+  RAdam: { decoupledWeightDecay: true, weightDecay: 0.01 },
+}
+
+test('the options table names only optimizers of the registry', (t) => {
+  const names = new Set(fastoptim.algorithms().map((info) => info.name))
+  t.true(names.size > 0)
+  t.deepEqual(Object.keys(OPTIONS).filter((name) => !names.has(name)), [])
+})
+
+for (const info of fastoptim.algorithms()) {
+  const { name } = info
+  const options = OPTIONS[name] ?? {}
   for (const form of ['object', 'safetensors'] as const) {
     test(`${name}: save at step 7, load into a new optimizer, continue — exactly the uninterrupted run (${form})`, (t) => {
       const Class = classOf(name)
       if (!Class) return t.fail(`${name} is not exported`)
       const make = (params: Parameter[]) => new Class([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: 3e-3 }] as never, options as never)
-      const straight = model('float32')
+      const straight = shapedModel('float32')
       train(make(straight), straight, 0, 15)
 
-      const first = model('float32')
+      const first = shapedModel('float32')
       const before = make(first)
       train(before, first, 0, 7)
       let saved: StateDict<object> = before.stateDict()
       if (form === 'safetensors') {
         const file = join(mkdtempSync(join(tmpdir(), 'fastoptim-')), 'state.safetensors')
         saveStateDict(file, saved)
+        // Every state buffer is in the file in the shape PyTorch's state_dict gives it, and only
+        // the buffers PyTorch keeps for the parameter's shape are there.
+        const header = headerOf(readFileSync(file))
+        SHAPES.forEach((dims, i) => {
+          if (!saved.state[i]) return t.fail(`param ${i} has no state after 7 steps`)
+          for (const buffer of info.buffers) {
+            const tensor = `state.${i}.${snake(buffer.name)}`
+            const shape = pytorchShape(buffer.layout, dims)
+            if (!shape) t.false(tensor in header, `${tensor}: PyTorch keeps no ${buffer.name} for a parameter of shape [${dims}]`)
+            else if (tensor in header) t.deepEqual(header[tensor].shape, shape, `${tensor} of a parameter of shape [${dims}]`)
+          }
+        })
+        const shapes = saved.shapes
         saved = loadStateDict(file)
+        t.deepEqual(saved.shapes, shapes, 'the shapes read back')
       }
-      const resumed = first.map((p) => ({ data: p.data.slice(), grad: null }))
+      const resumed = first.map((p) => ({ data: p.data.slice(), grad: null, shape: p.shape }))
       const after = make(resumed)
       after.loadStateDict(saved)
       train(after, resumed, 7, 15)
@@ -151,4 +220,15 @@ test('the safetensors layout: 8-byte length, JSON header with PyTorch names, ali
   t.deepEqual(header['state.1.exp_avg_sq'].shape, [37])
   t.is(header['state.1.max_exp_avg_sq'].dtype, 'F64')
   t.deepEqual(JSON.parse(header.__metadata__.param_groups)[0].weight_decay, 0.01)
+})
+
+test("Adam's expAvg of a [3, 4] parameter is written as a [3, 4] tensor, and reads back so", (t) => {
+  const param: Parameter = { data: new Float32Array(12).fill(1), grad: new Float32Array(12).fill(0.5), shape: [3, 4] }
+  const opt = new fastoptim.Adam([param])
+  opt.step()
+  const bytes = encodeSafetensors(opt.stateDict())
+  t.deepEqual(headerOf(bytes)['state.0.exp_avg'].shape, [3, 4])
+  const back = decodeSafetensors(bytes)
+  t.deepEqual(back.shapes?.[0]?.expAvg, [3, 4])
+  t.deepEqual(back.state[0].expAvg, opt.getState(param)!.expAvg)
 })

@@ -5,12 +5,12 @@
 // every thread; and the memory-traffic baseline (`__memoryTraffic`: a native kernel that reads
 // the same four arrays and writes the same three as Adam, with trivial arithmetic, through the
 // same engine) on 1 thread and on every thread, so that each fastoptim row can be read as a
-// fraction of what memory allows in the same run. Every other optimizer runs at each size too,
-// on 1 and on all threads. A last suite compares a model of 200 tensors of 1K with one tensor of
-// 200K. Fixtures are built on a case's first call, outside the timed loop (benny calls a case's
-// setup several times while preparing, so building them there would multiply the memory), and
-// shared by the cases of a size. Results: benchmark/results/<suite>.json and .chart.html (benny),
-// and results/throughput.json (every case, for report.ts).
+// fraction of what memory allows in the same run. Every other optimizer of the registry runs at
+// each size too, on 1 and on all threads. A last suite compares a model of 200 tensors of 1K with
+// one tensor of 200K. Fixtures are built on a case's first call, outside the timed loop (benny
+// calls a case's setup several times while preparing, so building them there would multiply the
+// memory), and shared by the cases of a size. Results: benchmark/results/<suite>.json and
+// .chart.html (benny), and results/throughput.json (every case, for report.ts).
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -19,7 +19,8 @@ import '@tensorflow/tfjs-backend-cpu'
 import '@tensorflow/tfjs-backend-wasm'
 import b from 'benny'
 
-import { Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop, SGD, setNumThreads, type Optimizer, type Parameter } from '../lib'
+import * as fastoptim from '../lib'
+import { Adam, setNumThreads, type Optimizer, type Parameter } from '../lib'
 import { native } from '../lib/native'
 import { ALL_THREADS, jsAdam, label, machine, RESULTS, SIZES, values } from './common'
 
@@ -28,16 +29,24 @@ const internal = native as unknown as { __memoryTraffic(p: Float32Array, g: Floa
 type AnyOptimizer = Optimizer<object>
 type Ctor = new (params: Parameter[], options?: object) => AnyOptimizer
 
-/** The other optimizers, with the bytes one fp32 step moves per parameter (reads + writes). */
-const OTHERS: Array<[string, Ctor, object, number]> = [
-  ['AdamW', AdamW as unknown as Ctor, {}, 28],
-  ['SGD (momentum 0.9)', SGD as unknown as Ctor, { momentum: 0.9 }, 20],
-  ['RMSprop', RMSprop as unknown as Ctor, {}, 20],
-  ['Adagrad', Adagrad as unknown as Ctor, {}, 20],
-  ['Adamax', Adamax as unknown as Ctor, {}, 28],
-  ['NAdam', NAdam as unknown as Ctor, {}, 28],
-  ['RAdam', RAdam as unknown as Ctor, {}, 28],
-]
+/**
+ * Options other than the defaults, by name, with the case's label: SGD with its defaults keeps no
+ * state and would be timed as a bare `p -= lr·g`, not as it is usually run.
+ */
+const OPTIONS: Record<string, { label: string; options: object }> = {
+  SGD: { label: 'SGD (momentum 0.9)', options: { momentum: 0.9 } },
+}
+
+/** Every optimizer of the registry but Adam (timed above against the baselines), in its order. */
+const OTHERS: Array<[string, Ctor, object]> = fastoptim
+  .algorithms()
+  .filter(({ name }) => name !== 'Adam')
+  .map(({ name }) => {
+    const Class = (fastoptim as unknown as Record<string, Ctor | undefined>)[name]
+    if (!Class) throw new Error(`the registry lists ${name}, but fastoptim exports no such class`)
+    const { label = name, options = {} } = OPTIONS[name] ?? {}
+    return [label, Class, options]
+  })
 
 /** Every case's result, for report.ts. */
 interface Row {

@@ -25,21 +25,47 @@ export interface Recipe {
 }
 
 /**
- * Each optimizer at the learning rate people usually start from (the rate PyTorch's docs,
- * Keras' defaults or the original paper suggest), not tuned to this data set: the demo asks
- * how far each gets without tuning.
+ * The learning rate each optimizer starts from, by its name in the registry: the rate people
+ * usually start from (the rate PyTorch's docs, Keras' defaults or the original paper suggest), not
+ * tuned to this data set: the demo asks how far each gets without tuning.
  */
-export const RECIPES: readonly Recipe[] = [
-  { id: 'sgd', label: 'SGD', className: 'SGD', options: { lr: 0.1 } },
-  { id: 'sgd-momentum', label: 'SGD+momentum', className: 'SGD', options: { lr: 0.05, momentum: 0.9 } },
-  { id: 'rmsprop', label: 'RMSprop', className: 'RMSprop', options: { lr: 1e-3 } },
-  { id: 'adagrad', label: 'Adagrad', className: 'Adagrad', options: { lr: 1e-2 } },
-  { id: 'adam', label: 'Adam', className: 'Adam', options: { lr: 1e-3 } },
-  { id: 'adamw', label: 'AdamW', className: 'AdamW', options: { lr: 1e-3 } },
-  { id: 'adamax', label: 'Adamax', className: 'Adamax', options: { lr: 2e-3 } },
-  { id: 'nadam', label: 'NAdam', className: 'NAdam', options: { lr: 2e-3 } },
-  { id: 'radam', label: 'RAdam', className: 'RAdam', options: { lr: 1e-3 } },
-]
+const LEARNING_RATES: Readonly<Record<string, number>> = {
+  SGD: 0.1,
+  RMSprop: 1e-3,
+  Adagrad: 1e-2,
+  Adam: 1e-3,
+  AdamW: 1e-3,
+  Adamax: 2e-3,
+  NAdam: 2e-3,
+  RAdam: 1e-3,
+}
+
+/**
+ * The rate of an optimizer the table lacks: its own default lr, which is PyTorch's (read from the
+ * core, as `Class.defaults` has it), or 1e-3, Adam's, if it has no numeric one.
+ */
+const FALLBACK_LR = 1e-3
+
+function startingRate(name: string): number {
+  const known = LEARNING_RATES[name]
+  if (known !== undefined) return known
+  const lr = (fastoptim as unknown as Record<string, { defaults?: { lr?: unknown } } | undefined>)[name]?.defaults?.lr
+  return typeof lr === 'number' ? lr : FALLBACK_LR
+}
+
+/** More recipes of an optimizer, run after its plain one (the recipe id is the lowercase name). */
+const VARIANTS: Readonly<Record<string, readonly Omit<Recipe, 'className'>[]>> = {
+  SGD: [{ id: 'sgd-momentum', label: 'SGD+momentum', options: { lr: 0.05, momentum: 0.9 } }],
+}
+
+/**
+ * Every optimizer of the registry, in its order, each at its starting rate (then its variants):
+ * an optimizer added to the core is on the demo's list without an edit here.
+ */
+export const RECIPES: readonly Recipe[] = fastoptim.algorithms().flatMap(({ name }) => [
+  { id: name.toLowerCase(), label: name, className: name, options: { lr: startingRate(name) } },
+  ...(VARIANTS[name] ?? []).map((variant) => ({ ...variant, className: name })),
+])
 
 /** What `npm run demo` compares when `--optimizers` is not given (those that exist). */
 export const DEFAULT_IDS: readonly string[] = ['sgd', 'sgd-momentum', 'rmsprop', 'adagrad', 'adam', 'adamw']

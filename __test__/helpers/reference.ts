@@ -5,8 +5,12 @@
 // One quirk is kept because it changes numbers beyond rounding: NAdam's running product of the
 // momentum schedule lives in a float32 tensor in PyTorch whatever the parameter's dtype, so it is
 // rounded to float32 at every step here too.
+//
+// Optimizers are named as the registry names them (`algorithms()`); the property tests fail,
+// naming it, for an optimizer of the registry that has no reference here.
 
-export type Algorithm = 'Adam' | 'AdamW' | 'SGD' | 'RMSprop' | 'Adagrad' | 'Adamax' | 'NAdam' | 'RAdam'
+/** An optimizer's name in the registry. */
+export type Algorithm = string
 
 /** A group's options, every one present (the native defaults filled in). */
 export type Options = Record<string, number | boolean | number[]>
@@ -15,6 +19,8 @@ export type Options = Record<string, number | boolean | number[]>
 export interface RefParam {
   data: number[]
   grad: number[] | null
+  /** PyTorch's `p.shape` (absent: flat); only optimizers that treat matrices apart read it. */
+  shape?: readonly number[]
 }
 
 /** Per-parameter state, by PyTorch's names in camelCase. */
@@ -24,7 +30,12 @@ export interface RefState {
   muProduct?: number
 }
 
-type Update = (o: Options, p: RefParam & { grad: number[] }, s: RefState) => void
+/** What an update knows besides the options: the parameters' element type (PyTorch's `finfo(dtype).eps`). */
+interface Context {
+  dtype: 'float32' | 'float64'
+}
+
+type Update = (o: Options, p: RefParam & { grad: number[] }, s: RefState, context: Context) => void
 
 const num = (o: Options, key: string) => o[key] as number
 const flag = (o: Options, key: string) => o[key] as boolean
@@ -159,6 +170,70 @@ const radam: Update = (o, p, s) => {
   }
 }
 
+/** √(Σ x²), in double. */
+const norm = (xs: ArrayLike<number>) => {
+  let sum = 0
+  for (let i = 0; i < xs.length; i++) sum += xs[i] * xs[i]
+  return Math.sqrt(sum)
+}
+
+/** PyTorch's lerp: x + w·(y − x). */
+const lerp = (x: number, y: number, w: number) => x + w * (y - x)
+
+/**
+ * torch.optim.Adafactor (`_single_tensor_adafactor`). A tensor of 2 or more dimensions keeps row
+ * and column means of g² over its last two dimensions (the leading ones are a batch), shaped as
+ * PyTorch's `row_var` [..., m, 1] and `col_var` [..., 1, k], here flat in row-major order; one of
+ * 0 or 1 dimensions keeps `variance` whole. ε₁ = null is the machine epsilon of the parameter's
+ * dtype (PyTorch takes it from the group's first parameter with a grad; the groups here have one
+ * dtype). ρ = min(γ, 1/√t) and α = max(ε₂, RMS(p))·ρ with p before its weight decay.
+ */
+const adafactor: Update = (o, p, s, { dtype }) => {
+  const [lr, beta2Decay, d, wd] = [num(o, 'lr'), num(o, 'beta2Decay'), num(o, 'd'), num(o, 'weightDecay')]
+  const [eps1Given, eps2] = o.eps as unknown as [number | null, number]
+  const eps1 = eps1Given ?? (dtype === 'float32' ? 2 ** -23 : 2 ** -52)
+  const n = p.data.length
+  const dims = p.shape ?? [n]
+  const t = s.step
+  const w = t ** beta2Decay
+  const rho = Math.min(lr, 1 / Math.sqrt(t))
+  // Python's max(ε₂, x) keeps ε₂ when x is NaN (a parameter of no elements).
+  const rms = norm(p.data) / Math.sqrt(n)
+  const alpha = (rms > eps2 ? rms : eps2) * rho
+  if (wd !== 0) for (let i = 0; i < n; i++) p.data[i] *= 1 - lr * wd
+  const g = p.grad.map((x) => (flag(o, 'maximize') ? -x : x))
+  const v = new Array<number>(n)
+  if (dims.length >= 2) {
+    const [m, k] = dims.slice(-2)
+    const batches = dims.slice(0, -2).reduce((a, b) => a * b, 1)
+    const rows = buffer(s, 'rowVar', batches * m)
+    const cols = buffer(s, 'colVar', batches * k)
+    for (let b = 0; b < batches; b++) {
+      const at = (i: number, j: number) => b * m * k + i * k + j
+      for (let i = 0; i < m; i++) {
+        let sum = 0
+        for (let j = 0; j < k; j++) sum += g[at(i, j)] ** 2
+        rows[b * m + i] = lerp(rows[b * m + i], sum / k, w)
+      }
+      for (let j = 0; j < k; j++) {
+        let sum = 0
+        for (let i = 0; i < m; i++) sum += g[at(i, j)] ** 2
+        cols[b * k + j] = lerp(cols[b * k + j], sum / m, w)
+      }
+      let mean = 0
+      for (let i = 0; i < m; i++) mean += rows[b * m + i]
+      mean = Math.max(mean / m, eps1)
+      for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) v[at(i, j)] = (rows[b * m + i] * cols[b * k + j]) / mean
+    }
+  } else {
+    const variance = buffer(s, 'variance', n)
+    for (let i = 0; i < n; i++) v[i] = variance[i] = lerp(variance[i], g[i] * g[i], w)
+  }
+  const u = g.map((x, i) => x / Math.sqrt(Math.max(v[i], eps1 * eps1)))
+  const denom = Math.max(1, norm(u) / (Math.sqrt(n) * d))
+  for (let i = 0; i < n; i++) p.data[i] -= (alpha / denom) * u[i]
+}
+
 const UPDATES: Record<Algorithm, Update> = {
   Adam: adamLike(false),
   AdamW: adamLike(true),
@@ -168,16 +243,28 @@ const UPDATES: Record<Algorithm, Update> = {
   Adamax: adamax,
   NAdam: nadam,
   RAdam: radam,
+  Adafactor: adafactor,
 }
+
+/** The optimizers this file has a reference of. */
+export const REFERENCES: readonly Algorithm[] = Object.keys(UPDATES)
 
 /** A reference optimizer over groups of parameters, each group with all its options. */
 export class Reference {
   readonly states = new Map<RefParam, RefState>()
 
+  readonly #update: Update
+
   constructor(
     readonly algorithm: Algorithm,
     readonly groups: Array<{ options: Options; params: RefParam[] }>,
-  ) {}
+    /** The element type the optimizer under test runs in, for what depends on it (ε₁ = null). */
+    readonly dtype: 'float32' | 'float64' = 'float64',
+  ) {
+    const update = UPDATES[algorithm]
+    if (!update) throw new Error(`__test__/helpers/reference.ts has no reference of ${algorithm}: write one from PyTorch's equations`)
+    this.#update = update
+  }
 
   /** One step: every parameter whose grad is not null is updated, with its group's options. */
   step(): void {
@@ -187,7 +274,7 @@ export class Reference {
         let state = this.states.get(p)
         if (!state) this.states.set(p, (state = { step: 0, buffers: {} }))
         state.step += 1
-        UPDATES[this.algorithm](options, p as RefParam & { grad: number[] }, state)
+        this.#update(options, p as RefParam & { grad: number[] }, state, { dtype: this.dtype })
       }
     }
   }
