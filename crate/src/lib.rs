@@ -21,6 +21,7 @@ pub use engine::run::{run, Dims, Job, Tensor, MAX_BUFFERS, MAX_SCALARS};
 pub use engine::state::{Buffers, Element, ParamState, StateMismatch};
 pub use engine::{finite, state, threads, traffic};
 pub use float::{Dtype, Float};
+pub use optimizers::adafactor::Adafactor;
 pub use optimizers::adagrad::Adagrad;
 pub use optimizers::adam::{Adam, AdamW};
 pub use optimizers::adamax::Adamax;

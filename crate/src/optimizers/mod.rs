@@ -6,6 +6,7 @@
 //! the list every binding, table and test iterates: adding an optimizer is its file plus one
 //! entry there.
 
+pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
@@ -29,7 +30,7 @@ use crate::float::Float;
 #[macro_export]
 macro_rules! for_each_optimizer {
   ($callback:ident ! ( $($args:tt)* )) => {
-    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam }
+    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam Adafactor }
   };
 }
 
