@@ -1,7 +1,8 @@
 // `npm run bench`, last part: the tables of BENCHMARKS.md, from one run's results.
 //
-// Reads benchmark/results/throughput.json (suite.ts), event-loop.json, memory.json and, when
-// present, torch.json (benchmark/torch_adam.py, run by hand), writes results/summary.md, and
+// Reads benchmark/results/throughput.json (suite.ts), event-loop.json, memory.json,
+// thread-switch.json and, when present, torch.json (benchmark/torch_adam.py, run by hand), writes
+// results/summary.md, and
 // replaces the part of BENCHMARKS.md between `<!-- results:start -->` and `<!-- results:end -->`.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -37,6 +38,17 @@ if (!throughput) throw new Error('no results/throughput.json: run `npm run bench
 const torch = read<{ torch: string; allThreads: number; date: string; rows: TorchRow[] }>('torch.json')
 const eventLoop = read<{ threads: number; rows: Array<{ mode: string; params: number; msPerStep: number; gbPerSecond: number; delayMs: { p50: number; p99: number; max: number }; timerTicksPerSecond: number }> }>('event-loop.json')
 const memory = read<{ rows: Array<{ model: string; threads: number; steps: number; allocationsPerStep: number; bytesAllocatedPerStep: number; rssMiB: { first: number; last: number; min: number; max: number } }> }>('memory.json')
+
+interface SwitchPhase {
+  threads: number
+  bestMs: number
+  firstMs: number
+  joinedMin: number | null
+  othersCpu: number | null
+  cpuPressure: number | null
+  cycle?: number
+}
+const threadSwitch = read<{ allThreads: number; cycles: number; batches: number; stepsPerBatch: number; sizes: Array<{ params: number; fresh: Array<{ threads: number; bestMs: number; runs: SwitchPhase[] }>; phases: Array<SwitchPhase & { cycle: number }> }> }>('thread-switch.json')
 
 const ALL = throughput.allThreads
 const rows = throughput.rows
@@ -153,7 +165,46 @@ if (eventLoop) {
   out()
 }
 
-const others = [...new Set(rows.filter((r) => r.case.startsWith('fastoptim ') && !r.case.startsWith('fastoptim Adam')).map((r) => r.case.replace(/ \(\d+ threads?\)$/, '').replace(/^fastoptim /, '')))]
+if (threadSwitch) {
+  const all = threadSwitch.allThreads
+  const busy = (p: SwitchPhase) => (p.othersCpu ?? 0) > 0.1
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b)
+    return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+  }
+  out(`### The step after setNumThreads (Adam, fp32, ${threadsLabel(all)})`)
+  out()
+  out(`One process alternates setNumThreads(1) and setNumThreads(${all}) ${threadSwitch.cycles} times and times ${threadSwitch.batches} batches of ${threadSwitch.stepsPerBatch} steps right after each switch (\`benchmark/thread-switch.ts\`); a phase's time is its best batch, as a fresh process's is (the faster of one run before and one after). "First batch" is the ${threadSwitch.stepsPerBatch} steps right after a switch. A phase counts as disturbed when other processes kept more than 0.1 CPU busy meanwhile.`)
+  out()
+  out(`| params | fresh process, ms per step, 1 / ${all} thr | after a switch to ${all} thr: median / worst phase (ms) | worst phase / fresh | phases within 10% of fresh | first batch after a switch: median / worst (ms) | fewest threads in a step | after a switch to 1 thr: median / worst phase (ms) | disturbed phases |`)
+  out('|---|---|---|---|---|---|---|---|---|')
+  const ratios: string[] = []
+  for (const size of threadSwitch.sizes) {
+    const fresh = (t: number) => size.fresh.find((f) => f.threads === t)?.bestMs ?? NaN
+    const many = size.phases.filter((p) => p.threads === all)
+    const one = size.phases.filter((p) => p.threads === 1)
+    const best = many.map((p) => p.bestMs)
+    const worst = Math.max(...best)
+    const within = many.filter((p) => p.bestMs <= fresh(all) * 1.1).length
+    const joined = Math.min(...many.map((p) => p.joinedMin ?? Infinity))
+    out(`| ${label(size.params)} | ${fmt(fresh(1))} / ${fmt(fresh(all))} | ${fmt(median(best))} / ${fmt(worst)} | **${fmt(worst / fresh(all))}** | ${within} of ${many.length} | ${fmt(median(many.map((p) => p.firstMs)))} / ${fmt(Math.max(...many.map((p) => p.firstMs)))} | ${Number.isFinite(joined) ? joined : '–'} | ${fmt(median(one.map((p) => p.bestMs)))} / ${fmt(Math.max(...one.map((p) => p.bestMs)))} | ${size.phases.filter(busy).length} of ${size.phases.length} |`)
+    ratios.push(`${label(size.params)}: ${many.map((p) => `${fmt(p.bestMs / fresh(all))}${busy(p) ? '*' : ''}`).join(', ')}`)
+    const slow = many.filter((p) => p.bestMs > fresh(all) * 1.1)
+    const ok = slow.length === 0
+    const quietSlow = slow.filter((p) => !busy(p)).length
+    targets.push([
+      `after any sequence of setNumThreads, the ${all}-thread step within 10% of a fresh process's in every phase (${label(size.params)})`,
+      `worst phase ${fmt(worst / fresh(all))}× fresh; ${within} of ${many.length} phases within 10%`,
+      ok ? 'met' : `missed in ${slow.length} phase${slow.length > 1 ? 's' : ''} (${slow.length - quietSlow} of them disturbed)`,
+      ok,
+    ])
+  }
+  out()
+  out(`Each phase on ${threadsLabel(all)}, in order, over the fresh process's time (* disturbed): ${ratios.join('; ')}.`)
+  out()
+}
+
+const others = [...new Set(rows.filter((r) => r.case.startsWith('fastoptim ') && !r.case.startsWith('fastoptim Adam (')).map((r) => r.case.replace(/ \(\d+ threads?\)$/, '').replace(/^fastoptim /, '')))]
 if (others.length > 0) {
   out(`### The other optimizers: Gparam/s, 1 / ${ALL} threads`)
   out()

@@ -27,17 +27,20 @@ export class Mlp {
     readonly hiddenSize: number,
     random: Random,
   ) {
-    // PyTorch's nn.Linear initialisation: weights and biases uniform in ±1/√fan_in.
-    const layer = (fanIn: number, length: number) => {
+    // PyTorch's nn.Linear initialisation: weights and biases uniform in ±1/√fan_in. The shapes are
+    // the layouts below (a weight is [inputs, outputs], row-major), for optimizers that factor
+    // matrices (Adafactor).
+    const layer = (fanIn: number, shape: number[]) => {
       const bound = 1 / Math.sqrt(fanIn)
+      const length = shape.reduce((a, b) => a * b, 1)
       const data = new Float32Array(length)
       for (let i = 0; i < length; i++) data[i] = random.uniform(-bound, bound)
-      return { data, grad: new Float32Array(length) }
+      return { data, grad: new Float32Array(length), shape }
     }
-    this.w1 = layer(PIXELS, PIXELS * hiddenSize)
-    this.b1 = layer(PIXELS, hiddenSize)
-    this.w2 = layer(hiddenSize, hiddenSize * CLASSES)
-    this.b2 = layer(hiddenSize, CLASSES)
+    this.w1 = layer(PIXELS, [PIXELS, hiddenSize])
+    this.b1 = layer(PIXELS, [hiddenSize])
+    this.w2 = layer(hiddenSize, [hiddenSize, CLASSES])
+    this.b2 = layer(hiddenSize, [CLASSES])
     this.parameters = [this.w1, this.b1, this.w2, this.b2]
     this.#hidden = new Float64Array(hiddenSize)
     this.#hiddenGrad = new Float64Array(hiddenSize)

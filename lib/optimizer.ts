@@ -452,8 +452,12 @@ export abstract class Optimizer<Options extends object> {
         return value
       })
       const buffers = this.#schema.info.buffers.map(({ name, layout }) => {
-        const value = entry[name]
+        let value = entry[name]
         if (value === undefined || value === null) return null
+        // A 0-D buffer reads back from safetensors as a number, as a 0-D step does.
+        if (typeof value === 'number' && this.#shapes[index]?.length === 0) {
+          value = data instanceof Float32Array ? Float32Array.of(value) : Float64Array.of(value)
+        }
         if (!isFloatArray(value) || value.constructor !== data.constructor) {
           throw invalidType(`${where}.${name} must be a ${data.constructor.name} like the parameter's data, got ${describe(value)}`)
         }
@@ -477,12 +481,14 @@ export abstract class Optimizer<Options extends object> {
   #exportState(index: number): ParamState | undefined {
     const entry = this.#native.exportState(index)
     if (!entry) return undefined
-    const names = this.#native.stateNames()
+    const { scalars, buffers } = this.#schema.info
     const state: ParamState = { step: entry.step }
-    names.scalars.forEach((name, i) => (state[name] = entry.scalars[i]))
-    names.buffers.forEach((name, i) => {
+    scalars.forEach((name, i) => (state[name] = entry.scalars[i]))
+    const length = this.#params[index].data.length
+    buffers.forEach(({ name, layout }, i) => {
       const buffer = entry.buffers[i]
-      if (buffer) state[name] = buffer
+      // A layout the parameter's shape has no buffer for (Adafactor's rowVar of a vector) is not state.
+      if (buffer && layoutShape(layout, length, this.#shapes[index])) state[name] = buffer
     })
     return state
   }

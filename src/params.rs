@@ -210,7 +210,7 @@ fn check_disjoint(views: &[Option<ParamView>], group_of: &[u32]) -> Result<(), F
       spans.push(Span { start, end: start + array.byte_len(), writable, id: 2 * param + usize::from(!writable) });
     }
   }
-  let name = |id: usize| format!("{}.{}", label(group_of, id / 2), if id % 2 == 0 { "data" } else { "grad" });
+  let name = |id: usize| format!("{}.{}", label(group_of, id / 2), if id.is_multiple_of(2) { "data" } else { "grad" });
   match find_overlap(&mut spans) {
     Some((a, b)) => Err(Fail::value(step_message(&name(a), &name(b)))),
     None => Ok(()),

@@ -31,6 +31,10 @@ pub enum Rule {
   Positive,
   /// Any finite number.
   Finite,
+  /// `x <= 0`, as Adafactor's decay exponent.
+  NonPositive,
+  /// `x >= 1`, as Adafactor's clipping threshold.
+  AtLeastOne,
   /// `0` or `1` (false or true).
   Flag,
 }
@@ -267,6 +271,8 @@ impl Rule {
       Rule::UnitClosed => (0.0..=1.0).contains(&x),
       Rule::Positive => x.is_finite() && x > 0.0,
       Rule::Finite => x.is_finite(),
+      Rule::NonPositive => x.is_finite() && x <= 0.0,
+      Rule::AtLeastOne => x.is_finite() && x >= 1.0,
       Rule::Flag => x == 0.0 || x == 1.0,
     }
   }
@@ -278,6 +284,8 @@ impl Rule {
       Rule::UnitClosed => format!("0 <= {name} <= 1"),
       Rule::Positive => format!("a finite {name} > 0"),
       Rule::Finite => format!("a finite {name}"),
+      Rule::NonPositive => format!("a finite {name} <= 0"),
+      Rule::AtLeastOne => format!("a finite {name} >= 1"),
       Rule::Flag => "true or false".to_string(),
     }
   }
