@@ -477,3 +477,107 @@ export class RAdam extends Optimizer<RAdamOptions> {
     super(RAdam.schema, params, options)
   }
 }
+
+/** Adafactor's options: `torch.optim.Adafactor`'s, in camelCase. */
+export interface AdafactorOptions {
+  /**
+   * Learning rate γ: the cap of the relative step size ρ = min(γ, 1/√t), and the scale of the weight decay.
+   * Expected: a finite lr >= 0.
+   * @default 0.01
+   */
+  lr: number
+  /**
+   * Decay exponent τ (at most 0): the second moments take in g² with weight t^τ.
+   * Expected: a finite beta2Decay <= 0.
+   * @default -0.8
+   */
+  beta2Decay: number
+  /**
+   * (ε₁, ε₂): ε₁ floors the mean row factor, and squared the variance estimate (null: the dtype's machine epsilon); ε₂ floors RMS(p) in the step size.
+   * Expected: null or a finite eps[0] >= 0; a finite eps[1] >= 0.
+   * @default [null, 0.001]
+   */
+  eps: [number | null, number]
+  /**
+   * Clipping threshold d (at least 1): an update whose RMS exceeds d is scaled down to RMS d.
+   * Expected: a finite d >= 1.
+   * @default 1
+   */
+  d: number
+  /**
+   * Decoupled weight decay λ: each step first scales the weights by 1 − γλ.
+   * Expected: a finite weightDecay >= 0.
+   * @default 0
+   */
+  weightDecay: number
+  /**
+   * Maximize the objective: step along the gradient instead of against it.
+   * Expected: true or false.
+   * @default false
+   */
+  maximize: boolean
+}
+
+/**
+ * Adafactor (Shazeer & Stern, 2018): second moments factored into row and column averages for tensors of 2 or more dimensions; as `torch.optim.Adafactor`.
+ *
+ * @example
+ * const w = { data: new Float32Array(n), grad: new Float32Array(n) }
+ * const opt = new Adafactor([w])
+ * opt.step()
+ */
+export class Adafactor extends Optimizer<AdafactorOptions> {
+  static readonly schema = new Schema<AdafactorOptions>('Adafactor')
+  /** PyTorch's defaults, read from the native core. */
+  static readonly defaults = Adafactor.schema.defaults
+
+  constructor(params: Params<AdafactorOptions>, options?: Partial<AdafactorOptions>) {
+    super(Adafactor.schema, params, options)
+  }
+}
+
+/** Lion's options: `torch.optim.Lion`'s, in camelCase. */
+export interface LionOptions {
+  /**
+   * Learning rate γ: each step moves every element by γ, against the sign of its interpolated momentum.
+   * Expected: a finite lr >= 0.
+   * @default 0.0001
+   */
+  lr: number
+  /**
+   * Weights (β₁, β₂) of the momentum: in the interpolation whose sign is the step, and in its own running average.
+   * Expected: 0 <= betas[0] <= 1; 0 <= betas[1] <= 1.
+   * @default [0.9, 0.99]
+   */
+  betas: [number, number]
+  /**
+   * Decoupled weight decay λ: each step first scales the weights by 1 − γλ.
+   * Expected: a finite weightDecay >= 0.
+   * @default 0
+   */
+  weightDecay: number
+  /**
+   * Scale the weights by 1 − λ per step, not 1 − γλ: lion-pytorch divides λ by its constructor's lr, taken here as the group's, so a scheduler's changes to lr do not reach the decay.
+   * Expected: true or false.
+   * @default false
+   */
+  decoupledWeightDecay: boolean
+}
+
+/**
+ * Lion (Chen et al., 2023): steps of size lr along the sign of an interpolated momentum, with one state buffer; as `torch.optim.Lion`.
+ *
+ * @example
+ * const w = { data: new Float32Array(n), grad: new Float32Array(n) }
+ * const opt = new Lion([w])
+ * opt.step()
+ */
+export class Lion extends Optimizer<LionOptions> {
+  static readonly schema = new Schema<LionOptions>('Lion')
+  /** PyTorch's defaults, read from the native core. */
+  static readonly defaults = Lion.schema.defaults
+
+  constructor(params: Params<LionOptions>, options?: Partial<LionOptions>) {
+    super(Lion.schema, params, options)
+  }
+}

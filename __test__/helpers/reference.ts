@@ -234,6 +234,26 @@ const adafactor: Update = (o, p, s, { dtype }) => {
   for (let i = 0; i < n; i++) p.data[i] -= (alpha / denom) * u[i]
 }
 
+/**
+ * lion-pytorch's Lion (lion_pytorch/lion_pytorch.py; PyTorch has none): the weights decay by
+ * 1 − γλ, step by γ along the sign of β₁·m + (1 − β₁)·g (0 where that is 0 or NaN, as PyTorch's
+ * sign gives it), then m takes its own average with β₂. With decoupledWeightDecay lion-pytorch
+ * divides λ by its constructor's lr; the facade has none and takes the group's, so the weights
+ * decay by 1 − λ per step (and not at lr = 0).
+ */
+const lion: Update = (o, p, s) => {
+  const [lr, [beta1, beta2], wd] = [num(o, 'lr'), betas(o), num(o, 'weightDecay')]
+  const decay = flag(o, 'decoupledWeightDecay') && lr !== 0 ? wd / lr : wd
+  const m = buffer(s, 'expAvg', p.data.length)
+  for (let i = 0; i < p.data.length; i++) {
+    const g = p.grad[i]
+    p.data[i] *= 1 - lr * decay
+    const direction = beta1 * m[i] + (1 - beta1) * g
+    p.data[i] -= lr * (direction > 0 ? 1 : direction < 0 ? -1 : 0)
+    m[i] = beta2 * m[i] + (1 - beta2) * g
+  }
+}
+
 const UPDATES: Record<Algorithm, Update> = {
   Adam: adamLike(false),
   AdamW: adamLike(true),
@@ -244,6 +264,7 @@ const UPDATES: Record<Algorithm, Update> = {
   NAdam: nadam,
   RAdam: radam,
   Adafactor: adafactor,
+  Lion: lion,
 }
 
 /** The optimizers this file has a reference of. */

@@ -25,6 +25,7 @@ pub use optimizers::adafactor::Adafactor;
 pub use optimizers::adagrad::Adagrad;
 pub use optimizers::adam::{Adam, AdamW};
 pub use optimizers::adamax::Adamax;
+pub use optimizers::lion::Lion;
 pub use optimizers::nadam::NAdam;
 pub use optimizers::radam::RAdam;
 pub use optimizers::rmsprop::RMSprop;

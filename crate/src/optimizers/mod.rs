@@ -10,6 +10,7 @@ pub mod adafactor;
 pub mod adagrad;
 pub mod adam;
 pub mod adamax;
+pub mod lion;
 pub mod nadam;
 pub mod radam;
 pub mod rmsprop;
@@ -30,7 +31,7 @@ use crate::float::Float;
 #[macro_export]
 macro_rules! for_each_optimizer {
   ($callback:ident ! ( $($args:tt)* )) => {
-    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam Adafactor }
+    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam Adafactor Lion }
   };
 }
 

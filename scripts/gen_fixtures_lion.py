@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Generate lion-pytorch reference trajectories for Lion.
+
+Writes ``__test__/fixtures/lion.json``: for every case in ``CASES`` (each in
+float32 and float64) the initial parameters, the gradients fed at each of
+``STEPS`` steps (null where a parameter has no gradient that step), the
+parameters after each step and the optimizer state at the end, as produced by
+lion-pytorch's ``Lion`` (``pip install lion-pytorch``;
+``lion_pytorch/lion_pytorch.py``, without Triton) on CPU, single-threaded.
+PyTorch has no Lion of its own. It also writes Lion's defaults, read from the
+signature of ``lion_pytorch.Lion.__init__`` (``use_triton``, which only
+chooses an implementation, is left out).
+
+Everything is seeded, so the output only depends on the torch and lion-pytorch
+versions. Regenerate from the repository root with:
+
+    pip install lion-pytorch
+    python3 scripts/gen_fixtures_lion.py
+
+Before writing, each trajectory is checked against lion-pytorch's other CPU
+implementation (``lion_pytorch.foreach.Lion``, which interpolates with
+``lerp`` and so rounds the momentum differently); the script fails if they
+disagree, and prints the largest relative difference.
+
+lion-pytorch's ``decoupled_weight_decay`` divides a group's weight decay by
+the lr the optimizer was constructed with; the facade has no constructor's lr
+and uses the group's own, so the cases keep that option to groups whose lr is
+the constructor's, where the two agree.
+
+JSON layout (read by ``__test__/lion.spec.ts``), that of ``family.json``::
+
+    {"generator": "scripts/gen_fixtures_lion.py", "torch": "<version>",
+     "lionPytorch": "<version>", "defaults": {"Lion": {camelCase option: default}},
+     "cases": [{"name", "optimizer", "dtype",
+                "groups": [{"params": [param indices], "options": {camelCase}}],
+                "init": [[p0], [p1], ...],
+                "steps": [{"grads": [[g0] | null, ...], "params": [[p0], ...]}],
+                "finalState": [{buffers by camelCase name}]}]}
+
+``finalState`` holds what ``opt.state[p]`` holds: lion-pytorch keeps
+``exp_avg`` and no step count. Float32 values are stored as the (exact) double
+of the float32 value, so every number round-trips exactly.
+"""
+
+import inspect
+import json
+import os
+import re
+import zlib
+from importlib.metadata import version
+
+import torch
+import lion_pytorch
+import lion_pytorch.foreach
+
+OUTPUT = os.path.join("__test__", "fixtures", "lion.json")
+STEPS = 20
+# Odd sizes either side of 16 and 32 elements (PyTorch's vector loops and their tails).
+PARAM_SIZES = (1, 15, 17, 33)
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# agreement between lion-pytorch's implementations, whose momenta round apart over the steps:
+# |a - b| <= RTOL * max(|a|, |b|, ABS_FLOOR)
+RTOL = {"float32": 1e-4, "float64": 1e-10}
+ABS_FLOOR = 1e-3
+# Options that choose an implementation, not the numbers.
+IMPLEMENTATION_OPTIONS = {"use_triton"}
+
+# name, option overrides, optional param groups, optional grad skips
+# groups: list of (param indices, per-group overrides)
+# skip:   {param index: [1-based steps on which that param has grad None]}
+CASES = [
+    dict(name="lion-defaults", options={}),
+    dict(name="lion-lr-betas", options=dict(lr=3e-3, betas=(0.8, 0.95)), skip={1: [1, 4, 9]}),
+    dict(name="lion-decoupled", options=dict(lr=2e-4, weight_decay=1e-3, decoupled_weight_decay=True),
+         skip={2: [3, 7]}),
+    dict(name="lion-groups", options=dict(weight_decay=0.3),
+         groups=[([0, 1], dict(lr=1e-3)), ([2, 3], dict(lr=1e-4, betas=(0.95, 0.98), weight_decay=0.0))],
+         skip={0: [2, 5], 3: [2, 3, 15]}),
+    # The ends of the closed range: the direction is the gradient and the momentum stays zero;
+    # then the direction is the momentum alone, which is the last gradient.
+    dict(name="lion-betas-bounds", options={},
+         groups=[([0, 1], dict(betas=(0.0, 1.0))), ([2, 3], dict(lr=1e-3, betas=(1.0, 0.0)))],
+         skip={3: [1, 6]}),
+]
+
+
+def camel(name):
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+
+
+def lion_defaults():
+    """The keyword defaults of lion_pytorch.Lion.__init__ that affect the numbers."""
+    signature = inspect.signature(lion_pytorch.Lion.__init__)
+    return {name: p.default for name, p in signature.parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in IMPLEMENTATION_OPTIONS}
+
+
+# ---------------------------------------------------------------- inputs
+
+def sprinkle(t, gen, value, count):
+    """Set `count` random elements of `t` to +-value (in place)."""
+    if t.numel() <= 1:
+        return
+    idx = torch.randperm(t.numel(), generator=gen)[:count]
+    signs = torch.randint(0, 2, (count,), generator=gen, dtype=torch.float64) * 2 - 1
+    t[idx] = signs * value
+
+
+def make_inputs(seed):
+    """Initial params and per-step grads (float64), seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    init = []
+    for size, scale in zip(PARAM_SIZES, (1.0, 0.5, 2.0, 1.0)):
+        p = torch.randn(size, generator=gen, dtype=torch.float64) * scale
+        sprinkle(p, gen, 1e-20, 3)
+        sprinkle(p, gen, 1e3, 2)
+        init.append(p)
+    grads = []
+    for _ in range(STEPS):
+        step = []
+        for size in PARAM_SIZES:
+            g = torch.randn(size, generator=gen, dtype=torch.float64)
+            # Zeros: with a zero momentum the direction is 0 and its sign too.
+            g[torch.rand(size, generator=gen, dtype=torch.float64) < 0.1] = 0.0
+            sprinkle(g, gen, 1e-20, 2)
+            sprinkle(g, gen, 1e4, 1)
+            step.append(g)
+        grads.append(step)
+    return init, grads
+
+
+# ---------------------------------------------------------------- running
+
+def group_options(case):
+    """[(param indices, complete explicit options)] for the case."""
+    base = {**lion_defaults(), **case["options"]}
+    groups = case.get("groups") or [(list(range(len(PARAM_SIZES))), {})]
+    groups = [(idx, {**base, **overrides}) for idx, overrides in groups]
+    # Where the facade and lion-pytorch agree on decoupled decay (see the docstring); lion-pytorch
+    # reads the flag from its constructor only, the facade from each group.
+    first = groups[0][1]
+    assert all(opts["decoupled_weight_decay"] == first["decoupled_weight_decay"] for _, opts in groups), case["name"]
+    if first["decoupled_weight_decay"]:
+        assert all(opts["lr"] == first["lr"] for _, opts in groups), case["name"]
+    return groups
+
+
+def run_case(module, groups, init, grads, dtype):
+    """Run one implementation; returns (params after each step, final state per param).
+
+    The first group's options are also passed to the constructor, as the facade does with its
+    `options`: lion-pytorch reads `decoupled_weight_decay` and the initial lr from there only.
+    """
+    params = [p.to(dtype).clone().requires_grad_(True) for p in init]
+    per_group = ("lr", "betas", "weight_decay")
+    torch_groups = [dict(params=[params[i] for i in idx], **{k: v for k, v in opts.items() if k in per_group})
+                    for idx, opts in groups]
+    opt = module.Lion(torch_groups, **groups[0][1])
+
+    trajectory = []
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = None if g is None else g.to(dtype, copy=True)
+        opt.step()
+        trajectory.append([p.detach().clone() for p in params])
+
+    state = []
+    for p in params:
+        entry = {}
+        for key, value in opt.state.get(p, {}).items():
+            assert key != "step", "lion-pytorch keeps no step count"
+            entry[camel(key)] = value.detach().clone()
+        state.append(entry)
+    return trajectory, state
+
+
+def max_rel_diff(a_list, b_list, rtol):
+    """Max of |a-b| / max(|a|,|b|, floor) over all tensors; asserts within rtol."""
+    worst = 0.0
+    for a, b in zip(a_list, b_list):
+        scale = torch.maximum(a.abs(), b.abs()).clamp_min(ABS_FLOOR)
+        rel = ((a - b).abs() / scale).max().item() if a.numel() else 0.0
+        worst = max(worst, rel)
+    assert worst <= rtol, f"implementations disagree: {worst:.3g} > {rtol:g}"
+    return worst
+
+
+def check_foreach(groups, init, grads, dtype_name, reference):
+    """The largest difference between the reference run and lion-pytorch's foreach implementation."""
+    traj, state = reference
+    other_traj, other_state = run_case(lion_pytorch.foreach, groups, init, grads, DTYPES[dtype_name])
+    rtol = RTOL[dtype_name]
+    worst = max(max_rel_diff(a, b, rtol) for a, b in zip(traj, other_traj))
+    for s, r in zip(state, other_state):
+        assert s.keys() == r.keys(), (s.keys(), r.keys())
+        worst = max(worst, max_rel_diff([s[k] for k in s], [r[k] for k in s], rtol))
+    return worst
+
+
+# ---------------------------------------------------------------- output
+
+def to_json_options(opts):
+    return {camel(key): list(value) if isinstance(value, tuple) else value for key, value in opts.items()}
+
+
+def build_case(case, dtype_name):
+    dtype = DTYPES[dtype_name]
+    init, grads = make_inputs(zlib.crc32(case["name"].encode()))
+    for i, steps in case.get("skip", {}).items():
+        for s in steps:
+            grads[s - 1][i] = None
+    groups = group_options(case)
+
+    reference = run_case(lion_pytorch, groups, init, grads, dtype)
+    worst = check_foreach(groups, init, grads, dtype_name, reference)
+    traj, state = reference
+
+    as_list = lambda t: None if t is None else t.to(dtype).tolist()  # noqa: E731
+    return worst, {
+        "name": f"{case['name']}-{dtype_name}",
+        "optimizer": "Lion",
+        "dtype": dtype_name,
+        "groups": [{"params": idx, "options": to_json_options(opts)} for idx, opts in groups],
+        "init": [as_list(p) for p in init],
+        "steps": [{"grads": [as_list(g) for g in step_grads],
+                   "params": [as_list(p) for p in params]}
+                  for step_grads, params in zip(grads, traj)],
+        "finalState": [{k: as_list(v) for k, v in s.items()} for s in state],
+    }
+
+
+def dump(obj):
+    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+
+
+def format_case(case):
+    """One line per key, one line per step: compact but diffable."""
+    lines = [f"    {dump(k)}: {dump(v)}" for k, v in case.items() if k != "steps"]
+    steps = ",\n".join(f"      {dump(s)}" for s in case["steps"])
+    lines.insert(len(lines) - 1, f'    "steps": [\n{steps}\n    ]')
+    return "  {\n" + ",\n".join(lines) + "\n  }"
+
+
+def main():
+    torch.set_num_threads(1)
+    cases = []
+    for case in CASES:
+        for dtype_name in DTYPES:
+            worst, data = build_case(case, dtype_name)
+            print(f"{data['name']:<32} max rel diff to lion-pytorch's foreach Lion: {worst:.3e}")
+            cases.append(data)
+
+    header = {
+        "generator": "scripts/gen_fixtures_lion.py",
+        "torch": torch.__version__,
+        "lionPytorch": version("lion-pytorch"),
+        "defaults": {"Lion": to_json_options(lion_defaults())},
+    }
+    text = "{\n" + "".join(f"  {dump(k)}: {dump(v)},\n" for k, v in header.items())
+    text += '  "cases": [\n' + ",\n".join(format_case(c) for c in cases) + "\n  ]\n}\n"
+    json.loads(text)  # make sure the hand-assembled layout is valid JSON
+    assert len(text) < 800_000, f"{len(text)} bytes: keep the fixture well under 1 MB"
+
+    os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
+    with open(OUTPUT, "w") as f:
+        f.write(text)
+    print(f"wrote {OUTPUT}: {len(cases)} cases, {len(text)} bytes")
+
+
+if __name__ == "__main__":
+    main()
