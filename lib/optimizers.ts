@@ -581,3 +581,159 @@ export class Lion extends Optimizer<LionOptions> {
     super(Lion.schema, params, options)
   }
 }
+
+/** Adadelta's options: `torch.optim.Adadelta`'s, in camelCase. */
+export interface AdadeltaOptions {
+  /**
+   * Learning rate γ, the factor the update Δ is scaled by before it is applied.
+   * Expected: a finite lr >= 0.
+   * @default 1
+   */
+  lr: number
+  /**
+   * Decay rate ρ of the running averages of g² and of Δ².
+   * Expected: 0 <= rho <= 1.
+   * @default 0.9
+   */
+  rho: number
+  /**
+   * ε, added to both running averages inside their square roots.
+   * Expected: a finite eps >= 0.
+   * @default 0.000001
+   */
+  eps: number
+  /**
+   * Weight decay λ, an L2 penalty added to the gradient.
+   * Expected: a finite weightDecay >= 0.
+   * @default 0
+   */
+  weightDecay: number
+  /**
+   * Maximize the objective: step along the gradient instead of against it.
+   * Expected: true or false.
+   * @default false
+   */
+  maximize: boolean
+}
+
+/**
+ * Adadelta (Zeiler, 2012): per-element steps from running averages of squared gradients and updates; as `torch.optim.Adadelta`.
+ *
+ * @example
+ * const w = { data: new Float32Array(n), grad: new Float32Array(n) }
+ * const opt = new Adadelta([w])
+ * opt.step()
+ */
+export class Adadelta extends Optimizer<AdadeltaOptions> {
+  static readonly schema = new Schema<AdadeltaOptions>('Adadelta')
+  /** PyTorch's defaults, read from the native core. */
+  static readonly defaults = Adadelta.schema.defaults
+
+  constructor(params: Params<AdadeltaOptions>, options?: Partial<AdadeltaOptions>) {
+    super(Adadelta.schema, params, options)
+  }
+}
+
+/** ASGD's options: `torch.optim.ASGD`'s, in camelCase. */
+export interface ASGDOptions {
+  /**
+   * Learning rate γ: the step size η starts at γ and decays as γ/(1 + λγt)^α.
+   * Expected: a finite lr >= 0.
+   * @default 0.01
+   */
+  lr: number
+  /**
+   * Decay term λ: of the step size's schedule, and of the weights by 1 − λη each step.
+   * Expected: a finite lambd >= 0.
+   * @default 0.0001
+   */
+  lambd: number
+  /**
+   * Power α of the step size's decay.
+   * Expected: a finite alpha >= 0.
+   * @default 0.75
+   */
+  alpha: number
+  /**
+   * The step t₀ after which the average starts: until then it is a copy of the parameter.
+   * Expected: a finite t0.
+   * @default 1000000
+   */
+  t0: number
+  /**
+   * Weight decay w, an L2 penalty added to the gradient.
+   * Expected: a finite weightDecay >= 0.
+   * @default 0
+   */
+  weightDecay: number
+  /**
+   * Maximize the objective: step along the gradient instead of against it.
+   * Expected: true or false.
+   * @default false
+   */
+  maximize: boolean
+}
+
+/**
+ * ASGD (Polyak & Juditsky, 1992): SGD with a decaying step size and a running average of the iterates; as `torch.optim.ASGD`.
+ *
+ * @example
+ * const w = { data: new Float32Array(n), grad: new Float32Array(n) }
+ * const opt = new ASGD([w])
+ * opt.step()
+ */
+export class ASGD extends Optimizer<ASGDOptions> {
+  static readonly schema = new Schema<ASGDOptions>('ASGD')
+  /** PyTorch's defaults, read from the native core. */
+  static readonly defaults = ASGD.schema.defaults
+
+  constructor(params: Params<ASGDOptions>, options?: Partial<ASGDOptions>) {
+    super(ASGD.schema, params, options)
+  }
+}
+
+/** Rprop's options: `torch.optim.Rprop`'s, in camelCase. */
+export interface RpropOptions {
+  /**
+   * Learning rate γ: the step size every element starts with (later changes do not reach a parameter that has stepped).
+   * Expected: a finite lr >= 0.
+   * @default 0.01
+   */
+  lr: number
+  /**
+   * Factors (η₋, η₊) the step size is multiplied by when the gradient changes sign or keeps it; 0 < η₋ < 1 < η₊.
+   * Expected: a finite etas[0] > 0; a finite etas[1] > 0.
+   * @default [0.5, 1.2]
+   */
+  etas: [number, number]
+  /**
+   * Bounds (s_min, s_max) the step size is clamped to.
+   * Expected: a finite stepSizes[0] >= 0; a finite stepSizes[1] >= 0.
+   * @default [0.000001, 50]
+   */
+  stepSizes: [number, number]
+  /**
+   * Maximize the objective: step along the gradient instead of against it.
+   * Expected: true or false.
+   * @default false
+   */
+  maximize: boolean
+}
+
+/**
+ * Rprop (Riedmiller & Braun, 1993): per-element step sizes grown or shrunk by the gradient's sign; as `torch.optim.Rprop`.
+ *
+ * @example
+ * const w = { data: new Float32Array(n), grad: new Float32Array(n) }
+ * const opt = new Rprop([w])
+ * opt.step()
+ */
+export class Rprop extends Optimizer<RpropOptions> {
+  static readonly schema = new Schema<RpropOptions>('Rprop')
+  /** PyTorch's defaults, read from the native core. */
+  static readonly defaults = Rprop.schema.defaults
+
+  constructor(params: Params<RpropOptions>, options?: Partial<RpropOptions>) {
+    super(Rprop.schema, params, options)
+  }
+}

@@ -28,6 +28,9 @@ export interface RefState {
   step: number
   buffers: Record<string, number[]>
   muProduct?: number
+  /** ASGD's step size and averaging weight for the next step (float32, as PyTorch keeps them). */
+  eta?: number
+  mu?: number
 }
 
 /** What an update knows besides the options: the parameters' element type (PyTorch's `finfo(dtype).eps`). */
@@ -254,6 +257,55 @@ const lion: Update = (o, p, s) => {
   }
 }
 
+/** torch.optim.Adadelta: running averages of g² and of the updates Δ², with ε inside both roots. */
+const adadelta: Update = (o, p, s) => {
+  const [lr, rho, eps] = [num(o, 'lr'), num(o, 'rho'), num(o, 'eps')]
+  const n = p.data.length
+  const [v, u] = [buffer(s, 'squareAvg', n), buffer(s, 'accDelta', n)]
+  for (let i = 0; i < n; i++) {
+    const g = gradient(o, p, i, false)
+    v[i] = rho * v[i] + (1 - rho) * g * g
+    const delta = (Math.sqrt(u[i] + eps) / Math.sqrt(v[i] + eps)) * g
+    u[i] = rho * u[i] + (1 - rho) * delta * delta
+    p.data[i] -= lr * delta
+  }
+}
+
+/**
+ * torch.optim.ASGD. The step size η and the averaging weight μ are each parameter's state (γ and 1
+ * before its first step), set at the end of a step for the next from that step's γ; PyTorch keeps
+ * them in float32 tensors whatever the parameter's dtype, so they are rounded to float32 here too.
+ */
+const asgd: Update = (o, p, s) => {
+  const [lr, lambd, alpha, t0] = [num(o, 'lr'), num(o, 'lambd'), num(o, 'alpha'), num(o, 't0')]
+  const eta = s.eta ?? Math.fround(lr)
+  const mu = s.mu ?? 1
+  const ax = buffer(s, 'ax', p.data.length)
+  for (let i = 0; i < p.data.length; i++) {
+    const g = gradient(o, p, i, false)
+    p.data[i] = p.data[i] * (1 - lambd * eta) - eta * g
+    ax[i] = mu === 1 ? p.data[i] : ax[i] + mu * (p.data[i] - ax[i])
+  }
+  s.eta = Math.fround(lr / (1 + lambd * lr * s.step) ** alpha)
+  s.mu = Math.fround(1 / Math.max(1, s.step - t0))
+}
+
+/** torch.optim.Rprop (iRprop⁻): step sizes that start at lr, grow while g keeps its sign and shrink when it flips. */
+const rprop: Update = (o, p, s) => {
+  const [[etaminus, etaplus], [sizeMin, sizeMax]] = [o.etas as number[], o.stepSizes as number[]]
+  const n = p.data.length
+  const [prev, size] = [buffer(s, 'prev', n), buffer(s, 'stepSize', n, num(o, 'lr'))]
+  for (let i = 0; i < n; i++) {
+    let g = flag(o, 'maximize') ? -p.grad[i] : p.grad[i]
+    const product = g * prev[i]
+    size[i] = Math.min(Math.max(size[i] * (product > 0 ? etaplus : product < 0 ? etaminus : 1), sizeMin), sizeMax)
+    // A change of sign: no step now, and no change of the step size at the next.
+    if (product < 0) g = 0
+    p.data[i] -= Math.sign(g) * size[i]
+    prev[i] = g
+  }
+}
+
 const UPDATES: Record<Algorithm, Update> = {
   Adam: adamLike(false),
   AdamW: adamLike(true),
@@ -265,6 +317,9 @@ const UPDATES: Record<Algorithm, Update> = {
   RAdam: radam,
   Adafactor: adafactor,
   Lion: lion,
+  Adadelta: adadelta,
+  ASGD: asgd,
+  Rprop: rprop,
 }
 
 /** The optimizers this file has a reference of. */

@@ -1,0 +1,289 @@
+//! ASGD: averaged stochastic gradient descent.
+//!
+//! Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging", SIAM Journal on
+//! Control and Optimization 30(4), 1992. The step-size schedule: Xu, "Towards Optimal One Pass
+//! Large Scale Learning with Averaged Stochastic Gradient Descent", arXiv:1107.2490, 2011.
+//!
+//! With learning rate γ, decay term λ (`lambd`), power α, averaging start t₀, weight decay w and
+//! step t (1 on the first update), each parameter carries a step size η and an averaging weight
+//! μ (η = γ and μ = 1 before its first step), and each element of a parameter p with gradient g
+//! and average ā is updated as
+//!
+//! ```text
+//! g ← −g                          if maximize
+//! g ← g + w·p                     (L2 penalty folded into the gradient)
+//! p ← p·(1 − λ·η)
+//! p ← p − η·g
+//! ā ← p                           if μ = 1
+//! ā ← ā + μ·(p − ā)               otherwise
+//! η ← γ / (1 + λ·γ·t)^α,  μ ← 1 / max(1, t − t₀)      for the next step
+//! ```
+//!
+//! so step t uses η = γ/(1 + λγ(t − 1))^α and μ = 1/max(1, t − 1 − t₀): ā is a copy of p until
+//! step t₀ + 2, then the running mean of the iterates since. ā is the averaged parameter the
+//! method is named for; it is state (`ax`), and the parameter itself stays the SGD iterate.
+//!
+//! Conventions, all PyTorch's: η and μ are per-parameter state, computed in `f64` at the end of
+//! a step from that step's γ and stored in float32 tensors (its default scalar dtype) whatever
+//! the parameter's dtype, so they are kept rounded to `f32` here, in [`ParamState::scalars`]; a
+//! change of γ therefore reaches the update one step later, and a parameter's first step uses
+//! the γ of that step. `1 − λη` is `f64`. Rounding follows PyTorch's CPU ops one by one: `p·(1 −
+//! λη)` is rounded (`mul_`), `p − η·g` and `g + w·p` are fused multiply-adds (`add` with
+//! `alpha`), and `ā + μ·(p − ā)` rounds the difference, the product and the sum in turn.
+
+use crate::engine::run::MAX_BUFFERS;
+use crate::engine::simd::multiversion;
+use crate::engine::state::ParamState;
+use crate::float::Float;
+use crate::optimizers::{Buffer, Optimizer};
+
+crate::options! {
+  /// ASGD's options (PyTorch's `torch.optim.ASGD`).
+  pub struct Asgd {
+    /// Learning rate γ: the step size η starts at γ and decays as γ/(1 + λγt)^α.
+    lr: f64 = 1e-2, NonNegative;
+    /// Decay term λ: of the step size's schedule, and of the weights by 1 − λη each step.
+    lambd: f64 = 1e-4, NonNegative;
+    /// Power α of the step size's decay.
+    alpha: f64 = 0.75, NonNegative;
+    /// The step t₀ after which the average starts: until then it is a copy of the parameter.
+    t0: f64 = 1e6, Finite;
+    /// Weight decay w, an L2 penalty added to the gradient.
+    weight_decay: f64 = 0.0, NonNegative;
+    /// Maximize the objective: step along the gradient instead of against it.
+    maximize: bool = false;
+  }
+}
+
+/// The per-step scalars of an ASGD update, in `f64`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AsgdCoeffs {
+  /// γ
+  pub lr: f64,
+  pub lambd: f64,
+  /// The η the next step uses: γ/(1 + λγt)^α, rounded to `f32`.
+  pub next_eta: f64,
+  /// The μ the next step uses: 1/max(1, t − t₀), rounded to `f32`.
+  pub next_mu: f64,
+  /// −η: per parameter, set by [`Optimizer::advance`] (NaN until then).
+  pub neg_eta: f64,
+  /// 1 − λη: per parameter, set by [`Optimizer::advance`] (NaN until then).
+  pub decay: f64,
+  /// μ: per parameter, set by [`Optimizer::advance`] (NaN until then); 1 copies p into ā.
+  pub mu: f64,
+  /// w; 0 for none.
+  pub l2: f64,
+  pub maximize: bool,
+}
+
+impl Optimizer for Asgd {
+  const NAME: &'static str = "ASGD";
+  const SUMMARY: &'static str =
+    "ASGD (Polyak & Juditsky, 1992): SGD with a decaying step size and a running average of the iterates";
+  const BUFFERS: &'static [Buffer] = &[Buffer::like_param("ax")];
+  const SCALARS: &'static [&'static str] = &["eta", "mu"];
+  type Coeffs = AsgdCoeffs;
+
+  fn buffers_used(&self) -> usize {
+    1
+  }
+
+  fn coeffs(&self, step: u64) -> AsgdCoeffs {
+    let t = step as f64;
+    let since = t - self.t0;
+    AsgdCoeffs {
+      lr: self.lr,
+      lambd: self.lambd,
+      next_eta: f64::from((self.lr / (1.0 + self.lambd * self.lr * t).powf(self.alpha)) as f32),
+      next_mu: f64::from((1.0 / if since > 1.0 { since } else { 1.0 }) as f32),
+      neg_eta: f64::NAN,
+      decay: f64::NAN,
+      mu: f64::NAN,
+      l2: self.weight_decay,
+      maximize: self.maximize,
+    }
+  }
+
+  /// Takes η and μ from the state (γ rounded to `f32` and 1 for a parameter with no state yet)
+  /// and leaves there those of the next step.
+  fn advance(&self, c: &mut AsgdCoeffs, state: &mut ParamState) {
+    let (eta, mu) =
+      if state.buffers.count() == 0 { (f64::from(c.lr as f32), 1.0) } else { (state.scalars[0], state.scalars[1]) };
+    c.neg_eta = -eta;
+    c.decay = 1.0 - c.lambd * eta;
+    c.mu = mu;
+    state.scalars[0] = c.next_eta;
+    state.scalars[1] = c.next_mu;
+  }
+
+  fn update<T: Float>(c: &AsgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let k = Scalars::new(c);
+    let [ax, _, _] = buffers;
+    match (c.l2 != 0.0, c.mu != 1.0) {
+      (false, false) => fused_best::<T, false, false>(&k, param, grad, ax),
+      (true, false) => fused_best::<T, true, false>(&k, param, grad, ax),
+      (false, true) => fused_best::<T, false, true>(&k, param, grad, ax),
+      (true, true) => fused_best::<T, true, true>(&k, param, grad, ax),
+    }
+  }
+
+  fn update_reference<T: Float>(c: &AsgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    let [ax, _, _] = buffers;
+    let cast = T::from_f64;
+    for i in 0..param.len() {
+      let mut g = grad[i];
+      if c.maximize {
+        g = -g;
+      }
+      if c.l2 != 0.0 {
+        g = cast(c.l2).mul_add(param[i], g);
+      }
+      param[i] = param[i] * cast(c.decay);
+      param[i] = cast(c.neg_eta).mul_add(g, param[i]);
+      if c.mu != 1.0 {
+        let step = (param[i] - ax[i]) * cast(c.mu);
+        ax[i] = ax[i] + step;
+      } else {
+        ax[i] = param[i];
+      }
+    }
+  }
+}
+
+/// [`AsgdCoeffs`] rounded to the element type, once per piece.
+struct Scalars<T> {
+  sign: T,
+  l2: T,
+  decay: T,
+  neg_eta: T,
+  mu: T,
+}
+
+impl<T: Float> Scalars<T> {
+  fn new(c: &AsgdCoeffs) -> Self {
+    Scalars {
+      sign: if c.maximize { -T::ONE } else { T::ONE },
+      l2: T::from_f64(c.l2),
+      decay: T::from_f64(c.decay),
+      neg_eta: T::from_f64(c.neg_eta),
+      mu: T::from_f64(c.mu),
+    }
+  }
+}
+
+multiversion!(fn fused_best<T: Float, const L2: bool, const AVERAGE: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], ax: &mut [T]) => fused);
+
+/// One pass over memory: reads p, g (and ā once averaging has begun), writes p, ā.
+#[inline(always)]
+fn fused<T: Float, const L2: bool, const AVERAGE: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], ax: &mut [T]) {
+  let n = param.len();
+  let grad = &grad[..n];
+  let ax = &mut ax[..n];
+  for i in 0..n {
+    let mut g = grad[i] * k.sign;
+    let mut p = param[i];
+    if L2 {
+      g = k.l2.mul_add(p, g);
+    }
+    p = p * k.decay;
+    p = k.neg_eta.mul_add(g, p);
+    param[i] = p;
+    ax[i] = if AVERAGE {
+      let a = ax[i];
+      a + (p - a) * k.mu
+    } else {
+      p
+    };
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::testing::{
+    assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, buffers_f64, same_bits, step_once,
+    trajectory, values, STEPS,
+  };
+
+  fn configs() -> Vec<Asgd> {
+    let base = Asgd::default();
+    vec![
+      base,
+      Asgd { weight_decay: 0.1, lambd: 0.5, alpha: 1.0, ..base },
+      // Averaging from the third step on (μ = 1/2, 1/3, …), then from the first.
+      Asgd { t0: 1.0, maximize: true, lr: 0.3, ..base },
+      Asgd { t0: -2.5, weight_decay: 1e-2, lambd: 0.0, ..base },
+    ]
+  }
+
+  #[test]
+  fn fused_parallel_kernel_matches_reference_bit_for_bit() {
+    assert_fused_matches_reference(&configs());
+  }
+
+  #[test]
+  fn zero_learning_rate_leaves_parameters_unchanged() {
+    let configs: Vec<Asgd> = configs().into_iter().map(|c| Asgd { lr: 0.0, ..c }).collect();
+    assert_zero_lr_is_identity(&configs);
+  }
+
+  #[test]
+  fn first_steps_derived_by_hand() {
+    // t = 1: η = γ (in f32), μ = 1, so p ← p(1 − λγ) − γg and ā = p. With γ = 0.5, λ = 0.25,
+    // α = 1, t₀ = 0: afterwards η = 0.5/(1 + 0.125) = 4/9 and μ = 1/max(1, 1 − 0) = 1.
+    let config = Asgd { lr: 0.5, lambd: 0.25, alpha: 1.0, t0: 0.0, ..Asgd::default() };
+    let mut state = ParamState::default();
+    let mut param = vec![1.0f64, -2.0, 0.5];
+    step_once(config, &mut state, &mut param, &[2.0, -4.0, 0.0], true);
+    let expected = [1.0 * 0.875 - 0.5 * 2.0, -2.0 * 0.875 + 0.5 * 4.0, 0.5 * 0.875];
+    assert_eq!(param, expected);
+    assert_eq!(buffers_f64(&state)[0], expected);
+    assert_eq!(state.scalars, [f64::from((0.5f64 / 1.125) as f32), 1.0]);
+    // t = 2 with g = 0: p ← p(1 − λη), and μ = 1 still copies p into ā; then η = 0.5/1.25 = 0.4
+    // and μ = 1/max(1, 2 − 0) = 1/2.
+    let eta = f64::from((0.5f64 / 1.125) as f32);
+    step_once(config, &mut state, &mut param, &[0.0; 3], true);
+    let expected: Vec<f64> = expected.iter().map(|p| p * (1.0 - 0.25 * eta)).collect();
+    assert_eq!(param, expected);
+    assert_eq!(buffers_f64(&state)[0], expected);
+    assert_eq!(state.scalars, [f64::from(0.4f32), 0.5]);
+    // t = 3 with g = 0: ā ← ā + (p − ā)/2, the mean of the iterates of steps 2 and 3.
+    let before = param.clone();
+    step_once(config, &mut state, &mut param, &[0.0; 3], true);
+    for ((a, p), q) in buffers_f64(&state)[0].iter().zip(&param).zip(&before) {
+      assert!((a - (p + q) / 2.0).abs() <= 1e-16, "{a} vs the mean of {p} and {q}");
+    }
+  }
+
+  #[test]
+  fn eta_and_mu_are_float32_state_per_parameter() {
+    let config = Asgd { t0: 3.0, ..Asgd::default() };
+    let (_, state) = trajectory::<Asgd, f64>(config, 5, STEPS, true);
+    let t = STEPS as f64;
+    assert_eq!(state.scalars[0], f64::from((1e-2 / (1.0 + 1e-4 * 1e-2 * t).powf(0.75)) as f32));
+    assert_eq!(state.scalars[1], f64::from((1.0 / (t - 3.0)) as f32));
+    // A parameter that joins later starts from η = γ and μ = 1: its first update is
+    // p(1 − λγ) − γg, whatever step the others are at.
+    let mut late = ParamState::default();
+    let mut param = values::<f32>(5, 1);
+    let grad = values::<f32>(5, 2);
+    step_once(config, &mut late, &mut param, &grad, true);
+    let eta = f64::from(1e-2f32);
+    let decay = (1.0 - 1e-4 * eta) as f32;
+    let expected: Vec<f32> =
+      values::<f32>(5, 1).iter().zip(&grad).map(|(p, g)| (-eta as f32).mul_add(*g, p * decay)).collect();
+    assert!(same_bits(&param, &expected));
+  }
+
+  #[test]
+  fn bad_options_are_rejected_with_field_and_value() {
+    assert_rejects::<Asgd>(&[
+      ("lr", -1.0, "invalid lr: -1 (expected a finite lr >= 0)"),
+      ("lambd", -1e-4, "invalid lambd: -0.0001 (expected a finite lambd >= 0)"),
+      ("alpha", f64::INFINITY, "invalid alpha: Infinity (expected a finite alpha >= 0)"),
+      ("t0", f64::NAN, "invalid t0: NaN (expected a finite t0)"),
+      ("weight_decay", -0.5, "invalid weight_decay: -0.5 (expected a finite weight_decay >= 0)"),
+      ("maximize", 0.5, "invalid maximize: 0.5 (expected true or false)"),
+    ]);
+  }
+}
