@@ -99,6 +99,8 @@ const OPTIONS: Record<string, object> = {
   RMSprop: { momentum: 0.5, centered: true },
   Adagrad: { lrDecay: 1e-3, initialAccumulatorValue: 0.1 },
   RAdam: { decoupledWeightDecay: true, weightDecay: 0.01 },
+  AdamWScheduleFree: { trainMode: true, weightDecay: 0.01, warmupSteps: 3 },
+  SGDScheduleFree: { lr: 0.1, trainMode: true, weightDecay: 0.01, warmupSteps: 3 },
 }
 
 test('the options table names only optimizers of the registry', (t) => {

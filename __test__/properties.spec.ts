@@ -45,6 +45,8 @@ const OPTIONS: Record<Algorithm, fc.Arbitrary<Partial<Options>>> = {
   // α ≥ 0.5: with α near 0 the centered variance v − a² cancels to rounding noise.
   RMSprop: fc.record({ lr, alpha: beta(0.5, 0.999), eps, weightDecay: decay, momentum: fc.oneof(fc.constant(0), beta(0.1, 0.95)), centered: fc.boolean(), maximize: fc.boolean() }),
   Adagrad: fc.record({ lr, lrDecay: fc.oneof(fc.constant(0), beta(1e-3, 0.1)), weightDecay: decay, initialAccumulatorValue: fc.oneof(fc.constant(0), beta(0.01, 1)), eps, maximize: fc.boolean() }),
+  AdamWScheduleFree: fc.record({ lr, betas: fc.tuple(beta(0.1, 0.99), beta2), eps, weightDecay: decay, warmupSteps: fc.integer({ min: 0, max: 4 }), r: fc.constantFrom(0, 1), trainMode: fc.constant(true) }),
+  SGDScheduleFree: fc.record({ lr, momentum: beta(0.1, 0.99), weightDecay: decay, warmupSteps: fc.integer({ min: 0, max: 4 }), r: fc.constantFrom(0, 1), trainMode: fc.constant(true) }),
 }
 
 /**

@@ -61,6 +61,8 @@ const OPTIONS: Record<string, object> = {
   Adam: { amsgrad: true, weightDecay: 0.01 },
   RMSprop: { centered: true, momentum: 0.5 },
   Adagrad: { lrDecay: 0.01 },
+  AdamWScheduleFree: { trainMode: true, weightDecay: 0.01, warmupSteps: 3 },
+  SGDScheduleFree: { trainMode: true, weightDecay: 0.01, warmupSteps: 3 },
 }
 
 const classes = fastoptim as unknown as Record<string, Ctor | undefined>

@@ -1,4 +1,5 @@
 export * from './optimizers'
+export { AdamWScheduleFree, SGDScheduleFree } from './schedule-free'
 export {
   algorithms,
   Optimizer,

@@ -282,6 +282,14 @@ export abstract class Optimizer<Options extends object> {
     this.#addGroups(isGroup ? (params as readonly Group[]) : [{ params: params as readonly Parameter[] } as Group])
   }
 
+  /**
+   * The native optimizer that holds the state, for a subclass with native methods of its own
+   * (lib/schedule-free.ts); it refuses them while a `stepAsync()` is in flight.
+   */
+  protected get nativeOptimizer(): InstanceType<typeof native.NativeOptimizer> {
+    return this.#native
+  }
+
   /** Adds a group of parameters, as PyTorch's `add_param_group`. */
   addParamGroup(group: { params: readonly Parameter[] } & Partial<Options>): void {
     if (this.#native.busy) throw busyError('addParamGroup()')

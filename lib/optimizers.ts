@@ -737,3 +737,149 @@ export class Rprop extends Optimizer<RpropOptions> {
     super(Rprop.schema, params, options)
   }
 }
+
+/** AdamWScheduleFree's options, in camelCase; its class, with methods of its own, is in lib/schedule-free.ts. */
+export interface AdamWScheduleFreeOptions {
+  /**
+   * Learning rate γ, reached after warmup.
+   * Expected: a finite lr >= 0.
+   * @default 0.0025
+   */
+  lr: number
+  /**
+   * (β₁, β₂): β₁ places y between z and the average x (y = (1 − β₁)·z + β₁·x; above 0), β₂ is the decay of the second moment.
+   * Expected: 0 <= betas[0] < 1; 0 <= betas[1] < 1.
+   * @default [0.9, 0.999]
+   */
+  betas: [number, number]
+  /**
+   * ε, added to the root of the bias-corrected second moment.
+   * Expected: a finite eps >= 0.
+   * @default 1e-8
+   */
+  eps: number
+  /**
+   * Weight decay λ: λ·y added to the normalized gradient.
+   * Expected: a finite weightDecay >= 0.
+   * @default 0
+   */
+  weightDecay: number
+  /**
+   * Steps of linear warmup: the group's step k (from 0) uses γ·(k + 1)/warmupSteps while k < warmupSteps.
+   * Expected: a finite warmupSteps >= 0.
+   * @default 0
+   */
+  warmupSteps: number
+  /**
+   * Power r of the polynomial weighting of the average: step k weighs (k + 1)^r.
+   * Expected: a finite r.
+   * @default 0
+   */
+  r: number
+  /**
+   * Power of the largest learning rate so far in each step's weight in the average, so that warmup steps weigh less.
+   * Expected: a finite weightLrPower.
+   * @default 2
+   */
+  weightLrPower: number
+  /**
+   * Group state that every step advances (the package's `k`): the steps this group has taken.
+   * Expected: a finite k >= 0.
+   * @default 0
+   */
+  k: number
+  /**
+   * Group state (`train_mode`): whether the parameters hold the training point y or the average x; set by train() and eval().
+   * Expected: true or false.
+   * @default false
+   */
+  trainMode: boolean
+  /**
+   * Group state that every step advances (`weight_sum`): the sum of the averaging weights so far.
+   * Expected: a finite weightSum >= 0.
+   * @default 0
+   */
+  weightSum: number
+  /**
+   * Group state that every step advances (`lr_max`): the largest warmed-up learning rate so far, −1 before the first step.
+   * Expected: a finite lrMax.
+   * @default -1
+   */
+  lrMax: number
+  /**
+   * Group state that every step writes (`scheduled_lr`), for logging: the last step's warmed-up learning rate.
+   * Expected: a finite scheduledLr >= 0.
+   * @default 0
+   */
+  scheduledLr: number
+}
+
+/** SGDScheduleFree's options, in camelCase; its class, with methods of its own, is in lib/schedule-free.ts. */
+export interface SGDScheduleFreeOptions {
+  /**
+   * Learning rate γ, reached after warmup.
+   * Expected: a finite lr >= 0.
+   * @default 1
+   */
+  lr: number
+  /**
+   * Momentum β, between 0 and 1 exclusive: y = (1 − β)·z + β·x.
+   * Expected: 0 <= momentum < 1.
+   * @default 0.9
+   */
+  momentum: number
+  /**
+   * Weight decay λ, an L2 penalty: λ·y added to the gradient.
+   * Expected: a finite weightDecay >= 0.
+   * @default 0
+   */
+  weightDecay: number
+  /**
+   * Steps of linear warmup: the group's step k (from 0) uses γ·(k + 1)/warmupSteps while k < warmupSteps.
+   * Expected: a finite warmupSteps >= 0.
+   * @default 0
+   */
+  warmupSteps: number
+  /**
+   * Power r of the polynomial weighting of the average: step k weighs (k + 1)^r.
+   * Expected: a finite r.
+   * @default 0
+   */
+  r: number
+  /**
+   * Power of the largest learning rate so far in each step's weight in the average, so that warmup steps weigh less.
+   * Expected: a finite weightLrPower.
+   * @default 2
+   */
+  weightLrPower: number
+  /**
+   * Group state that every step advances (the package's `k`): the steps this group has taken.
+   * Expected: a finite k >= 0.
+   * @default 0
+   */
+  k: number
+  /**
+   * Group state (`train_mode`): whether the parameters hold the training point y or the average x; set by train() and eval().
+   * Expected: true or false.
+   * @default false
+   */
+  trainMode: boolean
+  /**
+   * Group state that every step advances (`weight_sum`): the sum of the averaging weights so far.
+   * Expected: a finite weightSum >= 0.
+   * @default 0
+   */
+  weightSum: number
+  /**
+   * Group state that every step advances (`lr_max`): the largest warmed-up learning rate so far, −1 before the first step.
+   * Expected: a finite lrMax.
+   * @default -1
+   */
+  lrMax: number
+  /**
+   * Group state that every step writes (`scheduled_lr`), for logging: the last step's warmed-up learning rate.
+   * Expected: a finite scheduledLr >= 0.
+   * @default 0
+   */
+  scheduledLr: number
+}

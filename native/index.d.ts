@@ -11,6 +11,20 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** The per-parameter state of one optimizer, owned on the native side. */
 export declare class NativeOptimizer {
+  /**
+   * `train()` (`train` true) or `eval()`: every parameter of a group whose `trainMode` in
+   * `packed` is not `train` and that has state moves toward its z, p ← p + w·(z − p), with
+   * w = 1 − β to the training point and 1 − 1/β to the average. `data[i]` is parameter i's
+   * data (by position over all groups), `groupOf[i]` its group. Everything is checked first;
+   * on error nothing changes. The facade then sets every group's `trainMode`.
+   */
+  switchMode(data: Array<unknown>, groupOf: Uint32Array, packed: Float64Array, train: boolean): void
+  /**
+   * The group state every group has after a step with the options `packed` (each group's, as
+   * `step` takes them): `[k, lrMax, weightSum, scheduledLr]` per group, in order. The facade
+   * writes them into its groups once the step has gone through.
+   */
+  scheduleAfterStep(packed: Float64Array): Array<number>
   stateNames(): StateNames
   /** A copy of parameter `index`'s state, or null before its first step. */
   exportState(index: number): StateEntry | null

@@ -2,7 +2,7 @@
 // registry (`algorithms()`: each optimizer's options with their defaults, rules and one-line docs),
 // which the Rust core declares once per optimizer. `npm run generate` rewrites it; a test checks
 // that the committed file is what this generates, so the JSDoc `@default`s cannot drift.
-import { writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { format, resolveConfig } from 'prettier'
@@ -10,6 +10,21 @@ import { format, resolveConfig } from 'prettier'
 import { algorithms, type AlgorithmInfo } from '../lib/optimizer'
 
 export const OUTPUT = join(__dirname, '..', 'lib', 'optimizers.ts')
+
+/**
+ * The optimizers whose class another file of lib/ declares (`export class <Name>`), by name, with
+ * that file: classes with methods of their own (lib/schedule-free.ts). Only their options
+ * interface is generated here, so that the two classes do not clash.
+ */
+export function ownFacades(): Map<string, string> {
+  const lib = join(__dirname, '..', 'lib')
+  const owners = new Map<string, string>()
+  for (const file of readdirSync(lib).filter((f) => f.endsWith('.ts') && join(lib, f) !== OUTPUT)) {
+    const text = readFileSync(join(lib, file), 'utf8')
+    for (const [, name] of text.matchAll(/^export class (\w+)/gm)) owners.set(name, file)
+  }
+  return owners
+}
 
 /** A default as TypeScript writes it (NaN packs null). */
 function literal(kind: string, value: number): string {
@@ -43,9 +58,16 @@ function members(info: AlgorithmInfo): string[] {
   })
 }
 
-function declaration(info: AlgorithmInfo): string {
+function declaration(info: AlgorithmInfo, owner: string | undefined): string {
   const name = info.name
   const torch = `torch.optim.${name}`
+  if (owner) {
+    return `/** ${name}'s options, in camelCase; its class, with methods of its own, is in lib/${owner}. */
+export interface ${name}Options {
+${members(info).join('\n')}
+}
+`
+  }
   return `/** ${name}'s options: \`${torch}\`'s, in camelCase. */
 export interface ${name}Options {
 ${members(info).join('\n')}
@@ -77,7 +99,8 @@ export async function generate(): Promise<string> {
 // Each optimizer is declared once, in its Rust core file; this is its TypeScript face.
 import { Optimizer, Schema, type Params } from './optimizer'
 `
-  const text = [header, ...algorithms().map(declaration)].join('\n')
+  const owners = ownFacades()
+  const text = [header, ...algorithms().map((info) => declaration(info, owners.get(info.name)))].join('\n')
   return format(text, { ...(await resolveConfig(OUTPUT)), parser: 'typescript' })
 }
 

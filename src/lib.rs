@@ -10,6 +10,7 @@ mod disjoint;
 mod internal;
 mod js;
 mod params;
+mod schedule_free;
 mod state_io;
 mod task;
 mod threads;

@@ -36,6 +36,8 @@ export interface RefState {
 /** What an update knows besides the options: the parameters' element type (PyTorch's `finfo(dtype).eps`). */
 interface Context {
   dtype: 'float32' | 'float64'
+  /** What the group's own step computed, for an optimizer with per-group state (GROUP_STEPS). */
+  group?: Record<string, number>
 }
 
 type Update = (o: Options, p: RefParam & { grad: number[] }, s: RefState, context: Context) => void
@@ -306,6 +308,54 @@ const rprop: Update = (o, p, s) => {
   }
 }
 
+/**
+ * The schedulefree package's per-group schedule (schedulefree/adamw_schedulefree.py and
+ * sgd_schedulefree.py): the step counter k, the largest warmed-up rate and the sum of the averaging
+ * weights live among the group's options, as in the package's param_groups, and advance once per
+ * step for the whole group, whichever of its parameters have gradients. Returns what the step uses.
+ */
+function scheduleFreeGroup(o: Options): Record<string, number> {
+  const [k, warmup] = [num(o, 'k'), num(o, 'warmupSteps')]
+  const lr = num(o, 'lr') * (k < warmup ? (k + 1) / warmup : 1)
+  const lrMax = Math.max(lr, num(o, 'lrMax'))
+  const weight = (k + 1) ** num(o, 'r') * lrMax ** num(o, 'weightLrPower')
+  const weightSum = num(o, 'weightSum') + weight
+  Object.assign(o, { k: k + 1, lrMax, weightSum, scheduledLr: lr })
+  // The package catches the ZeroDivisionError of 0/0 and takes 0.
+  return { k, lr, ckp1: weightSum === 0 ? 0 : weight / weightSum }
+}
+
+/**
+ * Schedule-free AdamW and SGD (the package's plain classes): z starts as a copy of the parameter
+ * y; ĝ is Adam's normalized gradient (no first moment) or the gradient, plus λ·y; then
+ * y ← lerp(y, z, c) + γ(β(1 − c) − 1)·ĝ and z ← z − γ·ĝ, with β = β₁ or the momentum.
+ */
+function scheduleFree(adam: boolean): Update {
+  return (o, p, s, { group }) => {
+    const { k, lr, ckp1 } = group!
+    const [beta, beta2] = adam ? betas(o) : [num(o, 'momentum'), 0]
+    const z = (s.buffers.z ??= [...p.data])
+    const v = adam ? buffer(s, 'expAvgSq', p.data.length) : undefined
+    const bc2 = 1 - beta2 ** (k + 1)
+    for (let i = 0; i < p.data.length; i++) {
+      let g = p.grad[i]
+      if (v) {
+        v[i] = beta2 * v[i] + (1 - beta2) * g * g
+        g /= Math.sqrt(v[i] / bc2) + num(o, 'eps')
+      }
+      g += num(o, 'weightDecay') * p.data[i]
+      p.data[i] = lerp(p.data[i], z[i], ckp1) + lr * (beta * (1 - ckp1) - 1) * g
+      z[i] -= lr * g
+    }
+  }
+}
+
+/** Per-group steps, run once per step for every group before its parameters' updates. */
+const GROUP_STEPS: Record<Algorithm, (o: Options) => Record<string, number>> = {
+  AdamWScheduleFree: scheduleFreeGroup,
+  SGDScheduleFree: scheduleFreeGroup,
+}
+
 const UPDATES: Record<Algorithm, Update> = {
   Adam: adamLike(false),
   AdamW: adamLike(true),
@@ -320,6 +370,8 @@ const UPDATES: Record<Algorithm, Update> = {
   Adadelta: adadelta,
   ASGD: asgd,
   Rprop: rprop,
+  AdamWScheduleFree: scheduleFree(true),
+  SGDScheduleFree: scheduleFree(false),
 }
 
 /** The optimizers this file has a reference of. */
@@ -345,12 +397,13 @@ export class Reference {
   /** One step: every parameter whose grad is not null is updated, with its group's options. */
   step(): void {
     for (const { options, params } of this.groups) {
+      const group = GROUP_STEPS[this.algorithm]?.(options)
       for (const p of params) {
         if (p.grad === null) continue
         let state = this.states.get(p)
         if (!state) this.states.set(p, (state = { step: 0, buffers: {} }))
         state.step += 1
-        this.#update(options, p as RefParam & { grad: number[] }, state, { dtype: this.dtype })
+        this.#update(options, p as RefParam & { grad: number[] }, state, { dtype: this.dtype, group })
       }
     }
   }

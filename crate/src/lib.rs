@@ -32,5 +32,6 @@ pub use optimizers::nadam::NAdam;
 pub use optimizers::radam::RAdam;
 pub use optimizers::rmsprop::RMSprop;
 pub use optimizers::rprop::Rprop;
+pub use optimizers::schedule_free::{AdamWScheduleFree, SgdScheduleFree};
 pub use optimizers::sgd::Sgd;
 pub use optimizers::{buffer_lens, Buffer, Layout, Optimizer};

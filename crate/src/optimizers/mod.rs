@@ -17,6 +17,7 @@ pub mod nadam;
 pub mod radam;
 pub mod rmsprop;
 pub mod rprop;
+pub mod schedule_free;
 pub mod sgd;
 
 use crate::config::Options;
@@ -34,7 +35,7 @@ use crate::float::Float;
 #[macro_export]
 macro_rules! for_each_optimizer {
   ($callback:ident ! ( $($args:tt)* )) => {
-    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam Adafactor Lion Adadelta Asgd Rprop }
+    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam Adafactor Lion Adadelta Asgd Rprop AdamWScheduleFree SgdScheduleFree }
   };
 }
 
