@@ -10,6 +10,7 @@ import test from 'ava'
 
 import * as fastoptim from '../lib'
 import { Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter } from '../lib'
+import { sparseGrad } from './helpers/sparse'
 
 type AnyOptimizer = Optimizer<object>
 type Ctor = new (params: never, options?: never) => AnyOptimizer
@@ -254,10 +255,13 @@ function badValues(option: OptionInfo, where: string): Array<{ what: string; val
 
 /**
  * `Class` over a (as a [2, 4] matrix, so that an optimizer that treats matrices apart has state of
- * both kinds) in group 0 and b in group 1 (lr 0.01), stepped once.
+ * both kinds) in group 0 and b in group 1 (lr 0.01), stepped once; an optimizer of `sparse`
+ * gradients gets a's and b's gradients as sparse ones.
  */
-function steppedWith(Class: Ctor, w: World): AnyOptimizer {
-  const opt = new Class([{ params: [{ ...w.a, shape: [2, 4] }] }, { params: [w.b], lr: 1e-2 }] as never)
+function steppedWith(Class: Ctor, w: World, sparse: boolean): AnyOptimizer {
+  const a = { ...w.a, shape: [2, 4], ...(sparse && { grad: sparseGrad(w.a.grad!, [2, 4]) }) }
+  const b = sparse ? { ...w.b, grad: sparseGrad(w.b.grad!) } : w.b
+  const opt = new Class([{ params: [a] }, { params: [b], lr: 1e-2 }] as never)
   opt.step()
   return opt
 }
@@ -276,7 +280,7 @@ const everyOption: Row[] = fastoptim.algorithms().flatMap((info) =>
       .map(
         ({ what, value, error }): Row => ({
           name: `${info.name} live ${option.name} set to ${what} before a step`,
-          prepare: (w) => steppedWith(classOf(info), w),
+          prepare: (w) => steppedWith(classOf(info), w, info.sparse),
           spoil: (_w, opt) => Object.assign(group(opt, 1), withValue(classOf(info), option, value)),
           act: (_w, opt) => opt!.step(),
           error,

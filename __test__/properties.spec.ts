@@ -7,10 +7,11 @@ import test from 'ava'
 import fc from 'fast-check'
 
 import * as fastoptim from '../lib'
-import type { FloatArray, Optimizer, Parameter } from '../lib'
+import type { FloatArray, GradKind, Optimizer, Parameter } from '../lib'
 import { type Algorithm, type Options, Reference, REFERENCES, type RefParam } from './helpers/reference'
+import { gradFor } from './helpers/sparse'
 
-type AnyOptimizer = Optimizer<object>
+type AnyOptimizer = Optimizer<object, GradKind>
 type Ctor = { new (params: never, options?: never): AnyOptimizer; defaults: Readonly<Record<string, unknown>> }
 
 /** Every optimizer of the registry, in its order. */
@@ -138,7 +139,7 @@ function build(c: Case, dtype: 'float32' | 'float64' = 'float64') {
   const options = { ...Class.defaults, ...c.options } as Options
   // A flat parameter is given as before, without a shape.
   const shapeOf = (i: number) => (c.shapes[i].length === 1 ? undefined : c.shapes[i])
-  const params: Parameter[] = c.shapes.map((dims, i) => ({ data: Type.from(values(c.seed + i, elements(dims), 2)), grad: null, shape: shapeOf(i) }))
+  const params: Parameter<GradKind>[] = c.shapes.map((dims, i) => ({ data: Type.from(values(c.seed + i, elements(dims), 2)), grad: null, shape: shapeOf(i) }))
   const refs: RefParam[] = params.map((p, i) => ({ data: Array.from(p.data), grad: null, shape: shapeOf(i) }))
   const split = c.secondLr !== undefined && params.length > 1 ? 1 : params.length
   const groups = [{ params: params.slice(0, split) }, ...(split < params.length ? [{ params: params.slice(split), lr: c.secondLr }] : [])]
@@ -150,12 +151,15 @@ function build(c: Case, dtype: 'float32' | 'float64' = 'float64') {
         dtype,
       )
     : undefined
+  // An optimizer of sparse gradients gets the rows of each gradient that are not all 0.
+  const sparse = fastoptim.algorithms().find((info) => info.name === c.algorithm)?.sparse ?? false
   /** Sets the grads of step `s` (the same values on both sides, element k scaled by `scale(k)`) and steps both. */
   const step = (s: number, scale = (_k: number) => 1) => {
     params.forEach((p, i) => {
       const skip = c.skips[s][i] ?? false
-      p.grad = skip ? null : Type.from(values(c.seed * 31 + s * 7 + i + 1000, p.data.length, 3).map((g, k) => g * scale(k)))
-      refs[i].grad = p.grad && Array.from(p.grad)
+      const grad = skip ? null : Type.from(values(c.seed * 31 + s * 7 + i + 1000, p.data.length, 3).map((g, k) => g * scale(k)))
+      p.grad = grad && gradFor(sparse, grad, shapeOf(i))
+      refs[i].grad = grad && Array.from(grad)
     })
     opt.step()
     reference?.step()

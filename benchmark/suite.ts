@@ -37,10 +37,13 @@ const OPTIONS: Record<string, { label: string; options: object }> = {
   SGD: { label: 'SGD (momentum 0.9)', options: { momentum: 0.9 } },
 }
 
-/** Every optimizer of the registry but Adam (timed above against the baselines), in its order. */
+/**
+ * Every optimizer of the registry but Adam (timed above against the baselines), in its order, and
+ * but those of sparse gradients, which benchmark/sparse.ts times.
+ */
 const OTHERS: Array<[string, Ctor, object]> = fastoptim
   .algorithms()
-  .filter(({ name }) => name !== 'Adam')
+  .filter(({ name, sparse }) => name !== 'Adam' && !sparse)
   .map(({ name }) => {
     const Class = (fastoptim as unknown as Record<string, Ctor | undefined>)[name]
     if (!Class) throw new Error(`the registry lists ${name}, but fastoptim exports no such class`)

@@ -5,9 +5,11 @@ export {
   Optimizer,
   type AlgorithmInfo,
   type FloatArray,
+  type GradKind,
   type Parameter,
   type ParamGroup,
   type Params,
+  type SparseGrad,
   type StepOptions,
 } from './optimizer'
 export type { ErrorCode } from './errors'

@@ -7,13 +7,26 @@ import { busyError, stepAsync } from './task'
 export type FloatArray = Float32Array | Float64Array
 
 /**
+ * A row-sparse gradient, as PyTorch's sparse gradient of an embedding (`nn.Embedding(sparse=True)`),
+ * which SparseAdam takes: for a parameter of shape `[rows, ...]` (flat: rows of one element),
+ * `indices` names rows and `values` holds one row of gradient for each, in the same order, in an
+ * array like the parameter's data (`indices.length` times the product of `shape[1:]` elements).
+ * A row may be named more than once: its values are summed, as PyTorch's `coalesce()` sums them.
+ */
+export interface SparseGrad {
+  indices: Int32Array | Uint32Array
+  values: FloatArray
+}
+
+/**
  * A tensor being optimized: `data` is updated in place by `step()`; `grad` is read, and a
  * parameter whose `grad` is null is skipped, as PyTorch skips parameters whose `.grad` is None.
- * Both are read at every step, so assigning a new array to `grad` (or `data`) works.
+ * Both are read at every step, so assigning a new array to `grad` (or `data`) works. `grad` is
+ * an array like `data`, or a `SparseGrad` for an optimizer of sparse gradients (SparseAdam).
  */
-export interface Parameter {
+export interface Parameter<Grad extends FloatArray | SparseGrad = FloatArray> {
   data: FloatArray
-  grad: FloatArray | null
+  grad: Grad | null
   /**
    * The tensor's dimensions, as PyTorch's `p.shape`; their product must be `data.length`. Absent
    * means flat (one dimension). Optimizers that treat matrices differently (Adafactor factors
@@ -23,11 +36,16 @@ export interface Parameter {
   readonly shape?: readonly number[]
 }
 
+/** The gradients an optimizer takes: arrays like the data, or (SparseAdam) sparse ones. */
+export type GradKind = FloatArray | SparseGrad
+
 /** A group of parameters with its own options; every option is present and live. */
-export type ParamGroup<Options> = Required<Options> & { readonly params: readonly Parameter[] }
+export type ParamGroup<Options, Grad extends GradKind = FloatArray> = Required<Options> & { readonly params: readonly Parameter<Grad>[] }
 
 /** Parameters, or groups of parameters each overriding some options. */
-export type Params<Options> = readonly Parameter[] | ReadonlyArray<{ params: readonly Parameter[] } & Partial<Options>>
+export type Params<Options, Grad extends GradKind = FloatArray> =
+  | readonly Parameter<Grad>[]
+  | ReadonlyArray<{ params: readonly Parameter<Grad>[] } & Partial<Options>>
 
 /** One packed option: where it sits in the group object and what it must be. */
 interface Slot {
@@ -184,8 +202,33 @@ function isDetached(array: FloatArray): boolean {
   }
 }
 
+/** Whether `grad` is given as a sparse gradient: an object with `indices` and `values`, not an array. */
+function isSparseGrad(grad: unknown): boolean {
+  return typeof grad === 'object' && grad !== null && !ArrayBuffer.isView(grad) && 'indices' in grad && 'values' in grad
+}
+
+/**
+ * Checks the gradient of a parameter joining an optimizer of sparse gradients, or a sparse gradient
+ * joining another, as a step does and in its words; a step checks indices and lengths.
+ */
+function checkSparseGrad(grad: unknown, data: FloatArray, where: string, info: AlgorithmInfo): void {
+  if (!info.sparse) {
+    const names = algorithms().flatMap((a) => (a.sparse ? [a.name] : []))
+    throw invalidType(
+      `${where}.grad is a sparse gradient { indices, values }, which ${info.name} does not take (only ${names.join(' and ')} ${names.length === 1 ? 'does' : 'do'}): give a ${data.constructor.name} like its data, or null`,
+    )
+  }
+  if (isFloatArray(grad)) {
+    throw invalidType(`${where}.grad is a ${grad.constructor.name}: ${info.name} does not support dense gradients, please consider Adam instead (or give a row-sparse gradient { indices, values })`)
+  }
+  if (typeof grad !== 'object' || grad === null) throw invalidType(`${where}.grad must be a row-sparse gradient { indices, values }, or null, got ${describe(grad)}`)
+  const { indices, values } = grad as Record<string, unknown>
+  if (!(indices instanceof Int32Array || indices instanceof Uint32Array)) throw invalidType(`${where}.grad.indices must be an Int32Array or Uint32Array, got ${describe(indices)}`)
+  if (!isFloatArray(values) || values.constructor !== data.constructor) throw invalidType(`${where}.grad.values must be a ${data.constructor.name} like its data, got ${describe(values)}`)
+}
+
 /** Checks a parameter joining an optimizer; returns a copy of its shape (undefined: flat). */
-function checkParameter(param: unknown, where: string): number[] | undefined {
+function checkParameter(param: unknown, where: string, info: AlgorithmInfo): number[] | undefined {
   if (typeof param !== 'object' || param === null) {
     throw invalidType(`${where} must be an object with data and grad, got ${describe(param)}`)
   }
@@ -204,6 +247,10 @@ function checkParameter(param: unknown, where: string): number[] | undefined {
   }
   const copied = shape as number[] | undefined
   if (grad === null || grad === undefined) return copied
+  if (info.sparse || isSparseGrad(grad)) {
+    checkSparseGrad(grad, data, where, info)
+    return copied
+  }
   if (!isFloatArray(grad) || grad.constructor !== data.constructor) {
     throw invalidType(`${where}.grad must be a ${data.constructor.name} like its data, or null, got ${describe(grad)}`)
   }
@@ -217,11 +264,13 @@ function checkParameter(param: unknown, where: string): number[] | undefined {
  * the check and the words of the step itself (grads may share memory with each other: they are only
  * read). `labels[i]` names `params[i]`.
  */
-function checkDisjoint(params: readonly Parameter[], labels: readonly string[]): void {
+function checkDisjoint(params: readonly Parameter<GradKind>[], labels: readonly string[]): void {
+  // Of a sparse gradient, its values (a step checks its indices too).
+  const sparse = (param: Parameter<GradKind>) => isSparseGrad(param.grad)
   native.checkDisjoint(
-    params.flatMap((param) => [param.data, param.grad]),
+    params.flatMap((param) => [param.data, sparse(param) ? (param.grad as SparseGrad).values : param.grad]),
     params.flatMap(() => [true, false]),
-    labels.flatMap((label) => [`${label}.data`, `${label}.grad`]),
+    labels.flatMap((label, i) => [`${label}.data`, `${label}.grad${sparse(params[i]) ? '.values' : ''}`]),
   )
 }
 
@@ -254,22 +303,22 @@ function stepOptions(options: unknown, method: string): boolean {
  * What every optimizer shares: parameter groups whose options stay live, and a step that
  * updates all parameters in one native call.
  */
-export abstract class Optimizer<Options extends object> {
+export abstract class Optimizer<Options extends object, Grad extends GradKind = FloatArray> {
   /** The groups, each with every option filled in; change an option and the next step uses it. */
-  readonly paramGroups: Array<ParamGroup<Options>> = []
+  readonly paramGroups: Array<ParamGroup<Options, Grad>> = []
   /** The options a group gets when it does not set them. */
   readonly defaults: Readonly<Required<Options>>
 
   readonly #schema: Schema<Options>
   readonly #native: InstanceType<typeof native.NativeOptimizer>
-  #params: Parameter[] = []
+  #params: Parameter<Grad>[] = []
   /** Each parameter's shape as it joined (undefined: flat), by position over all groups. */
   #shapes: Array<number[] | undefined> = []
   #groupOf = new Uint32Array(0)
   #packed = new Float64Array(0)
   readonly #arrays = new StepArrays()
 
-  protected constructor(schema: Schema<Options>, params: Params<Options>, options: Partial<Options> = {}) {
+  protected constructor(schema: Schema<Options>, params: Params<Options, Grad>, options: Partial<Options> = {}) {
     this.#schema = schema
     this.#native = new native.NativeOptimizer(schema.algorithm)
     if (!Array.isArray(params)) throw invalidType(`params must be an array of parameters or of parameter groups, got ${describe(params)}`)
@@ -277,9 +326,9 @@ export abstract class Optimizer<Options extends object> {
     this.#checkKeys(options, 'options', false)
     this.defaults = Object.freeze({ ...schema.defaults, ...options })
     this.#pack([this.defaults as Record<string, unknown>], 'options', true)
-    type Group = { params: readonly Parameter[] } & Partial<Options>
+    type Group = { params: readonly Parameter<Grad>[] } & Partial<Options>
     const isGroup = typeof params[0] === 'object' && params[0] !== null && 'params' in params[0]
-    this.#addGroups(isGroup ? (params as readonly Group[]) : [{ params: params as readonly Parameter[] } as Group])
+    this.#addGroups(isGroup ? (params as readonly Group[]) : [{ params: params as readonly Parameter<Grad>[] } as Group])
   }
 
   /**
@@ -291,7 +340,7 @@ export abstract class Optimizer<Options extends object> {
   }
 
   /** Adds a group of parameters, as PyTorch's `add_param_group`. */
-  addParamGroup(group: { params: readonly Parameter[] } & Partial<Options>): void {
+  addParamGroup(group: { params: readonly Parameter<Grad>[] } & Partial<Options>): void {
     if (this.#native.busy) throw busyError('addParamGroup()')
     this.#addGroups([group])
   }
@@ -331,7 +380,8 @@ export abstract class Optimizer<Options extends object> {
    * before the detached one were updated and the others not).
    *
    * Resolves to whether every gradient element was finite, and takes `{ skipNonFinite }`, as
-   * `step()` does.
+   * `step()` does. A step of sparse gradients (SparseAdam's) costs what its rows cost, and runs
+   * whole when called.
    */
   stepAsync(options?: StepOptions): Promise<boolean> {
     let skipNonFinite: boolean
@@ -344,13 +394,19 @@ export abstract class Optimizer<Options extends object> {
     return stepAsync(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
   }
 
-  /** Clears gradients: sets every `grad` to null (PyTorch's default), or fills them with zeros. */
+  /**
+   * Clears gradients: sets every `grad` to null (PyTorch's default), or fills them with zeros (a
+   * sparse gradient is left naming no rows, as PyTorch's `zero_()` leaves it).
+   */
   zeroGrad(setToNone = true): void {
     if (this.#native.busy) throw busyError('zeroGrad()')
     if (typeof setToNone !== 'boolean') throw invalidType(`zeroGrad: setToNone must be a boolean, got ${describe(setToNone)}`)
     for (const param of this.#params) {
+      const grad: GradKind | null = param.grad
       if (setToNone) param.grad = null
-      else param.grad?.fill(0)
+      else if (isFloatArray(grad)) grad.fill(0)
+      // As PyTorch's zero_() of a sparse gradient: no rows (a step then counts, and changes nothing else).
+      else if (grad) param.grad = { indices: grad.indices.subarray(0, 0), values: grad.values.subarray(0, 0) } as Grad
     }
   }
 
@@ -358,7 +414,7 @@ export abstract class Optimizer<Options extends object> {
    * A copy of a parameter's state, as PyTorch's `opt.state[p]`: its step count, scalars and
    * buffers (`expAvg`, ...), or undefined before its first step.
    */
-  getState(param: Parameter): ParamState | undefined {
+  getState(param: Parameter<Grad>): ParamState | undefined {
     if (this.#native.busy) throw busyError('getState()')
     const index = this.#params.indexOf(param)
     if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
@@ -511,17 +567,17 @@ export abstract class Optimizer<Options extends object> {
   }
 
   /** Validates every new group fully before adding any of them. */
-  #addGroups(groups: ReadonlyArray<{ params: readonly Parameter[] } & Partial<Options>>): void {
+  #addGroups(groups: ReadonlyArray<{ params: readonly Parameter<Grad>[] } & Partial<Options>>): void {
     const seen = new Set<unknown>()
     for (const param of this.#params) seen.add(param).add(param.data)
-    const added: Array<ParamGroup<Options>> = []
+    const added: Array<ParamGroup<Options, Grad>> = []
     const shapes: Array<number[] | undefined> = []
     groups.forEach((group, g) => {
       const where = `paramGroups[${this.paramGroups.length + g}]`
       this.#checkKeys(group, where, true)
       if (!Array.isArray(group.params)) throw invalidType(`${where}.params must be an array of parameters, got ${describe(group.params)}`)
       group.params.forEach((param, i) => {
-        shapes.push(checkParameter(param, `${where}.params[${i}]`))
+        shapes.push(checkParameter(param, `${where}.params[${i}]`, this.#schema.info))
         if (seen.has(param) || seen.has(param.data)) {
           throw invalidValue(`${where}.params[${i}] appears more than once; every parameter must be in exactly one group, once`)
         }
@@ -531,7 +587,7 @@ export abstract class Optimizer<Options extends object> {
       for (const [key, value] of Object.entries(complete)) {
         if (Array.isArray(value) && key !== 'params') (complete as Record<string, unknown>)[key] = [...value]
       }
-      added.push(Object.seal(complete) as unknown as ParamGroup<Options>)
+      added.push(Object.seal(complete) as unknown as ParamGroup<Options, Grad>)
     })
     const all = [...this.paramGroups, ...added]
     checkDisjoint(

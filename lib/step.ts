@@ -1,6 +1,6 @@
 // Steps that skip re-reading the parameters natively when they are the arrays of the last step.
 import { native } from './native'
-import type { FloatArray, Parameter } from './optimizer'
+import type { FloatArray, GradKind, Parameter } from './optimizer'
 
 type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
 
@@ -24,15 +24,17 @@ const lengthOf: (array: FloatArray) => number = Function.prototype.call.bind(
  * attached (a detached array's length is 0) and so still the same memory; anything else (a new
  * array, a detached or resized one, a getter that returns something else) takes the full native
  * read, with its checks and errors. The remembered arrays are held here, so they stay alive.
+ * A sparse gradient (`{ indices, values }`) is never remembered: the native step reports it as
+ * undefined, so a step with one always takes the full read, which checks and coalesces it.
  */
 export class StepArrays {
-  #params: readonly Parameter[] | undefined
+  #params: readonly Parameter<GradKind>[] | undefined
   readonly #seen: Array<FloatArray | null | undefined> = []
-  readonly #now: Array<FloatArray | null | undefined> = []
+  readonly #now: Array<GradKind | null | undefined> = []
   #lengths = new Float64Array(0)
 
   /** Steps, and returns the native report (`StepReport`). */
-  step(opt: NativeOptimizer, params: readonly Parameter[], groupOf: Uint32Array, packed: Float64Array, skipNonFinite: boolean): number {
+  step(opt: NativeOptimizer, params: readonly Parameter<GradKind>[], groupOf: Uint32Array, packed: Float64Array, skipNonFinite: boolean): number {
     if (params === this.#params && this.#unchanged(params)) {
       const report = stepAgain(opt, packed, skipNonFinite)
       if (report !== null) return report
@@ -55,7 +57,7 @@ export class StepArrays {
     this.#params = undefined
   }
 
-  #unchanged(params: readonly Parameter[]): boolean {
+  #unchanged(params: readonly Parameter<GradKind>[]): boolean {
     const now = this.#now
     now.length = 2 * params.length
     // Getters may run here, so first take every array, then compare, which runs no JavaScript.
@@ -69,7 +71,7 @@ export class StepArrays {
     for (let k = 0; k < now.length; k++) {
       const array = now[k]
       if (array !== seen[k]) return false
-      if (array !== null && array !== undefined && lengthOf(array) !== lengths[k]) return false
+      if (array !== null && array !== undefined && lengthOf(array as FloatArray) !== lengths[k]) return false
     }
     return true
   }

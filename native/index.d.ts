@@ -94,6 +94,8 @@ export interface AlgorithmInfo {
   buffers: Array<StateBuffer>
   /** Per-parameter scalars besides `step`, camelCase. */
   scalars: Array<string>
+  /** Whether it takes row-sparse gradients `{ indices, values }`, and only those (SparseAdam). */
+  sparse: boolean
 }
 
 /** Every optimizer of the registry, in its order: the one list the facade builds its classes from. */

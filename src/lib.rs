@@ -11,13 +11,15 @@ mod internal;
 mod js;
 mod params;
 mod schedule_free;
+mod sparse;
 mod state_io;
 mod task;
 mod threads;
 
 use fastoptim_core::config::Kind;
 use fastoptim_core::{
-  all_finite, buffer_lens, run, ConfigError, Dtype, Element, Job, Layout, Optimizer, Options, ParamState,
+  all_finite, buffer_lens, run, run_sparse, ConfigError, Dtype, Element, Job, Layout, Optimizer, Options, ParamState,
+  SparseJob,
 };
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -61,6 +63,11 @@ pub(crate) use with_optimizer;
 impl Algorithm {
   pub(crate) fn name(self) -> &'static str {
     with_optimizer!(self, O => O::NAME)
+  }
+
+  /// Whether it takes row-sparse gradients ([`Optimizer::SPARSE`]).
+  pub(crate) fn sparse(self) -> bool {
+    with_optimizer!(self, O => O::SPARSE)
   }
 
   fn parse(name: &str) -> std::result::Result<Self, Fail> {
@@ -108,6 +115,8 @@ pub struct AlgorithmInfo {
   pub buffers: Vec<StateBuffer>,
   /// Per-parameter scalars besides `step`, camelCase.
   pub scalars: Vec<String>,
+  /// Whether it takes row-sparse gradients `{ indices, values }`, and only those (SparseAdam).
+  pub sparse: bool,
 }
 
 /// Every optimizer of the registry, in its order: the one list the facade builds its classes from.
@@ -148,7 +157,13 @@ fn describe<O: Optimizer>() -> AlgorithmInfo {
       })
       .collect(),
     scalars: O::SCALARS.iter().map(|s| camel_case(s)).collect(),
+    sparse: O::SPARSE,
   }
+}
+
+/// The names of the optimizers that take sparse gradients, for messages.
+pub(crate) fn sparse_optimizers() -> Vec<&'static str> {
+  Algorithm::ALL.iter().filter(|a| a.sparse()).map(|a| a.name()).collect()
 }
 
 /// The per-parameter state of one optimizer, owned on the native side.
@@ -418,7 +433,8 @@ impl NativeOptimizer {
       self.states.resize_with(count, ParamState::default);
     }
     let groups = self.configs::<O>().len();
-    self.reader.read(env, params, group_of, groups, &self.states, &self.shapes, O::BUFFERS)
+    let grads = sparse::Grads { optimizer: O::NAME, sparse: O::SPARSE };
+    self.reader.read(env, params, group_of, groups, &self.states, &self.shapes, O::BUFFERS, grads)
   }
 
   fn step_with<O: Optimizer>(
@@ -431,7 +447,8 @@ impl NativeOptimizer {
   ) -> std::result::Result<StepReport, Fail> {
     self.prepare::<O>(env, params, group_of, packed, "step()")?;
     let report = self.apply::<O>(skip_non_finite)?;
-    self.reader.remembered = true;
+    // A sparse gradient is read again at every step (see `Reader::report`).
+    self.reader.remembered = !self.reader.any_sparse();
     Ok(report)
   }
 
@@ -448,19 +465,27 @@ impl NativeOptimizer {
       return Ok(StepReport::Skipped);
     }
     let (mut jobs32, mut jobs64) = (lend(&mut scratch.jobs32), lend(&mut scratch.jobs64));
+    let (mut sparse32, mut sparse64) = (lend(&mut scratch.sparse32), lend(&mut scratch.sparse64));
     let mut memo: Option<(usize, u64, O::Coeffs)> = None;
     for (state, view) in self.states.iter_mut().zip(&self.reader.views) {
       let Some(view) = view else { continue };
       let config = scratch.configs[view.group];
       let coeffs = advance(&config, state, view.group, &mut memo);
-      match view.data.dtype {
-        Dtype::Float32 => jobs32.push(job::<O, f32>(coeffs, state, view, config.buffers_used())),
-        Dtype::Float64 => jobs64.push(job::<O, f64>(coeffs, state, view, config.buffers_used())),
+      match (view.data.dtype, view.sparse.is_some()) {
+        (Dtype::Float32, false) => jobs32.push(job::<O, f32>(coeffs, state, view, config.buffers_used())),
+        (Dtype::Float64, false) => jobs64.push(job::<O, f64>(coeffs, state, view, config.buffers_used())),
+        (Dtype::Float32, true) => sparse32.push(sparse_job::<O, f32>(coeffs, state, view, config.buffers_used())),
+        (Dtype::Float64, true) => sparse64.push(sparse_job::<O, f64>(coeffs, state, view, config.buffers_used())),
       }
     }
-    let non_finite = run::<O, f32>(&mut jobs32) | run::<O, f64>(&mut jobs64);
+    let non_finite = run::<O, f32>(&mut jobs32)
+      | run::<O, f64>(&mut jobs64)
+      | run_sparse::<O, f32>(&mut sparse32)
+      | run_sparse::<O, f64>(&mut sparse64);
     give_back(&mut scratch.jobs32, jobs32);
     give_back(&mut scratch.jobs64, jobs64);
+    give_back(&mut scratch.sparse32, sparse32);
+    give_back(&mut scratch.sparse64, sparse64);
     Ok(if non_finite { StepReport::NonFinite } else { StepReport::Finite })
   }
 }
@@ -470,11 +495,14 @@ impl NativeOptimizer {
 pub(crate) fn grads_finite(views: &[Option<ParamView>]) -> bool {
   views.iter().flatten().all(|view| {
     // SAFETY: read in this call (or vouched for by `step_again`), attached, `len` elements of
-    // the view's dtype; only read, and nothing writes it during the call.
+    // the view's dtype; only read, and nothing writes it during the call. A sparse gradient's
+    // coalesced values (its sums may overflow where its parts did not) are of this read too.
     unsafe {
-      match view.grad.dtype {
-        Dtype::Float32 => all_finite([view.grad.slice::<f32>()]),
-        Dtype::Float64 => all_finite([view.grad.slice::<f64>()]),
+      match (view.grad.dtype, &view.sparse) {
+        (Dtype::Float32, None) => all_finite([view.grad.slice::<f32>()]),
+        (Dtype::Float64, None) => all_finite([view.grad.slice::<f64>()]),
+        (Dtype::Float32, Some(sparse)) => all_finite([sparse.parts::<f32>().1]),
+        (Dtype::Float64, Some(sparse)) => all_finite([sparse.parts::<f64>().1]),
       }
     }
   })
@@ -485,11 +513,13 @@ struct Scratch<O: Optimizer> {
   configs: Vec<O>,
   jobs32: Vec<Job<'static, f32, O::Coeffs>>,
   jobs64: Vec<Job<'static, f64, O::Coeffs>>,
+  sparse32: Vec<SparseJob<'static, f32, O::Coeffs>>,
+  sparse64: Vec<SparseJob<'static, f64, O::Coeffs>>,
 }
 
 impl<O: Optimizer> Default for Scratch<O> {
   fn default() -> Self {
-    Scratch { configs: Vec::new(), jobs32: Vec::new(), jobs64: Vec::new() }
+    Scratch { configs: Vec::new(), jobs32: Vec::new(), jobs64: Vec::new(), sparse32: Vec::new(), sparse64: Vec::new() }
   }
 }
 
@@ -527,17 +557,30 @@ pub(crate) fn advance<O: Optimizer>(
   coeffs
 }
 
+/// A job of a step, dense or sparse, whatever it borrows for: what [`lend`] and [`give_back`] keep.
+trait Lent<'a> {
+  type At<'b>;
+}
+
+impl<'a, T: 'static, C: 'static> Lent<'a> for Job<'a, T, C> {
+  type At<'b> = Job<'b, T, C>;
+}
+
+impl<'a, T: 'static, C: 'static> Lent<'a> for SparseJob<'a, T, C> {
+  type At<'b> = SparseJob<'b, T, C>;
+}
+
 /// An empty vector of jobs that borrow for `'a`, in the allocation `storage` kept.
-fn lend<'a, T, C>(storage: &mut Vec<Job<'static, T, C>>) -> Vec<Job<'a, T, C>> {
+fn lend<'a, J: Lent<'static>>(storage: &mut Vec<J>) -> Vec<J::At<'a>> {
   let mut jobs = std::mem::ManuallyDrop::new(std::mem::take(storage));
   jobs.clear();
-  // SAFETY: `Job<'static, ..>` and `Job<'a, ..>` differ only in a lifetime, so they have the same
-  // layout, and the vector is empty, so no element claims either lifetime.
+  // SAFETY: `J` and `J::At<'a>` are one job type that differs only in a lifetime, so they have the
+  // same layout, and the vector is empty, so no element claims either lifetime.
   unsafe { Vec::from_raw_parts(jobs.as_mut_ptr().cast(), 0, jobs.capacity()) }
 }
 
 /// Keeps the allocation of `jobs`, emptied, in `storage` for the next step.
-fn give_back<T, C>(storage: &mut Vec<Job<'static, T, C>>, jobs: Vec<Job<'_, T, C>>) {
+fn give_back<'a, J: Lent<'static>>(storage: &mut Vec<J>, jobs: Vec<J::At<'a>>) {
   let mut jobs = std::mem::ManuallyDrop::new(jobs);
   jobs.clear();
   // SAFETY: as in `lend`.
@@ -558,6 +601,20 @@ fn job<'a, O: Optimizer, T: Element>(
   let (param, grad) = unsafe { (view.data.slice_mut::<T>(), view.grad.slice::<T>()) };
   let (buffers, partials) = state.step_parts::<T>(&buffer_lens::<O>(view.dims), buffers, O::partials_len(view.dims));
   Job { coeffs, param, grad, buffers, dims: view.dims, partials }
+}
+
+fn sparse_job<'a, O: Optimizer, T: Element>(
+  coeffs: O::Coeffs,
+  state: &'a mut ParamState,
+  view: &ParamView,
+  buffers: usize,
+) -> SparseJob<'a, T, O::Coeffs> {
+  let sparse = view.sparse.as_ref().expect("a sparse gradient");
+  // SAFETY: as in `job`; the rows and values are the reader's of this call (its scratch, or the
+  // gradient's arrays, attached and overlapping no parameter's data).
+  let (param, (rows, values)) = unsafe { (view.data.slice_mut::<T>(), sparse.parts::<T>()) };
+  let buffers = state.buffers_mut::<T>(&buffer_lens::<O>(view.dims), buffers);
+  SparseJob { coeffs, param, row_len: sparse.row_len, rows, values, buffers }
 }
 
 fn config_fail(place: &str, error: &ConfigError) -> Fail {

@@ -12,12 +12,16 @@ use napi::sys;
 
 use crate::disjoint::{find_overlap, step_message, Span};
 use crate::js::{Fail, RawEnv, TypedView};
+use crate::sparse::{Coalescer, Grads, SparseView};
 
 /// One parameter as the second pass saw it.
 pub(crate) struct ParamView {
   pub group: usize,
   pub data: TypedView,
+  /// The gradient; for a sparse one, its `values` as given.
   pub grad: TypedView,
+  /// A sparse gradient, checked and coalesced ([`crate::sparse`]).
+  pub sparse: Option<SparseView>,
   /// Its shape's dimensions (flat when it has none).
   pub dims: Dims,
   /// The JavaScript arrays, valid during the call that read them.
@@ -28,10 +32,15 @@ pub(crate) struct ParamView {
 #[derive(Default)]
 pub(crate) struct Reader {
   values: Vec<[sys::napi_value; 2]>,
+  /// `grad.indices` and `grad.values` of each parameter whose grad may be sparse (an object that
+  /// is not a typed array, for an optimizer of sparse gradients).
+  fields: Vec<Option<[sys::napi_value; 2]>>,
+  /// Per parameter, where its sparse gradient is coalesced.
+  coalescers: Vec<Coalescer>,
   /// `None` for a parameter whose `grad` is null or undefined.
   pub views: Vec<Option<ParamView>>,
   /// Address and byte length of every array of the last step whose arrays were proven disjoint,
-  /// in parameter order (data, grad); a skipped parameter counts as `(0, 0)` twice.
+  /// in parameter order (data, grad, a sparse grad's indices); `(0, 0)` where there is none.
   disjoint: Vec<(usize, usize)>,
   layout: Vec<(usize, usize)>,
   /// Whether [`Self::views`] are those of the last synchronous step, for `step_again`.
@@ -41,7 +50,8 @@ pub(crate) struct Reader {
 impl Reader {
   /// Reads and checks every parameter of `params` (types, lengths, detached memory, agreement
   /// with its shape in `shapes` and with its state in `states`, whose buffers `buffers` lays out,
-  /// no parameter's data sharing memory with another array) into [`Self::views`].
+  /// no parameter's data sharing memory with another array, gradients of the kind `grads` says,
+  /// sparse ones checked and coalesced) into [`Self::views`].
   #[allow(clippy::too_many_arguments)]
   pub fn read(
     &mut self,
@@ -52,6 +62,7 @@ impl Reader {
     states: &[ParamState],
     shapes: &[Option<Box<[usize]>>],
     buffers: &[Buffer],
+    grads: Grads,
   ) -> Result<(), Fail> {
     let count = env.array_length(params)?;
     if group_of.len() != count {
@@ -65,6 +76,8 @@ impl Reader {
     // First pass: JavaScript may run.
     let (data_key, grad_key) = (env.string(c"data")?, env.string(c"grad")?);
     self.values.clear();
+    self.fields.clear();
+    let mut sparse_keys = None;
     for index in 0..count {
       let param = env.element(params, index as u32)?;
       if !env.is_object(param)? {
@@ -74,7 +87,22 @@ impl Reader {
           env.describe(param)?
         )));
       }
-      self.values.push([env.get(param, data_key)?, env.get(param, grad_key)?]);
+      let grad = env.get(param, grad_key)?;
+      self.values.push([env.get(param, data_key)?, grad]);
+      // An optimizer of sparse gradients reads `indices` and `values` here, where getters may run.
+      let fields = if grads.sparse && env.is_object(grad)? && env.float_array(grad)?.is_none() {
+        let [indices_key, values_key] = match sparse_keys {
+          Some(keys) => keys,
+          None => *sparse_keys.insert([env.string(c"indices")?, env.string(c"values")?]),
+        };
+        Some([env.get(grad, indices_key)?, env.get(grad, values_key)?])
+      } else {
+        None
+      };
+      self.fields.push(fields);
+    }
+    if self.coalescers.len() < count {
+      self.coalescers.resize_with(count, Coalescer::default);
     }
 
     // Second pass: no JavaScript runs from here until the step returns.
@@ -90,37 +118,41 @@ impl Reader {
       if data.detached {
         return Err(Fail::state(format!("{}.data is detached (its ArrayBuffer was transferred)", label(index))));
       }
-      let Some(grad) = env.float_array(grad_value)? else {
-        if env.is_nullish(grad_value)? {
-          self.views.push(None);
-          continue;
+      let given = match self.fields[index] {
+        Some(fields) => Given::Sparse(fields),
+        None => {
+          let Some(grad) = env.float_array(grad_value)? else {
+            if env.is_nullish(grad_value)? {
+              self.views.push(None);
+              continue;
+            }
+            return Err(not_a_grad(env, &label(index), grad_value, &data, grads));
+          };
+          if grads.sparse {
+            return Err(crate::sparse::wrong_kind(&label(index), grads, grad.type_name(), &data, &[]));
+          }
+          if grad.detached {
+            return Err(Fail::state(format!("{}.grad is detached (its ArrayBuffer was transferred)", label(index))));
+          }
+          if grad.dtype != data.dtype {
+            return Err(Fail::type_error(format!(
+              "{}.grad must be a {} like its data, got {}",
+              label(index),
+              data.type_name(),
+              grad.type_name()
+            )));
+          }
+          if grad.len != data.len {
+            return Err(Fail::range(format!(
+              "{}.grad has length {}, expected {} like its data",
+              label(index),
+              grad.len,
+              data.len
+            )));
+          }
+          Given::Dense(grad)
         }
-        return Err(Fail::type_error(format!(
-          "{}.grad must be a {} like its data, or null, got {}",
-          label(index),
-          data.type_name(),
-          env.describe(grad_value).unwrap_or_default()
-        )));
       };
-      if grad.detached {
-        return Err(Fail::state(format!("{}.grad is detached (its ArrayBuffer was transferred)", label(index))));
-      }
-      if grad.dtype != data.dtype {
-        return Err(Fail::type_error(format!(
-          "{}.grad must be a {} like its data, got {}",
-          label(index),
-          data.type_name(),
-          grad.type_name()
-        )));
-      }
-      if grad.len != data.len {
-        return Err(Fail::range(format!(
-          "{}.grad has length {}, expected {} like its data",
-          label(index),
-          grad.len,
-          data.len
-        )));
-      }
       let dims = match shapes.get(index).and_then(Option::as_deref) {
         None => Dims::flat(data.len),
         Some(shape) => {
@@ -161,15 +193,28 @@ impl Reader {
           }));
         }
       }
+      let (grad, sparse) = match given {
+        Given::Dense(grad) => (grad, None),
+        Given::Sparse(fields) => {
+          let rows = crate::sparse::rows_of(data.len, shapes.get(index).and_then(Option::as_deref));
+          let (values, sparse) =
+            crate::sparse::check(env, || label(index), &data, rows, fields, &mut self.coalescers[index])?;
+          (values, Some(sparse))
+        }
+      };
       let group = group_of[index] as usize;
-      self.views.push(Some(ParamView { group, data, grad, dims, values: [data_value, grad_value] }));
+      self.views.push(Some(ParamView { group, data, grad, sparse, dims, values: [data_value, grad_value] }));
     }
 
     self.layout.clear();
     for view in &self.views {
       match view {
-        Some(v) => self.layout.extend([(v.data.address(), v.data.byte_len()), (v.grad.address(), v.grad.byte_len())]),
-        None => self.layout.extend([(0, 0), (0, 0)]),
+        Some(v) => self.layout.extend([
+          (v.data.address(), v.data.byte_len()),
+          (v.grad.address(), v.grad.byte_len()),
+          v.sparse.map_or((0, 0), |s| (s.indices.address(), s.indices.byte_len())),
+        ]),
+        None => self.layout.extend([(0, 0), (0, 0), (0, 0)]),
       }
     }
     if self.layout != self.disjoint {
@@ -183,13 +228,49 @@ impl Reader {
 impl Reader {
   /// Puts the arrays the last read took into the JavaScript array `seen`: `seen[2i]` is the data
   /// of parameter `i`, `seen[2i + 1]` its grad (null or undefined where the parameter was skipped).
+  /// A sparse grad is reported as undefined: its indices must be checked and coalesced again at
+  /// every step, so no later step may take it for one already read.
   pub fn report(&self, env: RawEnv, seen: sys::napi_value) -> Result<(), Fail> {
+    let mut undefined = std::ptr::null_mut();
+    // SAFETY: this call's env.
+    unsafe { sys::napi_get_undefined(env.0, &mut undefined) };
     for (i, &[data, grad]) in self.values.iter().enumerate() {
+      let sparse = self.views.get(i).is_some_and(|view| view.as_ref().is_some_and(|v| v.sparse.is_some()));
       env.set_element(seen, 2 * i as u32, data)?;
-      env.set_element(seen, 2 * i as u32 + 1, grad)?;
+      env.set_element(seen, 2 * i as u32 + 1, if sparse { undefined } else { grad })?;
     }
     Ok(())
   }
+
+  /// Whether a gradient of the last read was sparse.
+  pub fn any_sparse(&self) -> bool {
+    self.views.iter().flatten().any(|view| view.sparse.is_some())
+  }
+}
+
+/// A parameter's gradient as the second pass first sees it.
+enum Given {
+  Dense(TypedView),
+  /// `grad.indices` and `grad.values`, read in the first pass.
+  Sparse([sys::napi_value; 2]),
+}
+
+/// The error for a grad that is neither an array of the data's type, nor null, nor (for an
+/// optimizer of sparse gradients) an object; it names a sparse gradient given to an optimizer of
+/// dense ones as such.
+fn not_a_grad(env: RawEnv, label: &str, grad: sys::napi_value, data: &TypedView, grads: Grads) -> Fail {
+  let got = env.describe(grad).unwrap_or_default();
+  if grads.sparse {
+    return Fail::type_error(format!(
+      "{label}.grad must be a row-sparse gradient {{ indices, values }}, or null, got {got}"
+    ));
+  }
+  // Nothing is written after an error, so the look may run a getter.
+  let has = |name| env.property(grad, name).and_then(|value| env.is_nullish(value)).is_ok_and(|nullish| !nullish);
+  if env.is_object(grad).unwrap_or(false) && has(c"indices") && has(c"values") {
+    return crate::sparse::wrong_kind(label, grads, "", data, &crate::sparse_optimizers());
+  }
+  Fail::type_error(format!("{label}.grad must be a {} like its data, or null, got {got}", data.type_name()))
 }
 
 /// `paramGroups[g].params[i]`: where parameter `index` (over all groups) sits in its group.
@@ -207,10 +288,23 @@ fn check_disjoint(views: &[Option<ParamView>], group_of: &[u32]) -> Result<(), F
     let Some(view) = view else { continue };
     for (array, writable) in [(&view.data, true), (&view.grad, false)] {
       let start = array.address();
-      spans.push(Span { start, end: start + array.byte_len(), writable, id: 2 * param + usize::from(!writable) });
+      spans.push(Span { start, end: start + array.byte_len(), writable, id: 3 * param + usize::from(!writable) });
+    }
+    if let Some(sparse) = &view.sparse {
+      let start = sparse.indices.address();
+      spans.push(Span { start, end: start + sparse.indices.byte_len(), writable: false, id: 3 * param + 2 });
     }
   }
-  let name = |id: usize| format!("{}.{}", label(group_of, id / 2), if id.is_multiple_of(2) { "data" } else { "grad" });
+  let sparse = |id: usize| views[id / 3].as_ref().is_some_and(|view| view.sparse.is_some());
+  let name = |id: usize| {
+    let array = match (id % 3, sparse(id)) {
+      (0, _) => "data",
+      (1, false) => "grad",
+      (1, true) => "grad.values",
+      _ => "grad.indices",
+    };
+    format!("{}.{array}", label(group_of, id / 3))
+  };
   match find_overlap(&mut spans) {
     Some((a, b)) => Err(Fail::value(step_message(&name(a), &name(b)))),
     None => Ok(()),

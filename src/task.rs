@@ -22,6 +22,9 @@
 //!
 //! While the step is in flight the optimizer refuses every other call that reads or changes its
 //! state (see [`check_idle`]); its per-parameter state is moved into the step and back.
+//!
+//! A step of row-sparse gradients (SparseAdam's) costs what its rows cost, and runs whole when it
+//! starts, on the JavaScript thread; its promise then settles as any other's.
 
 // The exports are reached through the napi registration, which test builds leave out.
 #![cfg_attr(test, allow(dead_code))]
@@ -311,6 +314,9 @@ impl NativeOptimizer {
       self.last_non_finite = true;
       return Ok(StartedStep::Skipped);
     }
+    if self.reader.any_sparse() {
+      return self.sparse_now::<O>();
+    }
 
     // Everything is checked: from here the step happens.
     let mut states = std::mem::take(&mut self.states);
@@ -355,6 +361,26 @@ impl NativeOptimizer {
       Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0, non_finite: false, streaming };
     self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });
     Ok(if shared { StartedStep::OffThread } else { StartedStep::InSlices })
+  }
+
+  /// A step of sparse gradients costs what their rows cost, not what the tables cost: it runs
+  /// whole here, on the JavaScript thread, reading the gradients the reader coalesced in this call
+  /// (no JavaScript has run since). The flight it leaves has nothing left to run, so that
+  /// `stepAsync` settles through the same calls as any other step.
+  fn sparse_now<O: Optimizer>(&mut self) -> std::result::Result<StartedStep, Fail> {
+    let non_finite = self.apply::<O>(false)? == crate::StepReport::NonFinite;
+    let step = Step::<O> {
+      states: std::mem::take(&mut self.states),
+      tensors: Vec::new(),
+      refs: Vec::new(),
+      group_of: Vec::new(),
+      total: 0,
+      done: 0,
+      non_finite,
+      streaming: false,
+    };
+    self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });
+    Ok(StartedStep::InSlices)
   }
 
   fn slice(&mut self, env: RawEnv, budget: Duration) -> std::result::Result<bool, Fail> {

@@ -309,6 +309,30 @@ const rprop: Update = (o, p, s) => {
 }
 
 /**
+ * torch.optim.SparseAdam (`_functional.sparse_adam`): Adam's moments and step on the rows the
+ * gradient names, nothing elsewhere, with ε after the root of the uncorrected second moment and
+ * the bias corrections in the step size. The gradient here is dense: the rows it names are those
+ * holding an element other than 0, which is what the suites give SparseAdam (helpers/sparse.ts).
+ */
+const sparseAdam: Update = (o, p, s) => {
+  const [lr, [beta1, beta2], eps] = [num(o, 'lr'), betas(o), num(o, 'eps')]
+  const n = p.data.length
+  const [rows, rowLength] = p.shape === undefined ? [n, 1] : p.shape.length === 0 ? [1, 1] : [p.shape[0], n / p.shape[0]]
+  const [m, v] = [buffer(s, 'expAvg', n), buffer(s, 'expAvgSq', n)]
+  const stepSize = (lr * Math.sqrt(1 - beta2 ** s.step)) / (1 - beta1 ** s.step)
+  for (let r = 0; r < rows; r++) {
+    const from = r * rowLength
+    if (!p.grad.slice(from, from + rowLength).some((g) => g !== 0)) continue
+    for (let i = from; i < from + rowLength; i++) {
+      const g = flag(o, 'maximize') ? -p.grad[i] : p.grad[i]
+      m[i] += (g - m[i]) * (1 - beta1)
+      v[i] += (g * g - v[i]) * (1 - beta2)
+      p.data[i] -= (stepSize * m[i]) / (Math.sqrt(v[i]) + eps)
+    }
+  }
+}
+
+/**
  * The schedulefree package's per-group schedule (schedulefree/adamw_schedulefree.py and
  * sgd_schedulefree.py): the step counter k, the largest warmed-up rate and the sum of the averaging
  * weights live among the group's options, as in the package's param_groups, and advance once per
@@ -370,6 +394,7 @@ const UPDATES: Record<Algorithm, Update> = {
   Adadelta: adadelta,
   ASGD: asgd,
   Rprop: rprop,
+  SparseAdam: sparseAdam,
   AdamWScheduleFree: scheduleFree(true),
   SGDScheduleFree: scheduleFree(false),
 }

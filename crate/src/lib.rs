@@ -17,7 +17,7 @@ mod testing;
 
 pub use config::{ConfigError, Field, Kind, Options, Rule};
 pub use engine::finite::{all_finite, any_non_finite};
-pub use engine::run::{run, Dims, Job, Tensor, MAX_BUFFERS, MAX_SCALARS};
+pub use engine::run::{run, run_sparse, Dims, Job, SparseJob, Tensor, MAX_BUFFERS, MAX_SCALARS};
 pub use engine::state::{Buffers, Element, ParamState, StateMismatch};
 pub use engine::{finite, state, threads, traffic};
 pub use float::{Dtype, Float};
@@ -34,4 +34,5 @@ pub use optimizers::rmsprop::RMSprop;
 pub use optimizers::rprop::Rprop;
 pub use optimizers::schedule_free::{AdamWScheduleFree, SgdScheduleFree};
 pub use optimizers::sgd::Sgd;
+pub use optimizers::sparse_adam::SparseAdam;
 pub use optimizers::{buffer_lens, Buffer, Layout, Optimizer};

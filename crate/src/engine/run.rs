@@ -399,6 +399,185 @@ fn run_stages<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>], pool: 
   })
 }
 
+/// One tensor's share of a sparse step ([`run_sparse`]): the rows of a parameter its gradient
+/// names, with their gradient values, and its state buffers (like the parameter; unused ones
+/// empty). A parameter of shape `[rows, ...]` has rows of `row_len` elements (the product of its
+/// other dimensions; 1 for a flat or 0-D one).
+pub struct SparseJob<'a, T, C> {
+  pub coeffs: C,
+  pub param: &'a mut [T],
+  pub row_len: usize,
+  /// The rows to update, strictly increasing, each below `param.len() / row_len`: a gradient
+  /// coalesced as PyTorch's `coalesce()` leaves it (sorted, duplicates summed).
+  pub rows: &'a [u32],
+  /// `rows.len() * row_len` values: the gradient of row `rows[k]` starts at `k * row_len`.
+  pub values: &'a [T],
+  pub buffers: [&'a mut [T]; MAX_BUFFERS],
+}
+
+impl<T, C> SparseJob<'_, T, C> {
+  /// Checks what [`run_sparse`] relies on to update rows concurrently; panics otherwise.
+  fn check(&self) {
+    let rows = self.param.len().checked_div(self.row_len).unwrap_or(0);
+    assert!(self.row_len == 0 || rows * self.row_len == self.param.len(), "the parameter is not whole rows");
+    assert_eq!(self.values.len(), self.rows.len() * self.row_len, "one row of values per row");
+    assert!(self.buffers.iter().all(|b| b.is_empty() || b.len() == self.param.len()), "buffers like the parameter");
+    assert!(self.rows.windows(2).all(|w| w[0] < w[1]), "rows strictly increasing");
+    assert!(
+      self.row_len == 0 || self.rows.last().is_none_or(|&last| (last as usize) < rows),
+      "rows within the parameter"
+    );
+  }
+}
+
+/// Updates the rows each job names, and nothing else, for an optimizer that takes row-sparse
+/// gradients ([`Optimizer::SPARSE`]): its [`Optimizer::update`] over each named row of the
+/// parameter and its buffers, with that row's gradient values. A step costs what its rows cost,
+/// whatever the size of the tables they are rows of.
+///
+/// A step of fewer than [`PARALLEL_MIN_ELEMENTS`] gradient values runs on the calling thread. A
+/// larger one is cut into runs of whole rows of about a piece each ([`piece_elements`]), over all
+/// its tensors together, which run on the process-wide pool; the rows of a job are distinct, so
+/// every element is written by one run only, and sees the same operations wherever the cuts fall:
+/// the result does not depend on the thread count. Nothing is allocated once a thread has run a
+/// sparse step with as many tensors before.
+///
+/// Returns whether any gradient value was NaN or infinite (the update went ahead regardless).
+///
+/// # Panics
+/// If `O` runs in stages, or a job's rows are not strictly increasing and within its parameter, or
+/// its arrays' lengths disagree with its rows.
+pub fn run_sparse<O: Optimizer, T: Float>(jobs: &mut [SparseJob<'_, T, O::Coeffs>]) -> bool {
+  assert!(jobs.is_empty() || O::STAGES == 0, "{} runs in stages, which take whole tensors", O::NAME);
+  jobs.iter().for_each(SparseJob::check);
+  let total: usize = jobs.iter().map(|job| job.values.len()).sum();
+  let pool = if total >= PARALLEL_MIN_ELEMENTS { Some(threads::current()) } else { None };
+  let Some(pool) = pool.filter(|pool| pool.threads() > 1) else {
+    let mut non_finite = false;
+    for job in jobs.iter_mut() {
+      let n = job.row_len;
+      for (k, &row) in job.rows.iter().enumerate() {
+        let at = row as usize * n;
+        let values = &job.values[k * n..(k + 1) * n];
+        let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[at..at + n] });
+        O::update(&job.coeffs, &mut job.param[at..at + n], values, buffers);
+        non_finite |= any_non_finite(values);
+      }
+    }
+    return non_finite;
+  };
+  SPARSE_SPANS.with(|cell| {
+    let mut owned = Vec::new();
+    let mut borrowed = cell.try_borrow_mut();
+    let spans = match borrowed.as_deref_mut() {
+      Ok(spans) => spans,
+      Err(_) => &mut owned,
+    };
+    spans.clear();
+    let piece_len = piece_elements(total, pool.threads());
+    let mut units = 0;
+    for (index, job) in jobs.iter_mut().enumerate() {
+      if job.values.is_empty() {
+        continue;
+      }
+      let run_rows = (piece_len / job.row_len).max(1);
+      spans.push(SparseSpan {
+        first_unit: units,
+        job: index,
+        run_rows,
+        row_len: job.row_len,
+        rows: job.rows.as_ptr(),
+        count: job.rows.len(),
+        values: job.values.as_ptr().cast(),
+        param: job.param.as_mut_ptr().cast(),
+        buffers: job
+          .buffers
+          .each_mut()
+          .map(|b| if b.is_empty() { std::ptr::null_mut() } else { b.as_mut_ptr().cast() }),
+      });
+      units += job.rows.len().div_ceil(run_rows);
+    }
+    let shared = SparseRuns { spans, jobs: jobs.as_ptr() };
+    let non_finite = AtomicBool::new(false);
+    pool.for_each_piece(units, &|unit| {
+      // SAFETY: each unit runs once, and units update distinct rows (see `SparseRuns::update`).
+      if unsafe { shared.update::<O>(unit) } {
+        non_finite.store(true, Ordering::Relaxed);
+      }
+    });
+    non_finite.into_inner()
+  })
+}
+
+/// Where one job of a sparse step lies among the step's runs of rows, with its arrays as raw parts.
+struct SparseSpan {
+  first_unit: usize,
+  job: usize,
+  /// Rows per run (the last run of the job may have fewer).
+  run_rows: usize,
+  row_len: usize,
+  rows: *const u32,
+  /// How many rows the job names.
+  count: usize,
+  values: *const u8,
+  param: *mut u8,
+  buffers: [*mut u8; MAX_BUFFERS],
+}
+
+thread_local! {
+  /// Per calling thread, so that sparse steps allocate nothing once it has seen as many tensors.
+  static SPARSE_SPANS: std::cell::RefCell<Vec<SparseSpan>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The runs of rows of one sparse step, as raw parts that every thread may use at once.
+struct SparseRuns<'s, 'j, T, C> {
+  spans: &'s [SparseSpan],
+  jobs: *const SparseJob<'j, T, C>,
+}
+
+// SAFETY: the threads only read `spans`, the rows, the values and each job's `coeffs`
+// (`Copy + Sync`), and write through the pointers the rows of one run each (see `update`).
+unsafe impl<T, C: Sync> Sync for SparseRuns<'_, '_, T, C> {}
+
+impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
+  /// Updates the rows of run `unit` (counted over every job); returns whether a gradient value
+  /// among them was non-finite.
+  ///
+  /// # Safety
+  /// Each unit runs once. The raw parts come from the exclusive borrow of the jobs, which
+  /// outlives every unit, and each job's rows are distinct and within its parameter (checked by
+  /// [`run_sparse`]), so that no two units touch the same element.
+  unsafe fn update<O: Optimizer<Coeffs = C>>(&self, unit: usize) -> bool {
+    let span = &self.spans[self.spans.partition_point(|s| s.first_unit <= unit) - 1];
+    // SAFETY: `job` indexes the borrowed jobs; `coeffs` is read, never written.
+    let coeffs = unsafe { std::ptr::addr_of!((*self.jobs.add(span.job)).coeffs).read() };
+    let n = span.row_len;
+    let first = (unit - span.first_unit) * span.run_rows;
+    let last = (first + span.run_rows).min(span.count);
+    let mut non_finite = false;
+    for k in first..last {
+      // SAFETY: `k` is below the job's row count; nothing writes the rows.
+      let at = unsafe { *span.rows.add(k) } as usize * n;
+      // SAFETY: row `rows[k]` is within the parameter and its buffers, and no other unit touches
+      // it; its values are within `values`, which nothing writes.
+      unsafe {
+        let values = std::slice::from_raw_parts(span.values.cast::<T>().add(k * n), n);
+        let param = std::slice::from_raw_parts_mut(span.param.cast::<T>().add(at), n);
+        let buffers = span.buffers.map(|b| {
+          if b.is_null() {
+            &mut [][..]
+          } else {
+            std::slice::from_raw_parts_mut(b.cast::<T>().add(at), n)
+          }
+        });
+        O::update(&coeffs, param, values, buffers);
+        non_finite |= any_non_finite(values);
+      }
+    }
+    non_finite
+  }
+}
+
 /// Whether a step's arrays are too large to stay in cache between steps, so that its kernels are
 /// better off prefetching ([`simd::streaming`]): when they take more than half the last-level
 /// cache (which other processes share): steps that fit run slower with prefetching, steps that do

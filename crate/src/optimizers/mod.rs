@@ -19,6 +19,7 @@ pub mod rmsprop;
 pub mod rprop;
 pub mod schedule_free;
 pub mod sgd;
+pub mod sparse_adam;
 
 use crate::config::Options;
 use crate::engine::run::{Dims, Job, Tensor, MAX_BUFFERS};
@@ -35,7 +36,7 @@ use crate::float::Float;
 #[macro_export]
 macro_rules! for_each_optimizer {
   ($callback:ident ! ( $($args:tt)* )) => {
-    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam Adafactor Lion Adadelta Asgd Rprop AdamWScheduleFree SgdScheduleFree }
+    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam Adafactor Lion Adadelta Asgd Rprop AdamWScheduleFree SgdScheduleFree SparseAdam }
   };
 }
 
@@ -119,6 +120,11 @@ pub trait Optimizer: Options {
   /// PyTorch's `state_dict` names of the per-parameter scalars carried from step to step besides
   /// the step count (NAdam's `mu_product`), kept in [`ParamState::scalars`] in this order.
   const SCALARS: &'static [&'static str] = &[];
+  /// Whether it takes row-sparse gradients, and only those (PyTorch's `SparseAdam`): the binding
+  /// then coalesces each gradient (rows sorted, duplicates summed) and steps with
+  /// [`crate::engine::run::run_sparse`], which applies [`Self::update`] to the rows named and to
+  /// nothing else. Such an optimizer is elementwise, with buffers like the parameter.
+  const SPARSE: bool = false;
   /// Per-step scalars derived from the options and the step count, computed once per step.
   type Coeffs: Copy + Send + Sync + 'static;
 
