@@ -262,6 +262,8 @@ function steppedWith(Class: Ctor, w: World, sparse: boolean): AnyOptimizer {
   const a = { ...w.a, shape: [2, 4], ...(sparse && { grad: sparseGrad(w.a.grad!, [2, 4]) }) }
   const b = sparse ? { ...w.b, grad: sparseGrad(w.b.grad!) } : w.b
   const opt = new Class([{ params: [a] }, { params: [b], lr: 1e-2 }] as never)
+  // An optimizer with a training mode (schedule-free ones start in eval mode) steps in it.
+  ;(opt as { train?: () => void }).train?.()
   opt.step()
   return opt
 }

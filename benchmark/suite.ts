@@ -142,7 +142,14 @@ async function sizeSuite(n: number) {
     const params = [{ data: values(n, 1), grad: values(n, 2) }]
     return { params, adam: new Adam(params) }
   })
-  const others = OTHERS.map(([, Opt, opts]) => lazy(() => new Opt(model().params.map((p) => ({ data: p.data.slice(), grad: p.grad })), opts)))
+  // An optimizer with a training mode (schedule-free ones start in eval mode, as their reference does) is timed training.
+  const others = OTHERS.map(([, Opt, opts]) =>
+    lazy(() => {
+      const opt = new Opt(model().params.map((p) => ({ data: p.data.slice(), grad: p.grad })), opts)
+      ;(opt as { train?: () => void }).train?.()
+      return opt
+    }),
+  )
   const tfCpu = tfjsAdam('cpu', [n])
   const tfWasm = tfjsAdam('wasm', [n])
   const tfjsCases =

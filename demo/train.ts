@@ -57,14 +57,20 @@ export function trainMnist(recipe: Recipe, data: MnistSplit, config: TrainConfig
   const model = new Mlp(config.hiddenSize, random.fork())
   const batchOrder = random.fork()
   const optimizer = createOptimizer(recipe, model.parameters, options.overrides)
+  // Optimizers with a training and an evaluation point (schedule-free ones) train at the first
+  // and are evaluated at the second, as their users run them.
+  const modes = optimizer as { train?: () => void; eval?: () => void }
+  modes.train?.()
   const { train, test } = data
   const batchesPerEpoch = Math.ceil(train.size / config.batchSize)
   const order = Uint32Array.from({ length: train.size }, (_, i) => i)
   const bar = options.quiet ? undefined : new ProgressBar(recipe.label, config.epochs * batchesPerEpoch)
 
   const evaluate = (epoch: number): Evaluation => {
+    modes.eval?.()
     const onTrain = model.evaluate(train)
     const onTest = model.evaluate(test)
+    modes.train?.()
     return { epoch, trainLoss: onTrain.loss, testLoss: onTest.loss, testAccuracy: onTest.accuracy }
   }
   const run: MnistRun = {

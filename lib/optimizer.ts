@@ -548,7 +548,8 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
     const { scalars, buffers } = this.#schema.info
     const state: ParamState = { step: entry.step }
     scalars.forEach((name, i) => (state[name] = entry.scalars[i]))
-    const length = this.#params[index].data.length
+    // The length the native state was made for: reading `data` again could run a getter.
+    const length = entry.length
     buffers.forEach(({ name, layout }, i) => {
       const buffer = entry.buffers[i]
       // A layout the parameter's shape has no buffer for (Adafactor's rowVar of a vector) is not state.

@@ -536,7 +536,7 @@ export class Adafactor extends Optimizer<AdafactorOptions> {
   }
 }
 
-/** Lion's options: `torch.optim.Lion`'s, in camelCase. */
+/** Lion's options: `lion_pytorch.Lion`'s, in camelCase. */
 export interface LionOptions {
   /**
    * Learning rate γ: each step moves every element by γ, against the sign of its interpolated momentum.
@@ -565,7 +565,7 @@ export interface LionOptions {
 }
 
 /**
- * Lion (Chen et al., 2023): steps of size lr along the sign of an interpolated momentum, with one state buffer; as `torch.optim.Lion`.
+ * Lion (Chen et al., 2023): steps of size lr along the sign of an interpolated momentum, with one state buffer; as `lion_pytorch.Lion`.
  *
  * @example
  * const w = { data: new Float32Array(n), grad: new Float32Array(n) }

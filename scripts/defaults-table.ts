@@ -18,7 +18,7 @@ const show = (value: unknown) => (Array.isArray(value) ? `[${value.map(String).j
 
 export function defaultsTable(): string {
   const classes = fastoptim as unknown as Record<string, { defaults?: Record<string, unknown> } | undefined>
-  const rows = fastoptim.algorithms().map(({ name }) => {
+  const rows = fastoptim.algorithms().map(({ name, reference }) => {
     // The class is generated from the same registry; a missing one is a stale lib/optimizers.ts.
     const defaults = classes[name]?.defaults
     if (!defaults)
@@ -26,7 +26,7 @@ export function defaultsTable(): string {
         `the registry lists ${name}, but fastoptim exports no class ${name} with defaults (run npm run generate)`,
       )
     const options = Object.entries(defaults).map(([key, value]) => `\`${key}\` ${show(value)}`)
-    return `| \`${name}\` | \`torch.optim.${name}\` | ${options.join(' · ')} |`
+    return `| \`${name}\` | \`${reference}\` | ${options.join(' · ')} |`
   })
   return ['| optimizer | as | options and their defaults |', '|---|---|---|', ...rows].join('\n')
 }

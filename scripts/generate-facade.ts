@@ -73,7 +73,7 @@ function example(name: string, sparse: boolean): string {
 
 function declaration(info: AlgorithmInfo, owner: string | undefined): string {
   const name = info.name
-  const torch = `torch.optim.${name}`
+  const torch = info.reference
   // An optimizer of sparse gradients takes parameters whose grad is a SparseGrad.
   const grad = info.sparse ? ', SparseGrad' : ''
   if (owner) {

@@ -110,6 +110,8 @@ pub struct AlgorithmInfo {
   /// PyTorch's class name, which the facade's class takes.
   pub name: String,
   pub summary: String,
+  /// The implementation it follows: `torch.optim.Adam`, `lion_pytorch.Lion`, ...
+  pub reference: String,
   /// In packed order.
   pub options: Vec<OptionField>,
   pub buffers: Vec<StateBuffer>,
@@ -129,6 +131,7 @@ fn describe<O: Optimizer>() -> AlgorithmInfo {
   AlgorithmInfo {
     name: O::NAME.into(),
     summary: O::SUMMARY.into(),
+    reference: if O::REFERENCE.is_empty() { format!("torch.optim.{}", O::NAME) } else { O::REFERENCE.into() },
     options: O::fields()
       .iter()
       .map(|f| OptionField {

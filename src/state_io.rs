@@ -58,7 +58,7 @@ impl NativeOptimizer {
         .shapes
         .get(index as usize)
         .and_then(Option::as_deref)
-        .map_or_else(|| state.buffers.lens().next().unwrap_or(0), |shape| Dims::of(shape).len()) as u32,
+        .map_or_else(|| state.buffers.lens().max().unwrap_or(0), |shape| Dims::of(shape).len()) as u32,
       scalars: state.scalars[..scalar_count].to_vec(),
       buffers,
     }))

@@ -74,6 +74,7 @@ impl Optimizer for Lion {
   const NAME: &'static str = "Lion";
   const SUMMARY: &'static str =
     "Lion (Chen et al., 2023): steps of size lr along the sign of an interpolated momentum, with one state buffer";
+  const REFERENCE: &'static str = "lion_pytorch.Lion";
   const BUFFERS: &'static [Buffer] = &[Buffer::like_param("exp_avg")];
   type Coeffs = LionCoeffs;
 

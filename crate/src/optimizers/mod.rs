@@ -115,6 +115,9 @@ pub trait Optimizer: Options {
   const NAME: &'static str;
   /// One line: what it is and where it comes from.
   const SUMMARY: &'static str;
+  /// The implementation its semantics, option names and fixtures follow, as its users name it;
+  /// empty for `torch.optim.<NAME>`.
+  const REFERENCE: &'static str = "";
   /// The per-parameter state buffers, in the order the kernel takes them.
   const BUFFERS: &'static [Buffer];
   /// PyTorch's `state_dict` names of the per-parameter scalars carried from step to step besides

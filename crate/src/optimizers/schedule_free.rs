@@ -245,6 +245,7 @@ impl Optimizer for AdamWScheduleFree {
   const NAME: &'static str = "AdamWScheduleFree";
   const SUMMARY: &'static str =
     "Schedule-Free AdamW (Defazio et al., 2024): Adam's normalized steps, averaged instead of scheduled; train() and eval() switch the parameters between the training point and the average";
+  const REFERENCE: &'static str = "schedulefree.AdamWScheduleFree";
   const BUFFERS: &'static [Buffer] = &[Buffer::like_param("z"), Buffer::like_param("exp_avg_sq")];
   type Coeffs = ScheduleFreeCoeffs;
 
@@ -302,6 +303,7 @@ impl Optimizer for SgdScheduleFree {
   const NAME: &'static str = "SGDScheduleFree";
   const SUMMARY: &'static str =
     "Schedule-Free SGD (Defazio et al., 2024): SGD averaged instead of scheduled; train() and eval() switch the parameters between the training point and the average";
+  const REFERENCE: &'static str = "schedulefree.SGDScheduleFree";
   const BUFFERS: &'static [Buffer] = &[Buffer::like_param("z")];
   type Coeffs = ScheduleFreeCoeffs;
 
