@@ -14,7 +14,7 @@ const file = 'adafactor.json'
 const cases = loadCases(file) as ShapedCase[]
 const torchDefaults = JSON.parse(readFileSync(join(__dirname, 'fixtures', file), 'utf8')).defaults.Adafactor
 const Adafactor = (fastoptim as unknown as Record<string, unknown>).Adafactor as
-  | (new (params: never, options?: object) => fastoptim.Optimizer<object>) & { defaults: Record<string, unknown> }
+  | ((new (params: never, options?: object) => fastoptim.Optimizer<object>) & { defaults: Record<string, unknown> })
   | undefined
 
 /** The issue's tolerances: float32 within 1e-4 relative, float64 within 1e-10. */
@@ -24,7 +24,8 @@ const tolerance = (dtype: FixtureCase['dtype']) => (dtype === 'float32' ? 1e-4 :
  * Adafactor's step is relative to the parameter's RMS, so an element that passes near zero carries
  * rounding on the scale of RMS(p): elements are compared relative to the larger of themselves and it.
  */
-const rms = (values: ArrayLike<number>) => Math.sqrt(Array.from(values).reduce((s, x) => s + x * x, 0) / Math.max(1, values.length))
+const rms = (values: ArrayLike<number>) =>
+  Math.sqrt(Array.from(values).reduce((s, x) => s + x * x, 0) / Math.max(1, values.length))
 
 test('Adafactor is in the registry, and the fixture covers 0-D to 3-D, both dtypes, two groups and skipped grads', (t) => {
   t.truthy(Adafactor, 'exported')
@@ -36,12 +37,19 @@ test('Adafactor is in the registry, and the fixture covers 0-D to 3-D, both dtyp
 
 test('defaults are exactly those of torch.optim.Adafactor', (t) => {
   t.deepEqual({ ...Adafactor!.defaults }, torchDefaults)
-  t.deepEqual({ ...Adafactor!.defaults }, { lr: 1e-2, beta2Decay: -0.8, eps: [null, 1e-3], d: 1, weightDecay: 0, maximize: false })
+  t.deepEqual(
+    { ...Adafactor!.defaults },
+    { lr: 1e-2, beta2Decay: -0.8, eps: [null, 1e-3], d: 1, weightDecay: 0, maximize: false },
+  )
 })
 
 for (const c of cases) {
   test(`matches PyTorch's Adafactor: ${c.name}`, (t) => {
-    const params = c.init.map((values, i) => ({ data: typed(c.dtype, values), grad: null as fastoptim.FloatArray | null, shape: c.shapes[i] }))
+    const params = c.init.map((values, i) => ({
+      data: typed(c.dtype, values),
+      grad: null as fastoptim.FloatArray | null,
+      shape: c.shapes[i],
+    }))
     const groups = c.groups.map((g) => ({ params: g.params.map((i) => params[i]), ...g.options }))
     const opt = new Adafactor!(groups as never)
     let worst = 0
@@ -54,7 +62,10 @@ for (const c of cases) {
       params.forEach((p, i) => {
         const error = maxRelativeError(p.data, step.params[i], rms(step.params[i]))
         worst = Math.max(worst, error)
-        t.true(error <= tolerance(c.dtype), `step ${s + 1}, param ${i} of shape [${c.shapes[i]}]: relative error ${error}`)
+        t.true(
+          error <= tolerance(c.dtype),
+          `step ${s + 1}, param ${i} of shape [${c.shapes[i]}]: relative error ${error}`,
+        )
       })
     })
     const dict = opt.stateDict()

@@ -38,7 +38,10 @@ for (const c of cases) {
         for (let k = 0; k < p.data.length; k++) {
           if (p.data[k] === step.params[i][k]) continue
           differing++
-          t.true(k >= vectorPart, `step ${s + 1}, param ${i}, element ${k}: ${p.data[k]} is not PyTorch's ${step.params[i][k]}`)
+          t.true(
+            k >= vectorPart,
+            `step ${s + 1}, param ${i}, element ${k}: ${p.data[k]} is not PyTorch's ${step.params[i][k]}`,
+          )
         }
       })
     })
@@ -57,8 +60,23 @@ for (const c of cases) {
 }
 
 test('defaults are exactly PyTorch’s and are not shared between instances', (t) => {
-  t.deepEqual(Adam.defaults, { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, amsgrad: false, maximize: false, decoupledWeightDecay: false })
-  t.deepEqual(AdamW.defaults, { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2, amsgrad: false, maximize: false })
+  t.deepEqual(Adam.defaults, {
+    lr: 1e-3,
+    betas: [0.9, 0.999],
+    eps: 1e-8,
+    weightDecay: 0,
+    amsgrad: false,
+    maximize: false,
+    decoupledWeightDecay: false,
+  })
+  t.deepEqual(AdamW.defaults, {
+    lr: 1e-3,
+    betas: [0.9, 0.999],
+    eps: 1e-8,
+    weightDecay: 1e-2,
+    amsgrad: false,
+    maximize: false,
+  })
   const a = new Adam([{ data: new Float32Array(1), grad: null }])
   a.paramGroups[0].betas[0] = 0.5
   t.is(Adam.defaults.betas[0], 0.9)
@@ -129,11 +147,17 @@ test('parameters can be added as a new group', (t) => {
   t.is(opt.paramGroups.length, 2)
   t.is(b.data[0], 1)
   t.true(a.data[0] < 1)
-  t.throws(() => opt.addParamGroup({ params: [a] }), { code: 'ERR_INVALID_ARG_VALUE', message: /appears more than once/ })
+  t.throws(() => opt.addParamGroup({ params: [a] }), {
+    code: 'ERR_INVALID_ARG_VALUE',
+    message: /appears more than once/,
+  })
 })
 
 test('the README table of optimizers and defaults is the one generated from the native defaults', (t) => {
   const readme = readFileSync(README, 'utf8')
   t.is(readmeSection(readme), defaultsTable(), 'run `npx tsx scripts/defaults-table.ts` to regenerate it')
-  t.regex(defaultsTable(), /\| `Adam` \| `torch\.optim\.Adam` \| `lr` 0\.001 · `betas` \[0\.9, 0\.999\] · `eps` 1e-8 · `weightDecay` 0 ·/)
+  t.regex(
+    defaultsTable(),
+    /\| `Adam` \| `torch\.optim\.Adam` \| `lr` 0\.001 · `betas` \[0\.9, 0\.999\] · `eps` 1e-8 · `weightDecay` 0 ·/,
+  )
 })

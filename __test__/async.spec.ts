@@ -20,9 +20,16 @@ const gc = runInNewContext('gc') as () => void
 const LARGE = 1 << 24
 
 /** Deterministic values in (−1, 1) with some zeros, as a Float32Array or Float64Array. */
-function values(n: number, seed: number, Type: typeof Float32Array | typeof Float64Array = Float32Array, shared = false): FloatArray {
-  const array = shared ? new Type(new SharedArrayBuffer(n * Type.BYTES_PER_ELEMENT) as unknown as ArrayBuffer) : new Type(n)
-  let x = seed * 2654435761 >>> 0 || 1
+function values(
+  n: number,
+  seed: number,
+  Type: typeof Float32Array | typeof Float64Array = Float32Array,
+  shared = false,
+): FloatArray {
+  const array = shared
+    ? new Type(new SharedArrayBuffer(n * Type.BYTES_PER_ELEMENT) as unknown as ArrayBuffer)
+    : new Type(n)
+  let x = (seed * 2654435761) >>> 0 || 1
   for (let i = 0; i < n; i++) {
     x ^= x << 13
     x ^= x >>> 17
@@ -33,7 +40,12 @@ function values(n: number, seed: number, Type: typeof Float32Array | typeof Floa
   return array
 }
 
-function param(n: number, seed: number, Type: typeof Float32Array | typeof Float64Array = Float32Array, shared = false): Parameter {
+function param(
+  n: number,
+  seed: number,
+  Type: typeof Float32Array | typeof Float64Array = Float32Array,
+  shared = false,
+): Parameter {
   return { data: values(n, seed, Type, shared), grad: values(n, seed + 1, Type, shared) }
 }
 
@@ -61,32 +73,35 @@ const kinds = [
 ]
 
 for (const { name, shared } of kinds) {
-  test.serial(`stepAsync gives the bits of step on ${name}: groups, both dtypes, a skipped parameter, 3 steps`, async (t) => {
-    const params = [
-      param(LARGE, 1, Float32Array, shared),
-      param(1001, 3, Float64Array, shared),
-      param(37, 5, Float32Array, shared),
-      { data: values(50, 7, Float32Array, shared), grad: null },
-      param(0, 9, Float32Array, shared),
-    ]
-    const sync = twin(params)
-    const groups = (ps: Parameter[]) => [{ params: [ps[0], ps[1]] }, { params: ps.slice(2), lr: 1e-2, amsgrad: true }]
-    const a = new Adam(groups(params), { weightDecay: 0.01 })
-    const b = new Adam(groups(sync), { weightDecay: 0.01 })
-    for (let step = 0; step < 3; step++) {
-      await a.stepAsync()
-      b.step()
-    }
-    params.forEach((p, i) => sameBits(t, p.data, sync[i].data, `param ${i}`))
-    params.forEach((p, i) => {
-      const [x, y] = [a.getState(p), b.getState(sync[i])]
-      t.deepEqual(Object.keys(x ?? {}), Object.keys(y ?? {}))
-      for (const [key, value] of Object.entries(x ?? {})) {
-        if (typeof value === 'number') t.is(value, y![key] as number, `param ${i} ${key}`)
-        else sameBits(t, value, y![key] as FloatArray, `param ${i} ${key}`)
+  test.serial(
+    `stepAsync gives the bits of step on ${name}: groups, both dtypes, a skipped parameter, 3 steps`,
+    async (t) => {
+      const params = [
+        param(LARGE, 1, Float32Array, shared),
+        param(1001, 3, Float64Array, shared),
+        param(37, 5, Float32Array, shared),
+        { data: values(50, 7, Float32Array, shared), grad: null },
+        param(0, 9, Float32Array, shared),
+      ]
+      const sync = twin(params)
+      const groups = (ps: Parameter[]) => [{ params: [ps[0], ps[1]] }, { params: ps.slice(2), lr: 1e-2, amsgrad: true }]
+      const a = new Adam(groups(params), { weightDecay: 0.01 })
+      const b = new Adam(groups(sync), { weightDecay: 0.01 })
+      for (let step = 0; step < 3; step++) {
+        await a.stepAsync()
+        b.step()
       }
-    })
-  })
+      params.forEach((p, i) => sameBits(t, p.data, sync[i].data, `param ${i}`))
+      params.forEach((p, i) => {
+        const [x, y] = [a.getState(p), b.getState(sync[i])]
+        t.deepEqual(Object.keys(x ?? {}), Object.keys(y ?? {}))
+        for (const [key, value] of Object.entries(x ?? {})) {
+          if (typeof value === 'number') t.is(value, y![key] as number, `param ${i} ${key}`)
+          else sameBits(t, value, y![key] as FloatArray, `param ${i} ${key}`)
+        }
+      })
+    },
+  )
 }
 
 test.serial('stepAsync gives the bits of step for other optimizers too', async (t) => {
@@ -108,27 +123,30 @@ test.serial('stepAsync gives the bits of step for other optimizers too', async (
   }
 })
 
-test.serial('calls made while a stepAsync is in flight are refused with ERR_INVALID_STATE and change nothing', async (t) => {
-  for (const shared of [false, true]) {
-    const params = [param(LARGE, 21, Float32Array, shared)]
-    const sync = twin(params)
-    const opt = new Adam(params)
-    const pending = opt.stepAsync()
-    const refused = { instanceOf: Error, code: 'ERR_INVALID_STATE' }
-    t.throws(() => opt.step(), { ...refused, message: /^step\(\) was called while stepAsync\(\) is in flight/ })
-    t.throws(() => opt.zeroGrad(), { ...refused, message: /^zeroGrad\(\) was called/ })
-    t.throws(() => opt.getState(params[0]), { ...refused, message: /^getState\(\) was called/ })
-    const second = opt.stepAsync()
-    await t.throwsAsync(second, { ...refused, message: /^stepAsync\(\) was called while stepAsync\(\) is in flight/ })
-    t.not(params[0].grad, null, 'zeroGrad changed nothing')
-    await pending
-    new Adam(sync).step()
-    sameBits(t, params[0].data, sync[0].data, 'the step counted once')
-    t.is(opt.getState(params[0])!.step, 1)
-    await opt.stepAsync()
-    t.is(opt.getState(params[0])!.step, 2, 'usable again once settled')
-  }
-})
+test.serial(
+  'calls made while a stepAsync is in flight are refused with ERR_INVALID_STATE and change nothing',
+  async (t) => {
+    for (const shared of [false, true]) {
+      const params = [param(LARGE, 21, Float32Array, shared)]
+      const sync = twin(params)
+      const opt = new Adam(params)
+      const pending = opt.stepAsync()
+      const refused = { instanceOf: Error, code: 'ERR_INVALID_STATE' }
+      t.throws(() => opt.step(), { ...refused, message: /^step\(\) was called while stepAsync\(\) is in flight/ })
+      t.throws(() => opt.zeroGrad(), { ...refused, message: /^zeroGrad\(\) was called/ })
+      t.throws(() => opt.getState(params[0]), { ...refused, message: /^getState\(\) was called/ })
+      const second = opt.stepAsync()
+      await t.throwsAsync(second, { ...refused, message: /^stepAsync\(\) was called while stepAsync\(\) is in flight/ })
+      t.not(params[0].grad, null, 'zeroGrad changed nothing')
+      await pending
+      new Adam(sync).step()
+      sameBits(t, params[0].data, sync[0].data, 'the step counted once')
+      t.is(opt.getState(params[0])!.step, 1)
+      await opt.stepAsync()
+      t.is(opt.getState(params[0])!.step, 2, 'usable again once settled')
+    }
+  },
+)
 
 test.serial('the event loop runs between the slices of a step on ordinary memory', async (t) => {
   const params = [param(LARGE, 31)]
@@ -157,7 +175,11 @@ test.serial('bad input rejects before anything changes, and the optimizer stays 
   const before = twin(params)
   const opt = new Adam(params)
   params[1].grad = new Float32Array(3)
-  await t.throwsAsync(opt.stepAsync(), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /params\[1\]\.grad has length 3, expected 10/ })
+  await t.throwsAsync(opt.stepAsync(), {
+    instanceOf: RangeError,
+    code: 'ERR_OUT_OF_RANGE',
+    message: /params\[1\]\.grad has length 3, expected 10/,
+  })
   sameBits(t, params[0].data, before[0].data, 'nothing written')
   t.is(opt.getState(params[0]), undefined)
   params[1].grad = before[1].grad
@@ -189,7 +211,9 @@ for (const [how, detach] of detachers) {
       const error = await t.throwsAsync(pending, {
         instanceOf: Error,
         code: 'ERR_INVALID_STATE',
-        message: new RegExp(`^paramGroups\\[0\\]\\.params\\[1\\]\\.${which} was detached or resized while stepAsync\\(\\) was running`),
+        message: new RegExp(
+          `^paramGroups\\[0\\]\\.params\\[1\\]\\.${which} was detached or resized while stepAsync\\(\\) was running`,
+        ),
       })
       t.truthy(error)
       // Whatever the new owner does with the memory now (here: drop it and collect), nothing
@@ -200,14 +224,19 @@ for (const [how, detach] of detachers) {
       const again = new Adam(params)
       await again.stepAsync()
       t.is(again.getState(params[1])!.step, 1)
-      t.throws(() => opt.step(), { code: 'ERR_INVALID_STATE', message: /paramGroups\[0\]\.params\[1\]\.data is detached|is detached/ })
+      t.throws(() => opt.step(), {
+        code: 'ERR_INVALID_STATE',
+        message: /paramGroups\[0\]\.params\[1\]\.data is detached|is detached/,
+      })
     })
   }
 }
 
 test.serial('a resizable ArrayBuffer shrunk during stepAsync: rejects with ERR_INVALID_STATE, no crash', async (t) => {
   type Resizable = ArrayBuffer & { resize(byteLength: number): void }
-  const buffer = new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(LARGE * 4, { maxByteLength: LARGE * 4 })
+  const buffer = new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(LARGE * 4, {
+    maxByteLength: LARGE * 4,
+  })
   const data = new Float32Array(buffer)
   data.set(values(LARGE, 61))
   const params = [param(LARGE, 63), { data, grad: values(LARGE, 65) }]
@@ -217,21 +246,27 @@ test.serial('a resizable ArrayBuffer shrunk during stepAsync: rejects with ERR_I
   await t.throwsAsync(pending, { code: 'ERR_INVALID_STATE', message: /params\[1\]\.data was detached or resized/ })
 })
 
-test.serial('p.data replaced during stepAsync: the array the step started with is updated, the new one untouched', async (t) => {
-  for (const shared of [false, true]) {
-    const params = [param(LARGE, 71, Float32Array, shared)]
-    const sync = twin(params)
-    const opt = new Adam(params)
-    const original = params[0].data
-    const pending = opt.stepAsync()
-    const replacement = new Float32Array(LARGE).fill(7)
-    params[0].data = replacement
-    await pending
-    new Adam(sync).step()
-    sameBits(t, original, sync[0].data, 'the original array has the step')
-    t.true(replacement.every((x) => x === 7), 'the replacement is untouched')
-  }
-})
+test.serial(
+  'p.data replaced during stepAsync: the array the step started with is updated, the new one untouched',
+  async (t) => {
+    for (const shared of [false, true]) {
+      const params = [param(LARGE, 71, Float32Array, shared)]
+      const sync = twin(params)
+      const opt = new Adam(params)
+      const original = params[0].data
+      const pending = opt.stepAsync()
+      const replacement = new Float32Array(LARGE).fill(7)
+      params[0].data = replacement
+      await pending
+      new Adam(sync).step()
+      sameBits(t, original, sync[0].data, 'the original array has the step')
+      t.true(
+        replacement.every((x) => x === 7),
+        'the replacement is untouched',
+      )
+    }
+  },
+)
 
 test.serial('every reference dropped and garbage collected during stepAsync: the step completes', async (t) => {
   for (const shared of [false, true]) {
@@ -255,7 +290,9 @@ test.serial('SharedArrayBuffer memory cannot be transferred, so a step on it is 
   const sync = twin(params)
   const opt = new Adam(params)
   const pending = opt.stepAsync()
-  t.throws(() => structuredClone(params[0].data.buffer, { transfer: [params[0].data.buffer as unknown as ArrayBuffer] }))
+  t.throws(() =>
+    structuredClone(params[0].data.buffer, { transfer: [params[0].data.buffer as unknown as ArrayBuffer] }),
+  )
   await pending
   new Adam(sync).step()
   sameBits(t, params[0].data, sync[0].data, 'complete')

@@ -9,7 +9,19 @@
 import test from 'ava'
 
 import * as fastoptim from '../lib'
-import { Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter } from '../lib'
+import {
+  Adagrad,
+  Adam,
+  Adamax,
+  AdamW,
+  NAdam,
+  RAdam,
+  RMSprop,
+  SGD,
+  type FloatArray,
+  type Optimizer,
+  type Parameter,
+} from '../lib'
 import { sparseGrad } from './helpers/sparse'
 
 type AnyOptimizer = Optimizer<object>
@@ -58,17 +70,26 @@ function stepped(w: World): AnyOptimizer {
 /** ES2024's resizable ArrayBuffer and growable SharedArrayBuffer (Node 20 has them; the ES2022 lib types do not). */
 type Resizable = ArrayBuffer & { resize(byteLength: number): void }
 const resizable = (byteLength: number, maxByteLength: number) =>
-  new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(byteLength, { maxByteLength })
+  new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(byteLength, {
+    maxByteLength,
+  })
 const growableShared = (byteLength: number, maxByteLength: number) =>
-  new (SharedArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => SharedArrayBuffer)(byteLength, { maxByteLength })
+  new (SharedArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => SharedArrayBuffer)(byteLength, {
+    maxByteLength,
+  })
 
 /** Detaches `array`'s buffer, as posting it to a worker with a transfer list does. */
-const transfer = (array: FloatArray) => structuredClone(array.buffer as ArrayBuffer, { transfer: [array.buffer as ArrayBuffer] })
+const transfer = (array: FloatArray) =>
+  structuredClone(array.buffer as ArrayBuffer, { transfer: [array.buffer as ArrayBuffer] })
 
 const typeError = (code: string, message: RegExp) => ({ instanceOf: TypeError as ErrorConstructor, code, message })
 const argType = (message: RegExp) => typeError('ERR_INVALID_ARG_TYPE', message)
 const argValue = (message: RegExp) => typeError('ERR_INVALID_ARG_VALUE', message)
-const outOfRange = (message: RegExp) => ({ instanceOf: RangeError as ErrorConstructor, code: 'ERR_OUT_OF_RANGE', message })
+const outOfRange = (message: RegExp) => ({
+  instanceOf: RangeError as ErrorConstructor,
+  code: 'ERR_OUT_OF_RANGE',
+  message,
+})
 const invalidState = (message: RegExp) => ({ instanceOf: Error, code: 'ERR_INVALID_STATE', message })
 
 /** A row that constructs `Optimizer` over `a` with `options`. */
@@ -77,22 +98,88 @@ function option(name: string, Optimizer: Ctor, options: object, error: Row['erro
 }
 
 const construction: Row[] = [
-  { name: 'params undefined', act: () => new Adam(undefined as never), error: argType(/^params must be an array of parameters or of parameter groups, got undefined$/) },
-  { name: 'params a single parameter, not in an array', act: (w) => new Adam(w.a as never), error: argType(/^params must be an array .* got Object$/) },
-  { name: 'params a Set', act: (w) => new Adam(new Set([w.a]) as never), error: argType(/^params must be an array .* got Set$/) },
-  { name: 'a null parameter', act: (w) => new Adam([w.a, null as never]), error: argType(/^paramGroups\[0\]\.params\[1\] must be an object with data and grad, got null$/) },
-  { name: 'a number as parameter', act: () => new Adam([3 as never]), error: argType(/^paramGroups\[0\]\.params\[0\] must be an object with data and grad, got a number$/) },
-  { name: 'data missing', act: () => new Adam([{ grad: null } as never]), error: argType(/^paramGroups\[0\]\.params\[0\]\.data must be a Float32Array or Float64Array, got undefined$/) },
-  { name: 'Uint8Array data', act: () => new Adam([{ data: new Uint8Array(4) as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got Uint8Array$/) },
-  { name: 'DataView data', act: () => new Adam([{ data: new DataView(new ArrayBuffer(8)) as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got DataView$/) },
-  { name: 'plain array data', act: () => new Adam([{ data: [1, 2, 3] as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got Array$/) },
-  { name: 'a Buffer as data', act: () => new Adam([{ data: Buffer.alloc(8) as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got Buffer$/) },
-  { name: 'BigInt64Array data', act: () => new Adam([{ data: new BigInt64Array(2) as never, grad: null }]), error: argType(/\.data must be a Float32Array or Float64Array, got BigInt64Array$/) },
-  { name: 'Int32Array grad', act: (w) => new SGD([{ data: w.track(new Float32Array(2)), grad: new Int32Array(2) as never }]), error: argType(/^paramGroups\[0\]\.params\[0\]\.grad must be a Float32Array like its data, or null, got Int32Array$/) },
-  { name: 'plain array grad', act: (w) => new Adam([{ data: w.track(new Float64Array(2)), grad: [1, 2] as never }]), error: argType(/\.grad must be a Float64Array like its data, or null, got Array$/) },
-  { name: 'DataView grad', act: (w) => new Adam([{ data: w.track(new Float32Array(2)), grad: new DataView(new ArrayBuffer(8)) as never }]), error: argType(/\.grad must be a Float32Array like its data, or null, got DataView$/) },
-  { name: 'Float32Array grad for Float64Array data', act: (w) => new RMSprop([{ data: w.track(new Float64Array(2)), grad: w.track(new Float32Array(2)) as never }]), error: argType(/\.grad must be a Float64Array like its data, or null, got Float32Array$/) },
-  { name: 'grad shorter than data', act: (w) => new Adagrad([{ data: w.track(new Float32Array(3)), grad: w.track(new Float32Array(2)) }]), error: outOfRange(/^paramGroups\[0\]\.params\[0\]\.grad has length 2, expected 3 like its data$/) },
+  {
+    name: 'params undefined',
+    act: () => new Adam(undefined as never),
+    error: argType(/^params must be an array of parameters or of parameter groups, got undefined$/),
+  },
+  {
+    name: 'params a single parameter, not in an array',
+    act: (w) => new Adam(w.a as never),
+    error: argType(/^params must be an array .* got Object$/),
+  },
+  {
+    name: 'params a Set',
+    act: (w) => new Adam(new Set([w.a]) as never),
+    error: argType(/^params must be an array .* got Set$/),
+  },
+  {
+    name: 'a null parameter',
+    act: (w) => new Adam([w.a, null as never]),
+    error: argType(/^paramGroups\[0\]\.params\[1\] must be an object with data and grad, got null$/),
+  },
+  {
+    name: 'a number as parameter',
+    act: () => new Adam([3 as never]),
+    error: argType(/^paramGroups\[0\]\.params\[0\] must be an object with data and grad, got a number$/),
+  },
+  {
+    name: 'data missing',
+    act: () => new Adam([{ grad: null } as never]),
+    error: argType(/^paramGroups\[0\]\.params\[0\]\.data must be a Float32Array or Float64Array, got undefined$/),
+  },
+  {
+    name: 'Uint8Array data',
+    act: () => new Adam([{ data: new Uint8Array(4) as never, grad: null }]),
+    error: argType(/\.data must be a Float32Array or Float64Array, got Uint8Array$/),
+  },
+  {
+    name: 'DataView data',
+    act: () => new Adam([{ data: new DataView(new ArrayBuffer(8)) as never, grad: null }]),
+    error: argType(/\.data must be a Float32Array or Float64Array, got DataView$/),
+  },
+  {
+    name: 'plain array data',
+    act: () => new Adam([{ data: [1, 2, 3] as never, grad: null }]),
+    error: argType(/\.data must be a Float32Array or Float64Array, got Array$/),
+  },
+  {
+    name: 'a Buffer as data',
+    act: () => new Adam([{ data: Buffer.alloc(8) as never, grad: null }]),
+    error: argType(/\.data must be a Float32Array or Float64Array, got Buffer$/),
+  },
+  {
+    name: 'BigInt64Array data',
+    act: () => new Adam([{ data: new BigInt64Array(2) as never, grad: null }]),
+    error: argType(/\.data must be a Float32Array or Float64Array, got BigInt64Array$/),
+  },
+  {
+    name: 'Int32Array grad',
+    act: (w) => new SGD([{ data: w.track(new Float32Array(2)), grad: new Int32Array(2) as never }]),
+    error: argType(
+      /^paramGroups\[0\]\.params\[0\]\.grad must be a Float32Array like its data, or null, got Int32Array$/,
+    ),
+  },
+  {
+    name: 'plain array grad',
+    act: (w) => new Adam([{ data: w.track(new Float64Array(2)), grad: [1, 2] as never }]),
+    error: argType(/\.grad must be a Float64Array like its data, or null, got Array$/),
+  },
+  {
+    name: 'DataView grad',
+    act: (w) => new Adam([{ data: w.track(new Float32Array(2)), grad: new DataView(new ArrayBuffer(8)) as never }]),
+    error: argType(/\.grad must be a Float32Array like its data, or null, got DataView$/),
+  },
+  {
+    name: 'Float32Array grad for Float64Array data',
+    act: (w) => new RMSprop([{ data: w.track(new Float64Array(2)), grad: w.track(new Float32Array(2)) as never }]),
+    error: argType(/\.grad must be a Float64Array like its data, or null, got Float32Array$/),
+  },
+  {
+    name: 'grad shorter than data',
+    act: (w) => new Adagrad([{ data: w.track(new Float32Array(3)), grad: w.track(new Float32Array(2)) }]),
+    error: outOfRange(/^paramGroups\[0\]\.params\[0\]\.grad has length 2, expected 3 like its data$/),
+  },
   {
     name: 'data whose ArrayBuffer was transferred',
     act: () => {
@@ -111,56 +198,174 @@ const construction: Row[] = [
     },
     error: invalidState(/^paramGroups\[0\]\.params\[0\]\.grad is detached/),
   },
-  { name: 'a parameter in two groups', act: (w) => new Adam([{ params: [w.a, w.b] }, { params: [w.b] }]), error: argValue(/^paramGroups\[1\]\.params\[0\] appears more than once; every parameter must be in exactly one group, once$/) },
-  { name: 'one data array in two parameters', act: (w) => new Adam([w.a, { data: w.a.data, grad: null }]), error: argValue(/^paramGroups\[0\]\.params\[1\] appears more than once/) },
+  {
+    name: 'a parameter in two groups',
+    act: (w) => new Adam([{ params: [w.a, w.b] }, { params: [w.b] }]),
+    error: argValue(
+      /^paramGroups\[1\]\.params\[0\] appears more than once; every parameter must be in exactly one group, once$/,
+    ),
+  },
+  {
+    name: 'one data array in two parameters',
+    act: (w) => new Adam([w.a, { data: w.a.data, grad: null }]),
+    error: argValue(/^paramGroups\[0\]\.params\[1\] appears more than once/),
+  },
   {
     name: 'two parameters overlapping in one ArrayBuffer',
     act: (w) => {
       const buffer = new ArrayBuffer(40)
-      return new Adam([w.a, { data: w.track(new Float32Array(buffer, 0, 6)), grad: null }, { data: w.track(new Float32Array(buffer, 16, 6)), grad: null }])
+      return new Adam([
+        w.a,
+        { data: w.track(new Float32Array(buffer, 0, 6)), grad: null },
+        { data: w.track(new Float32Array(buffer, 16, 6)), grad: null },
+      ])
     },
-    error: argValue(/^paramGroups\[0\]\.params\[1\]\.data and paramGroups\[0\]\.params\[2\]\.data share memory; a parameter's data must not overlap any other array of the step$/),
+    error: argValue(
+      /^paramGroups\[0\]\.params\[1\]\.data and paramGroups\[0\]\.params\[2\]\.data share memory; a parameter's data must not overlap any other array of the step$/,
+    ),
   },
-  { name: 'data and grad the same array', act: (w) => new SGD([{ data: w.a.data, grad: w.a.data }]), error: argValue(/^paramGroups\[0\]\.params\[0\]\.data and paramGroups\[0\]\.params\[0\]\.grad share memory/) },
+  {
+    name: 'data and grad the same array',
+    act: (w) => new SGD([{ data: w.a.data, grad: w.a.data }]),
+    error: argValue(/^paramGroups\[0\]\.params\[0\]\.data and paramGroups\[0\]\.params\[0\]\.grad share memory/),
+  },
   {
     name: 'a grad overlapping another parameter’s data, across groups',
     act: (w) => new Adam([{ params: [w.a] }, { params: [{ data: w.b.data, grad: w.a.data.subarray(3, 8) }] }]),
     error: argValue(/^paramGroups\[0\]\.params\[0\]\.data and paramGroups\[1\]\.params\[0\]\.grad share memory/),
   },
-  { name: 'group params not an array', act: () => new Adam([{ params: 5 as never }]), error: argType(/^paramGroups\[0\]\.params must be an array of parameters, got a number$/) },
+  {
+    name: 'group params not an array',
+    act: () => new Adam([{ params: 5 as never }]),
+    error: argType(/^paramGroups\[0\]\.params must be an array of parameters, got a number$/),
+  },
 ]
 
 const options: Row[] = [
-  { name: 'options null', act: (w) => new Adam([w.a], null as never), error: argType(/^options must be an object, got null$/) },
-  { name: 'options an array', act: (w) => new Adam([w.a], [0.1] as never), error: argType(/^options must be an object, got Array$/) },
-  { name: 'options a number', act: (w) => new SGD([w.a], 0.1 as never), error: argType(/^options must be an object, got a number$/) },
-  option('unknown option learningRate', Adam, { learningRate: 0.1 }, argValue(/^options\.learningRate is not an option of Adam \(expected one of lr, betas, eps, weightDecay, amsgrad, maximize, decoupledWeightDecay\)$/)),
+  {
+    name: 'options null',
+    act: (w) => new Adam([w.a], null as never),
+    error: argType(/^options must be an object, got null$/),
+  },
+  {
+    name: 'options an array',
+    act: (w) => new Adam([w.a], [0.1] as never),
+    error: argType(/^options must be an object, got Array$/),
+  },
+  {
+    name: 'options a number',
+    act: (w) => new SGD([w.a], 0.1 as never),
+    error: argType(/^options must be an object, got a number$/),
+  },
+  option(
+    'unknown option learningRate',
+    Adam,
+    { learningRate: 0.1 },
+    argValue(
+      /^options\.learningRate is not an option of Adam \(expected one of lr, betas, eps, weightDecay, amsgrad, maximize, decoupledWeightDecay\)$/,
+    ),
+  ),
   option('params among the options', SGD, { params: [] }, argValue(/^options\.params is not an option of SGD/)),
-  { name: 'Adam’s betas in an SGD group', act: (w) => new SGD([{ params: [w.a], betas: [0.9, 0.99] }] as never), error: argValue(/^paramGroups\[0\]\.betas is not an option of SGD/) },
+  {
+    name: 'Adam’s betas in an SGD group',
+    act: (w) => new SGD([{ params: [w.a], betas: [0.9, 0.99] }] as never),
+    error: argValue(/^paramGroups\[0\]\.betas is not an option of SGD/),
+  },
   option('lr NaN', Adam, { lr: NaN }, outOfRange(/^invalid lr: NaN \(expected a finite lr >= 0\) in options$/)),
-  option('lr -Infinity', AdamW, { lr: -Infinity }, outOfRange(/^invalid lr: -Infinity \(expected a finite lr >= 0\) in options$/)),
+  option(
+    'lr -Infinity',
+    AdamW,
+    { lr: -Infinity },
+    outOfRange(/^invalid lr: -Infinity \(expected a finite lr >= 0\) in options$/),
+  ),
   option('lr 1e309 (Infinity)', SGD, { lr: 1e309 }, outOfRange(/^invalid lr: Infinity/)),
   option('lr a bigint', Adam, { lr: 1n }, argType(/^options\.lr must be a number, got a bigint$/)),
   option('lr a Number object', Adam, { lr: new Number(0.1) }, argType(/^options\.lr must be a number, got Number$/)),
   option('lr a string', RMSprop, { lr: '0.1' }, argType(/^options\.lr must be a number, got a string$/)),
-  option('betas a number', Adam, { betas: 0.9 }, argType(/^options\.betas must be an array of 2 numbers, got a number$/)),
-  option('three betas', NAdam, { betas: [0.9, 0.99, 0.999] }, argType(/^options\.betas must be an array of 2 numbers, got Array$/)),
-  option('betas[1] negative', Adam, { betas: [0.9, -0.1] }, outOfRange(/^invalid betas\[1\]: -0\.1 \(expected 0 <= betas\[1\] < 1\) in options$/)),
-  option('betas[0] of 1 in Adamax', Adamax, { betas: [1, 0.999] }, outOfRange(/^invalid betas\[0\]: 1 \(expected 0 <= betas\[0\] < 1\)/)),
+  option(
+    'betas a number',
+    Adam,
+    { betas: 0.9 },
+    argType(/^options\.betas must be an array of 2 numbers, got a number$/),
+  ),
+  option(
+    'three betas',
+    NAdam,
+    { betas: [0.9, 0.99, 0.999] },
+    argType(/^options\.betas must be an array of 2 numbers, got Array$/),
+  ),
+  option(
+    'betas[1] negative',
+    Adam,
+    { betas: [0.9, -0.1] },
+    outOfRange(/^invalid betas\[1\]: -0\.1 \(expected 0 <= betas\[1\] < 1\) in options$/),
+  ),
+  option(
+    'betas[0] of 1 in Adamax',
+    Adamax,
+    { betas: [1, 0.999] },
+    outOfRange(/^invalid betas\[0\]: 1 \(expected 0 <= betas\[0\] < 1\)/),
+  ),
   option('eps negative', RAdam, { eps: -1e-8 }, outOfRange(/^invalid eps: -1e-8 \(expected a finite eps >= 0\)/)),
   option('weightDecay NaN', SGD, { weightDecay: NaN }, outOfRange(/^invalid weightDecay: NaN/)),
   option('amsgrad a string', Adam, { amsgrad: 'yes' }, argType(/^options\.amsgrad must be a boolean, got a string$/)),
   option('maximize a number', SGD, { maximize: 1 }, argType(/^options\.maximize must be a boolean, got a number$/)),
-  option('momentum negative', SGD, { momentum: -0.1 }, outOfRange(/^invalid momentum: -0\.1 \(expected a finite momentum >= 0\)/)),
-  option('nesterov with dampening', SGD, { momentum: 0.9, dampening: 0.1, nesterov: true }, argValue(/^nesterov momentum requires momentum > 0 and dampening = 0, got momentum = 0\.9 and dampening = 0\.1 in options$/)),
-  option('nesterov without momentum', SGD, { nesterov: true }, argValue(/requires momentum > 0 and dampening = 0, got momentum = 0 and dampening = 0/)),
-  option('RMSprop alpha negative', RMSprop, { alpha: -1 }, outOfRange(/^invalid alpha: -1 \(expected a finite alpha >= 0\)/)),
-  option('RMSprop centered a number', RMSprop, { centered: 1 }, argType(/^options\.centered must be a boolean, got a number$/)),
-  option('Adagrad lrDecay negative', Adagrad, { lrDecay: -1 }, outOfRange(/^invalid lrDecay: -1 \(expected a finite lrDecay >= 0\)/)),
-  option('Adagrad initialAccumulatorValue negative', Adagrad, { initialAccumulatorValue: -0.5 }, outOfRange(/^invalid initialAccumulatorValue: -0\.5/)),
+  option(
+    'momentum negative',
+    SGD,
+    { momentum: -0.1 },
+    outOfRange(/^invalid momentum: -0\.1 \(expected a finite momentum >= 0\)/),
+  ),
+  option(
+    'nesterov with dampening',
+    SGD,
+    { momentum: 0.9, dampening: 0.1, nesterov: true },
+    argValue(
+      /^nesterov momentum requires momentum > 0 and dampening = 0, got momentum = 0\.9 and dampening = 0\.1 in options$/,
+    ),
+  ),
+  option(
+    'nesterov without momentum',
+    SGD,
+    { nesterov: true },
+    argValue(/requires momentum > 0 and dampening = 0, got momentum = 0 and dampening = 0/),
+  ),
+  option(
+    'RMSprop alpha negative',
+    RMSprop,
+    { alpha: -1 },
+    outOfRange(/^invalid alpha: -1 \(expected a finite alpha >= 0\)/),
+  ),
+  option(
+    'RMSprop centered a number',
+    RMSprop,
+    { centered: 1 },
+    argType(/^options\.centered must be a boolean, got a number$/),
+  ),
+  option(
+    'Adagrad lrDecay negative',
+    Adagrad,
+    { lrDecay: -1 },
+    outOfRange(/^invalid lrDecay: -1 \(expected a finite lrDecay >= 0\)/),
+  ),
+  option(
+    'Adagrad initialAccumulatorValue negative',
+    Adagrad,
+    { initialAccumulatorValue: -0.5 },
+    outOfRange(/^invalid initialAccumulatorValue: -0\.5/),
+  ),
   option('NAdam momentumDecay negative', NAdam, { momentumDecay: -1 }, outOfRange(/^invalid momentumDecay: -1/)),
-  option('RAdam decoupledWeightDecay a string', RAdam, { decoupledWeightDecay: 'yes' }, argType(/^options\.decoupledWeightDecay must be a boolean, got a string$/)),
-  { name: 'a group’s eps a string', act: (w) => new Adam([{ params: [w.a] }, { params: [w.b], eps: '1e-8' as never }]), error: argType(/^paramGroups\[1\]\.eps must be a number, got a string$/) },
+  option(
+    'RAdam decoupledWeightDecay a string',
+    RAdam,
+    { decoupledWeightDecay: 'yes' },
+    argType(/^options\.decoupledWeightDecay must be a boolean, got a string$/),
+  ),
+  {
+    name: 'a group’s eps a string',
+    act: (w) => new Adam([{ params: [w.a] }, { params: [w.b], eps: '1e-8' as never }]),
+    error: argType(/^paramGroups\[1\]\.eps must be a number, got a string$/),
+  },
 ]
 
 // Every option of every optimizer of the registry: a value of the wrong type, NaN, and a value
@@ -215,7 +420,8 @@ function outside(option: OptionInfo): number[] | undefined {
   let m: RegExpExecArray | null
   if (new RegExp(`^a finite ${name}$`).test(rule)) values = []
   else if ((m = new RegExp(`^a finite ${name} (>=|>) ${number}$`).exec(rule))) values = [below(m[1], Number(m[2]))]
-  else if ((m = new RegExp(`^a finite ${name} (<=|<) ${number}$`).exec(rule))) (values = [above(m[1], Number(m[2]))]), (upper = true)
+  else if ((m = new RegExp(`^a finite ${name} (<=|<) ${number}$`).exec(rule)))
+    ((values = [above(m[1], Number(m[2]))]), (upper = true))
   else if ((m = new RegExp(`^${number} (<=|<) ${name} (<=|<) ${number}$`).exec(rule))) {
     values = [below(m[2] === '<=' ? '>=' : '>', Number(m[1])), above(m[3], Number(m[4]))]
     upper = true
@@ -228,8 +434,13 @@ function outside(option: OptionInfo): number[] | undefined {
 /** Bad values of one option, each with the error it gives where the group is `where`. */
 function badValues(option: OptionInfo, where: string): Array<{ what: string; value: unknown; error: Row['error'] }> {
   const invalid = (value: number) =>
-    outOfRange(new RegExp(`^invalid ${escape(option.name)}: ${escape(String(value))} \\(expected ${escape(option.expected)}\\) in ${escape(where)}$`))
-  const typeOf = (type: string, got: string) => argType(new RegExp(`^${escape(`${where}.${option.name} must be ${type}, got ${got}`)}$`))
+    outOfRange(
+      new RegExp(
+        `^invalid ${escape(option.name)}: ${escape(String(value))} \\(expected ${escape(option.expected)}\\) in ${escape(where)}$`,
+      ),
+    )
+  const typeOf = (type: string, got: string) =>
+    argType(new RegExp(`^${escape(`${where}.${option.name} must be ${type}, got ${got}`)}$`))
   // The first value is of the wrong type; NaN follows, then the values past the rule's bounds.
   switch (option.kind) {
     case 'boolean':
@@ -270,24 +481,20 @@ function steppedWith(Class: Ctor, w: World, sparse: boolean): AnyOptimizer {
 
 const everyOption: Row[] = fastoptim.algorithms().flatMap((info) =>
   info.options.flatMap((option) => {
-    const made = badValues(option, 'options').map(
-      ({ what, value, error }): Row => ({
-        name: `${info.name} option ${option.name} ${what}`,
-        act: (w) => new (classOf(info))([w.a] as never, withValue(classOf(info), option, value) as never),
-        error,
-      }),
-    )
+    const made = badValues(option, 'options').map(({ what, value, error }): Row => ({
+      name: `${info.name} option ${option.name} ${what}`,
+      act: (w) => new (classOf(info))([w.a] as never, withValue(classOf(info), option, value) as never),
+      error,
+    }))
     const atStep = badValues(option, 'paramGroups[1]')
       .filter(({ what }, i) => i === 0 || what === 'NaN')
-      .map(
-        ({ what, value, error }): Row => ({
-          name: `${info.name} live ${option.name} set to ${what} before a step`,
-          prepare: (w) => steppedWith(classOf(info), w, info.sparse),
-          spoil: (_w, opt) => Object.assign(group(opt, 1), withValue(classOf(info), option, value)),
-          act: (_w, opt) => opt!.step(),
-          error,
-        }),
-      )
+      .map(({ what, value, error }): Row => ({
+        name: `${info.name} live ${option.name} set to ${what} before a step`,
+        prepare: (w) => steppedWith(classOf(info), w, info.sparse),
+        spoil: (_w, opt) => Object.assign(group(opt, 1), withValue(classOf(info), option, value)),
+        act: (_w, opt) => opt!.step(),
+        error,
+      }))
     return [...made, ...atStep]
   }),
 )
@@ -296,7 +503,12 @@ test('the rule of every option of the registry is one the option rows can read',
   for (const info of fastoptim.algorithms()) {
     for (const option of info.options) {
       if (option.kind === 'boolean') t.is(option.expected, 'true or false', `${info.name}.${option.name}`)
-      else t.not(outside(option), undefined, `${info.name}.${option.name}: rule "${option.expected}" is not one the option rows know; teach outside() to read it`)
+      else
+        t.not(
+          outside(option),
+          undefined,
+          `${info.name}.${option.name}: rule "${option.expected}" is not one the option rows know; teach outside() to read it`,
+        )
     }
   }
 })
@@ -308,14 +520,46 @@ function atStep(name: string, spoil: (w: World, opt: AnyOptimizer) => void, erro
 const group = (opt: AnyOptimizer, g: number) => opt.paramGroups[g] as unknown as Record<string, unknown>
 
 const steps: Row[] = [
-  atStep('a live lr set to undefined', (_w, opt) => (group(opt, 0).lr = undefined), argType(/^paramGroups\[0\]\.lr must be a number, got undefined$/)),
-  atStep('a live lr set to NaN', (_w, opt) => (group(opt, 1).lr = NaN), outOfRange(/^invalid lr: NaN \(expected a finite lr >= 0\) in paramGroups\[1\]$/)),
-  atStep('live betas replaced by one number', (_w, opt) => (group(opt, 0).betas = [0.9]), argType(/^paramGroups\[0\]\.betas must be an array of 2 numbers, got Array$/)),
-  atStep('a live weightDecay set negative', (_w, opt) => (group(opt, 1).weightDecay = -1), outOfRange(/^invalid weightDecay: -1 .* in paramGroups\[1\]$/)),
-  atStep('data replaced by a Uint8Array', (w) => (w.b.data = new Uint8Array(5) as never), argType(/^paramGroups\[1\]\.params\[0\]\.data must be a Float32Array or Float64Array, got Uint8Array$/)),
-  atStep('grad replaced by a DataView', (w) => (w.a.grad = new DataView(new ArrayBuffer(32)) as never), argType(/^paramGroups\[0\]\.params\[0\]\.grad must be a Float32Array like its data, or null, got DataView$/)),
-  atStep('grad replaced by a plain array', (w) => (w.b.grad = [1, 2, 3, 4, 5] as never), argType(/^paramGroups\[1\]\.params\[0\]\.grad must be a Float32Array like its data, or null, got Array$/)),
-  atStep('data replaced by a view into another parameter’s grad', (w) => (w.b.data = w.a.grad!.subarray(0, 5)), argValue(/^paramGroups\[0\]\.params\[0\]\.grad and paramGroups\[1\]\.params\[0\]\.data share memory/)),
+  atStep(
+    'a live lr set to undefined',
+    (_w, opt) => (group(opt, 0).lr = undefined),
+    argType(/^paramGroups\[0\]\.lr must be a number, got undefined$/),
+  ),
+  atStep(
+    'a live lr set to NaN',
+    (_w, opt) => (group(opt, 1).lr = NaN),
+    outOfRange(/^invalid lr: NaN \(expected a finite lr >= 0\) in paramGroups\[1\]$/),
+  ),
+  atStep(
+    'live betas replaced by one number',
+    (_w, opt) => (group(opt, 0).betas = [0.9]),
+    argType(/^paramGroups\[0\]\.betas must be an array of 2 numbers, got Array$/),
+  ),
+  atStep(
+    'a live weightDecay set negative',
+    (_w, opt) => (group(opt, 1).weightDecay = -1),
+    outOfRange(/^invalid weightDecay: -1 .* in paramGroups\[1\]$/),
+  ),
+  atStep(
+    'data replaced by a Uint8Array',
+    (w) => (w.b.data = new Uint8Array(5) as never),
+    argType(/^paramGroups\[1\]\.params\[0\]\.data must be a Float32Array or Float64Array, got Uint8Array$/),
+  ),
+  atStep(
+    'grad replaced by a DataView',
+    (w) => (w.a.grad = new DataView(new ArrayBuffer(32)) as never),
+    argType(/^paramGroups\[0\]\.params\[0\]\.grad must be a Float32Array like its data, or null, got DataView$/),
+  ),
+  atStep(
+    'grad replaced by a plain array',
+    (w) => (w.b.grad = [1, 2, 3, 4, 5] as never),
+    argType(/^paramGroups\[1\]\.params\[0\]\.grad must be a Float32Array like its data, or null, got Array$/),
+  ),
+  atStep(
+    'data replaced by a view into another parameter’s grad',
+    (w) => (w.b.data = w.a.grad!.subarray(0, 5)),
+    argValue(/^paramGroups\[0\]\.params\[0\]\.grad and paramGroups\[1\]\.params\[0\]\.data share memory/),
+  ),
   atStep(
     'grad replaced by a view overlapping its own data',
     (w) => {
@@ -325,9 +569,21 @@ const steps: Row[] = [
     },
     argValue(/^paramGroups\[1\]\.params\[0\]\.data and paramGroups\[1\]\.params\[0\]\.grad share memory/),
   ),
-  atStep('data whose buffer was transferred', (w) => transfer(w.a.data), invalidState(/^paramGroups\[0\]\.params\[0\]\.data is detached \(its ArrayBuffer was transferred\)$/)),
-  atStep('data of another length than its state', (w) => ((w.b.data = w.track(new Float32Array(4))), (w.b.grad = w.track(new Float32Array(4)))), outOfRange(/^paramGroups\[1\]\.params\[0\]\.data has length 4, but its optimizer state has length 5$/)),
-  atStep('Float64 data after Float32 steps', (w) => ((w.a.data = w.track(new Float64Array(8))), (w.a.grad = w.track(new Float64Array(8)))), argType(/^paramGroups\[0\]\.params\[0\]\.data is a Float64Array, but its optimizer state is float32$/)),
+  atStep(
+    'data whose buffer was transferred',
+    (w) => transfer(w.a.data),
+    invalidState(/^paramGroups\[0\]\.params\[0\]\.data is detached \(its ArrayBuffer was transferred\)$/),
+  ),
+  atStep(
+    'data of another length than its state',
+    (w) => ((w.b.data = w.track(new Float32Array(4))), (w.b.grad = w.track(new Float32Array(4)))),
+    outOfRange(/^paramGroups\[1\]\.params\[0\]\.data has length 4, but its optimizer state has length 5$/),
+  ),
+  atStep(
+    'Float64 data after Float32 steps',
+    (w) => ((w.a.data = w.track(new Float64Array(8))), (w.a.grad = w.track(new Float64Array(8)))),
+    argType(/^paramGroups\[0\]\.params\[0\]\.data is a Float64Array, but its optimizer state is float32$/),
+  ),
   atStep(
     'a length-tracking view whose resizable buffer shrank',
     (w) => {
@@ -364,11 +620,36 @@ const steps: Row[] = [
 ]
 
 const methods: Row[] = [
-  { name: 'zeroGrad with a string', prepare: stepped, act: (_w, opt) => opt!.zeroGrad('no' as never), error: argType(/^zeroGrad: setToNone must be a boolean, got a string$/) },
-  { name: 'getState of a parameter of no group', prepare: stepped, act: (w, opt) => opt!.getState(w.param(3)), error: argValue(/^getState: the parameter does not belong to this optimizer$/) },
-  { name: 'addParamGroup(null)', prepare: stepped, act: (_w, opt) => opt!.addParamGroup(null as never), error: argType(/^paramGroups\[2\] must be an object, got null$/) },
-  { name: 'addParamGroup with a parameter it has', prepare: stepped, act: (w, opt) => opt!.addParamGroup({ params: [w.param(2), w.b] }), error: argValue(/^paramGroups\[2\]\.params\[1\] appears more than once/) },
-  { name: 'addParamGroup with lr -2', prepare: stepped, act: (w, opt) => opt!.addParamGroup({ params: [w.param(2)], lr: -2 } as never), error: outOfRange(/^invalid lr: -2 \(expected a finite lr >= 0\) in paramGroups\[2\]$/) },
+  {
+    name: 'zeroGrad with a string',
+    prepare: stepped,
+    act: (_w, opt) => opt!.zeroGrad('no' as never),
+    error: argType(/^zeroGrad: setToNone must be a boolean, got a string$/),
+  },
+  {
+    name: 'getState of a parameter of no group',
+    prepare: stepped,
+    act: (w, opt) => opt!.getState(w.param(3)),
+    error: argValue(/^getState: the parameter does not belong to this optimizer$/),
+  },
+  {
+    name: 'addParamGroup(null)',
+    prepare: stepped,
+    act: (_w, opt) => opt!.addParamGroup(null as never),
+    error: argType(/^paramGroups\[2\] must be an object, got null$/),
+  },
+  {
+    name: 'addParamGroup with a parameter it has',
+    prepare: stepped,
+    act: (w, opt) => opt!.addParamGroup({ params: [w.param(2), w.b] }),
+    error: argValue(/^paramGroups\[2\]\.params\[1\] appears more than once/),
+  },
+  {
+    name: 'addParamGroup with lr -2',
+    prepare: stepped,
+    act: (w, opt) => opt!.addParamGroup({ params: [w.param(2)], lr: -2 } as never),
+    error: outOfRange(/^invalid lr: -2 \(expected a finite lr >= 0\) in paramGroups\[2\]$/),
+  },
   {
     name: 'addParamGroup with data overlapping a parameter it has',
     prepare: stepped,
@@ -378,7 +659,11 @@ const methods: Row[] = [
 ]
 
 /** A row that loads `stepped`'s own state dict after `change` spoils it (or replaces it, when it returns one). */
-function load(name: string, change: (sd: Record<string, any>) => void | { replace: unknown }, error: Row['error']): Row {
+function load(
+  name: string,
+  change: (sd: Record<string, any>) => void | { replace: unknown },
+  error: Row['error'],
+): Row {
   return {
     name,
     prepare: stepped,
@@ -393,22 +678,118 @@ function load(name: string, change: (sd: Record<string, any>) => void | { replac
 
 const loading: Row[] = [
   load('null', () => ({ replace: null }), argType(/^stateDict must be an object, got null$/)),
-  load('paramGroups an object', (sd) => ({ replace: { state: sd.state, paramGroups: {} } }), argType(/^stateDict\.paramGroups must be an array, got Object$/)),
-  load('one group for two', (sd) => { sd.paramGroups.pop() }, argValue(/^stateDict\.paramGroups has 1 groups, but the optimizer has 2$/)),
-  load('a group without eps', (sd) => { delete sd.paramGroups[1].eps }, argValue(/^stateDict\.paramGroups\[1\]\.eps is missing$/)),
-  load('a group with lr -1', (sd) => { sd.paramGroups[0].lr = -1 }, outOfRange(/^invalid lr: -1 \(expected a finite lr >= 0\) in stateDict\.paramGroups\[0\]$/)),
-  load('a group that lists two parameters for one', (sd) => { sd.paramGroups[1].params = [1, 2] }, argValue(/^stateDict\.paramGroups\[1\]\.params must list 1 parameters like the optimizer's group, got Array of 2$/)),
-  load('one id in two groups', (sd) => { sd.paramGroups[1].params = [0] }, argValue(/^stateDict\.paramGroups\[1\]\.params\[0\] must be a distinct whole number, got 0$/)),
-  load('state of a parameter no group lists', (sd) => { sd.state[7] = sd.state[0] }, argValue(/^stateDict\.state\[7\] is for a parameter no group lists$/)),
-  load('a state entry that is a number', (sd) => { sd.state[1] = 5 }, argType(/^stateDict\.state\[1\] must be an object, got a number$/)),
-  load('state of SGD’s kind', (sd) => { sd.state[0].momentumBuffer = sd.state[0].expAvg }, argValue(/^stateDict\.state\[0\]\.momentumBuffer is not state of Adam \(expected step, expAvg, expAvgSq, maxExpAvgSq\)$/)),
-  load('step a string', (sd) => { sd.state[0].step = '1' }, argType(/^stateDict\.state\[0\]\.step must be a number, got a string$/)),
-  load('step 1.5', (sd) => { sd.state[1].step = 1.5 }, outOfRange(/^invalid state\[1\]\.step: 1\.5 \(expected a whole number from 0 to 2\^53 - 1\)$/)),
-  load('step 2^60', (sd) => { sd.state[0].step = 2 ** 60 }, outOfRange(/^invalid state\[0\]\.step: 1152921504606847000 \(expected a whole number from 0 to 2\^53 - 1\)$/)),
-  load('step negative', (sd) => { sd.state[0].step = -1 }, outOfRange(/^invalid state\[0\]\.step: -1 \(expected a whole number/)),
-  load('expAvg of another length', (sd) => { sd.state[1].expAvg = new Float32Array(4) }, outOfRange(/^stateDict\.state\[1\]\.expAvg has length 4, expected 5 like the parameter's data$/)),
-  load('expAvgSq a Float64Array for Float32 data', (sd) => { sd.state[0].expAvgSq = new Float64Array(8) }, argType(/^stateDict\.state\[0\]\.expAvgSq must be a Float32Array like the parameter's data, got Float64Array$/)),
-  load('expAvg a plain array', (sd) => { sd.state[0].expAvg = Array.from(sd.state[0].expAvg) }, argType(/^stateDict\.state\[0\]\.expAvg must be a Float32Array like the parameter's data, got Array$/)),
+  load(
+    'paramGroups an object',
+    (sd) => ({ replace: { state: sd.state, paramGroups: {} } }),
+    argType(/^stateDict\.paramGroups must be an array, got Object$/),
+  ),
+  load(
+    'one group for two',
+    (sd) => {
+      sd.paramGroups.pop()
+    },
+    argValue(/^stateDict\.paramGroups has 1 groups, but the optimizer has 2$/),
+  ),
+  load(
+    'a group without eps',
+    (sd) => {
+      delete sd.paramGroups[1].eps
+    },
+    argValue(/^stateDict\.paramGroups\[1\]\.eps is missing$/),
+  ),
+  load(
+    'a group with lr -1',
+    (sd) => {
+      sd.paramGroups[0].lr = -1
+    },
+    outOfRange(/^invalid lr: -1 \(expected a finite lr >= 0\) in stateDict\.paramGroups\[0\]$/),
+  ),
+  load(
+    'a group that lists two parameters for one',
+    (sd) => {
+      sd.paramGroups[1].params = [1, 2]
+    },
+    argValue(/^stateDict\.paramGroups\[1\]\.params must list 1 parameters like the optimizer's group, got Array of 2$/),
+  ),
+  load(
+    'one id in two groups',
+    (sd) => {
+      sd.paramGroups[1].params = [0]
+    },
+    argValue(/^stateDict\.paramGroups\[1\]\.params\[0\] must be a distinct whole number, got 0$/),
+  ),
+  load(
+    'state of a parameter no group lists',
+    (sd) => {
+      sd.state[7] = sd.state[0]
+    },
+    argValue(/^stateDict\.state\[7\] is for a parameter no group lists$/),
+  ),
+  load(
+    'a state entry that is a number',
+    (sd) => {
+      sd.state[1] = 5
+    },
+    argType(/^stateDict\.state\[1\] must be an object, got a number$/),
+  ),
+  load(
+    'state of SGD’s kind',
+    (sd) => {
+      sd.state[0].momentumBuffer = sd.state[0].expAvg
+    },
+    argValue(
+      /^stateDict\.state\[0\]\.momentumBuffer is not state of Adam \(expected step, expAvg, expAvgSq, maxExpAvgSq\)$/,
+    ),
+  ),
+  load(
+    'step a string',
+    (sd) => {
+      sd.state[0].step = '1'
+    },
+    argType(/^stateDict\.state\[0\]\.step must be a number, got a string$/),
+  ),
+  load(
+    'step 1.5',
+    (sd) => {
+      sd.state[1].step = 1.5
+    },
+    outOfRange(/^invalid state\[1\]\.step: 1\.5 \(expected a whole number from 0 to 2\^53 - 1\)$/),
+  ),
+  load(
+    'step 2^60',
+    (sd) => {
+      sd.state[0].step = 2 ** 60
+    },
+    outOfRange(/^invalid state\[0\]\.step: 1152921504606847000 \(expected a whole number from 0 to 2\^53 - 1\)$/),
+  ),
+  load(
+    'step negative',
+    (sd) => {
+      sd.state[0].step = -1
+    },
+    outOfRange(/^invalid state\[0\]\.step: -1 \(expected a whole number/),
+  ),
+  load(
+    'expAvg of another length',
+    (sd) => {
+      sd.state[1].expAvg = new Float32Array(4)
+    },
+    outOfRange(/^stateDict\.state\[1\]\.expAvg has length 4, expected 5 like the parameter's data$/),
+  ),
+  load(
+    'expAvgSq a Float64Array for Float32 data',
+    (sd) => {
+      sd.state[0].expAvgSq = new Float64Array(8)
+    },
+    argType(/^stateDict\.state\[0\]\.expAvgSq must be a Float32Array like the parameter's data, got Float64Array$/),
+  ),
+  load(
+    'expAvg a plain array',
+    (sd) => {
+      sd.state[0].expAvg = Array.from(sd.state[0].expAvg)
+    },
+    argType(/^stateDict\.state\[0\]\.expAvg must be a Float32Array like the parameter's data, got Array$/),
+  ),
 ]
 
 /** False once an array's buffer was transferred away (reading it then throws). */
@@ -425,10 +806,17 @@ function isReadable(array: FloatArray): boolean {
 function snapshot(w: World, opt: AnyOptimizer | undefined, arrays: FloatArray[]) {
   return {
     arrays: arrays.map((x) => (isReadable(x) ? Array.from(x) : null)),
-    state: opt && opt.paramGroups.flatMap((g) => g.params).map((p) => {
-      const state = opt.getState(p)
-      return state && Object.fromEntries(Object.entries(state).map(([k, v]) => [k, typeof v === 'number' ? v : Array.from(v)]))
-    }),
+    state:
+      opt &&
+      opt.paramGroups
+        .flatMap((g) => g.params)
+        .map((p) => {
+          const state = opt.getState(p)
+          return (
+            state &&
+            Object.fromEntries(Object.entries(state).map(([k, v]) => [k, typeof v === 'number' ? v : Array.from(v)]))
+          )
+        }),
     options: opt && JSON.stringify(opt.paramGroups.map((g) => ({ ...g, params: g.params.length }))),
     groups: opt?.paramGroups.length,
   }
@@ -603,7 +991,10 @@ for (const [what, call] of busy) {
       return
     }
     const pending = stepAsync.call(opt)
-    const error = t.throws(() => call(opt, w), { instanceOf: Error, message: new RegExp(`^${what.replace(/[()]/g, '\\$&')} was called while stepAsync\\(\\) is in flight`) })
+    const error = t.throws(() => call(opt, w), {
+      instanceOf: Error,
+      message: new RegExp(`^${what.replace(/[()]/g, '\\$&')} was called while stepAsync\\(\\) is in flight`),
+    })
     t.is((error as Error & { code?: string }).code, 'ERR_INVALID_STATE')
     await pending
     // The step in flight counted once, and the refused call changed nothing.

@@ -9,7 +9,16 @@ import { join } from 'node:path'
 import test from 'ava'
 
 import * as fastoptim from '../lib'
-import { decodeSafetensors, encodeSafetensors, loadStateDict, saveStateDict, type GradKind, type Optimizer, type Parameter, type StateDict } from '../lib'
+import {
+  decodeSafetensors,
+  encodeSafetensors,
+  loadStateDict,
+  saveStateDict,
+  type GradKind,
+  type Optimizer,
+  type Parameter,
+  type StateDict,
+} from '../lib'
 import { maxRelativeError, tolerance, typed } from './helpers/fixtures'
 import { gradFor } from './helpers/sparse'
 
@@ -32,7 +41,10 @@ function gradient(data: Float32Array | Float64Array, i: number, s: number) {
 
 function model(dtype: 'float32' | 'float64'): Parameter[] {
   return [1, 37, 99].map((n, i) => {
-    const data = typed(dtype, Array.from({ length: n }, (_, k) => Math.cos(k + i)))
+    const data = typed(
+      dtype,
+      Array.from({ length: n }, (_, k) => Math.cos(k + i)),
+    )
     return { data, grad: null }
   })
 }
@@ -56,7 +68,10 @@ const SHAPES = [[1], [37], [99], [3, 4], [2, 3, 5]]
 function shapedModel(dtype: 'float32' | 'float64'): Parameter[] {
   return SHAPES.map((dims, i) => {
     const n = dims.reduce((a, b) => a * b, 1)
-    const data = typed(dtype, Array.from({ length: n }, (_, k) => Math.cos(k + i)))
+    const data = typed(
+      dtype,
+      Array.from({ length: n }, (_, k) => Math.cos(k + i)),
+    )
     return { data, grad: null, shape: dims.length === 1 ? undefined : dims }
   })
 }
@@ -108,7 +123,10 @@ const OPTIONS: Record<string, object> = {
 test('the options table names only optimizers of the registry', (t) => {
   const names = new Set(fastoptim.algorithms().map((info) => info.name))
   t.true(names.size > 0)
-  t.deepEqual(Object.keys(OPTIONS).filter((name) => !names.has(name)), [])
+  t.deepEqual(
+    Object.keys(OPTIONS).filter((name) => !names.has(name)),
+    [],
+  )
 })
 
 for (const info of fastoptim.algorithms()) {
@@ -118,7 +136,8 @@ for (const info of fastoptim.algorithms()) {
     test(`${name}: save at step 7, load into a new optimizer, continue — exactly the uninterrupted run (${form})`, (t) => {
       const Class = classOf(name)
       if (!Class) return t.fail(`${name} is not exported`)
-      const make = (params: Parameter[]) => new Class([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: 3e-3 }] as never, options as never)
+      const make = (params: Parameter[]) =>
+        new Class([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: 3e-3 }] as never, options as never)
       const straight = shapedModel('float32')
       train(make(straight), straight, 0, 15, info.sparse)
 
@@ -137,8 +156,10 @@ for (const info of fastoptim.algorithms()) {
           for (const buffer of info.buffers) {
             const tensor = `state.${i}.${snake(buffer.name)}`
             const shape = pytorchShape(buffer.layout, dims)
-            if (!shape) t.false(tensor in header, `${tensor}: PyTorch keeps no ${buffer.name} for a parameter of shape [${dims}]`)
-            else if (tensor in header) t.deepEqual(header[tensor].shape, shape, `${tensor} of a parameter of shape [${dims}]`)
+            if (!shape)
+              t.false(tensor in header, `${tensor}: PyTorch keeps no ${buffer.name} for a parameter of shape [${dims}]`)
+            else if (tensor in header)
+              t.deepEqual(header[tensor].shape, shape, `${tensor} of a parameter of shape [${dims}]`)
           }
         })
         const shapes = saved.shapes
@@ -158,7 +179,10 @@ for (const c of fixture.cases) {
   test(`a PyTorch ${c.optimizer} checkpoint loads and continues as PyTorch does: ${c.name}`, (t) => {
     const Class = classOf(c.optimizer)
     if (!Class) return t.fail(`${c.optimizer} is not exported`)
-    const params: Parameter[] = c.paramsAtCheckpoint.map((values: number[]) => ({ data: typed(c.dtype, values), grad: null }))
+    const params: Parameter[] = c.paramsAtCheckpoint.map((values: number[]) => ({
+      data: typed(c.dtype, values),
+      grad: null,
+    }))
     const groups = c.groups.map((g: { params: number[]; options: Record<string, unknown> }) => {
       // PyTorch's AdamW lists decoupled_weight_decay, which fastoptim's AdamW implies.
       const { decoupledWeightDecay: _, ...rest } = g.options
@@ -168,7 +192,10 @@ for (const c of fixture.cases) {
     })
     const opt = new Class(groups as never)
     opt.loadStateDict(decodeSafetensors(readFileSync(join(dir, c.file))))
-    t.deepEqual(opt.paramGroups.map((g) => (g as unknown as { lr: number }).lr), c.groups.map((g: { options: { lr: number } }) => g.options.lr))
+    t.deepEqual(
+      opt.paramGroups.map((g) => (g as unknown as { lr: number }).lr),
+      c.groups.map((g: { options: { lr: number } }) => g.options.lr),
+    )
     c.steps.forEach((step: { grads: number[][]; params: number[][] }, s: number) => {
       params.forEach((p, i) => (p.grad = typed(c.dtype, step.grads[i])))
       opt.step()
@@ -183,32 +210,95 @@ for (const c of fixture.cases) {
 /** Checkpoints that must be refused, each with the error it gives. */
 const corrupt: Array<[string, (good: Uint8Array, sd: StateDict<object>) => unknown, RegExp]> = [
   ['truncated to 5 bytes', (good) => decodeSafetensors(good.slice(0, 5)), /shorter than the 8-byte header length/],
-  ['header length past the end', (good) => { const bad = good.slice(); new DataView(bad.buffer).setBigUint64(0, 1n << 40n, true); return decodeSafetensors(bad) }, /header length \d+ exceeds the file/],
+  [
+    'header length past the end',
+    (good) => {
+      const bad = good.slice()
+      new DataView(bad.buffer).setBigUint64(0, 1n << 40n, true)
+      return decodeSafetensors(bad)
+    },
+    /header length \d+ exceeds the file/,
+  ],
   ['data cut short', (good) => decodeSafetensors(good.slice(0, good.length - 4)), /data_offsets .* do not fit/],
-  ['header not JSON', (good) => { const bad = good.slice(); bad[8] = 0x7b + 1; return decodeSafetensors(bad) }, /header is not JSON/],
-  ['an extra parameter group', (_, sd) => ({ ...sd, paramGroups: [...sd.paramGroups, sd.paramGroups[0]] }), /has 3 groups, but the optimizer has 2/],
-  ['a group of another size', (_, sd) => ({ ...sd, paramGroups: [{ ...sd.paramGroups[0], params: [0] }, sd.paramGroups[1]] }), /params must list 2 parameters/],
-  ['a buffer of another length', (_, sd) => ({ ...sd, state: { ...sd.state, 2: { ...sd.state[2], expAvg: new Float32Array(3) } } }), /state\[2\]\.expAvg has length 3, expected 99/],
-  ['a buffer of another dtype', (_, sd) => ({ ...sd, state: { ...sd.state, 1: { ...sd.state[1], expAvgSq: new Float64Array(37) } } }), /state\[1\]\.expAvgSq must be a Float32Array like the parameter's data, got Float64Array/],
-  ['state of another optimizer', (_, sd) => ({ ...sd, state: { ...sd.state, 0: { ...sd.state[0], momentumBuffer: new Float32Array(1) } } }), /state\[0\]\.momentumBuffer is not state of Adam/],
-  ['an unknown option', (_, sd) => ({ ...sd, paramGroups: [{ ...sd.paramGroups[0], nesterov: true }, sd.paramGroups[1]] }), /paramGroups\[0\]\.nesterov is not an option of Adam/],
-  ['an out-of-range option', (_, sd) => ({ ...sd, paramGroups: [sd.paramGroups[0], { ...sd.paramGroups[1], betas: [1.5, 0.9] }] }), /invalid betas\[0\]: 1\.5 .* in stateDict\.paramGroups\[1\]/],
-  ['a negative step', (_, sd) => ({ ...sd, state: { ...sd.state, 0: { ...sd.state[0], step: -1 } } }), /invalid state\[0\]\.step: -1/],
-  ['state for a parameter no group lists', (_, sd) => ({ ...sd, state: { ...sd.state, 7: sd.state[0] } }), /state\[7\] is for a parameter no group lists/],
+  [
+    'header not JSON',
+    (good) => {
+      const bad = good.slice()
+      bad[8] = 0x7b + 1
+      return decodeSafetensors(bad)
+    },
+    /header is not JSON/,
+  ],
+  [
+    'an extra parameter group',
+    (_, sd) => ({ ...sd, paramGroups: [...sd.paramGroups, sd.paramGroups[0]] }),
+    /has 3 groups, but the optimizer has 2/,
+  ],
+  [
+    'a group of another size',
+    (_, sd) => ({ ...sd, paramGroups: [{ ...sd.paramGroups[0], params: [0] }, sd.paramGroups[1]] }),
+    /params must list 2 parameters/,
+  ],
+  [
+    'a buffer of another length',
+    (_, sd) => ({ ...sd, state: { ...sd.state, 2: { ...sd.state[2], expAvg: new Float32Array(3) } } }),
+    /state\[2\]\.expAvg has length 3, expected 99/,
+  ],
+  [
+    'a buffer of another dtype',
+    (_, sd) => ({ ...sd, state: { ...sd.state, 1: { ...sd.state[1], expAvgSq: new Float64Array(37) } } }),
+    /state\[1\]\.expAvgSq must be a Float32Array like the parameter's data, got Float64Array/,
+  ],
+  [
+    'state of another optimizer',
+    (_, sd) => ({ ...sd, state: { ...sd.state, 0: { ...sd.state[0], momentumBuffer: new Float32Array(1) } } }),
+    /state\[0\]\.momentumBuffer is not state of Adam/,
+  ],
+  [
+    'an unknown option',
+    (_, sd) => ({ ...sd, paramGroups: [{ ...sd.paramGroups[0], nesterov: true }, sd.paramGroups[1]] }),
+    /paramGroups\[0\]\.nesterov is not an option of Adam/,
+  ],
+  [
+    'an out-of-range option',
+    (_, sd) => ({ ...sd, paramGroups: [sd.paramGroups[0], { ...sd.paramGroups[1], betas: [1.5, 0.9] }] }),
+    /invalid betas\[0\]: 1\.5 .* in stateDict\.paramGroups\[1\]/,
+  ],
+  [
+    'a negative step',
+    (_, sd) => ({ ...sd, state: { ...sd.state, 0: { ...sd.state[0], step: -1 } } }),
+    /invalid state\[0\]\.step: -1/,
+  ],
+  [
+    'state for a parameter no group lists',
+    (_, sd) => ({ ...sd, state: { ...sd.state, 7: sd.state[0] } }),
+    /state\[7\] is for a parameter no group lists/,
+  ],
 ]
 
 for (const [what, damage, message] of corrupt) {
   test(`a checkpoint with ${what} is refused and the optimizer is unchanged`, (t) => {
     const params = model('float32')
-    const opt = new fastoptim.Adam([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: 3e-3 }], { amsgrad: true })
+    const opt = new fastoptim.Adam([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: 3e-3 }], {
+      amsgrad: true,
+    })
     train(opt, params, 0, 3)
     const good = encodeSafetensors(opt.stateDict())
-    const before = JSON.stringify(opt.stateDict(), (_, v) => (ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v))
-    t.throws(() => {
-      const result = damage(good, decodeSafetensors(good))
-      if (!(result instanceof Uint8Array) && result && typeof result === 'object' && 'paramGroups' in result) (opt as unknown as Optimizer<object>).loadStateDict(result as StateDict<object>)
-    }, { message })
-    t.is(JSON.stringify(opt.stateDict(), (_, v) => (ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v)), before)
+    const before = JSON.stringify(opt.stateDict(), (_, v) =>
+      ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v,
+    )
+    t.throws(
+      () => {
+        const result = damage(good, decodeSafetensors(good))
+        if (!(result instanceof Uint8Array) && result && typeof result === 'object' && 'paramGroups' in result)
+          (opt as unknown as Optimizer<object>).loadStateDict(result as StateDict<object>)
+      },
+      { message },
+    )
+    t.is(
+      JSON.stringify(opt.stateDict(), (_, v) => (ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v)),
+      before,
+    )
   })
 }
 

@@ -82,7 +82,8 @@ for (const c of cases) {
       indices.forEach((index, k) => {
         const error = relative(grad![index], decode(want.values[k]))
         worst = Math.max(worst, error)
-        if (!(error <= tol)) t.fail(`grad ${i}[${index}]: ${grad![index]} is not PyTorch's ${want.values[k]} (relative error ${error})`)
+        if (!(error <= tol))
+          t.fail(`grad ${i}[${index}]: ${grad![index]} is not PyTorch's ${want.values[k]} (relative error ${error})`)
       })
     })
     t.log(`largest relative difference from PyTorch: ${worst.toExponential(2)}`)
@@ -154,16 +155,49 @@ const rangeError = (message: RegExp) => ({ instanceOf: RangeError, code: 'ERR_OU
 const stateError = (message: RegExp) => ({ instanceOf: Error, code: 'ERR_INVALID_STATE', message })
 
 const bad: Row[] = [
-  { name: 'params a number', act: () => clipGradNorm(42 as never, 1), error: typeError(/^clipGradNorm: params must be an array of parameters, an iterable of them, or a parameter, got a number$/) },
-  { name: 'a parameter that is a string', act: (p) => clipGradNorm([p[0], 'w' as never], 1), error: typeError(/^clipGradNorm: params\[1\] must be an object with a grad, got a string$/) },
-  { name: 'an Int32Array grad', act: (p) => clipGradNorm([...p, { data: new Float32Array(2), grad: new Int32Array(2) as never }], 1), error: typeError(/^clipGradNorm: params\[3\]\.grad must be a Float32Array or Float64Array, or null, got Int32Array$/) },
-  { name: 'a plain-array grad', act: (p) => clipGradValue([...p, { data: new Float32Array(2), grad: [1, 2] as never }], 1), error: typeError(/^clipGradValue: params\[3\]\.grad must be a Float32Array or Float64Array, or null, got Array$/) },
-  { name: 'one grad twice', act: (p) => clipGradNorm([p[0], p[1], { data: new Float32Array(5), grad: p[0].grad }], 1), error: valueError(/^clipGradNorm: params\[0\]\.grad and params\[2\]\.grad share memory; every gradient must have its own$/) },
+  {
+    name: 'params a number',
+    act: () => clipGradNorm(42 as never, 1),
+    error: typeError(
+      /^clipGradNorm: params must be an array of parameters, an iterable of them, or a parameter, got a number$/,
+    ),
+  },
+  {
+    name: 'a parameter that is a string',
+    act: (p) => clipGradNorm([p[0], 'w' as never], 1),
+    error: typeError(/^clipGradNorm: params\[1\] must be an object with a grad, got a string$/),
+  },
+  {
+    name: 'an Int32Array grad',
+    act: (p) => clipGradNorm([...p, { data: new Float32Array(2), grad: new Int32Array(2) as never }], 1),
+    error: typeError(
+      /^clipGradNorm: params\[3\]\.grad must be a Float32Array or Float64Array, or null, got Int32Array$/,
+    ),
+  },
+  {
+    name: 'a plain-array grad',
+    act: (p) => clipGradValue([...p, { data: new Float32Array(2), grad: [1, 2] as never }], 1),
+    error: typeError(/^clipGradValue: params\[3\]\.grad must be a Float32Array or Float64Array, or null, got Array$/),
+  },
+  {
+    name: 'one grad twice',
+    act: (p) => clipGradNorm([p[0], p[1], { data: new Float32Array(5), grad: p[0].grad }], 1),
+    error: valueError(
+      /^clipGradNorm: params\[0\]\.grad and params\[2\]\.grad share memory; every gradient must have its own$/,
+    ),
+  },
   {
     name: 'overlapping grads',
     act: (p) => {
       const shared = new Float64Array(8)
-      return clipGradValue([p[0], { data: new Float64Array(5), grad: shared.subarray(0, 5) }, { data: new Float64Array(5), grad: shared.subarray(3) }], 1)
+      return clipGradValue(
+        [
+          p[0],
+          { data: new Float64Array(5), grad: shared.subarray(0, 5) },
+          { data: new Float64Array(5), grad: shared.subarray(3) },
+        ],
+        1,
+      )
     },
     error: valueError(/^clipGradValue: params\[1\]\.grad and params\[2\]\.grad share memory/),
   },
@@ -180,24 +214,62 @@ const bad: Row[] = [
     name: 'a grad detached by a later getter',
     act: (p) => {
       const grad = new Float32Array(4)
-      const thief = { data: new Float32Array(1), get grad() { structuredClone(grad.buffer, { transfer: [grad.buffer] }); return null } }
+      const thief = {
+        data: new Float32Array(1),
+        get grad() {
+          structuredClone(grad.buffer, { transfer: [grad.buffer] })
+          return null
+        },
+      }
       return clipGradNorm([...p, { data: new Float32Array(4), grad }, thief as never], 1)
     },
     error: stateError(/^clipGradNorm: params\[3\]\.grad was detached or replaced while the gradients were being read$/),
   },
-  { name: 'maxNorm as a string', act: (p) => clipGradNorm(p, '1' as never), error: typeError(/^clipGradNorm: maxNorm must be a number, got a string$/) },
-  { name: 'negative maxNorm', act: (p) => clipGradNorm(p, -1), error: rangeError(/^clipGradNorm: invalid maxNorm: -1 \(expected a number >= 0, or Infinity\)$/) },
+  {
+    name: 'maxNorm as a string',
+    act: (p) => clipGradNorm(p, '1' as never),
+    error: typeError(/^clipGradNorm: maxNorm must be a number, got a string$/),
+  },
+  {
+    name: 'negative maxNorm',
+    act: (p) => clipGradNorm(p, -1),
+    error: rangeError(/^clipGradNorm: invalid maxNorm: -1 \(expected a number >= 0, or Infinity\)$/),
+  },
   { name: 'NaN maxNorm', act: (p) => clipGradNorm(p, NaN), error: rangeError(/^clipGradNorm: invalid maxNorm: NaN/) },
-  { name: 'normType 0', act: (p) => clipGradNorm(p, 1, { normType: 0 }), error: rangeError(/^clipGradNorm: invalid normType: 0 \(expected a number > 0, or Infinity\)$/) },
-  { name: 'normType -Infinity', act: (p) => clipGradNorm(p, 1, { normType: -Infinity }), error: rangeError(/^clipGradNorm: invalid normType: -Infinity/) },
-  { name: 'normType as a string', act: (p) => clipGradNorm(p, 1, { normType: 'inf' as never }), error: typeError(/^clipGradNorm: options\.normType must be a number, got a string$/) },
-  { name: 'PyTorch’s snake_case option', act: (p) => clipGradNorm(p, 1, { norm_type: 1 } as never), error: valueError(/^clipGradNorm: options\.norm_type is not an option of clipGradNorm \(expected normType or errorIfNonfinite\)$/) },
-  { name: 'errorIfNonfinite as a number', act: (p) => clipGradNorm(p, 1, { errorIfNonfinite: 1 as never }), error: typeError(/^clipGradNorm: options\.errorIfNonfinite must be a boolean, got a number$/) },
+  {
+    name: 'normType 0',
+    act: (p) => clipGradNorm(p, 1, { normType: 0 }),
+    error: rangeError(/^clipGradNorm: invalid normType: 0 \(expected a number > 0, or Infinity\)$/),
+  },
+  {
+    name: 'normType -Infinity',
+    act: (p) => clipGradNorm(p, 1, { normType: -Infinity }),
+    error: rangeError(/^clipGradNorm: invalid normType: -Infinity/),
+  },
+  {
+    name: 'normType as a string',
+    act: (p) => clipGradNorm(p, 1, { normType: 'inf' as never }),
+    error: typeError(/^clipGradNorm: options\.normType must be a number, got a string$/),
+  },
+  {
+    name: 'PyTorch’s snake_case option',
+    act: (p) => clipGradNorm(p, 1, { norm_type: 1 } as never),
+    error: valueError(
+      /^clipGradNorm: options\.norm_type is not an option of clipGradNorm \(expected normType or errorIfNonfinite\)$/,
+    ),
+  },
+  {
+    name: 'errorIfNonfinite as a number',
+    act: (p) => clipGradNorm(p, 1, { errorIfNonfinite: 1 as never }),
+    error: typeError(/^clipGradNorm: options\.errorIfNonfinite must be a boolean, got a number$/),
+  },
   {
     name: 'a NaN gradient with errorIfNonfinite',
     prepare: (p) => (p[1].grad![2] = NaN),
     act: (p) => clipGradNorm(p, 1, { errorIfNonfinite: true }),
-    error: rangeError(/^clipGradNorm: the total norm of order 2 of the gradients is NaN, so it cannot be clipped; to scale the gradients by the non-finite norm anyway, set errorIfNonfinite to false$/),
+    error: rangeError(
+      /^clipGradNorm: the total norm of order 2 of the gradients is NaN, so it cannot be clipped; to scale the gradients by the non-finite norm anyway, set errorIfNonfinite to false$/,
+    ),
   },
   {
     name: 'an infinite gradient with errorIfNonfinite and normType 1',
@@ -205,8 +277,16 @@ const bad: Row[] = [
     act: (p) => clipGradNorm(p, 1, { normType: 1, errorIfNonfinite: true }),
     error: rangeError(/^clipGradNorm: the total norm of order 1 of the gradients is Infinity/),
   },
-  { name: 'negative clipValue', act: (p) => clipGradValue(p, -0.5), error: rangeError(/^clipGradValue: invalid clipValue: -0\.5 \(expected a number >= 0, or Infinity\)$/) },
-  { name: 'clipValue as a string', act: (p) => clipGradValue(p, '1' as never), error: typeError(/^clipGradValue: clipValue must be a number, got a string$/) },
+  {
+    name: 'negative clipValue',
+    act: (p) => clipGradValue(p, -0.5),
+    error: rangeError(/^clipGradValue: invalid clipValue: -0\.5 \(expected a number >= 0, or Infinity\)$/),
+  },
+  {
+    name: 'clipValue as a string',
+    act: (p) => clipGradValue(p, '1' as never),
+    error: typeError(/^clipGradValue: clipValue must be a number, got a string$/),
+  },
 ]
 
 for (const row of bad) {
@@ -220,6 +300,9 @@ for (const row of bad) {
     const before = params.map((p) => (p.grad ? [...p.grad] : null))
     const error = t.throws(() => row.act(params), { instanceOf: row.error.instanceOf, message: row.error.message })
     t.is((error as Error & { code?: string }).code, row.error.code)
-    t.deepEqual(params.map((p) => (p.grad ? [...p.grad] : null)), before)
+    t.deepEqual(
+      params.map((p) => (p.grad ? [...p.grad] : null)),
+      before,
+    )
   })
 }

@@ -67,7 +67,10 @@ test('the MLP gradient matches central finite differences', (t) => {
     p.data[index] = original
     const numeric = (up - down) / (2 * h)
     const analytic = p.grad![index]
-    t.true(Math.abs(numeric - analytic) <= 2e-3 * Math.max(1e-2, Math.abs(numeric)), `param ${which}[${index}]: ${analytic} vs ${numeric}`)
+    t.true(
+      Math.abs(numeric - analytic) <= 2e-3 * Math.max(1e-2, Math.abs(numeric)),
+      `param ${which}[${index}]: ${analytic} vs ${numeric}`,
+    )
   }
   t.not(model.w1.grad[livePixels[0] * 16], 0)
 })
@@ -122,7 +125,10 @@ test.serial('one epoch of MNIST writes a table, JSON, SVG and page that agree an
 
 test.serial('the same seed gives the same numbers whatever the thread count; another seed does not', async (t) => {
   const numbers = (out: string) =>
-    readJson(join(out, 'mnist.json')).runs.map((r: { curve: unknown; evaluations: unknown }) => ({ curve: r.curve, evaluations: r.evaluations }))
+    readJson(join(out, 'mnist.json')).runs.map((r: { curve: unknown; evaluations: unknown }) => ({
+      curve: r.curve,
+      evaluations: r.evaluations,
+    }))
   const args = ['--epochs', '1', '--optimizers', 'adam,rmsprop', '--batch-size', '256']
   const one = await demo(...args, '--seed', '5', '--threads', '1')
   const two = await demo(...args, '--seed', '5', '--threads', '2')
@@ -132,8 +138,16 @@ test.serial('the same seed gives the same numbers whatever the thread count; ano
 })
 
 test.serial('the adaptivity scenario measures every claim and AdaGrad’s step size never grows', async (t) => {
-  const { out, stdout } = await demo('--scenario', 'adaptivity', '--tuning-epochs', '0', '--optimizers', 'sgd,sgd-momentum,rmsprop,adagrad,adam')
-  for (const file of ['adaptivity.json', 'adaptivity.md', 'adaptivity.svg', 'index.html']) t.true(existsSync(join(out, file)), file)
+  const { out, stdout } = await demo(
+    '--scenario',
+    'adaptivity',
+    '--tuning-epochs',
+    '0',
+    '--optimizers',
+    'sgd,sgd-momentum,rmsprop,adagrad,adam',
+  )
+  for (const file of ['adaptivity.json', 'adaptivity.md', 'adaptivity.svg', 'index.html'])
+    t.true(existsSync(join(out, file)), file)
   const report = readJson(join(out, 'adaptivity.json'))
   t.deepEqual(
     report.problems.map((p: { id: string }) => p.id),
@@ -158,18 +172,22 @@ test.serial('the adaptivity scenario measures every claim and AdaGrad’s step s
       const x = a.outcomes.find((o: { lr: number }) => o.lr === lr)
       const y = r.outcomes.find((o: { lr: number }) => o.lr === lr)
       t.is(x.diverged, y.diverged, `${id} at lr ${lr}`)
-      if (!x.diverged && x.final > 1e-9) t.true(Math.abs(x.final - y.final) <= 1e-6 * x.final, `${id} at lr ${lr}: ${x.final} vs ${y.final}`)
+      if (!x.diverged && x.final > 1e-9)
+        t.true(Math.abs(x.final - y.final) <= 1e-6 * x.final, `${id} at lr ${lr}: ${x.final} vs ${y.final}`)
     }
   }
-  const rmsprop = (problem: { sweeps: Array<{ id: string; bestLr: number; outcomes: Array<{ lr: number; final: number }> }> }) =>
-    problem.sweeps.find((s) => s.id === 'rmsprop')!.outcomes.find((o) => o.lr === 3e-3)!.final
+  const rmsprop = (problem: {
+    sweeps: Array<{ id: string; bestLr: number; outcomes: Array<{ lr: number; final: number }> }>
+  }) => problem.sweeps.find((s) => s.id === 'rmsprop')!.outcomes.find((o) => o.lr === 3e-3)!.final
   t.true(rmsprop(rotated) > 10 * rmsprop(aligned), 'RMSprop does better when the curvature lies along the coordinates')
   // Gradient descent on a quadratic with κ = 1000 diverges at lr 0.1 (> 2/λmax): the sweep must say so.
   const sgd = report.problems[0].sweeps.find((s: { id: string }) => s.id === 'sgd')
   t.true(sgd.outcomes.find((o: { lr: number }) => o.lr === 0.1).diverged)
   // AdaGrad's accumulator only grows, so the step size it implies only shrinks.
   const moving = report.problems[4].sweeps.find((s: { id: string }) => s.id === 'adagrad')
-  const steps = moving.outcomes.find((o: { lr: number }) => o.lr === moving.bestLr).effectiveLr.map((p: { value: number }) => p.value)
+  const steps = moving.outcomes
+    .find((o: { lr: number }) => o.lr === moving.bestLr)
+    .effectiveLr.map((p: { value: number }) => p.value)
   t.true(steps.length > 100)
   for (let i = 1; i < steps.length; i++) t.true(steps[i] <= steps[i - 1], `effective lr rose at sample ${i}`)
   t.true(steps[steps.length - 1] < steps[0] / 2)
@@ -184,7 +202,16 @@ test.serial('the adaptivity scenario measures every claim and AdaGrad’s step s
 
 test.serial('--help lists every option, and a bad option is refused with a message', async (t) => {
   const { stdout } = await demo('--help')
-  for (const option of ['--scenario', '--optimizers', '--epochs', '--threads', '--seed', '--out', '--tuning-epochs', '--batch-size']) {
+  for (const option of [
+    '--scenario',
+    '--optimizers',
+    '--epochs',
+    '--threads',
+    '--seed',
+    '--out',
+    '--tuning-epochs',
+    '--batch-size',
+  ]) {
     t.true(stdout.includes(option), option)
   }
   const error = await t.throwsAsync(demo('--optimizers', 'adam,shampoo'))

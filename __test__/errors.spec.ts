@@ -19,7 +19,10 @@ interface Row {
   error: { instanceOf: ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor; code: string; message: RegExp }
 }
 
-const param = (n: number, value: number): Parameter => ({ data: new Float32Array(n).fill(value), grad: new Float32Array(n).fill(0.5) })
+const param = (n: number, value: number): Parameter => ({
+  data: new Float32Array(n).fill(value),
+  grad: new Float32Array(n).fill(0.5),
+})
 
 /** An Adam over a and b (b in a second group) that has taken one step. */
 function stepped(w: World): Optimizer<object> {
@@ -29,26 +32,170 @@ function stepped(w: World): Optimizer<object> {
 }
 
 const construction: Row[] = [
-  { name: 'empty parameter list', act: () => new Adam([]), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message: /^params is empty/ } },
-  { name: 'params not an array', act: () => new Adam(42 as never), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /^params must be an array .* got a number$/ } },
-  { name: 'a parameter given twice', act: ({ a }) => new Adam([a, a]), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message: /paramGroups\[0\]\.params\[1\] appears more than once/ } },
-  { name: 'a parameter in two groups', act: ({ a, b }) => new Adam([{ params: [a, b] }, { params: [b] }]), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message: /paramGroups\[1\]\.params\[0\] appears more than once/ } },
-  { name: 'Int32Array data', act: () => new Adam([{ data: new Int32Array(3) as never, grad: null }]), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /^paramGroups\[0\]\.params\[0\]\.data must be a Float32Array or Float64Array, got Int32Array$/ } },
-  { name: 'plain array data', act: () => new Adam([{ data: [1, 2] as never, grad: null }]), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /data must be a Float32Array or Float64Array, got Array$/ } },
-  { name: 'a parameter that is not an object', act: ({ a }) => new Adam([a, 'w' as never]), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /params\[1\] must be an object with data and grad, got a string/ } },
-  { name: 'grad of another dtype', act: () => new Adam([{ data: new Float32Array(2), grad: new Float64Array(2) }]), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /grad must be a Float32Array like its data, or null, got Float64Array/ } },
-  { name: 'grad of another length', act: () => new Adam([{ data: new Float32Array(3), grad: new Float32Array(2) }]), error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /grad has length 2, expected 3 like its data/ } },
-  { name: 'unknown option', act: ({ a }) => new Adam([a], { lrr: 1 } as never), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message: /^options\.lrr is not an option of Adam \(expected one of lr, betas, eps/ } },
-  { name: 'unknown option in a group', act: ({ a }) => new AdamW([{ params: [a], decoupledWeightDecay: true }] as never), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message: /^paramGroups\[0\]\.decoupledWeightDecay is not an option of AdamW/ } },
-  { name: 'negative lr', act: ({ a }) => new Adam([a], { lr: -1 }), error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^invalid lr: -1 \(expected a finite lr >= 0\) in options$/ } },
-  { name: 'beta1 of 1.2', act: ({ a }) => new Adam([a], { betas: [1.2, 0.999] }), error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^invalid betas\[0\]: 1\.2 \(expected 0 <= betas\[0\] < 1\) in options$/ } },
-  { name: 'beta2 of 1', act: ({ a }) => new AdamW([a], { betas: [0.9, 1] }), error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^invalid betas\[1\]: 1 \(expected 0 <= betas\[1\] < 1\)/ } },
-  { name: 'NaN eps', act: ({ a }) => new Adam([a], { eps: NaN }), error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^invalid eps: NaN/ } },
-  { name: 'infinite weight decay', act: ({ a }) => new AdamW([a], { weightDecay: Infinity }), error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^invalid weightDecay: Infinity \(expected a finite weightDecay >= 0\)/ } },
-  { name: 'negative lr in the second group', act: ({ a, b }) => new Adam([{ params: [a] }, { params: [b], lr: -0.5 }]), error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^invalid lr: -0\.5 .* in paramGroups\[1\]$/ } },
-  { name: 'lr as a string', act: ({ a }) => new Adam([a], { lr: '0.1' as never }), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /^options\.lr must be a number, got a string$/ } },
-  { name: 'amsgrad as a number', act: ({ a }) => new Adam([a], { amsgrad: 1 as never }), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /^options\.amsgrad must be a boolean, got a number$/ } },
-  { name: 'one beta', act: ({ a }) => new Adam([a], { betas: [0.9] as never }), error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /^options\.betas must be an array of 2 numbers, got Array$/ } },
+  {
+    name: 'empty parameter list',
+    act: () => new Adam([]),
+    error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message: /^params is empty/ },
+  },
+  {
+    name: 'params not an array',
+    act: () => new Adam(42 as never),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /^params must be an array .* got a number$/,
+    },
+  },
+  {
+    name: 'a parameter given twice',
+    act: ({ a }) => new Adam([a, a]),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /paramGroups\[0\]\.params\[1\] appears more than once/,
+    },
+  },
+  {
+    name: 'a parameter in two groups',
+    act: ({ a, b }) => new Adam([{ params: [a, b] }, { params: [b] }]),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /paramGroups\[1\]\.params\[0\] appears more than once/,
+    },
+  },
+  {
+    name: 'Int32Array data',
+    act: () => new Adam([{ data: new Int32Array(3) as never, grad: null }]),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /^paramGroups\[0\]\.params\[0\]\.data must be a Float32Array or Float64Array, got Int32Array$/,
+    },
+  },
+  {
+    name: 'plain array data',
+    act: () => new Adam([{ data: [1, 2] as never, grad: null }]),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /data must be a Float32Array or Float64Array, got Array$/,
+    },
+  },
+  {
+    name: 'a parameter that is not an object',
+    act: ({ a }) => new Adam([a, 'w' as never]),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /params\[1\] must be an object with data and grad, got a string/,
+    },
+  },
+  {
+    name: 'grad of another dtype',
+    act: () => new Adam([{ data: new Float32Array(2), grad: new Float64Array(2) }]),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /grad must be a Float32Array like its data, or null, got Float64Array/,
+    },
+  },
+  {
+    name: 'grad of another length',
+    act: () => new Adam([{ data: new Float32Array(3), grad: new Float32Array(2) }]),
+    error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /grad has length 2, expected 3 like its data/ },
+  },
+  {
+    name: 'unknown option',
+    act: ({ a }) => new Adam([a], { lrr: 1 } as never),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /^options\.lrr is not an option of Adam \(expected one of lr, betas, eps/,
+    },
+  },
+  {
+    name: 'unknown option in a group',
+    act: ({ a }) => new AdamW([{ params: [a], decoupledWeightDecay: true }] as never),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /^paramGroups\[0\]\.decoupledWeightDecay is not an option of AdamW/,
+    },
+  },
+  {
+    name: 'negative lr',
+    act: ({ a }) => new Adam([a], { lr: -1 }),
+    error: {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: /^invalid lr: -1 \(expected a finite lr >= 0\) in options$/,
+    },
+  },
+  {
+    name: 'beta1 of 1.2',
+    act: ({ a }) => new Adam([a], { betas: [1.2, 0.999] }),
+    error: {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: /^invalid betas\[0\]: 1\.2 \(expected 0 <= betas\[0\] < 1\) in options$/,
+    },
+  },
+  {
+    name: 'beta2 of 1',
+    act: ({ a }) => new AdamW([a], { betas: [0.9, 1] }),
+    error: {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: /^invalid betas\[1\]: 1 \(expected 0 <= betas\[1\] < 1\)/,
+    },
+  },
+  {
+    name: 'NaN eps',
+    act: ({ a }) => new Adam([a], { eps: NaN }),
+    error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^invalid eps: NaN/ },
+  },
+  {
+    name: 'infinite weight decay',
+    act: ({ a }) => new AdamW([a], { weightDecay: Infinity }),
+    error: {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: /^invalid weightDecay: Infinity \(expected a finite weightDecay >= 0\)/,
+    },
+  },
+  {
+    name: 'negative lr in the second group',
+    act: ({ a, b }) => new Adam([{ params: [a] }, { params: [b], lr: -0.5 }]),
+    error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^invalid lr: -0\.5 .* in paramGroups\[1\]$/ },
+  },
+  {
+    name: 'lr as a string',
+    act: ({ a }) => new Adam([a], { lr: '0.1' as never }),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /^options\.lr must be a number, got a string$/,
+    },
+  },
+  {
+    name: 'amsgrad as a number',
+    act: ({ a }) => new Adam([a], { amsgrad: 1 as never }),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /^options\.amsgrad must be a boolean, got a number$/,
+    },
+  },
+  {
+    name: 'one beta',
+    act: ({ a }) => new Adam([a], { betas: [0.9] as never }),
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /^options\.betas must be an array of 2 numbers, got Array$/,
+    },
+  },
 ]
 
 const atStep: Row[] = [
@@ -59,31 +206,47 @@ const atStep: Row[] = [
       w.b.grad = new Float32Array(2)
       opt!.step()
     },
-    error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^paramGroups\[1\]\.params\[0\]\.grad has length 2, expected 5 like its data$/ },
+    error: {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: /^paramGroups\[1\]\.params\[0\]\.grad has length 2, expected 5 like its data$/,
+    },
   },
   {
     name: 'a live lr set out of range',
     prepare: stepped,
     act: (w, opt) => {
-      (opt as unknown as Adam).paramGroups[1].lr = -1
+      ;(opt as unknown as Adam).paramGroups[1].lr = -1
       opt!.step()
     },
-    error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^invalid lr: -1 \(expected a finite lr >= 0\) in paramGroups\[1\]$/ },
+    error: {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: /^invalid lr: -1 \(expected a finite lr >= 0\) in paramGroups\[1\]$/,
+    },
   },
   {
     name: 'a live beta set to a string',
     prepare: stepped,
     act: (w, opt) => {
-      (opt as unknown as Adam).paramGroups[0].betas[1] = 'x' as never
+      ;(opt as unknown as Adam).paramGroups[0].betas[1] = 'x' as never
       opt!.step()
     },
-    error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /^paramGroups\[0\]\.betas\[1\] must be a number, got a string$/ },
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /^paramGroups\[0\]\.betas\[1\] must be a number, got a string$/,
+    },
   },
   {
     name: 'a new group with an unknown option',
     prepare: stepped,
     act: (_w, opt) => opt!.addParamGroup({ params: [param(3, 0)], nesterov: true } as never),
-    error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message: /^paramGroups\[2\]\.nesterov is not an option of Adam/ },
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /^paramGroups\[2\]\.nesterov is not an option of Adam/,
+    },
   },
   {
     name: 'two parameters sharing memory',
@@ -92,7 +255,11 @@ const atStep: Row[] = [
       w.b.data = new Float32Array(w.a.data.buffer, 4, 5)
       opt!.step()
     },
-    error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message: /paramGroups\[0\]\.params\[0\]\.data and paramGroups\[1\]\.params\[0\]\.data share memory/ },
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /paramGroups\[0\]\.params\[0\]\.data and paramGroups\[1\]\.params\[0\]\.data share memory/,
+    },
   },
   {
     name: 'a grad that is its own data',
@@ -101,7 +268,11 @@ const atStep: Row[] = [
       w.b.grad = w.b.data
       opt!.step()
     },
-    error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_VALUE', message: /paramGroups\[1\]\.params\[0\]\.(data|grad) and paramGroups\[1\]\.params\[0\]\.(data|grad) share memory/ },
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /paramGroups\[1\]\.params\[0\]\.(data|grad) and paramGroups\[1\]\.params\[0\]\.(data|grad) share memory/,
+    },
   },
   {
     name: 'a grad whose buffer was transferred',
@@ -111,7 +282,11 @@ const atStep: Row[] = [
       structuredClone(buffer, { transfer: [buffer] })
       opt!.step()
     },
-    error: { instanceOf: Error, code: 'ERR_INVALID_STATE', message: /^paramGroups\[1\]\.params\[0\]\.grad is detached/ },
+    error: {
+      instanceOf: Error,
+      code: 'ERR_INVALID_STATE',
+      message: /^paramGroups\[1\]\.params\[0\]\.grad is detached/,
+    },
   },
   {
     name: 'data replaced by an array of another length',
@@ -121,7 +296,11 @@ const atStep: Row[] = [
       w.b.grad = new Float32Array(4)
       opt!.step()
     },
-    error: { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^paramGroups\[1\]\.params\[0\]\.data has length 4, but its optimizer state has length 5$/ },
+    error: {
+      instanceOf: RangeError,
+      code: 'ERR_OUT_OF_RANGE',
+      message: /^paramGroups\[1\]\.params\[0\]\.data has length 4, but its optimizer state has length 5$/,
+    },
   },
   {
     name: 'data replaced by a Float64Array after float32 steps',
@@ -131,7 +310,11 @@ const atStep: Row[] = [
       w.b.grad = new Float64Array(5)
       opt!.step()
     },
-    error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /^paramGroups\[1\]\.params\[0\]\.data is a Float64Array, but its optimizer state is float32$/ },
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /^paramGroups\[1\]\.params\[0\]\.data is a Float64Array, but its optimizer state is float32$/,
+    },
   },
   {
     name: 'data replaced by a Uint8Array',
@@ -140,7 +323,11 @@ const atStep: Row[] = [
       w.b.data = new Uint8Array(5) as never
       opt!.step()
     },
-    error: { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /^paramGroups\[1\]\.params\[0\]\.data must be a Float32Array or Float64Array, got Uint8Array$/ },
+    error: {
+      instanceOf: TypeError,
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: /^paramGroups\[1\]\.params\[0\]\.data must be a Float32Array or Float64Array, got Uint8Array$/,
+    },
   },
 ]
 
@@ -151,10 +338,15 @@ const atStep: Row[] = [
 function snapshot(arrays: Array<FloatArray | null>, w: World, opt: Optimizer<object> | undefined): unknown {
   return {
     arrays: arrays.map((x) => (x === null || x.buffer.byteLength === 0 ? null : Array.from(x))),
-    state: opt && [w.a, w.b].map((p) => {
-      const state = opt.getState(p)
-      return state && Object.fromEntries(Object.entries(state).map(([k, v]) => [k, typeof v === 'number' ? v : Array.from(v)]))
-    }),
+    state:
+      opt &&
+      [w.a, w.b].map((p) => {
+        const state = opt.getState(p)
+        return (
+          state &&
+          Object.fromEntries(Object.entries(state).map(([k, v]) => [k, typeof v === 'number' ? v : Array.from(v)]))
+        )
+      }),
   }
 }
 
@@ -168,7 +360,11 @@ for (const row of [...construction, ...atStep]) {
     if (row.error.code) t.is((error as Error & { code?: string }).code, row.error.code)
     const detached = arrays.map((x) => x !== null && x.buffer.byteLength === 0)
     const expected = snapshot(arrays, w, opt) as { arrays: unknown[] }
-    t.deepEqual(expected.arrays.map((x, i) => (detached[i] ? null : x)), (before as { arrays: unknown[] }).arrays.map((x, i) => (detached[i] ? null : x)), 'no array changed')
+    t.deepEqual(
+      expected.arrays.map((x, i) => (detached[i] ? null : x)),
+      (before as { arrays: unknown[] }).arrays.map((x, i) => (detached[i] ? null : x)),
+      'no array changed',
+    )
     t.deepEqual((expected as { state?: unknown }).state, (before as { state?: unknown }).state, 'no state changed')
   })
 }

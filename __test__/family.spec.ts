@@ -35,9 +35,18 @@ test('the fixture covers every optimizer, both dtypes, two groups, skipped grads
     const mine = cases.filter((c) => c.optimizer === name)
     t.true(mine.length >= 6, name)
     t.deepEqual(new Set(mine.map((c) => c.dtype)), new Set(['float32', 'float64']), name)
-    t.true(mine.some((c) => c.groups.length === 2 && c.groups[0].options.lr !== c.groups[1].options.lr), name)
-    t.true(mine.some((c) => c.steps.some((s) => s.grads.includes(null))), name)
-    t.true(mine.every((c) => c.steps.length >= 20), name)
+    t.true(
+      mine.some((c) => c.groups.length === 2 && c.groups[0].options.lr !== c.groups[1].options.lr),
+      name,
+    )
+    t.true(
+      mine.some((c) => c.steps.some((s) => s.grads.includes(null))),
+      name,
+    )
+    t.true(
+      mine.every((c) => c.steps.length >= 20),
+      name,
+    )
   }
 })
 
@@ -77,7 +86,10 @@ for (const c of cases) {
       for (const [key, value] of Object.entries(got)) {
         if (key === 'step' || key in want) continue
         t.true(allowedExtra(c, key, group), `param ${i} has ${key}, which PyTorch does not keep`)
-        t.true((value as ArrayLike<number>).length === params[i].data.length && Array.from(value as ArrayLike<number>).every((x) => x === 0))
+        t.true(
+          (value as ArrayLike<number>).length === params[i].data.length &&
+            Array.from(value as ArrayLike<number>).every((x) => x === 0),
+        )
       }
     })
     t.log(`largest difference from PyTorch over ${c.steps.length} steps: ${worstUlps} ulp`)
@@ -90,21 +102,43 @@ test('defaults are exactly those of torch.optim’s signatures', (t) => {
     t.true(Object.isFrozen(Class.defaults), name)
   }
   // The values, written out, so that a fixture regenerated with another torch is noticed here too.
-  t.deepEqual({ ...SGD.defaults }, { lr: 1e-3, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, maximize: false })
-  t.deepEqual({ ...RMSprop.defaults }, { lr: 1e-2, alpha: 0.99, eps: 1e-8, weightDecay: 0, momentum: 0, centered: false, maximize: false })
-  t.deepEqual({ ...Adagrad.defaults }, { lr: 1e-2, lrDecay: 0, weightDecay: 0, initialAccumulatorValue: 0, eps: 1e-10, maximize: false })
+  t.deepEqual(
+    { ...SGD.defaults },
+    { lr: 1e-3, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, maximize: false },
+  )
+  t.deepEqual(
+    { ...RMSprop.defaults },
+    { lr: 1e-2, alpha: 0.99, eps: 1e-8, weightDecay: 0, momentum: 0, centered: false, maximize: false },
+  )
+  t.deepEqual(
+    { ...Adagrad.defaults },
+    { lr: 1e-2, lrDecay: 0, weightDecay: 0, initialAccumulatorValue: 0, eps: 1e-10, maximize: false },
+  )
   t.deepEqual({ ...Adamax.defaults }, { lr: 2e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, maximize: false })
   t.deepEqual(
     { ...NAdam.defaults },
-    { lr: 2e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, momentumDecay: 4e-3, decoupledWeightDecay: false, maximize: false },
+    {
+      lr: 2e-3,
+      betas: [0.9, 0.999],
+      eps: 1e-8,
+      weightDecay: 0,
+      momentumDecay: 4e-3,
+      decoupledWeightDecay: false,
+      maximize: false,
+    },
   )
-  t.deepEqual({ ...RAdam.defaults }, { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, decoupledWeightDecay: false, maximize: false })
+  t.deepEqual(
+    { ...RAdam.defaults },
+    { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0, decoupledWeightDecay: false, maximize: false },
+  )
 })
 
 const param = () => ({ data: Float32Array.of(1, -2, 3), grad: Float32Array.of(0.5, 0.25, -1) })
 
 /** Bad options, each with the error it must give when passed to the constructor. */
-const badOptions: Array<[Name, Record<string, unknown>, typeof TypeError | typeof RangeError, string, string | RegExp]> = [
+const badOptions: Array<
+  [Name, Record<string, unknown>, typeof TypeError | typeof RangeError, string, string | RegExp]
+> = [
   [
     'SGD',
     { nesterov: true },
@@ -119,14 +153,50 @@ const badOptions: Array<[Name, Record<string, unknown>, typeof TypeError | typeo
     'ERR_INVALID_ARG_VALUE',
     'nesterov momentum requires momentum > 0 and dampening = 0, got momentum = 0.9 and dampening = 0.1 in options',
   ],
-  ['SGD', { momentum: -0.9 }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid momentum: -0.9 (expected a finite momentum >= 0) in options'],
-  ['SGD', { dampening: Infinity }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid dampening: Infinity (expected a finite dampening) in options'],
+  [
+    'SGD',
+    { momentum: -0.9 },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid momentum: -0.9 (expected a finite momentum >= 0) in options',
+  ],
+  [
+    'SGD',
+    { dampening: Infinity },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid dampening: Infinity (expected a finite dampening) in options',
+  ],
   ['SGD', { nesterov: 1 }, TypeError, 'ERR_INVALID_ARG_TYPE', 'options.nesterov must be a boolean, got a number'],
   ['SGD', { betas: [0.9, 0.999] }, TypeError, 'ERR_INVALID_ARG_VALUE', /^options\.betas is not an option of SGD/],
-  ['RMSprop', { alpha: -0.5 }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid alpha: -0.5 (expected a finite alpha >= 0) in options'],
-  ['RMSprop', { eps: -1e-8 }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid eps: -1e-8 (expected a finite eps >= 0) in options'],
-  ['RMSprop', { centered: 'yes' }, TypeError, 'ERR_INVALID_ARG_TYPE', 'options.centered must be a boolean, got a string'],
-  ['Adagrad', { lrDecay: -1 }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid lrDecay: -1 (expected a finite lrDecay >= 0) in options'],
+  [
+    'RMSprop',
+    { alpha: -0.5 },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid alpha: -0.5 (expected a finite alpha >= 0) in options',
+  ],
+  [
+    'RMSprop',
+    { eps: -1e-8 },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid eps: -1e-8 (expected a finite eps >= 0) in options',
+  ],
+  [
+    'RMSprop',
+    { centered: 'yes' },
+    TypeError,
+    'ERR_INVALID_ARG_TYPE',
+    'options.centered must be a boolean, got a string',
+  ],
+  [
+    'Adagrad',
+    { lrDecay: -1 },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid lrDecay: -1 (expected a finite lrDecay >= 0) in options',
+  ],
   [
     'Adagrad',
     { initialAccumulatorValue: -0.1 },
@@ -134,16 +204,48 @@ const badOptions: Array<[Name, Record<string, unknown>, typeof TypeError | typeo
     'ERR_OUT_OF_RANGE',
     'invalid initialAccumulatorValue: -0.1 (expected a finite initialAccumulatorValue >= 0) in options',
   ],
-  ['Adamax', { betas: [1, 0.999] }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid betas[0]: 1 (expected 0 <= betas[0] < 1) in options'],
-  ['Adamax', { betas: [0.9] }, TypeError, 'ERR_INVALID_ARG_TYPE', 'options.betas must be an array of 2 numbers, got Array'],
-  ['NAdam', { momentumDecay: -4e-3 }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid momentumDecay: -0.004 (expected a finite momentumDecay >= 0) in options'],
-  ['NAdam', { betas: [0.9, 1.5] }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid betas[1]: 1.5 (expected 0 <= betas[1] < 1) in options'],
+  [
+    'Adamax',
+    { betas: [1, 0.999] },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid betas[0]: 1 (expected 0 <= betas[0] < 1) in options',
+  ],
+  [
+    'Adamax',
+    { betas: [0.9] },
+    TypeError,
+    'ERR_INVALID_ARG_TYPE',
+    'options.betas must be an array of 2 numbers, got Array',
+  ],
+  [
+    'NAdam',
+    { momentumDecay: -4e-3 },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid momentumDecay: -0.004 (expected a finite momentumDecay >= 0) in options',
+  ],
+  [
+    'NAdam',
+    { betas: [0.9, 1.5] },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid betas[1]: 1.5 (expected 0 <= betas[1] < 1) in options',
+  ],
   ['RAdam', { eps: NaN }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid eps: NaN (expected a finite eps >= 0) in options'],
-  ['RAdam', { weightDecay: -0.01 }, RangeError, 'ERR_OUT_OF_RANGE', 'invalid weightDecay: -0.01 (expected a finite weightDecay >= 0) in options'],
+  [
+    'RAdam',
+    { weightDecay: -0.01 },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid weightDecay: -0.01 (expected a finite weightDecay >= 0) in options',
+  ],
 ]
 
 for (const [name, options, instanceOf, code, message] of badOptions) {
-  const shown = Object.entries(options).map(([key, value]) => `${key}: ${Array.isArray(value) ? `[${value}]` : String(value)}`)
+  const shown = Object.entries(options).map(
+    ([key, value]) => `${key}: ${Array.isArray(value) ? `[${value}]` : String(value)}`,
+  )
   test(`${name} rejects { ${shown.join(', ')} }`, (t) => {
     const data = Float32Array.from(param().data)
     const w = param()
@@ -156,20 +258,29 @@ test('a cross-field error in one group names the group; a bad change to a live g
   const [a, b] = [param(), param()]
   t.throws(() => new SGD([{ params: [a] }, { params: [b], nesterov: true }], { momentum: 0.9, dampening: 0.5 }), {
     code: 'ERR_INVALID_ARG_VALUE',
-    message: 'nesterov momentum requires momentum > 0 and dampening = 0, got momentum = 0.9 and dampening = 0.5 in paramGroups[1]',
+    message:
+      'nesterov momentum requires momentum > 0 and dampening = 0, got momentum = 0.9 and dampening = 0.5 in paramGroups[1]',
   })
-  const opt = new SGD([{ params: [a] }, { params: [b], nesterov: true, dampening: 0 }], { momentum: 0.9, dampening: 0.5 })
+  const opt = new SGD([{ params: [a] }, { params: [b], nesterov: true, dampening: 0 }], {
+    momentum: 0.9,
+    dampening: 0.5,
+  })
   opt.step()
   const before = { a: Float32Array.from(a.data), b: Float32Array.from(b.data), state: opt.getState(b) }
   opt.paramGroups[1].momentum = 0
   t.throws(() => opt.step(), {
     instanceOf: TypeError,
     code: 'ERR_INVALID_ARG_VALUE',
-    message: 'nesterov momentum requires momentum > 0 and dampening = 0, got momentum = 0 and dampening = 0 in paramGroups[1]',
+    message:
+      'nesterov momentum requires momentum > 0 and dampening = 0, got momentum = 0 and dampening = 0 in paramGroups[1]',
   })
   opt.paramGroups[1].momentum = 0.9
   opt.paramGroups[0].lr = -1
-  t.throws(() => opt.step(), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: 'invalid lr: -1 (expected a finite lr >= 0) in paramGroups[0]' })
+  t.throws(() => opt.step(), {
+    instanceOf: RangeError,
+    code: 'ERR_OUT_OF_RANGE',
+    message: 'invalid lr: -1 (expected a finite lr >= 0) in paramGroups[0]',
+  })
   t.deepEqual(a.data, before.a)
   t.deepEqual(b.data, before.b)
   t.deepEqual(opt.getState(b), before.state)
@@ -208,7 +319,9 @@ test('Adagrad: the accumulator starts at initialAccumulatorValue on a parameter�
 test('Adagrad: a group’s own initialAccumulatorValue is honoured (PyTorch reads only the constructor’s)', (t) => {
   const a = { data: Float64Array.of(1), grad: Float64Array.of(2) }
   const b = { data: Float64Array.of(1), grad: Float64Array.of(2) }
-  const opt = new Adagrad([{ params: [a] }, { params: [b], initialAccumulatorValue: 5 }], { initialAccumulatorValue: 1 })
+  const opt = new Adagrad([{ params: [a] }, { params: [b], initialAccumulatorValue: 5 }], {
+    initialAccumulatorValue: 1,
+  })
   opt.step()
   t.deepEqual([...(opt.getState(a)!.sum as Float64Array)], [5])
   t.deepEqual([...(opt.getState(b)!.sum as Float64Array)], [9])

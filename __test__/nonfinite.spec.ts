@@ -4,7 +4,17 @@
 // read of the arrays and on the fast path that steps the same arrays again, on one thread and many.
 import test from 'ava'
 
-import { Adagrad, Adam, getNumThreads, RMSprop, setNumThreads, SGD, type FloatArray, type Optimizer, type Parameter } from '../lib'
+import {
+  Adagrad,
+  Adam,
+  getNumThreads,
+  RMSprop,
+  setNumThreads,
+  SGD,
+  type FloatArray,
+  type Optimizer,
+  type Parameter,
+} from '../lib'
 
 type AnyOptimizer = Optimizer<object>
 
@@ -20,10 +30,19 @@ function model(): Parameter[] {
   ]
 }
 
-const build = (params: Parameter[]) => new Adam([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: 0.01, amsgrad: true }], { lr: 0.1 }) as unknown as AnyOptimizer
+const build = (params: Parameter[]) =>
+  new Adam([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: 0.01, amsgrad: true }], {
+    lr: 0.1,
+  }) as unknown as AnyOptimizer
 
 function snapshot(opt: AnyOptimizer, params: Parameter[]) {
-  return JSON.stringify(params.map((p) => [Array.from(p.data), opt.getState(p) && Object.entries(opt.getState(p)!).map(([k, v]) => [k, typeof v === 'number' ? v : Array.from(v)])]))
+  return JSON.stringify(
+    params.map((p) => [
+      Array.from(p.data),
+      opt.getState(p) &&
+        Object.entries(opt.getState(p)!).map(([k, v]) => [k, typeof v === 'number' ? v : Array.from(v)]),
+    ]),
+  )
 }
 
 const POISONS: Array<[string, number]> = [
@@ -150,10 +169,25 @@ test('step options are checked', (t) => {
   const p = { data: Float32Array.of(1), grad: Float32Array.of(1) }
   const opt = new SGD([p], { lr: 0.5 })
   const cases: Array<[unknown, ErrorConstructor, string, RegExp]> = [
-    ['yes', TypeError, 'ERR_INVALID_ARG_TYPE', /^step: options must be an object such as \{ skipNonFinite: true \}, got a string$/],
+    [
+      'yes',
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      /^step: options must be an object such as \{ skipNonFinite: true \}, got a string$/,
+    ],
     [() => 1, TypeError, 'ERR_INVALID_ARG_TYPE', /^step: options must be an object .* got a function$/],
-    [{ skip: true }, TypeError, 'ERR_INVALID_ARG_VALUE', /^step: options\.skip is not an option of step\(\) \(expected skipNonFinite\)$/],
-    [{ skipNonFinite: 1 }, TypeError, 'ERR_INVALID_ARG_TYPE', /^step: options\.skipNonFinite must be a boolean, got a number$/],
+    [
+      { skip: true },
+      TypeError,
+      'ERR_INVALID_ARG_VALUE',
+      /^step: options\.skip is not an option of step\(\) \(expected skipNonFinite\)$/,
+    ],
+    [
+      { skipNonFinite: 1 },
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      /^step: options\.skipNonFinite must be a boolean, got a number$/,
+    ],
   ]
   for (const [options, instanceOf, code, message] of cases) {
     const error = t.throws(() => opt.step(options as never), { instanceOf, message })
@@ -167,6 +201,9 @@ test('step options are checked', (t) => {
 test('stepAsync refuses bad options by rejecting, having changed nothing', async (t) => {
   const p = { data: Float32Array.of(1), grad: Float32Array.of(1) }
   const opt = new SGD([p], { lr: 0.5 })
-  await t.throwsAsync(opt.stepAsync({ skipNonFinite: 'no' } as never), { instanceOf: TypeError, message: /^stepAsync: options\.skipNonFinite must be a boolean, got a string$/ })
+  await t.throwsAsync(opt.stepAsync({ skipNonFinite: 'no' } as never), {
+    instanceOf: TypeError,
+    message: /^stepAsync: options\.skipNonFinite must be a boolean, got a string$/,
+  })
   t.is(p.data[0], 1)
 })

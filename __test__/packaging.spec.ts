@@ -19,7 +19,11 @@ test('every target of napi.targets has its committed package, as napi create-npm
   const scratch = mkdtempSync(join(tmpdir(), 'fastoptim-npm-dirs-'))
   try {
     cpSync(join(root, 'package.json'), join(scratch, 'package.json'))
-    execFileSync(process.execPath, [join(root, 'node_modules/@napi-rs/cli/dist/cli.js'), 'create-npm-dirs', '--cwd', scratch], { stdio: 'pipe' })
+    execFileSync(
+      process.execPath,
+      [join(root, 'node_modules/@napi-rs/cli/dist/cli.js'), 'create-npm-dirs', '--cwd', scratch],
+      { stdio: 'pipe' },
+    )
     const generated = readdirSync(join(scratch, 'npm')).sort()
     t.deepEqual(readdirSync(join(root, 'npm')).sort(), generated)
     t.is(generated.length, pkg.napi.targets.length)
@@ -42,7 +46,8 @@ test('the glibc packages say which glibc they need, and npm matches them by libc
     t.true(manifest.description.includes(`glibc >= ${MIN_GLIBC}`), dir)
     t.true(readFileSync(join(root, 'npm', dir, 'README.md'), 'utf8').includes(`glibc ${MIN_GLIBC}`), dir)
   }
-  for (const dir of ['linux-x64-musl', 'linux-arm64-musl']) t.deepEqual(readJson(join(root, 'npm', dir, 'package.json')).libc, ['musl'])
+  for (const dir of ['linux-x64-musl', 'linux-arm64-musl'])
+    t.deepEqual(readJson(join(root, 'npm', dir, 'package.json')).libc, ['musl'])
 })
 
 test('the release workflow builds every target and checks the glibc floor it states', (t) => {
@@ -66,7 +71,9 @@ test('nothing is compiled for the build machine’s CPU', (t) => {
 })
 
 test('a missing binary is reported with the platform and the package to install', (t) => {
-  const cause = Object.assign(new Error('Cannot find native binding.'), { cause: new Error("Cannot find module 'fastoptim-linux-x64-gnu'") })
+  const cause = Object.assign(new Error('Cannot find native binding.'), {
+    cause: new Error("Cannot find module 'fastoptim-linux-x64-gnu'"),
+  })
   const error = missingBindingError(cause)
   const { name } = currentPlatform()
   t.is(error.code, 'ERR_FASTOPTIM_NATIVE_BINDING')

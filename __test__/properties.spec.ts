@@ -37,17 +37,58 @@ const adam = { lr, betas: fc.tuple(beta1, beta2), eps, weightDecay: decay, maxim
 const OPTIONS: Record<Algorithm, fc.Arbitrary<Partial<Options>>> = {
   Adam: fc.record({ ...adam, amsgrad: fc.boolean(), decoupledWeightDecay: fc.boolean() }),
   AdamW: fc.record({ ...adam, amsgrad: fc.boolean() }),
-  NAdam: fc.record({ ...adam, momentumDecay: fc.double({ min: 0, max: 0.01, noNaN: true }), decoupledWeightDecay: fc.boolean() }),
+  NAdam: fc.record({
+    ...adam,
+    momentumDecay: fc.double({ min: 0, max: 0.01, noNaN: true }),
+    decoupledWeightDecay: fc.boolean(),
+  }),
   RAdam: fc.record({ ...adam, decoupledWeightDecay: fc.boolean() }),
   Adamax: fc.record(adam),
   SGD: fc
-    .record({ lr, momentum: fc.double({ min: 0, max: 0.99, noNaN: true }), dampening: fc.double({ min: 0, max: 0.5, noNaN: true }), weightDecay: decay, nesterov: fc.boolean(), maximize: fc.boolean() })
+    .record({
+      lr,
+      momentum: fc.double({ min: 0, max: 0.99, noNaN: true }),
+      dampening: fc.double({ min: 0, max: 0.5, noNaN: true }),
+      weightDecay: decay,
+      nesterov: fc.boolean(),
+      maximize: fc.boolean(),
+    })
     .map((o) => (o.nesterov ? { ...o, momentum: Math.max(o.momentum, 0.1), dampening: 0 } : o)),
   // α ≥ 0.5: with α near 0 the centered variance v − a² cancels to rounding noise.
-  RMSprop: fc.record({ lr, alpha: beta(0.5, 0.999), eps, weightDecay: decay, momentum: fc.oneof(fc.constant(0), beta(0.1, 0.95)), centered: fc.boolean(), maximize: fc.boolean() }),
-  Adagrad: fc.record({ lr, lrDecay: fc.oneof(fc.constant(0), beta(1e-3, 0.1)), weightDecay: decay, initialAccumulatorValue: fc.oneof(fc.constant(0), beta(0.01, 1)), eps, maximize: fc.boolean() }),
-  AdamWScheduleFree: fc.record({ lr, betas: fc.tuple(beta(0.1, 0.99), beta2), eps, weightDecay: decay, warmupSteps: fc.integer({ min: 0, max: 4 }), r: fc.constantFrom(0, 1), trainMode: fc.constant(true) }),
-  SGDScheduleFree: fc.record({ lr, momentum: beta(0.1, 0.99), weightDecay: decay, warmupSteps: fc.integer({ min: 0, max: 4 }), r: fc.constantFrom(0, 1), trainMode: fc.constant(true) }),
+  RMSprop: fc.record({
+    lr,
+    alpha: beta(0.5, 0.999),
+    eps,
+    weightDecay: decay,
+    momentum: fc.oneof(fc.constant(0), beta(0.1, 0.95)),
+    centered: fc.boolean(),
+    maximize: fc.boolean(),
+  }),
+  Adagrad: fc.record({
+    lr,
+    lrDecay: fc.oneof(fc.constant(0), beta(1e-3, 0.1)),
+    weightDecay: decay,
+    initialAccumulatorValue: fc.oneof(fc.constant(0), beta(0.01, 1)),
+    eps,
+    maximize: fc.boolean(),
+  }),
+  AdamWScheduleFree: fc.record({
+    lr,
+    betas: fc.tuple(beta(0.1, 0.99), beta2),
+    eps,
+    weightDecay: decay,
+    warmupSteps: fc.integer({ min: 0, max: 4 }),
+    r: fc.constantFrom(0, 1),
+    trainMode: fc.constant(true),
+  }),
+  SGDScheduleFree: fc.record({
+    lr,
+    momentum: beta(0.1, 0.99),
+    weightDecay: decay,
+    warmupSteps: fc.integer({ min: 0, max: 4 }),
+    r: fc.constantFrom(0, 1),
+    trainMode: fc.constant(true),
+  }),
 }
 
 /**
@@ -114,7 +155,10 @@ const caseOf = (algorithm: Algorithm): fc.Arbitrary<Case> =>
       shapes: fc.array(shape, { minLength: 1, maxLength: 4 }),
       steps: fc.integer({ min: 1, max: 10 }),
       seed: fc.integer(),
-      skips: fc.array(fc.array(fc.integer({ min: 0, max: 99 }), { minLength: 4, maxLength: 4 }), { minLength: 10, maxLength: 10 }),
+      skips: fc.array(fc.array(fc.integer({ min: 0, max: 99 }), { minLength: 4, maxLength: 4 }), {
+        minLength: 10,
+        maxLength: 10,
+      }),
     })
     .map((r) => ({ ...r, algorithm, skips: r.skips.map((row) => row.map((u) => u < 15)) }))
 
@@ -139,15 +183,25 @@ function build(c: Case, dtype: 'float32' | 'float64' = 'float64') {
   const options = { ...Class.defaults, ...c.options } as Options
   // A flat parameter is given as before, without a shape.
   const shapeOf = (i: number) => (c.shapes[i].length === 1 ? undefined : c.shapes[i])
-  const params: Parameter<GradKind>[] = c.shapes.map((dims, i) => ({ data: Type.from(values(c.seed + i, elements(dims), 2)), grad: null, shape: shapeOf(i) }))
+  const params: Parameter<GradKind>[] = c.shapes.map((dims, i) => ({
+    data: Type.from(values(c.seed + i, elements(dims), 2)),
+    grad: null,
+    shape: shapeOf(i),
+  }))
   const refs: RefParam[] = params.map((p, i) => ({ data: Array.from(p.data), grad: null, shape: shapeOf(i) }))
   const split = c.secondLr !== undefined && params.length > 1 ? 1 : params.length
-  const groups = [{ params: params.slice(0, split) }, ...(split < params.length ? [{ params: params.slice(split), lr: c.secondLr }] : [])]
+  const groups = [
+    { params: params.slice(0, split) },
+    ...(split < params.length ? [{ params: params.slice(split), lr: c.secondLr }] : []),
+  ]
   const opt = new Class(groups as never, c.options as never)
   const reference = REFERENCES.includes(c.algorithm)
     ? new Reference(
         c.algorithm,
-        [{ options, params: refs.slice(0, split) }, ...(split < params.length ? [{ options: { ...options, lr: c.secondLr! }, params: refs.slice(split) }] : [])],
+        [
+          { options, params: refs.slice(0, split) },
+          ...(split < params.length ? [{ options: { ...options, lr: c.secondLr! }, params: refs.slice(split) }] : []),
+        ],
         dtype,
       )
     : undefined
@@ -157,7 +211,9 @@ function build(c: Case, dtype: 'float32' | 'float64' = 'float64') {
   const step = (s: number, scale = (_k: number) => 1) => {
     params.forEach((p, i) => {
       const skip = c.skips[s][i] ?? false
-      const grad = skip ? null : Type.from(values(c.seed * 31 + s * 7 + i + 1000, p.data.length, 3).map((g, k) => g * scale(k)))
+      const grad = skip
+        ? null
+        : Type.from(values(c.seed * 31 + s * 7 + i + 1000, p.data.length, 3).map((g, k) => g * scale(k)))
       p.grad = grad && gradFor(sparse, grad, shapeOf(i))
       refs[i].grad = grad && Array.from(grad)
     })
@@ -186,7 +242,9 @@ test('the registry has optimizers to test', (t) => {
 for (const algorithm of ALGORITHMS) {
   test(`${algorithm} matches its double-precision reference within 1e-12`, (t) => {
     if (!REFERENCES.includes(algorithm)) {
-      return t.fail(`${algorithm} has no double-precision reference in __test__/helpers/reference.ts: write one from PyTorch's equations`)
+      return t.fail(
+        `${algorithm} has no double-precision reference in __test__/helpers/reference.ts: write one from PyTorch's equations`,
+      )
     }
     fc.assert(
       fc.property(caseOf(algorithm), (c) => {
@@ -203,11 +261,15 @@ for (const algorithm of ALGORITHMS) {
           const want = reference!.states.get(refs[i])
           const got = opt.getState(p)
           if (!want || !got) {
-            if (want || got) throw new Error(`parameter ${i}: state ${JSON.stringify(got)} where the reference has ${JSON.stringify(want)}`)
+            if (want || got)
+              throw new Error(
+                `parameter ${i}: state ${JSON.stringify(got)} where the reference has ${JSON.stringify(want)}`,
+              )
             return
           }
           if (got.step !== want.step) throw new Error(`parameter ${i}: step ${got.step}, expected ${want.step}`)
-          if (want.muProduct !== undefined && got.muProduct !== want.muProduct) throw new Error(`parameter ${i}: muProduct ${got.muProduct}, expected ${want.muProduct}`)
+          if (want.muProduct !== undefined && got.muProduct !== want.muProduct)
+            throw new Error(`parameter ${i}: muProduct ${got.muProduct}, expected ${want.muProduct}`)
           for (const [name, buffer] of Object.entries(want.buffers)) {
             const error = worst(got[name] as FloatArray, buffer)
             if (!(error <= 1e-12)) throw new Error(`parameter ${i}: ${name} off by ${error}`)
@@ -259,10 +321,22 @@ for (const dtype of ['float32', 'float64'] as const) {
   test(`second moments are never negative (${dtype})`, (t) => {
     // By PyTorch's state names: averages and sums of g² (or, for Adamax, of |g|), of every
     // optimizer of the registry that keeps one.
-    const SECOND_MOMENTS = new Set(['expAvgSq', 'maxExpAvgSq', 'squareAvg', 'expInf', 'sum', 'variance', 'rowVar', 'colVar'])
+    const SECOND_MOMENTS = new Set([
+      'expAvgSq',
+      'maxExpAvgSq',
+      'squareAvg',
+      'expInf',
+      'sum',
+      'variance',
+      'rowVar',
+      'colVar',
+    ])
     const moments = fastoptim
       .algorithms()
-      .map((info): [Algorithm, string[]] => [info.name, info.buffers.map((b) => b.name).filter((name) => SECOND_MOMENTS.has(name))])
+      .map((info): [Algorithm, string[]] => [
+        info.name,
+        info.buffers.map((b) => b.name).filter((name) => SECOND_MOMENTS.has(name)),
+      ])
       .filter(([, names]) => names.length > 0)
     t.true(moments.length > 0)
     for (const [algorithm, names] of moments) {
@@ -275,7 +349,8 @@ for (const dtype of ['float32', 'float64'] as const) {
             const state = opt.getState(p)
             for (const name of names) {
               const buffer = state?.[name] as FloatArray | undefined
-              if (buffer?.some((x) => x < 0)) throw new Error(`${algorithm} ${name} went negative: ${buffer.find((x) => x < 0)}`)
+              if (buffer?.some((x) => x < 0))
+                throw new Error(`${algorithm} ${name} went negative: ${buffer.find((x) => x < 0)}`)
             }
           }
         }),
@@ -298,7 +373,8 @@ for (const dtype of ['float32', 'float64'] as const) {
           })
           now.forEach((sum, i) => {
             const before = last[i]
-            if (sum && before && sum.some((x, k) => !(x >= before[k]))) throw new Error(`parameter ${i}: the accumulator shrank at step ${s + 1}`)
+            if (sum && before && sum.some((x, k) => !(x >= before[k])))
+              throw new Error(`parameter ${i}: the accumulator shrank at step ${s + 1}`)
           })
           last = now
         }
@@ -320,21 +396,26 @@ test('one thread and many give the same bits', (t) => {
   const initial = threads.getNumThreads()
   try {
     fc.assert(
-      fc.property(fc.constantFrom(...ALGORITHMS).chain(caseOf), fc.constantFrom<'float32' | 'float64'>('float32', 'float64'), (c, dtype) => {
-        // Big enough to be split across threads: over the parallel threshold in all, flat and as a matrix.
-        const big = { ...c, shapes: [...c.shapes, [2 ** 15 + 4097], [181, 191]] }
-        const run = (n: number) => {
-          threads.setNumThreads!(n)
-          const { params, step } = build(big, dtype)
-          for (let s = 0; s < c.steps; s++) step(s)
-          return params.map((p) => Array.from(p.data))
-        }
-        const one = run(1)
-        const many = run(4)
-        one.forEach((values, i) => {
-          if (!values.every((x, k) => Object.is(x, many[i][k]))) throw new Error(`parameter ${i} differs between 1 and 4 threads`)
-        })
-      }),
+      fc.property(
+        fc.constantFrom(...ALGORITHMS).chain(caseOf),
+        fc.constantFrom<'float32' | 'float64'>('float32', 'float64'),
+        (c, dtype) => {
+          // Big enough to be split across threads: over the parallel threshold in all, flat and as a matrix.
+          const big = { ...c, shapes: [...c.shapes, [2 ** 15 + 4097], [181, 191]] }
+          const run = (n: number) => {
+            threads.setNumThreads!(n)
+            const { params, step } = build(big, dtype)
+            for (let s = 0; s < c.steps; s++) step(s)
+            return params.map((p) => Array.from(p.data))
+          }
+          const one = run(1)
+          const many = run(4)
+          one.forEach((values, i) => {
+            if (!values.every((x, k) => Object.is(x, many[i][k])))
+              throw new Error(`parameter ${i} differs between 1 and 4 threads`)
+          })
+        },
+      ),
       { numRuns: 12 },
     )
   } finally {

@@ -42,7 +42,8 @@ test('the @default tags of the option docs agree with the native defaults', (t) 
 test('every option has a line of documentation and every buffer a known layout', (t) => {
   for (const info of fastoptim.algorithms()) {
     for (const option of info.options) t.true(option.doc.length > 10, `${info.name}.${option.name}`)
-    for (const buffer of info.buffers) t.true(['param', 'unfactored', 'rows', 'cols'].includes(buffer.layout), buffer.name)
+    for (const buffer of info.buffers)
+      t.true(['param', 'unfactored', 'rows', 'cols'].includes(buffer.layout), buffer.name)
     t.true(info.summary.length > 10, info.name)
   }
 })

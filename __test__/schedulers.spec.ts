@@ -39,7 +39,10 @@ interface Case extends SchedulerSpec {
   momentums?: number[][]
 }
 
-const fixture = JSON.parse(readFileSync(join(__dirname, 'fixtures', 'schedulers.json'), 'utf8')) as { lambdas: Record<string, string>; cases: Case[] }
+const fixture = JSON.parse(readFileSync(join(__dirname, 'fixtures', 'schedulers.json'), 'utf8')) as {
+  lambdas: Record<string, string>
+  cases: Case[]
+}
 
 /** The fixture's lambdas (their Python source is in the fixture), written in JavaScript. */
 const LAMBDAS: Record<string, LrLambda> = {
@@ -56,10 +59,23 @@ test('the fixture lambdas are the ones written here', (t) => {
 type AnyOptimizer = SGD | Adam
 type Scheduler = LRScheduler | ReduceLROnPlateau
 
-const CLASSES = { StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, LambdaLR, OneCycleLR, ReduceLROnPlateau, SequentialLR } as const
+const CLASSES = {
+  StepLR,
+  MultiStepLR,
+  ExponentialLR,
+  CosineAnnealingLR,
+  LinearLR,
+  LambdaLR,
+  OneCycleLR,
+  ReduceLROnPlateau,
+  SequentialLR,
+} as const
 
 function makeOptimizer(c: Case): AnyOptimizer {
-  const groups = c.groups.map((options, i) => ({ params: [{ data: new Float64Array(3 - i), grad: null }] as Parameter[], ...options }))
+  const groups = c.groups.map((options, i) => ({
+    params: [{ data: new Float64Array(3 - i), grad: null }] as Parameter[],
+    ...options,
+  }))
   return c.optimizer === 'SGD' ? new SGD(groups) : new Adam(groups as never)
 }
 
@@ -67,8 +83,12 @@ function build(opt: AnyOptimizer, spec: SchedulerSpec, extra: Record<string, unk
   const args: Record<string, unknown> = { ...spec.args, ...extra }
   if (typeof args.lrLambda === 'string') args.lrLambda = LAMBDAS[args.lrLambda]
   if (Array.isArray(args.lrLambda)) args.lrLambda = args.lrLambda.map((name: string) => LAMBDAS[name])
-  if (spec.scheduler === 'SequentialLR') args.schedulers = (args.schedulers as SchedulerSpec[]).map((inner) => build(opt, inner))
-  const Class = CLASSES[spec.scheduler as keyof typeof CLASSES] as unknown as new (o: AnyOptimizer, a: unknown) => Scheduler
+  if (spec.scheduler === 'SequentialLR')
+    args.schedulers = (args.schedulers as SchedulerSpec[]).map((inner) => build(opt, inner))
+  const Class = CLASSES[spec.scheduler as keyof typeof CLASSES] as unknown as new (
+    o: AnyOptimizer,
+    a: unknown,
+  ) => Scheduler
   return new Class(opt, args)
 }
 
@@ -110,7 +130,10 @@ for (const c of fixture.cases) {
         const error = relative(x, want[i])
         if (error > 0) inexact++
         worst = Math.max(worst, error)
-        t.true(error <= TOLERANCE, `step ${step}, value ${i}: ${x} is not PyTorch's ${want[i]} (relative error ${error})`)
+        t.true(
+          error <= TOLERANCE,
+          `step ${step}, value ${i}: ${x} is not PyTorch's ${want[i]} (relative error ${error})`,
+        )
       })
       t.deepEqual(sched.getLastLr(), lrsOf(opt))
     }
@@ -122,7 +145,9 @@ for (const c of fixture.cases) {
       advance(c, sched, step - 1)
       check(step)
     }
-    t.log(`${inexact} of ${(c.steps + 1) * c.lrs[0].length * (c.momentums ? 2 : 1)} values differ from PyTorch's bits, by at most ${worst.toExponential(2)} relative`)
+    t.log(
+      `${inexact} of ${(c.steps + 1) * c.lrs[0].length * (c.momentums ? 2 : 1)} values differ from PyTorch's bits, by at most ${worst.toExponential(2)} relative`,
+    )
   })
 
   test(`${c.scheduler} stateDict round trip: ${c.name}`, (t) => {
@@ -190,67 +215,242 @@ const valueError = (message: RegExp) => ({ instanceOf: TypeError, code: 'ERR_INV
 const rangeError = (message: RegExp) => ({ instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message })
 
 const badArguments: Row[] = [
-  { name: 'not an optimizer', act: () => new StepLR({} as never, { stepSize: 1 }), error: typeError(/^StepLR: optimizer must be an optimizer with paramGroups, got Object$/) },
-  { name: 'no options', act: ({ sgd }) => new StepLR(sgd, undefined as never), error: typeError(/^StepLR: options must be an object, got undefined$/) },
-  { name: 'a required option left out', act: ({ sgd }) => new StepLR(sgd, {} as never), error: typeError(/^StepLR: options\.stepSize must be a number, got undefined$/) },
-  { name: 'PyTorch’s snake_case name', act: ({ sgd }) => new StepLR(sgd, { step_size: 3 } as never), error: valueError(/^StepLR: options\.step_size is not an option of StepLR \(expected one of stepSize, gamma, lastEpoch\)$/) },
-  { name: 'stepSize 0', act: ({ sgd }) => new StepLR(sgd, { stepSize: 0 }), error: rangeError(/^StepLR: invalid options\.stepSize: 0 \(expected an integer >= 1\)$/) },
-  { name: 'fractional stepSize', act: ({ sgd }) => new StepLR(sgd, { stepSize: 2.5 }), error: rangeError(/^StepLR: invalid options\.stepSize: 2\.5 /) },
-  { name: 'stepSize as a string', act: ({ sgd }) => new StepLR(sgd, { stepSize: '3' as never }), error: typeError(/^StepLR: options\.stepSize must be a number, got a string$/) },
-  { name: 'negative gamma', act: ({ sgd }) => new StepLR(sgd, { stepSize: 3, gamma: -0.1 }), error: rangeError(/^StepLR: invalid options\.gamma: -0\.1 \(expected a finite number >= 0\)$/) },
-  { name: 'lastEpoch -2', act: ({ sgd }) => new StepLR(sgd, { stepSize: 3, lastEpoch: -2 }), error: rangeError(/^StepLR: invalid options\.lastEpoch: -2 \(expected an integer >= -1\)$/) },
-  { name: 'resuming with no initial lr', act: ({ sgd }) => new StepLR(sgd, { stepSize: 3, lastEpoch: 5 }), error: valueError(/^StepLR: paramGroups\[0\] has no initial learning rate, which resuming with lastEpoch 5 needs/) },
-  { name: 'milestones not an array', act: ({ sgd }) => new MultiStepLR(sgd, { milestones: 30 as never }), error: typeError(/^MultiStepLR: options\.milestones must be an array, got a number$/) },
-  { name: 'a negative milestone', act: ({ sgd }) => new MultiStepLR(sgd, { milestones: [10, -2] }), error: rangeError(/^MultiStepLR: invalid options\.milestones\[1\]: -2 \(expected an integer >= 0\)$/) },
-  { name: 'ExponentialLR without gamma', act: ({ sgd }) => new ExponentialLR(sgd, {} as never), error: typeError(/^ExponentialLR: options\.gamma must be a number, got undefined$/) },
-  { name: 'NaN gamma', act: ({ sgd }) => new ExponentialLR(sgd, { gamma: NaN }), error: rangeError(/^ExponentialLR: invalid options\.gamma: NaN/) },
-  { name: 'tMax 0', act: ({ sgd }) => new CosineAnnealingLR(sgd, { tMax: 0 }), error: rangeError(/^CosineAnnealingLR: invalid options\.tMax: 0 \(expected an integer >= 1\)$/) },
-  { name: 'PyTorch’s T_max', act: ({ sgd }) => new CosineAnnealingLR(sgd, { T_max: 10 } as never), error: valueError(/options\.T_max is not an option of CosineAnnealingLR \(expected one of tMax, etaMin, lastEpoch\)/) },
-  { name: 'negative etaMin', act: ({ sgd }) => new CosineAnnealingLR(sgd, { tMax: 10, etaMin: -1e-3 }), error: rangeError(/^CosineAnnealingLR: invalid options\.etaMin: -0\.001/) },
-  { name: 'startFactor 0', act: ({ sgd }) => new LinearLR(sgd, { startFactor: 0 }), error: rangeError(/^LinearLR: invalid options\.startFactor: 0 \(expected 0 < startFactor <= 1\)$/) },
-  { name: 'startFactor 1.5', act: ({ sgd }) => new LinearLR(sgd, { startFactor: 1.5 }), error: rangeError(/^LinearLR: invalid options\.startFactor: 1\.5 /) },
-  { name: 'endFactor 1.2', act: ({ sgd }) => new LinearLR(sgd, { endFactor: 1.2 }), error: rangeError(/^LinearLR: invalid options\.endFactor: 1\.2 \(expected 0 <= endFactor <= 1\)$/) },
-  { name: 'totalIters 0', act: ({ sgd }) => new LinearLR(sgd, { totalIters: 0 }), error: rangeError(/^LinearLR: invalid options\.totalIters: 0/) },
-  { name: 'lrLambda not a function', act: ({ sgd }) => new LambdaLR(sgd, { lrLambda: 0.5 as never }), error: typeError(/^LambdaLR: options\.lrLambda must be a function, got a number$/) },
-  { name: 'one lrLambda for two groups', act: ({ sgd }) => new LambdaLR(sgd, { lrLambda: [LAMBDAS.exp095] }), error: valueError(/^LambdaLR: options\.lrLambda has 1 values, expected 2, one per param group$/) },
-  { name: 'lrLambda returning a string', act: ({ sgd }) => new LambdaLR(sgd, { lrLambda: () => '1' as never }), error: typeError(/^LambdaLR: lrLambda\(0\) must return a number, got a string$/) },
-  { name: 'OneCycleLR without a length', act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, epochs: 3 }), error: valueError(/^OneCycleLR: options must give totalSteps, or epochs and stepsPerEpoch$/) },
-  { name: 'totalSteps 0', act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, totalSteps: 0 }), error: rangeError(/^OneCycleLR: invalid options\.totalSteps: 0 \(expected an integer >= 1\)$/) },
-  { name: 'fractional epochs', act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, epochs: 2.5, stepsPerEpoch: 10 }), error: rangeError(/^OneCycleLR: invalid options\.epochs: 2\.5/) },
-  { name: 'pctStart 1.2', act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, totalSteps: 100, pctStart: 1.2 }), error: rangeError(/^OneCycleLR: invalid options\.pctStart: 1\.2 \(expected 0 <= pctStart <= 1\)$/) },
-  { name: 'a cycle with an empty phase', act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, totalSteps: 10, pctStart: 0.1 }), error: rangeError(/^OneCycleLR: invalid options\.pctStart: 0\.1 \(with totalSteps 10, phase 1 of the cycle would be empty/) },
-  { name: 'unknown annealStrategy', act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, totalSteps: 100, annealStrategy: 'cosine' as never }), error: valueError(/^OneCycleLR: invalid options\.annealStrategy: "cosine" \(expected "cos" or "linear"\)$/) },
-  { name: 'maxLr per group of the wrong length', act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: [0.1, 0.2, 0.3], totalSteps: 100 }), error: valueError(/^OneCycleLR: options\.maxLr has 3 values, expected 2/) },
+  {
+    name: 'not an optimizer',
+    act: () => new StepLR({} as never, { stepSize: 1 }),
+    error: typeError(/^StepLR: optimizer must be an optimizer with paramGroups, got Object$/),
+  },
+  {
+    name: 'no options',
+    act: ({ sgd }) => new StepLR(sgd, undefined as never),
+    error: typeError(/^StepLR: options must be an object, got undefined$/),
+  },
+  {
+    name: 'a required option left out',
+    act: ({ sgd }) => new StepLR(sgd, {} as never),
+    error: typeError(/^StepLR: options\.stepSize must be a number, got undefined$/),
+  },
+  {
+    name: 'PyTorch’s snake_case name',
+    act: ({ sgd }) => new StepLR(sgd, { step_size: 3 } as never),
+    error: valueError(
+      /^StepLR: options\.step_size is not an option of StepLR \(expected one of stepSize, gamma, lastEpoch\)$/,
+    ),
+  },
+  {
+    name: 'stepSize 0',
+    act: ({ sgd }) => new StepLR(sgd, { stepSize: 0 }),
+    error: rangeError(/^StepLR: invalid options\.stepSize: 0 \(expected an integer >= 1\)$/),
+  },
+  {
+    name: 'fractional stepSize',
+    act: ({ sgd }) => new StepLR(sgd, { stepSize: 2.5 }),
+    error: rangeError(/^StepLR: invalid options\.stepSize: 2\.5 /),
+  },
+  {
+    name: 'stepSize as a string',
+    act: ({ sgd }) => new StepLR(sgd, { stepSize: '3' as never }),
+    error: typeError(/^StepLR: options\.stepSize must be a number, got a string$/),
+  },
+  {
+    name: 'negative gamma',
+    act: ({ sgd }) => new StepLR(sgd, { stepSize: 3, gamma: -0.1 }),
+    error: rangeError(/^StepLR: invalid options\.gamma: -0\.1 \(expected a finite number >= 0\)$/),
+  },
+  {
+    name: 'lastEpoch -2',
+    act: ({ sgd }) => new StepLR(sgd, { stepSize: 3, lastEpoch: -2 }),
+    error: rangeError(/^StepLR: invalid options\.lastEpoch: -2 \(expected an integer >= -1\)$/),
+  },
+  {
+    name: 'resuming with no initial lr',
+    act: ({ sgd }) => new StepLR(sgd, { stepSize: 3, lastEpoch: 5 }),
+    error: valueError(/^StepLR: paramGroups\[0\] has no initial learning rate, which resuming with lastEpoch 5 needs/),
+  },
+  {
+    name: 'milestones not an array',
+    act: ({ sgd }) => new MultiStepLR(sgd, { milestones: 30 as never }),
+    error: typeError(/^MultiStepLR: options\.milestones must be an array, got a number$/),
+  },
+  {
+    name: 'a negative milestone',
+    act: ({ sgd }) => new MultiStepLR(sgd, { milestones: [10, -2] }),
+    error: rangeError(/^MultiStepLR: invalid options\.milestones\[1\]: -2 \(expected an integer >= 0\)$/),
+  },
+  {
+    name: 'ExponentialLR without gamma',
+    act: ({ sgd }) => new ExponentialLR(sgd, {} as never),
+    error: typeError(/^ExponentialLR: options\.gamma must be a number, got undefined$/),
+  },
+  {
+    name: 'NaN gamma',
+    act: ({ sgd }) => new ExponentialLR(sgd, { gamma: NaN }),
+    error: rangeError(/^ExponentialLR: invalid options\.gamma: NaN/),
+  },
+  {
+    name: 'tMax 0',
+    act: ({ sgd }) => new CosineAnnealingLR(sgd, { tMax: 0 }),
+    error: rangeError(/^CosineAnnealingLR: invalid options\.tMax: 0 \(expected an integer >= 1\)$/),
+  },
+  {
+    name: 'PyTorch’s T_max',
+    act: ({ sgd }) => new CosineAnnealingLR(sgd, { T_max: 10 } as never),
+    error: valueError(
+      /options\.T_max is not an option of CosineAnnealingLR \(expected one of tMax, etaMin, lastEpoch\)/,
+    ),
+  },
+  {
+    name: 'negative etaMin',
+    act: ({ sgd }) => new CosineAnnealingLR(sgd, { tMax: 10, etaMin: -1e-3 }),
+    error: rangeError(/^CosineAnnealingLR: invalid options\.etaMin: -0\.001/),
+  },
+  {
+    name: 'startFactor 0',
+    act: ({ sgd }) => new LinearLR(sgd, { startFactor: 0 }),
+    error: rangeError(/^LinearLR: invalid options\.startFactor: 0 \(expected 0 < startFactor <= 1\)$/),
+  },
+  {
+    name: 'startFactor 1.5',
+    act: ({ sgd }) => new LinearLR(sgd, { startFactor: 1.5 }),
+    error: rangeError(/^LinearLR: invalid options\.startFactor: 1\.5 /),
+  },
+  {
+    name: 'endFactor 1.2',
+    act: ({ sgd }) => new LinearLR(sgd, { endFactor: 1.2 }),
+    error: rangeError(/^LinearLR: invalid options\.endFactor: 1\.2 \(expected 0 <= endFactor <= 1\)$/),
+  },
+  {
+    name: 'totalIters 0',
+    act: ({ sgd }) => new LinearLR(sgd, { totalIters: 0 }),
+    error: rangeError(/^LinearLR: invalid options\.totalIters: 0/),
+  },
+  {
+    name: 'lrLambda not a function',
+    act: ({ sgd }) => new LambdaLR(sgd, { lrLambda: 0.5 as never }),
+    error: typeError(/^LambdaLR: options\.lrLambda must be a function, got a number$/),
+  },
+  {
+    name: 'one lrLambda for two groups',
+    act: ({ sgd }) => new LambdaLR(sgd, { lrLambda: [LAMBDAS.exp095] }),
+    error: valueError(/^LambdaLR: options\.lrLambda has 1 values, expected 2, one per param group$/),
+  },
+  {
+    name: 'lrLambda returning a string',
+    act: ({ sgd }) => new LambdaLR(sgd, { lrLambda: () => '1' as never }),
+    error: typeError(/^LambdaLR: lrLambda\(0\) must return a number, got a string$/),
+  },
+  {
+    name: 'OneCycleLR without a length',
+    act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, epochs: 3 }),
+    error: valueError(/^OneCycleLR: options must give totalSteps, or epochs and stepsPerEpoch$/),
+  },
+  {
+    name: 'totalSteps 0',
+    act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, totalSteps: 0 }),
+    error: rangeError(/^OneCycleLR: invalid options\.totalSteps: 0 \(expected an integer >= 1\)$/),
+  },
+  {
+    name: 'fractional epochs',
+    act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, epochs: 2.5, stepsPerEpoch: 10 }),
+    error: rangeError(/^OneCycleLR: invalid options\.epochs: 2\.5/),
+  },
+  {
+    name: 'pctStart 1.2',
+    act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, totalSteps: 100, pctStart: 1.2 }),
+    error: rangeError(/^OneCycleLR: invalid options\.pctStart: 1\.2 \(expected 0 <= pctStart <= 1\)$/),
+  },
+  {
+    name: 'a cycle with an empty phase',
+    act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, totalSteps: 10, pctStart: 0.1 }),
+    error: rangeError(
+      /^OneCycleLR: invalid options\.pctStart: 0\.1 \(with totalSteps 10, phase 1 of the cycle would be empty/,
+    ),
+  },
+  {
+    name: 'unknown annealStrategy',
+    act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: 0.1, totalSteps: 100, annealStrategy: 'cosine' as never }),
+    error: valueError(/^OneCycleLR: invalid options\.annealStrategy: "cosine" \(expected "cos" or "linear"\)$/),
+  },
+  {
+    name: 'maxLr per group of the wrong length',
+    act: ({ sgd }) => new OneCycleLR(sgd, { maxLr: [0.1, 0.2, 0.3], totalSteps: 100 }),
+    error: valueError(/^OneCycleLR: options\.maxLr has 3 values, expected 2/),
+  },
   {
     name: 'cycling momentum of an optimizer that has none',
-    act: () => new OneCycleLR(new Adagrad([{ data: new Float64Array(1), grad: null }]), { maxLr: 0.1, totalSteps: 100 }),
-    error: valueError(/^OneCycleLR: cycleMomentum needs an optimizer with momentum or betas; pass cycleMomentum: false$/),
+    act: () =>
+      new OneCycleLR(new Adagrad([{ data: new Float64Array(1), grad: null }]), { maxLr: 0.1, totalSteps: 100 }),
+    error: valueError(
+      /^OneCycleLR: cycleMomentum needs an optimizer with momentum or betas; pass cycleMomentum: false$/,
+    ),
   },
-  { name: 'factor 1', act: ({ sgd }) => new ReduceLROnPlateau(sgd, { factor: 1 }), error: rangeError(/^ReduceLROnPlateau: invalid options\.factor: 1 \(expected 0 <= factor < 1\)$/) },
-  { name: 'unknown mode', act: ({ sgd }) => new ReduceLROnPlateau(sgd, { mode: 'minimum' as never }), error: valueError(/^ReduceLROnPlateau: invalid options\.mode: "minimum" \(expected "min" or "max"\)$/) },
-  { name: 'unknown thresholdMode', act: ({ sgd }) => new ReduceLROnPlateau(sgd, { thresholdMode: 'relative' as never }), error: valueError(/options\.thresholdMode: "relative" \(expected "rel" or "abs"\)$/) },
-  { name: 'negative patience', act: ({ sgd }) => new ReduceLROnPlateau(sgd, { patience: -1 }), error: rangeError(/^ReduceLROnPlateau: invalid options\.patience: -1 \(expected an integer >= 0\)$/) },
-  { name: 'minLr for three groups', act: ({ sgd }) => new ReduceLROnPlateau(sgd, { minLr: [0, 0, 0] }), error: valueError(/^ReduceLROnPlateau: options\.minLr has 3 values, expected 2, one per param group$/) },
-  { name: 'a metric that is a string', act: ({ sgd }) => new ReduceLROnPlateau(sgd).step('0.5' as never), error: typeError(/^ReduceLROnPlateau: metric must be a number, got a string$/) },
-  { name: 'SequentialLR of nothing', act: ({ sgd }) => new SequentialLR(sgd, { schedulers: [], milestones: [] }), error: valueError(/^SequentialLR: options\.schedulers is empty/) },
+  {
+    name: 'factor 1',
+    act: ({ sgd }) => new ReduceLROnPlateau(sgd, { factor: 1 }),
+    error: rangeError(/^ReduceLROnPlateau: invalid options\.factor: 1 \(expected 0 <= factor < 1\)$/),
+  },
+  {
+    name: 'unknown mode',
+    act: ({ sgd }) => new ReduceLROnPlateau(sgd, { mode: 'minimum' as never }),
+    error: valueError(/^ReduceLROnPlateau: invalid options\.mode: "minimum" \(expected "min" or "max"\)$/),
+  },
+  {
+    name: 'unknown thresholdMode',
+    act: ({ sgd }) => new ReduceLROnPlateau(sgd, { thresholdMode: 'relative' as never }),
+    error: valueError(/options\.thresholdMode: "relative" \(expected "rel" or "abs"\)$/),
+  },
+  {
+    name: 'negative patience',
+    act: ({ sgd }) => new ReduceLROnPlateau(sgd, { patience: -1 }),
+    error: rangeError(/^ReduceLROnPlateau: invalid options\.patience: -1 \(expected an integer >= 0\)$/),
+  },
+  {
+    name: 'minLr for three groups',
+    act: ({ sgd }) => new ReduceLROnPlateau(sgd, { minLr: [0, 0, 0] }),
+    error: valueError(/^ReduceLROnPlateau: options\.minLr has 3 values, expected 2, one per param group$/),
+  },
+  {
+    name: 'a metric that is a string',
+    act: ({ sgd }) => new ReduceLROnPlateau(sgd).step('0.5' as never),
+    error: typeError(/^ReduceLROnPlateau: metric must be a number, got a string$/),
+  },
+  {
+    name: 'SequentialLR of nothing',
+    act: ({ sgd }) => new SequentialLR(sgd, { schedulers: [], milestones: [] }),
+    error: valueError(/^SequentialLR: options\.schedulers is empty/),
+  },
   {
     name: 'SequentialLR with too many milestones',
-    act: ({ sgd }) => new SequentialLR(sgd, { schedulers: [new LinearLR(sgd), new ExponentialLR(sgd, { gamma: 0.9 })], milestones: [5, 10] }),
-    error: valueError(/^SequentialLR: options\.milestones has 2 values for 2 schedulers; it needs one fewer than the schedulers$/),
+    act: ({ sgd }) =>
+      new SequentialLR(sgd, {
+        schedulers: [new LinearLR(sgd), new ExponentialLR(sgd, { gamma: 0.9 })],
+        milestones: [5, 10],
+      }),
+    error: valueError(
+      /^SequentialLR: options\.milestones has 2 values for 2 schedulers; it needs one fewer than the schedulers$/,
+    ),
   },
   {
     name: 'SequentialLR with decreasing milestones',
-    act: ({ sgd }) => new SequentialLR(sgd, { schedulers: [new LinearLR(sgd), new LinearLR(sgd), new LinearLR(sgd)], milestones: [10, 5] }),
-    error: rangeError(/^SequentialLR: invalid options\.milestones\[1\]: 5 \(expected more than options\.milestones\[0\], 10\)$/),
+    act: ({ sgd }) =>
+      new SequentialLR(sgd, {
+        schedulers: [new LinearLR(sgd), new LinearLR(sgd), new LinearLR(sgd)],
+        milestones: [10, 5],
+      }),
+    error: rangeError(
+      /^SequentialLR: invalid options\.milestones\[1\]: 5 \(expected more than options\.milestones\[0\], 10\)$/,
+    ),
   },
   {
     name: 'SequentialLR over another optimizer’s scheduler',
-    act: ({ sgd, adam }) => new SequentialLR(sgd, { schedulers: [new LinearLR(sgd), new LinearLR(adam)], milestones: [5] }),
+    act: ({ sgd, adam }) =>
+      new SequentialLR(sgd, { schedulers: [new LinearLR(sgd), new LinearLR(adam)], milestones: [5] }),
     error: valueError(/^SequentialLR: options\.schedulers\[1\] \(LinearLR\) belongs to another optimizer/),
   },
   {
     name: 'SequentialLR over a ReduceLROnPlateau',
-    act: ({ sgd }) => new SequentialLR(sgd, { schedulers: [new LinearLR(sgd), new ReduceLROnPlateau(sgd) as never], milestones: [5] }),
+    act: ({ sgd }) =>
+      new SequentialLR(sgd, { schedulers: [new LinearLR(sgd), new ReduceLROnPlateau(sgd) as never], milestones: [5] }),
     error: valueError(/^SequentialLR: options\.schedulers\[1\] is a ReduceLROnPlateau, which SequentialLR cannot run/),
   },
 ]
@@ -258,7 +458,10 @@ const badArguments: Row[] = [
 function world(): World {
   const param = (): Parameter => ({ data: new Float64Array(2), grad: null })
   return {
-    sgd: new SGD([{ params: [param()], lr: 0.1, momentum: 0.9 }, { params: [param()], lr: 0.01, momentum: 0.5 }]),
+    sgd: new SGD([
+      { params: [param()], lr: 0.1, momentum: 0.9 },
+      { params: [param()], lr: 0.01, momentum: 0.5 },
+    ]),
     adam: new Adam([param()]),
   }
 }
@@ -283,7 +486,10 @@ test('SequentialLR refused changes nothing its schedulers did not', (t) => {
   const before = snapshot(w)
   t.throws(() => new SequentialLR(w.sgd, { schedulers, milestones: [] }), { code: 'ERR_INVALID_ARG_VALUE' } as never)
   t.is(snapshot(w), before)
-  t.deepEqual(schedulers.map((s) => s.lastEpoch), [0, 0])
+  t.deepEqual(
+    schedulers.map((s) => s.lastEpoch),
+    [0, 0],
+  )
 })
 
 test('OneCycleLR refuses to step past totalSteps and changes nothing', (t) => {
@@ -291,7 +497,10 @@ test('OneCycleLR refuses to step past totalSteps and changes nothing', (t) => {
   const sched = new OneCycleLR(adam, { maxLr: 0.01, totalSteps: 4 })
   for (let i = 0; i < 4; i++) sched.step()
   const before = { groups: JSON.stringify(adam.paramGroups), state: sched.stateDict() }
-  const error = t.throws(() => sched.step(), { instanceOf: Error, message: /^OneCycleLR: tried to step 5 times, but totalSteps is 4$/ })
+  const error = t.throws(() => sched.step(), {
+    instanceOf: Error,
+    message: /^OneCycleLR: tried to step 5 times, but totalSteps is 4$/,
+  })
   t.is((error as Error & { code?: string }).code, 'ERR_INVALID_STATE')
   t.deepEqual({ groups: JSON.stringify(adam.paramGroups), state: sched.stateDict() }, before)
 })
@@ -300,24 +509,79 @@ test('a param group added after the scheduler was built is refused at the next s
   const { sgd } = world()
   const sched = new ExponentialLR(sgd, { gamma: 0.5 })
   sgd.addParamGroup({ params: [{ data: new Float64Array(1), grad: null }] })
-  const error = t.throws(() => sched.step(), { message: /^ExponentialLR: the optimizer has 3 param groups, but the scheduler was built for 2$/ })
+  const error = t.throws(() => sched.step(), {
+    message: /^ExponentialLR: the optimizer has 3 param groups, but the scheduler was built for 2$/,
+  })
   t.is((error as Error & { code?: string }).code, 'ERR_INVALID_STATE')
   t.is(sched.lastEpoch, 0)
 })
 
-const badStates: Array<{ name: string; build: (w: World) => Scheduler; edit: (s: Record<string, unknown>) => unknown; error: Row['error'] }> = [
-  { name: 'not an object', build: ({ sgd }) => new StepLR(sgd, { stepSize: 2 }), edit: () => 7, error: typeError(/^StepLR: stateDict must be an object, got a number$/) },
-  { name: 'a key missing', build: ({ sgd }) => new StepLR(sgd, { stepSize: 2 }), edit: ({ gamma: _, ...s }) => s, error: valueError(/^StepLR: stateDict\.gamma is missing$/) },
-  { name: 'an unknown key', build: ({ sgd }) => new StepLR(sgd, { stepSize: 2 }), edit: (s) => ({ ...s, last_epoch: 3 }), error: valueError(/^StepLR: stateDict\.last_epoch is not saved by StepLR/) },
-  { name: 'lastEpoch as a string', build: ({ sgd }) => new StepLR(sgd, { stepSize: 2 }), edit: (s) => ({ ...s, lastEpoch: '3' }), error: typeError(/^StepLR: stateDict\.lastEpoch must be a number, got a string$/) },
-  { name: 'baseLrs for one group', build: ({ sgd }) => new CosineAnnealingLR(sgd, { tMax: 5 }), edit: (s) => ({ ...s, baseLrs: [0.1] }), error: valueError(/^CosineAnnealingLR: stateDict\.baseLrs has 1 values, expected 2, one per param group$/) },
-  { name: 'a bad argument', build: ({ sgd }) => new LinearLR(sgd), edit: (s) => ({ ...s, startFactor: 2 }), error: rangeError(/^LinearLR: invalid stateDict\.startFactor: 2/) },
-  { name: 'OneCycleLR without totalSteps', build: ({ adam }) => new OneCycleLR(adam, { maxLr: 0.1, totalSteps: 50 }), edit: (s) => ({ ...s, totalSteps: null }), error: typeError(/^OneCycleLR: stateDict\.totalSteps must be a number, got null$/) },
-  { name: 'ReduceLROnPlateau with a bad best', build: ({ sgd }) => new ReduceLROnPlateau(sgd), edit: (s) => ({ ...s, best: 'low' }), error: typeError(/^ReduceLROnPlateau: stateDict\.best must be a number, got a string$/) },
+const badStates: Array<{
+  name: string
+  build: (w: World) => Scheduler
+  edit: (s: Record<string, unknown>) => unknown
+  error: Row['error']
+}> = [
+  {
+    name: 'not an object',
+    build: ({ sgd }) => new StepLR(sgd, { stepSize: 2 }),
+    edit: () => 7,
+    error: typeError(/^StepLR: stateDict must be an object, got a number$/),
+  },
+  {
+    name: 'a key missing',
+    build: ({ sgd }) => new StepLR(sgd, { stepSize: 2 }),
+    edit: ({ gamma: _, ...s }) => s,
+    error: valueError(/^StepLR: stateDict\.gamma is missing$/),
+  },
+  {
+    name: 'an unknown key',
+    build: ({ sgd }) => new StepLR(sgd, { stepSize: 2 }),
+    edit: (s) => ({ ...s, last_epoch: 3 }),
+    error: valueError(/^StepLR: stateDict\.last_epoch is not saved by StepLR/),
+  },
+  {
+    name: 'lastEpoch as a string',
+    build: ({ sgd }) => new StepLR(sgd, { stepSize: 2 }),
+    edit: (s) => ({ ...s, lastEpoch: '3' }),
+    error: typeError(/^StepLR: stateDict\.lastEpoch must be a number, got a string$/),
+  },
+  {
+    name: 'baseLrs for one group',
+    build: ({ sgd }) => new CosineAnnealingLR(sgd, { tMax: 5 }),
+    edit: (s) => ({ ...s, baseLrs: [0.1] }),
+    error: valueError(/^CosineAnnealingLR: stateDict\.baseLrs has 1 values, expected 2, one per param group$/),
+  },
+  {
+    name: 'a bad argument',
+    build: ({ sgd }) => new LinearLR(sgd),
+    edit: (s) => ({ ...s, startFactor: 2 }),
+    error: rangeError(/^LinearLR: invalid stateDict\.startFactor: 2/),
+  },
+  {
+    name: 'OneCycleLR without totalSteps',
+    build: ({ adam }) => new OneCycleLR(adam, { maxLr: 0.1, totalSteps: 50 }),
+    edit: (s) => ({ ...s, totalSteps: null }),
+    error: typeError(/^OneCycleLR: stateDict\.totalSteps must be a number, got null$/),
+  },
+  {
+    name: 'ReduceLROnPlateau with a bad best',
+    build: ({ sgd }) => new ReduceLROnPlateau(sgd),
+    edit: (s) => ({ ...s, best: 'low' }),
+    error: typeError(/^ReduceLROnPlateau: stateDict\.best must be a number, got a string$/),
+  },
   {
     name: 'SequentialLR with a bad inner state',
-    build: ({ sgd }) => new SequentialLR(sgd, { schedulers: [new LinearLR(sgd), new StepLR(sgd, { stepSize: 3 })], milestones: [4] }),
-    edit: (s) => ({ ...s, lastEpoch: 9, schedulers: [(s.schedulers as object[])[0], { ...(s.schedulers as Array<Record<string, unknown>>)[1], stepSize: 0 }] }),
+    build: ({ sgd }) =>
+      new SequentialLR(sgd, { schedulers: [new LinearLR(sgd), new StepLR(sgd, { stepSize: 3 })], milestones: [4] }),
+    edit: (s) => ({
+      ...s,
+      lastEpoch: 9,
+      schedulers: [
+        (s.schedulers as object[])[0],
+        { ...(s.schedulers as Array<Record<string, unknown>>)[1], stepSize: 0 },
+      ],
+    }),
     error: rangeError(/^StepLR: invalid stateDict\.schedulers\[1\]\.stepSize: 0/),
   },
 ]
@@ -329,7 +593,10 @@ for (const row of badStates) {
     if (sched instanceof ReduceLROnPlateau) sched.step(0.5)
     else sched.step()
     const before = sched.stateDict()
-    const error = t.throws(() => sched.loadStateDict(row.edit(structuredClone(before)) as never), { instanceOf: row.error.instanceOf, message: row.error.message })
+    const error = t.throws(() => sched.loadStateDict(row.edit(structuredClone(before)) as never), {
+      instanceOf: row.error.instanceOf,
+      message: row.error.message,
+    })
     t.is((error as Error & { code?: string }).code, row.error.code)
     t.deepEqual(sched.stateDict(), before)
   })

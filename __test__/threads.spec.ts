@@ -20,7 +20,7 @@ const internal = require(join(root, 'native', 'index.js')) as { __allocations():
 
 function values(n: number, seed: number, Type: typeof Float32Array | typeof Float64Array): FloatArray {
   const array = new Type(n)
-  let x = seed * 2654435761 >>> 0 || 1
+  let x = (seed * 2654435761) >>> 0 || 1
   for (let i = 0; i < n; i++) {
     x ^= x << 13
     x ^= x >>> 17
@@ -69,46 +69,66 @@ const OPTIONS: Record<string, object> = {
 const classes = fastoptim as unknown as Record<string, Ctor | undefined>
 const optimizers = fastoptim
   .algorithms()
-  .map(({ name, sparse }): [string, Ctor | undefined, object, boolean] => [name, classes[name], OPTIONS[name] ?? {}, sparse])
+  .map(({ name, sparse }): [string, Ctor | undefined, object, boolean] => [
+    name,
+    classes[name],
+    OPTIONS[name] ?? {},
+    sparse,
+  ])
 
 test('the options table names only optimizers of the registry', (t) => {
   const names = new Set(optimizers.map(([name]) => name))
-  t.deepEqual(Object.keys(OPTIONS).filter((name) => !names.has(name)), [])
+  t.deepEqual(
+    Object.keys(OPTIONS).filter((name) => !names.has(name)),
+    [],
+  )
 })
 
-function trajectory(Opt: Ctor, options: object, Type: typeof Float32Array | typeof Float64Array, threads: number, sparse: boolean): Parameter[] {
+function trajectory(
+  Opt: Ctor,
+  options: object,
+  Type: typeof Float32Array | typeof Float64Array,
+  threads: number,
+  sparse: boolean,
+): Parameter[] {
   setNumThreads(threads)
   const params = model(Type)
   // An optimizer of sparse gradients gets the rows of each gradient that are not all 0.
-  const opt = new Opt((sparse ? params.map((p) => ({ ...p, grad: gradFor(true, p.grad!, p.shape) })) : params) as never, options as never)
+  const opt = new Opt(
+    (sparse ? params.map((p) => ({ ...p, grad: gradFor(true, p.grad!, p.shape) })) : params) as never,
+    options as never,
+  )
   for (let i = 0; i < 7; i++) opt.step()
   return params
 }
 
 const bytes = (a: FloatArray) => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
 
-test.serial(`every optimizer gives the same bits on 1, 2 and 3 threads (both dtypes, 7 steps, ${SHAPES.length} tensors, matrices too)`, (t) => {
-  const threads = getNumThreads()
-  try {
-    t.true(optimizers.length > 0)
-    for (const [name, Opt, options, sparse] of optimizers) {
-      if (!Opt) {
-        t.fail(`the registry lists ${name}, but fastoptim exports no such class`)
-        continue
-      }
-      for (const Type of [Float32Array, Float64Array]) {
-        const one = trajectory(Opt, options, Type, 1, sparse)
-        for (const n of [2, 3]) {
-          const many = trajectory(Opt, options, Type, n, sparse)
-          const same = one.every((p, i) => bytes(p.data).equals(bytes(many[i].data)))
-          t.true(same, `${name} ${Type.name} on ${n} threads`)
+test.serial(
+  `every optimizer gives the same bits on 1, 2 and 3 threads (both dtypes, 7 steps, ${SHAPES.length} tensors, matrices too)`,
+  (t) => {
+    const threads = getNumThreads()
+    try {
+      t.true(optimizers.length > 0)
+      for (const [name, Opt, options, sparse] of optimizers) {
+        if (!Opt) {
+          t.fail(`the registry lists ${name}, but fastoptim exports no such class`)
+          continue
+        }
+        for (const Type of [Float32Array, Float64Array]) {
+          const one = trajectory(Opt, options, Type, 1, sparse)
+          for (const n of [2, 3]) {
+            const many = trajectory(Opt, options, Type, n, sparse)
+            const same = one.every((p, i) => bytes(p.data).equals(bytes(many[i].data)))
+            t.true(same, `${name} ${Type.name} on ${n} threads`)
+          }
         }
       }
+    } finally {
+      setNumThreads(threads)
     }
-  } finally {
-    setNumThreads(threads)
-  }
-})
+  },
+)
 
 test.serial('getNumThreads reports what setNumThreads set; the default is the CPUs available', (t) => {
   const threads = getNumThreads()
@@ -165,33 +185,40 @@ test('FASTOPTIM_NUM_THREADS sets the count, a bad value is an error until setNum
   )
 })
 
-test.serial('worker threads share the pool and step concurrently with the main thread, with the same bits', async (t) => {
-  const n = 1 << 21
-  const shared = () => {
-    const make = (seed: number) => {
-      const a = new Float32Array(new SharedArrayBuffer(n * 4))
-      a.set(values(n, seed, Float32Array))
-      return a
+test.serial(
+  'worker threads share the pool and step concurrently with the main thread, with the same bits',
+  async (t) => {
+    const n = 1 << 21
+    const shared = () => {
+      const make = (seed: number) => {
+        const a = new Float32Array(new SharedArrayBuffer(n * 4))
+        a.set(values(n, seed, Float32Array))
+        return a
+      }
+      return { data: make(1), grad: make(2) }
     }
-    return { data: make(1), grad: make(2) }
-  }
-  const jobs = [shared(), shared(), shared()]
-  const workers = jobs.slice(0, 2).map(
-    (job) =>
-      new Promise<{ threads: number }>((resolve, reject) => {
-        // The worker loads the TypeScript helper through tsx's require hook.
-        const script = `require('tsx/cjs'); require(${JSON.stringify(join(__dirname, 'helpers', 'step-worker.ts'))})`
-        const worker = new Worker(script, { eval: true, workerData: { ...job, steps: 20 } })
-        worker.once('message', resolve)
-        worker.once('error', reject)
-      }),
-  )
-  const main = new Adam([jobs[2]], { lr: 1e-2 })
-  for (let i = 0; i < 20; i++) main.step()
-  const reports = await Promise.all(workers)
-  t.deepEqual(reports.map((r) => r.threads), [getNumThreads(), getNumThreads()], 'one count for the whole process')
-  t.true(bytes(jobs[0].data).equals(bytes(jobs[2].data)) && bytes(jobs[1].data).equals(bytes(jobs[2].data)))
-})
+    const jobs = [shared(), shared(), shared()]
+    const workers = jobs.slice(0, 2).map(
+      (job) =>
+        new Promise<{ threads: number }>((resolve, reject) => {
+          // The worker loads the TypeScript helper through tsx's require hook.
+          const script = `require('tsx/cjs'); require(${JSON.stringify(join(__dirname, 'helpers', 'step-worker.ts'))})`
+          const worker = new Worker(script, { eval: true, workerData: { ...job, steps: 20 } })
+          worker.once('message', resolve)
+          worker.once('error', reject)
+        }),
+    )
+    const main = new Adam([jobs[2]], { lr: 1e-2 })
+    for (let i = 0; i < 20; i++) main.step()
+    const reports = await Promise.all(workers)
+    t.deepEqual(
+      reports.map((r) => r.threads),
+      [getNumThreads(), getNumThreads()],
+      'one count for the whole process',
+    )
+    t.true(bytes(jobs[0].data).equals(bytes(jobs[2].data)) && bytes(jobs[1].data).equals(bytes(jobs[2].data)))
+  },
+)
 
 test.serial('a steady-state step allocates nothing on one thread, and at most a task per worker on several', (t) => {
   // A parallel step hands a small task to each worker that is not still waiting from the step
@@ -206,7 +233,10 @@ test.serial('a steady-state step allocates nothing on one thread, and at most a 
       for (let i = 0; i < 20; i++) warm.step()
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50)
       for (const sizes of [[1024], [1 << 20], Array.from({ length: 200 }, () => 1024)]) {
-        const params = sizes.map((size, i) => ({ data: values(size, i, Float32Array), grad: values(size, i + 7, Float32Array) }))
+        const params = sizes.map((size, i) => ({
+          data: values(size, i, Float32Array),
+          grad: values(size, i + 7, Float32Array),
+        }))
         const opt = new Adam(params)
         for (let i = 0; i < 10; i++) opt.step()
         const before = internal.__allocations()

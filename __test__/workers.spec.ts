@@ -70,7 +70,10 @@ test('workers training concurrently on shared memory get the bits a lone run get
   } finally {
     setNumThreads(threads)
   }
-  t.deepEqual(reports, jobs.map(() => ({ finiteSteps: steps })))
+  t.deepEqual(
+    reports,
+    jobs.map(() => ({ finiteSteps: steps })),
+  )
   t.deepEqual(mainReport, { finiteSteps: steps })
   ;[...jobs, mine].forEach((job, j) => {
     const reference = [...alone, mineAlone][j]

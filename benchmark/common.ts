@@ -62,7 +62,7 @@ export function machine(): Record<string, string | number> {
   })()
   const field = (name: string) => lscpu.match(new RegExp(`^${name}:\\s*(.+)$`, 'm'))?.[1]?.trim() ?? 'unknown'
   return {
-    cpu: field('Model name') !== 'unknown' ? field('Model name') : cpus()[0]?.model ?? 'unknown',
+    cpu: field('Model name') !== 'unknown' ? field('Model name') : (cpus()[0]?.model ?? 'unknown'),
     cpusAvailable: ALL_THREADS,
     threadsPerCore: field('Thread\\(s\\) per core'),
     l2: field('L2 cache'),

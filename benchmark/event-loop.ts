@@ -62,7 +62,10 @@ async function main() {
     await measure('stepAsync(), ordinary ArrayBuffers (slices)', false, (opt) => opt.stepAsync()),
     await measure('stepAsync(), SharedArrayBuffers (worker thread)', true, (opt) => opt.stepAsync()),
   ]
-  writeFileSync(join(RESULTS, 'event-loop.json'), JSON.stringify({ date: new Date().toISOString(), threads: getNumThreads(), rows }, null, 2))
+  writeFileSync(
+    join(RESULTS, 'event-loop.json'),
+    JSON.stringify({ date: new Date().toISOString(), threads: getNumThreads(), rows }, null, 2),
+  )
 }
 
 main().catch((error) => {

@@ -34,7 +34,12 @@ function measure(name: string, sizes: number[], threads: number) {
     steps: STEPS,
     allocationsPerStep: (after.count - before.count) / STEPS,
     bytesAllocatedPerStep: (after.bytes - before.bytes) / STEPS,
-    rssMiB: { first: mib(rss[0]), last: mib(rss[rss.length - 1]), min: mib(Math.min(...rss)), max: mib(Math.max(...rss)) },
+    rssMiB: {
+      first: mib(rss[0]),
+      last: mib(rss[rss.length - 1]),
+      min: mib(Math.min(...rss)),
+      max: mib(Math.max(...rss)),
+    },
   }
   console.log(JSON.stringify(row))
   return row
@@ -43,6 +48,10 @@ function measure(name: string, sizes: number[], threads: number) {
 const all = getNumThreads()
 const rows = [...new Set([1, all])].flatMap((threads) => [
   measure('1 x 1M', [1 << 20], threads),
-  measure('200 x 1K', Array.from({ length: 200 }, () => 1024), threads),
+  measure(
+    '200 x 1K',
+    Array.from({ length: 200 }, () => 1024),
+    threads,
+  ),
 ])
 writeFileSync(join(RESULTS, 'memory.json'), JSON.stringify({ date: new Date().toISOString(), rows }, null, 2))

@@ -24,7 +24,9 @@ import { Adam, setNumThreads, type Optimizer, type Parameter } from '../lib'
 import { native } from '../lib/native'
 import { ALL_THREADS, jsAdam, label, machine, RESULTS, SIZES, values } from './common'
 
-const internal = native as unknown as { __memoryTraffic(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array): void }
+const internal = native as unknown as {
+  __memoryTraffic(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array): void
+}
 
 type AnyOptimizer = Optimizer<object>
 type Ctor = new (params: Parameter[], options?: object) => AnyOptimizer
@@ -99,7 +101,9 @@ function backend(name: 'cpu' | 'wasm') {
 function tfjsAdam(name: 'cpu' | 'wasm', sizes: number[]) {
   return lazy(() => {
     if (tf.getBackend() !== name) throw new Error(`tfjs backend ${name} is not active`)
-    const vars = sizes.map((n, i) => tf.variable(tf.tensor1d(values(n, 2 * i + 1)), true, `${name}-${n}-${i}-${Math.random()}`))
+    const vars = sizes.map((n, i) =>
+      tf.variable(tf.tensor1d(values(n, 2 * i + 1)), true, `${name}-${n}-${i}-${Math.random()}`),
+    )
     const grads = sizes.map((n, i) => tf.tensor1d(values(n, 2 * i + 2)))
     const opt = tf.train.adam(1e-3, 0.9, 0.999, 1e-8)
     const named = vars.map((v, i) => ({ name: v.name, tensor: grads[i] }))
@@ -145,7 +149,10 @@ async function sizeSuite(n: number) {
   // An optimizer with a training mode (schedule-free ones start in eval mode, as their reference does) is timed training.
   const others = OTHERS.map(([, Opt, opts]) =>
     lazy(() => {
-      const opt = new Opt(model().params.map((p) => ({ data: p.data.slice(), grad: p.grad })), opts)
+      const opt = new Opt(
+        model().params.map((p) => ({ data: p.data.slice(), grad: p.grad })),
+        opts,
+      )
       ;(opt as { train?: () => void }).train?.()
       return opt
     }),
@@ -212,8 +219,16 @@ async function sizeSuite(n: number) {
     step.dispose()
     const base = { suite: name, params: n, tensors: 1, threads: 1, marginPercent: NaN }
     rows.push({ ...base, case: 'tfjs cpu (1 thread)', opsPerSecond: 1 / seconds, samples: 1 })
-    rows.push({ ...base, case: 'tfjs wasm (1 thread)', opsPerSecond: NaN, samples: 0, error: 'fails: wasm heap too small' })
-    console.log(`  tfjs cpu (1 thread), one step timed by hand: ${seconds.toFixed(1)} s (${(n / seconds / 1e9).toFixed(3)} Gparam/s)`)
+    rows.push({
+      ...base,
+      case: 'tfjs wasm (1 thread)',
+      opsPerSecond: NaN,
+      samples: 0,
+      error: 'fails: wasm heap too small',
+    })
+    console.log(
+      `  tfjs cpu (1 thread), one step timed by hand: ${seconds.toFixed(1)} s (${(n / seconds / 1e9).toFixed(3)} Gparam/s)`,
+    )
     return
   }
   backend('cpu')
@@ -226,13 +241,26 @@ async function sizeSuite(n: number) {
 async function modelSuite() {
   const name = 'adam-200x1K'
   const many = lazy(() => {
-    const params = Array.from({ length: 200 }, (_, i) => ({ data: values(1024, 2 * i + 1), grad: values(1024, 2 * i + 2) }))
+    const params = Array.from({ length: 200 }, (_, i) => ({
+      data: values(1024, 2 * i + 1),
+      grad: values(1024, 2 * i + 2),
+    }))
     return new Adam(params)
   })
   const one = lazy(() => new Adam([{ data: values(200 * 1024, 1), grad: values(200 * 1024, 2) }]))
-  const js = lazy(() => Array.from({ length: 200 }, (_, i) => ({ p: values(1024, 2 * i + 1), g: values(1024, 2 * i + 2), m: new Float32Array(1024), v: new Float32Array(1024) })))
+  const js = lazy(() =>
+    Array.from({ length: 200 }, (_, i) => ({
+      p: values(1024, 2 * i + 1),
+      g: values(1024, 2 * i + 2),
+      m: new Float32Array(1024),
+      v: new Float32Array(1024),
+    })),
+  )
   let t = 0
-  const tfCpu = tfjsAdam('cpu', Array.from({ length: 200 }, () => 1024))
+  const tfCpu = tfjsAdam(
+    'cpu',
+    Array.from({ length: 200 }, () => 1024),
+  )
   await b.suite(
     'Adam step, 200 tensors of 1K against one tensor of 200K',
     b.configure({ cases: options }),
@@ -277,7 +305,17 @@ async function main() {
   await modelSuite()
   writeFileSync(
     join(RESULTS, 'throughput.json'),
-    JSON.stringify({ date: new Date().toISOString(), machine: machine(), allThreads: ALL_THREADS, seconds: (Date.now() - started) / 1000, rows }, null, 2),
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        machine: machine(),
+        allThreads: ALL_THREADS,
+        seconds: (Date.now() - started) / 1000,
+        rows,
+      },
+      null,
+      2,
+    ),
   )
 }
 

@@ -72,7 +72,15 @@ export function optimize(
   const reached: Array<number | null> = phases.map(() => null)
   const phaseSum = phases.map(() => 0)
   const traceEvery = Math.max(1, Math.floor(problem.steps / tracePoints))
-  const outcome: Outcome = { id: recipe.id, optimizer: recipe.label, lr, final: Infinity, diverged: false, reached, phaseMean: [] }
+  const outcome: Outcome = {
+    id: recipe.id,
+    optimizer: recipe.label,
+    lr,
+    final: Infinity,
+    diverged: false,
+    reached,
+    phaseMean: [],
+  }
   if (detail) outcome.trace = [{ step: 0, value: run.metric(run.x, 0) }]
   if (detail && PER_COORDINATE.has(recipe.id)) outcome.effectiveLr = []
   let value = Infinity
@@ -156,18 +164,29 @@ function sweep(
     }
     return { id: recipe.id, optimizer: recipe.label, usualLr, bestLr: best.lr, outcomes }
   })
-  return { id: problem.id, title: problem.title, metricName: problem.metricName, threshold: problem.threshold, steps: problem.steps, sweeps }
+  return {
+    id: problem.id,
+    title: problem.title,
+    metricName: problem.metricName,
+    threshold: problem.threshold,
+    steps: problem.steps,
+    sweeps,
+  }
 }
 
 const outcomeAt = (s: ProblemReport['sweeps'][number], lr: number) => s.outcomes.find((o) => o.lr === lr)!
-const fmt = (x: number) => (x === Infinity ? 'diverged' : x === 0 ? '0' : x < 1e-3 || x >= 1e4 ? x.toExponential(1) : x.toPrecision(3))
+const fmt = (x: number) =>
+  x === Infinity ? 'diverged' : x === 0 ? '0' : x < 1e-3 || x >= 1e4 ? x.toExponential(1) : x.toPrecision(3)
 const fmtLr = (lr: number) => (lr >= 0.01 ? String(lr) : lr.toExponential(0).replace('e-', 'e-'))
 
 /** The lrs of the grid at which the problem was reached, as "count: lowest…highest". */
 function reachingLrs(s: ProblemReport['sweeps'][number]): { count: number; text: string } {
   const good = LEARNING_RATES.filter((lr) => outcomeAt(s, lr).reached[0] !== null)
   if (good.length === 0) return { count: 0, text: `0 of ${LEARNING_RATES.length}` }
-  return { count: good.length, text: `${good.length} of ${LEARNING_RATES.length}: ${fmtLr(good[0])}…${fmtLr(good[good.length - 1])}` }
+  return {
+    count: good.length,
+    text: `${good.length} of ${LEARNING_RATES.length}: ${fmtLr(good[0])}…${fmtLr(good[good.length - 1])}`,
+  }
 }
 
 function sweepTable(report: ProblemReport): { header: string[]; rows: string[][] } {
@@ -234,7 +253,9 @@ export async function runAdaptivity(
   const markdown: string[] = [`${intro}\n`]
   const section = (report: ProblemReport, table: { header: string[]; rows: string[][] }, note: string) => {
     console.log(`\n${report.title} (${report.steps} steps)\n${formatTable(table.header, table.rows)}\n${note}`)
-    markdown.push(`**${report.title}** (${report.steps} steps). ${note}\n\n${formatMarkdownTable(table.header, table.rows)}\n`)
+    markdown.push(
+      `**${report.title}** (${report.steps} steps). ${note}\n\n${formatMarkdownTable(table.header, table.rows)}\n`,
+    )
   }
   const bestNote = 'Best lr: fewest steps to the threshold, else lowest final value; * marks the edge of the grid.'
   for (const problem of [problems.aligned, problems.rotated, problems.rosenbrock, problems.sparse]) {
@@ -243,7 +264,9 @@ export async function runAdaptivity(
     const table = sweepTable(report)
     if (problem === problems.sparse) {
       table.header.push('frequent-weight error (best lr)')
-      report.sweeps.forEach((s, i) => table.rows[i].push(fmt(outcomeAt(s, s.bestLr).extras?.frequentWeightError ?? Infinity)))
+      report.sweeps.forEach((s, i) =>
+        table.rows[i].push(fmt(outcomeAt(s, s.bestLr).extras?.frequentWeightError ?? Infinity)),
+      )
     }
     section(report, table, bestNote)
   }
@@ -274,7 +297,17 @@ export async function runAdaptivity(
   section(
     movingReport,
     {
-      header: ['optimizer', 'lr', 'steps, 1st approach', 'steps, 2nd approach', '2nd/1st', 'mean distance 1st / 2nd half', 'eff. lr at start', 'at jump', 'at end'],
+      header: [
+        'optimizer',
+        'lr',
+        'steps, 1st approach',
+        'steps, 2nd approach',
+        '2nd/1st',
+        'mean distance 1st / 2nd half',
+        'eff. lr at start',
+        'at jump',
+        'at end',
+      ],
       rows: movingRows,
     },
     `lr: the grid's lowest mean distance over the first half. Steps until the RMS distance to the minimum is ≤ ${moving.threshold}. ` +
@@ -300,12 +333,25 @@ export async function runAdaptivity(
   const json = { seed, learningRates: LEARNING_RATES, problems: reports, tuning: tuning && tuningData, claims }
   writeFileSync(files[0], `${JSON.stringify(json, null, 1)}\n`)
   writeFileSync(files[1], `${markdown.join('\n')}\n`)
-  writeFileSync(files[2], await renderSvg(adaptivityFigure(reports, recipes.map((r) => r.label), moving.switchStep, tuning)))
+  writeFileSync(
+    files[2],
+    await renderSvg(
+      adaptivityFigure(
+        reports,
+        recipes.map((r) => r.label),
+        moving.switchStep,
+        tuning,
+      ),
+    ),
+  )
   return { problems: reports, tuning, claims, markdown: markdown.join('\n'), files }
 }
 
 /** Steps to the threshold before and after the jump, and their ratio. */
-function approaches(o: Outcome, switchStep: number): { first: number | null; second: number | null; ratio: number | null } {
+function approaches(
+  o: Outcome,
+  switchStep: number,
+): { first: number | null; second: number | null; ratio: number | null } {
   const first = o.reached[0]
   const second = o.reached[1] === null ? null : o.reached[1] - switchStep
   return { first, second, ratio: first === null || second === null ? null : second / first }
@@ -332,12 +378,17 @@ function judgeClaims(reports: readonly ProblemReport[], switchStep: number, tuni
     const adaptive = fastestOf(report, true)
     const plain = fastestOf(report, false)
     if (adaptive === undefined || plain === undefined) {
-      claims.push({ claim, evidence: 'needs both a per-coordinate optimizer and SGD in this build', verdict: 'not tested' })
+      claims.push({
+        claim,
+        evidence: 'needs both a per-coordinate optimizer and SGD in this build',
+        verdict: 'not tested',
+      })
       return
     }
     const a = adaptive.reached[0] ?? Infinity
     const p = plain.reached[0] ?? Infinity
-    const verdict = a === Infinity && p === Infinity ? 'mixed' : p >= 2 * a ? 'supported' : a >= 2 * p ? 'contradicted' : 'mixed'
+    const verdict =
+      a === Infinity && p === Infinity ? 'mixed' : p >= 2 * a ? 'supported' : a >= 2 * p ? 'contradicted' : 'mixed'
     claims.push({
       claim,
       evidence:
@@ -347,7 +398,10 @@ function judgeClaims(reports: readonly ProblemReport[], switchStep: number, tuni
     })
   }
   adaptiveVsPlain('quadratic', 'Per-dimension step sizes help on an ill-conditioned problem (axis-aligned quadratic)')
-  adaptiveVsPlain('quadratic-rotated', 'They help when the ill-conditioning lies along no coordinate (rotated quadratic)')
+  adaptiveVsPlain(
+    'quadratic-rotated',
+    'They help when the ill-conditioning lies along no coordinate (rotated quadratic)',
+  )
   adaptiveVsPlain('rosenbrock', "They help in Rosenbrock's curved valley")
   adaptiveVsPlain('sparse', 'They help with rare features (sparse gradients)')
 
@@ -356,11 +410,16 @@ function judgeClaims(reports: readonly ProblemReport[], switchStep: number, tuni
   const adagrad = ratios.find((r) => r.s.id === 'adagrad')
   const others = ratios.filter((r) => r.s.id !== 'adagrad' && r.ratio !== null)
   if (adagrad === undefined || adagrad.first === null || others.length === 0) {
-    claims.push({ claim: 'AdaGrad slows down as its accumulator grows', evidence: 'needs Adagrad and another optimizer that reach the first minimum', verdict: 'not tested' })
+    claims.push({
+      claim: 'AdaGrad slows down as its accumulator grows',
+      evidence: 'needs Adagrad and another optimizer that reach the first minimum',
+      verdict: 'not tested',
+    })
   } else {
     const adagradRatio = adagrad.ratio ?? Infinity
     const worst = others.reduce((a, b) => (b.ratio! > a.ratio! ? b : a))
-    const verdict = adagradRatio >= 2 * worst.ratio! ? 'supported' : adagradRatio <= worst.ratio! ? 'contradicted' : 'mixed'
+    const verdict =
+      adagradRatio >= 2 * worst.ratio! ? 'supported' : adagradRatio <= worst.ratio! ? 'contradicted' : 'mixed'
     claims.push({
       claim: 'AdaGrad slows down as its accumulator grows',
       evidence:
@@ -389,7 +448,9 @@ function judgeClaims(reports: readonly ProblemReport[], switchStep: number, tuni
     ),
   )
   if (tuning !== undefined) {
-    const onMnist = new Map(tuning.results.map((r) => [r.id, { label: r.optimizer, count: workingRates(r.accuracy, tuning.best) }]))
+    const onMnist = new Map(
+      tuning.results.map((r) => [r.id, { label: r.optimizer, count: workingRates(r.accuracy, tuning.best) }]),
+    )
     claims.push(
       lessTuning(
         'Adam needs less learning-rate tuning (MNIST)',
@@ -406,7 +467,11 @@ function lessTuning(claim: string, counts: ReadonlyMap<string, { label: string; 
   const adam = counts.get('adam')
   const rivals = ['sgd', 'sgd-momentum', 'rmsprop', 'adagrad'].flatMap((id) => counts.get(id) ?? [])
   if (adam === undefined || rivals.length === 0) {
-    return { claim, evidence: 'needs Adam and at least one of SGD, RMSprop, Adagrad in this build', verdict: 'not tested' }
+    return {
+      claim,
+      evidence: 'needs Adam and at least one of SGD, RMSprop, Adagrad in this build',
+      verdict: 'not tested',
+    }
   }
   const beaten = rivals.filter((r) => adam.count > r.count)
   return {
@@ -416,10 +481,21 @@ function lessTuning(claim: string, counts: ReadonlyMap<string, { label: string; 
   }
 }
 
-function adaptivityFigure(reports: readonly ProblemReport[], series: readonly string[], switchStep: number, tuning: TuningReport | undefined) {
+function adaptivityFigure(
+  reports: readonly ProblemReport[],
+  series: readonly string[],
+  switchStep: number,
+  tuning: TuningReport | undefined,
+) {
   const byId = (id: string) => reports.find((r) => r.id === id)!
   const floor = (value: number) => Math.max(value, PLOT_FLOOR)
-  const curves = (report: ProblemReport, field: 'trace' | 'effectiveLr' = 'trace', from = 0, to = Infinity, every = 1): Row[] =>
+  const curves = (
+    report: ProblemReport,
+    field: 'trace' | 'effectiveLr' = 'trace',
+    from = 0,
+    to = Infinity,
+    every = 1,
+  ): Row[] =>
     report.sweeps.flatMap((s) =>
       (outcomeAt(s, s.bestLr)[field] ?? [])
         .filter((p, i) => Number.isFinite(p.value) && p.step >= from && p.step <= to && i % every === 0)
@@ -436,7 +512,10 @@ function adaptivityFigure(reports: readonly ProblemReport[], series: readonly st
     linePanel({
       title,
       rows,
-      x: x === 'lr' ? { field: 'lr', title: 'learning rate (log scale)', log: true, format: '~e' } : { field: 'step', title: 'step' },
+      x:
+        x === 'lr'
+          ? { field: 'lr', title: 'learning rate (log scale)', log: true, format: '~e' }
+          : { field: 'step', title: 'step' },
       // These axes span many decades: 1e-6 reads better than 0.000001.
       y: { field: 'value', title: yTitle, log, format: log ? '~e' : undefined },
       series,
@@ -452,18 +531,33 @@ function adaptivityFigure(reports: readonly ProblemReport[], series: readonly st
   const panels = [
     panel('Axis-aligned quadratic, κ = 1000', curves(aligned), `${aligned.metricName} (floor 1e-12)`),
     panel('Rotated quadratic, κ = 1000', curves(rotated), `${rotated.metricName} (floor 1e-12)`),
-    panel('Axis-aligned quadratic: result vs lr', sweepRows(aligned), `${aligned.metricName} after ${aligned.steps} steps`, 'lr'),
+    panel(
+      'Axis-aligned quadratic: result vs lr',
+      sweepRows(aligned),
+      `${aligned.metricName} after ${aligned.steps} steps`,
+      'lr',
+    ),
     panel('Rosenbrock', curves(rosen), `${rosen.metricName} (floor 1e-12)`),
     panel('Rosenbrock: result vs lr', sweepRows(rosen), `f after ${rosen.steps} steps`, 'lr'),
     panel('Rare features: error of the rarest weights', curves(sparse), 'RMS error, rarest 25%'),
-    panel(`Moving minimum: steps ${switchStep - 20}–${switchStep + 200} (jump at ${switchStep})`, curves(moving, 'trace', switchStep - 20, switchStep + 200), moving.metricName),
+    panel(
+      `Moving minimum: steps ${switchStep - 20}–${switchStep + 200} (jump at ${switchStep})`,
+      curves(moving, 'trace', switchStep - 20, switchStep + 200),
+      moving.metricName,
+    ),
     panel('Moving minimum: effective step size', curves(moving, 'effectiveLr', 0, Infinity, 5), 'median γ/(√acc + ε)'),
   ]
   if (tuning !== undefined) {
     const rows = tuning.results.flatMap((r) =>
-      r.accuracy.flatMap((a, i) => (Number.isFinite(a) ? [{ optimizer: r.optimizer, lr: tuning.rates[i], value: a }] : [])),
+      r.accuracy.flatMap((a, i) =>
+        Number.isFinite(a) ? [{ optimizer: r.optimizer, lr: tuning.rates[i], value: a }] : [],
+      ),
     )
     panels.push(panel(`MNIST: test accuracy after ${tuning.epochs} epoch(s) vs lr`, rows, 'accuracy (%)', 'lr', false))
   }
-  return figure('fastoptim: per-dimension adaptivity (each optimizer at its best learning rate of the grid unless said)', panels, 3)
+  return figure(
+    'fastoptim: per-dimension adaptivity (each optimizer at its best learning rate of the grid unless said)',
+    panels,
+    3,
+  )
 }

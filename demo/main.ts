@@ -77,16 +77,26 @@ function parseCli(argv: string[]): Cli | undefined {
   if (scenario !== 'mnist' && scenario !== 'adaptivity' && scenario !== 'all') {
     throw new UsageError(`--scenario must be mnist, adaptivity or all, got '${scenario}'`)
   }
-  const ids = values.optimizers === undefined ? DEFAULT_IDS : values.optimizers.split(',').map((id) => id.trim()).filter(Boolean)
+  const ids =
+    values.optimizers === undefined
+      ? DEFAULT_IDS
+      : values.optimizers
+          .split(',')
+          .map((id) => id.trim())
+          .filter(Boolean)
   const wanted = ids.map((id) => {
     const recipe = findRecipe(id)
-    if (recipe === undefined) throw new UsageError(`--optimizers: unknown optimizer '${id}' (expected some of ${RECIPES.map((r) => r.id).join(', ')})`)
+    if (recipe === undefined)
+      throw new UsageError(
+        `--optimizers: unknown optimizer '${id}' (expected some of ${RECIPES.map((r) => r.id).join(', ')})`,
+      )
     return recipe
   })
   if (wanted.length === 0) throw new UsageError('--optimizers names no optimizer')
   const seedText = values.seed ?? '1'
   const seed = Number(seedText)
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UsageError(`--seed must be an integer in 0..4294967295, got '${seedText}'`)
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new UsageError(`--seed must be an integer in 0..4294967295, got '${seedText}'`)
   return {
     scenario,
     recipes: wanted.filter(isAvailable),
@@ -116,9 +126,16 @@ async function main(): Promise<number> {
   // Read by rayon when its pool first starts, at the first parallel step; nothing has stepped yet.
   if (cli.threads !== undefined) process.env.RAYON_NUM_THREADS = String(cli.threads)
   const fromEnvironment = process.env.RAYON_NUM_THREADS
-  const threads = cli.threads !== undefined ? String(cli.threads) : fromEnvironment ? `${fromEnvironment} (RAYON_NUM_THREADS)` : `${availableParallelism()} (default)`
+  const threads =
+    cli.threads !== undefined
+      ? String(cli.threads)
+      : fromEnvironment
+        ? `${fromEnvironment} (RAYON_NUM_THREADS)`
+        : `${availableParallelism()} (default)`
   if (cli.skipped.length > 0) {
-    console.log(`Not in this build of fastoptim, skipped: ${cli.skipped.map((r) => `${r.label} (${r.className})`).join(', ')}`)
+    console.log(
+      `Not in this build of fastoptim, skipped: ${cli.skipped.map((r) => `${r.label} (${r.className})`).join(', ')}`,
+    )
   }
   if (cli.recipes.length === 0) {
     console.error('None of the chosen optimizers is in this build of fastoptim.')
@@ -153,8 +170,11 @@ async function main(): Promise<number> {
   writeFileSync(index, html(out))
   written.push(index)
   const shown = written.map((file) => join(cli.out, file.slice(out.length + 1)))
-  console.log(`\nWrote ${shown.join(', ')} in ${((Date.now() - started) / 1000).toFixed(1)} s. Open ${join(cli.out, 'index.html')} in a browser.`)
-  if (cli.scenario === 'mnist') console.log('The adaptivity claims: npm run demo -- --scenario adaptivity (about a minute).')
+  console.log(
+    `\nWrote ${shown.join(', ')} in ${((Date.now() - started) / 1000).toFixed(1)} s. Open ${join(cli.out, 'index.html')} in a browser.`,
+  )
+  if (cli.scenario === 'mnist')
+    console.log('The adaptivity claims: npm run demo -- --scenario adaptivity (about a minute).')
   return 0
 }
 

@@ -94,14 +94,19 @@ export class Mlp {
     let k = set.rowStart[i]
     const end = set.rowStart[i + 1]
     for (; k + 3 < end; k += 4) {
-      const xa = value[k], ra = pixel[k] * H
-      const xb = value[k + 1], rb = pixel[k + 1] * H
-      const xc = value[k + 2], rc = pixel[k + 2] * H
-      const xd = value[k + 3], rd = pixel[k + 3] * H
+      const xa = value[k],
+        ra = pixel[k] * H
+      const xb = value[k + 1],
+        rb = pixel[k + 1] * H
+      const xc = value[k + 2],
+        rc = pixel[k + 2] * H
+      const xd = value[k + 3],
+        rd = pixel[k + 3] * H
       for (let j = 0; j < H; j++) hidden[j] += xa * w1[ra + j] + xb * w1[rb + j] + xc * w1[rc + j] + xd * w1[rd + j]
     }
     for (; k < end; k++) {
-      const x = value[k], row = pixel[k] * H
+      const x = value[k],
+        row = pixel[k] * H
       for (let j = 0; j < H; j++) hidden[j] += x * w1[row + j]
     }
     for (let c = 0; c < CLASSES; c++) logits[c] = b2[c]
@@ -173,10 +178,14 @@ export class Mlp {
     let k = set.rowStart[i]
     const end = set.rowStart[i + 1]
     for (; k + 3 < end; k += 4) {
-      const xa = value[k], ra = pixel[k] * H
-      const xb = value[k + 1], rb = pixel[k + 1] * H
-      const xc = value[k + 2], rc = pixel[k + 2] * H
-      const xd = value[k + 3], rd = pixel[k + 3] * H
+      const xa = value[k],
+        ra = pixel[k] * H
+      const xb = value[k + 1],
+        rb = pixel[k + 1] * H
+      const xc = value[k + 2],
+        rc = pixel[k + 2] * H
+      const xd = value[k + 3],
+        rd = pixel[k + 3] * H
       for (let j = 0; j < H; j++) {
         const g = hiddenGrad[j]
         gw1[ra + j] += xa * g
@@ -186,7 +195,8 @@ export class Mlp {
       }
     }
     for (; k < end; k++) {
-      const x = value[k], row = pixel[k] * H
+      const x = value[k],
+        row = pixel[k] * H
       for (let j = 0; j < H; j++) gw1[row + j] += x * hiddenGrad[j]
     }
     return loss

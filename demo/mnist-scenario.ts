@@ -20,7 +20,12 @@ export interface MnistReport {
 const percent = (x: number) => `${(100 * x).toFixed(1)}%`
 
 /** Trains the MLP once per optimizer, prints the table, and writes mnist.json, mnist.md and mnist.svg. */
-export async function runMnist(recipes: readonly Recipe[], config: TrainConfig, out: string, threads: string): Promise<MnistReport> {
+export async function runMnist(
+  recipes: readonly Recipe[],
+  config: TrainConfig,
+  out: string,
+  threads: string,
+): Promise<MnistReport> {
   const data = loadMnist(config.seed)
   const parameters = 784 * config.hiddenSize + config.hiddenSize + config.hiddenSize * 10 + 10
   const intro =
@@ -98,7 +103,14 @@ function judgeConvergence(runs: readonly MnistRun[], config: TrainConfig): Claim
     claim,
     evidence:
       `epochs to training loss ≤ ${config.targetLoss}, then final training loss: ${[adam, ...rivals].map(describe).join('; ')}. ` +
-      `Adam beats ${beaten.length} of ${rivals.length}${beaten.length < rivals.length ? ` (not ${rivals.filter((r) => !beaten.includes(r)).map((r) => r.label).join(', ')})` : ''} ` +
+      `Adam beats ${beaten.length} of ${rivals.length}${
+        beaten.length < rivals.length
+          ? ` (not ${rivals
+              .filter((r) => !beaten.includes(r))
+              .map((r) => r.label)
+              .join(', ')})`
+          : ''
+      } ` +
       '(rule: supported if it beats all, contradicted if it beats none).',
     verdict: beaten.length === rivals.length ? 'supported' : beaten.length === 0 ? 'contradicted' : 'mixed',
   }
@@ -108,25 +120,33 @@ function mnistFigure(runs: readonly MnistRun[], config: TrainConfig) {
   const series = runs.map((run) => run.label)
   const lossRows = runs.flatMap((run) => run.curve.map(({ epoch, loss }) => ({ optimizer: run.label, epoch, loss })))
   const evalRows = runs.flatMap((run) =>
-    run.evaluations.map((e) => ({ optimizer: run.label, epoch: e.epoch, trainLoss: e.trainLoss, accuracy: 100 * e.testAccuracy })),
+    run.evaluations.map((e) => ({
+      optimizer: run.label,
+      epoch: e.epoch,
+      trainLoss: e.trainLoss,
+      accuracy: 100 * e.testAccuracy,
+    })),
   )
   const trained = evalRows.filter((row) => row.epoch > 0)
   const lowest = Math.min(100, ...trained.map((row) => row.accuracy))
-  return figure(`fastoptim: a 784-${config.hiddenSize}-10 MLP on MNIST, each optimizer at its usual learning rate (seed ${config.seed})`, [
-    linePanel({
-      title: `Training loss (mean of each 1/${config.curvePointsPerEpoch} epoch's batches)`,
-      rows: lossRows,
-      x: { field: 'epoch', title: 'epoch' },
-      y: { field: 'loss', title: 'cross-entropy (log scale)', log: true },
-      series,
-    }),
-    linePanel({
-      title: 'Test accuracy on the held-out digits',
-      rows: trained,
-      x: { field: 'epoch', title: 'epoch' },
-      y: { field: 'accuracy', title: 'accuracy (%)', domain: [Math.max(0, Math.floor(lowest / 5) * 5), 100] },
-      series,
-      points: true,
-    }),
-  ])
+  return figure(
+    `fastoptim: a 784-${config.hiddenSize}-10 MLP on MNIST, each optimizer at its usual learning rate (seed ${config.seed})`,
+    [
+      linePanel({
+        title: `Training loss (mean of each 1/${config.curvePointsPerEpoch} epoch's batches)`,
+        rows: lossRows,
+        x: { field: 'epoch', title: 'epoch' },
+        y: { field: 'loss', title: 'cross-entropy (log scale)', log: true },
+        series,
+      }),
+      linePanel({
+        title: 'Test accuracy on the held-out digits',
+        rows: trained,
+        x: { field: 'epoch', title: 'epoch' },
+        y: { field: 'accuracy', title: 'accuracy (%)', domain: [Math.max(0, Math.floor(lowest / 5) * 5), 100] },
+        series,
+        points: true,
+      }),
+    ],
+  )
 }

@@ -90,7 +90,11 @@ export function findRecipe(id: string): Recipe | undefined {
 }
 
 /** A new optimizer over `params` with the recipe's options, `overrides` winning. */
-export function createOptimizer(recipe: Recipe, params: Parameter[], overrides: Record<string, unknown> = {}): StepOptimizer {
+export function createOptimizer(
+  recipe: Recipe,
+  params: Parameter[],
+  overrides: Record<string, unknown> = {},
+): StepOptimizer {
   const Class = classOf(recipe)
   if (Class === undefined) throw new Error(`fastoptim has no ${recipe.className} in this build`)
   return new Class(params, { ...recipe.options, ...overrides })

@@ -61,7 +61,13 @@ export function linePanel(panel: LinePanel): Record<string, unknown> {
         },
         ...(panel.y.format ? { axis: { format: panel.y.format } } : {}),
       },
-      color: { field: seriesField, type: 'nominal', title: seriesField, sort: [...panel.series], scale: { domain: [...panel.series], scheme: 'category10' } },
+      color: {
+        field: seriesField,
+        type: 'nominal',
+        title: seriesField,
+        sort: [...panel.series],
+        scale: { domain: [...panel.series], scheme: 'category10' },
+      },
     },
   }
 }

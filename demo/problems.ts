@@ -147,7 +147,10 @@ export function sparseLogistic(options: { features: number; batchSize: number; s
     return Math.sqrt(s / (to - from))
   }
   // Every run with the same seed sees the same stream of samples; draw it once.
-  const streams = new Map<number, { truth: Float64Array; rowStart: Uint32Array; feature: Uint16Array; label: Uint8Array }>()
+  const streams = new Map<
+    number,
+    { truth: Float64Array; rowStart: Uint32Array; feature: Uint16Array; label: Uint8Array }
+  >()
   const stream = (seed: number) => {
     let cached = streams.get(seed)
     if (cached !== undefined) return cached
@@ -193,7 +196,10 @@ export function sparseLogistic(options: { features: number; batchSize: number; s
           }
         },
         metric: (w) => rmsError(w, truth, d - quarter, d),
-        extras: (w) => ({ rareWeightError: rmsError(w, truth, d - quarter, d), frequentWeightError: rmsError(w, truth, 0, quarter) }),
+        extras: (w) => ({
+          rareWeightError: rmsError(w, truth, d - quarter, d),
+          frequentWeightError: rmsError(w, truth, 0, quarter),
+        }),
       }
     },
   }
@@ -210,7 +216,11 @@ const sigmoid = (z: number) => 1 / (1 + Math.exp(-z))
  * random (by seed) so that no learning rate of the grid lands on the minimum by arithmetic.
  * Metric: RMS distance to the current minimum.
  */
-export function movingTarget(options: { dimension: number; noise: number; steps: number }): Problem & { switchStep: number } {
+export function movingTarget(options: {
+  dimension: number
+  noise: number
+  steps: number
+}): Problem & { switchStep: number } {
   const { dimension: d, noise } = options
   const switchStep = Math.floor(options.steps / 2)
   return {

@@ -52,7 +52,12 @@ const seconds = (from: bigint) => Number(process.hrtime.bigint() - from) / 1e9
  * Trains a fresh MLP with one optimizer. The initial weights and the batch order depend only on
  * `config.seed`, so every optimizer starts from the same weights and sees the same batches.
  */
-export function trainMnist(recipe: Recipe, data: MnistSplit, config: TrainConfig, options: { quiet?: boolean; overrides?: Record<string, unknown> } = {}): MnistRun {
+export function trainMnist(
+  recipe: Recipe,
+  data: MnistSplit,
+  config: TrainConfig,
+  options: { quiet?: boolean; overrides?: Record<string, unknown> } = {},
+): MnistRun {
   const random = new Random(config.seed)
   const model = new Mlp(config.hiddenSize, random.fork())
   const batchOrder = random.fork()

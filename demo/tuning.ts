@@ -34,7 +34,15 @@ export function runTuning(recipes: readonly Recipe[], seed: number, epochs: numb
       const run = trainMnist(
         recipe,
         data,
-        { epochs, seed, batchSize: 64, hiddenSize: 128, targetLoss: 0.1, curvePointsPerEpoch: 1, evaluateEveryEpoch: false },
+        {
+          epochs,
+          seed,
+          batchSize: 64,
+          hiddenSize: 128,
+          targetLoss: 0.1,
+          curvePointsPerEpoch: 1,
+          evaluateEveryEpoch: false,
+        },
         { quiet: true, overrides: { lr } },
       )
       accuracy.push(run.diverged ? NaN : 100 * run.evaluations[run.evaluations.length - 1].testAccuracy)

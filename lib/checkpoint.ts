@@ -37,15 +37,26 @@ export function encodeSafetensors(stateDict: StateDict<object>): Uint8Array {
       } else {
         const dtype = value instanceof Float32Array ? 'F32' : 'F64'
         const shape = stateDict.shapes?.[Number(id)]?.[key] ?? [value.length]
-        tensors.push({ name, dtype, shape: [...shape], bytes: new Uint8Array(value.buffer, value.byteOffset, value.byteLength) })
+        tensors.push({
+          name,
+          dtype,
+          shape: [...shape],
+          bytes: new Uint8Array(value.buffer, value.byteOffset, value.byteLength),
+        })
       }
     }
   }
-  const paramGroups = stateDict.paramGroups.map((group) => Object.fromEntries(Object.entries(group).map(([k, v]) => [snake(k), v])))
+  const paramGroups = stateDict.paramGroups.map((group) =>
+    Object.fromEntries(Object.entries(group).map(([k, v]) => [snake(k), v])),
+  )
   const header: Record<string, unknown> = { __metadata__: { format: 'pt', param_groups: JSON.stringify(paramGroups) } }
   let offset = 0
   for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.byteLength] } satisfies TensorInfo
+    header[t.name] = {
+      dtype: t.dtype,
+      shape: t.shape,
+      data_offsets: [offset, offset + t.bytes.byteLength],
+    } satisfies TensorInfo
     offset += t.bytes.byteLength
   }
   let json = JSON.stringify(header)
@@ -91,7 +102,9 @@ export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
     throw corrupt('__metadata__.param_groups is not JSON')
   }
   if (!Array.isArray(groups)) throw corrupt('__metadata__.param_groups is not an array')
-  const paramGroups = groups.map((group) => Object.fromEntries(Object.entries(group as object).map(([k, v]) => [camel(k), v])))
+  const paramGroups = groups.map((group) =>
+    Object.fromEntries(Object.entries(group as object).map(([k, v]) => [camel(k), v])),
+  )
 
   const state: Record<number, ParamState> = {}
   const shapes: Record<number, Record<string, number[]>> = {}
@@ -102,13 +115,26 @@ export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
     const { dtype, shape, data_offsets: range } = info as TensorInfo
     const size = dtype === 'F32' ? 4 : dtype === 'F64' ? 8 : 0
     if (size === 0) throw corrupt(`${name} has dtype ${String(dtype)} (expected F32 or F64)`)
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !Array.isArray(range) || range.length !== 2) {
+    if (
+      !Array.isArray(shape) ||
+      !shape.every((d) => Number.isSafeInteger(d) && d >= 0) ||
+      !Array.isArray(range) ||
+      range.length !== 2
+    ) {
       throw corrupt(`${name} has a malformed shape or data_offsets`)
     }
     const [begin, end] = range
     const count = shape.reduce((a: number, b: number) => a * b, 1)
-    if (!Number.isSafeInteger(begin) || !Number.isSafeInteger(end) || begin < 0 || end > dataLength || end - begin !== count * size) {
-      throw corrupt(`${name}: data_offsets [${begin}, ${end}] do not fit ${count} ${dtype} values in ${dataLength} data bytes`)
+    if (
+      !Number.isSafeInteger(begin) ||
+      !Number.isSafeInteger(end) ||
+      begin < 0 ||
+      end > dataLength ||
+      end - begin !== count * size
+    ) {
+      throw corrupt(
+        `${name}: data_offsets [${begin}, ${end}] do not fit ${count} ${dtype} values in ${dataLength} data bytes`,
+      )
     }
     // Copy into a buffer of its own: the data in the file need not be aligned for a typed array
     // view (and a Node Buffer's slice() would share its pool).

@@ -25,7 +25,9 @@ function toArray(params: Iterable<Parameter> | Parameter, name: string): unknown
   if (typeof params === 'object' && params !== null) {
     return Symbol.iterator in params ? Array.from(params as Iterable<Parameter>) : [params]
   }
-  throw invalidType(`${name}: params must be an array of parameters, an iterable of them, or a parameter, got ${describe(params)}`)
+  throw invalidType(
+    `${name}: params must be an array of parameters, an iterable of them, or a parameter, got ${describe(params)}`,
+  )
 }
 
 function checkNumber(value: unknown, path: string): asserts value is number {
@@ -48,17 +50,27 @@ function checkNumber(value: unknown, path: string): asserts value is number {
  * @example
  * opt.zeroGrad(); backward(); clipGradNorm(params, 1.0); opt.step()
  */
-export function clipGradNorm(params: Iterable<Parameter> | Parameter, maxNorm: number, options: ClipGradNormOptions = {}): number {
+export function clipGradNorm(
+  params: Iterable<Parameter> | Parameter,
+  maxNorm: number,
+  options: ClipGradNormOptions = {},
+): number {
   const list = toArray(params, 'clipGradNorm')
   checkNumber(maxNorm, 'clipGradNorm: maxNorm')
-  if (typeof options !== 'object' || options === null) throw invalidType(`clipGradNorm: options must be an object, got ${describe(options)}`)
+  if (typeof options !== 'object' || options === null)
+    throw invalidType(`clipGradNorm: options must be an object, got ${describe(options)}`)
   for (const key of Object.keys(options)) {
-    if (!(key in CLIP_GRAD_NORM_DEFAULTS)) throw invalidValue(`clipGradNorm: options.${key} is not an option of clipGradNorm (expected normType or errorIfNonfinite)`)
+    if (!(key in CLIP_GRAD_NORM_DEFAULTS))
+      throw invalidValue(
+        `clipGradNorm: options.${key} is not an option of clipGradNorm (expected normType or errorIfNonfinite)`,
+      )
   }
   const normType = options.normType === undefined ? CLIP_GRAD_NORM_DEFAULTS.normType : options.normType
-  const errorIfNonfinite = options.errorIfNonfinite === undefined ? CLIP_GRAD_NORM_DEFAULTS.errorIfNonfinite : options.errorIfNonfinite
+  const errorIfNonfinite =
+    options.errorIfNonfinite === undefined ? CLIP_GRAD_NORM_DEFAULTS.errorIfNonfinite : options.errorIfNonfinite
   checkNumber(normType, 'clipGradNorm: options.normType')
-  if (typeof errorIfNonfinite !== 'boolean') throw invalidType(`clipGradNorm: options.errorIfNonfinite must be a boolean, got ${describe(errorIfNonfinite)}`)
+  if (typeof errorIfNonfinite !== 'boolean')
+    throw invalidType(`clipGradNorm: options.errorIfNonfinite must be a boolean, got ${describe(errorIfNonfinite)}`)
   return native.clipGradNorm(list, maxNorm, normType, errorIfNonfinite)
 }
 

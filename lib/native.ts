@@ -24,7 +24,8 @@ export function currentPlatform(): { name: string; glibc: string | undefined } {
   if (platform !== 'linux') return { name: `${platform}-${arch}`, glibc: undefined }
   let glibc: string | undefined
   try {
-    glibc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime
+    glibc = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header
+      ?.glibcVersionRuntime
   } catch {
     glibc = undefined
   }
@@ -49,7 +50,9 @@ export function missingBindingError(cause: unknown): Error & { code: string } {
       `fastoptim could not load its native binary for ${where}: it comes in the package ${pkg}, ` +
       `an optional dependency that is missing or failed to load. Install it with \`npm install ${pkg}\` ` +
       `(npm leaves optional dependencies out with --omit=optional, and a package-lock.json made on another platform may lack it)` +
-      (glibc && compareVersions(glibc, MIN_GLIBC) < 0 ? `. It needs glibc >= ${MIN_GLIBC}, and this system has ${glibc}` : '') +
+      (glibc && compareVersions(glibc, MIN_GLIBC) < 0
+        ? `. It needs glibc >= ${MIN_GLIBC}, and this system has ${glibc}`
+        : '') +
       '.'
   }
   const reasons = chainMessages(cause)

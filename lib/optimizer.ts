@@ -40,12 +40,13 @@ export interface Parameter<Grad extends FloatArray | SparseGrad = FloatArray> {
 export type GradKind = FloatArray | SparseGrad
 
 /** A group of parameters with its own options; every option is present and live. */
-export type ParamGroup<Options, Grad extends GradKind = FloatArray> = Required<Options> & { readonly params: readonly Parameter<Grad>[] }
+export type ParamGroup<Options, Grad extends GradKind = FloatArray> = Required<Options> & {
+  readonly params: readonly Parameter<Grad>[]
+}
 
 /** Parameters, or groups of parameters each overriding some options. */
 export type Params<Options, Grad extends GradKind = FloatArray> =
-  | readonly Parameter<Grad>[]
-  | ReadonlyArray<{ params: readonly Parameter<Grad>[] } & Partial<Options>>
+  readonly Parameter<Grad>[] | ReadonlyArray<{ params: readonly Parameter<Grad>[] } & Partial<Options>>
 
 /** One packed option: where it sits in the group object and what it must be. */
 interface Slot {
@@ -81,17 +82,31 @@ export class Schema<Options> {
 
   constructor(readonly algorithm: string) {
     const info = registry.get(algorithm)
-    if (!info) throw invalidValue(`unknown optimizer ${JSON.stringify(algorithm)} (expected one of ${[...registry.keys()].join(', ')})`)
+    if (!info)
+      throw invalidValue(
+        `unknown optimizer ${JSON.stringify(algorithm)} (expected one of ${[...registry.keys()].join(', ')})`,
+      )
     this.info = info
     this.slots = info.options.map(({ name, kind, default: value, expected }) => {
       const [, key, index] = /^(\w+)(?:\[(\d+)\])?$/.exec(name)!
-      return { key, index: index === undefined ? undefined : Number(index), kind: kind as Slot['kind'], default: value, expected }
+      return {
+        key,
+        index: index === undefined ? undefined : Number(index),
+        kind: kind as Slot['kind'],
+        default: value,
+        expected,
+      }
     })
     this.keys = [...new Set(this.slots.map((s) => s.key))]
     this.#arity = this.slots.map((slot) => this.slots.filter((s) => s.key === slot.key).length)
     const defaults: Record<string, unknown> = {}
     for (const slot of this.slots) {
-      const value = slot.kind === 'boolean' ? slot.default !== 0 : slot.kind === 'number?' && Number.isNaN(slot.default) ? null : slot.default
+      const value =
+        slot.kind === 'boolean'
+          ? slot.default !== 0
+          : slot.kind === 'number?' && Number.isNaN(slot.default)
+            ? null
+            : slot.default
       if (slot.index === undefined) defaults[slot.key] = value
       else ((defaults[slot.key] ??= []) as unknown[])[slot.index] = value
     }
@@ -121,17 +136,22 @@ export class Schema<Options> {
         value = tuple[slot.index]
       }
       if (slot.kind === 'boolean') {
-        if (typeof value !== 'boolean') throw invalidType(`${this.#name(where, i)} must be a boolean, got ${describe(value)}`)
+        if (typeof value !== 'boolean')
+          throw invalidType(`${this.#name(where, i)} must be a boolean, got ${describe(value)}`)
         out[offset + i] = value ? 1 : 0
       } else if (slot.kind === 'number?' && value === null) {
         out[offset + i] = NaN
       } else {
         if (typeof value !== 'number') {
-          throw invalidType(`${this.#name(where, i)} must be a number${slot.kind === 'number?' ? ' or null' : ''}, got ${describe(value)}`)
+          throw invalidType(
+            `${this.#name(where, i)} must be a number${slot.kind === 'number?' ? ' or null' : ''}, got ${describe(value)}`,
+          )
         }
         // NaN is how null is packed: a NaN given here must not pass for null.
         if (slot.kind === 'number?' && Number.isNaN(value)) {
-          throw outOfRange(`invalid ${this.#name(where, i).replace(/^[^.]*\./, '')}: NaN (expected ${slot.expected}) in ${where}`)
+          throw outOfRange(
+            `invalid ${this.#name(where, i).replace(/^[^.]*\./, '')}: NaN (expected ${slot.expected}) in ${where}`,
+          )
         }
         out[offset + i] = value
       }
@@ -140,7 +160,11 @@ export class Schema<Options> {
 }
 
 /** How many elements a state buffer of `layout` has for a parameter of `length` elements and `shape`. */
-export function layoutShape(layout: string, length: number, shape: readonly number[] | undefined): number[] | undefined {
+export function layoutShape(
+  layout: string,
+  length: number,
+  shape: readonly number[] | undefined,
+): number[] | undefined {
   const dims = shape ? [...shape] : [length]
   const factored = dims.length >= 2
   switch (layout) {
@@ -219,12 +243,17 @@ function checkSparseGrad(grad: unknown, data: FloatArray, where: string, info: A
     )
   }
   if (isFloatArray(grad)) {
-    throw invalidType(`${where}.grad is a ${grad.constructor.name}: ${info.name} does not support dense gradients, please consider Adam instead (or give a row-sparse gradient { indices, values })`)
+    throw invalidType(
+      `${where}.grad is a ${grad.constructor.name}: ${info.name} does not support dense gradients, please consider Adam instead (or give a row-sparse gradient { indices, values })`,
+    )
   }
-  if (typeof grad !== 'object' || grad === null) throw invalidType(`${where}.grad must be a row-sparse gradient { indices, values }, or null, got ${describe(grad)}`)
+  if (typeof grad !== 'object' || grad === null)
+    throw invalidType(`${where}.grad must be a row-sparse gradient { indices, values }, or null, got ${describe(grad)}`)
   const { indices, values } = grad as Record<string, unknown>
-  if (!(indices instanceof Int32Array || indices instanceof Uint32Array)) throw invalidType(`${where}.grad.indices must be an Int32Array or Uint32Array, got ${describe(indices)}`)
-  if (!isFloatArray(values) || values.constructor !== data.constructor) throw invalidType(`${where}.grad.values must be a ${data.constructor.name} like its data, got ${describe(values)}`)
+  if (!(indices instanceof Int32Array || indices instanceof Uint32Array))
+    throw invalidType(`${where}.grad.indices must be an Int32Array or Uint32Array, got ${describe(indices)}`)
+  if (!isFloatArray(values) || values.constructor !== data.constructor)
+    throw invalidType(`${where}.grad.values must be a ${data.constructor.name} like its data, got ${describe(values)}`)
 }
 
 /** Checks a parameter joining an optimizer; returns a copy of its shape (undefined: flat). */
@@ -233,16 +262,21 @@ function checkParameter(param: unknown, where: string, info: AlgorithmInfo): num
     throw invalidType(`${where} must be an object with data and grad, got ${describe(param)}`)
   }
   const { data, grad } = param as Record<string, unknown>
-  if (!isFloatArray(data)) throw invalidType(`${where}.data must be a Float32Array or Float64Array, got ${describe(data)}`)
+  if (!isFloatArray(data))
+    throw invalidType(`${where}.data must be a Float32Array or Float64Array, got ${describe(data)}`)
   if (isDetached(data)) throw invalidState(`${where}.data is detached (its ArrayBuffer was transferred)`)
   const { shape: given } = param as { shape?: unknown }
   const shape = Array.isArray(given) ? [...given] : given
   if (shape !== undefined) {
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw invalidType(`${where}.shape must be an array of whole numbers >= 0, got ${Array.isArray(shape) ? JSON.stringify(shape) : describe(shape)}`)
+      throw invalidType(
+        `${where}.shape must be an array of whole numbers >= 0, got ${Array.isArray(shape) ? JSON.stringify(shape) : describe(shape)}`,
+      )
     }
     if (product(shape) !== data.length) {
-      throw outOfRange(`${where}.shape ${JSON.stringify(shape)} holds ${product(shape)} elements, but its data has length ${data.length}`)
+      throw outOfRange(
+        `${where}.shape ${JSON.stringify(shape)} holds ${product(shape)} elements, but its data has length ${data.length}`,
+      )
     }
   }
   const copied = shape as number[] | undefined
@@ -255,7 +289,8 @@ function checkParameter(param: unknown, where: string, info: AlgorithmInfo): num
     throw invalidType(`${where}.grad must be a ${data.constructor.name} like its data, or null, got ${describe(grad)}`)
   }
   if (isDetached(grad)) throw invalidState(`${where}.grad is detached (its ArrayBuffer was transferred)`)
-  if (grad.length !== data.length) throw outOfRange(`${where}.grad has length ${grad.length}, expected ${data.length} like its data`)
+  if (grad.length !== data.length)
+    throw outOfRange(`${where}.grad has length ${grad.length}, expected ${data.length} like its data`)
   return copied
 }
 
@@ -284,7 +319,6 @@ export interface StepOptions {
   skipNonFinite?: boolean
 }
 
-
 /** `options.skipNonFinite`, checked. */
 function stepOptions(options: unknown, method: string): boolean {
   if (options === undefined) return false
@@ -292,10 +326,12 @@ function stepOptions(options: unknown, method: string): boolean {
     throw invalidType(`${method}: options must be an object such as { skipNonFinite: true }, got ${describe(options)}`)
   }
   for (const key of Object.keys(options)) {
-    if (key !== 'skipNonFinite') throw invalidValue(`${method}: options.${key} is not an option of ${method}() (expected skipNonFinite)`)
+    if (key !== 'skipNonFinite')
+      throw invalidValue(`${method}: options.${key} is not an option of ${method}() (expected skipNonFinite)`)
   }
   const { skipNonFinite = false } = options as { skipNonFinite?: unknown }
-  if (typeof skipNonFinite !== 'boolean') throw invalidType(`${method}: options.skipNonFinite must be a boolean, got ${describe(skipNonFinite)}`)
+  if (typeof skipNonFinite !== 'boolean')
+    throw invalidType(`${method}: options.skipNonFinite must be a boolean, got ${describe(skipNonFinite)}`)
   return skipNonFinite
 }
 
@@ -321,14 +357,17 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   protected constructor(schema: Schema<Options>, params: Params<Options, Grad>, options: Partial<Options> = {}) {
     this.#schema = schema
     this.#native = new native.NativeOptimizer(schema.algorithm)
-    if (!Array.isArray(params)) throw invalidType(`params must be an array of parameters or of parameter groups, got ${describe(params)}`)
+    if (!Array.isArray(params))
+      throw invalidType(`params must be an array of parameters or of parameter groups, got ${describe(params)}`)
     if (params.length === 0) throw invalidValue('params is empty: the optimizer got an empty parameter list')
     this.#checkKeys(options, 'options', false)
     this.defaults = Object.freeze({ ...schema.defaults, ...options })
     this.#pack([this.defaults as Record<string, unknown>], 'options', true)
     type Group = { params: readonly Parameter<Grad>[] } & Partial<Options>
     const isGroup = typeof params[0] === 'object' && params[0] !== null && 'params' in params[0]
-    this.#addGroups(isGroup ? (params as readonly Group[]) : [{ params: params as readonly Parameter<Grad>[] } as Group])
+    this.#addGroups(
+      isGroup ? (params as readonly Group[]) : [{ params: params as readonly Parameter<Grad>[] } as Group],
+    )
   }
 
   /**
@@ -360,7 +399,10 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   step(options?: StepOptions): boolean {
     const skipNonFinite = stepOptions(options, 'step')
     this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
-    return this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) === native.StepReport.Finite
+    return (
+      this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) ===
+      native.StepReport.Finite
+    )
   }
 
   /**
@@ -400,7 +442,8 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    */
   zeroGrad(setToNone = true): void {
     if (this.#native.busy) throw busyError('zeroGrad()')
-    if (typeof setToNone !== 'boolean') throw invalidType(`zeroGrad: setToNone must be a boolean, got ${describe(setToNone)}`)
+    if (typeof setToNone !== 'boolean')
+      throw invalidType(`zeroGrad: setToNone must be a boolean, got ${describe(setToNone)}`)
     for (const param of this.#params) {
       const grad: GradKind | null = param.grad
       if (setToNone) param.grad = null
@@ -444,7 +487,9 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
     })
     let next = 0
     const paramGroups = this.paramGroups.map((group) => {
-      const options = Object.fromEntries(this.#schema.keys.map((key) => [key, copyOption((group as Record<string, unknown>)[key])]))
+      const options = Object.fromEntries(
+        this.#schema.keys.map((key) => [key, copyOption((group as Record<string, unknown>)[key])]),
+      )
       return { ...options, params: group.params.map(() => next++) } as Required<Options> & { params: number[] }
     })
     return Object.keys(shapes).length > 0 ? { state, paramGroups, shapes } : { state, paramGroups }
@@ -458,11 +503,15 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    */
   loadStateDict(stateDict: StateDict<Options>): void {
     if (this.#native.busy) throw busyError('loadStateDict()')
-    if (typeof stateDict !== 'object' || stateDict === null) throw invalidType(`stateDict must be an object, got ${describe(stateDict)}`)
+    if (typeof stateDict !== 'object' || stateDict === null)
+      throw invalidType(`stateDict must be an object, got ${describe(stateDict)}`)
     const { state, paramGroups } = stateDict
-    if (!Array.isArray(paramGroups)) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(paramGroups)}`)
+    if (!Array.isArray(paramGroups))
+      throw invalidType(`stateDict.paramGroups must be an array, got ${describe(paramGroups)}`)
     if (paramGroups.length !== this.paramGroups.length) {
-      throw invalidValue(`stateDict.paramGroups has ${paramGroups.length} groups, but the optimizer has ${this.paramGroups.length}`)
+      throw invalidValue(
+        `stateDict.paramGroups has ${paramGroups.length} groups, but the optimizer has ${this.paramGroups.length}`,
+      )
     }
     const width = this.#schema.slots.length
     const packed = new Float64Array(paramGroups.length * width)
@@ -470,20 +519,25 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
     let first = 0
     paramGroups.forEach((group: unknown, g) => {
       const where = `stateDict.paramGroups[${g}]`
-      if (typeof group !== 'object' || group === null) throw invalidType(`${where} must be an object, got ${describe(group)}`)
+      if (typeof group !== 'object' || group === null)
+        throw invalidType(`${where} must be an object, got ${describe(group)}`)
       const { params, ...options } = group as { params: unknown } & Record<string, unknown>
       const size = this.paramGroups[g].params.length
       if (!Array.isArray(params) || params.length !== size) {
-        throw invalidValue(`${where}.params must list ${size} parameters like the optimizer's group, got ${describe(params)}${Array.isArray(params) ? ` of ${params.length}` : ''}`)
+        throw invalidValue(
+          `${where}.params must list ${size} parameters like the optimizer's group, got ${describe(params)}${Array.isArray(params) ? ` of ${params.length}` : ''}`,
+        )
       }
       params.forEach((id: unknown, k) => {
-        if (!Number.isSafeInteger(id) || indexOf.has(id as number)) throw invalidValue(`${where}.params[${k}] must be a distinct whole number, got ${String(id)}`)
+        if (!Number.isSafeInteger(id) || indexOf.has(id as number))
+          throw invalidValue(`${where}.params[${k}] must be a distinct whole number, got ${String(id)}`)
         indexOf.set(id as number, first + k)
       })
       first += size
       for (const key of Object.keys(options)) if (PYTORCH_ONLY_OPTIONS.has(key)) delete options[key]
       // PyTorch's AdamW lists decoupled_weight_decay: true, which AdamW here implies.
-      if (options.decoupledWeightDecay === true && !this.#schema.keys.includes('decoupledWeightDecay')) delete options.decoupledWeightDecay
+      if (options.decoupledWeightDecay === true && !this.#schema.keys.includes('decoupledWeightDecay'))
+        delete options.decoupledWeightDecay
       this.#checkKeys(options, where, false)
       for (const key of this.#schema.keys) {
         if (!(key in options)) throw invalidValue(`${where}.${key} is missing`)
@@ -492,24 +546,29 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
       this.#native.validateOptions(where, packed.subarray(g * width, (g + 1) * width))
     })
 
-    if (typeof state !== 'object' || state === null) throw invalidType(`stateDict.state must be an object, got ${describe(state)}`)
+    if (typeof state !== 'object' || state === null)
+      throw invalidType(`stateDict.state must be an object, got ${describe(state)}`)
     const names = this.#native.stateNames()
     const entries = Object.entries(state).map(([id, entry]) => {
       const where = `stateDict.state[${id}]`
       const index = indexOf.get(Number(id))
       if (index === undefined) throw invalidValue(`${where} is for a parameter no group lists`)
-      if (typeof entry !== 'object' || entry === null) throw invalidType(`${where} must be an object, got ${describe(entry)}`)
+      if (typeof entry !== 'object' || entry === null)
+        throw invalidType(`${where} must be an object, got ${describe(entry)}`)
       const data = this.#params[index].data
       for (const key of Object.keys(entry)) {
         if (key !== 'step' && !names.scalars.includes(key) && !names.buffers.includes(key)) {
-          throw invalidValue(`${where}.${key} is not state of ${this.#schema.algorithm} (expected step${[...names.scalars, ...names.buffers].map((n) => `, ${n}`).join('')})`)
+          throw invalidValue(
+            `${where}.${key} is not state of ${this.#schema.algorithm} (expected step${[...names.scalars, ...names.buffers].map((n) => `, ${n}`).join('')})`,
+          )
         }
       }
       // PyTorch's SGD keeps no step count; elsewhere it is always there.
       const { step = 0 } = entry
       if (typeof step !== 'number') throw invalidType(`${where}.step must be a number, got ${describe(step)}`)
       // As the native check words it, which also refuses what this lets through (2^53 and up).
-      if (!Number.isSafeInteger(step) || step < 0) throw outOfRange(`invalid state[${index}].step: ${step} (expected a whole number from 0 to 2^53 - 1)`)
+      if (!Number.isSafeInteger(step) || step < 0)
+        throw outOfRange(`invalid state[${index}].step: ${step} (expected a whole number from 0 to 2^53 - 1)`)
       const scalars = names.scalars.map((name) => {
         const value = entry[name]
         if (typeof value !== 'number') throw invalidType(`${where}.${name} must be a number, got ${describe(value)}`)
@@ -523,12 +582,20 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
           value = data instanceof Float32Array ? Float32Array.of(value) : Float64Array.of(value)
         }
         if (!isFloatArray(value) || value.constructor !== data.constructor) {
-          throw invalidType(`${where}.${name} must be a ${data.constructor.name} like the parameter's data, got ${describe(value)}`)
+          throw invalidType(
+            `${where}.${name} must be a ${data.constructor.name} like the parameter's data, got ${describe(value)}`,
+          )
         }
         const dims = layoutShape(layout, data.length, this.#shapes[index])
-        if (!dims) throw invalidValue(`${where}.${name} is not state of a parameter of shape ${JSON.stringify(this.#shapes[index] ?? [data.length])}`)
+        if (!dims)
+          throw invalidValue(
+            `${where}.${name} is not state of a parameter of shape ${JSON.stringify(this.#shapes[index] ?? [data.length])}`,
+          )
         if (value.length !== product(dims)) {
-          const like = layout === 'param' || layout === 'unfactored' ? "like the parameter's data" : `for its shape ${JSON.stringify(dims)}`
+          const like =
+            layout === 'param' || layout === 'unfactored'
+              ? "like the parameter's data"
+              : `for its shape ${JSON.stringify(dims)}`
           throw outOfRange(`${where}.${name} has length ${value.length}, expected ${product(dims)} ${like}`)
         }
         return value
@@ -538,7 +605,8 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
     })
     this.#native.importStates(this.#params.length, entries)
     paramGroups.forEach((group, g) => {
-      for (const key of this.#schema.keys) (this.paramGroups[g] as Record<string, unknown>)[key] = copyOption((group as Record<string, unknown>)[key])
+      for (const key of this.#schema.keys)
+        (this.paramGroups[g] as Record<string, unknown>)[key] = copyOption((group as Record<string, unknown>)[key])
     })
   }
 
@@ -559,10 +627,13 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   }
 
   #checkKeys(options: object, where: string, allowParams: boolean): void {
-    if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalidType(`${where} must be an object, got ${describe(options)}`)
+    if (typeof options !== 'object' || options === null || Array.isArray(options))
+      throw invalidType(`${where} must be an object, got ${describe(options)}`)
     for (const key of Object.keys(options)) {
       if (!this.#schema.keys.includes(key) && !(allowParams && key === 'params')) {
-        throw invalidValue(`${where}.${key} is not an option of ${this.#schema.algorithm} (expected one of ${this.#schema.keys.join(', ')})`)
+        throw invalidValue(
+          `${where}.${key} is not an option of ${this.#schema.algorithm} (expected one of ${this.#schema.keys.join(', ')})`,
+        )
       }
     }
   }
@@ -576,11 +647,14 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
     groups.forEach((group, g) => {
       const where = `paramGroups[${this.paramGroups.length + g}]`
       this.#checkKeys(group, where, true)
-      if (!Array.isArray(group.params)) throw invalidType(`${where}.params must be an array of parameters, got ${describe(group.params)}`)
+      if (!Array.isArray(group.params))
+        throw invalidType(`${where}.params must be an array of parameters, got ${describe(group.params)}`)
       group.params.forEach((param, i) => {
         shapes.push(checkParameter(param, `${where}.params[${i}]`, this.#schema.info))
         if (seen.has(param) || seen.has(param.data)) {
-          throw invalidValue(`${where}.params[${i}] appears more than once; every parameter must be in exactly one group, once`)
+          throw invalidValue(
+            `${where}.params[${i}] appears more than once; every parameter must be in exactly one group, once`,
+          )
         }
         seen.add(param).add(param.data)
       })

@@ -5,7 +5,11 @@ import type { FloatArray, GradKind, Parameter } from './optimizer'
 type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
 
 /** Registered by hand in src/lib.rs (so that a step allocates nothing), hence not in the generated typings. */
-const stepAgain = (native as unknown as { stepAgain(optimizer: NativeOptimizer, packed: Float64Array, skipNonFinite: boolean): number | null }).stepAgain
+const stepAgain = (
+  native as unknown as {
+    stepAgain(optimizer: NativeOptimizer, packed: Float64Array, skipNonFinite: boolean): number | null
+  }
+).stepAgain
 
 /**
  * `TypedArray.prototype.length`'s own getter, taken before any user code runs: it reads the
@@ -34,7 +38,13 @@ export class StepArrays {
   #lengths = new Float64Array(0)
 
   /** Steps, and returns the native report (`StepReport`). */
-  step(opt: NativeOptimizer, params: readonly Parameter<GradKind>[], groupOf: Uint32Array, packed: Float64Array, skipNonFinite: boolean): number {
+  step(
+    opt: NativeOptimizer,
+    params: readonly Parameter<GradKind>[],
+    groupOf: Uint32Array,
+    packed: Float64Array,
+    skipNonFinite: boolean,
+  ): number {
     if (params === this.#params && this.#unchanged(params)) {
       const report = stepAgain(opt, packed, skipNonFinite)
       if (report !== null) return report

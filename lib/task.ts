@@ -17,7 +17,13 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
  * SharedArrayBuffer, otherwise in slices between which the event loop runs. Bad input rejects
  * before anything changes, as `step()` throws. Resolves to whether every gradient was finite.
  */
-export async function stepAsync(opt: NativeOptimizer, params: unknown, groupOf: Uint32Array, packed: Float64Array, skipNonFinite: boolean): Promise<boolean> {
+export async function stepAsync(
+  opt: NativeOptimizer,
+  params: unknown,
+  groupOf: Uint32Array,
+  packed: Float64Array,
+  skipNonFinite: boolean,
+): Promise<boolean> {
   const start = opt.startStep(params, groupOf, packed, skipNonFinite)
   if (start === native.StartedStep.Skipped) return false
   let nonFinite = false

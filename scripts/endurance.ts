@@ -13,7 +13,8 @@ function option(name: string, fallback: number): number {
   const at = process.argv.indexOf(`--${name}`)
   if (at < 0) return fallback
   const value = Number(process.argv[at + 1])
-  if (!Number.isSafeInteger(value) || value <= 0) throw new RangeError(`--${name} must be a positive whole number, got ${process.argv[at + 1]}`)
+  if (!Number.isSafeInteger(value) || value <= 0)
+    throw new RangeError(`--${name} must be a positive whole number, got ${process.argv[at + 1]}`)
   return value
 }
 
@@ -29,7 +30,10 @@ const sizes = weights.map((w) => Math.max(1, Math.round(w * scale)))
 sizes[sizes.length - 1] += PARAMS - sizes.reduce((a, b) => a + b, 0)
 
 const targets = sizes.map((n, k) => Float32Array.from({ length: n }, (_, i) => Math.sin(k + i / 97)))
-const params: Parameter[] = sizes.map((n, k) => ({ data: Float32Array.from({ length: n }, (_, i) => Math.cos(k * 3 + i / 89)), grad: new Float32Array(n) }))
+const params: Parameter[] = sizes.map((n, k) => ({
+  data: Float32Array.from({ length: n }, (_, i) => Math.cos(k * 3 + i / 89)),
+  grad: new Float32Array(n),
+}))
 /** The quadratic's gradient p − target, for tensor k. */
 function refresh(k: number): void {
   const { data, grad } = params[k]
@@ -53,7 +57,14 @@ const started = process.hrtime.bigint()
 function sample(step: number): void {
   gc?.()
   const m = process.memoryUsage()
-  samples.push({ step, seconds: Number(process.hrtime.bigint() - started) / 1e9, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers })
+  samples.push({
+    step,
+    seconds: Number(process.hrtime.bigint() - started) / 1e9,
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    external: m.external,
+    arrayBuffers: m.arrayBuffers,
+  })
 }
 
 async function main(): Promise<void> {
@@ -73,7 +84,8 @@ async function main(): Promise<void> {
     if (step % 10_000 === 0) {
       const saved = opt.stateDict()
       opt.loadStateDict(saved)
-      if (opt.getState(params[0])!.step !== step + 1) fail(`step count ${opt.getState(params[0])!.step} after ${step + 1} steps`)
+      if (opt.getState(params[0])!.step !== step + 1)
+        fail(`step count ${opt.getState(params[0])!.step} after ${step + 1} steps`)
       const grad = params[step % TENSORS].grad!
       const kept = grad[0]
       grad[0] = NaN
@@ -88,17 +100,25 @@ async function main(): Promise<void> {
   if (!finiteParams) fail('a parameter went non-finite')
 
   const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1)
-  console.log(`\n${STEPS.toLocaleString('en')} Adam steps on ${PARAMS.toLocaleString('en')} float32 parameters in ${TENSORS} tensors, ${getNumThreads()} threads, Node.js ${process.version}${gc ? '' : ' (run with --expose-gc to collect before each sample)'}\n`)
-  console.log('| step | elapsed (s) | steps/s since last | RSS (MiB) | V8 heap used (MiB) | external (MiB) | ArrayBuffers (MiB) |')
+  console.log(
+    `\n${STEPS.toLocaleString('en')} Adam steps on ${PARAMS.toLocaleString('en')} float32 parameters in ${TENSORS} tensors, ${getNumThreads()} threads, Node.js ${process.version}${gc ? '' : ' (run with --expose-gc to collect before each sample)'}\n`,
+  )
+  console.log(
+    '| step | elapsed (s) | steps/s since last | RSS (MiB) | V8 heap used (MiB) | external (MiB) | ArrayBuffers (MiB) |',
+  )
   console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   samples.forEach((s, i) => {
     const rate = i === 0 ? '' : ((s.step - samples[i - 1].step) / (s.seconds - samples[i - 1].seconds)).toFixed(0)
-    console.log(`| ${s.step.toLocaleString('en')} | ${s.seconds.toFixed(1)} | ${rate} | ${mib(s.rss)} | ${mib(s.heapUsed)} | ${mib(s.external)} | ${mib(s.arrayBuffers)} |`)
+    console.log(
+      `| ${s.step.toLocaleString('en')} | ${s.seconds.toFixed(1)} | ${rate} | ${mib(s.rss)} | ${mib(s.heapUsed)} | ${mib(s.external)} | ${mib(s.arrayBuffers)} |`,
+    )
   })
   const settled = samples[1] ?? samples[0]
   const last = samples[samples.length - 1]
   const growth = (last.rss - settled.rss) / settled.rss
-  console.log(`\nRSS from step ${settled.step.toLocaleString('en')} to the end: ${growth >= 0 ? '+' : ''}${(growth * 100).toFixed(2)}% (${mib(last.rss - settled.rss)} MiB); from the first step: ${mib(last.rss - samples[0].rss)} MiB`)
+  console.log(
+    `\nRSS from step ${settled.step.toLocaleString('en')} to the end: ${growth >= 0 ? '+' : ''}${(growth * 100).toFixed(2)}% (${mib(last.rss - settled.rss)} MiB); from the first step: ${mib(last.rss - samples[0].rss)} MiB`,
+  )
   if (growth > 0.05) fail(`the resident set grew by ${(growth * 100).toFixed(1)}% after the first tenth of the run`)
   console.log(failures === 0 ? 'endurance: ok' : `endurance: ${failures} failure(s)`)
   process.exitCode = failures === 0 ? 0 : 1

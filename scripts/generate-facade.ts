@@ -45,7 +45,9 @@ function members(info: AlgorithmInfo): string[] {
   return [...byKey].map(([key, options]) => {
     const tuple = options.length > 1 || options[0].name !== key
     const type = tuple ? `[${options.map((o) => typeOf(o.kind)).join(', ')}]` : typeOf(options[0].kind)
-    const value = tuple ? `[${options.map((o) => literal(o.kind, o.default)).join(', ')}]` : literal(options[0].kind, options[0].default)
+    const value = tuple
+      ? `[${options.map((o) => literal(o.kind, o.default)).join(', ')}]`
+      : literal(options[0].kind, options[0].default)
     const expected = options.map((o) => o.expected).join('; ')
     return [
       '  /**',

@@ -45,7 +45,8 @@ type Update = (o: Options, p: RefParam & { grad: number[] }, s: RefState, contex
 const num = (o: Options, key: string) => o[key] as number
 const flag = (o: Options, key: string) => o[key] as boolean
 const betas = (o: Options) => o.betas as number[]
-const buffer = (s: RefState, name: string, n: number, initial = 0) => (s.buffers[name] ??= new Array<number>(n).fill(initial))
+const buffer = (s: RefState, name: string, n: number, initial = 0) =>
+  (s.buffers[name] ??= new Array<number>(n).fill(initial))
 
 /** g, negated when maximizing, with the L2 penalty λ·p added unless `decoupled`. */
 function gradient(o: Options, p: RefParam & { grad: number[] }, i: number, decoupled: boolean): number {
@@ -135,7 +136,13 @@ const adamax: Update = (o, p, s) => {
 }
 
 const nadam: Update = (o, p, s) => {
-  const [lr, [beta1, beta2], eps, wd, psi] = [num(o, 'lr'), betas(o), num(o, 'eps'), num(o, 'weightDecay'), num(o, 'momentumDecay')]
+  const [lr, [beta1, beta2], eps, wd, psi] = [
+    num(o, 'lr'),
+    betas(o),
+    num(o, 'eps'),
+    num(o, 'weightDecay'),
+    num(o, 'momentumDecay'),
+  ]
   const decoupled = flag(o, 'decoupledWeightDecay')
   const t = s.step
   const mu = beta1 * (1 - 0.5 * 0.96 ** (t * psi))
@@ -171,7 +178,8 @@ const radam: Update = (o, p, s) => {
     m[i] = beta1 * m[i] + (1 - beta1) * g
     v[i] = beta2 * v[i] + (1 - beta2) * g * g
     const corrected = m[i] / bc1
-    p.data[i] -= rect === undefined ? lr * corrected : ((lr * corrected * Math.sqrt(bc2)) / (Math.sqrt(v[i]) + eps)) * rect
+    p.data[i] -=
+      rect === undefined ? lr * corrected : ((lr * corrected * Math.sqrt(bc2)) / (Math.sqrt(v[i]) + eps)) * rect
   }
 }
 
@@ -317,7 +325,8 @@ const rprop: Update = (o, p, s) => {
 const sparseAdam: Update = (o, p, s) => {
   const [lr, [beta1, beta2], eps] = [num(o, 'lr'), betas(o), num(o, 'eps')]
   const n = p.data.length
-  const [rows, rowLength] = p.shape === undefined ? [n, 1] : p.shape.length === 0 ? [1, 1] : [p.shape[0], n / p.shape[0]]
+  const [rows, rowLength] =
+    p.shape === undefined ? [n, 1] : p.shape.length === 0 ? [1, 1] : [p.shape[0], n / p.shape[0]]
   const [m, v] = [buffer(s, 'expAvg', n), buffer(s, 'expAvgSq', n)]
   const stepSize = (lr * Math.sqrt(1 - beta2 ** s.step)) / (1 - beta1 ** s.step)
   for (let r = 0; r < rows; r++) {
@@ -415,7 +424,10 @@ export class Reference {
     readonly dtype: 'float32' | 'float64' = 'float64',
   ) {
     const update = UPDATES[algorithm]
-    if (!update) throw new Error(`__test__/helpers/reference.ts has no reference of ${algorithm}: write one from PyTorch's equations`)
+    if (!update)
+      throw new Error(
+        `__test__/helpers/reference.ts has no reference of ${algorithm}: write one from PyTorch's equations`,
+      )
     this.#update = update
   }
 
@@ -433,4 +445,3 @@ export class Reference {
     }
   }
 }
-
