@@ -33,7 +33,8 @@ pub(crate) fn check_configured() -> std::result::Result<(), Fail> {
 }
 
 /// Sets how many threads a step may use, the calling thread included, for the whole process.
-/// Steps already running finish with the count they started with.
+/// Steps already running finish with the count they started with. The previous pool's threads
+/// have exited when this returns (if a step was still running on them, they exit when it ends).
 #[napi(catch_unwind)]
 pub fn set_num_threads(env: Env, n: Unknown) -> Result<()> {
   let value = n.raw();
@@ -70,4 +71,12 @@ pub fn set_num_threads(env: Env, n: Unknown) -> Result<()> {
 pub fn get_num_threads(env: Env) -> Result<u32> {
   check_configured().map_err(|fail| fail.throw(&env))?;
   Ok(threads::num_threads() as u32)
+}
+
+/// Diagnostic, for fastoptim's own tests and benchmarks: how many threads took part in the last
+/// parallel step this thread ran (itself and the workers that joined it before it closed); 0
+/// before any. Steps too small to be cut, or on one thread, do not reach the pool and leave it.
+#[napi(js_name = "__lastStepThreads")]
+pub fn last_step_threads() -> u32 {
+  threads::last_step_threads() as u32
 }

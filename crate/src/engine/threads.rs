@@ -3,28 +3,32 @@
 //! There is one pool per process, shared by every optimizer (and, in Node, by every worker
 //! thread, since they share the process), so that several optimizers stepping at once never run
 //! more threads than the pool has. Its size counts the calling thread: with `n` threads a step
-//! runs on the thread that asked for it plus the `n − 1` worker threads of a rayon pool.
+//! runs on the thread that asked for it plus the pool's `n − 1` worker threads.
 //!
 //! A parallel step is cut into pieces. Each thread starts on a fixed share of them (the same
 //! share every step, so that the part of a model that stays in one core's cache is updated by
 //! that core again), then takes pieces others have not started. The caller never waits for a
-//! worker to wake up: it publishes the step, hands one small rayon task per worker to the pool,
-//! and starts on its own share at once; a task that a worker picks up late finds the step closed
-//! and returns without touching it. The caller waits only for workers that joined. Taking the next
-//! piece is one atomic increment.
+//! worker to wake up: it publishes the step, wakes the workers that sleep, and starts on its own
+//! share at once; a worker that arrives after the step closed waits for the next one. The caller
+//! waits only for workers that joined. Taking the next piece is one atomic increment.
 //!
-//! A worker's task does not return to rayon as soon as its step is done: it lingers for
-//! [`LINGER`], watching for the next step, and a caller that finds it lingering claims it instead
-//! of spawning a task for it. So back-to-back steps (a training loop, a benchmark) neither wait
-//! for a thread to wake nor allocate anything; only a step that comes after the workers went back
-//! to rayon pays for a rayon task (a small box) per worker.
+//! After a step a worker spins for [`LINGER`], watching for the next one, then sleeps
+//! (`thread::park`) until a step wakes it. So back-to-back steps (a training loop, a benchmark)
+//! neither wait for a thread to wake nor make a system call; only a step that comes after the
+//! workers fell asleep pays for waking them. Nothing is allocated per step.
+//!
+//! Each worker is one thread running one loop for its pool's whole life, never a task handed to
+//! a queue, so a worker cannot be started twice or run on after its pool: replacing the pool
+//! ([`set_num_threads`]) stops the old pool's threads and waits for them to exit before it starts
+//! the new one's. No thread of an earlier pool takes a processor from the steps after it, nor is
+//! one still spinning when the scheduler places the new workers.
 //!
 //! One step uses the workers at a time. A step that finds them busy with another caller's step
 //! runs on its own thread alone instead of waiting for them, so no caller is ever blocked by
 //! another's step; the cost is that two concurrent steps may use one thread more than the pool
 //! size (the second caller's own).
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -35,14 +39,15 @@ use std::time::{Duration, Instant};
 /// The most threads a pool may have.
 pub const MAX_THREADS: usize = 256;
 
-/// How long a worker's task waits for the next step before it returns to rayon.
+/// How long a worker spins, watching for the next step, before it sleeps.
 const LINGER: Duration = Duration::from_micros(100);
 
 /// How long a thread of a [`politely`] step computes before it gives the processor up.
 const YIELD_EVERY: Duration = Duration::from_micros(500);
 
 thread_local! {
-  static POLITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+  static POLITE: Cell<bool> = const { Cell::new(false) };
+  static LAST_STEP_THREADS: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Runs `f`, in which every parallel step this thread starts gives the processor up
@@ -55,6 +60,15 @@ pub fn politely<R>(f: impl FnOnce() -> R) -> R {
   let result = f();
   POLITE.with(|p| p.set(before));
   result
+}
+
+/// Diagnostic, for tests and benchmarks: how many threads took part in the last parallel step
+/// (or reduction) this thread ran on a pool: itself plus the workers that joined before the step
+/// closed, so 1 when it ran alone (too few pieces, or the workers busy with another thread's
+/// step), and 0 before any. Steps that never reach a pool (too small to cut, or with one thread)
+/// leave it as it was.
+pub fn last_step_threads() -> usize {
+  LAST_STEP_THREADS.with(Cell::get)
 }
 
 /// The environment variable that sets the pool size before the first step.
@@ -105,8 +119,9 @@ pub fn num_threads() -> usize {
   current().threads
 }
 
-/// Replaces the pool with one of `n` threads. Steps already running finish on the old pool,
-/// whose workers then exit.
+/// Replaces the pool with one of `n` threads. The old pool's threads exit before the new pool's
+/// start, unless a step is still running on them: then they exit when it ends. If the new
+/// threads cannot be started, the pool keeps its size.
 pub fn set_num_threads(n: usize) -> Result<(), ThreadsError> {
   if !(1..=MAX_THREADS).contains(&n) {
     return Err(ThreadsError::Invalid(n.to_string()));
@@ -115,8 +130,23 @@ pub fn set_num_threads(n: usize) -> Result<(), ThreadsError> {
   if slot.as_ref().is_some_and(|pool| pool.threads == n) {
     return Ok(());
   }
-  *slot = Some(Arc::new(Pool::new(n)?));
-  Ok(())
+  // Dropping the last handle stops the old workers and waits for them to exit (see `Pool`'s
+  // `Drop`) before the new ones start, so that none of them is still spinning when the scheduler
+  // places the new threads. Steps that call `current()` meanwhile wait for the lock.
+  let old = slot.take();
+  let before = old.as_ref().map(|pool| pool.threads);
+  drop(old);
+  match Pool::new(n) {
+    Ok(pool) => {
+      *slot = Some(Arc::new(pool));
+      Ok(())
+    }
+    Err(e) => {
+      let size = before.unwrap_or_else(default_num_threads);
+      *slot = Some(Arc::new(Pool::new(size).unwrap_or_else(|_| Pool::new(1).expect("one thread needs no worker"))));
+      Err(e)
+    }
+  }
 }
 
 /// The current pool, made with [`default_num_threads`] on first use.
@@ -144,7 +174,7 @@ pub(crate) struct Pool {
   threads: usize,
   shared: Arc<Shared>,
   /// The `threads − 1` workers; none for a pool of one thread.
-  workers: Option<rayon::ThreadPool>,
+  workers: Vec<thread::JoinHandle<()>>,
   /// Held by the step that uses the workers.
   busy: AtomicBool,
 }
@@ -156,6 +186,14 @@ pub(crate) struct Pool {
 struct Share {
   next: AtomicUsize,
   end: AtomicUsize,
+}
+
+/// Whether a worker sleeps (or is about to), so that a step must wake it. On its own cache line:
+/// the caller reads it every step, the worker writes it only when it goes to sleep.
+#[repr(align(128))]
+#[derive(Default)]
+struct Sleeper {
+  sleeping: AtomicBool,
 }
 
 /// `state` packs the step's generation (high 32 bits), whether workers may still join (bit 31)
@@ -170,30 +208,16 @@ struct Shared {
   /// The step's body; written by the caller only while no worker can join or is working.
   body: UnsafeCell<Option<Body>>,
   shares: Box<[Share]>,
-  /// What each worker is doing (index 0, the caller's, is unused): see [`Linger`].
-  slots: Box<[AtomicU64]>,
+  /// One per thread (index 0, the caller's, is unused).
+  sleepers: Box<[Sleeper]>,
+  /// How many workers joined the current step.
+  joined: AtomicUsize,
+  /// How many workers have started, so that a new pool is ready before its first step.
+  started: AtomicUsize,
   panicked: AtomicBool,
   shutdown: AtomicBool,
   /// Whether the step's threads give the processor up now and then ([`politely`]).
   polite: AtomicBool,
-}
-
-/// A worker's slot: a tag in the low 2 bits, a generation above them.
-struct Linger;
-
-impl Linger {
-  /// No task of this worker is running: a step must spawn one.
-  const IDLE: u64 = 0;
-  /// Its task is taking part in the generation.
-  const RUNNING: u64 = 1;
-  /// Its task has finished the generation and waits for a newer one.
-  const WAITING: u64 = 2;
-  /// A caller has claimed the waiting task for the generation, which it has published.
-  const CLAIMED: u64 = 3;
-
-  fn pack(tag: u64, generation: u64) -> u64 {
-    generation << 2 | tag
-  }
 }
 
 // SAFETY: `body` is written only by the caller holding `busy` while `state` says that no worker
@@ -209,22 +233,26 @@ impl Pool {
       state: AtomicU64::new(0),
       body: UnsafeCell::new(None),
       shares: (0..threads).map(|_| Share::default()).collect(),
-      slots: (0..threads).map(|_| AtomicU64::new(Linger::IDLE)).collect(),
+      sleepers: (0..threads).map(|_| Sleeper::default()).collect(),
+      joined: AtomicUsize::new(0),
+      started: AtomicUsize::new(0),
       panicked: AtomicBool::new(false),
       shutdown: AtomicBool::new(false),
       polite: AtomicBool::new(false),
     });
-    let workers = if threads > 1 {
-      let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads - 1)
-        .thread_name(|index| format!("fastoptim-{}", index + 1))
-        .build()
-        .map_err(|e| ThreadsError::Spawn(e.to_string()))?;
-      Some(pool)
-    } else {
-      None
-    };
-    Ok(Pool { threads, shared, workers, busy: AtomicBool::new(false) })
+    let mut pool =
+      Pool { threads, shared, workers: Vec::with_capacity(threads.saturating_sub(1)), busy: AtomicBool::new(false) };
+    for me in 1..threads {
+      let shared = Arc::clone(&pool.shared);
+      let spawned = thread::Builder::new().name(format!("fastoptim-{me}")).spawn(move || worker(&shared, me));
+      // On failure, dropping `pool` stops and joins the workers started so far.
+      pool.workers.push(spawned.map_err(|e| ThreadsError::Spawn(e.to_string()))?);
+    }
+    // So that the first step finds every worker there, as later steps do.
+    while pool.shared.started.load(Ordering::Acquire) < pool.workers.len() {
+      thread::yield_now();
+    }
+    Ok(pool)
   }
 
   pub(crate) fn threads(&self) -> usize {
@@ -232,11 +260,8 @@ impl Pool {
   }
 
   pub(crate) fn for_each_piece(&self, count: usize, body: &(dyn Fn(usize) + Sync)) {
-    let Some(workers) = self.workers.as_ref().filter(|_| count >= 2) else {
-      (0..count).for_each(body);
-      return;
-    };
-    if self.busy.swap(true, Ordering::Acquire) {
+    if self.workers.is_empty() || count < 2 || self.busy.swap(true, Ordering::Acquire) {
+      LAST_STEP_THREADS.with(|c| c.set(1));
       (0..count).for_each(body);
       return;
     }
@@ -252,23 +277,14 @@ impl Pool {
     // SAFETY: the previous step ended with no worker working and none able to join (see `Close`).
     unsafe { *shared.body.get() = Some(erased) };
     shared.polite.store(POLITE.with(|p| p.get()), Ordering::Relaxed);
+    shared.joined.store(0, Ordering::Relaxed);
     let generation = (shared.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
-    shared.state.store(generation << 32 | OPEN, Ordering::Release);
-    for me in 1..n {
-      let slot = &shared.slots[me];
-      let now = slot.load(Ordering::Acquire);
-      let claimed = match now & 3 {
-        Linger::WAITING if now >> 2 != generation => slot
-          .compare_exchange(now, Linger::pack(Linger::CLAIMED, generation), Ordering::AcqRel, Ordering::Acquire)
-          .is_ok(),
-        Linger::IDLE => false,
-        // Running or waiting after this very step, or already claimed: it is there.
-        _ => true,
-      };
-      // A slot that turned idle under the compare-exchange gets a task like any idle one.
-      if !claimed && slot.load(Ordering::Acquire) & 3 != Linger::RUNNING {
-        let shared = Arc::clone(&self.shared);
-        workers.spawn(move || worker(&shared, me, generation));
+    // Sequentially consistent with the reads of `sleeping` below and the worker's write of it and
+    // read of `state` before it sleeps: either the worker sees this step or we see it asleep.
+    shared.state.store(generation << 32 | OPEN, Ordering::SeqCst);
+    for (sleeper, worker) in shared.sleepers[1..].iter().zip(&self.workers) {
+      if sleeper.sleeping.load(Ordering::SeqCst) && sleeper.sleeping.swap(false, Ordering::SeqCst) {
+        worker.thread().unpark();
       }
     }
 
@@ -295,6 +311,8 @@ impl Pool {
     let close = Close(self);
     work(body, shared, 0);
     drop(close);
+    // The workers that joined counted themselves before they stopped working, which `Close` saw.
+    LAST_STEP_THREADS.with(|c| c.set(1 + shared.joined.load(Ordering::Relaxed)));
     if shared.panicked.swap(false, Ordering::AcqRel) {
       resume_unwind(Box::new("a fastoptim worker thread panicked"));
     }
@@ -303,8 +321,20 @@ impl Pool {
 
 impl Drop for Pool {
   fn drop(&mut self) {
-    // Lingering tasks return, so that dropping the rayon pool (after this) does not wait long.
-    self.shared.shutdown.store(true, Ordering::Release);
+    self.shared.shutdown.store(true, Ordering::SeqCst);
+    for worker in &self.workers {
+      worker.thread().unpark();
+    }
+    let me = thread::current().id();
+    for worker in self.workers.drain(..) {
+      // A step's caller holds a handle until every worker has left the step, so a worker never
+      // drops the last one; if one ever did, waiting for itself would hang, while skipping the
+      // wait only lets it exit when its piece returns.
+      if worker.thread().id() != me {
+        // A worker's loop catches the panics of the pieces it runs, so it has none to report.
+        let _ = worker.join();
+      }
+    }
   }
 }
 
@@ -330,41 +360,47 @@ fn work(body: &(dyn Fn(usize) + Sync), shared: &Shared, me: usize) {
   }
 }
 
-/// A worker's task, from step `generation` on: take part in it, then wait up to [`LINGER`] for
-/// the next step (taking it, or being claimed for it), and return to rayon when none comes.
-fn worker(shared: &Shared, me: usize, mut generation: u64) {
-  let slot = &shared.slots[me];
-  loop {
-    slot.store(Linger::pack(Linger::RUNNING, generation), Ordering::Release);
+/// Worker `me`'s thread: take part in every step it sees open, until the pool shuts down.
+fn worker(shared: &Shared, me: usize) {
+  shared.started.fetch_add(1, Ordering::Release);
+  // The generation of the last step this worker joined or found closed (0: none yet; the first
+  // step is 1), so that it waits for a newer one.
+  let mut seen = 0;
+  while let Some(generation) = next_step(shared, me, seen) {
     join(shared, me, generation);
-    let waiting = Linger::pack(Linger::WAITING, generation);
-    slot.store(waiting, Ordering::Release);
-    let since = Instant::now();
-    generation = loop {
-      let now = slot.load(Ordering::Acquire);
-      if now & 3 == Linger::CLAIMED {
-        break now >> 2;
-      }
-      let state = shared.state.load(Ordering::Acquire);
-      if state >> 32 != generation && state & OPEN != 0 {
-        // A new step: take it, unless a caller claims this slot at the same moment (then the
-        // next iteration sees the claim).
-        let running = Linger::pack(Linger::RUNNING, state >> 32);
-        if slot.compare_exchange(waiting, running, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-          break state >> 32;
-        }
-        continue;
-      }
-      if shared.shutdown.load(Ordering::Acquire) || since.elapsed() > LINGER {
-        if slot.compare_exchange(waiting, Linger::IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-          return;
-        }
-        continue;
-      }
+    seen = generation;
+  }
+}
+
+/// Waits for an open step other than `seen`: spins for [`LINGER`], then sleeps until a step
+/// wakes this worker. Returns the step's generation, or `None` once the pool shuts down.
+fn next_step(shared: &Shared, me: usize, seen: u64) -> Option<u64> {
+  let open = |state: u64| (state >> 32 != seen && state & OPEN != 0).then_some(state >> 32);
+  let since = Instant::now();
+  loop {
+    if let Some(generation) = open(shared.state.load(Ordering::Acquire)) {
+      return Some(generation);
+    }
+    if shared.shutdown.load(Ordering::Acquire) {
+      return None;
+    }
+    if since.elapsed() < LINGER {
       for _ in 0..32 {
         std::hint::spin_loop();
       }
-    };
+      continue;
+    }
+    // Announce the sleep, then look once more: a step published before the announcement is seen
+    // here, one published after it finds the flag and wakes us (see `for_each_piece`).
+    let sleeper = &shared.sleepers[me].sleeping;
+    sleeper.store(true, Ordering::SeqCst);
+    if open(shared.state.load(Ordering::SeqCst)).is_some() || shared.shutdown.load(Ordering::SeqCst) {
+      sleeper.store(false, Ordering::Relaxed);
+      continue;
+    }
+    // Wakes for a step, for shutdown, or spuriously; each is checked above. A step that closed
+    // before this worker woke is passed over, and the worker sleeps again.
+    thread::park();
   }
 }
 
@@ -377,6 +413,7 @@ fn join(shared: &Shared, me: usize, generation: u64) {
   if !joined {
     return;
   }
+  shared.joined.fetch_add(1, Ordering::Relaxed);
   // SAFETY: joined, so the caller set `body` for this step and waits for us before clearing it.
   let body = unsafe { (*shared.body.get()).map(|b| &*b) };
   if let Some(body) = body {
@@ -443,6 +480,37 @@ mod tests {
       });
     });
     assert_eq!(hits.load(Ordering::Relaxed), 40);
+  }
+
+  #[test]
+  fn every_step_is_joined_by_every_worker() {
+    // Pieces that sleep keep a step open for 16 ms whatever the load, since sleeping needs no
+    // processor: ample time for every worker, even one that has to be woken, to join.
+    for threads in [2, 3, 4, 2] {
+      let pool = Pool::new(threads).unwrap();
+      for step in 0..10 {
+        pool.for_each_piece(8 * threads, &|_| std::thread::sleep(std::time::Duration::from_millis(2)));
+        assert_eq!(last_step_threads(), threads, "{threads} threads, step {step}");
+        if step % 3 == 2 {
+          // Long enough for the workers to fall asleep.
+          std::thread::sleep(LINGER * 5);
+        }
+      }
+    }
+  }
+
+  #[test]
+  fn a_dropped_pool_leaves_no_thread_behind() {
+    for threads in [2, 3, 8] {
+      let pool = Pool::new(threads).unwrap();
+      for _ in 0..10 {
+        pool.for_each_piece(64, &|_| std::hint::black_box(()));
+      }
+      let shared = Arc::clone(&pool.shared);
+      drop(pool);
+      // Each worker holds the shared state until its thread ends, and dropping joined them.
+      assert_eq!(Arc::strong_count(&shared), 1, "{threads} threads");
+    }
   }
 
   #[test]
