@@ -1,0 +1,226 @@
+// `npm run bench`, part 4: the step after setNumThreads, against a fresh process's.
+//
+// Comparison suites (suite.ts among them) time a step on one thread and then on every thread in
+// one process, so the step they time on every thread runs on a pool made after others. For 4M and
+// 64M fp32 Adam parameters in one tensor, one process alternates setNumThreads(1) and
+// setNumThreads(all) 20 times and times 5 batches of 20 steps right after each switch, with no
+// warm-up; fresh processes time the same step on 1 and on every thread (20 steps of warm-up, then
+// 5 batches of 20 steps) before the first switch, after the tenth and after the last.
+//
+// Each phase reports its best batch and its first (the steps right after the switch); how many
+// threads joined its steps (`__lastStepThreads`, an internal export); how many of fastoptim's
+// threads were alive at its end (/proc/self/task: the pool's workers, or more if an old pool left
+// some behind); and what else the machine ran meanwhile: the CPUs other processes kept busy
+// (/proc/stat) and the share of the time some thread waited for a CPU (/proc/pressure/cpu). On a
+// small machine another process's work shows up as a slow phase, so before each switch (stepping
+// meanwhile) and each fresh process the script waits, up to 5 s, for a tenth of a second in which
+// other processes used under 0.05 CPU. Results: benchmark/results/thread-switch.json.
+import { execFileSync } from 'node:child_process'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+import { Adam, setNumThreads } from '../lib'
+import { native } from '../lib/native'
+import { ALL_THREADS, label, machine, RESULTS, values } from './common'
+
+const internal = native as unknown as { __lastStepThreads(): number }
+
+const SIZES = [1 << 22, 1 << 26]
+const CYCLES = Number(process.env.FASTOPTIM_SWITCH_CYCLES ?? 20)
+const BATCHES = 5
+const STEPS = 20
+
+interface Phase {
+  threads: number
+  msPerStep: number[]
+  bestMs: number
+  firstMs: number
+  /** The fewest threads that joined one of the phase's steps (null on one thread: no pool). */
+  joinedMin: number | null
+  /** CPUs that other processes kept busy on average. */
+  othersCpu: number | null
+  /** The share of the time at least one thread of the machine waited for a CPU. */
+  cpuPressure: number | null
+  /** fastoptim's threads alive at the phase's end (the pool's workers, and any a pool left behind). */
+  poolThreads: number | null
+}
+
+const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits
+
+/** This process's threads named by fastoptim's pools (Linux only). */
+function poolThreads(): number | null {
+  try {
+    return readdirSync('/proc/self/task').filter((id) => {
+      try {
+        return readFileSync(`/proc/self/task/${id}/comm`, 'utf8').startsWith('fastoptim-')
+      } catch {
+        return false // ended meanwhile
+      }
+    }).length
+  } catch {
+    return null
+  }
+}
+
+const sleep = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+
+/**
+ * Waits, up to `seconds`, for 100 ms in which other processes use less than 0.05 CPU; stepping
+ * `opt` meanwhile, if given, so that the pool is as busy right before a switch as in a suite that
+ * times one case after another.
+ */
+function quiet(opt?: Adam, seconds = 5) {
+  const until = Date.now() + seconds * 1000
+  do {
+    const load = machineLoad()
+    const end = Date.now() + 100
+    if (opt) while (Date.now() < end) opt.step()
+    else sleep(100)
+    const { othersCpu } = load()
+    if (othersCpu === null || othersCpu < 0.05) return
+  } while (Date.now() < until)
+}
+
+/** What the machine ran from this call to the returned function's, besides this process. */
+function machineLoad(): () => { othersCpu: number | null; cpuPressure: number | null } {
+  const sample = () => {
+    const at = process.hrtime.bigint()
+    let busy: number | null = null
+    let stalled: number | null = null
+    try {
+      const all = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+      const self = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')
+      // Clock ticks (1/100 s): user + nice + system + irq + softirq, less this process's user + system.
+      busy = all[0] + all[1] + all[2] + all[5] + all[6] - Number(self[11]) - Number(self[12])
+    } catch {
+      busy = null
+    }
+    try {
+      stalled = Number(readFileSync('/proc/pressure/cpu', 'utf8').match(/^some .*total=(\d+)/)?.[1] ?? NaN)
+    } catch {
+      stalled = null
+    }
+    return { at, busy, stalled }
+  }
+  const start = sample()
+  return () => {
+    const end = sample()
+    const seconds = Number(end.at - start.at) / 1e9
+    const othersCpu =
+      start.busy === null || end.busy === null ? null : round(Math.max(0, (end.busy - start.busy) / 100 / seconds), 2)
+    const cpuPressure =
+      start.stalled === null || end.stalled === null || !Number.isFinite(end.stalled)
+        ? null
+        : round((end.stalled - (start.stalled as number)) / 1e6 / seconds, 2)
+    return { othersCpu, cpuPressure }
+  }
+}
+
+/** `count` batches of `STEPS` steps on the current pool. */
+function phase(opt: Adam, threads: number, count = BATCHES): Phase {
+  const load = machineLoad()
+  const ms: number[] = []
+  let joinedMin = Infinity
+  for (let b = 0; b < count; b++) {
+    let elapsed = 0n
+    for (let i = 0; i < STEPS; i++) {
+      const started = process.hrtime.bigint()
+      opt.step()
+      elapsed += process.hrtime.bigint() - started
+      joinedMin = Math.min(joinedMin, internal.__lastStepThreads())
+    }
+    ms.push(Number(elapsed) / 1e6 / STEPS)
+  }
+  return {
+    threads,
+    msPerStep: ms.map((x) => round(x)),
+    bestMs: round(Math.min(...ms)),
+    firstMs: round(ms[0]),
+    joinedMin: threads > 1 ? joinedMin : null,
+    ...load(),
+    poolThreads: poolThreads(),
+  }
+}
+
+const model = (n: number) => new Adam([{ data: values(n, 1), grad: values(n, 2) }])
+
+/** A fresh process's step on `threads` threads: its pool is the first and only one. */
+function fresh(n: number, threads: number): Phase {
+  quiet()
+  const out = execFileSync(process.execPath, [...process.execArgv, __filename, '--fresh', String(n), String(threads)], {
+    encoding: 'utf8',
+    env: { ...process.env, FASTOPTIM_NUM_THREADS: String(threads) },
+  })
+  return JSON.parse(out.trim().split('\n').pop() as string)
+}
+
+function scenario(n: number) {
+  const counts = [...new Set([1, ALL_THREADS])]
+  const freshRuns: Phase[][] = counts.map(() => [])
+  const freshAll = () => counts.forEach((t, i) => freshRuns[i].push(fresh(n, t)))
+  freshAll()
+  const opt = model(n)
+  setNumThreads(ALL_THREADS)
+  phase(opt, ALL_THREADS, 1) // the state's pages
+  const phases: Array<Phase & { cycle: number }> = []
+  for (let cycle = 1; cycle <= CYCLES; cycle++) {
+    for (const threads of counts) {
+      quiet(opt)
+      setNumThreads(threads)
+      const p = { cycle, ...phase(opt, threads) }
+      phases.push(p)
+      console.log(
+        `  ${label(n)}, switch ${cycle}, ${threads} thread${threads > 1 ? 's' : ''}: best ${p.bestMs} ms, first batch ${p.firstMs} ms, fewest threads in a step ${p.joinedMin ?? '–'}, pool threads alive ${p.poolThreads ?? '–'}, other processes ${p.othersCpu} CPU, CPU pressure ${p.cpuPressure}`,
+      )
+    }
+    if (cycle === Math.ceil(CYCLES / 2) || cycle === CYCLES) freshAll()
+  }
+  const reference = counts.map((threads, i) => {
+    const runs = freshRuns[i]
+    // The fastest: a fresh process at its best, as each phase is read at its best.
+    const bestMs = Math.min(...runs.map((r) => r.bestMs))
+    console.log(
+      `  ${label(n)}, fresh process, ${threads} thread${threads > 1 ? 's' : ''}: best ${runs.map((r) => r.bestMs).join(' ms, ')} ms`,
+    )
+    return { threads, bestMs, runs }
+  })
+  return { params: n, fresh: reference, phases }
+}
+
+function main() {
+  const args = process.argv.slice(2)
+  if (args[0] === '--fresh') {
+    const [n, threads] = [Number(args[1]), Number(args[2])]
+    setNumThreads(threads)
+    const opt = model(n)
+    phase(opt, threads, 1) // the state's pages, as in the alternating process
+    console.log(JSON.stringify(phase(opt, threads)))
+    return
+  }
+  const sizes = args.length > 0 ? args.map(Number) : SIZES
+  const started = Date.now()
+  const results = sizes.map((n) => {
+    const result = scenario(n)
+    ;(globalThis as { gc?: () => void }).gc?.()
+    return result
+  })
+  writeFileSync(
+    join(RESULTS, 'thread-switch.json'),
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        machine: machine(),
+        allThreads: ALL_THREADS,
+        cycles: CYCLES,
+        batches: BATCHES,
+        stepsPerBatch: STEPS,
+        seconds: (Date.now() - started) / 1000,
+        sizes: results,
+      },
+      null,
+      2,
+    ),
+  )
+}
+
+main()
