@@ -79,6 +79,13 @@ export declare class NativeOptimizer {
 export declare function __allocations(): AllocationCount
 
 /**
+ * Diagnostic, for fastoptim's own tests and benchmarks: how many threads took part in the last
+ * parallel step this thread ran (itself and the workers that joined it before it closed); 0
+ * before any. Steps too small to be cut, or on one thread, do not reach the pool and leave it.
+ */
+export declare function __lastStepThreads(): number
+
+/**
  * The memory-traffic baseline of the benchmarks: reads `param`, `grad`, `m`, `v` and writes
  * `param`, `m`, `v` (one addition each), through the same engine and pool as a step.
  */
@@ -89,6 +96,8 @@ export interface AlgorithmInfo {
   /** PyTorch's class name, which the facade's class takes. */
   name: string
   summary: string
+  /** The implementation it follows: `torch.optim.Adam`, `lion_pytorch.Lion`, ... */
+  reference: string
   /** In packed order. */
   options: Array<OptionField>
   buffers: Array<StateBuffer>
@@ -151,7 +160,8 @@ export interface OptionField {
 
 /**
  * Sets how many threads a step may use, the calling thread included, for the whole process.
- * Steps already running finish with the count they started with.
+ * Steps already running finish with the count they started with. The previous pool's threads
+ * have exited when this returns (if a step was still running on them, they exit when it ends).
  */
 export declare function setNumThreads(n: unknown): void
 

@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.__allocations = nativeBinding.__allocations
+module.exports.__lastStepThreads = nativeBinding.__lastStepThreads
 module.exports.__memoryTraffic = nativeBinding.__memoryTraffic
 module.exports.algorithms = nativeBinding.algorithms
 module.exports.checkDisjoint = nativeBinding.checkDisjoint

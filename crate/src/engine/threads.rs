@@ -17,10 +17,11 @@
 //! neither wait for a thread to wake nor make a system call; only a step that comes after the
 //! workers fell asleep pays for waking them. Nothing is allocated per step.
 //!
-//! Each worker is one thread running one loop for its pool's whole life, never a task handed to
-//! a queue, so a worker cannot be started twice or run on after its pool: replacing the pool
-//! ([`set_num_threads`]) stops the old pool's threads and waits for them to exit before it starts
-//! the new one's. No thread of an earlier pool takes a processor from the steps after it, nor is
+//! The workers are the threads of a `rayon::ThreadPool` of their own, each running one loop (a
+//! broadcast task started with the pool) for the pool's whole life, never a task handed to a
+//! queue per step, so a worker cannot be started twice or run on after its pool: replacing the
+//! pool ([`set_num_threads`]) stops the old pool's loops, drops its rayon pool and waits for its
+//! threads to exit (their handles come from rayon's spawn handler) before it starts the new one's. No thread of an earlier pool takes a processor from the steps after it, nor is
 //! one still spinning when the scheduler places the new workers.
 //!
 //! One step uses the workers at a time. A step that finds them busy with another caller's step
@@ -173,8 +174,10 @@ pub fn for_each_piece(count: usize, body: &(dyn Fn(usize) + Sync)) {
 pub(crate) struct Pool {
   threads: usize,
   shared: Arc<Shared>,
-  /// The `threads − 1` workers; none for a pool of one thread.
+  /// The `threads − 1` workers' threads, by index; none for a pool of one thread.
   workers: Vec<thread::JoinHandle<()>>,
+  /// The rayon pool those threads belong to, running one worker loop on each.
+  rayon: Option<rayon::ThreadPool>,
   /// Held by the step that uses the workers.
   busy: AtomicBool,
 }
@@ -240,13 +243,30 @@ impl Pool {
       shutdown: AtomicBool::new(false),
       polite: AtomicBool::new(false),
     });
-    let mut pool =
-      Pool { threads, shared, workers: Vec::with_capacity(threads.saturating_sub(1)), busy: AtomicBool::new(false) };
-    for me in 1..threads {
+    let mut pool = Pool {
+      threads,
+      shared,
+      workers: Vec::with_capacity(threads.saturating_sub(1)),
+      rayon: None,
+      busy: AtomicBool::new(false),
+    };
+    if threads > 1 {
+      let mut spawned: Vec<(usize, thread::JoinHandle<()>)> = Vec::with_capacity(threads - 1);
+      let built = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads - 1)
+        .spawn_handler(|builder| {
+          let me = builder.index() + 1;
+          spawned.push((me, thread::Builder::new().name(format!("fastoptim-{me}")).spawn(move || builder.run())?));
+          Ok(())
+        })
+        .build();
+      spawned.sort_unstable_by_key(|&(me, _)| me);
+      pool.workers = spawned.into_iter().map(|(_, handle)| handle).collect();
+      // On failure, dropping `pool` joins the threads started so far (rayon ends them with the pool).
+      let rayon = built.map_err(|e| ThreadsError::Spawn(e.to_string()))?;
       let shared = Arc::clone(&pool.shared);
-      let spawned = thread::Builder::new().name(format!("fastoptim-{me}")).spawn(move || worker(&shared, me));
-      // On failure, dropping `pool` stops and joins the workers started so far.
-      pool.workers.push(spawned.map_err(|e| ThreadsError::Spawn(e.to_string()))?);
+      rayon.spawn_broadcast(move |context| worker(&shared, context.index() + 1));
+      pool.rayon = Some(rayon);
     }
     // So that the first step finds every worker there, as later steps do.
     while pool.shared.started.load(Ordering::Acquire) < pool.workers.len() {
@@ -325,6 +345,8 @@ impl Drop for Pool {
     for worker in &self.workers {
       worker.thread().unpark();
     }
+    // The loops return on `shutdown`; then rayon ends its threads, which the joins below wait for.
+    drop(self.rayon.take());
     let me = thread::current().id();
     for worker in self.workers.drain(..) {
       // A step's caller holds a handle until every worker has left the step, so a worker never
