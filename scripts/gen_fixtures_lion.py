@@ -43,13 +43,13 @@ of the float32 value, so every number round-trips exactly.
 """
 
 import inspect
-import json
 import os
-import re
 import zlib
 from importlib.metadata import version
 
 import torch
+
+from fixture_json import camel, sprinkle, to_json_options, write_fixture
 import lion_pytorch
 import lion_pytorch.foreach
 
@@ -84,10 +84,6 @@ CASES = [
 ]
 
 
-def camel(name):
-    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
-
-
 def lion_defaults():
     """The keyword defaults of lion_pytorch.Lion.__init__ that affect the numbers."""
     signature = inspect.signature(lion_pytorch.Lion.__init__)
@@ -96,14 +92,6 @@ def lion_defaults():
 
 
 # ---------------------------------------------------------------- inputs
-
-def sprinkle(t, gen, value, count):
-    """Set `count` random elements of `t` to +-value (in place)."""
-    if t.numel() <= 1:
-        return
-    idx = torch.randperm(t.numel(), generator=gen)[:count]
-    signs = torch.randint(0, 2, (count,), generator=gen, dtype=torch.float64) * 2 - 1
-    t[idx] = signs * value
 
 
 def make_inputs(seed):
@@ -199,9 +187,6 @@ def check_foreach(groups, init, grads, dtype_name, reference):
 
 # ---------------------------------------------------------------- output
 
-def to_json_options(opts):
-    return {camel(key): list(value) if isinstance(value, tuple) else value for key, value in opts.items()}
-
 
 def build_case(case, dtype_name):
     dtype = DTYPES[dtype_name]
@@ -229,18 +214,6 @@ def build_case(case, dtype_name):
     }
 
 
-def dump(obj):
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
-
-
-def format_case(case):
-    """One line per key, one line per step: compact but diffable."""
-    lines = [f"    {dump(k)}: {dump(v)}" for k, v in case.items() if k != "steps"]
-    steps = ",\n".join(f"      {dump(s)}" for s in case["steps"])
-    lines.insert(len(lines) - 1, f'    "steps": [\n{steps}\n    ]')
-    return "  {\n" + ",\n".join(lines) + "\n  }"
-
-
 def main():
     torch.set_num_threads(1)
     cases = []
@@ -256,15 +229,7 @@ def main():
         "lionPytorch": version("lion-pytorch"),
         "defaults": {"Lion": to_json_options(lion_defaults())},
     }
-    text = "{\n" + "".join(f"  {dump(k)}: {dump(v)},\n" for k, v in header.items())
-    text += '  "cases": [\n' + ",\n".join(format_case(c) for c in cases) + "\n  ]\n}\n"
-    json.loads(text)  # make sure the hand-assembled layout is valid JSON
-    assert len(text) < 800_000, f"{len(text)} bytes: keep the fixture well under 1 MB"
-
-    os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
-    with open(OUTPUT, "w") as f:
-        f.write(text)
-    print(f"wrote {OUTPUT}: {len(cases)} cases, {len(text)} bytes")
+    write_fixture(OUTPUT, header, cases, 800_000)
 
 
 if __name__ == "__main__":

@@ -48,14 +48,14 @@ value, so every number round-trips exactly.
 """
 
 import inspect
-import json
 import os
-import re
 import zlib
 from importlib.metadata import version
 
 import schedulefree
 import torch
+
+from fixture_json import camel, dump, sprinkle, to_json_options, write_fixture
 
 OUTPUT = os.path.join("__test__", "fixtures", "schedulefree.json")
 STEPS = 22
@@ -94,10 +94,6 @@ CASES = [
 ]
 
 
-def camel(name):
-    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
-
-
 def package_defaults(optimizer):
     """The keyword defaults of schedulefree.<optimizer>.__init__ that affect the numbers."""
     signature = inspect.signature(getattr(schedulefree, optimizer).__init__)
@@ -112,14 +108,6 @@ def group_state_defaults(optimizer):
 
 
 # ---------------------------------------------------------------- inputs
-
-def sprinkle(t, gen, value, count):
-    """Set `count` random elements of `t` to +-value (in place)."""
-    if t.numel() <= 1:
-        return
-    idx = torch.randperm(t.numel(), generator=gen)[:count]
-    signs = torch.randint(0, 2, (count,), generator=gen, dtype=torch.float64) * 2 - 1
-    t[idx] = signs * value
 
 
 def make_inputs(seed):
@@ -217,9 +205,6 @@ def check_foreach(case, groups, init, grads, dtype_name, reference):
 
 # ---------------------------------------------------------------- output
 
-def to_json_options(opts):
-    return {camel(key): list(value) if isinstance(value, tuple) else value for key, value in opts.items()}
-
 
 def build_case(case, dtype_name):
     dtype = DTYPES[dtype_name]
@@ -256,10 +241,6 @@ def build_case(case, dtype_name):
     }
 
 
-def dump(obj):
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
-
-
 def format_case(case):
     """One line per key, one line per step: compact but diffable."""
     lines = [f"    {dump(k)}: {dump(v)}" for k, v in case.items() if k != "steps"]
@@ -286,15 +267,7 @@ def main():
         "defaults": {name: to_json_options(package_defaults(name)) for name in OPTIMIZERS},
         "groupState": {name: to_json_options(group_state_defaults(name)) for name in OPTIMIZERS},
     }
-    text = "{\n" + "".join(f"  {dump(k)}: {dump(v)},\n" for k, v in header.items())
-    text += '  "cases": [\n' + ",\n".join(format_case(c) for c in cases) + "\n  ]\n}\n"
-    json.loads(text)  # make sure the hand-assembled layout is valid JSON
-    assert len(text) < 1_000_000, f"{len(text)} bytes: keep the fixture under 1 MB"
-
-    os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
-    with open(OUTPUT, "w") as f:
-        f.write(text)
-    print(f"wrote {OUTPUT}: {len(cases)} cases, {len(text)} bytes")
+    write_fixture(OUTPUT, header, cases, 1_000_000, case_text=format_case)
 
 
 if __name__ == "__main__":

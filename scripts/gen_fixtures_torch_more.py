@@ -40,12 +40,12 @@ from the same bits.
 """
 
 import inspect
-import json
 import os
-import re
 import zlib
 
 import torch
+
+from fixture_json import camel, sprinkle, to_json_options, write_fixture
 
 OUTPUT = os.path.join("__test__", "fixtures", "torch-more.json")
 STEPS = 21
@@ -95,10 +95,6 @@ CASES = [
 ]
 
 
-def camel(name):
-    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
-
-
 def torch_defaults(optimizer):
     """The keyword defaults of torch.optim.<optimizer>.__init__ that affect the numbers."""
     signature = inspect.signature(getattr(torch.optim, optimizer).__init__)
@@ -111,15 +107,6 @@ def torch_defaults(optimizer):
 def short(t):
     """Each element rounded to 4 significant decimal digits (a double with a short repr)."""
     return torch.tensor([float(f"{x:.4g}") for x in t.tolist()], dtype=torch.float64)
-
-
-def sprinkle(t, gen, value, count):
-    """Set `count` random elements of `t` to +-value (in place)."""
-    if t.numel() <= 1:
-        return
-    idx = torch.randperm(t.numel(), generator=gen)[:count]
-    signs = torch.randint(0, 2, (count,), generator=gen, dtype=torch.float64) * 2 - 1
-    t[idx] = signs * value
 
 
 def make_inputs(seed, repeat_signs):
@@ -228,9 +215,6 @@ def check_foreach(groups, optimizer, init, grads, dtype_name, reference):
 
 # ---------------------------------------------------------------- output
 
-def to_json_options(opts):
-    return {camel(key): list(value) if isinstance(value, tuple) else value for key, value in opts.items()}
-
 
 def build_case(case, dtype_name):
     dtype = DTYPES[dtype_name]
@@ -262,18 +246,6 @@ def build_case(case, dtype_name):
     }
 
 
-def dump(obj):
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
-
-
-def format_case(case):
-    """One line per key, one line per step: compact but diffable."""
-    lines = [f"    {dump(k)}: {dump(v)}" for k, v in case.items() if k != "steps"]
-    steps = ",\n".join(f"      {dump(s)}" for s in case["steps"])
-    lines.insert(len(lines) - 1, f'    "steps": [\n{steps}\n    ]')
-    return "  {\n" + ",\n".join(lines) + "\n  }"
-
-
 def main():
     torch.set_num_threads(1)
     cases = []
@@ -290,15 +262,7 @@ def main():
         "torch": torch.__version__,
         "defaults": {name: to_json_options(torch_defaults(name)) for name in OPTIMIZERS},
     }
-    text = "{\n" + "".join(f"  {dump(k)}: {dump(v)},\n" for k, v in header.items())
-    text += '  "cases": [\n' + ",\n".join(format_case(c) for c in cases) + "\n  ]\n}\n"
-    json.loads(text)  # make sure the hand-assembled layout is valid JSON
-    assert len(text) < 700_000, f"{len(text)} bytes: keep the fixture well under 1 MB"
-
-    os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
-    with open(OUTPUT, "w") as f:
-        f.write(text)
-    print(f"wrote {OUTPUT}: {len(cases)} cases, {len(text)} bytes")
+    write_fixture(OUTPUT, header, cases, 700_000)
 
 
 if __name__ == "__main__":
