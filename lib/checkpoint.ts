@@ -19,14 +19,14 @@ const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.to
 const F32_EXACT = 2 ** 24
 
 interface TensorInfo {
-  dtype: 'F32' | 'F64'
+  dtype: 'F32' | 'F64' | 'I64'
   shape: number[]
   data_offsets: [number, number]
 }
 
 /** Encodes a state dict as safetensors bytes. */
 export function encodeSafetensors(stateDict: StateDict<object>): Uint8Array {
-  const tensors: Array<{ name: string; dtype: 'F32' | 'F64'; shape: number[]; bytes: Uint8Array }> = []
+  const tensors: NamedTensor[] = []
   for (const [id, state] of Object.entries(stateDict.state)) {
     for (const [key, value] of Object.entries(state as ParamState)) {
       const name = `state.${id}.${snake(key)}`
@@ -49,7 +49,29 @@ export function encodeSafetensors(stateDict: StateDict<object>): Uint8Array {
   const paramGroups = stateDict.paramGroups.map((group) =>
     Object.fromEntries(Object.entries(group).map(([k, v]) => [snake(k), v])),
   )
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt', param_groups: JSON.stringify(paramGroups) } }
+  return encodeTensors(tensors, { format: 'pt', param_groups: JSON.stringify(paramGroups) })
+}
+
+/** One tensor of a safetensors file, its data as little-endian bytes. */
+export interface NamedTensor {
+  name: string
+  dtype: 'F32' | 'F64' | 'I64'
+  shape: number[]
+  bytes: Uint8Array
+}
+
+/** A tensor as read from a safetensors file; I64 data as a BigInt64Array. */
+export interface DecodedTensor {
+  name: string
+  shape: number[]
+  values: FloatArray | BigInt64Array
+}
+
+const ELEMENT_BYTES = { F32: 4, F64: 8, I64: 8 } as const
+
+/** Lays `tensors` out as a safetensors file, with `metadata` as the header's `__metadata__`. */
+export function encodeTensors(tensors: NamedTensor[], metadata: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = { __metadata__: metadata }
   let offset = 0
   for (const t of tensors) {
     header[t.name] = {
@@ -74,13 +96,16 @@ export function encodeSafetensors(stateDict: StateDict<object>): Uint8Array {
 }
 
 /**
- * Decodes safetensors bytes written by `encodeSafetensors` or by PyTorch into a state dict for
- * `loadStateDict`. Throws on anything malformed (truncated data, ranges outside the file,
- * dtypes other than F32/F64, names that are not `state.<n>.<key>`).
+ * Reads a safetensors file: its `__metadata__` (empty if it has none) and its tensors, each
+ * copied out. Throws `ERR_INVALID_ARG_VALUE`, saying it is not a valid `what`, on anything
+ * malformed (truncated data, ranges outside the file, dtypes other than F32, F64 and I64).
  */
-export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
-  const corrupt = (why: string) => invalidValue(`not a valid optimizer checkpoint: ${why}`)
-  if (!(bytes instanceof Uint8Array)) throw invalidType(`checkpoint bytes must be a Uint8Array, got ${describe(bytes)}`)
+export function decodeTensors(
+  bytes: Uint8Array,
+  what: string,
+): { metadata: Record<string, unknown>; tensors: DecodedTensor[] } {
+  const corrupt = (why: string) => invalidValue(`not a valid ${what}: ${why}`)
+  if (!(bytes instanceof Uint8Array)) throw invalidType(`${what} bytes must be a Uint8Array, got ${describe(bytes)}`)
   if (bytes.byteLength < 8) throw corrupt(`${bytes.byteLength} bytes, shorter than the 8-byte header length`)
   const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true))
   if (headerLength > bytes.byteLength - 8) throw corrupt(`header length ${headerLength} exceeds the file`)
@@ -93,28 +118,12 @@ export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
   if (typeof header !== 'object' || header === null) throw corrupt('header is not an object')
   const dataStart = 8 + headerLength
   const dataLength = bytes.byteLength - dataStart
-  const metadata = (header.__metadata__ ?? {}) as Record<string, unknown>
-  if (typeof metadata.param_groups !== 'string') throw corrupt('__metadata__.param_groups is missing')
-  let groups: unknown
-  try {
-    groups = JSON.parse(metadata.param_groups)
-  } catch {
-    throw corrupt('__metadata__.param_groups is not JSON')
-  }
-  if (!Array.isArray(groups)) throw corrupt('__metadata__.param_groups is not an array')
-  const paramGroups = groups.map((group) =>
-    Object.fromEntries(Object.entries(group as object).map(([k, v]) => [camel(k), v])),
-  )
-
-  const state: Record<number, ParamState> = {}
-  const shapes: Record<number, Record<string, number[]>> = {}
+  const tensors: DecodedTensor[] = []
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') continue
-    const match = /^state\.(\d+)\.(\w+)$/.exec(name)
-    if (!match) throw corrupt(`tensor ${JSON.stringify(name)} is not named state.<n>.<key>`)
     const { dtype, shape, data_offsets: range } = info as TensorInfo
-    const size = dtype === 'F32' ? 4 : dtype === 'F64' ? 8 : 0
-    if (size === 0) throw corrupt(`${name} has dtype ${String(dtype)} (expected F32 or F64)`)
+    const size = Object.hasOwn(ELEMENT_BYTES, dtype) ? ELEMENT_BYTES[dtype] : 0
+    if (size === 0) throw corrupt(`${name} has dtype ${String(dtype)} (expected F32, F64 or I64)`)
     if (
       !Array.isArray(shape) ||
       !shape.every((d) => Number.isSafeInteger(d) && d >= 0) ||
@@ -138,8 +147,40 @@ export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
     }
     // Copy into a buffer of its own: the data in the file need not be aligned for a typed array
     // view (and a Node Buffer's slice() would share its pool).
-    const copy = new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end))
-    const values: FloatArray = dtype === 'F32' ? new Float32Array(copy.buffer) : new Float64Array(copy.buffer)
+    const copy = new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end)).buffer
+    const values =
+      dtype === 'F32' ? new Float32Array(copy) : dtype === 'F64' ? new Float64Array(copy) : new BigInt64Array(copy)
+    tensors.push({ name, shape: [...shape], values })
+  }
+  return { metadata: (header.__metadata__ ?? {}) as Record<string, unknown>, tensors }
+}
+
+/**
+ * Decodes safetensors bytes written by `encodeSafetensors` or by PyTorch into a state dict for
+ * `loadStateDict`. Throws on anything malformed (truncated data, ranges outside the file,
+ * dtypes other than F32/F64, names that are not `state.<n>.<key>`).
+ */
+export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
+  const corrupt = (why: string) => invalidValue(`not a valid optimizer checkpoint: ${why}`)
+  const { metadata, tensors } = decodeTensors(bytes, 'optimizer checkpoint')
+  if (typeof metadata.param_groups !== 'string') throw corrupt('__metadata__.param_groups is missing')
+  let groups: unknown
+  try {
+    groups = JSON.parse(metadata.param_groups)
+  } catch {
+    throw corrupt('__metadata__.param_groups is not JSON')
+  }
+  if (!Array.isArray(groups)) throw corrupt('__metadata__.param_groups is not an array')
+  const paramGroups = groups.map((group) =>
+    Object.fromEntries(Object.entries(group as object).map(([k, v]) => [camel(k), v])),
+  )
+
+  const state: Record<number, ParamState> = {}
+  const shapes: Record<number, Record<string, number[]>> = {}
+  for (const { name, shape, values } of tensors) {
+    const match = /^state\.(\d+)\.(\w+)$/.exec(name)
+    if (!match) throw corrupt(`tensor ${JSON.stringify(name)} is not named state.<n>.<key>`)
+    if (values instanceof BigInt64Array) throw corrupt(`${name} has dtype I64 (expected F32 or F64)`)
     const entry = (state[Number(match[1])] ??= {} as ParamState)
     entry[camel(match[2])] = shape.length === 0 ? values[0] : values
     if (shape.length > 1) (shapes[Number(match[1])] ??= {})[camel(match[2])] = [...shape]

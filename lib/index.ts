@@ -1,5 +1,6 @@
 export * from './optimizers'
 export { AdamWScheduleFree, SGDScheduleFree } from './schedule-free'
+export { EMA, SWA, type Averageable, type AveragedStateDict, type EMAOptions } from './averaging'
 export {
   algorithms,
   Optimizer,
@@ -27,6 +28,7 @@ export {
   ReduceLROnPlateau,
   SequentialLR,
   StepLR,
+  SWALR,
   type CosineAnnealingLROptions,
   type ExponentialLROptions,
   type LambdaLROptions,
@@ -39,5 +41,6 @@ export {
   type SchedulableOptimizer,
   type SequentialLROptions,
   type StepLROptions,
+  type SWALROptions,
 } from './schedulers'
 export { clipGradNorm, clipGradValue, type ClipGradNormOptions } from './clip'

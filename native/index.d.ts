@@ -9,6 +9,31 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** The averages of a list of parameters, and how many updates they hold. */
+export declare class NativeAverager {
+  /**
+   * `decay` null: SWA; a number: an EMA with that decay. Each average starts as a copy of its
+   * parameter in `data` (Float32Array or Float64Array, one per parameter), as PyTorch's
+   * `AveragedModel` deep-copies the model.
+   */
+  constructor(decay: number | undefined | null, data: Array<unknown>)
+  /** PyTorch's `n_averaged`: the updates averaged so far. */
+  get nAveraged(): number
+  /** One update of every average by its parameter in `data`, all in one pass on the step pool. */
+  update(data: Array<unknown>): void
+  /** Copies every average into its array of `data`, which must not share memory with another. */
+  copyTo(data: Array<unknown>): void
+  /** Exchanges every average with its array of `data`, which must not share memory with another. */
+  swap(data: Array<unknown>): void
+  /** A copy of average `index`. */
+  average(index: number): Float32Array | Float64Array
+  /**
+   * Replaces the count and every average (one per parameter, of its dtype and length), all
+   * checked first.
+   */
+  load(nAveraged: number, averages: Array<Float32Array | Float64Array>): void
+}
+
 /** The per-parameter state of one optimizer, owned on the native side. */
 export declare class NativeOptimizer {
   /**

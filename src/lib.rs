@@ -5,6 +5,7 @@
 //! and hands slices to the core. Everything is checked before anything is written, so a step
 //! updates every parameter or none.
 
+mod averaging;
 mod clip;
 mod disjoint;
 mod internal;

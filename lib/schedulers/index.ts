@@ -17,6 +17,7 @@ export { LinearLR, type LinearLROptions } from './linear-lr'
 export { LambdaLR, type LambdaLROptions, type LrLambda } from './lambda-lr'
 export { OneCycleLR, type OneCycleLROptions } from './one-cycle-lr'
 export { SequentialLR, type SequentialLROptions } from './sequential-lr'
+export { SWALR, type SWALROptions } from './swa-lr'
 export { ReduceLROnPlateau, type ReduceLROnPlateauOptions } from './reduce-lr-on-plateau'
 
 // Internal: the hooks SequentialLR calls on the schedulers it chains. lib/index.ts leaves them out.
