@@ -151,8 +151,20 @@ test.serial('the adaptivity scenario measures every claim and AdaGrad’s step s
   const report = readJson(join(out, 'adaptivity.json'))
   t.deepEqual(
     report.problems.map((p: { id: string }) => p.id),
-    ['quadratic', 'quadratic-rotated', 'rosenbrock', 'sparse', 'moving-target'],
+    ['quadratic', 'quadratic-rotated', 'rosenbrock', 'sparse', 'moving-target', 'sparse-embedding'],
   )
+  // The embedding problem runs SGD, Adagrad, Adam and SparseAdam (sparse gradients) whatever was chosen.
+  const embedding = report.problems.find((p: { id: string }) => p.id === 'sparse-embedding')
+  t.deepEqual(
+    embedding.sweeps.map((s: { id: string }) => s.id),
+    ['sgd', 'adagrad', 'adam', 'sparseadam'],
+  )
+  for (const sweep of embedding.sweeps) {
+    const best = sweep.outcomes.find((o: { lr: number }) => o.lr === sweep.bestLr)
+    t.is(best.final, best.extras.rareRowError, `${sweep.id}: the metric is the rarest rows' error`)
+  }
+  t.true(report.claims.some((c: { claim: string }) => /embedding table/.test(c.claim)))
+  t.true(report.claims.some((c: { claim: string }) => /SparseAdam/.test(c.claim)))
   for (const problem of report.problems) {
     for (const sweep of problem.sweeps) {
       t.true(report.learningRates.includes(sweep.bestLr))

@@ -24,6 +24,13 @@ export interface ProblemRun {
   metric(x: Float64Array, t: number): number
   /** Other numbers worth keeping about the final `x`. */
   extras?(x: Float64Array): Record<string, number>
+  /** The parameter's shape, for optimizers that treat rows apart (SparseAdam); absent: flat. */
+  shape?: number[]
+  /**
+   * The same gradient as `gradient`, row-sparse: the rows step `t` touches (each once, in
+   * increasing order) and their gradient rows, for optimizers of sparse gradients (SparseAdam).
+   */
+  sparseGradient?(x: Float64Array, t: number): { indices: Int32Array; values: Float64Array }
 }
 
 /**
@@ -206,6 +213,123 @@ export function sparseLogistic(options: { features: number; batchSize: number; s
 }
 
 const sigmoid = (z: number) => 1 / (1 + Math.exp(-z))
+
+/**
+ * An embedding table learned from lookups whose rows follow Zipf's law: row r (from 0) is looked
+ * up with probability ∝ 1/(r + 1)^1.1, so the first rows are seen thousands of times and the
+ * last a handful. Each sample names a row i and gives y = Wᵀe*ᵢ + noise through a fixed random
+ * readout W (dim × outputs, so the rows' directions are scaled differently), and the loss of a
+ * batch is the mean of ½|Wᵀeᵢ − y|². A batch touches at most `batchSize` rows: its gradient is
+ * row-sparse, `{ indices, values }` for SparseAdam, or a dense table that is zero elsewhere.
+ * True rows e* ~ N(0, 1); the table starts at 0. Metric: RMS error of the rarest quarter of
+ * the rows (by their probability); the most frequent quarter's error is kept beside it.
+ */
+export function sparseEmbedding(options: {
+  rows: number
+  dim: number
+  outputs: number
+  batchSize: number
+  steps: number
+  noise: number
+}): Problem {
+  const { rows, dim, outputs, batchSize, steps, noise } = options
+  const weights = Float64Array.from({ length: rows }, (_, r) => (r + 1) ** -1.1)
+  const cumulative = new Float64Array(rows)
+  weights.reduce((sum, w, r) => (cumulative[r] = sum + w), 0)
+  const quarter = Math.max(1, Math.floor(rows / 4))
+  const rmsError = (x: Float64Array, truth: Float64Array, from: number, to: number) => {
+    let s = 0
+    for (let k = from * dim; k < to * dim; k++) s += (x[k] - truth[k]) ** 2
+    return Math.sqrt(s / ((to - from) * dim))
+  }
+  // Every run with the same seed sees the same lookups; draw them once.
+  const streams = new Map<number, { truth: Float64Array; readout: Float64Array; row: Uint32Array; y: Float64Array }>()
+  const stream = (seed: number) => {
+    let cached = streams.get(seed)
+    if (cached !== undefined) return cached
+    const random = new Random(seed ^ 0xe3bed)
+    const truth = Float64Array.from({ length: rows * dim }, () => random.normal())
+    const readout = Float64Array.from({ length: dim * outputs }, () => random.normal() / Math.sqrt(dim))
+    const samples = steps * batchSize
+    const row = new Uint32Array(samples)
+    const y = new Float64Array(samples * outputs)
+    const total = cumulative[rows - 1]
+    for (let n = 0; n < samples; n++) {
+      const u = random.next() * total
+      let lo = 0
+      let hi = rows - 1
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1
+        if (cumulative[mid] > u) hi = mid
+        else lo = mid + 1
+      }
+      row[n] = lo
+      for (let o = 0; o < outputs; o++) {
+        let v = 0
+        for (let k = 0; k < dim; k++) v += readout[k * outputs + o] * truth[lo * dim + k]
+        y[n * outputs + o] = v + noise * random.normal()
+      }
+    }
+    cached = { truth, readout, row, y }
+    streams.set(seed, cached)
+    return cached
+  }
+  return {
+    id: 'sparse-embedding',
+    title: `Embedding table, ${rows} rows × ${dim}, Zipf(1.1) lookups, ${batchSize} per step`,
+    metricName: 'RMS error of the rarest 25% of rows',
+    steps,
+    // Half the error of the start (the table at 0, true rows of unit variance).
+    threshold: 0.5,
+    start(seed) {
+      const { truth, readout, row, y } = stream(seed)
+      const residual = new Float64Array(outputs)
+      const touched = new Map<number, Float64Array>()
+      /** Adds the batch's gradient rows into `rowOf(r)`. */
+      const accumulate = (x: Float64Array, t: number, rowOf: (r: number) => Float64Array | ArrayLike<number>) => {
+        for (let n = t * batchSize; n < (t + 1) * batchSize; n++) {
+          const r = row[n]
+          for (let o = 0; o < outputs; o++) {
+            let v = -y[n * outputs + o]
+            for (let k = 0; k < dim; k++) v += readout[k * outputs + o] * x[r * dim + k]
+            residual[o] = v / batchSize
+          }
+          const g = rowOf(r) as Float64Array
+          for (let k = 0; k < dim; k++) {
+            let v = 0
+            for (let o = 0; o < outputs; o++) v += readout[k * outputs + o] * residual[o]
+            g[k] += v
+          }
+        }
+      }
+      return {
+        x: new Float64Array(rows * dim),
+        shape: [rows, dim],
+        gradient: (x, grad, t) => {
+          grad.fill(0)
+          accumulate(x, t, (r) => grad.subarray(r * dim, (r + 1) * dim))
+        },
+        sparseGradient: (x, t) => {
+          touched.clear()
+          accumulate(x, t, (r) => {
+            let g = touched.get(r)
+            if (g === undefined) touched.set(r, (g = new Float64Array(dim)))
+            return g
+          })
+          const indices = Int32Array.from([...touched.keys()].sort((a, b) => a - b))
+          const values = new Float64Array(indices.length * dim)
+          indices.forEach((r, i) => values.set(touched.get(r)!, i * dim))
+          return { indices, values }
+        },
+        metric: (x) => rmsError(x, truth, rows - quarter, rows),
+        extras: (x) => ({
+          rareRowError: rmsError(x, truth, rows - quarter, rows),
+          frequentRowError: rmsError(x, truth, 0, quarter),
+        }),
+      }
+    },
+  }
+}
 
 /**
  * A noisy quadratic whose minimum jumps: f = ½|x − c|² with gradient noise of standard
