@@ -32,6 +32,9 @@ export interface AveragedStateDict {
   averaged: FloatArray[]
 }
 
+/** PyTorch's default (`get_ema_multi_avg_fn`). */
+const DEFAULT_DECAY = 0.999
+
 const isFloatArray = (x: unknown): x is FloatArray => x instanceof Float32Array || x instanceof Float64Array
 
 /** A parameter's shape (its `shape`, or flat), for checkpoints. */
@@ -108,7 +111,8 @@ abstract class AveragedWeights {
   /**
    * Exchanges the parameters' values with their averages: call it once to evaluate (or save the
    * model) with the averaged weights, and again to go back to training where it left off. While
-   * swapped, `update()` and `loadStateDict()` are refused; `stateDict()` still gives the averages.
+   * swapped, `update()`, `copyTo()` and `loadStateDict()` are refused; `stateDict()` still gives
+   * the averages.
    */
   swap(): void {
     this.#native.swap(this.#arrays())
@@ -142,10 +146,10 @@ abstract class AveragedWeights {
    * Copies the averages into `targets` (arrays or parameters of the same dtypes and lengths, in
    * the same order; none may share memory with another), for example a separate model to
    * evaluate or export. Without `targets`, into the averaged parameters themselves, which then
-   * lose their training values.
+   * lose their training values. Refused while swapped.
    */
   copyTo(targets?: readonly Averageable[]): void {
-    if (targets === undefined) this.#refuseSwapped('copyTo()')
+    this.#refuseSwapped('copyTo()')
     this.#native.copyTo(targets === undefined ? this.#arrays() : arraysOf(targets, 'targets', this.#name))
   }
 
@@ -293,7 +297,7 @@ export class EMA extends AveragedWeights {
     for (const key of Object.keys(options ?? {})) {
       if (key !== 'decay') throw invalidValue(`EMA: ${key} is not an option of EMA (expected decay)`)
     }
-    const decay = options?.decay ?? 0.999
+    const decay = options?.decay === undefined ? DEFAULT_DECAY : options.decay
     if (typeof decay !== 'number') throw invalidType(`EMA: decay must be a number, got ${describe(decay)}`)
     super('EMA', params, decay)
     this.decay = decay

@@ -42,16 +42,13 @@ pub enum Strategy {
 }
 
 impl Strategy {
-  /// An EMA with `decay` in [0, 1], PyTorch's default 0.999.
+  /// An EMA with `decay` in [0, 1] (PyTorch's default, 0.999, is the facade's).
   pub fn ema(decay: f64) -> Result<Self, ConfigError> {
     if !Rule::UnitClosed.holds(decay) {
       return Err(ConfigError::OutOfRange { field: "decay", value: decay, rule: Rule::UnitClosed, optional: false });
     }
     Ok(Strategy::Ema { decay })
   }
-
-  /// PyTorch's default EMA decay (`get_ema_multi_avg_fn`).
-  pub const DEFAULT_DECAY: f64 = 0.999;
 }
 
 /// One parameter's average, in the parameter's dtype.
