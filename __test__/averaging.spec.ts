@@ -209,6 +209,7 @@ test('bad input gets a coded error naming what is wrong, and changes nothing', (
     ['params not an array', () => new SWA(p as never), 'ERR_INVALID_ARG_TYPE', /params/],
     ['an Int32Array', () => new SWA([new Int32Array(2) as never]), 'ERR_INVALID_ARG_TYPE', /params\[0\]/],
     ['a shape that does not fit', () => new SWA([{ data: p.data, shape: [3] }]), 'ERR_OUT_OF_RANGE', /shape/],
+    ['a negative shape', () => new SWA([{ data: new Float32Array(6), shape: [-2, -3] }]), 'ERR_OUT_OF_RANGE', /shape/],
     ['copyTo a wrong length', () => ema.copyTo([new Float32Array(3)]), 'ERR_OUT_OF_RANGE', /length 3/],
     ['copyTo a wrong dtype', () => ema.copyTo([new Float64Array(2)]), 'ERR_INVALID_ARG_TYPE', /Float64Array/],
     ['copyTo too many', () => ema.copyTo([p.data, p.data]), 'ERR_INVALID_ARG_VALUE', /2 parameters/],

@@ -75,9 +75,12 @@ abstract class AveragedWeights {
     const arrays = arraysOf(params, 'params', name)
     params.forEach((param, i) => {
       const shape = isFloatArray(param) ? undefined : param.shape
-      if (shape !== undefined && (!Array.isArray(shape) || shape.reduce((a, b) => a * b, 1) !== arrays[i].length)) {
+      if (shape === undefined) return
+      const dims = Array.isArray(shape) && shape.every((d) => Number.isSafeInteger(d) && d >= 0)
+      if (!dims || shape.reduce((a, b) => a * b, 1) !== arrays[i].length) {
         throw outOfRange(
-          `${name}: params[${i}].shape ${JSON.stringify(shape)} does not hold ${arrays[i].length} elements`,
+          `${name}: params[${i}].shape ${JSON.stringify(shape)} does not hold ${arrays[i].length} elements ` +
+            '(expected whole numbers >= 0 whose product is the length)',
         )
       }
     })
