@@ -204,7 +204,7 @@ test.serial('the adaptivity scenario measures every claim and AdaGrad’s step s
   for (let i = 1; i < steps.length; i++) t.true(steps[i] <= steps[i - 1], `effective lr rose at sample ${i}`)
   t.true(steps[steps.length - 1] < steps[0] / 2)
   const claims = report.claims as Array<{ claim: string; verdict: string; evidence: string }>
-  t.is(claims.length, 6)
+  t.is(claims.length, 8)
   for (const claim of claims) {
     t.true(['supported', 'mixed', 'contradicted'].includes(claim.verdict), `${claim.claim}: ${claim.verdict}`)
     t.true(stdout.includes(claim.evidence))
