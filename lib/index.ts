@@ -40,4 +40,5 @@ export {
   type SequentialLROptions,
   type StepLROptions,
 } from './schedulers'
+export { cubicInterpolate, LBFGS, type LBFGSGroup, type LBFGSOptions, type LBFGSState, type LBFGSStateDict } from './lbfgs'
 export { clipGradNorm, clipGradValue, type ClipGradNormOptions } from './clip'

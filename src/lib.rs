@@ -9,6 +9,7 @@ mod clip;
 mod disjoint;
 mod internal;
 mod js;
+mod lbfgs;
 mod params;
 mod schedule_free;
 mod sparse;
