@@ -40,5 +40,12 @@ export {
   type SequentialLROptions,
   type StepLROptions,
 } from './schedulers'
-export { cubicInterpolate, LBFGS, type LBFGSGroup, type LBFGSOptions, type LBFGSState, type LBFGSStateDict } from './lbfgs'
+export {
+  cubicInterpolate,
+  LBFGS,
+  type LBFGSGroup,
+  type LBFGSOptions,
+  type LBFGSState,
+  type LBFGSStateDict,
+} from './lbfgs'
 export { clipGradNorm, clipGradValue, type ClipGradNormOptions } from './clip'

@@ -1,4 +1,12 @@
-import { closureFailed, describe, invalidReturnValue, invalidState, invalidType, invalidValue, outOfRange } from './errors'
+import {
+  closureFailed,
+  describe,
+  invalidReturnValue,
+  invalidState,
+  invalidType,
+  invalidValue,
+  outOfRange,
+} from './errors'
 import { native } from './native'
 import type { FloatArray, Parameter, StateDict } from './optimizer'
 
@@ -160,7 +168,9 @@ export function cubicInterpolate(
   if (!(d2Square >= 0)) return (low + high) / 2
   const d2 = Math.sqrt(d2Square)
   const minPos =
-    x1 <= x2 ? x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)) : x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+    x1 <= x2
+      ? x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+      : x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
   // PyTorch's min(max(minPos, low), high) with Python's rules: a NaN minPos gives low.
   const clamped = low > minPos || Number.isNaN(minPos) ? low : minPos
   return high < clamped ? high : clamped
@@ -207,7 +217,10 @@ export class LBFGS {
    * @param params the parameters, or a list of exactly one group `{ params, ...options }`.
    * @param options overrides of the defaults.
    */
-  constructor(params: readonly Parameter[] | readonly [{ params: readonly Parameter[] } & LBFGSOptions], options: LBFGSOptions = {}) {
+  constructor(
+    params: readonly Parameter[] | readonly [{ params: readonly Parameter[] } & LBFGSOptions],
+    options: LBFGSOptions = {},
+  ) {
     if (!Array.isArray(params))
       throw invalidType(`params must be an array of parameters or of one parameter group, got ${describe(params)}`)
     if (params.length === 0) throw invalidValue('params is empty: the optimizer got an empty parameter list')
@@ -421,7 +434,12 @@ export class LBFGS {
     let bracketGtd: number[] = []
     while (lsIter < maxLs) {
       if (fNew > f + C1 * t * gtd || (lsIter > 1 && fNew >= fPrev)) {
-        ;[bracket, bracketF, bracketG, bracketGtd] = [[tPrev, t], [fPrev, fNew], [gPrev, gNew], [gtdPrev, gtdNew]]
+        ;[bracket, bracketF, bracketG, bracketGtd] = [
+          [tPrev, t],
+          [fPrev, fNew],
+          [gPrev, gNew],
+          [gtdPrev, gtdNew],
+        ]
         break
       }
       if (Math.abs(gtdNew) <= -C2 * gtd) {
@@ -430,7 +448,12 @@ export class LBFGS {
         break
       }
       if (gtdNew >= 0) {
-        ;[bracket, bracketF, bracketG, bracketGtd] = [[tPrev, t], [fPrev, fNew], [gPrev, gNew], [gtdPrev, gtdNew]]
+        ;[bracket, bracketF, bracketG, bracketGtd] = [
+          [tPrev, t],
+          [fPrev, fNew],
+          [gPrev, gNew],
+          [gtdPrev, gtdNew],
+        ]
         break
       }
       const minStep = t + 0.01 * (t - tPrev)
@@ -444,7 +467,12 @@ export class LBFGS {
       gtdNew = gNew.stats.gtd
       lsIter += 1
     }
-    if (lsIter === maxLs) [bracket, bracketF, bracketG] = [[0, t], [f, fNew], [g, gNew]]
+    if (lsIter === maxLs)
+      [bracket, bracketF, bracketG] = [
+        [0, t],
+        [f, fNew],
+        [g, gNew],
+      ]
 
     let insufficientProgress = false
     let [low, high] = bracketF[0] <= bracketF[bracketF.length - 1] ? [0, 1] : [1, 0]
@@ -571,12 +599,22 @@ export class LBFGS {
     for (const key of OPTION_KEYS) group[key] = options[key]
   }
 
-  #checkEntry(
-    entry: Record<string, unknown>,
-    where: string,
-  ): { counters: LBFGSCounters; history: NativeHistory } {
-    if (typeof entry !== 'object' || entry === null) throw invalidType(`${where} must be an object, got ${describe(entry)}`)
-    const known = ['funcEvals', 'nIter', 'd', 't', 'oldDirs', 'oldStps', 'ro', 'hDiag', 'prevFlatGrad', 'prevLoss', 'al']
+  #checkEntry(entry: Record<string, unknown>, where: string): { counters: LBFGSCounters; history: NativeHistory } {
+    if (typeof entry !== 'object' || entry === null)
+      throw invalidType(`${where} must be an object, got ${describe(entry)}`)
+    const known = [
+      'funcEvals',
+      'nIter',
+      'd',
+      't',
+      'oldDirs',
+      'oldStps',
+      'ro',
+      'hDiag',
+      'prevFlatGrad',
+      'prevLoss',
+      'al',
+    ]
     for (const key of Object.keys(entry))
       if (!known.includes(key))
         throw invalidValue(`${where}.${key} is not state of LBFGS (expected ${known.join(', ')})`)
@@ -591,7 +629,9 @@ export class LBFGS {
     const vectors = ['d', 'oldDirs', 'oldStps', 'ro', 'prevFlatGrad']
     const present = vectors.filter((key) => entry[key] !== undefined && entry[key] !== null)
     if (present.length === 0) return { counters, history: null }
-    const missing = [...vectors, 'hDiag', 't', 'prevLoss'].filter((key) => entry[key] === undefined || entry[key] === null)
+    const missing = [...vectors, 'hDiag', 't', 'prevLoss'].filter(
+      (key) => entry[key] === undefined || entry[key] === null,
+    )
     if (missing.length > 0) throw invalidValue(`${where} has ${present.join(', ')} but not ${missing.join(', ')}`)
     const Type = this.#float32 ? Float32Array : Float64Array
     const array = (key: string): FloatArray => {

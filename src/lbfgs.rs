@@ -213,7 +213,9 @@ fn check_disjoint(views: &[Option<TypedView>]) -> std::result::Result<(), Fail> 
   let mut spans: Vec<Span> = views
     .iter()
     .enumerate()
-    .filter_map(|(id, v)| v.as_ref().map(|v| Span { start: v.address(), end: v.address() + v.byte_len(), writable: true, id }))
+    .filter_map(|(id, v)| {
+      v.as_ref().map(|v| Span { start: v.address(), end: v.address() + v.byte_len(), writable: true, id })
+    })
     .collect();
   match find_overlap(&mut spans) {
     Some((a, b)) => Err(Fail::value(format!(

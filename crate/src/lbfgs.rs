@@ -412,7 +412,10 @@ impl<T: Float> Lbfgs<T> {
     // SAFETY (in every closure below): each chunk reads and writes its own range of d.
     let mut next_dot = match k {
       0 => 0.0,
-      _ => pass(&pool, partials, n, |r| Partial { sums: [dot(unsafe { ds.at(r.clone()) }, &ss[k - 1][r]), 0.0], max: 0.0 }).sums[0],
+      _ => {
+        pass(&pool, partials, n, |r| Partial { sums: [dot(unsafe { ds.at(r.clone()) }, &ss[k - 1][r]), 0.0], max: 0.0 })
+          .sums[0]
+      }
     };
     // αᵢ = ρᵢ·(sᵢ·q), q ← q − αᵢ·yᵢ, newest first; after the oldest, r = γ·q and y₀·r.
     for i in (0..k).rev() {
@@ -523,10 +526,18 @@ impl<T: Float> Lbfgs<T> {
     let k = h.old_dirs.len();
     let fail = |what: String| Err(ImportError(what));
     if h.d.len() != n || h.prev_flat_grad.len() != n {
-      return fail(format!("d and prev_flat_grad must have {n} elements (the parameters' total), got {} and {}", h.d.len(), h.prev_flat_grad.len()));
+      return fail(format!(
+        "d and prev_flat_grad must have {n} elements (the parameters' total), got {} and {}",
+        h.d.len(),
+        h.prev_flat_grad.len()
+      ));
     }
     if h.old_stps.len() != k || h.ro.len() != k {
-      return fail(format!("old_dirs, old_stps and ro must hold as many pairs, got {k}, {} and {}", h.old_stps.len(), h.ro.len()));
+      return fail(format!(
+        "old_dirs, old_stps and ro must hold as many pairs, got {k}, {} and {}",
+        h.old_stps.len(),
+        h.ro.len()
+      ));
     }
     if k > self.history_size {
       return fail(format!("{k} pairs are more than history_size {}", self.history_size));
@@ -622,7 +633,12 @@ mod tests {
 
   /// Runs `iterations` iterations on f(x) = ½ Σ aᵢ xᵢ² (aᵢ in [1, 2], so every pair has positive
   /// curvature) over parameters of `lens`, stepping x by t·d; returns the gradients it saw.
-  fn run(lens: &[usize], history_size: usize, iterations: u64, threads: Option<usize>) -> (Lbfgs<f64>, Vec<Direction>, Vec<Vec<f64>>) {
+  fn run(
+    lens: &[usize],
+    history_size: usize,
+    iterations: u64,
+    threads: Option<usize>,
+  ) -> (Lbfgs<f64>, Vec<Direction>, Vec<Vec<f64>>) {
     let mut core = Lbfgs::<f64>::new(lens, history_size);
     if let Some(threads) = threads {
       core.use_threads(threads);
