@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeLbfgs = nativeBinding.NativeLbfgs
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.__allocations = nativeBinding.__allocations
 module.exports.__lastStepThreads = nativeBinding.__lastStepThreads

@@ -7,11 +7,11 @@
 //! [`config`] for option tables and their validation. Nothing here knows about JavaScript.
 
 pub mod clip;
-pub mod lbfgs;
 pub mod config;
 pub mod divide;
 pub mod engine;
 pub mod float;
+pub mod lbfgs;
 pub mod optimizers;
 #[cfg(test)]
 mod testing;
