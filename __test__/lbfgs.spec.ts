@@ -1,6 +1,6 @@
 // LBFGS against PyTorch: fixtures/lbfgs.json was made by scripts/gen_fixtures_lbfgs.py with
 // torch.optim.LBFGS; the closures below compute the same functions and gradients.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -153,6 +153,26 @@ test('the first loss is returned and a fixed step follows PyTorch by hand', (t) 
   t.deepEqual([...p.data], [2])
   t.like(opt.getState(), { funcEvals: 1, nIter: 1, t: 1 / 6, hDiag: 1, prevLoss: 9 })
   t.is(opt.step(closure), 4)
+})
+
+test('defaults: PyTorch’s, as the JSDoc and the README give them; maxEval fixed when made', (t) => {
+  const source = readFileSync(join(__dirname, '..', 'lib', 'lbfgs.ts'), 'utf8')
+  const options = source.slice(
+    source.indexOf('export interface LBFGSOptions'),
+    source.indexOf('export type LBFGSGroup'),
+  )
+  const documented = Object.fromEntries(
+    [...options.matchAll(/@default (\S+)\n\s*\*\/\n\s*(\w+)\?/g)].map(([, value, key]) => [key, JSON.parse(value)]),
+  )
+  t.deepEqual(documented, { ...LBFGS.DEFAULTS })
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+  for (const [key, value] of Object.entries(LBFGS.DEFAULTS))
+    t.true(readme.includes(`\`${key}\` ${String(value)}`), `README gives ${key} ${String(value)}`)
+  const p = () => [{ data: new Float64Array(1), grad: null }]
+  t.is(new LBFGS(p()).paramGroups[0].maxEval, 25)
+  t.is(new LBFGS(p(), { maxIter: 7 }).paramGroups[0].maxEval, 8)
+  t.is(new LBFGS([{ params: p(), maxIter: 9 }], { maxIter: 7 }).paramGroups[0].maxEval, 11)
+  t.is(new LBFGS(p(), { maxIter: 7, maxEval: 3 }).paramGroups[0].maxEval, 3)
 })
 
 test('a parameter without a gradient counts as zero', (t) => {

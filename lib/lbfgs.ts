@@ -24,7 +24,8 @@ export interface LBFGSOptions {
    */
   maxIter?: number
   /**
-   * Most closure evaluations in one `step()`; null means ⌊maxIter·5/4⌋, as PyTorch's `max_iter * 5 // 4`.
+   * Most closure evaluations in one `step()`; null means ⌊maxIter·5/4⌋ (PyTorch's `max_iter * 5 // 4`),
+   * which the group then holds, as PyTorch's does.
    * @default null
    */
   maxEval?: number | null
@@ -225,8 +226,9 @@ export class LBFGS {
       throw invalidType(`params must be an array of parameters or of one parameter group, got ${describe(params)}`)
     if (params.length === 0) throw invalidValue('params is empty: the optimizer got an empty parameter list')
     checkKeys(options, 'options', false)
-    this.defaults = Object.freeze({ ...DEFAULTS, ...options })
-    checkOptions(this.defaults, 'options')
+    // As PyTorch, maxEval is fixed when the optimizer is made (null: ⌊maxIter·5/4⌋).
+    const given = { ...DEFAULTS, ...options }
+    this.defaults = Object.freeze({ ...given, maxEval: checkOptions(given, 'options').maxEval })
     const isGroup = typeof params[0] === 'object' && params[0] !== null && 'params' in params[0]
     if (isGroup && params.length !== 1)
       throw invalidValue(
@@ -260,7 +262,8 @@ export class LBFGS {
       list.map((_, i) => `paramGroups[0].params[${i}].data`),
     )
     const complete = { ...this.defaults, ...group, params: Object.freeze(list) }
-    checkOptions(complete, 'paramGroups[0]')
+    if (group.maxEval === undefined && group.maxIter !== undefined) complete.maxEval = null
+    complete.maxEval = checkOptions(complete, 'paramGroups[0]').maxEval
     this.paramGroups = [Object.seal(complete) as LBFGSGroup]
     this.#params = list
     this.#float32 = list[0].data instanceof Float32Array

@@ -664,8 +664,8 @@ mod tests {
       let lens = [len / 3, 0, len - len / 3];
       let (core, directions, seen) = run(&lens, history_size, 7, None);
       let mut reference = Reference::first(&seen[0], history_size);
-      for k in 1..7 {
-        reference.next(&seen[k], t_of(k as u64 - 1));
+      for (k, g) in seen.iter().enumerate().skip(1) {
+        reference.next(g, t_of(k as u64 - 1));
       }
       let h = core.export().unwrap();
       assert!(close(&h.d, &reference.d, 1e-11), "len {len}");
@@ -674,7 +674,9 @@ mod tests {
       let gtd = dot(&seen[6], &reference.d);
       let last = directions.last().unwrap();
       assert!((last.gtd - gtd).abs() <= 1e-11 * gtd.abs().max(1.0), "{} vs {gtd}", last.gtd);
-      assert_eq!(last.d_abs_max, reference.d.iter().fold(0.0f64, |m, x| m.max(x.abs())));
+      let d_abs_max = reference.d.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+      assert!((last.d_abs_max - d_abs_max).abs() <= 1e-11 * d_abs_max, "{} vs {d_abs_max}", last.d_abs_max);
+      assert_eq!(last.d_abs_max, h.d.iter().fold(0.0f64, |m, x| m.max(x.abs())), "max |d| of the d it returns");
     }
   }
 
