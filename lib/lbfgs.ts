@@ -196,6 +196,13 @@ export function cubicInterpolate(
  * Exactly one parameter group; every parameter of one element type. A parameter whose `grad` is
  * null counts as a zero gradient, as in PyTorch.
  *
+ * Rounding: the reductions (g·d, y·s, ‖g‖₁, ...) are summed in float64 and rounded to the
+ * parameters' dtype, as PyTorch's 0-d tensors are; the line search's scalar arithmetic runs in
+ * float64, where PyTorch, for float32 parameters, does part of it in float32 tensors. So results
+ * differ from PyTorch's by the rounding of a different summation order, which grows with the
+ * iterations on an ill-conditioned problem; a float32 run parts from PyTorch's once it reaches
+ * float32's noise floor, where either side's rounding decides the next iterate.
+ *
  * @example
  * const opt = new LBFGS(params, { lineSearchFn: 'strong_wolfe' })
  * opt.step(() => { const loss = forwardAndBackward(); return loss })
