@@ -24,11 +24,19 @@ interface TensorInfo {
   data_offsets: [number, number]
 }
 
+/** What a checkpoint holds: any optimizer's `stateDict()` (LBFGS's keeps no `step`). */
+export interface CheckpointDict {
+  state: Record<number, Record<string, FloatArray | number | undefined>>
+  paramGroups: ReadonlyArray<object>
+  shapes?: Record<number, Record<string, number[]>>
+}
+
 /** Encodes a state dict as safetensors bytes. */
-export function encodeSafetensors(stateDict: StateDict<object>): Uint8Array {
+export function encodeSafetensors(stateDict: CheckpointDict): Uint8Array {
   const tensors: NamedTensor[] = []
   for (const [id, state] of Object.entries(stateDict.state)) {
-    for (const [key, value] of Object.entries(state as ParamState)) {
+    for (const [key, value] of Object.entries(state)) {
+      if (value === undefined) continue
       const name = `state.${id}.${snake(key)}`
       if (typeof value === 'number') {
         const exact = key === 'step' && Number.isInteger(value) && Math.abs(value) <= F32_EXACT
@@ -190,7 +198,7 @@ export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
 }
 
 /** Writes `opt.stateDict()` to a safetensors file. */
-export function saveStateDict(path: string, stateDict: StateDict<object>): void {
+export function saveStateDict(path: string, stateDict: CheckpointDict): void {
   writeFileSync(path, encodeSafetensors(stateDict))
 }
 

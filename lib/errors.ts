@@ -2,7 +2,13 @@
 // code. The messages are the callers' own.
 
 /** Node-style error codes fastoptim throws with, as Node's own APIs do (`err.code`). */
-export type ErrorCode = 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' | 'ERR_OUT_OF_RANGE' | 'ERR_INVALID_STATE'
+export type ErrorCode =
+  | 'ERR_INVALID_ARG_TYPE'
+  | 'ERR_INVALID_ARG_VALUE'
+  | 'ERR_OUT_OF_RANGE'
+  | 'ERR_INVALID_STATE'
+  | 'ERR_INVALID_RETURN_VALUE'
+  | 'ERR_CLOSURE_FAILED'
 
 /** The code of the error thrown when the native binary cannot be loaded (see `lib/native.ts`). */
 type BindingErrorCode = 'ERR_FASTOPTIM_NATIVE_BINDING'
@@ -29,6 +35,16 @@ export function outOfRange(message: string) {
 /** A call the current state does not allow (a step in flight, a detached array, a schedule run past its end). */
 export function invalidState(message: string) {
   return withCode(new Error(message), 'ERR_INVALID_STATE')
+}
+
+/** A callback (LBFGS's closure) returned what it must not: a TypeError for the wrong type, a RangeError for a non-finite number. */
+export function invalidReturnValue(message: string, kind: 'type' | 'range') {
+  return withCode(kind === 'type' ? new TypeError(message) : new RangeError(message), 'ERR_INVALID_RETURN_VALUE')
+}
+
+/** A callback (LBFGS's closure) threw; `cause` is what it threw. */
+export function closureFailed(message: string, cause: unknown) {
+  return withCode(new Error(message, { cause }), 'ERR_CLOSURE_FAILED')
 }
 
 /** The native binary could not be loaded; `cause` is what the loader threw. */

@@ -43,4 +43,12 @@ export {
   type StepLROptions,
   type SWALROptions,
 } from './schedulers'
+export {
+  cubicInterpolate,
+  LBFGS,
+  type LBFGSGroup,
+  type LBFGSOptions,
+  type LBFGSState,
+  type LBFGSStateDict,
+} from './lbfgs'
 export { clipGradNorm, clipGradValue, type ClipGradNormOptions } from './clip'

@@ -34,6 +34,34 @@ export declare class NativeAverager {
   load(nAveraged: number, averages: Array<Float32Array | Float64Array>): void
 }
 
+/** L-BFGS state over parameters of fixed lengths and one dtype, owned on the native side. */
+export declare class NativeLbfgs {
+  /** State for parameters of `lens` elements of `dtype` (`"float32"` or `"float64"`). */
+  constructor(dtype: string, lens: Array<number>, historySize: number)
+  /** Gathers the gradients of `params` into gradient `slot` (negated with `maximize`). */
+  gather(params: unknown, slot: number, maximize: boolean): LbfgsGradStats
+  /** The first iteration's direction, d = −g, from gradient `slot`. */
+  firstDirection(slot: number): LbfgsDirection
+  /** A later iteration's direction from gradient `slot`, after a step of length `t`. */
+  nextDirection(slot: number, t: number): LbfgsDirection
+  /** Saves the parameters' data (where a line search starts). */
+  saveParams(params: unknown): void
+  /** Sets the parameters' data back to what was saved. */
+  restoreParams(params: unknown): void
+  /** data ← data + t·d. */
+  stepParams(params: unknown, t: number): void
+  /** data ← saved + t·d. */
+  trialParams(params: unknown, t: number): void
+  /** The most pairs kept. */
+  setHistorySize(historySize: number): void
+  /** For tests: runs every pass on a pool of its own of `threads` threads. */
+  useThreads(threads: number): void
+  /** A copy of the vector state, or null before the first iteration. */
+  exportHistory(): LbfgsHistory | null
+  /** Replaces the vector state (null: none), all checked first. */
+  importHistory(history?: LbfgsHistory | undefined | null): void
+}
+
 /** The per-parameter state of one optimizer, owned on the native side. */
 export declare class NativeOptimizer {
   /**
@@ -168,6 +196,33 @@ export declare function getNumThreads(): number
  * `threads` threads, to show that the thread count does not change a bit of it.
  */
 export declare function gradNormOnThreads(params: unknown, normType: number, threads: number): number
+
+export interface LbfgsDirection {
+  gtd: number
+  dAbsMax: number
+}
+
+/** What gathering a gradient yields, each rounded to the parameters' dtype. */
+export interface LbfgsGradStats {
+  absMax: number
+  absSum: number
+  /** g·d with the current direction (0 before there is one). */
+  gtd: number
+}
+
+/**
+ * The vector state, as PyTorch's `state_dict` names it; `oldDirs` and `oldStps` hold their
+ * pairs one after the other (`ro.length` of them, each as long as `d`).
+ */
+export interface LbfgsHistory {
+  d: Float32Array | Float64Array
+  prevFlatGrad: Float32Array | Float64Array
+  oldDirs: Float32Array | Float64Array
+  oldStps: Float32Array | Float64Array
+  ro: Float32Array | Float64Array
+  hDiag: number
+  al?: Float32Array | Float64Array
+}
 
 /** One option of an optimizer, as the facade sees it. */
 export interface OptionField {

@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeAverager = nativeBinding.NativeAverager
+module.exports.NativeLbfgs = nativeBinding.NativeLbfgs
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.__allocations = nativeBinding.__allocations
 module.exports.__lastStepThreads = nativeBinding.__lastStepThreads

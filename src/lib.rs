@@ -10,6 +10,7 @@ mod clip;
 mod disjoint;
 mod internal;
 mod js;
+mod lbfgs;
 mod params;
 mod schedule_free;
 mod sparse;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod divide;
 pub mod engine;
 pub mod float;
+pub mod lbfgs;
 pub mod optimizers;
 #[cfg(test)]
 mod testing;
