@@ -543,3 +543,5 @@ export const sparseadam = named('SparseAdam') as NamedFactory<'sparseadam'>
 export const adamwschedulefree = named('AdamWScheduleFree') as NamedFactory<'adamwschedulefree'>
 /** Schedule-Free SGD (the `schedulefree` package's); it steps only in training mode (`{ trainMode: true }`). */
 export const sgdschedulefree = named('SGDScheduleFree') as NamedFactory<'sgdschedulefree'>
+/** Muon: `torch.optim.Muon`, for models whose variables are all matrices (dense layers without bias). */
+export const muon = named('Muon') as NamedFactory<'muon'>
