@@ -141,11 +141,11 @@ for (const info of fastoptim.algorithms()) {
       if (!Class) return t.fail(`${name} is not exported`)
       const make = (params: Parameter[]) =>
         new Class([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: 3e-3 }] as never, options as never)
-      const shapes = info.matrices ? MATRIX_SHAPES : SHAPES
-      const straight = shapedModel('float32', shapes)
+      const modelShapes = info.matrices ? MATRIX_SHAPES : SHAPES
+      const straight = shapedModel('float32', modelShapes)
       train(make(straight), straight, 0, 15, info.sparse)
 
-      const first = shapedModel('float32', shapes)
+      const first = shapedModel('float32', modelShapes)
       const before = make(first)
       train(before, first, 0, 7, info.sparse)
       let saved: StateDict<object> = before.stateDict()
@@ -155,7 +155,7 @@ for (const info of fastoptim.algorithms()) {
         // Every state buffer is in the file in the shape PyTorch's state_dict gives it, and only
         // the buffers PyTorch keeps for the parameter's shape are there.
         const header = headerOf(readFileSync(file))
-        shapes.forEach((dims, i) => {
+        modelShapes.forEach((dims, i) => {
           if (!saved.state[i]) return t.fail(`param ${i} has no state after 7 steps`)
           for (const buffer of info.buffers) {
             const tensor = `state.${i}.${snake(buffer.name)}`
