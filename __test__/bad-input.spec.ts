@@ -500,7 +500,8 @@ const everyOption: Row[] = fastoptim.algorithms().flatMap((info) =>
   info.options.flatMap((option) => {
     const made = badValues(option, 'options').map(({ what, value, error }): Row => ({
       name: `${info.name} option ${option.name} ${what}`,
-      act: (w) => new (classOf(info))([shapedFor(info, w.a, 2)] as never, withValue(classOf(info), option, value) as never),
+      act: (w) =>
+        new (classOf(info))([shapedFor(info, w.a, 2)] as never, withValue(classOf(info), option, value) as never),
       error,
     }))
     const atStep = badValues(option, 'paramGroups[1]')

@@ -66,7 +66,13 @@ function train(opt: AnyOptimizer, params: Parameter[], from: number, to: number,
 const SHAPES = [[1], [37], [99], [3, 4], [2, 3, 5]]
 
 /** The round trips' parameters of an optimizer of matrices only (Muon): wide, tall and square. */
-const MATRIX_SHAPES = [[1, 3], [7, 5], [9, 11], [3, 4], [6, 6]]
+const MATRIX_SHAPES = [
+  [1, 3],
+  [7, 5],
+  [9, 11],
+  [3, 4],
+  [6, 6],
+]
 
 function shapedModel(dtype: 'float32' | 'float64', shapes: number[][] = SHAPES): Parameter[] {
   return shapes.map((dims, i) => {

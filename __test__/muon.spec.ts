@@ -164,12 +164,16 @@ test('adjustLrFn takes its names or null, and refuses anything else by name', (t
   })
   t.throws(() => new Muon([matrix()], { adjustLrFn: 1 as never }), {
     code: 'ERR_INVALID_ARG_TYPE',
-    message: 'options.adjustLrFn must be one of "original", "match_rms_adamw", "spectral_unclamped" or null, got a number',
+    message:
+      'options.adjustLrFn must be one of "original", "match_rms_adamw", "spectral_unclamped" or null, got a number',
   })
   const opt = new Muon([matrix()])
   const before = Float64Array.from(opt.paramGroups[0].params[0].data)
   opt.paramGroups[0].adjustLrFn = 'rms' as never
-  t.throws(() => opt.step(), { code: 'ERR_INVALID_ARG_VALUE', message: /^invalid adjustLrFn: "rms" .* in paramGroups\[0\]$/ })
+  t.throws(() => opt.step(), {
+    code: 'ERR_INVALID_ARG_VALUE',
+    message: /^invalid adjustLrFn: "rms" .* in paramGroups\[0\]$/,
+  })
   t.deepEqual(Float64Array.from(opt.paramGroups[0].params[0].data), before, 'nothing changed')
   t.is(opt.getState(opt.paramGroups[0].params[0]), undefined)
 })

@@ -422,7 +422,12 @@ test('one thread and many give the same bits', (t) => {
         fc.constantFrom<'float32' | 'float64'>('float32', 'float64'),
         (c, dtype) => {
           // Big enough to be split across threads: over the parallel threshold in all, flat and as a matrix.
-          const large = matricesOnly(c.algorithm) ? [[191, 181], [64, 300]] : [[2 ** 15 + 4097], [181, 191]]
+          const large = matricesOnly(c.algorithm)
+            ? [
+                [191, 181],
+                [64, 300],
+              ]
+            : [[2 ** 15 + 4097], [181, 191]]
           const big = { ...c, shapes: [...c.shapes, ...large] }
           const run = (n: number) => {
             threads.setNumThreads!(n)

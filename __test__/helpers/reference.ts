@@ -425,10 +425,11 @@ const muon: Update = (o, p, s) => {
     x = x.map((v, k) => a * v + product[k])
   }
   const lr = num(o, 'lr')
-  const ratio = {
-    match_rms_adamw: 0.2 * Math.sqrt(Math.max(rows, cols)),
-    spectral_unclamped: Math.sqrt(rows / cols),
-  }[o.adjustLrFn as string] ?? Math.sqrt(Math.max(1, rows / cols))
+  const ratio =
+    {
+      match_rms_adamw: 0.2 * Math.sqrt(Math.max(rows, cols)),
+      spectral_unclamped: Math.sqrt(rows / cols),
+    }[o.adjustLrFn as string] ?? Math.sqrt(Math.max(1, rows / cols))
   for (let i = 0; i < rows; i++)
     for (let j = 0; j < cols; j++) {
       const k = i * cols + j

@@ -36,14 +36,23 @@ pub trait Float:
   /// The larger of the two; NaN if either is NaN, as PyTorch's `maximum`.
   fn max_nan(self, other: Self) -> Self;
   fn is_finite(self) -> bool;
-  /// `c ← alpha·a·b + beta·c` for row-major matrices: `a` m×k, `b` k×n (or, `b_transposed`, its
-  /// transpose n×k in memory), `c` m×n; `c` is not read when `beta` is 0. matrixmultiply's
-  /// `sgemm` or `dgemm`, on the calling thread: the same inputs give the same bits on any thread.
+  /// `c ← alpha·a·b + beta·c` for row-major matrices of the shapes `product` gives; `c` is not
+  /// read when `beta` is 0. matrixmultiply's `sgemm` or `dgemm`, on the calling thread: the same
+  /// inputs give the same bits on any thread.
   ///
   /// # Panics
   /// If a slice is shorter than its shape.
-  #[allow(clippy::too_many_arguments)]
-  fn gemm(m: usize, k: usize, n: usize, alpha: Self, a: &[Self], b: &[Self], b_transposed: bool, beta: Self, c: &mut [Self]);
+  fn gemm(product: Product, alpha: Self, a: &[Self], b: &[Self], beta: Self, c: &mut [Self]);
+}
+
+/// The shapes of a matrix product `a·b` of row-major matrices: `a` m×k, `b` k×n (held as its
+/// transpose, n×k, when `b_transposed`), the result m×n.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Product {
+  pub m: usize,
+  pub k: usize,
+  pub n: usize,
+  pub b_transposed: bool,
 }
 
 /// PyTorch's vectorised `x.lerp_(y, w)`, with w rounded to the dtype: `fma(w, y − x, x)` for
@@ -131,7 +140,8 @@ macro_rules! impl_float {
       fn is_finite(self) -> bool {
         <$t>::is_finite(self)
       }
-      fn gemm(m: usize, k: usize, n: usize, alpha: Self, a: &[Self], b: &[Self], b_transposed: bool, beta: Self, c: &mut [Self]) {
+      fn gemm(product: Product, alpha: Self, a: &[Self], b: &[Self], beta: Self, c: &mut [Self]) {
+        let Product { m, k, n, b_transposed } = product;
         assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: a slice is shorter than its shape");
         let (rsb, csb) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
         // SAFETY: every index the strides reach is within its slice (checked above); `c` is an
