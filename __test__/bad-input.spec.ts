@@ -405,7 +405,8 @@ const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 
 /**
  * The values just outside a numeric rule, read from its text: `a finite x >= 0`, `a finite x > 0`,
- * `a finite x <= 0`, `a finite x`, `0 <= x < 1`, `0 <= x <= 1` (each maybe after `null or `).
+ * `a finite x <= 0`, `a finite x`, `0 <= x < 1`, `0 <= x <= 1` (each maybe after `null or `), `a
+ * whole number 0 <= x < n`.
  * Undefined: a rule this table does not know how to read.
  */
 function outside(option: OptionInfo): number[] | undefined {
@@ -418,6 +419,8 @@ function outside(option: OptionInfo): number[] | undefined {
   let values: number[]
   let upper = false
   let m: RegExpExecArray | null
+  // A count: below 0, at the bound, between whole numbers, and infinite.
+  if ((m = new RegExp(`^a whole number 0 <= ${name} < (\\d+)$`).exec(rule))) return [-1, Number(m[1]), 0.5, Infinity]
   if (new RegExp(`^a finite ${name}$`).test(rule)) values = []
   else if ((m = new RegExp(`^a finite ${name} (>=|>) ${number}$`).exec(rule))) values = [below(m[1], Number(m[2]))]
   else if ((m = new RegExp(`^a finite ${name} (<=|<) ${number}$`).exec(rule)))
@@ -448,6 +451,14 @@ function badValues(option: OptionInfo, where: string): Array<{ what: string; val
         { what: 'a number', value: 1, error: typeOf('a boolean', 'a number') },
         { what: 'NaN', value: NaN, error: typeOf('a boolean', 'a number') },
       ]
+    case 'choice?': {
+      const names = option.choices.map((name) => JSON.stringify(name)).join(', ')
+      const unknown = `invalid ${option.name}: "none" (expected ${option.expected}) in ${where}`
+      return [
+        { what: 'a number', value: 1, error: typeOf(`one of ${names} or null`, 'a number') },
+        { what: 'an unknown name', value: 'none', error: argValue(new RegExp(`^${escape(unknown)}$`)) },
+      ]
+    }
     case 'number':
     case 'number?': {
       const type = option.kind === 'number' ? 'a number' : 'a number or null'
@@ -464,14 +475,20 @@ function badValues(option: OptionInfo, where: string): Array<{ what: string; val
   }
 }
 
+/** `p`, as a matrix of `rows` rows for an optimizer of matrices only (Muon), else as it is. */
+const shapedFor = (info: Info, p: Parameter, rows: number): Parameter =>
+  info.matrices ? { ...p, shape: [rows, p.data.length / rows] } : p
+
 /**
- * `Class` over a (as a [2, 4] matrix, so that an optimizer that treats matrices apart has state of
- * both kinds) in group 0 and b in group 1 (lr 0.01), stepped once; an optimizer of `sparse`
- * gradients gets a's and b's gradients as sparse ones.
+ * `info`'s class over a (as a [2, 4] matrix, so that an optimizer that treats matrices apart has
+ * state of both kinds) in group 0 and b in group 1 (lr 0.01; a [1, 5] matrix for an optimizer of
+ * matrices only), stepped once; an optimizer of sparse gradients gets a's and b's gradients as
+ * sparse ones.
  */
-function steppedWith(Class: Ctor, w: World, sparse: boolean): AnyOptimizer {
+function steppedWith(info: Info, w: World): AnyOptimizer {
+  const [Class, sparse] = [classOf(info), info.sparse]
   const a = { ...w.a, shape: [2, 4], ...(sparse && { grad: sparseGrad(w.a.grad!, [2, 4]) }) }
-  const b = sparse ? { ...w.b, grad: sparseGrad(w.b.grad!) } : w.b
+  const b = sparse ? { ...w.b, grad: sparseGrad(w.b.grad!) } : shapedFor(info, w.b, 1)
   const opt = new Class([{ params: [a] }, { params: [b], lr: 1e-2 }] as never)
   // An optimizer with a training mode (schedule-free ones start in eval mode) steps in it.
   ;(opt as { train?: () => void }).train?.()
@@ -483,14 +500,15 @@ const everyOption: Row[] = fastoptim.algorithms().flatMap((info) =>
   info.options.flatMap((option) => {
     const made = badValues(option, 'options').map(({ what, value, error }): Row => ({
       name: `${info.name} option ${option.name} ${what}`,
-      act: (w) => new (classOf(info))([w.a] as never, withValue(classOf(info), option, value) as never),
+      act: (w) =>
+        new (classOf(info))([shapedFor(info, w.a, 2)] as never, withValue(classOf(info), option, value) as never),
       error,
     }))
     const atStep = badValues(option, 'paramGroups[1]')
       .filter(({ what }, i) => i === 0 || what === 'NaN')
       .map(({ what, value, error }): Row => ({
         name: `${info.name} live ${option.name} set to ${what} before a step`,
-        prepare: (w) => steppedWith(classOf(info), w, info.sparse),
+        prepare: (w) => steppedWith(info, w),
         spoil: (_w, opt) => Object.assign(group(opt, 1), withValue(classOf(info), option, value)),
         act: (_w, opt) => opt!.step(),
         error,
@@ -503,6 +521,7 @@ test('the rule of every option of the registry is one the option rows can read',
   for (const info of fastoptim.algorithms()) {
     for (const option of info.options) {
       if (option.kind === 'boolean') t.is(option.expected, 'true or false', `${info.name}.${option.name}`)
+      else if (option.kind === 'choice?') t.regex(option.expected, /^null or one of "/, `${info.name}.${option.name}`)
       else
         t.not(
           outside(option),

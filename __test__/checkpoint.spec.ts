@@ -65,8 +65,17 @@ function train(opt: AnyOptimizer, params: Parameter[], from: number, to: number,
  */
 const SHAPES = [[1], [37], [99], [3, 4], [2, 3, 5]]
 
-function shapedModel(dtype: 'float32' | 'float64'): Parameter[] {
-  return SHAPES.map((dims, i) => {
+/** The round trips' parameters of an optimizer of matrices only (Muon): wide, tall and square. */
+const MATRIX_SHAPES = [
+  [1, 3],
+  [7, 5],
+  [9, 11],
+  [3, 4],
+  [6, 6],
+]
+
+function shapedModel(dtype: 'float32' | 'float64', shapes: number[][] = SHAPES): Parameter[] {
+  return shapes.map((dims, i) => {
     const n = dims.reduce((a, b) => a * b, 1)
     const data = typed(
       dtype,
@@ -138,10 +147,11 @@ for (const info of fastoptim.algorithms()) {
       if (!Class) return t.fail(`${name} is not exported`)
       const make = (params: Parameter[]) =>
         new Class([{ params: params.slice(0, 2) }, { params: params.slice(2), lr: 3e-3 }] as never, options as never)
-      const straight = shapedModel('float32')
+      const modelShapes = info.matrices ? MATRIX_SHAPES : SHAPES
+      const straight = shapedModel('float32', modelShapes)
       train(make(straight), straight, 0, 15, info.sparse)
 
-      const first = shapedModel('float32')
+      const first = shapedModel('float32', modelShapes)
       const before = make(first)
       train(before, first, 0, 7, info.sparse)
       let saved: StateDict<object> = before.stateDict()
@@ -151,7 +161,7 @@ for (const info of fastoptim.algorithms()) {
         // Every state buffer is in the file in the shape PyTorch's state_dict gives it, and only
         // the buffers PyTorch keeps for the parameter's shape are there.
         const header = headerOf(readFileSync(file))
-        SHAPES.forEach((dims, i) => {
+        modelShapes.forEach((dims, i) => {
           if (!saved.state[i]) return t.fail(`param ${i} has no state after 7 steps`)
           for (const buffer of info.buffers) {
             const tensor = `state.${i}.${snake(buffer.name)}`

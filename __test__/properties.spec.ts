@@ -89,6 +89,17 @@ const OPTIONS: Record<Algorithm, fc.Arbitrary<Partial<Options>>> = {
     r: fc.constantFrom(0, 1),
     trainMode: fc.constant(true),
   }),
+  // The default coefficients, or the cubic iteration's (1.5, −0.5, 0), which converges.
+  Muon: fc.record({
+    lr,
+    weightDecay: decay,
+    momentum: beta(0, 0.99),
+    nesterov: fc.boolean(),
+    nsCoefficients: fc.constantFrom([3.4445, -4.775, 2.0315], [1.5, -0.5, 0]),
+    eps: fc.constantFrom(1e-7, 1e-3),
+    nsSteps: fc.integer({ min: 0, max: 7 }),
+    adjustLrFn: fc.constantFrom(null, 'original', 'match_rms_adamw', 'spectral_unclamped'),
+  }),
 }
 
 /**
@@ -133,6 +144,16 @@ const shape: fc.Arbitrary<number[]> = fc.oneof(
   { weight: 1, arbitrary: fc.constant<number[]>([129, 257]) },
 )
 
+/** Matrices, for an optimizer of matrices only (Muon): tall, wide, square, one over the parallel threshold. */
+const matrix: fc.Arbitrary<number[]> = fc.oneof(
+  { weight: 8, arbitrary: fc.tuple(dim, dim) },
+  { weight: 1, arbitrary: fc.constantFrom<number[]>([1, 1], [1, 40], [40, 1]) },
+  { weight: 1, arbitrary: fc.constant<number[]>([257, 129]) },
+)
+
+/** Whether `algorithm` takes matrices only. */
+const matricesOnly = (algorithm: Algorithm) => fastoptim.algorithms().find((i) => i.name === algorithm)!.matrices
+
 const elements = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1)
 
 interface Case {
@@ -152,7 +173,7 @@ const caseOf = (algorithm: Algorithm): fc.Arbitrary<Case> =>
     .record({
       options: optionsOf(algorithm),
       secondLr: fc.option(fc.double({ min: 1e-4, max: 0.3, noNaN: true }), { nil: undefined }),
-      shapes: fc.array(shape, { minLength: 1, maxLength: 4 }),
+      shapes: fc.array(matricesOnly(algorithm) ? matrix : shape, { minLength: 1, maxLength: 4 }),
       steps: fc.integer({ min: 1, max: 10 }),
       seed: fc.integer(),
       skips: fc.array(fc.array(fc.integer({ min: 0, max: 99 }), { minLength: 4, maxLength: 4 }), {
@@ -401,7 +422,13 @@ test('one thread and many give the same bits', (t) => {
         fc.constantFrom<'float32' | 'float64'>('float32', 'float64'),
         (c, dtype) => {
           // Big enough to be split across threads: over the parallel threshold in all, flat and as a matrix.
-          const big = { ...c, shapes: [...c.shapes, [2 ** 15 + 4097], [181, 191]] }
+          const large = matricesOnly(c.algorithm)
+            ? [
+                [191, 181],
+                [64, 300],
+              ]
+            : [[2 ** 15 + 4097], [181, 191]]
+          const big = { ...c, shapes: [...c.shapes, ...large] }
           const run = (n: number) => {
             threads.setNumThreads!(n)
             const { params, step } = build(big, dtype)

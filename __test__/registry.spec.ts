@@ -22,7 +22,8 @@ test('every optimizer of the registry is exported as a class whose defaults are 
     if (!Class) return t.fail(`${info.name} is not exported`)
     const packed = Object.keys(Class.defaults).length
     t.is(packed, new Set(info.options.map((o) => o.name.replace(/\[\d+\]$/, ''))).size, info.name)
-    const opt = new Class([{ data: new Float32Array(2), grad: null }])
+    // A [1, 2] matrix, which an optimizer of matrices only (Muon) takes too.
+    const opt = new Class([{ data: new Float32Array(2), grad: null, shape: [1, 2] }])
     t.deepEqual(opt.defaults, Class.defaults, info.name)
   }
 })

@@ -46,8 +46,20 @@ const SHAPES: Array<readonly number[]> = [
   [1],
 ]
 
-function model(Type: typeof Float32Array | typeof Float64Array): Parameter[] {
-  return SHAPES.map((shape, i) => {
+/**
+ * The model of an optimizer of matrices only (Muon): tall, wide and square matrices of many sizes,
+ * two of them large, and an empty one; a step of them is over the parallel threshold.
+ */
+const MATRIX_SHAPES: Array<readonly number[]> = [
+  [120, 250],
+  [250, 120],
+  ...Array.from({ length: 40 }, (_, i) => [3 + 2 * i, 83 - 2 * i]),
+  [1, 1],
+  [0, 5],
+]
+
+function model(Type: typeof Float32Array | typeof Float64Array, matrices: boolean): Parameter[] {
+  return (matrices ? MATRIX_SHAPES : SHAPES).map((shape, i) => {
     const n = shape.reduce((a, b) => a * b, 1)
     return { data: values(n, 2 * i + 1, Type), grad: values(n, 2 * i + 2, Type), shape }
   })
@@ -69,11 +81,12 @@ const OPTIONS: Record<string, object> = {
 const classes = fastoptim as unknown as Record<string, Ctor | undefined>
 const optimizers = fastoptim
   .algorithms()
-  .map(({ name, sparse }): [string, Ctor | undefined, object, boolean] => [
+  .map(({ name, sparse, matrices }): [string, Ctor | undefined, object, boolean, boolean] => [
     name,
     classes[name],
     OPTIONS[name] ?? {},
     sparse,
+    matrices,
   ])
 
 test('the options table names only optimizers of the registry', (t) => {
@@ -90,9 +103,10 @@ function trajectory(
   Type: typeof Float32Array | typeof Float64Array,
   threads: number,
   sparse: boolean,
+  matrices: boolean,
 ): Parameter[] {
   setNumThreads(threads)
-  const params = model(Type)
+  const params = model(Type, matrices)
   // An optimizer of sparse gradients gets the rows of each gradient that are not all 0.
   const opt = new Opt(
     (sparse ? params.map((p) => ({ ...p, grad: gradFor(true, p.grad!, p.shape) })) : params) as never,
@@ -110,15 +124,15 @@ test.serial(
     const threads = getNumThreads()
     try {
       t.true(optimizers.length > 0)
-      for (const [name, Opt, options, sparse] of optimizers) {
+      for (const [name, Opt, options, sparse, matrices] of optimizers) {
         if (!Opt) {
           t.fail(`the registry lists ${name}, but fastoptim exports no such class`)
           continue
         }
         for (const Type of [Float32Array, Float64Array]) {
-          const one = trajectory(Opt, options, Type, 1, sparse)
+          const one = trajectory(Opt, options, Type, 1, sparse, matrices)
           for (const n of [2, 3]) {
-            const many = trajectory(Opt, options, Type, n, sparse)
+            const many = trajectory(Opt, options, Type, n, sparse, matrices)
             const same = one.every((p, i) => bytes(p.data).equals(bytes(many[i].data)))
             t.true(same, `${name} ${Type.name} on ${n} threads`)
           }

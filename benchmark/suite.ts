@@ -41,11 +41,13 @@ const OPTIONS: Record<string, { label: string; options: object }> = {
 
 /**
  * Every optimizer of the registry but Adam (timed above against the baselines), in its order, and
- * but those of sparse gradients, which benchmark/sparse.ts times.
+ * but those of sparse gradients, which benchmark/sparse.ts times, and those of matrices only (Muon),
+ * whose step is matrix products, not a pass over memory: its cost grows with rows·cols·min(rows,
+ * cols), and these flat sizes are no matrices (`cargo bench` has its row, on square matrices).
  */
 const OTHERS: Array<[string, Ctor, object]> = fastoptim
   .algorithms()
-  .filter(({ name, sparse }) => name !== 'Adam' && !sparse)
+  .filter(({ name, sparse, matrices }) => name !== 'Adam' && !sparse && !matrices)
   .map(({ name }) => {
     const Class = (fastoptim as unknown as Record<string, Ctor | undefined>)[name]
     if (!Class) throw new Error(`the registry lists ${name}, but fastoptim exports no such class`)

@@ -52,8 +52,13 @@ export type Params<Options, Grad extends GradKind = FloatArray> =
 interface Slot {
   key: string
   index: number | undefined
-  /** `number?` is a number or null (PyTorch's None), packed as NaN. */
-  kind: 'number' | 'boolean' | 'number?'
+  /**
+   * `number?` is a number or null (PyTorch's None), packed as NaN; `choice?` one of `choices` (a
+   * string option of PyTorch's), packed as its index, or null, packed as NaN.
+   */
+  kind: 'number' | 'boolean' | 'number?' | 'choice?'
+  /** The names a `choice?` may hold. */
+  choices: readonly string[]
   default: number
   /** What a value must be, as the core's messages say it. */
   expected: string
@@ -87,12 +92,13 @@ export class Schema<Options> {
         `unknown optimizer ${JSON.stringify(algorithm)} (expected one of ${[...registry.keys()].join(', ')})`,
       )
     this.info = info
-    this.slots = info.options.map(({ name, kind, default: value, expected }) => {
+    this.slots = info.options.map(({ name, kind, choices, default: value, expected }) => {
       const [, key, index] = /^(\w+)(?:\[(\d+)\])?$/.exec(name)!
       return {
         key,
         index: index === undefined ? undefined : Number(index),
         kind: kind as Slot['kind'],
+        choices,
         default: value,
         expected,
       }
@@ -104,9 +110,11 @@ export class Schema<Options> {
       const value =
         slot.kind === 'boolean'
           ? slot.default !== 0
-          : slot.kind === 'number?' && Number.isNaN(slot.default)
+          : (slot.kind === 'number?' || slot.kind === 'choice?') && Number.isNaN(slot.default)
             ? null
-            : slot.default
+            : slot.kind === 'choice?'
+              ? slot.choices[slot.default]
+              : slot.default
       if (slot.index === undefined) defaults[slot.key] = value
       else ((defaults[slot.key] ??= []) as unknown[])[slot.index] = value
     }
@@ -118,6 +126,17 @@ export class Schema<Options> {
   #name(where: string, i: number): string {
     const slot = this.slots[i]
     return `${where}.${slot.key}${slot.index === undefined ? '' : `[${slot.index}]`}`
+  }
+
+  /** The index of `value` among the names slot `i` may hold; throws naming it otherwise. */
+  #choice(slot: Slot, value: unknown, where: string, i: number): number {
+    const index = typeof value === 'string' ? slot.choices.indexOf(value) : -1
+    if (index >= 0) return index
+    const names = slot.choices.map((name) => JSON.stringify(name)).join(', ')
+    if (typeof value !== 'string')
+      throw invalidType(`${this.#name(where, i)} must be one of ${names} or null, got ${describe(value)}`)
+    const field = this.#name(where, i).replace(/^[^.]*\./, '')
+    throw invalidValue(`invalid ${field}: ${JSON.stringify(value)} (expected ${slot.expected}) in ${where}`)
   }
 
   /** Writes a group's options into `out` at `offset`, checking their types. */
@@ -139,8 +158,10 @@ export class Schema<Options> {
         if (typeof value !== 'boolean')
           throw invalidType(`${this.#name(where, i)} must be a boolean, got ${describe(value)}`)
         out[offset + i] = value ? 1 : 0
-      } else if (slot.kind === 'number?' && value === null) {
+      } else if ((slot.kind === 'number?' || slot.kind === 'choice?') && value === null) {
         out[offset + i] = NaN
+      } else if (slot.kind === 'choice?') {
+        out[offset + i] = this.#choice(slot, value, where, i)
       } else {
         if (typeof value !== 'number') {
           throw invalidType(
@@ -256,6 +277,15 @@ function checkSparseGrad(grad: unknown, data: FloatArray, where: string, info: A
     throw invalidType(`${where}.grad.values must be a ${data.constructor.name} like its data, got ${describe(values)}`)
 }
 
+/**
+ * Why a parameter of `shape` (undefined: flat, `length` elements) cannot join an optimizer that
+ * takes matrices only; in the binding's words (src/js.rs, `not_a_matrix`).
+ */
+function notAMatrix(where: string, info: AlgorithmInfo, shape: readonly number[] | undefined, length: number): string {
+  const has = shape ? `shape [${shape.join(',')}]` : `no shape (flat, ${length} elements)`
+  return `${where} has ${has}, but ${info.name} takes matrices only (a shape [rows, cols]): optimize it with another optimizer, such as AdamW`
+}
+
 /** Checks a parameter joining an optimizer; returns a copy of its shape (undefined: flat). */
 function checkParameter(param: unknown, where: string, info: AlgorithmInfo): number[] | undefined {
   if (typeof param !== 'object' || param === null) {
@@ -280,6 +310,7 @@ function checkParameter(param: unknown, where: string, info: AlgorithmInfo): num
     }
   }
   const copied = shape as number[] | undefined
+  if (info.matrices && copied?.length !== 2) throw invalidValue(notAMatrix(where, info, copied, data.length))
   if (grad === null || grad === undefined) return copied
   if (info.sparse || isSparseGrad(grad)) {
     checkSparseGrad(grad, data, where, info)

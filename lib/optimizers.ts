@@ -930,3 +930,73 @@ export class SparseAdam extends Optimizer<SparseAdamOptions, SparseGrad> {
     super(SparseAdam.schema, params, options)
   }
 }
+
+/** Muon's options: `torch.optim.Muon`'s, in camelCase. */
+export interface MuonOptions {
+  /**
+   * Learning rate γ, scaled by the matrix's shape as adjustLrFn says; the weight decay uses it unscaled.
+   * Expected: a finite lr >= 0.
+   * @default 0.001
+   */
+  lr: number
+  /**
+   * Decoupled weight decay λ: each step first scales the weights by 1 − γλ.
+   * Expected: a finite weightDecay >= 0.
+   * @default 0.1
+   */
+  weightDecay: number
+  /**
+   * Momentum μ: the buffer is the running average μ·M + (1 − μ)·G.
+   * Expected: a finite momentum >= 0.
+   * @default 0.95
+   */
+  momentum: number
+  /**
+   * Nesterov momentum: orthogonalise (1 − μ)·G + μ·M instead of M.
+   * Expected: true or false.
+   * @default true
+   */
+  nesterov: boolean
+  /**
+   * Coefficients (a, b, c) of the quintic Newton–Schulz step X ← a·X + (b·S + c·S²)·X, S = X·Xᵀ.
+   * Expected: a finite nsCoefficients[0]; a finite nsCoefficients[1]; a finite nsCoefficients[2].
+   * @default [3.4445, -4.775, 2.0315]
+   */
+  nsCoefficients: [number, number, number]
+  /**
+   * ε, the least Frobenius norm the update is divided by before the iteration.
+   * Expected: a finite eps >= 0.
+   * @default 1e-7
+   */
+  eps: number
+  /**
+   * Newton–Schulz steps k, fewer than 100 as in PyTorch.
+   * Expected: a whole number 0 <= nsSteps < 100.
+   * @default 5
+   */
+  nsSteps: number
+  /**
+   * The learning-rate scaling by shape A × B: "original" √max(1, A/B), "match_rms_adamw" 0.2·√max(A, B), "spectral_unclamped" √(A/B); null is "original".
+   * Expected: null or one of "original", "match_rms_adamw", "spectral_unclamped".
+   * @default null
+   */
+  adjustLrFn: 'original' | 'match_rms_adamw' | 'spectral_unclamped' | null
+}
+
+/**
+ * Muon (Jordan et al., 2024): momentum orthogonalised by a Newton–Schulz iteration, for matrices (2-D parameters) only; as `torch.optim.Muon`.
+ *
+ * @example
+ * const w = { data: new Float32Array(rows * cols), grad: new Float32Array(rows * cols), shape: [rows, cols] }
+ * const opt = new Muon([w])
+ * opt.step()
+ */
+export class Muon extends Optimizer<MuonOptions> {
+  static readonly schema = new Schema<MuonOptions>('Muon')
+  /** PyTorch's defaults, read from the native core. */
+  static readonly defaults = Muon.schema.defaults
+
+  constructor(params: Params<MuonOptions>, options?: Partial<MuonOptions>) {
+    super(Muon.schema, params, options)
+  }
+}

@@ -198,8 +198,12 @@ export class FastoptimOptimizer<Options extends object = Record<string, unknown>
     this.#sparse = (info as { sparse?: boolean }).sparse === true
     this.#buffers = info.buffers.map((b) => b.name)
     this.#scalars = info.scalars
-    // Checked now, by fastoptim and with its messages, rather than at the first step.
-    const probe = new Class([{ data: new Float32Array(0), grad: null }], options as Record<string, unknown>)
+    // Checked now, by fastoptim and with its messages, rather than at the first step; on an empty
+    // matrix, which an optimizer of matrices only (Muon) takes too.
+    const probe = new Class(
+      [{ data: new Float32Array(0), grad: null, shape: [0, 0] }],
+      options as Record<string, unknown>,
+    )
     const defaults = probe.defaults as Record<string, unknown>
     this.#keys = Object.keys(defaults)
     this.#initial = Object.fromEntries(this.#keys.map((key) => [key, copyOption(defaults[key])]))
@@ -543,3 +547,5 @@ export const sparseadam = named('SparseAdam') as NamedFactory<'sparseadam'>
 export const adamwschedulefree = named('AdamWScheduleFree') as NamedFactory<'adamwschedulefree'>
 /** Schedule-Free SGD (the `schedulefree` package's); it steps only in training mode (`{ trainMode: true }`). */
 export const sgdschedulefree = named('SGDScheduleFree') as NamedFactory<'sgdschedulefree'>
+/** Muon: `torch.optim.Muon`, for models whose variables are all matrices (dense layers without bias). */
+export const muon = named('Muon') as NamedFactory<'muon'>

@@ -158,6 +158,8 @@ export interface AlgorithmInfo {
   scalars: Array<string>
   /** Whether it takes row-sparse gradients `{ indices, values }`, and only those (SparseAdam). */
   sparse: boolean
+  /** Whether it takes matrices (parameters of shape `[rows, cols]`) only (Muon). */
+  matrices: boolean
 }
 
 /** Every optimizer of the registry, in its order: the one list the facade builds its classes from. */
@@ -228,9 +230,14 @@ export interface LbfgsHistory {
 export interface OptionField {
   /** camelCase, with tuple elements as `betas[0]`. */
   name: string
-  /** `"number"`, `"boolean"` or `"number?"` (a number or null). */
+  /**
+   * `"number"`, `"boolean"`, `"number?"` (a number or null) or `"choice?"` (one of `choices`,
+   * or null).
+   */
   kind: string
-  /** Packed: a flag as 0 or 1, null as NaN. */
+  /** The names a `"choice?"` may hold, packed as their index; empty for other kinds. */
+  choices: Array<string>
+  /** Packed: a flag as 0 or 1, a choice as its index, null as NaN. */
   default: number
   /** What a value must be, as error messages say it. */
   expected: string

@@ -26,14 +26,21 @@ export function ownFacades(): Map<string, string> {
   return owners
 }
 
-/** A default as TypeScript writes it (NaN packs null). */
-function literal(kind: string, value: number): string {
+type OptionInfo = AlgorithmInfo['options'][number]
+
+/** A default as TypeScript writes it (NaN packs null, an index a choice). */
+function literal({ kind, default: value, choices }: OptionInfo): string {
   if (kind === 'boolean') return String(value !== 0)
-  if (kind === 'number?' && Number.isNaN(value)) return 'null'
+  if ((kind === 'number?' || kind === 'choice?') && Number.isNaN(value)) return 'null'
+  if (kind === 'choice?') return JSON.stringify(choices[value])
   return String(value)
 }
 
-const typeOf = (kind: string) => (kind === 'boolean' ? 'boolean' : kind === 'number?' ? 'number | null' : 'number')
+/** The option's TypeScript type: a choice is the union of its names. */
+function typeOf({ kind, choices }: OptionInfo): string {
+  if (kind === 'choice?') return [...choices.map((name) => `'${name}'`), 'null'].join(' | ')
+  return kind === 'boolean' ? 'boolean' : kind === 'number?' ? 'number | null' : 'number'
+}
 
 /** One interface member per option: tuple elements (`betas[0]`, `betas[1]`) make one tuple member. */
 function members(info: AlgorithmInfo): string[] {
@@ -44,10 +51,8 @@ function members(info: AlgorithmInfo): string[] {
   }
   return [...byKey].map(([key, options]) => {
     const tuple = options.length > 1 || options[0].name !== key
-    const type = tuple ? `[${options.map((o) => typeOf(o.kind)).join(', ')}]` : typeOf(options[0].kind)
-    const value = tuple
-      ? `[${options.map((o) => literal(o.kind, o.default)).join(', ')}]`
-      : literal(options[0].kind, options[0].default)
+    const type = tuple ? `[${options.map(typeOf).join(', ')}]` : typeOf(options[0])
+    const value = tuple ? `[${options.map(literal).join(', ')}]` : literal(options[0])
     const expected = options.map((o) => o.expected).join('; ')
     return [
       '  /**',
@@ -60,8 +65,16 @@ function members(info: AlgorithmInfo): string[] {
   })
 }
 
-/** The class's example: a dense parameter, or for an optimizer of sparse gradients an embedding table. */
-function example(name: string, sparse: boolean): string {
+/**
+ * The class's example: a dense parameter, a matrix for an optimizer of matrices only, or for an
+ * optimizer of sparse gradients an embedding table.
+ */
+function example(name: string, sparse: boolean, matrices: boolean): string {
+  if (matrices) {
+    return ` * const w = { data: new Float32Array(rows * cols), grad: new Float32Array(rows * cols), shape: [rows, cols] }
+ * const opt = new ${name}([w])
+ * opt.step()`
+  }
   if (!sparse) {
     return ` * const w = { data: new Float32Array(n), grad: new Float32Array(n) }
  * const opt = new ${name}([w])
@@ -94,7 +107,7 @@ ${members(info).join('\n')}
  * ${info.summary}; as \`${torch}\`.
  *
  * @example
-${example(name, info.sparse)}
+${example(name, info.sparse, info.matrices)}
  */
 export class ${name} extends Optimizer<${name}Options${grad}> {
   static readonly schema = new Schema<${name}Options>('${name}')

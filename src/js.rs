@@ -61,6 +61,21 @@ impl From<Error> for Fail {
   }
 }
 
+/// Why a parameter of `shape` (none: flat, `len` elements) cannot join an optimizer that takes
+/// matrices only; in the facade's words (lib/optimizer.ts, `notAMatrix`).
+pub fn not_a_matrix(label: &str, optimizer: &str, shape: Option<&[usize]>, len: usize) -> String {
+  let shape = match shape {
+    Some(shape) => {
+      let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+      format!("shape [{}]", dims.join(","))
+    }
+    None => format!("no shape (flat, {len} elements)"),
+  };
+  format!(
+    "{label} has {shape}, but {optimizer} takes matrices only (a shape [rows, cols]): optimize it with another optimizer, such as AdamW"
+  )
+}
+
 /// `weight_decay` → `weightDecay`; `betas[0]` stays as it is.
 pub fn camel_case(name: &str) -> String {
   let mut out = String::with_capacity(name.len());

@@ -18,7 +18,7 @@ mod state_io;
 mod task;
 mod threads;
 
-use fastoptim_core::config::Kind;
+use fastoptim_core::config::{Kind, Rule};
 use fastoptim_core::{
   all_finite, buffer_lens, run, run_sparse, ConfigError, Dtype, Element, Job, Layout, Optimizer, Options, ParamState,
   SparseJob,
@@ -85,9 +85,12 @@ impl Algorithm {
 pub struct OptionField {
   /// camelCase, with tuple elements as `betas[0]`.
   pub name: String,
-  /// `"number"`, `"boolean"` or `"number?"` (a number or null).
+  /// `"number"`, `"boolean"`, `"number?"` (a number or null) or `"choice?"` (one of `choices`,
+  /// or null).
   pub kind: String,
-  /// Packed: a flag as 0 or 1, null as NaN.
+  /// The names a `"choice?"` may hold, packed as their index; empty for other kinds.
+  pub choices: Vec<String>,
+  /// Packed: a flag as 0 or 1, a choice as its index, null as NaN.
   pub default: f64,
   /// What a value must be, as error messages say it.
   pub expected: String,
@@ -121,6 +124,8 @@ pub struct AlgorithmInfo {
   pub scalars: Vec<String>,
   /// Whether it takes row-sparse gradients `{ indices, values }`, and only those (SparseAdam).
   pub sparse: bool,
+  /// Whether it takes matrices (parameters of shape `[rows, cols]`) only (Muon).
+  pub matrices: bool,
 }
 
 /// Every optimizer of the registry, in its order: the one list the facade builds its classes from.
@@ -142,6 +147,11 @@ fn describe<O: Optimizer>() -> AlgorithmInfo {
           Kind::Number => "number".into(),
           Kind::Flag => "boolean".into(),
           Kind::OptionalNumber => "number?".into(),
+          Kind::OptionalChoice => "choice?".into(),
+        },
+        choices: match f.rule {
+          Rule::OneOf(names) => names.iter().map(|n| n.to_string()).collect(),
+          _ => Vec::new(),
         },
         default: f.default,
         expected: f.expectation(&camel_case(f.name)),
@@ -163,6 +173,7 @@ fn describe<O: Optimizer>() -> AlgorithmInfo {
       .collect(),
     scalars: O::SCALARS.iter().map(|s| camel_case(s)).collect(),
     sparse: O::SPARSE,
+    matrices: O::MATRICES,
   }
 }
 
@@ -438,7 +449,7 @@ impl NativeOptimizer {
       self.states.resize_with(count, ParamState::default);
     }
     let groups = self.configs::<O>().len();
-    let grads = sparse::Grads { optimizer: O::NAME, sparse: O::SPARSE };
+    let grads = sparse::Grads { optimizer: O::NAME, sparse: O::SPARSE, matrices: O::MATRICES };
     self.reader.read(env, params, group_of, groups, &self.states, &self.shapes, O::BUFFERS, grads)
   }
 

@@ -153,7 +153,11 @@ impl Reader {
           Given::Dense(grad)
         }
       };
-      let dims = match shapes.get(index).and_then(Option::as_deref) {
+      let shape = shapes.get(index).and_then(Option::as_deref);
+      if grads.matrices && shape.is_none_or(|shape| shape.len() != 2) {
+        return Err(Fail::value(crate::js::not_a_matrix(&label(index), grads.optimizer, shape, data.len)));
+      }
+      let dims = match shape {
         None => Dims::flat(data.len),
         Some(shape) => {
           let dims = Dims::of(shape);

@@ -20,6 +20,8 @@ use crate::js::{Fail, RawEnv, TypedView};
 pub(crate) struct Grads {
   pub optimizer: &'static str,
   pub sparse: bool,
+  /// Whether the optimizer takes matrices only ([`fastoptim_core::Optimizer::MATRICES`]).
+  pub matrices: bool,
 }
 
 /// A sparse gradient as the reader checked and coalesced it: strictly increasing rows within the

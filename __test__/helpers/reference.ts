@@ -13,7 +13,7 @@
 export type Algorithm = string
 
 /** A group's options, every one present (the native defaults filled in). */
-export type Options = Record<string, number | boolean | number[]>
+export type Options = Record<string, number | boolean | number[] | string | null>
 
 /** One parameter: its values and, for this step, its gradient (null: skipped, as PyTorch skips grad=None). */
 export interface RefParam {
@@ -383,6 +383,60 @@ function scheduleFree(adam: boolean): Update {
   }
 }
 
+/** `a·b` for row-major `a` (m×k) and `b` (k×n), or `a·bᵀ` for `b` given as n×k. */
+function matmul(a: number[], b: number[], m: number, k: number, n: number, bTransposed = false): number[] {
+  const c = new Array<number>(m * n).fill(0)
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let sum = 0
+      for (let p = 0; p < k; p++) sum += a[i * k + p] * (bTransposed ? b[j * k + p] : b[p * n + j])
+      c[i * n + j] = sum
+    }
+  return c
+}
+
+/**
+ * torch.optim.Muon (`_single_tensor_muon` and `_zeropower_via_newtonschulz`), for matrices, with
+ * the Newton–Schulz iteration in double precision where PyTorch's runs in bfloat16. The momentum
+ * buffer is a lerp towards g; the update is orthogonalised with the matrix transposed to be wide.
+ */
+const muon: Update = (o, p, s) => {
+  const [rows, cols] = p.shape as number[]
+  const [mu, n] = [num(o, 'momentum'), p.data.length]
+  const m = buffer(s, 'momentumBuffer', n)
+  const transposed = rows > cols
+  const [short, long] = transposed ? [cols, rows] : [rows, cols]
+  const at = (i: number, j: number) => (transposed ? j * long + i : i * cols + j)
+  let x = new Array<number>(n)
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < cols; j++) {
+      const k = i * cols + j
+      m[k] += (1 - mu) * (p.grad[k] - m[k])
+      x[at(i, j)] = flag(o, 'nesterov') ? p.grad[k] + mu * (m[k] - p.grad[k]) : m[k]
+    }
+  const norm = Math.max(Math.sqrt(x.reduce((sum, v) => sum + v * v, 0)), num(o, 'eps'))
+  x = x.map((v) => v / norm)
+  const [a, b, c] = o.nsCoefficients as number[]
+  for (let step = 0; step < num(o, 'nsSteps'); step++) {
+    const gram = matmul(x, x, short, long, short, true)
+    const square = matmul(gram, gram, short, short, short)
+    const poly = gram.map((v, k) => b * v + c * square[k])
+    const product = matmul(poly, x, short, short, long)
+    x = x.map((v, k) => a * v + product[k])
+  }
+  const lr = num(o, 'lr')
+  const ratio =
+    {
+      match_rms_adamw: 0.2 * Math.sqrt(Math.max(rows, cols)),
+      spectral_unclamped: Math.sqrt(rows / cols),
+    }[o.adjustLrFn as string] ?? Math.sqrt(Math.max(1, rows / cols))
+  for (let i = 0; i < rows; i++)
+    for (let j = 0; j < cols; j++) {
+      const k = i * cols + j
+      p.data[k] = p.data[k] * (1 - lr * num(o, 'weightDecay')) - lr * ratio * x[at(i, j)]
+    }
+}
+
 /** Per-group steps, run once per step for every group before its parameters' updates. */
 const GROUP_STEPS: Record<Algorithm, (o: Options) => Record<string, number>> = {
   AdamWScheduleFree: scheduleFreeGroup,
@@ -406,6 +460,7 @@ const UPDATES: Record<Algorithm, Update> = {
   SparseAdam: sparseAdam,
   AdamWScheduleFree: scheduleFree(true),
   SGDScheduleFree: scheduleFree(false),
+  Muon: muon,
 }
 
 /** The optimizers this file has a reference of. */

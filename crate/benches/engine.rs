@@ -7,6 +7,10 @@
 //! against one tensor of 200K. Fixtures are built before timing; each figure is the best of
 //! several timed batches, so that a neighbour's burst of activity does not count.
 //!
+//! An optimizer of matrices only (Muon) steps each size as the squarest matrix of that many
+//! elements (2^k: 2^⌊k/2⌋ rows); its step is matrix products, whose cost grows as n^1.5, so its
+//! rows stop at [`MATRIX_MAX`] elements, and the memory baseline says little about it.
+//!
 //! `cargo bench -- [sizes...]`, e.g. `cargo bench -- 1k 4m`; `FASTOPTIM_BENCH_QUICK=1` times less;
 //! `FASTOPTIM_BENCH_ONLY=Adam,SGD` runs those rows only.
 
@@ -40,7 +44,7 @@ impl<T: Element> Fixture<T> {
       state.step += 1;
       let mut coeffs = config.coeffs(state.step);
       config.advance(&mut coeffs, state);
-      let dims = Dims::flat(param.len());
+      let dims = if O::MATRICES { squarest(param.len()) } else { Dims::flat(param.len()) };
       let (buffers, partials) =
         state.step_parts::<T>(&buffer_lens::<O>(dims), config.buffers_used(), O::partials_len(dims));
       jobs.push(Job { coeffs, param, grad, buffers, dims, partials });
@@ -50,6 +54,18 @@ impl<T: Element> Fixture<T> {
 }
 
 /// Seconds per step: the best batch, after a warm-up.
+/// The squarest matrix of `n` elements with a power-of-two row count.
+fn squarest(n: usize) -> Dims {
+  let mut rows = 1;
+  while (rows * 2) * (rows * 2) <= n && n.is_multiple_of(rows * 2) {
+    rows *= 2;
+  }
+  Dims::of(&[rows, n / rows])
+}
+
+/// The most elements an optimizer of matrices only is timed at (a 256 × 256 matrix).
+const MATRIX_MAX: usize = 1 << 16;
+
 fn time_step(mut step: impl FnMut(), elements: usize) -> f64 {
   let quick = std::env::var_os("FASTOPTIM_BENCH_QUICK").is_some();
   let batch = (4_000_000 / elements.max(1)).clamp(1, 10_000);
@@ -124,13 +140,23 @@ fn row<O: Optimizer>(name: &str, config: O, sizes: &[usize], baseline: f64) {
       return;
     }
   }
+  if O::MATRICES && sizes.iter().any(|&n| n > MATRIX_MAX) {
+    return;
+  }
   let seconds = measure(config, sizes);
   let elements: usize = sizes.iter().sum();
   let buffers = config.buffers_used();
   let bytes = (2 + buffers + 1 + buffers) * 4 * elements;
   println!(
     "{name:<14} {:>9} {:>3} thr {:>11.2} us {:>8.3} Gparam/s {:>7.1} GB/s {:>6.2}x baseline",
-    if sizes.len() == 1 { label(elements) } else { format!("{}x{}", sizes.len(), label(sizes[0])) },
+    if O::MATRICES {
+      let dims = squarest(elements);
+      format!("{}x{}", dims.rows, dims.cols)
+    } else if sizes.len() == 1 {
+      label(elements)
+    } else {
+      format!("{}x{}", sizes.len(), label(sizes[0]))
+    },
     num_threads(),
     seconds * 1e6,
     elements as f64 / seconds / 1e9,

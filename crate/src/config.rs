@@ -4,8 +4,8 @@
 //! line of documentation each. That declaration becomes the options struct, its [`Default`], its
 //! table of [`Field`]s and the parsing of packed values ([`Options`]). Bindings read the table to
 //! build defaults and to pack options into a flat `[f64]` in table order (flags as 0 or 1, an
-//! absent optional number as NaN); [`validate`] checks such a packed slice and names the first
-//! offending field.
+//! absent optional number as NaN, a choice as its index); [`validate`] checks such a packed slice
+//! and names the first offending field.
 
 use std::fmt;
 
@@ -16,6 +16,9 @@ pub enum Kind {
   Flag,
   /// A number or none (PyTorch's `None`), packed as NaN; the rule applies to numbers only.
   OptionalNumber,
+  /// One of the names its rule ([`Rule::OneOf`]) lists, or none (PyTorch's `None`): packed as the
+  /// name's index, none as NaN.
+  OptionalChoice,
 }
 
 /// The range a field's value must lie in. Every number must also be finite.
@@ -37,6 +40,10 @@ pub enum Rule {
   AtLeastOne,
   /// `0` or `1` (false or true).
   Flag,
+  /// A whole number `0 <= x < n`, as Muon's count of Newton–Schulz steps.
+  CountBelow(u32),
+  /// The index of one of these names (a string option, packed as its index).
+  OneOf(&'static [&'static str]),
 }
 
 /// One option of an optimizer: `name` is PyTorch's, with tuple elements written `betas[0]`.
@@ -63,7 +70,7 @@ impl Field {
   /// What a value must be, with the field called `name`: `0 <= betas[0] < 1`.
   pub fn expectation(&self, name: &str) -> String {
     let rule = self.rule.expectation(name);
-    if self.kind == Kind::OptionalNumber {
+    if matches!(self.kind, Kind::OptionalNumber | Kind::OptionalChoice) {
       format!("null or {rule}")
     } else {
       rule
@@ -72,7 +79,12 @@ impl Field {
 
   /// Whether a packed value satisfies this field.
   pub fn holds(&self, value: f64) -> bool {
-    (self.kind == Kind::OptionalNumber && value.is_nan()) || self.rule.holds(value)
+    (self.is_optional() && value.is_nan()) || self.rule.holds(value)
+  }
+
+  /// Whether it may be none (PyTorch's `None`), packed as NaN.
+  pub fn is_optional(&self) -> bool {
+    matches!(self.kind, Kind::OptionalNumber | Kind::OptionalChoice)
   }
 }
 
@@ -116,13 +128,95 @@ impl OptionValue for Option<f64> {
   }
 }
 
+impl OptionValue for usize {
+  const WIDTH: usize = 1;
+  fn fields(name: &'static str, default: Self, rule: Rule, doc: &'static str, out: &mut Vec<Field>) {
+    out.push(Field { name, kind: Kind::Number, default: default as f64, rule, doc });
+  }
+  fn read(values: &[f64]) -> Self {
+    values[0] as usize
+  }
+}
+
+/// An option that holds one of a few names (PyTorch's string options, such as Muon's
+/// `adjust_lr_fn`): an enum whose variants are [`Self::NAMES`] in order. Declared with
+/// [`choice!`]; `Option<Self>` is the option's type when PyTorch also takes `None`.
+pub trait Choice: Copy + 'static {
+  /// PyTorch's spelling of each variant, in order.
+  const NAMES: &'static [&'static str];
+  fn index(self) -> usize;
+  fn from_index(index: usize) -> Self;
+}
+
+impl<C: Choice> OptionValue for Option<C> {
+  const WIDTH: usize = 1;
+  fn fields(name: &'static str, default: Self, _: Rule, doc: &'static str, out: &mut Vec<Field>) {
+    let default = default.map_or(f64::NAN, |c| c.index() as f64);
+    out.push(Field { name, kind: Kind::OptionalChoice, default, rule: Rule::OneOf(C::NAMES), doc });
+  }
+  fn read(values: &[f64]) -> Self {
+    Some(values[0]).filter(|x| !x.is_nan()).map(|x| C::from_index(x as usize))
+  }
+}
+
+/// Declares a [`Choice`]: an enum of unit variants, each with PyTorch's name for it.
+///
+/// ```ignore
+/// choice! {
+///   /// How Muon scales the learning rate by the matrix's shape.
+///   pub enum AdjustLrFn { Original = "original", MatchRmsAdamW = "match_rms_adamw" }
+/// }
+/// ```
+#[macro_export]
+macro_rules! choice {
+  (
+    $(#[$meta:meta])*
+    pub enum $name:ident { $( $(#[doc = $doc:literal])* $variant:ident = $text:literal ),* $(,)? }
+  ) => {
+    $(#[$meta])*
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum $name {
+      $( $(#[doc = $doc])* $variant, )*
+    }
+
+    impl $crate::config::Choice for $name {
+      const NAMES: &'static [&'static str] = &[$($text),*];
+      fn index(self) -> usize {
+        self as usize
+      }
+      fn from_index(index: usize) -> Self {
+        const VARIANTS: &[$name] = &[$($name::$variant),*];
+        VARIANTS[index]
+      }
+    }
+  };
+}
+
+impl<A: OptionValue, B: OptionValue, C: OptionValue> OptionValue for (A, B, C) {
+  const WIDTH: usize = A::WIDTH + B::WIDTH + C::WIDTH;
+  fn fields(name: &'static str, default: Self, rule: Rule, doc: &'static str, out: &mut Vec<Field>) {
+    A::fields(element(name, 0), default.0, rule, doc, out);
+    B::fields(element(name, 1), default.1, rule, doc, out);
+    C::fields(element(name, 2), default.2, rule, doc, out);
+  }
+  fn read(values: &[f64]) -> Self {
+    let (a, rest) = values.split_at(A::WIDTH);
+    let (b, c) = rest.split_at(B::WIDTH);
+    (A::read(a), B::read(b), C::read(c))
+  }
+}
+
+/// The name of element `i` of tuple option `name`: `betas[0]`. Made once per optimizer type and
+/// kept for the life of the process.
+fn element(name: &str, i: usize) -> &'static str {
+  Box::leak(format!("{name}[{i}]").into_boxed_str())
+}
+
 impl<A: OptionValue, B: OptionValue> OptionValue for (A, B) {
   const WIDTH: usize = A::WIDTH + B::WIDTH;
   fn fields(name: &'static str, default: Self, rule: Rule, doc: &'static str, out: &mut Vec<Field>) {
-    // Made once per optimizer type and kept for the life of the process.
-    let element = |i: usize| &*Box::leak(format!("{name}[{i}]").into_boxed_str());
-    A::fields(element(0), default.0, rule, doc, out);
-    B::fields(element(1), default.1, rule, doc, out);
+    A::fields(element(name, 0), default.0, rule, doc, out);
+    B::fields(element(name, 1), default.1, rule, doc, out);
   }
   fn read(values: &[f64]) -> Self {
     (A::read(&values[..A::WIDTH]), B::read(&values[A::WIDTH..]))
@@ -158,7 +252,7 @@ macro_rules! options {
   (
     $(#[$meta:meta])*
     pub struct $name:ident {
-      $( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr $(, $rule:ident)? ; )*
+      $( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr $(, $rule:ident $(($arg:expr))?)? ; )*
     }
     $(check = $check:path ;)?
   ) => {
@@ -184,7 +278,7 @@ macro_rules! options {
             <$ty as $crate::config::OptionValue>::fields(
               stringify!($field),
               $default,
-              $crate::options!(@rule $($rule)?),
+              $crate::options!(@rule $($rule $(($arg))?)?),
               concat!($($doc),*).trim_ascii(),
               &mut fields,
             );
@@ -212,7 +306,7 @@ macro_rules! options {
     }
   };
   (@rule) => { $crate::config::Rule::Flag };
-  (@rule $rule:ident) => { $crate::config::Rule::$rule };
+  (@rule $rule:ident $(($arg:expr))?) => { $crate::config::Rule::$rule $(($arg))? };
 }
 
 /// A hyperparameter outside its range, or a rule between fields that does not hold.
@@ -274,6 +368,8 @@ impl Rule {
       Rule::NonPositive => x.is_finite() && x <= 0.0,
       Rule::AtLeastOne => x.is_finite() && x >= 1.0,
       Rule::Flag => x == 0.0 || x == 1.0,
+      Rule::CountBelow(n) => x >= 0.0 && x < f64::from(n) && x.fract() == 0.0,
+      Rule::OneOf(names) => x >= 0.0 && x < names.len() as f64 && x.fract() == 0.0,
     }
   }
 
@@ -287,6 +383,11 @@ impl Rule {
       Rule::NonPositive => format!("a finite {name} <= 0"),
       Rule::AtLeastOne => format!("a finite {name} >= 1"),
       Rule::Flag => "true or false".to_string(),
+      Rule::CountBelow(n) => format!("a whole number 0 <= {name} < {n}"),
+      Rule::OneOf(names) => {
+        let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+        format!("one of {}", quoted.join(", "))
+      }
     }
   }
 }
@@ -318,7 +419,7 @@ pub fn validate(fields: &[Field], packed: &[f64]) -> Result<(), ConfigError> {
         field: field.name,
         value,
         rule: field.rule,
-        optional: field.kind == Kind::OptionalNumber,
+        optional: field.is_optional(),
       });
     }
   }

@@ -36,6 +36,44 @@ pub trait Float:
   /// The larger of the two; NaN if either is NaN, as PyTorch's `maximum`.
   fn max_nan(self, other: Self) -> Self;
   fn is_finite(self) -> bool;
+  /// `c ← alpha·a·b + beta·c` for row-major matrices of the shapes `product` gives; `c` is not
+  /// read when `beta` is 0. matrixmultiply's `sgemm` or `dgemm`, on the calling thread: the same
+  /// inputs give the same bits on any thread.
+  ///
+  /// # Panics
+  /// If a slice is shorter than its shape.
+  fn gemm(product: Product, alpha: Self, a: &[Self], b: &[Self], beta: Self, c: &mut [Self]);
+}
+
+/// The shapes of a matrix product `a·b` of row-major matrices: `a` m×k, `b` k×n (held as its
+/// transpose, n×k, when `b_transposed`), the result m×n.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Product {
+  pub m: usize,
+  pub k: usize,
+  pub n: usize,
+  pub b_transposed: bool,
+}
+
+/// PyTorch's vectorised `x.lerp_(y, w)`, with w rounded to the dtype: `fma(w, y − x, x)` for
+/// |w| < ½, else `fma(w − 1, y − x, y)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Lerp<T> {
+  coeff: T,
+  from_x: bool,
+}
+
+impl<T: Float> Lerp<T> {
+  pub fn new(weight: f64) -> Self {
+    let w = T::from_f64(weight);
+    let from_x = w.abs() < T::from_f64(0.5);
+    Lerp { coeff: if from_x { w } else { w - T::ONE }, from_x }
+  }
+
+  #[inline(always)]
+  pub fn apply(&self, x: T, y: T) -> T {
+    self.coeff.mul_add(y - x, if self.from_x { x } else { y })
+  }
 }
 
 /// Element type of a buffer.
@@ -62,7 +100,7 @@ impl Dtype {
 }
 
 macro_rules! impl_float {
-  ($t:ty, $dtype:expr) => {
+  ($t:ty, $dtype:expr, $gemm:path) => {
     impl Float for $t {
       const ZERO: Self = 0.0;
       const ONE: Self = 1.0;
@@ -102,9 +140,19 @@ macro_rules! impl_float {
       fn is_finite(self) -> bool {
         <$t>::is_finite(self)
       }
+      fn gemm(product: Product, alpha: Self, a: &[Self], b: &[Self], beta: Self, c: &mut [Self]) {
+        let Product { m, k, n, b_transposed } = product;
+        assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: a slice is shorter than its shape");
+        let (rsb, csb) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
+        // SAFETY: every index the strides reach is within its slice (checked above); `c` is an
+        // exclusive borrow that overlaps neither input.
+        unsafe {
+          $gemm(m, k, n, alpha, a.as_ptr(), k as isize, 1, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1)
+        }
+      }
     }
   };
 }
 
-impl_float!(f32, Dtype::Float32);
-impl_float!(f64, Dtype::Float64);
+impl_float!(f32, Dtype::Float32, matrixmultiply::sgemm);
+impl_float!(f64, Dtype::Float64, matrixmultiply::dgemm);

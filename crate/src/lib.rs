@@ -17,7 +17,7 @@ pub mod optimizers;
 #[cfg(test)]
 mod testing;
 
-pub use config::{ConfigError, Field, Kind, Options, Rule};
+pub use config::{Choice, ConfigError, Field, Kind, Options, Rule};
 pub use engine::finite::{all_finite, any_non_finite};
 pub use engine::run::{run, run_sparse, Dims, Job, SparseJob, Tensor, MAX_BUFFERS, MAX_SCALARS};
 pub use engine::state::{Buffers, Element, ParamState, StateMismatch};
@@ -30,6 +30,7 @@ pub use optimizers::adam::{Adam, AdamW};
 pub use optimizers::adamax::Adamax;
 pub use optimizers::asgd::Asgd;
 pub use optimizers::lion::Lion;
+pub use optimizers::muon::{AdjustLrFn, Muon};
 pub use optimizers::nadam::NAdam;
 pub use optimizers::radam::RAdam;
 pub use optimizers::rmsprop::RMSprop;

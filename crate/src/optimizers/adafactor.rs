@@ -52,7 +52,7 @@ use std::ops::Range;
 use crate::engine::finite::any_non_finite;
 use crate::engine::run::{Dims, Job, Tensor, MAX_PIECE_ELEMENTS, PIECE_ELEMENTS};
 use crate::engine::simd::{self, multiversion};
-use crate::float::{Dtype, Float};
+use crate::float::{Dtype, Float, Lerp};
 use crate::optimizers::{Buffer, Layout, Optimizer};
 
 crate::options! {
@@ -569,26 +569,6 @@ impl SumSquares {
 #[inline(always)]
 fn tree(l: [f64; LANES]) -> f64 {
   ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
-}
-
-/// PyTorch's vectorised `x.lerp_(y, w)`, with w rounded to the dtype.
-#[derive(Clone, Copy, Debug)]
-struct Lerp<T> {
-  coeff: T,
-  from_x: bool,
-}
-
-impl<T: Float> Lerp<T> {
-  fn new(weight: f64) -> Self {
-    let w = T::from_f64(weight);
-    let from_x = w.abs() < T::from_f64(0.5);
-    Lerp { coeff: if from_x { w } else { w - T::ONE }, from_x }
-  }
-
-  #[inline(always)]
-  fn apply(&self, x: T, y: T) -> T {
-    self.coeff.mul_add(y - x, if self.from_x { x } else { y })
-  }
 }
 
 /// What the factor kernels need: the lerp, the batch shape, and the columns a unit covers.

@@ -13,6 +13,7 @@ pub mod adam;
 pub mod adamax;
 pub mod asgd;
 pub mod lion;
+pub mod muon;
 pub mod nadam;
 pub mod radam;
 pub mod rmsprop;
@@ -36,7 +37,7 @@ use crate::float::Float;
 #[macro_export]
 macro_rules! for_each_optimizer {
   ($callback:ident ! ( $($args:tt)* )) => {
-    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam Adafactor Lion Adadelta Asgd Rprop AdamWScheduleFree SgdScheduleFree SparseAdam }
+    $callback! { $($args)* ; Sgd Adam AdamW RMSprop Adagrad Adamax NAdam RAdam Adafactor Lion Adadelta Asgd Rprop AdamWScheduleFree SgdScheduleFree SparseAdam Muon }
   };
 }
 
@@ -128,6 +129,9 @@ pub trait Optimizer: Options {
   /// [`crate::engine::run::run_sparse`], which applies [`Self::update`] to the rows named and to
   /// nothing else. Such an optimizer is elementwise, with buffers like the parameter.
   const SPARSE: bool = false;
+  /// Whether it takes matrices (2-D parameters) only, as PyTorch's `Muon`: the binding refuses
+  /// a parameter of any other shape, or of none, naming it and its shape.
+  const MATRICES: bool = false;
   /// Per-step scalars derived from the options and the step count, computed once per step.
   type Coeffs: Copy + Send + Sync + 'static;
 
