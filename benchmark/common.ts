@@ -33,6 +33,7 @@ export const ADAM_BYTES = 28
 export function label(n: number): string {
   if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n >> 20}M`
   if (n >= 1 << 10 && n % (1 << 10) === 0) return `${n >> 10}K`
+  if (n >= 1000 && n % 1000 === 0) return `${n / 1000}K`
   return String(n)
 }
 

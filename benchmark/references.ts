@@ -33,7 +33,11 @@ const THREADS = [...new Set([1, ALL_THREADS])]
 const ROUNDS = QUICK ? 1 : 3
 const TRAIN_SIZES = QUICK ? [1 << 14, 100_000] : [1 << 14, 100_000, 1 << 20, 1 << 23]
 const TRAIN_STEPS = QUICK ? 10 : 100
-/** What the work between two training steps writes over: this machine's L3 (32 MiB) by default. */
+/**
+ * What the work between two training steps writes over (32 MiB by default: more than any core's
+ * L2, and a millisecond or a few of writing; a last-level cache larger than that keeps part of the
+ * step's arrays, as it would in training).
+ */
 const EVICT_BYTES = Number(process.env.FASTOPTIM_EVICT_BYTES ?? 32 << 20)
 /** Seconds per case of the optimizers' table, which has many. */
 const OPTIMIZER_SECONDS = SECONDS / 4
