@@ -173,7 +173,7 @@ const out = (line = '') => lines.push(line)
 
 const m = throughput.machine
 out(
-  `Run of ${throughput.date.slice(0, 16).replace('T', ' ')} UTC on ${m.cpu} (${m.cpusAvailable} CPUs available to the process, ${m.threadsPerCore} thread per core, L2 ${m.l2}, L3 ${m.l3}, AVX-512 ${m.avx512}, ${m.hypervisor} guest), ${m.memoryGiB} GiB of memory, Node ${m.node}; ${references ? `${references.c}; ${references.torch}` : 'no references run'}. The suite took ${Math.round(throughput.seconds)} s, the references ${Math.round(references?.seconds ?? 0)} s.${references?.quick ? ' **Quick mode: tiny sizes and times, to check the pipeline; the figures mean nothing.**' : ''}`,
+  `Run of ${throughput.date.slice(0, 16).replace('T', ' ')} UTC on ${m.cpu} (${m.cpusAvailable} CPUs available to the process, ${m.threadsPerCore} thread per core, L2 ${m.l2}, L3 ${m.l3}, AVX-512 ${m.avx512}, ${m.hypervisor} guest), ${m.memoryGiB} GiB of memory, Node ${m.node}; ${references ? `${references.c}; ${references.torch}` : 'no references in this run (benchmark/references.ts did not run)'}. The suite took ${Math.round(throughput.seconds)} s${references ? `, the references ${Math.round(references.seconds)} s` : ''}.${references?.quick ? ' **Quick mode: tiny sizes and times, to check the pipeline; the figures mean nothing.**' : ''}`,
 )
 out()
 out(`### Adam, fp32: parameters per second (Gparam/s), ${threadsLabel(1)} and ${threadsLabel(ALL)}`)
