@@ -1,12 +1,28 @@
 // What the benchmark scripts share: sizes, fixtures, the plain JavaScript Adam, the machine.
 import { execFileSync } from 'node:child_process'
 import { availableParallelism, cpus, totalmem } from 'node:os'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-export const RESULTS = join(__dirname, 'results')
+import * as fastoptim from '../lib'
+import type { Optimizer, Parameter } from '../lib'
 
-/** The sizes of the issue: 1K, 16K, 256K, 4M and 64M parameters. */
-export const SIZES = [1 << 10, 1 << 14, 1 << 18, 1 << 22, 1 << 26]
+/**
+ * `FASTOPTIM_BENCH_QUICK=1 npm run bench`: every scenario at tiny sizes and times, to check the
+ * whole pipeline in a few minutes; its figures mean nothing, so its results, and the copies of
+ * BENCHMARKS.md and README.md that report.ts fills from them, go to benchmark/results/quick/.
+ */
+export const QUICK = process.env.FASTOPTIM_BENCH_QUICK !== undefined
+
+/** Where the scripts write their results. */
+export const RESULTS = QUICK ? join(__dirname, 'results', 'quick') : join(__dirname, 'results')
+mkdirSync(RESULTS, { recursive: true })
+
+/** Seconds per timed case (`FASTOPTIM_BENCH_SECONDS`; 1, or 0.05 in quick mode). */
+export const SECONDS = Number(process.env.FASTOPTIM_BENCH_SECONDS ?? (QUICK ? 0.05 : 1))
+
+/** The sizes of the issue: 1K, 16K, 256K, 4M and 64M parameters (1K and 16K in quick mode). */
+export const SIZES = QUICK ? [1 << 10, 1 << 14] : [1 << 10, 1 << 14, 1 << 18, 1 << 22, 1 << 26]
 
 /** Every thread the process may use: fastoptim's default pool size. */
 export const ALL_THREADS = availableParallelism()
@@ -17,6 +33,7 @@ export const ADAM_BYTES = 28
 export function label(n: number): string {
   if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n >> 20}M`
   if (n >= 1 << 10 && n % (1 << 10) === 0) return `${n >> 10}K`
+  if (n >= 1000 && n % 1000 === 0) return `${n / 1000}K`
   return String(n)
 }
 
@@ -49,6 +66,61 @@ export function jsAdam(p: Float32Array, g: Float32Array, m: Float32Array, v: Flo
     const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi)
     p[i] -= (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps)
   }
+}
+
+/** Writes `data`, dated, to results/`file` as JSON. */
+export function save(file: string, data: object): void {
+  writeFileSync(join(RESULTS, file), JSON.stringify({ date: new Date().toISOString(), ...data }, null, 2))
+}
+
+/** One measurement of benchmark/references.ts (results/references.json). */
+export interface Reference {
+  scenario: 'adam' | 'train' | 'optimizers'
+  contender: string
+  optimizer: string
+  params: number
+  threads: number
+  /** Best over the rounds (the median step's, in the training loop); null when it did not run. */
+  usPerStep: number | null
+  rounds: number[]
+  /** Which of the reference's code paths ran. */
+  path?: string
+  error?: string
+}
+
+type AnyOptimizer = Optimizer<object>
+type Ctor = new (params: Parameter[], options?: object) => AnyOptimizer
+
+/**
+ * Options other than the defaults, by name, with the case's label: SGD with its defaults keeps no
+ * state and would be timed as a bare `p -= lr·g`, not as it is usually run.
+ */
+const OPTIONS: Record<string, { label: string; options: object }> = {
+  SGD: { label: 'SGD (momentum 0.9)', options: { momentum: 0.9 } },
+}
+
+/**
+ * Every optimizer of the registry, in its order, but those of sparse gradients (benchmark/sparse.ts
+ * times them) and those of matrices only (Muon, whose step is matrix products growing with
+ * rows·cols·min(rows, cols), not a pass over memory; `cargo bench` times it on square matrices): its name, its label, and a constructor that sets it up as the benchmark times it (an
+ * optimizer with a training mode in training mode; schedule-free ones start in eval mode, as their
+ * reference does).
+ */
+export function registry(): Array<{ name: string; label: string; make: (params: Parameter[]) => AnyOptimizer }> {
+  return fastoptim
+    .algorithms()
+    .filter(({ sparse, matrices }) => !sparse && !matrices)
+    .map(({ name }) => {
+      const Class = (fastoptim as unknown as Record<string, Ctor | undefined>)[name]
+      if (!Class) throw new Error(`the registry lists ${name}, but fastoptim exports no such class`)
+      const { label = name, options = {} } = OPTIONS[name] ?? {}
+      const make = (params: Parameter[]) => {
+        const opt = new Class(params, options)
+        ;(opt as { train?: () => void }).train?.()
+        return opt
+      }
+      return { name, label, make }
+    })
 }
 
 /** The machine, as BENCHMARKS.md states it. */

@@ -11,10 +11,10 @@ import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 
 import { Adam, getNumThreads } from '../lib'
-import { ADAM_BYTES, RESULTS, values } from './common'
+import { ADAM_BYTES, QUICK, RESULTS, values } from './common'
 
-const N = Number(process.env.FASTOPTIM_EVENT_LOOP_PARAMS ?? 1 << 26)
-const STEPS = 12
+const N = Number(process.env.FASTOPTIM_EVENT_LOOP_PARAMS ?? (QUICK ? 1 << 20 : 1 << 26))
+const STEPS = QUICK ? 4 : 12
 
 function params(shared: boolean) {
   const make = (seed: number) => {

@@ -9,10 +9,10 @@ import { join } from 'node:path'
 
 import { Adam, getNumThreads, setNumThreads } from '../lib'
 import { native } from '../lib/native'
-import { RESULTS, values } from './common'
+import { QUICK, RESULTS, values } from './common'
 
 const internal = native as unknown as { __allocations(): { count: number; bytes: number } }
-const STEPS = 10_000
+const STEPS = QUICK ? 1_000 : 10_000
 
 function measure(name: string, sizes: number[], threads: number) {
   setNumThreads(threads)

@@ -6,17 +6,22 @@
 // loop's would, not from cache. Fixtures are built on a case's first call, outside the timed loop.
 //
 //   npx tsx benchmark/sparse.ts            (FASTOPTIM_BENCH_SECONDS sets each case's time, 1 s)
+//
+// Results: benchmark/results/sparse.json (a 64K-row table in quick mode).
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
 import b from 'benny'
 
 import { Adam, getNumThreads, SparseAdam, type Parameter, type SparseGrad } from '../lib'
-import { values } from './common'
+import { QUICK, RESULTS, SECONDS, values } from './common'
 
-const ROWS = 1 << 20
+const ROWS = QUICK ? 1 << 16 : 1 << 20
 const WIDTH = 64
 const NAMED = 64
 const GRADIENTS = 1024
 
-const options = { minSamples: 5, maxTime: Number(process.env.FASTOPTIM_BENCH_SECONDS ?? 1) }
+const options = { minSamples: QUICK ? 2 : 5, maxTime: SECONDS }
 
 function lazy<T>(make: () => T): () => T {
   let value: T | undefined
@@ -65,6 +70,11 @@ async function main() {
       const [sparseTime, denseTime] = Object.values(times)
       console.log(
         `SparseAdam's step takes ${((100 * sparseTime) / denseTime).toFixed(4)}% of dense Adam's (target: under 1%)`,
+      )
+      const result = { rows: ROWS, width: WIDTH, named: NAMED, threads: getNumThreads(), sparseTime, denseTime }
+      writeFileSync(
+        join(RESULTS, 'sparse.json'),
+        JSON.stringify({ date: new Date().toISOString(), ...result }, null, 2),
       )
     }),
   )

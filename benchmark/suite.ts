@@ -5,55 +5,25 @@
 // every thread; and the memory-traffic baseline (`__memoryTraffic`: a native kernel that reads
 // the same four arrays and writes the same three as Adam, with trivial arithmetic, through the
 // same engine) on 1 thread and on every thread, so that each fastoptim row can be read as a
-// fraction of what memory allows in the same run. Every other optimizer of the registry runs at
-// each size too, on 1 and on all threads. A last suite compares a model of 200 tensors of 1K with
+// fraction of what memory allows in the same run (benchmark/references.ts times the other
+// optimizers, and the C and PyTorch references). A last suite compares a model of 200 tensors of 1K with
 // one tensor of 200K. Fixtures are built on a case's first call, outside the timed loop (benny
 // calls a case's setup several times while preparing, so building them there would multiply the
 // memory), and shared by the cases of a size. Results: benchmark/results/<suite>.json and
 // .chart.html (benny), and results/throughput.json (every case, for report.ts).
-import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 
 import * as tf from '@tensorflow/tfjs-core'
 import '@tensorflow/tfjs-backend-cpu'
 import '@tensorflow/tfjs-backend-wasm'
 import b from 'benny'
 
-import * as fastoptim from '../lib'
-import { Adam, setNumThreads, type Optimizer, type Parameter } from '../lib'
+import { Adam, setNumThreads } from '../lib'
 import { native } from '../lib/native'
-import { ALL_THREADS, jsAdam, label, machine, RESULTS, SIZES, values } from './common'
+import { ALL_THREADS, jsAdam, label, machine, QUICK, RESULTS, save, SECONDS, SIZES, values } from './common'
 
 const internal = native as unknown as {
   __memoryTraffic(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array): void
 }
-
-type AnyOptimizer = Optimizer<object>
-type Ctor = new (params: Parameter[], options?: object) => AnyOptimizer
-
-/**
- * Options other than the defaults, by name, with the case's label: SGD with its defaults keeps no
- * state and would be timed as a bare `p -= lr·g`, not as it is usually run.
- */
-const OPTIONS: Record<string, { label: string; options: object }> = {
-  SGD: { label: 'SGD (momentum 0.9)', options: { momentum: 0.9 } },
-}
-
-/**
- * Every optimizer of the registry but Adam (timed above against the baselines), in its order, and
- * but those of sparse gradients, which benchmark/sparse.ts times, and those of matrices only (Muon),
- * whose step is matrix products, not a pass over memory: its cost grows with rows·cols·min(rows,
- * cols), and these flat sizes are no matrices (`cargo bench` has its row, on square matrices).
- */
-const OTHERS: Array<[string, Ctor, object]> = fastoptim
-  .algorithms()
-  .filter(({ name, sparse, matrices }) => name !== 'Adam' && !sparse && !matrices)
-  .map(({ name }) => {
-    const Class = (fastoptim as unknown as Record<string, Ctor | undefined>)[name]
-    if (!Class) throw new Error(`the registry lists ${name}, but fastoptim exports no such class`)
-    const { label = name, options = {} } = OPTIONS[name] ?? {}
-    return [label, Class, options]
-  })
 
 /** Every case's result, for report.ts. */
 interface Row {
@@ -77,8 +47,7 @@ interface Row {
 const TFJS_BY_HAND = 1 << 26
 const rows: Row[] = []
 
-const options = { minSamples: 5, maxTime: Number(process.env.FASTOPTIM_BENCH_SECONDS ?? 1) }
-const quick = process.env.FASTOPTIM_BENCH_QUICK !== undefined
+const options = { minSamples: QUICK ? 2 : 5, maxTime: SECONDS }
 
 function lazy<T>(make: () => T): () => T {
   let value: T | undefined
@@ -148,17 +117,6 @@ async function sizeSuite(n: number) {
     const params = [{ data: values(n, 1), grad: values(n, 2) }]
     return { params, adam: new Adam(params) }
   })
-  // An optimizer with a training mode (schedule-free ones start in eval mode, as their reference does) is timed training.
-  const others = OTHERS.map(([, Opt, opts]) =>
-    lazy(() => {
-      const opt = new Opt(
-        model().params.map((p) => ({ data: p.data.slice(), grad: p.grad })),
-        opts,
-      )
-      ;(opt as { train?: () => void }).train?.()
-      return opt
-    }),
-  )
   const tfCpu = tfjsAdam('cpu', [n])
   const tfWasm = tfjsAdam('wasm', [n])
   const tfjsCases =
@@ -191,16 +149,6 @@ async function sizeSuite(n: number) {
         model().adam.step()
       }),
     ]),
-    ...(quick
-      ? []
-      : [1, ALL_THREADS].flatMap((t) =>
-          OTHERS.map(([other], i) =>
-            b.add(`fastoptim ${other} (${t} thread${t > 1 ? 's' : ''})`, () => () => {
-              threads(t)
-              others[i]().step()
-            }),
-          ),
-        )),
   ]
   await b.suite(
     `Adam step, ${label(n)} fp32 parameters`,
@@ -305,20 +253,7 @@ async function main() {
     ;(globalThis as { gc?: () => void }).gc?.()
   }
   await modelSuite()
-  writeFileSync(
-    join(RESULTS, 'throughput.json'),
-    JSON.stringify(
-      {
-        date: new Date().toISOString(),
-        machine: machine(),
-        allThreads: ALL_THREADS,
-        seconds: (Date.now() - started) / 1000,
-        rows,
-      },
-      null,
-      2,
-    ),
-  )
+  save('throughput.json', { machine: machine(), allThreads: ALL_THREADS, seconds: (Date.now() - started) / 1000, rows })
 }
 
 main().catch((error) => {

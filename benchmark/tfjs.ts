@@ -19,11 +19,10 @@ import '@tensorflow/tfjs-backend-wasm'
 
 import { Adam, getNumThreads } from '../lib'
 import { adam } from '../lib/tfjs'
-import { machine, RESULTS, values } from './common'
+import { machine, QUICK as quick, RESULTS, values } from './common'
 
 const SHAPE = [1024, 1024]
 const N = SHAPE[0] * SHAPE[1]
-const quick = process.env.FASTOPTIM_BENCH_QUICK !== undefined
 const gc = () => (globalThis as { gc?: () => void }).gc?.()
 
 /** The median time in ms of `samples` calls of `run`, after `warmup` calls. */

@@ -21,12 +21,12 @@ import { join } from 'node:path'
 
 import { Adam, setNumThreads } from '../lib'
 import { native } from '../lib/native'
-import { ALL_THREADS, label, machine, RESULTS, values } from './common'
+import { ALL_THREADS, label, machine, QUICK, RESULTS, values } from './common'
 
 const internal = native as unknown as { __lastStepThreads(): number }
 
-const SIZES = [1 << 22, 1 << 26]
-const CYCLES = Number(process.env.FASTOPTIM_SWITCH_CYCLES ?? 20)
+const SIZES = QUICK ? [1 << 20] : [1 << 22, 1 << 26]
+const CYCLES = Number(process.env.FASTOPTIM_SWITCH_CYCLES ?? (QUICK ? 2 : 20))
 const BATCHES = 5
 const STEPS = 20
 

@@ -17,6 +17,12 @@ pub const MAX_SCALARS: usize = 2;
 /// Below this many elements in a whole step, threads cost more than they give.
 pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 14;
 
+/// Below this many elements a step does not wake pool workers that sleep (it is joined by those
+/// still watching for steps, as back-to-back steps are): a woken worker arrives after tens of
+/// microseconds, about what such a step takes on one thread, so waking it would cost the caller a
+/// system call and the worker a spin for nothing (BENCHMARKS.md, "Design choices").
+pub const WAKE_MIN_ELEMENTS: usize = 1 << 16;
+
 /// The fewest elements one piece of a step updates; a multiple of every vector width and of a
 /// cache line. Pieces grow with the step ([`piece_elements`]) up to [`MAX_PIECE_ELEMENTS`].
 pub const PIECE_ELEMENTS: usize = 1 << 12;
@@ -163,7 +169,7 @@ pub fn run_streaming<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>],
     let pieces = total.div_ceil(piece_len);
     let shared = Pieces { spans, jobs: jobs.as_ptr(), streaming };
     let non_finite = AtomicBool::new(false);
-    pool.for_each_piece(pieces, &|piece| {
+    pool.for_each_piece_waking(pieces, total >= WAKE_MIN_ELEMENTS, &|piece| {
       let from = piece * piece_len;
       let to = (from + piece_len).min(total);
       // SAFETY: pieces are disjoint element ranges, so each element of every array is touched by

@@ -280,6 +280,14 @@ impl Pool {
   }
 
   pub(crate) fn for_each_piece(&self, count: usize, body: &(dyn Fn(usize) + Sync)) {
+    self.for_each_piece_waking(count, true, body)
+  }
+
+  /// [`Self::for_each_piece`], waking the workers that sleep only if `wake`: a step too short to
+  /// outlast a worker's wake-up is joined by the workers still watching for steps (back-to-back
+  /// steps) and left to the caller otherwise, which then makes no system call, and no worker
+  /// woken too late spins on afterwards for nothing.
+  pub(crate) fn for_each_piece_waking(&self, count: usize, wake: bool, body: &(dyn Fn(usize) + Sync)) {
     if self.workers.is_empty() || count < 2 || self.busy.swap(true, Ordering::Acquire) {
       LAST_STEP_THREADS.with(|c| c.set(1));
       (0..count).for_each(body);
@@ -303,7 +311,7 @@ impl Pool {
     // read of `state` before it sleeps: either the worker sees this step or we see it asleep.
     shared.state.store(generation << 32 | OPEN, Ordering::SeqCst);
     for (sleeper, worker) in shared.sleepers[1..].iter().zip(&self.workers) {
-      if sleeper.sleeping.load(Ordering::SeqCst) && sleeper.sleeping.swap(false, Ordering::SeqCst) {
+      if wake && sleeper.sleeping.load(Ordering::SeqCst) && sleeper.sleeping.swap(false, Ordering::SeqCst) {
         worker.thread().unpark();
       }
     }
@@ -519,6 +527,22 @@ mod tests {
         }
       }
     }
+  }
+
+  #[test]
+  fn a_step_that_does_not_wake_runs_on_the_workers_awake_and_every_piece_once() {
+    let pool = Pool::new(2).unwrap();
+    // Long enough for the worker to fall asleep: the caller runs the step alone.
+    std::thread::sleep(LINGER * 5);
+    let runs: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+    pool.for_each_piece_waking(runs.len(), false, &|i| {
+      runs[i].fetch_add(1, Ordering::Relaxed);
+    });
+    assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+    assert_eq!(last_step_threads(), 1);
+    // A step that wakes it is joined again (pieces that sleep keep the step open for 16 ms).
+    pool.for_each_piece_waking(16, true, &|_| std::thread::sleep(std::time::Duration::from_millis(2)));
+    assert_eq!(last_step_threads(), 2);
   }
 
   #[test]

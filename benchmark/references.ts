@@ -1,0 +1,287 @@
+// `npm run bench`, part 2: fastoptim against references outside its engine, in the same run.
+//
+// The references: benchmark/c/reference.c, compiled now with the system's `cc -O3 -march=native
+// -fno-math-errno -fopenmp` (fp32 Adam as a plain C loop, and a kernel that moves Adam's 28 bytes
+// per parameter with one addition each; 64-byte aligned arrays, OpenMP static schedule), and each
+// optimizer's PyTorch counterpart (benchmark/torch_reference.py: fused where PyTorch has a fused
+// CPU path, else foreach). Both run as servers, started once and asked for one measurement at a
+// time, so that their measurements alternate with fastoptim's (in this process) under the same
+// protocol and the same machine; each is skipped with a note when it cannot run (no cc, no
+// python3 or torch).
+//
+// 1. Adam back to back, at the suite's sizes on 1 and on every thread: a warm-up, then batches until
+//    the case's seconds have passed (at least 3); the best batch's time per step. Rounds in turn
+//    (fastoptim, C Adam, C traffic, PyTorch, the first moving to the end each round); the best of
+//    the rounds counts.
+// 2. A training loop: at 16K, 100K, 1M and 8M parameters, each step comes after writing over
+//    EVICT_BYTES of another buffer on the calling thread (a stand-in for a forward and backward
+//    pass, which evicts the step's arrays from cache; untimed), and the median step counts;
+//    fastoptim, C Adam and PyTorch's fused Adam in turn, best round's median.
+// 3. Every optimizer of the registry against its PyTorch counterpart at the suite's sizes, back to
+//    back, one round, alternating case by case.
+// Results: benchmark/results/references.json.
+import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+
+import { Adam, setNumThreads, type Optimizer } from '../lib'
+import { ALL_THREADS, label, QUICK, type Reference, registry, save, SECONDS, SIZES, values } from './common'
+
+const THREADS = [...new Set([1, ALL_THREADS])]
+const ROUNDS = QUICK ? 1 : 3
+const TRAIN_SIZES = QUICK ? [1 << 14, 100_000] : [1 << 14, 100_000, 1 << 20, 1 << 23]
+const TRAIN_STEPS = QUICK ? 10 : 100
+/**
+ * What the work between two training steps writes over (32 MiB by default: more than any core's
+ * L2, and a millisecond or a few of writing; a last-level cache larger than that keeps part of the
+ * step's arrays, as it would in training).
+ */
+const EVICT_BYTES = Number(process.env.FASTOPTIM_EVICT_BYTES ?? 32 << 20)
+/** Seconds per case of the optimizers' table, which has many. */
+const OPTIMIZER_SECONDS = SECONDS / 4
+
+interface Request {
+  optimizer: string
+  kernel?: 'adam' | 'traffic'
+  mode: 'back' | 'train'
+  threads: number
+  params: number
+  seconds: number
+  /** Steps per timed batch back to back ([`batchSteps`]). */
+  batch: number
+  evictBytes: number
+  trainSteps: number
+}
+interface Answer {
+  usPerStep?: number
+  path?: string
+  error?: string
+}
+
+/** A reference that answers one line per request line. */
+class Server {
+  private readonly lines: AsyncIterableIterator<string>
+  private constructor(private readonly child: ChildProcessWithoutNullStreams) {
+    this.lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]()
+  }
+
+  static start(command: string, args: string[]): Server {
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] })
+    child.stderr.on('data', (chunk) => process.stderr.write(chunk))
+    return new Server(child)
+  }
+
+  async line(): Promise<string> {
+    const { value, done } = await this.lines.next()
+    if (done) throw new Error('the reference process ended')
+    return value
+  }
+
+  async ask(line: string): Promise<Answer> {
+    this.child.stdin.write(line + '\n')
+    return JSON.parse(await this.line()) as Answer
+  }
+
+  stop() {
+    this.child.stdin.end()
+  }
+}
+
+/** The C references, compiled now; or why there are none. */
+function startC(): { server?: Server; note: string } {
+  const flags = ['-O3', '-march=native', '-fno-math-errno', '-fopenmp']
+  const binary = join(mkdtempSync(join(tmpdir(), 'fastoptim-bench-')), 'reference')
+  try {
+    execFileSync('cc', [...flags, '-o', binary, join(__dirname, 'c', 'reference.c'), '-lm'], { stdio: 'pipe' })
+  } catch (error) {
+    return { note: `C references skipped: \`cc ${flags.join(' ')}\` failed (${String(error).split('\n')[0]})` }
+  }
+  const version = execFileSync('cc', ['--version'], { encoding: 'utf8' }).split('\n')[0]
+  return { server: Server.start(binary, []), note: `${version}, \`cc ${flags.join(' ')}\`` }
+}
+
+/** PyTorch's server; or why there is none. */
+async function startTorch(): Promise<{ server?: Server; note: string }> {
+  try {
+    const server = Server.start('python3', [join(__dirname, 'torch_reference.py')])
+    const hello = JSON.parse(await server.line()) as { torch: string; python: string }
+    return { server, note: `PyTorch ${hello.torch} (Python ${hello.python})` }
+  } catch (error) {
+    return { note: `PyTorch skipped: python3 with torch did not start (${String(error).split('\n')[0]})` }
+  }
+}
+
+const now = () => Number(process.hrtime.bigint()) / 1e9
+
+/** Steps per timed batch at `n` parameters: about 4M parameters' worth (40K in quick mode). */
+const batchSteps = (n: number) =>
+  Math.max(1, Math.min(10_000, Math.floor((QUICK ? 40_000 : 4_000_000) / Math.max(n, 1))))
+
+/** µs per step back to back, by the protocol of the references (see the file's comment). */
+function backToBack(step: () => unknown, batch: number, seconds: number): number {
+  for (let k = 0; k < Math.min(batch, 50); k++) step()
+  let best = Infinity
+  const started = now()
+  for (let batches = 0; batches < 3 || now() - started < seconds; batches++) {
+    const t = now()
+    for (let k = 0; k < batch; k++) step()
+    best = Math.min(best, (now() - t) / batch)
+  }
+  return best * 1e6
+}
+
+const evict = new Uint8Array(EVICT_BYTES)
+
+/** The median µs of `steps` steps, each after writing over `evict` (see the file's comment). */
+function trainingLoop(step: () => unknown, steps: number): number {
+  for (let k = 0; k < 3; k++) step()
+  const times: number[] = []
+  for (let k = 0; k < steps; k++) {
+    evict.fill(k & 0xff)
+    const t = now()
+    step()
+    times.push(now() - t)
+  }
+  times.sort((a, b) => a - b)
+  return times[times.length >> 1] * 1e6
+}
+
+const gc = () => (globalThis as { gc?: () => void }).gc?.()
+
+function fastoptim(
+  request: Request,
+  make: (params: Array<{ data: Float32Array; grad: Float32Array }>) => Optimizer<object>,
+) {
+  setNumThreads(request.threads)
+  const opt = make([{ data: values(request.params, 1), grad: values(request.params, 2) }])
+  const step = () => opt.step()
+  const us =
+    request.mode === 'train' ? trainingLoop(step, request.trainSteps) : backToBack(step, request.batch, request.seconds)
+  gc()
+  return { usPerStep: us }
+}
+
+async function main() {
+  const started = Date.now()
+  const c = startC()
+  const torch = await startTorch()
+  console.log(`C: ${c.note}\nPyTorch: ${torch.note}`)
+  const results: Reference[] = []
+  const slot = (r: Omit<Reference, 'usPerStep' | 'rounds'>) => {
+    let found = results.find(
+      (x) =>
+        x.scenario === r.scenario &&
+        x.contender === r.contender &&
+        x.optimizer === r.optimizer &&
+        x.params === r.params &&
+        x.threads === r.threads,
+    )
+    if (!found) results.push((found = { ...r, usPerStep: null, rounds: [] }))
+    return found
+  }
+  const note = (r: Reference, answer: Answer) => {
+    if (answer.error) r.error = answer.error
+    if (answer.path) r.path = answer.path
+    if (answer.usPerStep !== undefined) {
+      r.rounds.push(Math.round(answer.usPerStep * 1000) / 1000)
+      r.usPerStep = Math.min(...r.rounds)
+    }
+  }
+  type Contender = { name: string; run: (request: Request) => Promise<Answer> }
+  const adam = (params: Array<{ data: Float32Array; grad: Float32Array }>) => new Adam(params)
+  const contenders = (kernels: Array<'adam' | 'traffic'>): Contender[] => [
+    { name: 'fastoptim', run: async (request) => fastoptim(request, adam) },
+    ...kernels.flatMap((kernel) =>
+      c.server
+        ? [
+            {
+              name: kernel === 'adam' ? 'C Adam' : 'C traffic',
+              run: (r: Request) =>
+                c.server!.ask(
+                  [kernel, r.mode, r.threads, r.params, r.seconds, r.batch, r.evictBytes, r.trainSteps].join(' '),
+                ),
+            },
+          ]
+        : [],
+    ),
+    ...(torch.server ? [{ name: 'PyTorch', run: (r: Request) => torch.server!.ask(JSON.stringify(r)) }] : []),
+  ]
+
+  const scenarios: Array<{ scenario: 'adam' | 'train'; sizes: number[]; mode: 'back' | 'train'; who: Contender[] }> = [
+    { scenario: 'adam', sizes: SIZES, mode: 'back', who: contenders(['adam', 'traffic']) },
+    { scenario: 'train', sizes: TRAIN_SIZES, mode: 'train', who: contenders(['adam']) },
+  ]
+  for (const { scenario, sizes, mode, who } of scenarios) {
+    for (const params of sizes) {
+      for (const threads of THREADS) {
+        for (let round = 0; round < ROUNDS; round++) {
+          for (let k = 0; k < who.length; k++) {
+            const contender = who[(k + round) % who.length]
+            const request: Request = {
+              optimizer: 'Adam',
+              mode,
+              threads,
+              params,
+              seconds: SECONDS,
+              batch: batchSteps(params),
+              evictBytes: EVICT_BYTES,
+              trainSteps: TRAIN_STEPS,
+            }
+            const r = slot({ scenario, contender: contender.name, optimizer: 'Adam', params, threads })
+            note(r, await contender.run(request))
+          }
+        }
+        const line = results
+          .filter((r) => r.scenario === scenario && r.params === params && r.threads === threads)
+          .map((r) => `${r.contender} ${r.usPerStep?.toFixed(2) ?? r.error} µs`)
+          .join(', ')
+        console.log(`${scenario} ${label(params)}, ${threads} thr: ${line}`)
+      }
+    }
+  }
+
+  for (const { name, label: caseLabel, make } of registry()) {
+    for (const params of SIZES) {
+      for (const threads of THREADS) {
+        const request: Request = {
+          optimizer: name,
+          mode: 'back',
+          threads,
+          params,
+          seconds: OPTIMIZER_SECONDS,
+          batch: batchSteps(params),
+          evictBytes: 0,
+          trainSteps: 0,
+        }
+        const ours = slot({ scenario: 'optimizers', contender: 'fastoptim', optimizer: caseLabel, params, threads })
+        note(ours, fastoptim(request, make))
+        if (torch.server) {
+          const theirs = slot({ scenario: 'optimizers', contender: 'PyTorch', optimizer: caseLabel, params, threads })
+          note(theirs, await torch.server.ask(JSON.stringify(request)))
+        }
+        console.log(`${caseLabel} ${label(params)}, ${threads} thr: ${ours.usPerStep?.toFixed(2)} µs`)
+      }
+    }
+  }
+  c.server?.stop()
+  torch.server?.stop()
+  save('references.json', {
+    quick: QUICK,
+    allThreads: ALL_THREADS,
+    rounds: ROUNDS,
+    secondsPerCase: SECONDS,
+    evictBytes: EVICT_BYTES,
+    trainSteps: TRAIN_STEPS,
+    c: c.note,
+    torch: torch.note,
+    seconds: (Date.now() - started) / 1000,
+    results,
+  })
+}
+
+main().catch((error) => {
+  console.error(error)
+  process.exit(1)
+})
