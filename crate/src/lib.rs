@@ -6,6 +6,7 @@
 //! the engine that runs one step over many tensors, [`state`] for per-parameter state, and
 //! [`config`] for option tables and their validation. Nothing here knows about JavaScript.
 
+pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod divide;
