@@ -407,11 +407,12 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * called from JavaScript that another call on this optimizer runs (a getter on a parameter, an
    * option or a state dict), which would otherwise see or change the optimizer half way.
    */
-  #enter<T>(what: string, body: () => T): T {
+  #enter<T>(what: string, body: () => T, nativeChecksBusy = false): T {
     // First: asking the native side whether it is busy would itself collide with the running call.
     if (this.#running !== undefined)
       throw invalidState(`${what} was called from JavaScript run by ${this.#running} of the same optimizer`)
-    if (this.#native.busy) throw busyError(what)
+    // A step's native call refuses a step in flight itself (and asking costs a Node-API call).
+    if (!nativeChecksBusy && this.#native.busy) throw busyError(what)
     this.#running = what
     try {
       return body()
@@ -433,14 +434,18 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * skipping mode reads the gradients once more.
    */
   step(options?: StepOptions): boolean {
-    return this.#enter('step()', () => {
-      const skipNonFinite = stepOptions(options, 'step')
-      this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
-      return (
-        this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) ===
-        native.StepReport.Finite
-      )
-    })
+    return this.#enter(
+      'step()',
+      () => {
+        const skipNonFinite = stepOptions(options, 'step')
+        this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
+        return (
+          this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) ===
+          native.StepReport.Finite
+        )
+      },
+      true,
+    )
   }
 
   /**
@@ -466,11 +471,15 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   stepAsync(options?: StepOptions): Promise<boolean> {
     try {
       // The parameters are read (and their getters run) before the first await.
-      return this.#enter('stepAsync()', () => {
-        const skipNonFinite = stepOptions(options, 'stepAsync')
-        this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
-        return stepAsync(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
-      })
+      return this.#enter(
+        'stepAsync()',
+        () => {
+          const skipNonFinite = stepOptions(options, 'stepAsync')
+          this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
+          return stepAsync(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
+        },
+        true,
+      )
     } catch (error) {
       return Promise.reject(error)
     }
