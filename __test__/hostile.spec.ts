@@ -509,3 +509,66 @@ test('OneCycleLR refuses totals above 2^53 - 1 and non-finite momentum bounds, c
   )
   t.pass()
 })
+
+test('a step count of 2^53 - 1 round-trips, and the step that would pass it is refused, changing nothing', (t) => {
+  const { a, b, opt } = setup()
+  const dict = opt.stateDict()
+  opt.loadStateDict({ ...dict, state: { ...dict.state, 1: { ...dict.state[1], step: 2 ** 53 - 1 } } } as never)
+  const before = snapshot([a, b], opt)
+  t.throws(() => opt.step(), { code: 'ERR_OUT_OF_RANGE', message: /2\^53 - 1 steps/ })
+  t.is(snapshot([a, b], opt), before)
+  opt.loadStateDict(opt.stateDict())
+  t.is(opt.getState(b)!.step, 2 ** 53 - 1)
+  t.throws(
+    () => opt.loadStateDict({ ...dict, state: { ...dict.state, 1: { ...dict.state[1], step: 2 ** 53 } } } as never),
+    {
+      code: 'ERR_OUT_OF_RANGE',
+    },
+  )
+})
+
+test('an option read as 0.5 when checked and -7 after is loaded as 0.5, once read', (t) => {
+  const { opt } = setup()
+  const dict = opt.stateDict()
+  let reads = 0
+  const group = Object.defineProperty({ ...dict.paramGroups[0] }, 'lr', {
+    enumerable: true,
+    get: () => (reads++ === 0 ? 0.5 : -7),
+  })
+  opt.loadStateDict({ ...dict, paramGroups: [group, dict.paramGroups[1]] } as never)
+  t.is((opt.paramGroups[0] as unknown as { lr: number }).lr, 0.5)
+  t.is(reads, 1)
+})
+
+test('zeroGrad() over a frozen parameter after a good one clears neither', (t) => {
+  const { a, b, opt } = setup()
+  const frozen = Object.freeze({ data: new Float32Array(2), grad: new Float32Array(2).fill(1) })
+  opt.addParamGroup({ params: [frozen] })
+  const grads = [a.grad, b.grad]
+  t.throws(() => opt.zeroGrad(), {
+    code: 'ERR_INVALID_ARG_VALUE',
+    message: /paramGroups\[2\]\.params\[0\]\.grad cannot be assigned/,
+  })
+  t.deepEqual([a.grad, b.grad], grads)
+  const transferred = { data: new Float32Array(2), grad: new Float32Array(2).fill(1) }
+  const { opt: other } = setup()
+  other.addParamGroup({ params: [transferred] })
+  a.grad!.fill(0.5)
+  structuredClone(transferred.grad.buffer, { transfer: [transferred.grad.buffer] })
+  t.throws(() => other.zeroGrad(false), { code: 'ERR_INVALID_STATE', message: /is detached/ })
+  t.true(a.grad!.every((x) => x === 0.5))
+})
+
+test('a hole, a Proxy around a Float32Array, and null bytes give coded errors', (t) => {
+  const p = { data: new Float32Array(2), grad: null }
+  // eslint-disable-next-line no-sparse-arrays
+  t.throws(() => new Adam([p, , { data: new Float32Array(2), grad: null }] as never), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: /params\[1\] must be an object with data and grad, got undefined/,
+  })
+  t.throws(() => new Adam([{ data: new Proxy(new Float32Array(2), {}), grad: null }] as never), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: /data must be a Float32Array or Float64Array, got an object that is not a Float32Array \(a Proxy/,
+  })
+  t.throws(() => encodeSafetensors(null as never), { code: 'ERR_INVALID_ARG_TYPE' })
+})
