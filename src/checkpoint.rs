@@ -3,6 +3,9 @@
 //! Each checks its own arguments: bytes that are not a `Uint8Array` are refused with a coded
 //! error, and so is a tensor whose bytes do not match its dtype and shape.
 
+// The exports are reached through the napi registration, which test builds leave out.
+#![cfg_attr(test, allow(dead_code))]
+
 use std::collections::HashMap;
 
 use fastoptim_core::checkpoint::{self, StateTensor, TensorDtype};

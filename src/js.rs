@@ -237,6 +237,7 @@ impl RawEnv {
   ///
   /// # Safety
   /// `value` must be of this call, and the slice must not be used after JavaScript runs.
+  #[cfg_attr(test, allow(dead_code))]
   pub unsafe fn bytes<'a>(self, value: sys::napi_value) -> std::result::Result<Option<&'a [u8]>, Fail> {
     let (mut kind, mut len, mut data) = (0, 0, ptr::null_mut());
     // SAFETY: a value of this call's scope; unused outputs may be null.
