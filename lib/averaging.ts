@@ -4,7 +4,7 @@
 // parameter on the step pool (crate/src/averaging.rs has the equations and PyTorch's rounding).
 import { readFileSync, writeFileSync } from 'node:fs'
 
-import { decodeTensors, encodeTensors, type NamedTensor } from './checkpoint'
+import { decodeTensors, encodeTensors, type NamedTensor } from './tensors'
 import { describe, invalidState, invalidType, invalidValue, outOfRange } from './errors'
 import { native } from './native'
 import type { FloatArray } from './optimizer'

@@ -1,16 +1,25 @@
 // Optimizer checkpoints as safetensors files that PyTorch reads and writes too.
 //
-// Layout (https://github.com/huggingface/safetensors): an 8-byte little-endian header length, a
-// JSON header mapping each tensor name to its dtype, shape and byte range, then the raw
-// little-endian data. Tensor names follow PyTorch's state_dict keys: `state.0.exp_avg`,
-// `state.0.step`, ...; the param groups go in the header's `__metadata__` as JSON under
-// `param_groups`, with PyTorch's snake_case option names, so that in PyTorch
+// Parsed and written by the safetensors crate in the binding (`decodeCheckpoint`,
+// `encodeCheckpoint`, src/checkpoint.rs over crate/src/checkpoint.rs), which checks the header
+// length, the JSON header, every tensor's dtype, shape and data_offsets. Tensor names follow
+// PyTorch's state_dict keys: `state.0.exp_avg`, `state.0.step`, ...; the param groups go in the
+// header's `__metadata__` as JSON under `param_groups`, with PyTorch's snake_case option names,
+// so that in PyTorch
 //   tensors = safetensors.torch.load_file(path); meta = safe_open(path, 'pt').metadata()
 // gives back {'state': {0: {'exp_avg': ..., 'step': ...}}, 'param_groups': json.loads(meta['param_groups'])}.
+//
+// State values and their dtypes: a number is a 0-D tensor (F32 for a step count up to 2^24, as
+// PyTorch writes it, F64 otherwise); Float32Array F32, Float64Array F64, Uint8Array U8 (8-bit
+// codes), Uint16Array BF16 (raw bit patterns), Int32Array I32, BigInt64Array I64. Reading gives
+// the same arrays back (F16, which PyTorch may write, reads as a Float32Array, exactly), and 0-D
+// tensors as numbers.
 import { readFileSync, writeFileSync } from 'node:fs'
 
-import { describe, invalidType, invalidValue } from './errors'
+import { describe, invalidType, invalidValue, outOfRange } from './errors'
+import { native } from './native'
 import type { FloatArray, ParamState, StateDict } from './optimizer'
+import { checkUsable, isPlainObject, lengthOf, snapshotArray, snapshotObject, typedArrayTag } from './snapshot'
 
 const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
 const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
@@ -18,183 +27,136 @@ const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.to
 /** Largest integer a float32 holds exactly: steps up to it are written as F32 scalars, like PyTorch's. */
 const F32_EXACT = 2 ** 24
 
-interface TensorInfo {
-  dtype: 'F32' | 'F64' | 'I64'
-  shape: number[]
-  data_offsets: [number, number]
+/** The dtype each typed array is written as. */
+const DTYPES: Readonly<Record<string, string>> = {
+  Float32Array: 'F32',
+  Float64Array: 'F64',
+  Uint8Array: 'U8',
+  Uint16Array: 'BF16',
+  Int32Array: 'I32',
+  BigInt64Array: 'I64',
 }
 
-/** What a checkpoint holds: any optimizer's `stateDict()` (LBFGS's keeps no `step`). */
+type TensorToEncode = Parameters<typeof native.encodeCheckpoint>[1][number]
+
+/** What a checkpoint holds: any optimizer's `stateDict()` (LBFGS's keeps no `step`; absent entries are skipped). */
 export interface CheckpointDict {
   state: Record<number, Record<string, FloatArray | number | undefined>>
   paramGroups: ReadonlyArray<object>
   shapes?: Record<number, Record<string, number[]>>
 }
 
-/** Encodes a state dict as safetensors bytes. */
-export function encodeSafetensors(stateDict: CheckpointDict): Uint8Array {
-  const tensors: NamedTensor[] = []
-  for (const [id, state] of Object.entries(stateDict.state)) {
-    for (const [key, value] of Object.entries(state)) {
-      if (value === undefined) continue
-      const name = `state.${id}.${snake(key)}`
-      if (typeof value === 'number') {
-        const exact = key === 'step' && Number.isInteger(value) && Math.abs(value) <= F32_EXACT
-        const array = exact ? Float32Array.of(value) : Float64Array.of(value)
-        tensors.push({ name, dtype: exact ? 'F32' : 'F64', shape: [], bytes: new Uint8Array(array.buffer) })
-      } else {
-        const dtype = value instanceof Float32Array ? 'F32' : 'F64'
-        const shape = stateDict.shapes?.[Number(id)]?.[key] ?? [value.length]
-        tensors.push({
-          name,
-          dtype,
-          shape: [...shape],
-          bytes: new Uint8Array(value.buffer, value.byteOffset, value.byteLength),
-        })
-      }
-    }
+/** A JSON value of a param group: numbers, booleans, null, strings, and arrays of them. */
+function checkGroupValue(value: unknown, where: string): unknown {
+  const array = snapshotArray(value)
+  if (array) return array.map((v, i) => checkGroupValue(v, `${where}[${i}]`))
+  if (value === null || typeof value === 'boolean' || typeof value === 'string') return value
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw outOfRange(`${where} is ${value}, which JSON cannot hold`)
+    return value
   }
-  const paramGroups = stateDict.paramGroups.map((group) =>
-    Object.fromEntries(Object.entries(group).map(([k, v]) => [snake(k), v])),
-  )
-  return encodeTensors(tensors, { format: 'pt', param_groups: JSON.stringify(paramGroups) })
+  throw invalidType(`${where} must be a number, boolean, string, null or an array of them, got ${describe(value)}`)
 }
 
-/** One tensor of a safetensors file, its data as little-endian bytes. */
-export interface NamedTensor {
-  name: string
-  dtype: 'F32' | 'F64' | 'I64'
-  shape: number[]
-  bytes: Uint8Array
-}
-
-/** A tensor as read from a safetensors file; I64 data as a BigInt64Array. */
-export interface DecodedTensor {
-  name: string
-  shape: number[]
-  values: FloatArray | BigInt64Array
-}
-
-const ELEMENT_BYTES = { F32: 4, F64: 8, I64: 8 } as const
-
-/** Lays `tensors` out as a safetensors file, with `metadata` as the header's `__metadata__`. */
-export function encodeTensors(tensors: NamedTensor[], metadata: Record<string, string>): Uint8Array {
-  const header: Record<string, unknown> = { __metadata__: metadata }
-  let offset = 0
-  for (const t of tensors) {
-    header[t.name] = {
-      dtype: t.dtype,
-      shape: t.shape,
-      data_offsets: [offset, offset + t.bytes.byteLength],
-    } satisfies TensorInfo
-    offset += t.bytes.byteLength
-  }
-  let json = JSON.stringify(header)
-  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8)
-  const headerBytes = Buffer.from(json, 'utf8')
-  const out = new Uint8Array(8 + headerBytes.byteLength + offset)
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.byteLength), true)
-  out.set(headerBytes, 8)
-  let at = 8 + headerBytes.byteLength
-  for (const t of tensors) {
-    out.set(t.bytes, at)
-    at += t.bytes.byteLength
-  }
-  return out
+/** The shape of a state buffer of `length` elements: `given` checked, or flat. */
+function shapeOf(given: unknown, length: number, where: string): number[] {
+  if (given === undefined) return [length]
+  const shape = snapshotArray(given)
+  if (!shape || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0 && (d as number) < 2 ** 32))
+    throw invalidType(`${where} must be an array of whole numbers from 0 to 2^32 - 1, got ${describe(given)}`)
+  const count = (shape as number[]).reduce((a, b) => a * b, 1)
+  if (count !== length)
+    throw outOfRange(`${where} ${JSON.stringify(shape)} holds ${count} elements, but the state has ${length}`)
+  return shape as number[]
 }
 
 /**
- * Reads a safetensors file: its `__metadata__` (empty if it has none) and its tensors, each
- * copied out. Throws `ERR_INVALID_ARG_VALUE`, saying it is not a valid `what`, on anything
- * malformed (truncated data, ranges outside the file, dtypes other than F32, F64 and I64).
+ * Encodes a state dict as safetensors bytes. Everything is read once and checked first; a value
+ * that cannot be written (a string as state, a detached array, a shape that does not fit)
+ * throws a coded error and nothing is written.
  */
-export function decodeTensors(
-  bytes: Uint8Array,
-  what: string,
-): { metadata: Record<string, unknown>; tensors: DecodedTensor[] } {
-  const corrupt = (why: string) => invalidValue(`not a valid ${what}: ${why}`)
-  if (!(bytes instanceof Uint8Array)) throw invalidType(`${what} bytes must be a Uint8Array, got ${describe(bytes)}`)
-  if (bytes.byteLength < 8) throw corrupt(`${bytes.byteLength} bytes, shorter than the 8-byte header length`)
-  const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true))
-  if (headerLength > bytes.byteLength - 8) throw corrupt(`header length ${headerLength} exceeds the file`)
-  let header: Record<string, unknown>
-  try {
-    header = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset + 8, headerLength).toString('utf8'))
-  } catch (error) {
-    throw corrupt(`header is not JSON (${(error as Error).message})`)
-  }
-  if (typeof header !== 'object' || header === null) throw corrupt('header is not an object')
-  const dataStart = 8 + headerLength
-  const dataLength = bytes.byteLength - dataStart
-  const tensors: DecodedTensor[] = []
-  for (const [name, info] of Object.entries(header)) {
-    if (name === '__metadata__') continue
-    const { dtype, shape, data_offsets: range } = info as TensorInfo
-    const size = Object.hasOwn(ELEMENT_BYTES, dtype) ? ELEMENT_BYTES[dtype] : 0
-    if (size === 0) throw corrupt(`${name} has dtype ${String(dtype)} (expected F32, F64 or I64)`)
-    if (
-      !Array.isArray(shape) ||
-      !shape.every((d) => Number.isSafeInteger(d) && d >= 0) ||
-      !Array.isArray(range) ||
-      range.length !== 2
-    ) {
-      throw corrupt(`${name} has a malformed shape or data_offsets`)
+export function encodeSafetensors(stateDict: CheckpointDict): Uint8Array {
+  const dict = snapshotObject(stateDict, 'stateDict')
+  const groups = snapshotArray(dict.paramGroups)
+  if (!groups) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(dict.paramGroups)}`)
+  const paramGroups = groups.map((group, g) => {
+    const where = `stateDict.paramGroups[${g}]`
+    const entries = Object.entries(snapshotObject(group, where))
+    return Object.fromEntries(entries.map(([k, v]) => [snake(k), checkGroupValue(v, `${where}.${k}`)]))
+  })
+  const shapes = dict.shapes === undefined ? Object.create(null) : snapshotObject(dict.shapes, 'stateDict.shapes')
+  const tensors: TensorToEncode[] = []
+  for (const [id, state] of Object.entries(snapshotObject(dict.state, 'stateDict.state'))) {
+    const where = `stateDict.state[${id}]`
+    const param = Number(id)
+    if (!(String(param) === id && Number.isSafeInteger(param) && param >= 0 && param < 2 ** 32))
+      throw invalidValue(`${where}: state is keyed by parameter positions 0, 1, ..., got ${JSON.stringify(id)}`)
+    const paramShapes =
+      shapes[id] === undefined ? Object.create(null) : snapshotObject(shapes[id], `stateDict.shapes[${id}]`)
+    for (const [key, value] of Object.entries(snapshotObject(state, where))) {
+      if (!/^[A-Za-z0-9]+$/.test(key))
+        throw invalidValue(
+          `${where}.${key}: state names are letters and digits (camelCase), got ${JSON.stringify(key)}`,
+        )
+      if (value === undefined) continue
+      const name = { param, key: snake(key) }
+      if (typeof value === 'number') {
+        const exact = key === 'step' && Number.isInteger(value) && Math.abs(value) <= F32_EXACT
+        const array = exact ? Float32Array.of(value) : Float64Array.of(value)
+        tensors.push({ ...name, dtype: exact ? 'F32' : 'F64', shape: [], data: new Uint8Array(array.buffer) })
+        continue
+      }
+      const tag = typedArrayTag(value)
+      const dtype = tag === undefined ? undefined : DTYPES[tag]
+      if (dtype === undefined) {
+        throw invalidType(
+          `${where}.${key} must be a number or one of ${Object.keys(DTYPES).join(', ')}, got ${describe(value)}`,
+        )
+      }
+      const array = value as ArrayBufferView
+      checkUsable(array, `${where}.${key}`)
+      const shape = shapeOf(paramShapes[key], lengthOf(array), `stateDict.shapes[${id}].${key}`)
+      // A copy: the bytes cross to the binding as they are now.
+      const data = new Uint8Array(array.buffer, array.byteOffset, array.byteLength).slice()
+      tensors.push({ ...name, dtype, shape, data })
     }
-    const [begin, end] = range
-    const count = shape.reduce((a: number, b: number) => a * b, 1)
-    if (
-      !Number.isSafeInteger(begin) ||
-      !Number.isSafeInteger(end) ||
-      begin < 0 ||
-      end > dataLength ||
-      end - begin !== count * size
-    ) {
-      throw corrupt(
-        `${name}: data_offsets [${begin}, ${end}] do not fit ${count} ${dtype} values in ${dataLength} data bytes`,
-      )
-    }
-    // Copy into a buffer of its own: the data in the file need not be aligned for a typed array
-    // view (and a Node Buffer's slice() would share its pool).
-    const copy = new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end)).buffer
-    const values =
-      dtype === 'F32' ? new Float32Array(copy) : dtype === 'F64' ? new Float64Array(copy) : new BigInt64Array(copy)
-    tensors.push({ name, shape: [...shape], values })
   }
-  return { metadata: (header.__metadata__ ?? {}) as Record<string, unknown>, tensors }
+  return native.encodeCheckpoint({ format: 'pt', param_groups: JSON.stringify(paramGroups) }, tensors)
 }
 
 /**
  * Decodes safetensors bytes written by `encodeSafetensors` or by PyTorch into a state dict for
- * `loadStateDict`. Throws on anything malformed (truncated data, ranges outside the file,
- * dtypes other than F32/F64, names that are not `state.<n>.<key>`).
+ * `loadStateDict`. Throws `ERR_INVALID_ARG_VALUE` on anything malformed (truncated data, ranges
+ * outside the file or out of order, dtypes other than those above, names that are not
+ * `state.<n>.<key>`, param groups that are not a JSON array of objects).
  */
 export function decodeSafetensors(bytes: Uint8Array): StateDict<object> {
   const corrupt = (why: string) => invalidValue(`not a valid optimizer checkpoint: ${why}`)
-  const { metadata, tensors } = decodeTensors(bytes, 'optimizer checkpoint')
-  if (typeof metadata.param_groups !== 'string') throw corrupt('__metadata__.param_groups is missing')
+  const { metadata, tensors } = native.decodeCheckpoint(bytes)
+  const text = Object.hasOwn(metadata, 'param_groups') ? metadata.param_groups : undefined
+  if (typeof text !== 'string') throw corrupt('__metadata__.param_groups is missing')
   let groups: unknown
   try {
-    groups = JSON.parse(metadata.param_groups)
+    groups = JSON.parse(text)
   } catch {
     throw corrupt('__metadata__.param_groups is not JSON')
   }
   if (!Array.isArray(groups)) throw corrupt('__metadata__.param_groups is not an array')
-  const paramGroups = groups.map((group) =>
-    Object.fromEntries(Object.entries(group as object).map(([k, v]) => [camel(k), v])),
-  )
+  const paramGroups = groups.map((group, g) => {
+    if (!isPlainObject(group)) throw corrupt(`__metadata__.param_groups[${g}] is ${describe(group)}, not an object`)
+    return Object.fromEntries(Object.entries(group).map(([k, v]) => [camel(k), v]))
+  }) as StateDict<object>['paramGroups']
 
   const state: Record<number, ParamState> = {}
   const shapes: Record<number, Record<string, number[]>> = {}
-  for (const { name, shape, values } of tensors) {
-    const match = /^state\.(\d+)\.(\w+)$/.exec(name)
-    if (!match) throw corrupt(`tensor ${JSON.stringify(name)} is not named state.<n>.<key>`)
-    if (values instanceof BigInt64Array) throw corrupt(`${name} has dtype I64 (expected F32 or F64)`)
-    const entry = (state[Number(match[1])] ??= {} as ParamState)
-    entry[camel(match[2])] = shape.length === 0 ? values[0] : values
-    if (shape.length > 1) (shapes[Number(match[1])] ??= {})[camel(match[2])] = [...shape]
+  for (const { param, key, shape, data, scalar } of tensors) {
+    const name = camel(key)
+    const entry = (state[param] ??= {} as ParamState)
+    if (Object.hasOwn(entry, name)) throw corrupt(`state.${param}.${key} is given twice (as ${name})`)
+    entry[name] = (scalar ?? data) as ParamState[string]
+    if (shape.length > 1) (shapes[param] ??= {})[name] = shape
   }
-  const groupsOut = paramGroups as StateDict<object>['paramGroups']
-  return Object.keys(shapes).length > 0 ? { state, paramGroups: groupsOut, shapes } : { state, paramGroups: groupsOut }
+  return Object.keys(shapes).length > 0 ? { state, paramGroups, shapes } : { state, paramGroups }
 }
 
 /** Writes `opt.stateDict()` to a safetensors file. */

@@ -57,5 +57,9 @@ export function describe(value: unknown): string {
   if (value === null) return 'null'
   if (typeof value !== 'object') return typeof value === 'undefined' ? 'undefined' : `a ${typeof value}`
   const name = (value as { constructor?: { name?: unknown } }).constructor?.name
-  return typeof name === 'string' && name !== '' ? name : 'an object'
+  if (typeof name !== 'string' || name === '') return 'an object'
+  // A Proxy around a typed array answers its constructor's name, but is not one.
+  if (/^(Big)?[A-Z]\w*Array$/.test(name) && name !== 'Array' && !ArrayBuffer.isView(value))
+    return `an object that is not a ${name} (a Proxy or a look-alike)`
+  return name
 }

@@ -1,10 +1,19 @@
 import { describe, invalidState, invalidType, invalidValue, outOfRange } from './errors'
 import { native } from './native'
+import {
+  checkUsable,
+  isFloatArray,
+  lengthOf,
+  snapshotArray,
+  snapshotObject,
+  snapshotValue,
+  typedArrayTag,
+  type FloatArray,
+} from './snapshot'
 import { StepArrays } from './step'
 import { busyError, stepAsync } from './task'
 
-/** The element arrays a parameter can live in. */
-export type FloatArray = Float32Array | Float64Array
+export type { FloatArray }
 
 /**
  * A row-sparse gradient, as PyTorch's sparse gradient of an embedding (`nn.Embedding(sparse=True)`),
@@ -229,52 +238,48 @@ function copyOption(value: unknown): unknown {
   return Array.isArray(value) ? [...value] : value
 }
 
-function isFloatArray(value: unknown): value is FloatArray {
-  return value instanceof Float32Array || value instanceof Float64Array
-}
-
-/**
- * Whether `array`'s ArrayBuffer was transferred away. Node 20 has no `ArrayBuffer#detached`,
- * but a view of a detached buffer cannot be made; only an empty array needs the look.
- */
-function isDetached(array: FloatArray): boolean {
-  if (array.byteLength > 0) return false
-  try {
-    new Uint8Array(array.buffer, 0, 0)
-    return false
-  } catch {
-    return true
-  }
-}
-
 /** Whether `grad` is given as a sparse gradient: an object with `indices` and `values`, not an array. */
 function isSparseGrad(grad: unknown): boolean {
   return typeof grad === 'object' && grad !== null && !ArrayBuffer.isView(grad) && 'indices' in grad && 'values' in grad
+}
+
+/** A parameter as it was read when it joined: its arrays, each read once. */
+interface ParamSnapshot {
+  data: FloatArray
+  /** The dense gradient, or a sparse gradient's values; null if it has none. */
+  grad: FloatArray | null
+  sparse: boolean
+  /** A copy of its shape (undefined: flat). */
+  shape: number[] | undefined
 }
 
 /**
  * Checks the gradient of a parameter joining an optimizer of sparse gradients, or a sparse gradient
  * joining another, as a step does and in its words; a step checks indices and lengths.
  */
-function checkSparseGrad(grad: unknown, data: FloatArray, where: string, info: AlgorithmInfo): void {
+function checkSparseGrad(grad: unknown, data: FloatArray, where: string, info: AlgorithmInfo): FloatArray {
   if (!info.sparse) {
     const names = algorithms().flatMap((a) => (a.sparse ? [a.name] : []))
     throw invalidType(
-      `${where}.grad is a sparse gradient { indices, values }, which ${info.name} does not take (only ${names.join(' and ')} ${names.length === 1 ? 'does' : 'do'}): give a ${data.constructor.name} like its data, or null`,
+      `${where}.grad is a sparse gradient { indices, values }, which ${info.name} does not take (only ${names.join(' and ')} ${names.length === 1 ? 'does' : 'do'}): give a ${typedArrayTag(data)} like its data, or null`,
     )
   }
   if (isFloatArray(grad)) {
     throw invalidType(
-      `${where}.grad is a ${grad.constructor.name}: ${info.name} does not support dense gradients, please consider Adam instead (or give a row-sparse gradient { indices, values })`,
+      `${where}.grad is a ${typedArrayTag(grad)}: ${info.name} does not support dense gradients, please consider Adam instead (or give a row-sparse gradient { indices, values })`,
     )
   }
   if (typeof grad !== 'object' || grad === null)
     throw invalidType(`${where}.grad must be a row-sparse gradient { indices, values }, or null, got ${describe(grad)}`)
   const { indices, values } = grad as Record<string, unknown>
-  if (!(indices instanceof Int32Array || indices instanceof Uint32Array))
+  const indexTag = typedArrayTag(indices)
+  if (indexTag !== 'Int32Array' && indexTag !== 'Uint32Array')
     throw invalidType(`${where}.grad.indices must be an Int32Array or Uint32Array, got ${describe(indices)}`)
-  if (!isFloatArray(values) || values.constructor !== data.constructor)
-    throw invalidType(`${where}.grad.values must be a ${data.constructor.name} like its data, got ${describe(values)}`)
+  if (!isFloatArray(values) || typedArrayTag(values) !== typedArrayTag(data))
+    throw invalidType(`${where}.grad.values must be a ${typedArrayTag(data)} like its data, got ${describe(values)}`)
+  checkUsable(indices as Int32Array, `${where}.grad.indices`)
+  checkUsable(values, `${where}.grad.values`)
+  return values
 }
 
 /**
@@ -286,43 +291,43 @@ function notAMatrix(where: string, info: AlgorithmInfo, shape: readonly number[]
   return `${where} has ${has}, but ${info.name} takes matrices only (a shape [rows, cols]): optimize it with another optimizer, such as AdamW`
 }
 
-/** Checks a parameter joining an optimizer; returns a copy of its shape (undefined: flat). */
-function checkParameter(param: unknown, where: string, info: AlgorithmInfo): number[] | undefined {
+/** Checks a parameter joining an optimizer, reading each of its properties once. */
+function checkParameter(param: unknown, where: string, info: AlgorithmInfo): ParamSnapshot {
   if (typeof param !== 'object' || param === null) {
     throw invalidType(`${where} must be an object with data and grad, got ${describe(param)}`)
   }
   const { data, grad } = param as Record<string, unknown>
   if (!isFloatArray(data))
     throw invalidType(`${where}.data must be a Float32Array or Float64Array, got ${describe(data)}`)
-  if (isDetached(data)) throw invalidState(`${where}.data is detached (its ArrayBuffer was transferred)`)
+  checkUsable(data, `${where}.data`)
   const { shape: given } = param as { shape?: unknown }
-  const shape = Array.isArray(given) ? [...given] : given
+  const shape = snapshotArray(given) ?? given
   if (shape !== undefined) {
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw invalidType(
         `${where}.shape must be an array of whole numbers >= 0, got ${Array.isArray(shape) ? JSON.stringify(shape) : describe(shape)}`,
       )
     }
-    if (product(shape) !== data.length) {
+    if (product(shape) !== lengthOf(data)) {
       throw outOfRange(
-        `${where}.shape ${JSON.stringify(shape)} holds ${product(shape)} elements, but its data has length ${data.length}`,
+        `${where}.shape ${JSON.stringify(shape)} holds ${product(shape)} elements, but its data has length ${lengthOf(data)}`,
       )
     }
   }
   const copied = shape as number[] | undefined
-  if (info.matrices && copied?.length !== 2) throw invalidValue(notAMatrix(where, info, copied, data.length))
-  if (grad === null || grad === undefined) return copied
+  if (info.matrices && copied?.length !== 2) throw invalidValue(notAMatrix(where, info, copied, lengthOf(data)))
+  const snapshot = { data, grad: null, sparse: false, shape: copied }
+  if (grad === null || grad === undefined) return snapshot
   if (info.sparse || isSparseGrad(grad)) {
-    checkSparseGrad(grad, data, where, info)
-    return copied
+    return { ...snapshot, grad: checkSparseGrad(grad, data, where, info), sparse: true }
   }
-  if (!isFloatArray(grad) || grad.constructor !== data.constructor) {
-    throw invalidType(`${where}.grad must be a ${data.constructor.name} like its data, or null, got ${describe(grad)}`)
+  if (!isFloatArray(grad) || typedArrayTag(grad) !== typedArrayTag(data)) {
+    throw invalidType(`${where}.grad must be a ${typedArrayTag(data)} like its data, or null, got ${describe(grad)}`)
   }
-  if (isDetached(grad)) throw invalidState(`${where}.grad is detached (its ArrayBuffer was transferred)`)
-  if (grad.length !== data.length)
-    throw outOfRange(`${where}.grad has length ${grad.length}, expected ${data.length} like its data`)
-  return copied
+  checkUsable(grad, `${where}.grad`)
+  if (lengthOf(grad) !== lengthOf(data))
+    throw outOfRange(`${where}.grad has length ${lengthOf(grad)}, expected ${lengthOf(data)} like its data`)
+  return { ...snapshot, grad }
 }
 
 /**
@@ -330,13 +335,12 @@ function checkParameter(param: unknown, where: string, info: AlgorithmInfo): num
  * the check and the words of the step itself (grads may share memory with each other: they are only
  * read). `labels[i]` names `params[i]`.
  */
-function checkDisjoint(params: readonly Parameter<GradKind>[], labels: readonly string[]): void {
+function checkDisjoint(params: readonly ParamSnapshot[], labels: readonly string[]): void {
   // Of a sparse gradient, its values (a step checks its indices too).
-  const sparse = (param: Parameter<GradKind>) => isSparseGrad(param.grad)
   native.checkDisjoint(
-    params.flatMap((param) => [param.data, sparse(param) ? (param.grad as SparseGrad).values : param.grad]),
+    params.flatMap((param) => [param.data, param.grad]),
     params.flatMap(() => [true, false]),
-    labels.flatMap((label, i) => [`${label}.data`, `${label}.grad${sparse(params[i]) ? '.values' : ''}`]),
+    labels.flatMap((label, i) => [`${label}.data`, `${label}.grad${params[i].sparse ? '.values' : ''}`]),
   )
 }
 
@@ -348,6 +352,20 @@ export interface StepOptions {
    * @default false (as PyTorch: the update goes ahead and the NaN or ∞ propagates)
    */
   skipNonFinite?: boolean
+}
+
+/**
+ * Whether `object[key] = value` would succeed: not frozen or sealed against a new property, not a
+ * read-only property, not a getter without a setter, on the object or its prototypes.
+ */
+function canAssign(object: object, key: string): boolean {
+  for (let o: object | null = object; o !== null; o = Object.getPrototypeOf(o)) {
+    const descriptor = Object.getOwnPropertyDescriptor(o, key)
+    if (!descriptor) continue
+    if ('value' in descriptor) return descriptor.writable === true && (o === object || Object.isExtensible(object))
+    return descriptor.set !== undefined
+  }
+  return Object.isExtensible(object)
 }
 
 /** `options.skipNonFinite`, checked. */
@@ -384,21 +402,23 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   #groupOf = new Uint32Array(0)
   #packed = new Float64Array(0)
   readonly #arrays = new StepArrays()
+  /** The public method running now, if any (see `#enter`). */
+  #running: string | undefined
 
   protected constructor(schema: Schema<Options>, params: Params<Options, Grad>, options: Partial<Options> = {}) {
     this.#schema = schema
     this.#native = new native.NativeOptimizer(schema.algorithm)
-    if (!Array.isArray(params))
+    // Every input is read once into a snapshot, checked, and only the snapshot is used.
+    const list = snapshotArray(params)
+    if (!list)
       throw invalidType(`params must be an array of parameters or of parameter groups, got ${describe(params)}`)
-    if (params.length === 0) throw invalidValue('params is empty: the optimizer got an empty parameter list')
-    this.#checkKeys(options, 'options', false)
-    this.defaults = Object.freeze({ ...schema.defaults, ...options })
+    if (list.length === 0) throw invalidValue('params is empty: the optimizer got an empty parameter list')
+    const given = this.#snapshotOptions(options, 'options', false)
+    this.defaults = Object.freeze({ ...schema.defaults, ...given }) as Readonly<Required<Options>>
     this.#pack([this.defaults as Record<string, unknown>], 'options', true)
-    type Group = { params: readonly Parameter<Grad>[] } & Partial<Options>
-    const isGroup = typeof params[0] === 'object' && params[0] !== null && 'params' in params[0]
-    this.#addGroups(
-      isGroup ? (params as readonly Group[]) : [{ params: params as readonly Parameter<Grad>[] } as Group],
-    )
+    const first = list[0]
+    const isGroup = typeof first === 'object' && first !== null && 'params' in first
+    this.#addGroups(isGroup ? list : [{ params: list }])
   }
 
   /**
@@ -411,8 +431,26 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
 
   /** Adds a group of parameters, as PyTorch's `add_param_group`. */
   addParamGroup(group: { params: readonly Parameter<Grad>[] } & Partial<Options>): void {
-    if (this.#native.busy) throw busyError('addParamGroup()')
-    this.#addGroups([group])
+    this.#enter('addParamGroup()', () => this.#addGroups([group]))
+  }
+
+  /**
+   * Runs `body` as the public method `what`: refused while a `stepAsync()` is in flight, and when
+   * called from JavaScript that another call on this optimizer runs (a getter on a parameter, an
+   * option or a state dict), which would otherwise see or change the optimizer half way.
+   */
+  #enter<T>(what: string, body: () => T, nativeChecksBusy = false): T {
+    // First: asking the native side whether it is busy would itself collide with the running call.
+    if (this.#running !== undefined)
+      throw invalidState(`${what} was called from JavaScript run by ${this.#running} of the same optimizer`)
+    // A step's native call refuses a step in flight itself (and asking costs a Node-API call).
+    if (!nativeChecksBusy && this.#native.busy) throw busyError(what)
+    this.#running = what
+    try {
+      return body()
+    } finally {
+      this.#running = undefined
+    }
   }
 
   /**
@@ -428,11 +466,17 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * skipping mode reads the gradients once more.
    */
   step(options?: StepOptions): boolean {
-    const skipNonFinite = stepOptions(options, 'step')
-    this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
-    return (
-      this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) ===
-      native.StepReport.Finite
+    return this.#enter(
+      'step()',
+      () => {
+        const skipNonFinite = stepOptions(options, 'step')
+        this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
+        return (
+          this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) ===
+          native.StepReport.Finite
+        )
+      },
+      true,
     )
   }
 
@@ -457,14 +501,20 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * whole when called.
    */
   stepAsync(options?: StepOptions): Promise<boolean> {
-    let skipNonFinite: boolean
     try {
-      skipNonFinite = stepOptions(options, 'stepAsync')
-      this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
+      // The parameters are read (and their getters run) before the first await.
+      return this.#enter(
+        'stepAsync()',
+        () => {
+          const skipNonFinite = stepOptions(options, 'stepAsync')
+          this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
+          return stepAsync(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
+        },
+        true,
+      )
     } catch (error) {
       return Promise.reject(error)
     }
-    return stepAsync(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
   }
 
   /**
@@ -472,16 +522,55 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * sparse gradient is left naming no rows, as PyTorch's `zero_()` leaves it).
    */
   zeroGrad(setToNone = true): void {
-    if (this.#native.busy) throw busyError('zeroGrad()')
-    if (typeof setToNone !== 'boolean')
-      throw invalidType(`zeroGrad: setToNone must be a boolean, got ${describe(setToNone)}`)
-    for (const param of this.#params) {
-      const grad: GradKind | null = param.grad
-      if (setToNone) param.grad = null
-      else if (isFloatArray(grad)) grad.fill(0)
-      // As PyTorch's zero_() of a sparse gradient: no rows (a step then counts, and changes nothing else).
-      else if (grad) param.grad = { indices: grad.indices.subarray(0, 0), values: grad.values.subarray(0, 0) } as Grad
-    }
+    this.#enter('zeroGrad()', () => {
+      if (typeof setToNone !== 'boolean')
+        throw invalidType(`zeroGrad: setToNone must be a boolean, got ${describe(setToNone)}`)
+      // Everything is read and checked first; only then is anything cleared.
+      const plan = this.#params.map((param, i) => {
+        const where = this.#label(i)
+        const grad: unknown = param.grad
+        if (grad === null || grad === undefined) return { param, grad, write: false, next: grad }
+        if (!setToNone && isFloatArray(grad)) {
+          checkUsable(grad, `${where}.grad`)
+          return { param, grad, write: false, next: grad }
+        }
+        // As PyTorch's zero_() of a sparse gradient: no rows (a step then counts, and changes nothing else).
+        let next: unknown = null
+        if (!setToNone) {
+          const { indices, values } = grad as Record<string, unknown>
+          if (typedArrayTag(indices) === undefined || !isFloatArray(values))
+            throw invalidType(
+              `${where}.grad must be a ${typedArrayTag(param.data) ?? 'typed array'} or a sparse gradient, got ${describe(grad)}`,
+            )
+          checkUsable(indices as Int32Array, `${where}.grad.indices`)
+          checkUsable(values, `${where}.grad.values`)
+          next = { indices: (indices as Int32Array).subarray(0, 0), values: values.subarray(0, 0) }
+        }
+        if (!canAssign(param, 'grad'))
+          throw invalidValue(`${where}.grad cannot be assigned (the parameter is frozen, or its grad is read-only)`)
+        return { param, grad, write: true, next }
+      })
+      for (const step of plan) if (!step.write && isFloatArray(step.grad)) step.grad.fill(0)
+      const done: typeof plan = []
+      try {
+        for (const step of plan) {
+          if (!step.write) continue
+          if (!Reflect.set(step.param, 'grad', step.next))
+            throw invalidValue(`${this.#label(this.#params.indexOf(step.param))}.grad cannot be assigned`)
+          done.push(step)
+        }
+      } catch (error) {
+        // A setter of the caller's refused: put back what was already cleared.
+        for (const step of done.reverse()) Reflect.set(step.param, 'grad', step.grad)
+        throw error
+      }
+    })
+  }
+
+  /** `paramGroups[g].params[i]`: the name of parameter `index` (over all groups) in messages. */
+  #label(index: number): string {
+    const group = this.#groupOf[index]
+    return `paramGroups[${group}].params[${index - this.#groupOf.indexOf(group)}]`
   }
 
   /**
@@ -489,10 +578,11 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * buffers (`expAvg`, ...), or undefined before its first step.
    */
   getState(param: Parameter<Grad>): ParamState | undefined {
-    if (this.#native.busy) throw busyError('getState()')
-    const index = this.#params.indexOf(param)
-    if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
-    return this.#exportState(index)
+    return this.#enter('getState()', () => {
+      const index = this.#params.indexOf(param)
+      if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
+      return this.#exportState(index)
+    })
   }
 
   /**
@@ -501,10 +591,13 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * with the positions of its parameters.
    */
   stateDict(): StateDict<Options> {
-    if (this.#native.busy) throw busyError('stateDict()')
+    return this.#enter('stateDict()', () => this.#stateDict())
+  }
+
+  #stateDict(): StateDict<Options> {
     const state: Record<number, ParamState> = {}
     const shapes: Record<number, Record<string, number[]>> = {}
-    this.#params.forEach((param, index) => {
+    this.#params.forEach((_, index) => {
       const entry = this.#exportState(index)
       if (!entry) return
       state[index] = entry
@@ -512,7 +605,8 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
       if (!shape) return
       shapes[index] = {}
       for (const { name, layout } of this.#schema.info.buffers) {
-        const dims = layoutShape(layout, param.data.length, shape)
+        // The shape's product is the data's length: `data` is not read again (a getter could run).
+        const dims = layoutShape(layout, product(shape), shape)
         if (dims && name in entry) shapes[index][name] = dims
       }
     })
@@ -533,12 +627,14 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * nothing changes.
    */
   loadStateDict(stateDict: StateDict<Options>): void {
-    if (this.#native.busy) throw busyError('loadStateDict()')
-    if (typeof stateDict !== 'object' || stateDict === null)
-      throw invalidType(`stateDict must be an object, got ${describe(stateDict)}`)
-    const { state, paramGroups } = stateDict
-    if (!Array.isArray(paramGroups))
-      throw invalidType(`stateDict.paramGroups must be an array, got ${describe(paramGroups)}`)
+    this.#enter('loadStateDict()', () => this.#loadStateDict(stateDict))
+  }
+
+  #loadStateDict(stateDict: unknown): void {
+    // Read once, whole, into a snapshot; checked; then only the snapshot is used.
+    const dict = snapshotObject(stateDict, 'stateDict')
+    const paramGroups = snapshotArray(dict.paramGroups)
+    if (!paramGroups) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(dict.paramGroups)}`)
     if (paramGroups.length !== this.paramGroups.length) {
       throw invalidValue(
         `stateDict.paramGroups has ${paramGroups.length} groups, but the optimizer has ${this.paramGroups.length}`,
@@ -548,15 +644,14 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
     const packed = new Float64Array(paramGroups.length * width)
     const indexOf = new Map<number, number>()
     let first = 0
-    paramGroups.forEach((group: unknown, g) => {
+    const groupOptions = paramGroups.map((group: unknown, g) => {
       const where = `stateDict.paramGroups[${g}]`
-      if (typeof group !== 'object' || group === null)
-        throw invalidType(`${where} must be an object, got ${describe(group)}`)
-      const { params, ...options } = group as { params: unknown } & Record<string, unknown>
+      const { params: given, ...options } = snapshotObject(group, where)
+      const params = snapshotArray(given)
       const size = this.paramGroups[g].params.length
-      if (!Array.isArray(params) || params.length !== size) {
+      if (!params || params.length !== size) {
         throw invalidValue(
-          `${where}.params must list ${size} parameters like the optimizer's group, got ${describe(params)}${Array.isArray(params) ? ` of ${params.length}` : ''}`,
+          `${where}.params must list ${size} parameters like the optimizer's group, got ${describe(given)}${params ? ` of ${params.length}` : ''}`,
         )
       }
       params.forEach((id: unknown, k) => {
@@ -569,24 +664,28 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
       // PyTorch's AdamW lists decoupled_weight_decay: true, which AdamW here implies.
       if (options.decoupledWeightDecay === true && !this.#schema.keys.includes('decoupledWeightDecay'))
         delete options.decoupledWeightDecay
-      this.#checkKeys(options, where, false)
+      const values = this.#snapshotOptions(options, where, false)
       for (const key of this.#schema.keys) {
-        if (!(key in options)) throw invalidValue(`${where}.${key} is missing`)
+        if (!(key in values)) throw invalidValue(`${where}.${key} is missing`)
       }
-      this.#schema.pack(options, where, packed, g * width)
+      this.#schema.pack(values, where, packed, g * width)
       this.#native.validateOptions(where, packed.subarray(g * width, (g + 1) * width))
+      return values
     })
 
-    if (typeof state !== 'object' || state === null)
-      throw invalidType(`stateDict.state must be an object, got ${describe(state)}`)
+    const state = snapshotObject(dict.state, 'stateDict.state')
     const names = this.#native.stateNames()
-    const entries = Object.entries(state).map(([id, entry]) => {
+    const entries = Object.entries(state).map(([id, given]) => {
       const where = `stateDict.state[${id}]`
       const index = indexOf.get(Number(id))
       if (index === undefined) throw invalidValue(`${where} is for a parameter no group lists`)
-      if (typeof entry !== 'object' || entry === null)
-        throw invalidType(`${where} must be an object, got ${describe(entry)}`)
+      const entry = snapshotObject(given, where)
+      // The parameter's data as this optimizer's state was made for: its dtype and length.
       const data = this.#params[index].data
+      if (!isFloatArray(data))
+        throw invalidType(`${this.#label(index)}.data must be a Float32Array or Float64Array, got ${describe(data)}`)
+      const dataTag = typedArrayTag(data)!
+      const dataLength = lengthOf(data)
       for (const key of Object.keys(entry)) {
         if (key !== 'step' && !names.scalars.includes(key) && !names.buffers.includes(key)) {
           throw invalidValue(
@@ -595,9 +694,9 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
         }
       }
       // PyTorch's SGD keeps no step count; elsewhere it is always there.
-      const { step = 0 } = entry
+      const step = entry.step ?? 0
       if (typeof step !== 'number') throw invalidType(`${where}.step must be a number, got ${describe(step)}`)
-      // As the native check words it, which also refuses what this lets through (2^53 and up).
+      // As the native check words it: every count up to 2^53 - 1 loads, and a step refuses to pass it.
       if (!Number.isSafeInteger(step) || step < 0)
         throw outOfRange(`invalid state[${index}].step: ${step} (expected a whole number from 0 to 2^53 - 1)`)
       const scalars = names.scalars.map((name) => {
@@ -610,34 +709,33 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
         if (value === undefined || value === null) return null
         // A 0-D buffer reads back from safetensors as a number, as a 0-D step does.
         if (typeof value === 'number' && this.#shapes[index]?.length === 0) {
-          value = data instanceof Float32Array ? Float32Array.of(value) : Float64Array.of(value)
+          value = dataTag === 'Float32Array' ? Float32Array.of(value) : Float64Array.of(value)
         }
-        if (!isFloatArray(value) || value.constructor !== data.constructor) {
-          throw invalidType(
-            `${where}.${name} must be a ${data.constructor.name} like the parameter's data, got ${describe(value)}`,
-          )
+        if (!isFloatArray(value) || typedArrayTag(value) !== dataTag) {
+          throw invalidType(`${where}.${name} must be a ${dataTag} like the parameter's data, got ${describe(value)}`)
         }
-        const dims = layoutShape(layout, data.length, this.#shapes[index])
+        checkUsable(value, `${where}.${name}`)
+        const dims = layoutShape(layout, dataLength, this.#shapes[index])
         if (!dims)
           throw invalidValue(
-            `${where}.${name} is not state of a parameter of shape ${JSON.stringify(this.#shapes[index] ?? [data.length])}`,
+            `${where}.${name} is not state of a parameter of shape ${JSON.stringify(this.#shapes[index] ?? [dataLength])}`,
           )
-        if (value.length !== product(dims)) {
+        if (lengthOf(value) !== product(dims)) {
           const like =
             layout === 'param' || layout === 'unfactored'
               ? "like the parameter's data"
               : `for its shape ${JSON.stringify(dims)}`
-          throw outOfRange(`${where}.${name} has length ${value.length}, expected ${product(dims)} ${like}`)
+          throw outOfRange(`${where}.${name} has length ${lengthOf(value)}, expected ${product(dims)} ${like}`)
         }
         return value
       })
-      const dtype = data instanceof Float32Array ? 'float32' : 'float64'
-      return { index, step, dtype, length: data.length, scalars, buffers }
+      const dtype = dataTag === 'Float32Array' ? 'float32' : 'float64'
+      return { index, step, dtype, length: dataLength, scalars, buffers }
     })
     this.#native.importStates(this.#params.length, entries)
-    paramGroups.forEach((group, g) => {
+    groupOptions.forEach((values, g) => {
       for (const key of this.#schema.keys)
-        (this.paramGroups[g] as Record<string, unknown>)[key] = copyOption((group as Record<string, unknown>)[key])
+        (this.paramGroups[g] as Record<string, unknown>)[key] = copyOption(values[key])
     })
   }
 
@@ -657,39 +755,56 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
     return state
   }
 
-  #checkKeys(options: object, where: string, allowParams: boolean): void {
-    if (typeof options !== 'object' || options === null || Array.isArray(options))
-      throw invalidType(`${where} must be an object, got ${describe(options)}`)
+  /**
+   * The options of `given` (own enumerable properties, each read once; arrays copied), checked
+   * to be options of this optimizer (and `params`, with `allowParams`, left as read).
+   */
+  #snapshotOptions(given: unknown, where: string, allowParams: boolean): Record<string, unknown> {
+    const options = snapshotObject(given, where)
     for (const key of Object.keys(options)) {
       if (!this.#schema.keys.includes(key) && !(allowParams && key === 'params')) {
         throw invalidValue(
           `${where}.${key} is not an option of ${this.#schema.algorithm} (expected one of ${this.#schema.keys.join(', ')})`,
         )
       }
+      if (key !== 'params') options[key] = snapshotValue(options[key])
     }
+    return options
   }
 
-  /** Validates every new group fully before adding any of them. */
-  #addGroups(groups: ReadonlyArray<{ params: readonly Parameter<Grad>[] } & Partial<Options>>): void {
+  /** Validates every new group fully, from a snapshot of it, before adding any of them. */
+  #addGroups(groups: readonly unknown[]): void {
     const seen = new Set<unknown>()
-    for (const param of this.#params) seen.add(param).add(param.data)
+    // The arrays the parameters already in the optimizer hold now, for the overlap check.
+    const current: ParamSnapshot[] = this.#params.map((param) => {
+      const { data, grad } = param as { data: unknown; grad: unknown }
+      const values = isFloatArray(grad) || !grad ? grad : (grad as { values?: unknown }).values
+      seen.add(param).add(data)
+      return {
+        data: data as FloatArray,
+        grad: isFloatArray(values) ? values : null,
+        sparse: !isFloatArray(grad) && !!grad,
+        shape: undefined,
+      }
+    })
     const added: Array<ParamGroup<Options, Grad>> = []
-    const shapes: Array<number[] | undefined> = []
+    const snapshots: ParamSnapshot[] = []
     groups.forEach((group, g) => {
       const where = `paramGroups[${this.paramGroups.length + g}]`
-      this.#checkKeys(group, where, true)
-      if (!Array.isArray(group.params))
-        throw invalidType(`${where}.params must be an array of parameters, got ${describe(group.params)}`)
-      group.params.forEach((param, i) => {
-        shapes.push(checkParameter(param, `${where}.params[${i}]`, this.#schema.info))
-        if (seen.has(param) || seen.has(param.data)) {
+      const options = this.#snapshotOptions(group, where, true)
+      const params = snapshotArray(options.params)
+      if (!params) throw invalidType(`${where}.params must be an array of parameters, got ${describe(options.params)}`)
+      params.forEach((param, i) => {
+        const snapshot = checkParameter(param, `${where}.params[${i}]`, this.#schema.info)
+        if (seen.has(param) || seen.has(snapshot.data)) {
           throw invalidValue(
             `${where}.params[${i}] appears more than once; every parameter must be in exactly one group, once`,
           )
         }
-        seen.add(param).add(param.data)
+        seen.add(param).add(snapshot.data)
+        snapshots.push(snapshot)
       })
-      const complete = { ...this.defaults, ...group, params: Object.freeze([...group.params]) }
+      const complete = { ...this.defaults, ...options, params: Object.freeze(params) }
       for (const [key, value] of Object.entries(complete)) {
         if (Array.isArray(value) && key !== 'params') (complete as Record<string, unknown>)[key] = [...value]
       }
@@ -697,11 +812,11 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
     })
     const all = [...this.paramGroups, ...added]
     checkDisjoint(
-      all.flatMap((group) => [...group.params]),
+      [...current, ...snapshots],
       all.flatMap((group, g) => group.params.map((_, i) => `paramGroups[${g}].params[${i}]`)),
     )
     this.#pack(all as Array<Record<string, unknown>>, 'paramGroups', true)
-    const allShapes = [...this.#shapes, ...shapes]
+    const allShapes = [...this.#shapes, ...snapshots.map((snapshot) => snapshot.shape)]
     if (allShapes.some((shape) => shape !== undefined)) this.#native.setShapes(allShapes.map((shape) => shape ?? null))
     this.paramGroups.push(...added)
     this.#shapes = allShapes

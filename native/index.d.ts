@@ -190,6 +190,36 @@ export declare function clipGradNorm(params: unknown, maxNorm: number, normType:
 /** Clamps every gradient element of `params` to [−clipValue, clipValue] (PyTorch's `clip_grad_value_`). */
 export declare function clipGradValue(params: unknown, clipValue: number): void
 
+/**
+ * Decodes safetensors bytes into a checkpoint's metadata and state tensors; refuses anything
+ * malformed with `ERR_INVALID_ARG_VALUE` (and what is not a `Uint8Array` with
+ * `ERR_INVALID_ARG_TYPE`).
+ */
+export declare function decodeCheckpoint(bytes: unknown): DecodedCheckpoint
+
+/** A decoded checkpoint: the header's `__metadata__` and the state tensors. */
+export interface DecodedCheckpoint {
+  metadata: Record<string, string>
+  tensors: Array<DecodedTensor>
+}
+
+/** One state tensor of a checkpoint, as `decodeCheckpoint` gives it. */
+export interface DecodedTensor {
+  /** The parameter's position over all groups. */
+  param: number
+  /** PyTorch's name, snake_case. */
+  key: string
+  /** The file's dtype: `"F32"`, `"F64"`, `"U8"`, `"BF16"`, `"F16"`, `"I32"` or `"I64"`. */
+  dtype: string
+  shape: Array<number>
+  data: Elements
+  /** Of a tensor of shape `[]`: its value, exactly. */
+  scalar?: number
+}
+
+/** Encodes state tensors and `metadata` (the header's `__metadata__`) as safetensors bytes. */
+export declare function encodeCheckpoint(metadata: Record<string, string>, tensors: Array<TensorToEncode>): Uint8Array
+
 /** How many threads a step may use, the calling thread included. */
 export declare function getNumThreads(): number
 
@@ -307,4 +337,16 @@ export declare const enum StepReport {
   NonFinite = 1,
   /** A gradient held NaN or ±∞ and the step was asked to skip such steps: nothing changed. */
   Skipped = 2,
+}
+
+/**
+ * One tensor to write: `data` holds its little-endian elements, `shape`'s product times the
+ * dtype's size in bytes.
+ */
+export interface TensorToEncode {
+  param: number
+  key: string
+  dtype: string
+  shape: Array<number>
+  data: Uint8Array
 }

@@ -46,6 +46,9 @@ pub fn clip_grad_value(env: Env, params: Unknown, clip_value: f64) -> Result<()>
 #[napi(catch_unwind)]
 pub fn grad_norm_on_threads(env: Env, params: Unknown, norm_type: f64, threads: u32) -> Result<f64> {
   let raw = RawEnv(env.raw());
+  if threads == 0 || threads > 1024 {
+    return Err(Fail::range(format!("gradNormOnThreads: invalid threads: {threads} (expected 1 to 1024)")).throw(&env));
+  }
   let result = with_grads(raw, params.raw(), "gradNormOnThreads", |grads| {
     Ok(clip::total_norm_on_threads(grads, NormType::new(norm_type)?, threads as usize).value)
   });

@@ -247,6 +247,33 @@ impl RawEnv {
     Ok(Some(TypedView { dtype, len, detached, data: data.cast() }))
   }
 
+  /// The bytes of a `Uint8Array` (a Node `Buffer` included; empty once detached), or `None` if
+  /// `value` is anything else.
+  ///
+  /// # Safety
+  /// `value` must be of this call, and the slice must not be used after JavaScript runs.
+  #[cfg_attr(test, allow(dead_code))]
+  pub unsafe fn bytes<'a>(self, value: sys::napi_value) -> std::result::Result<Option<&'a [u8]>, Fail> {
+    let (mut kind, mut len, mut data) = (0, 0, ptr::null_mut());
+    // SAFETY: a value of this call's scope; unused outputs may be null.
+    let status = unsafe {
+      sys::napi_get_typedarray_info(self.0, value, &mut kind, &mut len, &mut data, ptr::null_mut(), ptr::null_mut())
+    };
+    if status == sys::Status::napi_invalid_arg
+      || (status == sys::Status::napi_ok && kind != sys::TypedarrayType::uint8_array)
+    {
+      return Ok(None);
+    }
+    if status != sys::Status::napi_ok {
+      return Err(Fail::from(Error::new(
+        Status::GenericFailure,
+        format!("napi_get_typedarray_info failed (napi status {status})"),
+      )));
+    }
+    // SAFETY: `len` bytes at `data`, attached (a detached array reports length 0).
+    Ok(Some(if len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) } }))
+  }
+
   /// Whether a typed array's memory is a SharedArrayBuffer's, which cannot be detached.
   pub fn on_shared_memory(self, typed_array: sys::napi_value) -> std::result::Result<bool, Fail> {
     let mut buffer = ptr::null_mut();

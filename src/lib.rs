@@ -6,6 +6,7 @@
 //! updates every parameter or none.
 
 mod averaging;
+mod checkpoint;
 mod clip;
 mod disjoint;
 mod internal;
@@ -181,6 +182,10 @@ fn describe<O: Optimizer>() -> AlgorithmInfo {
 pub(crate) fn sparse_optimizers() -> Vec<&'static str> {
   Algorithm::ALL.iter().filter(|a| a.sparse()).map(|a| a.name()).collect()
 }
+
+/// The largest step count: the largest integer a JavaScript number (and a checkpoint's F64)
+/// holds exactly, so that every count a step reaches round-trips through `stateDict`.
+pub(crate) const MAX_STEP: u64 = (1 << 53) - 1;
 
 /// The per-parameter state of one optimizer, owned on the native side.
 #[napi]
@@ -361,6 +366,7 @@ fn step_again(
   let packed = unsafe { packed.slice::<f64>() };
   with_optimizer!(optimizer.algorithm, O => {
     optimizer.configure::<O>(packed, "stepAgain()")?;
+    optimizer.check_step_counts()?;
     optimizer.apply::<O>(skip_non_finite).map(Some)
   })
 }
@@ -450,7 +456,21 @@ impl NativeOptimizer {
     }
     let groups = self.configs::<O>().len();
     let grads = sparse::Grads { optimizer: O::NAME, sparse: O::SPARSE, matrices: O::MATRICES };
-    self.reader.read(env, params, group_of, groups, &self.states, &self.shapes, O::BUFFERS, grads)
+    self.reader.read(env, params, group_of, groups, &self.states, &self.shapes, O::BUFFERS, grads)?;
+    self.check_step_counts()
+  }
+
+  /// Fails if a parameter the step would update has reached [`MAX_STEP`]: one more step would
+  /// give a count that a number no longer holds exactly and that `loadStateDict` refuses.
+  pub(crate) fn check_step_counts(&self) -> std::result::Result<(), Fail> {
+    let full = self.states.iter().zip(&self.reader.views).position(|(s, v)| v.is_some() && s.step >= MAX_STEP);
+    match full {
+      Some(index) => Err(Fail::range(format!(
+        "parameter {index} (counting over all groups) has taken 2^53 - 1 steps, the most a step count \
+         holds exactly; it cannot step again"
+      ))),
+      None => Ok(()),
+    }
   }
 
   fn step_with<O: Optimizer>(

@@ -6,7 +6,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::js::{camel_case, Fail};
-use crate::{with_optimizer, NativeOptimizer};
+use crate::{with_optimizer, NativeOptimizer, MAX_STEP};
 
 /// The names of an optimizer's per-parameter state, camelCase, in the order entries hold them.
 #[napi(object)]
@@ -101,8 +101,8 @@ fn entry_to_state(
   if std::mem::replace(&mut seen[entry.index as usize], true) {
     return Err(Fail::value(format!("{at} is given twice")));
   }
-  if !(entry.step.is_finite() && entry.step >= 0.0 && entry.step.fract() == 0.0 && entry.step <= 2f64.powi(53)) {
-    return Err(Fail::range(format!("invalid {at}.step: {} (expected a whole number >= 0)", entry.step)));
+  if !(entry.step.is_finite() && entry.step >= 0.0 && entry.step.fract() == 0.0 && entry.step <= MAX_STEP as f64) {
+    return Err(Fail::range(format!("invalid {at}.step: {} (expected a whole number from 0 to 2^53 - 1)", entry.step)));
   }
   if entry.scalars.len() != scalar_count || entry.scalars.iter().any(|s| !s.is_finite()) {
     return Err(Fail::value(format!("{at}: expected {scalar_count} finite scalars, got {:?}", entry.scalars)));

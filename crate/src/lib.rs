@@ -7,6 +7,7 @@
 //! [`config`] for option tables and their validation. Nothing here knows about JavaScript.
 
 pub mod averaging;
+pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod divide;

@@ -51,6 +51,7 @@ export function number(holds: (x: number) => boolean = () => true, expected = 'a
 }
 
 export const anyNumber = number()
+export const finiteNumber = number(Number.isFinite, 'a finite number')
 export const nonNegative = number((x) => Number.isFinite(x) && x >= 0, 'a finite number >= 0')
 export const positive = number((x) => Number.isFinite(x) && x > 0, 'a finite number > 0')
 

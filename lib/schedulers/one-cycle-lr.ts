@@ -1,6 +1,6 @@
 import { describe, invalidState, invalidType, invalidValue, outOfRange } from '../errors'
 import {
-  anyNumber,
+  finiteNumber,
   broadcast,
   choice,
   flag,
@@ -28,8 +28,8 @@ const ONE_CYCLE_LR = {
   ),
   annealStrategy: withDefault(choice('cos', 'linear'), 'cos'),
   cycleMomentum: withDefault(flag, true),
-  baseMomentum: withDefault(broadcast(anyNumber), 0.85),
-  maxMomentum: withDefault(broadcast(anyNumber), 0.95),
+  baseMomentum: withDefault(broadcast(finiteNumber), 0.85),
+  maxMomentum: withDefault(broadcast(finiteNumber), 0.95),
   divFactor: withDefault(positive, 25),
   finalDivFactor: withDefault(positive, 1e4),
   threePhase: withDefault(flag, false),
@@ -116,7 +116,14 @@ export class OneCycleLR extends LRScheduler<typeof ONE_CYCLE_LR> {
       if (args.epochs === null || args.stepsPerEpoch === null) {
         throw invalidValue('OneCycleLR: options must give totalSteps, or epochs and stepsPerEpoch')
       }
-      args.totalSteps = args.epochs * args.stepsPerEpoch
+      const total = args.epochs * args.stepsPerEpoch
+      // Above 2^53 - 1 the count is not exact, and its stateDict() would not load.
+      if (!Number.isSafeInteger(total)) {
+        throw outOfRange(
+          `OneCycleLR: invalid options.epochs × options.stepsPerEpoch: ${args.epochs} × ${args.stepsPerEpoch} = ${total} (expected at most 2^53 - 1)`,
+        )
+      }
+      args.totalSteps = total
     }
     this.#checkPhases(args, 'options')
     const defaults = optimizer.defaults as Record<string, unknown>

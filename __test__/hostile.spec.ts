@@ -1,0 +1,574 @@
+// Hostile input, generated. fast-check builds inputs the way a hostile caller would (getters that
+// answer one thing when checked and another when used, Proxies around arrays and objects, holes,
+// frozen objects, transferred and shrunk buffers, calls back into the optimizer from a getter)
+// and feeds them to every public entry point. Each call must either succeed, or throw an error
+// with a Node-style `code` and leave everything as it was: parameters, grads, the optimizer's
+// state and options (a deep snapshot before and after).
+import test, { type ExecutionContext } from 'ava'
+import fc from 'fast-check'
+
+import {
+  Adam,
+  clipGradNorm,
+  clipGradValue,
+  decodeSafetensors,
+  encodeSafetensors,
+  OneCycleLR,
+  SGD,
+  type Optimizer,
+  type Parameter,
+} from '../lib'
+
+type AnyOptimizer = Optimizer<object>
+
+const CODES = new Set(['ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE', 'ERR_OUT_OF_RANGE', 'ERR_INVALID_STATE'])
+
+/** ES2024's resizable ArrayBuffer (the ES2022 lib types do not have it). */
+type Resizable = ArrayBuffer & { resize(byteLength: number): void }
+const resizable = (byteLength: number) =>
+  new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(byteLength, {
+    maxByteLength: byteLength * 2,
+  })
+
+/** The kinds of bad (or odd) array a hostile caller hands over where a Float32Array of `n` belongs. */
+const ARRAYS = [
+  'good',
+  'int32',
+  'float64',
+  'proxy',
+  'transferred',
+  'shrunk',
+  'short',
+  'plain array',
+  'null',
+  'string',
+  'shared',
+] as const
+type ArrayKind = (typeof ARRAYS)[number]
+
+function makeArray(kind: ArrayKind, n: number, value: number): unknown {
+  switch (kind) {
+    case 'good':
+      return new Float32Array(n).fill(value)
+    case 'int32':
+      return new Int32Array(n).fill(value)
+    case 'float64':
+      return new Float64Array(n).fill(value)
+    case 'proxy':
+      return new Proxy(new Float32Array(n).fill(value), {})
+    case 'transferred': {
+      const array = new Float32Array(n).fill(value)
+      structuredClone(array.buffer, { transfer: [array.buffer] })
+      return array
+    }
+    case 'shrunk': {
+      const array = new Float32Array(resizable(4 * n), 0, n).fill(value)
+      ;(array.buffer as Resizable).resize(0)
+      return array
+    }
+    case 'short':
+      return new Float32Array(Math.max(0, n - 1)).fill(value)
+    case 'plain array':
+      return Array.from({ length: n }, () => value)
+    case 'null':
+      return null
+    case 'string':
+      return 'x'.repeat(n)
+    case 'shared':
+      return new Float32Array(new SharedArrayBuffer(4 * n)).fill(value)
+  }
+}
+
+/** How a hostile value is presented: as it is, or behind a getter, a Proxy, or a re-entrant call. */
+const PRESENTATIONS = ['plain', 'good then bad', 'bad then good', 'proxy object', 'frozen', 'reentrant'] as const
+type Presentation = (typeof PRESENTATIONS)[number]
+
+interface World {
+  /** The optimizer under test (set once made), for re-entrant getters. */
+  opt?: AnyOptimizer
+  /** Every call a re-entrant getter made, with what it threw. */
+  reentered: unknown[]
+}
+
+/** A getter's re-entrant call into the optimizer: whatever it throws is recorded and swallowed. */
+function reenter(world: World, what: number) {
+  const opt = world.opt
+  if (!opt) return
+  try {
+    if (what === 0) opt.step()
+    else if (what === 1) opt.zeroGrad()
+    else if (what === 2) opt.loadStateDict(opt.stateDict())
+    else opt.addParamGroup({ params: [] })
+  } catch (error) {
+    world.reentered.push(error)
+  }
+}
+
+/** An object `{ [key]: good or bad }` presented as `how`. */
+function present(world: World, how: Presentation, key: string, good: unknown, bad: unknown, rest: object) {
+  switch (how) {
+    case 'plain':
+      return { ...rest, [key]: bad }
+    case 'good then bad':
+    case 'bad then good': {
+      let reads = 0
+      return Object.defineProperty({ ...rest }, key, {
+        enumerable: true,
+        get: () => ((reads++ === 0) === (how === 'good then bad') ? good : bad),
+      })
+    }
+    case 'proxy object':
+      return new Proxy({ ...rest, [key]: good }, { get: (target, k) => (k === key ? bad : Reflect.get(target, k)) })
+    case 'frozen':
+      return Object.freeze({ ...rest, [key]: bad })
+    case 'reentrant': {
+      let reads = 0
+      return Object.defineProperty({ ...rest }, key, {
+        enumerable: true,
+        get: () => (reenter(world, reads++ % 4), good),
+      })
+    }
+  }
+}
+
+/** Every typed array's values, the optimizer's state and options: what a refused call must not change. */
+function snapshot(params: Parameter[], opt: AnyOptimizer | undefined): string {
+  const arrays = params.flatMap((p) => [p.data, p.grad]).map((a) => (a ? Array.from(a) : null))
+  const plain = (_: string, v: unknown) => (ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v)
+  const options = opt?.paramGroups.map((g) => Object.entries(g).filter(([k]) => k !== 'params'))
+  return JSON.stringify({ arrays, state: opt?.stateDict(), options }, plain)
+}
+
+/** Calls `act`; it must succeed, or throw a coded error leaving `snapshot()` as it was. */
+function coded(t: ExecutionContext, before: string, after: () => string, act: () => unknown): boolean {
+  try {
+    act()
+    return true
+  } catch (error) {
+    const code = (error as { code?: unknown }).code
+    if (!CODES.has(code as string)) {
+      t.log(error)
+      return false
+    }
+    return after() === before
+  }
+}
+
+async function codedAsync(t: ExecutionContext, before: string, after: () => string, act: () => Promise<unknown>) {
+  try {
+    await act()
+    return true
+  } catch (error) {
+    if (!CODES.has((error as { code?: string }).code ?? '')) {
+      t.log(error)
+      return false
+    }
+    return after() === before
+  }
+}
+
+/** Two good parameters, an Adam over them that has stepped once, and a world for re-entrant getters. */
+function setup() {
+  const a: Parameter = { data: new Float32Array(8).fill(1), grad: new Float32Array(8).fill(0.5) }
+  const b: Parameter = { data: new Float32Array(5).fill(2), grad: new Float32Array(5).fill(0.25) }
+  const world: World = { reentered: [] }
+  const opt = new Adam([{ params: [a] }, { params: [b], lr: 0.01 }]) as unknown as AnyOptimizer
+  opt.step()
+  world.opt = opt
+  return { a, b, world, opt }
+}
+
+const arrayKind = fc.constantFrom(...ARRAYS)
+const presentation = fc.constantFrom(...PRESENTATIONS)
+const runs = { numRuns: 150 }
+
+test('step() and stepAsync() over a parameter whose data or grad is hostile: coded error and nothing changed, or success', async (t) => {
+  await fc.assert(
+    fc.asyncProperty(
+      arrayKind,
+      presentation,
+      fc.constantFrom('data', 'grad'),
+      fc.boolean(),
+      async (kind, how, key, async) => {
+        const { a, b, world, opt } = setup()
+        const good = key === 'data' ? new Float32Array(5).fill(2) : new Float32Array(5).fill(0.25)
+        const c = present(world, how, key, good, makeArray(kind, 5, 3), {
+          [key === 'data' ? 'grad' : 'data']: key === 'data' ? new Float32Array(5) : new Float32Array(5),
+        }) as Parameter
+        // The hostile parameter joins through addParamGroup (which may refuse it: then it is not in).
+        const before = snapshot([a, b], opt)
+        const joined = coded(
+          t,
+          before,
+          () => snapshot([a, b], opt),
+          () => opt.addParamGroup({ params: [c] }),
+        )
+        if (!joined) return false
+        const now = snapshot([a, b], opt)
+        if (async)
+          return codedAsync(
+            t,
+            now,
+            () => snapshot([a, b], opt),
+            () => opt.stepAsync(),
+          )
+        return coded(
+          t,
+          now,
+          () => snapshot([a, b], opt),
+          () => opt.step(),
+        )
+      },
+    ),
+    runs,
+  )
+  t.pass()
+})
+
+test('the constructor and addParamGroup() over hostile options, params lists and parameters', (t) => {
+  const badOptions = fc.constantFrom<unknown>(-7, NaN, Infinity, 'x', null, [0.5], undefined)
+  fc.assert(
+    fc.property(presentation, badOptions, fc.integer({ min: 0, max: 4 }), (how, bad, shape) => {
+      const { a, b, world, opt } = setup()
+      // For the constructor, getters call into no optimizer (the new one cannot be reached yet).
+      const group = (w: World) => {
+        const param = { data: new Float32Array(3), grad: new Float32Array(3) }
+        const lists: unknown[] = [
+          [param, , { data: new Float32Array(2), grad: null }], // a hole
+          new Proxy([param], {}),
+          [param, param],
+          Object.freeze([Object.freeze(param)]),
+          [present(w, how, 'data', param.data, new Int32Array(3), { grad: null })],
+        ]
+        return present(w, how, 'lr', 0.5, bad, { params: lists[shape] }) as { params: unknown }
+      }
+      const before = snapshot([a, b], opt)
+      const after = () => snapshot([a, b], opt)
+      const added = coded(t, before, after, () => opt.addParamGroup(group(world) as never))
+      const made = coded(t, before, after, () => {
+        const { params, ...options } = group({ reentered: [] })
+        return new SGD(params as never, options as never)
+      })
+      // An option checked as 0.5 and used as `bad` must not reach the optimizer.
+      const lrs = opt.paramGroups.map((g) => (g as unknown as { lr: number }).lr)
+      return added && made && lrs.every((lr) => typeof lr === 'number' && lr >= 0)
+    }),
+    runs,
+  )
+  t.pass()
+})
+
+test('zeroGrad() over frozen parameters, transferred, shrunk and Proxy grads: all cleared, or none', (t) => {
+  fc.assert(
+    fc.property(arrayKind, presentation, fc.boolean(), (kind, how, setToNone) => {
+      const { a, b, world, opt } = setup()
+      const c = present(world, how, 'grad', new Float32Array(4).fill(1), makeArray(kind, 4, 1), {
+        data: new Float32Array(4),
+      }) as Parameter
+      const before = snapshot([a, b], opt)
+      const joined = coded(
+        t,
+        before,
+        () => snapshot([a, b], opt),
+        () => opt.addParamGroup({ params: [c] }),
+      )
+      const now = snapshot([a, b], opt)
+      const grads = () => [a.grad, b.grad]
+      const was = grads()
+      let cleared = false
+      const ok = coded(
+        t,
+        now,
+        () => snapshot([a, b], opt),
+        () => {
+          opt.zeroGrad(setToNone)
+          cleared = true
+        },
+      )
+      // Refused: a and b keep their very grads, values and all. Done: every grad is cleared.
+      const kept = grads().every((g, i) => g === was[i])
+      const done = setToNone ? grads().every((g) => g === null) : kept && was.every((g) => g!.every((x) => x === 0))
+      return joined && ok && (cleared ? done : kept)
+    }),
+    runs,
+  )
+  t.pass()
+})
+
+test('loadStateDict() of hostile state dicts: getters, Proxies, holes, bad buffers, limits', (t) => {
+  const damage = fc.constantFrom(
+    'lr getter',
+    'params hole',
+    'buffer',
+    'step 2^53',
+    'step 2^53 - 1',
+    'proxy',
+    'inherited',
+    'reentrant',
+  )
+  fc.assert(
+    fc.property(damage, arrayKind, presentation, (what, kind, how) => {
+      const { a, b, world, opt } = setup()
+      const good = opt.stateDict() as unknown as { state: Record<number, object>; paramGroups: object[] }
+      const groups = good.paramGroups.map((g) => ({ ...g }))
+      let dict: unknown
+      switch (what) {
+        case 'lr getter':
+          dict = { ...good, paramGroups: [present(world, how, 'lr', 0.5, -7, groups[0]), groups[1]] }
+          break
+        case 'params hole':
+          dict = { ...good, paramGroups: [{ ...groups[0], params: [, 1] }, groups[1]] }
+          break
+        case 'buffer':
+          dict = {
+            ...good,
+            state: {
+              ...good.state,
+              0: present(world, how, 'expAvg', new Float32Array(8), makeArray(kind, 8, 1), good.state[0]),
+            },
+          }
+          break
+        case 'step 2^53':
+        case 'step 2^53 - 1':
+          dict = {
+            ...good,
+            state: { ...good.state, 1: { ...good.state[1], step: what === 'step 2^53' ? 2 ** 53 : 2 ** 53 - 1 } },
+          }
+          break
+        case 'proxy':
+          dict = new Proxy(good, {})
+          break
+        case 'inherited':
+          dict = Object.create(good)
+          break
+        case 'reentrant':
+          dict = present(world, 'reentrant', 'state', good.state, good.state, { paramGroups: groups })
+          break
+      }
+      const before = snapshot([a, b], opt)
+      const after = () => snapshot([a, b], opt)
+      if (!coded(t, before, after, () => opt.loadStateDict(dict as never))) return false
+      // The options the optimizer holds are ones that were checked: never the getter's -7.
+      if (opt.paramGroups.some((g) => (g as unknown as { lr: number }).lr < 0)) return false
+      // A state at the largest step count round-trips, and stepping it on is refused, changing nothing.
+      const now = snapshot([a, b], opt)
+      return coded(t, now, after, () => opt.step()) && coded(t, now, after, () => opt.loadStateDict(opt.stateDict()))
+    }),
+    runs,
+  )
+  t.pass()
+})
+
+test('getState(), stateDict() and re-entrant calls from a step: coded, never the binding’s own borrow error', (t) => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 3 }), (what) => {
+      const { a, b, world, opt } = setup()
+      let reads = 0
+      const c = Object.defineProperty({ data: new Float32Array(2) }, 'grad', {
+        enumerable: true,
+        get: () => (reads++ > 0 && reenter(world, what), new Float32Array(2).fill(1)),
+      }) as Parameter
+      opt.addParamGroup({ params: [c] })
+      world.reentered = []
+      const before = snapshot([a, b], opt)
+      const stepped = coded(
+        t,
+        before,
+        () => snapshot([a, b], opt),
+        () => opt.step(),
+      )
+      const codes = world.reentered.map((e) => (e as { code?: string }).code)
+      return (
+        stepped &&
+        codes.length > 0 &&
+        codes.every((code) => code === 'ERR_INVALID_STATE') &&
+        coded(
+          t,
+          before,
+          () => before,
+          () => opt.getState(new Proxy(a, {})),
+        ) &&
+        coded(
+          t,
+          before,
+          () => before,
+          () => opt.getState(null as never),
+        )
+      )
+    }),
+    { numRuns: 20 },
+  )
+  t.pass()
+})
+
+test('encodeSafetensors() and decodeSafetensors(): hostile state dicts and damaged bytes give coded errors', (t) => {
+  const { opt } = setup()
+  const good = encodeSafetensors(opt.stateDict())
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }),
+      fc.nat(),
+      (edits, cut) => {
+        const bytes = good.slice(0, good.length - (cut % 3 === 0 ? cut % good.length : 0))
+        for (const [at, value] of edits) if (bytes.length > 0) bytes[at % bytes.length] = value
+        return coded(
+          t,
+          '',
+          () => '',
+          () => decodeSafetensors(bytes),
+        )
+      },
+    ),
+    { numRuns: 500 },
+  )
+  const values = fc.constantFrom<unknown>(
+    null,
+    'x',
+    [1, 2],
+    new Int32Array(2),
+    new Float32Array(2),
+    new Uint8Array(3),
+    new Uint16Array(2),
+    new BigInt64Array(1),
+    makeArray('transferred', 2, 1),
+    makeArray('shrunk', 2, 1),
+    new Proxy(new Float32Array(2), {}),
+    Infinity,
+  )
+  fc.assert(
+    fc.property(values, presentation, (value, how) => {
+      const dict = opt.stateDict()
+      const world: World = { reentered: [] }
+      const state = present(world, how, 'expAvg', new Float32Array(8), value, dict.state[0])
+      const inputs = [
+        { ...dict, state: { ...dict.state, 0: state } },
+        { ...dict, paramGroups: [present(world, how, 'lr', 0.1, value, dict.paramGroups[0])] },
+        value,
+      ]
+      return inputs.every((input) =>
+        coded(
+          t,
+          '',
+          () => '',
+          () => {
+            const bytes = encodeSafetensors(input as never)
+            // What is written reads back.
+            decodeSafetensors(bytes)
+          },
+        ),
+      )
+    }),
+    runs,
+  )
+  t.throws(() => decodeSafetensors(null as never), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.throws(() => encodeSafetensors(null as never), { code: 'ERR_INVALID_ARG_TYPE' })
+})
+
+test('clipGradNorm() and clipGradValue() over hostile grads and lists', (t) => {
+  fc.assert(
+    fc.property(arrayKind, presentation, fc.constantFrom(1, -1, NaN, 'x'), (kind, how, limit) => {
+      const world: World = { reentered: [] }
+      const a: Parameter = { data: new Float32Array(4), grad: new Float32Array(4).fill(3) }
+      const c = present(world, how, 'grad', new Float32Array(4), makeArray(kind, 4, 2), {
+        data: new Float32Array(4),
+      }) as Parameter
+      const before = snapshot([a], undefined)
+      const after = () => snapshot([a], undefined)
+      return (
+        coded(t, before, after, () => clipGradNorm([a, c], limit as number)) &&
+        coded(t, after(), after, () => clipGradValue([a, c], limit as number))
+      )
+    }),
+    runs,
+  )
+  t.pass()
+})
+
+test('OneCycleLR refuses totals above 2^53 - 1 and non-finite momentum bounds, changing nothing', (t) => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom<Record<string, unknown>>(
+        { epochs: 2 ** 30, stepsPerEpoch: 2 ** 30 },
+        { totalSteps: 10, baseMomentum: NaN },
+        { totalSteps: 10, maxMomentum: Infinity },
+        { totalSteps: 10, baseMomentum: [-Infinity] },
+      ),
+      (options) => {
+        const { a, b, opt } = setup()
+        const before = snapshot([a, b], opt)
+        let threw: unknown
+        try {
+          new OneCycleLR(opt as never, { maxLr: 0.1, ...options } as never)
+        } catch (error) {
+          threw = error
+        }
+        return CODES.has((threw as { code?: string })?.code ?? '') && snapshot([a, b], opt) === before
+      },
+    ),
+    { numRuns: 20 },
+  )
+  t.pass()
+})
+
+test('a step count of 2^53 - 1 round-trips, and the step that would pass it is refused, changing nothing', (t) => {
+  const { a, b, opt } = setup()
+  const dict = opt.stateDict()
+  opt.loadStateDict({ ...dict, state: { ...dict.state, 1: { ...dict.state[1], step: 2 ** 53 - 1 } } } as never)
+  const before = snapshot([a, b], opt)
+  t.throws(() => opt.step(), { code: 'ERR_OUT_OF_RANGE', message: /2\^53 - 1 steps/ })
+  t.is(snapshot([a, b], opt), before)
+  opt.loadStateDict(opt.stateDict())
+  t.is(opt.getState(b)!.step, 2 ** 53 - 1)
+  t.throws(
+    () => opt.loadStateDict({ ...dict, state: { ...dict.state, 1: { ...dict.state[1], step: 2 ** 53 } } } as never),
+    {
+      code: 'ERR_OUT_OF_RANGE',
+    },
+  )
+})
+
+test('an option read as 0.5 when checked and -7 after is loaded as 0.5, once read', (t) => {
+  const { opt } = setup()
+  const dict = opt.stateDict()
+  let reads = 0
+  const group = Object.defineProperty({ ...dict.paramGroups[0] }, 'lr', {
+    enumerable: true,
+    get: () => (reads++ === 0 ? 0.5 : -7),
+  })
+  opt.loadStateDict({ ...dict, paramGroups: [group, dict.paramGroups[1]] } as never)
+  t.is((opt.paramGroups[0] as unknown as { lr: number }).lr, 0.5)
+  t.is(reads, 1)
+})
+
+test('zeroGrad() over a frozen parameter after a good one clears neither', (t) => {
+  const { a, b, opt } = setup()
+  const frozen = Object.freeze({ data: new Float32Array(2), grad: new Float32Array(2).fill(1) })
+  opt.addParamGroup({ params: [frozen] })
+  const grads = [a.grad, b.grad]
+  t.throws(() => opt.zeroGrad(), {
+    code: 'ERR_INVALID_ARG_VALUE',
+    message: /paramGroups\[2\]\.params\[0\]\.grad cannot be assigned/,
+  })
+  t.deepEqual([a.grad, b.grad], grads)
+  const transferred = { data: new Float32Array(2), grad: new Float32Array(2).fill(1) }
+  const { opt: other } = setup()
+  other.addParamGroup({ params: [transferred] })
+  a.grad!.fill(0.5)
+  structuredClone(transferred.grad.buffer, { transfer: [transferred.grad.buffer] })
+  t.throws(() => other.zeroGrad(false), { code: 'ERR_INVALID_STATE', message: /is detached/ })
+  t.true(a.grad!.every((x) => x === 0.5))
+})
+
+test('a hole, a Proxy around a Float32Array, and null bytes give coded errors', (t) => {
+  const p = { data: new Float32Array(2), grad: null }
+  // eslint-disable-next-line no-sparse-arrays
+  t.throws(() => new Adam([p, , { data: new Float32Array(2), grad: null }] as never), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: /params\[1\] must be an object with data and grad, got undefined/,
+  })
+  t.throws(() => new Adam([{ data: new Proxy(new Float32Array(2), {}), grad: null }] as never), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: /data must be a Float32Array or Float64Array, got an object that is not a Float32Array \(a Proxy/,
+  })
+  t.throws(() => encodeSafetensors(null as never), { code: 'ERR_INVALID_ARG_TYPE' })
+})
