@@ -34,32 +34,8 @@ run_npm() {
 }
 mkdir -p "$work/home" && : >"$work/npmrc"
 
-# The main package as `napi pre-publish` leaves it: optionalDependencies on every platform package.
-stage="$work/stage-main"
-mkdir -p "$stage"
-(cd "$repo" && cp -r package.json README.md index.d.ts "$stage"/ && mkdir -p "$stage/native" && cp -r dist "$stage"/ &&
-  cp native/index.js native/index.d.ts "$stage/native/")
-node -e '
-  const fs = require("fs")
-  const file = process.argv[1]
-  const pkg = JSON.parse(fs.readFileSync(file, "utf8"))
-  const abi = (triple) => {
-    const [arch, , os, env] = triple.split("-")
-    const cpu = { x86_64: "x64", aarch64: "arm64" }[arch]
-    if (os === "darwin") return `darwin-${cpu}`
-    if (os === "windows") return `win32-${cpu}-msvc`
-    return `linux-${cpu}-${env}`
-  }
-  pkg.optionalDependencies = Object.fromEntries(pkg.napi.targets.map((t) => [`${pkg.name}-${abi(t)}`, pkg.version]))
-  fs.writeFileSync(file, JSON.stringify(pkg, null, 2))
-' "$stage/package.json"
-# The platform package, with the binary copied in as `napi artifacts` does.
-gnu="$work/stage-gnu"
-cp -r "$repo/npm/linux-x64-gnu" "$gnu"
-cp "$binary" "$gnu/"
-
-(cd "$stage" && run_npm "$work/cache-pack" pack --ignore-scripts --silent --pack-destination "$work" >/dev/null)
-(cd "$gnu" && run_npm "$work/cache-pack" pack --ignore-scripts --silent --pack-destination "$work" >/dev/null)
+# The tarballs as the release workflow publishes them (scripts/pack.sh).
+bash "$repo/scripts/pack.sh" "$work" >/dev/null
 main_tgz="$work/fastoptim-$version.tgz"
 gnu_tgz="$work/fastoptim-linux-x64-gnu-$version.tgz"
 [[ -f "$main_tgz" && -f "$gnu_tgz" ]] || fail "npm pack made no tarballs"
@@ -67,17 +43,29 @@ gnu_tgz="$work/fastoptim-linux-x64-gnu-$version.tgz"
 echo "install-test: contents of fastoptim-$version.tgz"
 tar -tzf "$main_tgz" | sort | tee "$work/main.txt" | sed 's/^/  /'
 for forbidden in 'package/src/' 'package/crate/' 'package/__test__/' 'package/target/' 'package/scripts/' \
-  'package/lib/' 'package/node_modules/' 'package/demo/' '\.node$' '\.map$' 'package/Cargo'; do
+  'package/lib/' 'package/node_modules/' 'package/demo/' '\.node$' '\.map$' 'package/Cargo' 'package/docs/'; do
   if grep -E -q "$forbidden" "$work/main.txt"; then fail "the main tarball holds $forbidden"; fi
 done
-for needed in package/package.json package/README.md package/index.d.ts package/dist/index.js package/dist/index.d.ts \
-  package/native/index.js package/native/index.d.ts; do
+for needed in package/package.json package/README.md package/LICENSE package/CHANGELOG.md package/index.d.ts \
+  package/tfjs.d.ts package/dist/index.js package/dist/index.d.ts package/native/index.js package/native/index.d.ts; do
   grep -qx "$needed" "$work/main.txt" || fail "the main tarball lacks $needed"
 done
 echo "install-test: contents of fastoptim-linux-x64-gnu-$version.tgz"
 tar -tzf "$gnu_tgz" | sort | tee "$work/gnu.txt" | sed 's/^/  /'
-[[ "$(cat "$work/gnu.txt")" == $'package/README.md\npackage/fastoptim.linux-x64-gnu.node\npackage/package.json' ]] ||
-  fail "the platform tarball should hold exactly its README, package.json and binary"
+[[ "$(cat "$work/gnu.txt")" == $'package/LICENSE\npackage/README.md\npackage/fastoptim.linux-x64-gnu.node\npackage/package.json' ]] ||
+  fail "the platform tarball should hold exactly its LICENSE, README, package.json and binary"
+
+# The published manifest and files: no install-time build script, no comment pointing at a source
+# map that is not shipped, and a binary without its symbol table.
+unpacked="$work/unpacked"
+mkdir -p "$unpacked/main" "$unpacked/gnu"
+tar -xzf "$main_tgz" -C "$unpacked/main" && tar -xzf "$gnu_tgz" -C "$unpacked/gnu"
+node -e 'const p = require(process.argv[1]); if (p.scripts && p.scripts.prepare) process.exit(1)' \
+  "$unpacked/main/package/package.json" || fail "the published package.json keeps scripts.prepare"
+if grep -rl 'sourceMappingURL' "$unpacked/main/package" --include='*.js'; then fail "published JavaScript names source maps it lacks"; fi
+if readelf -S -W "$unpacked/gnu/package/fastoptim.linux-x64-gnu.node" | grep -q '\.symtab'; then
+  fail "the binary is not stripped (it has a .symtab)"
+fi
 
 # A consumer project with both tarballs installed.
 app="$work/app"
