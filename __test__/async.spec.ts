@@ -10,7 +10,7 @@ import { runInNewContext } from 'node:vm'
 
 import test from 'ava'
 
-import { Adam, AdamW, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter } from '../lib'
+import { Adam, AdamW, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter, type ParamState } from '../lib'
 
 type AnyOptimizer = Optimizer<object>
 
@@ -93,7 +93,7 @@ for (const { name, shared } of kinds) {
       }
       params.forEach((p, i) => sameBits(t, p.data, sync[i].data, `param ${i}`))
       params.forEach((p, i) => {
-        const [x, y] = [a.getState(p), b.getState(sync[i])]
+        const [x, y]: Array<ParamState | undefined> = [a.getState(p), b.getState(sync[i])]
         t.deepEqual(Object.keys(x ?? {}), Object.keys(y ?? {}))
         for (const [key, value] of Object.entries(x ?? {})) {
           if (typeof value === 'number') t.is(value, y![key] as number, `param ${i} ${key}`)

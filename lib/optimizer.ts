@@ -44,9 +44,19 @@ export type ParamGroup<Options, Grad extends GradKind = FloatArray> = Required<O
   readonly params: readonly Parameter<Grad>[]
 }
 
+/**
+ * Options as a caller gives them: any of them, and a pair (`betas`) as a tuple, a readonly tuple
+ * (`as const`) or an array of numbers built elsewhere, whose length is checked at run time.
+ */
+export type OptionsInput<Options> = {
+  [K in keyof Options]?: Options[K] extends readonly unknown[]
+    ? Readonly<Options[K]> | readonly Options[K][number][]
+    : Options[K]
+}
+
 /** Parameters, or groups of parameters each overriding some options. */
 export type Params<Options, Grad extends GradKind = FloatArray> =
-  readonly Parameter<Grad>[] | ReadonlyArray<{ params: readonly Parameter<Grad>[] } & Partial<Options>>
+  readonly Parameter<Grad>[] | ReadonlyArray<{ params: readonly Parameter<Grad>[] } & OptionsInput<Options>>
 
 /** One packed option: where it sits in the group object and what it must be. */
 interface Slot {
@@ -192,9 +202,12 @@ const PYTORCH_ONLY_OPTIONS = new Set(['foreach', 'fused', 'capturable', 'differe
 /** A parameter's state: `step`, then the optimizer's scalars and buffers by PyTorch's names in camelCase. */
 export type ParamState = { step: number } & Record<string, FloatArray | number>
 
-/** The shape of `stateDict()`: PyTorch's `state_dict()` with camelCase names. */
-export interface StateDict<Options = Record<string, unknown>> {
-  state: Record<number, ParamState>
+/**
+ * The shape of `stateDict()`: PyTorch's `state_dict()` with camelCase names. `State` is the
+ * optimizer's per-parameter state (`AdamState`, ...), as `getState()` returns it.
+ */
+export interface StateDict<Options = Record<string, unknown>, State extends ParamState = ParamState> {
+  state: Record<number, State>
   paramGroups: Array<Required<Options> & { params: number[] }>
   /**
    * The shape of each state buffer, as PyTorch's state_dict has it, where the parameter has a
@@ -339,7 +352,11 @@ function stepOptions(options: unknown, method: string): boolean {
  * What every optimizer shares: parameter groups whose options stay live, and a step that
  * updates all parameters in one native call.
  */
-export abstract class Optimizer<Options extends object, Grad extends GradKind = FloatArray> {
+export abstract class Optimizer<
+  Options extends object,
+  Grad extends GradKind = FloatArray,
+  State extends ParamState = ParamState,
+> {
   /** The groups, each with every option filled in; change an option and the next step uses it. */
   readonly paramGroups: Array<ParamGroup<Options, Grad>> = []
   /** The options a group gets when it does not set them. */
@@ -354,7 +371,7 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   #packed = new Float64Array(0)
   readonly #arrays = new StepArrays()
 
-  protected constructor(schema: Schema<Options>, params: Params<Options, Grad>, options: Partial<Options> = {}) {
+  protected constructor(schema: Schema<Options>, params: Params<Options, Grad>, options: OptionsInput<Options> = {}) {
     this.#schema = schema
     this.#native = new native.NativeOptimizer(schema.algorithm)
     if (!Array.isArray(params))
@@ -363,7 +380,7 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
     this.#checkKeys(options, 'options', false)
     this.defaults = Object.freeze({ ...schema.defaults, ...options })
     this.#pack([this.defaults as Record<string, unknown>], 'options', true)
-    type Group = { params: readonly Parameter<Grad>[] } & Partial<Options>
+    type Group = { params: readonly Parameter<Grad>[] } & OptionsInput<Options>
     const isGroup = typeof params[0] === 'object' && params[0] !== null && 'params' in params[0]
     this.#addGroups(
       isGroup ? (params as readonly Group[]) : [{ params: params as readonly Parameter<Grad>[] } as Group],
@@ -379,7 +396,7 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   }
 
   /** Adds a group of parameters, as PyTorch's `add_param_group`. */
-  addParamGroup(group: { params: readonly Parameter<Grad>[] } & Partial<Options>): void {
+  addParamGroup(group: { params: readonly Parameter<Grad>[] } & OptionsInput<Options>): void {
     if (this.#native.busy) throw busyError('addParamGroup()')
     this.#addGroups([group])
   }
@@ -457,11 +474,11 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * A copy of a parameter's state, as PyTorch's `opt.state[p]`: its step count, scalars and
    * buffers (`expAvg`, ...), or undefined before its first step.
    */
-  getState(param: Parameter<Grad>): ParamState | undefined {
+  getState(param: Parameter<Grad>): State | undefined {
     if (this.#native.busy) throw busyError('getState()')
     const index = this.#params.indexOf(param)
     if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
-    return this.#exportState(index)
+    return this.#exportState(index) as State | undefined
   }
 
   /**
@@ -469,14 +486,14 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * state (copies) keyed by the parameter's position across all groups, and each group's options
    * with the positions of its parameters.
    */
-  stateDict(): StateDict<Options> {
+  stateDict(): StateDict<Options, State> {
     if (this.#native.busy) throw busyError('stateDict()')
-    const state: Record<number, ParamState> = {}
+    const state: Record<number, State> = {}
     const shapes: Record<number, Record<string, number[]>> = {}
     this.#params.forEach((param, index) => {
       const entry = this.#exportState(index)
       if (!entry) return
-      state[index] = entry
+      state[index] = entry as State
       const shape = this.#shapes[index]
       if (!shape) return
       shapes[index] = {}
@@ -639,7 +656,7 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   }
 
   /** Validates every new group fully before adding any of them. */
-  #addGroups(groups: ReadonlyArray<{ params: readonly Parameter<Grad>[] } & Partial<Options>>): void {
+  #addGroups(groups: ReadonlyArray<{ params: readonly Parameter<Grad>[] } & OptionsInput<Options>>): void {
     const seen = new Set<unknown>()
     for (const param of this.#params) seen.add(param).add(param.data)
     const added: Array<ParamGroup<Options, Grad>> = []
