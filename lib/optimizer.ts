@@ -426,17 +426,23 @@ export abstract class Optimizer<
    * `step()` without holding the event loop: the same checks and the same numbers, bit for bit,
    * in a promise that resolves once every parameter is updated (and rejects, having changed
    * nothing, on the input `step()` would throw on). Until it settles, the optimizer refuses
-   * `step`, `stepAsync`, `zeroGrad`, `addParamGroup`, `getState`, `stateDict` and
-   * `loadStateDict` with `ERR_INVALID_STATE`.
+   * `step`, `stepAsync`, `zeroGrad`, `addParamGroup`, `getState`, `stateDict`, `loadStateDict`
+   * and Schedule-Free's `train` and `eval` with `ERR_INVALID_STATE`.
    *
    * When every `data` and `grad` is on a SharedArrayBuffer, the update runs on a worker thread
-   * and the event loop is free throughout. Otherwise it runs in slices of about half a millisecond,
-   * the event loop running between them. Either way the arrays are updated in place, never
-   * copied, and kept alive until the promise settles. Until then, do not write the arrays (the
-   * step reads `grad` and writes `data` as it goes); an array replaced with `p.data = ...` is not
-   * the one updated. Do not transfer or shrink them: the step then stops part way and rejects with
-   * `ERR_INVALID_STATE` (nothing crashes, and no freed memory is written, but the parameters
-   * before the detached one were updated and the others not).
+   * and the event loop is free throughout. Otherwise it runs in slices of about half a
+   * millisecond (each runs pieces of the update until 500 µs have passed), the event loop running
+   * between them. Either way the arrays are updated in place, never copied, and kept alive until
+   * the promise settles. Until then, do not write the arrays (the step reads `grad` and writes
+   * `data` as it goes); an array replaced with `p.data = ...` is not the one updated.
+   *
+   * Do not transfer or shrink them either. This is the one exception to a step's all-or-none:
+   * an array transferred or shrunk while the step runs in slices stops it at the next slice that
+   * would touch the array, and the promise rejects with `ERR_INVALID_STATE`. Nothing crashes and
+   * no freed memory is written, but what the earlier slices wrote stays: every stepped
+   * parameter's step count has advanced, and the elements before the point where the step
+   * stopped (whole parameters, and possibly the first part of one) hold their new values and
+   * state, the rest their old ones.
    *
    * Resolves to whether every gradient element was finite, and takes `{ skipNonFinite }`, as
    * `step()` does. A step of sparse gradients (SparseAdam's) costs what its rows cost, and runs
