@@ -63,7 +63,7 @@ export function markdownToHtml(markdown: string): string {
 /** The page's style: text that wraps, tables with rules, numbers aligned right. */
 export const PAGE_STYLE = `body { font-family: sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; line-height: 1.4; }
 img { max-width: 100%; height: auto; }
-p, li, td, th { overflow-wrap: anywhere; }
+p, li, td, th { overflow-wrap: break-word; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 14px; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
