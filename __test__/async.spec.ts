@@ -2,7 +2,7 @@
 // JavaScript can do to the arrays meanwhile — transfer them (structuredClone, postMessage), shrink
 // them, replace p.data, drop every reference and collect garbage — without crashing the process
 // or writing freed memory. "Large" parameters have 16M elements: at a few billion elements per
-// second that is several slices of about a millisecond, so the step is still in flight when
+// second that is several slices of about half a millisecond, so the step is still in flight when
 // stepAsync() returns and the test acts between slices.
 import { MessageChannel } from 'node:worker_threads'
 import { setFlagsFromString } from 'node:v8'
@@ -10,7 +10,7 @@ import { runInNewContext } from 'node:vm'
 
 import test from 'ava'
 
-import { Adam, AdamW, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter } from '../lib'
+import { Adam, AdamW, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter, type ParamState } from '../lib'
 
 type AnyOptimizer = Optimizer<object>
 
@@ -93,7 +93,7 @@ for (const { name, shared } of kinds) {
       }
       params.forEach((p, i) => sameBits(t, p.data, sync[i].data, `param ${i}`))
       params.forEach((p, i) => {
-        const [x, y] = [a.getState(p), b.getState(sync[i])]
+        const [x, y]: Array<ParamState | undefined> = [a.getState(p), b.getState(sync[i])]
         t.deepEqual(Object.keys(x ?? {}), Object.keys(y ?? {}))
         for (const [key, value] of Object.entries(x ?? {})) {
           if (typeof value === 'number') t.is(value, y![key] as number, `param ${i} ${key}`)
@@ -231,6 +231,48 @@ for (const [how, detach] of detachers) {
     })
   }
 }
+
+test.serial(
+  'a step stopped by a detached array keeps what its slices wrote before: every step count, and the elements up to where it stopped',
+  async (t) => {
+    const params = [param(LARGE, 61), param(LARGE, 63)]
+    const before = twin(params)
+    const full = twin(params)
+    const reference = new Adam(full)
+    reference.step()
+    const opt = new Adam(params)
+    const pending = opt.stepAsync()
+    const [, detach] = detachers[0]
+    detach(params[1].grad!.buffer as ArrayBuffer)
+    await t.throwsAsync(pending, { code: 'ERR_INVALID_STATE', message: /params\[1\]\.grad was detached/ })
+    // The elements of both parameters in step order: updated up to a cut, untouched from there.
+    const at = (list: FloatArray[], i: number) => list[Math.floor(i / LARGE)][i % LARGE]
+    const got = params.map((p) => p.data)
+    const want = full.map((p) => p.data)
+    let cut = 0
+    while (cut < 2 * LARGE && Object.is(at(got, cut), at(want, cut))) cut++
+    t.true(cut > 0, 'the first slice ran before stepAsync() returned')
+    t.true(cut < 2 * LARGE, 'the step stopped before the end')
+    const original = before.map((p) => p.data)
+    let untouched = true
+    for (let i = cut; i < 2 * LARGE && untouched; i++) untouched = Object.is(at(got, i), at(original, i))
+    t.true(untouched, `every element from ${cut} on is as it was`)
+    // The state likewise, and the step count of every parameter has advanced.
+    const state = params.map((p) => opt.getState(p)!)
+    const wantState = full.map((p) => reference.getState(p)!)
+    t.deepEqual(
+      state.map((s) => s.step),
+      [1, 1],
+    )
+    const moments = state.map((s) => s.expAvg)
+    const wantMoments = wantState.map((s) => s.expAvg)
+    let stateMatches = true
+    for (let i = 0; i < 2 * LARGE && stateMatches; i++) {
+      stateMatches = i < cut ? Object.is(at(moments, i), at(wantMoments, i)) : at(moments, i) === 0
+    }
+    t.true(stateMatches, 'expAvg holds the update before the cut and its initial zeros after it')
+  },
+)
 
 test.serial('a resizable ArrayBuffer shrunk during stepAsync: rejects with ERR_INVALID_STATE, no crash', async (t) => {
   type Resizable = ArrayBuffer & { resize(byteLength: number): void }

@@ -6,8 +6,10 @@ import { promisify } from 'node:util'
 
 import test from 'ava'
 
+import { markdownToHtml } from '../demo/html'
 import { loadMnist } from '../demo/mnist'
 import { Mlp } from '../demo/mlp'
+import { seriesEncoding } from '../demo/series'
 import { Random } from '../demo/random'
 
 const run = promisify(execFile)
@@ -230,4 +232,48 @@ test.serial('--help lists every option, and a bad option is refused with a messa
   t.regex((error as Error & { stderr: string }).stderr, /unknown optimizer 'shampoo'/)
   const seed = await t.throwsAsync(demo('--seed', '1.5'))
   t.regex((seed as Error & { stderr: string }).stderr, /--seed must be an integer/)
+})
+
+test('the page shows the demo’s Markdown as HTML: tables as <table>, bold, lists and paragraphs, text escaped', (t) => {
+  const markdown = [
+    '**Axis-aligned** (10 steps). Rule: f/f₀ <= 1e-6.',
+    '',
+    '| optimizer | steps | note |',
+    '| --- | ---: | --- |',
+    '| Adam | 125 | `lr` 3e-3 |',
+    '| SGD & co | — | never |',
+    'Claims:',
+    '',
+    '- **Adam converges faster**: mixed. SGD+momentum 5 epochs',
+  ].join('\n')
+  t.is(
+    markdownToHtml(markdown),
+    [
+      '<p><strong>Axis-aligned</strong> (10 steps). Rule: f/f₀ &lt;= 1e-6.</p>',
+      '<table>',
+      '<thead><tr><th>optimizer</th><th class="num">steps</th><th>note</th></tr></thead>',
+      '<tbody>',
+      '<tr><td>Adam</td><td class="num">125</td><td><code>lr</code> 3e-3</td></tr>',
+      '<tr><td>SGD &amp; co</td><td class="num">—</td><td>never</td></tr>',
+      '</tbody>',
+      '</table>',
+      '<p>Claims:</p>',
+      '<ul>',
+      '<li><strong>Adam converges faster</strong>: mixed. SGD+momentum 5 epochs</li>',
+      '</ul>',
+    ].join('\n'),
+  )
+})
+
+test('every series of a plot has its own dash pattern (and point shape), not only its colour', (t) => {
+  const series = ['SGD', 'Adam', 'AdamW', 'RMSprop', 'Adagrad', 'NAdam']
+  const encoding = seriesEncoding('optimizer', series, true) as Record<
+    string,
+    { scale: { domain: string[]; range: unknown[] } }
+  >
+  for (const channel of ['strokeDash', 'shape']) {
+    const { domain, range } = encoding[channel].scale
+    t.deepEqual(domain, series, channel)
+    t.is(new Set(range.map((r) => JSON.stringify(r))).size, series.length, `${channel}: one each`)
+  }
 })

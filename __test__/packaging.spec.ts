@@ -84,3 +84,26 @@ test('a missing binary is reported with the platform and the package to install'
   if (existsSync(join(root, 'npm', name))) t.true(error.message.includes(`npm install ${expected}`))
   else t.regex(error.message, /^fastoptim has no native binary for this platform/)
 })
+
+test('the package is ready to publish: metadata provenance needs, a license, no GitHub release without a token', (t) => {
+  // npm provenance checks the repository it signs for against repository.url; napi create-npm-dirs
+  // copies these into every platform package (checked above).
+  t.regex(pkg.repository.url, /^git\+https:\/\/github\.com\/fastoptim\/fastoptim\.git$/)
+  t.is(pkg.homepage, 'https://github.com/fastoptim/fastoptim#readme')
+  t.is(pkg.bugs.url, 'https://github.com/fastoptim/fastoptim/issues')
+  t.is(typeof pkg.author, 'string')
+  t.is(pkg.license, 'MIT')
+  t.regex(readFileSync(join(root, 'LICENSE'), 'utf8'), /^MIT License\n/)
+  t.regex(
+    readFileSync(join(root, 'CHANGELOG.md'), 'utf8'),
+    new RegExp(`^## \\[${pkg.version.replace(/\./g, '\\.')}\\]`, 'm'),
+  )
+  const workflow = readFileSync(join(root, '.github/workflows/release.yml'), 'utf8')
+  t.regex(workflow, /napi pre-publish -t npm --no-gh-release/)
+  t.regex(workflow, /id-token: write/)
+  t.regex(workflow, /npm pkg delete scripts\.prepare/)
+  t.regex(workflow, /cp LICENSE "\$dir"/)
+  // No source maps are published, so the JavaScript must not name any.
+  t.false(JSON.parse(readFileSync(join(root, 'tsconfig.json'), 'utf8')).compilerOptions.sourceMap ?? false)
+  t.regex(readFileSync(join(root, 'Cargo.toml'), 'utf8'), /^\[profile\.release\][^[]*^strip = "symbols"$/m)
+})

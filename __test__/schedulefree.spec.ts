@@ -17,6 +17,7 @@ import {
   SGDScheduleFree,
   type FloatArray,
   type Parameter,
+  type ParamState,
 } from '../lib'
 import { type FixtureCase, loadCases, makeParams, maxRelativeError, maxUlps, typed } from './helpers/fixtures'
 
@@ -130,7 +131,7 @@ for (const c of cases) {
         `param ${i}: the package's state, and a step count`,
       )
       for (const [key, values] of Object.entries(want)) {
-        const error = maxRelativeError(got[key] as FloatArray, values as number[])
+        const error = maxRelativeError((got as ParamState)[key] as FloatArray, values as number[])
         t.true(error <= tolerance(c.dtype), `param ${i} ${key}: relative error ${error}`)
       }
     })

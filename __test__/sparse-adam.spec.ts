@@ -18,6 +18,7 @@ import {
   type FloatArray,
   type Parameter,
   type SparseGrad,
+  type ParamState,
 } from '../lib'
 import { type FixtureCase, loadCases, maxRelativeError, maxUlps, typed } from './helpers/fixtures'
 
@@ -111,7 +112,7 @@ for (const c of cases) {
       t.deepEqual(Object.keys(got).sort(), Object.keys(want).sort(), `param ${i}: the state PyTorch keeps, no more`)
       t.is(got.step, want.step as number)
       for (const key of ['expAvg', 'expAvgSq']) {
-        const error = maxRelativeError(got[key] as FloatArray, want[key] as number[])
+        const error = maxRelativeError((got as ParamState)[key] as FloatArray, want[key] as number[])
         t.true(error <= tolerance(c.dtype), `param ${i} ${key}: relative error ${error}`)
       }
     })

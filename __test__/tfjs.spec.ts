@@ -174,6 +174,54 @@ test.serial(
 )
 
 test.serial(
+  'Schedule-Free through train() and eval(): the variables are what fastoptim’s own class gives, at the training point and at the average',
+  (t) => {
+    type Modal = AnyOptimizer & { train(): void; eval(): void }
+    for (const name of ['AdamWScheduleFree', 'SGDScheduleFree']) {
+      const start = values(12, 21, 2)
+      const c = values(12, 22)
+      const x = tf.variable(tf.tensor(start, [3, 4]), true, `modes-${name}`)
+      const target = tf.tensor(c, [3, 4])
+      const f = () => x.sub(target).square().sum() as tf.Scalar
+      // Made in eval mode (the default): train() before the first step reaches the optimizer made then.
+      const opt = optimizer(name, { lr: 0.05 })
+      const param = { data: start.slice(), grad: new Float32Array(12), shape: [3, 4] }
+      const reference = new (classOf(name) as unknown as new (p: Parameter[], o: object) => Modal)([param], {
+        lr: 0.05,
+      })
+      const steps = (n: number) => {
+        for (let step = 0; step < n; step++) {
+          for (let i = 0; i < 12; i++) param.grad[i] = Math.fround(2 * Math.fround(param.data[i] - c[i]))
+          tf.dispose(opt.minimize(f, true) ?? [])
+          reference.step()
+          t.deepEqual(read(x), Array.from(param.data), `${name} step ${step + 1}`)
+        }
+      }
+      opt.train()
+      reference.train()
+      steps(8)
+      opt.eval()
+      reference.eval()
+      t.deepEqual(read(x), Array.from(param.data), `${name} at the average`)
+      t.notDeepEqual(read(x), Array.from(start))
+      const before = read(x)
+      t.throws(() => opt.minimize(f), { code: 'ERR_INVALID_STATE', message: /eval mode/ }, name)
+      t.deepEqual(read(x), before, `${name}: a step refused in eval mode changes nothing`)
+      opt.train()
+      reference.train()
+      t.deepEqual(read(x), Array.from(param.data), `${name} back at the training point`)
+      steps(3)
+      target.dispose()
+    }
+    t.throws(() => adam().train(), {
+      code: 'ERR_INVALID_STATE',
+      message: /^train\(\): Adam has no training and evaluation modes/,
+    })
+    t.throws(() => train.sgd().eval(), { code: 'ERR_INVALID_STATE', message: /^eval\(\): SGD has no training/ })
+  },
+)
+
+test.serial(
   'a variable assigned between steps is read again: the next step starts from its new value, with the state kept',
   (t) => {
     const x = tf.variable(tf.tensor(values(6, 9), [6]), true, 'reassigned')

@@ -543,7 +543,7 @@ fill(
   doc('README.md'),
   'speed',
   [
-    `Adam, fp32, one tensor, in the run of ${throughput.date.slice(0, 10)} that [BENCHMARKS.md](BENCHMARKS.md) reports (${m.cpu}, ${ALL} CPUs), on 1 / ${ALL} threads: µs per step; speed against PyTorch's fused Adam and against a C kernel that only moves the same bytes, timed in the same run (above 1: fastoptim is faster).`,
+    `Adam, fp32, one tensor, in the run of ${throughput.date.slice(0, 10)} that [BENCHMARKS.md](https://github.com/fastoptim/fastoptim/blob/main/BENCHMARKS.md) reports (${m.cpu}, ${ALL} CPUs), on 1 / ${ALL} threads: µs per step; speed against PyTorch's fused Adam and against a C kernel that only moves the same bytes, timed in the same run (above 1: fastoptim is faster).`,
     '',
     '| params | µs per step | × PyTorch fused | × C same-traffic kernel |',
     '|---|---|---|---|',

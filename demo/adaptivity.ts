@@ -359,7 +359,7 @@ export async function runAdaptivity(
   }
 
   const claims = judgeClaims(reports, moving.switchStep, tuning)
-  console.log('\nClaims of the Adam notes, as these problems measure them:')
+  console.log('\nClaims about adaptive optimizers, as these problems measure them:')
   for (const claim of claims) console.log(`- ${claim.claim}: ${claim.verdict.toUpperCase()}. ${claim.evidence}`)
   markdown.push(`Claims:\n\n${claims.map((c) => `- **${c.claim}**: ${c.verdict}. ${c.evidence}`).join('\n')}\n`)
 

@@ -1,12 +1,13 @@
 /**
  * `npm run demo`: trains a small network on real digits with each fastoptim optimizer, and tests
- * the claims of Adam's notes on problems built to show them. `npm run demo -- --help` for options.
+ * claims often made for adaptive optimizers, on problems built to show them. `npm run demo -- --help` for options.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 
+import { markdownToHtml, PAGE_STYLE } from './html'
 import { runAdaptivity } from './adaptivity'
 import { runMnist } from './mnist-scenario'
 import { DEFAULT_IDS, RECIPES, findRecipe, isAvailable, type Recipe } from './optimizers'
@@ -15,7 +16,7 @@ const HELP = `Usage: npm run demo -- [options]
 
 Trains a 784-128-10 MLP on the 10,000 digits of the \`mnist\` package (8,000 to train,
 2,000 held out) with each optimizer at its usual learning rate, then prints a table and
-writes plots. With --scenario adaptivity it instead tests the claims of the Adam notes
+writes plots. With --scenario adaptivity it instead tests claims often made for adaptive optimizers
 about per-dimension step sizes and tuning, on small problems and a learning-rate sweep.
 
 Options:
@@ -183,7 +184,6 @@ async function main(): Promise<number> {
  * separate runs (each scenario's files say which seed and settings made them).
  */
 function html(out: string): string {
-  const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
   const body = [
     { title: 'MNIST', name: 'mnist' },
     { title: 'Adaptivity', name: 'adaptivity' },
@@ -191,14 +191,17 @@ function html(out: string): string {
     .filter(({ name }) => existsSync(join(out, `${name}.svg`)) && existsSync(join(out, `${name}.md`)))
     .map(({ title, name }) => {
       const text = readFileSync(join(out, `${name}.md`), 'utf8')
-      return `<h2>${title}</h2>\n<img src="${name}.svg" alt="${title} plots">\n<pre>${escape(text)}</pre>`
+      return `<h2>${title}</h2>\n<img src="${name}.svg" alt="${title} plots">\n${markdownToHtml(text)}`
     })
     .join('\n')
   return `<!doctype html>
 <html lang="en">
 <meta charset="utf-8">
 <title>fastoptim demo</title>
-<style>body { font-family: sans-serif; margin: 2em; } img { max-width: 100%; } pre { font-size: 12px; overflow-x: auto; }</style>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+${PAGE_STYLE}
+</style>
 <h1>fastoptim demo</h1>
 ${body}
 </html>

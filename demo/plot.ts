@@ -1,5 +1,7 @@
 import type { TopLevelSpec } from 'vega-lite' with { 'resolution-mode': 'import' }
 
+import { seriesEncoding } from './series'
+
 /**
  * Renders a Vega-Lite spec to a standalone SVG string, headless: Vega's 'none' renderer needs no
  * browser and no canvas (text widths are estimated). Vega is ESM-only with a top-level await, so
@@ -61,13 +63,7 @@ export function linePanel(panel: LinePanel): Record<string, unknown> {
         },
         ...(panel.y.format ? { axis: { format: panel.y.format } } : {}),
       },
-      color: {
-        field: seriesField,
-        type: 'nominal',
-        title: seriesField,
-        sort: [...panel.series],
-        scale: { domain: [...panel.series], scheme: 'category10' },
-      },
+      ...seriesEncoding(seriesField, panel.series, panel.points ?? false),
     },
   }
 }
@@ -81,7 +77,7 @@ export function figure(title: string, panels: Array<Record<string, unknown>>, co
     padding: 12,
     columns,
     concat: panels,
-    resolve: { scale: { color: 'shared' } },
+    resolve: { scale: { color: 'shared', strokeDash: 'shared', shape: 'shared' } },
     config: { legend: { orient: 'right' }, axis: { grid: true, gridOpacity: 0.5 } },
   } as unknown as TopLevelSpec
 }

@@ -1,7 +1,11 @@
 // Every error the facade's TypeScript throws is made here, so that each kind has one class and one
 // code. The messages are the callers' own.
 
-/** Node-style error codes fastoptim throws with, as Node's own APIs do (`err.code`). */
+/**
+ * Node-style error codes fastoptim throws with, as Node's own APIs do (`err.code`):
+ * `ERR_FASTOPTIM_NATIVE_BINDING` when the native binary cannot be loaded (`require('fastoptim')`
+ * throws it; see `lib/native.ts`), the others for bad input and calls the state does not allow.
+ */
 export type ErrorCode =
   | 'ERR_INVALID_ARG_TYPE'
   | 'ERR_INVALID_ARG_VALUE'
@@ -9,11 +13,9 @@ export type ErrorCode =
   | 'ERR_INVALID_STATE'
   | 'ERR_INVALID_RETURN_VALUE'
   | 'ERR_CLOSURE_FAILED'
+  | 'ERR_FASTOPTIM_NATIVE_BINDING'
 
-/** The code of the error thrown when the native binary cannot be loaded (see `lib/native.ts`). */
-type BindingErrorCode = 'ERR_FASTOPTIM_NATIVE_BINDING'
-
-function withCode<E extends Error, C extends ErrorCode | BindingErrorCode>(error: E, code: C): E & { code: C } {
+function withCode<E extends Error, C extends ErrorCode>(error: E, code: C): E & { code: C } {
   return Object.assign(error, { code })
 }
 

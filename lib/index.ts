@@ -7,6 +7,7 @@ export {
   type AlgorithmInfo,
   type FloatArray,
   type GradKind,
+  type OptionsInput,
   type Parameter,
   type ParamGroup,
   type Params,

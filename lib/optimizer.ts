@@ -53,9 +53,19 @@ export type ParamGroup<Options, Grad extends GradKind = FloatArray> = Required<O
   readonly params: readonly Parameter<Grad>[]
 }
 
+/**
+ * Options as a caller gives them: any of them, and a pair (`betas`) as a tuple, a readonly tuple
+ * (`as const`) or an array of numbers built elsewhere, whose length is checked at run time.
+ */
+export type OptionsInput<Options> = {
+  [K in keyof Options]?: Options[K] extends readonly unknown[]
+    ? Readonly<Options[K]> | readonly Options[K][number][]
+    : Options[K]
+}
+
 /** Parameters, or groups of parameters each overriding some options. */
 export type Params<Options, Grad extends GradKind = FloatArray> =
-  readonly Parameter<Grad>[] | ReadonlyArray<{ params: readonly Parameter<Grad>[] } & Partial<Options>>
+  readonly Parameter<Grad>[] | ReadonlyArray<{ params: readonly Parameter<Grad>[] } & OptionsInput<Options>>
 
 /** One packed option: where it sits in the group object and what it must be. */
 interface Slot {
@@ -222,9 +232,12 @@ const PYTORCH_ONLY_OPTIONS = new Set(['foreach', 'fused', 'capturable', 'differe
 /** A parameter's state: `step`, then the optimizer's scalars and buffers by PyTorch's names in camelCase. */
 export type ParamState = { step: number } & Record<string, FloatArray | number>
 
-/** The shape of `stateDict()`: PyTorch's `state_dict()` with camelCase names. */
-export interface StateDict<Options = Record<string, unknown>> {
-  state: Record<number, ParamState>
+/**
+ * The shape of `stateDict()`: PyTorch's `state_dict()` with camelCase names. `State` is the
+ * optimizer's per-parameter state (`AdamState`, ...), as `getState()` returns it.
+ */
+export interface StateDict<Options = Record<string, unknown>, State extends ParamState = ParamState> {
+  state: Record<number, State>
   paramGroups: Array<Required<Options> & { params: number[] }>
   /**
    * The shape of each state buffer, as PyTorch's state_dict has it, where the parameter has a
@@ -388,7 +401,11 @@ function stepOptions(options: unknown, method: string): boolean {
  * What every optimizer shares: parameter groups whose options stay live, and a step that
  * updates all parameters in one native call.
  */
-export abstract class Optimizer<Options extends object, Grad extends GradKind = FloatArray> {
+export abstract class Optimizer<
+  Options extends object,
+  Grad extends GradKind = FloatArray,
+  State extends ParamState = ParamState,
+> {
   /** The groups, each with every option filled in; change an option and the next step uses it. */
   readonly paramGroups: Array<ParamGroup<Options, Grad>> = []
   /** The options a group gets when it does not set them. */
@@ -405,7 +422,7 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   /** The public method running now, if any (see `#enter`). */
   #running: string | undefined
 
-  protected constructor(schema: Schema<Options>, params: Params<Options, Grad>, options: Partial<Options> = {}) {
+  protected constructor(schema: Schema<Options>, params: Params<Options, Grad>, options: OptionsInput<Options> = {}) {
     this.#schema = schema
     this.#native = new native.NativeOptimizer(schema.algorithm)
     // Every input is read once into a snapshot, checked, and only the snapshot is used.
@@ -430,7 +447,7 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
   }
 
   /** Adds a group of parameters, as PyTorch's `add_param_group`. */
-  addParamGroup(group: { params: readonly Parameter<Grad>[] } & Partial<Options>): void {
+  addParamGroup(group: { params: readonly Parameter<Grad>[] } & OptionsInput<Options>): void {
     this.#enter('addParamGroup()', () => this.#addGroups([group]))
   }
 
@@ -484,17 +501,23 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * `step()` without holding the event loop: the same checks and the same numbers, bit for bit,
    * in a promise that resolves once every parameter is updated (and rejects, having changed
    * nothing, on the input `step()` would throw on). Until it settles, the optimizer refuses
-   * `step`, `stepAsync`, `zeroGrad`, `addParamGroup`, `getState`, `stateDict` and
-   * `loadStateDict` with `ERR_INVALID_STATE`.
+   * `step`, `stepAsync`, `zeroGrad`, `addParamGroup`, `getState`, `stateDict`, `loadStateDict`
+   * and Schedule-Free's `train` and `eval` with `ERR_INVALID_STATE`.
    *
    * When every `data` and `grad` is on a SharedArrayBuffer, the update runs on a worker thread
-   * and the event loop is free throughout. Otherwise it runs in slices of about half a millisecond,
-   * the event loop running between them. Either way the arrays are updated in place, never
-   * copied, and kept alive until the promise settles. Until then, do not write the arrays (the
-   * step reads `grad` and writes `data` as it goes); an array replaced with `p.data = ...` is not
-   * the one updated. Do not transfer or shrink them: the step then stops part way and rejects with
-   * `ERR_INVALID_STATE` (nothing crashes, and no freed memory is written, but the parameters
-   * before the detached one were updated and the others not).
+   * and the event loop is free throughout. Otherwise it runs in slices of about half a
+   * millisecond (each runs pieces of the update until 500 µs have passed), the event loop running
+   * between them. Either way the arrays are updated in place, never copied, and kept alive until
+   * the promise settles. Until then, do not write the arrays (the step reads `grad` and writes
+   * `data` as it goes); an array replaced with `p.data = ...` is not the one updated.
+   *
+   * Do not transfer or shrink them either. This is the one exception to a step's all-or-none:
+   * an array transferred or shrunk while the step runs in slices stops it at the next slice that
+   * would touch the array, and the promise rejects with `ERR_INVALID_STATE`. Nothing crashes and
+   * no freed memory is written, but what the earlier slices wrote stays: every stepped
+   * parameter's step count has advanced, and the elements before the point where the step
+   * stopped (whole parameters, and possibly the first part of one) hold their new values and
+   * state, the rest their old ones.
    *
    * Resolves to whether every gradient element was finite, and takes `{ skipNonFinite }`, as
    * `step()` does. A step of sparse gradients (SparseAdam's) costs what its rows cost, and runs
@@ -577,11 +600,11 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * A copy of a parameter's state, as PyTorch's `opt.state[p]`: its step count, scalars and
    * buffers (`expAvg`, ...), or undefined before its first step.
    */
-  getState(param: Parameter<Grad>): ParamState | undefined {
+  getState(param: Parameter<Grad>): State | undefined {
     return this.#enter('getState()', () => {
       const index = this.#params.indexOf(param)
       if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
-      return this.#exportState(index)
+      return this.#exportState(index) as State | undefined
     })
   }
 
@@ -590,17 +613,17 @@ export abstract class Optimizer<Options extends object, Grad extends GradKind = 
    * state (copies) keyed by the parameter's position across all groups, and each group's options
    * with the positions of its parameters.
    */
-  stateDict(): StateDict<Options> {
+  stateDict(): StateDict<Options, State> {
     return this.#enter('stateDict()', () => this.#stateDict())
   }
 
-  #stateDict(): StateDict<Options> {
-    const state: Record<number, ParamState> = {}
+  #stateDict(): StateDict<Options, State> {
+    const state: Record<number, State> = {}
     const shapes: Record<number, Record<string, number[]>> = {}
     this.#params.forEach((_, index) => {
       const entry = this.#exportState(index)
       if (!entry) return
-      state[index] = entry
+      state[index] = entry as State
       const shape = this.#shapes[index]
       if (!shape) return
       shapes[index] = {}

@@ -4,8 +4,21 @@
 // between the training point y and the average x (natively, one fused pass over each parameter
 // and its z), and the group state (k, weightSum, lrMax, scheduledLr) that every step advances.
 import { invalidState } from './errors'
-import { Optimizer, Schema, type Params, type StepOptions } from './optimizer'
-import type { AdamWScheduleFreeOptions, SGDScheduleFreeOptions } from './optimizers'
+import {
+  Optimizer,
+  Schema,
+  type FloatArray,
+  type OptionsInput,
+  type ParamState,
+  type Params,
+  type StepOptions,
+} from './optimizer'
+import type {
+  AdamWScheduleFreeOptions,
+  AdamWScheduleFreeState,
+  SGDScheduleFreeOptions,
+  SGDScheduleFreeState,
+} from './optimizers'
 
 /** What the package keeps in each param group beside the options, as these keep it. */
 interface GroupState {
@@ -27,10 +40,14 @@ const skips = (options: StepOptions | undefined) => options?.skipNonFinite === t
  * parameters have gradients. They are live like the options, and `stateDict()` and
  * `loadStateDict()` carry them, `trainMode` too, in `paramGroups`.
  */
-abstract class ScheduleFreeOptimizer<Options extends GroupState> extends Optimizer<Options> {
+abstract class ScheduleFreeOptimizer<Options extends GroupState, State extends ParamState> extends Optimizer<
+  Options,
+  FloatArray,
+  State
+> {
   readonly #schema: Schema<Options>
 
-  protected constructor(schema: Schema<Options>, params: Params<Options>, options?: Partial<Options>) {
+  protected constructor(schema: Schema<Options>, params: Params<Options>, options?: OptionsInput<Options>) {
     super(schema, params, options)
     this.#schema = schema
   }
@@ -136,12 +153,12 @@ abstract class ScheduleFreeOptimizer<Options extends GroupState> extends Optimiz
  * opt.step()
  * opt.eval() // w.data holds the average x
  */
-export class AdamWScheduleFree extends ScheduleFreeOptimizer<AdamWScheduleFreeOptions> {
+export class AdamWScheduleFree extends ScheduleFreeOptimizer<AdamWScheduleFreeOptions, AdamWScheduleFreeState> {
   static readonly schema = new Schema<AdamWScheduleFreeOptions>('AdamWScheduleFree')
   /** The package's defaults (and its initial group state), read from the native core. */
   static readonly defaults = AdamWScheduleFree.schema.defaults
 
-  constructor(params: Params<AdamWScheduleFreeOptions>, options?: Partial<AdamWScheduleFreeOptions>) {
+  constructor(params: Params<AdamWScheduleFreeOptions>, options?: OptionsInput<AdamWScheduleFreeOptions>) {
     super(AdamWScheduleFree.schema, params, options)
   }
 }
@@ -158,12 +175,12 @@ export class AdamWScheduleFree extends ScheduleFreeOptimizer<AdamWScheduleFreeOp
  * opt.step()
  * opt.eval() // w.data holds the average x
  */
-export class SGDScheduleFree extends ScheduleFreeOptimizer<SGDScheduleFreeOptions> {
+export class SGDScheduleFree extends ScheduleFreeOptimizer<SGDScheduleFreeOptions, SGDScheduleFreeState> {
   static readonly schema = new Schema<SGDScheduleFreeOptions>('SGDScheduleFree')
   /** The package's defaults (and its initial group state), read from the native core. */
   static readonly defaults = SGDScheduleFree.schema.defaults
 
-  constructor(params: Params<SGDScheduleFreeOptions>, options?: Partial<SGDScheduleFreeOptions>) {
+  constructor(params: Params<SGDScheduleFreeOptions>, options?: OptionsInput<SGDScheduleFreeOptions>) {
     super(SGDScheduleFree.schema, params, options)
   }
 }

@@ -5,8 +5,10 @@ import { native } from './native'
 type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
 
 /**
- * How long one slice of a step over ordinary (not shared) memory may hold the JavaScript thread,
- * in microseconds. The event loop runs between slices; a slice costs a turn of it (a few µs).
+ * How long one slice of a step over ordinary (not shared) memory holds the JavaScript thread, in
+ * microseconds: it runs pieces of the update until this much time has passed, the first of 128K
+ * elements and the others sized to the time left (src/task.rs), so a slice takes about this long.
+ * The event loop runs between slices; a slice costs a turn of it (a few µs).
  */
 export const SLICE_MICROS = 500
 

@@ -19,13 +19,14 @@
 // they upload it.
 import * as tf from '@tensorflow/tfjs-core'
 
-import { describe, invalidType, invalidValue, outOfRange } from './errors'
+import { describe, invalidState, invalidType, invalidValue, outOfRange } from './errors'
 import * as facade from './index'
 import {
   algorithms,
   Optimizer,
   Schema,
   type AlgorithmInfo,
+  type OptionsInput,
   type Parameter,
   type ParamState,
   type StateDict,
@@ -55,7 +56,7 @@ export type OptionsOf<N extends string> = N extends AlgorithmName
     : Record<string, unknown>
 
 /** Makes a tf optimizer running fastoptim's optimizer of that name with `options`. */
-export type Factory<Options extends object> = (options?: Partial<Options>) => FastoptimOptimizer<Options>
+export type Factory<Options extends object> = (options?: OptionsInput<Options>) => FastoptimOptimizer<Options>
 
 /** A factory per registry optimizer, by its name lower-cased, as `tf.train` has them. */
 export type Factories = { readonly [K in keyof Lower]: Factory<Lower[K]> }
@@ -190,7 +191,7 @@ export class FastoptimOptimizer<Options extends object = Record<string, unknown>
   /** What the last `getWeights()` returned: kept until the next call or `dispose()`. */
   #exported: tf.Tensor[] = []
 
-  constructor(algorithm: string, options: Partial<Options> = {}) {
+  constructor(algorithm: string, options: OptionsInput<Options> = {}) {
     super()
     const { info, Class } = resolve(algorithm)
     this.algorithm = info.name
@@ -288,11 +289,7 @@ export class FastoptimOptimizer<Options extends object = Record<string, unknown>
     try {
       for (const [variable, grad] of work) {
         const slot = this.#slots[this.#positions.get(variable)!]
-        // Assigned by someone else since the last step: start from its value (one copy).
-        if (slot.dataId !== variable.dataId) {
-          slot.param.data.set(variable.dataSync() as Float32Array)
-          slot.dataId = variable.dataId
-        }
+        this.#readBack(slot)
         // cpu: the backend's own array, no copy; wasm: a copy out of its heap.
         const values = grad.dataSync() as Float32Array
         slot.param.grad = (this.#sparse ? rowSparse(values, slot.param.shape) : values) as Float32Array
@@ -303,9 +300,56 @@ export class FastoptimOptimizer<Options extends object = Record<string, unknown>
       // The gradients are the caller's, who disposes them: keep no reference.
       for (const slot of stepped) slot.param.grad = null
     }
+    this.#writeBack(stepped)
+  }
+
+  /**
+   * Schedule-Free's training mode, as fastoptim's class's `train()`: moves every variable this
+   * optimizer has stepped from the average x to the training point y, and lets steps run (they are
+   * refused in eval mode). Call it before `model.fit` or `minimize`. Only optimizers with a
+   * `trainMode` option have modes; any other throws `ERR_INVALID_STATE`.
+   */
+  train(): void {
+    this.#switchMode('train')
+  }
+
+  /**
+   * Schedule-Free's evaluation mode, as fastoptim's class's `eval()`: moves every variable this
+   * optimizer has stepped to the average x, the point to evaluate (`model.predict`,
+   * `model.evaluate`) and to save, and refuses steps until `train()`.
+   */
+  eval(): void {
+    this.#switchMode('eval')
+  }
+
+  #switchMode(mode: 'train' | 'eval'): void {
+    if (!this.#keys.includes('trainMode')) {
+      throw invalidState(
+        `${mode}(): ${this.algorithm} has no training and evaluation modes (only optimizers with a trainMode option have them)`,
+      )
+    }
+    const inner = this.#inner as (Inner & Partial<Record<typeof mode, () => void>>) | undefined
+    if (!inner) {
+      this.#initial.trainMode = mode === 'train'
+      return
+    }
+    for (const slot of this.#slots) this.#readBack(slot)
+    inner[mode]!()
+    this.#writeBack(this.#slots)
+  }
+
+  /** A variable assigned by someone else since the mirror last matched it: the mirror takes its value (one copy). */
+  #readBack(slot: Slot): void {
+    if (slot.dataId === slot.variable.dataId) return
+    slot.param.data.set(slot.variable.dataSync() as Float32Array)
+    slot.dataId = slot.variable.dataId
+  }
+
+  /** Assigns each mirror to its variable. */
+  #writeBack(slots: readonly Slot[]): void {
     const copies = backendCopies()
     tf.tidy(() => {
-      for (const slot of stepped) {
+      for (const slot of slots) {
         // cpu: one copy, which is tfjs's from here on; wasm: tf.tensor copies into its heap.
         const values = copies ? slot.param.data : slot.param.data.slice()
         slot.variable.assign(tf.tensor(values, slot.param.shape, 'float32'))
@@ -484,7 +528,7 @@ tf.serialization.registerClass(FastoptimOptimizer)
  */
 export function optimizer<N extends AlgorithmName | Lowercase<AlgorithmName>>(
   name: N,
-  options?: Partial<OptionsOf<N>>,
+  options?: OptionsInput<OptionsOf<N>>,
 ): FastoptimOptimizer<OptionsOf<N>>
 export function optimizer(name: string, options?: object): FastoptimOptimizer
 export function optimizer(name: string, options?: object): FastoptimOptimizer {
@@ -543,9 +587,9 @@ export const asgd = named('ASGD') as NamedFactory<'asgd'>
 export const rprop = named('Rprop') as NamedFactory<'rprop'>
 /** SparseAdam: `torch.optim.SparseAdam`, on the rows of each gradient that are not all 0. */
 export const sparseadam = named('SparseAdam') as NamedFactory<'sparseadam'>
-/** Schedule-Free AdamW (the `schedulefree` package's); it steps only in training mode (`{ trainMode: true }`). */
+/** Schedule-Free AdamW (the `schedulefree` package's); it steps only in training mode: call `train()` first, or make it with `{ trainMode: true }`, and `eval()` before evaluating or saving. */
 export const adamwschedulefree = named('AdamWScheduleFree') as NamedFactory<'adamwschedulefree'>
-/** Schedule-Free SGD (the `schedulefree` package's); it steps only in training mode (`{ trainMode: true }`). */
+/** Schedule-Free SGD (the `schedulefree` package's); it steps only in training mode: call `train()` first, or make it with `{ trainMode: true }`, and `eval()` before evaluating or saving. */
 export const sgdschedulefree = named('SGDScheduleFree') as NamedFactory<'sgdschedulefree'>
 /** Muon: `torch.optim.Muon`, for models whose variables are all matrices (dense layers without bias). */
 export const muon = named('Muon') as NamedFactory<'muon'>

@@ -34,32 +34,8 @@ run_npm() {
 }
 mkdir -p "$work/home" && : >"$work/npmrc"
 
-# The main package as `napi pre-publish` leaves it: optionalDependencies on every platform package.
-stage="$work/stage-main"
-mkdir -p "$stage"
-(cd "$repo" && cp -r package.json README.md index.d.ts "$stage"/ && mkdir -p "$stage/native" && cp -r dist "$stage"/ &&
-  cp native/index.js native/index.d.ts "$stage/native/")
-node -e '
-  const fs = require("fs")
-  const file = process.argv[1]
-  const pkg = JSON.parse(fs.readFileSync(file, "utf8"))
-  const abi = (triple) => {
-    const [arch, , os, env] = triple.split("-")
-    const cpu = { x86_64: "x64", aarch64: "arm64" }[arch]
-    if (os === "darwin") return `darwin-${cpu}`
-    if (os === "windows") return `win32-${cpu}-msvc`
-    return `linux-${cpu}-${env}`
-  }
-  pkg.optionalDependencies = Object.fromEntries(pkg.napi.targets.map((t) => [`${pkg.name}-${abi(t)}`, pkg.version]))
-  fs.writeFileSync(file, JSON.stringify(pkg, null, 2))
-' "$stage/package.json"
-# The platform package, with the binary copied in as `napi artifacts` does.
-gnu="$work/stage-gnu"
-cp -r "$repo/npm/linux-x64-gnu" "$gnu"
-cp "$binary" "$gnu/"
-
-(cd "$stage" && run_npm "$work/cache-pack" pack --ignore-scripts --silent --pack-destination "$work" >/dev/null)
-(cd "$gnu" && run_npm "$work/cache-pack" pack --ignore-scripts --silent --pack-destination "$work" >/dev/null)
+# The tarballs as the release workflow publishes them (scripts/pack.sh).
+bash "$repo/scripts/pack.sh" "$work" >/dev/null
 main_tgz="$work/fastoptim-$version.tgz"
 gnu_tgz="$work/fastoptim-linux-x64-gnu-$version.tgz"
 [[ -f "$main_tgz" && -f "$gnu_tgz" ]] || fail "npm pack made no tarballs"
@@ -67,17 +43,29 @@ gnu_tgz="$work/fastoptim-linux-x64-gnu-$version.tgz"
 echo "install-test: contents of fastoptim-$version.tgz"
 tar -tzf "$main_tgz" | sort | tee "$work/main.txt" | sed 's/^/  /'
 for forbidden in 'package/src/' 'package/crate/' 'package/__test__/' 'package/target/' 'package/scripts/' \
-  'package/lib/' 'package/node_modules/' 'package/demo/' '\.node$' '\.map$' 'package/Cargo'; do
+  'package/lib/' 'package/node_modules/' 'package/demo/' '\.node$' '\.map$' 'package/Cargo' 'package/docs/'; do
   if grep -E -q "$forbidden" "$work/main.txt"; then fail "the main tarball holds $forbidden"; fi
 done
-for needed in package/package.json package/README.md package/index.d.ts package/dist/index.js package/dist/index.d.ts \
-  package/native/index.js package/native/index.d.ts; do
+for needed in package/package.json package/README.md package/LICENSE package/CHANGELOG.md package/index.d.ts \
+  package/tfjs.d.ts package/dist/index.js package/dist/index.d.ts package/native/index.js package/native/index.d.ts; do
   grep -qx "$needed" "$work/main.txt" || fail "the main tarball lacks $needed"
 done
 echo "install-test: contents of fastoptim-linux-x64-gnu-$version.tgz"
 tar -tzf "$gnu_tgz" | sort | tee "$work/gnu.txt" | sed 's/^/  /'
-[[ "$(cat "$work/gnu.txt")" == $'package/README.md\npackage/fastoptim.linux-x64-gnu.node\npackage/package.json' ]] ||
-  fail "the platform tarball should hold exactly its README, package.json and binary"
+[[ "$(cat "$work/gnu.txt")" == $'package/LICENSE\npackage/README.md\npackage/fastoptim.linux-x64-gnu.node\npackage/package.json' ]] ||
+  fail "the platform tarball should hold exactly its LICENSE, README, package.json and binary"
+
+# The published manifest and files: no install-time build script, no comment pointing at a source
+# map that is not shipped, and a binary without its symbol table.
+unpacked="$work/unpacked"
+mkdir -p "$unpacked/main" "$unpacked/gnu"
+tar -xzf "$main_tgz" -C "$unpacked/main" && tar -xzf "$gnu_tgz" -C "$unpacked/gnu"
+node -e 'const p = require(process.argv[1]); if (p.scripts && p.scripts.prepare) process.exit(1)' \
+  "$unpacked/main/package/package.json" || fail "the published package.json keeps scripts.prepare"
+if grep -rl 'sourceMappingURL' "$unpacked/main/package" --include='*.js'; then fail "published JavaScript names source maps it lacks"; fi
+if readelf -S -W "$unpacked/gnu/package/fastoptim.linux-x64-gnu.node" | grep -q '\.symtab'; then
+  fail "the binary is not stripped (it has a .symtab)"
+fi
 
 # A consumer project with both tarballs installed.
 app="$work/app"
@@ -130,28 +118,78 @@ fi
 
 # The shipped types, compiled strictly against the installed package, with no @types/node.
 cat >"$app/use.ts" <<'EOF'
-import { Adam, SGD, type AdamOptions, type Parameter, type StateDict } from 'fastoptim'
+import {
+  Adam,
+  SGD,
+  SparseAdam,
+  type AdamOptions,
+  type AdamState,
+  type ErrorCode,
+  type Parameter,
+  type StateDict,
+} from 'fastoptim'
 const w: Parameter = { data: new Float32Array(4), grad: new Float32Array(4) }
 const options: Partial<AdamOptions> = { lr: 1e-3, betas: [0.9, 0.99], amsgrad: true }
-const adam = new Adam([{ params: [w], lr: 0.1 }], options)
-adam.step()
-adam.paramGroups[0].lr = 0.01
-const saved: StateDict<AdamOptions> = adam.stateDict()
-adam.loadStateDict(saved)
-new SGD([w], { momentum: 0.9, nesterov: true })
+const adamOpt = new Adam([{ params: [w], lr: 0.1 }], options)
+adamOpt.step()
+adamOpt.paramGroups[0].lr = 0.01
+const saved: StateDict<AdamOptions, AdamState> = adamOpt.stateDict()
+adamOpt.loadStateDict(saved)
+// betas as a readonly tuple and as a number[] built apart from the call.
+const frozen = [0.8, 0.9] as const
+const built: number[] = [0.8, 0.9]
+new Adam([w], { betas: frozen })
+new Adam([{ params: [w], betas: built }], { betas: built })
+// Each optimizer's state is typed: Adam's moments are arrays, AMSGrad's maximum may be absent.
+const state = adamOpt.getState(w)
+if (state) {
+  const moment: Float32Array | Float64Array = state.expAvg
+  const max: Float32Array | Float64Array | undefined = state.maxExpAvgSq
+  const step: number = saved.state[0].step
+  // @ts-expect-error Adam keeps no momentumBuffer
+  void state.momentumBuffer
+  void [moment, max, step]
+}
+const sgdState = new SGD([w], { momentum: 0.9, nesterov: true }).getState(w)
+// @ts-expect-error SGD's momentum buffer exists only with momentum: possibly undefined
+void sgdState?.momentumBuffer.length
+new SparseAdam([{ data: new Float32Array(6), grad: null, shape: [3, 2] }])
+const binding: ErrorCode = 'ERR_FASTOPTIM_NATIVE_BINDING'
 // @ts-expect-error lr is a number
 new Adam([w], { lr: '0.1' })
 // @ts-expect-error momentum is an option of SGD, not of Adam
 new Adam([w], { momentum: 0.9 })
 // @ts-expect-error data must be a Float32Array or Float64Array
 const bad: Parameter = { data: new Int32Array(4), grad: null }
-export { bad }
+export { bad, binding }
 EOF
-cat >"$app/tsconfig.json" <<'EOF'
-{ "compilerOptions": { "strict": true, "noEmit": true, "module": "node16", "moduleResolution": "node16", "target": "ES2022", "lib": ["ES2022"], "types": [], "skipLibCheck": false }, "files": ["use.ts"] }
+cat >"$app/use-tfjs.ts" <<'EOF'
+import type { AdamOptions } from 'fastoptim'
+import { adam, train, type FastoptimOptimizer } from 'fastoptim/tfjs'
+const frozen = [0.8, 0.9] as const
+export const tfOptimizer: FastoptimOptimizer<AdamOptions> = adam({ betas: frozen })
+train.adamwschedulefree().train()
+// @ts-expect-error lr is a number
+adam({ lr: '0.1' })
 EOF
-(cd "$app" && PATH="$clean_path" node "$repo/node_modules/typescript/bin/tsc" -p tsconfig.json) || fail "the shipped types do not type-check"
-echo "types: ok"
+# Strictly, under each resolution a consumer uses: node16 and nodenext (CommonJS here) and bundler.
+# fastoptim/tfjs's types need tfjs-core's: resolved from this repository's node_modules.
+for resolution in node16:node16 nodenext:nodenext esnext:bundler; do
+  module="${resolution%%:*}"
+  # fastoptim's own declarations with skipLibCheck off; fastoptim/tfjs's with it on, as tfjs-core's
+  # need types (Long, the DOM's) of their own.
+  for files in '"use.ts"' '"use-tfjs.ts"'; do
+    skip=$([[ "$files" == '"use.ts"' ]] && echo false || echo true)
+    cat >"$app/tsconfig.json" <<EOF
+{ "compilerOptions": { "strict": true, "noEmit": true, "module": "$module", "moduleResolution": "${resolution#*:}",
+  "target": "ES2022", "lib": ["ES2022", "DOM"], "types": [], "skipLibCheck": $skip, "exactOptionalPropertyTypes": true,
+  "paths": { "@tensorflow/tfjs-core": ["$repo/node_modules/@tensorflow/tfjs-core"] } }, "files": [$files] }
+EOF
+    (cd "$app" && PATH="$clean_path" node "$repo/node_modules/typescript/bin/tsc" -p tsconfig.json) ||
+      fail "the shipped types do not type-check ($files, module $module, moduleResolution ${resolution#*:})"
+  done
+done
+echo "types: ok (node16, nodenext, bundler)"
 
 # Without the platform package: a clear error naming the platform and the package to install.
 bare="$work/bare"

@@ -3,7 +3,8 @@
 //! It holds no math: it reads the caller's parameters (typed arrays borrowed in place, never
 //! copied), checks what only it can see (array types, lengths, detached or overlapping memory),
 //! and hands slices to the core. Everything is checked before anything is written, so a step
-//! updates every parameter or none.
+//! updates every parameter or none (except a `stepAsync` stopped by an array detached between its
+//! slices, which keeps what the earlier slices wrote: see `task.rs`).
 
 mod averaging;
 mod checkpoint;

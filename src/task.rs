@@ -18,7 +18,10 @@
 //!   before each slice every array the slice touches is checked again on the JavaScript thread
 //!   (still attached, same memory, same length). JavaScript never runs while the step touches memory it could free,
 //!   nothing is copied, and no memory is added. An array that was detached between slices stops
-//!   the step with `ERR_INVALID_STATE`; the slices before it have been applied.
+//!   the step with `ERR_INVALID_STATE`; the slices before it have been applied (every step count
+//!   advanced when the step started). Undoing them would need a copy of everything they wrote,
+//!   so this is the one case where a step is not all-or-none, and the facade's JSDoc, the README
+//!   and docs/robustness.md say so.
 //!
 //! While the step is in flight the optimizer refuses every other call that reads or changes its
 //! state (see [`check_idle`]); its per-parameter state is moved into the step and back.
