@@ -29,29 +29,32 @@ for (const size of [2, 4]) {
   })
 
   for (const scenario of ['adam', 'sgd-momentum'] as const) {
-    test.serial(`shared memory, ${size} ranks: ShardedOptimizer(${scenario}) ends with the single process's parameters, bit for bit`, async (t) => {
-      const alone = trainAlone(scenario, size)
-      const results = await onWorkers(size, scenario)
-      for (const result of results) {
-        t.deepEqual(result.params!.map(bits), alone.params!.map(bits), `rank ${result.rank}`)
-        t.deepEqual(result.finite, alone.finite)
-      }
-      // State: every element's state is on exactly one rank, and a rank holds one block of each dtype.
-      const perRank = results.map((r) => r.stateBytes!)
-      t.is(
-        perRank.reduce((a, b) => a + b, 0),
-        alone.stateBytes,
-      )
-      const lengths = { float32: 0, float64: 0 }
-      for (const { length, dtype } of SHAPES) lengths[dtype] += length
-      const buffers = alone.stateBytes / (lengths.float32 * 4 + lengths.float64 * 8)
-      results.forEach(({ rank, stateBytes }) => {
-        const f32 = blockOf(lengths.float32, rank, size)
-        const f64 = blockOf(lengths.float64, rank, size)
-        t.is(stateBytes, buffers * ((f32.end - f32.start) * 4 + (f64.end - f64.start) * 8), `rank ${rank}`)
-      })
-      t.log(`state bytes per rank: ${perRank.join(', ')} of ${alone.stateBytes} in one process`)
-    })
+    test.serial(
+      `shared memory, ${size} ranks: ShardedOptimizer(${scenario}) ends with the single process's parameters, bit for bit`,
+      async (t) => {
+        const alone = trainAlone(scenario, size)
+        const results = await onWorkers(size, scenario)
+        for (const result of results) {
+          t.deepEqual(result.params!.map(bits), alone.params!.map(bits), `rank ${result.rank}`)
+          t.deepEqual(result.finite, alone.finite)
+        }
+        // State: every element's state is on exactly one rank, and a rank holds one block of each dtype.
+        const perRank = results.map((r) => r.stateBytes!)
+        t.is(
+          perRank.reduce((a, b) => a + b, 0),
+          alone.stateBytes,
+        )
+        const lengths = { float32: 0, float64: 0 }
+        for (const { length, dtype } of SHAPES) lengths[dtype] += length
+        const buffers = alone.stateBytes / (lengths.float32 * 4 + lengths.float64 * 8)
+        results.forEach(({ rank, stateBytes }) => {
+          const f32 = blockOf(lengths.float32, rank, size)
+          const f64 = blockOf(lengths.float64, rank, size)
+          t.is(stateBytes, buffers * ((f32.end - f32.start) * 4 + (f64.end - f64.start) * 8), `rank ${rank}`)
+        })
+        t.log(`state bytes per rank: ${perRank.join(', ')} of ${alone.stateBytes} in one process`)
+      },
+    )
   }
 
   test.serial(`shared memory, ${size} ranks: clipGradNorm clips by the global norm`, async (t) => {
@@ -74,17 +77,23 @@ for (const size of [2, 4]) {
   })
 }
 
-test.serial('shared memory: a rank that exits mid-run makes the others fail with ERR_FASTOPTIM_PEER_FAILED', async (t) => {
-  const error = await t.throwsAsync(onWorkers(4, 'peer-exits'))
-  t.regex(error!.message, /rank 3 (exited with code 3|failed)/)
-  t.true(['ERR_FASTOPTIM_PEER_FAILED'].includes((error as Error & { code: string }).code))
-})
+test.serial(
+  'shared memory: a rank that exits mid-run makes the others fail with ERR_FASTOPTIM_PEER_FAILED',
+  async (t) => {
+    const error = await t.throwsAsync(onWorkers(4, 'peer-exits'))
+    t.regex(error!.message, /rank 3 (exited with code 3|failed)/)
+    t.true(['ERR_FASTOPTIM_PEER_FAILED'].includes((error as Error & { code: string }).code))
+  },
+)
 
-test.serial('shared memory: a rank that does not arrive makes the others fail with ERR_FASTOPTIM_TIMEOUT', async (t) => {
-  const error = await t.throwsAsync(onWorkers(2, 'peer-hangs', 20_000))
-  t.is((error as Error & { code: string }).code, 'ERR_FASTOPTIM_TIMEOUT')
-  t.regex(error!.message, /rank 0 waited 20000 ms for the other ranks, and 1 of 2 never arrived/)
-})
+test.serial(
+  'shared memory: a rank that does not arrive makes the others fail with ERR_FASTOPTIM_TIMEOUT',
+  async (t) => {
+    const error = await t.throwsAsync(onWorkers(2, 'peer-hangs', 20_000))
+    t.is((error as Error & { code: string }).code, 'ERR_FASTOPTIM_TIMEOUT')
+    t.regex(error!.message, /rank 0 waited 20000 ms for the other ranks, and 1 of 2 never arrived/)
+  },
+)
 
 /** A communicator of one rank: every collective is the identity (a mean over one rank). */
 const solo: Communicator = {

@@ -48,7 +48,7 @@ export function gradOf(s: number, r: number, k: number): FloatArray | null {
   return filled(dtype, length, (i) => (((i * 7 + s * 3 + r * 5 + k * 11) % 29) - 14) / 64)
 }
 
-export type Scenario = 'collectives' | 'adam' | 'clip' | 'sgd-momentum' | 'peer-exits' | 'peer-hangs'
+export type Scenario = 'collectives' | 'adam' | 'clip' | 'sgd-momentum' | 'peer-exits' | 'peer-killed' | 'peer-hangs'
 
 export interface RankResult {
   rank: number
@@ -84,7 +84,7 @@ function collectives(comm: Communicator): Record<string, number[]> {
     const recv = new Type(5)
     comm.reduceScatter(collectiveInput(rank, 5 * size, Type), recv, 'mean')
     const gathered = new Type(3 * size)
-    gathered.subarray(3 * rank, 3 * rank + 3).set([rank, rank + 0.5, -rank])
+    gathered.subarray(3 * rank, 3 * rank + 3).set([rank, rank + 0.5, -rank - 0.25])
     comm.allGather(gathered)
     const broadcast = rank === size - 1 ? collectiveInput(99, 9, Type) : new Type(9)
     comm.broadcast(broadcast, size - 1)
@@ -128,6 +128,7 @@ export function trainSharded(comm: Communicator, scenario: Scenario): RankResult
       else p.grad = grad
     })
     if (scenario === 'peer-exits' && s === 2 && comm.rank === comm.size - 1) process.exit(3)
+    if (scenario === 'peer-killed' && s === 2 && comm.rank === comm.size - 1) process.kill(process.pid, 'SIGKILL')
     // A rank stuck in its own computation: the others must not wait for it forever.
     if (scenario === 'peer-hangs' && s === 2 && comm.rank === comm.size - 1) for (;;);
     if (scenario === 'clip') norms.push(opt.clipGradNorm(0.05))

@@ -26,7 +26,7 @@ export function expectedCollectives(rank: number, size: number): Record<string, 
     out[`${Type.name}.allReduce.sum`] = [...sum(23)]
     out[`${Type.name}.allReduce.mean`] = [...mean(23)]
     out[`${Type.name}.reduceScatter.mean`] = [...mean(5 * size).subarray(5 * rank, 5 * rank + 5)]
-    out[`${Type.name}.allGather`] = ranks.flatMap((r) => [r, r + 0.5, -r])
+    out[`${Type.name}.allGather`] = ranks.flatMap((r) => [r, r + 0.5, -r - 0.25])
     out[`${Type.name}.broadcast`] = [...collectiveInput(99, 9, Type)]
   }
   return out

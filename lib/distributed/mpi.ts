@@ -53,15 +53,18 @@ export function loadMpiBinding(): MpiBinding {
 let world: MpiCommunicator | undefined
 
 /**
- * This process's MPI communicator (MPI_COMM_WORLD), initializing MPI on the first call; MPI is
- * finalized when the process exits. Throws `ERR_FASTOPTIM_MPI_UNAVAILABLE`, naming what to
+ * This process's MPI communicator (MPI_COMM_WORLD), initializing MPI on the first call. MPI is
+ * finalized when the process exits with code 0; a process exiting with another code (an uncaught
+ * error) calls MPI_Abort, which ends every rank of the job instead of leaving them waiting. Throws `ERR_FASTOPTIM_MPI_UNAVAILABLE`, naming what to
  * install, when the MPI package or the MPI libraries are missing.
  */
 export function mpiCommunicator(): MpiCommunicator {
   if (world) return world
   const binding = loadMpiBinding()
   const { rank, size, library } = binding.init()
-  process.once('exit', () => binding.finalize())
+  // A rank ending in error aborts the job (the others would wait for it at their next
+  // collective); one ending normally finalizes.
+  process.once('exit', (code) => (code === 0 ? binding.finalize() : binding.abort(code)))
   world = new MpiCommunicator(binding, rank, size, library.trim())
   return world
 }
