@@ -1,0 +1,351 @@
+// ZeRO stage 1 (Rajbhandari et al., 2020): optimizer state sharded over the ranks of a
+// communicator. The parameters of each dtype are laid end to end in one flat buffer, padded to
+// `size` equal blocks; rank r keeps optimizer state for block r only and steps only it, tensors
+// being cut where a block boundary falls (DeepSpeed's `first_offset`). A step is: reduce-scatter
+// of the gradients (their mean over ranks, block r to rank r), the registry optimizer's own
+// native step on the pieces of block r (views of the flat buffers, no copies), and an all-gather
+// of the updated blocks, after which every rank holds every parameter.
+import { describe, invalidState, invalidType, invalidValue, outOfRange } from '../errors'
+import type { FloatArray, Optimizer, Parameter, ParamGroup, Params, Schema, StepOptions } from '../optimizer'
+import { blockOf, type Communicator } from './communicator'
+
+/** A registry optimizer's class, as `Adam` or `Lion` of `fastoptim`. */
+export interface OptimizerClass<Options extends object> {
+  new (params: Params<Options>, options?: Partial<Options>): Optimizer<Options>
+  readonly schema: Schema<Options>
+}
+
+/** Options of `ShardedOptimizer` beyond the optimizer's own. */
+export interface ShardOptions {
+  /** The ranks the state is sharded over. */
+  comm: Communicator
+}
+
+/** One dtype's flat buffers and this rank's block of them. */
+interface Flat {
+  data: FloatArray
+  /** Every rank's gradients, laid out as `data`: the reduce-scatter's input. */
+  grad: FloatArray
+  /** The mean of the gradients over the ranks, for block `rank` only. */
+  reduced: FloatArray
+  /** This rank's block: [start, end) of the real elements, `block` the padded block length. */
+  start: number
+  end: number
+  block: number
+}
+
+/** Where a parameter lives in its dtype's flat buffer, and its piece of this rank's block. */
+interface Placement {
+  flat: Flat
+  offset: number
+  /** The parameter's piece of this rank's block, stepped by the inner optimizer; null if none. */
+  piece: Parameter | null
+  /** The piece's reduced gradient, which the piece's `grad` is when the parameter has one. */
+  reduced: FloatArray
+}
+
+/** The elements of `Options`' buffers whose layout is not one element per parameter element. */
+function refuseNonElementwise(schema: Schema<object>): void {
+  const { info } = schema
+  if (info.sparse)
+    throw invalidValue(`ShardedOptimizer: ${info.name} takes sparse gradients, which ShardedOptimizer does not reduce`)
+  const whole = info.buffers.filter((b) => b.layout !== 'param')
+  if (whole.length > 0)
+    throw invalidValue(
+      `ShardedOptimizer: ${info.name} keeps state of whole tensors (${whole.map((b) => `${b.name}: ${b.layout}`).join(', ')}), ` +
+        'which cannot be cut at a shard boundary; ShardedOptimizer takes optimizers whose state is one element per parameter element',
+    )
+}
+
+/**
+ * A registry optimizer whose state is sharded over the ranks of `comm` (ZeRO stage 1): each rank
+ * keeps 1/size of the state and steps 1/size of the parameters, and every rank ends a step with
+ * all parameters updated. Call it on every rank with the same parameters (shapes, order, groups)
+ * and options; each rank gives the gradients of its share of the batch, and a step averages them.
+ *
+ * At construction each parameter's `data` is replaced by a view of one flat buffer per dtype
+ * (values copied; rank 0's are broadcast to all ranks), and its `grad` by a view of a second one:
+ * write gradients into `p.grad` in place (`zeroGrad(false)` zeroes them) and a step copies
+ * nothing; a `grad` replaced by another array is copied in, and a null `grad` counts as zeros,
+ * the parameter being skipped (as a single process skips it) only if its `grad` is null on every
+ * rank. `paramGroups` are live, as an optimizer's: schedulers work unchanged.
+ *
+ * Refused: optimizers whose state is not one element per parameter element (Adafactor's row and
+ * column factors), which cannot be cut mid-tensor, and those of sparse gradients.
+ *
+ * @example
+ * const comm = workerCommunicator() // or mpiCommunicator()
+ * const opt = new ShardedOptimizer(Adam, params, { lr: 1e-3 }, { comm })
+ * backward(myShardOfTheBatch); opt.clipGradNorm(1); opt.step()
+ */
+export class ShardedOptimizer<Options extends object> {
+  /** The groups of the caller's parameters, with every option; change an option and the next step uses it. */
+  readonly paramGroups: Array<ParamGroup<Options>>
+  readonly defaults: Readonly<Required<Options>>
+  readonly comm: Communicator
+  readonly #inner: Optimizer<Options>
+  readonly #keys: readonly string[]
+  readonly #params: readonly Parameter[]
+  readonly #placements: readonly Placement[]
+  readonly #flats: readonly Flat[]
+  /** Whether each parameter had a gradient on some rank, after the last reduction. */
+  readonly #present: Float64Array
+  #reduced = false
+
+  constructor(
+    Algorithm: OptimizerClass<Options>,
+    params: Params<Options>,
+    options: Partial<Options> | undefined,
+    shard: ShardOptions,
+  ) {
+    if (typeof Algorithm !== 'function' || !(Algorithm as { schema?: unknown }).schema)
+      throw invalidType(
+        `ShardedOptimizer: Algorithm must be an optimizer class such as Adam, got ${describe(Algorithm)}`,
+      )
+    if (typeof shard !== 'object' || shard === null || typeof shard.comm !== 'object' || shard.comm === null)
+      throw invalidType(
+        `ShardedOptimizer: shard must be { comm } with a Communicator, got ${describe(shard?.comm ?? shard)}`,
+      )
+    refuseNonElementwise(Algorithm.schema as Schema<object>)
+    const { comm } = shard
+    // The optimizer itself checks the parameters, groups and options, as it would unsharded.
+    const whole = new Algorithm(params, options)
+    this.comm = comm
+    this.defaults = whole.defaults
+    this.paramGroups = whole.paramGroups
+    this.#keys = Algorithm.schema.keys
+    this.#params = this.paramGroups.flatMap((group) => [...group.params])
+    for (const [i, param] of this.#params.entries()) {
+      if (param.grad !== null && param.grad !== undefined && !(param.grad instanceof param.data.constructor))
+        throw invalidType(
+          `ShardedOptimizer: params[${i}].grad must be a ${param.data.constructor.name} like its data, or null`,
+        )
+    }
+
+    const lengths = { Float32Array: 0, Float64Array: 0 }
+    const offsets = this.#params.map((param) => {
+      const name = param.data.constructor.name as keyof typeof lengths
+      const offset = lengths[name]
+      lengths[name] += param.data.length
+      return offset
+    })
+    this.#agree(lengths.Float32Array, lengths.Float64Array)
+    const flats = {
+      Float32Array: makeFlat(Float32Array, lengths.Float32Array, comm),
+      Float64Array: makeFlat(Float64Array, lengths.Float64Array, comm),
+    }
+    this.#flats = [flats.Float32Array, flats.Float64Array]
+    this.#placements = this.#params.map((param, i) => {
+      const flat = flats[param.data.constructor.name as keyof typeof flats]
+      const offset = offsets[i]
+      const length = param.data.length
+      flat.data.set(param.data, offset)
+      const start = Math.max(offset, flat.start)
+      const end = Math.min(offset + length, flat.end)
+      const reduced = flat.reduced.subarray(Math.max(start - flat.start, 0), Math.max(end - flat.start, 0))
+      const piece = start < end ? { data: flat.data.subarray(start, end), grad: reduced } : null
+      return { flat, offset, piece, reduced }
+    })
+    for (const flat of this.#flats) comm.broadcast(flat.data, 0)
+    this.#params.forEach((param, i) => {
+      const { flat, offset } = this.#placements[i]
+      const length = param.data.length
+      const grad = param.grad
+      param.data = flat.data.subarray(offset, offset + length)
+      const view = flat.grad.subarray(offset, offset + length)
+      if (grad) view.set(grad)
+      param.grad = grad ? view : null
+    })
+    this.#present = new Float64Array(this.#params.length)
+
+    // The inner optimizer: the same groups and options, over this rank's pieces.
+    let next = 0
+    const groups = this.paramGroups.map((group) => {
+      const pieces = group.params.flatMap(() => this.#placements[next++].piece ?? [])
+      return { ...this.#options(group), params: pieces } as { params: Parameter[] } & Partial<Options>
+    })
+    this.#inner = new Algorithm(groups, options)
+  }
+
+  /**
+   * Averages the gradients over the ranks, each rank receiving its block (a collective: every
+   * rank calls it). `step()` and `clipGradNorm()` call it when the gradients were not yet
+   * reduced since the last step; call it yourself only to inspect the reduced gradients.
+   */
+  reduceGradients(): void {
+    this.#params.forEach((param, i) => {
+      const { flat, offset } = this.#placements[i]
+      const view = flat.grad.subarray(offset, offset + param.data.length)
+      const grad = param.grad
+      this.#present[i] = grad ? 1 : 0
+      if (grad === view) return
+      if (grad === null || grad === undefined) view.fill(0)
+      else {
+        if (!(grad instanceof param.data.constructor) || grad.length !== view.length)
+          throw invalidType(
+            `ShardedOptimizer: params[${i}].grad must be a ${param.data.constructor.name} of length ${view.length}, or null, got ${describe(grad)}${ArrayBuffer.isView(grad) ? ` of length ${(grad as FloatArray).length}` : ''}`,
+          )
+        view.set(grad)
+      }
+    })
+    this.comm.allReduce(this.#present, 'sum')
+    for (const flat of this.#flats) this.comm.reduceScatter(flat.grad, flat.reduced, 'mean')
+    this.#placements.forEach(({ piece, reduced }, i) => {
+      if (piece) piece.grad = this.#present[i] > 0 ? reduced : null
+    })
+    this.#reduced = true
+  }
+
+  /**
+   * One step of every rank (a collective): reduces the gradients if `clipGradNorm` did not,
+   * steps this rank's block with the optimizer's native step, and gathers every block. Returns
+   * whether every reduced gradient element was finite on every rank; with `skipNonFinite`, a
+   * non-finite one anywhere skips the step on every rank.
+   */
+  step(options?: StepOptions): boolean {
+    const skipNonFinite = options?.skipNonFinite ?? false
+    if (typeof skipNonFinite !== 'boolean')
+      throw invalidType(`step: options.skipNonFinite must be a boolean, got ${describe(skipNonFinite)}`)
+    if (!this.#reduced) this.reduceGradients()
+    this.#reduced = false
+    this.#syncOptions()
+    const flag = new Float64Array(1)
+    if (skipNonFinite) {
+      flag[0] = this.#flats.some((flat) => !flat.reduced.every(Number.isFinite)) ? 1 : 0
+      this.comm.allReduce(flag, 'sum')
+      if (flag[0] > 0) return false
+    }
+    flag[0] = this.#inner.step() ? 0 : 1
+    for (const flat of this.#flats) this.comm.allGather(flat.data)
+    if (skipNonFinite) return true
+    this.comm.allReduce(flag, 'sum')
+    return flag[0] === 0
+  }
+
+  /**
+   * Scales the gradients so that their global norm is at most `maxNorm` and returns the norm
+   * before scaling, as PyTorch's `clip_grad_norm_` on the averaged gradients (a collective): each
+   * rank sums |g|^p over its block, the sums are all-reduced, and every rank scales its block.
+   * The norm is that of every element at once (PyTorch takes the norm of per-tensor norms), so it
+   * can differ from PyTorch's in the last bits.
+   */
+  clipGradNorm(maxNorm: number, options: { normType?: number; errorIfNonfinite?: boolean } = {}): number {
+    const { normType = 2, errorIfNonfinite = false } = options
+    if (typeof maxNorm !== 'number' || !(maxNorm >= 0))
+      throw outOfRange(`clipGradNorm: maxNorm must be a number >= 0, got ${String(maxNorm)}`)
+    if (typeof normType !== 'number' || !(normType > 0))
+      throw outOfRange(`clipGradNorm: options.normType must be a number > 0 or Infinity, got ${String(normType)}`)
+    if (!this.#reduced) this.reduceGradients()
+    const partial = new Float64Array(1)
+    for (const { reduced } of this.#flats) {
+      for (let i = 0; i < reduced.length; i++) {
+        const a = Math.abs(reduced[i])
+        partial[0] = normType === Infinity ? Math.max(partial[0], a) : partial[0] + a ** normType
+      }
+    }
+    if (normType === Infinity) {
+      // The max over ranks as a sum: gather each rank's max, then take theirs.
+      const maxima = new Float64Array(this.comm.size)
+      maxima[this.comm.rank] = partial[0]
+      this.comm.allReduce(maxima, 'sum')
+      partial[0] = Math.max(...maxima)
+    } else this.comm.allReduce(partial, 'sum')
+    const total = normType === Infinity ? partial[0] : partial[0] ** (1 / normType)
+    if (errorIfNonfinite && !Number.isFinite(total))
+      throw invalidState(
+        `clipGradNorm: the total norm of order ${normType} is ${total}; the gradients are left as they are`,
+      )
+    const coefficient = Math.min(1, maxNorm / (total + 1e-6))
+    for (const { reduced } of this.#flats) {
+      const c = reduced instanceof Float32Array ? Math.fround(coefficient) : coefficient
+      for (let i = 0; i < reduced.length; i++) reduced[i] *= c
+    }
+    return total
+  }
+
+  /** Sets every gradient to null (PyTorch's default) or, with `false`, fills it with zeros. */
+  zeroGrad(setToNone = true): void {
+    if (typeof setToNone !== 'boolean')
+      throw invalidType(`zeroGrad: setToNone must be a boolean, got ${describe(setToNone)}`)
+    this.#params.forEach((param, i) => {
+      if (setToNone) param.grad = null
+      else {
+        const { flat, offset } = this.#placements[i]
+        const view = flat.grad.subarray(offset, offset + param.data.length)
+        view.fill(0)
+        param.grad = view
+      }
+    })
+  }
+
+  /** The bytes of optimizer state this rank holds (its buffers; scalars not counted). */
+  stateBytes(): number {
+    let bytes = 0
+    for (const entry of Object.values(this.#inner.stateDict().state))
+      for (const value of Object.values(entry)) if (ArrayBuffer.isView(value)) bytes += value.byteLength
+    return bytes
+  }
+
+  /** The elements of parameters this rank steps, per dtype. */
+  get shard(): {
+    float32: { start: number; end: number; length: number }
+    float64: { start: number; end: number; length: number }
+  } {
+    const [f32, f64] = this.#flats
+    const of = (flat: Flat) => ({ start: flat.start, end: flat.end, length: flat.data.length })
+    return { float32: of(f32), float64: of(f64) }
+  }
+
+  /** The optimizer stepping this rank's pieces (its state dict is this rank's shard of the state). */
+  get inner(): Optimizer<Options> {
+    return this.#inner
+  }
+
+  /** For each parameter, its piece of this rank's block (`start`, `end` within the parameter), or null. */
+  pieces(): Array<{ param: Parameter; start: number; end: number; piece: Parameter } | null> {
+    return this.#placements.map(({ flat, offset, piece }, i) => {
+      if (!piece) return null
+      const start = Math.max(offset, flat.start) - offset
+      return { param: this.#params[i], start, end: start + piece.data.length, piece }
+    })
+  }
+
+  /** The options of a group, without its parameters. */
+  #options(group: ParamGroup<Options>): Partial<Options> {
+    return Object.fromEntries(
+      this.#keys.map((key) => [key, (group as Record<string, unknown>)[key]]),
+    ) as Partial<Options>
+  }
+
+  /** The caller's live group options, onto the inner optimizer's groups. */
+  #syncOptions(): void {
+    this.paramGroups.forEach((group, g) => Object.assign(this.#inner.paramGroups[g], this.#options(group)))
+  }
+
+  /** Checks that every rank has the same number of elements of each dtype and parameters. */
+  #agree(f32: number, f64: number): void {
+    const { rank, size } = this.comm
+    const all = new Float64Array(3 * size)
+    all.set([f32, f64, this.#params.length], 3 * rank)
+    this.comm.allReduce(all, 'sum')
+    for (let r = 0; r < size; r++) {
+      if (all[3 * r] !== f32 || all[3 * r + 1] !== f64 || all[3 * r + 2] !== this.#params.length)
+        throw invalidValue(
+          `ShardedOptimizer: rank ${r} has ${all[3 * r + 2]} parameters of ${all[3 * r]} float32 and ${all[3 * r + 1]} float64 elements, ` +
+            `but rank ${rank} has ${this.#params.length} of ${f32} and ${f64}: every rank must give the same parameters`,
+        )
+    }
+  }
+}
+
+function makeFlat(Type: Float32ArrayConstructor | Float64ArrayConstructor, length: number, comm: Communicator): Flat {
+  const { start, end, block } = blockOf(length, comm.rank, comm.size)
+  return {
+    data: new Type(block * comm.size),
+    grad: new Type(block * comm.size),
+    reduced: new Type(block),
+    start,
+    end,
+    block,
+  }
+}
