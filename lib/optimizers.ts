@@ -1170,6 +1170,16 @@ export interface MuonOptions {
 }
 
 /**
+ * Muon's state of one parameter, as `getState()` returns it and `stateDict().state` holds
+ * it: `torch.optim.Muon`'s `state[p]` in camelCase (buffers flat, their shapes in `stateDict().shapes`).
+ */
+export type MuonState = {
+  /** The parameter's step count. */
+  step: number
+  momentumBuffer: FloatArray
+}
+
+/**
  * Muon (Jordan et al., 2024): momentum orthogonalised by a Newton–Schulz iteration, for matrices (2-D parameters) only; as `torch.optim.Muon`.
  *
  * @example
@@ -1177,12 +1187,12 @@ export interface MuonOptions {
  * const opt = new Muon([w])
  * opt.step()
  */
-export class Muon extends Optimizer<MuonOptions> {
+export class Muon extends Optimizer<MuonOptions, FloatArray, MuonState> {
   static readonly schema = new Schema<MuonOptions>('Muon')
   /** PyTorch's defaults, read from the native core. */
   static readonly defaults = Muon.schema.defaults
 
-  constructor(params: Params<MuonOptions>, options?: Partial<MuonOptions>) {
+  constructor(params: Params<MuonOptions>, options?: OptionsInput<MuonOptions>) {
     super(Muon.schema, params, options)
   }
 }
