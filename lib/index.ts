@@ -17,7 +17,7 @@ export {
 export type { ErrorCode } from './errors'
 export { getNumThreads, setNumThreads } from './threads'
 export { type ParamState, type StateDict } from './optimizer'
-export { decodeSafetensors, encodeSafetensors, loadStateDict, saveStateDict } from './checkpoint'
+export { decodeSafetensors, encodeSafetensors, loadStateDict, saveStateDict, type CheckpointDict } from './checkpoint'
 export {
   CosineAnnealingLR,
   ExponentialLR,

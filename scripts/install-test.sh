@@ -47,7 +47,7 @@ for forbidden in 'package/src/' 'package/crate/' 'package/__test__/' 'package/ta
   if grep -E -q "$forbidden" "$work/main.txt"; then fail "the main tarball holds $forbidden"; fi
 done
 for needed in package/package.json package/README.md package/LICENSE package/CHANGELOG.md package/index.d.ts \
-  package/tfjs.d.ts package/dist/index.js package/dist/index.d.ts package/native/index.js package/native/index.d.ts; do
+  package/tfjs.d.ts package/distributed.d.ts package/dist/index.js package/dist/index.d.ts package/native/index.js package/native/index.d.ts; do
   grep -qx "$needed" "$work/main.txt" || fail "the main tarball lacks $needed"
 done
 echo "install-test: contents of fastoptim-linux-x64-gnu-$version.tgz"

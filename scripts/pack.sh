@@ -17,7 +17,7 @@ stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 main="$stage/main"
 mkdir -p "$main/native"
-(cd "$repo" && cp -r package.json README.md LICENSE CHANGELOG.md index.d.ts tfjs.d.ts dist "$main"/ &&
+(cd "$repo" && cp -r package.json README.md LICENSE CHANGELOG.md index.d.ts tfjs.d.ts distributed.d.ts dist "$main"/ &&
   cp native/index.js native/index.d.ts "$main/native/")
 node -e '
   const fs = require("fs")
