@@ -212,7 +212,13 @@ export interface DecodedTensor {
   /** The file's dtype: `"F32"`, `"F64"`, `"U8"`, `"BF16"`, `"F16"`, `"I32"` or `"I64"`. */
   dtype: string
   shape: Array<number>
-  data: Elements
+  /**
+   * The elements, in the typed array of the dtype: F32 a Float32Array, F64 a Float64Array, F16
+   * (widened, exactly) a Float32Array, U8 a Uint8Array, BF16 a Uint16Array of raw bit patterns,
+   * I32 an Int32Array, I64 a BigInt64Array. (Spelled out, not aliased: the generated declarations
+   * would name an alias they do not define.)
+   */
+  data: Float32Array | Float64Array | Uint8Array | Uint16Array | Int32Array | BigInt64Array
   /** Of a tensor of shape `[]`: its value, exactly. */
   scalar?: number
 }

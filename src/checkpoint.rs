@@ -15,11 +15,6 @@ use napi_derive::napi;
 
 use crate::js::{Fail, RawEnv};
 
-/// The elements of a tensor, in the typed array of its dtype: F32 a Float32Array, F64 and F16
-/// (widened, exactly) a Float64Array / Float32Array, U8 a Uint8Array, BF16 a Uint16Array of raw
-/// bit patterns, I32 an Int32Array, I64 a BigInt64Array.
-type Elements = Either6<Float32Array, Float64Array, Uint8Array, Uint16Array, Int32Array, BigInt64Array>;
-
 /// One state tensor of a checkpoint, as `decodeCheckpoint` gives it.
 #[napi(object)]
 pub struct DecodedTensor {
@@ -30,7 +25,11 @@ pub struct DecodedTensor {
   /// The file's dtype: `"F32"`, `"F64"`, `"U8"`, `"BF16"`, `"F16"`, `"I32"` or `"I64"`.
   pub dtype: String,
   pub shape: Vec<u32>,
-  pub data: Elements,
+  /// The elements, in the typed array of the dtype: F32 a Float32Array, F64 a Float64Array, F16
+  /// (widened, exactly) a Float32Array, U8 a Uint8Array, BF16 a Uint16Array of raw bit patterns,
+  /// I32 an Int32Array, I64 a BigInt64Array. (Spelled out, not aliased: the generated declarations
+  /// would name an alias they do not define.)
+  pub data: Either6<Float32Array, Float64Array, Uint8Array, Uint16Array, Int32Array, BigInt64Array>,
   /// Of a tensor of shape `[]`: its value, exactly.
   pub scalar: Option<f64>,
 }
