@@ -1,7 +1,7 @@
 """What the trajectory fixture generators share: camelCase option names, seeded input
 perturbation, and the fixture file's layout (one line per key and per step: compact but diffable).
 
-Imported by scripts/gen_fixtures_{family,lion,schedulefree,torch_more}.py; run those from the
+Imported by scripts/gen_fixtures_{family,lion,muon,schedulefree,torch_more}.py; run those from the
 repository root (`python3 scripts/gen_fixtures_family.py`), which puts this folder on the path.
 """
 import json
@@ -26,6 +26,17 @@ def sprinkle(t, gen, value, count):
     idx = torch.randperm(t.numel(), generator=gen)[:count]
     signs = torch.randint(0, 2, (count,), generator=gen, dtype=torch.float64) * 2 - 1
     t[idx] = signs * value
+
+
+def trajectory(init, grads, traj, state, as_list):
+    """A case's `init`, `steps` (each step's grads and the params after it) and `finalState`,
+    every tensor through `as_list` (None stays None)."""
+    return {
+        "init": [as_list(p) for p in init],
+        "steps": [{"grads": [as_list(g) for g in step_grads], "params": [as_list(p) for p in params]}
+                  for step_grads, params in zip(grads, traj)],
+        "finalState": [{k: as_list(v) for k, v in s.items()} for s in state],
+    }
 
 
 def dump(obj):

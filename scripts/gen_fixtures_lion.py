@@ -49,7 +49,7 @@ from importlib.metadata import version
 
 import torch
 
-from fixture_json import camel, sprinkle, to_json_options, write_fixture
+from fixture_json import camel, sprinkle, to_json_options, trajectory, write_fixture
 import lion_pytorch
 import lion_pytorch.foreach
 
@@ -206,11 +206,7 @@ def build_case(case, dtype_name):
         "optimizer": "Lion",
         "dtype": dtype_name,
         "groups": [{"params": idx, "options": to_json_options(opts)} for idx, opts in groups],
-        "init": [as_list(p) for p in init],
-        "steps": [{"grads": [as_list(g) for g in step_grads],
-                   "params": [as_list(p) for p in params]}
-                  for step_grads, params in zip(grads, traj)],
-        "finalState": [{k: as_list(v) for k, v in s.items()} for s in state],
+        **trajectory(init, grads, traj, state, as_list),
     }
 
 

@@ -47,7 +47,7 @@ import zlib
 import torch
 import torch.optim._muon as muon_module
 
-from fixture_json import camel, sprinkle, to_json_options, write_fixture
+from fixture_json import camel, sprinkle, to_json_options, trajectory, write_fixture
 
 OUTPUT = os.path.join("__test__", "fixtures", "muon.json")
 STEPS = 10
@@ -197,11 +197,7 @@ def build_case(case, dtype_name):
         "dtype": dtype_name,
         "shapes": [list(s) for s in SHAPES],
         "groups": [{"params": idx, "options": to_json_options(opts)} for idx, opts in groups],
-        "init": [as_list(p) for p in init],
-        "steps": [{"grads": [as_list(g) for g in step_grads],
-                   "params": [as_list(p) for p in params]}
-                  for step_grads, params in zip(grads, traj)],
-        "finalState": [{k: as_list(v) for k, v in s.items()} for s in state],
+        **trajectory(init, grads, traj, state, as_list),
         "finalParamsInDtype": [as_list(p) for p in traj_exact[-1]],
         "finalStateInDtype": [{k: as_list(v) for k, v in s.items()} for s in state_exact],
     }
