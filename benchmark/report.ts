@@ -430,7 +430,7 @@ if (references) {
   )
   out()
   out(
-    `Back to back, fastoptim and its counterpart (${[...new Set(references.results.filter((r) => r.scenario === 'optimizers' && r.path).map((r) => r.path!))].join('; ') || 'none ran'}) alternating case by case. "Of memory at 64M" is the optimizer's own traffic (4 bytes for each array read and for each written: p, g and its state read, p and its state written) per second over the C traffic kernel's at 64M.`,
+    `Back to back, fastoptim and its counterpart (${[...new Set(references.results.filter((r) => r.scenario === 'optimizers' && r.path).map((r) => r.path!))].join('; ') || 'none ran'}) alternating case by case. "Of memory at 64M" is the optimizer's own traffic (4 bytes for each array read and for each written: p, g and its state read, p and its state written) per second over the C traffic kernel's at 64M, the two timed in turn, round by round.`,
   )
   out()
   out(`| optimizer | ${optSizes.map(label).join(' | ')} | of memory at 64M |`)
@@ -438,7 +438,10 @@ if (references) {
   for (const name of optimizers) {
     const state = bytesPerParam(name)
     const ofMemory = [1, ALL].map(
-      (t) => (c64(t) / refUs('optimizers', 'fastoptim', 1 << 26, t, name)) * (state / ADAM_BYTES),
+      (t) =>
+        ((refUs('optimizers', 'C traffic', 1 << 26, t, name) || c64(t)) /
+          refUs('optimizers', 'fastoptim', 1 << 26, t, name)) *
+        (state / ADAM_BYTES),
     )
     const cells = optSizes.map((n) => {
       const ours = [1, ALL].map((t) => n / refUs('optimizers', 'fastoptim', n, t, name) / 1e3)

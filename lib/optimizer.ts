@@ -139,7 +139,18 @@ export class Schema<Options> {
     }
     for (const value of Object.values(defaults)) if (Array.isArray(value)) Object.freeze(value)
     this.defaults = Object.freeze(defaults) as Required<Options>
+    this.packValid = compilePacker(this.slots)
   }
+
+  /**
+   * `pack` for a group whose every option is acceptable as it is: reads each option once, by its
+   * own name, and returns false (what it wrote then counts for nothing) at the first value `pack`
+   * would refuse, so that the caller runs `pack` to say why. Compiled from the slots, because it
+   * runs at every step: a load by a literal name is one check of the group's shape, where
+   * `group[slot.key]` over many names is a generic lookup, and the whole step over a small model
+   * costs about what these lookups do (BENCHMARKS.md, "Design choices").
+   */
+  readonly packValid: (group: Record<string, unknown>, out: Float64Array, offset: number) => boolean
 
   /** `options.betas[0]`: the name of slot `i` in messages. */
   #name(where: string, i: number): string {
@@ -197,6 +208,53 @@ export class Schema<Options> {
       }
     }
   }
+}
+
+/**
+ * The body of `Schema.packValid` for `slots`. Keys are the registry's option names (`\w+`, checked
+ * when the slots are made), so they are safe as property names in source text.
+ */
+function compilePacker(slots: readonly Slot[]): Schema<object>['packValid'] {
+  const lines: string[] = []
+  const tuples = new Set<string>()
+  slots.forEach((slot, i) => {
+    if (!/^\w+$/.test(slot.key)) throw new Error(`option name ${JSON.stringify(slot.key)} is not a word`)
+    let value = `group.${slot.key}`
+    if (slot.index !== undefined) {
+      if (!tuples.has(slot.key)) {
+        tuples.add(slot.key)
+        const arity = slots.filter((s) => s.key === slot.key).length
+        lines.push(`const ${slot.key} = group.${slot.key}`)
+        lines.push(`if (!Array.isArray(${slot.key}) || ${slot.key}.length !== ${arity}) return false`)
+      }
+      value = `${slot.key}[${slot.index}]`
+    }
+    lines.push(`const v${i} = ${value}`)
+    const at = `out[offset + ${i}]`
+    switch (slot.kind) {
+      case 'number':
+        lines.push(`if (typeof v${i} !== 'number') return false`, `${at} = v${i}`)
+        break
+      case 'number?':
+        // NaN packs null, so a NaN given is refused (by `pack`).
+        lines.push(
+          `if (v${i} === null) ${at} = NaN`,
+          `else if (typeof v${i} === 'number' && v${i} === v${i}) ${at} = v${i}`,
+        )
+        lines.push('else return false')
+        break
+      case 'boolean':
+        lines.push(`if (typeof v${i} !== 'boolean') return false`, `${at} = v${i} ? 1 : 0`)
+        break
+      case 'choice?':
+        lines.push(`if (v${i} === null) ${at} = NaN`, `else if (typeof v${i} !== 'string') return false`)
+        lines.push(`else { const c = choices[${i}].indexOf(v${i}); if (c < 0) return false; ${at} = c }`)
+        break
+    }
+  })
+  lines.push('return true')
+  const make = new Function('choices', `return function packValid(group, out, offset) {\n${lines.join('\n')}\n}`)
+  return make(slots.map((slot) => slot.choices)) as Schema<object>['packValid']
 }
 
 /** How many elements a state buffer of `layout` has for a parameter of `length` elements and `shape`. */
@@ -855,6 +913,7 @@ export abstract class Optimizer<
     const width = this.#schema.slots.length
     if (this.#packed.length !== groups.length * width) this.#packed = new Float64Array(groups.length * width)
     for (let g = 0; g < groups.length; g++) {
+      if (!validate && this.#schema.packValid(groups[g], this.#packed, g * width)) continue
       const label = where === 'options' ? where : `${where}[${g}]`
       this.#schema.pack(groups[g], label, this.#packed, g * width)
       if (validate) this.#native.validateOptions(label, this.#packed.subarray(g * width, (g + 1) * width))

@@ -51,7 +51,8 @@ export class StepArrays {
     }
     this.#params = undefined
     const seen = this.#seen
-    seen.length = 2 * params.length
+    // Only when it changes: setting an array's length is a runtime call even to the same value.
+    if (seen.length !== 2 * params.length) seen.length = 2 * params.length
     const report = opt.step(params, groupOf, packed, seen, skipNonFinite)
     if (this.#lengths.length !== seen.length) this.#lengths = new Float64Array(seen.length)
     for (let k = 0; k < seen.length; k++) {
@@ -69,7 +70,7 @@ export class StepArrays {
 
   #unchanged(params: readonly Parameter<GradKind>[]): boolean {
     const now = this.#now
-    now.length = 2 * params.length
+    if (now.length !== 2 * params.length) now.length = 2 * params.length
     // Getters may run here, so first take every array, then compare, which runs no JavaScript.
     for (let i = 0; i < params.length; i++) {
       const param = params[i]

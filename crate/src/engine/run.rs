@@ -584,10 +584,11 @@ impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
   }
 }
 
-/// Whether a step's arrays are too large to stay in cache between steps, so that its kernels are
-/// better off prefetching ([`simd::streaming`]): when they take more than half the last-level
-/// cache (which other processes share): steps that fit run slower with prefetching, steps that do
-/// not run faster (BENCHMARKS.md, "Design choices").
+/// Whether a step's kernels are better off prefetching ([`simd::streaming`]): on a processor whose
+/// hardware prefetchers fall short of streaming such a loop ([`simd::prefetch_helps`]), when its
+/// arrays take more than half the last-level cache (which other processes share), so that they do
+/// not stay in cache between steps: steps that fit run slower with prefetching, steps that do not
+/// run faster there (BENCHMARKS.md, "Design choices").
 fn streams_from_memory<T, C>(jobs: &[Job<'_, T, C>]) -> bool {
   let arrays = |job: &Job<'_, T, C>| 2 + job.buffers.iter().filter(|b| !b.is_empty()).count();
   streams(jobs.iter().map(|job| job.param.len() * arrays(job)).sum::<usize>() * std::mem::size_of::<T>())
@@ -595,7 +596,7 @@ fn streams_from_memory<T, C>(jobs: &[Job<'_, T, C>]) -> bool {
 
 /// Whether a step whose arrays take `bytes` in all streams from memory (see [`run`]).
 pub fn streams(bytes: usize) -> bool {
-  bytes > last_level_cache_bytes() / 2
+  simd::prefetch_helps() && bytes > last_level_cache_bytes() / 2
 }
 
 /// The size of the largest cache of CPU 0 (Linux's sysfs), or 32 MiB where it cannot be read.

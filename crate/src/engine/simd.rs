@@ -70,6 +70,24 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// Whether prefetching ahead ([`streaming`]) speeds up kernels that stream from memory on this
+/// processor. It did on AMD's (Adam over 64M elements 7-15% faster), and slowed Intel's by 8-22%
+/// at 4M and 64M elements whatever the distance or block size tried, their hardware prefetchers
+/// keeping up by themselves (BENCHMARKS.md, "Design choices"); untried elsewhere, so off.
+pub fn prefetch_helps() -> bool {
+  static HELPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+  *HELPS.get_or_init(|| {
+    #[cfg(target_arch = "x86_64")]
+    {
+      let id = std::arch::x86_64::__cpuid(0);
+      let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+      vendor == b"AuthenticAMD"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+  })
+}
+
 /// Elements of each array a kernel call updates while streaming: 64 `f32` (four cache lines).
 pub const STREAM_BLOCK_BYTES: usize = 256;
 

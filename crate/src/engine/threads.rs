@@ -512,14 +512,27 @@ mod tests {
     assert_eq!(hits.load(Ordering::Relaxed), 40);
   }
 
+  /// A piece that holds its thread until `threads` pieces have started (or 20 s have passed),
+  /// so a step of such pieces stays open until `threads` different threads hold one each,
+  /// however late a woken worker is scheduled on a loaded machine. A worker that never joins
+  /// leaves the step open for the 20 s, then the count of threads shows it.
+  fn rendezvous(threads: usize) -> impl Fn(usize) + Sync {
+    let started = AtomicUsize::new(0);
+    move |_| {
+      started.fetch_add(1, Ordering::SeqCst);
+      let deadline = Instant::now() + Duration::from_secs(20);
+      while started.load(Ordering::SeqCst) < threads && Instant::now() < deadline {
+        thread::sleep(Duration::from_micros(200));
+      }
+    }
+  }
+
   #[test]
   fn every_step_is_joined_by_every_worker() {
-    // Pieces that sleep keep a step open for 16 ms whatever the load, since sleeping needs no
-    // processor: ample time for every worker, even one that has to be woken, to join.
     for threads in [2, 3, 4, 2] {
       let pool = Pool::new(threads).unwrap();
       for step in 0..10 {
-        pool.for_each_piece(8 * threads, &|_| std::thread::sleep(std::time::Duration::from_millis(2)));
+        pool.for_each_piece(8 * threads, &rendezvous(threads));
         assert_eq!(last_step_threads(), threads, "{threads} threads, step {step}");
         if step % 3 == 2 {
           // Long enough for the workers to fall asleep.
@@ -540,8 +553,8 @@ mod tests {
     });
     assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
     assert_eq!(last_step_threads(), 1);
-    // A step that wakes it is joined again (pieces that sleep keep the step open for 16 ms).
-    pool.for_each_piece_waking(16, true, &|_| std::thread::sleep(std::time::Duration::from_millis(2)));
+    // A step that wakes it is joined again.
+    pool.for_each_piece_waking(16, true, &rendezvous(2));
     assert_eq!(last_step_threads(), 2);
   }
 
