@@ -400,7 +400,7 @@ for (const Class of [AdamWScheduleFree, SGDScheduleFree]) {
       // A twin without the getter, in the same state, makes the outer call alone.
       const twins = params.map((p) => ({ data: Float64Array.from(p.data), grad: Float64Array.from(p.grad!) }))
       const twin = new Class(twins)
-      twin.loadStateDict(opt.stateDict())
+      twin.loadStateDict(opt.stateDict() as never)
       const method = outerName.slice(0, -2) as 'eval' | 'train' | 'step'
       twin[method]()
       refusals.length = 0
@@ -415,7 +415,7 @@ for (const Class of [AdamWScheduleFree, SGDScheduleFree]) {
 
     // While a stepAsync() is in flight: on SharedArrayBuffers the step runs on another thread, and
     // is still in flight when stepAsync() returns its promise.
-    const onShared = (values: Float64Array) => {
+    const onShared = (values: FloatArray) => {
       const shared = new Float64Array(new SharedArrayBuffer(values.byteLength))
       shared.set(values)
       return shared

@@ -103,8 +103,7 @@ fn to_js(tensor: StateTensor) -> std::result::Result<DecodedTensor, Fail> {
 }
 
 fn named_to_js(tensor: NamedTensor, naming: Naming) -> std::result::Result<DecodedNamedTensor, Fail> {
-  let scalar =
-    if tensor.shape.is_empty() { Some(tensor.scalar().map_err(|e| corrupt_as(naming, e))?) } else { None };
+  let scalar = if tensor.shape.is_empty() { Some(tensor.scalar().map_err(|e| corrupt_as(naming, e))?) } else { None };
   let (shape, data) = js_parts(&tensor.name, tensor.dtype, &tensor.shape, &tensor.data, naming)?;
   Ok(DecodedNamedTensor { name: tensor.name, dtype: tensor.dtype.name().into(), shape, data, scalar })
 }

@@ -3,7 +3,7 @@
 //! through both namings: optimizer checkpoints and weight averages.
 #![no_main]
 
-use fastoptim_core::checkpoint::{decode, decode_named, encode, encode_named, Naming, NamedTensor, StateTensor};
+use fastoptim_core::checkpoint::{decode, decode_named, encode, encode_named, NamedTensor, Naming, StateTensor};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
