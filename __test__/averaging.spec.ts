@@ -6,8 +6,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import test from 'ava'
+import fc from 'fast-check'
 
 import { EMA, getNumThreads, setNumThreads, SGD, SWA, SWALR, type FloatArray, type Parameter } from '../lib'
+import { damaged } from './helpers/damage'
 
 interface AveragingCase {
   name: string
@@ -308,4 +310,128 @@ test('SWALR checks its options, and its stateDict resumes the schedule', (t) => 
     b.step()
     t.is(opt2.paramGroups[0].lr, opt.paramGroups[0].lr)
   }
+})
+
+test('weight-average checkpoints go through the binding codec: hostile bytes are refused coded, changing nothing', (t) => {
+  const params = [{ data: Float32Array.of(1, 2, 3, 4, 5, 6), shape: [2, 3] }, { data: Float32Array.of(7) }]
+  const ema = new EMA(params, { decay: 0.5 })
+  ema.update()
+  params[0].data[0] = 9
+  ema.update()
+  const good = ema.toSafetensors()
+  const state = () =>
+    JSON.stringify(ema.stateDict(), (_, v) => (ArrayBuffer.isView(v) ? Array.from(v as FloatArray) : v))
+  const before = state()
+  const codes = new Set(['ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE', 'ERR_OUT_OF_RANGE', 'ERR_INVALID_STATE'])
+  // Damaged bytes: loaded (a change in the data only), or refused coded with nothing changed.
+  fc.assert(
+    fc.property(damaged(good), (bytes) => {
+      try {
+        ema.loadSafetensors(bytes)
+      } catch (error) {
+        const code = (error as { code?: string }).code ?? ''
+        if (!codes.has(code)) t.log(error)
+        return codes.has(code) && state() === before
+      }
+      ema.loadSafetensors(good)
+      return state() === before
+    }),
+    { numRuns: 500 },
+  )
+
+  /** A safetensors file of `header` (JSON) and `data` bytes. */
+  const file = (header: object, data: number[]) => {
+    const json = Buffer.from(JSON.stringify(header))
+    const out = new Uint8Array(8 + json.length + data.length)
+    new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true)
+    out.set(json, 8)
+    out.set(data, 8 + json.length)
+    return out
+  }
+  const i64 = (n: bigint) => [...new Uint8Array(BigInt64Array.of(n).buffer)]
+  const f32 = (...values: number[]) => [...new Uint8Array(Float32Array.from(values).buffer)]
+  const tensor = (dtype: string, shape: number[], from: number, to: number) => ({
+    dtype,
+    shape,
+    data_offsets: [from, to],
+  })
+  const modules = { 'module.0': tensor('F32', [2, 3], 8, 32), 'module.1': tensor('F32', [1], 32, 36) }
+  const data = [...i64(2n), ...f32(1, 2, 3, 4, 5, 6), ...f32(7)]
+  const cases: Array<[string, unknown, string, RegExp]> = [
+    ['a string', 'bytes', 'ERR_INVALID_ARG_TYPE', /must be a Uint8Array, got a string/],
+    ['a plain array', [...good], 'ERR_INVALID_ARG_TYPE', /must be a Uint8Array/],
+    ['an Int32Array', new Int32Array(good.buffer.slice(0, 8)), 'ERR_INVALID_ARG_TYPE', /must be a Uint8Array/],
+    ['null', null, 'ERR_INVALID_ARG_TYPE', /must be a Uint8Array, got null/],
+    ['three bytes', Uint8Array.of(1, 2, 3), 'ERR_INVALID_ARG_VALUE', /^not a valid weight-average checkpoint: 3 bytes/],
+    [
+      'an optimizer checkpoint name',
+      file({ n_averaged: tensor('I64', [], 0, 8), 'state.0.exp_avg': tensor('F32', [1], 8, 12) }, [
+        ...i64(1n),
+        ...f32(1),
+      ]),
+      'ERR_INVALID_ARG_VALUE',
+      /tensor "state\.0\.exp_avg" is not named n_averaged or module\.<n>/,
+    ],
+    [
+      'a second spelling of a position',
+      file(
+        { n_averaged: tensor('I64', [], 0, 8), 'module.0': modules['module.0'], 'module.01': modules['module.1'] },
+        data,
+      ),
+      'ERR_INVALID_ARG_VALUE',
+      /"module\.01" is not named/,
+    ],
+    [
+      'offsets running backwards',
+      file(
+        {
+          n_averaged: tensor('I64', [], 0, 8),
+          'module.0': tensor('F32', [2, 3], 32, 8),
+          'module.1': modules['module.1'],
+        },
+        data,
+      ),
+      'ERR_INVALID_ARG_VALUE',
+      /do not fit/,
+    ],
+    [
+      'n_averaged of shape [1]',
+      file({ n_averaged: tensor('I64', [1], 0, 8), ...modules }, data),
+      'ERR_INVALID_ARG_VALUE',
+      /n_averaged has shape \[1\] \(expected a scalar\)/,
+    ],
+    [
+      'n_averaged beyond 2^53',
+      file({ n_averaged: tensor('I64', [], 0, 8), ...modules }, [...i64(2n ** 60n), ...data.slice(8)]),
+      'ERR_INVALID_ARG_VALUE',
+      /n_averaged is 1152921504606846976, beyond the integers a number holds exactly/,
+    ],
+    [
+      'a module of integers',
+      file(
+        {
+          n_averaged: tensor('I64', [], 0, 8),
+          'module.0': tensor('I32', [2, 3], 8, 32),
+          'module.1': modules['module.1'],
+        },
+        data,
+      ),
+      'ERR_INVALID_ARG_VALUE',
+      /module\.0 has dtype I32 \(expected F32 or F64\)/,
+    ],
+    [
+      'a module missing',
+      file({ n_averaged: tensor('I64', [], 0, 8) }, i64(2n)),
+      'ERR_INVALID_ARG_VALUE',
+      /module\.0 is missing/,
+    ],
+  ]
+  for (const [what, bytes, code, message] of cases) {
+    t.throws(() => ema.loadSafetensors(bytes as Uint8Array), { code, message }, what)
+    t.is(state(), before, `${what}: nothing changed`)
+  }
+  // The well-formed file those cases damage loads.
+  ema.loadSafetensors(file({ n_averaged: tensor('I64', [], 0, 8), ...modules }, data))
+  t.is(ema.nAveraged, 2)
+  t.deepEqual(Array.from(ema.averaged()[0]), [1, 2, 3, 4, 5, 6])
 })

@@ -362,6 +362,80 @@ for (const Class of [AdamWScheduleFree, SGDScheduleFree]) {
     t.is(snapshot(opt, params), before)
     t.true(opt.paramGroups[0].trainMode)
   })
+
+  test(`${Class.name}: train() and eval() refuse re-entrant calls and calls during stepAsync(), as every method does`, async (t) => {
+    const params = [param(), param()]
+    const opt = new Class([params[0], params[1]])
+    opt.train()
+    opt.step()
+    // A getter on a parameter's data makes one call into the optimizer the next time it is read.
+    const data = params[1].data
+    let inner: (() => unknown) | undefined
+    const refusals: unknown[] = []
+    Object.defineProperty(params[1], 'data', {
+      get() {
+        const call = inner
+        inner = undefined
+        if (call) {
+          try {
+            call()
+            refusals.push('not refused')
+          } catch (error) {
+            refusals.push(error)
+          }
+        }
+        return data
+      },
+    })
+    const cases: Array<[string, () => unknown, string, () => unknown]> = [
+      ['eval()', () => opt.eval(), 'train()', () => opt.train()],
+      ['train()', () => opt.train(), 'eval()', () => opt.eval()],
+      ['step()', () => opt.step(), 'eval()', () => opt.eval()],
+      // The getter runs before eval() switches the mode, so the step is refused as re-entrant.
+      ['eval()', () => opt.eval(), 'step()', () => opt.step()],
+      ['train()', () => opt.train(), 'train()', () => opt.train()],
+      ['eval()', () => opt.eval(), 'zeroGrad()', () => opt.zeroGrad()],
+    ]
+    for (const [outerName, outer, innerName, call] of cases) {
+      // A twin without the getter, in the same state, makes the outer call alone.
+      const twins = params.map((p) => ({ data: Float64Array.from(p.data), grad: Float64Array.from(p.grad!) }))
+      const twin = new Class(twins)
+      twin.loadStateDict(opt.stateDict() as never)
+      const method = outerName.slice(0, -2) as 'eval' | 'train' | 'step'
+      twin[method]()
+      refusals.length = 0
+      inner = call
+      outer()
+      t.is(refusals.length, 1, `${innerName} during ${outerName} ran`)
+      const error = refusals[0] as Error & { code?: string }
+      t.is(error.code, 'ERR_INVALID_STATE', `${innerName} during ${outerName}`)
+      t.is(error.message, `${innerName} was called from JavaScript run by ${outerName} of the same optimizer`)
+      t.is(snapshot(opt, params), snapshot(twin, twins), `${outerName} did what it does alone`)
+    }
+
+    // While a stepAsync() is in flight: on SharedArrayBuffers the step runs on another thread, and
+    // is still in flight when stepAsync() returns its promise.
+    const onShared = (values: FloatArray) => {
+      const shared = new Float64Array(new SharedArrayBuffer(values.byteLength))
+      shared.set(values)
+      return shared
+    }
+    const busy = new Class([param(), param()].map((p) => ({ data: onShared(p.data), grad: onShared(p.grad!) })))
+    busy.train()
+    const pending = busy.stepAsync()
+    for (const [name, call] of [
+      ['train()', () => busy.train()],
+      ['eval()', () => busy.eval()],
+    ] as const) {
+      t.throws(call, {
+        code: 'ERR_INVALID_STATE',
+        message: `${name} was called while stepAsync() is in flight; await the promise stepAsync() returned first`,
+      })
+    }
+    await pending
+    busy.eval()
+    t.false(busy.paramGroups[0].trainMode)
+  })
 }
 
 test('bad options: β₁ and the momentum must be above 0, as leaving training divides by them', (t) => {

@@ -4,7 +4,6 @@
 // parameter on the step pool (crate/src/averaging.rs has the equations and PyTorch's rounding).
 import { readFileSync, writeFileSync } from 'node:fs'
 
-import { decodeTensors, encodeTensors, type NamedTensor } from './tensors'
 import { describe, invalidState, invalidType, invalidValue, outOfRange } from './errors'
 import { native } from './native'
 import type { FloatArray } from './optimizer'
@@ -202,12 +201,12 @@ abstract class AveragedWeights {
    * `module.<i>` in each parameter's shape.
    */
   toSafetensors(): Uint8Array {
-    const tensors: NamedTensor[] = [
+    const tensors: Parameters<typeof native.encodeTensors>[2] = [
       {
         name: 'n_averaged',
         dtype: 'I64',
         shape: [],
-        bytes: new Uint8Array(BigInt64Array.of(BigInt(this.nAveraged)).buffer),
+        data: new Uint8Array(BigInt64Array.of(BigInt(this.nAveraged)).buffer),
       },
     ]
     this.averaged().forEach((values, i) => {
@@ -215,10 +214,11 @@ abstract class AveragedWeights {
         name: `module.${i}`,
         dtype: values instanceof Float32Array ? 'F32' : 'F64',
         shape: this.#shapes[i],
-        bytes: new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
+        data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
       })
     })
-    return encodeTensors(tensors, { format: 'pt' })
+    // Written by the binding's safetensors codec (crate/src/checkpoint.rs), as optimizer checkpoints are.
+    return native.encodeTensors('averaged', { format: 'pt' }, tensors)
   }
 
   /**
@@ -227,21 +227,22 @@ abstract class AveragedWeights {
    * buffers of the module, are refused). Checked whole first, as `loadStateDict()`.
    */
   loadSafetensors(bytes: Uint8Array): void {
-    const what = `${this.#name} checkpoint`
-    const { tensors } = decodeTensors(bytes, what)
-    const corrupt = (why: string) => invalidValue(`not a valid ${what}: ${why}`)
+    // Parsed by the binding's safetensors codec (crate/src/checkpoint.rs): header, dtypes, shapes
+    // and offsets checked, names only `n_averaged` and `module.<n>` (each in one spelling).
+    const { tensors } = native.decodeTensors(bytes, 'averaged')
+    const corrupt = (why: string) => invalidValue(`not a valid weight-average checkpoint: ${why}`)
     let nAveraged: number | undefined
     const averaged: FloatArray[] = []
-    for (const { name, shape, values } of tensors) {
+    for (const { name, dtype, shape, data, scalar } of tensors) {
       if (name === 'n_averaged') {
-        if (shape.length !== 0) throw corrupt(`n_averaged has shape ${JSON.stringify(shape)} (expected a scalar)`)
-        nAveraged = Number(values[0])
+        if (typeof scalar !== 'number') {
+          throw corrupt(`n_averaged has shape ${JSON.stringify(shape)} (expected a scalar)`)
+        }
+        nAveraged = scalar
         continue
       }
-      const match = /^module\.(\d+)$/.exec(name)
-      if (!match) throw corrupt(`tensor ${JSON.stringify(name)} is neither n_averaged nor module.<n>`)
-      if (values instanceof BigInt64Array) throw corrupt(`${name} has dtype I64 (expected F32 or F64)`)
-      averaged[Number(match[1])] = values
+      if (dtype !== 'F32' && dtype !== 'F64') throw corrupt(`${name} has dtype ${dtype} (expected F32 or F64)`)
+      averaged[Number(name.slice('module.'.length))] = data as FloatArray
     }
     if (nAveraged === undefined) throw corrupt('n_averaged is missing')
     for (let i = 0; i < this.#shapes.length; i++) {

@@ -504,6 +504,15 @@ export abstract class Optimizer<
     return this.#native
   }
 
+  /**
+   * Runs `body` as a subclass's public method `what`, guarded as this class's own methods are:
+   * refused while a `stepAsync()` is in flight, and when called from JavaScript that another call
+   * on this optimizer runs.
+   */
+  protected guarded<T>(what: string, body: () => T): T {
+    return this.#enter(what, body)
+  }
+
   /** Adds a group of parameters, as PyTorch's `add_param_group`. */
   addParamGroup(group: { params: readonly Parameter<Grad>[] } & OptionsInput<Options>): void {
     this.#enter('addParamGroup()', () => this.#addGroups([group]))

@@ -59,7 +59,7 @@ abstract class ScheduleFreeOptimizer<Options extends GroupState, State extends P
    * a step in eval mode is refused.
    */
   train(): void {
-    this.#switch(true)
+    this.guarded('train()', () => this.#switch(true))
   }
 
   /**
@@ -68,7 +68,7 @@ abstract class ScheduleFreeOptimizer<Options extends GroupState, State extends P
    * save, and becomes `trainMode: false`.
    */
   eval(): void {
-    this.#switch(false)
+    this.guarded('eval()', () => this.#switch(false))
   }
 
   /**

@@ -28,6 +28,8 @@ const lengthOf: (array: FloatArray) => number = Function.prototype.call.bind(
  * attached (a detached array's length is 0) and so still the same memory; anything else (a new
  * array, a detached or resized one, a getter that returns something else) takes the full native
  * read, with its checks and errors. The remembered arrays are held here, so they stay alive.
+ * `stepAgain` trusts none of this: it checks natively, before writing, that each array the last
+ * step read is still attached, where it was and of its length (refusing with `ERR_INVALID_STATE`).
  * A sparse gradient (`{ indices, values }`) is never remembered: the native step reports it as
  * undefined, so a step with one always takes the full read, which checks and coalesces it.
  */

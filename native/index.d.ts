@@ -203,6 +203,18 @@ export interface DecodedCheckpoint {
   tensors: Array<DecodedTensor>
 }
 
+/**
+ * One tensor of a file as `decodeTensors` gives it, under its own name; otherwise as
+ * [`DecodedTensor`].
+ */
+export interface DecodedNamedTensor {
+  name: string
+  dtype: string
+  shape: Array<number>
+  data: Float32Array | Float64Array | Uint8Array | Uint16Array | Int32Array | BigInt64Array
+  scalar?: number
+}
+
 /** One state tensor of a checkpoint, as `decodeCheckpoint` gives it. */
 export interface DecodedTensor {
   /** The parameter's position over all groups. */
@@ -223,8 +235,28 @@ export interface DecodedTensor {
   scalar?: number
 }
 
+/** A file decoded by `decodeTensors`: the header's `__metadata__` and the tensors, in file order. */
+export interface DecodedTensors {
+  metadata: Record<string, string>
+  tensors: Array<DecodedNamedTensor>
+}
+
+/**
+ * Decodes safetensors bytes whose tensors are named as `naming` (`"state"` or `"averaged"`:
+ * `n_averaged` and `module.<n>`) says, checked as `decodeCheckpoint` checks a checkpoint;
+ * refuses anything malformed with `ERR_INVALID_ARG_VALUE` (and what is not a `Uint8Array` with
+ * `ERR_INVALID_ARG_TYPE`).
+ */
+export declare function decodeTensors(bytes: unknown, naming: string): DecodedTensors
+
 /** Encodes state tensors and `metadata` (the header's `__metadata__`) as safetensors bytes. */
 export declare function encodeCheckpoint(metadata: Record<string, string>, tensors: Array<TensorToEncode>): Uint8Array
+
+/**
+ * Encodes tensors named as `naming` says, and `metadata`, as safetensors bytes (as
+ * `encodeCheckpoint`).
+ */
+export declare function encodeTensors(naming: string, metadata: Record<string, string>, tensors: Array<NamedTensorToEncode>): Uint8Array
 
 /** How many threads a step may use, the calling thread included. */
 export declare function getNumThreads(): number
@@ -260,6 +292,14 @@ export interface LbfgsHistory {
   ro: Float32Array | Float64Array
   hDiag: number
   al?: Float32Array | Float64Array
+}
+
+/** One tensor for `encodeTensors` to write, as [`TensorToEncode`] under its own name. */
+export interface NamedTensorToEncode {
+  name: string
+  dtype: string
+  shape: Array<number>
+  data: Uint8Array
 }
 
 /** One option of an optimizer, as the facade sees it. */

@@ -229,19 +229,7 @@ impl RawEnv {
     };
     let mut detached = false;
     if len == 0 {
-      let mut buffer = ptr::null_mut();
-      call!(
-        "napi_get_typedarray_info",
-        sys::napi_get_typedarray_info(
-          self.0,
-          value,
-          ptr::null_mut(),
-          ptr::null_mut(),
-          ptr::null_mut(),
-          &mut buffer,
-          ptr::null_mut()
-        )
-      );
+      let (buffer, _) = self.buffer_of(value)?;
       call!("napi_is_detached_arraybuffer", sys::napi_is_detached_arraybuffer(self.0, buffer, &mut detached));
     }
     Ok(Some(TypedView { dtype, len, detached, data: data.cast() }))
@@ -274,9 +262,9 @@ impl RawEnv {
     Ok(Some(if len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) } }))
   }
 
-  /// Whether a typed array's memory is a SharedArrayBuffer's, which cannot be detached.
-  pub fn on_shared_memory(self, typed_array: sys::napi_value) -> std::result::Result<bool, Fail> {
-    let mut buffer = ptr::null_mut();
+  /// A typed array's buffer and its byte offset in it.
+  fn buffer_of(self, typed_array: sys::napi_value) -> std::result::Result<(sys::napi_value, usize), Fail> {
+    let (mut buffer, mut offset) = (ptr::null_mut(), 0);
     call!(
       "napi_get_typedarray_info",
       sys::napi_get_typedarray_info(
@@ -286,9 +274,15 @@ impl RawEnv {
         ptr::null_mut(),
         ptr::null_mut(),
         &mut buffer,
-        ptr::null_mut()
+        &mut offset
       )
     );
+    Ok((buffer, offset))
+  }
+
+  /// Whether a typed array's memory is a SharedArrayBuffer's, which cannot be detached.
+  pub fn on_shared_memory(self, typed_array: sys::napi_value) -> std::result::Result<bool, Fail> {
+    let (buffer, _) = self.buffer_of(typed_array)?;
     let mut plain = false;
     call!("napi_is_arraybuffer", sys::napi_is_arraybuffer(self.0, buffer, &mut plain));
     Ok(!plain)
@@ -309,6 +303,62 @@ impl RawEnv {
     let mut reference = ptr::null_mut();
     call!("napi_create_reference", sys::napi_create_reference(self.0, value, 1, &mut reference));
     Ok(reference)
+  }
+
+  /// A weak reference to `value` (an object): it does not keep `value` alive, and reads as
+  /// `None` once `value` is collected. Delete it with [`RawEnv::delete_reference`].
+  pub fn weak_reference(self, value: sys::napi_value) -> std::result::Result<sys::napi_ref, Fail> {
+    let mut reference = ptr::null_mut();
+    call!("napi_create_reference", sys::napi_create_reference(self.0, value, 0, &mut reference));
+    Ok(reference)
+  }
+
+  /// The value a reference of this env holds, or `None` if it was weak and its value is gone.
+  pub fn reference_value(self, reference: sys::napi_ref) -> std::result::Result<Option<sys::napi_value>, Fail> {
+    let mut value = ptr::null_mut();
+    call!("napi_get_reference_value", sys::napi_get_reference_value(self.0, reference, &mut value));
+    Ok((!value.is_null()).then_some(value))
+  }
+
+  /// Deletes a reference of this env made by [`RawEnv::reference`] or [`RawEnv::weak_reference`].
+  ///
+  /// # Safety
+  /// `reference` must be live, and not be used again.
+  pub unsafe fn delete_reference(self, reference: sys::napi_ref) {
+    // SAFETY: a live reference of this env (the caller's promise); allowed in finalizers too.
+    unsafe { sys::napi_delete_reference(self.0, reference) };
+  }
+
+  /// Whether a typed array that reads as empty (attached) lies beyond the end of its buffer: a
+  /// resizable ArrayBuffer shrunk below its start. Only that can make an empty array out of
+  /// bounds. An array on a SharedArrayBuffer never is (such a buffer cannot shrink).
+  pub fn beyond_buffer(self, typed_array: sys::napi_value) -> std::result::Result<bool, Fail> {
+    let (buffer, offset) = self.buffer_of(typed_array)?;
+    let mut byte_len = 0;
+    // SAFETY: a value of this call's scope; the data pointer is not wanted.
+    let status = unsafe { sys::napi_get_arraybuffer_info(self.0, buffer, ptr::null_mut(), &mut byte_len) };
+    Ok(status == sys::Status::napi_ok && offset > byte_len)
+  }
+
+  /// Whether an attached typed array that reads as empty is out of bounds (its resizable
+  /// ArrayBuffer shrank below it), which Node-API reports as it does a true empty array. It asks
+  /// the engine: `%TypedArray%.prototype.fill` (taken when the module loaded) throws for exactly
+  /// such an array, and changes nothing in an empty one. It calls a function, so only where
+  /// JavaScript may run.
+  pub fn out_of_bounds(self, typed_array: sys::napi_value) -> std::result::Result<bool, Fail> {
+    let Some(fill) = FILL.with(std::cell::Cell::get).map(|fill| self.reference_value(fill)).transpose()?.flatten()
+    else {
+      return self.beyond_buffer(typed_array);
+    };
+    let mut result = ptr::null_mut();
+    // SAFETY: values of this call's scope; no arguments.
+    let status = unsafe { sys::napi_call_function(self.0, typed_array, fill, 0, ptr::null(), &mut result) };
+    if status == sys::Status::napi_ok {
+      return Ok(false);
+    }
+    let mut exception = ptr::null_mut();
+    call!("napi_get_and_clear_last_exception", sys::napi_get_and_clear_last_exception(self.0, &mut exception));
+    Ok(true)
   }
 
   /// An internalized string, to look properties up by without converting the name each time.
@@ -357,4 +407,26 @@ impl RawEnv {
       }
     })
   }
+}
+
+thread_local! {
+  /// `%TypedArray%.prototype.fill`, taken when the module loaded in this thread's env
+  /// ([`take_fill`]), for [`RawEnv::out_of_bounds`].
+  static FILL: std::cell::Cell<Option<sys::napi_ref>> = const { std::cell::Cell::new(None) };
+}
+
+/// Keeps `%TypedArray%.prototype.fill` for [`RawEnv::out_of_bounds`], read from the global
+/// `Float32Array` as the module loads (before the caller's code can reach the module).
+pub fn take_fill(env: RawEnv) -> std::result::Result<(), Fail> {
+  let mut global = ptr::null_mut();
+  call!("napi_get_global", sys::napi_get_global(env.0, &mut global));
+  let prototype = env.property(env.property(global, c"Float32Array")?, c"prototype")?;
+  let mut typed_array_prototype = ptr::null_mut();
+  call!("napi_get_prototype", sys::napi_get_prototype(env.0, prototype, &mut typed_array_prototype));
+  let fill = env.property(typed_array_prototype, c"fill")?;
+  if env.type_of(fill)? == sys::ValueType::napi_function {
+    let fill = env.reference(fill)?;
+    FILL.with(|cell| cell.set(Some(fill)));
+  }
+  Ok(())
 }

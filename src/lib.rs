@@ -189,7 +189,7 @@ pub(crate) fn sparse_optimizers() -> Vec<&'static str> {
 pub(crate) const MAX_STEP: u64 = (1 << 53) - 1;
 
 /// The per-parameter state of one optimizer, owned on the native side.
-#[napi]
+#[napi(custom_finalize)]
 pub struct NativeOptimizer {
   pub(crate) algorithm: Algorithm,
   pub(crate) states: Vec<ParamState>,
@@ -202,6 +202,13 @@ pub struct NativeOptimizer {
   scratch: Option<Box<dyn std::any::Any>>,
   /// Whether the last `stepAsync` to finish read a non-finite gradient element.
   pub(crate) last_non_finite: bool,
+}
+
+impl ObjectFinalize for NativeOptimizer {
+  fn finalize(mut self, env: Env) -> Result<()> {
+    self.reader.forget(RawEnv(env.raw()));
+    Ok(())
+  }
 }
 
 /// What a step reports (`step`, `stepAgain`, `startStep`).
@@ -280,13 +287,16 @@ impl NativeOptimizer {
 }
 
 /// `stepAgain(optimizer, packed, skipNonFinite)`: steps again over the arrays the last `step` of
-/// `optimizer` read, without reading them, and reports as `step` does. The caller vouches that every parameter's `data` and `grad` are
-/// the very arrays `step` put in `seen`, with the lengths they had then, and that no JavaScript
-/// has run between that check and this call (the facade checks it in JavaScript, where it costs
-/// a nanosecond per array instead of the hundreds of nanoseconds of Node-API calls a read takes).
-/// Then the arrays are still attached, and their memory is where it was. Returns `step`'s report,
-/// or null, changing nothing, when there is no such step to repeat (none yet, or the state was
-/// loaded or a `stepAsync` ran since).
+/// `optimizer` read, without reading the parameters, and reports as `step` does. Whether the
+/// parameters still hold those arrays is the caller's business (the facade checks it in
+/// JavaScript, where it costs a nanosecond per array instead of the hundreds of nanoseconds of
+/// Node-API calls a read takes). Whether the arrays can still be written is checked here, and
+/// trusts no caller: the step keeps weak references to the arrays it read, and before writing,
+/// each must still be alive, attached, at the same address and of the same length, or the call is
+/// refused with `ERR_INVALID_STATE` naming the parameter, changing nothing (two Node-API calls per
+/// array; no property is read and no JavaScript runs). Returns `step`'s report, or null, changing
+/// nothing, when there is no such step to repeat (none yet, the last read other memory than the
+/// one before it, or the state was loaded or a `stepAsync` ran since).
 ///
 /// Registered by hand rather than with `#[napi]` so that a step allocates nothing: napi-rs's glue
 /// allocates a borrow registry for every call with arguments. It unwraps the optimizer with the
@@ -363,6 +373,7 @@ fn step_again(
   if !optimizer.reader.remembered {
     return Ok(None);
   }
+  optimizer.reader.check_remembered(env)?;
   // SAFETY: a Float64Array of this call, attached; nothing writes it during the call.
   let packed = unsafe { packed.slice::<f64>() };
   with_optimizer!(optimizer.algorithm, O => {
@@ -374,6 +385,7 @@ fn step_again(
 
 #[napi(module_exports)]
 pub fn exports(mut exports: Object, env: Env) -> Result<()> {
+  js::take_fill(RawEnv(env.raw())).map_err(|fail| fail.throw(&env))?;
   let mut function = std::ptr::null_mut();
   // SAFETY: the module's env; the callback has the signature Node-API expects.
   check_status!(unsafe {
@@ -483,9 +495,14 @@ impl NativeOptimizer {
     skip_non_finite: bool,
   ) -> std::result::Result<StepReport, Fail> {
     self.prepare::<O>(env, params, group_of, packed, "step()")?;
+    // A sparse gradient is read again at every step (see `Reader::report`). The arrays are
+    // remembered from the second step that reads the same memory on.
+    let remember = self.reader.repeated && !self.reader.any_sparse();
+    if remember {
+      self.reader.remember(env)?;
+    }
     let report = self.apply::<O>(skip_non_finite)?;
-    // A sparse gradient is read again at every step (see `Reader::report`).
-    self.reader.remembered = !self.reader.any_sparse();
+    self.reader.remembered = remember;
     Ok(report)
   }
 
@@ -531,7 +548,7 @@ impl NativeOptimizer {
 /// non-finite gradients makes before it writes anything (one more read of the gradients).
 pub(crate) fn grads_finite(views: &[Option<ParamView>]) -> bool {
   views.iter().flatten().all(|view| {
-    // SAFETY: read in this call (or vouched for by `step_again`), attached, `len` elements of
+    // SAFETY: read in this call (or checked again by `step_again`), attached, `len` elements of
     // the view's dtype; only read, and nothing writes it during the call. A sparse gradient's
     // coalesced values (its sums may overflow where its parts did not) are of this read too.
     unsafe {
@@ -630,8 +647,8 @@ fn job<'a, O: Optimizer, T: Element>(
   view: &ParamView,
   buffers: usize,
 ) -> Job<'a, T, O::Coeffs> {
-  // SAFETY: both arrays were read in this call (or, for `step_again`, are vouched to be the same
-  // arrays with the same lengths, hence attached and where they were), have `len` elements of
+  // SAFETY: both arrays were read in this call (or, for `step_again`, checked again in it to be
+  // the same arrays, attached, at the same address and of the same length), have `len` elements of
   // `T` (checked dtype), and the reader proved that no parameter's data overlaps any other array
   // of the step, so the mutable slices alias nothing. The JS thread is blocked in this call and no
   // JavaScript has run since the arrays were checked, so nothing else touches the memory.

@@ -2,8 +2,12 @@
 //!
 //! Two passes. The first reads `.data` and `.grad` of every parameter; a getter or a proxy may
 //! run JavaScript there, and that JavaScript may detach or shrink an array read before it. The
-//! second takes each array's memory and checks it; nothing in it can run JavaScript, so what it
-//! sees is final until the step returns (for `stepAsync`, see `task.rs`). A steady-state step
+//! first pass also takes a first look at each array (its length; for an empty one, whether it is
+//! out of bounds, which only a call into the engine can tell). The second takes each array's
+//! memory and checks it; nothing in it can run JavaScript, so what it sees is final until the step
+//! returns (for `stepAsync`, see `task.rs`). An array that reads as empty there is refused if the
+//! first look found it out of bounds, or with elements (it shrank while the first pass ran), or if
+//! it now starts past its buffer's end. A steady-state step
 //! allocates nothing here: the buffers are kept between steps, and the overlap check is skipped
 //! when every array is where it was at the last step that passed it.
 
@@ -43,8 +47,63 @@ pub(crate) struct Reader {
   /// in parameter order (data, grad, a sparse grad's indices); `(0, 0)` where there is none.
   disjoint: Vec<(usize, usize)>,
   layout: Vec<(usize, usize)>,
+  /// The first pass's look at each parameter's data and grad.
+  looks: Vec<[Look; 2]>,
   /// Whether [`Self::views`] are those of the last synchronous step, for `step_again`.
   pub remembered: bool,
+  /// Weak references to the arrays of [`Self::views`] (data and grad of each parameter; null
+  /// where it has none), made by [`Self::remember`], by which `step_again` checks that they are
+  /// still the arrays read, attached, where they were.
+  refs: Vec<sys::napi_ref>,
+  /// The `groupOf` of the last read, to name parameters.
+  group_of: Vec<u32>,
+  /// Whether the last read found every array where the read before it did: a step that may be
+  /// repeated, whose arrays are worth remembering (a caller that hands over new arrays at every
+  /// step, as fastoptim/tfjs does with gradients, never pays for references it cannot use).
+  pub repeated: bool,
+}
+
+/// What the first pass saw of an array.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Look {
+  /// Not a Float32Array or Float64Array, or detached: the second pass says what is wrong.
+  Other,
+  /// Attached, with this many elements.
+  Len(usize),
+  /// Attached, reading as empty, but out of bounds: its resizable buffer shrank below it.
+  OutOfBounds,
+}
+
+fn look(env: RawEnv, value: sys::napi_value) -> Result<Look, Fail> {
+  Ok(match env.float_array(value)? {
+    Some(view) if view.detached => Look::Other,
+    Some(view) if view.len == 0 && env.out_of_bounds(value)? => Look::OutOfBounds,
+    Some(view) => Look::Len(view.len),
+    None => Look::Other,
+  })
+}
+
+/// Fails for an attached array that the second pass sees as empty but that is not one: out of
+/// bounds at the first look, shrunk from elements since, or now starting past its buffer's end.
+fn check_in_bounds(
+  env: RawEnv,
+  value: sys::napi_value,
+  now: &TypedView,
+  first: Look,
+  what: impl Fn() -> String,
+) -> Result<(), Fail> {
+  if now.len > 0 {
+    return Ok(());
+  }
+  let shrunk = match first {
+    Look::OutOfBounds => true,
+    Look::Len(n) => n > 0 || env.beyond_buffer(value)?,
+    Look::Other => env.beyond_buffer(value)?,
+  };
+  if shrunk {
+    return Err(Fail::state(format!("{} is out of bounds (its resizable ArrayBuffer shrank below it)", what())));
+  }
+  Ok(())
 }
 
 impl Reader {
@@ -77,6 +136,9 @@ impl Reader {
     let (data_key, grad_key) = (env.string(c"data")?, env.string(c"grad")?);
     self.values.clear();
     self.fields.clear();
+    self.looks.clear();
+    self.group_of.clear();
+    self.group_of.extend_from_slice(group_of);
     let mut sparse_keys = None;
     for index in 0..count {
       let param = env.element(params, index as u32)?;
@@ -88,7 +150,9 @@ impl Reader {
         )));
       }
       let grad = env.get(param, grad_key)?;
-      self.values.push([env.get(param, data_key)?, grad]);
+      let data = env.get(param, data_key)?;
+      self.values.push([data, grad]);
+      self.looks.push([look(env, data)?, look(env, grad)?]);
       // An optimizer of sparse gradients reads `indices` and `values` here, where getters may run.
       let fields = if grads.sparse && env.is_object(grad)? && env.float_array(grad)?.is_none() {
         let [indices_key, values_key] = match sparse_keys {
@@ -118,6 +182,8 @@ impl Reader {
       if data.detached {
         return Err(Fail::state(format!("{}.data is detached (its ArrayBuffer was transferred)", label(index))));
       }
+      let [data_look, grad_look] = self.looks[index];
+      check_in_bounds(env, data_value, &data, data_look, || format!("{}.data", label(index)))?;
       let given = match self.fields[index] {
         Some(fields) => Given::Sparse(fields),
         None => {
@@ -134,6 +200,7 @@ impl Reader {
           if grad.detached {
             return Err(Fail::state(format!("{}.grad is detached (its ArrayBuffer was transferred)", label(index))));
           }
+          check_in_bounds(env, grad_value, &grad, grad_look, || format!("{}.grad", label(index)))?;
           if grad.dtype != data.dtype {
             return Err(Fail::type_error(format!(
               "{}.grad must be a {} like its data, got {}",
@@ -221,7 +288,8 @@ impl Reader {
         None => self.layout.extend([(0, 0), (0, 0), (0, 0)]),
       }
     }
-    if self.layout != self.disjoint {
+    self.repeated = self.layout == self.disjoint;
+    if !self.repeated {
       check_disjoint(&self.views, group_of)?;
       std::mem::swap(&mut self.layout, &mut self.disjoint);
     }
@@ -242,6 +310,68 @@ impl Reader {
       let sparse = self.views.get(i).is_some_and(|view| view.as_ref().is_some_and(|v| v.sparse.is_some()));
       env.set_element(seen, 2 * i as u32, data)?;
       env.set_element(seen, 2 * i as u32 + 1, if sparse { undefined } else { grad })?;
+    }
+    Ok(())
+  }
+
+  /// Makes weak references to every array of [`Self::views`] (deleting those of the read before),
+  /// for [`Self::check_remembered`]. Allocates nothing once the reader has held as many.
+  pub fn remember(&mut self, env: RawEnv) -> Result<(), Fail> {
+    self.forget(env);
+    for view in &self.views {
+      match view {
+        Some(view) => {
+          for value in view.values {
+            let reference = env.weak_reference(value)?;
+            self.refs.push(reference);
+          }
+        }
+        None => self.refs.extend([std::ptr::null_mut(); 2]),
+      }
+    }
+    Ok(())
+  }
+
+  /// Deletes the references [`Self::remember`] made.
+  pub fn forget(&mut self, env: RawEnv) {
+    for reference in self.refs.drain(..).filter(|r| !r.is_null()) {
+      // SAFETY: made in this env by `remember`, and dropped from `refs` here.
+      unsafe { env.delete_reference(reference) };
+    }
+  }
+
+  /// For `step_again`, which writes the arrays of [`Self::views`] without reading the parameters:
+  /// fails, with `ERR_INVALID_STATE` naming the parameter, unless each is still alive, attached,
+  /// at the address and of the length the read saw (and for an empty one, not past its
+  /// buffer's end). Two Node-API calls per array, no property read, no JavaScript.
+  pub fn check_remembered(&self, env: RawEnv) -> Result<(), Fail> {
+    for (index, view) in self.views.iter().enumerate() {
+      let Some(view) = view else { continue };
+      for (which, field, array) in [(0, "data", &view.data), (1, "grad", &view.grad)] {
+        let reference = self.refs.get(2 * index + which).copied().unwrap_or(std::ptr::null_mut());
+        let value = if reference.is_null() { None } else { env.reference_value(reference)? };
+        let now = match value {
+          Some(value) => env.float_array(value)?.map(|now| (value, now)),
+          None => None,
+        };
+        let same = match now {
+          Some((value, now)) => {
+            !now.detached
+              && now.dtype == array.dtype
+              && now.address() == array.address()
+              && now.len == array.len
+              && (now.len > 0 || !env.beyond_buffer(value)?)
+          }
+          None => false,
+        };
+        if !same {
+          return Err(Fail::state(format!(
+            "stepAgain: {}.{field} is no longer the array the last step read, attached, where it was and of \
+             its length (it was transferred, resized or collected since); call step() to read the parameters again",
+            label(&self.group_of, index)
+          )));
+        }
+      }
     }
     Ok(())
   }

@@ -215,13 +215,7 @@ impl<O: Optimizer> Pending for Step<O> {
 }
 
 fn reference_value(env: RawEnv, reference: &Ref) -> std::result::Result<sys::napi_value, Fail> {
-  let mut value = std::ptr::null_mut();
-  // SAFETY: a live reference of this env.
-  let status = unsafe { sys::napi_get_reference_value(env.0, reference.0, &mut value) };
-  if status != sys::Status::napi_ok || value.is_null() {
-    return Err(Fail::state("an array of the step is gone".into()));
-  }
-  Ok(value)
+  env.reference_value(reference.0).ok().flatten().ok_or_else(|| Fail::state("an array of the step is gone".into()))
 }
 
 /// How a `stepAsync` started (`startStep`).

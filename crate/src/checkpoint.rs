@@ -8,6 +8,10 @@
 //! The codec is general over the dtypes optimizer state needs: F32 and F64 buffers and scalars,
 //! U8 codes, BF16 and F16 (kept as their raw 16-bit patterns), I32 and I64 scalars, of any shape.
 //! Nothing here knows what an optimizer's state means: the caller checks names and lengths.
+//!
+//! The same codec reads and writes weight averages (EMA, SWA) as PyTorch's
+//! `AveragedModel.state_dict()` names them, `n_averaged` and `module.<n>`: [`decode_named`] and
+//! [`encode_named`] take the [`Naming`] a file's tensors must follow.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -96,32 +100,98 @@ impl StateTensor {
   /// The value of a tensor of one element as a number, exactly (an I64 beyond 2^53 fails, a
   /// BF16 or F16 widens without rounding).
   pub fn scalar(&self) -> Result<f64, CheckpointError> {
-    let fail = |why: &str| CheckpointError(format!("{} {why}", self.name()));
-    let bytes = self.data.as_slice();
-    if bytes.len() != self.dtype.size() {
-      return Err(fail(&format!("holds {} bytes, not one {} value", bytes.len(), self.dtype.name())));
-    }
-    let word = |n: usize| -> [u8; 8] {
-      let mut w = [0; 8];
-      w[..n].copy_from_slice(&bytes[..n]);
-      w
-    };
-    Ok(match self.dtype {
-      TensorDtype::U8 => f64::from(bytes[0]),
-      TensorDtype::I32 => f64::from(i32::from_le_bytes(word(4)[..4].try_into().expect("4 bytes"))),
-      TensorDtype::I64 => {
-        let value = i64::from_le_bytes(word(8));
-        if value.unsigned_abs() > 1 << 53 {
-          return Err(fail(&format!("is {value}, beyond the integers a number holds exactly (2^53)")));
-        }
-        value as f64
-      }
-      TensorDtype::BF16 => f64::from(f32::from_bits(u32::from(u16::from_le_bytes([bytes[0], bytes[1]])) << 16)),
-      TensorDtype::F16 => f64::from(f16_to_f32(u16::from_le_bytes([bytes[0], bytes[1]]))),
-      TensorDtype::F32 => f64::from(f32::from_le_bytes(word(4)[..4].try_into().expect("4 bytes"))),
-      TensorDtype::F64 => f64::from_le_bytes(word(8)),
-    })
+    scalar(&self.name(), self.dtype, &self.data)
   }
+}
+
+/// A tensor of a file under its own name (see [`Naming`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+  pub name: String,
+  pub dtype: TensorDtype,
+  pub shape: Vec<usize>,
+  /// The elements, little-endian, `shape`'s product times `dtype.size()` bytes.
+  pub data: Vec<u8>,
+}
+
+impl NamedTensor {
+  /// As [`StateTensor::scalar`].
+  pub fn scalar(&self) -> Result<f64, CheckpointError> {
+    scalar(&self.name, self.dtype, &self.data)
+  }
+}
+
+/// The names the tensors of a kind of file have. Each name has one spelling (no leading zeros),
+/// so that no two names decode to one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+  /// An optimizer checkpoint: `state.<n>.<key>`, as `Optimizer.state_dict()` names its state.
+  State,
+  /// A weight average: `n_averaged` and `module.<n>`, as PyTorch's `AveragedModel.state_dict()`
+  /// names them for a model whose parameters are a list.
+  Averaged,
+}
+
+impl Naming {
+  /// `"state"` or `"averaged"`.
+  pub fn parse(name: &str) -> Option<Self> {
+    match name {
+      "state" => Some(Self::State),
+      "averaged" => Some(Self::Averaged),
+      _ => None,
+    }
+  }
+
+  /// The names it allows, for messages.
+  pub fn rule(self) -> &'static str {
+    match self {
+      Self::State => "state.<n>.<key>",
+      Self::Averaged => "n_averaged or module.<n>",
+    }
+  }
+
+  /// What a file of these names is, for messages.
+  pub fn what(self) -> &'static str {
+    match self {
+      Self::State => "optimizer checkpoint",
+      Self::Averaged => "weight-average checkpoint",
+    }
+  }
+
+  pub fn accepts(self, name: &str) -> bool {
+    match self {
+      Self::State => parse_name(name).is_some(),
+      Self::Averaged => name == "n_averaged" || name.strip_prefix("module.").and_then(position).is_some(),
+    }
+  }
+}
+
+/// The value of a tensor of one element, named `name` in errors (see [`StateTensor::scalar`]).
+fn scalar(name: &str, dtype: TensorDtype, bytes: &[u8]) -> Result<f64, CheckpointError> {
+  let fail = |why: &str| CheckpointError(format!("{name} {why}"));
+  if bytes.len() != dtype.size() {
+    return Err(fail(&format!("holds {} bytes, not one {} value", bytes.len(), dtype.name())));
+  }
+  let word = |n: usize| -> [u8; 8] {
+    let mut w = [0; 8];
+    w[..n].copy_from_slice(&bytes[..n]);
+    w
+  };
+  Ok(match dtype {
+    TensorDtype::U8 => f64::from(bytes[0]),
+    TensorDtype::I32 => f64::from(i32::from_le_bytes(word(4)[..4].try_into().expect("4 bytes"))),
+    TensorDtype::I64 => {
+      let value = i64::from_le_bytes(word(8));
+      if value.unsigned_abs() > 1 << 53 {
+        return Err(fail(&format!("is {value}, beyond the integers a number holds exactly (2^53)")));
+      }
+      value as f64
+    }
+    TensorDtype::BF16 => f64::from(f32::from_bits(u32::from(u16::from_le_bytes([bytes[0], bytes[1]])) << 16)),
+    TensorDtype::F16 => f64::from(f16_to_f32(u16::from_le_bytes([bytes[0], bytes[1]]))),
+    TensorDtype::F32 => f64::from(f32::from_le_bytes(word(4)[..4].try_into().expect("4 bytes"))),
+    TensorDtype::F64 => f64::from_le_bytes(word(8)),
+  })
 }
 
 /// IEEE half precision (F16) to f32, exactly.
@@ -140,12 +210,13 @@ pub fn f16_to_f32(bits: u16) -> f32 {
   value as f32
 }
 
-/// A decoded checkpoint: its metadata and its state tensors, by parameter, then in file order.
+/// A decoded checkpoint: its metadata and its tensors (state tensors by parameter, then in file
+/// order; named ones in file order).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Checkpoint {
+pub struct Checkpoint<T = StateTensor> {
   /// The header's `__metadata__`, by key.
   pub metadata: Vec<(String, String)>,
-  pub tensors: Vec<StateTensor>,
+  pub tensors: Vec<T>,
 }
 
 /// Why bytes are not a checkpoint, or a checkpoint cannot be written.
@@ -163,17 +234,24 @@ impl std::error::Error for CheckpointError {}
 /// Headers longer than this are refused before they are parsed (safetensors' own limit).
 pub const MAX_HEADER_BYTES: usize = 100_000_000;
 
+/// A position written in decimal, in its one spelling (no leading zeros), below 2^32.
+fn position(index: &str) -> Option<u32> {
+  let canonical = index == "0" || !index.starts_with('0');
+  if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || !canonical {
+    return None;
+  }
+  index.parse().ok()
+}
+
 /// `state.<n>.<key>`: the parameter's position and the key, or `None`.
 fn parse_name(name: &str) -> Option<(u32, &str)> {
   let rest = name.strip_prefix("state.")?;
   let (index, key) = rest.split_once('.')?;
   let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-  // One spelling per position (no leading zeros), so that no two names decode to one tensor.
-  let canonical = index == "0" || !index.starts_with('0');
-  if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || !canonical || !word(key) {
+  if !word(key) {
     return None;
   }
-  Some((index.parse().ok()?, key))
+  Some((position(index)?, key))
 }
 
 /// Decodes a checkpoint. Refuses anything safetensors refuses (a header length past the end, a
@@ -181,6 +259,22 @@ fn parse_name(name: &str) -> Option<(u32, &str)> {
 /// sizes that do not match shape and dtype), dtypes other than [`TensorDtype`]'s, and tensor
 /// names other than `state.<n>.<key>`.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+  let file = decode_named(bytes, Naming::State)?;
+  let mut tensors: Vec<StateTensor> = file
+    .tensors
+    .into_iter()
+    .map(|t| {
+      let (param, key) = parse_name(&t.name).expect("a name `Naming::State` accepts");
+      StateTensor { param, key: key.to_owned(), dtype: t.dtype, shape: t.shape, data: t.data }
+    })
+    .collect();
+  tensors.sort_by_key(|t| t.param);
+  Ok(Checkpoint { metadata: file.metadata, tensors })
+}
+
+/// Decodes a file whose tensors are named as `naming` says, checked as [`decode`] checks a
+/// checkpoint; its tensors in file order.
+pub fn decode_named(bytes: &[u8], naming: Naming) -> Result<Checkpoint<NamedTensor>, CheckpointError> {
   let corrupt = |why: String| CheckpointError(why);
   if bytes.len() < 8 {
     return Err(corrupt(format!("{} bytes, shorter than the 8-byte header length", bytes.len())));
@@ -199,22 +293,16 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
   let mut tensors = Vec::new();
   for name in header.offset_keys() {
     let info = header.info(&name).expect("a name of the header");
-    let Some((param, key)) = parse_name(&name) else {
-      return Err(corrupt(format!("tensor {name:?} is not named state.<n>.<key>")));
-    };
+    if !naming.accepts(&name) {
+      return Err(corrupt(format!("tensor {name:?} is not named {}", naming.rule())));
+    }
     let dtype = TensorDtype::of_file(info.dtype).ok_or_else(|| {
       let names: Vec<&str> = TensorDtype::ALL.iter().map(|d| d.name()).collect();
       corrupt(format!("{name} has dtype {:?} (expected one of {})", info.dtype, names.join(", ")))
     })?;
-    tensors.push(StateTensor {
-      param,
-      key: key.to_owned(),
-      dtype,
-      shape: info.shape.clone(),
-      data: data[info.data_offsets.0..info.data_offsets.1].to_vec(),
-    });
+    let data = data[info.data_offsets.0..info.data_offsets.1].to_vec();
+    tensors.push(NamedTensor { name, dtype, shape: info.shape.clone(), data });
   }
-  tensors.sort_by_key(|t| t.param);
   Ok(Checkpoint { metadata, tensors })
 }
 
@@ -244,28 +332,46 @@ fn describe(error: &SafeTensorError, data_len: usize) -> String {
 /// Encodes `tensors` and `metadata` (written as `__metadata__`). Fails if a tensor's bytes do
 /// not match its shape and dtype, or two tensors have one name.
 pub fn encode(metadata: &[(String, String)], tensors: &[StateTensor]) -> Result<Vec<u8>, CheckpointError> {
-  let mut views = Vec::with_capacity(tensors.len());
+  let tensors = tensors.iter().map(|t| (t.name(), t.dtype, t.shape.as_slice(), t.data.as_slice()));
+  serialize(metadata, tensors, Naming::State)
+}
+
+/// Encodes tensors named as `naming` says, as [`encode`] encodes a checkpoint.
+pub fn encode_named(
+  metadata: &[(String, String)],
+  tensors: &[NamedTensor],
+  naming: Naming,
+) -> Result<Vec<u8>, CheckpointError> {
+  let tensors = tensors.iter().map(|t| (t.name.clone(), t.dtype, t.shape.as_slice(), t.data.as_slice()));
+  serialize(metadata, tensors, naming)
+}
+
+/// Writes `(name, dtype, shape, data)` tensors, checking each name against `naming`.
+fn serialize<'a>(
+  metadata: &[(String, String)],
+  tensors: impl Iterator<Item = (String, TensorDtype, &'a [usize], &'a [u8])>,
+  naming: Naming,
+) -> Result<Vec<u8>, CheckpointError> {
+  let mut views = Vec::new();
   let mut names = std::collections::HashSet::new();
-  for tensor in tensors {
-    let name = tensor.name();
-    let count = tensor.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let expected = count.and_then(|n| n.checked_mul(tensor.dtype.size()));
-    if expected != Some(tensor.data.len()) {
+  for (name, dtype, shape, data) in tensors {
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let expected = count.and_then(|n| n.checked_mul(dtype.size()));
+    if expected != Some(data.len()) {
       return Err(CheckpointError(format!(
-        "{name}: {} bytes do not hold a {} tensor of shape {:?}",
-        tensor.data.len(),
-        tensor.dtype.name(),
-        tensor.shape
+        "{name}: {} bytes do not hold a {} tensor of shape {shape:?}",
+        data.len(),
+        dtype.name()
       )));
     }
-    if parse_name(&name).is_none() {
-      return Err(CheckpointError(format!("tensor {name:?} is not named state.<n>.<key>")));
+    if !naming.accepts(&name) {
+      return Err(CheckpointError(format!("tensor {name:?} is not named {}", naming.rule())));
     }
     if !names.insert(name.clone()) {
       return Err(CheckpointError(format!("{name} is written twice")));
     }
-    let view = TensorView::new(tensor.dtype.file(), tensor.shape.clone(), &tensor.data)
-      .map_err(|e| CheckpointError(format!("{name}: {e}")))?;
+    let view =
+      TensorView::new(dtype.file(), shape.to_vec(), data).map_err(|e| CheckpointError(format!("{name}: {e}")))?;
     views.push((name, view));
   }
   let metadata: HashMap<String, String> = metadata.iter().cloned().collect();
@@ -364,6 +470,37 @@ mod tests {
     assert!(err(&file(huge_index, 1)).contains("is not named"));
     let leading_zero = r#"{"state.07.a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#;
     assert!(err(&file(leading_zero, 1)).contains("is not named"));
+  }
+
+  #[test]
+  fn weight_averages_round_trip_under_their_own_names_only() {
+    let named = |name: &str, dtype: TensorDtype, shape: &[usize]| {
+      let t = tensor(0, "x", dtype, shape);
+      NamedTensor { name: name.into(), dtype, shape: t.shape, data: t.data }
+    };
+    let metadata = vec![("format".to_string(), "pt".to_string())];
+    let count = NamedTensor { data: 5i64.to_le_bytes().to_vec(), ..named("n_averaged", TensorDtype::I64, &[]) };
+    let tensors = vec![count, named("module.0", TensorDtype::F32, &[2, 3]), named("module.1", TensorDtype::F64, &[1])];
+    let bytes = encode_named(&metadata, &tensors, Naming::Averaged).unwrap();
+    let back = decode_named(&bytes, Naming::Averaged).unwrap();
+    assert_eq!(back.metadata, metadata);
+    let mut got = back.tensors.clone();
+    got.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut want = tensors.clone();
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(got, want);
+    assert_eq!(got.iter().find(|t| t.name == "n_averaged").unwrap().scalar(), Ok(5.0));
+    // Each kind of file refuses the other's names, and neither takes a second spelling.
+    assert!(decode(&bytes).unwrap_err().0.contains("is not named state.<n>.<key>"));
+    let (metadata, state) = sample();
+    let err = decode_named(&encode(&metadata, &state).unwrap(), Naming::Averaged).unwrap_err().0;
+    assert!(err.contains("is not named n_averaged or module.<n>"), "{err}");
+    for name in ["module.01", "module.", "module.x", "module.4294967296", "n_averaged2", "state.0.a"] {
+      let refused = encode_named(&[], &[named(name, TensorDtype::U8, &[1])], Naming::Averaged).unwrap_err().0;
+      assert!(refused.contains("is not named n_averaged or module.<n>"), "{name}: {refused}");
+    }
+    assert_eq!(Naming::parse("averaged"), Some(Naming::Averaged));
+    assert_eq!(Naming::parse("State"), None);
   }
 
   #[test]
