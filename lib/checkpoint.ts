@@ -21,8 +21,9 @@ import { native } from './native'
 import type { FloatArray, ParamState, StateDict } from './optimizer'
 import { checkUsable, isPlainObject, lengthOf, snapshotArray, snapshotObject, typedArrayTag } from './snapshot'
 
-const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
-const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
+/** PyTorch's name of a state key or option (`expAvg` → `exp_avg`), and back. */
+export const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+export const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
 
 /** Largest integer a float32 holds exactly: steps up to it are written as F32 scalars, like PyTorch's. */
 const F32_EXACT = 2 ** 24

@@ -203,6 +203,18 @@ export interface DecodedCheckpoint {
   tensors: Array<DecodedTensor>
 }
 
+/** A tensor of any name, as `decodeTensors` gives it. */
+export interface DecodedNamedTensor {
+  name: string
+  /** The file's dtype, as `DecodedTensor.dtype`. */
+  dtype: string
+  shape: Array<number>
+  /** The elements, typed as `DecodedTensor.data`. (Spelled out, not aliased, as there.) */
+  data: Float32Array | Float64Array | Uint8Array | Uint16Array | Int32Array | BigInt64Array
+  /** Of a tensor of shape `[]`: its value, exactly. */
+  scalar?: number
+}
+
 /** One state tensor of a checkpoint, as `decodeCheckpoint` gives it. */
 export interface DecodedTensor {
   /** The parameter's position over all groups. */
@@ -223,8 +235,23 @@ export interface DecodedTensor {
   scalar?: number
 }
 
+/** A decoded safetensors file of tensors of any name: its `__metadata__` and its tensors in file order. */
+export interface DecodedTensors {
+  metadata: Record<string, string>
+  tensors: Array<DecodedNamedTensor>
+}
+
+/**
+ * Decodes safetensors bytes whose tensors may have any name (the sharded checkpoints'
+ * `state.<fully qualified name>.<key>`), with `decodeCheckpoint`'s checks but for the names.
+ */
+export declare function decodeTensors(bytes: unknown): DecodedTensors
+
 /** Encodes state tensors and `metadata` (the header's `__metadata__`) as safetensors bytes. */
 export declare function encodeCheckpoint(metadata: Record<string, string>, tensors: Array<TensorToEncode>): Uint8Array
+
+/** Encodes tensors of any name (not empty, not `__metadata__`) and `metadata` as safetensors bytes. */
+export declare function encodeTensors(metadata: Record<string, string>, tensors: Array<NamedTensorToEncode>): Uint8Array
 
 /** How many threads a step may use, the calling thread included. */
 export declare function getNumThreads(): number
@@ -260,6 +287,14 @@ export interface LbfgsHistory {
   ro: Float32Array | Float64Array
   hDiag: number
   al?: Float32Array | Float64Array
+}
+
+/** One tensor of any name to write, its `data` as `TensorToEncode.data`. */
+export interface NamedTensorToEncode {
+  name: string
+  dtype: string
+  shape: Array<number>
+  data: Uint8Array
 }
 
 /** One option of an optimizer, as the facade sees it. */

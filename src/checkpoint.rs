@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use fastoptim_core::checkpoint::{self, StateTensor, TensorDtype};
+use fastoptim_core::checkpoint::{self, NamedTensor, StateTensor, TensorDtype};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
@@ -60,16 +60,27 @@ fn elements<T: Copy, const N: usize>(bytes: &[u8], from: fn([u8; N]) -> T) -> Ve
   bytes.chunks_exact(N).map(|c| from(c.try_into().expect("N bytes"))).collect()
 }
 
+/// Typed as `decodeCheckpoint` and `decodeTensors` give tensor data.
+type TypedData = Either6<Float32Array, Float64Array, Uint8Array, Uint16Array, Int32Array, BigInt64Array>;
+
 fn to_js(tensor: StateTensor) -> std::result::Result<DecodedTensor, Fail> {
   let name = tensor.name();
-  let shape = tensor
-    .shape
+  let shape = shape_to_js(&name, &tensor.shape)?;
+  let scalar = if tensor.shape.is_empty() { Some(tensor.scalar().map_err(corrupt)?) } else { None };
+  let data = typed(tensor.dtype, &tensor.data);
+  Ok(DecodedTensor { param: tensor.param, key: tensor.key, dtype: tensor.dtype.name().into(), shape, data, scalar })
+}
+
+fn shape_to_js(name: &str, shape: &[usize]) -> std::result::Result<Vec<u32>, Fail> {
+  shape
     .iter()
     .map(|&d| u32::try_from(d).map_err(|_| corrupt(format!("{name} has a dimension of {d} (at most 2^32 - 1)"))))
-    .collect::<std::result::Result<Vec<u32>, Fail>>()?;
-  let scalar = if tensor.shape.is_empty() { Some(tensor.scalar().map_err(corrupt)?) } else { None };
-  let bytes = tensor.data.as_slice();
-  let data = match tensor.dtype {
+    .collect()
+}
+
+/// The elements of `bytes` in the typed array of `dtype`.
+fn typed(dtype: TensorDtype, bytes: &[u8]) -> TypedData {
+  match dtype {
     TensorDtype::F32 => Either6::A(Float32Array::new(elements(bytes, f32::from_le_bytes))),
     TensorDtype::F16 => Either6::A(Float32Array::new(
       elements(bytes, u16::from_le_bytes).into_iter().map(checkpoint::f16_to_f32).collect(),
@@ -79,8 +90,7 @@ fn to_js(tensor: StateTensor) -> std::result::Result<DecodedTensor, Fail> {
     TensorDtype::BF16 => Either6::D(Uint16Array::new(elements(bytes, u16::from_le_bytes))),
     TensorDtype::I32 => Either6::E(Int32Array::new(elements(bytes, i32::from_le_bytes))),
     TensorDtype::I64 => Either6::F(BigInt64Array::new(elements(bytes, i64::from_le_bytes))),
-  };
-  Ok(DecodedTensor { param: tensor.param, key: tensor.key, dtype: tensor.dtype.name().into(), shape, data, scalar })
+  }
 }
 
 /// Decodes safetensors bytes into a checkpoint's metadata and state tensors; refuses anything
@@ -123,6 +133,86 @@ pub fn encode_checkpoint(
     let mut metadata: Vec<(String, String)> = metadata.into_iter().collect();
     metadata.sort();
     let bytes = checkpoint::encode(&metadata, &tensors).map_err(|e| Fail::value(e.0))?;
+    Ok(Uint8Array::new(bytes))
+  };
+  encode().map_err(|fail| fail.throw(&env))
+}
+
+/// A tensor of any name, as `decodeTensors` gives it.
+#[napi(object)]
+pub struct DecodedNamedTensor {
+  pub name: String,
+  /// The file's dtype, as `DecodedTensor.dtype`.
+  pub dtype: String,
+  pub shape: Vec<u32>,
+  /// The elements, typed as `DecodedTensor.data`. (Spelled out, not aliased, as there.)
+  pub data: Either6<Float32Array, Float64Array, Uint8Array, Uint16Array, Int32Array, BigInt64Array>,
+  /// Of a tensor of shape `[]`: its value, exactly.
+  pub scalar: Option<f64>,
+}
+
+/// A decoded safetensors file of tensors of any name: its `__metadata__` and its tensors in file order.
+#[napi(object)]
+pub struct DecodedTensors {
+  pub metadata: HashMap<String, String>,
+  pub tensors: Vec<DecodedNamedTensor>,
+}
+
+/// One tensor of any name to write, its `data` as `TensorToEncode.data`.
+#[napi(object)]
+pub struct NamedTensorToEncode {
+  pub name: String,
+  pub dtype: String,
+  pub shape: Vec<u32>,
+  pub data: Uint8Array,
+}
+
+/// Decodes safetensors bytes whose tensors may have any name (the sharded checkpoints'
+/// `state.<fully qualified name>.<key>`), with `decodeCheckpoint`'s checks but for the names.
+#[napi(catch_unwind)]
+pub fn decode_tensors(env: Env, bytes: Unknown) -> Result<DecodedTensors> {
+  decode_named(RawEnv(env.raw()), bytes.raw()).map_err(|fail| fail.throw(&env))
+}
+
+fn decode_named(env: RawEnv, value: sys::napi_value) -> std::result::Result<DecodedTensors, Fail> {
+  // SAFETY: a value of this call; the bytes are copied before any JavaScript runs.
+  let Some(bytes) = (unsafe { env.bytes(value)? }) else {
+    return Err(Fail::type_error(format!("safetensors bytes must be a Uint8Array, got {}", env.describe(value)?)));
+  };
+  let decoded = checkpoint::decode_named(bytes).map_err(corrupt)?;
+  let tensors = decoded
+    .tensors
+    .into_iter()
+    .map(|tensor| {
+      let shape = shape_to_js(&tensor.name, &tensor.shape)?;
+      let scalar = if tensor.shape.is_empty() { Some(tensor.scalar().map_err(corrupt)?) } else { None };
+      let data = typed(tensor.dtype, &tensor.data);
+      Ok(DecodedNamedTensor { name: tensor.name, dtype: tensor.dtype.name().into(), shape, data, scalar })
+    })
+    .collect::<std::result::Result<_, Fail>>()?;
+  Ok(DecodedTensors { metadata: decoded.metadata.into_iter().collect(), tensors })
+}
+
+/// Encodes tensors of any name (not empty, not `__metadata__`) and `metadata` as safetensors bytes.
+#[napi(catch_unwind)]
+pub fn encode_tensors(
+  env: Env,
+  metadata: HashMap<String, String>,
+  tensors: Vec<NamedTensorToEncode>,
+) -> Result<Uint8Array> {
+  let encode = || -> std::result::Result<Uint8Array, Fail> {
+    let tensors = tensors
+      .iter()
+      .map(|t| {
+        let dtype =
+          TensorDtype::parse(&t.dtype).ok_or_else(|| Fail::value(format!("{}: unknown dtype {:?}", t.name, t.dtype)))?;
+        let shape = t.shape.iter().map(|&d| d as usize).collect();
+        Ok(NamedTensor { name: t.name.clone(), dtype, shape, data: t.data.to_vec() })
+      })
+      .collect::<std::result::Result<Vec<_>, Fail>>()?;
+    let mut metadata: Vec<(String, String)> = metadata.into_iter().collect();
+    metadata.sort();
+    let bytes = checkpoint::encode_named(&metadata, &tensors).map_err(|e| Fail::value(e.0))?;
     Ok(Uint8Array::new(bytes))
   };
   encode().map_err(|fail| fail.throw(&env))

@@ -96,32 +96,62 @@ impl StateTensor {
   /// The value of a tensor of one element as a number, exactly (an I64 beyond 2^53 fails, a
   /// BF16 or F16 widens without rounding).
   pub fn scalar(&self) -> Result<f64, CheckpointError> {
-    let fail = |why: &str| CheckpointError(format!("{} {why}", self.name()));
-    let bytes = self.data.as_slice();
-    if bytes.len() != self.dtype.size() {
-      return Err(fail(&format!("holds {} bytes, not one {} value", bytes.len(), self.dtype.name())));
-    }
-    let word = |n: usize| -> [u8; 8] {
-      let mut w = [0; 8];
-      w[..n].copy_from_slice(&bytes[..n]);
-      w
-    };
-    Ok(match self.dtype {
-      TensorDtype::U8 => f64::from(bytes[0]),
-      TensorDtype::I32 => f64::from(i32::from_le_bytes(word(4)[..4].try_into().expect("4 bytes"))),
-      TensorDtype::I64 => {
-        let value = i64::from_le_bytes(word(8));
-        if value.unsigned_abs() > 1 << 53 {
-          return Err(fail(&format!("is {value}, beyond the integers a number holds exactly (2^53)")));
-        }
-        value as f64
-      }
-      TensorDtype::BF16 => f64::from(f32::from_bits(u32::from(u16::from_le_bytes([bytes[0], bytes[1]])) << 16)),
-      TensorDtype::F16 => f64::from(f16_to_f32(u16::from_le_bytes([bytes[0], bytes[1]]))),
-      TensorDtype::F32 => f64::from(f32::from_le_bytes(word(4)[..4].try_into().expect("4 bytes"))),
-      TensorDtype::F64 => f64::from_le_bytes(word(8)),
-    })
+    scalar_of(&self.name(), self.dtype, &self.data)
   }
+}
+
+/// A tensor of any name, as `torch.distributed.checkpoint` names the state of a parameter by its
+/// fully qualified name (`state.fc1.weight.exp_avg`) rather than its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+  pub name: String,
+  pub dtype: TensorDtype,
+  pub shape: Vec<usize>,
+  /// The elements, little-endian, `shape`'s product times `dtype.size()` bytes.
+  pub data: Vec<u8>,
+}
+
+impl NamedTensor {
+  /// The value of a tensor of one element as a number, exactly, as [`StateTensor::scalar`].
+  pub fn scalar(&self) -> Result<f64, CheckpointError> {
+    scalar_of(&self.name, self.dtype, &self.data)
+  }
+}
+
+/// A decoded safetensors file of tensors of any name: its metadata and its tensors in file order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamedFile {
+  /// The header's `__metadata__`, by key.
+  pub metadata: Vec<(String, String)>,
+  pub tensors: Vec<NamedTensor>,
+}
+
+/// The value of one element of `dtype` in `bytes`, exactly (an I64 beyond 2^53 fails).
+fn scalar_of(name: &str, dtype: TensorDtype, bytes: &[u8]) -> Result<f64, CheckpointError> {
+  let fail = |why: &str| CheckpointError(format!("{name} {why}"));
+  if bytes.len() != dtype.size() {
+    return Err(fail(&format!("holds {} bytes, not one {} value", bytes.len(), dtype.name())));
+  }
+  let word = |n: usize| -> [u8; 8] {
+    let mut w = [0; 8];
+    w[..n].copy_from_slice(&bytes[..n]);
+    w
+  };
+  Ok(match dtype {
+    TensorDtype::U8 => f64::from(bytes[0]),
+    TensorDtype::I32 => f64::from(i32::from_le_bytes(word(4)[..4].try_into().expect("4 bytes"))),
+    TensorDtype::I64 => {
+      let value = i64::from_le_bytes(word(8));
+      if value.unsigned_abs() > 1 << 53 {
+        return Err(fail(&format!("is {value}, beyond the integers a number holds exactly (2^53)")));
+      }
+      value as f64
+    }
+    TensorDtype::BF16 => f64::from(f32::from_bits(u32::from(u16::from_le_bytes([bytes[0], bytes[1]])) << 16)),
+    TensorDtype::F16 => f64::from(f16_to_f32(u16::from_le_bytes([bytes[0], bytes[1]]))),
+    TensorDtype::F32 => f64::from(f32::from_le_bytes(word(4)[..4].try_into().expect("4 bytes"))),
+    TensorDtype::F64 => f64::from_le_bytes(word(8)),
+  })
 }
 
 /// IEEE half precision (F16) to f32, exactly.
@@ -181,6 +211,21 @@ fn parse_name(name: &str) -> Option<(u32, &str)> {
 /// sizes that do not match shape and dtype), dtypes other than [`TensorDtype`]'s, and tensor
 /// names other than `state.<n>.<key>`.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+  let NamedFile { metadata, tensors } = decode_named(bytes)?;
+  let mut state = Vec::with_capacity(tensors.len());
+  for NamedTensor { name, dtype, shape, data } in tensors {
+    let Some((param, key)) = parse_name(&name) else {
+      return Err(CheckpointError(format!("tensor {name:?} is not named state.<n>.<key>")));
+    };
+    state.push(StateTensor { param, key: key.to_owned(), dtype, shape, data });
+  }
+  state.sort_by_key(|t| t.param);
+  Ok(Checkpoint { metadata, tensors: state })
+}
+
+/// Decodes a safetensors file of tensors of any name, with the same checks as [`decode`] but
+/// for the names; the tensors come in file order.
+pub fn decode_named(bytes: &[u8]) -> Result<NamedFile, CheckpointError> {
   let corrupt = |why: String| CheckpointError(why);
   if bytes.len() < 8 {
     return Err(corrupt(format!("{} bytes, shorter than the 8-byte header length", bytes.len())));
@@ -199,23 +244,14 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
   let mut tensors = Vec::new();
   for name in header.offset_keys() {
     let info = header.info(&name).expect("a name of the header");
-    let Some((param, key)) = parse_name(&name) else {
-      return Err(corrupt(format!("tensor {name:?} is not named state.<n>.<key>")));
-    };
     let dtype = TensorDtype::of_file(info.dtype).ok_or_else(|| {
       let names: Vec<&str> = TensorDtype::ALL.iter().map(|d| d.name()).collect();
       corrupt(format!("{name} has dtype {:?} (expected one of {})", info.dtype, names.join(", ")))
     })?;
-    tensors.push(StateTensor {
-      param,
-      key: key.to_owned(),
-      dtype,
-      shape: info.shape.clone(),
-      data: data[info.data_offsets.0..info.data_offsets.1].to_vec(),
-    });
+    let data = data[info.data_offsets.0..info.data_offsets.1].to_vec();
+    tensors.push(NamedTensor { name, dtype, shape: info.shape.clone(), data });
   }
-  tensors.sort_by_key(|t| t.param);
-  Ok(Checkpoint { metadata, tensors })
+  Ok(NamedFile { metadata, tensors })
 }
 
 /// What a safetensors error says, in the checkpoint's terms.
@@ -244,28 +280,51 @@ fn describe(error: &SafeTensorError, data_len: usize) -> String {
 /// Encodes `tensors` and `metadata` (written as `__metadata__`). Fails if a tensor's bytes do
 /// not match its shape and dtype, or two tensors have one name.
 pub fn encode(metadata: &[(String, String)], tensors: &[StateTensor]) -> Result<Vec<u8>, CheckpointError> {
-  let mut views = Vec::with_capacity(tensors.len());
-  let mut names = std::collections::HashSet::new();
+  let mut items = Vec::with_capacity(tensors.len());
   for tensor in tensors {
     let name = tensor.name();
-    let count = tensor.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let expected = count.and_then(|n| n.checked_mul(tensor.dtype.size()));
-    if expected != Some(tensor.data.len()) {
-      return Err(CheckpointError(format!(
-        "{name}: {} bytes do not hold a {} tensor of shape {:?}",
-        tensor.data.len(),
-        tensor.dtype.name(),
-        tensor.shape
-      )));
-    }
     if parse_name(&name).is_none() {
       return Err(CheckpointError(format!("tensor {name:?} is not named state.<n>.<key>")));
+    }
+    items.push((name, tensor.dtype, tensor.shape.as_slice(), tensor.data.as_slice()));
+  }
+  serialize(metadata, items)
+}
+
+/// Encodes tensors of any non-empty name but `__metadata__`, as [`encode`] does.
+pub fn encode_named(metadata: &[(String, String)], tensors: &[NamedTensor]) -> Result<Vec<u8>, CheckpointError> {
+  let mut items = Vec::with_capacity(tensors.len());
+  for tensor in tensors {
+    if tensor.name.is_empty() || tensor.name == "__metadata__" {
+      return Err(CheckpointError(format!("tensor name {:?} is not one safetensors can hold", tensor.name)));
+    }
+    items.push((tensor.name.clone(), tensor.dtype, tensor.shape.as_slice(), tensor.data.as_slice()));
+  }
+  serialize(metadata, items)
+}
+
+/// Writes named tensors, checking each one's bytes against its shape and dtype, and every name once.
+fn serialize(
+  metadata: &[(String, String)],
+  items: Vec<(String, TensorDtype, &[usize], &[u8])>,
+) -> Result<Vec<u8>, CheckpointError> {
+  let mut views = Vec::with_capacity(items.len());
+  let mut names = std::collections::HashSet::new();
+  for (name, dtype, shape, data) in items {
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let expected = count.and_then(|n| n.checked_mul(dtype.size()));
+    if expected != Some(data.len()) {
+      return Err(CheckpointError(format!(
+        "{name}: {} bytes do not hold a {} tensor of shape {:?}",
+        data.len(),
+        dtype.name(),
+        shape
+      )));
     }
     if !names.insert(name.clone()) {
       return Err(CheckpointError(format!("{name} is written twice")));
     }
-    let view = TensorView::new(tensor.dtype.file(), tensor.shape.clone(), &tensor.data)
-      .map_err(|e| CheckpointError(format!("{name}: {e}")))?;
+    let view = TensorView::new(dtype.file(), shape.to_vec(), data).map_err(|e| CheckpointError(format!("{name}: {e}")))?;
     views.push((name, view));
   }
   let metadata: HashMap<String, String> = metadata.iter().cloned().collect();
@@ -373,5 +432,30 @@ mod tests {
     assert!(encode(&[], &[bad]).unwrap_err().0.contains("do not hold a F64 tensor of shape [3]"));
     let twice = [tensor(0, "a", TensorDtype::U8, &[1]), tensor(0, "a", TensorDtype::U8, &[1])];
     assert!(encode(&[], &twice).unwrap_err().0.contains("written twice"));
+  }
+
+  #[test]
+  fn named_tensors_round_trip_in_file_order() {
+    let named = |name: &str, dtype: TensorDtype, shape: &[usize]| {
+      let t = tensor(0, "x", dtype, shape);
+      NamedTensor { name: name.into(), dtype, shape: t.shape, data: t.data }
+    };
+    let metadata = vec![("DCP_SHARDING_INFO".into(), r#"{"state.fc.weight.exp_avg":{"saved_offsets":[2,0]}}"#.into())];
+    let tensors = vec![
+      named("state.fc.weight.exp_avg", TensorDtype::F32, &[3, 4]),
+      named("state.fc.weight.step", TensorDtype::F32, &[]),
+      named("state.0.exp_avg_sq", TensorDtype::F64, &[2]),
+    ];
+    let back = decode_named(&encode_named(&metadata, &tensors).unwrap()).unwrap();
+    assert_eq!(back.metadata, metadata);
+    let mut got = back.tensors.clone();
+    got.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut want = tensors.clone();
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(got, want);
+    // A file of names other than state.<n>.<key> is not an optimizer checkpoint of positions.
+    assert!(decode(&encode_named(&metadata, &tensors).unwrap()).unwrap_err().0.contains("is not named"));
+    let bad = named("__metadata__", TensorDtype::U8, &[1]);
+    assert!(encode_named(&[], &[bad]).unwrap_err().0.contains("not one safetensors can hold"));
   }
 }
