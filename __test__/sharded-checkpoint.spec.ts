@@ -74,34 +74,37 @@ test('a flat range of a tensor is cut into rectangles, contiguous and in order, 
   t.is(shardFileName(0, 1, 3), 'shard-00001-model-00002-of-00003.safetensors')
 })
 
-test.serial('stateDict on 2 ranks loads with loadStateDict into 4 and 1, and getState is the whole state', async (t) => {
-  const dir = scratch(t)
-  const saved = agreed(t, await onWorkers(2, { kind: 'save', dir: join(dir, 'ckpt'), steps: 3, names: true }))
-  t.is(Object.keys(saved.state!).length, MODEL.length)
-  t.is((saved.state![0].expAvg as number[]).length, 35)
-  t.deepEqual(saved.first, saved.state![0])
-  t.deepEqual(
-    saved.groups!.map((g) => [g.lr, g.params]),
-    [
-      [0.01, [0, 1, 2, 3]],
-      [0.005, [4, 5]],
-    ],
-  )
-  for (const size of [4, 1]) {
-    const loaded = agreed(t, await onWorkers(size, { kind: 'load-dict', state: saved.state!, groups: saved.groups! }))
-    t.is(loaded.error, undefined)
-    t.deepEqual(loaded.state, saved.state, `${size} ranks`)
-    t.deepEqual(loaded.groups, saved.groups, `${size} ranks`)
-  }
-  // A buffer of the wrong length: every rank refuses, and none changes.
-  const bad = structuredClone(saved.state!)
-  ;(bad[5].expAvg as number[]).pop()
-  const refused = await onWorkers(4, { kind: 'load-dict', state: bad, groups: saved.groups! })
-  for (const r of refused) {
-    t.regex(r.error ?? '', /stateDict\.state\[5\]\.expAvg|could not load/, `rank ${r.rank}`)
-    t.deepEqual(r.state, {})
-  }
-})
+test.serial(
+  'stateDict on 2 ranks loads with loadStateDict into 4 and 1, and getState is the whole state',
+  async (t) => {
+    const dir = scratch(t)
+    const saved = agreed(t, await onWorkers(2, { kind: 'save', dir: join(dir, 'ckpt'), steps: 3, names: true }))
+    t.is(Object.keys(saved.state!).length, MODEL.length)
+    t.is((saved.state![0].expAvg as number[]).length, 35)
+    t.deepEqual(saved.first, saved.state![0])
+    t.deepEqual(
+      saved.groups!.map((g) => [g.lr, g.params]),
+      [
+        [0.01, [0, 1, 2, 3]],
+        [0.005, [4, 5]],
+      ],
+    )
+    for (const size of [4, 1]) {
+      const loaded = agreed(t, await onWorkers(size, { kind: 'load-dict', state: saved.state!, groups: saved.groups! }))
+      t.is(loaded.error, undefined)
+      t.deepEqual(loaded.state, saved.state, `${size} ranks`)
+      t.deepEqual(loaded.groups, saved.groups, `${size} ranks`)
+    }
+    // A buffer of the wrong length: every rank refuses, and none changes.
+    const bad = structuredClone(saved.state!)
+    ;(bad[5].expAvg as number[]).pop()
+    const refused = await onWorkers(4, { kind: 'load-dict', state: bad, groups: saved.groups! })
+    for (const r of refused) {
+      t.regex(r.error ?? '', /stateDict\.state\[5\]\.expAvg|could not load/, `rank ${r.rank}`)
+      t.deepEqual(r.state, {})
+    }
+  },
+)
 
 for (const [from, to] of [
   [2, 4],
@@ -120,7 +123,9 @@ for (const [from, to] of [
     t.is(index.metadata.world_size, from)
     // Every tensor is in the weight map: buffers and steps of every parameter, by name or position.
     const label = (k: number) => (names ? NAMES[k] : String(k))
-    const expected = MODEL.flatMap((_, k) => ['step', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'].map((key) => `state.${label(k)}.${key}`))
+    const expected = MODEL.flatMap((_, k) =>
+      ['step', 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq'].map((key) => `state.${label(k)}.${key}`),
+    )
     t.deepEqual(Object.keys(index.weight_map).sort(), expected.sort())
     const loaded = agreed(t, await onWorkers(to, { kind: 'load', dir, names }))
     t.is(loaded.error, undefined)
@@ -130,78 +135,93 @@ for (const [from, to] of [
   })
 }
 
-test.serial('loading refuses names the checkpoint does not have, and a listed file that is missing; no rank changes', async (t) => {
-  const dir = join(scratch(t), 'ckpt')
-  await onWorkers(2, { kind: 'save', dir, steps: 2, names: true })
-  for (const r of await onWorkers(2, { kind: 'load', dir, names: false })) {
-    t.regex(r.error ?? '', /is not state\.<name>\.<key> of a parameter named "0", "1"|could not load/)
-    t.deepEqual(r.state, {})
-  }
-  const index = JSON.parse(readFileSync(join(dir, INDEX_FILE), 'utf8'))
-  rmSync(join(dir, index.metadata.files[0]))
-  for (const r of await onWorkers(2, { kind: 'load', dir, names: true })) {
-    t.regex(r.error ?? '', /which the index lists, is missing/)
-    t.deepEqual(r.state, {})
-  }
-})
+test.serial(
+  'loading refuses names the checkpoint does not have, and a listed file that is missing; no rank changes',
+  async (t) => {
+    const dir = join(scratch(t), 'ckpt')
+    await onWorkers(2, { kind: 'save', dir, steps: 2, names: true })
+    for (const r of await onWorkers(2, { kind: 'load', dir, names: false })) {
+      t.regex(r.error ?? '', /is not state\.<name>\.<key> of a parameter named "0", "1"|could not load/)
+      t.deepEqual(r.state, {})
+    }
+    const index = JSON.parse(readFileSync(join(dir, INDEX_FILE), 'utf8'))
+    rmSync(join(dir, index.metadata.files[0]))
+    for (const r of await onWorkers(2, { kind: 'load', dir, names: true })) {
+      t.regex(r.error ?? '', /which the index lists, is missing/)
+      t.deepEqual(r.state, {})
+    }
+  },
+)
 
 const torchFixture = JSON.parse(readFileSync(TORCH_FIXTURE, 'utf8')) as TorchFixture
 
 for (const size of [1, 2, 4]) {
-  test.serial(`PyTorch's sharded checkpoint (2 gloo ranks) loads on ${size} ranks and trains on to PyTorch's numbers`, async (t) => {
-    const results = await onWorkers(size, { kind: 'torch', dir: TORCH_CHECKPOINT, fixture: TORCH_FIXTURE })
-    const loaded = agreed(t, results)
-    t.is(loaded.error, undefined)
-    // The state is PyTorch's, exactly.
-    torchFixture.names.forEach((name, k) => {
-      for (const key of ['step', 'exp_avg', 'exp_avg_sq']) {
-        const camelKey = key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
-        t.deepEqual(loaded.state![k][camelKey], torchFixture.saved.state[`state.${name}.${key}`], `${name}.${key}`)
-      }
-    })
-    const last = torchFixture.steps[torchFixture.steps.length - 1].params
-    let differing = 0
-    for (const r of results) {
-      r.params!.forEach((values, k) => {
-        t.true(maxRelativeError(values, last[k]) <= 1e-5, `rank ${r.rank}, ${torchFixture.names[k]}`)
-        differing += values.filter((v, i) => v !== last[k][i]).length
+  test.serial(
+    `PyTorch's sharded checkpoint (2 gloo ranks) loads on ${size} ranks and trains on to PyTorch's numbers`,
+    async (t) => {
+      const results = await onWorkers(size, { kind: 'torch', dir: TORCH_CHECKPOINT, fixture: TORCH_FIXTURE })
+      const loaded = agreed(t, results)
+      t.is(loaded.error, undefined)
+      // The state is PyTorch's, exactly.
+      torchFixture.names.forEach((name, k) => {
+        for (const key of ['step', 'exp_avg', 'exp_avg_sq']) {
+          const camelKey = key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
+          t.deepEqual(loaded.state![k][camelKey], torchFixture.saved.state[`state.${name}.${key}`], `${name}.${key}`)
+        }
       })
-    }
-    t.log(`after ${torchFixture.steps.length} more steps, ${differing} of ${size * last.flat().length} elements differ from PyTorch's`)
-  })
+      const last = torchFixture.steps[torchFixture.steps.length - 1].params
+      let differing = 0
+      for (const r of results) {
+        r.params!.forEach((values, k) => {
+          t.true(maxRelativeError(values, last[k]) <= 1e-5, `rank ${r.rank}, ${torchFixture.names[k]}`)
+          differing += values.filter((v, i) => v !== last[k][i]).length
+        })
+      }
+      t.log(
+        `after ${torchFixture.steps.length} more steps, ${differing} of ${size * last.flat().length} elements differ from PyTorch's`,
+      )
+    },
+  )
 }
 
 const probe = spawnSync('python3', ['-c', 'import torch, safetensors'], { encoding: 'utf8' })
 const withTorch = probe.status === 0 ? test.serial : test.serial.skip
 const note = probe.status === 0 ? '' : ' (skipped: python3 with torch and safetensors is not installed)'
 
-withTorch(`a checkpoint fastoptim saved on 4 ranks loads with torch.distributed.checkpoint on 2 and 1${note}`, async (t) => {
-  const root = scratch(t)
-  const dir = join(root, 'ckpt')
-  const saved = agreed(t, await onWorkers(4, { kind: 'save', dir, steps: 3, names: true }))
-  const state: Record<string, number[] | number> = {}
-  const shapes: Record<string, number[]> = {}
-  const dtypes: Record<string, string> = {}
-  MODEL.forEach(({ name, shape, dtype }, k) => {
-    for (const [key, value] of Object.entries(saved.state![k])) {
-      const tensor = `state.${name}.${key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`
-      state[tensor] = value
-      shapes[tensor] = typeof value === 'number' ? [] : shape
-      dtypes[tensor] = typeof value === 'number' ? 'float32' : dtype
-    }
-  })
-  const expected = join(root, 'expected.json')
-  writeFileSync(expected, JSON.stringify({ state, shapes, dtypes }))
-  for (const ranks of [2, 1]) {
-    const run = spawnSync('python3', [join(__dirname, '..', 'scripts', 'gen_fixtures_sharded.py'), 'check', dir, expected, String(ranks)], {
-      encoding: 'utf8',
+withTorch(
+  `a checkpoint fastoptim saved on 4 ranks loads with torch.distributed.checkpoint on 2 and 1${note}`,
+  async (t) => {
+    const root = scratch(t)
+    const dir = join(root, 'ckpt')
+    const saved = agreed(t, await onWorkers(4, { kind: 'save', dir, steps: 3, names: true }))
+    const state: Record<string, number[] | number> = {}
+    const shapes: Record<string, number[]> = {}
+    const dtypes: Record<string, string> = {}
+    MODEL.forEach(({ name, shape, dtype }, k) => {
+      for (const [key, value] of Object.entries(saved.state![k])) {
+        const tensor = `state.${name}.${key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`
+        state[tensor] = value
+        shapes[tensor] = typeof value === 'number' ? [] : shape
+        dtypes[tensor] = typeof value === 'number' ? 'float32' : dtype
+      }
     })
-    t.is(run.status, 0, run.stderr)
-    const lines = run.stdout.trim().split('\n')
-    const result = JSON.parse(lines[lines.length - 1])
-    t.deepEqual(result, { ranks, tensors: Object.keys(state).length, mismatches: [] })
-  }
-})
+    const expected = join(root, 'expected.json')
+    writeFileSync(expected, JSON.stringify({ state, shapes, dtypes }))
+    for (const ranks of [2, 1]) {
+      const run = spawnSync(
+        'python3',
+        [join(__dirname, '..', 'scripts', 'gen_fixtures_sharded.py'), 'check', dir, expected, String(ranks)],
+        {
+          encoding: 'utf8',
+        },
+      )
+      t.is(run.status, 0, run.stderr)
+      const lines = run.stdout.trim().split('\n')
+      const result = JSON.parse(lines[lines.length - 1])
+      t.deepEqual(result, { ranks, tensors: Object.keys(state).length, mismatches: [] })
+    }
+  },
+)
 
 /** Whether `dir` holds a whole checkpoint: the index and exactly the files it lists. */
 function whole(dir: string): boolean {
@@ -209,25 +229,28 @@ function whole(dir: string): boolean {
   return JSON.stringify(readdirSync(dir).sort()) === JSON.stringify([...index.metadata.files, INDEX_FILE].sort())
 }
 
-test.serial('a rank crashing at any collective of a save leaves the old checkpoint, or none, never part of one', async (t) => {
-  const root = scratch(t)
-  const before = agreed(t, await onWorkers(2, { kind: 'save', dir: join(root, 'before'), steps: 2, names: false }))
-  const after = agreed(t, await onWorkers(2, { kind: 'save', dir: join(root, 'after'), steps: 4, names: false }))
-  // The save's collectives on rank 1: 7 (the last after rank 0 has swapped the new checkpoint in).
-  for (let crashAt = 1; crashAt <= 7; crashAt++) {
-    for (const first of [false, true]) {
-      const dir = join(root, `crash-${crashAt}-${first}`)
-      await t.throwsAsync(onWorkers(2, { kind: 'crash', dir, crashAt, first }), undefined, `crash at ${crashAt}`)
-      if (first && crashAt < 7) {
-        t.false(existsSync(dir), `the first save, crashed at collective ${crashAt}, left no checkpoint`)
-        continue
+test.serial(
+  'a rank crashing at any collective of a save leaves the old checkpoint, or none, never part of one',
+  async (t) => {
+    const root = scratch(t)
+    const before = agreed(t, await onWorkers(2, { kind: 'save', dir: join(root, 'before'), steps: 2, names: false }))
+    const after = agreed(t, await onWorkers(2, { kind: 'save', dir: join(root, 'after'), steps: 4, names: false }))
+    // The save's collectives on rank 1: 7 (the last after rank 0 has swapped the new checkpoint in).
+    for (let crashAt = 1; crashAt <= 7; crashAt++) {
+      for (const first of [false, true]) {
+        const dir = join(root, `crash-${crashAt}-${first}`)
+        await t.throwsAsync(onWorkers(2, { kind: 'crash', dir, crashAt, first }), undefined, `crash at ${crashAt}`)
+        if (first && crashAt < 7) {
+          t.false(existsSync(dir), `the first save, crashed at collective ${crashAt}, left no checkpoint`)
+          continue
+        }
+        t.true(whole(dir), `crash at ${crashAt}: a whole checkpoint`)
+        const loaded = agreed(t, await onWorkers(1, { kind: 'load', dir, names: false }))
+        t.deepEqual(loaded.state, crashAt < 7 ? before.state : after.state, `crash at ${crashAt}`)
       }
-      t.true(whole(dir), `crash at ${crashAt}: a whole checkpoint`)
-      const loaded = agreed(t, await onWorkers(1, { kind: 'load', dir, names: false }))
-      t.deepEqual(loaded.state, crashAt < 7 ? before.state : after.state, `crash at ${crashAt}`)
     }
-  }
-})
+  },
+)
 
 // Over MPI, as __test__/distributed-mpi.spec.ts runs it: skipped, with a note, where mpirun or
 // the optional package packages/distributed-mpi is missing.

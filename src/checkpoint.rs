@@ -204,8 +204,8 @@ pub fn encode_tensors(
     let tensors = tensors
       .iter()
       .map(|t| {
-        let dtype =
-          TensorDtype::parse(&t.dtype).ok_or_else(|| Fail::value(format!("{}: unknown dtype {:?}", t.name, t.dtype)))?;
+        let dtype = TensorDtype::parse(&t.dtype)
+          .ok_or_else(|| Fail::value(format!("{}: unknown dtype {:?}", t.name, t.dtype)))?;
         let shape = t.shape.iter().map(|&d| d as usize).collect();
         Ok(NamedTensor { name: t.name.clone(), dtype, shape, data: t.data.to_vec() })
       })

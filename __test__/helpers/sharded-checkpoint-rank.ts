@@ -127,7 +127,12 @@ export function runJob(job: Job, comm: Communicator): RankResult {
   if (job.kind === 'save') {
     const params = makeParams()
     const opt = build(comm, params)
-    train(opt, params, comm, Array.from({ length: job.steps }, (_, s) => s))
+    train(
+      opt,
+      params,
+      comm,
+      Array.from({ length: job.steps }, (_, s) => s),
+    )
     saveShardedCheckpoint(job.dir, opt, job.names ? { names: NAMES } : {})
     return report(opt, params, rank)
   }
@@ -148,7 +153,10 @@ export function runJob(job: Job, comm: Communicator): RankResult {
     const state = Object.fromEntries(
       Object.entries(job.state).map(([id, entry]) => {
         const Type = params[Number(id)].data.constructor as Float32ArrayConstructor
-        return [id, Object.fromEntries(Object.entries(entry).map(([k, v]) => [k, typeof v === 'number' ? v : Type.from(v)]))]
+        return [
+          id,
+          Object.fromEntries(Object.entries(entry).map(([k, v]) => [k, typeof v === 'number' ? v : Type.from(v)])),
+        ]
       }),
     )
     try {

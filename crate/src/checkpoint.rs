@@ -324,7 +324,8 @@ fn serialize(
     if !names.insert(name.clone()) {
       return Err(CheckpointError(format!("{name} is written twice")));
     }
-    let view = TensorView::new(dtype.file(), shape.to_vec(), data).map_err(|e| CheckpointError(format!("{name}: {e}")))?;
+    let view =
+      TensorView::new(dtype.file(), shape.to_vec(), data).map_err(|e| CheckpointError(format!("{name}: {e}")))?;
     views.push((name, view));
   }
   let metadata: HashMap<String, String> = metadata.iter().cloned().collect();

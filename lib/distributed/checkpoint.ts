@@ -19,7 +19,18 @@
 //
 // A checkpoint is written into `<dir>.tmp`, and renamed to `<dir>` only once every rank has
 // written and synced its files and rank 0 the index: a checkpoint is complete or absent.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 
 import { camel, snake } from '../checkpoint'
@@ -71,13 +82,18 @@ export function boxesOf(shape: readonly number[], start: number, end: number): B
   if (first === last) return row(first, start - first * inner, end - first * inner)
   const boxes: Box[] = []
   if (start % inner !== 0) boxes.push(...row(first++, start % inner, inner))
-  if (last > first) boxes.push({ offsets: [first, ...shape.slice(1).map(() => 0)], sizes: [last - first, ...shape.slice(1)] })
+  if (last > first)
+    boxes.push({ offsets: [first, ...shape.slice(1).map(() => 0)], sizes: [last - first, ...shape.slice(1)] })
   if (end % inner !== 0) boxes.push(...row(last, 0, end % inner))
   return boxes
 }
 
 /** The flat position of every row (the last dimension's runs) of `box` in a tensor of `shape`. */
-function forEachRun(shape: readonly number[], box: Box, run: (flat: number, source: number, length: number) => void): void {
+function forEachRun(
+  shape: readonly number[],
+  box: Box,
+  run: (flat: number, source: number, length: number) => void,
+): void {
   const d = shape.length
   const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1))
   const length = box.sizes[d - 1]
@@ -118,7 +134,7 @@ function writeSynced(path: string, bytes: Uint8Array | string): void {
   const data = typeof bytes === 'string' ? Buffer.from(bytes) : bytes
   const fd = openSync(path, 'w')
   try {
-    for (let done = 0; done < data.length; ) done += writeSync(fd, data, done)
+    for (let done = 0; done < data.length;) done += writeSync(fd, data, done)
     fsyncSync(fd)
   } finally {
     closeSync(fd)
@@ -141,7 +157,8 @@ function syncDirectory(path: string): void {
 
 /** The arguments every call takes, checked: a directory's path and a ShardedOptimizer. */
 function checked(what: string, dir: unknown, opt: unknown): ShardedOptimizer<object> {
-  if (typeof dir !== 'string' || dir === '') throw invalidType(`${what}: dir must be a non-empty path, got ${describe(dir)}`)
+  if (typeof dir !== 'string' || dir === '')
+    throw invalidType(`${what}: dir must be a non-empty path, got ${describe(dir)}`)
   if (!(opt instanceof ShardedOptimizer))
     throw invalidType(`${what}: opt must be a ShardedOptimizer, got ${describe(opt)}`)
   return opt as ShardedOptimizer<object>
@@ -375,13 +392,14 @@ export function loadShardedCheckpoint<Options extends object>(
         const values = (state.get(index) ?? state.set(index, {}).get(index)!) as Record<string, FloatArray>
         const length = entry.end - entry.start
         const target = (values[key] ??= new Type(length))
-        const mask = covered.get(`${index}.${key}`) ?? covered.set(`${index}.${key}`, new Uint8Array(length)).get(`${index}.${key}`)!
+        const mask =
+          covered.get(`${index}.${key}`) ??
+          covered.set(`${index}.${key}`, new Uint8Array(length)).get(`${index}.${key}`)!
         forEachRun(whole, { offsets, sizes: shape }, (flat, source, run) => {
           const from = Math.max(flat, entry.start)
           const to = Math.min(flat + run, entry.end)
           for (let x = from; x < to; x++) {
-            if (mask[x - entry.start]++ > 0)
-              throw invalidValue(`${where}: element ${x} of ${name} is given twice`)
+            if (mask[x - entry.start]++ > 0) throw invalidValue(`${where}: element ${x} of ${name} is given twice`)
           }
           if (from < to) target.set(data.subarray(source + from - flat, source + to - flat), from - entry.start)
         })
@@ -396,7 +414,8 @@ export function loadShardedCheckpoint<Options extends object>(
       }
     }
     const pieceStates = new Map<number, ParamState>()
-    for (const [index, values] of state) pieceStates.set(index, { step: 0, ...scalars.get(index), ...values } as ParamState)
+    for (const [index, values] of state)
+      pieceStates.set(index, { step: 0, ...scalars.get(index), ...values } as ParamState)
     // A parameter of this rank with scalars only (the state of a step without buffers).
     for (const [index, values] of scalars)
       if (pieces[index] && !pieceStates.has(index)) pieceStates.set(index, { step: 0, ...values } as ParamState)
@@ -405,7 +424,12 @@ export function loadShardedCheckpoint<Options extends object>(
 }
 
 const describeNames = (names: readonly string[]) =>
-  names.length > 4 ? `${names.slice(0, 4).map((n) => JSON.stringify(n)).join(', ')}, ...` : names.map((n) => JSON.stringify(n)).join(', ')
+  names.length > 4
+    ? `${names
+        .slice(0, 4)
+        .map((n) => JSON.stringify(n))
+        .join(', ')}, ...`
+    : names.map((n) => JSON.stringify(n)).join(', ')
 
 /** `DCP_SHARDING_INFO` of a file's metadata: `{name: {saved_offsets}}`, or none (every offset 0). */
 function shardingInfo(metadata: Record<string, string>, where: string): Record<string, { [SAVED_OFFSETS]?: number[] }> {
@@ -413,7 +437,8 @@ function shardingInfo(metadata: Record<string, string>, where: string): Record<s
   if (text === undefined) return {}
   try {
     const info = JSON.parse(text) as unknown
-    if (typeof info === 'object' && info !== null && !Array.isArray(info)) return info as Record<string, { [SAVED_OFFSETS]?: number[] }>
+    if (typeof info === 'object' && info !== null && !Array.isArray(info))
+      return info as Record<string, { [SAVED_OFFSETS]?: number[] }>
   } catch {
     // Refused below.
   }
@@ -428,7 +453,9 @@ function readIndex(dir: string): { files: string[]; groups: Array<Record<string,
     )
   const indexPath = join(dir, INDEX_FILE)
   if (!existsSync(indexPath)) {
-    const files = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort()
+    const files = readdirSync(dir)
+      .filter((f) => f.endsWith('.safetensors'))
+      .sort()
     if (files.length === 0) throw invalidValue(`loadShardedCheckpoint: ${dir} holds no .safetensors file`)
     return { files, groups: undefined }
   }
@@ -439,10 +466,14 @@ function readIndex(dir: string): { files: string[]; groups: Array<Record<string,
     throw invalidValue(`loadShardedCheckpoint: ${indexPath} is not JSON`)
   }
   const files = index.metadata?.files
-  if (!Array.isArray(files) || !files.every((f) => typeof f === 'string' && basename(f) === f && f.endsWith('.safetensors')))
+  if (
+    !Array.isArray(files) ||
+    !files.every((f) => typeof f === 'string' && basename(f) === f && f.endsWith('.safetensors'))
+  )
     throw invalidValue(`loadShardedCheckpoint: ${indexPath} does not list its files (metadata.files)`)
   for (const file of files)
-    if (!existsSync(join(dir, file))) throw invalidValue(`loadShardedCheckpoint: ${file}, which the index lists, is missing from ${dir}`)
+    if (!existsSync(join(dir, file)))
+      throw invalidValue(`loadShardedCheckpoint: ${file}, which the index lists, is missing from ${dir}`)
   const given = index.metadata?.param_groups
   const groups = Array.isArray(given)
     ? given.map((group) => {
