@@ -33,7 +33,7 @@ import {
 } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 
-import { camel, snake } from '../checkpoint'
+import { camel, scalarTensor, snake } from '../checkpoint'
 import { describe, invalidState, invalidType, invalidValue, outOfRange } from '../errors'
 import { native } from '../native'
 import type { FloatArray, ParamState } from '../optimizer'
@@ -230,9 +230,7 @@ export function saveShardedCheckpoint<Options extends object>(
         if (typeof value === 'number') {
           // Scalars once, by the rank holding the parameter's first element; steps as PyTorch writes them.
           if (entry.start !== 0) continue
-          const exact = key === 'step' && Number.isInteger(value) && Math.abs(value) <= 2 ** 24
-          const array = exact ? Float32Array.of(value) : Float64Array.of(value)
-          add(0, { name, dtype: exact ? 'F32' : 'F64', shape: [], data: bytesOf(array) }, [])
+          add(0, { name, ...scalarTensor(key, value), shape: [] }, [])
           firstFile.set(name, 0)
           continue
         }
