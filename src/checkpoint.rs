@@ -64,11 +64,47 @@ fn elements<T: Copy, const N: usize>(bytes: &[u8], from: fn([u8; N]) -> T) -> Ve
 type TypedData = Either6<Float32Array, Float64Array, Uint8Array, Uint16Array, Int32Array, BigInt64Array>;
 
 fn to_js(tensor: StateTensor) -> std::result::Result<DecodedTensor, Fail> {
-  let name = tensor.name();
-  let shape = shape_to_js(&name, &tensor.shape)?;
-  let scalar = if tensor.shape.is_empty() { Some(tensor.scalar().map_err(corrupt)?) } else { None };
-  let data = typed(tensor.dtype, &tensor.data);
-  Ok(DecodedTensor { param: tensor.param, key: tensor.key, dtype: tensor.dtype.name().into(), shape, data, scalar })
+  let Parts { dtype, shape, data, scalar } = parts(&tensor.name(), tensor.dtype, &tensor.shape, &tensor.data)?;
+  Ok(DecodedTensor { param: tensor.param, key: tensor.key, dtype, shape, data, scalar })
+}
+
+/// What both decoders give of a tensor besides its name.
+struct Parts {
+  dtype: String,
+  shape: Vec<u32>,
+  data: TypedData,
+  scalar: Option<f64>,
+}
+
+fn parts(name: &str, dtype: TensorDtype, shape: &[usize], data: &[u8]) -> std::result::Result<Parts, Fail> {
+  let scalar = if shape.is_empty() {
+    let tensor = NamedTensor { name: name.into(), dtype, shape: vec![], data: data.to_vec() };
+    Some(tensor.scalar().map_err(corrupt)?)
+  } else {
+    None
+  };
+  Ok(Parts { dtype: dtype.name().into(), shape: shape_to_js(name, shape)?, data: typed(dtype, data), scalar })
+}
+
+/// A tensor to write: its dtype parsed and its shape widened; `name` labels an error.
+fn parse_tensor(
+  name: &dyn std::fmt::Display,
+  dtype: &str,
+  shape: &[u32],
+) -> std::result::Result<(TensorDtype, Vec<usize>), Fail> {
+  let parsed = TensorDtype::parse(dtype).ok_or_else(|| Fail::value(format!("{name}: unknown dtype {dtype:?}")))?;
+  Ok((parsed, shape.iter().map(|&d| d as usize).collect()))
+}
+
+/// Runs an encoder over the metadata, sorted, into the bytes JavaScript gets, or its error thrown.
+fn encoded(
+  env: &Env,
+  metadata: HashMap<String, String>,
+  encode: impl FnOnce(&[(String, String)]) -> std::result::Result<Vec<u8>, Fail>,
+) -> Result<Uint8Array> {
+  let mut metadata: Vec<(String, String)> = metadata.into_iter().collect();
+  metadata.sort();
+  encode(&metadata).map(Uint8Array::new).map_err(|fail| fail.throw(env))
 }
 
 fn shape_to_js(name: &str, shape: &[usize]) -> std::result::Result<Vec<u32>, Fail> {
@@ -120,22 +156,16 @@ pub fn encode_checkpoint(
   metadata: HashMap<String, String>,
   tensors: Vec<TensorToEncode>,
 ) -> Result<Uint8Array> {
-  let encode = || -> std::result::Result<Uint8Array, Fail> {
+  encoded(&env, metadata, |metadata| {
     let tensors = tensors
       .iter()
       .map(|t| {
-        let dtype = TensorDtype::parse(&t.dtype)
-          .ok_or_else(|| Fail::value(format!("state.{}.{}: unknown dtype {:?}", t.param, t.key, t.dtype)))?;
-        let shape = t.shape.iter().map(|&d| d as usize).collect();
+        let (dtype, shape) = parse_tensor(&format_args!("state.{}.{}", t.param, t.key), &t.dtype, &t.shape)?;
         Ok(StateTensor { param: t.param, key: t.key.clone(), dtype, shape, data: t.data.to_vec() })
       })
       .collect::<std::result::Result<Vec<_>, Fail>>()?;
-    let mut metadata: Vec<(String, String)> = metadata.into_iter().collect();
-    metadata.sort();
-    let bytes = checkpoint::encode(&metadata, &tensors).map_err(|e| Fail::value(e.0))?;
-    Ok(Uint8Array::new(bytes))
-  };
-  encode().map_err(|fail| fail.throw(&env))
+    checkpoint::encode(metadata, &tensors).map_err(|e| Fail::value(e.0))
+  })
 }
 
 /// A tensor of any name, as `decodeTensors` gives it.
@@ -184,10 +214,8 @@ fn decode_named(env: RawEnv, value: sys::napi_value) -> std::result::Result<Deco
     .tensors
     .into_iter()
     .map(|tensor| {
-      let shape = shape_to_js(&tensor.name, &tensor.shape)?;
-      let scalar = if tensor.shape.is_empty() { Some(tensor.scalar().map_err(corrupt)?) } else { None };
-      let data = typed(tensor.dtype, &tensor.data);
-      Ok(DecodedNamedTensor { name: tensor.name, dtype: tensor.dtype.name().into(), shape, data, scalar })
+      let Parts { dtype, shape, data, scalar } = parts(&tensor.name, tensor.dtype, &tensor.shape, &tensor.data)?;
+      Ok(DecodedNamedTensor { name: tensor.name, dtype, shape, data, scalar })
     })
     .collect::<std::result::Result<_, Fail>>()?;
   Ok(DecodedTensors { metadata: decoded.metadata.into_iter().collect(), tensors })
@@ -200,20 +228,14 @@ pub fn encode_tensors(
   metadata: HashMap<String, String>,
   tensors: Vec<NamedTensorToEncode>,
 ) -> Result<Uint8Array> {
-  let encode = || -> std::result::Result<Uint8Array, Fail> {
+  encoded(&env, metadata, |metadata| {
     let tensors = tensors
       .iter()
       .map(|t| {
-        let dtype = TensorDtype::parse(&t.dtype)
-          .ok_or_else(|| Fail::value(format!("{}: unknown dtype {:?}", t.name, t.dtype)))?;
-        let shape = t.shape.iter().map(|&d| d as usize).collect();
+        let (dtype, shape) = parse_tensor(&t.name, &t.dtype, &t.shape)?;
         Ok(NamedTensor { name: t.name.clone(), dtype, shape, data: t.data.to_vec() })
       })
       .collect::<std::result::Result<Vec<_>, Fail>>()?;
-    let mut metadata: Vec<(String, String)> = metadata.into_iter().collect();
-    metadata.sort();
-    let bytes = checkpoint::encode_named(&metadata, &tensors).map_err(|e| Fail::value(e.0))?;
-    Ok(Uint8Array::new(bytes))
-  };
-  encode().map_err(|fail| fail.throw(&env))
+    checkpoint::encode_named(metadata, &tensors).map_err(|e| Fail::value(e.0))
+  })
 }
