@@ -8,6 +8,8 @@
       HuggingFaceStorageReader; and writes __test__/fixtures/sharded.json: the parameters' names
       and shapes, the options, the parameters and whole state at the save, and 3 more steps'
       gradients with the parameters after each (one process), for fastoptim to continue from.
+      A rerun gives the same JSON and the same tensors, byte for byte; only the order of the
+      keys in each file's `__metadata__` can change (safetensors writes them from a hash map).
 
   python3 scripts/gen_fixtures_sharded.py check DIR EXPECTED.json RANKS
       Loads the checkpoint in DIR (written by fastoptim's saveShardedCheckpoint) with
