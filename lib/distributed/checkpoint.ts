@@ -31,7 +31,7 @@ import {
   rmSync,
   writeSync,
 } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 
 import { camel, scalarTensor, snake } from '../checkpoint'
 import { describe, invalidState, invalidType, invalidValue, outOfRange } from '../errors'
@@ -202,6 +202,8 @@ export function saveShardedCheckpoint<Options extends object>(
   options: ShardedCheckpointOptions = {},
 ): void {
   const sharded = checked('saveShardedCheckpoint', dir, opt)
+  // `ckpt/` and `ckpt` alike: the temporary and old names are beside the directory, not in it.
+  dir = resolve(dir)
   const { comm } = sharded
   const { rank, size } = comm
   const pieces = sharded.pieces()
