@@ -3,35 +3,17 @@
 // mpirun or the optional package packages/distributed-mpi (built by .ci/run) is missing. Open MPI's
 // sums can run in another order than the shared-memory communicator's, so only the exact
 // scenarios (gradients that are multiples of 1/64) are compared bit for bit.
-import { execFile, execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 import test from 'ava'
 
-import { loadMpiBinding } from '../lib/distributed'
 import type { RankResult, Scenario } from './helpers/distributed-rank'
 import { expectedCollectives, trainAlone } from './helpers/distributed-reference'
+import { mpiMissing, mpirun as launch, type MpiRun } from './helpers/mpi'
 
 const RANK_SCRIPT = join(__dirname, 'helpers', 'distributed-rank.ts')
 
-/** Why MPI tests cannot run here, or undefined when they can. */
-function missing(): string | undefined {
-  try {
-    execFileSync('mpirun', ['--version'], { stdio: 'pipe' })
-  } catch {
-    return 'mpirun is not installed (apt-get install openmpi-bin libopenmpi-dev)'
-  }
-  try {
-    loadMpiBinding()
-  } catch (error) {
-    return (error as Error).message
-  }
-  return undefined
-}
-
-const absent = missing()
+const absent = mpiMissing()
 const mpiTest = absent === undefined ? test.serial : test.skip
 if (absent !== undefined)
   test('MPI tests are skipped', (t) => {
@@ -39,33 +21,9 @@ if (absent !== undefined)
     t.pass()
   })
 
-interface Run {
-  code: number | null
-  output: string
-  results: RankResult[]
-}
-
 /** Runs the scenario on `size` MPI ranks; resolves when mpirun ends, however it ends. */
-function mpirun(size: number, scenario: Scenario): Promise<Run> {
-  const dir = mkdtempSync(join(tmpdir(), 'fastoptim-mpi-'))
-  const out = join(dir, 'rank')
-  const args = ['--oversubscribe', '--allow-run-as-root', '-np', String(size)]
-  args.push(process.execPath, '--import=tsx', RANK_SCRIPT, scenario, out)
-  return new Promise((resolve) => {
-    execFile('mpirun', args, { encoding: 'utf8' }, (error, stdout, stderr) => {
-      const results: RankResult[] = []
-      for (let r = 0; r < size; r++) {
-        try {
-          results.push(JSON.parse(readFileSync(`${out}.${r}.json`, 'utf8')))
-        } catch {
-          // A rank that did not finish wrote nothing.
-        }
-      }
-      rmSync(dir, { recursive: true, force: true })
-      const code = error ? ((error as { code?: number }).code ?? 1) : 0
-      resolve({ code, output: stdout + stderr, results })
-    })
-  })
+function mpirun(size: number, scenario: Scenario): Promise<MpiRun<RankResult>> {
+  return launch<RankResult>(size, RANK_SCRIPT, [scenario])
 }
 
 const bits = (values: number[]) => values.map((v) => (Object.is(v, -0) ? '-0' : v.toString()))

@@ -21,11 +21,19 @@ import { native } from './native'
 import type { FloatArray, ParamState, StateDict } from './optimizer'
 import { checkUsable, isPlainObject, lengthOf, snapshotArray, snapshotObject, typedArrayTag } from './snapshot'
 
-const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
-const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
+/** PyTorch's name of a state key or option (`expAvg` → `exp_avg`), and back. */
+export const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+export const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
 
 /** Largest integer a float32 holds exactly: steps up to it are written as F32 scalars, like PyTorch's. */
 const F32_EXACT = 2 ** 24
+
+/** A 0-D tensor of state: a step count up to 2^24 as F32, as PyTorch keeps it; anything else F64. */
+export function scalarTensor(key: string, value: number): { dtype: 'F32' | 'F64'; data: Uint8Array } {
+  const exact = key === 'step' && Number.isInteger(value) && Math.abs(value) <= F32_EXACT
+  const array = exact ? Float32Array.of(value) : Float64Array.of(value)
+  return { dtype: exact ? 'F32' : 'F64', data: new Uint8Array(array.buffer) }
+}
 
 /** The dtype each typed array is written as. */
 const DTYPES: Readonly<Record<string, string>> = {
@@ -101,9 +109,7 @@ export function encodeSafetensors(stateDict: CheckpointDict): Uint8Array {
       if (value === undefined) continue
       const name = { param, key: snake(key) }
       if (typeof value === 'number') {
-        const exact = key === 'step' && Number.isInteger(value) && Math.abs(value) <= F32_EXACT
-        const array = exact ? Float32Array.of(value) : Float64Array.of(value)
-        tensors.push({ ...name, dtype: exact ? 'F32' : 'F64', shape: [], data: new Uint8Array(array.buffer) })
+        tensors.push({ ...name, ...scalarTensor(key, value), shape: [] })
         continue
       }
       const tag = typedArrayTag(value)

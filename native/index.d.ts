@@ -242,8 +242,8 @@ export interface DecodedTensors {
 }
 
 /**
- * Decodes safetensors bytes whose tensors are named as `naming` (`"state"` or `"averaged"`:
- * `n_averaged` and `module.<n>`) says, checked as `decodeCheckpoint` checks a checkpoint;
+ * Decodes safetensors bytes whose tensors are named as `naming` (`"state"`, `"averaged"`:
+ * `n_averaged` and `module.<n>`, or `"any"`: a shard of a sharded checkpoint) says, checked as `decodeCheckpoint` checks a checkpoint;
  * refuses anything malformed with `ERR_INVALID_ARG_VALUE` (and what is not a `Uint8Array` with
  * `ERR_INVALID_ARG_TYPE`).
  */

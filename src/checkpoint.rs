@@ -155,13 +155,14 @@ fn decode(env: RawEnv, value: sys::napi_value) -> std::result::Result<DecodedChe
   })
 }
 
-/// `"state"` or `"averaged"` as a [`Naming`]; refused coded otherwise.
+/// `"state"`, `"averaged"` or `"any"` as a [`Naming`]; refused coded otherwise.
 fn naming_of(name: &str) -> std::result::Result<Naming, Fail> {
-  Naming::parse(name).ok_or_else(|| Fail::value(format!("naming must be \"state\" or \"averaged\", got {name:?}")))
+  Naming::parse(name)
+    .ok_or_else(|| Fail::value(format!("naming must be \"state\", \"averaged\" or \"any\", got {name:?}")))
 }
 
-/// Decodes safetensors bytes whose tensors are named as `naming` (`"state"` or `"averaged"`:
-/// `n_averaged` and `module.<n>`) says, checked as `decodeCheckpoint` checks a checkpoint;
+/// Decodes safetensors bytes whose tensors are named as `naming` (`"state"`, `"averaged"`:
+/// `n_averaged` and `module.<n>`, or `"any"`: a shard of a sharded checkpoint) says, checked as `decodeCheckpoint` checks a checkpoint;
 /// refuses anything malformed with `ERR_INVALID_ARG_VALUE` (and what is not a `Uint8Array` with
 /// `ERR_INVALID_ARG_TYPE`).
 #[napi(catch_unwind)]

@@ -130,6 +130,10 @@ pub enum Naming {
   /// A weight average: `n_averaged` and `module.<n>`, as PyTorch's `AveragedModel.state_dict()`
   /// names them for a model whose parameters are a list.
   Averaged,
+  /// Any name safetensors can hold (not empty, not `__metadata__`): a shard of a sharded
+  /// checkpoint, whose state `torch.distributed.checkpoint` names by each parameter's fully
+  /// qualified name (`state.fc1.weight.exp_avg`) rather than its position.
+  Any,
 }
 
 impl Naming {
@@ -138,6 +142,7 @@ impl Naming {
     match name {
       "state" => Some(Self::State),
       "averaged" => Some(Self::Averaged),
+      "any" => Some(Self::Any),
       _ => None,
     }
   }
@@ -147,6 +152,7 @@ impl Naming {
     match self {
       Self::State => "state.<n>.<key>",
       Self::Averaged => "n_averaged or module.<n>",
+      Self::Any => "anything but empty or __metadata__",
     }
   }
 
@@ -155,6 +161,7 @@ impl Naming {
     match self {
       Self::State => "optimizer checkpoint",
       Self::Averaged => "weight-average checkpoint",
+      Self::Any => "checkpoint shard",
     }
   }
 
@@ -162,6 +169,7 @@ impl Naming {
     match self {
       Self::State => parse_name(name).is_some(),
       Self::Averaged => name == "n_averaged" || name.strip_prefix("module.").and_then(position).is_some(),
+      Self::Any => !name.is_empty() && name != "__metadata__",
     }
   }
 }
@@ -501,6 +509,34 @@ mod tests {
     }
     assert_eq!(Naming::parse("averaged"), Some(Naming::Averaged));
     assert_eq!(Naming::parse("State"), None);
+  }
+
+  #[test]
+  fn named_tensors_of_any_name_round_trip_in_file_order() {
+    let named = |name: &str, dtype: TensorDtype, shape: &[usize]| {
+      let t = tensor(0, "x", dtype, shape);
+      NamedTensor { name: name.into(), dtype, shape: t.shape, data: t.data }
+    };
+    let metadata = vec![("DCP_SHARDING_INFO".into(), r#"{"state.fc.weight.exp_avg":{"saved_offsets":[2,0]}}"#.into())];
+    let tensors = vec![
+      named("state.fc.weight.exp_avg", TensorDtype::F32, &[3, 4]),
+      named("state.fc.weight.step", TensorDtype::F32, &[]),
+      named("state.0.exp_avg_sq", TensorDtype::F64, &[2]),
+    ];
+    let bytes = encode_named(&metadata, &tensors, Naming::Any).unwrap();
+    let back = decode_named(&bytes, Naming::Any).unwrap();
+    assert_eq!(back.metadata, metadata);
+    let mut got = back.tensors.clone();
+    got.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut want = tensors.clone();
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(got, want);
+    // A file of names other than state.<n>.<key> is not an optimizer checkpoint of positions.
+    assert!(decode(&bytes).unwrap_err().0.contains("is not named"));
+    for name in ["", "__metadata__"] {
+      let refused = encode_named(&[], &[named(name, TensorDtype::U8, &[1])], Naming::Any).unwrap_err().0;
+      assert!(refused.contains("is not named anything but empty or __metadata__"), "{name}: {refused}");
+    }
   }
 
   #[test]

@@ -10,3 +10,10 @@ export {
 } from './shared-memory'
 export { loadMpiBinding, MpiCommunicator, mpiCommunicator } from './mpi'
 export { ShardedOptimizer, type OptimizerClass, type ShardOptions } from './sharded'
+export {
+  INDEX_FILE,
+  loadShardedCheckpoint,
+  saveShardedCheckpoint,
+  shardFileName,
+  type ShardedCheckpointOptions,
+} from './checkpoint'

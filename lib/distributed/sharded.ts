@@ -6,8 +6,33 @@
 // native step on the pieces of block r (views of the flat buffers, no copies), and an all-gather
 // of the updated blocks, after which every rank holds every parameter.
 import { describe, invalidState, invalidType, invalidValue, outOfRange } from '../errors'
-import type { FloatArray, Optimizer, Parameter, ParamGroup, Params, Schema, StepOptions } from '../optimizer'
+import type {
+  FloatArray,
+  Optimizer,
+  Parameter,
+  ParamGroup,
+  Params,
+  ParamState,
+  Schema,
+  StateDict,
+  StepOptions,
+} from '../optimizer'
+import { isFloatArray, lengthOf, snapshotArray, snapshotObject } from '../snapshot'
 import { blockOf, type Communicator } from './communicator'
+
+/**
+ * Loads state into each rank's pieces, on every rank or none (a collective), for
+ * `loadShardedCheckpoint`: `prepare` runs on this rank and gives, by parameter position, the
+ * state of its piece of the parameter (buffers of the piece's length), and the groups' options
+ * (undefined: keep them). Not part of the public interface.
+ */
+export const loadPieces = Symbol('loadPieces')
+
+/** What `prepare` gives `loadPieces`. */
+export interface PieceStates {
+  state: Map<number, ParamState>
+  groups: ReadonlyArray<Record<string, unknown>> | undefined
+}
 
 /** A registry optimizer's class, as `Adam` or `Lion` of `fastoptim`. */
 export interface OptimizerClass<Options extends object> {
@@ -85,6 +110,7 @@ export class ShardedOptimizer<Options extends object> {
   readonly comm: Communicator
   readonly #inner: Optimizer<Options>
   readonly #keys: readonly string[]
+  readonly #info: Schema<Options>['info']
   readonly #params: readonly Parameter[]
   readonly #placements: readonly Placement[]
   readonly #flats: readonly Flat[]
@@ -114,6 +140,7 @@ export class ShardedOptimizer<Options extends object> {
     this.defaults = whole.defaults
     this.paramGroups = whole.paramGroups
     this.#keys = Algorithm.schema.keys
+    this.#info = Algorithm.schema.info
     this.#params = this.paramGroups.flatMap((group) => [...group.params])
     for (const [i, param] of this.#params.entries()) {
       if (param.grad !== null && param.grad !== undefined && !(param.grad instanceof param.data.constructor))
@@ -307,6 +334,215 @@ export class ShardedOptimizer<Options extends object> {
       if (!piece) return null
       const start = Math.max(offset, flat.start) - offset
       return { param: this.#params[i], start, end: start + piece.data.length, piece }
+    })
+  }
+
+  /**
+   * The optimizer's whole state, as the wrapped optimizer's `stateDict()` gives it: every
+   * parameter's full buffers (gathered from the ranks' pieces), step and scalars, keyed by
+   * position, the groups' options, and `shapes` for parameters that have a `shape`. A
+   * collective: every rank calls it, and every rank gets the whole state.
+   */
+  stateDict(): StateDict<Options> {
+    const state: Record<number, ParamState> = {}
+    const shapes: Record<number, Record<string, number[]>> = {}
+    this.#gather().forEach((entry, i) => {
+      if (!entry) return
+      state[i] = entry
+      const shape = this.#params[i].shape
+      if (!shape) return
+      shapes[i] = {}
+      for (const [key, value] of Object.entries(entry)) if (ArrayBuffer.isView(value)) shapes[i][key] = [...shape]
+    })
+    let next = 0
+    const paramGroups = this.paramGroups.map((group) => ({
+      ...structuredClone(this.#options(group)),
+      params: group.params.map(() => next++),
+    })) as StateDict<Options>['paramGroups']
+    return Object.keys(shapes).length > 0 ? { state, paramGroups, shapes } : { state, paramGroups }
+  }
+
+  /**
+   * Restores a whole state dict, as the wrapped optimizer's `loadStateDict` does: this
+   * optimizer's `stateDict()` from any number of ranks (the state is whole, so loading into
+   * another number of ranks reshards it), or one optimizer's own. Each rank keeps the pieces of
+   * its block. A collective: every rank calls it with the same dict; on an error on any rank,
+   * no rank's state or options change.
+   */
+  loadStateDict(stateDict: StateDict<Options>): void {
+    this[loadPieces](() => {
+      const dict = snapshotObject(stateDict, 'stateDict')
+      const groups = snapshotArray(dict.paramGroups)
+      if (!groups) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(dict.paramGroups)}`)
+      if (groups.length !== this.paramGroups.length)
+        throw invalidValue(
+          `stateDict.paramGroups has ${groups.length} groups, but the optimizer has ${this.paramGroups.length}`,
+        )
+      // Parameter ids (PyTorch's may be any distinct numbers) to positions, group by group.
+      const positions = new Map<string, number>()
+      let first = 0
+      const options = groups.map((given, g) => {
+        const where = `stateDict.paramGroups[${g}]`
+        const { params, ...rest } = snapshotObject(given, where)
+        const ids = snapshotArray(params)
+        const size = this.paramGroups[g].params.length
+        if (!ids || ids.length !== size)
+          throw invalidValue(
+            `${where}.params must list ${size} parameters like the optimizer's group, got ${describe(params)}`,
+          )
+        ids.forEach((id, k) => positions.set(String(id), first + k))
+        first += size
+        return rest
+      })
+      const state = new Map<number, ParamState>()
+      for (const [id, given] of Object.entries(snapshotObject(dict.state, 'stateDict.state'))) {
+        const where = `stateDict.state[${id}]`
+        const index = positions.get(id)
+        if (index === undefined) throw invalidValue(`${where} is for a parameter no group lists`)
+        const piece = this.#pieceRange(index)
+        const entry: Record<string, unknown> = {}
+        const length = this.#params[index].data.length
+        for (const [key, value] of Object.entries(snapshotObject(given, where))) {
+          if (!ArrayBuffer.isView(value)) {
+            entry[key] = value
+            continue
+          }
+          if (!isFloatArray(value) || lengthOf(value) !== length)
+            throw outOfRange(
+              `${where}.${key} must be a ${this.#params[index].data.constructor.name} of the parameter's length ${length}, got ${describe(value)}${isFloatArray(value) ? ` of length ${lengthOf(value)}` : ''}`,
+            )
+          if (piece) entry[key] = value.subarray(piece.start, piece.end)
+        }
+        if (piece) state.set(index, entry as ParamState)
+      }
+      return { state, groups: options }
+    })
+  }
+
+  /**
+   * A copy of a parameter's whole state, as the wrapped optimizer's `getState(param)` gives it
+   * (its step, scalars and full buffers), or undefined before its first step. A collective:
+   * every rank calls it with the same parameter.
+   */
+  getState(param: Parameter): ParamState | undefined {
+    const index = this.#params.indexOf(param)
+    if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
+    return this.#gather()[index]
+  }
+
+  /**
+   * Every parameter's whole state, gathered (a collective): the step and scalars of the rank
+   * holding the parameter's first element, and each buffer all-gathered per dtype.
+   */
+  #gather(): Array<ParamState | undefined> {
+    const { rank, size } = this.comm
+    const { scalars, buffers } = this.#info
+    const names = buffers.map((b) => b.name)
+    // Per parameter: has state, step, scalars, then whether each buffer is there.
+    const width = 2 + scalars.length + names.length
+    const rows = this.#params.length * width
+    const meta = new Float64Array(rows * size)
+    const mine = this.#placements.map(({ piece }) => (piece ? this.#inner.getState(piece) : undefined))
+    this.#placements.forEach(({ flat, offset, piece }, i) => {
+      const entry = mine[i]
+      // The rank holding the first element speaks for the parameter.
+      if (!piece || !entry || offset < flat.start) return
+      const row = meta.subarray(rank * rows + i * width, rank * rows + (i + 1) * width)
+      row[0] = 1
+      row[1] = entry.step
+      scalars.forEach((name, k) => (row[2 + k] = entry[name] as number))
+      names.forEach((name, k) => (row[2 + scalars.length + k] = ArrayBuffer.isView(entry[name]) ? 1 : 0))
+    })
+    this.comm.allGather(meta)
+    const rowOf = (i: number) => {
+      const { flat, offset } = this.#placements[i]
+      const owner = Math.floor(offset / Math.max(flat.block, 1))
+      return meta.subarray(owner * rows + i * width, owner * rows + (i + 1) * width)
+    }
+    const out = this.#params.map((param, i): ParamState | undefined => {
+      if (param.data.length === 0) return undefined
+      const row = rowOf(i)
+      if (row[0] !== 1) return undefined
+      const entry = { step: row[1] } as ParamState
+      scalars.forEach((name, k) => (entry[name] = row[2 + k]))
+      return entry
+    })
+    names.forEach((name, k) => {
+      for (const flat of this.#flats) {
+        const holders = this.#placements.flatMap((placement, i) =>
+          placement.flat === flat && out[i] && rowOf(i)[2 + scalars.length + k] === 1 ? [i] : [],
+        )
+        if (holders.length === 0) continue
+        const gathered = new (flat.data.constructor as Float32ArrayConstructor | Float64ArrayConstructor)(
+          flat.data.length,
+        )
+        for (const i of holders) {
+          const { offset, piece } = this.#placements[i]
+          const value = mine[i]?.[name]
+          if (piece && isFloatArray(value)) gathered.set(value, Math.max(offset, flat.start))
+        }
+        this.comm.allGather(gathered)
+        for (const i of holders) {
+          const { offset } = this.#placements[i]
+          out[i]![name] = gathered.slice(offset, offset + this.#params[i].data.length)
+        }
+      }
+    })
+    return out
+  }
+
+  /** Where this rank's piece of parameter `index` lies within the parameter, or null. */
+  #pieceRange(index: number): { start: number; end: number } | null {
+    const { flat, offset, piece } = this.#placements[index]
+    if (!piece) return null
+    const start = Math.max(offset, flat.start) - offset
+    return { start, end: start + piece.data.length }
+  }
+
+  /**
+   * Loads the pieces' state `prepare` gives, on every rank or none: each rank loads its own into
+   * its inner optimizer (which checks everything), the ranks agree on whether all succeeded, and
+   * a rank that loaded while another failed puts its previous state back.
+   */
+  [loadPieces](prepare: () => PieceStates): void {
+    const { rank, size } = this.comm
+    let failure: unknown
+    let before: StateDict<Options> | undefined
+    try {
+      const { state, groups } = prepare()
+      const inner: Record<number, ParamState> = {}
+      let next = 0
+      const paramGroups = this.paramGroups.map((group, g) => {
+        const params: number[] = []
+        for (const param of group.params) {
+          const index = this.#params.indexOf(param)
+          if (!this.#placements[index].piece) continue
+          const entry = state.get(index)
+          if (entry) inner[next] = entry
+          params.push(next++)
+        }
+        return { ...this.#options(group), ...groups?.[g], params }
+      })
+      before = this.#inner.stateDict()
+      this.#inner.loadStateDict({ state: inner, paramGroups } as unknown as StateDict<Options>)
+    } catch (error) {
+      failure = error
+      before = undefined
+    }
+    const failed = new Float64Array(size)
+    failed[rank] = failure === undefined ? 0 : 1
+    this.comm.allReduce(failed, 'sum')
+    const others = [...failed.keys()].filter((r) => r !== rank && failed[r] > 0)
+    if (failure !== undefined) throw failure
+    if (others.length > 0) {
+      if (before) this.#inner.loadStateDict(before)
+      throw invalidState(
+        `ShardedOptimizer: rank${others.length > 1 ? 's' : ''} ${others.join(', ')} could not load the state, so no rank did (rank ${rank} kept its state)`,
+      )
+    }
+    this.paramGroups.forEach((group, g) => {
+      const loaded = this.#inner.paramGroups[g] as Record<string, unknown>
+      for (const key of this.#keys) (group as Record<string, unknown>)[key] = structuredClone(loaded[key])
     })
   }
 
