@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeAverager = nativeBinding.NativeAverager
+module.exports.NativeEightBit = nativeBinding.NativeEightBit
 module.exports.NativeLbfgs = nativeBinding.NativeLbfgs
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.__allocations = nativeBinding.__allocations
@@ -846,6 +847,7 @@ module.exports.checkDisjoint = nativeBinding.checkDisjoint
 module.exports.clipGradNorm = nativeBinding.clipGradNorm
 module.exports.clipGradValue = nativeBinding.clipGradValue
 module.exports.decodeCheckpoint = nativeBinding.decodeCheckpoint
+module.exports.eightBitMaps = nativeBinding.eightBitMaps
 module.exports.encodeCheckpoint = nativeBinding.encodeCheckpoint
 module.exports.getNumThreads = nativeBinding.getNumThreads
 module.exports.gradNormOnThreads = nativeBinding.gradNormOnThreads
