@@ -115,8 +115,8 @@ pub struct QuantMap {
   pub values: [f32; 256],
   /// `starts[k]`: the least quotient of step k, as an [`ordered`] key; `i32::MAX` past the last.
   starts: [i32; MAX_STEPS + 1],
-  /// `codes[k]`: the code of step k.
-  codes: [u8; MAX_STEPS + 1],
+  /// `codes[k]`: the code of step k (`u32`, so that a vector loop can gather from it).
+  codes: [u32; MAX_STEPS + 1],
   /// The step of the lowest quotient of each range ([`range_of`]): positive ranges, then
   /// negative. `u32`, so that a vector loop can gather from it.
   base: Box<[u32; 2 * RANGES]>,
@@ -159,10 +159,10 @@ impl QuantMap {
   fn new(bits: &[u32; 256], steps: &[(u32, u8)]) -> QuantMap {
     assert!(steps.len() <= MAX_STEPS);
     let mut starts = [i32::MAX; MAX_STEPS + 1];
-    let mut codes = [0u8; MAX_STEPS + 1];
+    let mut codes = [0u32; MAX_STEPS + 1];
     for (k, &(z, code)) in steps.iter().enumerate() {
       starts[k] = ordered(f32::from_bits(z));
-      codes[k] = code;
+      codes[k] = code as u32;
     }
     let mut map = QuantMap { values: bits.map(f32::from_bits), starts, codes, base: Box::new([0; 2 * RANGES]) };
     for range in 0..2 * RANGES {
@@ -187,7 +187,7 @@ impl QuantMap {
     if x.is_nan() {
       0
     } else {
-      code
+      code as u8
     }
   }
 }
@@ -197,7 +197,7 @@ pub fn code_reference(map: &QuantMap, x: f32) -> u8 {
   if x.is_nan() {
     0
   } else {
-    map.codes[map.step_of(x)]
+    map.codes[map.step_of(x)] as u8
   }
 }
 
