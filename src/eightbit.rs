@@ -152,7 +152,7 @@ impl NativeEightBit {
         views.push(Some((param, grad)));
       }
       if let Some((a, b)) = find_overlap(&mut spans) {
-        let name = |id: usize| format!("params[{}].{}", id / 2, if id % 2 == 0 { "data" } else { "grad" });
+        let name = |id: usize| format!("params[{}].{}", id / 2, if id.is_multiple_of(2) { "data" } else { "grad" });
         return Err(Fail::value(format!(
           "{} and {} share memory; a step writes every parameter's data, which must not overlap another array",
           name(a),
