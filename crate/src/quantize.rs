@@ -127,12 +127,12 @@ pub struct QuantMap {
 #[inline(always)]
 fn range_of(x: f32) -> usize {
   let bits = x.to_bits();
-  let sign = (bits >> 31) as usize;
+  let sign = bits >> 31;
   let exponent = (bits >> 23) & 0xff;
   let low = 127 - LOW_EXPONENT;
   let (exponent, mantissa) =
     if exponent < low { (0, 0) } else { (exponent.min(127) - low, (bits >> (23 - RANGE_BITS)) & 0xff) };
-  (sign << (5 + RANGE_BITS)) | ((exponent as usize) << RANGE_BITS) | mantissa as usize
+  ((sign << (5 + RANGE_BITS)) | (exponent << RANGE_BITS) | mantissa) as usize
 }
 
 /// The lowest and highest quotient in [−1, 1] of a range of [`range_of`].
@@ -181,9 +181,10 @@ impl QuantMap {
   #[inline(always)]
   pub fn code(&self, x: f32) -> u8 {
     // Both indices are in bounds by construction; the masks let the compiler see it.
-    let step = self.base[range_of(x) & (2 * RANGES - 1)] as usize & (MAX_STEPS - 1);
-    let up = (ordered(x) >= self.starts[step + 1]) as usize;
-    let code = self.codes[step + up];
+    // 32-bit index arithmetic, so that a vector loop keeps 16 lanes (and 32-bit gathers).
+    let step = self.base[range_of(x) & (2 * RANGES - 1)] & (MAX_STEPS as u32 - 1);
+    let up = (ordered(x) >= self.starts[(step + 1) as usize]) as u32;
+    let code = self.codes[(step + up) as usize];
     if x.is_nan() {
       0
     } else {
