@@ -1,7 +1,7 @@
 // `npm run bench`, last part: the tables of BENCHMARKS.md, from one run's results.
 //
 // Reads benchmark/results/throughput.json (suite.ts), references.json, event-loop.json,
-// memory.json, thread-switch.json, sparse.json, any targets-*.json (other scripts' targets:
+// memory.json, thread-switch.json, sparse.json, eightbit.json, any targets-*.json (other scripts' targets:
 // `{ issue, rows: [{ target, measured, met }] }`) and the committed benchmark/design-choices.json;
 // writes results/summary.md; and replaces, from this run's figures alone, the parts of
 // BENCHMARKS.md between `<!-- results:start -->` and `<!-- results:end -->` and between
@@ -55,6 +55,13 @@ const sparse = read<{
   sparseTime: number
   denseTime: number
 }>('sparse.json')
+const eightbit = read<{
+  eightBitBytes: number
+  adamBytes: number
+  bitsandbytes: string
+  stateBytesPerParam: Record<string, number>
+  rows: Array<{ contender: string; params: number; threads: number; usPerStep: number }>
+}>('eightbit.json')
 const otherTargets = readdirSync(RESULTS)
   .filter((file) => /^targets-.+\.json$/.test(file))
   .map((file) => read<{ issue: string; rows: Array<{ target: string; measured: string; met: boolean }> }>(file)!)
@@ -482,6 +489,70 @@ if (sparse) {
     `${fmt(share, 4)}%`,
     share < 1 ? 'met' : 'missed',
     share < 1,
+  ])
+}
+
+if (eightbit) {
+  const us = (contender: string, n: number, t: number) =>
+    eightbit.rows.find((r) => r.contender === contender && r.params === n && r.threads === t)?.usPerStep ?? NaN
+  const sizes = [...new Set(eightbit.rows.map((r) => r.params))].sort((a, b) => a - b)
+  const largest = sizes[sizes.length - 1]
+  const hasBnb = eightbit.rows.some((r) => r.contender === 'bitsandbytes Adam8bit')
+  out(
+    `### 8-bit state: Gparam/s, ${threadsLabel(1)} / ${threadsLabel(ALL)}, and × fp32 Adam (\`benchmark/eightbit.ts\`)`,
+  )
+  out()
+  out(
+    `fp32 Adam, the 8-bit optimizers and the engine's memory-traffic kernel timed in turn, round by round; a tensor under 4096 elements keeps fp32 state, as in bitsandbytes. An 8-bit Adam step moves ${eightbit.eightBitBytes} bytes per parameter where fp32 Adam moves ${eightbit.adamBytes}: "memory limit" is the traffic kernel's speed × ${eightbit.adamBytes}/${eightbit.eightBitBytes}. ${eightbit.bitsandbytes}.`,
+  )
+  out()
+  const contenders = ['Adam (fp32)', 'Adam8bit', 'AdamW8bit', 'Lion8bit', ...(hasBnb ? ['bitsandbytes Adam8bit'] : [])]
+  out(`| optimizer | ${sizes.map(label).join(' | ')} |`)
+  out(`|---|${sizes.map(() => '---').join('|')}|`)
+  for (const name of contenders) {
+    const cells = sizes.map((n) => {
+      const speed = [1, ALL].map((t) => n / us(name, n, t) / 1e3)
+      const vs = [1, ALL].map((t) => us('Adam (fp32)', n, t) / us(name, n, t))
+      return name === 'Adam (fp32)' ? pair(speed, 3) : `${pair(speed, 3)} (${pair(vs)}×)`
+    })
+    out(`| ${name} | ${cells.join(' | ')} |`)
+  }
+  const limit = sizes.map((n) =>
+    pair(
+      [1, ALL].map(
+        (t) => (n / us('memory traffic (28 B/param)', n, t) / 1e3) * (eightbit.adamBytes / eightbit.eightBitBytes),
+      ),
+      3,
+    ),
+  )
+  out(`| memory limit for ${eightbit.eightBitBytes} B/param | ${limit.join(' | ')} |`)
+  out()
+  out(
+    `State per parameter at ${label(largest)} (stateDict's bytes): ${Object.entries(eightbit.stateBytesPerParam)
+      .map(([name, bytes]) => `${name} ${fmt(bytes, 3)} B`)
+      .join(', ')}.`,
+  )
+  out()
+  ratioTarget(
+    '13',
+    `Adam8bit ≥ 1.5× fp32 Adam's step at ${label(largest)}`,
+    [1, ALL].map((t) => us('Adam (fp32)', largest, t) / us('Adam8bit', largest, t)),
+    1.5,
+  )
+  if (hasBnb)
+    ratioTarget(
+      '13',
+      `Adam8bit ≥ 30× bitsandbytes' CPU Adam8bit at ${label(largest)}`,
+      [1, ALL].map((t) => us('bitsandbytes Adam8bit', largest, t) / us('Adam8bit', largest, t)),
+      30,
+    )
+  const stateBytes = eightbit.stateBytesPerParam['Adam8bit']
+  targets.push([
+    '13',
+    `≤ 2.1 bytes of state per parameter for an 8-bit tensor (Adam8bit, ${label(largest)})`,
+    `${fmt(stateBytes, 3)} B`,
+    stateBytes <= 2.1 ? 'met' : 'missed',
+    stateBytes <= 2.1,
   ])
 }
 

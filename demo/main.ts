@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util'
 import { markdownToHtml, PAGE_STYLE } from './html'
 import { runAdaptivity } from './adaptivity'
 import { runMnist } from './mnist-scenario'
-import { DEFAULT_IDS, RECIPES, findRecipe, isAvailable, type Recipe } from './optimizers'
+import { ALL_RECIPES, DEFAULT_IDS, findRecipe, isAvailable, type Recipe } from './optimizers'
 
 const HELP = `Usage: npm run demo -- [options]
 
@@ -22,7 +22,7 @@ about per-dimension step sizes and tuning, on small problems and a learning-rate
 Options:
   --scenario NAME      mnist (the default; about a minute on 2 cores), adaptivity
                        (about a minute), or all (both)
-  --optimizers LIST    comma-separated, from: ${RECIPES.map((r) => r.id).join(', ')}
+  --optimizers LIST    comma-separated, from: ${ALL_RECIPES.map((r) => r.id).join(', ')}
                        (default: ${DEFAULT_IDS.join(',')}; those this build lacks are skipped)
   --epochs N           MNIST epochs (default 10)
   --tuning-epochs N    epochs per learning rate in the adaptivity scenario's MNIST
@@ -89,7 +89,7 @@ function parseCli(argv: string[]): Cli | undefined {
     const recipe = findRecipe(id)
     if (recipe === undefined)
       throw new UsageError(
-        `--optimizers: unknown optimizer '${id}' (expected some of ${RECIPES.map((r) => r.id).join(', ')})`,
+        `--optimizers: unknown optimizer '${id}' (expected some of ${ALL_RECIPES.map((r) => r.id).join(', ')})`,
       )
     return recipe
   })

@@ -72,8 +72,20 @@ export const RECIPES: readonly Recipe[] = fastoptim.algorithms().flatMap(({ name
       ],
 )
 
+/**
+ * Optimizers outside the registry (their state is not one float array per buffer), each with its
+ * reference's default rate: bitsandbytes' 8-bit Adam, whose first layer's weights (784 × hidden,
+ * over its 4096-element threshold) keep 8-bit state.
+ */
+const OUTSIDE_REGISTRY: readonly Recipe[] = [
+  { id: 'adam8bit', label: 'Adam8bit', className: 'Adam8bit', options: { lr: 1e-3 } },
+]
+
+/** Every recipe, the registry's first. */
+export const ALL_RECIPES: readonly Recipe[] = [...RECIPES, ...OUTSIDE_REGISTRY]
+
 /** What `npm run demo` compares when `--optimizers` is not given (those that exist). */
-export const DEFAULT_IDS: readonly string[] = ['sgd', 'sgd-momentum', 'rmsprop', 'adagrad', 'adam', 'adamw']
+export const DEFAULT_IDS: readonly string[] = ['sgd', 'sgd-momentum', 'rmsprop', 'adagrad', 'adam', 'adamw', 'adam8bit']
 
 function classOf(recipe: Recipe): OptimizerClass | undefined {
   const value = (fastoptim as Record<string, unknown>)[recipe.className]
@@ -86,7 +98,7 @@ export function isAvailable(recipe: Recipe): boolean {
 }
 
 export function findRecipe(id: string): Recipe | undefined {
-  return RECIPES.find((recipe) => recipe.id === id)
+  return ALL_RECIPES.find((recipe) => recipe.id === id)
 }
 
 /** A new optimizer over `params` with the recipe's options, `overrides` winning. */

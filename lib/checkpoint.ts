@@ -49,7 +49,7 @@ type TensorToEncode = Parameters<typeof native.encodeCheckpoint>[1][number]
 
 /** What a checkpoint holds: any optimizer's `stateDict()` (LBFGS's keeps no `step`; absent entries are skipped). */
 export interface CheckpointDict {
-  state: Record<number, Record<string, FloatArray | number | undefined>>
+  state: Record<number, Record<string, FloatArray | Uint8Array | number | undefined>>
   paramGroups: ReadonlyArray<object>
   shapes?: Record<number, Record<string, number[]>>
 }

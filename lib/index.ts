@@ -52,4 +52,17 @@ export {
   type LBFGSState,
   type LBFGSStateDict,
 } from './lbfgs'
+export {
+  Adam8bit,
+  AdamW8bit,
+  EightBitOptimizer,
+  Lion8bit,
+  type Adam8bitOptions,
+  type EightBitGroup,
+  type EightBitGroupOptions,
+  type EightBitSpec,
+  type EightBitState,
+  type EightBitStateDict,
+  type Lion8bitOptions,
+} from './eightbit'
 export { clipGradNorm, clipGradValue, type ClipGradNormOptions } from './clip'

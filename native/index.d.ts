@@ -34,6 +34,31 @@ export declare class NativeAverager {
   load(nAveraged: number, averages: Array<Float32Array | Float64Array>): void
 }
 
+/** The state of every parameter of one 8-bit optimizer. */
+export declare class NativeEightBit {
+  /**
+   * `algorithm`: `"adam"` or `"lion"`; parameters of fewer than `min8bitSize` elements keep
+   * `f32` moments.
+   */
+  constructor(algorithm: string, min8BitSize: number)
+  /** Makes room for `count` parameters (groups only ever add). */
+  setCount(count: number): void
+  /**
+   * One step: parameter `i` is `data[i]`, updated by `grads[i]` (null: not stepped) with the
+   * options `hyper[5i..5i + 5]`. All checked first; then every parameter is updated, or none.
+   */
+  step(data: Array<unknown>, grads: Array<unknown>, hyper: Float64Array): void
+  /** A copy of parameter `index`'s state, or null before its first step. */
+  exportState(index: number): EightBitEntry | null
+  /**
+   * Replaces every parameter's state: those in `entries` get theirs (parameter `i` having
+   * `lengths[i]` elements), the others start afresh. Nothing changes unless all are valid.
+   */
+  importStates(lengths: Array<number>, entries: Array<EightBitEntry>): void
+  /** Bytes of state of parameter `index` (0 before its first step). */
+  stateBytes(index: number): number
+}
+
 /** L-BFGS state over parameters of fixed lengths and one dtype, owned on the native side. */
 export declare class NativeLbfgs {
   /** State for parameters of `lens` elements of `dtype` (`"float32"` or `"float64"`). */
@@ -248,6 +273,28 @@ export interface DecodedTensors {
  * `ERR_INVALID_ARG_TYPE`).
  */
 export declare function decodeTensors(bytes: unknown, naming: string): DecodedTensors
+
+/**
+ * One parameter's state as the facade sees it: `state1`/`state2` are codes (Uint8Array) with
+ * `absmax1`/`absmax2` for an 8-bit tensor, or Float32Arrays for a small one. Lion has no second.
+ */
+export interface EightBitEntry {
+  index: number
+  step: number
+  state1: Uint8Array | Float32Array
+  state2?: Uint8Array | Float32Array
+  absmax1?: Float32Array
+  absmax2?: Float32Array
+}
+
+/** bitsandbytes' dynamic maps, for `qmap1`/`qmap2` in state dicts and their checks. */
+export declare function eightBitMaps(): EightBitMaps
+
+/** The quantization maps, as state holds them. */
+export interface EightBitMaps {
+  signed: Float32Array
+  unsigned: Float32Array
+}
 
 /** Encodes state tensors and `metadata` (the header's `__metadata__`) as safetensors bytes. */
 export declare function encodeCheckpoint(metadata: Record<string, string>, tensors: Array<TensorToEncode>): Uint8Array

@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeAverager = nativeBinding.NativeAverager
+module.exports.NativeEightBit = nativeBinding.NativeEightBit
 module.exports.NativeLbfgs = nativeBinding.NativeLbfgs
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.__allocations = nativeBinding.__allocations
@@ -847,6 +848,7 @@ module.exports.clipGradNorm = nativeBinding.clipGradNorm
 module.exports.clipGradValue = nativeBinding.clipGradValue
 module.exports.decodeCheckpoint = nativeBinding.decodeCheckpoint
 module.exports.decodeTensors = nativeBinding.decodeTensors
+module.exports.eightBitMaps = nativeBinding.eightBitMaps
 module.exports.encodeCheckpoint = nativeBinding.encodeCheckpoint
 module.exports.encodeTensors = nativeBinding.encodeTensors
 module.exports.getNumThreads = nativeBinding.getNumThreads

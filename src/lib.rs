@@ -10,6 +10,7 @@ mod averaging;
 mod checkpoint;
 mod clip;
 mod disjoint;
+mod eightbit;
 mod internal;
 mod js;
 mod lbfgs;

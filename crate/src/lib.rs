@@ -11,10 +11,12 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod divide;
+pub mod eightbit;
 pub mod engine;
 pub mod float;
 pub mod lbfgs;
 pub mod optimizers;
+pub mod quantize;
 #[cfg(test)]
 mod testing;
 

@@ -1,0 +1,238 @@
+//! Adam and AdamW with 8-bit state: bitsandbytes' `Adam8bit` and `AdamW8bit`.
+//!
+//! Kingma & Ba, "Adam: A Method for Stochastic Optimization" (ICLR 2015), with decoupled weight
+//! decay (Loshchilov & Hutter, ICLR 2019) and the moments kept block-wise in 8 bits (Dettmers
+//! et al., ICLR 2022). bitsandbytes' two classes run the same update and differ only in the
+//! default weight decay (0 and 0.01): both decay decoupled, `p ← p·(1 − γλ)`, before the step.
+//!
+//! With learning rate γ, betas β₁ β₂, ε, decay λ, step t, gradient g, and the moments m, v
+//! dequantized from their codes (`map[code]·absmax`), each element is updated as bitsandbytes'
+//! CPU backend does (`_optimizer_update_8bit_blockwise_cpu`):
+//!
+//! ```text
+//! m ← β₁·m + (1 − β₁)·g
+//! v ← β₂·v + (1 − β₂)·g²
+//! p ← p·(1 − γλ)                          only when λ > 0
+//! p ← p − (γ/c₁)·m / (√v/c₂ + ε)          c₁ = 1 − β₁ᵗ, c₂ = √(1 − β₂ᵗ)
+//! ```
+//!
+//! then m and v are quantized again, each block with its new absmax. Parameters under
+//! `min_8bit_size` keep `f32` moments and take bitsandbytes' 32-bit update, in which ε enters
+//! scaled: `p ← p − (γ·c₂/c₁)·m / (√v + ε·c₂)`.
+//!
+//! Rounding follows PyTorch's CPU kernels that bitsandbytes calls, each scalar computed in `f64`
+//! (β powers with `pow`, as Python's `**`) and rounded to `f32` once: `m.mul_(β₁).add_(g,
+//! alpha=1 − β₁)` is `fma(g, 1 − β₁, m·β₁)`; `v.mul_(β₂).addcmul_(g, g, value=1 − β₂)` is
+//! `fma((1 − β₂)·g, g, v·β₂)`; `(v.sqrt() / c₂).add_(ε)` divides; `p.addcdiv_(m,
+//! d, value=−γ/c₁)` is `p + ((−γ/c₁)·m)/d`; the 32-bit update's `p.add_(u, alpha=−γc₂/c₁)` is one
+//! fused multiply-add.
+
+use super::{multiversion, EightBit, Hyper, Quantized};
+use crate::quantize::{self, absmax, QuantMap, BLOCK};
+
+/// bitsandbytes' `Adam8bit` (and `AdamW8bit`: the same update).
+pub struct Adam8bit;
+
+/// An 8-bit Adam step's scalars, in `f32`.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamCoeffs {
+  beta1: f32,
+  gradient_weight1: f32,
+  beta2: f32,
+  gradient_weight2: f32,
+  /// 1 − γλ when λ > 0, else 1 (multiplying by 1 changes no bits).
+  decay_factor: f32,
+  /// c₂ = √(1 − β₂ᵗ), the divisor of √v in the 8-bit update.
+  correction2: f32,
+  eps: f32,
+  /// −γ/c₁.
+  neg_lr_over_c1: f32,
+  /// ε·c₂, in the 32-bit update's denominator.
+  eps_c2: f32,
+  /// −γ·c₂/c₁, the 32-bit update's step size.
+  step_size: f32,
+}
+
+impl EightBit for Adam8bit {
+  const NAME: &'static str = "Adam8bit";
+  const MOMENTS: usize = 2;
+  type Coeffs = AdamCoeffs;
+
+  fn coeffs(h: &Hyper, step: u64) -> AdamCoeffs {
+    let t = step as f64;
+    let correction1 = 1.0 - h.beta1.powf(t);
+    let correction2 = (1.0 - h.beta2.powf(t)).sqrt();
+    AdamCoeffs {
+      beta1: h.beta1 as f32,
+      gradient_weight1: (1.0 - h.beta1) as f32,
+      beta2: h.beta2 as f32,
+      gradient_weight2: (1.0 - h.beta2) as f32,
+      decay_factor: if h.weight_decay > 0.0 { (1.0 - h.lr * h.weight_decay) as f32 } else { 1.0 },
+      correction2: correction2 as f32,
+      eps: h.eps as f32,
+      neg_lr_over_c1: (-h.lr / correction1) as f32,
+      eps_c2: (h.eps * correction2) as f32,
+      step_size: (-h.lr * correction2 / correction1) as f32,
+    }
+  }
+
+  fn quantized(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+    let Quantized { state1, absmax1, state2, absmax2 } = moments;
+    fused_best(c, quantize::signed(), quantize::unsigned(), param, grad, state1, absmax1, state2, absmax2)
+  }
+
+  fn quantized_reference(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+    let Quantized { state1, absmax1, state2, absmax2 } = moments;
+    let (signed, unsigned) = (quantize::signed(), quantize::unsigned());
+    let n = param.len();
+    let mut m: Vec<f32> = (0..n).map(|i| signed.values[state1[i] as usize] * absmax1[i / BLOCK]).collect();
+    let mut v: Vec<f32> = (0..n).map(|i| unsigned.values[state2[i] as usize] * absmax2[i / BLOCK]).collect();
+    for i in 0..n {
+      let g = grad[i];
+      m[i] = g.mul_add(c.gradient_weight1, m[i] * c.beta1);
+      v[i] = (c.gradient_weight2 * g).mul_add(g, v[i] * c.beta2);
+      let denom = v[i].sqrt() / c.correction2 + c.eps;
+      let p = param[i] * c.decay_factor;
+      param[i] = p + (c.neg_lr_over_c1 * m[i]) / denom;
+    }
+    for (b, start) in (0..n).step_by(BLOCK).enumerate() {
+      let end = (start + BLOCK).min(n);
+      absmax1[b] = quantize::quantize_block_reference(signed, &m[start..end], &mut state1[start..end]);
+      absmax2[b] = quantize::quantize_block_reference(unsigned, &v[start..end], &mut state2[start..end]);
+    }
+  }
+
+  fn full(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], state2: &mut [f32]) {
+    full_best(c, param, grad, state1, state2)
+  }
+}
+
+multiversion!(fn fused_best(
+  c: &AdamCoeffs,
+  signed: &QuantMap,
+  unsigned: &QuantMap,
+  param: &mut [f32],
+  grad: &[f32],
+  state1: &mut [u8],
+  absmax1: &mut [f32],
+  state2: &mut [u8],
+  absmax2: &mut [f32],
+) => fused);
+
+/// One pass per block: dequantize m and v into registers' worth of stack, update, requantize.
+/// Reads 4 + 4 + 1 + 1 bytes and writes 4 + 1 + 1 per element (16 moved, against fp32 Adam's 28).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fused(
+  c: &AdamCoeffs,
+  signed: &QuantMap,
+  unsigned: &QuantMap,
+  param: &mut [f32],
+  grad: &[f32],
+  state1: &mut [u8],
+  absmax1: &mut [f32],
+  state2: &mut [u8],
+  absmax2: &mut [f32],
+) {
+  let n = param.len();
+  let (grad, state1, state2) = (&grad[..n], &mut state1[..n], &mut state2[..n]);
+  let mut m = [0.0f32; BLOCK];
+  let mut v = [0.0f32; BLOCK];
+  for (b, start) in (0..n).step_by(BLOCK).enumerate() {
+    let len = BLOCK.min(n - start);
+    let (p, g) = (&mut param[start..start + len], &grad[start..start + len]);
+    let (codes1, codes2) = (&mut state1[start..start + len], &mut state2[start..start + len]);
+    let (m, v) = (&mut m[..len], &mut v[..len]);
+    let (scale1, scale2) = (absmax1[b], absmax2[b]);
+    for i in 0..len {
+      let gi = g[i];
+      let mi = signed.values[codes1[i] as usize] * scale1;
+      let vi = unsigned.values[codes2[i] as usize] * scale2;
+      let mi = gi.mul_add(c.gradient_weight1, mi * c.beta1);
+      let vi = (c.gradient_weight2 * gi).mul_add(gi, vi * c.beta2);
+      let denom = vi.sqrt() / c.correction2 + c.eps;
+      p[i] = p[i] * c.decay_factor + (c.neg_lr_over_c1 * mi) / denom;
+      m[i] = mi;
+      v[i] = vi;
+    }
+    let (top1, top2) = (absmax(m), absmax(v));
+    absmax1[b] = top1;
+    absmax2[b] = top2;
+    for i in 0..len {
+      codes1[i] = signed.code(m[i] / top1);
+      codes2[i] = unsigned.code(v[i] / top2);
+    }
+  }
+}
+
+multiversion!(fn full_best(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) => full);
+
+/// bitsandbytes' 32-bit Adam (`_optimizer_update_32bit_cpu`), for parameters under `min_8bit_size`.
+#[inline(always)]
+fn full(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+  let n = param.len();
+  let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+  for i in 0..n {
+    let g = grad[i];
+    let mi = g.mul_add(c.gradient_weight1, m[i] * c.beta1);
+    let vi = (c.gradient_weight2 * g).mul_add(g, v[i] * c.beta2);
+    let update = mi / (vi.sqrt() + c.eps_c2);
+    param[i] = update.mul_add(c.step_size, param[i] * c.decay_factor);
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::super::tests::{assert_engine_matches_reference, assert_thread_count_does_not_matter};
+  use super::super::{run, Job, Moments, MIN_8BIT_SIZE};
+  use super::*;
+
+  fn hypers() -> Vec<Vec<Hyper>> {
+    let adam = Hyper { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let adamw = Hyper { lr: 3e-3, beta1: 0.8, beta2: 0.99, eps: 1e-6, weight_decay: 0.01 };
+    vec![vec![adam; 6], vec![adamw; 6], (0..6).map(|t| Hyper { lr: 1e-2 / (t + 1) as f64, ..adamw }).collect()]
+  }
+
+  #[test]
+  fn fused_parallel_step_matches_reference_bit_for_bit() {
+    for h in hypers() {
+      assert_engine_matches_reference::<Adam8bit>(&h);
+    }
+  }
+
+  #[test]
+  fn thread_count_does_not_change_the_bits() {
+    assert_thread_count_does_not_matter::<Adam8bit>(&hypers()[1]);
+  }
+
+  #[test]
+  fn first_step_derived_by_hand() {
+    // Step 1 from zero moments, one block: m = 0.1·g, v = 0.001·g², c₁ = 0.1, c₂ = √0.001, so
+    // √v/c₂ = |g| and p moves by −γ·(0.1·g/0.1)/(|g| + ε) ≈ −γ·sign(g). The moments' absmax are
+    // 0.1·max|g| and 0.001·max g², and the element of largest |g| quantizes to ±1 exactly.
+    let h = Hyper { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let mut param = vec![1.0f32; MIN_8BIT_SIZE];
+    let grad: Vec<f32> = (0..MIN_8BIT_SIZE).map(|i| if i % 2 == 0 { 0.5 } else { -0.25 }).collect();
+    let mut moments = Moments::new(param.len(), MIN_8BIT_SIZE, 2);
+    run::<Adam8bit>(&mut [Job::new::<Adam8bit>(Adam8bit::coeffs(&h, 1), &mut param, &grad, &mut moments).unwrap()]);
+    assert!((param[0] - 0.99).abs() < 1e-6 && (param[1] - 1.01).abs() < 1e-6, "{} {}", param[0], param[1]);
+    let Moments::Quantized { state1, absmax1, state2, absmax2 } = &moments else { panic!("8-bit") };
+    assert_eq!(absmax1[0], 0.1f32 * 0.5);
+    assert!((absmax2[0] - 0.001 * 0.25).abs() < 1e-9);
+    assert_eq!(state1[0], 255);
+    assert_eq!(state2[0], 255);
+    // −0.25 is half the absmax: the signed map's entry nearest −0.5.
+    assert!((quantize::signed().values[state1[1] as usize] + 0.5).abs() < 0.01);
+  }
+
+  #[test]
+  fn zero_lr_leaves_parameters_alone() {
+    let h = Hyper { lr: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
+    for len in [1, 300, 5000] {
+      let (p, _) = super::super::tests::trajectory::<Adam8bit>(&[h; 3], len, MIN_8BIT_SIZE, true);
+      assert!(super::super::tests::same_bits(&p, &super::super::tests::values(len, 1, 1.0)));
+    }
+  }
+}

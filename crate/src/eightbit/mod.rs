@@ -1,0 +1,449 @@
+//! Optimizers with 8-bit state: bitsandbytes' `Adam8bit`, `AdamW8bit` and `Lion8bit`.
+//!
+//! Each moment of a parameter of at least `min_8bit_size` elements is kept as one byte per
+//! element and one `f32` per block of 256 ([`crate::quantize`]); smaller parameters keep `f32`
+//! moments, as bitsandbytes does (its `min_8bit_size`, 4096 by default). A step of an 8-bit
+//! tensor is one pass per block: read the codes and absmax, dequantize, update the parameter
+//! and the moments in `f32`, take the block's new absmax, write the new codes. bitsandbytes'
+//! CPU backend makes three passes over the whole tensor (dequantize, update, quantize); the
+//! operations on each element are the same, so are the bits.
+//!
+//! A step cuts every tensor into units of [`UNIT_BLOCKS`] blocks and runs all units of all
+//! tensors on the step pool ([`crate::engine::threads`]). A block is never split, and each
+//! element sees the same operations wherever the cuts fall, so the results do not depend on
+//! the thread count. Nothing is allocated during a step.
+
+pub mod adam8bit;
+pub mod lion8bit;
+
+use std::marker::PhantomData;
+
+use crate::engine::run::PARALLEL_MIN_ELEMENTS;
+use crate::engine::threads;
+use crate::quantize::{blocks, BLOCK};
+
+pub use adam8bit::Adam8bit;
+pub use lion8bit::Lion8bit;
+
+/// Blocks per unit of parallel work: 4096 elements.
+pub const UNIT_BLOCKS: usize = 16;
+
+/// bitsandbytes' `min_8bit_size`: parameters with fewer elements keep `f32` state.
+pub const MIN_8BIT_SIZE: usize = 4096;
+
+/// A parameter group's options for one step, in `f64` as bitsandbytes' Python has them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyper {
+  pub lr: f64,
+  pub beta1: f64,
+  pub beta2: f64,
+  pub eps: f64,
+  pub weight_decay: f64,
+}
+
+/// One parameter's moments.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Moments {
+  /// Block-wise 8-bit: codes (one per element) and absmax (one per block) of each moment; the
+  /// second moment's are empty for an optimizer of one moment (Lion).
+  Quantized { state1: Vec<u8>, absmax1: Vec<f32>, state2: Vec<u8>, absmax2: Vec<f32> },
+  /// `f32` moments, for parameters under `min_8bit_size`; `state2` empty for Lion.
+  Full { state1: Vec<f32>, state2: Vec<f32> },
+}
+
+impl Moments {
+  /// Zeroed moments for a parameter of `len` elements, as bitsandbytes' `init_state` makes them:
+  /// codes 0 and absmax 0 (which dequantize to zero), or `f32` zeros.
+  pub fn new(len: usize, min_8bit_size: usize, moments: usize) -> Moments {
+    let second = |n: usize| if moments == 2 { n } else { 0 };
+    if len < min_8bit_size {
+      Moments::Full { state1: vec![0.0; len], state2: vec![0.0; second(len)] }
+    } else {
+      Moments::Quantized {
+        state1: vec![0; len],
+        absmax1: vec![0.0; blocks(len)],
+        state2: vec![0; second(len)],
+        absmax2: vec![0.0; second(blocks(len))],
+      }
+    }
+  }
+
+  /// Whether these moments fit a parameter of `len` elements of an optimizer of `moments` moments.
+  pub fn fits(&self, len: usize, moments: usize) -> bool {
+    let second = |n: usize| if moments == 2 { n } else { 0 };
+    match self {
+      Moments::Quantized { state1, absmax1, state2, absmax2 } => {
+        state1.len() == len
+          && absmax1.len() == blocks(len)
+          && state2.len() == second(len)
+          && absmax2.len() == second(blocks(len))
+      }
+      Moments::Full { state1, state2 } => state1.len() == len && state2.len() == second(len),
+    }
+  }
+
+  /// Bytes of state per element (codes and absmax, or `f32`s).
+  pub fn bytes(&self) -> usize {
+    match self {
+      Moments::Quantized { state1, absmax1, state2, absmax2 } => {
+        state1.len() + state2.len() + 4 * (absmax1.len() + absmax2.len())
+      }
+      Moments::Full { state1, state2 } => 4 * (state1.len() + state2.len()),
+    }
+  }
+}
+
+/// Slices of one unit of 8-bit moments: whole blocks, the second moment's empty for Lion.
+pub struct Quantized<'a> {
+  pub state1: &'a mut [u8],
+  pub absmax1: &'a mut [f32],
+  pub state2: &'a mut [u8],
+  pub absmax2: &'a mut [f32],
+}
+
+/// An optimizer of 8-bit state.
+pub trait EightBit {
+  /// bitsandbytes' class name.
+  const NAME: &'static str;
+  /// Moments kept: 2 (Adam) or 1 (Lion).
+  const MOMENTS: usize;
+  /// The per-step scalars, rounded to `f32` once per step.
+  type Coeffs: Copy + Send + Sync;
+  /// The scalars of step `step` (counted from 1).
+  fn coeffs(hyper: &Hyper, step: u64) -> Self::Coeffs;
+  /// The fused kernel over whole blocks of one tensor (the last may be partial).
+  fn quantized(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>);
+  /// bitsandbytes' order, plainly: dequantize everything, update, quantize every block.
+  fn quantized_reference(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>);
+  /// The update of a parameter with `f32` moments (bitsandbytes' 32-bit kernel).
+  fn full(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], state2: &mut [f32]);
+}
+
+/// One parameter's update in a step, its slices held as pointers so that units of it can be
+/// handed to several threads.
+pub struct Job<'a, C> {
+  coeffs: C,
+  len: usize,
+  param: *mut f32,
+  grad: *const f32,
+  quantized: bool,
+  state1: *mut u8,
+  absmax1: *mut f32,
+  state2: *mut u8,
+  absmax2: *mut f32,
+  full1: *mut f32,
+  full2: *mut f32,
+  second: bool,
+  _borrows: PhantomData<(&'a mut [f32], &'a [f32], &'a mut Moments)>,
+}
+
+// SAFETY: a job's pointers come from slices borrowed for 'a; units of a job cover disjoint
+// ranges of them, and `run` hands each unit to one thread only.
+unsafe impl<C: Send> Send for Job<'_, C> {}
+// SAFETY: as above: shared across the step's threads, each unit is used by one of them.
+unsafe impl<C: Sync> Sync for Job<'_, C> {}
+
+/// Why a parameter cannot be stepped with the moments given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobError {
+  /// The gradient's length differs from the parameter's.
+  GradLength { param: usize, grad: usize },
+  /// The moments were made for another length or another optimizer.
+  Moments,
+}
+
+impl<'a, C> Job<'a, C> {
+  /// The update of `param` by `grad`, with `moments` made for it by `O` (see [`Moments::fits`]).
+  pub fn new<O: EightBit<Coeffs = C>>(
+    coeffs: C,
+    param: &'a mut [f32],
+    grad: &'a [f32],
+    moments: &'a mut Moments,
+  ) -> Result<Self, JobError> {
+    let len = param.len();
+    if grad.len() != len {
+      return Err(JobError::GradLength { param: len, grad: grad.len() });
+    }
+    if !moments.fits(len, O::MOMENTS) {
+      return Err(JobError::Moments);
+    }
+    let mut job = Job {
+      coeffs,
+      len,
+      param: param.as_mut_ptr(),
+      grad: grad.as_ptr(),
+      quantized: false,
+      state1: std::ptr::null_mut(),
+      absmax1: std::ptr::null_mut(),
+      state2: std::ptr::null_mut(),
+      absmax2: std::ptr::null_mut(),
+      full1: std::ptr::null_mut(),
+      full2: std::ptr::null_mut(),
+      second: O::MOMENTS == 2,
+      _borrows: PhantomData,
+    };
+    match moments {
+      Moments::Quantized { state1, absmax1, state2, absmax2 } => {
+        job.quantized = true;
+        job.state1 = state1.as_mut_ptr();
+        job.absmax1 = absmax1.as_mut_ptr();
+        job.state2 = state2.as_mut_ptr();
+        job.absmax2 = absmax2.as_mut_ptr();
+      }
+      Moments::Full { state1, state2 } => {
+        job.full1 = state1.as_mut_ptr();
+        job.full2 = state2.as_mut_ptr();
+      }
+    }
+    Ok(job)
+  }
+
+  /// Units of work in this job: runs of [`UNIT_BLOCKS`] blocks, or the whole `f32` update.
+  fn units(&self) -> usize {
+    if self.len == 0 {
+      0
+    } else if self.quantized {
+      blocks(self.len).div_ceil(UNIT_BLOCKS)
+    } else {
+      1
+    }
+  }
+
+  /// Runs unit `unit` of this job.
+  ///
+  /// # Safety
+  /// The slices the job was made from are alive and not otherwise accessed, and no other thread
+  /// runs the same unit of the same job at the same time.
+  unsafe fn run_unit<O: EightBit<Coeffs = C>>(&self, unit: usize, reference: bool) {
+    let start = unit * UNIT_BLOCKS * BLOCK;
+    let end = (start + UNIT_BLOCKS * BLOCK).min(self.len);
+    let n = end - start;
+    // SAFETY (all slices below): within the job's slices (start..end < len, its blocks within
+    // blocks(len)), and disjoint from every other unit's (caller's contract).
+    let param = unsafe { std::slice::from_raw_parts_mut(self.param.add(start), n) };
+    let grad = unsafe { std::slice::from_raw_parts(self.grad.add(start), n) };
+    if !self.quantized {
+      let state1 = unsafe { std::slice::from_raw_parts_mut(self.full1, n) };
+      let state2 = if self.second { unsafe { std::slice::from_raw_parts_mut(self.full2, n) } } else { &mut [][..] };
+      return O::full(&self.coeffs, param, grad, state1, state2);
+    }
+    let (first_block, block_count) = (start / BLOCK, blocks(n));
+    let moments = Quantized {
+      state1: unsafe { std::slice::from_raw_parts_mut(self.state1.add(start), n) },
+      absmax1: unsafe { std::slice::from_raw_parts_mut(self.absmax1.add(first_block), block_count) },
+      state2: if self.second { unsafe { std::slice::from_raw_parts_mut(self.state2.add(start), n) } } else { &mut [] },
+      absmax2: if self.second {
+        unsafe { std::slice::from_raw_parts_mut(self.absmax2.add(first_block), block_count) }
+      } else {
+        &mut []
+      },
+    };
+    if reference {
+      O::quantized_reference(&self.coeffs, param, grad, moments)
+    } else {
+      O::quantized(&self.coeffs, param, grad, moments)
+    }
+  }
+}
+
+/// One step of every job, all units on the step pool (on the caller alone when the step is small).
+pub fn run<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) {
+  let jobs: &[Job<'_, O::Coeffs>] = jobs;
+  let units: usize = jobs.iter().map(Job::units).sum();
+  let elements: usize = jobs.iter().map(|job| job.len).sum();
+  let body = |mut unit: usize| {
+    for job in jobs {
+      let count = job.units();
+      if unit < count {
+        // SAFETY: `for_each_piece` runs each index once, and each index is one unit of one job;
+        // the jobs' slices are borrowed for as long as `jobs` is.
+        unsafe { job.run_unit::<O>(unit, false) };
+        return;
+      }
+      unit -= count;
+    }
+  };
+  if elements < PARALLEL_MIN_ELEMENTS || units <= 1 {
+    (0..units).for_each(body);
+  } else {
+    threads::for_each_piece(units, &body);
+  }
+}
+
+/// [`run`] as bitsandbytes orders it: each tensor whole, in turn, with the plain kernels.
+pub fn run_reference<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) {
+  for job in jobs.iter() {
+    if job.len == 0 {
+      continue;
+    }
+    // SAFETY: as in `run`, on this thread alone.
+    unsafe { job.run_whole::<O>() };
+  }
+}
+
+impl<C: Copy> Job<'_, C> {
+  /// The whole job as one call of the reference kernel.
+  ///
+  /// # Safety
+  /// As [`Job::run_unit`], with no other thread running any unit of this job.
+  unsafe fn run_whole<O: EightBit<Coeffs = C>>(&self) {
+    let n = self.len;
+    // SAFETY: the job's own slices, whole.
+    let param = unsafe { std::slice::from_raw_parts_mut(self.param, n) };
+    let grad = unsafe { std::slice::from_raw_parts(self.grad, n) };
+    if !self.quantized {
+      let state1 = unsafe { std::slice::from_raw_parts_mut(self.full1, n) };
+      let state2 = if self.second { unsafe { std::slice::from_raw_parts_mut(self.full2, n) } } else { &mut [][..] };
+      return O::full(&self.coeffs, param, grad, state1, state2);
+    }
+    let count = blocks(n);
+    let moments = Quantized {
+      state1: unsafe { std::slice::from_raw_parts_mut(self.state1, n) },
+      absmax1: unsafe { std::slice::from_raw_parts_mut(self.absmax1, count) },
+      state2: if self.second { unsafe { std::slice::from_raw_parts_mut(self.state2, n) } } else { &mut [] },
+      absmax2: if self.second { unsafe { std::slice::from_raw_parts_mut(self.absmax2, count) } } else { &mut [] },
+    };
+    O::quantized_reference(&self.coeffs, param, grad, moments)
+  }
+}
+
+/// `multiversion!(fn name(args...) => kernel);` defines `name`, which calls the
+/// `#[inline(always)]` function `kernel` compiled with AVX-512 or AVX2+FMA where this CPU has
+/// them (the engine's dispatch, [`crate::engine::simd`], for kernels that are not generic over
+/// the element type). Every copy does the same IEEE operations, so gives the same bits.
+macro_rules! multiversion {
+  (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident) => {
+    #[allow(clippy::too_many_arguments)]
+    fn $name($($arg: $ty),*) {
+      #[cfg(target_arch = "x86_64")]
+      {
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        unsafe fn avx512($($arg: $ty),*) {
+          $kernel($($arg),*)
+        }
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2($($arg: $ty),*) {
+          $kernel($($arg),*)
+        }
+        if $crate::engine::simd::has_avx512() {
+          // SAFETY: the CPU supports every feature `avx512` is compiled with.
+          return unsafe { avx512($($arg),*) };
+        }
+        if $crate::engine::simd::has_avx2_fma() {
+          // SAFETY: the CPU supports every feature `avx2` is compiled with.
+          return unsafe { avx2($($arg),*) };
+        }
+      }
+      $kernel($($arg),*)
+    }
+  };
+}
+pub(crate) use multiversion;
+
+#[cfg(test)]
+pub(crate) mod tests {
+  use super::*;
+
+  /// Deterministic values in (−1, 1) scaled by `scale`, with exact zeros mixed in.
+  pub fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+      .map(|i| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let u = ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale;
+        if i % 97 == 5 {
+          0.0
+        } else {
+          u
+        }
+      })
+      .collect()
+  }
+
+  /// Lengths around blocks and units: empty, one, a block either side, odd sizes, and units.
+  pub const LENGTHS: [usize; 13] =
+    [0, 1, 7, 255, 256, 257, 1001, 4095, 4096, 4097, 3 * 4096 + 5, 16 * 4096 + 300, 40_000];
+
+  /// `steps` steps of one parameter of `len` elements with the engine (parallel, fused) or the
+  /// reference, from the same start; returns the parameter and its moments.
+  pub fn trajectory<O: EightBit>(
+    hyper: &[Hyper],
+    len: usize,
+    min_8bit_size: usize,
+    engine: bool,
+  ) -> (Vec<f32>, Moments) {
+    let mut param = values(len, 1, 1.0);
+    let mut moments = Moments::new(len, min_8bit_size, O::MOMENTS);
+    for (t, h) in hyper.iter().enumerate() {
+      let grad = values(len, t as u64 + 2, 0.1);
+      let coeffs = O::coeffs(h, t as u64 + 1);
+      let mut jobs = [Job::new::<O>(coeffs, &mut param, &grad, &mut moments).unwrap()];
+      if engine {
+        run::<O>(&mut jobs);
+      } else {
+        run_reference::<O>(&mut jobs);
+      }
+    }
+    (param, moments)
+  }
+
+  pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+  }
+
+  pub fn same_moments(a: &Moments, b: &Moments) -> bool {
+    match (a, b) {
+      (
+        Moments::Quantized { state1: s1, absmax1: a1, state2: s2, absmax2: a2 },
+        Moments::Quantized { state1: t1, absmax1: b1, state2: t2, absmax2: b2 },
+      ) => s1 == t1 && s2 == t2 && same_bits(a1, b1) && same_bits(a2, b2),
+      (Moments::Full { state1: s1, state2: s2 }, Moments::Full { state1: t1, state2: t2 }) => {
+        same_bits(s1, t1) && same_bits(s2, t2)
+      }
+      _ => false,
+    }
+  }
+
+  /// The fused, parallel step equals the reference bit for bit on every length, 8-bit and `f32`.
+  pub fn assert_engine_matches_reference<O: EightBit>(hyper: &[Hyper]) {
+    for len in LENGTHS {
+      for min in [MIN_8BIT_SIZE, 0] {
+        let (p, m) = trajectory::<O>(hyper, len, min, true);
+        let (q, n) = trajectory::<O>(hyper, len, min, false);
+        assert!(same_bits(&p, &q), "{} len {len} min {min}: parameters differ", O::NAME);
+        assert!(same_moments(&m, &n), "{} len {len} min {min}: moments differ", O::NAME);
+      }
+    }
+  }
+
+  /// The same bits on 1, 2 and 3 threads.
+  pub fn assert_thread_count_does_not_matter<O: EightBit>(hyper: &[Hyper]) {
+    let before = threads::num_threads();
+    let mut results = Vec::new();
+    for n in [1, 2, 3] {
+      threads::set_num_threads(n).unwrap();
+      results.push(trajectory::<O>(hyper, 16 * 4096 + 300, MIN_8BIT_SIZE, true));
+    }
+    threads::set_num_threads(before).unwrap();
+    for r in &results[1..] {
+      assert!(same_bits(&r.0, &results[0].0) && same_moments(&r.1, &results[0].1), "{}", O::NAME);
+    }
+  }
+
+  #[test]
+  fn moments_are_sized_as_bitsandbytes_sizes_them() {
+    let m = Moments::new(4095, MIN_8BIT_SIZE, 2);
+    assert!(matches!(&m, Moments::Full { state1, state2 } if state1.len() == 4095 && state2.len() == 4095));
+    let m = Moments::new(4097, MIN_8BIT_SIZE, 2);
+    assert!(matches!(&m, Moments::Quantized { absmax1, .. } if absmax1.len() == 17));
+    let m = Moments::new(4097, MIN_8BIT_SIZE, 1);
+    assert!(matches!(&m, Moments::Quantized { state2, absmax2, .. } if state2.is_empty() && absmax2.is_empty()));
+    // 2 bytes per element and 8 per block of 256: 2.03 bytes per parameter.
+    let big = Moments::new(1 << 20, MIN_8BIT_SIZE, 2);
+    assert!(big.bytes() as f64 / (1 << 20) as f64 <= 2.1);
+  }
+}

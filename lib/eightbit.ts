@@ -1,0 +1,602 @@
+// 8-bit optimizer state: bitsandbytes' Adam8bit, AdamW8bit and Lion8bit (docs/eightbit.md).
+//
+// The registry's optimizers keep state buffers of the parameter's float type; these keep bytes
+// and per-block scales, so they have their own native class (src/eightbit.rs) and this facade,
+// which keeps the shared conventions: param groups whose options stay live (schedulers set `lr`
+// and the next step reads it), errors with codes naming field, value and expectation, inputs
+// read once, and a step, `loadStateDict` and `zeroGrad` that check everything before writing.
+import { describe, invalidState, invalidType, invalidValue, outOfRange } from './errors'
+import { native } from './native'
+import type { Parameter } from './optimizer'
+import { checkUsable, lengthOf, snapshotArray, snapshotObject, snapshotValue, typedArrayTag } from './snapshot'
+
+/** Options of `Adam8bit` and `AdamW8bit`: bitsandbytes' arguments in camelCase. */
+export interface Adam8bitOptions {
+  /**
+   * Learning rate.
+   * @default 1e-3
+   */
+  lr?: number
+  /**
+   * Decay rates of the first and second moments, each in [0, 1).
+   * @default [0.9, 0.999]
+   */
+  betas?: [number, number]
+  /**
+   * Added to the denominator (8-bit tensors: to √v/c₂; smaller tensors: ε·c₂ to √v, as bitsandbytes).
+   * @default 1e-8
+   */
+  eps?: number
+  /**
+   * Decoupled weight decay: each step first scales the weights by 1 − lr·weightDecay (both classes, as bitsandbytes).
+   * @default 0 (Adam8bit), 1e-2 (AdamW8bit)
+   */
+  weightDecay?: number
+  /**
+   * Not supported, as in bitsandbytes: only false is accepted.
+   * @default false
+   */
+  amsgrad?: boolean
+  /**
+   * bitsandbytes' compatibility argument: only 32 is accepted (the state is 8-bit regardless).
+   * @default 32
+   */
+  optimBits?: number
+  /**
+   * Parameters with fewer elements keep float32 state (bitsandbytes' `min_8bit_size`).
+   * @default 4096
+   */
+  minEightBitSize?: number
+  /**
+   * Paged state does not exist on the CPU: only false is accepted.
+   * @default false
+   */
+  isPaged?: boolean
+}
+
+/** Options of `Lion8bit`: bitsandbytes' arguments in camelCase. */
+export interface Lion8bitOptions {
+  /**
+   * Learning rate: each step moves every element by lr against the sign of its interpolated momentum.
+   * @default 1e-4
+   */
+  lr?: number
+  /**
+   * Weights of the momentum, in the direction and in its own average, each in [0, 1).
+   * @default [0.9, 0.99]
+   */
+  betas?: [number, number]
+  /**
+   * Decoupled weight decay: each step first scales the weights by 1 − lr·weightDecay.
+   * @default 0
+   */
+  weightDecay?: number
+  /**
+   * Parameters with fewer elements keep float32 state (bitsandbytes' `min_8bit_size`).
+   * @default 4096
+   */
+  minEightBitSize?: number
+  /**
+   * Paged state does not exist on the CPU: only false is accepted.
+   * @default false
+   */
+  isPaged?: boolean
+}
+
+/**
+ * One parameter's state, bitsandbytes' names and dtypes: for a parameter of at least
+ * `minEightBitSize` elements, `state1`/`state2` are codes (one byte per element) with one scale per
+ * block of 256 (`absmax1`/`absmax2`) and the maps they index (`qmap1`/`qmap2`, 256 entries); for a
+ * smaller one, `state1`/`state2` are Float32Arrays. Lion has no second moment.
+ */
+export type EightBitState = {
+  step: number
+  state1: Uint8Array | Float32Array
+  state2?: Uint8Array | Float32Array
+  absmax1?: Float32Array
+  absmax2?: Float32Array
+  qmap1?: Float32Array
+  qmap2?: Float32Array
+}
+
+/** The options a group holds (live); the others are the optimizer's, as bitsandbytes' `args`. */
+export type EightBitGroupOptions = { lr: number; betas: [number, number]; eps: number; weightDecay: number }
+
+/** A param group of an 8-bit optimizer. */
+export type EightBitGroup<Options> = Required<Pick<Options, keyof Options & keyof EightBitGroupOptions>> & {
+  readonly params: readonly Parameter<Float32Array>[]
+}
+
+/** `stateDict()` of an 8-bit optimizer: bitsandbytes' `state_dict()` in camelCase. */
+export interface EightBitStateDict<Options = Record<string, unknown>> {
+  state: Record<number, EightBitState>
+  paramGroups: Array<EightBitGroup<Options> & { params: number[] }>
+}
+
+/** Options bitsandbytes keeps in its groups that these optimizers ignore when they hold bitsandbytes' defaults. */
+const BNB_GROUP_DEFAULTS: Readonly<Record<string, unknown>> = { alpha: 0, tAlpha: null, tBeta3: null }
+
+let maps: ReturnType<typeof native.eightBitMaps> | undefined
+const quantMaps = () => (maps ??= native.eightBitMaps())
+
+/** What distinguishes the 8-bit classes: names, algorithm, options and their defaults. */
+export interface EightBitSpec {
+  name: string
+  algorithm: 'adam' | 'lion'
+  /** Group options and their defaults. */
+  group: Readonly<Record<string, unknown>>
+  /** Optimizer-wide options, their defaults, and the one value each accepts where it is bitsandbytes' compatibility argument. */
+  fixed: Readonly<Record<string, { default: unknown; only?: unknown }>>
+}
+
+const whole = (x: unknown) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0
+
+/** Checks a group's options, in the words of the registry's optimizers. */
+function checkGroup(spec: EightBitSpec, group: Record<string, unknown>, where: string): void {
+  for (const key of Object.keys(spec.group)) {
+    const value = group[key]
+    if (key === 'betas') {
+      const betas = snapshotArray(value)
+      if (!betas || betas.length !== 2 || !betas.every((b) => typeof b === 'number'))
+        throw invalidType(`${where}.betas must be an array of two numbers, got ${describe(value)}`)
+      betas.forEach((b, i) => {
+        if (!((b as number) >= 0 && (b as number) < 1))
+          throw outOfRange(
+            `invalid beta parameter at index ${i}: ${b as number} (expected a number in [0, 1)) in ${where}`,
+          )
+      })
+      continue
+    }
+    if (typeof value !== 'number') throw invalidType(`${where}.${key} must be a number, got ${describe(value)}`)
+    if (!(value >= 0 && Number.isFinite(value)))
+      throw outOfRange(`invalid ${key}: ${value} (expected a finite number >= 0) in ${where}`)
+  }
+}
+
+/** What the optimizers of 8-bit state share; `Adam8bit`, `AdamW8bit` and `Lion8bit` are its classes. */
+export abstract class EightBitOptimizer<Options extends object> {
+  /** The groups, each with every option filled in; change an option and the next step uses it. */
+  readonly paramGroups: Array<EightBitGroup<Options>> = []
+  /** The options a group gets when it does not set them. */
+  readonly defaults: Readonly<Required<Options>>
+  /** Parameters with fewer elements keep float32 state. */
+  readonly minEightBitSize: number
+
+  readonly #spec: EightBitSpec
+  readonly #native: InstanceType<typeof native.NativeEightBit>
+  #params: Parameter<Float32Array>[] = []
+  #labels: string[] = []
+  #running: string | undefined
+
+  protected constructor(spec: EightBitSpec, params: unknown, options: unknown = {}) {
+    this.#spec = spec
+    const given = this.#snapshotOptions(options, 'options', true)
+    for (const [key, { only }] of Object.entries(spec.fixed)) {
+      if (key in given && only !== undefined && given[key] !== only)
+        throw invalidValue(
+          `options.${key} is ${JSON.stringify(given[key])}, which ${spec.name} does not support (expected ${JSON.stringify(only)}, as bitsandbytes)`,
+        )
+    }
+    const defaults = {
+      ...spec.group,
+      ...Object.fromEntries(Object.entries(spec.fixed).map(([k, v]) => [k, v.default])),
+    }
+    this.defaults = Object.freeze({ ...defaults, ...given }) as Readonly<Required<Options>>
+    checkGroup(spec, this.defaults as Record<string, unknown>, 'options')
+    const min = (this.defaults as Record<string, unknown>).minEightBitSize
+    if (!whole(min)) throw outOfRange(`invalid minEightBitSize: ${String(min)} (expected a whole number >= 0)`)
+    this.minEightBitSize = min as number
+    this.#native = new native.NativeEightBit(spec.algorithm, this.minEightBitSize)
+    const list = snapshotArray(params)
+    if (!list)
+      throw invalidType(`params must be an array of parameters or of parameter groups, got ${describe(params)}`)
+    if (list.length === 0) throw invalidValue('params is empty: the optimizer got an empty parameter list')
+    const first = list[0]
+    const isGroup = typeof first === 'object' && first !== null && 'params' in first
+    this.#addGroups(isGroup ? list : [{ params: list }])
+  }
+
+  /** Adds a group of parameters, as PyTorch's `add_param_group`. */
+  addParamGroup(group: { params: readonly Parameter<Float32Array>[] } & Partial<EightBitGroupOptions>): void {
+    this.#enter('addParamGroup()', () => this.#addGroups([group]))
+  }
+
+  #enter<T>(what: string, body: () => T): T {
+    if (this.#running !== undefined)
+      throw invalidState(`${what} was called from JavaScript run by ${this.#running} of the same optimizer`)
+    this.#running = what
+    try {
+      return body()
+    } finally {
+      this.#running = undefined
+    }
+  }
+
+  /** Own options of `given`, each read once; group options and, at construction, the optimizer's. */
+  #snapshotOptions(given: unknown, where: string, constructing: boolean): Record<string, unknown> {
+    const options = snapshotObject(given, where)
+    const keys = [...Object.keys(this.#spec.group), ...(constructing ? Object.keys(this.#spec.fixed) : [])]
+    for (const key of Object.keys(options)) {
+      if (key === 'params' && !constructing) continue
+      if (!keys.includes(key))
+        throw invalidValue(
+          `${where}.${key} is not an option of ${this.#spec.name} (expected one of ${keys.join(', ')})`,
+        )
+      options[key] = snapshotValue(options[key])
+    }
+    return options
+  }
+
+  #addGroups(groups: readonly unknown[]): void {
+    const seen = new Set<unknown>(this.#params.flatMap((p) => [p, p.data]))
+    const added: Array<EightBitGroup<Options>> = []
+    const labels: string[] = []
+    groups.forEach((group, g) => {
+      const where = `paramGroups[${this.paramGroups.length + g}]`
+      const options = this.#snapshotOptions(group, where, false)
+      const params = snapshotArray(options.params)
+      if (!params) throw invalidType(`${where}.params must be an array of parameters, got ${describe(options.params)}`)
+      params.forEach((param, i) => {
+        const label = `${where}.params[${i}]`
+        if (typeof param !== 'object' || param === null)
+          throw invalidType(`${label} must be an object with data and grad, got ${describe(param)}`)
+        const data = (param as { data?: unknown }).data
+        checkData(data, label, this.#spec.name)
+        if (seen.has(param) || seen.has(data))
+          throw invalidValue(`${label} appears more than once; every parameter must be in exactly one group, once`)
+        seen.add(param).add(data)
+        labels.push(label)
+      })
+      const complete: Record<string, unknown> = { params: Object.freeze(params) }
+      for (const key of Object.keys(this.#spec.group)) {
+        const value = key in options ? options[key] : (this.defaults as Record<string, unknown>)[key]
+        complete[key] = Array.isArray(value) ? [...value] : value
+      }
+      checkGroup(this.#spec, complete, where)
+      added.push(Object.seal(complete) as unknown as EightBitGroup<Options>)
+    })
+    this.paramGroups.push(...added)
+    this.#params = this.paramGroups.flatMap((group) => [...group.params])
+    this.#labels = [...this.#labels, ...labels]
+    this.#native.setCount(this.#params.length)
+  }
+
+  /**
+   * Updates every parameter whose `grad` is not null, in one native call on the thread pool.
+   * Everything is checked first (options, array types and lengths, shared or detached memory):
+   * on error nothing changes.
+   */
+  step(): void {
+    this.#enter('step()', () => {
+      const keys = Object.keys(this.#spec.group)
+      const data: unknown[] = []
+      const grads: unknown[] = []
+      const hyper = new Float64Array(5 * this.#params.length)
+      let index = 0
+      this.paramGroups.forEach((group, g) => {
+        const where = `paramGroups[${g}]`
+        const options = Object.fromEntries(
+          keys.map((key) => [key, snapshotValue((group as Record<string, unknown>)[key])]),
+        )
+        checkGroup(this.#spec, options, where)
+        const [beta1, beta2] = options.betas as number[]
+        const row = [options.lr, beta1, beta2, options.eps ?? 0, options.weightDecay] as number[]
+        for (const param of group.params) {
+          const label = this.#labels[index]
+          const { data: d, grad } = param as { data: unknown; grad: unknown }
+          checkData(d, label, this.#spec.name)
+          if (grad !== null && grad !== undefined) {
+            if (typedArrayTag(grad) !== 'Float32Array')
+              throw invalidType(`${label}.grad must be a Float32Array like its data, or null, got ${describe(grad)}`)
+            checkUsable(grad as Float32Array, `${label}.grad`)
+            if (lengthOf(grad as Float32Array) !== lengthOf(d as Float32Array))
+              throw outOfRange(
+                `${label}.grad has length ${lengthOf(grad as Float32Array)}, expected ${lengthOf(d as Float32Array)} like its data`,
+              )
+          }
+          data.push(d)
+          grads.push(grad ?? null)
+          hyper.set(row, 5 * index)
+          index++
+        }
+      })
+      native.checkDisjoint(
+        [...data, ...grads],
+        [...data.map(() => true), ...grads.map(() => false)],
+        [...this.#labels.map((l) => `${l}.data`), ...this.#labels.map((l) => `${l}.grad`)],
+      )
+      this.#native.step(data, grads, hyper)
+    })
+  }
+
+  /** Clears gradients: sets every `grad` to null (PyTorch's default), or fills them with zeros. */
+  zeroGrad(setToNone = true): void {
+    this.#enter('zeroGrad()', () => {
+      if (typeof setToNone !== 'boolean')
+        throw invalidType(`zeroGrad: setToNone must be a boolean, got ${describe(setToNone)}`)
+      const grads = this.#params.map((param, i) => {
+        const grad = (param as { grad: unknown }).grad
+        if (grad !== null && grad !== undefined && !setToNone) {
+          if (typedArrayTag(grad) !== 'Float32Array')
+            throw invalidType(`${this.#labels[i]}.grad must be a Float32Array, got ${describe(grad)}`)
+          checkUsable(grad as Float32Array, `${this.#labels[i]}.grad`)
+        }
+        return grad
+      })
+      this.#params.forEach((param, i) => {
+        const grad = grads[i]
+        if (grad === null || grad === undefined) return
+        if (setToNone) (param as { grad: unknown }).grad = null
+        else (grad as Float32Array).fill(0)
+      })
+    })
+  }
+
+  /** A copy of a parameter's state (bitsandbytes' `opt.state[p]`), or undefined before its first step. */
+  getState(param: Parameter<Float32Array>): EightBitState | undefined {
+    return this.#enter('getState()', () => {
+      const index = this.#params.indexOf(param)
+      if (index < 0) throw invalidValue('getState: the parameter does not belong to this optimizer')
+      return this.#exportState(index)
+    })
+  }
+
+  #exportState(index: number): EightBitState | undefined {
+    const entry = this.#native.exportState(index)
+    if (!entry) return undefined
+    const state: EightBitState = { step: entry.step, state1: entry.state1 }
+    if (entry.state2) state.state2 = entry.state2
+    if (entry.absmax1) {
+      state.absmax1 = entry.absmax1
+      state.qmap1 = quantMaps().signed.slice()
+    }
+    if (entry.absmax2) {
+      state.absmax2 = entry.absmax2
+      state.qmap2 = quantMaps().unsigned.slice()
+    }
+    return state
+  }
+
+  /** Bytes of optimizer state held for a parameter: codes, scales and float32 moments (the maps are shared). */
+  stateBytes(param: Parameter<Float32Array>): number {
+    const index = this.#params.indexOf(param)
+    if (index < 0) throw invalidValue('stateBytes: the parameter does not belong to this optimizer')
+    return this.#native.stateBytes(index)
+  }
+
+  /** The state as bitsandbytes' `state_dict()` has it, camelCase: state by parameter position, and the groups. */
+  stateDict(): EightBitStateDict<Options> {
+    return this.#enter('stateDict()', () => {
+      const state: Record<number, EightBitState> = {}
+      this.#params.forEach((_, i) => {
+        const entry = this.#exportState(i)
+        if (entry) state[i] = entry
+      })
+      let next = 0
+      const paramGroups = this.paramGroups.map((group) => {
+        const options = Object.fromEntries(
+          Object.keys(this.#spec.group).map((key) => {
+            const value = (group as Record<string, unknown>)[key]
+            return [key, Array.isArray(value) ? [...value] : value]
+          }),
+        )
+        return { ...options, params: group.params.map(() => next++) } as EightBitGroup<Options> & { params: number[] }
+      })
+      return { state, paramGroups }
+    })
+  }
+
+  /**
+   * Restores a `stateDict()` (this optimizer's, or bitsandbytes' read from a checkpoint). Everything
+   * is checked first — groups, options, state names, dtypes and sizes of codes, scales and maps —
+   * and on error nothing changes.
+   */
+  loadStateDict(stateDict: unknown): void {
+    this.#enter('loadStateDict()', () => this.#load(stateDict))
+  }
+
+  #load(stateDict: unknown): void {
+    const dict = snapshotObject(stateDict, 'stateDict')
+    const groups = snapshotArray(dict.paramGroups)
+    if (!groups) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(dict.paramGroups)}`)
+    if (groups.length !== this.paramGroups.length)
+      throw invalidValue(
+        `stateDict.paramGroups has ${groups.length} groups, but the optimizer has ${this.paramGroups.length}`,
+      )
+    const indexOf = new Map<number, number>()
+    let first = 0
+    const groupOptions = groups.map((group, g) => {
+      const where = `stateDict.paramGroups[${g}]`
+      const { params: given, ...rest } = snapshotObject(group, where)
+      const params = snapshotArray(given)
+      const size = this.paramGroups[g].params.length
+      if (!params || params.length !== size)
+        throw invalidValue(
+          `${where}.params must list ${size} parameters like the optimizer's group, got ${describe(given)}`,
+        )
+      params.forEach((id, k) => {
+        if (!Number.isSafeInteger(id) || indexOf.has(id as number))
+          throw invalidValue(`${where}.params[${k}] must be a distinct whole number, got ${String(id)}`)
+        indexOf.set(id as number, first + k)
+      })
+      first += size
+      const options: Record<string, unknown> = {}
+      for (const [key, value] of Object.entries(rest)) {
+        if (key in BNB_GROUP_DEFAULTS) {
+          if (value !== BNB_GROUP_DEFAULTS[key])
+            throw invalidValue(
+              `${where}.${key} is ${JSON.stringify(value)}: ${this.#spec.name} supports only ${JSON.stringify(BNB_GROUP_DEFAULTS[key])}`,
+            )
+          continue
+        }
+        // bitsandbytes' Lion keeps eps (0) in its groups.
+        if (key === 'eps' && !('eps' in this.#spec.group)) continue
+        if (!(key in this.#spec.group))
+          throw invalidValue(
+            `${where}.${key} is not an option of ${this.#spec.name} (expected one of ${Object.keys(this.#spec.group).join(', ')})`,
+          )
+        options[key] = snapshotValue(value)
+      }
+      for (const key of Object.keys(this.#spec.group))
+        if (!(key in options)) throw invalidValue(`${where}.${key} is missing`)
+      checkGroup(this.#spec, options, where)
+      return options
+    })
+
+    const lengths = this.#params.map((param, i) => {
+      const data = (param as { data: unknown }).data
+      checkData(data, this.#labels[i], this.#spec.name)
+      return lengthOf(data as Float32Array)
+    })
+    const second = this.#spec.algorithm === 'adam'
+    const { signed, unsigned } = quantMaps()
+    const names = ['step', 'state1', 'absmax1', 'qmap1', ...(second ? ['state2', 'absmax2', 'qmap2'] : [])]
+    const entries = Object.entries(snapshotObject(dict.state, 'stateDict.state')).map(([id, given]) => {
+      const where = `stateDict.state[${id}]`
+      const index = indexOf.get(Number(id))
+      if (index === undefined) throw invalidValue(`${where} is for a parameter no group lists`)
+      const entry = snapshotObject(given, where)
+      for (const key of Object.keys(entry))
+        if (!names.includes(key))
+          throw invalidValue(`${where}.${key} is not state of ${this.#spec.name} (expected ${names.join(', ')})`)
+      const step = entry.step
+      if (typeof step !== 'number') throw invalidType(`${where}.step must be a number, got ${describe(step)}`)
+      if (!Number.isSafeInteger(step) || step < 0)
+        throw outOfRange(`invalid ${where}.step: ${step} (expected a whole number from 0 to 2^53 - 1)`)
+      const length = lengths[index]
+      const eightBit = length >= this.minEightBitSize
+      const blocks = Math.ceil(length / 256)
+      const array = (key: string, tag: string, size: number): ArrayBufferView => {
+        const value = entry[key]
+        if (typedArrayTag(value) !== tag)
+          throw invalidType(
+            `${where}.${key} must be a ${tag} (${eightBit ? `8-bit state: the parameter has ${length} elements, at least minEightBitSize ${this.minEightBitSize}` : `float32 state: the parameter has ${length} elements, under minEightBitSize ${this.minEightBitSize}`}), got ${describe(value)}`,
+          )
+        checkUsable(value as ArrayBufferView, `${where}.${key}`)
+        const n = lengthOf(value as Float32Array)
+        if (n !== size) throw outOfRange(`${where}.${key} has length ${n}, expected ${size}`)
+        return value as ArrayBufferView
+      }
+      const map = (key: string, own: Float32Array) => {
+        const value = array(key, 'Float32Array', 256) as Float32Array
+        const same = value.every((x, i) => Object.is(x, own[i]))
+        if (!same)
+          throw invalidValue(
+            `${where}.${key} is not bitsandbytes' dynamic map (create_dynamic_map(signed=${key === 'qmap1'})): codes index that map only`,
+          )
+      }
+      const moments: Array<'1' | '2'> = second ? ['1', '2'] : ['1']
+      if (eightBit) {
+        for (const k of moments) {
+          array(`state${k}`, 'Uint8Array', length)
+          array(`absmax${k}`, 'Float32Array', blocks)
+          map(`qmap${k}`, k === '1' ? signed : unsigned)
+        }
+      } else {
+        for (const k of moments) {
+          array(`state${k}`, 'Float32Array', length)
+          for (const key of [`absmax${k}`, `qmap${k}`])
+            if (entry[key] !== undefined)
+              throw invalidValue(
+                `${where}.${key} is given, but a parameter of ${length} elements (under minEightBitSize ${this.minEightBitSize}) has float32 state`,
+              )
+        }
+      }
+      return {
+        index,
+        step,
+        state1: entry.state1 as Uint8Array | Float32Array,
+        state2: second ? (entry.state2 as Uint8Array | Float32Array) : undefined,
+        absmax1: eightBit ? (entry.absmax1 as Float32Array) : undefined,
+        absmax2: eightBit && second ? (entry.absmax2 as Float32Array) : undefined,
+      }
+    })
+    this.#native.importStates(lengths, entries)
+    groupOptions.forEach((options, g) => {
+      for (const [key, value] of Object.entries(options))
+        (this.paramGroups[g] as Record<string, unknown>)[key] = Array.isArray(value) ? [...value] : value
+    })
+  }
+}
+
+/** A parameter's data must be a Float32Array: 8-bit state is bitsandbytes' for float32 parameters. */
+function checkData(data: unknown, label: string, name: string): void {
+  const tag = typedArrayTag(data)
+  if (tag === 'Float64Array')
+    throw invalidType(`${label}.data is a Float64Array: ${name} takes Float32Array parameters only`)
+  if (tag !== 'Float32Array') throw invalidType(`${label}.data must be a Float32Array, got ${describe(data)}`)
+  checkUsable(data as Float32Array, `${label}.data`)
+}
+
+const ADAM_FIXED = {
+  amsgrad: { default: false, only: false },
+  optimBits: { default: 32, only: 32 },
+  minEightBitSize: { default: 4096 },
+  isPaged: { default: false, only: false },
+} as const
+
+/**
+ * bitsandbytes' `Adam8bit`: Adam with decoupled weight decay and block-wise 8-bit moments
+ * (Dettmers et al., 2022), its numbers on the CPU.
+ */
+export class Adam8bit extends EightBitOptimizer<Adam8bitOptions> {
+  constructor(
+    params:
+      | readonly Parameter<Float32Array>[]
+      | ReadonlyArray<{ params: readonly Parameter<Float32Array>[] } & Partial<EightBitGroupOptions>>,
+    options: Adam8bitOptions = {},
+  ) {
+    super(
+      {
+        name: 'Adam8bit',
+        algorithm: 'adam',
+        group: { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0 },
+        fixed: ADAM_FIXED,
+      },
+      params,
+      options,
+    )
+  }
+}
+
+/** bitsandbytes' `AdamW8bit`: `Adam8bit` with a default weight decay of 0.01. */
+export class AdamW8bit extends EightBitOptimizer<Adam8bitOptions> {
+  constructor(
+    params:
+      | readonly Parameter<Float32Array>[]
+      | ReadonlyArray<{ params: readonly Parameter<Float32Array>[] } & Partial<EightBitGroupOptions>>,
+    options: Adam8bitOptions = {},
+  ) {
+    super(
+      {
+        name: 'AdamW8bit',
+        algorithm: 'adam',
+        group: { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2 },
+        fixed: ADAM_FIXED,
+      },
+      params,
+      options,
+    )
+  }
+}
+
+/** bitsandbytes' `Lion8bit`: Lion (Chen et al., 2023) with a block-wise 8-bit momentum. */
+export class Lion8bit extends EightBitOptimizer<Lion8bitOptions> {
+  constructor(
+    params:
+      | readonly Parameter<Float32Array>[]
+      | ReadonlyArray<{ params: readonly Parameter<Float32Array>[] } & Partial<EightBitGroupOptions>>,
+    options: Lion8bitOptions = {},
+  ) {
+    super(
+      {
+        name: 'Lion8bit',
+        algorithm: 'lion',
+        group: { lr: 1e-4, betas: [0.9, 0.99], weightDecay: 0 },
+        fixed: { minEightBitSize: { default: 4096 }, isPaged: { default: false, only: false } },
+      },
+      params,
+      options,
+    )
+  }
+}

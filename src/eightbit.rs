@@ -1,0 +1,317 @@
+//! 8-bit optimizer state (lib/eightbit.ts): bitsandbytes' `Adam8bit`, `AdamW8bit` and
+//! `Lion8bit`. The moments live here, in Rust-owned memory; the parameters and gradients are the
+//! caller's Float32Arrays, borrowed for one step. The math is the core's
+//! (`fastoptim_core::eightbit`). Every call checks everything before it writes anything.
+
+// The exports are reached through the napi registration, which test builds leave out.
+#![cfg_attr(test, allow(dead_code))]
+
+use fastoptim_core::eightbit::{self, Adam8bit, EightBit, Hyper, Job, Lion8bit, Moments};
+use fastoptim_core::quantize;
+use fastoptim_core::Dtype;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::disjoint::{find_overlap, Span};
+use crate::js::{Fail, RawEnv, TypedView};
+use crate::MAX_STEP;
+
+/// The numbers per parameter of a step's `hyper`: lr, beta1, beta2, eps, weightDecay.
+const HYPER: usize = 5;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+  Adam,
+  Lion,
+}
+
+/// One parameter's state: its step count and moments.
+struct State {
+  step: u64,
+  moments: Moments,
+}
+
+/// The state of every parameter of one 8-bit optimizer.
+#[napi]
+pub struct NativeEightBit {
+  kind: Kind,
+  min_8bit_size: usize,
+  states: Vec<Option<State>>,
+}
+
+/// One parameter's state as the facade sees it: `state1`/`state2` are codes (Uint8Array) with
+/// `absmax1`/`absmax2` for an 8-bit tensor, or Float32Arrays for a small one. Lion has no second.
+#[napi(object)]
+pub struct EightBitEntry {
+  pub index: u32,
+  pub step: f64,
+  pub state1: Either<Uint8Array, Float32Array>,
+  pub state2: Option<Either<Uint8Array, Float32Array>>,
+  pub absmax1: Option<Float32Array>,
+  pub absmax2: Option<Float32Array>,
+}
+
+/// The quantization maps, as state holds them.
+#[napi(object)]
+pub struct EightBitMaps {
+  pub signed: Float32Array,
+  pub unsigned: Float32Array,
+}
+
+/// bitsandbytes' dynamic maps, for `qmap1`/`qmap2` in state dicts and their checks.
+#[napi]
+pub fn eight_bit_maps() -> EightBitMaps {
+  let (s, u) = (quantize::signed(), quantize::unsigned());
+  EightBitMaps { signed: Float32Array::new(s.values.to_vec()), unsigned: Float32Array::new(u.values.to_vec()) }
+}
+
+impl NativeEightBit {
+  fn moments(&self) -> usize {
+    match self.kind {
+      Kind::Adam => Adam8bit::MOMENTS,
+      Kind::Lion => Lion8bit::MOMENTS,
+    }
+  }
+}
+
+#[napi]
+impl NativeEightBit {
+  /// `algorithm`: `"adam"` or `"lion"`; parameters of fewer than `min8bitSize` elements keep
+  /// `f32` moments.
+  #[napi(constructor)]
+  pub fn new(env: Env, algorithm: String, min_8bit_size: f64) -> Result<Self> {
+    let kind = match algorithm.as_str() {
+      "adam" => Kind::Adam,
+      "lion" => Kind::Lion,
+      other => return Err(Fail::value(format!("unknown 8-bit algorithm {other:?}")).throw(&env)),
+    };
+    if !(min_8bit_size.is_finite() && min_8bit_size >= 0.0 && min_8bit_size.fract() == 0.0) {
+      return Err(
+        Fail::range(format!("invalid minEightBitSize: {min_8bit_size} (expected a whole number >= 0)")).throw(&env),
+      );
+    }
+    Ok(NativeEightBit { kind, min_8bit_size: min_8bit_size as usize, states: Vec::new() })
+  }
+
+  /// Makes room for `count` parameters (groups only ever add).
+  #[napi]
+  pub fn set_count(&mut self, count: u32) {
+    self.states.resize_with(count as usize, || None);
+  }
+
+  /// One step: parameter `i` is `data[i]`, updated by `grads[i]` (null: not stepped) with the
+  /// options `hyper[5i..5i + 5]`. All checked first; then every parameter is updated, or none.
+  #[napi(catch_unwind)]
+  pub fn step(&mut self, env: Env, data: Vec<Unknown>, grads: Vec<Unknown>, hyper: Float64Array) -> Result<()> {
+    let raw = RawEnv(env.raw());
+    let result = (|| {
+      crate::threads::check_configured()?;
+      let count = self.states.len();
+      if data.len() != count || grads.len() != count || hyper.len() != HYPER * count {
+        return Err(Fail::value(format!(
+          "step: expected {count} parameters, gradients and {} options, got {}, {} and {}",
+          HYPER * count,
+          data.len(),
+          grads.len(),
+          hyper.len()
+        )));
+      }
+      let mut views: Vec<Option<(TypedView, TypedView)>> = Vec::with_capacity(count);
+      let mut spans = Vec::with_capacity(2 * count);
+      for i in 0..count {
+        if raw.is_nullish(grads[i].raw())? {
+          views.push(None);
+          continue;
+        }
+        let param = float32(raw, &data[i], &format!("params[{i}].data"))?;
+        let grad = float32(raw, &grads[i], &format!("params[{i}].grad"))?;
+        if grad.len != param.len {
+          return Err(Fail::range(format!(
+            "params[{i}].grad has length {}, expected {} like its data",
+            grad.len, param.len
+          )));
+        }
+        if let Some(state) = &self.states[i] {
+          if state.step >= MAX_STEP {
+            return Err(Fail::state(format!("params[{i}] has taken 2^53 - 1 steps, the most counted exactly")));
+          }
+          if !state.moments.fits(param.len, self.moments()) {
+            return Err(Fail::range(format!(
+              "params[{i}].data has length {}, but its state was made for another length",
+              param.len
+            )));
+          }
+        }
+        spans.push(Span { start: param.address(), end: param.address() + param.byte_len(), writable: true, id: 2 * i });
+        spans.push(Span {
+          start: grad.address(),
+          end: grad.address() + grad.byte_len(),
+          writable: false,
+          id: 2 * i + 1,
+        });
+        views.push(Some((param, grad)));
+      }
+      if let Some((a, b)) = find_overlap(&mut spans) {
+        let name = |id: usize| format!("params[{}].{}", id / 2, if id.is_multiple_of(2) { "data" } else { "grad" });
+        return Err(Fail::value(format!(
+          "{} and {} share memory; a step writes every parameter's data, which must not overlap another array",
+          name(a),
+          name(b)
+        )));
+      }
+      let hyper = &hyper[..];
+      for (i, h) in hyper.chunks(HYPER).enumerate() {
+        if views[i].is_none() {
+          continue;
+        }
+        let unit = |x: f64| (0.0..1.0).contains(&x);
+        if !(h[0].is_finite() && h[0] >= 0.0 && unit(h[1]) && unit(h[2]) && h[3] >= 0.0 && h[4] >= 0.0) {
+          return Err(Fail::range(format!(
+            "params[{i}]: invalid options lr {}, betas ({}, {}), eps {}, weightDecay {} (expected lr >= 0, betas in [0, 1), eps >= 0, weightDecay >= 0)",
+            h[0], h[1], h[2], h[3], h[4]
+          )));
+        }
+      }
+      let (kind, min, moments) = (self.kind, self.min_8bit_size, self.moments());
+      for (state, view) in self.states.iter_mut().zip(&views) {
+        if let Some((param, _)) = view {
+          let state = state.get_or_insert_with(|| State { step: 0, moments: Moments::new(param.len, min, moments) });
+          state.step += 1;
+        }
+      }
+      match kind {
+        Kind::Adam => step_all::<Adam8bit>(&mut self.states, &views, hyper),
+        Kind::Lion => step_all::<Lion8bit>(&mut self.states, &views, hyper),
+      }
+      Ok(())
+    })();
+    result.map_err(|fail: Fail| fail.throw(&env))
+  }
+
+  /// A copy of parameter `index`'s state, or null before its first step.
+  #[napi]
+  pub fn export_state(&self, index: u32) -> Option<EightBitEntry> {
+    let state = self.states.get(index as usize)?.as_ref()?;
+    let second = self.moments() == 2;
+    Some(match &state.moments {
+      Moments::Quantized { state1, absmax1, state2, absmax2 } => EightBitEntry {
+        index,
+        step: state.step as f64,
+        state1: Either::A(Uint8Array::new(state1.clone())),
+        state2: second.then(|| Either::A(Uint8Array::new(state2.clone()))),
+        absmax1: Some(Float32Array::new(absmax1.clone())),
+        absmax2: second.then(|| Float32Array::new(absmax2.clone())),
+      },
+      Moments::Full { state1, state2 } => EightBitEntry {
+        index,
+        step: state.step as f64,
+        state1: Either::B(Float32Array::new(state1.clone())),
+        state2: second.then(|| Either::B(Float32Array::new(state2.clone()))),
+        absmax1: None,
+        absmax2: None,
+      },
+    })
+  }
+
+  /// Replaces every parameter's state: those in `entries` get theirs (parameter `i` having
+  /// `lengths[i]` elements), the others start afresh. Nothing changes unless all are valid.
+  #[napi(catch_unwind)]
+  pub fn import_states(&mut self, env: Env, lengths: Vec<u32>, entries: Vec<EightBitEntry>) -> Result<()> {
+    let result = (|| {
+      let count = self.states.len();
+      if lengths.len() != count {
+        return Err(Fail::value(format!("importStates: expected {count} lengths, got {}", lengths.len())));
+      }
+      let mut states: Vec<Option<State>> = (0..count).map(|_| None).collect();
+      for entry in &entries {
+        let i = entry.index as usize;
+        let at = format!("state[{i}]");
+        if i >= count {
+          return Err(Fail::range(format!("{at}: the optimizer has {count} parameters")));
+        }
+        if states[i].is_some() {
+          return Err(Fail::value(format!("{at} is given twice")));
+        }
+        if !(entry.step.is_finite() && entry.step >= 0.0 && entry.step.fract() == 0.0 && entry.step <= MAX_STEP as f64)
+        {
+          return Err(Fail::range(format!(
+            "invalid {at}.step: {} (expected a whole number from 0 to 2^53 - 1)",
+            entry.step
+          )));
+        }
+        let moments = entry_moments(entry).ok_or_else(|| {
+          Fail::type_error(format!("{at}: codes and absmax, or Float32Arrays, one kind for every moment"))
+        })?;
+        if !moments.fits(lengths[i] as usize, self.moments()) {
+          return Err(Fail::range(format!("{at}: state sizes do not fit a parameter of {} elements", lengths[i])));
+        }
+        states[i] = Some(State { step: entry.step as u64, moments });
+      }
+      self.states = states;
+      Ok(())
+    })();
+    result.map_err(|fail: Fail| fail.throw(&env))
+  }
+
+  /// Bytes of state of parameter `index` (0 before its first step).
+  #[napi]
+  pub fn state_bytes(&self, index: u32) -> f64 {
+    self.states.get(index as usize).and_then(Option::as_ref).map_or(0.0, |s| s.moments.bytes() as f64)
+  }
+}
+
+/// The moments an entry holds, or `None` if it mixes kinds.
+fn entry_moments(entry: &EightBitEntry) -> Option<Moments> {
+  match (&entry.state1, &entry.state2, &entry.absmax1, &entry.absmax2) {
+    (Either::A(s1), s2, Some(a1), a2) => {
+      let (state2, absmax2) = match (s2, a2) {
+        (None, None) => (Vec::new(), Vec::new()),
+        (Some(Either::A(s2)), Some(a2)) => (s2.to_vec(), a2.to_vec()),
+        _ => return None,
+      };
+      Some(Moments::Quantized { state1: s1.to_vec(), absmax1: a1.to_vec(), state2, absmax2 })
+    }
+    (Either::B(s1), s2, None, None) => {
+      let state2 = match s2 {
+        None => Vec::new(),
+        Some(Either::B(s2)) => s2.to_vec(),
+        Some(Either::A(_)) => return None,
+      };
+      Some(Moments::Full { state1: s1.to_vec(), state2 })
+    }
+    _ => None,
+  }
+}
+
+/// A Float32Array, attached; named `what` in errors.
+fn float32(raw: RawEnv, value: &Unknown, what: &str) -> std::result::Result<TypedView, Fail> {
+  let view = raw.float_array(value.raw())?.ok_or_else(|| {
+    Fail::type_error(format!("{what} must be a Float32Array, got {}", raw.describe(value.raw()).unwrap_or_default()))
+  })?;
+  if view.dtype != Dtype::Float32 {
+    return Err(Fail::type_error(format!(
+      "{what} is a {}: 8-bit optimizers take Float32Array parameters only",
+      view.type_name()
+    )));
+  }
+  if view.detached {
+    return Err(Fail::state(format!("{what} is detached (its ArrayBuffer was transferred)")));
+  }
+  Ok(view)
+}
+
+/// Steps every parameter with a gradient, in one parallel run.
+fn step_all<O: EightBit>(states: &mut [Option<State>], views: &[Option<(TypedView, TypedView)>], hyper: &[f64]) {
+  let mut jobs = Vec::with_capacity(states.len());
+  for (i, (state, view)) in states.iter_mut().zip(views).enumerate() {
+    let (Some(state), Some((param, grad))) = (state, view) else { continue };
+    let h = &hyper[HYPER * i..HYPER * (i + 1)];
+    let options = Hyper { lr: h[0], beta1: h[1], beta2: h[2], eps: h[3], weight_decay: h[4] };
+    // SAFETY: both views were read in this call, are attached Float32Arrays of one length
+    // (checked), and the parameters overlap nothing (checked); no JavaScript runs before the step ends.
+    let (param, grad) = unsafe { (param.slice_mut::<f32>(), grad.slice::<f32>()) };
+    let job = Job::new::<O>(O::coeffs(&options, state.step), param, grad, &mut state.moments);
+    jobs.push(job.expect("lengths checked"));
+  }
+  eightbit::run::<O>(&mut jobs);
+}
