@@ -81,9 +81,7 @@ function bitsandbytes(threads: number): { rows: Row[]; note: string } {
     const version = execFileSync(
       'python3',
       ['-c', 'import bitsandbytes as b, torch; print(b.__version__, torch.__version__)'],
-      {
-        encoding: 'utf8',
-      },
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
     ).trim()
     const [bnb, torch] = version.split(' ')
     return { rows, note: `bitsandbytes ${bnb} (CPU), PyTorch ${torch}` }
@@ -98,7 +96,7 @@ async function main() {
   for (const n of SIZES) {
     const p = values(n, 1)
     const g = values(n, 2)
-    const fresh = () => [{ data: p.slice(), grad: g }] as Parameter[]
+    const fresh = (): Parameter<Float32Array>[] => [{ data: p.slice(), grad: g }]
     const contenders: Array<[string, Stepper]> = [
       ['Adam (fp32)', new Adam(fresh())],
       ['Adam8bit', new Adam8bit(fresh())],

@@ -22,6 +22,8 @@ export interface Recipe {
   readonly className: string
   /** PyTorch's option names in camelCase; `lr` is always given. */
   readonly options: Readonly<{ lr: number } & Record<string, unknown>>
+  /** Whether it takes Float32Array parameters only (the adaptivity problems are Float64Array). */
+  readonly float32Only?: boolean
 }
 
 /**
@@ -78,7 +80,7 @@ export const RECIPES: readonly Recipe[] = fastoptim.algorithms().flatMap(({ name
  * over its 4096-element threshold) keep 8-bit state.
  */
 const OUTSIDE_REGISTRY: readonly Recipe[] = [
-  { id: 'adam8bit', label: 'Adam8bit', className: 'Adam8bit', options: { lr: 1e-3 } },
+  { id: 'adam8bit', label: 'Adam8bit', className: 'Adam8bit', options: { lr: 1e-3 }, float32Only: true },
 ]
 
 /** Every recipe, the registry's first. */
