@@ -1,6 +1,8 @@
 // The registry: the one list of optimizers, declared in the Rust core, that the facade's classes,
 // the README's table and the shared suites are made from.
+import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 
 import test from 'ava'
 
@@ -47,4 +49,25 @@ test('every option has a line of documentation and every buffer a known layout',
       t.true(['param', 'unfactored', 'rows', 'cols'].includes(buffer.layout), buffer.name)
     t.true(info.summary.length > 10, info.name)
   }
+})
+
+test('options are read the same where code generation is refused (the compiled reader falls back to the generic one)', (t) => {
+  // The facade as published (dist/, built by `npm run build`), in a process that refuses `new Function`.
+  const script = `
+    const { Adam, SGD } = require(${JSON.stringify(join(__dirname, '..', 'dist'))})
+    const run = (Class, options) => {
+      const p = { data: Float32Array.from([1, -2, 3]), grad: Float32Array.from([0.5, 0.25, -1]) }
+      const opt = new Class([p], options)
+      opt.step(); opt.paramGroups[0].lr = 0.05; opt.step()
+      let refused = ''
+      try { opt.paramGroups[0].lr = 'x'; opt.step() } catch (e) { refused = e.code + ': ' + e.message }
+      return { data: Array.from(p.data), refused }
+    }
+    console.log(JSON.stringify([run(Adam, { lr: 0.1, betas: [0.8, 0.99] }), run(SGD, { lr: 0.1, momentum: 0.9, nesterov: true })]))
+  `
+  const run = (flags: string[]) =>
+    JSON.parse(execFileSync(process.execPath, [...flags, '-e', script], { encoding: 'utf8' })) as unknown
+  const refusing = run(['--disallow-code-generation-from-strings'])
+  t.deepEqual(refusing, run([]))
+  t.regex(JSON.stringify(refusing), /ERR_INVALID_ARG_TYPE: paramGroups\[0\]\.lr must be a number, got/)
 })

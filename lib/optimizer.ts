@@ -253,8 +253,14 @@ function compilePacker(slots: readonly Slot[]): Schema<object>['packValid'] {
     }
   })
   lines.push('return true')
-  const make = new Function('choices', `return function packValid(group, out, offset) {\n${lines.join('\n')}\n}`)
-  return make(slots.map((slot) => slot.choices)) as Schema<object>['packValid']
+  try {
+    const make = new Function('choices', `return function packValid(group, out, offset) {\n${lines.join('\n')}\n}`)
+    return make(slots.map((slot) => slot.choices)) as Schema<object>['packValid']
+  } catch {
+    // Code generation refused (`node --disallow-code-generation-from-strings`, a CSP): every
+    // group takes `pack`, which reads the same options, only more slowly.
+    return () => false
+  }
 }
 
 /** How many elements a state buffer of `layout` has for a parameter of `length` elements and `shape`. */
