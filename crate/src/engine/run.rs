@@ -584,11 +584,11 @@ impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
   }
 }
 
-/// Whether a step's kernels are better off prefetching ([`simd::streaming`]): on a processor whose
-/// hardware prefetchers fall short of streaming such a loop ([`simd::prefetch_helps`]), when its
-/// arrays take more than half the last-level cache (which other processes share), so that they do
-/// not stay in cache between steps: steps that fit run slower with prefetching, steps that do not
-/// run faster there (BENCHMARKS.md, "Design choices").
+/// Whether a step's kernels are better off prefetching ([`simd::streaming`]): on a processor where
+/// it was measured to help ([`simd::prefetch_helps`]), when its arrays take more than half the
+/// last-level cache (which other processes share), so that they do not stay in cache between
+/// steps: steps that fit run slower with prefetching, steps that do not run faster there
+/// (BENCHMARKS.md, "Design choices").
 fn streams_from_memory<T, C>(jobs: &[Job<'_, T, C>]) -> bool {
   let arrays = |job: &Job<'_, T, C>| 2 + job.buffers.iter().filter(|b| !b.is_empty()).count();
   streams(jobs.iter().map(|job| job.param.len() * arrays(job)).sum::<usize>() * std::mem::size_of::<T>())

@@ -71,9 +71,9 @@ macro_rules! multiversion {
 pub(crate) use multiversion;
 
 /// Whether prefetching ahead ([`streaming`]) speeds up kernels that stream from memory on this
-/// processor. It did on AMD's (Adam over 64M elements 7-15% faster), and slowed Intel's by 8-22%
-/// at 4M and 64M elements whatever the distance or block size tried, their hardware prefetchers
-/// keeping up by themselves (BENCHMARKS.md, "Design choices"); untried elsewhere, so off.
+/// processor. It did on AMD's. On Intel's Xeon it was slower in some sessions and faster in others
+/// as the host's memory traffic changed, so it is off there until a measurement settles it
+/// (BENCHMARKS.md, "Design choices"); untried elsewhere, so off.
 pub fn prefetch_helps() -> bool {
   static HELPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
   *HELPS.get_or_init(|| {
