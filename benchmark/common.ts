@@ -145,3 +145,26 @@ export function machine(): Record<string, string | number> {
     node: process.version,
   }
 }
+
+/** Seconds, from the monotonic clock. */
+export const now = () => Number(process.hrtime.bigint()) / 1e9
+
+/** Steps per timed batch at `n` parameters: about 4M parameters' worth (40K in quick mode). */
+export const batchSteps = (n: number) =>
+  Math.max(1, Math.min(10_000, Math.floor((QUICK ? 40_000 : 4_000_000) / Math.max(n, 1))))
+
+/**
+ * µs per step back to back, by the references' protocol (benchmark/references.ts): up to 50
+ * steps of warm-up, then the best batch of `batch` steps over at least 3 batches and `seconds`.
+ */
+export function backToBack(step: () => unknown, batch: number, seconds: number): number {
+  for (let k = 0; k < Math.min(batch, 50); k++) step()
+  let best = Infinity
+  const started = now()
+  for (let batches = 0; batches < 3 || now() - started < seconds; batches++) {
+    const t = now()
+    for (let k = 0; k < batch; k++) step()
+    best = Math.min(best, (now() - t) / batch)
+  }
+  return best * 1e6
+}

@@ -15,7 +15,7 @@ import { join } from 'node:path'
 
 import { Adam, Adam8bit, AdamW8bit, Lion8bit, setNumThreads, type Parameter } from '../lib'
 import { native } from '../lib/native'
-import { ALL_THREADS, label, QUICK, save, SECONDS, SIZES, values } from './common'
+import { ALL_THREADS, backToBack, batchSteps, label, QUICK, save, SECONDS, SIZES, values } from './common'
 
 const internal = native as unknown as {
   __memoryTraffic(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array): void
@@ -35,22 +35,6 @@ interface Row {
 }
 
 type Stepper = { step(): unknown; stateDict?(): { state: Record<string, Record<string, unknown>> } }
-
-const now = () => Number(process.hrtime.bigint()) / 1e9
-
-/** µs per step: the best of batches of about 4M parameters' worth of steps, for `seconds`. */
-function time(step: () => unknown, n: number, seconds: number): number {
-  const batch = Math.max(1, Math.min(10_000, Math.floor((QUICK ? 40_000 : 4_000_000) / n)))
-  for (let k = 0; k < Math.min(batch, 20); k++) step()
-  let best = Infinity
-  const started = now()
-  for (let batches = 0; batches < 3 || now() - started < seconds; batches++) {
-    const t = now()
-    for (let k = 0; k < batch; k++) step()
-    best = Math.min(best, (now() - t) / batch)
-  }
-  return best * 1e6
-}
 
 /** Bytes of state per parameter in `opt`'s stateDict (typed arrays and numbers). */
 function stateBytes(opt: Stepper, n: number): number {
@@ -115,7 +99,7 @@ async function main() {
       const best: Record<string, number> = {}
       for (let round = 0; round < ROUNDS; round++) {
         for (const [name, opt] of [...contenders, ['memory traffic (28 B/param)', traffic] as [string, Stepper]]) {
-          const us = time(() => opt.step(), n, SECONDS / 4)
+          const us = backToBack(() => opt.step(), batchSteps(n), SECONDS / 4)
           best[name] = Math.min(best[name] ?? Infinity, us)
         }
       }

@@ -27,7 +27,20 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 
 import { Adam, setNumThreads, type Optimizer } from '../lib'
-import { ALL_THREADS, label, QUICK, type Reference, registry, save, SECONDS, SIZES, values } from './common'
+import {
+  ALL_THREADS,
+  backToBack,
+  batchSteps,
+  label,
+  now,
+  QUICK,
+  type Reference,
+  registry,
+  save,
+  SECONDS,
+  SIZES,
+  values,
+} from './common'
 
 const THREADS = [...new Set([1, ALL_THREADS])]
 const ROUNDS = QUICK ? 1 : 3
@@ -111,25 +124,6 @@ async function startTorch(): Promise<{ server?: Server; note: string }> {
   } catch (error) {
     return { note: `PyTorch skipped: python3 with torch did not start (${String(error).split('\n')[0]})` }
   }
-}
-
-const now = () => Number(process.hrtime.bigint()) / 1e9
-
-/** Steps per timed batch at `n` parameters: about 4M parameters' worth (40K in quick mode). */
-const batchSteps = (n: number) =>
-  Math.max(1, Math.min(10_000, Math.floor((QUICK ? 40_000 : 4_000_000) / Math.max(n, 1))))
-
-/** µs per step back to back, by the protocol of the references (see the file's comment). */
-function backToBack(step: () => unknown, batch: number, seconds: number): number {
-  for (let k = 0; k < Math.min(batch, 50); k++) step()
-  let best = Infinity
-  const started = now()
-  for (let batches = 0; batches < 3 || now() - started < seconds; batches++) {
-    const t = now()
-    for (let k = 0; k < batch; k++) step()
-    best = Math.min(best, (now() - t) / batch)
-  }
-  return best * 1e6
 }
 
 const evict = new Uint8Array(EVICT_BYTES)

@@ -19,7 +19,15 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { describe, invalidType, invalidValue, outOfRange } from './errors'
 import { native } from './native'
 import type { FloatArray, ParamState, StateDict } from './optimizer'
-import { checkUsable, isPlainObject, lengthOf, snapshotArray, snapshotObject, typedArrayTag } from './snapshot'
+import {
+  checkUsable,
+  isPlainObject,
+  lengthOf,
+  snapshotArray,
+  snapshotObject,
+  typedArrayTag,
+  snapshotStateDict,
+} from './snapshot'
 
 /** PyTorch's name of a state key or option (`expAvg` → `exp_avg`), and back. */
 export const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
@@ -84,9 +92,7 @@ function shapeOf(given: unknown, length: number, where: string): number[] {
  * throws a coded error and nothing is written.
  */
 export function encodeSafetensors(stateDict: CheckpointDict): Uint8Array {
-  const dict = snapshotObject(stateDict, 'stateDict')
-  const groups = snapshotArray(dict.paramGroups)
-  if (!groups) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(dict.paramGroups)}`)
+  const { dict, paramGroups: groups } = snapshotStateDict(stateDict)
   const paramGroups = groups.map((group, g) => {
     const where = `stateDict.paramGroups[${g}]`
     const entries = Object.entries(snapshotObject(group, where))

@@ -8,7 +8,15 @@
 import { describe, invalidState, invalidType, invalidValue, outOfRange } from './errors'
 import { native } from './native'
 import type { Parameter } from './optimizer'
-import { checkUsable, lengthOf, snapshotArray, snapshotObject, snapshotValue, typedArrayTag } from './snapshot'
+import {
+  checkUsable,
+  lengthOf,
+  snapshotArray,
+  snapshotObject,
+  snapshotValue,
+  typedArrayTag,
+  snapshotStateDict,
+} from './snapshot'
 
 /** Options of `Adam8bit` and `AdamW8bit`: bitsandbytes' arguments in camelCase. */
 export interface Adam8bitOptions {
@@ -100,6 +108,11 @@ export type EightBitState = {
 }
 
 /** The options a group holds (live); the others are the optimizer's, as bitsandbytes' `args`. */
+/** What an 8-bit optimizer takes: Float32Array parameters, or groups of them with their own options. */
+export type EightBitParams =
+  | readonly Parameter<Float32Array>[]
+  | ReadonlyArray<{ params: readonly Parameter<Float32Array>[] } & Partial<EightBitGroupOptions>>
+
 export type EightBitGroupOptions = { lr: number; betas: [number, number]; eps: number; weightDecay: number }
 
 /** A param group of an 8-bit optimizer. */
@@ -396,13 +409,7 @@ export abstract class EightBitOptimizer<Options extends object> {
   }
 
   #load(stateDict: unknown): void {
-    const dict = snapshotObject(stateDict, 'stateDict')
-    const groups = snapshotArray(dict.paramGroups)
-    if (!groups) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(dict.paramGroups)}`)
-    if (groups.length !== this.paramGroups.length)
-      throw invalidValue(
-        `stateDict.paramGroups has ${groups.length} groups, but the optimizer has ${this.paramGroups.length}`,
-      )
+    const { dict, paramGroups: groups } = snapshotStateDict(stateDict, this.paramGroups.length)
     const indexOf = new Map<number, number>()
     let first = 0
     const groupOptions = groups.map((group, g) => {
@@ -540,12 +547,7 @@ const ADAM_FIXED = {
  * (Dettmers et al., 2022), its numbers on the CPU.
  */
 export class Adam8bit extends EightBitOptimizer<Adam8bitOptions> {
-  constructor(
-    params:
-      | readonly Parameter<Float32Array>[]
-      | ReadonlyArray<{ params: readonly Parameter<Float32Array>[] } & Partial<EightBitGroupOptions>>,
-    options: Adam8bitOptions = {},
-  ) {
+  constructor(params: EightBitParams, options: Adam8bitOptions = {}) {
     super(
       {
         name: 'Adam8bit',
@@ -561,12 +563,7 @@ export class Adam8bit extends EightBitOptimizer<Adam8bitOptions> {
 
 /** bitsandbytes' `AdamW8bit`: `Adam8bit` with a default weight decay of 0.01. */
 export class AdamW8bit extends EightBitOptimizer<Adam8bitOptions> {
-  constructor(
-    params:
-      | readonly Parameter<Float32Array>[]
-      | ReadonlyArray<{ params: readonly Parameter<Float32Array>[] } & Partial<EightBitGroupOptions>>,
-    options: Adam8bitOptions = {},
-  ) {
+  constructor(params: EightBitParams, options: Adam8bitOptions = {}) {
     super(
       {
         name: 'AdamW8bit',
@@ -582,12 +579,7 @@ export class AdamW8bit extends EightBitOptimizer<Adam8bitOptions> {
 
 /** bitsandbytes' `Lion8bit`: Lion (Chen et al., 2023) with a block-wise 8-bit momentum. */
 export class Lion8bit extends EightBitOptimizer<Lion8bitOptions> {
-  constructor(
-    params:
-      | readonly Parameter<Float32Array>[]
-      | ReadonlyArray<{ params: readonly Parameter<Float32Array>[] } & Partial<EightBitGroupOptions>>,
-    options: Lion8bitOptions = {},
-  ) {
+  constructor(params: EightBitParams, options: Lion8bitOptions = {}) {
     super(
       {
         name: 'Lion8bit',

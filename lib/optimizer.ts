@@ -6,6 +6,7 @@ import {
   lengthOf,
   snapshotArray,
   snapshotObject,
+  snapshotStateDict,
   snapshotValue,
   typedArrayTag,
   type FloatArray,
@@ -728,14 +729,7 @@ export abstract class Optimizer<
 
   #loadStateDict(stateDict: unknown): void {
     // Read once, whole, into a snapshot; checked; then only the snapshot is used.
-    const dict = snapshotObject(stateDict, 'stateDict')
-    const paramGroups = snapshotArray(dict.paramGroups)
-    if (!paramGroups) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(dict.paramGroups)}`)
-    if (paramGroups.length !== this.paramGroups.length) {
-      throw invalidValue(
-        `stateDict.paramGroups has ${paramGroups.length} groups, but the optimizer has ${this.paramGroups.length}`,
-      )
-    }
+    const { dict, paramGroups } = snapshotStateDict(stateDict, this.paramGroups.length)
     const width = this.#schema.slots.length
     const packed = new Float64Array(paramGroups.length * width)
     const indexOf = new Map<number, number>()

@@ -2,7 +2,7 @@
 // snapshot (own enumerable properties, each read once; arrays element by element, holes read as
 // undefined), checks the snapshot, and uses only the snapshot: a getter or a Proxy that answers
 // differently on a second read is never read a second time.
-import { describe, invalidState, invalidType } from './errors'
+import { describe, invalidState, invalidType, invalidValue } from './errors'
 
 const TypedArrayPrototype = Object.getPrototypeOf(Float32Array.prototype) as object
 const intrinsic = (name: PropertyKey) => Object.getOwnPropertyDescriptor(TypedArrayPrototype, name)!
@@ -90,6 +90,22 @@ export function snapshotArray(value: unknown): unknown[] | undefined {
   const copy = new Array<unknown>(length)
   for (let i = 0; i < length; i++) copy[i] = value[i]
   return copy
+}
+
+/**
+ * A state dict read once into a snapshot, with its `paramGroups` (each read once); refused unless
+ * they are an array, of `groups` groups when that is given.
+ */
+export function snapshotStateDict(
+  value: unknown,
+  groups?: number,
+): { dict: Record<string, unknown>; paramGroups: unknown[] } {
+  const dict = snapshotObject(value, 'stateDict')
+  const paramGroups = snapshotArray(dict.paramGroups)
+  if (!paramGroups) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(dict.paramGroups)}`)
+  if (groups !== undefined && paramGroups.length !== groups)
+    throw invalidValue(`stateDict.paramGroups has ${paramGroups.length} groups, but the optimizer has ${groups}`)
+  return { dict, paramGroups }
 }
 
 /** An option's value as a snapshot: an array copied element by element, anything else as it is. */

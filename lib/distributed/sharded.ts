@@ -17,7 +17,7 @@ import type {
   StateDict,
   StepOptions,
 } from '../optimizer'
-import { isFloatArray, lengthOf, snapshotArray, snapshotObject } from '../snapshot'
+import { isFloatArray, lengthOf, snapshotArray, snapshotObject, snapshotStateDict } from '../snapshot'
 import { blockOf, type Communicator } from './communicator'
 
 /**
@@ -371,13 +371,7 @@ export class ShardedOptimizer<Options extends object> {
    */
   loadStateDict(stateDict: StateDict<Options>): void {
     this[loadPieces](() => {
-      const dict = snapshotObject(stateDict, 'stateDict')
-      const groups = snapshotArray(dict.paramGroups)
-      if (!groups) throw invalidType(`stateDict.paramGroups must be an array, got ${describe(dict.paramGroups)}`)
-      if (groups.length !== this.paramGroups.length)
-        throw invalidValue(
-          `stateDict.paramGroups has ${groups.length} groups, but the optimizer has ${this.paramGroups.length}`,
-        )
+      const { dict, paramGroups: groups } = snapshotStateDict(stateDict, this.paramGroups.length)
       // Parameter ids (PyTorch's may be any distinct numbers) to positions, group by group.
       const positions = new Map<string, number>()
       let first = 0
