@@ -60,6 +60,7 @@ export {
   type Adam8bitOptions,
   type EightBitGroup,
   type EightBitGroupOptions,
+  type EightBitParams,
   type EightBitSpec,
   type EightBitState,
   type EightBitStateDict,
