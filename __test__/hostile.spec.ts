@@ -5,6 +5,8 @@
 // with a Node-style `code` and leave everything as it was: parameters, grads, the optimizer's
 // state and options (a deep snapshot before and after).
 import { join } from 'node:path'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 
 import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
@@ -21,6 +23,8 @@ import {
   type Parameter,
 } from '../lib'
 import { damaged } from './helpers/damage'
+
+setFlagsFromString('--expose-gc')
 
 type AnyOptimizer = Optimizer<object>
 
@@ -578,8 +582,9 @@ interface NativeStep {
 const binding = require(join(__dirname, '..', 'native', 'index.js')) as {
   NativeOptimizer: new (algorithm: string) => NativeStep
   algorithms(): Array<{ name: string; options: Array<{ default: number }> }>
-  stepAgain(optimizer: NativeStep, packed: Float64Array, skipNonFinite: boolean): number | null
+  stepAgainOf(optimizer: NativeStep): (packed: Float64Array, skipNonFinite: boolean) => number | null
 }
+const stepAgain = (opt: NativeStep, packed: Float64Array, skip: boolean) => binding.stepAgainOf(opt)(packed, skip)
 
 test('stepAgain reached by file path checks the arrays of the last step natively: refused and nothing written', (t) => {
   const packed = Float64Array.from(binding.algorithms().find((a) => a.name === 'Adam')!.options, (o) => o.default)
@@ -601,9 +606,9 @@ test('stepAgain reached by file path checks the arrays of the last step natively
     const opt = new binding.NativeOptimizer('Adam')
     const seen: unknown[] = []
     opt.step([p, q], Uint32Array.of(0, 0), packed, seen, false)
-    t.is(binding.stepAgain(opt, packed, false), null, 'one step is not yet worth repeating')
+    t.is(stepAgain(opt, packed, false), null, 'one step is not yet worth repeating')
     opt.step([p, q], Uint32Array.of(0, 0), packed, seen, false)
-    t.is(binding.stepAgain(opt, packed, false), 0, 'an untouched step steps again (StepReport.Finite)')
+    t.is(stepAgain(opt, packed, false), 0, 'an untouched step steps again (StepReport.Finite)')
     return { opt, p, q, buffer }
   }
   const cases: Array<[string, (w: ReturnType<typeof make>) => ArrayBufferLike | undefined, RegExp, boolean?]> = [
@@ -619,7 +624,7 @@ test('stepAgain reached by file path checks the arrays of the last step natively
     const moved = act(w)
     // What the transferred memory holds now, read through its new owner.
     const movedBefore = moved && Array.from(new Float32Array(moved))
-    t.throws(() => binding.stepAgain(w.opt, packed, false), { code: 'ERR_INVALID_STATE', message: names }, what)
+    t.throws(() => stepAgain(w.opt, packed, false), { code: 'ERR_INVALID_STATE', message: names }, what)
     t.is(states(w.opt), before, `${what}: the state is unchanged`)
     if (moved)
       t.deepEqual(Array.from(new Float32Array(moved)), movedBefore, `${what}: nothing written to the moved memory`)
@@ -632,12 +637,46 @@ test('stepAgain reached by file path checks the arrays of the last step natively
   // Shrunk and grown back: the same memory again (V8 keeps a resizable buffer in place), so it steps.
   const w = make()
   w.buffer.resize(8)
-  t.throws(() => binding.stepAgain(w.opt, packed, false), { code: 'ERR_INVALID_STATE' })
+  t.throws(() => stepAgain(w.opt, packed, false), { code: 'ERR_INVALID_STATE' })
   w.buffer.resize(16)
   const before = Array.from(w.q.data)
-  t.is(binding.stepAgain(w.opt, packed, false), 0)
+  t.is(stepAgain(w.opt, packed, false), 0)
   t.notDeepEqual(Array.from(w.q.data), before)
   t.is(w.opt.exportState(1)!.step, 4)
+})
+
+test('a bound stepAgain that outlives its optimizer refuses instead of touching freed memory', async (t) => {
+  const packed = Float64Array.from(binding.algorithms().find((a) => a.name === 'Adam')!.options, (o) => o.default)
+  const p = { data: Float32Array.of(1, 2), grad: Float32Array.of(0.5, -0.5) }
+  const bind = () => {
+    const opt = new binding.NativeOptimizer('Adam')
+    const seen: unknown[] = []
+    opt.step([p], Uint32Array.of(0), packed, seen, false)
+    opt.step([p], Uint32Array.of(0), packed, seen, false)
+    const again = binding.stepAgainOf(opt)
+    t.is(again(packed, false), 0, 'steps while its optimizer lives')
+    return again
+  }
+  const again = bind()
+  const gc = runInNewContext('gc') as () => void
+  let refused: unknown
+  let before: number[] = []
+  for (let round = 0; round < 50 && refused === undefined; round++) {
+    gc()
+    await new Promise((resolve) => setImmediate(resolve))
+    before = Array.from(p.data)
+    try {
+      again(packed, false)
+    } catch (error) {
+      refused = error
+    }
+  }
+  t.like(refused, { code: 'ERR_INVALID_STATE', message: 'stepAgain: its optimizer was collected' })
+  t.deepEqual(Array.from(p.data), before, 'the refused call wrote nothing')
+  t.throws(() => binding.stepAgainOf({} as NativeStep), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: 'stepAgainOf: optimizer must be a NativeOptimizer',
+  })
 })
 
 test('a resizable buffer shrunk below its parameter before the first step is refused, and steps once grown back', async (t) => {

@@ -4,12 +4,10 @@ import type { FloatArray, GradKind, Parameter } from './optimizer'
 
 type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
 
+type StepAgain = (packed: Float64Array, skipNonFinite: boolean) => number | null
+
 /** Registered by hand in src/lib.rs (so that a step allocates nothing), hence not in the generated typings. */
-const stepAgain = (
-  native as unknown as {
-    stepAgain(optimizer: NativeOptimizer, packed: Float64Array, skipNonFinite: boolean): number | null
-  }
-).stepAgain
+const stepAgainOf = (native as unknown as { stepAgainOf(optimizer: NativeOptimizer): StepAgain }).stepAgainOf
 
 /**
  * `TypedArray.prototype.length`'s own getter, taken before any user code runs: it reads the
@@ -24,7 +22,7 @@ const lengthOf: (array: FloatArray) => number = Function.prototype.call.bind(
  * for a model of hundreds of small tensors is more than updating them. So after a step has read
  * them, this remembers which arrays it read and their lengths, and a later step whose
  * parameters hold the very same arrays, with the same lengths, asks the native side to step them
- * again without reading them (`stepAgain`). Same object and same nonzero length mean still
+ * again without reading them (`stepAgain`, bound to the optimizer once). Same object and same nonzero length mean still
  * attached (a detached array's length is 0) and so still the same memory; anything else (a new
  * array, a detached or resized one, a getter that returns something else) takes the full native
  * read, with its checks and errors. The remembered arrays are held here, so they stay alive.
@@ -38,6 +36,9 @@ export class StepArrays {
   readonly #seen: Array<FloatArray | null | undefined> = []
   readonly #now: Array<GradKind | null | undefined> = []
   #lengths = new Float64Array(0)
+  /** `stepAgain` bound to the optimizer it was made for. */
+  #again: StepAgain | undefined
+  #againOf: NativeOptimizer | undefined
 
   /** Steps, and returns the native report (`StepReport`). */
   step(
@@ -48,7 +49,11 @@ export class StepArrays {
     skipNonFinite: boolean,
   ): number {
     if (params === this.#params && this.#unchanged(params)) {
-      const report = stepAgain(opt, packed, skipNonFinite)
+      if (this.#againOf !== opt) {
+        this.#again = stepAgainOf(opt)
+        this.#againOf = opt
+      }
+      const report = this.#again!(packed, skipNonFinite)
       if (report !== null) return report
     }
     this.#params = undefined

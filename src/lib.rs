@@ -32,6 +32,8 @@ use napi_derive::napi;
 
 use js::{camel_case, Fail, RawEnv};
 use params::{ParamView, Reader};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Arc;
 
 /// Defines [`Algorithm`], one variant per optimizer of the core's registry, and `with_optimizer!`,
 /// which runs an expression with a type alias bound to the core type of an [`Algorithm`].
@@ -203,10 +205,16 @@ pub struct NativeOptimizer {
   scratch: Option<Box<dyn std::any::Any>>,
   /// Whether the last `stepAsync` to finish read a non-finite gradient element.
   pub(crate) last_non_finite: bool,
+  /// Where the `stepAgain` functions bound to this optimizer ([`step_again_of`]) find it; null
+  /// once it is finalized. Made by the first binding.
+  bound: Option<Arc<AtomicPtr<NativeOptimizer>>>,
 }
 
 impl ObjectFinalize for NativeOptimizer {
   fn finalize(mut self, env: Env) -> Result<()> {
+    if let Some(bound) = &self.bound {
+      bound.store(std::ptr::null_mut(), Ordering::Release);
+    }
     self.reader.forget(RawEnv(env.raw()));
     Ok(())
   }
@@ -237,6 +245,7 @@ impl NativeOptimizer {
       shapes: Vec::new(),
       scratch: None,
       last_non_finite: false,
+      bound: None,
     })
   }
 
@@ -287,33 +296,92 @@ impl NativeOptimizer {
   }
 }
 
-/// `stepAgain(optimizer, packed, skipNonFinite)`: steps again over the arrays the last `step` of
-/// `optimizer` read, without reading the parameters, and reports as `step` does. Whether the
-/// parameters still hold those arrays is the caller's business (the facade checks it in
-/// JavaScript, where it costs a nanosecond per array instead of the hundreds of nanoseconds of
-/// Node-API calls a read takes). Whether the arrays can still be written is checked here, and
-/// trusts no caller: the step keeps weak references to the arrays it read, and before writing,
-/// each must still be alive, attached, at the same address and of the same length, or the call is
-/// refused with `ERR_INVALID_STATE` naming the parameter, changing nothing (two Node-API calls per
-/// array; no property is read and no JavaScript runs). Returns `step`'s report, or null, changing
-/// nothing, when there is no such step to repeat (none yet, the last read other memory than the
-/// one before it, or the state was loaded or a `stepAsync` ran since).
+/// `stepAgainOf(optimizer)`: a function `(packed, skipNonFinite) => report | null` that steps
+/// `optimizer` again over the arrays its last `step` read, without reading the parameters, and
+/// reports as `step` does. Whether the parameters still hold those arrays is the caller's business
+/// (the facade checks it in JavaScript, where it costs a nanosecond per array instead of the
+/// hundreds of nanoseconds of Node-API calls a read takes). Whether the arrays can still be
+/// written is checked here, and trusts no caller: the step keeps weak references to the arrays it
+/// read, and before writing, each must still be alive, attached, at the same address and of the
+/// same length, or the call is refused with `ERR_INVALID_STATE` naming the parameter, changing
+/// nothing (two Node-API calls per array; no property is read and no JavaScript runs). The
+/// function returns `step`'s report, or null, changing nothing, when there is no such step to
+/// repeat (none yet, the last read other memory than the one before it, or the state was loaded
+/// or a `stepAsync` ran since).
 ///
-/// Registered by hand rather than with `#[napi]` so that a step allocates nothing: napi-rs's glue
-/// allocates a borrow registry for every call with arguments. It unwraps the optimizer with the
-/// same class check that glue makes.
-unsafe extern "C" fn step_again_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-  let mut argc = 3;
-  let mut argv = [std::ptr::null_mut(); 3];
-  // SAFETY: the callback's own env and info; room for three arguments.
+/// The function is bound to the optimizer once, so that a step neither checks the optimizer
+/// object's class nor unwraps it (two private-property lookups, a tenth of a 1K step): it holds
+/// the optimizer's address in a cell the optimizer clears when it is finalized, after which the
+/// function refuses with `ERR_INVALID_STATE`. Registered by hand rather than with `#[napi]` so
+/// that a step allocates nothing: napi-rs's glue allocates a borrow registry for every call with
+/// arguments.
+unsafe extern "C" fn step_again_of_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  let mut argc = 1;
+  let mut argv = [std::ptr::null_mut(); 1];
+  // SAFETY: the callback's own env and info; room for one argument.
   let status = unsafe {
     sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut())
   };
-  let result = if status != sys::Status::napi_ok || argc < 2 {
-    Err(Fail::type_error("stepAgain(optimizer, packed, skipNonFinite) takes two or three arguments".into()))
+  let result = if status != sys::Status::napi_ok || argc < 1 {
+    Err(Fail::type_error("stepAgainOf(optimizer) takes one argument".into()))
   } else {
-    let skip = argc >= 3 && RawEnv(env).is_true(argv[2]).unwrap_or(false);
-    std::panic::catch_unwind(|| step_again(RawEnv(env), argv[0], argv[1], skip))
+    std::panic::catch_unwind(|| step_again_of(RawEnv(env), argv[0]))
+      .unwrap_or_else(|_| Err(Fail::state("stepAgainOf panicked".into())))
+  };
+  match result {
+    Ok(function) => function,
+    Err(fail) => {
+      let _ = fail.throw(&Env::from_raw(env));
+      std::ptr::null_mut()
+    }
+  }
+}
+
+fn step_again_of(env: RawEnv, object: sys::napi_value) -> std::result::Result<sys::napi_value, Fail> {
+  // SAFETY: a value of this call, which runs no JavaScript.
+  let optimizer = unsafe { unwrap_optimizer(env, object, "stepAgainOf")? };
+  let address: *mut NativeOptimizer = optimizer;
+  let cell = optimizer.bound.get_or_insert_with(|| Arc::new(AtomicPtr::new(address))).clone();
+  let data = Arc::into_raw(cell) as *mut std::ffi::c_void;
+  let mut function = std::ptr::null_mut();
+  // SAFETY: this call's env; the callback has the signature Node-API expects; `data` is an
+  // `Arc` the finalizer below takes back.
+  let made = unsafe {
+    sys::napi_create_function(env.0, c"stepAgain".as_ptr(), 9, Some(step_again_callback), data, &mut function)
+  };
+  // SAFETY: as above; the finalizer runs once, when the function is collected.
+  if made != sys::Status::napi_ok
+    || unsafe {
+      sys::napi_add_finalizer(env.0, function, data, Some(drop_bound), std::ptr::null_mut(), std::ptr::null_mut())
+    } != sys::Status::napi_ok
+  {
+    // SAFETY: the `Arc` made above, not handed to a finalizer.
+    drop(unsafe { Arc::from_raw(data as *const AtomicPtr<NativeOptimizer>) });
+    return Err(Fail::state("stepAgainOf: could not make the function".into()));
+  }
+  Ok(function)
+}
+
+unsafe extern "C" fn drop_bound(_env: sys::napi_env, data: *mut std::ffi::c_void, _hint: *mut std::ffi::c_void) {
+  // SAFETY: `data` is the `Arc` `step_again_of` made for this function, taken back once.
+  drop(unsafe { Arc::from_raw(data as *const AtomicPtr<NativeOptimizer>) });
+}
+
+/// The function [`step_again_of`] makes: `(packed, skipNonFinite)`.
+unsafe extern "C" fn step_again_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  let mut argc = 2;
+  let mut argv = [std::ptr::null_mut(); 2];
+  let mut data = std::ptr::null_mut();
+  // SAFETY: the callback's own env and info; room for two arguments.
+  let status =
+    unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), &mut data) };
+  let result = if status != sys::Status::napi_ok || argc < 1 || data.is_null() {
+    Err(Fail::type_error("stepAgain(packed, skipNonFinite) takes one or two arguments".into()))
+  } else {
+    let skip = argc >= 2 && RawEnv(env).is_true(argv[1]).unwrap_or(false);
+    // SAFETY: the function's data is the `Arc` its finalizer drops, alive while it can be called.
+    let cell = unsafe { &*(data as *const AtomicPtr<NativeOptimizer>) };
+    std::panic::catch_unwind(|| step_again(RawEnv(env), cell.load(Ordering::Acquire), argv[0], skip))
       .unwrap_or_else(|_| Err(Fail::state("stepAgain panicked".into())))
   };
   let mut value = std::ptr::null_mut();
@@ -344,11 +412,13 @@ pub(crate) unsafe fn unwrap_optimizer<'a>(
   what: &str,
 ) -> std::result::Result<&'a mut NativeOptimizer, Fail> {
   // SAFETY: a value of this call's scope.
-  unsafe { validate_type_tag(env.0, object, &<NativeOptimizer as TypeTag>::type_tag(), "NativeOptimizer")? };
+  let wrong_class = || Fail::type_error(format!("{what}: optimizer must be a NativeOptimizer"));
+  unsafe { validate_type_tag(env.0, object, &<NativeOptimizer as TypeTag>::type_tag(), "NativeOptimizer") }
+    .map_err(|_| wrong_class())?;
   let mut wrapped = std::ptr::null_mut();
   // SAFETY: as above; the tag proves the object wraps a `NativeOptimizer`.
   if unsafe { sys::napi_unwrap(env.0, object, &mut wrapped) } != sys::Status::napi_ok {
-    return Err(Fail::type_error(format!("{what}: optimizer must be a NativeOptimizer")));
+    return Err(wrong_class());
   }
   let wrapped = wrapped.cast::<NativeOptimizer>();
   if in_step(wrapped) {
@@ -361,12 +431,20 @@ pub(crate) unsafe fn unwrap_optimizer<'a>(
 
 fn step_again(
   env: RawEnv,
-  object: sys::napi_value,
+  optimizer: *mut NativeOptimizer,
   packed: sys::napi_value,
   skip_non_finite: bool,
 ) -> std::result::Result<Option<StepReport>, Fail> {
-  // SAFETY: a value of this call, which runs no JavaScript.
-  let optimizer = unsafe { unwrap_optimizer(env, object, "stepAgain")? };
+  if optimizer.is_null() {
+    return Err(Fail::state("stepAgain: its optimizer was collected".into()));
+  }
+  if in_step(optimizer) {
+    return Err(Fail::state("stepAgain was called from JavaScript run by a step of the same optimizer".into()));
+  }
+  // SAFETY: the optimizer is alive (its finalizer clears the pointer) and owned by its object,
+  // which does not move it; no other call on it is running (`in_step`), and none can start while
+  // this call runs no JavaScript.
+  let optimizer = unsafe { &mut *optimizer };
   let packed = match env.float_array(packed)? {
     Some(view) if view.dtype == Dtype::Float64 && !view.detached => view,
     _ => return Err(Fail::type_error("stepAgain: packed must be a Float64Array".into())),
@@ -392,15 +470,15 @@ pub fn exports(mut exports: Object, env: Env) -> Result<()> {
   check_status!(unsafe {
     sys::napi_create_function(
       env.raw(),
-      c"stepAgain".as_ptr(),
-      9,
-      Some(step_again_callback),
+      c"stepAgainOf".as_ptr(),
+      11,
+      Some(step_again_of_callback),
       std::ptr::null_mut(),
       &mut function,
     )
   })?;
   // SAFETY: a function just created in this env.
-  exports.set_named_property("stepAgain", unsafe { Unknown::from_raw_unchecked(env.raw(), function) })?;
+  exports.set_named_property("stepAgainOf", unsafe { Unknown::from_raw_unchecked(env.raw(), function) })?;
   Ok(())
 }
 
