@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import test from 'ava'
 
 import * as fastoptim from '../lib'
-import { type FixtureCase, loadCases, maxRelativeError, typed } from './helpers/fixtures'
+import { type FixtureCase, loadCases, maxRelativeError, typed, replay } from './helpers/fixtures'
 
 type ShapedCase = FixtureCase & { shapes: number[][]; stateShapes: Array<Record<string, number[]>> }
 const file = 'adafactor.json'
@@ -53,20 +53,13 @@ for (const c of cases) {
     const groups = c.groups.map((g) => ({ params: g.params.map((i) => params[i]), ...g.options }))
     const opt = new Adafactor!(groups as never)
     let worst = 0
-    c.steps.forEach((step, s) => {
-      params.forEach((p, i) => {
-        const grad = step.grads[i]
-        p.grad = grad === null ? null : typed(c.dtype, grad)
-      })
-      opt.step()
-      params.forEach((p, i) => {
-        const error = maxRelativeError(p.data, step.params[i], rms(step.params[i]))
-        worst = Math.max(worst, error)
-        t.true(
-          error <= tolerance(c.dtype),
-          `step ${s + 1}, param ${i} of shape [${c.shapes[i]}]: relative error ${error}`,
-        )
-      })
+    replay(c, params, opt, (p, want, s, i) => {
+      const error = maxRelativeError(p.data, want, rms(want))
+      worst = Math.max(worst, error)
+      t.true(
+        error <= tolerance(c.dtype),
+        `step ${s + 1}, param ${i} of shape [${c.shapes[i]}]: relative error ${error}`,
+      )
     })
     const dict = opt.stateDict()
     c.finalState.forEach((want, i) => {

@@ -4,7 +4,7 @@ import test from 'ava'
 
 import { Adam, AdamW, type Optimizer, type Parameter } from '../lib'
 import { defaultsTable, README, readmeSection } from '../scripts/defaults-table'
-import { loadCases, makeParams, maxRelativeError, maxUlps, tolerance, typed } from './helpers/fixtures'
+import { loadCases, makeParams, maxRelativeError, maxUlps, tolerance, replay } from './helpers/fixtures'
 
 const cases = loadCases('adam.json')
 const classes = { Adam, AdamW } as const
@@ -22,28 +22,18 @@ for (const c of cases) {
     const opt = build(c, params)
     let worstUlps = 0
     let differing = 0
-    c.steps.forEach((step, s) => {
-      params.forEach((p, i) => {
-        const grad = step.grads[i]
-        p.grad = grad === null ? null : typed(c.dtype, grad)
-      })
-      opt.step()
-      params.forEach((p, i) => {
-        const error = maxRelativeError(p.data, step.params[i])
-        t.true(error <= tolerance(c.dtype), `step ${s + 1}, param ${i}: relative error ${error}`)
-        worstUlps = Math.max(worstUlps, maxUlps(p.data, step.params[i], c.dtype))
-        // PyTorch's vector loop covers all but the last len % 16 elements; there the rounding is
-        // the same operation for operation, so the bits must be too.
-        const vectorPart = p.data.length - (p.data.length % 16)
-        for (let k = 0; k < p.data.length; k++) {
-          if (p.data[k] === step.params[i][k]) continue
-          differing++
-          t.true(
-            k >= vectorPart,
-            `step ${s + 1}, param ${i}, element ${k}: ${p.data[k]} is not PyTorch's ${step.params[i][k]}`,
-          )
-        }
-      })
+    replay(c, params, opt, (p, want, s, i) => {
+      const error = maxRelativeError(p.data, want)
+      t.true(error <= tolerance(c.dtype), `step ${s + 1}, param ${i}: relative error ${error}`)
+      worstUlps = Math.max(worstUlps, maxUlps(p.data, want, c.dtype))
+      // PyTorch's vector loop covers all but the last len % 16 elements; there the rounding is
+      // the same operation for operation, so the bits must be too.
+      const vectorPart = p.data.length - (p.data.length % 16)
+      for (let k = 0; k < p.data.length; k++) {
+        if (p.data[k] === want[k]) continue
+        differing++
+        t.true(k >= vectorPart, `step ${s + 1}, param ${i}, element ${k}: ${p.data[k]} is not PyTorch's ${want[k]}`)
+      }
     })
     c.finalState.forEach((want, i) => {
       const got = opt.getState(params[i])

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import test from 'ava'
 
 import { Adagrad, Adamax, NAdam, RAdam, RMSprop, SGD, type Optimizer, type Parameter } from '../lib'
-import { loadCases, makeParams, maxRelativeError, maxUlps, tolerance, typed } from './helpers/fixtures'
+import { loadCases, makeParams, maxRelativeError, maxUlps, tolerance, replay } from './helpers/fixtures'
 
 const file = 'family.json'
 const cases = loadCases(file)
@@ -55,17 +55,10 @@ for (const c of cases) {
     const params = makeParams(c)
     const opt = build(c, params)
     let worstUlps = 0
-    c.steps.forEach((step, s) => {
-      params.forEach((p, i) => {
-        const grad = step.grads[i]
-        p.grad = grad === null ? null : typed(c.dtype, grad)
-      })
-      opt.step()
-      params.forEach((p, i) => {
-        const error = maxRelativeError(p.data, step.params[i])
-        t.true(error <= tolerance(c.dtype), `step ${s + 1}, param ${i}: relative error ${error}`)
-        worstUlps = Math.max(worstUlps, maxUlps(p.data, step.params[i], c.dtype))
-      })
+    replay(c, params, opt, (p, want, s, i) => {
+      const error = maxRelativeError(p.data, want)
+      t.true(error <= tolerance(c.dtype), `step ${s + 1}, param ${i}: relative error ${error}`)
+      worstUlps = Math.max(worstUlps, maxUlps(p.data, want, c.dtype))
     })
     c.finalState.forEach((want, i) => {
       // Every parameter has had a gradient at some step, so each has state here.

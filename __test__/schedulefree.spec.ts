@@ -19,7 +19,7 @@ import {
   type Parameter,
   type ParamState,
 } from '../lib'
-import { type FixtureCase, loadCases, makeParams, maxRelativeError, maxUlps, typed } from './helpers/fixtures'
+import { type FixtureCase, loadCases, makeParams, maxRelativeError, maxUlps, feedGrads } from './helpers/fixtures'
 
 const file = 'schedulefree.json'
 type Case = Omit<FixtureCase, 'steps'> & {
@@ -38,13 +38,6 @@ const tolerance = (dtype: FixtureCase['dtype']) => (dtype === 'float32' ? 1e-4 :
 function build(c: Case, params: Parameter[]): AnySchedule {
   const groups = c.groups.map((g) => ({ params: g.params.map((i) => params[i]), ...g.options }))
   return new classes[c.optimizer as Name](groups as never)
-}
-
-function feed(c: Case, params: Parameter[], s: number): void {
-  params.forEach((p, i) => {
-    const grad = c.steps[s].grads[i]
-    p.grad = grad === null ? null : typed(c.dtype, grad)
-  })
 }
 
 /** How many elements of `got` have exactly the bits of `want`, in `dtype`. */
@@ -109,7 +102,7 @@ for (const c of cases) {
       })
     }
     c.steps.forEach((step, s) => {
-      feed(c, params, s)
+      feedGrads(c, params, s)
       opt.step()
       compare(step.params, `step ${s + 1}`)
       if (step.eval) {
@@ -259,7 +252,7 @@ for (const Class of [AdamWScheduleFree, SGDScheduleFree]) {
     const c = cases.find((x) => x.optimizer === Class.name && x.groups.length === 2 && x.dtype === 'float32')!
     const run = (from: number, to: number, opt: AnySchedule, params: Parameter[]) => {
       for (let s = from; s < to; s++) {
-        feed(c, params, s)
+        feedGrads(c, params, s)
         opt.step()
       }
     }

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import test from 'ava'
 
 import { Adadelta, ASGD, Rprop, type Optimizer, type Parameter } from '../lib'
-import { loadCases, makeParams, maxRelativeError, maxUlps, typed, type FixtureCase } from './helpers/fixtures'
+import { loadCases, makeParams, maxRelativeError, maxUlps, type FixtureCase, replay } from './helpers/fixtures'
 
 const file = 'torch-more.json'
 const cases = loadCases(file)
@@ -73,20 +73,13 @@ for (const c of cases) {
     let worstError = 0
     let same = 0
     let total = 0
-    c.steps.forEach((step, s) => {
-      params.forEach((p, i) => {
-        const grad = step.grads[i]
-        p.grad = grad === null ? null : typed(c.dtype, grad)
-      })
-      opt.step()
-      params.forEach((p, i) => {
-        const error = maxRelativeError(p.data, step.params[i])
-        t.true(error <= TOLERANCE[c.dtype], `step ${s + 1}, param ${i}: relative error ${error}`)
-        worstError = Math.max(worstError, error)
-        worstUlps = Math.max(worstUlps, maxUlps(p.data, step.params[i], c.dtype))
-        same += identical(p.data, step.params[i])
-        total += p.data.length
-      })
+    replay(c, params, opt, (p, want, s, i) => {
+      const error = maxRelativeError(p.data, want)
+      t.true(error <= TOLERANCE[c.dtype], `step ${s + 1}, param ${i}: relative error ${error}`)
+      worstError = Math.max(worstError, error)
+      worstUlps = Math.max(worstUlps, maxUlps(p.data, want, c.dtype))
+      same += identical(p.data, want)
+      total += p.data.length
     })
     c.finalState.forEach((want, i) => {
       // Every parameter has had a gradient at some step, so each has state here.

@@ -69,3 +69,29 @@ export function maxUlps(got: ArrayLike<number>, want: ArrayLike<number>, dtype: 
   }
   return Number(worst)
 }
+
+/** Sets each parameter's gradient to the fixture's for step `s` (null where PyTorch had none). */
+export function feedGrads(c: Pick<FixtureCase, 'dtype' | 'steps'>, params: Parameter[], s: number): void {
+  params.forEach((p, i) => {
+    const grad = c.steps[s].grads[i]
+    p.grad = grad === null ? null : typed(c.dtype, grad)
+  })
+}
+
+/**
+ * Replays a fixture's steps on `opt`: feeds each step's gradients, steps, then calls `check` with
+ * each parameter, what the reference's parameter held after that step, the step's index and the
+ * parameter's.
+ */
+export function replay(
+  c: Pick<FixtureCase, 'dtype' | 'steps'>,
+  params: Parameter[],
+  opt: { step(): unknown },
+  check: (p: Parameter, want: number[], s: number, i: number) => void,
+): void {
+  c.steps.forEach((step, s) => {
+    feedGrads(c, params, s)
+    opt.step()
+    params.forEach((p, i) => check(p, step.params[i], s, i))
+  })
+}
