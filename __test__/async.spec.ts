@@ -11,6 +11,7 @@ import { runInNewContext } from 'node:vm'
 import test from 'ava'
 
 import { Adam, AdamW, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter, type ParamState } from '../lib'
+import { fillValues } from './helpers/values'
 
 type AnyOptimizer = Optimizer<object>
 
@@ -29,15 +30,7 @@ function values(
   const array = shared
     ? new Type(new SharedArrayBuffer(n * Type.BYTES_PER_ELEMENT) as unknown as ArrayBuffer)
     : new Type(n)
-  let x = (seed * 2654435761) >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    array[i] = i % 7 === 3 ? 0 : (x / 2 ** 32) * 2 - 1
-  }
-  return array
+  return fillValues(array, seed, { zeroAt: (i) => i % 7 === 3 })
 }
 
 function param(

@@ -12,6 +12,7 @@ import * as fastoptim from '../lib'
 import { Adam, type Optimizer, type Parameter } from '../lib'
 import * as tfjs from '../lib/tfjs'
 import { adam, FastoptimOptimizer, optimizer, train } from '../lib/tfjs'
+import { fillValues } from './helpers/values'
 
 type AnyOptimizer = Optimizer<object>
 type Ctor = new (params: Parameter[], options?: object) => AnyOptimizer
@@ -28,16 +29,7 @@ test.afterEach.always(() => {
 
 /** Deterministic values in (−scale, scale). */
 function values(n: number, seed: number, scale = 1): Float32Array {
-  const out = new Float32Array(n)
-  let x = (seed * 2654435761) >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    out[i] = ((x / 2 ** 32) * 2 - 1) * scale
-  }
-  return out
+  return fillValues(new Float32Array(n), seed, { scale })
 }
 
 const read = (variable: tf.Variable | tf.Tensor) => Array.from(variable.dataSync())

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import test from 'ava'
 
 import { Adam, getNumThreads, setNumThreads } from '../lib'
+import { fillValues } from './helpers/values'
 
 const internal = require(join(__dirname, '..', 'native', 'index.js')) as { __lastStepThreads(): number }
 
@@ -18,16 +19,7 @@ const internal = require(join(__dirname, '..', 'native', 'index.js')) as { __las
 const N = 1 << 25
 
 function values(n: number, seed: number): Float32Array {
-  const array = new Float32Array(n)
-  let x = (seed * 2654435761) >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    array[i] = (x / 2 ** 32) * 2 - 1
-  }
-  return array
+  return fillValues(new Float32Array(n), seed)
 }
 
 /** The pool's worker threads alive in this process (Linux only), by their names. */

@@ -11,6 +11,7 @@ import test from 'ava'
 import * as fastoptim from '../lib'
 import { Adam, getNumThreads, setNumThreads, type FloatArray, type Optimizer, type Parameter } from '../lib'
 import { gradFor } from './helpers/sparse'
+import { fillValues } from './helpers/values'
 
 type AnyOptimizer = Optimizer<object>
 type Ctor = new (params: never, options?: never) => AnyOptimizer
@@ -19,16 +20,7 @@ const root = join(__dirname, '..')
 const internal = require(join(root, 'native', 'index.js')) as { __allocations(): { count: number; bytes: number } }
 
 function values(n: number, seed: number, Type: typeof Float32Array | typeof Float64Array): FloatArray {
-  const array = new Type(n)
-  let x = (seed * 2654435761) >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    array[i] = i % 5 === 2 ? 0 : (x / 2 ** 32) * 2 - 1
-  }
-  return array
+  return fillValues(new Type(n), seed, { zeroAt: (i) => i % 5 === 2 })
 }
 
 /**
