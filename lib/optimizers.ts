@@ -1168,7 +1168,7 @@ export type MuonState = {
 }
 
 /**
- * Muon (Jordan et al., 2024): momentum orthogonalised by a Newton–Schulz iteration, for matrices (2-D parameters) only; as `torch.optim.Muon`.
+ * Muon (Jordan et al., 2024), for matrices (2-D parameters) only: momentum orthogonalised by a Newton–Schulz iteration, whose matrix products run in blocks of rows on the thread pool. Unlike the other optimizers' steps, a step allocates: matrixmultiply takes a packing buffer from the heap in each of its products and frees it: 15 a step per matrix with 5 Newton–Schulz steps, times the threads for a large matrix stepped alone, up to about 1.1 MB each in float32; as `torch.optim.Muon`.
  *
  * @example
  * const w = { data: new Float32Array(rows * cols), grad: new Float32Array(rows * cols), shape: [rows, cols] }
