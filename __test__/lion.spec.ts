@@ -1,17 +1,25 @@
 // Lion against lion-pytorch's trajectories (__test__/fixtures/lion.json, made by
-// scripts/gen_fixtures_lion.py): both dtypes, every option, two groups, skipped gradients and
-// sizes either side of the vector widths; how many elements are bit-identical; its final state;
-// its defaults against lion-pytorch's signature; its bad options.
+// scripts/gen_fixtures_lion.py): both dtypes, every option, two groups, skipped gradients, sizes
+// either side of the vector widths, and schedulers moving the lr under decoupled decay; how many
+// elements are bit-identical; its final state; its defaults against lion-pytorch's signature;
+// the initial lr decoupled decay divides by; its bad options.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import test from 'ava'
 
-import { Lion, type Parameter } from '../lib'
+import { CosineAnnealingLR, ExponentialLR, Lion, type LRScheduler, type Parameter } from '../lib'
 import { type FixtureCase, loadCases, makeParams, maxRelativeError, maxUlps, typed } from './helpers/fixtures'
 
+/** A Lion case: the options lion-pytorch's constructor got, and the scheduler it ran under, if any. */
+type LionCase = Omit<FixtureCase, 'steps'> & {
+  constructorOptions: Record<string, unknown>
+  scheduler: { name: 'CosineAnnealingLR' | 'ExponentialLR'; options: Record<string, number> } | null
+  steps: Array<FixtureCase['steps'][number] & { lrs: number[] }>
+}
+
 const file = 'lion.json'
-const cases = loadCases(file)
+const cases = loadCases(file) as LionCase[]
 const lionDefaults: Record<string, unknown> = JSON.parse(readFileSync(join(__dirname, 'fixtures', file), 'utf8'))
   .defaults.Lion
 
@@ -34,6 +42,12 @@ test('the fixture covers both dtypes, two groups of different lr, skipped grads,
   t.true(cases.some((c) => c.groups.length === 2 && c.groups[0].options.lr !== c.groups[1].options.lr))
   t.true(cases.some((c) => c.steps.some((s) => s.grads.includes(null))))
   t.true(cases.every((c) => c.steps.length >= 20))
+  // Schedulers under decoupled decay, with groups of different lr: the lr each step used differs
+  // from the constructor's, which decoupled decay divides by.
+  const scheduled = cases.filter((c) => c.scheduler && c.constructorOptions.decoupledWeightDecay)
+  t.deepEqual(new Set(scheduled.map((c) => c.scheduler!.name)), new Set(['CosineAnnealingLR', 'ExponentialLR']))
+  t.true(scheduled.some((c) => c.groups.length === 2 && c.groups[0].options.lr !== c.groups[1].options.lr))
+  for (const c of scheduled) t.true(c.steps.slice(1).every((s) => s.lrs[0] !== c.constructorOptions.lr))
   const options = cases.flatMap((c) => c.groups.map((g) => g.options))
   for (const [key, value] of Object.entries(lionDefaults)) {
     t.true(
@@ -58,7 +72,8 @@ for (const c of cases) {
   test(`matches lion-pytorch's Lion: ${c.name}`, (t) => {
     const params: Parameter[] = makeParams(c)
     const groups = c.groups.map((g) => ({ params: g.params.map((i) => params[i]), ...g.options }))
-    const opt = new Lion(groups as never)
+    // As lion-pytorch's, the constructor's lr is the initial lr of every group.
+    const opt = new Lion(groups as never, c.constructorOptions)
     let worstUlps = 0
     let [elements, same] = [0, 0]
     c.steps.forEach((step, s) => {
@@ -66,6 +81,8 @@ for (const c of cases) {
         const grad = step.grads[i]
         p.grad = grad === null ? null : typed(c.dtype, grad)
       })
+      // The lr lion-pytorch's scheduler had set for this step.
+      opt.paramGroups.forEach((group, g) => (group.lr = step.lrs[g]))
       opt.step()
       params.forEach((p, i) => {
         const error = maxRelativeError(p.data, step.params[i])
@@ -108,8 +125,11 @@ test.after.always('bit-identical elements per dtype', () => {
 })
 
 test("defaults are exactly those of lion-pytorch's signature (use_triton left out)", (t) => {
-  t.deepEqual({ ...Lion.defaults }, lionDefaults)
-  t.deepEqual({ ...Lion.defaults }, { lr: 1e-4, betas: [0.9, 0.99], weightDecay: 0, decoupledWeightDecay: false })
+  // initLr is lion-pytorch's `_init_lr`, which its constructor sets from lr (null until then).
+  const { initLr, ...signature } = Lion.defaults
+  t.is(initLr, null)
+  t.deepEqual(signature, lionDefaults)
+  t.deepEqual(signature, { lr: 1e-4, betas: [0.9, 0.99], weightDecay: 0, decoupledWeightDecay: false })
   t.true(Object.isFrozen(Lion.defaults))
 })
 
@@ -129,15 +149,93 @@ test('the first steps move each element by lr along the sign of its direction (d
   t.true(Math.abs(w.data[0] + 0.14) <= 1e-15, `${w.data[0]}`)
 })
 
-test('decoupledWeightDecay scales the weights by 1 − λ per step, whatever the lr', (t) => {
-  // lion-pytorch: wd / lr₀ with lr₀ the constructor's lr, here the group's. A zero gradient keeps
-  // the direction 0, so only the decay moves the weight.
+for (const c of cases.filter((c) => c.scheduler)) {
+  test(`matches lion-pytorch's Lion under this package's ${c.scheduler!.name}: ${c.name}`, (t) => {
+    const params: Parameter[] = makeParams(c)
+    const groups = c.groups.map((g) => ({ params: g.params.map((i) => params[i]), ...g.options }))
+    const opt = new Lion(groups as never, c.constructorOptions)
+    const { name, options } = c.scheduler!
+    const scheduler: LRScheduler =
+      name === 'CosineAnnealingLR'
+        ? new CosineAnnealingLR(opt, options as { tMax: number; etaMin: number })
+        : new ExponentialLR(opt, options as { gamma: number })
+    c.steps.forEach((step, s) => {
+      params.forEach((p, i) => {
+        const grad = step.grads[i]
+        p.grad = grad === null ? null : typed(c.dtype, grad)
+      })
+      opt.paramGroups.forEach((group, g) => {
+        const error = Math.abs(group.lr - step.lrs[g]) / step.lrs[g]
+        t.true(error <= 1e-12, `step ${s + 1}, group ${g}: lr ${group.lr}, PyTorch's ${step.lrs[g]}`)
+      })
+      opt.step()
+      scheduler.step()
+      params.forEach((p, i) => {
+        const error = maxRelativeError(p.data, step.params[i])
+        t.true(error <= tolerance(c.dtype), `step ${s + 1}, param ${i}: relative error ${error}`)
+      })
+    })
+  })
+}
+
+test("decoupledWeightDecay divides λ by the constructor's lr, whatever lr a scheduler or a group sets", (t) => {
+  // lion-pytorch: wd / lr₀ with lr₀ its constructor's lr. A zero gradient keeps the direction 0,
+  // so only the decay moves the weight: 2·(1 − lr·0.25/lr₀).
   for (const lr of [1e-4, 1e-2]) {
     const w = { data: Float64Array.of(2), grad: Float64Array.of(0) }
-    const opt = new Lion([w], { lr, weightDecay: 0.25, decoupledWeightDecay: true })
+    const v = { data: Float64Array.of(2), grad: Float64Array.of(0) }
+    const opt = new Lion([{ params: [w] }, { params: [v], lr: lr / 4 }], {
+      lr,
+      weightDecay: 0.25,
+      decoupledWeightDecay: true,
+    })
+    t.deepEqual(
+      opt.paramGroups.map((g) => g.initLr),
+      [lr, lr],
+    )
     opt.step()
     t.true(Math.abs(w.data[0] - 1.5) <= 1e-15, `lr ${lr}: ${w.data[0]}`)
+    t.true(Math.abs(v.data[0] - 2 * (1 - 0.25 / 4)) <= 1e-15, `lr ${lr}: ${v.data[0]}`)
+    // A scheduler halves the lr: the decay halves with it.
+    opt.paramGroups[0].lr = lr / 2
+    opt.step()
+    t.true(Math.abs(w.data[0] - 1.5 * (1 - 0.125)) <= 1e-15, `lr ${lr}: ${w.data[0]}`)
   }
+})
+
+test('initLr is filled from the constructor, given groups and added groups alike, and survives a state dict', (t) => {
+  const w = { data: Float32Array.of(1), grad: Float32Array.of(0) }
+  t.is(new Lion([w]).paramGroups[0].initLr, 1e-4)
+  t.is(new Lion([w], { lr: 3e-3 }).defaults.initLr, 3e-3)
+  t.is(new Lion([w], { lr: 3e-3, initLr: 1e-2 }).paramGroups[0].initLr, 1e-2)
+  // lion-pytorch refuses a constructor lr of 0; here initLr stays null: the group's lr.
+  t.is(new Lion([w], { lr: 0 }).paramGroups[0].initLr, null)
+  t.is(Lion.defaults.initLr, null)
+
+  const v = { data: Float32Array.of(1), grad: Float32Array.of(0) }
+  const opt = new Lion([w], { lr: 3e-3, weightDecay: 0.1, decoupledWeightDecay: true })
+  opt.addParamGroup({ params: [v], lr: 1e-3 })
+  t.is(opt.paramGroups[1].initLr, 3e-3)
+  opt.paramGroups[0].lr = 1e-3
+  opt.step()
+  const saved = opt.stateDict()
+  t.deepEqual(
+    saved.paramGroups.map((g) => g.initLr),
+    [3e-3, 3e-3],
+  )
+  // Resumed with another lr, the loaded initLr decays as the original run did.
+  const w2 = { data: Float32Array.from(w.data), grad: Float32Array.of(0) }
+  const v2 = { data: Float32Array.from(v.data), grad: Float32Array.of(0) }
+  const resumed = new Lion([w2], { lr: 1e-3, weightDecay: 0.1, decoupledWeightDecay: true })
+  resumed.addParamGroup({ params: [v2], lr: 1e-3 })
+  resumed.loadStateDict(saved)
+  t.deepEqual(
+    resumed.paramGroups.map((g) => g.initLr),
+    [3e-3, 3e-3],
+  )
+  opt.step()
+  resumed.step()
+  t.deepEqual([...w2.data, ...v2.data], [...w.data, ...v.data])
 })
 
 test('betas may be 0 or 1 (a closed range, as lion-pytorch checks it)', (t) => {
@@ -176,6 +274,13 @@ const badOptions: Array<[Record<string, unknown>, typeof TypeError | typeof Rang
     'ERR_INVALID_ARG_TYPE',
     'options.decoupledWeightDecay must be a boolean, got a number',
   ],
+  [
+    { initLr: 0 },
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    'invalid initLr: 0 (expected null or a finite initLr > 0) in options',
+  ],
+  [{ initLr: '1e-3' }, TypeError, 'ERR_INVALID_ARG_TYPE', 'options.initLr must be a number or null, got a string'],
   [{ eps: 1e-8 }, TypeError, 'ERR_INVALID_ARG_VALUE', /^options\.eps is not an option of Lion/],
 ]
 

@@ -188,3 +188,37 @@ test('nsSteps is a whole number below 100, as PyTorch requires', (t) => {
   }
   t.notThrows(() => new Muon([matrix], { nsSteps: 0 }))
 })
+
+const internal = require(join(__dirname, '..', 'native', 'index.js')) as {
+  __allocations(): { count: number; bytes: number }
+}
+
+test("a step allocates one packing buffer per matrix product, matrixmultiply's, and nothing else", (t) => {
+  // On one thread no product is cut: 3 products per Newton–Schulz step and matrix, each
+  // allocating the buffer matrixmultiply packs into (crate/src/optimizers/muon.rs, "Allocation").
+  const threads = fastoptim.getNumThreads()
+  try {
+    fastoptim.setNumThreads(1)
+    for (const nsSteps of [5, 2]) {
+      const params = [
+        [64, 48],
+        [200, 190],
+      ].map(([rows, cols], i) => ({
+        data: Float32Array.from({ length: rows * cols }, (_, k) => Math.sin(k + i)),
+        grad: Float32Array.from({ length: rows * cols }, (_, k) => Math.cos(1.3 * k + i)),
+        shape: [rows, cols],
+      }))
+      const opt = new Muon(params, { nsSteps })
+      // The first two steps allocate the state and the step's bookkeeping.
+      opt.step()
+      opt.step()
+      const before = internal.__allocations()
+      for (let i = 0; i < 10; i++) opt.step()
+      const count = (internal.__allocations().count - before.count) / 10
+      t.log(`nsSteps ${nsSteps}, 2 matrices, 1 thread: ${count} allocations a step`)
+      t.is(count, 2 * 3 * nsSteps)
+    }
+  } finally {
+    fastoptim.setNumThreads(threads)
+  }
+})

@@ -201,7 +201,6 @@ function values(seed: number, n: number, scale: number): number[] {
 function build(c: Case, dtype: 'float32' | 'float64' = 'float64') {
   const Type = dtype === 'float32' ? Float32Array : Float64Array
   const Class = classOf(c.algorithm)
-  const options = { ...Class.defaults, ...c.options } as Options
   // A flat parameter is given as before, without a shape.
   const shapeOf = (i: number) => (c.shapes[i].length === 1 ? undefined : c.shapes[i])
   const params: Parameter<GradKind>[] = c.shapes.map((dims, i) => ({
@@ -216,6 +215,8 @@ function build(c: Case, dtype: 'float32' | 'float64' = 'float64') {
     ...(split < params.length ? [{ params: params.slice(split), lr: c.secondLr }] : []),
   ]
   const opt = new Class(groups as never, c.options as never)
+  // The options as the constructor completed them (Lion's initLr is its lr), for the reference.
+  const options = { ...opt.defaults } as Options
   const reference = REFERENCES.includes(c.algorithm)
     ? new Reference(
         c.algorithm,

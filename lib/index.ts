@@ -1,5 +1,6 @@
 export * from './optimizers'
 export { AdamWScheduleFree, SGDScheduleFree } from './schedule-free'
+export { Lion } from './lion'
 export { EMA, SWA, type Averageable, type AveragedStateDict, type EMAOptions } from './averaging'
 export {
   algorithms,

@@ -646,7 +646,7 @@ export class Adafactor extends Optimizer<AdafactorOptions, FloatArray, Adafactor
   }
 }
 
-/** Lion's options: `lion_pytorch.Lion`'s, in camelCase. */
+/** Lion's options, in camelCase; its class is in lib/lion.ts. */
 export interface LionOptions {
   /**
    * Learning rate γ: each step moves every element by γ, against the sign of its interpolated momentum.
@@ -667,11 +667,17 @@ export interface LionOptions {
    */
   weightDecay: number
   /**
-   * Scale the weights by 1 − λ per step, not 1 − γλ: lion-pytorch divides λ by its constructor's lr, taken here as the group's, so a scheduler's changes to lr do not reach the decay.
+   * Divide λ by initLr, so that each step scales the weights by 1 − γ·λ/initLr: 1 − λ per step at the initial lr, following a scheduler's lr from there (lion-pytorch's decoupled_weight_decay).
    * Expected: true or false.
    * @default false
    */
   decoupledWeightDecay: boolean
+  /**
+   * The lr λ is divided by with decoupledWeightDecay: lion-pytorch's constructor lr (its `_init_lr`), which the constructor fills in; null divides by the group's current lr, for a decay of λ per step whatever the lr.
+   * Expected: null or a finite initLr > 0.
+   * @default null
+   */
+  initLr: number | null
 }
 
 /**
@@ -682,24 +688,6 @@ export type LionState = {
   /** The parameter's step count. */
   step: number
   expAvg: FloatArray
-}
-
-/**
- * Lion (Chen et al., 2023): steps of size lr along the sign of an interpolated momentum, with one state buffer; as `lion_pytorch.Lion`.
- *
- * @example
- * const w = { data: new Float32Array(n), grad: new Float32Array(n) }
- * const opt = new Lion([w])
- * opt.step()
- */
-export class Lion extends Optimizer<LionOptions, FloatArray, LionState> {
-  static readonly schema = new Schema<LionOptions>('Lion')
-  /** PyTorch's defaults, read from the native core. */
-  static readonly defaults = Lion.schema.defaults
-
-  constructor(params: Params<LionOptions>, options?: OptionsInput<LionOptions>) {
-    super(Lion.schema, params, options)
-  }
 }
 
 /** Adadelta's options: `torch.optim.Adadelta`'s, in camelCase. */
@@ -892,7 +880,7 @@ export class Rprop extends Optimizer<RpropOptions, FloatArray, RpropState> {
   }
 }
 
-/** AdamWScheduleFree's options, in camelCase; its class, with methods of its own, is in lib/schedule-free.ts. */
+/** AdamWScheduleFree's options, in camelCase; its class is in lib/schedule-free.ts. */
 export interface AdamWScheduleFreeOptions {
   /**
    * Learning rate γ, reached after warmup.
@@ -979,7 +967,7 @@ export type AdamWScheduleFreeState = {
   expAvgSq: FloatArray
 }
 
-/** SGDScheduleFree's options, in camelCase; its class, with methods of its own, is in lib/schedule-free.ts. */
+/** SGDScheduleFree's options, in camelCase; its class is in lib/schedule-free.ts. */
 export interface SGDScheduleFreeOptions {
   /**
    * Learning rate γ, reached after warmup.
@@ -1180,7 +1168,7 @@ export type MuonState = {
 }
 
 /**
- * Muon (Jordan et al., 2024): momentum orthogonalised by a Newton–Schulz iteration, for matrices (2-D parameters) only; as `torch.optim.Muon`.
+ * Muon (Jordan et al., 2024), for matrices (2-D parameters) only: momentum orthogonalised by a Newton–Schulz iteration, whose matrix products run in blocks of rows on the thread pool. Unlike the other optimizers' steps, a step allocates: matrixmultiply takes a packing buffer from the heap in each of its products and frees it: 15 a step per matrix with 5 Newton–Schulz steps, times the threads for a large matrix stepped alone, up to about 1.1 MB each in float32; as `torch.optim.Muon`.
  *
  * @example
  * const w = { data: new Float32Array(rows * cols), grad: new Float32Array(rows * cols), shape: [rows, cols] }

@@ -23,9 +23,14 @@ implementation (``lion_pytorch.foreach.Lion``, which interpolates with
 disagree, and prints the largest relative difference.
 
 lion-pytorch's ``decoupled_weight_decay`` divides a group's weight decay by
-the lr the optimizer was constructed with; the facade has no constructor's lr
-and uses the group's own, so the cases keep that option to groups whose lr is
-the constructor's, where the two agree.
+the lr the optimizer was constructed with (``_init_lr``), not by the group's
+current lr; the facade's constructor records that lr as each group's
+``initLr``. Each case records the options given to lion-pytorch's constructor
+(``constructorOptions``: the first group's, as the facade's constructor gets
+them), and the cases with a scheduler (``torch.optim.lr_scheduler``, named in
+``scheduler`` with its arguments in the facade's camelCase) record the lr of
+each group at each step (``lrs``), which a scheduler moved away from the
+constructor's, with groups of different lr and decoupled decay on.
 
 JSON layout (read by ``__test__/lion.spec.ts``), that of ``family.json``::
 
@@ -33,8 +38,11 @@ JSON layout (read by ``__test__/lion.spec.ts``), that of ``family.json``::
      "lionPytorch": "<version>", "defaults": {"Lion": {camelCase option: default}},
      "cases": [{"name", "optimizer", "dtype",
                 "groups": [{"params": [param indices], "options": {camelCase}}],
+                "constructorOptions": {camelCase},
+                "scheduler": {"name", "options": {camelCase}} | null,
                 "init": [[p0], [p1], ...],
-                "steps": [{"grads": [[g0] | null, ...], "params": [[p0], ...]}],
+                "steps": [{"grads": [[g0] | null, ...], "params": [[p0], ...],
+                           "lrs": [lr of each group at the step]}],
                 "finalState": [{buffers by camelCase name}]}]}
 
 ``finalState`` holds what ``opt.state[p]`` holds: lion-pytorch keeps
@@ -65,9 +73,11 @@ ABS_FLOOR = 1e-3
 # Options that choose an implementation, not the numbers.
 IMPLEMENTATION_OPTIONS = {"use_triton"}
 
-# name, option overrides, optional param groups, optional grad skips
-# groups: list of (param indices, per-group overrides)
-# skip:   {param index: [1-based steps on which that param has grad None]}
+# name, option overrides, optional param groups, optional grad skips, optional scheduler
+# groups:    list of (param indices, per-group overrides)
+# skip:      {param index: [1-based steps on which that param has grad None]}
+# scheduler: (torch.optim.lr_scheduler class name, its keyword arguments, the facade's camelCase
+#            names of them), stepped after every optimizer step
 CASES = [
     dict(name="lion-defaults", options={}),
     dict(name="lion-lr-betas", options=dict(lr=3e-3, betas=(0.8, 0.95)), skip={1: [1, 4, 9]}),
@@ -81,6 +91,15 @@ CASES = [
     dict(name="lion-betas-bounds", options={},
          groups=[([0, 1], dict(betas=(0.0, 1.0))), ([2, 3], dict(lr=1e-3, betas=(1.0, 0.0)))],
          skip={3: [1, 6]}),
+    # Decoupled decay under a scheduler: λ is divided by the constructor's lr (2e-3) while each
+    # group's lr follows the schedule, the second group's from its own 5e-4.
+    dict(name="lion-decoupled-cosine", options=dict(lr=2e-3, weight_decay=0.02, decoupled_weight_decay=True),
+         groups=[([0, 1], {}), ([2, 3], dict(lr=5e-4, weight_decay=0.05))],
+         scheduler=("CosineAnnealingLR", dict(T_max=STEPS // 2, eta_min=1e-5), dict(tMax=STEPS // 2, etaMin=1e-5)),
+         skip={1: [2, 11]}),
+    dict(name="lion-decoupled-exponential", options=dict(lr=1e-3, betas=(0.8, 0.95), weight_decay=0.05,
+                                                         decoupled_weight_decay=True),
+         scheduler=("ExponentialLR", dict(gamma=0.85), dict(gamma=0.85)), skip={0: [4]}),
 ]
 
 
@@ -124,33 +143,40 @@ def group_options(case):
     base = {**lion_defaults(), **case["options"]}
     groups = case.get("groups") or [(list(range(len(PARAM_SIZES))), {})]
     groups = [(idx, {**base, **overrides}) for idx, overrides in groups]
-    # Where the facade and lion-pytorch agree on decoupled decay (see the docstring); lion-pytorch
-    # reads the flag from its constructor only, the facade from each group.
+    # lion-pytorch reads the flag from its constructor only, the facade from each group.
     first = groups[0][1]
     assert all(opts["decoupled_weight_decay"] == first["decoupled_weight_decay"] for _, opts in groups), case["name"]
-    if first["decoupled_weight_decay"]:
-        assert all(opts["lr"] == first["lr"] for _, opts in groups), case["name"]
     return groups
 
 
-def run_case(module, groups, init, grads, dtype):
-    """Run one implementation; returns (params after each step, final state per param).
+def run_case(module, groups, init, grads, dtype, scheduler=None):
+    """Run one implementation; returns (params after each step, final state per param, each
+    group's lr at each step).
 
-    The first group's options are also passed to the constructor, as the facade does with its
-    `options`: lion-pytorch reads `decoupled_weight_decay` and the initial lr from there only.
+    The first group's options are also passed to the constructor, as the facade's test does with
+    its `options`: lion-pytorch reads `decoupled_weight_decay` and the initial lr from there only.
+    `scheduler` (a class name of torch.optim.lr_scheduler and its arguments) is stepped after
+    every step.
     """
     params = [p.to(dtype).clone().requires_grad_(True) for p in init]
     per_group = ("lr", "betas", "weight_decay")
     torch_groups = [dict(params=[params[i] for i in idx], **{k: v for k, v in opts.items() if k in per_group})
                     for idx, opts in groups]
     opt = module.Lion(torch_groups, **groups[0][1])
+    schedule = None
+    if scheduler is not None:
+        name, kwargs, _ = scheduler
+        schedule = getattr(torch.optim.lr_scheduler, name)(opt, **kwargs)
 
-    trajectory = []
+    trajectory, lrs = [], []
     for step_grads in grads:
         for p, g in zip(params, step_grads):
             p.grad = None if g is None else g.to(dtype, copy=True)
+        lrs.append([group["lr"] for group in opt.param_groups])
         opt.step()
         trajectory.append([p.detach().clone() for p in params])
+        if schedule is not None:
+            schedule.step()
 
     state = []
     for p in params:
@@ -159,7 +185,7 @@ def run_case(module, groups, init, grads, dtype):
             assert key != "step", "lion-pytorch keeps no step count"
             entry[camel(key)] = value.detach().clone()
         state.append(entry)
-    return trajectory, state
+    return trajectory, state, lrs
 
 
 def max_rel_diff(a_list, b_list, rtol):
@@ -173,10 +199,12 @@ def max_rel_diff(a_list, b_list, rtol):
     return worst
 
 
-def check_foreach(groups, init, grads, dtype_name, reference):
+def check_foreach(groups, init, grads, dtype_name, reference, scheduler):
     """The largest difference between the reference run and lion-pytorch's foreach implementation."""
-    traj, state = reference
-    other_traj, other_state = run_case(lion_pytorch.foreach, groups, init, grads, DTYPES[dtype_name])
+    traj, state, lrs = reference
+    other_traj, other_state, other_lrs = run_case(lion_pytorch.foreach, groups, init, grads, DTYPES[dtype_name],
+                                                  scheduler)
+    assert lrs == other_lrs
     rtol = RTOL[dtype_name]
     worst = max(max_rel_diff(a, b, rtol) for a, b in zip(traj, other_traj))
     for s, r in zip(state, other_state):
@@ -196,17 +224,27 @@ def build_case(case, dtype_name):
             grads[s - 1][i] = None
     groups = group_options(case)
 
-    reference = run_case(lion_pytorch, groups, init, grads, dtype)
-    worst = check_foreach(groups, init, grads, dtype_name, reference)
-    traj, state = reference
+    scheduler = case.get("scheduler")
+    reference = run_case(lion_pytorch, groups, init, grads, dtype, scheduler)
+    worst = check_foreach(groups, init, grads, dtype_name, reference, scheduler)
+    traj, state, lrs = reference
+    if scheduler is not None:
+        # The schedule moves every group's lr away from where it started, so that dividing λ by
+        # the current lr instead of the constructor's would change the decay.
+        assert all(step != lrs[0] for step in lrs[1:]), case["name"]
 
     as_list = lambda t: None if t is None else t.to(dtype).tolist()  # noqa: E731
+    data = trajectory(init, grads, traj, state, as_list)
+    for step, step_lrs in zip(data["steps"], lrs):
+        step["lrs"] = step_lrs
     return worst, {
         "name": f"{case['name']}-{dtype_name}",
         "optimizer": "Lion",
         "dtype": dtype_name,
         "groups": [{"params": idx, "options": to_json_options(opts)} for idx, opts in groups],
-        **trajectory(init, grads, traj, state, as_list),
+        "constructorOptions": to_json_options(groups[0][1]),
+        "scheduler": None if scheduler is None else {"name": scheduler[0], "options": scheduler[2]},
+        **data,
     }
 
 

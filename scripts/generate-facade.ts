@@ -142,7 +142,7 @@ function declaration(info: AlgorithmInfo, owner: string | undefined): string {
   // An optimizer of sparse gradients takes parameters whose grad is a SparseGrad.
   const grad = info.sparse ? 'SparseGrad' : 'FloatArray'
   if (owner) {
-    return `/** ${name}'s options, in camelCase; its class, with methods of its own, is in lib/${owner}. */
+    return `/** ${name}'s options, in camelCase; its class is in lib/${owner}. */
 export interface ${name}Options {
 ${members(info).join('\n')}
 }

@@ -251,12 +251,13 @@ const adafactor: Update = (o, p, s, { dtype }) => {
  * lion-pytorch's Lion (lion_pytorch/lion_pytorch.py; PyTorch has none): the weights decay by
  * 1 − γλ, step by γ along the sign of β₁·m + (1 − β₁)·g (0 where that is 0 or NaN, as PyTorch's
  * sign gives it), then m takes its own average with β₂. With decoupledWeightDecay lion-pytorch
- * divides λ by its constructor's lr; the facade has none and takes the group's, so the weights
- * decay by 1 − λ per step (and not at lr = 0).
+ * divides λ by its constructor's lr, the group's initLr here (null: the group's lr, so that the
+ * weights decay by 1 − λ per step, and not at lr = 0).
  */
 const lion: Update = (o, p, s) => {
   const [lr, [beta1, beta2], wd] = [num(o, 'lr'), betas(o), num(o, 'weightDecay')]
-  const decay = flag(o, 'decoupledWeightDecay') && lr !== 0 ? wd / lr : wd
+  const initLr = typeof o.initLr === 'number' ? o.initLr : lr
+  const decay = flag(o, 'decoupledWeightDecay') && initLr !== 0 ? wd / initLr : wd
   const m = buffer(s, 'expAvg', p.data.length)
   for (let i = 0; i < p.data.length; i++) {
     const g = p.grad[i]

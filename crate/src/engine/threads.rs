@@ -170,6 +170,18 @@ pub fn for_each_piece(count: usize, body: &(dyn Fn(usize) + Sync)) {
   current().for_each_piece(count, body);
 }
 
+/// How many threads a [`for_each_piece`] called now would run on: the pool's, or 1 while a step
+/// holds its workers (a call from a step's piece, which then runs on its caller). Only a hint for
+/// cutting work: the pool may be taken or freed by another caller at any moment.
+pub fn free_threads() -> usize {
+  let pool = current();
+  if pool.busy.load(Ordering::Relaxed) {
+    1
+  } else {
+    pool.threads
+  }
+}
+
 /// The work of one parallel step: `body` over pieces, each thread starting on its own share.
 pub(crate) struct Pool {
   threads: usize,

@@ -21,12 +21,14 @@
 //! NaN gradient leaves its element where the decay puts it and makes its momentum NaN.
 //!
 //! `decoupled_weight_decay`: lion-pytorch divides λ by the lr the optimizer was constructed with,
-//! γ₀, so that the decay is p·(1 − γ·(λ/γ₀)): λ per step at the initial rate, following a
-//! schedule from there. The core sees each group's options and not a constructor's rate, and
-//! takes γ₀ = γ: the decay is p·(1 − γ·(λ/γ)), computed in `f64` as lion-pytorch computes it, which
-//! gives its bits whenever a group's lr is the constructor's (no scheduler moved it, no group set
-//! its own), and stays λ per step where lion-pytorch's would follow a schedule. At γ = 0 nothing
-//! moves, as in lion-pytorch.
+//! γ₀ (`self._init_lr`: one per optimizer, whatever lr a group sets or a scheduler writes later),
+//! so that the decay is p·(1 − γ·(λ/γ₀)): λ per step at the initial rate, following the schedule
+//! from there. The core sees each group's options and no constructor, so γ₀ is an option,
+//! `init_lr`, which bindings fill with their constructor's lr (the Node.js facade does); null
+//! (`None`) takes the group's current lr for it, so that the decay is λ per step whatever the lr.
+//! The division and the product are computed in `f64` as lion-pytorch computes them, which gives
+//! its bits. At γ = 0 nothing moves, as in lion-pytorch; γ₀ must be positive, as lion-pytorch
+//! asserts its constructor's lr is.
 //!
 //! Rounding follows lion-pytorch's tensor operations on CPU, each scalar rounded to the element
 //! type once: `p.mul_(1 − γλ)` rounds on its own; `m.clone().mul_(β₁).add(g, alpha=1 − β₁)` is
@@ -50,8 +52,10 @@ crate::options! {
     betas: (f64, f64) = (0.9, 0.99), UnitClosed;
     /// Decoupled weight decay λ: each step first scales the weights by 1 − γλ.
     weight_decay: f64 = 0.0, NonNegative;
-    /// Scale the weights by 1 − λ per step, not 1 − γλ: lion-pytorch divides λ by its constructor's lr, taken here as the group's, so a scheduler's changes to lr do not reach the decay.
+    /// Divide λ by initLr, so that each step scales the weights by 1 − γ·λ/initLr: 1 − λ per step at the initial lr, following a scheduler's lr from there (lion-pytorch's decoupled_weight_decay).
     decoupled_weight_decay: bool = false;
+    /// The lr λ is divided by with decoupledWeightDecay: lion-pytorch's constructor lr (its `_init_lr`), which the constructor fills in; null divides by the group's current lr, for a decay of λ per step whatever the lr.
+    init_lr: Option<f64> = None, Positive;
   }
 }
 
@@ -66,7 +70,8 @@ pub struct LionCoeffs {
   pub beta2: f64,
   /// 1 − β₂, the gradient's weight in the momentum.
   pub momentum_weight: f64,
-  /// 1 − γλ, or 1 − γ·(λ/γ) with `decoupled_weight_decay`; exactly 1 without decay or at γ = 0.
+  /// 1 − γλ, or 1 − γ·(λ/γ₀) with `decoupled_weight_decay` (γ₀ = `init_lr`, or γ if that is
+  /// null); exactly 1 without decay or at γ = 0.
   pub decay_factor: f64,
 }
 
@@ -81,8 +86,10 @@ impl Optimizer for Lion {
   fn coeffs(&self, _step: u64) -> LionCoeffs {
     let (beta1, beta2) = self.betas;
     let (lr, weight_decay) = (self.lr, self.weight_decay);
-    // lion-pytorch: `wd /= init_lr`, then `p.mul_(1 - lr * wd)`, with init_lr = lr here.
-    let decay = if self.decoupled_weight_decay && lr != 0.0 { weight_decay / lr } else { weight_decay };
+    // lion-pytorch: `wd /= init_lr`, then `p.mul_(1 - lr * wd)`; init_lr is positive, or null
+    // for the group's lr, which at 0 moves nothing.
+    let init_lr = self.init_lr.unwrap_or(lr);
+    let decay = if self.decoupled_weight_decay && init_lr != 0.0 { weight_decay / init_lr } else { weight_decay };
     LionCoeffs {
       neg_lr: -lr,
       beta1,
@@ -177,7 +184,9 @@ mod tests {
     vec![
       base,
       Lion { lr: 1e-2, weight_decay: 0.1, ..base },
-      Lion { lr: 3e-3, betas: (0.5, 0.9), weight_decay: 1e-2, decoupled_weight_decay: true },
+      Lion { lr: 3e-3, betas: (0.5, 0.9), weight_decay: 1e-2, decoupled_weight_decay: true, init_lr: None },
+      // A scheduler has taken lr from its initial 1e-2 to 3e-3.
+      Lion { lr: 3e-3, weight_decay: 1e-2, decoupled_weight_decay: true, init_lr: Some(1e-2), ..base },
       // The ends of the closed range: the direction is the gradient and the momentum never moves,
       // then the direction is the momentum alone.
       Lion { lr: 1e-3, betas: (0.0, 1.0), ..base },
@@ -257,12 +266,17 @@ mod tests {
   }
 
   #[test]
-  fn decoupled_decay_is_lambda_per_step_as_lion_pytorch_computes_it_and_none_at_zero_lr() {
-    let config = Lion { lr: 3e-4, weight_decay: 0.01, decoupled_weight_decay: true, ..Lion::default() };
-    // lion-pytorch: wd /= init_lr; p.mul_(1 - lr * wd), with init_lr = lr.
-    assert_eq!(config.coeffs(1).decay_factor, 1.0 - 3e-4 * (0.01 / 3e-4));
+  fn decoupled_decay_divides_by_the_initial_lr_as_lion_pytorch_and_none_at_zero_lr() {
+    let config =
+      Lion { lr: 3e-4, weight_decay: 0.01, decoupled_weight_decay: true, init_lr: Some(1e-3), ..Lion::default() };
+    // lion-pytorch: wd /= init_lr; p.mul_(1 - lr * wd), with init_lr its constructor's lr.
+    assert_eq!(config.coeffs(1).decay_factor, 1.0 - 3e-4 * (0.01 / 1e-3));
+    // Without an initial lr, the group's: λ per step.
+    assert_eq!(Lion { init_lr: None, ..config }.coeffs(1).decay_factor, 1.0 - 3e-4 * (0.01 / 3e-4));
+    // The initial lr only matters to decoupled decay.
     assert_eq!(Lion { decoupled_weight_decay: false, ..config }.coeffs(1).decay_factor, 1.0 - 3e-4 * 0.01);
     assert_eq!(Lion { lr: 0.0, ..config }.coeffs(1).decay_factor, 1.0);
+    assert_eq!(Lion { lr: 0.0, init_lr: None, ..config }.coeffs(1).decay_factor, 1.0);
     assert_eq!(Lion::default().coeffs(1).decay_factor, 1.0);
   }
 
@@ -285,6 +299,8 @@ mod tests {
       ("betas[1]", f64::NAN, "invalid betas[1]: NaN (expected 0 <= betas[1] <= 1)"),
       ("weight_decay", -0.1, "invalid weight_decay: -0.1 (expected a finite weight_decay >= 0)"),
       ("decoupled_weight_decay", 0.5, "invalid decoupled_weight_decay: 0.5 (expected true or false)"),
+      ("init_lr", 0.0, "invalid init_lr: 0 (expected null or a finite init_lr > 0)"),
+      ("init_lr", f64::INFINITY, "invalid init_lr: Infinity (expected null or a finite init_lr > 0)"),
     ]);
   }
 }
