@@ -18,6 +18,9 @@ fn fill(n: usize, seed: f64, scale: f64) -> Vec<f32> {
   (0..n).map(|i| (((i as f64 + seed) * 0.618).sin() * scale) as f32).collect()
 }
 
+/// A named step, timed in turns with others.
+type Variant = (String, Box<dyn FnMut()>);
+
 /// Seconds of one call of `step`.
 fn time(step: &mut dyn FnMut()) -> f64 {
   let t = Instant::now();
@@ -69,7 +72,7 @@ fn fp32_adam(n: usize) -> Box<dyn FnMut()> {
 
 /// The best time of each variant over `rounds` rounds in which each takes `batch` steps in turn
 /// (after two untimed steps each).
-fn alternate(variants: &mut [(String, Box<dyn FnMut()>)], rounds: usize, batch: usize) -> Vec<f64> {
+fn alternate(variants: &mut [Variant], rounds: usize, batch: usize) -> Vec<f64> {
   for (_, step) in variants.iter_mut() {
     step();
     step();
@@ -104,7 +107,7 @@ fn main() {
     let g = |s: f64| n as f64 / s / 1e9;
     for t in [1, 2] {
       set_num_threads(t).expect("threads");
-      let mut variants: Vec<(String, Box<dyn FnMut()>)> = vec![
+      let mut variants: Vec<Variant> = vec![
         ("fp32 Adam".into(), fp32_adam(n)),
         ("Adam8bit".into(), eight_bit::<Adam8bit>(n, adam)),
         ("AdamW8bit".into(), eight_bit::<Adam8bit>(n, adamw)),
@@ -119,7 +122,7 @@ fn main() {
       println!("{:>4}M {t} thread{}: {}", n >> 20, if t == 1 { " " } else { "s" }, line.join("  "));
     }
     set_num_threads(threads).expect("threads");
-    let mut variants: Vec<(String, Box<dyn FnMut()>)> = Vec::new();
+    let mut variants: Vec<Variant> = Vec::new();
     for level in Level::available() {
       variants.push((format!("Adam8bit {level:?}"), kernel::<Adam8bit>(n, adam, level)));
       variants.push((format!("Lion8bit {level:?}"), kernel::<Lion8bit>(n, lion, level)));

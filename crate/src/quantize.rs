@@ -16,11 +16,11 @@
 //! everywhere but not near 0, where its index is coarse: there 0 quantizes to ±2.1e-5 in the signed
 //! map and to 1.6e-5 in the unsigned one. Its code is a rising step function of the quotient,
 //! measured on every `f32` in [−1, 1] (scripts/gen_fixtures_eightbit.py `--steps`, in
-//! `quantize_steps.rs`: 249 and 246 steps). [`QuantMap::code`] finds the step of a quotient from a
-//! 16K-entry table indexed by its sign, exponent and top 8 mantissa bits, fine enough that a
-//! table range holds at most one step, and one comparison; the tests hold it equal to a plain
-//! binary search of the steps ([`code_reference`]) at every step, its neighbours and random
-//! quotients.
+//! `quantize_steps.rs`: 249 and 246 steps). [`QuantMap::code`] finds the code of a quotient with
+//! one lookup in a packed table of 2^16-key ranges of quotients (the codes either side of the one
+//! step boundary a range may hold, and that boundary's low key bits) and one comparison; the tests
+//! hold it equal to the steps on every `f32` in [−1, 1] and to a plain binary search of the steps
+//! ([`code_reference`]) at every step, its neighbours and random quotients.
 
 use std::sync::OnceLock;
 

@@ -143,8 +143,8 @@ unsafe fn avx512(
   let (decay, nlr) = (_mm512_set1_ps(c.decay_factor), _mm512_set1_ps(c.neg_lr));
   let (zero, one, minus_one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0), _mm512_set1_ps(-1.0));
   let mut m = Block([0.0; BLOCK]);
-  for b in 0..param.len() / BLOCK {
-    let scale = _mm512_set1_ps(absmax1[b]);
+  for (b, absmax) in absmax1.iter_mut().enumerate() {
+    let scale = _mm512_set1_ps(*absmax);
     let mut top = _mm512_set1_ps(-f32::MAX);
     for k in 0..16 {
       let i = b * BLOCK + 16 * k;
@@ -165,7 +165,7 @@ unsafe fn avx512(
       }
     }
     // SAFETY: the block's 256 codes (caller).
-    absmax1[b] = unsafe { x86::quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
+    *absmax = unsafe { x86::quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
   }
 }
 
@@ -190,8 +190,8 @@ unsafe fn avx2(
   let (decay, nlr) = (_mm256_set1_ps(c.decay_factor), _mm256_set1_ps(c.neg_lr));
   let (zero, one, minus_one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0), _mm256_set1_ps(-1.0));
   let mut m = Block([0.0; BLOCK]);
-  for b in 0..param.len() / BLOCK {
-    let scale = _mm256_set1_ps(absmax1[b]);
+  for (b, absmax) in absmax1.iter_mut().enumerate() {
+    let scale = _mm256_set1_ps(*absmax);
     let mut top = _mm256_set1_ps(-f32::MAX);
     for k in 0..32 {
       let i = b * BLOCK + 8 * k;
@@ -211,7 +211,7 @@ unsafe fn avx2(
       }
     }
     // SAFETY: the block's 256 codes (caller).
-    absmax1[b] = unsafe { x86::quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
+    *absmax = unsafe { x86::quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
   }
 }
 

@@ -12,6 +12,10 @@
 //! tensors on the step pool ([`crate::engine::threads`]). A block is never split, and each
 //! element sees the same operations wherever the cuts fall, so the results do not depend on
 //! the thread count. Nothing is allocated during a step.
+//!
+//! The fused kernels are written for AVX-512 and for AVX2+FMA ([`simd`]), chosen at run time,
+//! with the portable kernel (the compiler's vectorisation) as the fallback elsewhere and for a
+//! partial last block; every level gives the same bits ([`EightBit::quantized_at`] runs each).
 
 pub mod adam8bit;
 pub mod lion8bit;

@@ -14,8 +14,8 @@
 use crate::quantize::QuantMap;
 use crate::quantize::BLOCK;
 
-/// The instruction set an 8-bit kernel runs with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The instruction set an 8-bit kernel runs with, in rising order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
   /// Plain Rust, vectorised by the compiler where it can (every target; NEON is not written by
   /// hand).
@@ -44,18 +44,6 @@ impl Level {
   /// Every level this CPU runs, best first.
   pub fn available() -> Vec<Level> {
     [Level::Avx512, Level::Avx2, Level::Portable].into_iter().filter(|&l| l <= Level::detected()).collect()
-  }
-}
-
-impl PartialOrd for Level {
-  fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-    Some(self.cmp(other))
-  }
-}
-
-impl Ord for Level {
-  fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-    (*self as u8).cmp(&(*other as u8))
   }
 }
 
