@@ -27,8 +27,10 @@
 //! d, value=−γ/c₁)` is `p + ((−γ/c₁)·m)/d`; the 32-bit update's `p.add_(u, alpha=−γc₂/c₁)` is one
 //! fused multiply-add.
 
+use super::simd::Level;
 use super::{multiversion, EightBit, Hyper, Quantized};
-use crate::quantize::{self, absmax, QuantMap, BLOCK};
+use crate::divide::ExactDivisor;
+use crate::quantize::{self, absmax, blocks, QuantMap, BLOCK};
 
 /// bitsandbytes' `Adam8bit` (and `AdamW8bit`: the same update).
 pub struct Adam8bit;
@@ -76,9 +78,8 @@ impl EightBit for Adam8bit {
     }
   }
 
-  fn quantized(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
-    let Quantized { state1, absmax1, state2, absmax2 } = moments;
-    fused_best(c, quantize::signed(), quantize::unsigned(), param, grad, state1, absmax1, state2, absmax2)
+  fn quantized_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+    fused_at(level, c, param, grad, moments)
   }
 
   fn quantized_reference(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
@@ -104,6 +105,191 @@ impl EightBit for Adam8bit {
 
   fn full(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], state2: &mut [f32]) {
     full_best(c, param, grad, state1, state2)
+  }
+}
+
+/// The fused kernel with the instructions of `level` (one this CPU runs: checked): whole blocks
+/// in vector code, a partial last block (and everything, at [`Level::Portable`]) in the portable
+/// kernel. The same bits at every level.
+pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+  let Quantized { state1, absmax1, state2, absmax2 } = moments;
+  let (signed, unsigned) = (quantize::signed(), quantize::unsigned());
+  let n = param.len();
+  assert!(grad.len() == n && state1.len() == n && state2.len() == n, "Adam8bit: slices of {n} elements");
+  assert!(absmax1.len() == blocks(n) && absmax2.len() == blocks(n), "Adam8bit: {} blocks", blocks(n));
+  assert!(level <= Level::detected(), "{level:?} is not supported by this CPU");
+  let whole = n / BLOCK;
+  let done = match level {
+    Level::Portable => 0,
+    #[cfg(target_arch = "x86_64")]
+    Level::Avx512 | Level::Avx2 => {
+      let exact = ExactDivisor::new(c.correction2).is_some();
+      let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
+      let (s1, s2) = (&mut state1[..whole * BLOCK], &mut state2[..whole * BLOCK]);
+      let (a1, a2) = (&mut absmax1[..whole], &mut absmax2[..whole]);
+      // SAFETY: this CPU has the level's features (asserted above); the slices are whole blocks
+      // of one length (asserted above, cut to `whole` blocks).
+      unsafe {
+        match (level, exact) {
+          (Level::Avx512, true) => avx512::<true>(c, signed, unsigned, p, g, s1, a1, s2, a2),
+          (Level::Avx512, false) => avx512::<false>(c, signed, unsigned, p, g, s1, a1, s2, a2),
+          (_, true) => avx2::<true>(c, signed, unsigned, p, g, s1, a1, s2, a2),
+          (_, false) => avx2::<false>(c, signed, unsigned, p, g, s1, a1, s2, a2),
+        }
+      }
+      whole
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    _ => 0,
+  };
+  let rest = done * BLOCK;
+  fused_best(
+    c,
+    signed,
+    unsigned,
+    &mut param[rest..],
+    &grad[rest..],
+    &mut state1[rest..],
+    &mut absmax1[done..],
+    &mut state2[rest..],
+    &mut absmax2[done..],
+  )
+}
+
+/// The fused kernel in AVX-512 over whole blocks: for each block, 16 vectors of 16 elements
+/// dequantized (gathers from the maps), updated, their m and v kept in two aligned stack blocks
+/// (L1) with running absmax, then requantized ([`super::simd::avx512::quantize`]). With `EXACT`,
+/// the division by c₂ is a multiplication with exact corrections ([`ExactDivisor`]'s sequence).
+///
+/// # Safety
+/// AVX-512F/VL and FMA; `param.len()` a multiple of [`BLOCK`], every slice of that many
+/// elements (codes) or blocks (absmax).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx512<const EXACT: bool>(
+  c: &AdamCoeffs,
+  signed: &QuantMap,
+  unsigned: &QuantMap,
+  param: &mut [f32],
+  grad: &[f32],
+  state1: &mut [u8],
+  absmax1: &mut [f32],
+  state2: &mut [u8],
+  absmax2: &mut [f32],
+) {
+  use super::simd::{avx512 as x86, Block};
+  use std::arch::x86_64::*;
+  let (beta1, gw1) = (_mm512_set1_ps(c.beta1), _mm512_set1_ps(c.gradient_weight1));
+  let (beta2, gw2) = (_mm512_set1_ps(c.beta2), _mm512_set1_ps(c.gradient_weight2));
+  let (c2, c2_inverse) = (_mm512_set1_ps(c.correction2), _mm512_set1_ps(1.0 / c.correction2));
+  let (eps, decay, nlr) = (_mm512_set1_ps(c.eps), _mm512_set1_ps(c.decay_factor), _mm512_set1_ps(c.neg_lr_over_c1));
+  let mut m = Block([0.0; BLOCK]);
+  let mut v = Block([0.0; BLOCK]);
+  for b in 0..param.len() / BLOCK {
+    let (scale1, scale2) = (_mm512_set1_ps(absmax1[b]), _mm512_set1_ps(absmax2[b]));
+    let (mut top1, mut top2) = (_mm512_set1_ps(-f32::MAX), _mm512_set1_ps(-f32::MAX));
+    for k in 0..16 {
+      let i = b * BLOCK + 16 * k;
+      // SAFETY: i + 16 ≤ len for every slice (caller), and within the stack blocks (k < 16).
+      unsafe {
+        let g = _mm512_loadu_ps(grad.as_ptr().add(i));
+        let m0 = x86::dequantize(state1.as_ptr().add(i), &signed.values, scale1);
+        let v0 = x86::dequantize(state2.as_ptr().add(i), &unsigned.values, scale2);
+        let mi = _mm512_fmadd_ps(g, gw1, _mm512_mul_ps(m0, beta1));
+        let vi = _mm512_fmadd_ps(_mm512_mul_ps(gw2, g), g, _mm512_mul_ps(v0, beta2));
+        let root = _mm512_sqrt_ps(vi);
+        let scaled = if EXACT {
+          // √v / c₂ as `/` rounds it; ∞ and NaN take the first product, as `/` gives them.
+          let q0 = _mm512_mul_ps(root, c2_inverse);
+          let q1 = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, c2, root), c2_inverse, q0);
+          let q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q1, c2, root), c2_inverse, q1);
+          let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(root, root), _mm512_setzero_ps());
+          _mm512_mask_blend_ps(finite, q0, q)
+        } else {
+          _mm512_div_ps(root, c2)
+        };
+        let denom = _mm512_add_ps(scaled, eps);
+        let p = _mm512_loadu_ps(param.as_ptr().add(i));
+        let update = _mm512_div_ps(_mm512_mul_ps(nlr, mi), denom);
+        _mm512_storeu_ps(param.as_mut_ptr().add(i), _mm512_add_ps(_mm512_mul_ps(p, decay), update));
+        _mm512_store_ps(m.0.as_mut_ptr().add(16 * k), mi);
+        _mm512_store_ps(v.0.as_mut_ptr().add(16 * k), vi);
+        top1 = _mm512_max_ps(_mm512_abs_ps(mi), top1);
+        top2 = _mm512_max_ps(_mm512_abs_ps(vi), top2);
+      }
+    }
+    // SAFETY: the block's 256 codes (caller).
+    unsafe {
+      absmax1[b] = x86::quantize(signed, &m, top1, state1.as_mut_ptr().add(b * BLOCK));
+      absmax2[b] = x86::quantize(unsigned, &v, top2, state2.as_mut_ptr().add(b * BLOCK));
+    }
+  }
+}
+
+/// [`avx512`] with AVX2: 32 vectors of 8 elements per block.
+///
+/// # Safety
+/// AVX2 and FMA; as [`avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn avx2<const EXACT: bool>(
+  c: &AdamCoeffs,
+  signed: &QuantMap,
+  unsigned: &QuantMap,
+  param: &mut [f32],
+  grad: &[f32],
+  state1: &mut [u8],
+  absmax1: &mut [f32],
+  state2: &mut [u8],
+  absmax2: &mut [f32],
+) {
+  use super::simd::{avx2 as x86, Block};
+  use std::arch::x86_64::*;
+  let (beta1, gw1) = (_mm256_set1_ps(c.beta1), _mm256_set1_ps(c.gradient_weight1));
+  let (beta2, gw2) = (_mm256_set1_ps(c.beta2), _mm256_set1_ps(c.gradient_weight2));
+  let (c2, c2_inverse) = (_mm256_set1_ps(c.correction2), _mm256_set1_ps(1.0 / c.correction2));
+  let (eps, decay, nlr) = (_mm256_set1_ps(c.eps), _mm256_set1_ps(c.decay_factor), _mm256_set1_ps(c.neg_lr_over_c1));
+  let mut m = Block([0.0; BLOCK]);
+  let mut v = Block([0.0; BLOCK]);
+  for b in 0..param.len() / BLOCK {
+    let (scale1, scale2) = (_mm256_set1_ps(absmax1[b]), _mm256_set1_ps(absmax2[b]));
+    let (mut top1, mut top2) = (_mm256_set1_ps(-f32::MAX), _mm256_set1_ps(-f32::MAX));
+    for k in 0..32 {
+      let i = b * BLOCK + 8 * k;
+      // SAFETY: i + 8 ≤ len for every slice (caller), and within the stack blocks (k < 32).
+      unsafe {
+        let g = _mm256_loadu_ps(grad.as_ptr().add(i));
+        let m0 = x86::dequantize(state1.as_ptr().add(i), &signed.values, scale1);
+        let v0 = x86::dequantize(state2.as_ptr().add(i), &unsigned.values, scale2);
+        let mi = _mm256_fmadd_ps(g, gw1, _mm256_mul_ps(m0, beta1));
+        let vi = _mm256_fmadd_ps(_mm256_mul_ps(gw2, g), g, _mm256_mul_ps(v0, beta2));
+        let root = _mm256_sqrt_ps(vi);
+        let scaled = if EXACT {
+          let q0 = _mm256_mul_ps(root, c2_inverse);
+          let q1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q0, c2, root), c2_inverse, q0);
+          let q = _mm256_fmadd_ps(_mm256_fnmadd_ps(q1, c2, root), c2_inverse, q1);
+          let finite = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_sub_ps(root, root), _mm256_setzero_ps());
+          _mm256_blendv_ps(q0, q, finite)
+        } else {
+          _mm256_div_ps(root, c2)
+        };
+        let denom = _mm256_add_ps(scaled, eps);
+        let p = _mm256_loadu_ps(param.as_ptr().add(i));
+        let update = _mm256_div_ps(_mm256_mul_ps(nlr, mi), denom);
+        _mm256_storeu_ps(param.as_mut_ptr().add(i), _mm256_add_ps(_mm256_mul_ps(p, decay), update));
+        _mm256_store_ps(m.0.as_mut_ptr().add(8 * k), mi);
+        _mm256_store_ps(v.0.as_mut_ptr().add(8 * k), vi);
+        top1 = _mm256_max_ps(x86::abs(mi), top1);
+        top2 = _mm256_max_ps(x86::abs(vi), top2);
+      }
+    }
+    // SAFETY: the block's 256 codes (caller).
+    unsafe {
+      absmax1[b] = x86::quantize(signed, &m, top1, state1.as_mut_ptr().add(b * BLOCK));
+      absmax2[b] = x86::quantize(unsigned, &v, top2, state2.as_mut_ptr().add(b * BLOCK));
+    }
   }
 }
 
@@ -205,6 +391,17 @@ mod tests {
   #[test]
   fn thread_count_does_not_change_the_bits() {
     assert_thread_count_does_not_matter::<Adam8bit>(&hypers()[1]);
+  }
+
+  #[test]
+  fn every_level_matches_reference_bit_for_bit() {
+    for h in hypers() {
+      super::super::tests::assert_levels_match_reference::<Adam8bit>(&h[..3]);
+    }
+    // β₂ = 1: c₂ = 0 is outside the exact sequence's range, the division by c₂ stays a division
+    // (every c₂ of a β₂ < 1 in f64 is above 2⁻³⁰).
+    let tiny_c2 = Hyper { lr: 1e-3, beta1: 0.9, beta2: 1.0, eps: 1e-8, weight_decay: 0.0 };
+    super::super::tests::assert_levels_match_reference::<Adam8bit>(&[tiny_c2; 2]);
   }
 
   #[test]

@@ -19,8 +19,9 @@
 //! 32-bit update's is `m.mul(β₁).add(g, alpha=1 − β₁)`, a fused multiply-add; the momentum is
 //! `fma(g, 1 − β₂, m·β₂)` in both; sign(0) = sign(NaN) = 0, as PyTorch's `sign`.
 
+use super::simd::Level;
 use super::{multiversion, EightBit, Hyper, Quantized};
-use crate::quantize::{self, absmax, QuantMap, BLOCK};
+use crate::quantize::{self, absmax, blocks, QuantMap, BLOCK};
 
 /// bitsandbytes' `Lion8bit`.
 pub struct Lion8bit;
@@ -59,8 +60,8 @@ impl EightBit for Lion8bit {
     }
   }
 
-  fn quantized(c: &LionCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
-    fused_best(c, quantize::signed(), param, grad, moments.state1, moments.absmax1)
+  fn quantized_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+    fused_at(level, c, param, grad, moments)
   }
 
   fn quantized_reference(c: &LionCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
@@ -83,6 +84,134 @@ impl EightBit for Lion8bit {
 
   fn full(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], _state2: &mut [f32]) {
     full_best(c, param, grad, state1)
+  }
+}
+
+/// The fused kernel with the instructions of `level` (one this CPU runs: checked): whole blocks
+/// in vector code, a partial last block (and everything, at [`Level::Portable`]) in the portable
+/// kernel. The same bits at every level.
+pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+  let Quantized { state1, absmax1, .. } = moments;
+  let signed = quantize::signed();
+  let n = param.len();
+  assert!(grad.len() == n && state1.len() == n && absmax1.len() == blocks(n), "Lion8bit: slices of {n} elements");
+  assert!(level <= Level::detected(), "{level:?} is not supported by this CPU");
+  let whole = n / BLOCK;
+  let done = match level {
+    Level::Portable => 0,
+    #[cfg(target_arch = "x86_64")]
+    Level::Avx512 | Level::Avx2 => {
+      let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
+      let (s1, a1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
+      // SAFETY: this CPU has the level's features (asserted above); the slices are whole blocks
+      // of one length (asserted above, cut to `whole` blocks).
+      unsafe {
+        if level == Level::Avx512 {
+          avx512(c, signed, p, g, s1, a1)
+        } else {
+          avx2(c, signed, p, g, s1, a1)
+        }
+      }
+      whole
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    _ => 0,
+  };
+  let rest = done * BLOCK;
+  fused_best(c, signed, &mut param[rest..], &grad[rest..], &mut state1[rest..], &mut absmax1[done..])
+}
+
+/// The fused kernel in AVX-512 over whole blocks: 16 vectors of 16 elements per block
+/// dequantized, updated, kept in an aligned stack block with their running absmax, requantized.
+///
+/// # Safety
+/// AVX-512F/VL and FMA; `param.len()` a multiple of [`BLOCK`], the codes as long, one absmax per block.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn avx512(
+  c: &LionCoeffs,
+  signed: &QuantMap,
+  param: &mut [f32],
+  grad: &[f32],
+  state1: &mut [u8],
+  absmax1: &mut [f32],
+) {
+  use super::simd::{avx512 as x86, Block};
+  use std::arch::x86_64::*;
+  let (beta1, dw) = (_mm512_set1_ps(c.beta1), _mm512_set1_ps(c.direction_weight));
+  let (beta2, mw) = (_mm512_set1_ps(c.beta2), _mm512_set1_ps(c.momentum_weight));
+  let (decay, nlr) = (_mm512_set1_ps(c.decay_factor), _mm512_set1_ps(c.neg_lr));
+  let (zero, one, minus_one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0), _mm512_set1_ps(-1.0));
+  let mut m = Block([0.0; BLOCK]);
+  for (b, absmax) in absmax1.iter_mut().enumerate() {
+    let scale = _mm512_set1_ps(*absmax);
+    let mut top = _mm512_set1_ps(-f32::MAX);
+    for k in 0..16 {
+      let i = b * BLOCK + 16 * k;
+      // SAFETY: i + 16 ≤ len for every slice (caller), and within the stack block (k < 16).
+      unsafe {
+        let g = _mm512_loadu_ps(grad.as_ptr().add(i));
+        let m0 = x86::dequantize(state1.as_ptr().add(i), &signed.values, scale);
+        let direction = _mm512_add_ps(_mm512_mul_ps(m0, beta1), _mm512_mul_ps(g, dw));
+        // sign: 1, −1, or +0 for ±0 and NaN.
+        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(direction, zero);
+        let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(direction, zero);
+        let sign = _mm512_mask_blend_ps(negative, _mm512_maskz_mov_ps(positive, one), minus_one);
+        let p = _mm512_loadu_ps(param.as_ptr().add(i));
+        _mm512_storeu_ps(param.as_mut_ptr().add(i), _mm512_add_ps(_mm512_mul_ps(p, decay), _mm512_mul_ps(nlr, sign)));
+        let mi = _mm512_fmadd_ps(g, mw, _mm512_mul_ps(m0, beta2));
+        _mm512_store_ps(m.0.as_mut_ptr().add(16 * k), mi);
+        top = _mm512_max_ps(_mm512_abs_ps(mi), top);
+      }
+    }
+    // SAFETY: the block's 256 codes (caller).
+    *absmax = unsafe { x86::quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
+  }
+}
+
+/// [`avx512`] with AVX2: 32 vectors of 8 elements per block.
+///
+/// # Safety
+/// AVX2 and FMA; as [`avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2(
+  c: &LionCoeffs,
+  signed: &QuantMap,
+  param: &mut [f32],
+  grad: &[f32],
+  state1: &mut [u8],
+  absmax1: &mut [f32],
+) {
+  use super::simd::{avx2 as x86, Block};
+  use std::arch::x86_64::*;
+  let (beta1, dw) = (_mm256_set1_ps(c.beta1), _mm256_set1_ps(c.direction_weight));
+  let (beta2, mw) = (_mm256_set1_ps(c.beta2), _mm256_set1_ps(c.momentum_weight));
+  let (decay, nlr) = (_mm256_set1_ps(c.decay_factor), _mm256_set1_ps(c.neg_lr));
+  let (zero, one, minus_one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0), _mm256_set1_ps(-1.0));
+  let mut m = Block([0.0; BLOCK]);
+  for (b, absmax) in absmax1.iter_mut().enumerate() {
+    let scale = _mm256_set1_ps(*absmax);
+    let mut top = _mm256_set1_ps(-f32::MAX);
+    for k in 0..32 {
+      let i = b * BLOCK + 8 * k;
+      // SAFETY: i + 8 ≤ len for every slice (caller), and within the stack block (k < 32).
+      unsafe {
+        let g = _mm256_loadu_ps(grad.as_ptr().add(i));
+        let m0 = x86::dequantize(state1.as_ptr().add(i), &signed.values, scale);
+        let direction = _mm256_add_ps(_mm256_mul_ps(m0, beta1), _mm256_mul_ps(g, dw));
+        let positive = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(direction, zero), one);
+        let negative = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(direction, zero), minus_one);
+        let sign = _mm256_or_ps(positive, negative);
+        let p = _mm256_loadu_ps(param.as_ptr().add(i));
+        _mm256_storeu_ps(param.as_mut_ptr().add(i), _mm256_add_ps(_mm256_mul_ps(p, decay), _mm256_mul_ps(nlr, sign)));
+        let mi = _mm256_fmadd_ps(g, mw, _mm256_mul_ps(m0, beta2));
+        _mm256_store_ps(m.0.as_mut_ptr().add(8 * k), mi);
+        top = _mm256_max_ps(x86::abs(mi), top);
+      }
+    }
+    // SAFETY: the block's 256 codes (caller).
+    *absmax = unsafe { x86::quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
   }
 }
 
@@ -158,6 +287,13 @@ mod tests {
   #[test]
   fn thread_count_does_not_change_the_bits() {
     assert_thread_count_does_not_matter::<Lion8bit>(&hypers()[1]);
+  }
+
+  #[test]
+  fn every_level_matches_reference_bit_for_bit() {
+    for h in hypers() {
+      super::super::tests::assert_levels_match_reference::<Lion8bit>(&h[..3]);
+    }
   }
 
   #[test]

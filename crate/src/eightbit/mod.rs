@@ -12,9 +12,14 @@
 //! tensors on the step pool ([`crate::engine::threads`]). A block is never split, and each
 //! element sees the same operations wherever the cuts fall, so the results do not depend on
 //! the thread count. Nothing is allocated during a step.
+//!
+//! The fused kernels are written for AVX-512 and for AVX2+FMA ([`simd`]), chosen at run time,
+//! with the portable kernel (the compiler's vectorisation) as the fallback elsewhere and for a
+//! partial last block; every level gives the same bits ([`EightBit::quantized_at`] runs each).
 
 pub mod adam8bit;
 pub mod lion8bit;
+pub mod simd;
 
 use std::marker::PhantomData;
 
@@ -24,6 +29,7 @@ use crate::quantize::{blocks, BLOCK};
 
 pub use adam8bit::Adam8bit;
 pub use lion8bit::Lion8bit;
+pub use simd::Level;
 
 /// Blocks per unit of parallel work: 4096 elements.
 pub const UNIT_BLOCKS: usize = 16;
@@ -111,8 +117,13 @@ pub trait EightBit {
   type Coeffs: Copy + Send + Sync;
   /// The scalars of step `step` (counted from 1).
   fn coeffs(hyper: &Hyper, step: u64) -> Self::Coeffs;
-  /// The fused kernel over whole blocks of one tensor (the last may be partial).
-  fn quantized(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>);
+  /// The fused kernel over whole blocks of one tensor (the last may be partial), with the
+  /// instructions of `level` (one this CPU runs, [`Level::available`]); the same bits at every level.
+  fn quantized_at(level: Level, c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>);
+  /// [`Self::quantized_at`] with the best instructions this CPU has.
+  fn quantized(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+    Self::quantized_at(Level::detected(), c, param, grad, moments)
+  }
   /// bitsandbytes' order, plainly: dequantize everything, update, quantize every block.
   fn quantized_reference(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>);
   /// The update of a parameter with `f32` moments (bitsandbytes' 32-bit kernel).
@@ -432,6 +443,83 @@ pub(crate) mod tests {
     for r in &results[1..] {
       assert!(same_bits(&r.0, &results[0].0) && same_moments(&r.1, &results[0].1), "{}", O::NAME);
     }
+  }
+
+  /// [`values`] with one kind of hard block in turn: zeros, a NaN, ±∞, all equal, subnormal
+  /// values, and one large value among tiny ones (subnormal quotients); the rest ordinary.
+  pub fn hard_values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut x = values(len, seed, scale);
+    for (b, block) in x.chunks_mut(BLOCK).enumerate() {
+      let mid = block.len() / 2;
+      match (b + seed as usize) % 9 {
+        0 => block.fill(0.0),
+        1 => block[mid] = f32::NAN,
+        2 => block[0] = f32::INFINITY,
+        3 => block[mid] = f32::NEG_INFINITY,
+        4 => block.fill(0.375 * scale),
+        5 => block.iter_mut().for_each(|v| *v *= 1e-39),
+        6 => {
+          block.iter_mut().for_each(|v| *v *= 1e-33);
+          block[mid] = scale;
+        }
+        _ => {}
+      }
+    }
+    x
+  }
+
+  /// The slices of 8-bit moments.
+  pub fn parts(m: &mut Moments) -> Quantized<'_> {
+    let Moments::Quantized { state1, absmax1, state2, absmax2 } = m else { panic!("8-bit moments") };
+    Quantized { state1, absmax1, state2, absmax2 }
+  }
+
+  /// Equal bits, or both NaN (a NaN's sign and payload may depend on which of two NaN operands an
+  /// instruction passes on, which the compiler may swap).
+  pub fn same_bits_or_nan(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+  }
+
+  /// The fused kernel at every level this CPU runs equals the reference bit for bit: lengths 0 to
+  /// 600 and around units, ordinary and [`hard_values`] parameters and gradients, over `hyper`'s steps.
+  pub fn assert_levels_match_reference<O: EightBit>(hyper: &[Hyper]) {
+    let lengths = (0..=600).chain([4095, 4096, 4097, 65536 + 300]);
+    for len in lengths {
+      for level in Level::available() {
+        for hard in [false, true] {
+          let make =
+            |seed: u64, scale: f32| if hard { hard_values(len, seed, scale) } else { values(len, seed, scale) };
+          let mut p = make(1, 1.0);
+          let mut q = p.clone();
+          let mut a = Moments::new(len, 0, O::MOMENTS);
+          let mut b = a.clone();
+          for (t, h) in hyper.iter().enumerate() {
+            let grad = make(t as u64 + 2, 0.1);
+            let coeffs = O::coeffs(h, t as u64 + 1);
+            O::quantized_at(level, &coeffs, &mut p, &grad, parts(&mut a));
+            O::quantized_reference(&coeffs, &mut q, &grad, parts(&mut b));
+          }
+          let what = format!("{} {level:?} len {len} hard {hard}", O::NAME);
+          assert!(same_bits_or_nan(&p, &q), "{what}: parameters differ");
+          let (
+            Moments::Quantized { state1: s1, absmax1: a1, state2: s2, absmax2: a2 },
+            Moments::Quantized { state1: t1, absmax1: b1, state2: t2, absmax2: b2 },
+          ) = (&a, &b)
+          else {
+            unreachable!()
+          };
+          assert!(s1 == t1 && s2 == t2, "{what}: codes differ");
+          assert!(same_bits_or_nan(a1, b1) && same_bits_or_nan(a2, b2), "{what}: absmax differ");
+        }
+      }
+    }
+  }
+
+  #[test]
+  fn levels_run_by_this_cpu() {
+    let levels = Level::available();
+    assert_eq!(levels[0], Level::detected());
+    assert_eq!(*levels.last().unwrap(), Level::Portable);
   }
 
   #[test]

@@ -1,0 +1,327 @@
+//! The 8-bit kernels' vector code: the instruction set a kernel runs with, and the per-block
+//! work every 8-bit optimizer shares (dequantizing codes, quantizing a block by its absmax).
+//!
+//! Dequantizing is a gather from the map's 256 entries (1 KB), times the block's absmax.
+//! Quantizing divides each value by the block's absmax and looks the quotient up:
+//!
+//! - The division is a multiplication with exact corrections ([`BlockDivisor`], Markstein's
+//!   sequence of [`crate::divide`]), the same bits as `/`, so that the divide unit is left to the
+//!   updates' own divisions and square roots.
+//! - The code is one gather from the map's packed range table ([`QuantMap::code`]), one
+//!   comparison and one selection.
+
+#[cfg(doc)]
+use crate::quantize::QuantMap;
+use crate::quantize::BLOCK;
+
+/// The instruction set an 8-bit kernel runs with, in rising order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+  /// Plain Rust, vectorised by the compiler where it can (every target; NEON is not written by
+  /// hand).
+  Portable,
+  /// x86-64 AVX2 and FMA: 8 lanes.
+  Avx2,
+  /// x86-64 AVX-512 (F, VL): 16 lanes.
+  Avx512,
+}
+
+impl Level {
+  /// The best level this CPU runs.
+  pub fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+      if crate::engine::simd::has_avx512() {
+        return Level::Avx512;
+      }
+      if crate::engine::simd::has_avx2_fma() {
+        return Level::Avx2;
+      }
+    }
+    Level::Portable
+  }
+
+  /// Every level this CPU runs, best first.
+  pub fn available() -> Vec<Level> {
+    [Level::Avx512, Level::Avx2, Level::Portable].into_iter().filter(|&l| l <= Level::detected()).collect()
+  }
+}
+
+/// Division by a block's absmax `top`, as `/` rounds, without a divide instruction.
+///
+/// `x / top = (x·s) / (top·s)` for the power of two `s` that brings `top·s` into [0.5, 1)
+/// (into [2⁻²³, 1) for a subnormal `top`), both products exact; the quotient by `top·s` is
+/// [`crate::divide::ExactDivisor`]'s sequence, exact for dividends of magnitude 0 or in
+/// [2⁻⁹⁰, 2⁹⁰]. Here every dividend is at most 1 in magnitude (`|x| ≤ top`). One whose `x·s` is
+/// below 2⁻⁹⁰ (or rounded as a subnormal) gets a quotient that may be off, but of magnitude
+/// below 2⁻⁶⁰ and of either sign, and every quotient of magnitude below 2⁻²⁵ has the same code
+/// in both maps (no step starts there: tested), so the codes are those of `/`. −0 gives +0,
+/// which has −0's code. NaN gives NaN.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockDivisor {
+  pub scale: f32,
+  pub divisor: f32,
+  pub reciprocal: f32,
+}
+
+impl BlockDivisor {
+  /// For `top` in (0, 2¹²⁶); `None` otherwise (a block of zeros, of NaN, with an infinity, or
+  /// of huge values), where the caller divides.
+  #[inline(always)]
+  pub fn new(top: f32) -> Option<BlockDivisor> {
+    if !(top > 0.0 && top < f32::from_bits(0x7c80_0000)) {
+      return None;
+    }
+    // top < 2^126: its biased exponent is at most 252, so s = 2^(126 − e) is a normal float.
+    let exponent = top.to_bits() >> 23;
+    let scale = f32::from_bits((253 - exponent) << 23);
+    let divisor = top * scale;
+    Some(BlockDivisor { scale, divisor, reciprocal: 1.0 / divisor })
+  }
+
+  /// `x / top`'s code-equivalent quotient (see the type), for one value.
+  #[cfg(test)]
+  pub fn divide(&self, x: f32) -> f32 {
+    let (d, y) = (self.divisor, self.reciprocal);
+    let x = x * self.scale;
+    let q0 = x * y;
+    let q1 = (-q0).mul_add(d, x).mul_add(y, q0);
+    (-q1).mul_add(d, x).mul_add(y, q1)
+  }
+}
+
+/// A block's values, aligned for vector loads.
+#[repr(C, align(64))]
+pub(crate) struct Block(pub [f32; BLOCK]);
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+  use std::arch::x86_64::*;
+
+  use super::{Block, BlockDivisor};
+  use crate::quantize::{QuantMap, RANGE_LIMIT, RANGE_SHIFT};
+
+  /// The map entries of 16 codes at `codes`, times `scale`.
+  ///
+  /// # Safety
+  /// AVX-512F; `codes` readable for 16 bytes.
+  #[inline(always)]
+  pub unsafe fn dequantize(codes: *const u8, values: &[f32; 256], scale: __m512) -> __m512 {
+    // SAFETY: 16 bytes at `codes` (caller); every index is a u8, within the 256 entries.
+    unsafe {
+      let index = _mm512_cvtepu8_epi32(_mm_loadu_si128(codes.cast()));
+      _mm512_mul_ps(_mm512_i32gather_ps::<4>(index, values.as_ptr()), scale)
+    }
+  }
+
+  /// The codes of 16 quotients in [−1, 1] (or NaN), as [`QuantMap::code`] gives them.
+  ///
+  /// # Safety
+  /// AVX-512F; `table` is `map.packed()`'s entry of range 0 (`RANGE_LIMIT + 1` from its start).
+  #[inline(always)]
+  pub unsafe fn lookup(q: __m512, table: *const i32) -> __m128i {
+    let bits = _mm512_castps_si512(q);
+    // The ordered key: negative values' bits but the sign flipped, so that keys rise with values.
+    let key = _mm512_xor_si512(bits, _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(bits)));
+    let range = _mm512_srai_epi32::<{ RANGE_SHIFT }>(key);
+    let range =
+      _mm512_min_epi32(_mm512_max_epi32(range, _mm512_set1_epi32(-RANGE_LIMIT - 1)), _mm512_set1_epi32(RANGE_LIMIT));
+    // SAFETY: ranges clamped to the table's, relative to its range-0 entry (caller).
+    let entry = unsafe { _mm512_i32gather_epi32::<4>(range, table) };
+    let low = _mm512_and_si512(key, _mm512_set1_epi32(0xffff));
+    let above = _mm512_cmpge_epu32_mask(low, _mm512_srli_epi32::<16>(entry));
+    _mm512_cvtepi32_epi8(_mm512_mask_srli_epi32::<8>(entry, above, entry))
+  }
+
+  /// Quantizes a whole block whose largest magnitudes are the lanes of `top` (running maxima from
+  /// −`f32::MAX`, NaN passed over): writes its 256 codes at `codes`, returns its absmax.
+  ///
+  /// # Safety
+  /// AVX-512F and FMA; `codes` writable for 256 bytes.
+  #[inline(always)]
+  pub unsafe fn quantize(map: &QuantMap, values: &Block, top: __m512, codes: *mut u8) -> f32 {
+    let top = _mm512_reduce_max_ps(top);
+    // SAFETY: the range-0 entry of the packed table, in its middle.
+    let table = unsafe { map.packed().as_ptr().add(RANGE_LIMIT as usize + 1) }.cast::<i32>();
+    let x = |k: usize| -> __m512 {
+      // SAFETY: 16 values within the aligned block (k < 16).
+      unsafe { _mm512_load_ps(values.0.as_ptr().add(16 * k)) }
+    };
+    // SAFETY (stores): 16 codes at k·16 within the block's 256 (caller).
+    if let Some(d) = BlockDivisor::new(top) {
+      let (s, dd, y) = (_mm512_set1_ps(d.scale), _mm512_set1_ps(d.divisor), _mm512_set1_ps(d.reciprocal));
+      for k in 0..16 {
+        let xs = _mm512_mul_ps(x(k), s);
+        let q0 = _mm512_mul_ps(xs, y);
+        let q1 = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, dd, xs), y, q0);
+        let q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q1, dd, xs), y, q1);
+        unsafe { _mm_storeu_si128(codes.add(16 * k).cast(), lookup(q, table)) };
+      }
+    } else {
+      let t = _mm512_set1_ps(top);
+      for k in 0..16 {
+        unsafe { _mm_storeu_si128(codes.add(16 * k).cast(), lookup(_mm512_div_ps(x(k), t), table)) };
+      }
+    }
+    top
+  }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+  use std::arch::x86_64::*;
+
+  use super::{Block, BlockDivisor};
+  use crate::quantize::{QuantMap, RANGE_LIMIT, RANGE_SHIFT};
+
+  /// The map entries of 8 codes at `codes`, times `scale`.
+  ///
+  /// # Safety
+  /// AVX2; `codes` readable for 8 bytes.
+  #[inline(always)]
+  pub unsafe fn dequantize(codes: *const u8, values: &[f32; 256], scale: __m256) -> __m256 {
+    // SAFETY: 8 bytes at `codes` (caller); every index is a u8, within the 256 entries.
+    unsafe {
+      let index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(codes.cast()));
+      _mm256_mul_ps(_mm256_i32gather_ps::<4>(values.as_ptr(), index), scale)
+    }
+  }
+
+  /// |x| for every lane.
+  #[inline(always)]
+  pub fn abs(x: __m256) -> __m256 {
+    // SAFETY: register arithmetic only; AVX is enabled wherever this is inlined.
+    unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) }
+  }
+
+  /// The codes of 8 quotients in [−1, 1] (or NaN) in the low 8 bytes.
+  ///
+  /// # Safety
+  /// AVX2; `table` is `map.packed()`'s entry of range 0.
+  #[inline(always)]
+  pub unsafe fn lookup(q: __m256, table: *const i32) -> __m128i {
+    // SAFETY: register arithmetic, and a gather of ranges clamped to the table's (caller).
+    unsafe {
+      let bits = _mm256_castps_si256(q);
+      let key = _mm256_xor_si256(bits, _mm256_srli_epi32::<1>(_mm256_srai_epi32::<31>(bits)));
+      let range = _mm256_srai_epi32::<{ RANGE_SHIFT as i32 }>(key);
+      let range =
+        _mm256_min_epi32(_mm256_max_epi32(range, _mm256_set1_epi32(-RANGE_LIMIT - 1)), _mm256_set1_epi32(RANGE_LIMIT));
+      let entry = _mm256_i32gather_epi32::<4>(table, range);
+      let low = _mm256_and_si256(key, _mm256_set1_epi32(0xffff));
+      // Both sides are below 2^16: a signed comparison is the unsigned one.
+      let below = _mm256_cmpgt_epi32(_mm256_srli_epi32::<16>(entry), low);
+      let code = _mm256_blendv_epi8(_mm256_srli_epi32::<8>(entry), entry, below);
+      // The low byte of each lane, then the two 128-bit halves' four bytes side by side.
+      let bytes = _mm256_shuffle_epi8(
+        code,
+        _mm256_setr_epi8(
+          0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+          -1, -1, -1,
+        ),
+      );
+      _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256::<1>(bytes))
+    }
+  }
+
+  /// Quantizes a whole block whose largest magnitudes are the lanes of `top`: writes its 256
+  /// codes at `codes`, returns its absmax.
+  ///
+  /// # Safety
+  /// AVX2 and FMA; `codes` writable for 256 bytes.
+  #[inline(always)]
+  pub unsafe fn quantize(map: &QuantMap, values: &Block, top: __m256, codes: *mut u8) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: 8 floats into `lanes`.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), top) };
+    let top = lanes.iter().fold(-f32::MAX, |a, &x| a.max(x));
+    // SAFETY: the range-0 entry of the packed table, in its middle.
+    let table = unsafe { map.packed().as_ptr().add(RANGE_LIMIT as usize + 1) }.cast::<i32>();
+    // SAFETY (all below): 8 values within the aligned block and 8 codes within the block's 256
+    // (k < 32; caller).
+    unsafe {
+      let x = |k: usize| -> __m256 { _mm256_load_ps(values.0.as_ptr().add(8 * k)) };
+      if let Some(d) = BlockDivisor::new(top) {
+        let (s, dd, y) = (_mm256_set1_ps(d.scale), _mm256_set1_ps(d.divisor), _mm256_set1_ps(d.reciprocal));
+        for k in 0..32 {
+          let xs = _mm256_mul_ps(x(k), s);
+          let q0 = _mm256_mul_ps(xs, y);
+          let q1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q0, dd, xs), y, q0);
+          let q = _mm256_fmadd_ps(_mm256_fnmadd_ps(q1, dd, xs), y, q1);
+          _mm_storel_epi64(codes.add(8 * k).cast(), lookup(q, table));
+        }
+      } else {
+        let t = _mm256_set1_ps(top);
+        for k in 0..32 {
+          _mm_storel_epi64(codes.add(8 * k).cast(), lookup(_mm256_div_ps(x(k), t), table));
+        }
+      }
+    }
+    top
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::quantize::{code_reference, signed, unsigned};
+
+  #[test]
+  fn tiny_quotients_of_either_sign_share_one_code() {
+    for map in [signed(), unsigned()] {
+      let zero = code_reference(map, 0.0);
+      // Every 997th f32 from the least subnormal to 2⁻²⁵, either sign.
+      for bits in (1..0x3300_0000u32).step_by(997) {
+        let x = f32::from_bits(bits);
+        assert_eq!(code_reference(map, x), zero, "{x:e}");
+        assert_eq!(code_reference(map, -x), zero, "{:e}", -x);
+      }
+      assert_eq!(code_reference(map, f32::from_bits(0x3300_0000 - 1)), zero);
+      assert_eq!(code_reference(map, -f32::from_bits(0x3300_0000 - 1)), zero);
+      assert_eq!(code_reference(map, -0.0), zero);
+    }
+  }
+
+  #[test]
+  fn block_divisor_gives_the_codes_of_slash() {
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+      s ^= s << 13;
+      s ^= s >> 7;
+      s ^= s << 17;
+      s
+    };
+    let mut tops = vec![1.0f32, 0.5, f32::MIN_POSITIVE, f32::from_bits(1), f32::from_bits(0x7c7f_ffff), 3.0e-8];
+    for _ in 0..300 {
+      tops.push(f32::from_bits((next() as u32) & 0x7c7f_ffff).max(f32::from_bits(1)));
+    }
+    for top in tops {
+      let d = BlockDivisor::new(top).expect("in range");
+      for _ in 0..3000 {
+        let r = next();
+        // Dividends at every scale below top, some exact fractions of it, and ±0, ±top.
+        let x = match r % 5 {
+          0 => top * f32::from_bits(0x3f80_0000 | (r >> 41) as u32) / 2.0,
+          1 => top / f32::from_bits(((r >> 32) as u32 % 254 + 1) << 23).max(1.0),
+          2 => f32::from_bits((r >> 33) as u32).min(top),
+          3 => [0.0, -0.0, top, -top][(r >> 40) as usize % 4],
+          _ => top * ((r >> 40) as f32 / (1u64 << 24) as f32),
+        };
+        let x = if r & (1 << 20) != 0 { -x } else { x };
+        let (fast, slow) = (d.divide(x), x / top);
+        if fast.to_bits() != slow.to_bits() {
+          assert!(
+            slow.abs() < 2f32.powi(-60) && fast.abs() < 2f32.powi(-60),
+            "{x:e} / {top:e}: {fast:e}, `/` {slow:e}"
+          );
+        }
+        for map in [signed(), unsigned()] {
+          assert_eq!(map.code(fast), code_reference(map, slow), "{x:e} / {top:e}");
+        }
+      }
+    }
+    for top in [0.0, -1.0, f32::INFINITY, f32::NAN, -f32::MAX, 2f32.powi(126), f32::MAX] {
+      assert!(BlockDivisor::new(top).is_none(), "{top}");
+    }
+  }
+}
