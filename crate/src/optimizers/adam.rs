@@ -105,6 +105,7 @@ pub struct AdamCoeffs {
 
 impl Optimizer for Adam {
   const NAME: &'static str = "Adam";
+  const BF16_STATE: bool = true;
   const SUMMARY: &'static str = "Adam (Kingma & Ba, 2015), with AMSGrad and AdamW's decoupled decay as options";
   const BUFFERS: &'static [Buffer] = ADAM_BUFFERS;
   type Coeffs = AdamCoeffs;
@@ -183,6 +184,7 @@ impl Optimizer for Adam {
 
 impl Optimizer for AdamW {
   const NAME: &'static str = "AdamW";
+  const BF16_STATE: bool = true;
   const SUMMARY: &'static str =
     "AdamW (Loshchilov & Hutter, 2019): Adam whose weight decay scales the weights by 1 − γλ";
   const BUFFERS: &'static [Buffer] = ADAM_BUFFERS;

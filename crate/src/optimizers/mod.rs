@@ -132,6 +132,9 @@ pub trait Optimizer: Options {
   /// Whether it takes matrices (2-D parameters) only, as PyTorch's `Muon`: the binding refuses
   /// a parameter of any other shape, or of none, naming it and its shape.
   const MATRICES: bool = false;
+  /// Whether float32 parameters may keep its state in bfloat16 (`stateDtype: 'bfloat16'`,
+  /// [`crate::engine::bf16`]): an elementwise optimizer whose buffers are like the parameter.
+  const BF16_STATE: bool = false;
   /// Per-step scalars derived from the options and the step count, computed once per step.
   type Coeffs: Copy + Send + Sync + 'static;
 
