@@ -121,7 +121,7 @@ pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
 /// in chunks whose state is widened, updated by `O`'s float32 kernel and rounded back.
 ///
 /// # Panics
-/// If `O` runs in stages ([`Optimizer::STAGES`]).
+/// If `O` runs in stages ([`Optimizer::STAGES`]) and there are jobs.
 pub fn run_bf16<O: Optimizer>(jobs: &mut [Job<'_, f32, O::Coeffs, Bf16>]) -> bool {
   let streaming = streams_from_memory(jobs);
   run_streaming::<O, f32, Bf16>(jobs, streaming)
@@ -152,7 +152,8 @@ impl StateOf<f32> for Bf16 {
 /// do.
 ///
 /// # Panics
-/// If `O` runs in stages and `S` is not `T`: stages take state in the parameter's dtype.
+/// If `O` runs in stages and `S` is not `T` (stages take state in the parameter's dtype), unless
+/// there are no jobs.
 pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
   jobs: &mut [Job<'_, T, O::Coeffs, S>],
   streaming: bool,
@@ -160,6 +161,9 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
   let total: usize = jobs.iter().map(|job| job.param.len()).sum();
   let pool = if total >= PARALLEL_MIN_ELEMENTS { Some(threads::current()) } else { None };
   if O::STAGES > 0 {
+    if jobs.is_empty() {
+      return false;
+    }
     assert!(
       TypeId::of::<S>() == TypeId::of::<T>(),
       "{} runs in stages, which keep state in the parameter's dtype",
