@@ -77,7 +77,9 @@ export type StateDtypeOptions<Options> = OptionsInput<Options> & {
    * optimizer's float32 update unchanged (the same kernel, so the same bits as float32 state holding
    * those widened values would give), and rounds the new state to bfloat16 to nearest, ties to even,
    * as PyTorch's `.to(torch.bfloat16)` does (NaN stays NaN). `getState` and `stateDict` give it as
-   * Uint16Arrays of raw bfloat16 bits, which checkpoints write as safetensors BF16; `loadStateDict`
+   * Uint16Arrays of raw bfloat16 bits (typed as float32 state's `FloatArray`, so that code written
+   * for it compiles: cast with `as unknown as Uint16Array`), which checkpoints write as safetensors
+   * BF16; `loadStateDict`
    * takes float32 or bfloat16 state and converts it to this dtype, as PyTorch's `load_state_dict`
    * casts state to the parameter's dtype. Set for the whole optimizer (every group); float64
    * parameters are refused with either value.
@@ -317,7 +319,7 @@ const product = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1)
 const PYTORCH_ONLY_OPTIONS = new Set(['foreach', 'fused', 'capturable', 'differentiable', 'initialLr'])
 
 /** A parameter's state: `step`, then the optimizer's scalars and buffers by PyTorch's names in camelCase. */
-export type ParamState = { step: number } & Record<string, FloatArray | Uint16Array | number>
+export type ParamState = { step: number } & Record<string, FloatArray | number>
 
 /**
  * The shape of `stateDict()`: PyTorch's `state_dict()` with camelCase names. `State` is the
@@ -878,7 +880,8 @@ export abstract class Optimizer<
     buffers.forEach(({ name, layout }, i) => {
       const buffer = entry.buffers[i]
       // A layout the parameter's shape has no buffer for (Adafactor's rowVar of a vector) is not state.
-      if (buffer && layoutShape(layout, length, this.#shapes[index])) state[name] = buffer
+      // bfloat16 state comes as a Uint16Array, typed as float32 state is (see StateDtypeOptions).
+      if (buffer && layoutShape(layout, length, this.#shapes[index])) state[name] = buffer as FloatArray
     })
     return state
   }

@@ -58,7 +58,7 @@ export type SGDState = {
   /** The parameter's step count. */
   step: number
   /** Only with some options or parameter shapes. */
-  momentumBuffer?: FloatArray | Uint16Array
+  momentumBuffer?: FloatArray
 }
 
 /**
@@ -132,10 +132,10 @@ export interface AdamOptions {
 export type AdamState = {
   /** The parameter's step count. */
   step: number
-  expAvg: FloatArray | Uint16Array
-  expAvgSq: FloatArray | Uint16Array
+  expAvg: FloatArray
+  expAvgSq: FloatArray
   /** Only with some options or parameter shapes. */
-  maxExpAvgSq?: FloatArray | Uint16Array
+  maxExpAvgSq?: FloatArray
 }
 
 /**
@@ -203,10 +203,10 @@ export interface AdamWOptions {
 export type AdamWState = {
   /** The parameter's step count. */
   step: number
-  expAvg: FloatArray | Uint16Array
-  expAvgSq: FloatArray | Uint16Array
+  expAvg: FloatArray
+  expAvgSq: FloatArray
   /** Only with some options or parameter shapes. */
-  maxExpAvgSq?: FloatArray | Uint16Array
+  maxExpAvgSq?: FloatArray
 }
 
 /**
@@ -414,8 +414,8 @@ export interface AdamaxOptions {
 export type AdamaxState = {
   /** The parameter's step count. */
   step: number
-  expAvg: FloatArray | Uint16Array
-  expInf: FloatArray | Uint16Array
+  expAvg: FloatArray
+  expInf: FloatArray
 }
 
 /**
@@ -490,8 +490,8 @@ export type NAdamState = {
   /** The parameter's step count. */
   step: number
   muProduct: number
-  expAvg: FloatArray | Uint16Array
-  expAvgSq: FloatArray | Uint16Array
+  expAvg: FloatArray
+  expAvgSq: FloatArray
 }
 
 /**
@@ -559,8 +559,8 @@ export interface RAdamOptions {
 export type RAdamState = {
   /** The parameter's step count. */
   step: number
-  expAvg: FloatArray | Uint16Array
-  expAvgSq: FloatArray | Uint16Array
+  expAvg: FloatArray
+  expAvgSq: FloatArray
 }
 
 /**

@@ -103,8 +103,9 @@ function stateType(info: AlgorithmInfo): string {
     always.has(name)
       ? `  ${name}: ${type}`
       : `  /** Only with some options or parameter shapes. */\n  ${name}?: ${type}`
-  // bfloat16 state (`stateDtype: 'bfloat16'`) comes as Uint16Arrays of raw bits.
-  const buffer = info.bf16State ? 'FloatArray | Uint16Array' : 'FloatArray'
+  // bfloat16 state (`stateDtype: 'bfloat16'`) comes as Uint16Arrays of raw bits; typed as the
+  // default's FloatArray, which code written for float32 state expects.
+  const buffer = 'FloatArray'
   const bits = info.bf16State ? "; with `stateDtype: 'bfloat16'`, buffers are Uint16Arrays of bfloat16 bits" : ''
   return `/**
  * ${info.name}'s state of one parameter, as \`getState()\` returns it and \`stateDict().state\` holds
