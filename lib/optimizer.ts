@@ -837,8 +837,9 @@ export abstract class Optimizer<
         }
         // float32 and bfloat16 state load into either kind of optimizer, converted (see StateDtypeOptions).
         const tag = typedArrayTag(value)
-        if (!(tag === dataTag || (tag === 'Uint16Array' && dataTag === 'Float32Array'))) {
-          const bits = dataTag === 'Float32Array' ? ' or a Uint16Array of bfloat16 bits' : ''
+        const bf16 = dataTag === 'Float32Array' && this.#schema.info.bf16State
+        if (!(tag === dataTag || (tag === 'Uint16Array' && bf16))) {
+          const bits = this.#stateDtype === 'bfloat16' ? ' or a Uint16Array of bfloat16 bits' : ''
           throw invalidType(
             `${where}.${name} must be a ${dataTag} like the parameter's data${bits}, got ${describe(value)}`,
           )

@@ -34,6 +34,9 @@ pub struct StateEntry {
   pub buffers: Vec<Option<Either3<Float32Array, Float64Array, Uint16Array>>>,
 }
 
+/// A state buffer as JavaScript holds it.
+type StateArray = Either3<Float32Array, Float64Array, Uint16Array>;
+
 #[napi]
 impl NativeOptimizer {
   #[napi]
@@ -51,7 +54,7 @@ impl NativeOptimizer {
     let (scalar_count, buffer_count) = with_optimizer!(self.algorithm, O => (O::SCALARS.len(), O::BUFFERS.len()));
     let Some(state) = self.states.get(index as usize) else { return Ok(None) };
     let Some(dtype) = state.buffers.name() else { return Ok(None) };
-    let mut buffers: Vec<Option<Either3<Float32Array, Float64Array, Uint16Array>>> = match &state.buffers {
+    let mut buffers: Vec<Option<StateArray>> = match &state.buffers {
       Buffers::Empty => return Ok(None),
       Buffers::F32(b) => b.iter().map(|v| Some(Either3::A(Float32Array::new(v.clone())))).collect(),
       Buffers::F64(b) => b.iter().map(|v| Some(Either3::B(Float64Array::new(v.clone())))).collect(),
@@ -133,12 +136,11 @@ fn entry_to_state(
     true => Ok(()),
     false => Err(mismatch(i, format!("length {len}, expected {}", lens[i]))),
   };
-  let each =
-    |convert: &dyn Fn(usize, &Either3<Float32Array, Float64Array, Uint16Array>) -> std::result::Result<(), Fail>| {
-      (0..used)
-        .filter_map(|i| entry.buffers[i].as_ref().map(|b| convert(i, b)))
-        .collect::<std::result::Result<Vec<()>, Fail>>()
-    };
+  let each = |convert: &dyn Fn(usize, &StateArray) -> std::result::Result<(), Fail>| {
+    (0..used)
+      .filter_map(|i| entry.buffers[i].as_ref().map(|b| convert(i, b)))
+      .collect::<std::result::Result<Vec<()>, Fail>>()
+  };
   let wrong = |i: usize, got: &str, expected: &str| Err(mismatch(i, format!("a {got}, expected {expected}")));
   let buffers = match (dtype, bf16) {
     (Dtype::Float32, _) => {

@@ -102,6 +102,7 @@ multiversion!(fn narrow_best<T: Float>(wide: &[f32], state: &mut [Bf16]) => narr
 
 /// `out[i] ← state[i]` as float32, for every `i`; `T` only names the kernel's copy.
 #[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)]
 fn widen<T: Float>(state: &[Bf16], out: &mut [MaybeUninit<f32>]) {
   let out = &mut out[..state.len()];
   for (o, s) in out.iter_mut().zip(state) {
@@ -111,6 +112,7 @@ fn widen<T: Float>(state: &[Bf16], out: &mut [MaybeUninit<f32>]) {
 
 /// `state[i] ← wide[i]` rounded to bfloat16, for every `i`; `T` only names the kernel's copy.
 #[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)]
 fn narrow<T: Float>(wide: &[f32], state: &mut [Bf16]) {
   let wide = &wide[..state.len()];
   for (s, &w) in state.iter_mut().zip(wide) {

@@ -61,13 +61,13 @@ impl Buffers {
 
   /// The length of each buffer that exists.
   pub fn lens(&self) -> impl Iterator<Item = usize> + '_ {
-    let (f32s, f64s, bf16s): (&[Vec<f32>], &[Vec<f64>], &[Vec<Bf16>]) = match self {
-      Buffers::Empty => (&[], &[], &[]),
-      Buffers::F32(b) => (b, &[], &[]),
-      Buffers::F64(b) => (&[], b, &[]),
-      Buffers::Bf16(b) => (&[], &[], b),
-    };
-    f32s.iter().map(Vec::len).chain(f64s.iter().map(Vec::len)).chain(bf16s.iter().map(Vec::len))
+    let count = self.count();
+    (0..count).map(move |i| match self {
+      Buffers::Empty => 0,
+      Buffers::F32(b) => b[i].len(),
+      Buffers::F64(b) => b[i].len(),
+      Buffers::Bf16(b) => b[i].len(),
+    })
   }
 
   pub fn is_empty(&self) -> bool {
