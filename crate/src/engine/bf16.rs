@@ -53,6 +53,35 @@ impl Bf16 {
   }
 }
 
+/// How a kernel reads and writes a state element of type `Self` for a parameter of `T`: `T`
+/// itself, unchanged, or [`Bf16`] for `f32`, widened and rounded.
+pub trait Storage<T>: Copy {
+  fn load(self) -> T;
+  fn store(value: T) -> Self;
+}
+
+impl<T: Float> Storage<T> for T {
+  #[inline(always)]
+  fn load(self) -> T {
+    self
+  }
+  #[inline(always)]
+  fn store(value: T) -> T {
+    value
+  }
+}
+
+impl Storage<f32> for Bf16 {
+  #[inline(always)]
+  fn load(self) -> f32 {
+    self.to_f32()
+  }
+  #[inline(always)]
+  fn store(value: f32) -> Bf16 {
+    Bf16::from_f32(value)
+  }
+}
+
 /// Elements per chunk: three widened buffers of this many float32s take 12 KiB of the stack, and
 /// the chunk's parameter and gradient 8 KiB more, so that the whole chunk stays in a 32 KiB L1.
 pub const CHUNK: usize = 1024;

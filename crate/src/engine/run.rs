@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::any::TypeId;
 
-use crate::engine::bf16::{self, Bf16};
+use crate::engine::bf16::Bf16;
 use crate::engine::finite::any_non_finite;
 use crate::engine::simd;
 use crate::engine::state::Stored;
@@ -143,7 +143,7 @@ impl<T: Float> StateOf<T> for T {
 impl StateOf<f32> for Bf16 {
   #[inline]
   fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
-    bf16::update::<O>(coeffs, param, grad, buffers)
+    O::update_bf16(coeffs, param, grad, buffers)
   }
 }
 

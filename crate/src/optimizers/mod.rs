@@ -155,6 +155,18 @@ pub trait Optimizer: Options {
   fn update<T: Float>(_coeffs: &Self::Coeffs, _param: &mut [T], _grad: &[T], _buffers: [&mut [T]; MAX_BUFFERS]) {
     unreachable!("{} runs in stages", Self::NAME)
   }
+  /// [`Self::update`] of float32 parameters with bfloat16 state ([`Self::BF16_STATE`]): the same
+  /// bits as widening the state, [`Self::update`] and rounding it back, which is what the default
+  /// does, in chunks ([`crate::engine::bf16::update`]). An optimizer may fuse the conversions into
+  /// its kernel instead.
+  fn update_bf16(
+    coeffs: &Self::Coeffs,
+    param: &mut [f32],
+    grad: &[f32],
+    buffers: [&mut [crate::engine::bf16::Bf16]; MAX_BUFFERS],
+  ) {
+    crate::engine::bf16::update::<Self>(coeffs, param, grad, buffers)
+  }
   /// [`Self::update`] written as plainly as possible, to test it against.
   fn update_reference<T: Float>(
     _coeffs: &Self::Coeffs,
