@@ -7,16 +7,18 @@
 //! state holding those widened values), and rounds the new state to bfloat16 to nearest, ties to
 //! even, as PyTorch's `tensor.to(torch.bfloat16)` does (NaN becomes PyTorch's quiet NaN 0x7FC0).
 //!
-//! It costs no extra pass over memory: a piece of a step is run in chunks of [`CHUNK`] elements,
+//! An optimizer runs it through [`Optimizer::update_bf16`]. Adam's fuses the conversions into its
+//! kernel's loop (its kernel is written over a [`Storage`]), where they overlap with the loop's
+//! memory traffic. The default, [`update`], runs any elementwise kernel unchanged, at the cost of
+//! conversion loops of their own: a piece of a step is run in chunks of [`CHUNK`] elements,
 //! each chunk's state widened into a small buffer on the stack (in L1), updated there by the float32
-//! kernel along with the chunk's parameter and gradient, and narrowed back. The update is
-//! elementwise, so where the chunks fall changes nothing; nothing is allocated.
+//! kernel along with the chunk's parameter and gradient, and narrowed back. Neither makes an extra
+//! pass over memory or allocates; the update is elementwise, so where chunks fall changes nothing.
 //!
 //! The narrowing is integer arithmetic (add the rounding bias, keep the top 16 bits), which the
 //! compiler vectorises for AVX-512, AVX2 and NEON. AVX-512 BF16's `vcvtne2ps2bf16` is not used: it
 //! treats float32 subnormals as zero, where PyTorch's rounding keeps them, and it keeps a NaN's
-//! sign and payload, so its results are not PyTorch's bits for every input; at memory speed the
-//! integer form costs nothing measurable.
+//! sign and payload, so its results are not PyTorch's bits for every input.
 
 use std::mem::MaybeUninit;
 
