@@ -1,5 +1,5 @@
-// `npm run bench`, 8-bit state: Adam8bit, AdamW8bit and Lion8bit against fp32 Adam, the memory
-// baseline for their bytes and bitsandbytes' CPU Adam8bit.
+// `npm run bench`, 8-bit state: Adam8bit, AdamW8bit and Lion8bit (and Adam with bfloat16 state)
+// against fp32 Adam, the memory baseline for their bytes and bitsandbytes' CPU Adam8bit.
 //
 // At each size (1K to 64M fp32 parameters; a tensor under 4096 elements keeps fp32 state, as in
 // bitsandbytes) and on 1 and every thread, fp32 Adam, the three 8-bit optimizers and the engine's
@@ -7,7 +7,8 @@
 // are timed in turn, round by round, each the best of several batches of steps back to back.
 // An 8-bit Adam step moves 16 bytes per parameter (p read and written, g read, two codes read and
 // written; the absmax, 8 bytes per 256, left out), so its memory limit is the traffic kernel's
-// time × 16/28. bitsandbytes' CPU Adam8bit is timed by benchmark/bnb_adam8bit.py when python3
+// time × 16/28; Adam with bfloat16 state (`stateDtype: 'bfloat16'`) moves 20 (two 2-byte moments
+// read and written), its limit the traffic kernel's time × 20/28. bitsandbytes' CPU Adam8bit is timed by benchmark/bnb_adam8bit.py when python3
 // has it (skipped with a note otherwise). The state's bytes per parameter are read from each
 // optimizer's stateDict. Results: benchmark/results/eightbit.json.
 import { execFileSync } from 'node:child_process'
@@ -25,6 +26,8 @@ const ROUNDS = QUICK ? 1 : 3
 const THREADS = [...new Set([1, ALL_THREADS])]
 /** Bytes an 8-bit Adam step moves per parameter, and fp32 Adam's. */
 export const EIGHT_BIT_BYTES = 16
+/** Bytes an Adam step with bfloat16 state moves per parameter. */
+export const BF16_BYTES = 20
 const ADAM_BYTES = 28
 
 interface Row {
@@ -86,6 +89,7 @@ async function main() {
       ['Adam8bit', new Adam8bit(fresh())],
       ['AdamW8bit', new AdamW8bit(fresh())],
       ['Lion8bit', new Lion8bit(fresh())],
+      ['Adam (bf16 state)', new Adam(fresh(), { stateDtype: 'bfloat16' })],
     ]
     const m = new Float32Array(n)
     const v = new Float32Array(n)
@@ -124,6 +128,7 @@ async function main() {
     quick: QUICK,
     rounds: ROUNDS,
     eightBitBytes: EIGHT_BIT_BYTES,
+    bf16Bytes: BF16_BYTES,
     adamBytes: ADAM_BYTES,
     bitsandbytes: bnbNote,
     stateBytesPerParam: bytes,

@@ -57,6 +57,7 @@ const sparse = read<{
 }>('sparse.json')
 const eightbit = read<{
   eightBitBytes: number
+  bf16Bytes?: number
   adamBytes: number
   bitsandbytes: string
   stateBytesPerParam: Record<string, number>
@@ -506,7 +507,9 @@ if (eightbit) {
     `fp32 Adam, the 8-bit optimizers and the engine's memory-traffic kernel timed in turn, round by round; a tensor under 4096 elements keeps fp32 state, as in bitsandbytes. An 8-bit Adam step moves ${eightbit.eightBitBytes} bytes per parameter where fp32 Adam moves ${eightbit.adamBytes}: "memory limit" is the traffic kernel's speed × ${eightbit.adamBytes}/${eightbit.eightBitBytes}. ${eightbit.bitsandbytes}.`,
   )
   out()
-  const contenders = ['Adam (fp32)', 'Adam8bit', 'AdamW8bit', 'Lion8bit', ...(hasBnb ? ['bitsandbytes Adam8bit'] : [])]
+  const hasBf16 = eightbit.bf16Bytes !== undefined
+  const contenders = ['Adam (fp32)', 'Adam8bit', 'AdamW8bit', 'Lion8bit', ...(hasBf16 ? ['Adam (bf16 state)'] : [])]
+  if (hasBnb) contenders.push('bitsandbytes Adam8bit')
   out(`| optimizer | ${sizes.map(label).join(' | ')} |`)
   out(`|---|${sizes.map(() => '---').join('|')}|`)
   for (const name of contenders) {
@@ -517,15 +520,15 @@ if (eightbit) {
     })
     out(`| ${name} | ${cells.join(' | ')} |`)
   }
-  const limit = sizes.map((n) =>
-    pair(
-      [1, ALL].map(
-        (t) => (n / us('memory traffic (28 B/param)', n, t) / 1e3) * (eightbit.adamBytes / eightbit.eightBitBytes),
+  const limit = (bytes: number) =>
+    sizes.map((n) =>
+      pair(
+        [1, ALL].map((t) => (n / us('memory traffic (28 B/param)', n, t) / 1e3) * (eightbit.adamBytes / bytes)),
+        3,
       ),
-      3,
-    ),
-  )
-  out(`| memory limit for ${eightbit.eightBitBytes} B/param | ${limit.join(' | ')} |`)
+    )
+  for (const bytes of [eightbit.eightBitBytes, ...(hasBf16 ? [eightbit.bf16Bytes!] : [])])
+    out(`| memory limit for ${bytes} B/param | ${limit(bytes).join(' | ')} |`)
   out()
   out(
     `State per parameter at ${label(largest)} (stateDict's bytes): ${Object.entries(eightbit.stateBytesPerParam)

@@ -13,6 +13,8 @@ export {
   type ParamGroup,
   type Params,
   type SparseGrad,
+  type StateDtype,
+  type StateDtypeOptions,
   type StepOptions,
 } from './optimizer'
 export type { ErrorCode } from './errors'

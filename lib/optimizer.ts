@@ -64,6 +64,30 @@ export type OptionsInput<Options> = {
     : Options[K]
 }
 
+/** The dtype an optimizer keeps its per-element state in: `stateDtype`. */
+export type StateDtype = 'float32' | 'bfloat16'
+
+/** The constructor's options of an optimizer whose state may be bfloat16 (the Adam family, SGD). */
+export type StateDtypeOptions<Options> = OptionsInput<Options> & {
+  /**
+   * The dtype of the per-element state (`expAvg`, `expAvgSq`, `momentumBuffer`, ...) of float32
+   * parameters; by default the parameter's own dtype. `'bfloat16'` keeps each state element in 2
+   * bytes: Adam then keeps 4 bytes of state per parameter instead of 8, and a step moves 20 bytes
+   * per parameter instead of 28. Each step widens the state to float32 (exactly), runs the
+   * optimizer's float32 update unchanged (the same kernel, so the same bits as float32 state holding
+   * those widened values would give), and rounds the new state to bfloat16 to nearest, ties to even,
+   * as PyTorch's `.to(torch.bfloat16)` does (NaN stays NaN). `getState` and `stateDict` give it as
+   * Uint16Arrays of raw bfloat16 bits (typed as float32 state's `FloatArray`, so that code written
+   * for it compiles: cast with `as unknown as Uint16Array`), which checkpoints write as safetensors
+   * BF16; `loadStateDict`
+   * takes float32 or bfloat16 state and converts it to this dtype, as PyTorch's `load_state_dict`
+   * casts state to the parameter's dtype. Set for the whole optimizer (every group); float64
+   * parameters are refused with either value.
+   * @default the parameter's dtype
+   */
+  stateDtype?: StateDtype
+}
+
 /** Parameters, or groups of parameters each overriding some options. */
 export type Params<Options, Grad extends GradKind = FloatArray> =
   readonly Parameter<Grad>[] | ReadonlyArray<{ params: readonly Parameter<Grad>[] } & OptionsInput<Options>>
@@ -486,6 +510,8 @@ export abstract class Optimizer<
   readonly #arrays = new StepArrays()
   /** The public method running now, if any (see `#enter`). */
   #running: string | undefined
+  /** The constructor's `stateDtype`, if given. */
+  readonly #stateDtype: StateDtype | undefined
 
   protected constructor(schema: Schema<Options>, params: Params<Options, Grad>, options: OptionsInput<Options> = {}) {
     this.#schema = schema
@@ -495,7 +521,15 @@ export abstract class Optimizer<
     if (!list)
       throw invalidType(`params must be an array of parameters or of parameter groups, got ${describe(params)}`)
     if (list.length === 0) throw invalidValue('params is empty: the optimizer got an empty parameter list')
-    const given = this.#snapshotOptions(options, 'options', false)
+    const given = this.#snapshotOptions(options, 'options', false, true)
+    if ('stateDtype' in given) {
+      const { stateDtype } = given
+      delete given.stateDtype
+      if (typeof stateDtype !== 'string')
+        throw invalidType(`options.stateDtype must be "float32" or "bfloat16", got ${describe(stateDtype)}`)
+      this.#native.setStateDtype(stateDtype)
+      this.#stateDtype = stateDtype as StateDtype
+    }
     this.defaults = Object.freeze({ ...schema.defaults, ...given }) as Readonly<Required<Options>>
     this.#pack([this.defaults as Record<string, unknown>], 'options', true)
     const first = list[0]
@@ -801,23 +835,30 @@ export abstract class Optimizer<
         if (typeof value === 'number' && this.#shapes[index]?.length === 0) {
           value = dataTag === 'Float32Array' ? Float32Array.of(value) : Float64Array.of(value)
         }
-        if (!isFloatArray(value) || typedArrayTag(value) !== dataTag) {
-          throw invalidType(`${where}.${name} must be a ${dataTag} like the parameter's data, got ${describe(value)}`)
+        // float32 and bfloat16 state load into either kind of optimizer, converted (see StateDtypeOptions).
+        const tag = typedArrayTag(value)
+        const bf16 = dataTag === 'Float32Array' && this.#schema.info.bf16State
+        if (!(tag === dataTag || (tag === 'Uint16Array' && bf16))) {
+          const bits = this.#stateDtype === 'bfloat16' ? ' or a Uint16Array of bfloat16 bits' : ''
+          throw invalidType(
+            `${where}.${name} must be a ${dataTag} like the parameter's data${bits}, got ${describe(value)}`,
+          )
         }
-        checkUsable(value, `${where}.${name}`)
+        const array = value as FloatArray | Uint16Array
+        checkUsable(array, `${where}.${name}`)
         const dims = layoutShape(layout, dataLength, this.#shapes[index])
         if (!dims)
           throw invalidValue(
             `${where}.${name} is not state of a parameter of shape ${JSON.stringify(this.#shapes[index] ?? [dataLength])}`,
           )
-        if (lengthOf(value) !== product(dims)) {
+        if (lengthOf(array) !== product(dims)) {
           const like =
             layout === 'param' || layout === 'unfactored'
               ? "like the parameter's data"
               : `for its shape ${JSON.stringify(dims)}`
-          throw outOfRange(`${where}.${name} has length ${lengthOf(value)}, expected ${product(dims)} ${like}`)
+          throw outOfRange(`${where}.${name} has length ${lengthOf(array)}, expected ${product(dims)} ${like}`)
         }
-        return value
+        return array
       })
       const dtype = dataTag === 'Float32Array' ? 'float32' : 'float64'
       return { index, step, dtype, length: dataLength, scalars, buffers }
@@ -840,7 +881,8 @@ export abstract class Optimizer<
     buffers.forEach(({ name, layout }, i) => {
       const buffer = entry.buffers[i]
       // A layout the parameter's shape has no buffer for (Adafactor's rowVar of a vector) is not state.
-      if (buffer && layoutShape(layout, length, this.#shapes[index])) state[name] = buffer
+      // bfloat16 state comes as a Uint16Array, typed as float32 state is (see StateDtypeOptions).
+      if (buffer && layoutShape(layout, length, this.#shapes[index])) state[name] = buffer as FloatArray
     })
     return state
   }
@@ -849,10 +891,14 @@ export abstract class Optimizer<
    * The options of `given` (own enumerable properties, each read once; arrays copied), checked
    * to be options of this optimizer (and `params`, with `allowParams`, left as read).
    */
-  #snapshotOptions(given: unknown, where: string, allowParams: boolean): Record<string, unknown> {
+  #snapshotOptions(given: unknown, where: string, allowParams: boolean, constructing = false): Record<string, unknown> {
     const options = snapshotObject(given, where)
     for (const key of Object.keys(options)) {
-      if (!this.#schema.keys.includes(key) && !(allowParams && key === 'params')) {
+      if (
+        !this.#schema.keys.includes(key) &&
+        !(allowParams && key === 'params') &&
+        !(constructing && key === 'stateDtype')
+      ) {
         throw invalidValue(
           `${where}.${key} is not an option of ${this.#schema.algorithm} (expected one of ${this.#schema.keys.join(', ')})`,
         )
@@ -886,6 +932,11 @@ export abstract class Optimizer<
       if (!params) throw invalidType(`${where}.params must be an array of parameters, got ${describe(options.params)}`)
       params.forEach((param, i) => {
         const snapshot = checkParameter(param, `${where}.params[${i}]`, this.#schema.info)
+        if (this.#stateDtype !== undefined && typedArrayTag(snapshot.data) === 'Float64Array') {
+          throw invalidType(
+            `${where}.params[${i}].data is a Float64Array, but the optimizer was made with stateDtype "${this.#stateDtype}", which is for float32 parameters only`,
+          )
+        }
         if (seen.has(param) || seen.has(snapshot.data)) {
           throw invalidValue(
             `${where}.params[${i}] appears more than once; every parameter must be in exactly one group, once`,

@@ -134,6 +134,12 @@ export declare class NativeOptimizer {
   finishStep(): boolean
   constructor(algorithm: string)
   /**
+   * Sets the dtype of the state (the constructor's `stateDtype`), before any state exists:
+   * `"float32"`, or `"bfloat16"` for an optimizer of [`Optimizer::BF16_STATE`]. Either makes a
+   * step refuse float64 parameters.
+   */
+  setStateDtype(dtype: string): void
+  /**
    * Sets every parameter's shape, by position over all groups (null for a flat parameter). The
    * facade has checked that each shape's product is its parameter's length; steps check it again.
    */
@@ -185,6 +191,8 @@ export interface AlgorithmInfo {
   sparse: boolean
   /** Whether it takes matrices (parameters of shape `[rows, cols]`) only (Muon). */
   matrices: boolean
+  /** Whether float32 parameters may keep its state in bfloat16 (`stateDtype: 'bfloat16'`). */
+  bf16State: boolean
 }
 
 /** Every optimizer of the registry, in its order: the one list the facade builds its classes from. */
@@ -401,11 +409,15 @@ export interface StateBuffer {
 export interface StateEntry {
   index: number
   step: number
-  /** `"float32"` or `"float64"`. */
+  /**
+   * The parameter's dtype, `"float32"` or `"float64"`; on export, the state's: `"bfloat16"` for
+   * bfloat16 state.
+   */
   dtype: string
   length: number
   scalars: Array<number>
-  buffers: Array<Float32Array | Float64Array | undefined | null>
+  /** A Uint16Array holds bfloat16 bits: for a float32 parameter only. */
+  buffers: Array<Float32Array | Float64Array | Uint16Array | undefined | null>
 }
 
 /** The names of an optimizer's per-parameter state, camelCase, in the order entries hold them. */

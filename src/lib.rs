@@ -23,8 +23,8 @@ mod threads;
 
 use fastoptim_core::config::{Kind, Rule};
 use fastoptim_core::{
-  all_finite, buffer_lens, run, run_sparse, ConfigError, Dtype, Element, Job, Layout, Optimizer, Options, ParamState,
-  SparseJob,
+  all_finite, buffer_lens, run, run_bf16, run_sparse, Bf16, ConfigError, Dtype, Element, Job, Layout, Optimizer,
+  Options, ParamState, SparseJob, Stored,
 };
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -131,6 +131,8 @@ pub struct AlgorithmInfo {
   pub sparse: bool,
   /// Whether it takes matrices (parameters of shape `[rows, cols]`) only (Muon).
   pub matrices: bool,
+  /// Whether float32 parameters may keep its state in bfloat16 (`stateDtype: 'bfloat16'`).
+  pub bf16_state: bool,
 }
 
 /// Every optimizer of the registry, in its order: the one list the facade builds its classes from.
@@ -179,7 +181,13 @@ fn describe<O: Optimizer>() -> AlgorithmInfo {
     scalars: O::SCALARS.iter().map(|s| camel_case(s)).collect(),
     sparse: O::SPARSE,
     matrices: O::MATRICES,
+    bf16_state: O::BF16_STATE,
   }
+}
+
+/// The names of the optimizers whose state may be bfloat16, for messages.
+pub(crate) fn bf16_optimizers() -> Vec<&'static str> {
+  Algorithm::ALL.iter().filter(|&&a| with_optimizer!(a, O => O::BF16_STATE)).map(|a| a.name()).collect()
 }
 
 /// The names of the optimizers that take sparse gradients, for messages.
@@ -208,6 +216,9 @@ pub struct NativeOptimizer {
   /// Where the `stepAgain` functions bound to this optimizer ([`step_again_of`]) find it; null
   /// once it is finalized. Made by the first binding.
   bound: Option<Arc<AtomicPtr<NativeOptimizer>>>,
+  /// The `stateDtype` it was made with, if any: `"float32"` or `"bfloat16"`, for float32
+  /// parameters only.
+  pub(crate) state_dtype: Option<&'static str>,
 }
 
 impl ObjectFinalize for NativeOptimizer {
@@ -246,7 +257,35 @@ impl NativeOptimizer {
       scratch: None,
       last_non_finite: false,
       bound: None,
+      state_dtype: None,
     })
+  }
+
+  /// Sets the dtype of the state (the constructor's `stateDtype`), before any state exists:
+  /// `"float32"`, or `"bfloat16"` for an optimizer of [`Optimizer::BF16_STATE`]. Either makes a
+  /// step refuse float64 parameters.
+  #[napi(catch_unwind)]
+  pub fn set_state_dtype(&mut self, env: Env, dtype: String) -> Result<()> {
+    let name = self.algorithm.name();
+    let supported = with_optimizer!(self.algorithm, O => O::BF16_STATE);
+    let fail = match dtype.as_str() {
+      _ if self.states.iter().any(|s| !s.buffers.is_empty()) => {
+        Some(Fail::state(format!("stateDtype can only be set before the first step, got {dtype:?}")))
+      }
+      "float32" => None,
+      "bfloat16" if supported => None,
+      "bfloat16" => Some(Fail::value(format!(
+        "invalid stateDtype: \"bfloat16\" ({name} keeps its state in the parameters' dtype; bfloat16 state is for \
+         {})",
+        bf16_optimizers().join(", ")
+      ))),
+      other => Some(Fail::value(format!("invalid stateDtype: {other:?} (expected \"float32\" or \"bfloat16\")"))),
+    };
+    if let Some(fail) = fail {
+      return Err(fail.throw(&env));
+    }
+    self.state_dtype = Some(if dtype == "bfloat16" { "bfloat16" } else { "float32" });
+    Ok(())
   }
 
   /// Sets every parameter's shape, by position over all groups (null for a flat parameter). The
@@ -549,7 +588,37 @@ impl NativeOptimizer {
     let groups = self.configs::<O>().len();
     let grads = sparse::Grads { optimizer: O::NAME, sparse: O::SPARSE, matrices: O::MATRICES };
     self.reader.read(env, params, group_of, groups, &self.states, &self.shapes, O::BUFFERS, grads)?;
+    self.check_state_dtype(group_of)?;
     self.check_step_counts()
+  }
+
+  /// Fails if the optimizer was made with a `stateDtype` and a parameter of the step is float64,
+  /// or if a parameter's state is not of the dtype its steps keep (which loading refuses).
+  fn check_state_dtype(&self, group_of: &[u32]) -> std::result::Result<(), Fail> {
+    for (index, (state, view)) in self.states.iter().zip(&self.reader.views).enumerate() {
+      let Some(view) = view else { continue };
+      let label = || params::label(group_of, index);
+      if let (Some(dtype), Dtype::Float64) = (self.state_dtype, view.data.dtype) {
+        return Err(Fail::type_error(format!(
+          "{}.data is a Float64Array, but the optimizer was made with stateDtype {dtype:?}, which is for float32 \
+           parameters only",
+          label()
+        )));
+      }
+      let keeps = if self.bf16() { "bfloat16" } else { view.data.dtype.name() };
+      if let Some(held) = state.buffers.name().filter(|&held| held != keeps) {
+        return Err(Fail::type_error(format!(
+          "{}: its optimizer state is {held}, but its steps keep {keeps}",
+          label()
+        )));
+      }
+    }
+    Ok(())
+  }
+
+  /// Whether float32 parameters keep bfloat16 state.
+  pub(crate) fn bf16(&self) -> bool {
+    self.state_dtype == Some("bfloat16")
   }
 
   /// Fails if a parameter the step would update has reached [`MAX_STEP`]: one more step would
@@ -587,6 +656,7 @@ impl NativeOptimizer {
 
   /// Steps the parameters [`Reader::views`] holds with the options [`Self::configure`] parsed.
   fn apply<O: Optimizer>(&mut self, skip_non_finite: bool) -> std::result::Result<StepReport, Fail> {
+    let bf16 = self.bf16();
     let scratch = self.scratch.as_mut().and_then(|s| s.downcast_mut::<Scratch<O>>()).expect("configured");
     if self.reader.views.iter().flatten().any(|view| view.group >= scratch.configs.len()) {
       return Err(Fail::value(format!(
@@ -598,6 +668,7 @@ impl NativeOptimizer {
       return Ok(StepReport::Skipped);
     }
     let (mut jobs32, mut jobs64) = (lend(&mut scratch.jobs32), lend(&mut scratch.jobs64));
+    let mut jobs_bf16 = lend(&mut scratch.jobs_bf16);
     let (mut sparse32, mut sparse64) = (lend(&mut scratch.sparse32), lend(&mut scratch.sparse64));
     let mut memo: Option<(usize, u64, O::Coeffs)> = None;
     for (state, view) in self.states.iter_mut().zip(&self.reader.views) {
@@ -605,18 +676,23 @@ impl NativeOptimizer {
       let config = scratch.configs[view.group];
       let coeffs = advance(&config, state, view.group, &mut memo);
       match (view.data.dtype, view.sparse.is_some()) {
-        (Dtype::Float32, false) => jobs32.push(job::<O, f32>(coeffs, state, view, config.buffers_used())),
-        (Dtype::Float64, false) => jobs64.push(job::<O, f64>(coeffs, state, view, config.buffers_used())),
+        (Dtype::Float32, false) if bf16 => {
+          jobs_bf16.push(job::<O, f32, Bf16>(coeffs, state, view, config.buffers_used()))
+        }
+        (Dtype::Float32, false) => jobs32.push(job::<O, f32, f32>(coeffs, state, view, config.buffers_used())),
+        (Dtype::Float64, false) => jobs64.push(job::<O, f64, f64>(coeffs, state, view, config.buffers_used())),
         (Dtype::Float32, true) => sparse32.push(sparse_job::<O, f32>(coeffs, state, view, config.buffers_used())),
         (Dtype::Float64, true) => sparse64.push(sparse_job::<O, f64>(coeffs, state, view, config.buffers_used())),
       }
     }
     let non_finite = run::<O, f32>(&mut jobs32)
       | run::<O, f64>(&mut jobs64)
+      | run_bf16::<O>(&mut jobs_bf16)
       | run_sparse::<O, f32>(&mut sparse32)
       | run_sparse::<O, f64>(&mut sparse64);
     give_back(&mut scratch.jobs32, jobs32);
     give_back(&mut scratch.jobs64, jobs64);
+    give_back(&mut scratch.jobs_bf16, jobs_bf16);
     give_back(&mut scratch.sparse32, sparse32);
     give_back(&mut scratch.sparse64, sparse64);
     Ok(if non_finite { StepReport::NonFinite } else { StepReport::Finite })
@@ -646,13 +722,21 @@ struct Scratch<O: Optimizer> {
   configs: Vec<O>,
   jobs32: Vec<Job<'static, f32, O::Coeffs>>,
   jobs64: Vec<Job<'static, f64, O::Coeffs>>,
+  jobs_bf16: Vec<Job<'static, f32, O::Coeffs, Bf16>>,
   sparse32: Vec<SparseJob<'static, f32, O::Coeffs>>,
   sparse64: Vec<SparseJob<'static, f64, O::Coeffs>>,
 }
 
 impl<O: Optimizer> Default for Scratch<O> {
   fn default() -> Self {
-    Scratch { configs: Vec::new(), jobs32: Vec::new(), jobs64: Vec::new(), sparse32: Vec::new(), sparse64: Vec::new() }
+    Scratch {
+      configs: Vec::new(),
+      jobs32: Vec::new(),
+      jobs64: Vec::new(),
+      jobs_bf16: Vec::new(),
+      sparse32: Vec::new(),
+      sparse64: Vec::new(),
+    }
   }
 }
 
@@ -695,8 +779,8 @@ trait Lent<'a> {
   type At<'b>;
 }
 
-impl<'a, T: 'static, C: 'static> Lent<'a> for Job<'a, T, C> {
-  type At<'b> = Job<'b, T, C>;
+impl<'a, T: 'static, C: 'static, S: 'static> Lent<'a> for Job<'a, T, C, S> {
+  type At<'b> = Job<'b, T, C, S>;
 }
 
 impl<'a, T: 'static, C: 'static> Lent<'a> for SparseJob<'a, T, C> {
@@ -720,19 +804,19 @@ fn give_back<'a, J: Lent<'static>>(storage: &mut Vec<J>, jobs: Vec<J::At<'a>>) {
   *storage = unsafe { Vec::from_raw_parts(jobs.as_mut_ptr().cast(), 0, jobs.capacity()) };
 }
 
-fn job<'a, O: Optimizer, T: Element>(
+fn job<'a, O: Optimizer, T: Element, S: Stored>(
   coeffs: O::Coeffs,
   state: &'a mut ParamState,
   view: &ParamView,
   buffers: usize,
-) -> Job<'a, T, O::Coeffs> {
+) -> Job<'a, T, O::Coeffs, S> {
   // SAFETY: both arrays were read in this call (or, for `step_again`, checked again in it to be
   // the same arrays, attached, at the same address and of the same length), have `len` elements of
   // `T` (checked dtype), and the reader proved that no parameter's data overlaps any other array
   // of the step, so the mutable slices alias nothing. The JS thread is blocked in this call and no
   // JavaScript has run since the arrays were checked, so nothing else touches the memory.
   let (param, grad) = unsafe { (view.data.slice_mut::<T>(), view.grad.slice::<T>()) };
-  let (buffers, partials) = state.step_parts::<T>(&buffer_lens::<O>(view.dims), buffers, O::partials_len(view.dims));
+  let (buffers, partials) = state.step_parts::<S>(&buffer_lens::<O>(view.dims), buffers, O::partials_len(view.dims));
   Job { coeffs, param, grad, buffers, dims: view.dims, partials }
 }
 

@@ -248,7 +248,7 @@ impl Reader {
             "{}.data is a {}, but its optimizer state is {}",
             label(index),
             data.type_name(),
-            state.name()
+            state
           )));
         }
         Err(StateMismatch::Length { buffer, state, expected }) => {

@@ -1,7 +1,12 @@
 //! Copying optimizer state out of and into a `NativeOptimizer`, for `stateDict` and
 //! `loadStateDict`. An import is checked whole before any state is replaced.
+//!
+//! bfloat16 state (`stateDtype: 'bfloat16'`) goes out as Uint16Arrays of raw bfloat16 bits. An
+//! import converts as PyTorch's `load_state_dict` casts state to the parameter's dtype: float32
+//! state into an optimizer of bfloat16 state is rounded to nearest even, bfloat16 state into one
+//! of float32 state widened (exactly).
 
-use fastoptim_core::{Buffers, Dims, Dtype, Optimizer, ParamState, MAX_BUFFERS, MAX_SCALARS};
+use fastoptim_core::{Bf16, Buffers, Dims, Dtype, Optimizer, ParamState, MAX_BUFFERS, MAX_SCALARS};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -20,12 +25,17 @@ pub struct StateNames {
 pub struct StateEntry {
   pub index: u32,
   pub step: f64,
-  /// `"float32"` or `"float64"`.
+  /// The parameter's dtype, `"float32"` or `"float64"`; on export, the state's: `"bfloat16"` for
+  /// bfloat16 state.
   pub dtype: String,
   pub length: u32,
   pub scalars: Vec<f64>,
-  pub buffers: Vec<Option<Either<Float32Array, Float64Array>>>,
+  /// A Uint16Array holds bfloat16 bits: for a float32 parameter only.
+  pub buffers: Vec<Option<Either3<Float32Array, Float64Array, Uint16Array>>>,
 }
+
+/// A state buffer as JavaScript holds it.
+type StateArray = Either3<Float32Array, Float64Array, Uint16Array>;
 
 #[napi]
 impl NativeOptimizer {
@@ -43,17 +53,20 @@ impl NativeOptimizer {
     crate::task::check_idle(self, "getState()/stateDict()").map_err(|f| f.throw(&env))?;
     let (scalar_count, buffer_count) = with_optimizer!(self.algorithm, O => (O::SCALARS.len(), O::BUFFERS.len()));
     let Some(state) = self.states.get(index as usize) else { return Ok(None) };
-    let Some(dtype) = state.buffers.dtype() else { return Ok(None) };
-    let mut buffers: Vec<Option<Either<Float32Array, Float64Array>>> = match &state.buffers {
+    let Some(dtype) = state.buffers.name() else { return Ok(None) };
+    let mut buffers: Vec<Option<StateArray>> = match &state.buffers {
       Buffers::Empty => return Ok(None),
-      Buffers::F32(b) => b.iter().map(|v| Some(Either::A(Float32Array::new(v.clone())))).collect(),
-      Buffers::F64(b) => b.iter().map(|v| Some(Either::B(Float64Array::new(v.clone())))).collect(),
+      Buffers::F32(b) => b.iter().map(|v| Some(Either3::A(Float32Array::new(v.clone())))).collect(),
+      Buffers::F64(b) => b.iter().map(|v| Some(Either3::B(Float64Array::new(v.clone())))).collect(),
+      Buffers::Bf16(b) => {
+        b.iter().map(|v| Some(Either3::C(Uint16Array::new(v.iter().map(|x| x.0).collect())))).collect()
+      }
     };
     buffers.resize_with(buffer_count, || None);
     Ok(Some(StateEntry {
       index,
       step: state.step as f64,
-      dtype: dtype.name().into(),
+      dtype: dtype.into(),
       length: self
         .shapes
         .get(index as usize)
@@ -73,12 +86,13 @@ impl NativeOptimizer {
     let (scalar_count, buffer_count) = with_optimizer!(self.algorithm, O => (O::SCALARS.len(), O::BUFFERS.len()));
     let mut states = vec![ParamState::default(); count as usize];
     let mut seen = vec![false; count as usize];
+    let bf16 = self.bf16();
     for entry in &entries {
       let shape = self.shapes.get(entry.index as usize).and_then(Option::as_deref);
       let dims = shape.map_or(Dims::flat(entry.length as usize), Dims::of);
       let lens = with_optimizer!(self.algorithm, O => fastoptim_core::buffer_lens::<O>(dims));
       let state =
-        entry_to_state(entry, count, scalar_count, buffer_count, &lens, &mut seen).map_err(|f| f.throw(&env))?;
+        entry_to_state(entry, count, scalar_count, buffer_count, &lens, bf16, &mut seen).map_err(|f| f.throw(&env))?;
       states[entry.index as usize] = state;
     }
     self.states = states;
@@ -92,6 +106,7 @@ fn entry_to_state(
   scalar_count: usize,
   buffer_count: usize,
   lens: &[usize; MAX_BUFFERS],
+  bf16: bool,
   seen: &mut [bool],
 ) -> std::result::Result<ParamState, Fail> {
   let at = format!("state[{}]", entry.index);
@@ -117,27 +132,56 @@ fn entry_to_state(
   };
   let used = entry.buffers.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
   let mismatch = |i: usize, what: String| Fail::type_error(format!("{at} buffer {i}: {what}"));
-  let buffers = match dtype {
-    Dtype::Float32 => Buffers::F32(
-      (0..used)
-        .map(|i| match &entry.buffers[i] {
-          None => Ok(vec![0.0; lens[i]]),
-          Some(Either::A(a)) if a.len() == lens[i] => Ok(a.to_vec()),
-          Some(Either::A(a)) => Err(mismatch(i, format!("length {}, expected {}", a.len(), lens[i]))),
-          Some(Either::B(_)) => Err(mismatch(i, "a Float64Array, expected a Float32Array".into())),
-        })
-        .collect::<std::result::Result<_, _>>()?,
-    ),
-    Dtype::Float64 => Buffers::F64(
-      (0..used)
-        .map(|i| match &entry.buffers[i] {
-          None => Ok(vec![0.0; lens[i]]),
-          Some(Either::B(a)) if a.len() == lens[i] => Ok(a.to_vec()),
-          Some(Either::B(a)) => Err(mismatch(i, format!("length {}, expected {}", a.len(), lens[i]))),
-          Some(Either::A(_)) => Err(mismatch(i, "a Float32Array, expected a Float64Array".into())),
-        })
-        .collect::<std::result::Result<_, _>>()?,
-    ),
+  let length = |i: usize, len: usize| match len == lens[i] {
+    true => Ok(()),
+    false => Err(mismatch(i, format!("length {len}, expected {}", lens[i]))),
+  };
+  let each = |convert: &dyn Fn(usize, &StateArray) -> std::result::Result<(), Fail>| {
+    (0..used)
+      .filter_map(|i| entry.buffers[i].as_ref().map(|b| convert(i, b)))
+      .collect::<std::result::Result<Vec<()>, Fail>>()
+  };
+  let wrong = |i: usize, got: &str, expected: &str| Err(mismatch(i, format!("a {got}, expected {expected}")));
+  let buffers = match (dtype, bf16) {
+    (Dtype::Float32, _) => {
+      each(&|i, b| match b {
+        Either3::A(a) => length(i, a.len()),
+        Either3::C(a) => length(i, a.len()),
+        Either3::B(_) => wrong(i, "Float64Array", "a Float32Array or a Uint16Array of bfloat16 bits"),
+      })?;
+      let f32s = |i: usize| match &entry.buffers[i] {
+        None => vec![0.0; lens[i]],
+        Some(Either3::A(a)) => a.to_vec(),
+        Some(Either3::C(a)) => a.iter().map(|&x| Bf16(x).to_f32()).collect(),
+        Some(Either3::B(_)) => unreachable!("checked above"),
+      };
+      let bf16s = |i: usize| match &entry.buffers[i] {
+        None => vec![Bf16(0); lens[i]],
+        Some(Either3::A(a)) => a.iter().map(|&x| Bf16::from_f32(x)).collect(),
+        Some(Either3::C(a)) => a.iter().map(|&x| Bf16(x)).collect(),
+        Some(Either3::B(_)) => unreachable!("checked above"),
+      };
+      if bf16 {
+        Buffers::Bf16((0..used).map(bf16s).collect())
+      } else {
+        Buffers::F32((0..used).map(f32s).collect())
+      }
+    }
+    (Dtype::Float64, _) => {
+      each(&|i, b| match b {
+        Either3::B(a) => length(i, a.len()),
+        Either3::A(_) => wrong(i, "Float32Array", "a Float64Array"),
+        Either3::C(_) => wrong(i, "Uint16Array", "a Float64Array"),
+      })?;
+      Buffers::F64(
+        (0..used)
+          .map(|i| match &entry.buffers[i] {
+            Some(Either3::B(a)) => a.to_vec(),
+            _ => vec![0.0; lens[i]],
+          })
+          .collect(),
+      )
+    }
   };
   let mut scalars = [0.0; MAX_SCALARS];
   scalars[..scalar_count].copy_from_slice(&entry.scalars);

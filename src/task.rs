@@ -32,11 +32,12 @@
 // The exports are reached through the napi registration, which test builds leave out.
 #![cfg_attr(test, allow(dead_code))]
 
+use std::any::TypeId;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fastoptim_core::engine::run::{run_streaming, streams};
-use fastoptim_core::{buffer_lens, Dims, Dtype, Element, Job, Optimizer, ParamState};
+use fastoptim_core::{buffer_lens, Bf16, Dims, Dtype, Element, Job, Optimizer, ParamState, StateOf};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
@@ -98,6 +99,8 @@ struct Tensor<C> {
   grad: *const u8,
   coeffs: C,
   buffers: usize,
+  /// Whether its state is bfloat16.
+  bf16: bool,
   dims: Dims,
 }
 
@@ -127,20 +130,21 @@ impl<O: Optimizer> Step<O> {
     self.tensors[first..].iter().take_while(move |t| t.start < to)
   }
 
-  fn run_dtype<T: Element>(&mut self, to: usize) {
+  /// Runs the step's tensors of dtype `T` whose state is of `S` over elements `done..to`.
+  fn run_dtype<T: Element, S: StateOf<T>>(&mut self, to: usize) {
     let from = self.done;
     let first = self.tensors.partition_point(|t| t.start + t.len <= from);
-    let mut jobs: Vec<Job<'_, T, O::Coeffs>> = Vec::new();
+    let mut jobs: Vec<Job<'_, T, O::Coeffs, S>> = Vec::new();
     let mut states = self.states.iter_mut().enumerate();
     for tensor in self.tensors[first..].iter().take_while(|t| t.start < to) {
-      if tensor.dtype != T::DTYPE {
+      if tensor.dtype != T::DTYPE || tensor.bf16 != (TypeId::of::<S>() == TypeId::of::<Bf16>()) {
         continue;
       }
       let lo = from.max(tensor.start) - tensor.start;
       let hi = to.min(tensor.start + tensor.len) - tensor.start;
       let state = states.find(|(i, _)| *i == tensor.index).map(|(_, s)| s).expect("tensors in parameter order");
       let lens = buffer_lens::<O>(tensor.dims);
-      let (buffers, partials) = state.step_parts::<T>(&lens, tensor.buffers, O::partials_len(tensor.dims));
+      let (buffers, partials) = state.step_parts::<S>(&lens, tensor.buffers, O::partials_len(tensor.dims));
       // A staged optimizer's slices hold whole tensors (see `slice`); an elementwise one's buffers
       // are like the parameter, and cut with it.
       let buffers = buffers.map(|b| if b.is_empty() || O::STAGES > 0 { b } else { &mut b[lo..hi] });
@@ -155,7 +159,7 @@ impl<O: Optimizer> Step<O> {
       let dims = if O::STAGES > 0 { tensor.dims } else { Dims::flat(hi - lo) };
       jobs.push(Job { coeffs: tensor.coeffs, param, grad, buffers, dims, partials });
     }
-    self.non_finite |= run_streaming::<O, T>(&mut jobs, self.streaming);
+    self.non_finite |= run_streaming::<O, T, S>(&mut jobs, self.streaming);
   }
 }
 
@@ -196,8 +200,9 @@ impl<O: Optimizer> Pending for Step<O> {
   }
 
   fn run(&mut self, to: usize) {
-    self.run_dtype::<f32>(to);
-    self.run_dtype::<f64>(to);
+    self.run_dtype::<f32, f32>(to);
+    self.run_dtype::<f32, Bf16>(to);
+    self.run_dtype::<f64, f64>(to);
     self.done = to;
   }
 
@@ -330,7 +335,9 @@ impl NativeOptimizer {
       let buffers = config.buffers_used();
       // Buffers a first step creates are made here, on the JavaScript thread, not in a slice.
       let lens = buffer_lens::<O>(view.dims);
+      let bf16 = self.bf16() && view.data.dtype == Dtype::Float32;
       match view.data.dtype {
+        Dtype::Float32 if bf16 => drop(state.step_parts::<Bf16>(&lens, buffers, O::partials_len(view.dims))),
         Dtype::Float32 => drop(state.step_parts::<f32>(&lens, buffers, O::partials_len(view.dims))),
         Dtype::Float64 => drop(state.step_parts::<f64>(&lens, buffers, O::partials_len(view.dims))),
       }
@@ -348,10 +355,11 @@ impl NativeOptimizer {
         grad,
         coeffs,
         buffers,
+        bf16,
         dims: view.dims,
       });
       total += view.data.len;
-      bytes += view.data.len * (2 + buffers) * view.data.dtype.size();
+      bytes += view.data.len * (2 * view.data.dtype.size() + buffers * if bf16 { 2 } else { view.data.dtype.size() });
     }
     let streaming = streams(bytes);
     let step =

@@ -19,6 +19,7 @@ pub trait Float:
   + Mul<Output = Self>
   + Div<Output = Self>
   + Neg<Output = Self>
+  + crate::engine::state::Stored
   + 'static
 {
   const ZERO: Self;

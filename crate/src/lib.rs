@@ -21,9 +21,10 @@ pub mod quantize;
 mod testing;
 
 pub use config::{Choice, ConfigError, Field, Kind, Options, Rule};
+pub use engine::bf16::Bf16;
 pub use engine::finite::{all_finite, any_non_finite};
-pub use engine::run::{run, run_sparse, Dims, Job, SparseJob, Tensor, MAX_BUFFERS, MAX_SCALARS};
-pub use engine::state::{Buffers, Element, ParamState, StateMismatch};
+pub use engine::run::{run, run_bf16, run_sparse, Dims, Job, SparseJob, StateOf, Tensor, MAX_BUFFERS, MAX_SCALARS};
+pub use engine::state::{Buffers, Element, ParamState, StateMismatch, Stored};
 pub use engine::{finite, state, threads, traffic};
 pub use float::{Dtype, Float};
 pub use optimizers::adadelta::Adadelta;

@@ -133,6 +133,7 @@ pub fn buffers_f64(state: &ParamState) -> Vec<Vec<f64>> {
     Buffers::Empty => Vec::new(),
     Buffers::F32(b) => b.iter().map(|v| v.iter().map(|&x| x as f64).collect()).collect(),
     Buffers::F64(b) => b.clone(),
+    Buffers::Bf16(b) => b.iter().map(|v| v.iter().map(|x| x.to_f32() as f64).collect()).collect(),
   }
 }
 

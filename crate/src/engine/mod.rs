@@ -1,7 +1,9 @@
 //! The engine every optimizer runs on: the multi-tensor step ([`run`]), the process-wide pool
 //! of threads ([`threads`]), per-parameter state ([`state`]), SIMD dispatch and streaming
-//! ([`simd`]), the non-finite scan ([`finite`]) and the memory-traffic baseline ([`traffic`]).
+//! ([`simd`]), the non-finite scan ([`finite`]), the memory-traffic baseline ([`traffic`]) and
+//! bfloat16 state ([`bf16`]).
 
+pub mod bf16;
 pub mod finite;
 pub mod run;
 pub(crate) mod simd;

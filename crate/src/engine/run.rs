@@ -2,8 +2,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::any::TypeId;
+
+use crate::engine::bf16::Bf16;
 use crate::engine::finite::any_non_finite;
 use crate::engine::simd;
+use crate::engine::state::Stored;
 use crate::engine::threads;
 use crate::float::Float;
 use crate::optimizers::Optimizer;
@@ -76,20 +80,21 @@ impl Dims {
 }
 
 /// One tensor's share of a step: the parameter, its gradient, its state buffers (unused ones
-/// empty) and the scalars for its step count; for a staged optimizer, also its dimensions and
-/// the partial results its stages pass on.
-pub struct Job<'a, T, C> {
+/// empty; of the parameter's type `T`, or of bfloat16 for a float32 parameter, [`StateOf`]) and
+/// the scalars for its step count; for a staged optimizer, also its dimensions and the partial
+/// results its stages pass on.
+pub struct Job<'a, T, C, S = T> {
   pub coeffs: C,
   pub param: &'a mut [T],
   pub grad: &'a [T],
-  pub buffers: [&'a mut [T]; MAX_BUFFERS],
+  pub buffers: [&'a mut [S]; MAX_BUFFERS],
   pub dims: Dims,
   pub partials: &'a mut [f64],
 }
 
-impl<'a, T, C> Job<'a, T, C> {
+impl<'a, T, C, S> Job<'a, T, C, S> {
   /// The job of a flat tensor (one row, no partial results): all an elementwise optimizer needs.
-  pub fn flat(coeffs: C, param: &'a mut [T], grad: &'a [T], buffers: [&'a mut [T]; MAX_BUFFERS]) -> Self {
+  pub fn flat(coeffs: C, param: &'a mut [T], grad: &'a [T], buffers: [&'a mut [S]; MAX_BUFFERS]) -> Self {
     let dims = Dims::flat(param.len());
     Job { coeffs, param, grad, buffers, dims, partials: &mut [] }
   }
@@ -109,15 +114,63 @@ impl<'a, T, C> Job<'a, T, C> {
 /// is in cache, so the report adds no memory traffic ([`crate::engine::finite`]).
 pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
   let streaming = streams_from_memory(jobs);
-  run_streaming::<O, T>(jobs, streaming)
+  run_streaming::<O, T, T>(jobs, streaming)
 }
 
-/// [`run`], told whether the step streams from memory ([`streams`]), for a caller that runs a
-/// step in parts: a part is small, but its arrays come from memory if the whole step's do.
-pub fn run_streaming<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>], streaming: bool) -> bool {
+/// [`run`] for float32 parameters with bfloat16 state ([`crate::engine::bf16`]): each piece runs
+/// in chunks whose state is widened, updated by `O`'s float32 kernel and rounded back.
+///
+/// # Panics
+/// If `O` runs in stages ([`Optimizer::STAGES`]) and there are jobs.
+pub fn run_bf16<O: Optimizer>(jobs: &mut [Job<'_, f32, O::Coeffs, Bf16>]) -> bool {
+  let streaming = streams_from_memory(jobs);
+  run_streaming::<O, f32, Bf16>(jobs, streaming)
+}
+
+/// The element type of the state of a parameter of `T`: `T` itself, or [`Bf16`] for `f32`.
+pub trait StateOf<T: Float>: Stored {
+  /// `O`'s update of one contiguous piece.
+  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [Self]; MAX_BUFFERS]);
+}
+
+impl<T: Float> StateOf<T> for T {
+  #[inline]
+  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+    O::update(coeffs, param, grad, buffers)
+  }
+}
+
+impl StateOf<f32> for Bf16 {
+  #[inline]
+  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+    O::update_bf16(coeffs, param, grad, buffers)
+  }
+}
+
+/// [`run`] or [`run_bf16`], told whether the step streams from memory ([`streams`]), for a caller
+/// that runs a step in parts: a part is small, but its arrays come from memory if the whole step's
+/// do.
+///
+/// # Panics
+/// If `O` runs in stages and `S` is not `T` (stages take state in the parameter's dtype), unless
+/// there are no jobs.
+pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
+  jobs: &mut [Job<'_, T, O::Coeffs, S>],
+  streaming: bool,
+) -> bool {
   let total: usize = jobs.iter().map(|job| job.param.len()).sum();
   let pool = if total >= PARALLEL_MIN_ELEMENTS { Some(threads::current()) } else { None };
   if O::STAGES > 0 {
+    if jobs.is_empty() {
+      return false;
+    }
+    assert!(
+      TypeId::of::<S>() == TypeId::of::<T>(),
+      "{} runs in stages, which keep state in the parameter's dtype",
+      O::NAME
+    );
+    // SAFETY: `S` is `T` (checked above), so both slices have one type.
+    let jobs = unsafe { &mut *(jobs as *mut [Job<'_, T, O::Coeffs, S>] as *mut [Job<'_, T, O::Coeffs>]) };
     return run_stages::<O, T>(jobs, pool.filter(|pool| pool.threads() > 1).as_deref());
   }
   let Some(pool) = pool.filter(|pool| pool.threads() > 1) else {
@@ -130,7 +183,7 @@ pub fn run_streaming<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>],
           let to = (from + MAX_PIECE_ELEMENTS).min(len);
           let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
           let grad = &job.grad[from..to];
-          O::update(&job.coeffs, &mut job.param[from..to], grad, buffers);
+          S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
           non_finite |= any_non_finite(grad);
         }
       }
@@ -184,16 +237,16 @@ pub fn run_streaming<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>],
 }
 
 /// The pieces of one step, as raw parts that every thread may use at once.
-struct Pieces<'s, 'j, T, C> {
+struct Pieces<'s, 'j, T, C, S> {
   spans: &'s [Span],
-  jobs: *const Job<'j, T, C>,
+  jobs: *const Job<'j, T, C, S>,
   /// Whether the step is too large to stay in cache ([`streams_from_memory`]).
   streaming: bool,
 }
 
 // SAFETY: the threads only read `spans` and each job's `coeffs` (`Copy + Sync`), and write
 // through the pointers of disjoint element ranges (see `run`).
-unsafe impl<T, C: Sync> Sync for Pieces<'_, '_, T, C> {}
+unsafe impl<T, C: Sync, S> Sync for Pieces<'_, '_, T, C, S> {}
 
 /// Where one non-empty tensor lies in the step's element range, with its arrays as raw pointers
 /// (null for a buffer this step does not use).
@@ -211,7 +264,7 @@ thread_local! {
   static SPANS: std::cell::RefCell<Vec<Span>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl<T: Float, C: Copy> Pieces<'_, '_, T, C> {
+impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
   /// Updates the elements `from..to` of the step; returns whether a gradient element among them
   /// was non-finite.
   ///
@@ -236,10 +289,10 @@ impl<T: Float, C: Copy> Pieces<'_, '_, T, C> {
           if b.is_null() {
             &mut [][..]
           } else {
-            std::slice::from_raw_parts_mut(b.cast::<T>().add(lo), len)
+            std::slice::from_raw_parts_mut(b.cast::<S>().add(lo), len)
           }
         });
-        O::update(&coeffs, param, grad, buffers);
+        S::update::<O>(&coeffs, param, grad, buffers);
         non_finite |= any_non_finite(grad);
       }
     }
@@ -589,9 +642,12 @@ impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
 /// last-level cache (which other processes share), so that they do not stay in cache between
 /// steps: steps that fit run slower with prefetching, steps that do not run faster there
 /// (BENCHMARKS.md, "Design choices").
-fn streams_from_memory<T, C>(jobs: &[Job<'_, T, C>]) -> bool {
-  let arrays = |job: &Job<'_, T, C>| 2 + job.buffers.iter().filter(|b| !b.is_empty()).count();
-  streams(jobs.iter().map(|job| job.param.len() * arrays(job)).sum::<usize>() * std::mem::size_of::<T>())
+fn streams_from_memory<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> bool {
+  let bytes = |job: &Job<'_, T, C, S>| {
+    let buffers = job.buffers.iter().filter(|b| !b.is_empty()).count();
+    job.param.len() * (2 * std::mem::size_of::<T>() + buffers * std::mem::size_of::<S>())
+  };
+  streams(jobs.iter().map(bytes).sum())
 }
 
 /// Whether a step whose arrays take `bytes` in all streams from memory (see [`run`]).

@@ -1,6 +1,9 @@
 //! Per-parameter optimizer state: the step count, a few carried scalars and the state buffers,
-//! created on a parameter's first step (as PyTorch does) in that parameter's dtype.
+//! created on a parameter's first step (as PyTorch does) in that parameter's dtype, or in
+//! bfloat16 for a float32 parameter of an optimizer made with `stateDtype: 'bfloat16'`
+//! ([`crate::engine::bf16`]).
 
+use crate::engine::bf16::Bf16;
 use crate::engine::run::{MAX_BUFFERS, MAX_SCALARS};
 use crate::float::{Dtype, Float};
 
@@ -24,40 +27,47 @@ pub enum Buffers {
   Empty,
   F32(Vec<Vec<f32>>),
   F64(Vec<Vec<f64>>),
+  /// bfloat16 state of a float32 parameter.
+  Bf16(Vec<Vec<Bf16>>),
 }
 
 /// Why a parameter cannot be stepped with the state it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateMismatch {
-  Dtype {
-    state: Dtype,
-    param: Dtype,
-  },
+  /// The state is of dtype `state` ([`Buffers::name`]), which a parameter of `param` cannot use.
+  Dtype { state: &'static str, param: Dtype },
   /// Buffer `buffer` holds `state` elements where the parameter needs `expected`.
-  Length {
-    buffer: usize,
-    state: usize,
-    expected: usize,
-  },
+  Length { buffer: usize, state: usize, expected: usize },
 }
 
 impl Buffers {
+  /// The dtype of the parameters this state is for: float32 for bfloat16 state too.
   pub fn dtype(&self) -> Option<Dtype> {
     match self {
       Buffers::Empty => None,
-      Buffers::F32(_) => Some(Dtype::Float32),
+      Buffers::F32(_) | Buffers::Bf16(_) => Some(Dtype::Float32),
       Buffers::F64(_) => Some(Dtype::Float64),
+    }
+  }
+
+  /// The dtype the buffers hold, as PyTorch names it: `"float32"`, `"float64"` or `"bfloat16"`.
+  pub fn name(&self) -> Option<&'static str> {
+    match self {
+      Buffers::Empty => None,
+      Buffers::Bf16(_) => Some("bfloat16"),
+      _ => self.dtype().map(Dtype::name),
     }
   }
 
   /// The length of each buffer that exists.
   pub fn lens(&self) -> impl Iterator<Item = usize> + '_ {
-    let (f32s, f64s): (&[Vec<f32>], &[Vec<f64>]) = match self {
-      Buffers::Empty => (&[], &[]),
-      Buffers::F32(b) => (b, &[]),
-      Buffers::F64(b) => (&[], b),
-    };
-    f32s.iter().map(Vec::len).chain(f64s.iter().map(Vec::len))
+    let count = self.count();
+    (0..count).map(move |i| match self {
+      Buffers::Empty => 0,
+      Buffers::F32(b) => b[i].len(),
+      Buffers::F64(b) => b[i].len(),
+      Buffers::Bf16(b) => b[i].len(),
+    })
   }
 
   pub fn is_empty(&self) -> bool {
@@ -70,6 +80,7 @@ impl Buffers {
       Buffers::Empty => 0,
       Buffers::F32(b) => b.len(),
       Buffers::F64(b) => b.len(),
+      Buffers::Bf16(b) => b.len(),
     }
   }
 }
@@ -78,8 +89,8 @@ impl ParamState {
   /// Whether a parameter of `dtype` can be stepped with this state, whose buffers must have the
   /// lengths `expected` gives (one per buffer of the optimizer, for the parameter's shape).
   pub fn check(&self, dtype: Dtype, expected: &[usize]) -> Result<(), StateMismatch> {
-    if let Some(state) = self.buffers.dtype() {
-      if state != dtype {
+    if let (Some(param), Some(state)) = (self.buffers.dtype(), self.buffers.name()) {
+      if param != dtype {
         return Err(StateMismatch::Dtype { state, param: dtype });
       }
     }
@@ -92,13 +103,13 @@ impl ParamState {
   /// The first `count` buffers as slices, creating zeroed ones of the lengths `lens` gives that
   /// do not exist yet, plus empty slices up to [`MAX_BUFFERS`]. Call only after
   /// [`ParamState::check`] passed for `T` and these lengths.
-  pub fn buffers_mut<T: Element>(&mut self, lens: &[usize], count: usize) -> [&mut [T]; MAX_BUFFERS] {
+  pub fn buffers_mut<T: Stored>(&mut self, lens: &[usize], count: usize) -> [&mut [T]; MAX_BUFFERS] {
     self.buffers.slices_mut(lens, count)
   }
 
   /// The buffers, as [`ParamState::buffers_mut`] gives them, and the partial results of a step,
   /// made `partials` long.
-  pub fn step_parts<T: Element>(
+  pub fn step_parts<T: Stored>(
     &mut self,
     lens: &[usize],
     count: usize,
@@ -110,26 +121,47 @@ impl ParamState {
 }
 
 impl Buffers {
-  fn slices_mut<T: Element>(&mut self, lens: &[usize], count: usize) -> [&mut [T]; MAX_BUFFERS] {
+  fn slices_mut<T: Stored>(&mut self, lens: &[usize], count: usize) -> [&mut [T]; MAX_BUFFERS] {
     if self.is_empty() {
       *self = T::wrap(Vec::new());
     }
     let buffers = T::unwrap(self).expect("state dtype checked before the step");
     while buffers.len() < count {
-      buffers.push(vec![T::ZERO; lens[buffers.len()]]);
+      buffers.push(vec![T::INITIAL; lens[buffers.len()]]);
     }
     let mut slices = buffers.iter_mut().take(count).map(Vec::as_mut_slice);
     std::array::from_fn(|_| slices.next().unwrap_or(&mut []))
   }
 }
 
-/// A [`Float`] that state buffers can hold.
-pub trait Element: Float {
+/// What state buffers can hold: `f32`, `f64` or [`Bf16`].
+pub trait Stored: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
+  /// What a new buffer holds: zero.
+  const INITIAL: Self;
   fn wrap(buffers: Vec<Vec<Self>>) -> Buffers;
   fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Vec<Self>>>;
 }
 
-impl Element for f32 {
+/// A [`Float`] (which state buffers can hold): a parameter's dtype.
+pub trait Element: Float {}
+
+impl<T: Float> Element for T {}
+
+impl Stored for Bf16 {
+  const INITIAL: Self = Bf16(0);
+  fn wrap(buffers: Vec<Vec<Self>>) -> Buffers {
+    Buffers::Bf16(buffers)
+  }
+  fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Vec<Self>>> {
+    match buffers {
+      Buffers::Bf16(b) => Some(b),
+      _ => None,
+    }
+  }
+}
+
+impl Stored for f32 {
+  const INITIAL: Self = 0.0;
   fn wrap(buffers: Vec<Vec<Self>>) -> Buffers {
     Buffers::F32(buffers)
   }
@@ -141,7 +173,8 @@ impl Element for f32 {
   }
 }
 
-impl Element for f64 {
+impl Stored for f64 {
+  const INITIAL: Self = 0.0;
   fn wrap(buffers: Vec<Vec<Self>>) -> Buffers {
     Buffers::F64(buffers)
   }
@@ -166,7 +199,7 @@ mod tests {
     a[0] = 1.0;
     assert_eq!(
       state.check(Dtype::Float64, &[5, 5, 5]),
-      Err(StateMismatch::Dtype { state: Dtype::Float32, param: Dtype::Float64 })
+      Err(StateMismatch::Dtype { state: "float32", param: Dtype::Float64 })
     );
     assert_eq!(
       state.check(Dtype::Float32, &[5, 4, 5]),

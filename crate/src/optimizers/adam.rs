@@ -28,6 +28,7 @@
 //! 1 − β₁ ≥ 0.5 (a lerp); `v ← fma((1 − β₂)·g, g, β₂·v)`; the rest rounded one operation at a time.
 
 use crate::divide::ExactDivisor;
+use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::Float;
@@ -105,6 +106,7 @@ pub struct AdamCoeffs {
 
 impl Optimizer for Adam {
   const NAME: &'static str = "Adam";
+  const BF16_STATE: bool = true;
   const SUMMARY: &'static str = "Adam (Kingma & Ba, 2015), with AMSGrad and AdamW's decoupled decay as options";
   const BUFFERS: &'static [Buffer] = ADAM_BUFFERS;
   type Coeffs = AdamCoeffs;
@@ -152,6 +154,21 @@ impl Optimizer for Adam {
     }
   }
 
+  /// Fused: the conversions run inside the kernel's loop, so that they overlap with its memory
+  /// traffic; the same bits as the chunked default (tested).
+  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+    let Some(k) = Scalars::new(c) else {
+      return crate::engine::bf16::update::<Self>(c, param, grad, buffers);
+    };
+    let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
+    match (c.l2 != 0.0, c.amsgrad) {
+      (false, false) => fused_bf16::<false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (true, false) => fused_bf16::<true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (false, true) => fused_bf16::<false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (true, true) => fused_bf16::<true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+    }
+  }
+
   fn update_reference<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
     let cast = T::from_f64;
@@ -183,6 +200,7 @@ impl Optimizer for Adam {
 
 impl Optimizer for AdamW {
   const NAME: &'static str = "AdamW";
+  const BF16_STATE: bool = true;
   const SUMMARY: &'static str =
     "AdamW (Loshchilov & Hutter, 2019): Adam whose weight decay scales the weights by 1 − γλ";
   const BUFFERS: &'static [Buffer] = ADAM_BUFFERS;
@@ -198,6 +216,10 @@ impl Optimizer for AdamW {
 
   fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     Adam::update(c, param, grad, buffers)
+  }
+
+  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+    Adam::update_bf16(c, param, grad, buffers)
   }
 
   fn update_reference<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -254,6 +276,65 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
   exp_avg_sq: &mut [T],
   max_exp_avg_sq: &mut [T],
 ) {
+  fused_in::<T, T, L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+}
+
+/// [`fused`] over float32 parameters with bfloat16 state, compiled for the widest vector
+/// instructions this CPU has (as [`multiversion`] does, without its streaming blocks).
+fn fused_bf16<const L2: bool, const AMSGRAD: bool>(
+  k: &Scalars<f32>,
+  param: &mut [f32],
+  grad: &[f32],
+  exp_avg: &mut [Bf16],
+  exp_avg_sq: &mut [Bf16],
+  max_exp_avg_sq: &mut [Bf16],
+) {
+  #[cfg(target_arch = "x86_64")]
+  {
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma")]
+    unsafe fn avx512<const L2: bool, const AMSGRAD: bool>(
+      k: &Scalars<f32>,
+      p: &mut [f32],
+      g: &[f32],
+      m: &mut [Bf16],
+      v: &mut [Bf16],
+      u: &mut [Bf16],
+    ) {
+      fused_in::<f32, Bf16, L2, AMSGRAD>(k, p, g, m, v, u)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<const L2: bool, const AMSGRAD: bool>(
+      k: &Scalars<f32>,
+      p: &mut [f32],
+      g: &[f32],
+      m: &mut [Bf16],
+      v: &mut [Bf16],
+      u: &mut [Bf16],
+    ) {
+      fused_in::<f32, Bf16, L2, AMSGRAD>(k, p, g, m, v, u)
+    }
+    if crate::engine::simd::has_avx512() && std::arch::is_x86_feature_detected!("avx512bw") {
+      // SAFETY: the CPU supports every feature `avx512` is compiled with.
+      return unsafe { avx512::<L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq) };
+    }
+    if crate::engine::simd::has_avx2_fma() {
+      // SAFETY: the CPU supports every feature `avx2` is compiled with.
+      return unsafe { avx2::<L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq) };
+    }
+  }
+  fused_in::<f32, Bf16, L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+}
+
+/// [`fused`] with state stored as `S` (loaded to `T` and stored back, [`Storage`]).
+#[inline(always)]
+fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool>(
+  k: &Scalars<T>,
+  param: &mut [T],
+  grad: &[T],
+  exp_avg: &mut [S],
+  exp_avg_sq: &mut [S],
+  max_exp_avg_sq: &mut [S],
+) {
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
@@ -266,15 +347,15 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
       g = p.mul_add(k.l2, g);
     }
     p = p * k.decay_factor;
-    let m = exp_avg[i];
+    let m = exp_avg[i].load();
     let base = if k.lerp_from_m { m } else { g };
     let m = k.lerp_coeff.mul_add(g - m, base);
-    let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i] * k.beta2);
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
+    let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
+    exp_avg[i] = S::store(m);
+    exp_avg_sq[i] = S::store(v);
     let second = if AMSGRAD {
-      let u = max_exp_avg_sq[i].max_nan(v);
-      max_exp_avg_sq[i] = u;
+      let u = max_exp_avg_sq[i].load().max_nan(v);
+      max_exp_avg_sq[i] = S::store(u);
       u
     } else {
       v

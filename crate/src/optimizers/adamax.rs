@@ -56,6 +56,7 @@ pub struct AdamaxCoeffs {
 
 impl Optimizer for Adamax {
   const NAME: &'static str = "Adamax";
+  const BF16_STATE: bool = true;
   const SUMMARY: &'static str = "Adamax (Kingma & Ba, 2015): Adam with the infinity norm in place of the second moment";
   const BUFFERS: &'static [Buffer] = &[Buffer::like_param("exp_avg"), Buffer::like_param("exp_inf")];
   type Coeffs = AdamaxCoeffs;

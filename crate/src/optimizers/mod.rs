@@ -132,6 +132,9 @@ pub trait Optimizer: Options {
   /// Whether it takes matrices (2-D parameters) only, as PyTorch's `Muon`: the binding refuses
   /// a parameter of any other shape, or of none, naming it and its shape.
   const MATRICES: bool = false;
+  /// Whether float32 parameters may keep its state in bfloat16 (`stateDtype: 'bfloat16'`,
+  /// [`crate::engine::bf16`]): an elementwise optimizer whose buffers are like the parameter.
+  const BF16_STATE: bool = false;
   /// Per-step scalars derived from the options and the step count, computed once per step.
   type Coeffs: Copy + Send + Sync + 'static;
 
@@ -151,6 +154,18 @@ pub trait Optimizer: Options {
   /// same length (unused buffers are empty).
   fn update<T: Float>(_coeffs: &Self::Coeffs, _param: &mut [T], _grad: &[T], _buffers: [&mut [T]; MAX_BUFFERS]) {
     unreachable!("{} runs in stages", Self::NAME)
+  }
+  /// [`Self::update`] of float32 parameters with bfloat16 state ([`Self::BF16_STATE`]): the same
+  /// bits as widening the state, [`Self::update`] and rounding it back, which is what the default
+  /// does, in chunks ([`crate::engine::bf16::update`]). An optimizer may fuse the conversions into
+  /// its kernel instead.
+  fn update_bf16(
+    coeffs: &Self::Coeffs,
+    param: &mut [f32],
+    grad: &[f32],
+    buffers: [&mut [crate::engine::bf16::Bf16]; MAX_BUFFERS],
+  ) {
+    crate::engine::bf16::update::<Self>(coeffs, param, grad, buffers)
   }
   /// [`Self::update`] written as plainly as possible, to test it against.
   fn update_reference<T: Float>(

@@ -83,6 +83,7 @@ pub struct NAdamCoeffs {
 
 impl Optimizer for NAdam {
   const NAME: &'static str = "NAdam";
+  const BF16_STATE: bool = true;
   const SUMMARY: &'static str = "NAdam (Dozat, 2016): Adam with Nesterov momentum and a momentum schedule";
   const BUFFERS: &'static [Buffer] = &[Buffer::like_param("exp_avg"), Buffer::like_param("exp_avg_sq")];
   const SCALARS: &'static [&'static str] = &["mu_product"];

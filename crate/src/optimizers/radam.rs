@@ -77,6 +77,7 @@ pub struct RAdamCoeffs {
 
 impl Optimizer for RAdam {
   const NAME: &'static str = "RAdam";
+  const BF16_STATE: bool = true;
   const SUMMARY: &'static str =
     "RAdam (Liu et al., 2020): Adam whose adaptive rate is rectified while the variance estimate is poor";
   const BUFFERS: &'static [Buffer] = &[Buffer::like_param("exp_avg"), Buffer::like_param("exp_avg_sq")];

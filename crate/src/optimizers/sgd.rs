@@ -84,6 +84,7 @@ pub struct SgdCoeffs {
 
 impl Optimizer for Sgd {
   const NAME: &'static str = "SGD";
+  const BF16_STATE: bool = true;
   const SUMMARY: &'static str = "Stochastic gradient descent, with heavy-ball or Nesterov momentum";
   const BUFFERS: &'static [Buffer] = &[Buffer::like_param("momentum_buffer")];
   type Coeffs = SgdCoeffs;

@@ -1,0 +1,283 @@
+//! bfloat16 optimizer state for float32 parameters (`stateDtype: 'bfloat16'`).
+//!
+//! A state buffer of 2 bytes per element instead of 4: Adam keeps 4 bytes of state per parameter
+//! instead of 8, and a step moves 20 bytes per parameter instead of 28. The semantics are plain:
+//! each step widens the state to float32 (exactly: a bfloat16 is the top half of a float32),
+//! runs the optimizer's float32 update unchanged (the same kernel, so the same bits as with float32
+//! state holding those widened values), and rounds the new state to bfloat16 to nearest, ties to
+//! even, as PyTorch's `tensor.to(torch.bfloat16)` does (NaN becomes PyTorch's quiet NaN 0x7FC0).
+//!
+//! An optimizer runs it through [`Optimizer::update_bf16`]. Adam's fuses the conversions into its
+//! kernel's loop (its kernel is written over a [`Storage`]), where they overlap with the loop's
+//! memory traffic. The default, [`update`], runs any elementwise kernel unchanged, at the cost of
+//! conversion loops of their own: a piece of a step is run in chunks of [`CHUNK`] elements,
+//! each chunk's state widened into a small buffer on the stack (in L1), updated there by the float32
+//! kernel along with the chunk's parameter and gradient, and narrowed back. Neither makes an extra
+//! pass over memory or allocates; the update is elementwise, so where chunks fall changes nothing.
+//!
+//! The narrowing is integer arithmetic (add the rounding bias, keep the top 16 bits), which the
+//! compiler vectorises for AVX-512, AVX2 and NEON. AVX-512 BF16's `vcvtne2ps2bf16` is not used: it
+//! treats float32 subnormals as zero, where PyTorch's rounding keeps them, and it keeps a NaN's
+//! sign and payload, so its results are not PyTorch's bits for every input.
+
+use std::mem::MaybeUninit;
+
+use crate::engine::run::MAX_BUFFERS;
+use crate::engine::simd::multiversion;
+use crate::float::Float;
+use crate::optimizers::Optimizer;
+
+/// A bfloat16 number, as its raw bits: the sign, the 8 exponent bits and the top 7 mantissa bits
+/// of a float32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub struct Bf16(pub u16);
+
+/// PyTorch's bfloat16 NaN (`c10::BFloat16`'s `round_to_nearest_even` of any NaN).
+pub const NAN_BITS: u16 = 0x7FC0;
+
+impl Bf16 {
+  /// `x` rounded to the nearest bfloat16, ties to even; every NaN to [`NAN_BITS`].
+  #[inline(always)]
+  pub fn from_f32(x: f32) -> Self {
+    let bits = x.to_bits();
+    // Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even; a finite value that
+    // rounds past the largest bfloat16 carries into the exponent and becomes ∞, as it should.
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
+    // Chosen in 32 bits, then narrowed once: the vectorised loop packs one vector, not two.
+    Bf16((if bits & 0x7FFF_FFFF > 0x7F80_0000 { u32::from(NAN_BITS) } else { rounded }) as u16)
+  }
+
+  /// The float32 of the same value (exact).
+  #[inline(always)]
+  pub fn to_f32(self) -> f32 {
+    f32::from_bits(u32::from(self.0) << 16)
+  }
+}
+
+/// How a kernel reads and writes a state element of type `Self` for a parameter of `T`: `T`
+/// itself, unchanged, or [`Bf16`] for `f32`, widened and rounded.
+pub trait Storage<T>: Copy {
+  fn load(self) -> T;
+  fn store(value: T) -> Self;
+}
+
+impl<T: Float> Storage<T> for T {
+  #[inline(always)]
+  fn load(self) -> T {
+    self
+  }
+  #[inline(always)]
+  fn store(value: T) -> T {
+    value
+  }
+}
+
+impl Storage<f32> for Bf16 {
+  #[inline(always)]
+  fn load(self) -> f32 {
+    self.to_f32()
+  }
+  #[inline(always)]
+  fn store(value: f32) -> Bf16 {
+    Bf16::from_f32(value)
+  }
+}
+
+/// Elements per chunk: three widened buffers of this many float32s take 12 KiB of the stack, and
+/// the chunk's parameter and gradient 8 KiB more, so that the whole chunk stays in a 32 KiB L1.
+pub const CHUNK: usize = 1024;
+
+/// One piece of an elementwise step of `O` over float32 parameters with bfloat16 state: the same
+/// bits as widening `buffers` to float32, running [`Optimizer::update`] over the whole piece, and
+/// rounding the buffers back ([`Bf16::from_f32`]).
+pub fn update<O: Optimizer>(
+  coeffs: &O::Coeffs,
+  param: &mut [f32],
+  grad: &[f32],
+  mut buffers: [&mut [Bf16]; MAX_BUFFERS],
+) {
+  let n = param.len();
+  let mut wide = [[MaybeUninit::<f32>::uninit(); CHUNK]; MAX_BUFFERS];
+  let mut from = 0;
+  while from < n {
+    let to = (from + CHUNK).min(n);
+    let len = to - from;
+    let mut parts = wide.each_mut().map(|w| &mut w[..len]);
+    let mut chunks: [&mut [f32]; MAX_BUFFERS] = std::array::from_fn(|_| &mut [][..]);
+    for ((chunk, part), state) in chunks.iter_mut().zip(parts.iter_mut()).zip(buffers.iter()) {
+      if !state.is_empty() {
+        *chunk = widen_best::<f32>(&state[from..to], std::mem::take(part));
+      }
+    }
+    O::update(coeffs, &mut param[from..to], &grad[from..to], chunks.each_mut().map(|c| &mut **c));
+    for (chunk, state) in chunks.iter().zip(buffers.iter_mut()) {
+      if !state.is_empty() {
+        narrow_best::<f32>(chunk, &mut state[from..to]);
+      }
+    }
+    from = to;
+  }
+}
+
+/// `state` widened into `out`, which it returns initialised.
+fn widen_best<'a, T: Float>(state: &[Bf16], out: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
+  assert_eq!(state.len(), out.len());
+  widen_into::<T>(state, &mut *out);
+  // SAFETY: `widen_into` wrote every element of `out` (the lengths are equal).
+  unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+multiversion!(fn widen_into<T: Float>(state: &[Bf16], out: &mut [MaybeUninit<f32>]) => widen);
+multiversion!(fn narrow_best<T: Float>(wide: &[f32], state: &mut [Bf16]) => narrow);
+
+/// `out[i] ← state[i]` as float32, for every `i`; `T` only names the kernel's copy.
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)]
+fn widen<T: Float>(state: &[Bf16], out: &mut [MaybeUninit<f32>]) {
+  let out = &mut out[..state.len()];
+  for (o, s) in out.iter_mut().zip(state) {
+    o.write(s.to_f32());
+  }
+}
+
+/// `state[i] ← wide[i]` rounded to bfloat16, for every `i`; `T` only names the kernel's copy.
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)]
+fn narrow<T: Float>(wide: &[f32], state: &mut [Bf16]) {
+  let wide = &wide[..state.len()];
+  for (s, &w) in state.iter_mut().zip(wide) {
+    *s = Bf16::from_f32(w);
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::engine::run::{run_bf16, Job, PARALLEL_MIN_ELEMENTS, PIECE_ELEMENTS};
+  use crate::engine::state::{Buffers, ParamState};
+  use crate::engine::threads::{num_threads, set_num_threads};
+  use crate::optimizers::adam::Adam;
+  use crate::optimizers::sgd::Sgd;
+  use crate::testing::{same_bits, values, LENGTHS};
+
+  #[test]
+  fn rounds_to_nearest_even_as_pytorch_does() {
+    // 1 + 2⁻⁸ lies halfway between bfloat16's 1 and 1 + 2⁻⁷: ties go to the even one, 1.
+    assert_eq!(Bf16::from_f32(1.0 + 2f32.powi(-8)).0, 0x3F80);
+    // 1 + 3·2⁻⁸ lies halfway between 1 + 2⁻⁷ (odd) and 1 + 2⁻⁶: to the even one, up.
+    assert_eq!(Bf16::from_f32(1.0 + 3.0 * 2f32.powi(-8)).0, 0x3F82);
+    // Just above the halfway point rounds up.
+    assert_eq!(Bf16::from_f32(1.0 + 2f32.powi(-8) + 2f32.powi(-20)).0, 0x3F81);
+    assert_eq!(Bf16::from_f32(-2.0).0, 0xC000);
+    assert_eq!(Bf16::from_f32(f32::INFINITY).0, 0x7F80);
+    assert_eq!(Bf16::from_f32(f32::NEG_INFINITY).0, 0xFF80);
+    // The largest float32 rounds past bfloat16's largest finite value (0x7F7F) to ∞.
+    assert_eq!(Bf16::from_f32(f32::MAX).0, 0x7F80);
+    for nan in [f32::NAN, -f32::NAN, f32::from_bits(0x7F80_0001), f32::from_bits(0xFFFF_FFFF)] {
+      assert_eq!(Bf16::from_f32(nan).0, NAN_BITS);
+    }
+    // Subnormals are kept, not flushed: the smallest float32 subnormal rounds to 0, 2⁻¹³³ stays.
+    assert_eq!(Bf16::from_f32(f32::from_bits(1)).0, 0);
+    assert_eq!(Bf16::from_f32(2f32.powi(-133)).0, 0x0001);
+    assert_eq!(Bf16::from_f32(-0.0).0, 0x8000);
+    // Widening is exact, and narrowing a widened value gives it back.
+    for bits in (0..=u16::MAX).filter(|b| b & 0x7FFF <= 0x7F80) {
+      assert_eq!(Bf16::from_f32(Bf16(bits).to_f32()).0, bits);
+    }
+  }
+
+  #[test]
+  fn narrowing_agrees_with_rounding_through_f64() {
+    // Round to nearest, ties to even, checked against rounding the exact value by hand.
+    for x in values::<f32>(20_000, 3).into_iter().filter(|x| x.is_finite() && x.abs() > 1e-30 && x.abs() < 1e30) {
+      let lo = f32::from_bits(x.to_bits() & 0xFFFF_0000);
+      let hi = f32::from_bits((x.to_bits() & 0xFFFF_0000) + 0x1_0000);
+      let (dlo, dhi) = ((x as f64 - lo as f64).abs(), (hi as f64 - x as f64).abs());
+      let even = if (lo.to_bits() >> 16) & 1 == 0 { lo } else { hi };
+      let expected = if dlo < dhi {
+        lo
+      } else if dhi < dlo {
+        hi
+      } else {
+        even
+      };
+      assert_eq!(Bf16::from_f32(x).to_f32().to_bits(), expected.to_bits(), "{x}");
+    }
+  }
+
+  /// Widens `state` by hand, runs `O`'s float32 kernel over the whole tensor, narrows back.
+  fn by_hand<O: Optimizer>(c: &O::Coeffs, param: &mut [f32], grad: &[f32], state: &mut [Vec<Bf16>]) {
+    let mut wide: Vec<Vec<f32>> = state.iter().map(|b| b.iter().map(|x| x.to_f32()).collect()).collect();
+    let mut slices = wide.iter_mut().map(Vec::as_mut_slice);
+    let buffers = std::array::from_fn(|_| slices.next().unwrap_or(&mut []));
+    O::update(c, param, grad, buffers);
+    for (b, w) in state.iter_mut().zip(&wide) {
+      *b = w.iter().map(|&x| Bf16::from_f32(x)).collect();
+    }
+  }
+
+  /// Steps `O` `steps` times over one tensor of each length, through the engine with bfloat16
+  /// state and by hand; both must give the same bits.
+  fn assert_engine_matches_by_hand<O: Optimizer>(config: O, steps: u64) {
+    let lengths = LENGTHS.iter().copied().chain([CHUNK - 1, CHUNK + 1, 5 * CHUNK + 3]);
+    for len in lengths {
+      let mut param = values::<f32>(len, 1);
+      let mut expected = param.clone();
+      let mut state = ParamState::default();
+      let mut hand: Vec<Vec<Bf16>> = vec![vec![Bf16(0); len]; config.buffers_used()];
+      for step in 1..=steps {
+        let grad = values::<f32>(len, step + 1);
+        state.step += 1;
+        let mut coeffs = config.coeffs(state.step);
+        config.advance(&mut coeffs, &mut state);
+        let buffers = state.buffers_mut::<Bf16>(&[len; MAX_BUFFERS], config.buffers_used());
+        run_bf16::<O>(&mut [Job::flat(coeffs, &mut param, &grad, buffers)]);
+        by_hand::<O>(&coeffs, &mut expected, &grad, &mut hand);
+      }
+      assert!(same_bits(&param, &expected), "{} parameters, length {len}", O::NAME);
+      let Buffers::Bf16(got) = &state.buffers else { panic!("bf16 state") };
+      assert_eq!(got, &hand, "{} state, length {len}", O::NAME);
+    }
+  }
+
+  #[test]
+  fn chunked_steps_match_widen_kernel_narrow_by_hand() {
+    assert_engine_matches_by_hand(Adam { amsgrad: true, weight_decay: 0.01, ..Adam::default() }, 4);
+    assert_engine_matches_by_hand(Adam::default(), 3);
+    assert_engine_matches_by_hand(Sgd { momentum: 0.9, nesterov: true, ..Sgd::default() }, 3);
+  }
+
+  #[test]
+  fn results_do_not_depend_on_the_thread_count() {
+    let lengths = [3, PIECE_ELEMENTS + 9, 0, PARALLEL_MIN_ELEMENTS + 77, 5 * CHUNK + 1];
+    let config = Adam::default();
+    let trajectory = |threads: usize| {
+      set_num_threads(threads).expect("a thread count");
+      {
+        let mut params: Vec<Vec<f32>> = lengths.iter().map(|&n| values(n, n as u64)).collect();
+        let mut states = vec![ParamState::default(); lengths.len()];
+        for step in 1..=3u64 {
+          let grads: Vec<Vec<f32>> = lengths.iter().map(|&n| values(n, n as u64 + step)).collect();
+          let coeffs = config.coeffs(step);
+          let mut jobs: Vec<_> = params
+            .iter_mut()
+            .zip(&grads)
+            .zip(&mut states)
+            .map(|((p, g), s)| Job::flat(coeffs, &mut p[..], &g[..], s.buffers_mut::<Bf16>(&[g.len(); 3], 2)))
+            .collect();
+          run_bf16::<Adam>(&mut jobs);
+        }
+        (params, states)
+      }
+    };
+    let before = num_threads();
+    let (one, one_states) = trajectory(1);
+    for threads in [2, 3] {
+      let (many, many_states) = trajectory(threads);
+      assert!(one.iter().zip(&many).all(|(a, b)| same_bits(a, b)), "{threads} threads");
+      assert_eq!(one_states, many_states, "{threads} threads");
+    }
+    set_num_threads(before).expect("a thread count");
+  }
+}
