@@ -500,7 +500,7 @@ if (eightbit) {
   const largest = sizes[sizes.length - 1]
   const hasBnb = eightbit.rows.some((r) => r.contender === 'bitsandbytes Adam8bit')
   out(
-    `### 8-bit state: Gparam/s, ${threadsLabel(1)} / ${threadsLabel(ALL)}, and × fp32 Adam (\`benchmark/eightbit.ts\`)`,
+    `### 8-bit and bfloat16 state: Gparam/s, ${threadsLabel(1)} / ${threadsLabel(ALL)}, and × fp32 Adam (\`benchmark/eightbit.ts\`)`,
   )
   out()
   out(
@@ -557,6 +557,15 @@ if (eightbit) {
     stateBytes <= 2.1 ? 'met' : 'missed',
     stateBytes <= 2.1,
   ])
+  const bf16Bytes = eightbit.stateBytesPerParam['Adam (bf16 state)']
+  if (bf16Bytes !== undefined)
+    targets.push([
+      '13',
+      `≤ 4 bytes of state per parameter with bfloat16 state (Adam, ${label(largest)})`,
+      `${fmt(bf16Bytes, 3)} B`,
+      bf16Bytes <= 4 ? 'met' : 'missed',
+      bf16Bytes <= 4,
+    ])
 }
 
 for (const file of otherTargets)
