@@ -317,6 +317,58 @@ test('group lr is read at every step (schedulers set it)', (t) => {
   t.is(params[0].data[0], Math.fround(Math.fround(1 - 0.1) - 0.25))
 })
 
+test('each group steps with its own options, as the same parameters alone under those options', (t) => {
+  const sizes = [5000, 300, 4100]
+  const fresh = () => sizes.map((n, i) => ({ data: series(10 + i, n, 0), grad: series(20 + i, n, -3) }))
+  const options = [
+    { lr: 0.01, betas: [0.8, 0.95] as [number, number], eps: 1e-6, weightDecay: 0.1 },
+    { lr: 0.002, betas: [0.5, 0.9] as [number, number], eps: 1e-3, weightDecay: 0 },
+  ]
+  for (const Class of [Adam8bit, AdamW8bit, Lion8bit]) {
+    const lion = Class === Lion8bit
+    const pick = (o: (typeof options)[number]) => (lion ? { lr: o.lr, betas: o.betas, weightDecay: o.weightDecay } : o)
+    const grouped = fresh()
+    const opt = new Class([
+      { params: grouped.slice(0, 2), ...pick(options[0]) },
+      { params: [] },
+      { params: grouped.slice(2), ...pick(options[1]) },
+    ])
+    const alone = fresh()
+    const first = new Class(alone.slice(0, 2), pick(options[0]))
+    const second = new Class(alone.slice(2), pick(options[1]))
+    for (let step = 0; step < 3; step++) {
+      opt.step()
+      first.step()
+      second.step()
+    }
+    grouped.forEach((p, i) => t.deepEqual(p.data, alone[i].data, `${Class.name} params[${i}]`))
+  }
+})
+
+test('parameters whose arrays share memory are refused natively, naming both, and change nothing', (t) => {
+  const buffer = new Float32Array(12000)
+  const a = { data: buffer.subarray(0, 5000), grad: series(2, 5000, -3) }
+  const b = { data: series(3, 5000, 0), grad: series(4, 5000, -3) }
+  const opt = new Adam8bit([{ params: [a] }, { params: [b] }])
+  opt.step()
+  const before = [a.data.slice(), b.data.slice()]
+  const state = opt.stateDict()
+  b.data = buffer.subarray(4999, 9999)
+  t.throws(() => opt.step(), {
+    code: 'ERR_INVALID_ARG_VALUE',
+    message:
+      /^paramGroups\[0\]\.params\[0\]\.data and paramGroups\[1\]\.params\[0\]\.data share memory; a parameter's data must not overlap any other array of the step$/,
+  })
+  b.data = before[1].slice()
+  a.grad = new Float32Array(buffer.buffer, 4, 5000)
+  t.throws(() => opt.step(), {
+    code: 'ERR_INVALID_ARG_VALUE',
+    message: /^paramGroups\[0\]\.params\[0\]\.data and paramGroups\[0\]\.params\[0\]\.grad share memory/,
+  })
+  t.deepEqual(a.data, before[0])
+  t.deepEqual(opt.stateDict().state, state.state)
+})
+
 test('options bitsandbytes has but these do not implement are refused with a coded error', (t) => {
   const params = () => [{ data: new Float32Array(8), grad: null }]
   for (const [options, code, pattern] of [

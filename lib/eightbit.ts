@@ -144,27 +144,47 @@ export interface EightBitSpec {
 
 const whole = (x: unknown) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0
 
-/** Checks a group's options, in the words of the registry's optimizers. */
-function checkGroup(spec: EightBitSpec, group: Record<string, unknown>, where: string): void {
-  for (const key of Object.keys(spec.group)) {
+/** The numbers per parameter of a native step's options: lr, beta1, beta2, eps, weightDecay. */
+const HYPER = 5
+
+/**
+ * Checks a group's options, in the words of the registry's optimizers, reading each once; with
+ * `row`, writes them there from `at` as a native step takes them (lr, beta1, beta2, eps or 0,
+ * weightDecay).
+ * `where` names the group in errors (a function: made only for one).
+ */
+function checkGroup(
+  spec: EightBitSpec,
+  group: Record<string, unknown>,
+  where: string | (() => string),
+  row?: Float64Array,
+  at = 0,
+): void {
+  const named = () => (typeof where === 'string' ? where : where())
+  for (const key in spec.group) {
     const value = group[key]
     if (key === 'betas') {
       const betas = snapshotArray(value)
-      if (!betas || betas.length !== 2 || !betas.every((b) => typeof b === 'number'))
-        throw invalidType(`${where}.betas must be an array of two numbers, got ${describe(value)}`)
-      betas.forEach((b, i) => {
-        if (!((b as number) >= 0 && (b as number) < 1))
-          throw outOfRange(
-            `invalid beta parameter at index ${i}: ${b as number} (expected a number in [0, 1)) in ${where}`,
-          )
-      })
+      if (!betas || betas.length !== 2 || typeof betas[0] !== 'number' || typeof betas[1] !== 'number')
+        throw invalidType(`${named()}.betas must be an array of two numbers, got ${describe(value)}`)
+      for (let i = 0; i < 2; i++) {
+        const b = betas[i] as number
+        if (!(b >= 0 && b < 1))
+          throw outOfRange(`invalid beta parameter at index ${i}: ${b} (expected a number in [0, 1)) in ${named()}`)
+      }
+      if (row) row.set(betas as number[], at + 1)
       continue
     }
-    if (typeof value !== 'number') throw invalidType(`${where}.${key} must be a number, got ${describe(value)}`)
+    if (typeof value !== 'number') throw invalidType(`${named()}.${key} must be a number, got ${describe(value)}`)
     if (!(value >= 0 && Number.isFinite(value)))
-      throw outOfRange(`invalid ${key}: ${value} (expected a finite number >= 0) in ${where}`)
+      throw outOfRange(`invalid ${key}: ${value} (expected a finite number >= 0) in ${named()}`)
+    if (row) row[at + ROW_INDEX[key]] = value
   }
+  if (row && !('eps' in spec.group)) row[at + 3] = 0
 }
+
+/** Where each group option goes in a native step's row of options. */
+const ROW_INDEX: Readonly<Record<string, number>> = { lr: 0, eps: 3, weightDecay: 4 }
 
 /** What the optimizers of 8-bit state share; `Adam8bit`, `AdamW8bit` and `Lion8bit` are its classes. */
 export abstract class EightBitOptimizer<Options extends object> {
@@ -180,6 +200,14 @@ export abstract class EightBitOptimizer<Options extends object> {
   #params: Parameter<Float32Array>[] = []
   #labels: string[] = []
   #running: string | undefined
+  /** A step's arguments, kept between steps so that a step allocates none. */
+  #data: unknown[] = []
+  #grads: unknown[] = []
+  #hyper = new Float64Array(0)
+  /** Each group's options as a step reads them, a row of HYPER numbers per group. */
+  #rows = new Float64Array(0)
+  /** The group of each parameter. */
+  #groupOf = new Uint32Array(0)
 
   protected constructor(spec: EightBitSpec, params: unknown, options: unknown = {}) {
     this.#spec = spec
@@ -268,10 +296,15 @@ export abstract class EightBitOptimizer<Options extends object> {
       checkGroup(this.#spec, complete, where)
       added.push(Object.seal(complete) as unknown as EightBitGroup<Options>)
     })
+    const first = this.paramGroups.length
     this.paramGroups.push(...added)
-    this.#params = this.paramGroups.flatMap((group) => [...group.params])
+    this.#params = [...this.#params, ...added.flatMap((group) => group.params)]
+    this.#groupOf = Uint32Array.from([
+      ...this.#groupOf,
+      ...added.flatMap((group, g) => group.params.map(() => first + g)),
+    ])
     this.#labels = [...this.#labels, ...labels]
-    this.#native.setCount(this.#params.length)
+    this.#native.setLabels(this.#labels)
   }
 
   /**
@@ -281,43 +314,43 @@ export abstract class EightBitOptimizer<Options extends object> {
    */
   step(): void {
     this.#enter('step()', () => {
-      const keys = Object.keys(this.#spec.group)
-      const data: unknown[] = []
-      const grads: unknown[] = []
-      const hyper = new Float64Array(5 * this.#params.length)
-      let index = 0
-      this.paramGroups.forEach((group, g) => {
-        const where = `paramGroups[${g}]`
-        const options = Object.fromEntries(
-          keys.map((key) => [key, snapshotValue((group as Record<string, unknown>)[key])]),
+      const count = this.#params.length
+      if (this.#hyper.length !== HYPER * count) {
+        this.#hyper = new Float64Array(HYPER * count)
+        this.#data = new Array<unknown>(count).fill(null)
+        this.#grads = new Array<unknown>(count).fill(null)
+      }
+      const groups = this.paramGroups
+      if (this.#rows.length !== HYPER * groups.length) this.#rows = new Float64Array(HYPER * groups.length)
+      const [data, grads, hyper, rows] = [this.#data, this.#grads, this.#hyper, this.#rows]
+      for (let g = 0; g < groups.length; g++)
+        checkGroup(
+          this.#spec,
+          groups[g] as unknown as Record<string, unknown>,
+          () => `paramGroups[${g}]`,
+          rows,
+          HYPER * g,
         )
-        checkGroup(this.#spec, options, where)
-        const [beta1, beta2] = options.betas as number[]
-        const row = [options.lr, beta1, beta2, options.eps ?? 0, options.weightDecay] as number[]
-        for (const param of group.params) {
-          const label = this.#labels[index]
-          const { data: d, grad } = param as { data: unknown; grad: unknown }
-          checkData(d, label, this.#spec.name)
-          if (grad !== null && grad !== undefined) {
-            if (typedArrayTag(grad) !== 'Float32Array')
-              throw invalidType(`${label}.grad must be a Float32Array like its data, or null, got ${describe(grad)}`)
-            checkUsable(grad as Float32Array, `${label}.grad`)
-            if (lengthOf(grad as Float32Array) !== lengthOf(d as Float32Array))
-              throw outOfRange(
-                `${label}.grad has length ${lengthOf(grad as Float32Array)}, expected ${lengthOf(d as Float32Array)} like its data`,
-              )
-          }
-          data.push(d)
-          grads.push(grad ?? null)
-          hyper.set(row, 5 * index)
-          index++
+      // The parameters as the groups were given (as PyTorch, a group's `params` is not re-read).
+      for (let index = 0; index < count; index++) {
+        const label = this.#labels[index]
+        const { data: d, grad } = this.#params[index] as { data: unknown; grad: unknown }
+        checkData(d, label, this.#spec.name)
+        if (grad !== null && grad !== undefined) {
+          if (typedArrayTag(grad) !== 'Float32Array')
+            throw invalidType(`${label}.grad must be a Float32Array like its data, or null, got ${describe(grad)}`)
+          checkUsable(grad as Float32Array, `${label}.grad`)
+          if (lengthOf(grad as Float32Array) !== lengthOf(d as Float32Array))
+            throw outOfRange(
+              `${label}.grad has length ${lengthOf(grad as Float32Array)}, expected ${lengthOf(d as Float32Array)} like its data`,
+            )
         }
-      })
-      native.checkDisjoint(
-        [...data, ...grads],
-        [...data.map(() => true), ...grads.map(() => false)],
-        [...this.#labels.map((l) => `${l}.data`), ...this.#labels.map((l) => `${l}.grad`)],
-      )
+        const row = HYPER * this.#groupOf[index]
+        for (let k = 0; k < HYPER; k++) hyper[HYPER * index + k] = rows[row + k]
+        data[index] = d
+        grads[index] = grad ?? null
+      }
+      // The native step checks that no parameter's data overlaps another array, naming both.
       this.#native.step(data, grads, hyper)
     })
   }

@@ -41,13 +41,18 @@ export declare class NativeEightBit {
    * `f32` moments.
    */
   constructor(algorithm: string, min8BitSize: number)
-  /** Makes room for `count` parameters (groups only ever add). */
-  setCount(count: number): void
+  /**
+   * The parameters' names in errors, one per parameter: makes room for as many (groups only
+   * ever add).
+   */
+  setLabels(labels: Array<string>): void
   /**
    * One step: parameter `i` is `data[i]`, updated by `grads[i]` (null: not stepped) with the
    * options `hyper[5i..5i + 5]`. All checked first; then every parameter is updated, or none.
+   * The arrays are read element by element, and `hyper` borrowed, so that a step copies nothing
+   * out of JavaScript.
    */
-  step(data: Array<unknown>, grads: Array<unknown>, hyper: Float64Array): void
+  step(data: unknown, grads: unknown, hyper: Float64Array): void
   /** A copy of parameter `index`'s state, or null before its first step. */
   exportState(index: number): EightBitEntry | null
   /**

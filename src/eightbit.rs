@@ -12,7 +12,7 @@ use fastoptim_core::Dtype;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::disjoint::{find_overlap, Span};
+use crate::disjoint::{find_overlap, step_message, Span};
 use crate::js::{Fail, RawEnv, TypedView};
 use crate::MAX_STEP;
 
@@ -37,6 +37,10 @@ pub struct NativeEightBit {
   kind: Kind,
   min_8bit_size: usize,
   states: Vec<Option<State>>,
+  /// Each parameter's name in errors (`paramGroups[g].params[i]`).
+  labels: Vec<String>,
+  /// Scratch for a step's overlap check, kept so that a step allocates no span list.
+  spans: Vec<Span>,
 }
 
 /// One parameter's state as the facade sees it: `state1`/`state2` are codes (Uint8Array) with
@@ -90,54 +94,70 @@ impl NativeEightBit {
         Fail::range(format!("invalid minEightBitSize: {min_8bit_size} (expected a whole number >= 0)")).throw(&env),
       );
     }
-    Ok(NativeEightBit { kind, min_8bit_size: min_8bit_size as usize, states: Vec::new() })
+    Ok(NativeEightBit {
+      kind,
+      min_8bit_size: min_8bit_size as usize,
+      states: Vec::new(),
+      labels: Vec::new(),
+      spans: Vec::new(),
+    })
   }
 
-  /// Makes room for `count` parameters (groups only ever add).
+  /// The parameters' names in errors, one per parameter: makes room for as many (groups only
+  /// ever add).
   #[napi]
-  pub fn set_count(&mut self, count: u32) {
-    self.states.resize_with(count as usize, || None);
+  pub fn set_labels(&mut self, labels: Vec<String>) {
+    self.states.resize_with(labels.len(), || None);
+    self.labels = labels;
   }
 
   /// One step: parameter `i` is `data[i]`, updated by `grads[i]` (null: not stepped) with the
   /// options `hyper[5i..5i + 5]`. All checked first; then every parameter is updated, or none.
+  /// The arrays are read element by element, and `hyper` borrowed, so that a step copies nothing
+  /// out of JavaScript.
   #[napi(catch_unwind)]
-  pub fn step(&mut self, env: Env, data: Vec<Unknown>, grads: Vec<Unknown>, hyper: Float64Array) -> Result<()> {
+  pub fn step(&mut self, env: Env, data: Unknown, grads: Unknown, hyper: &[f64]) -> Result<()> {
     let raw = RawEnv(env.raw());
     let result = (|| {
       crate::threads::check_configured()?;
       let count = self.states.len();
-      if data.len() != count || grads.len() != count || hyper.len() != HYPER * count {
+      let (data, grads) = (data.raw(), grads.raw());
+      let lengths = (raw.array_length(data)?, raw.array_length(grads)?);
+      if lengths != (count, count) || hyper.len() != HYPER * count {
         return Err(Fail::value(format!(
           "step: expected {count} parameters, gradients and {} options, got {}, {} and {}",
           HYPER * count,
-          data.len(),
-          grads.len(),
+          lengths.0,
+          lengths.1,
           hyper.len()
         )));
       }
+      let moments = self.moments();
       let mut views: Vec<Option<(TypedView, TypedView)>> = Vec::with_capacity(count);
-      let mut spans = Vec::with_capacity(2 * count);
+      let spans = &mut self.spans;
+      spans.clear();
       for i in 0..count {
-        if raw.is_nullish(grads[i].raw())? {
+        let grad = raw.element(grads, i as u32)?;
+        if raw.is_nullish(grad)? {
           views.push(None);
           continue;
         }
-        let param = float32(raw, &data[i], &format!("params[{i}].data"))?;
-        let grad = float32(raw, &grads[i], &format!("params[{i}].grad"))?;
+        let label = &self.labels[i];
+        let param = float32(raw, raw.element(data, i as u32)?, label, "data")?;
+        let grad = float32(raw, grad, label, "grad")?;
         if grad.len != param.len {
           return Err(Fail::range(format!(
-            "params[{i}].grad has length {}, expected {} like its data",
+            "{label}.grad has length {}, expected {} like its data",
             grad.len, param.len
           )));
         }
         if let Some(state) = &self.states[i] {
           if state.step >= MAX_STEP {
-            return Err(Fail::state(format!("params[{i}] has taken 2^53 - 1 steps, the most counted exactly")));
+            return Err(Fail::state(format!("{label} has taken 2^53 - 1 steps, the most counted exactly")));
           }
-          if !state.moments.fits(param.len, self.moments()) {
+          if !state.moments.fits(param.len, moments) {
             return Err(Fail::range(format!(
-              "params[{i}].data has length {}, but its state was made for another length",
+              "{label}.data has length {}, but its state was made for another length",
               param.len
             )));
           }
@@ -151,15 +171,11 @@ impl NativeEightBit {
         });
         views.push(Some((param, grad)));
       }
-      if let Some((a, b)) = find_overlap(&mut spans) {
-        let name = |id: usize| format!("params[{}].{}", id / 2, if id.is_multiple_of(2) { "data" } else { "grad" });
-        return Err(Fail::value(format!(
-          "{} and {} share memory; a step writes every parameter's data, which must not overlap another array",
-          name(a),
-          name(b)
-        )));
+      if let Some((a, b)) = find_overlap(spans) {
+        let name =
+          |id: usize| format!("{}.{}", self.labels[id / 2], if id.is_multiple_of(2) { "data" } else { "grad" });
+        return Err(Fail::value(step_message(&name(a), &name(b))));
       }
-      let hyper = &hyper[..];
       for (i, h) in hyper.chunks(HYPER).enumerate() {
         if views[i].is_none() {
           continue;
@@ -167,12 +183,12 @@ impl NativeEightBit {
         let unit = |x: f64| (0.0..1.0).contains(&x);
         if !(h[0].is_finite() && h[0] >= 0.0 && unit(h[1]) && unit(h[2]) && h[3] >= 0.0 && h[4] >= 0.0) {
           return Err(Fail::range(format!(
-            "params[{i}]: invalid options lr {}, betas ({}, {}), eps {}, weightDecay {} (expected lr >= 0, betas in [0, 1), eps >= 0, weightDecay >= 0)",
-            h[0], h[1], h[2], h[3], h[4]
+            "{}: invalid options lr {}, betas ({}, {}), eps {}, weightDecay {} (expected lr >= 0, betas in [0, 1), eps >= 0, weightDecay >= 0)",
+            self.labels[i], h[0], h[1], h[2], h[3], h[4]
           )));
         }
       }
-      let (kind, min, moments) = (self.kind, self.min_8bit_size, self.moments());
+      let (kind, min) = (self.kind, self.min_8bit_size);
       for (state, view) in self.states.iter_mut().zip(&views) {
         if let Some((param, _)) = view {
           let state = state.get_or_insert_with(|| State { step: 0, moments: Moments::new(param.len, min, moments) });
@@ -283,10 +299,11 @@ fn entry_moments(entry: &EightBitEntry) -> Option<Moments> {
   }
 }
 
-/// A Float32Array, attached; named `what` in errors.
-fn float32(raw: RawEnv, value: &Unknown, what: &str) -> std::result::Result<TypedView, Fail> {
-  let view = raw.float_array(value.raw())?.ok_or_else(|| {
-    Fail::type_error(format!("{what} must be a Float32Array, got {}", raw.describe(value.raw()).unwrap_or_default()))
+/// A Float32Array, attached; named `{label}.{field}` in errors (the name is made only for one).
+fn float32(raw: RawEnv, value: napi::sys::napi_value, label: &str, field: &str) -> std::result::Result<TypedView, Fail> {
+  let what = format_args!("{label}.{field}");
+  let view = raw.float_array(value)?.ok_or_else(|| {
+    Fail::type_error(format!("{what} must be a Float32Array, got {}", raw.describe(value).unwrap_or_default()))
   })?;
   if view.dtype != Dtype::Float32 {
     return Err(Fail::type_error(format!(
