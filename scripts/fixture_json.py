@@ -1,9 +1,11 @@
-"""What the trajectory fixture generators share: camelCase option names, seeded input
-perturbation, and the fixture file's layout (one line per key and per step: compact but diffable).
+"""What the trajectory fixture generators share: camelCase option names, seeded inputs with
+extreme values sprinkled in, each case's options, the comparison of a reference's implementations,
+and the fixture file's layout (one line per key and per step: compact but diffable).
 
-Imported by scripts/gen_fixtures_{family,lion,muon,schedulefree,torch_more}.py; run those from the
-repository root (`python3 scripts/gen_fixtures_family.py`), which puts this folder on the path.
+Imported by scripts/gen_fixtures*.py; run those from the repository root
+(`python3 scripts/gen_fixtures_family.py`), which puts this folder on the path.
 """
+import inspect
 import json
 import os
 import re
@@ -20,12 +22,76 @@ def to_json_options(opts):
 
 
 def sprinkle(t, gen, value, count):
-    """Set `count` random elements of `t` to +-value (in place)."""
+    """Set `count` random elements of `t` (any shape, contiguous) to +-value, in place."""
     if t.numel() <= 1:
         return
     idx = torch.randperm(t.numel(), generator=gen)[:count]
     signs = torch.randint(0, 2, (count,), generator=gen, dtype=torch.float64) * 2 - 1
-    t[idx] = signs * value
+    t.view(-1)[idx] = signs * value
+
+
+def make_inputs(seed, sizes, steps, param_extremes, grad_extremes, shape=lambda t: t):
+    """Initial params and per-step grads, float64, from one generator seeded with `seed`.
+
+    Parameter i is randn times (1, 0.5, 2, 1)[i], passed through `shape`, with each (value, count)
+    of `param_extremes` sprinkled in, in order; each step's grads are randn through `shape`, about
+    a tenth of them zeroed, with `grad_extremes` sprinkled in likewise.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    init = []
+    for size, scale in zip(sizes, (1.0, 0.5, 2.0, 1.0)):
+        p = shape(torch.randn(size, generator=gen, dtype=torch.float64) * scale)
+        for value, count in param_extremes:
+            sprinkle(p, gen, value, count)
+        init.append(p)
+    grads = []
+    for _ in range(steps):
+        step = []
+        for size in sizes:
+            g = shape(torch.randn(size, generator=gen, dtype=torch.float64))
+            g[torch.rand(size, generator=gen, dtype=torch.float64) < 0.1] = 0.0
+            for value, count in grad_extremes:
+                sprinkle(g, gen, value, count)
+            step.append(g)
+        grads.append(step)
+    return init, grads
+
+
+def keyword_defaults(cls, skip):
+    """The keyword defaults of `cls.__init__` that affect the numbers: all but the names in `skip`."""
+    signature = inspect.signature(cls.__init__)
+    return {name: p.default for name, p in signature.parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in skip}
+
+
+def group_options(case, base, count):
+    """[(param indices, complete explicit options)] for `case`: `base` under the case's `options`,
+    under each of its `groups`' overrides (one group of all `count` parameters if it has none)."""
+    base = {**base, **case["options"]}
+    groups = case.get("groups") or [(list(range(count)), {})]
+    return [(idx, {**base, **overrides}) for idx, overrides in groups]
+
+
+ABS_FLOOR = 1e-3
+"""Differences are relative to max(|a|, |b|, ABS_FLOOR): below the floor they are absolute."""
+
+
+def max_rel_diff(a_list, b_list, rtol, floors=None):
+    """Max of |a - b| / max(|a|, |b|, ABS_FLOOR, floors[k]) over pairs of tensors (or lists; a pair
+    of None is skipped); asserts it is within rtol."""
+    worst = 0.0
+    for k, (a, b) in enumerate(zip(a_list, b_list)):
+        if a is None and b is None:
+            continue
+        if not torch.is_tensor(a):
+            a, b = torch.tensor(a), torch.tensor(b)
+        scale = torch.maximum(a.abs(), b.abs()).clamp_min(ABS_FLOOR)
+        if floors is not None:
+            scale = torch.maximum(scale, floors[k])
+        rel = ((a - b).abs() / scale).max().item() if a.numel() else 0.0
+        worst = max(worst, rel)
+    assert worst <= rtol, f"implementations disagree: {worst:.3g} > {rtol:g}"
+    return worst
 
 
 def trajectory(init, grads, traj, state, as_list):

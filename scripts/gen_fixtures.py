@@ -30,19 +30,20 @@ number round-trips exactly.
 """
 
 import inspect
-import json
 import os
 import zlib
 
 import torch
 
+import fixture_json
+from fixture_json import max_rel_diff, to_json_options, write_fixture
+
 OUTPUT = os.path.join("__test__", "fixtures", "adam.json")
 STEPS = 25
 PARAM_SIZES = (1, 37, 99)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# fused-vs-foreach agreement: |a - b| <= RTOL * max(|a|, |b|) + RTOL * ABS_FLOOR
+# fused-vs-foreach agreement: |a - b| <= RTOL * max(|a|, |b|, ABS_FLOOR)
 RTOL = {"float32": 1e-5, "float64": 1e-12}
-ABS_FLOOR = 1e-3  # differences below RTOL * 1e-3 are noise, not a mismatch
 
 # Every case passes these to torch explicitly; the case overrides some of them.
 BASE_OPTIONS = {
@@ -80,49 +81,20 @@ CASES = [
          groups=[([0, 1], dict(lr=1e-3)), ([2], dict(lr=1e-2, betas=(0.85, 0.95)))]),
 ]
 
-CAMEL = {"weight_decay": "weightDecay", "decoupled_weight_decay": "decoupledWeightDecay"}
 
 
 # ---------------------------------------------------------------- inputs
 
-def sprinkle(t, gen, value, count):
-    """Set `count` random elements of `t` to +-value (in place)."""
-    if t.numel() <= 1:
-        return
-    idx = torch.randperm(t.numel(), generator=gen)[:count]
-    signs = torch.randint(0, 2, (count,), generator=gen, dtype=torch.float64) * 2 - 1
-    t[idx] = signs * value
-
-
 def make_inputs(seed):
     """Initial params and per-step grads (float64, None = no grad), seeded."""
-    gen = torch.Generator().manual_seed(seed)
-    init = []
-    for size, scale in zip(PARAM_SIZES, (1.0, 0.5, 2.0)):
-        p = torch.randn(size, generator=gen, dtype=torch.float64) * scale
-        sprinkle(p, gen, 1e-20, 3)
-        sprinkle(p, gen, 1e3, 2)
-        init.append(p)
-    grads = []
-    for _ in range(STEPS):
-        step = []
-        for size in PARAM_SIZES:
-            g = torch.randn(size, generator=gen, dtype=torch.float64)
-            g[torch.rand(size, generator=gen, dtype=torch.float64) < 0.1] = 0.0
-            sprinkle(g, gen, 1e-20, 2)
-            sprinkle(g, gen, 1e4, 1)
-            step.append(g)
-        grads.append(step)
-    return init, grads
+    return fixture_json.make_inputs(seed, PARAM_SIZES, STEPS, [(1e-20, 3), (1e3, 2)], [(1e-20, 2), (1e4, 1)])
 
 
 # ---------------------------------------------------------------- running
 
 def group_options(case):
     """[(param indices, complete explicit torch options)] for the case."""
-    base = {**BASE_OPTIONS[case["optimizer"]], **case["options"]}
-    groups = case.get("groups") or [(list(range(len(PARAM_SIZES))), {})]
-    return [(idx, {**base, **overrides}) for idx, overrides in groups]
+    return fixture_json.group_options(case, BASE_OPTIONS[case["optimizer"]], len(PARAM_SIZES))
 
 
 def run_case(optimizer, groups, init, grads, dtype, fused):
@@ -153,17 +125,6 @@ def run_case(optimizer, groups, init, grads, dtype, fused):
     return trajectory, state
 
 
-def max_rel_diff(a_list, b_list, rtol):
-    """Max of |a-b| / max(|a|,|b|, floor) over all tensors; asserts within rtol."""
-    worst = 0.0
-    for a, b in zip(a_list, b_list):
-        scale = torch.maximum(a.abs(), b.abs()).clamp_min(ABS_FLOOR)
-        rel = ((a - b).abs() / scale).max().item()
-        worst = max(worst, rel)
-    assert worst <= rtol, f"fused vs foreach mismatch: {worst:.3g} > {rtol:g}"
-    return worst
-
-
 def check_against_foreach(case, groups, init, grads, dtype_name, fused_run):
     dtype = DTYPES[dtype_name]
     traj, state = fused_run
@@ -182,13 +143,6 @@ def check_against_foreach(case, groups, init, grads, dtype_name, fused_run):
 
 
 # ---------------------------------------------------------------- output
-
-def to_json_options(opts):
-    out = {}
-    for key, value in opts.items():
-        out[CAMEL.get(key, key)] = list(value) if key == "betas" else value
-    return out
-
 
 def build_case(case, dtype_name):
     dtype = DTYPES[dtype_name]
@@ -221,18 +175,6 @@ def build_case(case, dtype_name):
     }
 
 
-def dump(obj):
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
-
-
-def format_case(case):
-    """One line per key, one line per step: compact but diffable."""
-    lines = [f"    {dump(k)}: {dump(v)}" for k, v in case.items() if k != "steps"]
-    steps = ",\n".join(f"      {dump(s)}" for s in case["steps"])
-    lines.insert(len(lines) - 1, f'    "steps": [\n{steps}\n    ]')
-    return "  {\n" + ",\n".join(lines) + "\n  }"
-
-
 def main():
     torch.set_num_threads(1)
     cases = []
@@ -244,16 +186,8 @@ def main():
             worst, data = build_case(case, dtype_name)
             print(f"{data['name']:<24} fused vs foreach max rel diff: {worst:.3e}")
             cases.append(data)
-
     header = {"generator": "scripts/gen_fixtures.py", "torch": torch.__version__}
-    text = "{\n" + "".join(f"  {dump(k)}: {dump(v)},\n" for k, v in header.items())
-    text += '  "cases": [\n' + ",\n".join(format_case(c) for c in cases) + "\n  ]\n}\n"
-    json.loads(text)  # make sure the hand-assembled layout is valid JSON
-
-    os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
-    with open(OUTPUT, "w") as f:
-        f.write(text)
-    print(f"wrote {OUTPUT}: {len(cases)} cases, {len(text)} bytes")
+    write_fixture(OUTPUT, header, cases, 4_000_000)
 
 
 if __name__ == "__main__":

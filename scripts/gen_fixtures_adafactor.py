@@ -58,17 +58,17 @@ import inspect
 import json
 import math
 import os
-import re
 import zlib
 
 import torch
+
+from fixture_json import ABS_FLOOR, camel, dump, sprinkle, to_json_options
 
 OUTPUT = os.path.join("__test__", "fixtures", "adafactor.json")
 STEPS = 20
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # agreement between PyTorch's implementations: |a - b| <= RTOL * max(|a|, |b|, ABS_FLOOR)
 RTOL = {"float32": 1e-5, "float64": 1e-12}
-ABS_FLOOR = 1e-3
 IMPLEMENTATION_OPTIONS = {"foreach", "fused", "capturable", "differentiable"}
 MAX_BYTES = 2_000_000
 
@@ -103,10 +103,6 @@ CASES = [
 ]
 
 
-def camel(name):
-    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
-
-
 def torch_defaults():
     """The keyword defaults of torch.optim.Adafactor.__init__ that affect the numbers."""
     signature = inspect.signature(torch.optim.Adafactor.__init__)
@@ -120,16 +116,6 @@ def round_bits(t, bits):
     """Round every element to `bits` significant bits (exact in float32 and float64)."""
     mantissa, exponent = torch.frexp(t)
     return torch.ldexp(torch.round(mantissa * 2 ** bits) / 2 ** bits, exponent.to(t.dtype))
-
-
-def sprinkle(t, gen, value, count):
-    """Set `count` random elements of `t` to +-value (in place)."""
-    if t.numel() <= 1:
-        return
-    flat = t.view(-1)
-    idx = torch.randperm(t.numel(), generator=gen)[:count]
-    signs = torch.randint(0, 2, (count,), generator=gen, dtype=torch.float64) * 2 - 1
-    flat[idx] = signs * value
 
 
 def make_inputs(seed, shapes, first_step_zeros, tiny_first_step):
@@ -245,10 +231,6 @@ def check_foreach(groups, init, grads, dtype_name, reference):
 
 # ---------------------------------------------------------------- output
 
-def to_json_options(opts):
-    return {camel(key): list(value) if isinstance(value, tuple) else value for key, value in opts.items()}
-
-
 def check_state_shapes(shape, entry_shapes):
     """row_var: shape with the last dim 1, col_var: the second-to-last dim 1; else variance."""
     if len(shape) > 1:
@@ -291,10 +273,6 @@ def build_case(case, dtype_name):
         "finalState": [{k: flat(v) if torch.is_tensor(v) else v for k, v in s.items()} for s in state],
         "stateShapes": state_shapes,
     }
-
-
-def dump(obj):
-    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
 
 
 def format_case(case):

@@ -35,13 +35,13 @@ no state at all without momentum (an empty object). Float32 values are stored
 as the (exact) double of the float32 value, so every number round-trips exactly.
 """
 
-import inspect
 import os
 import zlib
 
 import torch
 
-from fixture_json import camel, sprinkle, to_json_options, write_fixture
+import fixture_json
+from fixture_json import camel, keyword_defaults, max_rel_diff, to_json_options, write_fixture
 
 OUTPUT = os.path.join("__test__", "fixtures", "family.json")
 STEPS = 22
@@ -49,7 +49,6 @@ PARAM_SIZES = (1, 19, 45)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # agreement between PyTorch's implementations: |a - b| <= RTOL * max(|a|, |b|, ABS_FLOOR)
 RTOL = {"float32": 1e-5, "float64": 1e-12}
-ABS_FLOOR = 1e-3
 OPTIMIZERS = ("SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam")
 # Options that choose an implementation, not the numbers.
 IMPLEMENTATION_OPTIONS = {"foreach", "fused", "capturable", "differentiable"}
@@ -109,9 +108,7 @@ CASES = [
 
 def torch_defaults(optimizer):
     """The keyword defaults of torch.optim.<optimizer>.__init__ that affect the numbers."""
-    signature = inspect.signature(getattr(torch.optim, optimizer).__init__)
-    return {name: p.default for name, p in signature.parameters.items()
-            if p.default is not inspect.Parameter.empty and name not in IMPLEMENTATION_OPTIONS}
+    return keyword_defaults(getattr(torch.optim, optimizer), IMPLEMENTATION_OPTIONS)
 
 
 # ---------------------------------------------------------------- inputs
@@ -119,36 +116,18 @@ def torch_defaults(optimizer):
 
 def make_inputs(seed):
     """Initial params and per-step grads (float64), seeded."""
-    gen = torch.Generator().manual_seed(seed)
-    init = []
-    for size, scale in zip(PARAM_SIZES, (1.0, 0.5, 2.0)):
-        p = torch.randn(size, generator=gen, dtype=torch.float64) * scale
-        sprinkle(p, gen, 1e-20, 3)
-        sprinkle(p, gen, 1e3, 2)
-        init.append(p)
-    grads = []
-    for _ in range(STEPS):
-        step = []
-        for size in PARAM_SIZES:
-            g = torch.randn(size, generator=gen, dtype=torch.float64)
-            g[torch.rand(size, generator=gen, dtype=torch.float64) < 0.1] = 0.0
-            sprinkle(g, gen, 1e-20, 2)
-            sprinkle(g, gen, 1e4, 1)
-            step.append(g)
-        grads.append(step)
-    return init, grads
+    return fixture_json.make_inputs(seed, PARAM_SIZES, STEPS, [(1e-20, 3), (1e3, 2)], [(1e-20, 2), (1e4, 1)])
 
 
 # ---------------------------------------------------------------- running
 
 def group_options(case):
     """[(param indices, complete explicit torch options)] for the case."""
-    base = {**torch_defaults(case["optimizer"]), **case["options"]}
-    groups = case.get("groups") or [(list(range(len(PARAM_SIZES))), {})]
+    groups = fixture_json.group_options(case, torch_defaults(case["optimizer"]), len(PARAM_SIZES))
     # PyTorch's Adagrad ignores a group's own initial_accumulator_value (it reads the
     # constructor's), while the facade honours it: keep the cases to where both agree.
-    assert all("initial_accumulator_value" not in overrides for _, overrides in groups), case["name"]
-    return [(idx, {**base, **overrides}) for idx, overrides in groups]
+    assert all("initial_accumulator_value" not in overrides for _, overrides in case.get("groups") or []), case["name"]
+    return groups
 
 
 def run_case(optimizer, groups, init, grads, dtype, impl):
@@ -181,19 +160,6 @@ def run_case(optimizer, groups, init, grads, dtype, impl):
                 entry[camel(key)] = value.detach().clone()
         state.append(entry)
     return trajectory, state
-
-
-def max_rel_diff(a_list, b_list, rtol):
-    """Max of |a-b| / max(|a|,|b|, floor) over all tensors; asserts within rtol."""
-    worst = 0.0
-    for a, b in zip(a_list, b_list):
-        if not torch.is_tensor(a):
-            a, b = torch.tensor(a), torch.tensor(b)
-        scale = torch.maximum(a.abs(), b.abs()).clamp_min(ABS_FLOOR)
-        rel = ((a - b).abs() / scale).max().item() if a.numel() else 0.0
-        worst = max(worst, rel)
-    assert worst <= rtol, f"implementations disagree: {worst:.3g} > {rtol:g}"
-    return worst
 
 
 def check_other_implementations(case, groups, init, grads, dtype_name, reference):

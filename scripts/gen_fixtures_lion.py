@@ -50,14 +50,14 @@ JSON layout (read by ``__test__/lion.spec.ts``), that of ``family.json``::
 of the float32 value, so every number round-trips exactly.
 """
 
-import inspect
 import os
 import zlib
 from importlib.metadata import version
 
 import torch
 
-from fixture_json import camel, sprinkle, to_json_options, trajectory, write_fixture
+import fixture_json
+from fixture_json import camel, keyword_defaults, max_rel_diff, to_json_options, trajectory, write_fixture
 import lion_pytorch
 import lion_pytorch.foreach
 
@@ -69,7 +69,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # agreement between lion-pytorch's implementations, whose momenta round apart over the steps:
 # |a - b| <= RTOL * max(|a|, |b|, ABS_FLOOR)
 RTOL = {"float32": 1e-4, "float64": 1e-10}
-ABS_FLOOR = 1e-3
 # Options that choose an implementation, not the numbers.
 IMPLEMENTATION_OPTIONS = {"use_triton"}
 
@@ -105,44 +104,23 @@ CASES = [
 
 def lion_defaults():
     """The keyword defaults of lion_pytorch.Lion.__init__ that affect the numbers."""
-    signature = inspect.signature(lion_pytorch.Lion.__init__)
-    return {name: p.default for name, p in signature.parameters.items()
-            if p.default is not inspect.Parameter.empty and name not in IMPLEMENTATION_OPTIONS}
+    return keyword_defaults(lion_pytorch.Lion, IMPLEMENTATION_OPTIONS)
 
 
 # ---------------------------------------------------------------- inputs
 
 
 def make_inputs(seed):
-    """Initial params and per-step grads (float64), seeded."""
-    gen = torch.Generator().manual_seed(seed)
-    init = []
-    for size, scale in zip(PARAM_SIZES, (1.0, 0.5, 2.0, 1.0)):
-        p = torch.randn(size, generator=gen, dtype=torch.float64) * scale
-        sprinkle(p, gen, 1e-20, 3)
-        sprinkle(p, gen, 1e3, 2)
-        init.append(p)
-    grads = []
-    for _ in range(STEPS):
-        step = []
-        for size in PARAM_SIZES:
-            g = torch.randn(size, generator=gen, dtype=torch.float64)
-            # Zeros: with a zero momentum the direction is 0 and its sign too.
-            g[torch.rand(size, generator=gen, dtype=torch.float64) < 0.1] = 0.0
-            sprinkle(g, gen, 1e-20, 2)
-            sprinkle(g, gen, 1e4, 1)
-            step.append(g)
-        grads.append(step)
-    return init, grads
+    """Initial params and per-step grads (float64), seeded. Zero gradients too: with a zero momentum
+    the direction is 0 and its sign too."""
+    return fixture_json.make_inputs(seed, PARAM_SIZES, STEPS, [(1e-20, 3), (1e3, 2)], [(1e-20, 2), (1e4, 1)])
 
 
 # ---------------------------------------------------------------- running
 
 def group_options(case):
     """[(param indices, complete explicit options)] for the case."""
-    base = {**lion_defaults(), **case["options"]}
-    groups = case.get("groups") or [(list(range(len(PARAM_SIZES))), {})]
-    groups = [(idx, {**base, **overrides}) for idx, overrides in groups]
+    groups = fixture_json.group_options(case, lion_defaults(), len(PARAM_SIZES))
     # lion-pytorch reads the flag from its constructor only, the facade from each group.
     first = groups[0][1]
     assert all(opts["decoupled_weight_decay"] == first["decoupled_weight_decay"] for _, opts in groups), case["name"]
@@ -186,17 +164,6 @@ def run_case(module, groups, init, grads, dtype, scheduler=None):
             entry[camel(key)] = value.detach().clone()
         state.append(entry)
     return trajectory, state, lrs
-
-
-def max_rel_diff(a_list, b_list, rtol):
-    """Max of |a-b| / max(|a|,|b|, floor) over all tensors; asserts within rtol."""
-    worst = 0.0
-    for a, b in zip(a_list, b_list):
-        scale = torch.maximum(a.abs(), b.abs()).clamp_min(ABS_FLOOR)
-        rel = ((a - b).abs() / scale).max().item() if a.numel() else 0.0
-        worst = max(worst, rel)
-    assert worst <= rtol, f"implementations disagree: {worst:.3g} > {rtol:g}"
-    return worst
 
 
 def check_foreach(groups, init, grads, dtype_name, reference, scheduler):

@@ -47,7 +47,6 @@ JSON layout (read by ``__test__/schedulefree.spec.ts``)::
 value, so every number round-trips exactly.
 """
 
-import inspect
 import os
 import zlib
 from importlib.metadata import version
@@ -55,7 +54,8 @@ from importlib.metadata import version
 import schedulefree
 import torch
 
-from fixture_json import camel, dump, sprinkle, to_json_options, write_fixture
+import fixture_json
+from fixture_json import camel, dump, keyword_defaults, max_rel_diff, to_json_options, write_fixture
 
 OUTPUT = os.path.join("__test__", "fixtures", "schedulefree.json")
 STEPS = 22
@@ -63,7 +63,6 @@ PARAM_SIZES = (1, 9, 27)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # agreement between the package's implementations: |a - b| <= RTOL * max(|a|, |b|, ABS_FLOOR)
 RTOL = {"float32": 1e-6, "float64": 1e-13}
-ABS_FLOOR = 1e-3
 OPTIMIZERS = ("AdamWScheduleFree", "SGDScheduleFree")
 IMPLEMENTATION_OPTIONS = {"foreach"}
 GROUP_STATE = ("k", "train_mode", "weight_sum", "lr_max", "scheduled_lr")
@@ -96,9 +95,7 @@ CASES = [
 
 def package_defaults(optimizer):
     """The keyword defaults of schedulefree.<optimizer>.__init__ that affect the numbers."""
-    signature = inspect.signature(getattr(schedulefree, optimizer).__init__)
-    return {name: p.default for name, p in signature.parameters.items()
-            if p.default is not inspect.Parameter.empty and name not in IMPLEMENTATION_OPTIONS}
+    return keyword_defaults(getattr(schedulefree, optimizer), IMPLEMENTATION_OPTIONS)
 
 
 def group_state_defaults(optimizer):
@@ -112,32 +109,14 @@ def group_state_defaults(optimizer):
 
 def make_inputs(seed):
     """Initial params and per-step grads (float64), seeded."""
-    gen = torch.Generator().manual_seed(seed)
-    init = []
-    for size, scale in zip(PARAM_SIZES, (1.0, 0.5, 2.0)):
-        p = torch.randn(size, generator=gen, dtype=torch.float64) * scale
-        sprinkle(p, gen, 1e-20, 2)
-        init.append(p)
-    grads = []
-    for _ in range(STEPS):
-        step = []
-        for size in PARAM_SIZES:
-            g = torch.randn(size, generator=gen, dtype=torch.float64)
-            g[torch.rand(size, generator=gen, dtype=torch.float64) < 0.1] = 0.0
-            sprinkle(g, gen, 1e-20, 1)
-            sprinkle(g, gen, 1e2, 1)
-            step.append(g)
-        grads.append(step)
-    return init, grads
+    return fixture_json.make_inputs(seed, PARAM_SIZES, STEPS, [(1e-20, 2)], [(1e-20, 1), (1e2, 1)])
 
 
 # ---------------------------------------------------------------- running
 
 def group_options(case):
     """[(param indices, complete explicit options)] for the case."""
-    base = {**package_defaults(case["optimizer"]), **case["options"]}
-    groups = case.get("groups") or [(list(range(len(PARAM_SIZES))), {})]
-    return [(idx, {**base, **overrides}) for idx, overrides in groups]
+    return fixture_json.group_options(case, package_defaults(case["optimizer"]), len(PARAM_SIZES))
 
 
 def run_case(case, groups, init, grads, dtype, foreach):
@@ -170,19 +149,6 @@ def run_case(case, groups, init, grads, dtype, foreach):
         state.append(entry or None)
     final_groups = [{camel(key): group[key] for key in GROUP_STATE} for group in opt.param_groups]
     return trajectory, state, final_groups
-
-
-def max_rel_diff(a_list, b_list, rtol):
-    """Max of |a-b| / max(|a|,|b|, floor) over all tensors; asserts within rtol."""
-    worst = 0.0
-    for a, b in zip(a_list, b_list):
-        if a is None and b is None:
-            continue
-        scale = torch.maximum(a.abs(), b.abs()).clamp_min(ABS_FLOOR)
-        rel = ((a - b).abs() / scale).max().item() if a.numel() else 0.0
-        worst = max(worst, rel)
-    assert worst <= rtol, f"implementations disagree: {worst:.3g} > {rtol:g}"
-    return worst
 
 
 def check_foreach(case, groups, init, grads, dtype_name, reference):

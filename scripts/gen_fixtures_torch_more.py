@@ -39,13 +39,13 @@ case's dtype from its double, as ``Float32Array.from`` does, so both sides start
 from the same bits.
 """
 
-import inspect
 import os
 import zlib
 
 import torch
 
-from fixture_json import camel, sprinkle, to_json_options, write_fixture
+import fixture_json
+from fixture_json import camel, keyword_defaults, max_rel_diff, to_json_options, write_fixture
 
 OUTPUT = os.path.join("__test__", "fixtures", "torch-more.json")
 STEPS = 21
@@ -59,7 +59,6 @@ RTOL = {"float32": 1e-5, "float64": 1e-12}
 # the quotient in float32), the single-tensor path in double from the step's value: the two
 # η differ by float32 rounding whatever the parameters' dtype.
 RTOL_FOREACH = {"ASGD": {"float32": 1e-5, "float64": 1e-5}}
-ABS_FLOOR = 1e-3
 OPTIMIZERS = ("Adadelta", "ASGD", "Rprop")
 # Options that choose an implementation, not the numbers.
 IMPLEMENTATION_OPTIONS = {"foreach", "fused", "capturable", "differentiable"}
@@ -97,9 +96,7 @@ CASES = [
 
 def torch_defaults(optimizer):
     """The keyword defaults of torch.optim.<optimizer>.__init__ that affect the numbers."""
-    signature = inspect.signature(getattr(torch.optim, optimizer).__init__)
-    return {name: p.default for name, p in signature.parameters.items()
-            if p.default is not inspect.Parameter.empty and name not in IMPLEMENTATION_OPTIONS}
+    return keyword_defaults(getattr(torch.optim, optimizer), IMPLEMENTATION_OPTIONS)
 
 
 # ---------------------------------------------------------------- inputs
@@ -110,24 +107,9 @@ def short(t):
 
 
 def make_inputs(seed, repeat_signs):
-    """Initial params and per-step grads (float64), seeded."""
-    gen = torch.Generator().manual_seed(seed)
-    init = []
-    for size, scale in zip(PARAM_SIZES, (1.0, 0.5, 2.0)):
-        p = short(torch.randn(size, generator=gen, dtype=torch.float64) * scale)
-        sprinkle(p, gen, 1e-20, 2)
-        sprinkle(p, gen, 1e3, 1)
-        init.append(p)
-    grads = []
-    for _ in range(STEPS):
-        step = []
-        for size in PARAM_SIZES:
-            g = short(torch.randn(size, generator=gen, dtype=torch.float64))
-            g[torch.rand(size, generator=gen, dtype=torch.float64) < 0.1] = 0.0
-            sprinkle(g, gen, 1e-20, 1)
-            sprinkle(g, gen, 1e4, 1)
-            step.append(g)
-        grads.append(step)
+    """Initial params and per-step grads (float64, each value `short`), seeded."""
+    init, grads = fixture_json.make_inputs(
+        seed, PARAM_SIZES, STEPS, [(1e-20, 2), (1e3, 1)], [(1e-20, 1), (1e4, 1)], shape=short)
     if repeat_signs:
         # For Rprop, which reacts to signs only: every third step repeats the signs of the step
         # before, so that step sizes grow for a while as well as shrink.
@@ -141,9 +123,7 @@ def make_inputs(seed, repeat_signs):
 
 def group_options(case):
     """[(param indices, complete explicit torch options)] for the case."""
-    base = {**torch_defaults(case["optimizer"]), **case["options"]}
-    groups = case.get("groups") or [(list(range(len(PARAM_SIZES))), {})]
-    return [(idx, {**base, **overrides}) for idx, overrides in groups]
+    return fixture_json.group_options(case, torch_defaults(case["optimizer"]), len(PARAM_SIZES))
 
 
 def run_case(optimizer, groups, init, grads, dtype, impl):
@@ -171,21 +151,6 @@ def run_case(optimizer, groups, init, grads, dtype, impl):
                 entry[camel(key)] = value.detach().clone()
         state.append(entry)
     return trajectory, state
-
-
-def max_rel_diff(a_list, b_list, rtol, floors=None):
-    """Max of |a-b| / max(|a|,|b|, floor) over all tensors; asserts within rtol."""
-    worst = 0.0
-    for k, (a, b) in enumerate(zip(a_list, b_list)):
-        if not torch.is_tensor(a):
-            a, b = torch.tensor(a), torch.tensor(b)
-        scale = torch.maximum(a.abs(), b.abs()).clamp_min(ABS_FLOOR)
-        if floors is not None:
-            scale = torch.maximum(scale, floors[k])
-        rel = ((a - b).abs() / scale).max().item() if a.numel() else 0.0
-        worst = max(worst, rel)
-    assert worst <= rtol, f"implementations disagree: {worst:.3g} > {rtol:g}"
-    return worst
 
 
 def check_foreach(groups, optimizer, init, grads, dtype_name, reference):
