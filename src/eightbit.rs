@@ -300,7 +300,12 @@ fn entry_moments(entry: &EightBitEntry) -> Option<Moments> {
 }
 
 /// A Float32Array, attached; named `{label}.{field}` in errors (the name is made only for one).
-fn float32(raw: RawEnv, value: napi::sys::napi_value, label: &str, field: &str) -> std::result::Result<TypedView, Fail> {
+fn float32(
+  raw: RawEnv,
+  value: napi::sys::napi_value,
+  label: &str,
+  field: &str,
+) -> std::result::Result<TypedView, Fail> {
   let what = format_args!("{label}.{field}");
   let view = raw.float_array(value)?.ok_or_else(|| {
     Fail::type_error(format!("{what} must be a Float32Array, got {}", raw.describe(value).unwrap_or_default()))

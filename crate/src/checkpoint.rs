@@ -480,23 +480,38 @@ mod tests {
     assert!(err(&file(leading_zero, 1)).contains("is not named"));
   }
 
+  /// A tensor named `name` of `dtype` and `shape`, with some values.
+  fn named(name: &str, dtype: TensorDtype, shape: &[usize]) -> NamedTensor {
+    let t = tensor(0, "x", dtype, shape);
+    NamedTensor { name: name.into(), dtype, shape: t.shape, data: t.data }
+  }
+
+  /// Decodes `bytes` under `naming`, checks that they hold `metadata` and `tensors` (in any
+  /// order), and returns the tensors sorted by name.
+  fn assert_round_trip(
+    bytes: &[u8],
+    naming: Naming,
+    metadata: &[(String, String)],
+    tensors: &[NamedTensor],
+  ) -> Vec<NamedTensor> {
+    let back = decode_named(bytes, naming).unwrap();
+    assert_eq!(back.metadata, metadata);
+    let by_name = |mut list: Vec<NamedTensor>| {
+      list.sort_by(|a, b| a.name.cmp(&b.name));
+      list
+    };
+    let got = by_name(back.tensors);
+    assert_eq!(got, by_name(tensors.to_vec()));
+    got
+  }
+
   #[test]
   fn weight_averages_round_trip_under_their_own_names_only() {
-    let named = |name: &str, dtype: TensorDtype, shape: &[usize]| {
-      let t = tensor(0, "x", dtype, shape);
-      NamedTensor { name: name.into(), dtype, shape: t.shape, data: t.data }
-    };
     let metadata = vec![("format".to_string(), "pt".to_string())];
     let count = NamedTensor { data: 5i64.to_le_bytes().to_vec(), ..named("n_averaged", TensorDtype::I64, &[]) };
     let tensors = vec![count, named("module.0", TensorDtype::F32, &[2, 3]), named("module.1", TensorDtype::F64, &[1])];
     let bytes = encode_named(&metadata, &tensors, Naming::Averaged).unwrap();
-    let back = decode_named(&bytes, Naming::Averaged).unwrap();
-    assert_eq!(back.metadata, metadata);
-    let mut got = back.tensors.clone();
-    got.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut want = tensors.clone();
-    want.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(got, want);
+    let got = assert_round_trip(&bytes, Naming::Averaged, &metadata, &tensors);
     assert_eq!(got.iter().find(|t| t.name == "n_averaged").unwrap().scalar(), Ok(5.0));
     // Each kind of file refuses the other's names, and neither takes a second spelling.
     assert!(decode(&bytes).unwrap_err().0.contains("is not named state.<n>.<key>"));
@@ -513,10 +528,6 @@ mod tests {
 
   #[test]
   fn named_tensors_of_any_name_round_trip_in_file_order() {
-    let named = |name: &str, dtype: TensorDtype, shape: &[usize]| {
-      let t = tensor(0, "x", dtype, shape);
-      NamedTensor { name: name.into(), dtype, shape: t.shape, data: t.data }
-    };
     let metadata = vec![("DCP_SHARDING_INFO".into(), r#"{"state.fc.weight.exp_avg":{"saved_offsets":[2,0]}}"#.into())];
     let tensors = vec![
       named("state.fc.weight.exp_avg", TensorDtype::F32, &[3, 4]),
@@ -524,13 +535,7 @@ mod tests {
       named("state.0.exp_avg_sq", TensorDtype::F64, &[2]),
     ];
     let bytes = encode_named(&metadata, &tensors, Naming::Any).unwrap();
-    let back = decode_named(&bytes, Naming::Any).unwrap();
-    assert_eq!(back.metadata, metadata);
-    let mut got = back.tensors.clone();
-    got.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut want = tensors.clone();
-    want.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(got, want);
+    assert_round_trip(&bytes, Naming::Any, &metadata, &tensors);
     // A file of names other than state.<n>.<key> is not an optimizer checkpoint of positions.
     assert!(decode(&bytes).unwrap_err().0.contains("is not named"));
     for name in ["", "__metadata__"] {
