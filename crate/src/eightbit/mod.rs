@@ -359,13 +359,10 @@ pub(crate) mod tests {
 
   /// Deterministic values in (−1, 1) scaled by `scale`, with exact zeros mixed in.
   pub fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = crate::testing::xorshift(seed);
     (0..len)
       .map(|i| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let u = ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale;
+        let u = ((next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale;
         if i % 97 == 5 {
           0.0
         } else {
