@@ -111,6 +111,28 @@ pub(crate) const RANGE_LIMIT: i32 = (0x3f80_0000 >> RANGE_SHIFT) + 1;
 pub(crate) const PACKED_LEN: usize = 2 * RANGE_LIMIT as usize + 2;
 /// Most steps a map has, and room for the sentinel after the last.
 const MAX_STEPS: usize = 256;
+/// The packed entry of NaN's ranges: code 0 both sides, the boundary field away from NaN's keys'
+/// usual low bits (0), so that NaN is not marked near a boundary.
+pub(crate) const NAN_ENTRY: u32 = 0x8000 << 16;
+
+/// How near (in [`ordered`] keys) to a step boundary a vector kernel's approximate quotient must
+/// be for its code to be in doubt.
+///
+/// The approximate quotient of `x` by a block's absmax `top` (a normal `f32`, `|x| ≤ top`) is
+/// `q₀ = RN(x·r)`, with `r = s·RN(1/(top·s))` for the power of two `s` that brings `top·s` into
+/// [0.5, 1) (`r` exact and finite). The true quotient is `q = RN(x/top)`. With `y = 1/top`,
+/// `r = y·(1 + ε)`, `|ε| ≤ 2⁻²⁴`, so the real `x·r` is within `|x/top|·2⁻²⁴` of `x/top`, which is
+/// less than one ulp of `x/top`'s binade (`u`, with `|x/top| < 2u·2²³`). Two reals less than `u`
+/// apart round to floats at most 1 key apart within one binade; when `x·r` falls into the binade
+/// below (ulp `u/2`), `RN(x/top)` is at most 1 key above that binade's top and `RN(x·r)` at most 2
+/// keys below it; into the binade above (ulp `2u`), at most 1 key below and 1 above its bottom;
+/// among subnormals the spacing is even. So `|key(q₀) − key(q)| ≤ 3`, and their codes differ only
+/// if a step boundary `b` (the first key of a step) lies between them, which needs
+/// `−2 ≤ key(q₀) − b ≤ 3`. A key within `NEAR` = 4 of a boundary is marked and its vector
+/// recomputed with the exact quotient; the tests hold the packed table to mark every key within
+/// `NEAR` of every boundary ([`QuantMap::near`]), and the kernels' codes equal to `/`'s at and
+/// next to every boundary.
+pub(crate) const NEAR: i32 = 4;
 
 /// A quantization map and what finds codes for it.
 pub struct QuantMap {
@@ -123,8 +145,13 @@ pub struct QuantMap {
   /// One entry per range of quotients ([`RANGE_SHIFT`]), at index `(key >> 16) + RANGE_LIMIT + 1`
   /// for the quotient's [`ordered`] key: the code at the range's start (bits 0-7), the code after
   /// the one step boundary that may fall inside the range (bits 8-15, the same code when none
-  /// does) and the low 16 bits of that boundary's key (bits 16-31, 0 when none). A quotient's
-  /// code is one lookup, one comparison of its key's low 16 bits and one selection ([`Self::code`]).
+  /// does) and the low 16 bits of that boundary's key (bits 16-31). A quotient's code is one
+  /// lookup, one comparison of its key's low 16 bits and one selection ([`Self::code`]).
+  ///
+  /// Where no boundary falls inside, the 16 bits are free (both codes are equal) and mark where a
+  /// key is near a boundary for the vector kernels' approximate quotients ([`NEAR`]): 0 when a
+  /// boundary is at the range's first key or within [`NEAR`] keys below it, `0xffff` when one is
+  /// within [`NEAR`] keys above its last, `0x8000` (away from both ends) otherwise.
   packed: Box<[u32; PACKED_LEN]>,
 }
 
@@ -145,15 +172,29 @@ impl QuantMap {
       codes[k] = code as u32;
     }
     let mut packed = Box::new([0u32; PACKED_LEN]);
+    // Where the code changes: every step's start but the first's (−1, below which there is no
+    // quotient).
+    let changes = &starts[1..steps.len()];
     for (index, entry) in packed.iter_mut().enumerate() {
       let range = index as i32 - RANGE_LIMIT - 1;
       if !(-RANGE_LIMIT..RANGE_LIMIT).contains(&range) {
-        continue; // NaN: code 0, no boundary.
+        *entry = NAN_ENTRY; // NaN: code 0, no boundary.
+        continue;
       }
       let first = range << RANGE_SHIFT;
-      let (low, high) = (step_of_key(&starts, first), step_of_key(&starts, first | 0xffff));
+      let last = first | 0xffff;
+      let (low, high) = (step_of_key(&starts, first), step_of_key(&starts, last));
       assert!(high - low <= 1, "range {range} holds more than one step boundary");
-      let boundary = if high > low { starts[high] as u32 & 0xffff } else { 0 };
+      // The changes within NEAR keys of the range: at most one, so that one entry can mark it.
+      let mut near = changes.iter().filter(|&&c| c >= first.saturating_sub(NEAR) && c <= last.saturating_add(NEAR));
+      let nearest = near.next();
+      assert!(near.next().is_none(), "range {range} is near more than one step boundary");
+      let boundary = match nearest {
+        _ if high > low => starts[high] as u32 & 0xffff,
+        Some(&c) if c <= first => 0,
+        Some(_) => 0xffff,
+        None => 0x8000,
+      };
       *entry = codes[low] | (codes[high] << 8) | (boundary << 16);
     }
     QuantMap { values: bits.map(f32::from_bits), starts, codes, packed }
@@ -167,6 +208,21 @@ impl QuantMap {
   /// The step of quotient `x`, by binary search: the last whose start is at or below it.
   fn step_of(&self, x: f32) -> usize {
     step_of_key(&self.starts, ordered(x))
+  }
+
+  /// Whether a quotient of key `key` in [−1, 1] is marked near a step boundary, as the vector
+  /// kernels mark it (the key's low bits within [`NEAR`] of its range's boundary field).
+  #[cfg(test)]
+  pub(crate) fn near(&self, key: i32) -> bool {
+    let entry = self.packed[((key >> RANGE_SHIFT) + RANGE_LIMIT + 1) as usize];
+    ((key & 0xffff) - (entry >> 16) as i32).abs() <= NEAR
+  }
+
+  /// The least quotient of each step but the first (where the code changes), ascending.
+  #[cfg(test)]
+  pub(crate) fn boundaries(&self) -> impl Iterator<Item = f32> + '_ {
+    let from_key = |k: i32| f32::from_bits(if k < 0 { (k ^ 0x7fff_ffff) as u32 } else { k as u32 });
+    self.starts[1..].iter().take_while(|&&s| s != i32::MAX).map(move |&k| from_key(k))
   }
 
   /// bitsandbytes' code of quotient `x` ∈ [−1, 1]; 0 for NaN.
@@ -271,8 +327,27 @@ mod tests {
     for map in maps() {
       assert_eq!(ordered(-1.0) >> RANGE_SHIFT, -RANGE_LIMIT);
       assert_eq!(ordered(1.0) >> RANGE_SHIFT, RANGE_LIMIT - 1);
-      assert_eq!(map.packed()[0], 0);
-      assert_eq!(map.packed()[PACKED_LEN - 1], 0);
+      assert_eq!(map.packed()[0], NAN_ENTRY);
+      assert_eq!(map.packed()[PACKED_LEN - 1], NAN_ENTRY);
+    }
+  }
+
+  /// Every key within [`NEAR`] of a step boundary is marked near it (the premise of the vector
+  /// kernels' approximate quotients), and keys at the ends of ranges far from boundaries are not.
+  #[test]
+  fn keys_near_every_boundary_are_marked() {
+    for map in maps() {
+      let n = map.starts.iter().position(|&s| s == i32::MAX).unwrap();
+      for &c in &map.starts[1..n] {
+        for k in c - NEAR..=c + NEAR {
+          assert!(map.near(k), "key {k:#x}, boundary {c:#x}");
+        }
+      }
+      assert!(!map.near(ordered(1.0)) && !map.near(ordered(-1.0)) && !map.near(ordered(0.5)));
+      // Elsewhere 9 keys of each range of 2^16 are marked: about 1 quotient in 7300.
+      let keys = (ordered(-1.0)..=ordered(1.0)).step_by(7);
+      let (count, marked) = keys.fold((0usize, 0usize), |(n, m), k| (n + 1, m + map.near(k) as usize));
+      assert!(marked * 7000 < count, "{marked} keys of {count} marked");
     }
   }
 

@@ -32,14 +32,23 @@ pub const LENGTHS: [usize; 14] = [
 /// which starts at step 6.
 pub const STEPS: u64 = 7;
 
+/// A xorshift64 stream seeded by `seed` (any, zero included): the tests' deterministic inputs.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+  let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+  move || {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+  }
+}
+
 /// Deterministic values in (−1, 1) with zeros, tiny (1e-20) and large (1e4) magnitudes mixed in.
 pub fn values<T: Float>(len: usize, seed: u64) -> Vec<T> {
-  let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+  let mut next = xorshift(seed);
   (0..len)
     .map(|i| {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
+      let x = next();
       let u = (x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
       T::from_f64(match i % 11 {
         3 => 0.0,

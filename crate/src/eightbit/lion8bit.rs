@@ -267,7 +267,7 @@ fn full(c: &LionCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
-  use super::super::tests::{assert_engine_matches_reference, assert_thread_count_does_not_matter, trajectory};
+  use super::super::tests::trajectory;
   use super::super::{Moments, MIN_8BIT_SIZE};
   use super::*;
 
@@ -277,24 +277,7 @@ mod tests {
     vec![vec![lion; 6], vec![decayed; 6]]
   }
 
-  #[test]
-  fn fused_parallel_step_matches_reference_bit_for_bit() {
-    for h in hypers() {
-      assert_engine_matches_reference::<Lion8bit>(&h);
-    }
-  }
-
-  #[test]
-  fn thread_count_does_not_change_the_bits() {
-    assert_thread_count_does_not_matter::<Lion8bit>(&hypers()[1]);
-  }
-
-  #[test]
-  fn every_level_matches_reference_bit_for_bit() {
-    for h in hypers() {
-      super::super::tests::assert_levels_match_reference::<Lion8bit>(&h[..3]);
-    }
-  }
+  super::super::tests::shared_tests!(Lion8bit, hypers());
 
   #[test]
   fn first_step_moves_every_element_by_lr_derived_by_hand() {

@@ -357,15 +357,39 @@ pub(crate) use multiversion;
 pub(crate) mod tests {
   use super::*;
 
+  /// The tests every 8-bit optimizer runs, for optimizer `$o` over the step sequences `$hypers`
+  /// (a `Vec<Vec<Hyper>>`, the second used for the thread counts): the engine equals the
+  /// reference, the thread count does not matter, and every level equals the reference.
+  macro_rules! shared_tests {
+    ($o:ty, $hypers:expr) => {
+      #[test]
+      fn fused_parallel_step_matches_reference_bit_for_bit() {
+        for h in $hypers {
+          super::super::tests::assert_engine_matches_reference::<$o>(&h);
+        }
+      }
+
+      #[test]
+      fn thread_count_does_not_change_the_bits() {
+        super::super::tests::assert_thread_count_does_not_matter::<$o>(&$hypers[1]);
+      }
+
+      #[test]
+      fn every_level_matches_reference_bit_for_bit() {
+        for h in $hypers {
+          super::super::tests::assert_levels_match_reference::<$o>(&h[..3]);
+        }
+      }
+    };
+  }
+  pub(crate) use shared_tests;
+
   /// Deterministic values in (−1, 1) scaled by `scale`, with exact zeros mixed in.
   pub fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = crate::testing::xorshift(seed);
     (0..len)
       .map(|i| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let u = ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale;
+        let u = ((next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale;
         if i % 97 == 5 {
           0.0
         } else {

@@ -62,6 +62,9 @@ pub(crate) struct BlockDivisor {
   pub scale: f32,
   pub divisor: f32,
   pub reciprocal: f32,
+  /// `scale · reciprocal` (exact), ≈ 1/`top`, for the approximate quotients `RN(x·r)` of
+  /// [`crate::quantize::NEAR`]; 0 for a subnormal `top`, where it would overflow.
+  pub approximate: f32,
 }
 
 impl BlockDivisor {
@@ -76,7 +79,10 @@ impl BlockDivisor {
     let exponent = top.to_bits() >> 23;
     let scale = f32::from_bits((253 - exponent) << 23);
     let divisor = top * scale;
-    Some(BlockDivisor { scale, divisor, reciprocal: 1.0 / divisor })
+    let reciprocal = 1.0 / divisor;
+    // A normal top has exponent ≥ 1: scale ≤ 2^125 and reciprocal ≤ 2, so their product is normal.
+    let approximate = if exponent >= 1 { scale * reciprocal } else { 0.0 };
+    Some(BlockDivisor { scale, divisor, reciprocal, approximate })
   }
 
   /// `x / top`'s code-equivalent quotient (see the type), for one value.
@@ -99,7 +105,7 @@ pub(crate) mod avx512 {
   use std::arch::x86_64::*;
 
   use super::{Block, BlockDivisor};
-  use crate::quantize::{QuantMap, RANGE_LIMIT, RANGE_SHIFT};
+  use crate::quantize::{QuantMap, NAN_ENTRY, NEAR, RANGE_LIMIT, RANGE_SHIFT};
 
   /// The map entries of 16 codes at `codes`, times `scale`.
   ///
@@ -114,27 +120,39 @@ pub(crate) mod avx512 {
     }
   }
 
-  /// The codes of 16 quotients in [−1, 1] (or NaN), as [`QuantMap::code`] gives them.
+  /// The codes of 16 quotients in [−1, 1] (or NaN), as [`QuantMap::code`] gives them, and the
+  /// lanes whose key is within [`NEAR`] of a step boundary (see there).
   ///
   /// # Safety
   /// AVX-512F; `table` is `map.packed()`'s entry of range 0 (`RANGE_LIMIT + 1` from its start).
   #[inline(always)]
-  pub unsafe fn lookup(q: __m512, table: *const i32) -> __m128i {
+  pub unsafe fn lookup(q: __m512, table: *const i32) -> (__m128i, __mmask16) {
     let bits = _mm512_castps_si512(q);
-    // The ordered key: negative values' bits but the sign flipped, so that keys rise with values.
-    let key = _mm512_xor_si512(bits, _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(bits)));
+    // The ordered key: negative values' bits but the sign flipped, so that keys rise with values
+    // (bits ^ (sign-filled & 0x7fffffff), one ternary logic).
+    let key = _mm512_ternarylogic_epi32::<0x78>(bits, _mm512_srai_epi32::<31>(bits), _mm512_set1_epi32(0x7fff_ffff));
     let range = _mm512_srai_epi32::<{ RANGE_SHIFT }>(key);
-    let range =
-      _mm512_min_epi32(_mm512_max_epi32(range, _mm512_set1_epi32(-RANGE_LIMIT - 1)), _mm512_set1_epi32(RANGE_LIMIT));
-    // SAFETY: ranges clamped to the table's, relative to its range-0 entry (caller).
-    let entry = unsafe { _mm512_i32gather_epi32::<4>(range, table) };
+    // NaN lanes are not gathered (their keys are outside the table) and take the NaN entry; every
+    // other lane is a quotient within 3 keys of [−1, 1], whose range is in the table.
+    let number = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(q, q);
+    // SAFETY: the ranges of quotients in [−1, 1] and 3 keys beyond, relative to the table's
+    // range-0 entry (caller).
+    let entry = unsafe { _mm512_mask_i32gather_epi32::<4>(_mm512_set1_epi32(NAN_ENTRY as i32), number, range, table) };
     let low = _mm512_and_si512(key, _mm512_set1_epi32(0xffff));
-    let above = _mm512_cmpge_epu32_mask(low, _mm512_srli_epi32::<16>(entry));
-    _mm512_cvtepi32_epi8(_mm512_mask_srli_epi32::<8>(entry, above, entry))
+    let boundary = _mm512_srli_epi32::<16>(entry);
+    let above = _mm512_cmpge_epu32_mask(low, boundary);
+    // |low − boundary| ≤ NEAR, as one unsigned comparison.
+    let distance = _mm512_add_epi32(_mm512_sub_epi32(low, boundary), _mm512_set1_epi32(NEAR));
+    let near = _mm512_cmple_epu32_mask(distance, _mm512_set1_epi32(2 * NEAR));
+    (_mm512_cvtepi32_epi8(_mm512_mask_srli_epi32::<8>(entry, above, entry)), near)
   }
 
   /// Quantizes a whole block whose largest magnitudes are the lanes of `top` (running maxima from
   /// −`f32::MAX`, NaN passed over): writes its 256 codes at `codes`, returns its absmax.
+  ///
+  /// For a normal absmax the codes come first from approximate quotients (one multiplication by
+  /// the absmax's reciprocal); only if a lane's key is near a step boundary ([`NEAR`]) is the block
+  /// done again with exact ones ([`BlockDivisor`]), which is rare.
   ///
   /// # Safety
   /// AVX-512F and FMA; `codes` writable for 256 bytes.
@@ -148,19 +166,35 @@ pub(crate) mod avx512 {
       unsafe { _mm512_load_ps(values.0.as_ptr().add(16 * k)) }
     };
     // SAFETY (stores): 16 codes at k·16 within the block's 256 (caller).
+    let store = |k: usize, code: __m128i| unsafe { _mm_storeu_si128(codes.add(16 * k).cast(), code) };
     if let Some(d) = BlockDivisor::new(top) {
+      if d.approximate != 0.0 {
+        let r = _mm512_set1_ps(d.approximate);
+        let mut near = 0;
+        for k in 0..16 {
+          // SAFETY: as `lookup` asks (`table` above).
+          let (code, close) = unsafe { lookup(_mm512_mul_ps(x(k), r), table) };
+          store(k, code);
+          near |= close;
+        }
+        if near == 0 {
+          return top;
+        }
+      }
       let (s, dd, y) = (_mm512_set1_ps(d.scale), _mm512_set1_ps(d.divisor), _mm512_set1_ps(d.reciprocal));
       for k in 0..16 {
         let xs = _mm512_mul_ps(x(k), s);
         let q0 = _mm512_mul_ps(xs, y);
         let q1 = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, dd, xs), y, q0);
         let q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q1, dd, xs), y, q1);
-        unsafe { _mm_storeu_si128(codes.add(16 * k).cast(), lookup(q, table)) };
+        // SAFETY: as `lookup` asks.
+        store(k, unsafe { lookup(q, table) }.0);
       }
     } else {
       let t = _mm512_set1_ps(top);
       for k in 0..16 {
-        unsafe { _mm_storeu_si128(codes.add(16 * k).cast(), lookup(_mm512_div_ps(x(k), t), table)) };
+        // SAFETY: as `lookup` asks.
+        store(k, unsafe { lookup(_mm512_div_ps(x(k), t), table) }.0);
       }
     }
     top
@@ -280,6 +314,74 @@ mod tests {
       assert_eq!(code_reference(map, -f32::from_bits(0x3300_0000 - 1)), zero);
       assert_eq!(code_reference(map, -0.0), zero);
     }
+  }
+
+  /// Blocks whose quotients fall at, and a few ulps either side of, every step boundary of both
+  /// maps (where the approximate quotients' codes are in doubt), for absmax at many scales: the
+  /// AVX-512 quantizer's codes are those of `/`.
+  #[cfg(target_arch = "x86_64")]
+  #[test]
+  fn avx512_codes_at_every_boundary_are_those_of_slash() {
+    if !crate::engine::simd::has_avx512() {
+      return;
+    }
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut tops = vec![1.0f32, 0.75, f32::MIN_POSITIVE, 1.5 * f32::MIN_POSITIVE, 3.0e-8, 1e30, 0.1];
+    for _ in 0..40 {
+      s ^= s << 13;
+      s ^= s >> 7;
+      s ^= s << 17;
+      tops.push(f32::from_bits(0x0080_0000 + (s as u32) % (0x7c00_0000 - 0x0080_0000)));
+    }
+    for map in [signed(), unsigned()] {
+      for &top in &tops {
+        let mut xs = Vec::new();
+        for b in map.boundaries() {
+          let x = b * top;
+          for d in -6i32..=6 {
+            let y = f32::from_bits((x.to_bits() as i32 + d) as u32);
+            if y.abs() <= top {
+              xs.push(y);
+            }
+          }
+        }
+        // The premise, lane by lane: an approximate quotient not marked near a boundary has the
+        // code of `/`'s quotient (here on quotients up to 6 ulps from every boundary).
+        let r = BlockDivisor::new(top).unwrap().approximate;
+        for &x in &xs {
+          let q0 = x * r;
+          if !map.near(crate::quantize::ordered(q0)) {
+            assert_eq!(map.code(q0), code_reference(map, x / top), "{x:e} / {top:e}");
+          }
+        }
+        for chunk in xs.chunks(BLOCK - 1) {
+          let mut block = Block([0.0; BLOCK]);
+          block.0[0] = top;
+          block.0[1..=chunk.len()].copy_from_slice(chunk);
+          let (mut fast, mut plain) = ([0u8; BLOCK], [0u8; BLOCK]);
+          // SAFETY: checked above that this CPU has AVX-512; 256 codes.
+          let got = unsafe { quantize_avx512(map, &block, &mut fast) };
+          let want = crate::quantize::quantize_block_reference(map, &block.0, &mut plain);
+          assert_eq!(got, want);
+          for i in 0..BLOCK {
+            assert_eq!(fast[i], plain[i], "{:e} / {top:e}", block.0[i]);
+          }
+        }
+      }
+    }
+  }
+
+  /// [`avx512::quantize`] of a whole block.
+  ///
+  /// # Safety
+  /// AVX-512F and FMA.
+  #[cfg(target_arch = "x86_64")]
+  #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+  unsafe fn quantize_avx512(map: &crate::quantize::QuantMap, block: &Block, codes: &mut [u8; BLOCK]) -> f32 {
+    use std::arch::x86_64::*;
+    let top = _mm512_set1_ps(crate::quantize::absmax(&block.0));
+    // SAFETY: 256 codes; AVX-512 (caller).
+    unsafe { avx512::quantize(map, block, top, codes.as_mut_ptr()) }
   }
 
   #[test]
