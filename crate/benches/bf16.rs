@@ -9,8 +9,11 @@
 //! `cargo bench --bench bf16 -- [sizes...]` (default 4m 64m); `FASTOPTIM_BENCH_ONLY=Adam,SGD`
 //! runs those optimizers only.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Instant;
+
+use common::{alternate, sizes};
 
 use fastoptim_core::engine::bf16::update as chunked;
 use fastoptim_core::engine::run::MAX_PIECE_ELEMENTS;
@@ -68,26 +71,6 @@ fn stepper<O: Optimizer>(config: O, n: usize, path: Path) -> Box<dyn FnMut()> {
   })
 }
 
-/// The best seconds per step of each of `steps` over `rounds` rounds in which each takes `batch`
-/// steps in turn (after two untimed steps each).
-fn alternate(steps: &mut [Box<dyn FnMut()>], rounds: usize, batch: usize) -> Vec<f64> {
-  for step in steps.iter_mut() {
-    step();
-    step();
-  }
-  let mut best = vec![f64::INFINITY; steps.len()];
-  for _ in 0..rounds {
-    for (b, step) in best.iter_mut().zip(steps.iter_mut()) {
-      for _ in 0..batch {
-        let t = Instant::now();
-        step();
-        *b = b.min(t.elapsed().as_secs_f64());
-      }
-    }
-  }
-  best
-}
-
 /// Times `config` with float32 and bfloat16 state at every size and thread count, printing a line each.
 fn compare<O: Optimizer>(name: &str, config: O, sizes: &[usize]) {
   if let Ok(only) = std::env::var("FASTOPTIM_BENCH_ONLY") {
@@ -104,7 +87,7 @@ fn compare<O: Optimizer>(name: &str, config: O, sizes: &[usize]) {
       if t == 1 {
         steps.push(stepper(config, n, Path::Chunked));
       }
-      let best = alternate(&mut steps, rounds, batch);
+      let best = alternate(steps.iter_mut().map(|s| &mut **s as &mut dyn FnMut()), rounds, batch);
       let chunked =
         best.get(2).map_or(String::new(), |&c| format!(", chunked bf16 {:>8.0} us ({:.2}x)", c * 1e6, best[0] / c));
       println!(
@@ -121,15 +104,7 @@ fn compare<O: Optimizer>(name: &str, config: O, sizes: &[usize]) {
 }
 
 fn main() {
-  let sizes: Vec<usize> = std::env::args()
-    .skip(1)
-    .filter_map(|a| {
-      let a = a.to_ascii_lowercase();
-      let (digits, scale) = if let Some(d) = a.strip_suffix('m') { (d.to_string(), 1 << 20) } else { (a.clone(), 1) };
-      digits.parse::<usize>().ok().map(|n| n * scale)
-    })
-    .collect();
-  let sizes = if sizes.is_empty() { vec![4 << 20, 64 << 20] } else { sizes };
+  let sizes = sizes(&[4 << 20, 64 << 20]);
   compare("Adam", Adam::default(), &sizes);
   compare("NAdam", NAdam::default(), &sizes);
   compare("RAdam", RAdam::default(), &sizes);

@@ -295,47 +295,34 @@ mod tests {
 
   #[test]
   fn fused_kernels_match_the_chunked_path_and_widening_by_hand() {
-    let adam = Adam::default();
-    for config in [
-      adam,
-      Adam { amsgrad: true, weight_decay: 0.01, ..adam },
-      Adam { maximize: true, betas: (0.3, 0.9), eps: 1e-3, ..adam },
-      AdamW { amsgrad: true, ..AdamW::default() }.as_adam(),
-    ] {
-      assert_fused_matches_chunked(config, 3);
-    }
-    let nadam = NAdam::default();
-    for config in [
-      nadam,
-      NAdam { weight_decay: 0.1, maximize: true, ..nadam },
+    let (adam, nadam, radam, adamax) = (Adam::default(), NAdam::default(), RAdam::default(), Adamax::default());
+    assert_fused_matches_chunked(adam, 3);
+    assert_fused_matches_chunked(Adam { amsgrad: true, weight_decay: 0.01, ..adam }, 3);
+    assert_fused_matches_chunked(Adam { maximize: true, betas: (0.3, 0.9), eps: 1e-3, ..adam }, 3);
+    assert_fused_matches_chunked(AdamW { amsgrad: true, ..AdamW::default() }.as_adam(), 3);
+    assert_fused_matches_chunked(nadam, 3);
+    assert_fused_matches_chunked(NAdam { weight_decay: 0.1, maximize: true, ..nadam }, 3);
+    assert_fused_matches_chunked(
       NAdam { decoupled_weight_decay: true, weight_decay: 0.05, betas: (0.3, 0.9), ..nadam },
-    ] {
-      assert_fused_matches_chunked(config, 3);
-    }
-    let radam = RAdam::default();
-    for config in [
-      radam,
-      RAdam { weight_decay: 0.1, maximize: true, ..radam },
+      3,
+    );
+    // RAdam is rectified from step 6 on, except with β₂ = 0.5 (never).
+    assert_fused_matches_chunked(radam, 7);
+    assert_fused_matches_chunked(RAdam { weight_decay: 0.1, maximize: true, ..radam }, 7);
+    assert_fused_matches_chunked(
       RAdam { decoupled_weight_decay: true, weight_decay: 0.05, betas: (0.3, 0.5), ..radam },
-    ] {
-      // Rectified from step 6 on.
-      assert_fused_matches_chunked(config, 7);
-    }
-    let adamax = Adamax::default();
-    for config in [adamax, Adamax { weight_decay: 0.1, maximize: true, betas: (0.3, 0.9), ..adamax }] {
-      assert_fused_matches_chunked(config, 3);
-    }
+      7,
+    );
+    assert_fused_matches_chunked(adamax, 3);
+    assert_fused_matches_chunked(Adamax { weight_decay: 0.1, maximize: true, betas: (0.3, 0.9), ..adamax }, 3);
+    // SGD without momentum keeps no state; with it, heavy-ball or Nesterov, dampened or not.
     let sgd = Sgd { lr: 0.1, ..Sgd::default() };
-    for config in [
-      sgd,
-      Sgd { weight_decay: 0.1, maximize: true, ..sgd },
-      Sgd { momentum: 0.9, ..sgd },
-      Sgd { momentum: 0.9, dampening: 0.3, weight_decay: 1e-2, maximize: true, ..sgd },
-      Sgd { momentum: 0.8, nesterov: true, ..sgd },
-      Sgd { momentum: 0.5, nesterov: true, weight_decay: 0.05, ..sgd },
-    ] {
-      assert_fused_matches_chunked(config, 3);
-    }
+    assert_fused_matches_chunked(sgd, 3);
+    assert_fused_matches_chunked(Sgd { weight_decay: 0.1, maximize: true, ..sgd }, 3);
+    assert_fused_matches_chunked(Sgd { momentum: 0.9, ..sgd }, 3);
+    assert_fused_matches_chunked(Sgd { momentum: 0.9, dampening: 0.3, weight_decay: 1e-2, maximize: true, ..sgd }, 3);
+    assert_fused_matches_chunked(Sgd { momentum: 0.8, nesterov: true, ..sgd }, 3);
+    assert_fused_matches_chunked(Sgd { momentum: 0.5, nesterov: true, weight_decay: 0.05, ..sgd }, 3);
   }
 
   #[test]

@@ -64,10 +64,7 @@ fn allowed(level: Level) -> bool {
 /// this thread only; the pool's threads are not capped).
 #[cfg(test)]
 pub fn capped<R>(cap: Level, f: impl FnOnce() -> R) -> R {
-  let before = CAP.with(|c| c.replace(cap));
-  let result = f();
-  CAP.with(|c| c.set(before));
-  result
+  with_set(&CAP, cap, f)
 }
 
 /// Every level this CPU runs, best first: the caps a test runs its kernels under.
@@ -206,9 +203,18 @@ thread_local! {
 /// closes most of the gap to a trivial loop over the same arrays (BENCHMARKS.md, "Design choices").
 /// In cache the prefetches only cost, so the engine turns streaming on for large steps only.
 pub fn streaming<R>(on: bool, f: impl FnOnce() -> R) -> R {
-  let before = STREAMING.with(|s| s.replace(on));
+  with_set(&STREAMING, on, f)
+}
+
+/// Runs `f` with this thread's `key` set to `value`, then sets it back.
+fn with_set<V: Copy + 'static, R>(
+  key: &'static std::thread::LocalKey<std::cell::Cell<V>>,
+  value: V,
+  f: impl FnOnce() -> R,
+) -> R {
+  let before = key.with(|cell| cell.replace(value));
   let result = f();
-  STREAMING.with(|s| s.set(before));
+  key.with(|cell| cell.set(before));
   result
 }
 
