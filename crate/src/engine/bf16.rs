@@ -7,13 +7,16 @@
 //! state holding those widened values), and rounds the new state to bfloat16 to nearest, ties to
 //! even, as PyTorch's `tensor.to(torch.bfloat16)` does (NaN becomes PyTorch's quiet NaN 0x7FC0).
 //!
-//! An optimizer runs it through [`Optimizer::update_bf16`]. Adam's fuses the conversions into its
-//! kernel's loop (its kernel is written over a [`Storage`]), where they overlap with the loop's
-//! memory traffic. The default, [`update`], runs any elementwise kernel unchanged, at the cost of
+//! An optimizer runs it through [`Optimizer::update_bf16`]. Adam, AdamW, NAdam, RAdam, Adamax and
+//! SGD fuse the conversions into their kernel's loop: each kernel is written once over a
+//! [`Storage`] (float32 state is its identity case) and compiled for bfloat16 state by the engine's
+//! `multiversion!`, with AVX-512 BW for the conversions; there they overlap with the loop's memory
+//! traffic. The default, [`update`], runs any elementwise kernel unchanged, at the cost of
 //! conversion loops of their own: a piece of a step is run in chunks of [`CHUNK`] elements,
 //! each chunk's state widened into a small buffer on the stack (in L1), updated there by the float32
 //! kernel along with the chunk's parameter and gradient, and narrowed back. Neither makes an extra
 //! pass over memory or allocates; the update is elementwise, so where chunks fall changes nothing.
+//! The fused kernels give the chunked path's bits (tested at every instruction level).
 //!
 //! The narrowing is integer arithmetic (add the rounding bias, keep the top 16 bits), which the
 //! compiler vectorises for AVX-512, AVX2 and NEON. AVX-512 BF16's `vcvtne2ps2bf16` is not used: it
