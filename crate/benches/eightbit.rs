@@ -7,8 +7,11 @@
 //!
 //! `cargo bench --bench eightbit -- [sizes...]` (default 4m 64m).
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Instant;
+
+use common::{alternate, sizes};
 
 use fastoptim_core::eightbit::{self, Adam8bit, EightBit, Hyper, Level, Lion8bit, Moments, Quantized, MIN_8BIT_SIZE};
 use fastoptim_core::threads::{num_threads, set_num_threads};
@@ -20,13 +23,6 @@ fn fill(n: usize, seed: f64, scale: f64) -> Vec<f32> {
 
 /// A named step, timed in turns with others.
 type Variant = (String, Box<dyn FnMut()>);
-
-/// Seconds of one call of `step`.
-fn time(step: &mut dyn FnMut()) -> f64 {
-  let t = Instant::now();
-  step();
-  t.elapsed().as_secs_f64()
-}
 
 /// An 8-bit optimizer's step over `n` elements through the engine.
 fn eight_bit<O: EightBit>(n: usize, hyper: Hyper) -> Box<dyn FnMut()> {
@@ -70,34 +66,8 @@ fn fp32_adam(n: usize) -> Box<dyn FnMut()> {
   })
 }
 
-/// The best time of each variant over `rounds` rounds in which each takes `batch` steps in turn
-/// (after two untimed steps each).
-fn alternate(variants: &mut [Variant], rounds: usize, batch: usize) -> Vec<f64> {
-  for (_, step) in variants.iter_mut() {
-    step();
-    step();
-  }
-  let mut best = vec![f64::INFINITY; variants.len()];
-  for _ in 0..rounds {
-    for (b, (_, step)) in best.iter_mut().zip(variants.iter_mut()) {
-      for _ in 0..batch {
-        *b = b.min(time(step));
-      }
-    }
-  }
-  best
-}
-
 fn main() {
-  let sizes: Vec<usize> = std::env::args()
-    .skip(1)
-    .filter_map(|a| {
-      let a = a.to_ascii_lowercase();
-      let (digits, scale) = if let Some(d) = a.strip_suffix('m') { (d.to_string(), 1 << 20) } else { (a.clone(), 1) };
-      digits.parse::<usize>().ok().map(|n| n * scale)
-    })
-    .collect();
-  let sizes = if sizes.is_empty() { vec![4 << 20, 64 << 20] } else { sizes };
+  let sizes = sizes(&[4 << 20, 64 << 20]);
   let adam = Hyper { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
   let adamw = Hyper { weight_decay: 0.01, ..adam };
   let lion = Hyper { lr: 1e-4, beta1: 0.9, beta2: 0.99, eps: 0.0, weight_decay: 0.0 };
@@ -113,7 +83,7 @@ fn main() {
         ("AdamW8bit".into(), eight_bit::<Adam8bit>(n, adamw)),
         ("Lion8bit".into(), eight_bit::<Lion8bit>(n, lion)),
       ];
-      let best = alternate(&mut variants, rounds, batch);
+      let best = alternate(variants.iter_mut().map(|(_, s)| &mut **s as &mut dyn FnMut()), rounds, batch);
       let line: Vec<String> = variants
         .iter()
         .zip(&best)
@@ -127,7 +97,7 @@ fn main() {
       variants.push((format!("Adam8bit {level:?}"), kernel::<Adam8bit>(n, adam, level)));
       variants.push((format!("Lion8bit {level:?}"), kernel::<Lion8bit>(n, lion, level)));
     }
-    let best = alternate(&mut variants, rounds, batch);
+    let best = alternate(variants.iter_mut().map(|(_, s)| &mut **s as &mut dyn FnMut()), rounds, batch);
     let line: Vec<String> = variants
       .iter()
       .zip(&best)

@@ -7,13 +7,16 @@
 //! state holding those widened values), and rounds the new state to bfloat16 to nearest, ties to
 //! even, as PyTorch's `tensor.to(torch.bfloat16)` does (NaN becomes PyTorch's quiet NaN 0x7FC0).
 //!
-//! An optimizer runs it through [`Optimizer::update_bf16`]. Adam's fuses the conversions into its
-//! kernel's loop (its kernel is written over a [`Storage`]), where they overlap with the loop's
-//! memory traffic. The default, [`update`], runs any elementwise kernel unchanged, at the cost of
+//! An optimizer runs it through [`Optimizer::update_bf16`]. Adam, AdamW, NAdam, RAdam, Adamax and
+//! SGD fuse the conversions into their kernel's loop: each kernel is written once over a
+//! [`Storage`] (float32 state is its identity case) and compiled for bfloat16 state by the engine's
+//! `multiversion!`, with AVX-512 BW for the conversions; there they overlap with the loop's memory
+//! traffic. The default, [`update`], runs any elementwise kernel unchanged, at the cost of
 //! conversion loops of their own: a piece of a step is run in chunks of [`CHUNK`] elements,
 //! each chunk's state widened into a small buffer on the stack (in L1), updated there by the float32
 //! kernel along with the chunk's parameter and gradient, and narrowed back. Neither makes an extra
 //! pass over memory or allocates; the update is elementwise, so where chunks fall changes nothing.
+//! The fused kernels give the chunked path's bits (tested at every instruction level).
 //!
 //! The narrowing is integer arithmetic (add the rounding bias, keep the top 16 bits), which the
 //! compiler vectorises for AVX-512, AVX2 and NEON. AVX-512 BF16's `vcvtne2ps2bf16` is not used: it
@@ -58,11 +61,14 @@ impl Bf16 {
 /// How a kernel reads and writes a state element of type `Self` for a parameter of `T`: `T`
 /// itself, unchanged, or [`Bf16`] for `f32`, widened and rounded.
 pub trait Storage<T>: Copy {
+  /// Whether loads and stores convert (`false` where `Self` is `T`).
+  const CONVERTS: bool;
   fn load(self) -> T;
   fn store(value: T) -> Self;
 }
 
 impl<T: Float> Storage<T> for T {
+  const CONVERTS: bool = false;
   #[inline(always)]
   fn load(self) -> T {
     self
@@ -74,6 +80,7 @@ impl<T: Float> Storage<T> for T {
 }
 
 impl Storage<f32> for Bf16 {
+  const CONVERTS: bool = true;
   #[inline(always)]
   fn load(self) -> f32 {
     self.to_f32()
@@ -155,9 +162,13 @@ fn narrow<T: Float>(wide: &[f32], state: &mut [Bf16]) {
 mod tests {
   use super::*;
   use crate::engine::run::{run_bf16, Job, PARALLEL_MIN_ELEMENTS, PIECE_ELEMENTS};
+  use crate::engine::simd::{capped, levels};
   use crate::engine::state::{Buffers, ParamState};
   use crate::engine::threads::{num_threads, set_num_threads};
-  use crate::optimizers::adam::Adam;
+  use crate::optimizers::adam::{Adam, AdamW};
+  use crate::optimizers::adamax::Adamax;
+  use crate::optimizers::nadam::NAdam;
+  use crate::optimizers::radam::RAdam;
   use crate::optimizers::sgd::Sgd;
   use crate::testing::{same_bits, values, LENGTHS};
 
@@ -217,10 +228,126 @@ mod tests {
     }
   }
 
+  /// `state` as the slices a kernel takes (empty past its buffers).
+  fn slices(state: &mut [Vec<Bf16>]) -> [&mut [Bf16]; MAX_BUFFERS] {
+    let mut slices = state.iter_mut().map(Vec::as_mut_slice);
+    std::array::from_fn(|_| slices.next().unwrap_or(&mut []))
+  }
+
+  /// bfloat16 state of `len` elements: ordinary values, with NaNs (PyTorch's and others), ±∞,
+  /// subnormals, ±0 and the largest finite values mixed in.
+  fn special_state(len: usize, seed: u64) -> Vec<Bf16> {
+    const SPECIAL: [u16; 12] =
+      [0x7FC0, 0xFFC1, 0x7F81, 0x7F80, 0xFF80, 0x0001, 0x8001, 0x007F, 0x0000, 0x8000, 0x7F7F, 0xFF7F];
+    let ordinary = values::<f32>(len, seed);
+    (0..len)
+      .map(|i| if i % 7 == 2 { Bf16(SPECIAL[(i / 7) % SPECIAL.len()]) } else { Bf16::from_f32(ordinary[i]) })
+      .collect()
+  }
+
+  /// The same bits, or NaN in both: which NaN an operation on NaNs gives (its sign and payload)
+  /// depends on the order of its operands in the compiled code, which the compiler may swap.
+  /// Rounded to bfloat16, every NaN is the same ([`NAN_BITS`]).
+  fn same_or_nan(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+  }
+
+  /// Lengths either side of every chunk and vector width up to 300, around 4 chunks, and
+  /// many chunks with a ragged tail.
+  fn kernel_lengths() -> impl Iterator<Item = usize> {
+    (0..=300).chain([4095, 4096, 4097, 65536 + 300])
+  }
+
+  /// `O`'s fused bfloat16 kernel ([`Optimizer::update_bf16`]), the chunked path ([`update`]) and
+  /// widening, the float32 kernel and rounding by hand give the same bits, parameters and state,
+  /// over `steps` steps from state with NaN, ∞ and subnormals in it, at every instruction level
+  /// this CPU runs.
+  fn assert_fused_matches_chunked<O: Optimizer + std::fmt::Debug>(config: O, steps: u64) {
+    for level in levels() {
+      capped(level, || {
+        for len in kernel_lengths() {
+          let used = config.buffers_used();
+          let mut params = [values::<f32>(len, 1), values::<f32>(len, 1), values::<f32>(len, 1)];
+          let start: Vec<Vec<Bf16>> = (0..used).map(|b| special_state(len, 10 + b as u64)).collect();
+          let [mut fused, mut chunked, mut hand] = [start.clone(), start.clone(), start];
+          // A state that has buffers, so that `advance` takes every step for a later one.
+          let mut scalars = ParamState::default();
+          let _ = scalars.buffers_mut::<Bf16>(&[1; MAX_BUFFERS], used);
+          for step in 1..=steps {
+            let mut grad = values::<f32>(len, step + 1);
+            if let Some(g) = grad.get_mut(5) {
+              *g = if step % 2 == 0 { f32::NAN } else { f32::INFINITY };
+            }
+            scalars.step += 1;
+            let mut c = config.coeffs(scalars.step);
+            config.advance(&mut c, &mut scalars);
+            let [p_fused, p_chunked, p_hand] = &mut params;
+            O::update_bf16(&c, p_fused, &grad, slices(&mut fused));
+            update::<O>(&c, p_chunked, &grad, slices(&mut chunked));
+            by_hand::<O>(&c, p_hand, &grad, &mut hand);
+          }
+          let what = format!("{config:?} at {level:?}, length {len}");
+          assert!(same_or_nan(&params[0], &params[2]), "fused parameters, {what}");
+          assert!(same_or_nan(&params[1], &params[2]), "chunked parameters, {what}");
+          assert_eq!(fused, hand, "fused state, {what}");
+          assert_eq!(chunked, hand, "chunked state, {what}");
+        }
+      })
+    }
+  }
+
+  #[test]
+  fn fused_kernels_match_the_chunked_path_and_widening_by_hand() {
+    let (adam, nadam, radam, adamax) = (Adam::default(), NAdam::default(), RAdam::default(), Adamax::default());
+    assert_fused_matches_chunked(adam, 3);
+    assert_fused_matches_chunked(Adam { amsgrad: true, weight_decay: 0.01, ..adam }, 3);
+    assert_fused_matches_chunked(Adam { maximize: true, betas: (0.3, 0.9), eps: 1e-3, ..adam }, 3);
+    assert_fused_matches_chunked(AdamW { amsgrad: true, ..AdamW::default() }.as_adam(), 3);
+    assert_fused_matches_chunked(nadam, 3);
+    assert_fused_matches_chunked(NAdam { weight_decay: 0.1, maximize: true, ..nadam }, 3);
+    assert_fused_matches_chunked(
+      NAdam { decoupled_weight_decay: true, weight_decay: 0.05, betas: (0.3, 0.9), ..nadam },
+      3,
+    );
+    // RAdam is rectified from step 6 on, except with β₂ = 0.5 (never).
+    assert_fused_matches_chunked(radam, 7);
+    assert_fused_matches_chunked(RAdam { weight_decay: 0.1, maximize: true, ..radam }, 7);
+    assert_fused_matches_chunked(
+      RAdam { decoupled_weight_decay: true, weight_decay: 0.05, betas: (0.3, 0.5), ..radam },
+      7,
+    );
+    assert_fused_matches_chunked(adamax, 3);
+    assert_fused_matches_chunked(Adamax { weight_decay: 0.1, maximize: true, betas: (0.3, 0.9), ..adamax }, 3);
+    // SGD without momentum keeps no state; with it, heavy-ball or Nesterov, dampened or not.
+    let sgd = Sgd { lr: 0.1, ..Sgd::default() };
+    assert_fused_matches_chunked(sgd, 3);
+    assert_fused_matches_chunked(Sgd { weight_decay: 0.1, maximize: true, ..sgd }, 3);
+    assert_fused_matches_chunked(Sgd { momentum: 0.9, ..sgd }, 3);
+    assert_fused_matches_chunked(Sgd { momentum: 0.9, dampening: 0.3, weight_decay: 1e-2, maximize: true, ..sgd }, 3);
+    assert_fused_matches_chunked(Sgd { momentum: 0.8, nesterov: true, ..sgd }, 3);
+    assert_fused_matches_chunked(Sgd { momentum: 0.5, nesterov: true, weight_decay: 0.05, ..sgd }, 3);
+  }
+
+  #[test]
+  fn the_first_momentum_step_copies_the_gradient_into_the_buffer() {
+    // SGD's buffer starts as the gradient (`advance` on a state with no buffers), rounded.
+    let config = Sgd { momentum: 0.9, ..Sgd::default() };
+    let grad = values::<f32>(300, 4);
+    let mut state = ParamState::default();
+    state.step += 1;
+    let mut c = config.coeffs(1);
+    config.advance(&mut c, &mut state);
+    let mut param = values::<f32>(300, 1);
+    let buffers = state.buffers_mut::<Bf16>(&[300; MAX_BUFFERS], 1);
+    Sgd::update_bf16(&c, &mut param, &grad, buffers);
+    let Buffers::Bf16(got) = &state.buffers else { panic!("bf16 state") };
+    assert!(got[0].iter().zip(&grad).all(|(b, &g)| *b == Bf16::from_f32(g)));
+  }
+
   /// Steps `O` `steps` times over one tensor of each length, through the engine with bfloat16
   /// state and by hand; both must give the same bits.
   fn assert_engine_matches_by_hand<O: Optimizer>(config: O, steps: u64) {
-    let lengths = LENGTHS.iter().copied().chain([CHUNK - 1, CHUNK + 1, 5 * CHUNK + 3]);
+    let lengths = LENGTHS.iter().copied().chain([CHUNK - 1, CHUNK + 1, 5 * CHUNK + 3, 65536 + 300]);
     for len in lengths {
       let mut param = values::<f32>(len, 1);
       let mut expected = param.clone();
@@ -242,42 +369,53 @@ mod tests {
   }
 
   #[test]
-  fn chunked_steps_match_widen_kernel_narrow_by_hand() {
+  fn engine_steps_match_widen_kernel_narrow_by_hand() {
     assert_engine_matches_by_hand(Adam { amsgrad: true, weight_decay: 0.01, ..Adam::default() }, 4);
     assert_engine_matches_by_hand(Adam::default(), 3);
+    assert_engine_matches_by_hand(NAdam { weight_decay: 0.01, ..NAdam::default() }, 3);
+    assert_engine_matches_by_hand(RAdam::default(), 7);
+    assert_engine_matches_by_hand(Adamax::default(), 3);
     assert_engine_matches_by_hand(Sgd { momentum: 0.9, nesterov: true, ..Sgd::default() }, 3);
+    assert_engine_matches_by_hand(Sgd { momentum: 0.9, dampening: 0.5, ..Sgd::default() }, 3);
   }
 
-  #[test]
-  fn results_do_not_depend_on_the_thread_count() {
+  /// `O`'s parameters and bfloat16 state after 3 steps of tensors that span pieces and the
+  /// parallel threshold are the same on 1, 2 and 3 threads.
+  fn assert_thread_count_does_not_matter<O: Optimizer>(config: O) {
     let lengths = [3, PIECE_ELEMENTS + 9, 0, PARALLEL_MIN_ELEMENTS + 77, 5 * CHUNK + 1];
-    let config = Adam::default();
     let trajectory = |threads: usize| {
       set_num_threads(threads).expect("a thread count");
-      {
-        let mut params: Vec<Vec<f32>> = lengths.iter().map(|&n| values(n, n as u64)).collect();
-        let mut states = vec![ParamState::default(); lengths.len()];
-        for step in 1..=3u64 {
-          let grads: Vec<Vec<f32>> = lengths.iter().map(|&n| values(n, n as u64 + step)).collect();
-          let coeffs = config.coeffs(step);
-          let mut jobs: Vec<_> = params
-            .iter_mut()
-            .zip(&grads)
-            .zip(&mut states)
-            .map(|((p, g), s)| Job::flat(coeffs, &mut p[..], &g[..], s.buffers_mut::<Bf16>(&[g.len(); 3], 2)))
-            .collect();
-          run_bf16::<Adam>(&mut jobs);
+      let mut params: Vec<Vec<f32>> = lengths.iter().map(|&n| values(n, n as u64)).collect();
+      let mut states = vec![ParamState::default(); lengths.len()];
+      for _ in 1..=3u64 {
+        let mut jobs = Vec::new();
+        for ((p, &n), s) in params.iter_mut().zip(&lengths).zip(&mut states) {
+          s.step += 1;
+          let mut coeffs = config.coeffs(s.step);
+          config.advance(&mut coeffs, s);
+          let grad = values(n, n as u64 + s.step).leak();
+          jobs.push(Job::flat(coeffs, &mut p[..], &grad[..], s.buffers_mut::<Bf16>(&[n; 3], config.buffers_used())));
         }
-        (params, states)
+        run_bf16::<O>(&mut jobs);
       }
+      (params, states)
     };
     let before = num_threads();
     let (one, one_states) = trajectory(1);
     for threads in [2, 3] {
       let (many, many_states) = trajectory(threads);
-      assert!(one.iter().zip(&many).all(|(a, b)| same_bits(a, b)), "{threads} threads");
-      assert_eq!(one_states, many_states, "{threads} threads");
+      assert!(one.iter().zip(&many).all(|(a, b)| same_bits(a, b)), "{} on {threads} threads", O::NAME);
+      assert_eq!(one_states, many_states, "{} on {threads} threads", O::NAME);
     }
     set_num_threads(before).expect("a thread count");
+  }
+
+  #[test]
+  fn results_do_not_depend_on_the_thread_count() {
+    assert_thread_count_does_not_matter(Adam::default());
+    assert_thread_count_does_not_matter(NAdam::default());
+    assert_thread_count_does_not_matter(RAdam::default());
+    assert_thread_count_does_not_matter(Adamax::default());
+    assert_thread_count_does_not_matter(Sgd { momentum: 0.9, ..Sgd::default() });
   }
 }

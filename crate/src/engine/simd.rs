@@ -11,14 +11,78 @@
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub fn has_avx512() -> bool {
+  #[cfg(test)]
+  if !allowed(Level::Avx512) {
+    return false;
+  }
   std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl")
+}
+
+/// Whether this CPU runs the AVX-512 variants of kernels over a state type, which have AVX-512 BW
+/// too ([`multiversion!`]).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn has_avx512_bw() -> bool {
+  has_avx512() && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
 /// Whether this CPU runs the AVX2+FMA variants.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 pub fn has_avx2_fma() -> bool {
+  #[cfg(test)]
+  if !allowed(Level::Avx2) {
+    return false;
+  }
   std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// The variants [`multiversion!`] chooses from, in rising order: the caps of [`capped`].
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+  /// Baseline code, vectorised by the compiler for the target's own instructions.
+  Portable,
+  /// x86-64 AVX2 and FMA.
+  Avx2,
+  /// x86-64 AVX-512.
+  Avx512,
+}
+
+#[cfg(test)]
+thread_local! {
+  static CAP: std::cell::Cell<Level> = const { std::cell::Cell::new(Level::Avx512) };
+}
+
+/// Whether variants of `level` may run on this thread (all may, but under [`capped`]).
+#[cfg(test)]
+fn allowed(level: Level) -> bool {
+  CAP.with(|cap| level <= cap.get())
+}
+
+/// Runs `f` with kernels called on this thread using no variant above `cap` (the others run on
+/// this thread only; the pool's threads are not capped).
+#[cfg(test)]
+pub fn capped<R>(cap: Level, f: impl FnOnce() -> R) -> R {
+  with_set(&CAP, cap, f)
+}
+
+/// Every level this CPU runs, best first: the caps a test runs its kernels under.
+#[cfg(test)]
+pub fn levels() -> Vec<Level> {
+  let best = capped(Level::Avx512, || {
+    #[cfg(target_arch = "x86_64")]
+    {
+      if has_avx512() {
+        return Level::Avx512;
+      }
+      if has_avx2_fma() {
+        return Level::Avx2;
+      }
+    }
+    Level::Portable
+  });
+  [Level::Avx512, Level::Avx2, Level::Portable].into_iter().filter(|&l| l <= best).collect()
 }
 
 /// `multiversion!(fn name<T: Float, const A: bool, ...>(args...) => kernel);` defines `name`,
@@ -26,14 +90,30 @@ pub fn has_avx2_fma() -> bool {
 /// compiled for the widest vector instructions this CPU has. While this thread is
 /// [`streaming`], the call is cut into blocks of [`STREAM_BLOCK_BYTES`] per array, each array
 /// prefetched [`PREFETCH_AHEAD_BYTES`] ahead of the block being updated (see [`KernelArg`]).
+///
+/// `multiversion!(fn name<T: Float, S: Storage<T>, const A: bool, ...>(args...) => kernel);` is
+/// the same for a kernel whose state is stored as `S` ([`crate::engine::bf16::Storage`]). Where
+/// `S` converts (bfloat16), its AVX-512 copy also has AVX-512 BW, whose byte and word operations
+/// the conversions use, and runs where the CPU has that (elsewhere the AVX2 copy does); where `S`
+/// is `T`, the copies and the choice are those of the first form.
 macro_rules! multiversion {
   (fn $name:ident<T: Float $(, const $c:ident: bool)*>($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident) => {
-    fn $name<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
+    $crate::engine::simd::multiversion!(@define $name [T: Float $(, const $c: bool)*] [T $(, $c)*] []
+      ($($arg: $ty),*) => $kernel);
+  };
+  (fn $name:ident<T: Float, S: Storage<T> $(, const $c:ident: bool)*>($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident) => {
+    $crate::engine::simd::multiversion!(@define $name
+      [T: Float, S: $crate::engine::bf16::Storage<T> $(, const $c: bool)*] [T, S $(, $c)*] [S]
+      ($($arg: $ty),*) => $kernel);
+  };
+  (@define $name:ident [$($generics:tt)*] [$($names:tt)*] [$($storage:ident)?] ($($arg:ident: $ty:ty),*) => $kernel:ident) => {
+    #[allow(clippy::too_many_arguments)]
+    fn $name<$($generics)*>($($arg: $ty),*) {
       #[inline(always)]
-      #[allow(unused_mut)]
-      fn blocks<T: Float $(, const $c: bool)*>($(mut $arg: $ty),*) {
+      #[allow(unused_mut, clippy::too_many_arguments)]
+      fn blocks<$($generics)*>($(mut $arg: $ty),*) {
         if !$crate::engine::simd::is_streaming() {
-          return $kernel::<T $(, $c)*>($($arg),*);
+          return $kernel::<$($names)*>($($arg),*);
         }
         let n = 0 $(.max($crate::engine::simd::KernelArg::len(&$arg)))*;
         let block = $crate::engine::simd::STREAM_BLOCK_BYTES / std::mem::size_of::<T>();
@@ -41,30 +121,48 @@ macro_rules! multiversion {
         while from < n {
           let to = (from + block).min(n);
           $($crate::engine::simd::KernelArg::prefetch(&$arg, from, to);)*
-          $kernel::<T $(, $c)*>($($crate::engine::simd::KernelArg::part(&mut $arg, from, to)),*);
+          $kernel::<$($names)*>($($crate::engine::simd::KernelArg::part(&mut $arg, from, to)),*);
           from = to;
         }
       }
       #[cfg(target_arch = "x86_64")]
       {
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        unsafe fn avx512<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
-          blocks::<T $(, $c)*>($($arg),*)
+        unsafe fn avx512<$($generics)*>($($arg: $ty),*) {
+          blocks::<$($names)*>($($arg),*)
         }
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<T: Float $(, const $c: bool)*>($($arg: $ty),*) {
-          blocks::<T $(, $c)*>($($arg),*)
+        unsafe fn avx2<$($generics)*>($($arg: $ty),*) {
+          blocks::<$($names)*>($($arg),*)
         }
-        if $crate::engine::simd::has_avx512() {
+        $crate::engine::simd::multiversion!(@avx512bw [$($storage)?] [$($generics)*] [$($names)*] ($($arg: $ty),*));
+        let converts = $crate::engine::simd::multiversion!(@converts [$($storage)?]);
+        if !converts && $crate::engine::simd::has_avx512() {
           // SAFETY: the CPU supports every feature `avx512` is compiled with.
-          return unsafe { avx512::<T $(, $c)*>($($arg),*) };
+          return unsafe { avx512::<$($names)*>($($arg),*) };
         }
         if $crate::engine::simd::has_avx2_fma() {
           // SAFETY: the CPU supports every feature `avx2` is compiled with.
-          return unsafe { avx2::<T $(, $c)*>($($arg),*) };
+          return unsafe { avx2::<$($names)*>($($arg),*) };
         }
       }
-      blocks::<T $(, $c)*>($($arg),*)
+      blocks::<$($names)*>($($arg),*)
+    }
+  };
+  (@converts []) => { false };
+  (@converts [$storage:ident]) => { <$storage as $crate::engine::bf16::Storage<T>>::CONVERTS };
+  (@avx512bw [] $($rest:tt)*) => {};
+  (@avx512bw [$storage:ident] [$($generics:tt)*] [$($names:tt)*] ($($arg:ident: $ty:ty),*)) => {
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma")]
+    unsafe fn avx512bw<$($generics)*>($($arg: $ty),*) {
+      blocks::<$($names)*>($($arg),*)
+    }
+    if <$storage as $crate::engine::bf16::Storage<T>>::CONVERTS && $crate::engine::simd::has_avx512_bw() {
+      // SAFETY: the CPU supports every feature `avx512bw` is compiled with.
+      return unsafe { avx512bw::<$($names)*>($($arg),*) };
     }
   };
 }
@@ -105,9 +203,18 @@ thread_local! {
 /// closes most of the gap to a trivial loop over the same arrays (BENCHMARKS.md, "Design choices").
 /// In cache the prefetches only cost, so the engine turns streaming on for large steps only.
 pub fn streaming<R>(on: bool, f: impl FnOnce() -> R) -> R {
-  let before = STREAMING.with(|s| s.replace(on));
+  with_set(&STREAMING, on, f)
+}
+
+/// Runs `f` with this thread's `key` set to `value`, then sets it back.
+fn with_set<V: Copy + 'static, R>(
+  key: &'static std::thread::LocalKey<std::cell::Cell<V>>,
+  value: V,
+  f: impl FnOnce() -> R,
+) -> R {
+  let before = key.with(|cell| cell.replace(value));
   let result = f();
-  STREAMING.with(|s| s.set(before));
+  key.with(|cell| cell.set(before));
   result
 }
 
@@ -248,5 +355,25 @@ fn prefetch<T>(base: *const T, from: usize, to: usize) {
     };
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = line;
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn a_cap_keeps_this_thread_below_it() {
+    let levels = levels();
+    assert_eq!(levels.last(), Some(&Level::Portable));
+    #[cfg(target_arch = "x86_64")]
+    {
+      capped(Level::Portable, || assert!(!has_avx512() && !has_avx512_bw() && !has_avx2_fma()));
+      capped(Level::Avx2, || {
+        assert!(!has_avx512() && !has_avx512_bw());
+        assert_eq!(has_avx2_fma(), levels.contains(&Level::Avx2));
+      });
+      assert_eq!(has_avx512(), levels.contains(&Level::Avx512));
+    }
   }
 }

@@ -162,10 +162,10 @@ impl Optimizer for Adam {
     };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
     match (c.l2 != 0.0, c.amsgrad) {
-      (false, false) => fused_bf16::<false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, false) => fused_bf16::<true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (false, true) => fused_bf16::<false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, true) => fused_bf16::<true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (false, false) => fused_bf16::<f32, Bf16, false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (true, false) => fused_bf16::<f32, Bf16, true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (false, true) => fused_bf16::<f32, Bf16, false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+      (true, true) => fused_bf16::<f32, Bf16, true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
     }
   }
 
@@ -279,51 +279,7 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
   fused_in::<T, T, L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
 }
 
-/// [`fused`] over float32 parameters with bfloat16 state, compiled for the widest vector
-/// instructions this CPU has (as [`multiversion`] does, without its streaming blocks).
-fn fused_bf16<const L2: bool, const AMSGRAD: bool>(
-  k: &Scalars<f32>,
-  param: &mut [f32],
-  grad: &[f32],
-  exp_avg: &mut [Bf16],
-  exp_avg_sq: &mut [Bf16],
-  max_exp_avg_sq: &mut [Bf16],
-) {
-  #[cfg(target_arch = "x86_64")]
-  {
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma")]
-    unsafe fn avx512<const L2: bool, const AMSGRAD: bool>(
-      k: &Scalars<f32>,
-      p: &mut [f32],
-      g: &[f32],
-      m: &mut [Bf16],
-      v: &mut [Bf16],
-      u: &mut [Bf16],
-    ) {
-      fused_in::<f32, Bf16, L2, AMSGRAD>(k, p, g, m, v, u)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2<const L2: bool, const AMSGRAD: bool>(
-      k: &Scalars<f32>,
-      p: &mut [f32],
-      g: &[f32],
-      m: &mut [Bf16],
-      v: &mut [Bf16],
-      u: &mut [Bf16],
-    ) {
-      fused_in::<f32, Bf16, L2, AMSGRAD>(k, p, g, m, v, u)
-    }
-    if crate::engine::simd::has_avx512() && std::arch::is_x86_feature_detected!("avx512bw") {
-      // SAFETY: the CPU supports every feature `avx512` is compiled with.
-      return unsafe { avx512::<L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq) };
-    }
-    if crate::engine::simd::has_avx2_fma() {
-      // SAFETY: the CPU supports every feature `avx2` is compiled with.
-      return unsafe { avx2::<L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq) };
-    }
-  }
-  fused_in::<f32, Bf16, L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
-}
+multiversion!(fn fused_bf16<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S], max_exp_avg_sq: &mut [S]) => fused_in);
 
 /// [`fused`] with state stored as `S` (loaded to `T` and stored back, [`Storage`]).
 #[inline(always)]

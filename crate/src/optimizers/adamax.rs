@@ -19,6 +19,7 @@
 //! γ/(1 − β₁ᵗ) is computed in `f64` once per step; the m update is the lerp Adam uses, and the
 //! last line `p + (−γ/(1 − β₁ᵗ)·m)/u`, as PyTorch's `addcdiv_` computes it.
 
+use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::Float;
@@ -79,15 +80,12 @@ impl Optimizer for Adamax {
   }
 
   fn update<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
-    let k = Scalars::new(c);
-    let [exp_avg, exp_inf, _] = buffers;
-    {
-      if c.l2 != 0.0 {
-        fused_best::<T, true>(&k, param, grad, exp_avg, exp_inf)
-      } else {
-        fused_best::<T, false>(&k, param, grad, exp_avg, exp_inf)
-      }
-    }
+    update_stored(c, param, grad, buffers)
+  }
+
+  /// Fused: the state's conversions run inside the kernel's loop.
+  fn update_bf16(c: &AdamaxCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+    update_stored(c, param, grad, buffers)
   }
 
   fn update_reference<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -138,11 +136,33 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_inf: &mut [T]) => fused);
+/// [`Optimizer::update`] with the state stored as `S`: `T` itself, or bfloat16 for `f32`.
+fn update_stored<T: Float, S: Storage<T>>(
+  c: &AdamaxCoeffs,
+  param: &mut [T],
+  grad: &[T],
+  buffers: [&mut [S]; MAX_BUFFERS],
+) {
+  let k = Scalars::new(c);
+  let [exp_avg, exp_inf, _] = buffers;
+  if c.l2 != 0.0 {
+    fused_best::<T, S, true>(&k, param, grad, exp_avg, exp_inf)
+  } else {
+    fused_best::<T, S, false>(&k, param, grad, exp_avg, exp_inf)
+  }
+}
+
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_inf: &mut [S]) => fused);
 
 /// One pass over memory: reads p, g, m, u, writes p, m, u.
 #[inline(always)]
-fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_inf: &mut [T]) {
+fn fused<T: Float, S: Storage<T>, const L2: bool>(
+  k: &Scalars<T>,
+  param: &mut [T],
+  grad: &[T],
+  exp_avg: &mut [S],
+  exp_inf: &mut [S],
+) {
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
@@ -153,12 +173,12 @@ fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], 
     if L2 {
       g = k.l2.mul_add(p, g);
     }
-    let m = exp_avg[i];
+    let m = exp_avg[i].load();
     let base = if k.lerp_from_m { m } else { g };
     let m = k.lerp_coeff.mul_add(g - m, base);
-    let u = (exp_inf[i] * k.beta2).max_nan(g.abs() + k.eps);
-    exp_avg[i] = m;
-    exp_inf[i] = u;
+    let u = (exp_inf[i].load() * k.beta2).max_nan(g.abs() + k.eps);
+    exp_avg[i] = S::store(m);
+    exp_inf[i] = S::store(u);
     param[i] = p + k.neg_clr * m / u;
   }
 }

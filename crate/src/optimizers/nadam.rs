@@ -28,6 +28,7 @@
 //! The m update is the lerp Adam uses and `β₂·v + (1 − β₂)·g²` is `fma((1 − β₂)·g, g, β₂·v)`, as
 //! PyTorch's vectorised CPU `lerp_` and `addcmul_` compute them.
 
+use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::engine::state::ParamState;
@@ -127,15 +128,12 @@ impl Optimizer for NAdam {
   }
 
   fn update<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
-    let k = Scalars::new(c);
-    let [exp_avg, exp_avg_sq, _] = buffers;
-    {
-      if c.l2 != 0.0 {
-        fused_best::<T, true>(&k, param, grad, exp_avg, exp_avg_sq)
-      } else {
-        fused_best::<T, false>(&k, param, grad, exp_avg, exp_avg_sq)
-      }
-    }
+    update_stored(c, param, grad, buffers)
+  }
+
+  /// Fused: the state's conversions run inside the kernel's loop.
+  fn update_bf16(c: &NAdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+    update_stored(c, param, grad, buffers)
   }
 
   fn update_reference<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -198,17 +196,33 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T]) => fused);
+/// [`Optimizer::update`] with the state stored as `S`: `T` itself, or bfloat16 for `f32`.
+fn update_stored<T: Float, S: Storage<T>>(
+  c: &NAdamCoeffs,
+  param: &mut [T],
+  grad: &[T],
+  buffers: [&mut [S]; MAX_BUFFERS],
+) {
+  let k = Scalars::new(c);
+  let [exp_avg, exp_avg_sq, _] = buffers;
+  if c.l2 != 0.0 {
+    fused_best::<T, S, true>(&k, param, grad, exp_avg, exp_avg_sq)
+  } else {
+    fused_best::<T, S, false>(&k, param, grad, exp_avg, exp_avg_sq)
+  }
+}
+
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S]) => fused);
 
 /// One pass over memory: reads p, g, m, v, writes p, m, v. `p·decay_factor` is exact when the
 /// factor is 1.
 #[inline(always)]
-fn fused<T: Float, const L2: bool>(
+fn fused<T: Float, S: Storage<T>, const L2: bool>(
   k: &Scalars<T>,
   param: &mut [T],
   grad: &[T],
-  exp_avg: &mut [T],
-  exp_avg_sq: &mut [T],
+  exp_avg: &mut [S],
+  exp_avg_sq: &mut [S],
 ) {
   let n = param.len();
   let grad = &grad[..n];
@@ -221,12 +235,12 @@ fn fused<T: Float, const L2: bool>(
       g = k.l2.mul_add(p, g);
     }
     p = p * k.decay_factor;
-    let m = exp_avg[i];
+    let m = exp_avg[i].load();
     let base = if k.lerp_from_m { m } else { g };
     let m = k.lerp_coeff.mul_add(g - m, base);
-    let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i] * k.beta2);
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
+    let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
+    exp_avg[i] = S::store(m);
+    exp_avg_sq[i] = S::store(v);
     let denom = (v / k.bias_correction2).sqrt() + k.eps;
     p = p + k.grad_step * g / denom;
     param[i] = p + k.moment_step * m / denom;

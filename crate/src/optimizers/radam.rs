@@ -27,6 +27,7 @@
 //! times the scalar in PyTorch); the m update is the lerp Adam uses and the v update
 //! `fma((1 − β₂)·g, g, β₂·v)`, as PyTorch's vectorised CPU `lerp_` and `addcmul_` compute them.
 
+use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::Float;
@@ -118,14 +119,12 @@ impl Optimizer for RAdam {
   }
 
   fn update<T: Float>(c: &RAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
-    let k = Scalars::new(c);
-    let [exp_avg, exp_avg_sq, _] = buffers;
-    match (c.l2 != 0.0, c.rectified) {
-      (false, false) => fused_best::<T, false, false>(&k, param, grad, exp_avg, exp_avg_sq),
-      (true, false) => fused_best::<T, true, false>(&k, param, grad, exp_avg, exp_avg_sq),
-      (false, true) => fused_best::<T, false, true>(&k, param, grad, exp_avg, exp_avg_sq),
-      (true, true) => fused_best::<T, true, true>(&k, param, grad, exp_avg, exp_avg_sq),
-    }
+    update_stored(c, param, grad, buffers)
+  }
+
+  /// Fused: the state's conversions run inside the kernel's loop.
+  fn update_bf16(c: &RAdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+    update_stored(c, param, grad, buffers)
   }
 
   fn update_reference<T: Float>(c: &RAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -194,17 +193,34 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const L2: bool, const RECTIFIED: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T]) => fused);
+/// [`Optimizer::update`] with the state stored as `S`: `T` itself, or bfloat16 for `f32`.
+fn update_stored<T: Float, S: Storage<T>>(
+  c: &RAdamCoeffs,
+  param: &mut [T],
+  grad: &[T],
+  buffers: [&mut [S]; MAX_BUFFERS],
+) {
+  let k = Scalars::new(c);
+  let [exp_avg, exp_avg_sq, _] = buffers;
+  match (c.l2 != 0.0, c.rectified) {
+    (false, false) => fused_best::<T, S, false, false>(&k, param, grad, exp_avg, exp_avg_sq),
+    (true, false) => fused_best::<T, S, true, false>(&k, param, grad, exp_avg, exp_avg_sq),
+    (false, true) => fused_best::<T, S, false, true>(&k, param, grad, exp_avg, exp_avg_sq),
+    (true, true) => fused_best::<T, S, true, true>(&k, param, grad, exp_avg, exp_avg_sq),
+  }
+}
+
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const RECTIFIED: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S]) => fused);
 
 /// One pass over memory: reads p, g, m, v, writes p, m, v. Before rectification starts v is
 /// still updated but not read.
 #[inline(always)]
-fn fused<T: Float, const L2: bool, const RECTIFIED: bool>(
+fn fused<T: Float, S: Storage<T>, const L2: bool, const RECTIFIED: bool>(
   k: &Scalars<T>,
   param: &mut [T],
   grad: &[T],
-  exp_avg: &mut [T],
-  exp_avg_sq: &mut [T],
+  exp_avg: &mut [S],
+  exp_avg_sq: &mut [S],
 ) {
   let n = param.len();
   let grad = &grad[..n];
@@ -217,12 +233,12 @@ fn fused<T: Float, const L2: bool, const RECTIFIED: bool>(
       g = k.l2.mul_add(p, g);
     }
     p = p * k.decay_factor;
-    let m = exp_avg[i];
+    let m = exp_avg[i].load();
     let base = if k.lerp_from_m { m } else { g };
     let m = k.lerp_coeff.mul_add(g - m, base);
-    let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i] * k.beta2);
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
+    let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
+    exp_avg[i] = S::store(m);
+    exp_avg_sq[i] = S::store(v);
     let momentum_step = m / k.bias_correction1 * k.lr;
     param[i] = if RECTIFIED {
       let adaptive = T::ONE / (v.sqrt() + k.eps) * k.bias_correction2_sqrt;

@@ -24,6 +24,7 @@
 //! `add(x, y, alpha=a)` computes it; `μ·b` is rounded on its own first (`mul_`).
 
 use crate::config::ConfigError;
+use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::engine::state::ParamState;
@@ -115,16 +116,12 @@ impl Optimizer for Sgd {
   }
 
   fn update<T: Float>(c: &SgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
-    let k = Scalars::new(c);
-    let [buffer, _, _] = buffers;
-    match (c.l2 != 0.0, c.momentum != 0.0, c.nesterov) {
-      (false, false, _) => fused_best::<T, false, false, false>(&k, param, grad, buffer),
-      (true, false, _) => fused_best::<T, true, false, false>(&k, param, grad, buffer),
-      (false, true, false) => fused_best::<T, false, true, false>(&k, param, grad, buffer),
-      (true, true, false) => fused_best::<T, true, true, false>(&k, param, grad, buffer),
-      (false, true, true) => fused_best::<T, false, true, true>(&k, param, grad, buffer),
-      (true, true, true) => fused_best::<T, true, true, true>(&k, param, grad, buffer),
-    }
+    update_stored(c, param, grad, buffers)
+  }
+
+  /// Fused: the momentum buffer's conversions run inside the kernel's loop.
+  fn update_bf16(c: &SgdCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+    update_stored(c, param, grad, buffers)
   }
 
   fn update_reference<T: Float>(c: &SgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -171,15 +168,35 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffer: &mut [T]) => fused);
+/// [`Optimizer::update`] with the buffer stored as `S`: `T` itself, or bfloat16 for `f32`.
+fn update_stored<T: Float, S: Storage<T>>(
+  c: &SgdCoeffs,
+  param: &mut [T],
+  grad: &[T],
+  buffers: [&mut [S]; MAX_BUFFERS],
+) {
+  let k = Scalars::new(c);
+  let [buffer, _, _] = buffers;
+  match (c.l2 != 0.0, c.momentum != 0.0, c.nesterov) {
+    (false, false, _) => fused_best::<T, S, false, false, false>(&k, param, grad, buffer),
+    (true, false, _) => fused_best::<T, S, true, false, false>(&k, param, grad, buffer),
+    (false, true, false) => fused_best::<T, S, false, true, false>(&k, param, grad, buffer),
+    (true, true, false) => fused_best::<T, S, true, true, false>(&k, param, grad, buffer),
+    (false, true, true) => fused_best::<T, S, false, true, true>(&k, param, grad, buffer),
+    (true, true, true) => fused_best::<T, S, true, true, true>(&k, param, grad, buffer),
+  }
+}
 
-/// One pass over memory: reads p, g (and b), writes p (and b).
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffer: &mut [S]) => fused);
+
+/// One pass over memory: reads p, g (and b), writes p (and b); b is stored as `S`, converted as
+/// it is loaded and stored.
 #[inline(always)]
-fn fused<T: Float, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(
+fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(
   k: &Scalars<T>,
   param: &mut [T],
   grad: &[T],
-  buffer: &mut [T],
+  buffer: &mut [S],
 ) {
   let n = param.len();
   let grad = &grad[..n];
@@ -191,8 +208,8 @@ fn fused<T: Float, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(
       g = k.l2.mul_add(p, g);
     }
     if MOMENTUM {
-      let b = k.buffer_weight.mul_add(g, buffer[i] * k.buffer_decay);
-      buffer[i] = b;
+      let b = k.buffer_weight.mul_add(g, buffer[i].load() * k.buffer_decay);
+      buffer[i] = S::store(b);
       g = if NESTEROV { k.momentum.mul_add(b, g) } else { b };
     }
     param[i] = k.neg_lr.mul_add(g, p);
