@@ -6,6 +6,7 @@ use std::any::TypeId;
 
 use crate::engine::bf16::Bf16;
 use crate::engine::finite::any_non_finite;
+use crate::engine::nontemporal;
 use crate::engine::simd;
 use crate::engine::state::Stored;
 use crate::engine::threads;
@@ -143,7 +144,9 @@ impl<T: Float> StateOf<T> for T {
 impl StateOf<f32> for Bf16 {
   #[inline]
   fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
-    O::update_bf16(coeffs, param, grad, buffers)
+    // The chunked path runs the float32 kernel over state widened into a chunk on the stack,
+    // read back right after: no stores around the caches there.
+    nontemporal::with(false, || O::update_bf16(coeffs, param, grad, buffers))
   }
 }
 
@@ -174,20 +177,23 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
     return run_stages::<O, T>(jobs, pool.filter(|pool| pool.threads() > 1).as_deref());
   }
   let Some(pool) = pool.filter(|pool| pool.threads() > 1) else {
-    // Kernels prefetch ahead while this thread is streaming ([`simd::streaming`]).
-    return simd::streaming(streaming, || {
-      let mut non_finite = false;
-      for job in jobs.iter_mut() {
-        let len = job.param.len();
-        for from in (0..len).step_by(MAX_PIECE_ELEMENTS) {
-          let to = (from + MAX_PIECE_ELEMENTS).min(len);
-          let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
-          let grad = &job.grad[from..to];
-          S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
-          non_finite |= any_non_finite(grad);
+    // Kernels prefetch ahead while this thread is streaming ([`simd::streaming`]), and store
+    // arrays they only write around the caches ([`nontemporal`]).
+    return simd::streaming(streaming && simd::prefetch_helps(), || {
+      nontemporal::with(streaming, || {
+        let mut non_finite = false;
+        for job in jobs.iter_mut() {
+          let len = job.param.len();
+          for from in (0..len).step_by(MAX_PIECE_ELEMENTS) {
+            let to = (from + MAX_PIECE_ELEMENTS).min(len);
+            let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
+            let grad = &job.grad[from..to];
+            S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
+            non_finite |= any_non_finite(grad);
+          }
         }
-      }
-      non_finite
+        non_finite
+      })
     });
   };
   SPANS.with(|cell| {
@@ -228,7 +234,8 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
       // SAFETY: pieces are disjoint element ranges, so each element of every array is touched by
       // one piece only; the pointers come from the exclusive borrow of `jobs`, which lasts until
       // every piece has returned.
-      if simd::streaming(shared.streaming, || unsafe { shared.update::<O>(from, to) }) {
+      let update = || nontemporal::with(shared.streaming, || unsafe { shared.update::<O>(from, to) });
+      if simd::streaming(shared.streaming && simd::prefetch_helps(), update) {
         non_finite.store(true, Ordering::Relaxed);
       }
     });
@@ -637,11 +644,9 @@ impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
   }
 }
 
-/// Whether a step's kernels are better off prefetching ([`simd::streaming`]): on a processor where
-/// it was measured to help ([`simd::prefetch_helps`]), when its arrays take more than half the
-/// last-level cache (which other processes share), so that they do not stay in cache between
-/// steps: steps that fit run slower with prefetching, steps that do not run faster there
-/// (BENCHMARKS.md, "Design choices").
+/// Whether a step's arrays stream from memory ([`streams`]): then its kernels prefetch, on a
+/// processor where that was measured to help ([`simd::streaming`], [`simd::prefetch_helps`]), and
+/// store the arrays they only write around the caches ([`nontemporal`]).
 fn streams_from_memory<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> bool {
   let bytes = |job: &Job<'_, T, C, S>| {
     let buffers = job.buffers.iter().filter(|b| !b.is_empty()).count();
@@ -650,9 +655,12 @@ fn streams_from_memory<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> bool {
   streams(jobs.iter().map(bytes).sum())
 }
 
-/// Whether a step whose arrays take `bytes` in all streams from memory (see [`run`]).
+/// Whether a step whose arrays take `bytes` in all streams from memory: when they take more than
+/// half the last-level cache (which other processes share), so that they do not stay in cache
+/// between steps. Steps that fit run slower with prefetching or with non-temporal stores, steps
+/// that do not run faster (BENCHMARKS.md, "Design choices").
 pub fn streams(bytes: usize) -> bool {
-  simd::prefetch_helps() && bytes > last_level_cache_bytes() / 2
+  bytes > last_level_cache_bytes() / 2
 }
 
 /// The size of the largest cache of CPU 0 (Linux's sysfs), or 32 MiB where it cannot be read.
