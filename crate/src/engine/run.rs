@@ -32,10 +32,17 @@ pub const WAKE_MIN_ELEMENTS: usize = 1 << 16;
 /// cache line. Pieces grow with the step ([`piece_elements`]) up to [`MAX_PIECE_ELEMENTS`].
 pub const PIECE_ELEMENTS: usize = 1 << 12;
 
-/// The most elements one piece updates: each piece is a kernel call with a fixed setup cost, so
-/// large steps are better off in fewer, larger pieces (BENCHMARKS.md has the measurements); a
-/// step in pieces this size still splits into many per thread.
+/// The most elements one piece updates: each piece has a fixed cost to claim and set up, so large
+/// steps are better off in fewer, larger pieces (BENCHMARKS.md has the measurements); a step in
+/// pieces this size still splits into many per thread.
 pub const MAX_PIECE_ELEMENTS: usize = 1 << 16;
+
+/// The most elements one kernel call updates: a piece is updated in calls of this many elements,
+/// each followed by the scan of its gradient for non-finite values ([`any_non_finite`]) while
+/// that gradient is still in the core's caches. Scanning a whole piece after its update read the
+/// gradient again from further away: a tenth of a step's time in steps that stream from memory
+/// (BENCHMARKS.md, "Design choices").
+pub const SCAN_ELEMENTS: usize = 1 << 12;
 
 /// Elements per piece for a step of `total` elements on `threads` threads: about 32 pieces per
 /// thread (so that a thread that falls behind is helped), within [`PIECE_ELEMENTS`] and
@@ -111,8 +118,8 @@ impl<'a, T, C, S> Job<'a, T, C, S> {
 /// Nothing is allocated once a thread has run a step with as many tensors before.
 ///
 /// Returns whether any gradient element was NaN or infinite (the update went ahead regardless, as
-/// PyTorch's does). Each piece of a gradient is scanned right after its update read it, while it
-/// is in cache, so the report adds no memory traffic ([`crate::engine::finite`]).
+/// PyTorch's does). Each [`SCAN_ELEMENTS`] of a gradient are scanned right after their update read
+/// them, while they are in cache, so the report adds no memory traffic ([`crate::engine::finite`]).
 pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
   let streaming = streams_from_memory(jobs);
   run_streaming::<O, T, T>(jobs, streaming)
@@ -184,8 +191,8 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
         let mut non_finite = false;
         for job in jobs.iter_mut() {
           let len = job.param.len();
-          for from in (0..len).step_by(MAX_PIECE_ELEMENTS) {
-            let to = (from + MAX_PIECE_ELEMENTS).min(len);
+          for from in (0..len).step_by(SCAN_ELEMENTS) {
+            let to = (from + SCAN_ELEMENTS).min(len);
             let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
             let grad = &job.grad[from..to];
             S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
@@ -284,23 +291,26 @@ impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
       if span.start >= to {
         break;
       }
-      let lo = from.max(span.start) - span.start;
-      let len = to.min(span.end) - span.start - lo;
+      let first = from.max(span.start) - span.start;
+      let end = to.min(span.end) - span.start;
       // SAFETY: `job` indexes the jobs `run` borrows; `coeffs` is read, never written.
       let coeffs = unsafe { std::ptr::addr_of!((*self.jobs.add(span.job)).coeffs).read() };
-      // SAFETY: `lo + len` is within the tensor; the caller guarantees exclusive access.
-      unsafe {
-        let param = std::slice::from_raw_parts_mut(span.param.cast::<T>().add(lo), len);
-        let grad = std::slice::from_raw_parts(span.grad.cast::<T>().add(lo), len);
-        let buffers = span.buffers.map(|b| {
-          if b.is_null() {
-            &mut [][..]
-          } else {
-            std::slice::from_raw_parts_mut(b.cast::<S>().add(lo), len)
-          }
-        });
-        S::update::<O>(&coeffs, param, grad, buffers);
-        non_finite |= any_non_finite(grad);
+      for lo in (first..end).step_by(SCAN_ELEMENTS) {
+        let len = (end - lo).min(SCAN_ELEMENTS);
+        // SAFETY: `lo + len` is within the tensor; the caller guarantees exclusive access.
+        unsafe {
+          let param = std::slice::from_raw_parts_mut(span.param.cast::<T>().add(lo), len);
+          let grad = std::slice::from_raw_parts(span.grad.cast::<T>().add(lo), len);
+          let buffers = span.buffers.map(|b| {
+            if b.is_null() {
+              &mut [][..]
+            } else {
+              std::slice::from_raw_parts_mut(b.cast::<S>().add(lo), len)
+            }
+          });
+          S::update::<O>(&coeffs, param, grad, buffers);
+          non_finite |= any_non_finite(grad);
+        }
       }
     }
     non_finite
