@@ -44,6 +44,27 @@ pub const MAX_PIECE_ELEMENTS: usize = 1 << 16;
 /// (BENCHMARKS.md, "Design choices").
 pub const SCAN_ELEMENTS: usize = 1 << 12;
 
+/// Cache lines of each array past a kernel call that a step streaming from memory asks for before
+/// it scans the call's gradient: memory keeps delivering while the scan runs, where it would idle
+/// (BENCHMARKS.md, "Design choices").
+const SCAN_AHEAD_LINES: usize = 16;
+
+/// Asks for the [`SCAN_AHEAD_LINES`] cache lines from `at` on. A prefetch is a hint that never
+/// faults, so `at` may lie past the end of its array.
+#[inline(always)]
+fn prefetch_lines<E>(at: *const E) {
+  let at = at.cast::<i8>();
+  for line in 0..SCAN_AHEAD_LINES {
+    // SAFETY: a prefetch never faults, whatever the address.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+      std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.wrapping_add(line * 64))
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at.wrapping_add(line * 64);
+  }
+}
+
 /// Elements per piece for a step of `total` elements on `threads` threads: about 32 pieces per
 /// thread (so that a thread that falls behind is helped), within [`PIECE_ELEMENTS`] and
 /// [`MAX_PIECE_ELEMENTS`].
@@ -196,6 +217,11 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
             let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
             let grad = &job.grad[from..to];
             S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
+            if streaming {
+              prefetch_lines(job.param.as_ptr().wrapping_add(to));
+              prefetch_lines(job.grad.as_ptr().wrapping_add(to));
+              job.buffers.iter().filter(|b| !b.is_empty()).for_each(|b| prefetch_lines(b.as_ptr().wrapping_add(to)));
+            }
             non_finite |= any_non_finite(grad);
           }
         }
@@ -309,6 +335,12 @@ impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
             }
           });
           S::update::<O>(&coeffs, param, grad, buffers);
+          if self.streaming {
+            let next = lo + len;
+            prefetch_lines(span.param.cast::<T>().wrapping_add(next));
+            prefetch_lines(span.grad.cast::<T>().wrapping_add(next));
+            span.buffers.iter().filter(|b| !b.is_null()).for_each(|b| prefetch_lines(b.cast::<S>().wrapping_add(next)));
+          }
           non_finite |= any_non_finite(grad);
         }
       }
