@@ -5,6 +5,7 @@
 
 pub mod bf16;
 pub mod finite;
+pub mod nontemporal;
 pub mod run;
 pub(crate) mod simd;
 pub mod state;

@@ -6,6 +6,7 @@ use std::any::TypeId;
 
 use crate::engine::bf16::Bf16;
 use crate::engine::finite::any_non_finite;
+use crate::engine::nontemporal;
 use crate::engine::simd;
 use crate::engine::state::Stored;
 use crate::engine::threads;
@@ -31,10 +32,38 @@ pub const WAKE_MIN_ELEMENTS: usize = 1 << 16;
 /// cache line. Pieces grow with the step ([`piece_elements`]) up to [`MAX_PIECE_ELEMENTS`].
 pub const PIECE_ELEMENTS: usize = 1 << 12;
 
-/// The most elements one piece updates: each piece is a kernel call with a fixed setup cost, so
-/// large steps are better off in fewer, larger pieces (BENCHMARKS.md has the measurements); a
-/// step in pieces this size still splits into many per thread.
+/// The most elements one piece updates: each piece has a fixed cost to claim and set up, so large
+/// steps are better off in fewer, larger pieces (BENCHMARKS.md has the measurements); a step in
+/// pieces this size still splits into many per thread.
 pub const MAX_PIECE_ELEMENTS: usize = 1 << 16;
+
+/// The most elements one kernel call updates: a piece is updated in calls of this many elements,
+/// each followed by the scan of its gradient for non-finite values ([`any_non_finite`]) while
+/// that gradient is still in the core's caches. Scanning a whole piece after its update read the
+/// gradient again from further away: a tenth of a step's time in steps that stream from memory
+/// (BENCHMARKS.md, "Design choices").
+pub const SCAN_ELEMENTS: usize = 1 << 12;
+
+/// Cache lines of each array past a kernel call that a step streaming from memory asks for before
+/// it scans the call's gradient: memory keeps delivering while the scan runs, where it would idle
+/// (BENCHMARKS.md, "Design choices").
+const SCAN_AHEAD_LINES: usize = 16;
+
+/// Asks for the [`SCAN_AHEAD_LINES`] cache lines from `at` on. A prefetch is a hint that never
+/// faults, so `at` may lie past the end of its array.
+#[inline(always)]
+fn prefetch_lines<E>(at: *const E) {
+  let at = at.cast::<i8>();
+  for line in 0..SCAN_AHEAD_LINES {
+    // SAFETY: a prefetch never faults, whatever the address.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+      std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.wrapping_add(line * 64))
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at.wrapping_add(line * 64);
+  }
+}
 
 /// Elements per piece for a step of `total` elements on `threads` threads: about 32 pieces per
 /// thread (so that a thread that falls behind is helped), within [`PIECE_ELEMENTS`] and
@@ -110,8 +139,8 @@ impl<'a, T, C, S> Job<'a, T, C, S> {
 /// Nothing is allocated once a thread has run a step with as many tensors before.
 ///
 /// Returns whether any gradient element was NaN or infinite (the update went ahead regardless, as
-/// PyTorch's does). Each piece of a gradient is scanned right after its update read it, while it
-/// is in cache, so the report adds no memory traffic ([`crate::engine::finite`]).
+/// PyTorch's does). Each [`SCAN_ELEMENTS`] of a gradient are scanned right after their update read
+/// them, while they are in cache, so the report adds no memory traffic ([`crate::engine::finite`]).
 pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
   let streaming = streams_from_memory(jobs);
   run_streaming::<O, T, T>(jobs, streaming)
@@ -143,7 +172,9 @@ impl<T: Float> StateOf<T> for T {
 impl StateOf<f32> for Bf16 {
   #[inline]
   fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
-    O::update_bf16(coeffs, param, grad, buffers)
+    // The chunked path runs the float32 kernel over state widened into a chunk on the stack,
+    // read back right after: no stores around the caches there.
+    nontemporal::with(false, || O::update_bf16(coeffs, param, grad, buffers))
   }
 }
 
@@ -174,20 +205,28 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
     return run_stages::<O, T>(jobs, pool.filter(|pool| pool.threads() > 1).as_deref());
   }
   let Some(pool) = pool.filter(|pool| pool.threads() > 1) else {
-    // Kernels prefetch ahead while this thread is streaming ([`simd::streaming`]).
-    return simd::streaming(streaming, || {
-      let mut non_finite = false;
-      for job in jobs.iter_mut() {
-        let len = job.param.len();
-        for from in (0..len).step_by(MAX_PIECE_ELEMENTS) {
-          let to = (from + MAX_PIECE_ELEMENTS).min(len);
-          let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
-          let grad = &job.grad[from..to];
-          S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
-          non_finite |= any_non_finite(grad);
+    // Kernels prefetch ahead while this thread is streaming ([`simd::streaming`]), and store
+    // arrays they only write around the caches ([`nontemporal`]).
+    return simd::streaming(streaming && simd::prefetch_helps(), || {
+      nontemporal::with(streaming, || {
+        let mut non_finite = false;
+        for job in jobs.iter_mut() {
+          let len = job.param.len();
+          for from in (0..len).step_by(SCAN_ELEMENTS) {
+            let to = (from + SCAN_ELEMENTS).min(len);
+            let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
+            let grad = &job.grad[from..to];
+            S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
+            if streaming {
+              prefetch_lines(job.param.as_ptr().wrapping_add(to));
+              prefetch_lines(job.grad.as_ptr().wrapping_add(to));
+              job.buffers.iter().filter(|b| !b.is_empty()).for_each(|b| prefetch_lines(b.as_ptr().wrapping_add(to)));
+            }
+            non_finite |= any_non_finite(grad);
+          }
         }
-      }
-      non_finite
+        non_finite
+      })
     });
   };
   SPANS.with(|cell| {
@@ -228,7 +267,8 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
       // SAFETY: pieces are disjoint element ranges, so each element of every array is touched by
       // one piece only; the pointers come from the exclusive borrow of `jobs`, which lasts until
       // every piece has returned.
-      if simd::streaming(shared.streaming, || unsafe { shared.update::<O>(from, to) }) {
+      let update = || nontemporal::with(shared.streaming, || unsafe { shared.update::<O>(from, to) });
+      if simd::streaming(shared.streaming && simd::prefetch_helps(), update) {
         non_finite.store(true, Ordering::Relaxed);
       }
     });
@@ -277,23 +317,32 @@ impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
       if span.start >= to {
         break;
       }
-      let lo = from.max(span.start) - span.start;
-      let len = to.min(span.end) - span.start - lo;
+      let first = from.max(span.start) - span.start;
+      let end = to.min(span.end) - span.start;
       // SAFETY: `job` indexes the jobs `run` borrows; `coeffs` is read, never written.
       let coeffs = unsafe { std::ptr::addr_of!((*self.jobs.add(span.job)).coeffs).read() };
-      // SAFETY: `lo + len` is within the tensor; the caller guarantees exclusive access.
-      unsafe {
-        let param = std::slice::from_raw_parts_mut(span.param.cast::<T>().add(lo), len);
-        let grad = std::slice::from_raw_parts(span.grad.cast::<T>().add(lo), len);
-        let buffers = span.buffers.map(|b| {
-          if b.is_null() {
-            &mut [][..]
-          } else {
-            std::slice::from_raw_parts_mut(b.cast::<S>().add(lo), len)
+      for lo in (first..end).step_by(SCAN_ELEMENTS) {
+        let len = (end - lo).min(SCAN_ELEMENTS);
+        // SAFETY: `lo + len` is within the tensor; the caller guarantees exclusive access.
+        unsafe {
+          let param = std::slice::from_raw_parts_mut(span.param.cast::<T>().add(lo), len);
+          let grad = std::slice::from_raw_parts(span.grad.cast::<T>().add(lo), len);
+          let buffers = span.buffers.map(|b| {
+            if b.is_null() {
+              &mut [][..]
+            } else {
+              std::slice::from_raw_parts_mut(b.cast::<S>().add(lo), len)
+            }
+          });
+          S::update::<O>(&coeffs, param, grad, buffers);
+          if self.streaming {
+            let next = lo + len;
+            prefetch_lines(span.param.cast::<T>().wrapping_add(next));
+            prefetch_lines(span.grad.cast::<T>().wrapping_add(next));
+            span.buffers.iter().filter(|b| !b.is_null()).for_each(|b| prefetch_lines(b.cast::<S>().wrapping_add(next)));
           }
-        });
-        S::update::<O>(&coeffs, param, grad, buffers);
-        non_finite |= any_non_finite(grad);
+          non_finite |= any_non_finite(grad);
+        }
       }
     }
     non_finite
@@ -637,11 +686,9 @@ impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
   }
 }
 
-/// Whether a step's kernels are better off prefetching ([`simd::streaming`]): on a processor where
-/// it was measured to help ([`simd::prefetch_helps`]), when its arrays take more than half the
-/// last-level cache (which other processes share), so that they do not stay in cache between
-/// steps: steps that fit run slower with prefetching, steps that do not run faster there
-/// (BENCHMARKS.md, "Design choices").
+/// Whether a step's arrays stream from memory ([`streams`]): then its kernels prefetch, on a
+/// processor where that was measured to help ([`simd::streaming`], [`simd::prefetch_helps`]), and
+/// store the arrays they only write around the caches ([`nontemporal`]).
 fn streams_from_memory<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> bool {
   let bytes = |job: &Job<'_, T, C, S>| {
     let buffers = job.buffers.iter().filter(|b| !b.is_empty()).count();
@@ -650,9 +697,12 @@ fn streams_from_memory<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> bool {
   streams(jobs.iter().map(bytes).sum())
 }
 
-/// Whether a step whose arrays take `bytes` in all streams from memory (see [`run`]).
+/// Whether a step whose arrays take `bytes` in all streams from memory: when they take more than
+/// half the last-level cache (which other processes share), so that they do not stay in cache
+/// between steps. Steps that fit run slower with prefetching or with non-temporal stores, steps
+/// that do not run faster (BENCHMARKS.md, "Design choices").
 pub fn streams(bytes: usize) -> bool {
-  simd::prefetch_helps() && bytes > last_level_cache_bytes() / 2
+  bytes > last_level_cache_bytes() / 2
 }
 
 /// The size of the largest cache of CPU 0 (Linux's sysfs), or 32 MiB where it cannot be read.
