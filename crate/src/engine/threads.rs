@@ -13,9 +13,14 @@
 //! waits only for workers that joined. Taking the next piece is one atomic increment.
 //!
 //! After a step a worker spins for [`LINGER`], watching for the next one, then sleeps
-//! (`thread::park`) until a step wakes it. So back-to-back steps (a training loop, a benchmark)
-//! neither wait for a thread to wake nor make a system call; only a step that comes after the
-//! workers fell asleep pays for waking them. Nothing is allocated per step.
+//! (`thread::park`) until a step wakes it. So back-to-back steps (a benchmark) neither wait for
+//! a thread to wake nor make a system call. Steps that come at a steady pace with other work
+//! between them (a training loop: forward pass, backward pass, step) would otherwise each find
+//! the workers asleep and start alone, the woken worker arriving tens to hundreds of
+//! microseconds later; so the pool keeps the time between the last two steps, and a worker with
+//! nothing to do sleeps only until shortly before the next step is due at that pace, then
+//! watches for it over a window around that moment ([`Pace`]), and sleeps until woken only if
+//! it does not come. Nothing is allocated per step.
 //!
 //! The workers are the threads of a `rayon::ThreadPool` of their own, each running one loop (a
 //! broadcast task started with the pool) for the pool's whole life, never a task handed to a
@@ -42,6 +47,13 @@ pub const MAX_THREADS: usize = 256;
 
 /// How long a worker spins, watching for the next step, before it sleeps.
 const LINGER: Duration = Duration::from_micros(100);
+
+/// Steps further apart than this are not waited for: a worker sleeps until one wakes it.
+const PACE_MAX: Duration = Duration::from_millis(50);
+
+/// The least a worker watches before and after the moment the next step is due: about what
+/// waking a sleeping thread takes on a virtual machine, so the worker is up when the step comes.
+const PACE_MARGIN: Duration = Duration::from_micros(200);
 
 /// How long a thread of a [`politely`] step computes before it gives the processor up.
 const YIELD_EVERY: Duration = Duration::from_micros(500);
@@ -218,8 +230,68 @@ const ACTIVE: u64 = OPEN - 1;
 
 type Body = *const (dyn Fn(usize) + Sync + 'static);
 
+/// When parallel steps start, so that idle workers can be up when the next one is due.
+struct Pace {
+  /// What the times below count from.
+  epoch: Instant,
+  /// When the last step opened, in nanoseconds from `epoch` (0: none yet).
+  opened: AtomicU64,
+  /// Nanoseconds between the last two steps' openings (0: fewer than two steps).
+  interval: AtomicU64,
+}
+
+/// What an idle worker does next, from [`Pace::plan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Idle {
+  /// Watch for a step: one is due about now.
+  Watch,
+  /// Sleep for this long (unless a step wakes it first), then plan again.
+  Doze(Duration),
+  /// Sleep until a step wakes it: none is due.
+  Sleep,
+}
+
+impl Pace {
+  fn new() -> Self {
+    Pace { epoch: Instant::now(), opened: AtomicU64::new(0), interval: AtomicU64::new(0) }
+  }
+
+  fn nanos(&self) -> u64 {
+    // At least 1, so that 0 can mean "none"; u64 nanoseconds last 584 years.
+    (self.epoch.elapsed().as_nanos() as u64).max(1)
+  }
+
+  /// Notes that a step opens now.
+  fn open(&self) {
+    let now = self.nanos();
+    let before = self.opened.swap(now, Ordering::Relaxed);
+    self.interval.store(if before == 0 { 0 } else { now.saturating_sub(before) }, Ordering::Relaxed);
+  }
+
+  /// What a worker with nothing to do does at `now` (nanoseconds from `epoch`): if steps come at
+  /// a pace of at most [`PACE_MAX`], it watches from a margin before the next step is due (an
+  /// eighth of the interval, at least [`PACE_MARGIN`]) to the same margin after, dozes until then
+  /// before, and sleeps after; otherwise it sleeps.
+  fn plan(&self, now: u64) -> Idle {
+    let (opened, interval) = (self.opened.load(Ordering::Relaxed), self.interval.load(Ordering::Relaxed));
+    if opened == 0 || interval == 0 || interval > PACE_MAX.as_nanos() as u64 {
+      return Idle::Sleep;
+    }
+    let due = opened.saturating_add(interval);
+    let margin = (interval / 8).max(PACE_MARGIN.as_nanos() as u64);
+    if now.saturating_add(margin) < due {
+      Idle::Doze(Duration::from_nanos(due - margin - now))
+    } else if now <= due.saturating_add(margin) {
+      Idle::Watch
+    } else {
+      Idle::Sleep
+    }
+  }
+}
+
 struct Shared {
   state: AtomicU64,
+  pace: Pace,
   /// The step's body; written by the caller only while no worker can join or is working.
   body: UnsafeCell<Option<Body>>,
   shares: Box<[Share]>,
@@ -246,6 +318,7 @@ impl Pool {
   pub(crate) fn new(threads: usize) -> Result<Pool, ThreadsError> {
     let shared = Arc::new(Shared {
       state: AtomicU64::new(0),
+      pace: Pace::new(),
       body: UnsafeCell::new(None),
       shares: (0..threads).map(|_| Share::default()).collect(),
       sleepers: (0..threads).map(|_| Sleeper::default()).collect(),
@@ -322,6 +395,7 @@ impl Pool {
     // Sequentially consistent with the reads of `sleeping` below and the worker's write of it and
     // read of `state` before it sleeps: either the worker sees this step or we see it asleep.
     shared.state.store(generation << 32 | OPEN, Ordering::SeqCst);
+    shared.pace.open();
     for (sleeper, worker) in shared.sleepers[1..].iter().zip(&self.workers) {
       if wake && sleeper.sleeping.load(Ordering::SeqCst) && sleeper.sleeping.swap(false, Ordering::SeqCst) {
         worker.thread().unpark();
@@ -414,8 +488,9 @@ fn worker(shared: &Shared, me: usize) {
   }
 }
 
-/// Waits for an open step other than `seen`: spins for [`LINGER`], then sleeps until a step
-/// wakes this worker. Returns the step's generation, or `None` once the pool shuts down.
+/// Waits for an open step other than `seen`: spins for [`LINGER`], then, as the pace of steps
+/// says ([`Pace::plan`]), watches, dozes or sleeps until a step wakes this worker. Returns the
+/// step's generation, or `None` once the pool shuts down.
 fn next_step(shared: &Shared, me: usize, seen: u64) -> Option<u64> {
   let open = |state: u64| (state >> 32 != seen && state & OPEN != 0).then_some(state >> 32);
   let since = Instant::now();
@@ -426,7 +501,8 @@ fn next_step(shared: &Shared, me: usize, seen: u64) -> Option<u64> {
     if shared.shutdown.load(Ordering::Acquire) {
       return None;
     }
-    if since.elapsed() < LINGER {
+    let idle = if since.elapsed() < LINGER { Idle::Watch } else { shared.pace.plan(shared.pace.nanos()) };
+    if idle == Idle::Watch {
       for _ in 0..32 {
         std::hint::spin_loop();
       }
@@ -440,9 +516,16 @@ fn next_step(shared: &Shared, me: usize, seen: u64) -> Option<u64> {
       sleeper.store(false, Ordering::Relaxed);
       continue;
     }
-    // Wakes for a step, for shutdown, or spuriously; each is checked above. A step that closed
-    // before this worker woke is passed over, and the worker sleeps again.
-    thread::park();
+    // Wakes for a step, for shutdown, at the end of a doze, or spuriously; each is checked
+    // above. A step that closed before this worker woke is passed over, and the worker sleeps
+    // again.
+    match idle {
+      Idle::Doze(time) => thread::park_timeout(time),
+      _ => thread::park(),
+    }
+    // Awake: a step need not wake it (after a doze the flag may still be set; a step that
+    // cleared it has unparked it, which at worst makes a later park return at once).
+    sleeper.store(false, Ordering::Relaxed);
   }
 }
 
@@ -567,6 +650,44 @@ mod tests {
     assert_eq!(last_step_threads(), 1);
     // A step that wakes it is joined again.
     pool.for_each_piece_waking(16, true, &rendezvous(2));
+    assert_eq!(last_step_threads(), 2);
+  }
+
+  #[test]
+  fn an_idle_worker_watches_around_the_moment_the_next_step_is_due() {
+    let pace = Pace::new();
+    let ms = |x: u64| x * 1_000_000;
+    assert_eq!(pace.plan(ms(1)), Idle::Sleep, "no step yet");
+    pace.opened.store(ms(10), Ordering::Relaxed);
+    assert_eq!(pace.plan(ms(11)), Idle::Sleep, "one step: no pace yet");
+    // Steps 4 ms apart, the last at 10 ms: due at 14 ms, watched from 13.5 to 14.5 ms.
+    pace.interval.store(ms(4), Ordering::Relaxed);
+    assert_eq!(pace.plan(ms(11)), Idle::Doze(Duration::from_micros(2_500)));
+    assert_eq!(pace.plan(ms(13) + 500_000), Idle::Watch);
+    assert_eq!(pace.plan(ms(14) + 500_000), Idle::Watch);
+    assert_eq!(pace.plan(ms(14) + 500_001), Idle::Sleep, "the step did not come");
+    // 1 ms apart: the margin is PACE_MARGIN, not an eighth.
+    pace.interval.store(ms(1), Ordering::Relaxed);
+    assert_eq!(pace.plan(ms(10) + 700_000), Idle::Doze(Duration::from_micros(100)));
+    assert_eq!(pace.plan(ms(11) + 200_000), Idle::Watch);
+    assert_eq!(pace.plan(ms(11) + 200_001), Idle::Sleep);
+    // Further apart than PACE_MAX: not waited for.
+    pace.interval.store(PACE_MAX.as_nanos() as u64 + 1, Ordering::Relaxed);
+    assert_eq!(pace.plan(ms(11)), Idle::Sleep);
+  }
+
+  #[test]
+  fn steps_at_a_steady_pace_find_the_worker_up_without_waking_it() {
+    let pool = Pool::new(2).unwrap();
+    // Steps 40 ms apart: each finds the worker asleep long since its LINGER, so only the pace
+    // brings it back. The last step does not wake it; its pieces wait for a second thread (up to
+    // 20 s), so a worker that dozes until the step is due joins however late it is scheduled,
+    // and one that slept until woken never does.
+    for _ in 0..4 {
+      pool.for_each_piece(2, &|_| ());
+      thread::sleep(Duration::from_millis(40));
+    }
+    pool.for_each_piece_waking(16, false, &rendezvous(2));
     assert_eq!(last_step_threads(), 2);
   }
 
