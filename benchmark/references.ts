@@ -27,6 +27,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 
 import { Adam, setNumThreads, type Optimizer } from '../lib'
+import { native } from '../lib/native'
 import {
   ALL_THREADS,
   backToBack,
@@ -41,6 +42,9 @@ import {
   SIZES,
   values,
 } from './common'
+
+/** The binding's internal exports that the benchmark reads. */
+const internal = native as unknown as { __lastStepThreads(): number }
 
 const THREADS = [...new Set([1, ALL_THREADS])]
 const ROUNDS = QUICK ? 1 : 3
@@ -203,9 +207,18 @@ async function main() {
     ...(torch.server ? [{ name: 'PyTorch', run: (r: Request) => torch.server!.ask(JSON.stringify(r)) }] : []),
   ]
 
+  // The least any step from JavaScript into native code costs in the training loop: a Node-API
+  // function that only returns a number, timed as the steps are.
+  const floor: Contender = {
+    name: 'Node-API call',
+    run: async (request) => {
+      setNumThreads(request.threads)
+      return { usPerStep: trainingLoop(() => internal.__lastStepThreads(), request.trainSteps) }
+    },
+  }
   const scenarios: Array<{ scenario: 'adam' | 'train'; sizes: number[]; mode: 'back' | 'train'; who: Contender[] }> = [
     { scenario: 'adam', sizes: SIZES, mode: 'back', who: contenders(['adam', 'traffic']) },
-    { scenario: 'train', sizes: TRAIN_SIZES, mode: 'train', who: contenders(['adam']) },
+    { scenario: 'train', sizes: TRAIN_SIZES, mode: 'train', who: [...contenders(['adam']), floor] },
   ]
   for (const { scenario, sizes, mode, who } of scenarios) {
     for (const params of sizes) {

@@ -425,11 +425,24 @@ if (references) {
     `Before each of ${references.trainSteps} steps, the calling thread writes over ${fmt(references.evictBytes / 2 ** 20, 0)} MiB of another buffer (untimed): what a forward and backward pass does to the caches. Each contender in its own process or this one, in turn, the best round's median step.`,
   )
   out()
-  out('| params | fastoptim | C Adam | PyTorch fused | × C Adam | × PyTorch |')
-  out('|---|---|---|---|---|---|')
+  const floor = (n: number, t: number) => refUs('train', 'Node-API call', n, t)
+  const hasFloor = trainSizes.some((n) => Number.isFinite(floor(n, 1)))
+  if (hasFloor) {
+    const smallest = trainSizes[0]
+    const share = [1, ALL].map((t) => (100 * floor(smallest, t)) / refUs('train', 'C Adam', smallest, t))
+    const against = hasC
+      ? ` At ${label(smallest)} that call alone takes ${pair(share, 0)} % of the C kernel's whole step (${threadsLabel(1)} / ${threadsLabel(ALL)}): the C program's step touches a few pages of its own, a step from Node first runs JavaScript and Node-API code that the work in between has evicted too.`
+      : ''
+    out(
+      `"Node-API call" is the floor under any step made from JavaScript: a native function that only returns a number, timed in the same loop.${against}`,
+    )
+    out()
+  }
+  out(`| params | fastoptim | C Adam | PyTorch fused |${hasFloor ? ' Node-API call |' : ''} × C Adam | × PyTorch |`)
+  out(`|---|---|---|---|${hasFloor ? '---|' : ''}---|---|`)
   for (const n of trainSizes) {
     out(
-      `| ${label(n)} | **${cell('train', 'fastoptim', n)}** | ${cell('train', 'C Adam', n)} | ${cell('train', 'PyTorch', n)} | ${pair(speedup('train', 'C Adam', n))} | ${pair(speedup('train', 'PyTorch', n))} |`,
+      `| ${label(n)} | **${cell('train', 'fastoptim', n)}** | ${cell('train', 'C Adam', n)} | ${cell('train', 'PyTorch', n)} |${hasFloor ? ` ${cell('train', 'Node-API call', n)} |` : ''} ${pair(speedup('train', 'C Adam', n))} | ${pair(speedup('train', 'PyTorch', n))} |`,
     )
     if (hasC)
       ratioTarget('12', `training loop: ≥ 0.9× the C Adam kernel at ${label(n)}`, speedup('train', 'C Adam', n), 0.9)
