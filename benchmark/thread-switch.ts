@@ -4,8 +4,10 @@
 // one process, so the step they time on every thread runs on a pool made after others. For 4M and
 // 64M fp32 Adam parameters in one tensor, one process alternates setNumThreads(1) and
 // setNumThreads(all) 20 times and times 5 batches of 20 steps right after each switch, with no
-// warm-up; fresh processes time the same step on 1 and on every thread (20 steps of warm-up, then
-// 5 batches of 20 steps) before the first switch, after the tenth and after the last.
+// warm-up; fresh processes time the same step (20 steps of warm-up, then 5 batches of 20 steps):
+// on every thread before the first switch and after every second cycle, so that each phase has a
+// fresh process timed just before it and one just after (the machine's memory speed drifts over
+// minutes), and on one thread before the first switch, after the tenth and after the last.
 //
 // Each phase reports its best batch and its first (the steps right after the switch); how many
 // threads joined its steps (`__lastStepThreads`, an internal export); how many of fastoptim's
@@ -27,6 +29,8 @@ const internal = native as unknown as { __lastStepThreads(): number }
 
 const SIZES = QUICK ? [1 << 20] : [1 << 22, 1 << 26]
 const CYCLES = Number(process.env.FASTOPTIM_SWITCH_CYCLES ?? (QUICK ? 2 : 20))
+/** Cycles between two fresh processes on every thread. */
+const FRESH_EVERY = 2
 const BATCHES = 5
 const STEPS = 20
 
@@ -156,9 +160,13 @@ function fresh(n: number, threads: number): Phase {
 
 function scenario(n: number) {
   const counts = [...new Set([1, ALL_THREADS])]
-  const freshRuns: Phase[][] = counts.map(() => [])
-  const freshAll = () => counts.forEach((t, i) => freshRuns[i].push(fresh(n, t)))
-  freshAll()
+  /** Each count's fresh processes, with the cycle after which each ran (0: before the first). */
+  const freshRuns: Array<Array<Phase & { afterCycle: number }>> = counts.map(() => [])
+  const freshNow = (afterCycle: number, only?: number) =>
+    counts.forEach((t, i) => {
+      if (only === undefined || t === only) freshRuns[i].push({ afterCycle, ...fresh(n, t) })
+    })
+  freshNow(0)
   const opt = model(n)
   setNumThreads(ALL_THREADS)
   phase(opt, ALL_THREADS, 1) // the state's pages
@@ -173,7 +181,8 @@ function scenario(n: number) {
         `  ${label(n)}, switch ${cycle}, ${threads} thread${threads > 1 ? 's' : ''}: best ${p.bestMs} ms, first batch ${p.firstMs} ms, fewest threads in a step ${p.joinedMin ?? '–'}, pool threads alive ${p.poolThreads ?? '–'}, other processes ${p.othersCpu} CPU, CPU pressure ${p.cpuPressure}`,
       )
     }
-    if (cycle === Math.ceil(CYCLES / 2) || cycle === CYCLES) freshAll()
+    if (cycle === Math.ceil(CYCLES / 2) || cycle === CYCLES) freshNow(cycle)
+    else if (cycle % FRESH_EVERY === 0) freshNow(cycle, ALL_THREADS)
   }
   const reference = counts.map((threads, i) => {
     const runs = freshRuns[i]
