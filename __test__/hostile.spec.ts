@@ -643,6 +643,14 @@ test('stepAgain reached by file path checks the arrays of the last step natively
   t.is(stepAgain(w.opt, packed, false), 0)
   t.notDeepEqual(Array.from(w.q.data), before)
   t.is(w.opt.exportState(1)!.step, 4)
+  // Grown under a view of fixed length: the buffer is no longer as the step saw it, but the array
+  // is (attached, in place, of its length), so it steps.
+  const g = make()
+  g.buffer.resize(24)
+  const grown = Array.from(g.q.data)
+  t.is(stepAgain(g.opt, packed, false), 0)
+  t.notDeepEqual(Array.from(g.q.data), grown)
+  t.is(g.opt.exportState(1)!.step, 4)
 })
 
 test('a bound stepAgain that outlives its optimizer refuses instead of touching freed memory', async (t) => {

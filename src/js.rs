@@ -263,7 +263,7 @@ impl RawEnv {
   }
 
   /// A typed array's buffer and its byte offset in it.
-  fn buffer_of(self, typed_array: sys::napi_value) -> std::result::Result<(sys::napi_value, usize), Fail> {
+  pub fn buffer_of(self, typed_array: sys::napi_value) -> std::result::Result<(sys::napi_value, usize), Fail> {
     let (mut buffer, mut offset) = (ptr::null_mut(), 0);
     call!(
       "napi_get_typedarray_info",
@@ -327,6 +327,22 @@ impl RawEnv {
   pub unsafe fn delete_reference(self, reference: sys::napi_ref) {
     // SAFETY: a live reference of this env (the caller's promise); allowed in finalizers too.
     unsafe { sys::napi_delete_reference(self.0, reference) };
+  }
+
+  /// The data address and byte length of an ordinary ArrayBuffer (null and 0 once detached), or
+  /// `None` for any other value (a SharedArrayBuffer included).
+  pub fn array_buffer(self, value: sys::napi_value) -> std::result::Result<Option<(usize, usize)>, Fail> {
+    let (mut data, mut byte_len) = (ptr::null_mut(), 0);
+    // SAFETY: a value of this call's scope.
+    let status = unsafe { sys::napi_get_arraybuffer_info(self.0, value, &mut data, &mut byte_len) };
+    match status {
+      sys::Status::napi_ok => Ok(Some((data as usize, byte_len))),
+      sys::Status::napi_invalid_arg => Ok(None),
+      _ => Err(Fail::from(Error::new(
+        Status::GenericFailure,
+        format!("napi_get_arraybuffer_info failed (napi status {status})"),
+      ))),
+    }
   }
 
   /// Whether a typed array that reads as empty (attached) lies beyond the end of its buffer: a

@@ -55,12 +55,32 @@ pub(crate) struct Reader {
   /// where it has none), made by [`Self::remember`], by which `step_again` checks that they are
   /// still the arrays read, attached, where they were.
   refs: Vec<sys::napi_ref>,
+  /// The ArrayBuffer of each array of `refs` as [`Self::remember`] saw it, for the quick check.
+  held: Vec<Held>,
   /// The `groupOf` of the last read, to name parameters.
   group_of: Vec<u32>,
   /// Whether the last read found every array where the read before it did: a step that may be
   /// repeated, whose arrays are worth remembering (a caller that hands over new arrays at every
   /// step, as fastoptim/tfjs does with gradients, never pays for references it cannot use).
   pub repeated: bool,
+}
+
+/// An array's ArrayBuffer as [`Reader::remember`] saw it: a weak reference to it (null where it
+/// is not an ordinary ArrayBuffer, or the array has none), its data address and byte length.
+/// A view never changes its buffer, offset or type, and a view that tracks its buffer's length
+/// keeps it while the buffer keeps its own; detaching a buffer makes it empty, and resizing one
+/// changes its length. So while the buffer is alive with the same data address and byte length,
+/// the array is attached, where it was and of its length, which one Node-API call on the buffer
+/// tells, where the array itself takes a longer one.
+#[derive(Clone, Copy)]
+struct Held {
+  reference: sys::napi_ref,
+  data: usize,
+  byte_len: usize,
+}
+
+impl Held {
+  const NONE: Held = Held { reference: std::ptr::null_mut(), data: 0, byte_len: 0 };
 }
 
 /// What the first pass saw of an array.
@@ -324,9 +344,19 @@ impl Reader {
           for value in view.values {
             let reference = env.weak_reference(value)?;
             self.refs.push(reference);
+            // Pushed before anything can fail, so that `forget` deletes every reference made.
+            self.held.push(Held::NONE);
+            let (buffer, _) = env.buffer_of(value)?;
+            if let Some((data, byte_len)) = env.array_buffer(buffer)? {
+              let reference = env.weak_reference(buffer)?;
+              *self.held.last_mut().expect("pushed above") = Held { reference, data, byte_len };
+            }
           }
         }
-        None => self.refs.extend([std::ptr::null_mut(); 2]),
+        None => {
+          self.refs.extend([std::ptr::null_mut(); 2]);
+          self.held.extend([Held::NONE; 2]);
+        }
       }
     }
     Ok(())
@@ -334,20 +364,36 @@ impl Reader {
 
   /// Deletes the references [`Self::remember`] made.
   pub fn forget(&mut self, env: RawEnv) {
-    for reference in self.refs.drain(..).filter(|r| !r.is_null()) {
-      // SAFETY: made in this env by `remember`, and dropped from `refs` here.
+    let buffers = self.held.drain(..).map(|held| held.reference);
+    for reference in self.refs.drain(..).chain(buffers).filter(|r| !r.is_null()) {
+      // SAFETY: made in this env by `remember`, and dropped from `refs` or `held` here.
       unsafe { env.delete_reference(reference) };
     }
+  }
+
+  /// Whether the ArrayBuffer of the `k`-th remembered array is alive with the data address and
+  /// byte length it had (see [`Held`]): then so is the array. False says nothing.
+  fn buffer_unchanged(&self, env: RawEnv, k: usize) -> Result<bool, Fail> {
+    let held = self.held.get(k).copied().unwrap_or(Held::NONE);
+    if held.reference.is_null() {
+      return Ok(false);
+    }
+    let Some(buffer) = env.reference_value(held.reference)? else { return Ok(false) };
+    Ok(env.array_buffer(buffer)? == Some((held.data, held.byte_len)))
   }
 
   /// For `step_again`, which writes the arrays of [`Self::views`] without reading the parameters:
   /// fails, with `ERR_INVALID_STATE` naming the parameter, unless each is still alive, attached,
   /// at the address and of the length the read saw (and for an empty one, not past its
-  /// buffer's end). Two Node-API calls per array, no property read, no JavaScript.
+  /// buffer's end). Two Node-API calls per array when its ArrayBuffer is as it was (see [`Held`]),
+  /// two more otherwise; no property read, no JavaScript.
   pub fn check_remembered(&self, env: RawEnv) -> Result<(), Fail> {
     for (index, view) in self.views.iter().enumerate() {
       let Some(view) = view else { continue };
       for (which, field, array) in [(0, "data", &view.data), (1, "grad", &view.grad)] {
+        if self.buffer_unchanged(env, 2 * index + which)? {
+          continue;
+        }
         let reference = self.refs.get(2 * index + which).copied().unwrap_or(std::ptr::null_mut());
         let value = if reference.is_null() { None } else { env.reference_value(reference)? };
         let now = match value {
