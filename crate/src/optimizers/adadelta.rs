@@ -28,7 +28,7 @@
 //! with its roots, every other operation here gives PyTorch's bits.
 
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::float::Float;
 use crate::optimizers::{Buffer, Optimizer};
 
@@ -87,11 +87,7 @@ impl Optimizer for Adadelta {
   fn update<T: Float>(c: &AdadeltaCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [square_avg, acc_delta, _] = buffers;
-    if c.l2 != 0.0 {
-      fused_best::<T, true>(&k, param, grad, square_avg, acc_delta)
-    } else {
-      fused_best::<T, false>(&k, param, grad, square_avg, acc_delta)
-    }
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0](&k, param, grad, square_avg, acc_delta))
   }
 
   fn update_reference<T: Float>(c: &AdadeltaCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {

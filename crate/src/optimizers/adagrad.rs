@@ -25,7 +25,7 @@
 //! A loaded accumulator (PyTorch's, even before any step) is used as it is.
 
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
 use crate::optimizers::{Buffer, Optimizer};
@@ -86,13 +86,7 @@ impl Optimizer for Adagrad {
   fn update<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [sum, _, _] = buffers;
-    {
-      if c.l2 != 0.0 {
-        fused_best::<T, true>(&k, param, grad, sum)
-      } else {
-        fused_best::<T, false>(&k, param, grad, sum)
-      }
-    }
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0](&k, param, grad, sum))
   }
 
   fn update_reference<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {

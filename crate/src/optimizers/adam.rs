@@ -30,7 +30,7 @@
 use crate::divide::ExactDivisor;
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::float::Float;
 use crate::optimizers::{Buffer, Optimizer};
 
@@ -146,12 +146,9 @@ impl Optimizer for Adam {
       return Self::update_reference(c, param, grad, buffers);
     };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
-    match (c.l2 != 0.0, c.amsgrad) {
-      (false, false) => fused_best::<T, false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, false) => fused_best::<T, true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (false, true) => fused_best::<T, false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, true) => fused_best::<T, true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-    }
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0, AMSGRAD: c.amsgrad](
+      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq
+    ))
   }
 
   /// Fused: the conversions run inside the kernel's loop, so that they overlap with its memory
@@ -161,12 +158,9 @@ impl Optimizer for Adam {
       return crate::engine::bf16::update::<Self>(c, param, grad, buffers);
     };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
-    match (c.l2 != 0.0, c.amsgrad) {
-      (false, false) => fused_bf16::<f32, Bf16, false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, false) => fused_bf16::<f32, Bf16, true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (false, true) => fused_bf16::<f32, Bf16, false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, true) => fused_bf16::<f32, Bf16, true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-    }
+    dispatch!(fused_bf16::<f32, Bf16>[L2: c.l2 != 0.0, AMSGRAD: c.amsgrad](
+      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq
+    ))
   }
 
   fn update_reference<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {

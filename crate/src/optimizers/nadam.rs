@@ -30,7 +30,7 @@
 
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
 use crate::optimizers::{Buffer, Optimizer};
@@ -205,11 +205,7 @@ fn update_stored<T: Float, S: Storage<T>>(
 ) {
   let k = Scalars::new(c);
   let [exp_avg, exp_avg_sq, _] = buffers;
-  if c.l2 != 0.0 {
-    fused_best::<T, S, true>(&k, param, grad, exp_avg, exp_avg_sq)
-  } else {
-    fused_best::<T, S, false>(&k, param, grad, exp_avg, exp_avg_sq)
-  }
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0](&k, param, grad, exp_avg, exp_avg_sq))
 }
 
 multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S]) => fused);

@@ -29,7 +29,7 @@
 
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::float::Float;
 use crate::optimizers::{Buffer, Optimizer};
 
@@ -202,12 +202,7 @@ fn update_stored<T: Float, S: Storage<T>>(
 ) {
   let k = Scalars::new(c);
   let [exp_avg, exp_avg_sq, _] = buffers;
-  match (c.l2 != 0.0, c.rectified) {
-    (false, false) => fused_best::<T, S, false, false>(&k, param, grad, exp_avg, exp_avg_sq),
-    (true, false) => fused_best::<T, S, true, false>(&k, param, grad, exp_avg, exp_avg_sq),
-    (false, true) => fused_best::<T, S, false, true>(&k, param, grad, exp_avg, exp_avg_sq),
-    (true, true) => fused_best::<T, S, true, true>(&k, param, grad, exp_avg, exp_avg_sq),
-  }
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0, RECTIFIED: c.rectified](&k, param, grad, exp_avg, exp_avg_sq))
 }
 
 multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const RECTIFIED: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S]) => fused);

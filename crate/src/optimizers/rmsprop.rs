@@ -29,7 +29,7 @@
 //! unused (zero) `momentum_buffer`: state buffers are taken by count, not by set.
 
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::float::Float;
 use crate::optimizers::{Buffer, Optimizer};
 
@@ -102,16 +102,9 @@ impl Optimizer for RMSprop {
 
   fn update<T: Float>(c: &RMSpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
-    match (c.l2 != 0.0, c.centered, c.momentum > 0.0) {
-      (false, false, false) => fused_best::<T, false, false, false>(&k, param, grad, buffers),
-      (true, false, false) => fused_best::<T, true, false, false>(&k, param, grad, buffers),
-      (false, true, false) => fused_best::<T, false, true, false>(&k, param, grad, buffers),
-      (true, true, false) => fused_best::<T, true, true, false>(&k, param, grad, buffers),
-      (false, false, true) => fused_best::<T, false, false, true>(&k, param, grad, buffers),
-      (true, false, true) => fused_best::<T, true, false, true>(&k, param, grad, buffers),
-      (false, true, true) => fused_best::<T, false, true, true>(&k, param, grad, buffers),
-      (true, true, true) => fused_best::<T, true, true, true>(&k, param, grad, buffers),
-    }
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0, CENTERED: c.centered, MOMENTUM: c.momentum > 0.0](
+      &k, param, grad, buffers
+    ))
   }
 
   fn update_reference<T: Float>(c: &RMSpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {

@@ -51,7 +51,7 @@
 
 use crate::config::{ConfigError, Rule};
 use crate::engine::run::{run, Job, MAX_BUFFERS};
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
 use crate::optimizers::{Buffer, Optimizer};
@@ -269,12 +269,7 @@ impl Optimizer for AdamWScheduleFree {
   fn update<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [z, exp_avg_sq, _] = buffers;
-    match (c.weight_decay != 0.0, c.init_z) {
-      (false, false) => adamw_best::<T, false, false>(&k, param, grad, z, exp_avg_sq),
-      (true, false) => adamw_best::<T, true, false>(&k, param, grad, z, exp_avg_sq),
-      (false, true) => adamw_best::<T, false, true>(&k, param, grad, z, exp_avg_sq),
-      (true, true) => adamw_best::<T, true, true>(&k, param, grad, z, exp_avg_sq),
-    }
+    dispatch!(adamw_best::<T>[DECAY: c.weight_decay != 0.0, INIT: c.init_z](&k, param, grad, z, exp_avg_sq))
   }
 
   fn update_reference<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -320,12 +315,7 @@ impl Optimizer for SgdScheduleFree {
   fn update<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [z, _, _] = buffers;
-    match (c.weight_decay != 0.0, c.init_z) {
-      (false, false) => sgd_best::<T, false, false>(&k, param, grad, z),
-      (true, false) => sgd_best::<T, true, false>(&k, param, grad, z),
-      (false, true) => sgd_best::<T, false, true>(&k, param, grad, z),
-      (true, true) => sgd_best::<T, true, true>(&k, param, grad, z),
-    }
+    dispatch!(sgd_best::<T>[DECAY: c.weight_decay != 0.0, INIT: c.init_z](&k, param, grad, z))
   }
 
   fn update_reference<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {

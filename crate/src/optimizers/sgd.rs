@@ -26,7 +26,7 @@
 use crate::config::ConfigError;
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
 use crate::optimizers::{Buffer, Optimizer};
@@ -177,14 +177,10 @@ fn update_stored<T: Float, S: Storage<T>>(
 ) {
   let k = Scalars::new(c);
   let [buffer, _, _] = buffers;
-  match (c.l2 != 0.0, c.momentum != 0.0, c.nesterov) {
-    (false, false, _) => fused_best::<T, S, false, false, false>(&k, param, grad, buffer),
-    (true, false, _) => fused_best::<T, S, true, false, false>(&k, param, grad, buffer),
-    (false, true, false) => fused_best::<T, S, false, true, false>(&k, param, grad, buffer),
-    (true, true, false) => fused_best::<T, S, true, true, false>(&k, param, grad, buffer),
-    (false, true, true) => fused_best::<T, S, false, true, true>(&k, param, grad, buffer),
-    (true, true, true) => fused_best::<T, S, true, true, true>(&k, param, grad, buffer),
-  }
+  // Without momentum the kernel reads no NESTEROV (nor do options pass validation with it).
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0, MOMENTUM: c.momentum != 0.0, NESTEROV: c.nesterov](
+    &k, param, grad, buffer
+  ))
 }
 
 multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffer: &mut [S]) => fused);
