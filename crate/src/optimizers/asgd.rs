@@ -36,7 +36,7 @@ use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// ASGD's options (PyTorch's `torch.optim.ASGD`).
@@ -153,8 +153,7 @@ impl Optimizer for Asgd {
 
 /// [`AsgdCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   decay: T,
   neg_eta: T,
   mu: T,
@@ -163,8 +162,7 @@ struct Scalars<T> {
 impl<T: Float> Scalars<T> {
   fn new(c: &AsgdCoeffs) -> Self {
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       decay: T::from_f64(c.decay),
       neg_eta: T::from_f64(c.neg_eta),
       mu: T::from_f64(c.mu),
@@ -194,10 +192,7 @@ fn copy_around_cache<T: Float>(k: &Scalars<T>, l2: bool, param: &mut [T], grad: 
 /// p's update: `p(1 − λη) − η·g`, with the L2 penalty folded into g.
 #[inline(always)]
 fn descended<T: Float, const L2: bool>(k: &Scalars<T>, p: T, g: T) -> T {
-  let mut g = g * k.sign;
-  if L2 {
-    g = k.l2.mul_add(p, g);
-  }
+  let g = k.gradient.at::<L2>(g, p);
   k.neg_eta.mul_add(g, p * k.decay)
 }
 

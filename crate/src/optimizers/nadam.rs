@@ -33,7 +33,7 @@ use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::optimizers::{Buffer, Gradient, Lerp, Optimizer};
 
 crate::options! {
   /// NAdam's options (PyTorch's `torch.optim.NAdam`).
@@ -163,11 +163,10 @@ impl Optimizer for NAdam {
 
 /// [`NAdamCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   decay_factor: T,
-  lerp_coeff: T,
-  lerp_from_m: bool,
+  /// m toward g, by 1 − β₁.
+  lerp: Lerp<T>,
   beta2: T,
   grad_sq_weight: T,
   bias_correction2: T,
@@ -178,14 +177,10 @@ struct Scalars<T> {
 
 impl<T: Float> Scalars<T> {
   fn new(c: &NAdamCoeffs) -> Self {
-    let weight = T::from_f64(c.lerp_weight);
-    let lerp_from_m = weight.abs() < T::from_f64(0.5);
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       decay_factor: T::from_f64(c.decay_factor),
-      lerp_coeff: if lerp_from_m { weight } else { weight - T::ONE },
-      lerp_from_m,
+      lerp: Lerp::new(c.lerp_weight),
       beta2: T::from_f64(c.beta2),
       grad_sq_weight: T::from_f64(c.grad_sq_weight),
       bias_correction2: T::from_f64(c.bias_correction2),
@@ -225,15 +220,11 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let mut p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
     let m = exp_avg[i].load();
-    let base = if k.lerp_from_m { m } else { g };
-    let m = k.lerp_coeff.mul_add(g - m, base);
+    let m = k.lerp.at(m, g);
     let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
     exp_avg[i] = S::store(m);
     exp_avg_sq[i] = S::store(v);

@@ -31,7 +31,7 @@
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::optimizers::{Buffer, Gradient, Lerp, Optimizer};
 
 crate::options! {
   /// RMSprop's options (PyTorch's `torch.optim.RMSprop`).
@@ -147,12 +147,11 @@ fn lerp<T: Float>(a: T, g: T, weight: T) -> T {
 
 /// [`RMSpropCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   alpha: T,
   grad_weight: T,
-  lerp_coeff: T,
-  lerp_from_avg: bool,
+  /// a toward g, by 1 − α.
+  lerp: Lerp<T>,
   eps: T,
   momentum: T,
   neg_lr: T,
@@ -160,15 +159,11 @@ struct Scalars<T> {
 
 impl<T: Float> Scalars<T> {
   fn new(c: &RMSpropCoeffs) -> Self {
-    let weight = T::from_f64(c.grad_weight);
-    let lerp_from_avg = weight.abs() < T::from_f64(0.5);
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       alpha: T::from_f64(c.alpha),
-      grad_weight: weight,
-      lerp_coeff: if lerp_from_avg { weight } else { weight - T::ONE },
-      lerp_from_avg,
+      grad_weight: T::from_f64(c.grad_weight),
+      lerp: Lerp::new(c.grad_weight),
       eps: T::from_f64(c.eps),
       momentum: T::from_f64(c.momentum),
       neg_lr: T::from_f64(c.neg_lr),
@@ -193,17 +188,13 @@ fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
   let momentum_buffer = if MOMENTUM { &mut momentum_buffer[..n] } else { &mut [][..] };
   let grad_avg = if CENTERED { &mut grad_avg[..n] } else { &mut [][..] };
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let g = k.gradient.at::<L2>(grad[i], p);
     let v = (k.grad_weight * g).mul_add(g, square_avg[i] * k.alpha);
     square_avg[i] = v;
     let variance = if CENTERED {
       let a = grad_avg[i];
-      let base = if k.lerp_from_avg { a } else { g };
-      let a = k.lerp_coeff.mul_add(g - a, base);
+      let a = k.lerp.at(a, g);
       grad_avg[i] = a;
       (-a).mul_add(a, v)
     } else {

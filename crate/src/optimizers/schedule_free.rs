@@ -54,7 +54,7 @@ use crate::engine::run::{run, Job, MAX_BUFFERS};
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::optimizers::{Buffer, Lerp, Optimizer};
 
 crate::options! {
   /// Schedule-Free AdamW's options (the `schedulefree` package's `AdamWScheduleFree`), then the group state the package keeps beside them.
@@ -349,9 +349,8 @@ fn lerp<T: Float>(from: T, to: T, weight: T) -> T {
 
 /// [`ScheduleFreeCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  /// c, or c − 1 when the lerp starts from z.
-  lerp_coeff: T,
-  lerp_from_y: bool,
+  /// y toward z, by c.
+  lerp: Lerp<T>,
   y_step: T,
   neg_lr: T,
   weight_decay: T,
@@ -363,11 +362,8 @@ struct Scalars<T> {
 
 impl<T: Float> Scalars<T> {
   fn new(c: &ScheduleFreeCoeffs) -> Self {
-    let ckp1 = T::from_f64(c.ckp1);
-    let lerp_from_y = ckp1.abs() < T::from_f64(0.5);
     Scalars {
-      lerp_coeff: if lerp_from_y { ckp1 } else { ckp1 - T::ONE },
-      lerp_from_y,
+      lerp: Lerp::new(c.ckp1),
       y_step: T::from_f64(c.y_step),
       neg_lr: T::from_f64(c.neg_lr),
       weight_decay: T::from_f64(c.weight_decay),
@@ -402,8 +398,7 @@ fn adamw<T: Float, const DECAY: bool, const INIT: bool>(
     if DECAY {
       normalized = y.mul_add(k.weight_decay, normalized);
     }
-    let base = if k.lerp_from_y { y } else { zi };
-    let y = k.lerp_coeff.mul_add(zi - y, base);
+    let y = k.lerp.at(y, zi);
     param[i] = normalized.mul_add(k.y_step, y);
     z[i] = normalized.mul_add(k.neg_lr, zi);
   }
@@ -423,8 +418,7 @@ fn sgd<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mu
     if DECAY {
       g = y.mul_add(k.weight_decay, g);
     }
-    let base = if k.lerp_from_y { y } else { zi };
-    let y = k.lerp_coeff.mul_add(zi - y, base);
+    let y = k.lerp.at(y, zi);
     param[i] = g.mul_add(k.y_step, y);
     z[i] = g.mul_add(k.neg_lr, zi);
   }

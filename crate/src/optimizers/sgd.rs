@@ -29,7 +29,7 @@ use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// SGD's options (PyTorch's `torch.optim.SGD`).
@@ -147,8 +147,7 @@ impl Optimizer for Sgd {
 
 /// [`SgdCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   momentum: T,
   buffer_decay: T,
   buffer_weight: T,
@@ -158,8 +157,7 @@ struct Scalars<T> {
 impl<T: Float> Scalars<T> {
   fn new(c: &SgdCoeffs) -> Self {
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       momentum: T::from_f64(c.momentum),
       buffer_decay: T::from_f64(c.buffer_decay),
       buffer_weight: T::from_f64(c.buffer_weight),
@@ -198,11 +196,8 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NE
   let grad = &grad[..n];
   let buffer = if MOMENTUM { &mut buffer[..n] } else { &mut [][..] };
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let mut g = k.gradient.at::<L2>(grad[i], p);
     if MOMENTUM {
       let b = k.buffer_weight.mul_add(g, buffer[i].load() * k.buffer_decay);
       buffer[i] = S::store(b);
