@@ -31,8 +31,8 @@ use crate::divide::ExactDivisor;
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
-use crate::float::Float;
-use crate::optimizers::{Buffer, Gradient, Lerp, Optimizer};
+use crate::float::{Float, Lerp};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// Adam's options (PyTorch's `torch.optim.Adam`).
@@ -290,7 +290,7 @@ fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool>(
     let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
     let m = exp_avg[i].load();
-    let m = k.lerp.at(m, g);
+    let m = k.lerp.apply(m, g);
     let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
     exp_avg[i] = S::store(m);
     exp_avg_sq[i] = S::store(v);

@@ -22,8 +22,8 @@
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
-use crate::float::Float;
-use crate::optimizers::{Buffer, Gradient, Lerp, Optimizer};
+use crate::float::{Float, Lerp};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// Adamax's options (PyTorch's `torch.optim.Adamax`).
@@ -162,7 +162,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let m = exp_avg[i].load();
-    let m = k.lerp.at(m, g);
+    let m = k.lerp.apply(m, g);
     let u = (exp_inf[i].load() * k.beta2).max_nan(g.abs() + k.eps);
     exp_avg[i] = S::store(m);
     exp_inf[i] = S::store(u);

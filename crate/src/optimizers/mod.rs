@@ -67,30 +67,6 @@ impl<T: Float> Gradient<T> {
   }
 }
 
-/// PyTorch's `lerp(start, end, w)`, `start + w·(end − start)`, as its CPU kernels round it: one
-/// fused multiply-add from the nearer end (from `end`, as `end + (w − 1)·(end − start)`, when
-/// |w| ≥ ½). The weight rounded to the element type once per piece.
-#[derive(Clone, Copy)]
-pub(crate) struct Lerp<T> {
-  /// w, or w − 1 from `end`.
-  coeff: T,
-  from_start: bool,
-}
-
-impl<T: Float> Lerp<T> {
-  pub fn new(weight: f64) -> Self {
-    let weight = T::from_f64(weight);
-    let from_start = weight.abs() < T::from_f64(0.5);
-    Lerp { coeff: if from_start { weight } else { weight - T::ONE }, from_start }
-  }
-
-  #[inline(always)]
-  pub fn at(&self, start: T, end: T) -> T {
-    let base = if self.from_start { start } else { end };
-    self.coeff.mul_add(end - start, base)
-  }
-}
-
 /// The shape of one state buffer, in terms of the parameter's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {

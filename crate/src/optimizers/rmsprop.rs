@@ -30,8 +30,8 @@
 
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
-use crate::float::Float;
-use crate::optimizers::{Buffer, Gradient, Lerp, Optimizer};
+use crate::float::{Float, Lerp};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// RMSprop's options (PyTorch's `torch.optim.RMSprop`).
@@ -194,7 +194,7 @@ fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
     square_avg[i] = v;
     let variance = if CENTERED {
       let a = grad_avg[i];
-      let a = k.lerp.at(a, g);
+      let a = k.lerp.apply(a, g);
       grad_avg[i] = a;
       (-a).mul_add(a, v)
     } else {

@@ -53,8 +53,8 @@ use crate::config::{ConfigError, Rule};
 use crate::engine::run::{run, Job, MAX_BUFFERS};
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
-use crate::float::Float;
-use crate::optimizers::{Buffer, Lerp, Optimizer};
+use crate::float::{Float, Lerp};
+use crate::optimizers::{Buffer, Optimizer};
 
 crate::options! {
   /// Schedule-Free AdamW's options (the `schedulefree` package's `AdamWScheduleFree`), then the group state the package keeps beside them.
@@ -398,7 +398,7 @@ fn adamw<T: Float, const DECAY: bool, const INIT: bool>(
     if DECAY {
       normalized = y.mul_add(k.weight_decay, normalized);
     }
-    let y = k.lerp.at(y, zi);
+    let y = k.lerp.apply(y, zi);
     param[i] = normalized.mul_add(k.y_step, y);
     z[i] = normalized.mul_add(k.neg_lr, zi);
   }
@@ -418,7 +418,7 @@ fn sgd<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mu
     if DECAY {
       g = y.mul_add(k.weight_decay, g);
     }
-    let y = k.lerp.at(y, zi);
+    let y = k.lerp.apply(y, zi);
     param[i] = g.mul_add(k.y_step, y);
     z[i] = g.mul_add(k.neg_lr, zi);
   }
