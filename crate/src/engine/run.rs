@@ -229,14 +229,7 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
       })
     });
   };
-  SPANS.with(|cell| {
-    let mut owned = Vec::new();
-    let mut borrowed = cell.try_borrow_mut();
-    let spans = match borrowed.as_deref_mut() {
-      Ok(spans) => spans,
-      Err(_) => &mut owned,
-    };
-    spans.clear();
+  with_scratch(&SPANS, |spans| {
     let mut start = 0;
     for (index, job) in jobs.iter_mut().enumerate() {
       let len = job.param.len();
@@ -283,6 +276,25 @@ struct Pieces<'s, 'j, T, C, S> {
 // SAFETY: the threads only read `spans` and each job's `coeffs` (`Copy + Sync`), and write
 // through the pointers of disjoint element ranges (see `run`).
 unsafe impl<T, C: Sync, S> Sync for Pieces<'_, '_, T, C, S> {}
+
+/// Runs `f` with this thread's vector `key`, emptied, so that steps allocate nothing once the
+/// thread has seen as many tensors; with a new one where that is in use already (a step run
+/// from within a step).
+fn with_scratch<E: 'static, R>(
+  key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<E>>>,
+  f: impl FnOnce(&mut Vec<E>) -> R,
+) -> R {
+  key.with(|cell| {
+    let mut owned = Vec::new();
+    let mut borrowed = cell.try_borrow_mut();
+    let spans = match borrowed.as_deref_mut() {
+      Ok(spans) => spans,
+      Err(_) => &mut owned,
+    };
+    spans.clear();
+    f(spans)
+  })
+}
 
 /// Where one non-empty tensor lies in the step's element range, with its arrays as raw pointers.
 struct Span {
@@ -490,13 +502,7 @@ impl<T: Float, C: Copy> Units<'_, '_, T, C> {
 /// not depend on the thread count, and each stage's partial results are folded in a fixed order,
 /// so neither do the results.
 fn run_stages<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>], pool: Option<&threads::Pool>) -> bool {
-  STAGED_SPANS.with(|cell| {
-    let mut owned = Vec::new();
-    let mut borrowed = cell.try_borrow_mut();
-    let spans = match borrowed.as_deref_mut() {
-      Ok(spans) => spans,
-      Err(_) => &mut owned,
-    };
+  with_scratch(&STAGED_SPANS, |spans| {
     let non_finite = AtomicBool::new(false);
     for stage in 0..O::STAGES {
       spans.clear();
@@ -604,14 +610,7 @@ pub fn run_sparse<O: Optimizer, T: Float>(jobs: &mut [SparseJob<'_, T, O::Coeffs
     }
     return non_finite;
   };
-  SPARSE_SPANS.with(|cell| {
-    let mut owned = Vec::new();
-    let mut borrowed = cell.try_borrow_mut();
-    let spans = match borrowed.as_deref_mut() {
-      Ok(spans) => spans,
-      Err(_) => &mut owned,
-    };
-    spans.clear();
+  with_scratch(&SPARSE_SPANS, |spans| {
     let piece_len = piece_elements(total, pool.threads());
     let mut units = 0;
     for (index, job) in jobs.iter_mut().enumerate() {
