@@ -278,21 +278,30 @@ struct Pieces<'s, 'j, T, C, S> {
 unsafe impl<T, C: Sync, S> Sync for Pieces<'_, '_, T, C, S> {}
 
 /// Runs `f` with this thread's vector `key`, emptied, so that steps allocate nothing once the
-/// thread has seen as many tensors; with a new one where that is in use already (a step run
-/// from within a step).
+/// thread has seen as many tensors ([`with_thread_vec`]).
 fn with_scratch<E: 'static, R>(
+  key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<E>>>,
+  f: impl FnOnce(&mut Vec<E>) -> R,
+) -> R {
+  with_thread_vec(key, |spans| {
+    spans.clear();
+    f(spans)
+  })
+}
+
+/// Runs `f` with this thread's vector `key` as it was left, or with a new, empty one where it is
+/// in use already (a step run from within a step).
+pub(crate) fn with_thread_vec<E: 'static, R>(
   key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<E>>>,
   f: impl FnOnce(&mut Vec<E>) -> R,
 ) -> R {
   key.with(|cell| {
     let mut owned = Vec::new();
     let mut borrowed = cell.try_borrow_mut();
-    let spans = match borrowed.as_deref_mut() {
-      Ok(spans) => spans,
-      Err(_) => &mut owned,
-    };
-    spans.clear();
-    f(spans)
+    match borrowed.as_deref_mut() {
+      Ok(vec) => f(vec),
+      Err(_) => f(&mut owned),
+    }
   })
 }
 
