@@ -127,16 +127,17 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
     Level::Avx512 | Level::Avx2 => {
       let exact = ExactDivisor::new(c.correction2).is_some();
       let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
-      let (s1, s2) = (&mut state1[..whole * BLOCK], &mut state2[..whole * BLOCK]);
-      let (a1, a2) = (&mut absmax1[..whole], &mut absmax2[..whole]);
+      let (state1, absmax1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
+      let (state2, absmax2) = (&mut state2[..whole * BLOCK], &mut absmax2[..whole]);
+      let m = Quantized { state1, absmax1, state2, absmax2 };
       // SAFETY: this CPU has the level's features (asserted above); the slices are whole blocks
       // of one length (asserted above, cut to `whole` blocks).
       unsafe {
         match (level, exact) {
-          (Level::Avx512, true) => avx512::<true>(c, signed, unsigned, p, g, s1, a1, s2, a2),
-          (Level::Avx512, false) => avx512::<false>(c, signed, unsigned, p, g, s1, a1, s2, a2),
-          (_, true) => avx2::<true>(c, signed, unsigned, p, g, s1, a1, s2, a2),
-          (_, false) => avx2::<false>(c, signed, unsigned, p, g, s1, a1, s2, a2),
+          (Level::Avx512, true) => avx512::<true>(c, p, g, m),
+          (Level::Avx512, false) => avx512::<false>(c, p, g, m),
+          (_, true) => avx2::<true>(c, p, g, m),
+          (_, false) => avx2::<false>(c, p, g, m),
         }
       }
       whole
@@ -166,22 +167,11 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
 /// elements (codes) or blocks (absmax).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn avx512<const EXACT: bool>(
-  c: &AdamCoeffs,
-  signed: &QuantMap,
-  unsigned: &QuantMap,
-  param: &mut [f32],
-  grad: &[f32],
-  state1: &mut [u8],
-  absmax1: &mut [f32],
-  state2: &mut [u8],
-  absmax2: &mut [f32],
-) {
+unsafe fn avx512<const EXACT: bool>(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
   // SAFETY: this function's features are those `Lanes16` stands for; the slices as it asks.
   unsafe {
     let lanes = super::simd::avx512::Lanes16::new();
-    whole_blocks::<_, EXACT, 4>(lanes, c, signed, unsigned, param, grad, state1, absmax1, state2, absmax2)
+    whole_blocks::<_, EXACT, 4>(lanes, c, param, grad, moments)
   }
 }
 
@@ -191,22 +181,11 @@ unsafe fn avx512<const EXACT: bool>(
 /// AVX2 and FMA; as [`avx512`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn avx2<const EXACT: bool>(
-  c: &AdamCoeffs,
-  signed: &QuantMap,
-  unsigned: &QuantMap,
-  param: &mut [f32],
-  grad: &[f32],
-  state1: &mut [u8],
-  absmax1: &mut [f32],
-  state2: &mut [u8],
-  absmax2: &mut [f32],
-) {
+unsafe fn avx2<const EXACT: bool>(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
   // SAFETY: this function's features are those `Lanes8` stands for; the slices as it asks.
   unsafe {
     let lanes = super::simd::avx2::Lanes8::new();
-    whole_blocks::<_, EXACT, 1>(lanes, c, signed, unsigned, param, grad, state1, absmax1, state2, absmax2)
+    whole_blocks::<_, EXACT, 1>(lanes, c, param, grad, moments)
   }
 }
 
@@ -221,20 +200,16 @@ unsafe fn avx2<const EXACT: bool>(
 /// (absmax).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn whole_blocks<L: Lanes, const EXACT: bool, const GROUP: usize>(
   l: L,
   c: &AdamCoeffs,
-  signed: &QuantMap,
-  unsigned: &QuantMap,
   param: &mut [f32],
   grad: &[f32],
-  state1: &mut [u8],
-  absmax1: &mut [f32],
-  state2: &mut [u8],
-  absmax2: &mut [f32],
+  moments: Quantized<'_>,
 ) {
   use super::simd::Block;
+  let Quantized { state1, absmax1, state2, absmax2 } = moments;
+  let (signed, unsigned) = (quantize::signed(), quantize::unsigned());
   let (beta1, gw1) = (l.splat(c.beta1), l.splat(c.gradient_weight1));
   let (beta2, gw2) = (l.splat(c.beta2), l.splat(c.gradient_weight2));
   let (c2, c2_inverse) = (l.splat(c.correction2), l.splat(1.0 / c.correction2));

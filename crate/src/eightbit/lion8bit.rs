@@ -109,9 +109,9 @@ pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], m
       // of one length (asserted above, cut to `whole` blocks).
       unsafe {
         if level == Level::Avx512 {
-          avx512(c, signed, p, g, s1, a1)
+          avx512(c, p, g, s1, a1)
         } else {
-          avx2(c, signed, p, g, s1, a1)
+          avx2(c, p, g, s1, a1)
         }
       }
       whole
@@ -130,16 +130,9 @@ pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], m
 /// AVX-512F/VL and FMA; `param.len()` a multiple of [`BLOCK`], the codes as long, one absmax per block.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn avx512(
-  c: &LionCoeffs,
-  signed: &QuantMap,
-  param: &mut [f32],
-  grad: &[f32],
-  state1: &mut [u8],
-  absmax1: &mut [f32],
-) {
+unsafe fn avx512(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) {
   // SAFETY: this function's features are those `Lanes16` stands for; the slices as it asks.
-  unsafe { whole_blocks(super::simd::avx512::Lanes16::new(), c, signed, param, grad, state1, absmax1) }
+  unsafe { whole_blocks(super::simd::avx512::Lanes16::new(), c, param, grad, state1, absmax1) }
 }
 
 /// [`avx512`] with AVX2: 32 vectors of 8 elements per block.
@@ -148,16 +141,9 @@ unsafe fn avx512(
 /// AVX2 and FMA; as [`avx512`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2(
-  c: &LionCoeffs,
-  signed: &QuantMap,
-  param: &mut [f32],
-  grad: &[f32],
-  state1: &mut [u8],
-  absmax1: &mut [f32],
-) {
+unsafe fn avx2(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) {
   // SAFETY: this function's features are those `Lanes8` stands for; the slices as it asks.
-  unsafe { whole_blocks(super::simd::avx2::Lanes8::new(), c, signed, param, grad, state1, absmax1) }
+  unsafe { whole_blocks(super::simd::avx2::Lanes8::new(), c, param, grad, state1, absmax1) }
 }
 
 /// The fused kernel in vectors of `L` over whole blocks: each block's vectors dequantized,
@@ -170,13 +156,13 @@ unsafe fn avx2(
 unsafe fn whole_blocks<L: Lanes>(
   l: L,
   c: &LionCoeffs,
-  signed: &QuantMap,
   param: &mut [f32],
   grad: &[f32],
   state1: &mut [u8],
   absmax1: &mut [f32],
 ) {
   use super::simd::Block;
+  let signed = quantize::signed();
   let (beta1, dw) = (l.splat(c.beta1), l.splat(c.direction_weight));
   let (beta2, mw) = (l.splat(c.beta2), l.splat(c.momentum_weight));
   let (decay, nlr) = (l.splat(c.decay_factor), l.splat(c.neg_lr));
