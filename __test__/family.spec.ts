@@ -1,28 +1,25 @@
 // SGD, RMSprop, Adagrad, Adamax, NAdam and RAdam against PyTorch's trajectories
 // (__test__/fixtures/family.json, made by scripts/gen_fixtures_family.py), their defaults against
 // torch.optim's signatures, and their bad options against the errors each must give.
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
-
 import test from 'ava'
 
-import { Adagrad, Adamax, NAdam, RAdam, RMSprop, SGD, type Optimizer, type Parameter } from '../lib'
-import { loadCases, makeParams, maxRelativeError, maxUlps, tolerance, replay } from './helpers/fixtures'
+import { Adagrad, Adamax, NAdam, RAdam, RMSprop, SGD } from '../lib'
+import { makeParams, maxUlps, maxRelativeError, tolerance, replay } from './helpers/fixtures'
+import {
+  build,
+  checkCoverage,
+  checkState,
+  checkTorchDefaults,
+  loadTorchFixture,
+  param,
+  testBadOptions,
+  testIdleParameters,
+  type BadOptions,
+} from './helpers/torch-optim'
 
-const file = 'family.json'
-const cases = loadCases(file)
-const torchDefaults: Record<string, Record<string, unknown>> = JSON.parse(
-  readFileSync(join(__dirname, 'fixtures', file), 'utf8'),
-).defaults
+const { cases, torchDefaults } = loadTorchFixture('family.json')
 const classes = { SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam } as const
 type Name = keyof typeof classes
-
-/** Groups as the fixture gives them, with camelCase options passed through unchanged. */
-function build(c: (typeof cases)[number], params: Parameter[]): Optimizer<object> {
-  const Class = classes[c.optimizer as Name]
-  const groups = c.groups.map((g) => ({ params: g.params.map((i) => params[i]), ...g.options }))
-  return new Class(groups as never)
-}
 
 /** A state buffer PyTorch does not keep but this implementation does, and why it may. */
 function allowedExtra(c: (typeof cases)[number], key: string, group: Record<string, unknown>): boolean {
@@ -32,19 +29,9 @@ function allowedExtra(c: (typeof cases)[number], key: string, group: Record<stri
 
 test('the fixture covers every optimizer, both dtypes, two groups, skipped grads and 20+ steps', (t) => {
   for (const name of Object.keys(classes)) {
-    const mine = cases.filter((c) => c.optimizer === name)
-    t.true(mine.length >= 6, name)
-    t.deepEqual(new Set(mine.map((c) => c.dtype)), new Set(['float32', 'float64']), name)
-    t.true(
-      mine.some((c) => c.groups.length === 2 && c.groups[0].options.lr !== c.groups[1].options.lr),
-      name,
-    )
-    t.true(
-      mine.some((c) => c.steps.some((s) => s.grads.includes(null))),
-      name,
-    )
-    t.true(
-      mine.every((c) => c.steps.length >= 20),
+    checkCoverage(
+      t,
+      cases.filter((c) => c.optimizer === name),
       name,
     )
   }
@@ -53,7 +40,7 @@ test('the fixture covers every optimizer, both dtypes, two groups, skipped grads
 for (const c of cases) {
   test(`matches PyTorch's ${c.optimizer}: ${c.name}`, (t) => {
     const params = makeParams(c)
-    const opt = build(c, params)
+    const opt = build(classes, c, params)
     let worstUlps = 0
     replay(c, params, opt, (p, want, s, i) => {
       const error = maxRelativeError(p.data, want)
@@ -64,17 +51,8 @@ for (const c of cases) {
       // Every parameter has had a gradient at some step, so each has state here.
       const got = opt.getState(params[i])
       if (!got || !want) return t.fail(`param ${i} has state ${JSON.stringify(got)}, PyTorch ${JSON.stringify(want)}`)
-      if ('step' in want) t.is(got.step, want.step as number, `param ${i} step count`)
-      for (const [key, values] of Object.entries(want)) {
-        if (key === 'step') continue
-        if (typeof values === 'number') {
-          // Scalars (NAdam's muProduct) are float32 in PyTorch and rounded the same way here.
-          t.is(got[key], values, `param ${i} ${key}`)
-          continue
-        }
-        const error = maxRelativeError(got[key] as ArrayLike<number>, values)
-        t.true(error <= tolerance(c.dtype), `param ${i} ${key}: relative error ${error}`)
-      }
+      // SGD keeps no step count; NAdam's muProduct is a scalar.
+      checkState(t, got, want, i, tolerance(c.dtype))
       const group = c.groups.find((g) => g.params.includes(i))!.options
       for (const [key, value] of Object.entries(got)) {
         if (key === 'step' || key in want) continue
@@ -90,10 +68,7 @@ for (const c of cases) {
 }
 
 test('defaults are exactly those of torch.optim’s signatures', (t) => {
-  for (const [name, Class] of Object.entries(classes)) {
-    t.deepEqual({ ...Class.defaults }, torchDefaults[name], name)
-    t.true(Object.isFrozen(Class.defaults), name)
-  }
+  checkTorchDefaults(t, classes, torchDefaults)
   // The values, written out, so that a fixture regenerated with another torch is noticed here too.
   t.deepEqual(
     { ...SGD.defaults },
@@ -126,12 +101,8 @@ test('defaults are exactly those of torch.optim’s signatures', (t) => {
   )
 })
 
-const param = () => ({ data: Float32Array.of(1, -2, 3), grad: Float32Array.of(0.5, 0.25, -1) })
-
 /** Bad options, each with the error it must give when passed to the constructor. */
-const badOptions: Array<
-  [Name, Record<string, unknown>, typeof TypeError | typeof RangeError, string, string | RegExp]
-> = [
+const badOptions: BadOptions<Name> = [
   [
     'SGD',
     { nesterov: true },
@@ -235,17 +206,7 @@ const badOptions: Array<
   ],
 ]
 
-for (const [name, options, instanceOf, code, message] of badOptions) {
-  const shown = Object.entries(options).map(
-    ([key, value]) => `${key}: ${Array.isArray(value) ? `[${value}]` : String(value)}`,
-  )
-  test(`${name} rejects { ${shown.join(', ')} }`, (t) => {
-    const data = Float32Array.from(param().data)
-    const w = param()
-    t.throws(() => new classes[name]([w], options as never), { instanceOf, code, message })
-    t.deepEqual(w.data, data)
-  })
-}
+testBadOptions(classes, badOptions)
 
 test('a cross-field error in one group names the group; a bad change to a live group changes nothing', (t) => {
   const [a, b] = [param(), param()]
@@ -351,14 +312,4 @@ test('RAdam steps as SGD with bias-corrected momentum until ρₜ > 5 (step 6 wi
   t.true(Math.abs(w.data[0] - want) <= 1e-14, `${w.data[0]} vs ${want}`)
 })
 
-test('every optimizer accepts parameters with grad null and zero-length parameters', (t) => {
-  for (const Class of Object.values(classes)) {
-    const empty = { data: new Float32Array(0), grad: new Float32Array(0) }
-    const idle = { data: Float64Array.of(1, 2), grad: null }
-    const opt = new Class([empty, idle])
-    opt.step()
-    t.is(opt.getState(empty)?.step, 1, Class.name)
-    t.is(opt.getState(idle), undefined, Class.name)
-    t.deepEqual([...idle.data], [1, 2])
-  }
-})
+testIdleParameters(classes)

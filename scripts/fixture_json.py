@@ -72,6 +72,54 @@ def group_options(case, base, count):
     return [(idx, {**base, **overrides}) for idx, overrides in groups]
 
 
+def drop_skipped(case, grads):
+    """Sets to None, in place, the grads of the case's `skip`: {param index: [1-based steps]}."""
+    for i, steps in case.get("skip", {}).items():
+        for s in steps:
+            grads[s - 1][i] = None
+
+
+def step_through(opt, params, grads, dtype):
+    """Steps `opt` once per entry of `grads`, each param given that step's grad in `dtype` (None:
+    no grad); returns the params after each step."""
+    trajectory = []
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            # A copy: some implementations update grads in place (foreach Nesterov SGD adds the buffer).
+            p.grad = None if g is None else g.to(dtype, copy=True)
+        opt.step()
+        trajectory.append([p.detach().clone() for p in params])
+    return trajectory
+
+
+def run_torch(cls, groups, init, grads, dtype, impl):
+    """Runs the torch.optim class `cls` from `init` over `grads` (None: no grad that step), all in
+    `dtype`, with `groups` ([(param indices, options)]) and the implementation options `impl`.
+    Returns (params after each step, final state per param: its `step` an int, other 0-d values
+    floats, keys in camelCase).
+
+    The first group's options are also passed to the constructor, as the facade does with its
+    `options`: Adagrad reads `initial_accumulator_value` from there only, whatever the groups say.
+    """
+    params = [p.to(dtype).clone().requires_grad_(True) for p in init]
+    torch_groups = [dict(params=[params[i] for i in idx], **opts) for idx, opts in groups]
+    opt = cls(torch_groups, **groups[0][1], **impl)
+    trajectory = step_through(opt, params, grads, dtype)
+
+    state = []
+    for p in params:
+        entry = {}
+        for key, value in opt.state.get(p, {}).items():
+            if key == "step":
+                entry["step"] = int(value.item())
+            elif value.dim() == 0:
+                entry[camel(key)] = value.item()
+            else:
+                entry[camel(key)] = value.detach().clone()
+        state.append(entry)
+    return trajectory, state
+
+
 ABS_FLOOR = 1e-3
 """Differences are relative to max(|a|, |b|, ABS_FLOOR): below the floor they are absolute."""
 

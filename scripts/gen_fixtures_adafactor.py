@@ -62,7 +62,7 @@ import zlib
 
 import torch
 
-from fixture_json import ABS_FLOOR, camel, dump, sprinkle, to_json_options
+from fixture_json import ABS_FLOOR, camel, dump, sprinkle, step_through, to_json_options
 
 OUTPUT = os.path.join("__test__", "fixtures", "adafactor.json")
 STEPS = 20
@@ -168,13 +168,7 @@ def run_case(groups, init, grads, dtype, impl):
     params = [p.to(dtype).clone().requires_grad_(True) for p in init]
     torch_groups = [dict(params=[params[i] for i in idx], **opts) for idx, opts in groups]
     opt = torch.optim.Adafactor(torch_groups, **groups[0][1], **impl)
-
-    trajectory = []
-    for step_grads in grads:
-        for p, g in zip(params, step_grads):
-            p.grad = None if g is None else g.to(dtype, copy=True)
-        opt.step()
-        trajectory.append([p.detach().clone() for p in params])
+    trajectory = step_through(opt, params, grads, dtype)
 
     # What the state_dict holds: the same tensors, by parameter index.
     saved = opt.state_dict()["state"]

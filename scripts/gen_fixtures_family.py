@@ -41,7 +41,7 @@ import zlib
 import torch
 
 import fixture_json
-from fixture_json import camel, keyword_defaults, max_rel_diff, to_json_options, write_fixture
+from fixture_json import keyword_defaults, max_rel_diff, to_json_options, write_fixture
 
 OUTPUT = os.path.join("__test__", "fixtures", "family.json")
 STEPS = 22
@@ -131,35 +131,8 @@ def group_options(case):
 
 
 def run_case(optimizer, groups, init, grads, dtype, impl):
-    """Run one optimizer; returns (params after each step, final state per param).
-
-    The first group's options are also passed to the constructor, as the facade does with its
-    `options`: Adagrad reads `initial_accumulator_value` from there only, whatever the groups say.
-    """
-    params = [p.to(dtype).clone().requires_grad_(True) for p in init]
-    torch_groups = [dict(params=[params[i] for i in idx], **opts) for idx, opts in groups]
-    opt = getattr(torch.optim, optimizer)(torch_groups, **groups[0][1], **impl)
-
-    trajectory = []
-    for step_grads in grads:
-        for p, g in zip(params, step_grads):
-            # A copy: some implementations update grads in place (foreach Nesterov SGD adds the buffer).
-            p.grad = None if g is None else g.to(dtype, copy=True)
-        opt.step()
-        trajectory.append([p.detach().clone() for p in params])
-
-    state = []
-    for p in params:
-        entry = {}
-        for key, value in opt.state.get(p, {}).items():
-            if key == "step":
-                entry["step"] = int(value.item())
-            elif value.dim() == 0:
-                entry[camel(key)] = value.item()
-            else:
-                entry[camel(key)] = value.detach().clone()
-        state.append(entry)
-    return trajectory, state
+    """Run one optimizer; returns (params after each step, final state per param)."""
+    return fixture_json.run_torch(getattr(torch.optim, optimizer), groups, init, grads, dtype, impl)
 
 
 def check_other_implementations(case, groups, init, grads, dtype_name, reference):
@@ -189,9 +162,7 @@ def check_other_implementations(case, groups, init, grads, dtype_name, reference
 def build_case(case, dtype_name):
     dtype = DTYPES[dtype_name]
     init, grads = make_inputs(zlib.crc32(case["name"].encode()))
-    for i, steps in case.get("skip", {}).items():
-        for s in steps:
-            grads[s - 1][i] = None
+    fixture_json.drop_skipped(case, grads)
     groups = group_options(case)
 
     reference = run_case(case["optimizer"], groups, init, grads, dtype, dict(foreach=False))

@@ -47,7 +47,7 @@ import zlib
 import torch
 import torch.optim._muon as muon_module
 
-from fixture_json import camel, sprinkle, to_json_options, trajectory, write_fixture
+from fixture_json import camel, sprinkle, step_through, to_json_options, trajectory, write_fixture
 
 OUTPUT = os.path.join("__test__", "fixtures", "muon.json")
 STEPS = 10
@@ -143,12 +143,7 @@ def run_case(groups, init, grads, dtype, in_dtype):
         params = [p.to(dtype).clone().requires_grad_(True) for p in init]
         torch_groups = [dict(params=[params[i] for i in idx], **opts) for idx, opts in groups]
         opt = torch.optim.Muon(torch_groups)
-        trajectory = []
-        for step_grads in grads:
-            for p, g in zip(params, step_grads):
-                p.grad = None if g is None else g.to(dtype, copy=True)
-            opt.step()
-            trajectory.append([p.detach().clone() for p in params])
+        trajectory = step_through(opt, params, grads, dtype)
     finally:
         muon_module._zeropower_via_newtonschulz = original
     state = [{camel(k): v.detach().clone() for k, v in opt.state.get(p, {}).items()} for p in params]

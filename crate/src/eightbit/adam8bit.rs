@@ -27,6 +27,8 @@
 //! d, value=−γ/c₁)` is `p + ((−γ/c₁)·m)/d`; the 32-bit update's `p.add_(u, alpha=−γc₂/c₁)` is one
 //! fused multiply-add.
 
+#[cfg(target_arch = "x86_64")]
+use super::simd::Lanes;
 use super::simd::Level;
 use super::{multiversion, EightBit, Hyper, Quantized};
 use crate::divide::ExactDivisor;
@@ -125,16 +127,17 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
     Level::Avx512 | Level::Avx2 => {
       let exact = ExactDivisor::new(c.correction2).is_some();
       let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
-      let (s1, s2) = (&mut state1[..whole * BLOCK], &mut state2[..whole * BLOCK]);
-      let (a1, a2) = (&mut absmax1[..whole], &mut absmax2[..whole]);
+      let (state1, absmax1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
+      let (state2, absmax2) = (&mut state2[..whole * BLOCK], &mut absmax2[..whole]);
+      let m = Quantized { state1, absmax1, state2, absmax2 };
       // SAFETY: this CPU has the level's features (asserted above); the slices are whole blocks
       // of one length (asserted above, cut to `whole` blocks).
       unsafe {
         match (level, exact) {
-          (Level::Avx512, true) => avx512::<true>(c, signed, unsigned, p, g, s1, a1, s2, a2),
-          (Level::Avx512, false) => avx512::<false>(c, signed, unsigned, p, g, s1, a1, s2, a2),
-          (_, true) => avx2::<true>(c, signed, unsigned, p, g, s1, a1, s2, a2),
-          (_, false) => avx2::<false>(c, signed, unsigned, p, g, s1, a1, s2, a2),
+          (Level::Avx512, true) => avx512::<true>(c, p, g, m),
+          (Level::Avx512, false) => avx512::<false>(c, p, g, m),
+          (_, true) => avx2::<true>(c, p, g, m),
+          (_, false) => avx2::<false>(c, p, g, m),
         }
       }
       whole
@@ -156,148 +159,105 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
   )
 }
 
-/// The fused kernel in AVX-512 over whole blocks: for each block, 16 vectors of 16 elements
-/// dequantized (gathers from the maps), updated, their m and v kept in two aligned stack blocks
-/// (L1) with running absmax, then requantized ([`super::simd::avx512::quantize`]). With `EXACT`,
-/// the division by c₂ is a multiplication with exact corrections ([`ExactDivisor`]'s sequence).
+/// The fused kernel in AVX-512 over whole blocks ([`whole_blocks`]), four vectors of 16 elements at a
+/// time.
 ///
 /// # Safety
 /// AVX-512F/VL and FMA; `param.len()` a multiple of [`BLOCK`], every slice of that many
 /// elements (codes) or blocks (absmax).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn avx512<const EXACT: bool>(
-  c: &AdamCoeffs,
-  signed: &QuantMap,
-  unsigned: &QuantMap,
-  param: &mut [f32],
-  grad: &[f32],
-  state1: &mut [u8],
-  absmax1: &mut [f32],
-  state2: &mut [u8],
-  absmax2: &mut [f32],
-) {
-  use super::simd::{avx512 as x86, Block};
-  use std::arch::x86_64::*;
-  let (beta1, gw1) = (_mm512_set1_ps(c.beta1), _mm512_set1_ps(c.gradient_weight1));
-  let (beta2, gw2) = (_mm512_set1_ps(c.beta2), _mm512_set1_ps(c.gradient_weight2));
-  let (c2, c2_inverse) = (_mm512_set1_ps(c.correction2), _mm512_set1_ps(1.0 / c.correction2));
-  let (eps, decay, nlr) = (_mm512_set1_ps(c.eps), _mm512_set1_ps(c.decay_factor), _mm512_set1_ps(c.neg_lr_over_c1));
-  let mut m = Block([0.0; BLOCK]);
-  let mut v = Block([0.0; BLOCK]);
-  for b in 0..param.len() / BLOCK {
-    let (scale1, scale2) = (_mm512_set1_ps(absmax1[b]), _mm512_set1_ps(absmax2[b]));
-    let (mut top1, mut top2) = (_mm512_set1_ps(-f32::MAX), _mm512_set1_ps(-f32::MAX));
-    // Four vectors at a time, their eight gathers first, so that their loads overlap.
-    for quarter in 0..4 {
-      let at = b * BLOCK + 64 * quarter;
-      // SAFETY: at + 64 ≤ len for the codes (caller).
-      let (m0s, v0s): ([__m512; 4], [__m512; 4]) = unsafe {
-        (
-          std::array::from_fn(|j| x86::dequantize(state1.as_ptr().add(at + 16 * j), &signed.values, scale1)),
-          std::array::from_fn(|j| x86::dequantize(state2.as_ptr().add(at + 16 * j), &unsigned.values, scale2)),
-        )
-      };
-      for j in 0..4 {
-        let (k, i, m0, v0) = (4 * quarter + j, at + 16 * j, m0s[j], v0s[j]);
-        // SAFETY: i + 16 ≤ len for every slice (caller), and within the stack blocks (k < 16).
-        unsafe {
-          let g = _mm512_loadu_ps(grad.as_ptr().add(i));
-          let mi = _mm512_fmadd_ps(g, gw1, _mm512_mul_ps(m0, beta1));
-          let vi = _mm512_fmadd_ps(_mm512_mul_ps(gw2, g), g, _mm512_mul_ps(v0, beta2));
-          let root = _mm512_sqrt_ps(vi);
-          let scaled = if EXACT {
-            // √v / c₂ as `/` rounds it; ∞ and NaN take the first product, as `/` gives them.
-            let q0 = _mm512_mul_ps(root, c2_inverse);
-            let q1 = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, c2, root), c2_inverse, q0);
-            let q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q1, c2, root), c2_inverse, q1);
-            let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(root, root), _mm512_setzero_ps());
-            _mm512_mask_blend_ps(finite, q0, q)
-          } else {
-            _mm512_div_ps(root, c2)
-          };
-          let denom = _mm512_add_ps(scaled, eps);
-          let p = _mm512_loadu_ps(param.as_ptr().add(i));
-          let update = _mm512_div_ps(_mm512_mul_ps(nlr, mi), denom);
-          _mm512_storeu_ps(param.as_mut_ptr().add(i), _mm512_add_ps(_mm512_mul_ps(p, decay), update));
-          _mm512_store_ps(m.0.as_mut_ptr().add(16 * k), mi);
-          _mm512_store_ps(v.0.as_mut_ptr().add(16 * k), vi);
-          top1 = _mm512_max_ps(_mm512_abs_ps(mi), top1);
-          top2 = _mm512_max_ps(_mm512_abs_ps(vi), top2);
-        }
-      }
-    }
-    // SAFETY: the block's 256 codes (caller).
-    unsafe {
-      absmax1[b] = x86::quantize(signed, &m, top1, state1.as_mut_ptr().add(b * BLOCK));
-      absmax2[b] = x86::quantize(unsigned, &v, top2, state2.as_mut_ptr().add(b * BLOCK));
-    }
+unsafe fn avx512<const EXACT: bool>(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+  // SAFETY: this function's features are those `Lanes16` stands for; the slices as it asks.
+  unsafe {
+    let lanes = super::simd::avx512::Lanes16::new();
+    whole_blocks::<_, EXACT, 4>(lanes, c, param, grad, moments)
   }
 }
 
-/// [`avx512`] with AVX2: 32 vectors of 8 elements per block.
+/// [`avx512`] with AVX2: vectors of 8 elements, one at a time.
 ///
 /// # Safety
 /// AVX2 and FMA; as [`avx512`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn avx2<const EXACT: bool>(
+unsafe fn avx2<const EXACT: bool>(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+  // SAFETY: this function's features are those `Lanes8` stands for; the slices as it asks.
+  unsafe {
+    let lanes = super::simd::avx2::Lanes8::new();
+    whole_blocks::<_, EXACT, 1>(lanes, c, param, grad, moments)
+  }
+}
+
+/// The fused kernel in vectors of `L` over whole blocks: for each block, its vectors
+/// dequantized (gathers from the maps), `GROUP` vectors at a time with their gathers first so
+/// that their loads overlap, updated, their m and v kept in two aligned stack blocks (L1) with
+/// running absmax, then requantized ([`Lanes::quantize`]). With `EXACT`, the division by c₂ is a
+/// multiplication with exact corrections ([`ExactDivisor`]'s sequence).
+///
+/// # Safety
+/// `param.len()` a multiple of [`BLOCK`], every slice of that many elements (codes) or blocks
+/// (absmax).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn whole_blocks<L: Lanes, const EXACT: bool, const GROUP: usize>(
+  l: L,
   c: &AdamCoeffs,
-  signed: &QuantMap,
-  unsigned: &QuantMap,
   param: &mut [f32],
   grad: &[f32],
-  state1: &mut [u8],
-  absmax1: &mut [f32],
-  state2: &mut [u8],
-  absmax2: &mut [f32],
+  moments: Quantized<'_>,
 ) {
-  use super::simd::{avx2 as x86, Block};
-  use std::arch::x86_64::*;
-  let (beta1, gw1) = (_mm256_set1_ps(c.beta1), _mm256_set1_ps(c.gradient_weight1));
-  let (beta2, gw2) = (_mm256_set1_ps(c.beta2), _mm256_set1_ps(c.gradient_weight2));
-  let (c2, c2_inverse) = (_mm256_set1_ps(c.correction2), _mm256_set1_ps(1.0 / c.correction2));
-  let (eps, decay, nlr) = (_mm256_set1_ps(c.eps), _mm256_set1_ps(c.decay_factor), _mm256_set1_ps(c.neg_lr_over_c1));
+  use super::simd::Block;
+  let Quantized { state1, absmax1, state2, absmax2 } = moments;
+  let (signed, unsigned) = (quantize::signed(), quantize::unsigned());
+  let (beta1, gw1) = (l.splat(c.beta1), l.splat(c.gradient_weight1));
+  let (beta2, gw2) = (l.splat(c.beta2), l.splat(c.gradient_weight2));
+  let (c2, c2_inverse) = (l.splat(c.correction2), l.splat(1.0 / c.correction2));
+  let (eps, decay, nlr) = (l.splat(c.eps), l.splat(c.decay_factor), l.splat(c.neg_lr_over_c1));
   let mut m = Block([0.0; BLOCK]);
   let mut v = Block([0.0; BLOCK]);
   for b in 0..param.len() / BLOCK {
-    let (scale1, scale2) = (_mm256_set1_ps(absmax1[b]), _mm256_set1_ps(absmax2[b]));
-    let (mut top1, mut top2) = (_mm256_set1_ps(-f32::MAX), _mm256_set1_ps(-f32::MAX));
-    for k in 0..32 {
-      let i = b * BLOCK + 8 * k;
-      // SAFETY: i + 8 ≤ len for every slice (caller), and within the stack blocks (k < 32).
-      unsafe {
-        let g = _mm256_loadu_ps(grad.as_ptr().add(i));
-        let m0 = x86::dequantize(state1.as_ptr().add(i), &signed.values, scale1);
-        let v0 = x86::dequantize(state2.as_ptr().add(i), &unsigned.values, scale2);
-        let mi = _mm256_fmadd_ps(g, gw1, _mm256_mul_ps(m0, beta1));
-        let vi = _mm256_fmadd_ps(_mm256_mul_ps(gw2, g), g, _mm256_mul_ps(v0, beta2));
-        let root = _mm256_sqrt_ps(vi);
+    let (scale1, scale2) = (l.splat(absmax1[b]), l.splat(absmax2[b]));
+    let (mut top1, mut top2) = (l.splat(-f32::MAX), l.splat(-f32::MAX));
+    for group in 0..BLOCK / (L::N * GROUP) {
+      let at = b * BLOCK + L::N * GROUP * group;
+      // SAFETY: at + N·GROUP ≤ len for the codes (caller).
+      let (m0s, v0s): ([L::V; GROUP], [L::V; GROUP]) = unsafe {
+        (
+          std::array::from_fn(|j| l.dequantize(state1.as_ptr().add(at + L::N * j), &signed.values, scale1)),
+          std::array::from_fn(|j| l.dequantize(state2.as_ptr().add(at + L::N * j), &unsigned.values, scale2)),
+        )
+      };
+      for j in 0..GROUP {
+        let (k, i, m0, v0) = (GROUP * group + j, at + L::N * j, m0s[j], v0s[j]);
+        // SAFETY: i + N ≤ len for every slice (caller).
+        let (g, p) = unsafe { (l.load(grad.as_ptr().add(i)), l.load(param.as_ptr().add(i))) };
+        let mi = l.fmadd(g, gw1, l.mul(m0, beta1));
+        let vi = l.fmadd(l.mul(gw2, g), g, l.mul(v0, beta2));
+        let root = l.sqrt(vi);
         let scaled = if EXACT {
-          let q0 = _mm256_mul_ps(root, c2_inverse);
-          let q1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q0, c2, root), c2_inverse, q0);
-          let q = _mm256_fmadd_ps(_mm256_fnmadd_ps(q1, c2, root), c2_inverse, q1);
-          let finite = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_sub_ps(root, root), _mm256_setzero_ps());
-          _mm256_blendv_ps(q0, q, finite)
+          // √v / c₂ as `/` rounds it; ∞ and NaN take the first product, as `/` gives them.
+          let q0 = l.mul(root, c2_inverse);
+          let q1 = l.fmadd(l.fnmadd(q0, c2, root), c2_inverse, q0);
+          let q = l.fmadd(l.fnmadd(q1, c2, root), c2_inverse, q1);
+          l.where_finite(root, q, q0)
         } else {
-          _mm256_div_ps(root, c2)
+          l.div(root, c2)
         };
-        let denom = _mm256_add_ps(scaled, eps);
-        let p = _mm256_loadu_ps(param.as_ptr().add(i));
-        let update = _mm256_div_ps(_mm256_mul_ps(nlr, mi), denom);
-        _mm256_storeu_ps(param.as_mut_ptr().add(i), _mm256_add_ps(_mm256_mul_ps(p, decay), update));
-        _mm256_store_ps(m.0.as_mut_ptr().add(8 * k), mi);
-        _mm256_store_ps(v.0.as_mut_ptr().add(8 * k), vi);
-        top1 = _mm256_max_ps(x86::abs(mi), top1);
-        top2 = _mm256_max_ps(x86::abs(vi), top2);
+        let denom = l.add(scaled, eps);
+        let update = l.div(l.mul(nlr, mi), denom);
+        // SAFETY: as the loads'.
+        unsafe { l.store(param.as_mut_ptr().add(i), l.add(l.mul(p, decay), update)) };
+        l.store_in(&mut m, k, mi);
+        l.store_in(&mut v, k, vi);
+        top1 = l.max(l.abs(mi), top1);
+        top2 = l.max(l.abs(vi), top2);
       }
     }
     // SAFETY: the block's 256 codes (caller).
     unsafe {
-      absmax1[b] = x86::quantize(signed, &m, top1, state1.as_mut_ptr().add(b * BLOCK));
-      absmax2[b] = x86::quantize(unsigned, &v, top2, state2.as_mut_ptr().add(b * BLOCK));
+      absmax1[b] = l.quantize(signed, &m, top1, state1.as_mut_ptr().add(b * BLOCK));
+      absmax2[b] = l.quantize(unsigned, &v, top2, state2.as_mut_ptr().add(b * BLOCK));
     }
   }
 }

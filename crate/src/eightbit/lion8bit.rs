@@ -19,6 +19,8 @@
 //! 32-bit update's is `m.mul(β₁).add(g, alpha=1 − β₁)`, a fused multiply-add; the momentum is
 //! `fma(g, 1 − β₂, m·β₂)` in both; sign(0) = sign(NaN) = 0, as PyTorch's `sign`.
 
+#[cfg(target_arch = "x86_64")]
+use super::simd::Lanes;
 use super::simd::Level;
 use super::{multiversion, EightBit, Hyper, Quantized};
 use crate::quantize::{self, absmax, blocks, QuantMap, BLOCK};
@@ -107,9 +109,9 @@ pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], m
       // of one length (asserted above, cut to `whole` blocks).
       unsafe {
         if level == Level::Avx512 {
-          avx512(c, signed, p, g, s1, a1)
+          avx512(c, p, g, s1, a1)
         } else {
-          avx2(c, signed, p, g, s1, a1)
+          avx2(c, p, g, s1, a1)
         }
       }
       whole
@@ -121,52 +123,16 @@ pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], m
   fused_best(c, signed, &mut param[rest..], &grad[rest..], &mut state1[rest..], &mut absmax1[done..])
 }
 
-/// The fused kernel in AVX-512 over whole blocks: 16 vectors of 16 elements per block
-/// dequantized, updated, kept in an aligned stack block with their running absmax, requantized.
+/// The fused kernel in AVX-512 over whole blocks ([`whole_blocks`]): 16 vectors of 16 elements per
+/// block.
 ///
 /// # Safety
 /// AVX-512F/VL and FMA; `param.len()` a multiple of [`BLOCK`], the codes as long, one absmax per block.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn avx512(
-  c: &LionCoeffs,
-  signed: &QuantMap,
-  param: &mut [f32],
-  grad: &[f32],
-  state1: &mut [u8],
-  absmax1: &mut [f32],
-) {
-  use super::simd::{avx512 as x86, Block};
-  use std::arch::x86_64::*;
-  let (beta1, dw) = (_mm512_set1_ps(c.beta1), _mm512_set1_ps(c.direction_weight));
-  let (beta2, mw) = (_mm512_set1_ps(c.beta2), _mm512_set1_ps(c.momentum_weight));
-  let (decay, nlr) = (_mm512_set1_ps(c.decay_factor), _mm512_set1_ps(c.neg_lr));
-  let (zero, one, minus_one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0), _mm512_set1_ps(-1.0));
-  let mut m = Block([0.0; BLOCK]);
-  for (b, absmax) in absmax1.iter_mut().enumerate() {
-    let scale = _mm512_set1_ps(*absmax);
-    let mut top = _mm512_set1_ps(-f32::MAX);
-    for k in 0..16 {
-      let i = b * BLOCK + 16 * k;
-      // SAFETY: i + 16 ≤ len for every slice (caller), and within the stack block (k < 16).
-      unsafe {
-        let g = _mm512_loadu_ps(grad.as_ptr().add(i));
-        let m0 = x86::dequantize(state1.as_ptr().add(i), &signed.values, scale);
-        let direction = _mm512_add_ps(_mm512_mul_ps(m0, beta1), _mm512_mul_ps(g, dw));
-        // sign: 1, −1, or +0 for ±0 and NaN.
-        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(direction, zero);
-        let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(direction, zero);
-        let sign = _mm512_mask_blend_ps(negative, _mm512_maskz_mov_ps(positive, one), minus_one);
-        let p = _mm512_loadu_ps(param.as_ptr().add(i));
-        _mm512_storeu_ps(param.as_mut_ptr().add(i), _mm512_add_ps(_mm512_mul_ps(p, decay), _mm512_mul_ps(nlr, sign)));
-        let mi = _mm512_fmadd_ps(g, mw, _mm512_mul_ps(m0, beta2));
-        _mm512_store_ps(m.0.as_mut_ptr().add(16 * k), mi);
-        top = _mm512_max_ps(_mm512_abs_ps(mi), top);
-      }
-    }
-    // SAFETY: the block's 256 codes (caller).
-    *absmax = unsafe { x86::quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
-  }
+unsafe fn avx512(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) {
+  // SAFETY: this function's features are those `Lanes16` stands for; the slices as it asks.
+  unsafe { whole_blocks(super::simd::avx512::Lanes16::new(), c, param, grad, state1, absmax1) }
 }
 
 /// [`avx512`] with AVX2: 32 vectors of 8 elements per block.
@@ -175,43 +141,51 @@ unsafe fn avx512(
 /// AVX2 and FMA; as [`avx512`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2(
+unsafe fn avx2(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) {
+  // SAFETY: this function's features are those `Lanes8` stands for; the slices as it asks.
+  unsafe { whole_blocks(super::simd::avx2::Lanes8::new(), c, param, grad, state1, absmax1) }
+}
+
+/// The fused kernel in vectors of `L` over whole blocks: each block's vectors dequantized,
+/// updated, kept in an aligned stack block with their running absmax, requantized.
+///
+/// # Safety
+/// `param.len()` a multiple of [`BLOCK`], the codes as long, one absmax per block.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn whole_blocks<L: Lanes>(
+  l: L,
   c: &LionCoeffs,
-  signed: &QuantMap,
   param: &mut [f32],
   grad: &[f32],
   state1: &mut [u8],
   absmax1: &mut [f32],
 ) {
-  use super::simd::{avx2 as x86, Block};
-  use std::arch::x86_64::*;
-  let (beta1, dw) = (_mm256_set1_ps(c.beta1), _mm256_set1_ps(c.direction_weight));
-  let (beta2, mw) = (_mm256_set1_ps(c.beta2), _mm256_set1_ps(c.momentum_weight));
-  let (decay, nlr) = (_mm256_set1_ps(c.decay_factor), _mm256_set1_ps(c.neg_lr));
-  let (zero, one, minus_one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0), _mm256_set1_ps(-1.0));
+  use super::simd::Block;
+  let signed = quantize::signed();
+  let (beta1, dw) = (l.splat(c.beta1), l.splat(c.direction_weight));
+  let (beta2, mw) = (l.splat(c.beta2), l.splat(c.momentum_weight));
+  let (decay, nlr) = (l.splat(c.decay_factor), l.splat(c.neg_lr));
   let mut m = Block([0.0; BLOCK]);
   for (b, absmax) in absmax1.iter_mut().enumerate() {
-    let scale = _mm256_set1_ps(*absmax);
-    let mut top = _mm256_set1_ps(-f32::MAX);
-    for k in 0..32 {
-      let i = b * BLOCK + 8 * k;
-      // SAFETY: i + 8 ≤ len for every slice (caller), and within the stack block (k < 32).
-      unsafe {
-        let g = _mm256_loadu_ps(grad.as_ptr().add(i));
-        let m0 = x86::dequantize(state1.as_ptr().add(i), &signed.values, scale);
-        let direction = _mm256_add_ps(_mm256_mul_ps(m0, beta1), _mm256_mul_ps(g, dw));
-        let positive = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(direction, zero), one);
-        let negative = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(direction, zero), minus_one);
-        let sign = _mm256_or_ps(positive, negative);
-        let p = _mm256_loadu_ps(param.as_ptr().add(i));
-        _mm256_storeu_ps(param.as_mut_ptr().add(i), _mm256_add_ps(_mm256_mul_ps(p, decay), _mm256_mul_ps(nlr, sign)));
-        let mi = _mm256_fmadd_ps(g, mw, _mm256_mul_ps(m0, beta2));
-        _mm256_store_ps(m.0.as_mut_ptr().add(8 * k), mi);
-        top = _mm256_max_ps(x86::abs(mi), top);
-      }
+    let scale = l.splat(*absmax);
+    let mut top = l.splat(-f32::MAX);
+    for k in 0..BLOCK / L::N {
+      let i = b * BLOCK + L::N * k;
+      // SAFETY: i + N ≤ len for every slice (caller).
+      let (g, m0, p) = unsafe {
+        let g = l.load(grad.as_ptr().add(i));
+        (g, l.dequantize(state1.as_ptr().add(i), &signed.values, scale), l.load(param.as_ptr().add(i)))
+      };
+      let direction = l.add(l.mul(m0, beta1), l.mul(g, dw));
+      // SAFETY: as the loads'.
+      unsafe { l.store(param.as_mut_ptr().add(i), l.add(l.mul(p, decay), l.mul(nlr, l.sign(direction)))) };
+      let mi = l.fmadd(g, mw, l.mul(m0, beta2));
+      l.store_in(&mut m, k, mi);
+      top = l.max(l.abs(mi), top);
     }
     // SAFETY: the block's 256 codes (caller).
-    *absmax = unsafe { x86::quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
+    *absmax = unsafe { l.quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
   }
 }
 

@@ -10,9 +10,7 @@
 //! - The code is one gather from the map's packed range table ([`QuantMap::code`]), one
 //!   comparison and one selection.
 
-#[cfg(doc)]
-use crate::quantize::QuantMap;
-use crate::quantize::BLOCK;
+use crate::quantize::{QuantMap, BLOCK};
 
 /// The instruction set an 8-bit kernel runs with, in rising order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,12 +98,151 @@ impl BlockDivisor {
 #[repr(C, align(64))]
 pub(crate) struct Block(pub [f32; BLOCK]);
 
+/// One vector width's instructions, so that an optimizer's block pass is written once for every
+/// width ([`avx512::Lanes16`], [`avx2::Lanes8`]). A value of the type is the proof that this CPU
+/// runs them: it is made only by an `unsafe` constructor whose caller checked, and its methods
+/// are `#[inline(always)]`, compiled into the `#[target_feature]` function that calls them.
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait Lanes: Copy {
+  /// Lanes per vector.
+  const N: usize;
+  type V: Copy;
+  fn splat(self, x: f32) -> Self::V;
+  fn add(self, a: Self::V, b: Self::V) -> Self::V;
+  fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+  fn div(self, a: Self::V, b: Self::V) -> Self::V;
+  /// a·b + c, rounded once.
+  fn fmadd(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+  /// c − a·b, rounded once.
+  fn fnmadd(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+  fn sqrt(self, a: Self::V) -> Self::V;
+  /// The larger of each lane, `b`'s where either is NaN (`maxps`).
+  fn max(self, a: Self::V, b: Self::V) -> Self::V;
+  fn abs(self, a: Self::V) -> Self::V;
+  /// 1, −1, or +0 for ±0 and NaN, by the sign of each lane.
+  fn sign(self, a: Self::V) -> Self::V;
+  /// `then`'s lanes where `x` is finite, `otherwise`'s where it is ±∞ or NaN.
+  fn where_finite(self, x: Self::V, then: Self::V, otherwise: Self::V) -> Self::V;
+  /// # Safety
+  /// `at` readable for [`Self::N`] floats.
+  unsafe fn load(self, at: *const f32) -> Self::V;
+  /// # Safety
+  /// `at` writable for [`Self::N`] floats.
+  unsafe fn store(self, at: *mut f32, a: Self::V);
+  /// Stores vector `k` of `block` (`k < BLOCK / N`: checked).
+  fn store_in(self, block: &mut Block, k: usize, a: Self::V);
+  /// The map entries of [`Self::N`] codes at `codes`, times `scale`.
+  ///
+  /// # Safety
+  /// `codes` readable for [`Self::N`] bytes.
+  unsafe fn dequantize(self, codes: *const u8, values: &[f32; 256], scale: Self::V) -> Self::V;
+  /// Quantizes a whole block whose largest magnitudes are the lanes of `top` (running maxima
+  /// from −`f32::MAX`, NaN passed over): writes its 256 codes at `codes`, returns its absmax.
+  ///
+  /// # Safety
+  /// `codes` writable for 256 bytes.
+  unsafe fn quantize(self, map: &QuantMap, values: &Block, top: Self::V, codes: *mut u8) -> f32;
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
   use std::arch::x86_64::*;
 
-  use super::{Block, BlockDivisor};
+  use super::{Block, BlockDivisor, Lanes, BLOCK};
   use crate::quantize::{QuantMap, NAN_ENTRY, NEAR, RANGE_LIMIT, RANGE_SHIFT};
+
+  /// AVX-512 (F, VL) with AVX2 and FMA: 16 lanes ([`Lanes`]).
+  #[derive(Clone, Copy)]
+  pub struct Lanes16(());
+
+  impl Lanes16 {
+    /// # Safety
+    /// This CPU has AVX-512F/VL, AVX2 and FMA.
+    #[inline(always)]
+    pub unsafe fn new() -> Self {
+      Lanes16(())
+    }
+  }
+
+  // SAFETY (every method): `self` exists, so this CPU has the instructions (`Lanes16::new`);
+  // the pointers are valid for what each method reads or writes (its callers').
+  impl Lanes for Lanes16 {
+    const N: usize = 16;
+    type V = __m512;
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m512 {
+      unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+      unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+      unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m512, b: __m512) -> __m512 {
+      unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn fmadd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+      unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn fnmadd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+      unsafe { _mm512_fnmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn sqrt(self, a: __m512) -> __m512 {
+      unsafe { _mm512_sqrt_ps(a) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+      unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn abs(self, a: __m512) -> __m512 {
+      unsafe { _mm512_abs_ps(a) }
+    }
+    #[inline(always)]
+    fn sign(self, a: __m512) -> __m512 {
+      unsafe {
+        let zero = _mm512_setzero_ps();
+        let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, zero);
+        let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, zero);
+        _mm512_mask_blend_ps(negative, _mm512_maskz_mov_ps(positive, _mm512_set1_ps(1.0)), _mm512_set1_ps(-1.0))
+      }
+    }
+    #[inline(always)]
+    fn where_finite(self, x: __m512, then: __m512, otherwise: __m512) -> __m512 {
+      unsafe {
+        let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(x, x), _mm512_setzero_ps());
+        _mm512_mask_blend_ps(finite, otherwise, then)
+      }
+    }
+    #[inline(always)]
+    unsafe fn load(self, at: *const f32) -> __m512 {
+      unsafe { _mm512_loadu_ps(at) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, at: *mut f32, a: __m512) {
+      unsafe { _mm512_storeu_ps(at, a) }
+    }
+    #[inline(always)]
+    fn store_in(self, block: &mut Block, k: usize, a: __m512) {
+      assert!(k < BLOCK / 16);
+      unsafe { _mm512_store_ps(block.0.as_mut_ptr().add(16 * k), a) }
+    }
+    #[inline(always)]
+    unsafe fn dequantize(self, codes: *const u8, values: &[f32; 256], scale: __m512) -> __m512 {
+      unsafe { dequantize(codes, values, scale) }
+    }
+    #[inline(always)]
+    unsafe fn quantize(self, map: &QuantMap, values: &Block, top: __m512, codes: *mut u8) -> f32 {
+      unsafe { quantize(map, values, top, codes) }
+    }
+  }
 
   /// The map entries of 16 codes at `codes`, times `scale`.
   ///
@@ -205,8 +342,101 @@ pub(crate) mod avx512 {
 pub(crate) mod avx2 {
   use std::arch::x86_64::*;
 
-  use super::{Block, BlockDivisor};
+  use super::{Block, BlockDivisor, Lanes, BLOCK};
   use crate::quantize::{QuantMap, RANGE_LIMIT, RANGE_SHIFT};
+
+  /// AVX2 with FMA: 8 lanes ([`Lanes`]).
+  #[derive(Clone, Copy)]
+  pub struct Lanes8(());
+
+  impl Lanes8 {
+    /// # Safety
+    /// This CPU has AVX2 and FMA.
+    #[inline(always)]
+    pub unsafe fn new() -> Self {
+      Lanes8(())
+    }
+  }
+
+  // SAFETY (every method): `self` exists, so this CPU has the instructions (`Lanes8::new`);
+  // the pointers are valid for what each method reads or writes (its callers').
+  impl Lanes for Lanes8 {
+    const N: usize = 8;
+    type V = __m256;
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m256 {
+      unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m256, b: __m256) -> __m256 {
+      unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256, b: __m256) -> __m256 {
+      unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+      unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn fmadd(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+      unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn fnmadd(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+      unsafe { _mm256_fnmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn sqrt(self, a: __m256) -> __m256 {
+      unsafe { _mm256_sqrt_ps(a) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m256, b: __m256) -> __m256 {
+      unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn abs(self, a: __m256) -> __m256 {
+      abs(a)
+    }
+    #[inline(always)]
+    fn sign(self, a: __m256) -> __m256 {
+      unsafe {
+        let zero = _mm256_setzero_ps();
+        let positive = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(a, zero), _mm256_set1_ps(1.0));
+        let negative = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(a, zero), _mm256_set1_ps(-1.0));
+        _mm256_or_ps(positive, negative)
+      }
+    }
+    #[inline(always)]
+    fn where_finite(self, x: __m256, then: __m256, otherwise: __m256) -> __m256 {
+      unsafe {
+        let finite = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_sub_ps(x, x), _mm256_setzero_ps());
+        _mm256_blendv_ps(otherwise, then, finite)
+      }
+    }
+    #[inline(always)]
+    unsafe fn load(self, at: *const f32) -> __m256 {
+      unsafe { _mm256_loadu_ps(at) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, at: *mut f32, a: __m256) {
+      unsafe { _mm256_storeu_ps(at, a) }
+    }
+    #[inline(always)]
+    fn store_in(self, block: &mut Block, k: usize, a: __m256) {
+      assert!(k < BLOCK / 8);
+      unsafe { _mm256_store_ps(block.0.as_mut_ptr().add(8 * k), a) }
+    }
+    #[inline(always)]
+    unsafe fn dequantize(self, codes: *const u8, values: &[f32; 256], scale: __m256) -> __m256 {
+      unsafe { dequantize(codes, values, scale) }
+    }
+    #[inline(always)]
+    unsafe fn quantize(self, map: &QuantMap, values: &Block, top: __m256, codes: *mut u8) -> f32 {
+      unsafe { quantize(map, values, top, codes) }
+    }
+  }
 
   /// The map entries of 8 codes at `codes`, times `scale`.
   ///

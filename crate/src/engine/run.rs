@@ -229,14 +229,7 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
       })
     });
   };
-  SPANS.with(|cell| {
-    let mut owned = Vec::new();
-    let mut borrowed = cell.try_borrow_mut();
-    let spans = match borrowed.as_deref_mut() {
-      Ok(spans) => spans,
-      Err(_) => &mut owned,
-    };
-    spans.clear();
+  with_scratch(&SPANS, |spans| {
     let mut start = 0;
     for (index, job) in jobs.iter_mut().enumerate() {
       let len = job.param.len();
@@ -248,12 +241,8 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
         start,
         end: start + len,
         job: index,
-        param: job.param.as_mut_ptr().cast(),
         grad: job.grad.as_ptr().cast(),
-        buffers: job
-          .buffers
-          .each_mut()
-          .map(|b| if b.is_empty() { std::ptr::null_mut() } else { b.as_mut_ptr().cast() }),
+        arrays: Arrays::of(job.param, &mut job.buffers),
       });
       start += len;
     }
@@ -288,15 +277,80 @@ struct Pieces<'s, 'j, T, C, S> {
 // through the pointers of disjoint element ranges (see `run`).
 unsafe impl<T, C: Sync, S> Sync for Pieces<'_, '_, T, C, S> {}
 
-/// Where one non-empty tensor lies in the step's element range, with its arrays as raw pointers
-/// (null for a buffer this step does not use).
+/// Runs `f` with this thread's vector `key`, emptied, so that steps allocate nothing once the
+/// thread has seen as many tensors ([`with_thread_vec`]).
+fn with_scratch<E: 'static, R>(
+  key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<E>>>,
+  f: impl FnOnce(&mut Vec<E>) -> R,
+) -> R {
+  with_thread_vec(key, |spans| {
+    spans.clear();
+    f(spans)
+  })
+}
+
+/// Runs `f` with this thread's vector `key` as it was left, or with a new, empty one where it is
+/// in use already (a step run from within a step).
+pub(crate) fn with_thread_vec<E: 'static, R>(
+  key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<E>>>,
+  f: impl FnOnce(&mut Vec<E>) -> R,
+) -> R {
+  key.with(|cell| {
+    let mut owned = Vec::new();
+    let mut borrowed = cell.try_borrow_mut();
+    match borrowed.as_deref_mut() {
+      Ok(vec) => f(vec),
+      Err(_) => f(&mut owned),
+    }
+  })
+}
+
+/// Where one non-empty tensor lies in the step's element range, with its arrays as raw pointers.
 struct Span {
   start: usize,
   end: usize,
   job: usize,
-  param: *mut u8,
   grad: *const u8,
+  arrays: Arrays,
+}
+
+/// The parameter and state buffers of one tensor of a step, as raw pointers (null for a buffer
+/// the step does not use), through which the threads of the step each update their own elements.
+#[derive(Clone, Copy)]
+struct Arrays {
+  param: *mut u8,
   buffers: [*mut u8; MAX_BUFFERS],
+}
+
+impl Arrays {
+  fn of<T, S>(param: &mut [T], buffers: &mut [&mut [S]; MAX_BUFFERS]) -> Self {
+    Arrays {
+      param: param.as_mut_ptr().cast(),
+      buffers: buffers.each_mut().map(|b| if b.is_empty() { std::ptr::null_mut() } else { b.as_mut_ptr().cast() }),
+    }
+  }
+
+  /// The elements `at..at + len` of the parameter, of `T`, and of each buffer, of `S` (empty for
+  /// a buffer the step does not use).
+  ///
+  /// # Safety
+  /// The arrays are those [`Arrays::of`] was given, of `T` and `S`, still borrowed for `'a`;
+  /// `at + len` is within them; nothing else touches those elements during `'a`.
+  #[inline(always)]
+  unsafe fn at<'a, T, S>(self, at: usize, len: usize) -> (&'a mut [T], [&'a mut [S]; MAX_BUFFERS]) {
+    // SAFETY: in bounds of arrays borrowed for `'a`, and exclusive (caller).
+    unsafe {
+      let param = std::slice::from_raw_parts_mut(self.param.cast::<T>().add(at), len);
+      let buffers = self.buffers.map(|b| {
+        if b.is_null() {
+          &mut [][..]
+        } else {
+          std::slice::from_raw_parts_mut(b.cast::<S>().add(at), len)
+        }
+      });
+      (param, buffers)
+    }
+  }
 }
 
 thread_local! {
@@ -325,21 +379,18 @@ impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
         let len = (end - lo).min(SCAN_ELEMENTS);
         // SAFETY: `lo + len` is within the tensor; the caller guarantees exclusive access.
         unsafe {
-          let param = std::slice::from_raw_parts_mut(span.param.cast::<T>().add(lo), len);
+          let (param, buffers) = span.arrays.at::<T, S>(lo, len);
           let grad = std::slice::from_raw_parts(span.grad.cast::<T>().add(lo), len);
-          let buffers = span.buffers.map(|b| {
-            if b.is_null() {
-              &mut [][..]
-            } else {
-              std::slice::from_raw_parts_mut(b.cast::<S>().add(lo), len)
-            }
-          });
           S::update::<O>(&coeffs, param, grad, buffers);
           if self.streaming {
-            let next = lo + len;
-            prefetch_lines(span.param.cast::<T>().wrapping_add(next));
+            let (next, arrays) = (lo + len, span.arrays);
+            prefetch_lines(arrays.param.cast::<T>().wrapping_add(next));
             prefetch_lines(span.grad.cast::<T>().wrapping_add(next));
-            span.buffers.iter().filter(|b| !b.is_null()).for_each(|b| prefetch_lines(b.cast::<S>().wrapping_add(next)));
+            arrays
+              .buffers
+              .iter()
+              .filter(|b| !b.is_null())
+              .for_each(|b| prefetch_lines(b.cast::<S>().wrapping_add(next)));
           }
           non_finite |= any_non_finite(grad);
         }
@@ -460,13 +511,7 @@ impl<T: Float, C: Copy> Units<'_, '_, T, C> {
 /// not depend on the thread count, and each stage's partial results are folded in a fixed order,
 /// so neither do the results.
 fn run_stages<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>], pool: Option<&threads::Pool>) -> bool {
-  STAGED_SPANS.with(|cell| {
-    let mut owned = Vec::new();
-    let mut borrowed = cell.try_borrow_mut();
-    let spans = match borrowed.as_deref_mut() {
-      Ok(spans) => spans,
-      Err(_) => &mut owned,
-    };
+  with_scratch(&STAGED_SPANS, |spans| {
     let non_finite = AtomicBool::new(false);
     for stage in 0..O::STAGES {
       spans.clear();
@@ -574,14 +619,7 @@ pub fn run_sparse<O: Optimizer, T: Float>(jobs: &mut [SparseJob<'_, T, O::Coeffs
     }
     return non_finite;
   };
-  SPARSE_SPANS.with(|cell| {
-    let mut owned = Vec::new();
-    let mut borrowed = cell.try_borrow_mut();
-    let spans = match borrowed.as_deref_mut() {
-      Ok(spans) => spans,
-      Err(_) => &mut owned,
-    };
-    spans.clear();
+  with_scratch(&SPARSE_SPANS, |spans| {
     let piece_len = piece_elements(total, pool.threads());
     let mut units = 0;
     for (index, job) in jobs.iter_mut().enumerate() {
@@ -597,11 +635,7 @@ pub fn run_sparse<O: Optimizer, T: Float>(jobs: &mut [SparseJob<'_, T, O::Coeffs
         rows: job.rows.as_ptr(),
         count: job.rows.len(),
         values: job.values.as_ptr().cast(),
-        param: job.param.as_mut_ptr().cast(),
-        buffers: job
-          .buffers
-          .each_mut()
-          .map(|b| if b.is_empty() { std::ptr::null_mut() } else { b.as_mut_ptr().cast() }),
+        arrays: Arrays::of(job.param, &mut job.buffers),
       });
       units += job.rows.len().div_ceil(run_rows);
     }
@@ -628,8 +662,7 @@ struct SparseSpan {
   /// How many rows the job names.
   count: usize,
   values: *const u8,
-  param: *mut u8,
-  buffers: [*mut u8; MAX_BUFFERS],
+  arrays: Arrays,
 }
 
 thread_local! {
@@ -670,14 +703,7 @@ impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
       // it; its values are within `values`, which nothing writes.
       unsafe {
         let values = std::slice::from_raw_parts(span.values.cast::<T>().add(k * n), n);
-        let param = std::slice::from_raw_parts_mut(span.param.cast::<T>().add(at), n);
-        let buffers = span.buffers.map(|b| {
-          if b.is_null() {
-            &mut [][..]
-          } else {
-            std::slice::from_raw_parts_mut(b.cast::<T>().add(at), n)
-          }
-        });
+        let (param, buffers) = span.arrays.at::<T, T>(at, n);
         O::update(&coeffs, param, values, buffers);
         non_finite |= any_non_finite(values);
       }

@@ -168,6 +168,27 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// `dispatch!(kernel::<T, ...>[A: a, B: b, ...](args...))` calls `kernel::<T, ..., A, B, ...>(args...)`
+/// with each runtime flag `a`, `b`, ... turned into the `bool` const parameter it is named after:
+/// one call per combination, so that a kernel's loop tests none of them. The names say which
+/// parameter each flag fills, in the kernel's order.
+macro_rules! dispatch {
+  ($kernel:ident::<$($T:ty),*>[$($flag:ident: $value:expr),+ $(,)?]($($arg:expr),* $(,)?)) => {
+    $crate::engine::simd::dispatch!(@branch $kernel [$($T),*] [] [$($value),+] ($($arg),*))
+  };
+  (@branch $kernel:ident [$($T:ty),*] [$($known:tt)*] [] ($($arg:expr),*)) => {
+    $kernel::<$($T,)* $($known),*>($($arg),*)
+  };
+  (@branch $kernel:ident [$($T:ty),*] [$($known:tt)*] [$value:expr $(, $rest:expr)*] $args:tt) => {
+    if $value {
+      $crate::engine::simd::dispatch!(@branch $kernel [$($T),*] [$($known)* true] [$($rest),*] $args)
+    } else {
+      $crate::engine::simd::dispatch!(@branch $kernel [$($T),*] [$($known)* false] [$($rest),*] $args)
+    }
+  };
+}
+pub(crate) use dispatch;
+
 /// Whether prefetching ahead ([`streaming`]) speeds up kernels that stream from memory on this
 /// processor. It did on AMD's. On Intel's Xeon it was slower in some sessions and faster in others
 /// as the host's memory traffic changed, so it is off there until a measurement settles it

@@ -28,9 +28,9 @@
 //! with its roots, every other operation here gives PyTorch's bits.
 
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// Adadelta's options (PyTorch's `torch.optim.Adadelta`).
@@ -87,11 +87,7 @@ impl Optimizer for Adadelta {
   fn update<T: Float>(c: &AdadeltaCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [square_avg, acc_delta, _] = buffers;
-    if c.l2 != 0.0 {
-      fused_best::<T, true>(&k, param, grad, square_avg, acc_delta)
-    } else {
-      fused_best::<T, false>(&k, param, grad, square_avg, acc_delta)
-    }
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0](&k, param, grad, square_avg, acc_delta))
   }
 
   fn update_reference<T: Float>(c: &AdadeltaCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -120,8 +116,7 @@ impl Optimizer for Adadelta {
 
 /// [`AdadeltaCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   rho: T,
   grad_weight: T,
   eps: T,
@@ -131,8 +126,7 @@ struct Scalars<T> {
 impl<T: Float> Scalars<T> {
   fn new(c: &AdadeltaCoeffs) -> Self {
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       rho: T::from_f64(c.rho),
       grad_weight: T::from_f64(c.grad_weight),
       eps: T::from_f64(c.eps),
@@ -157,11 +151,8 @@ fn fused<T: Float, const L2: bool>(
   let square_avg = &mut square_avg[..n];
   let acc_delta = &mut acc_delta[..n];
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let g = k.gradient.at::<L2>(grad[i], p);
     let v = (k.grad_weight * g).mul_add(g, square_avg[i] * k.rho);
     square_avg[i] = v;
     let u = acc_delta[i];

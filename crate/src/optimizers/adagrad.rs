@@ -25,10 +25,10 @@
 //! A loaded accumulator (PyTorch's, even before any step) is used as it is.
 
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// Adagrad's options (PyTorch's `torch.optim.Adagrad`).
@@ -86,13 +86,7 @@ impl Optimizer for Adagrad {
   fn update<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [sum, _, _] = buffers;
-    {
-      if c.l2 != 0.0 {
-        fused_best::<T, true>(&k, param, grad, sum)
-      } else {
-        fused_best::<T, false>(&k, param, grad, sum)
-      }
-    }
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0](&k, param, grad, sum))
   }
 
   fn update_reference<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -115,8 +109,7 @@ impl Optimizer for Adagrad {
 
 /// [`AdagradCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   initial: T,
   eps: T,
   neg_clr: T,
@@ -125,8 +118,7 @@ struct Scalars<T> {
 impl<T: Float> Scalars<T> {
   fn new(c: &AdagradCoeffs) -> Self {
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       initial: T::from_f64(c.initial),
       eps: T::from_f64(c.eps),
       neg_clr: T::from_f64(c.neg_clr),
@@ -144,11 +136,8 @@ fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], 
   let grad = &grad[..n];
   let sum = &mut sum[..n];
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let g = k.gradient.at::<L2>(grad[i], p);
     let s = g.mul_add(g, sum[i] + k.initial);
     sum[i] = s;
     param[i] = p + k.neg_clr * g / (s.sqrt() + k.eps);

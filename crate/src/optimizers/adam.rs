@@ -30,9 +30,9 @@
 use crate::divide::ExactDivisor;
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
-use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::engine::simd::{dispatch, multiversion};
+use crate::float::{Float, Lerp};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// Adam's options (PyTorch's `torch.optim.Adam`).
@@ -146,12 +146,9 @@ impl Optimizer for Adam {
       return Self::update_reference(c, param, grad, buffers);
     };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
-    match (c.l2 != 0.0, c.amsgrad) {
-      (false, false) => fused_best::<T, false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, false) => fused_best::<T, true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (false, true) => fused_best::<T, false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, true) => fused_best::<T, true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-    }
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0, AMSGRAD: c.amsgrad](
+      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq
+    ))
   }
 
   /// Fused: the conversions run inside the kernel's loop, so that they overlap with its memory
@@ -161,12 +158,9 @@ impl Optimizer for Adam {
       return crate::engine::bf16::update::<Self>(c, param, grad, buffers);
     };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
-    match (c.l2 != 0.0, c.amsgrad) {
-      (false, false) => fused_bf16::<f32, Bf16, false, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, false) => fused_bf16::<f32, Bf16, true, false>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (false, true) => fused_bf16::<f32, Bf16, false, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-      (true, true) => fused_bf16::<f32, Bf16, true, true>(&k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
-    }
+    dispatch!(fused_bf16::<f32, Bf16>[L2: c.l2 != 0.0, AMSGRAD: c.amsgrad](
+      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq
+    ))
   }
 
   fn update_reference<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -229,11 +223,10 @@ impl Optimizer for AdamW {
 
 /// [`AdamCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   decay_factor: T,
-  lerp_coeff: T,
-  lerp_from_m: bool,
+  /// m toward g, by 1 − β₁.
+  lerp: Lerp<T>,
   beta2: T,
   grad_sq_weight: T,
   /// √(1 − β₂ᵗ), divided by without a divide instruction: the loop's divider is its bottleneck
@@ -246,14 +239,10 @@ struct Scalars<T> {
 impl<T: Float> Scalars<T> {
   /// `None` if √(1 − β₂ᵗ) is outside the range [`ExactDivisor`] is proven for.
   fn new(c: &AdamCoeffs) -> Option<Self> {
-    let weight = T::from_f64(c.lerp_weight);
-    let lerp_from_m = weight.abs() < T::from_f64(0.5);
     Some(Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       decay_factor: T::from_f64(c.decay_factor),
-      lerp_coeff: if lerp_from_m { weight } else { weight - T::ONE },
-      lerp_from_m,
+      lerp: Lerp::new(c.lerp_weight),
       beta2: T::from_f64(c.beta2),
       grad_sq_weight: T::from_f64(c.grad_sq_weight),
       bias_correction2_sqrt: ExactDivisor::new(T::from_f64(c.bias_correction2_sqrt))?,
@@ -297,15 +286,11 @@ fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool>(
   let exp_avg_sq = &mut exp_avg_sq[..n];
   let max_exp_avg_sq = if AMSGRAD { &mut max_exp_avg_sq[..n] } else { &mut [][..] };
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let mut p = param[i];
-    if L2 {
-      g = p.mul_add(k.l2, g);
-    }
+    let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
     let m = exp_avg[i].load();
-    let base = if k.lerp_from_m { m } else { g };
-    let m = k.lerp_coeff.mul_add(g - m, base);
+    let m = k.lerp.apply(m, g);
     let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
     exp_avg[i] = S::store(m);
     exp_avg_sq[i] = S::store(v);

@@ -21,9 +21,9 @@
 
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
-use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::engine::simd::{dispatch, multiversion};
+use crate::float::{Float, Lerp};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// Adamax's options (PyTorch's `torch.optim.Adamax`).
@@ -111,10 +111,9 @@ impl Optimizer for Adamax {
 
 /// [`AdamaxCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
-  lerp_coeff: T,
-  lerp_from_m: bool,
+  gradient: Gradient<T>,
+  /// m toward g, by 1 − β₁.
+  lerp: Lerp<T>,
   beta2: T,
   eps: T,
   neg_clr: T,
@@ -122,13 +121,9 @@ struct Scalars<T> {
 
 impl<T: Float> Scalars<T> {
   fn new(c: &AdamaxCoeffs) -> Self {
-    let weight = T::from_f64(c.lerp_weight);
-    let lerp_from_m = weight.abs() < T::from_f64(0.5);
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
-      lerp_coeff: if lerp_from_m { weight } else { weight - T::ONE },
-      lerp_from_m,
+      gradient: Gradient::new(c.maximize, c.l2),
+      lerp: Lerp::new(c.lerp_weight),
       beta2: T::from_f64(c.beta2),
       eps: T::from_f64(c.eps),
       neg_clr: T::from_f64(c.neg_clr),
@@ -145,11 +140,7 @@ fn update_stored<T: Float, S: Storage<T>>(
 ) {
   let k = Scalars::new(c);
   let [exp_avg, exp_inf, _] = buffers;
-  if c.l2 != 0.0 {
-    fused_best::<T, S, true>(&k, param, grad, exp_avg, exp_inf)
-  } else {
-    fused_best::<T, S, false>(&k, param, grad, exp_avg, exp_inf)
-  }
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0](&k, param, grad, exp_avg, exp_inf))
 }
 
 multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_inf: &mut [S]) => fused);
@@ -168,14 +159,10 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
   let exp_avg = &mut exp_avg[..n];
   let exp_inf = &mut exp_inf[..n];
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let g = k.gradient.at::<L2>(grad[i], p);
     let m = exp_avg[i].load();
-    let base = if k.lerp_from_m { m } else { g };
-    let m = k.lerp_coeff.mul_add(g - m, base);
+    let m = k.lerp.apply(m, g);
     let u = (exp_inf[i].load() * k.beta2).max_nan(g.abs() + k.eps);
     exp_avg[i] = S::store(m);
     exp_inf[i] = S::store(u);

@@ -33,10 +33,10 @@
 
 use crate::engine::nontemporal;
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// ASGD's options (PyTorch's `torch.optim.ASGD`).
@@ -120,12 +120,11 @@ impl Optimizer for Asgd {
   fn update<T: Float>(c: &AsgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [ax, _, _] = buffers;
-    match (c.l2 != 0.0, c.mu != 1.0) {
-      (l2, false) if nontemporal::is_on() => copy_around_cache::<T>(&k, l2, param, grad, ax),
-      (false, false) => fused_best::<T, false, false>(&k, param, grad, ax),
-      (true, false) => fused_best::<T, true, false>(&k, param, grad, ax),
-      (false, true) => fused_best::<T, false, true>(&k, param, grad, ax),
-      (true, true) => fused_best::<T, true, true>(&k, param, grad, ax),
+    let (l2, average) = (c.l2 != 0.0, c.mu != 1.0);
+    if !average && nontemporal::is_on() {
+      copy_around_cache::<T>(&k, l2, param, grad, ax)
+    } else {
+      dispatch!(fused_best::<T>[L2: l2, AVERAGE: average](&k, param, grad, ax))
     }
   }
 
@@ -154,8 +153,7 @@ impl Optimizer for Asgd {
 
 /// [`AsgdCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   decay: T,
   neg_eta: T,
   mu: T,
@@ -164,8 +162,7 @@ struct Scalars<T> {
 impl<T: Float> Scalars<T> {
   fn new(c: &AsgdCoeffs) -> Self {
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       decay: T::from_f64(c.decay),
       neg_eta: T::from_f64(c.neg_eta),
       mu: T::from_f64(c.mu),
@@ -187,11 +184,7 @@ const CHUNK: usize = 2048;
 fn copy_around_cache<T: Float>(k: &Scalars<T>, l2: bool, param: &mut [T], grad: &[T], ax: &mut [T]) {
   let n = param.len();
   for ((param, grad), ax) in param.chunks_mut(CHUNK).zip(grad[..n].chunks(CHUNK)).zip(ax[..n].chunks_mut(CHUNK)) {
-    if l2 {
-      descend_best::<T, true>(k, param, grad);
-    } else {
-      descend_best::<T, false>(k, param, grad);
-    }
+    dispatch!(descend_best::<T>[L2: l2](k, param, grad));
     nontemporal::copy(ax, param);
   }
 }
@@ -199,10 +192,7 @@ fn copy_around_cache<T: Float>(k: &Scalars<T>, l2: bool, param: &mut [T], grad: 
 /// p's update: `p(1 − λη) − η·g`, with the L2 penalty folded into g.
 #[inline(always)]
 fn descended<T: Float, const L2: bool>(k: &Scalars<T>, p: T, g: T) -> T {
-  let mut g = g * k.sign;
-  if L2 {
-    g = k.l2.mul_add(p, g);
-  }
+  let g = k.gradient.at::<L2>(g, p);
   k.neg_eta.mul_add(g, p * k.decay)
 }
 

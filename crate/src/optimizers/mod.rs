@@ -41,6 +41,32 @@ macro_rules! for_each_optimizer {
   };
 }
 
+/// The gradient a kernel steps with, from the one it is given: negated to maximize, then with an
+/// L2 penalty λ·p added where the kernel's `L2` says so (a step without one pays nothing for it).
+/// Rounded to the element type once per piece.
+#[derive(Clone, Copy)]
+pub(crate) struct Gradient<T> {
+  sign: T,
+  l2: T,
+}
+
+impl<T: Float> Gradient<T> {
+  pub fn new(maximize: bool, l2: f64) -> Self {
+    Gradient { sign: if maximize { -T::ONE } else { T::ONE }, l2: T::from_f64(l2) }
+  }
+
+  /// ±`g` + λ·`p`, in one fused multiply-add; `g·sign` is exact.
+  #[inline(always)]
+  pub fn at<const L2: bool>(&self, g: T, p: T) -> T {
+    let g = g * self.sign;
+    if L2 {
+      self.l2.mul_add(p, g)
+    } else {
+      g
+    }
+  }
+}
+
 /// The shape of one state buffer, in terms of the parameter's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {

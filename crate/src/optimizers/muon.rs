@@ -69,7 +69,7 @@
 use std::cell::RefCell;
 
 use crate::engine::finite::any_non_finite;
-use crate::engine::run::{Dims, Job, Tensor};
+use crate::engine::run::{with_thread_vec, Dims, Job, Tensor};
 use crate::engine::threads;
 use crate::float::{Float, Lerp, Product};
 use crate::optimizers::{Buffer, Optimizer};
@@ -387,13 +387,7 @@ thread_local! {
 /// Runs `f` with `len` elements of `T` of this thread's workspace (of unspecified values).
 fn with_workspace<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
   const { assert!(std::mem::size_of::<T>() <= 8 && std::mem::align_of::<T>() <= std::mem::align_of::<f64>()) };
-  WORKSPACE.with(|cell| {
-    let mut owned = Vec::new();
-    let mut borrowed = cell.try_borrow_mut();
-    let words = match borrowed.as_deref_mut() {
-      Ok(words) => words,
-      Err(_) => &mut owned,
-    };
+  with_thread_vec(&WORKSPACE, |words| {
     let needed = (len * std::mem::size_of::<T>()).div_ceil(8);
     if words.len() < needed {
       words.resize(needed, 0.0);

@@ -30,10 +30,10 @@
 
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
-use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::float::{Float, Lerp};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// NAdam's options (PyTorch's `torch.optim.NAdam`).
@@ -163,11 +163,10 @@ impl Optimizer for NAdam {
 
 /// [`NAdamCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   decay_factor: T,
-  lerp_coeff: T,
-  lerp_from_m: bool,
+  /// m toward g, by 1 − β₁.
+  lerp: Lerp<T>,
   beta2: T,
   grad_sq_weight: T,
   bias_correction2: T,
@@ -178,14 +177,10 @@ struct Scalars<T> {
 
 impl<T: Float> Scalars<T> {
   fn new(c: &NAdamCoeffs) -> Self {
-    let weight = T::from_f64(c.lerp_weight);
-    let lerp_from_m = weight.abs() < T::from_f64(0.5);
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       decay_factor: T::from_f64(c.decay_factor),
-      lerp_coeff: if lerp_from_m { weight } else { weight - T::ONE },
-      lerp_from_m,
+      lerp: Lerp::new(c.lerp_weight),
       beta2: T::from_f64(c.beta2),
       grad_sq_weight: T::from_f64(c.grad_sq_weight),
       bias_correction2: T::from_f64(c.bias_correction2),
@@ -205,11 +200,7 @@ fn update_stored<T: Float, S: Storage<T>>(
 ) {
   let k = Scalars::new(c);
   let [exp_avg, exp_avg_sq, _] = buffers;
-  if c.l2 != 0.0 {
-    fused_best::<T, S, true>(&k, param, grad, exp_avg, exp_avg_sq)
-  } else {
-    fused_best::<T, S, false>(&k, param, grad, exp_avg, exp_avg_sq)
-  }
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0](&k, param, grad, exp_avg, exp_avg_sq))
 }
 
 multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S]) => fused);
@@ -229,15 +220,11 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let mut p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
     let m = exp_avg[i].load();
-    let base = if k.lerp_from_m { m } else { g };
-    let m = k.lerp_coeff.mul_add(g - m, base);
+    let m = k.lerp.apply(m, g);
     let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
     exp_avg[i] = S::store(m);
     exp_avg_sq[i] = S::store(v);

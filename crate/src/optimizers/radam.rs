@@ -29,9 +29,9 @@
 
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
-use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::engine::simd::{dispatch, multiversion};
+use crate::float::{Float, Lerp};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// RAdam's options (PyTorch's `torch.optim.RAdam`).
@@ -158,11 +158,10 @@ impl Optimizer for RAdam {
 
 /// [`RAdamCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   decay_factor: T,
-  lerp_coeff: T,
-  lerp_from_m: bool,
+  /// m toward g, by 1 − β₁.
+  lerp: Lerp<T>,
   beta2: T,
   grad_sq_weight: T,
   bias_correction1: T,
@@ -174,14 +173,10 @@ struct Scalars<T> {
 
 impl<T: Float> Scalars<T> {
   fn new(c: &RAdamCoeffs) -> Self {
-    let weight = T::from_f64(c.lerp_weight);
-    let lerp_from_m = weight.abs() < T::from_f64(0.5);
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       decay_factor: T::from_f64(c.decay_factor),
-      lerp_coeff: if lerp_from_m { weight } else { weight - T::ONE },
-      lerp_from_m,
+      lerp: Lerp::new(c.lerp_weight),
       beta2: T::from_f64(c.beta2),
       grad_sq_weight: T::from_f64(c.grad_sq_weight),
       bias_correction1: T::from_f64(c.bias_correction1),
@@ -202,12 +197,7 @@ fn update_stored<T: Float, S: Storage<T>>(
 ) {
   let k = Scalars::new(c);
   let [exp_avg, exp_avg_sq, _] = buffers;
-  match (c.l2 != 0.0, c.rectified) {
-    (false, false) => fused_best::<T, S, false, false>(&k, param, grad, exp_avg, exp_avg_sq),
-    (true, false) => fused_best::<T, S, true, false>(&k, param, grad, exp_avg, exp_avg_sq),
-    (false, true) => fused_best::<T, S, false, true>(&k, param, grad, exp_avg, exp_avg_sq),
-    (true, true) => fused_best::<T, S, true, true>(&k, param, grad, exp_avg, exp_avg_sq),
-  }
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0, RECTIFIED: c.rectified](&k, param, grad, exp_avg, exp_avg_sq))
 }
 
 multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const RECTIFIED: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S]) => fused);
@@ -227,15 +217,11 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const RECTIFIED: bool>(
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let mut p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
     let m = exp_avg[i].load();
-    let base = if k.lerp_from_m { m } else { g };
-    let m = k.lerp_coeff.mul_add(g - m, base);
+    let m = k.lerp.apply(m, g);
     let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
     exp_avg[i] = S::store(m);
     exp_avg_sq[i] = S::store(v);

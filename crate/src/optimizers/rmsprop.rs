@@ -29,9 +29,9 @@
 //! unused (zero) `momentum_buffer`: state buffers are taken by count, not by set.
 
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
-use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::engine::simd::{dispatch, multiversion};
+use crate::float::{Float, Lerp};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// RMSprop's options (PyTorch's `torch.optim.RMSprop`).
@@ -102,16 +102,9 @@ impl Optimizer for RMSprop {
 
   fn update<T: Float>(c: &RMSpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
-    match (c.l2 != 0.0, c.centered, c.momentum > 0.0) {
-      (false, false, false) => fused_best::<T, false, false, false>(&k, param, grad, buffers),
-      (true, false, false) => fused_best::<T, true, false, false>(&k, param, grad, buffers),
-      (false, true, false) => fused_best::<T, false, true, false>(&k, param, grad, buffers),
-      (true, true, false) => fused_best::<T, true, true, false>(&k, param, grad, buffers),
-      (false, false, true) => fused_best::<T, false, false, true>(&k, param, grad, buffers),
-      (true, false, true) => fused_best::<T, true, false, true>(&k, param, grad, buffers),
-      (false, true, true) => fused_best::<T, false, true, true>(&k, param, grad, buffers),
-      (true, true, true) => fused_best::<T, true, true, true>(&k, param, grad, buffers),
-    }
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0, CENTERED: c.centered, MOMENTUM: c.momentum > 0.0](
+      &k, param, grad, buffers
+    ))
   }
 
   fn update_reference<T: Float>(c: &RMSpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -154,12 +147,11 @@ fn lerp<T: Float>(a: T, g: T, weight: T) -> T {
 
 /// [`RMSpropCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   alpha: T,
   grad_weight: T,
-  lerp_coeff: T,
-  lerp_from_avg: bool,
+  /// a toward g, by 1 − α.
+  lerp: Lerp<T>,
   eps: T,
   momentum: T,
   neg_lr: T,
@@ -167,15 +159,11 @@ struct Scalars<T> {
 
 impl<T: Float> Scalars<T> {
   fn new(c: &RMSpropCoeffs) -> Self {
-    let weight = T::from_f64(c.grad_weight);
-    let lerp_from_avg = weight.abs() < T::from_f64(0.5);
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       alpha: T::from_f64(c.alpha),
-      grad_weight: weight,
-      lerp_coeff: if lerp_from_avg { weight } else { weight - T::ONE },
-      lerp_from_avg,
+      grad_weight: T::from_f64(c.grad_weight),
+      lerp: Lerp::new(c.grad_weight),
       eps: T::from_f64(c.eps),
       momentum: T::from_f64(c.momentum),
       neg_lr: T::from_f64(c.neg_lr),
@@ -200,17 +188,13 @@ fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
   let momentum_buffer = if MOMENTUM { &mut momentum_buffer[..n] } else { &mut [][..] };
   let grad_avg = if CENTERED { &mut grad_avg[..n] } else { &mut [][..] };
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let g = k.gradient.at::<L2>(grad[i], p);
     let v = (k.grad_weight * g).mul_add(g, square_avg[i] * k.alpha);
     square_avg[i] = v;
     let variance = if CENTERED {
       let a = grad_avg[i];
-      let base = if k.lerp_from_avg { a } else { g };
-      let a = k.lerp_coeff.mul_add(g - a, base);
+      let a = k.lerp.apply(a, g);
       grad_avg[i] = a;
       (-a).mul_add(a, v)
     } else {

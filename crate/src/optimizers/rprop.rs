@@ -33,7 +33,7 @@
 
 use crate::config::{format_number, ConfigError};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
 use crate::optimizers::{Buffer, Optimizer};
@@ -118,11 +118,7 @@ impl Optimizer for Rprop {
   fn update<T: Float>(c: &RpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [prev, step_size, _] = buffers;
-    if c.first {
-      fused_best::<T, true>(&k, param, grad, prev, step_size)
-    } else {
-      fused_best::<T, false>(&k, param, grad, prev, step_size)
-    }
+    dispatch!(fused_best::<T>[FIRST: c.first](&k, param, grad, prev, step_size))
   }
 
   fn update_reference<T: Float>(c: &RpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {

@@ -51,9 +51,9 @@
 
 use crate::config::{ConfigError, Rule};
 use crate::engine::run::{run, Job, MAX_BUFFERS};
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
-use crate::float::Float;
+use crate::float::{Float, Lerp};
 use crate::optimizers::{Buffer, Optimizer};
 
 crate::options! {
@@ -269,12 +269,7 @@ impl Optimizer for AdamWScheduleFree {
   fn update<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [z, exp_avg_sq, _] = buffers;
-    match (c.weight_decay != 0.0, c.init_z) {
-      (false, false) => adamw_best::<T, false, false>(&k, param, grad, z, exp_avg_sq),
-      (true, false) => adamw_best::<T, true, false>(&k, param, grad, z, exp_avg_sq),
-      (false, true) => adamw_best::<T, false, true>(&k, param, grad, z, exp_avg_sq),
-      (true, true) => adamw_best::<T, true, true>(&k, param, grad, z, exp_avg_sq),
-    }
+    dispatch!(adamw_best::<T>[DECAY: c.weight_decay != 0.0, INIT: c.init_z](&k, param, grad, z, exp_avg_sq))
   }
 
   fn update_reference<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -320,12 +315,7 @@ impl Optimizer for SgdScheduleFree {
   fn update<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
     let k = Scalars::new(c);
     let [z, _, _] = buffers;
-    match (c.weight_decay != 0.0, c.init_z) {
-      (false, false) => sgd_best::<T, false, false>(&k, param, grad, z),
-      (true, false) => sgd_best::<T, true, false>(&k, param, grad, z),
-      (false, true) => sgd_best::<T, false, true>(&k, param, grad, z),
-      (true, true) => sgd_best::<T, true, true>(&k, param, grad, z),
-    }
+    dispatch!(sgd_best::<T>[DECAY: c.weight_decay != 0.0, INIT: c.init_z](&k, param, grad, z))
   }
 
   fn update_reference<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -359,9 +349,8 @@ fn lerp<T: Float>(from: T, to: T, weight: T) -> T {
 
 /// [`ScheduleFreeCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  /// c, or c − 1 when the lerp starts from z.
-  lerp_coeff: T,
-  lerp_from_y: bool,
+  /// y toward z, by c.
+  lerp: Lerp<T>,
   y_step: T,
   neg_lr: T,
   weight_decay: T,
@@ -373,11 +362,8 @@ struct Scalars<T> {
 
 impl<T: Float> Scalars<T> {
   fn new(c: &ScheduleFreeCoeffs) -> Self {
-    let ckp1 = T::from_f64(c.ckp1);
-    let lerp_from_y = ckp1.abs() < T::from_f64(0.5);
     Scalars {
-      lerp_coeff: if lerp_from_y { ckp1 } else { ckp1 - T::ONE },
-      lerp_from_y,
+      lerp: Lerp::new(c.ckp1),
       y_step: T::from_f64(c.y_step),
       neg_lr: T::from_f64(c.neg_lr),
       weight_decay: T::from_f64(c.weight_decay),
@@ -412,8 +398,7 @@ fn adamw<T: Float, const DECAY: bool, const INIT: bool>(
     if DECAY {
       normalized = y.mul_add(k.weight_decay, normalized);
     }
-    let base = if k.lerp_from_y { y } else { zi };
-    let y = k.lerp_coeff.mul_add(zi - y, base);
+    let y = k.lerp.apply(y, zi);
     param[i] = normalized.mul_add(k.y_step, y);
     z[i] = normalized.mul_add(k.neg_lr, zi);
   }
@@ -433,8 +418,7 @@ fn sgd<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mu
     if DECAY {
       g = y.mul_add(k.weight_decay, g);
     }
-    let base = if k.lerp_from_y { y } else { zi };
-    let y = k.lerp_coeff.mul_add(zi - y, base);
+    let y = k.lerp.apply(y, zi);
     param[i] = g.mul_add(k.y_step, y);
     z[i] = g.mul_add(k.neg_lr, zi);
   }

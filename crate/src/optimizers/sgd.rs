@@ -26,10 +26,10 @@
 use crate::config::ConfigError;
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
-use crate::engine::simd::multiversion;
+use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::Float;
-use crate::optimizers::{Buffer, Optimizer};
+use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// SGD's options (PyTorch's `torch.optim.SGD`).
@@ -147,8 +147,7 @@ impl Optimizer for Sgd {
 
 /// [`SgdCoeffs`] rounded to the element type, once per piece.
 struct Scalars<T> {
-  sign: T,
-  l2: T,
+  gradient: Gradient<T>,
   momentum: T,
   buffer_decay: T,
   buffer_weight: T,
@@ -158,8 +157,7 @@ struct Scalars<T> {
 impl<T: Float> Scalars<T> {
   fn new(c: &SgdCoeffs) -> Self {
     Scalars {
-      sign: if c.maximize { -T::ONE } else { T::ONE },
-      l2: T::from_f64(c.l2),
+      gradient: Gradient::new(c.maximize, c.l2),
       momentum: T::from_f64(c.momentum),
       buffer_decay: T::from_f64(c.buffer_decay),
       buffer_weight: T::from_f64(c.buffer_weight),
@@ -177,14 +175,10 @@ fn update_stored<T: Float, S: Storage<T>>(
 ) {
   let k = Scalars::new(c);
   let [buffer, _, _] = buffers;
-  match (c.l2 != 0.0, c.momentum != 0.0, c.nesterov) {
-    (false, false, _) => fused_best::<T, S, false, false, false>(&k, param, grad, buffer),
-    (true, false, _) => fused_best::<T, S, true, false, false>(&k, param, grad, buffer),
-    (false, true, false) => fused_best::<T, S, false, true, false>(&k, param, grad, buffer),
-    (true, true, false) => fused_best::<T, S, true, true, false>(&k, param, grad, buffer),
-    (false, true, true) => fused_best::<T, S, false, true, true>(&k, param, grad, buffer),
-    (true, true, true) => fused_best::<T, S, true, true, true>(&k, param, grad, buffer),
-  }
+  // Without momentum the kernel reads no NESTEROV (nor do options pass validation with it).
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0, MOMENTUM: c.momentum != 0.0, NESTEROV: c.nesterov](
+    &k, param, grad, buffer
+  ))
 }
 
 multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffer: &mut [S]) => fused);
@@ -202,11 +196,8 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NE
   let grad = &grad[..n];
   let buffer = if MOMENTUM { &mut buffer[..n] } else { &mut [][..] };
   for i in 0..n {
-    let mut g = grad[i] * k.sign;
     let p = param[i];
-    if L2 {
-      g = k.l2.mul_add(p, g);
-    }
+    let mut g = k.gradient.at::<L2>(grad[i], p);
     if MOMENTUM {
       let b = k.buffer_weight.mul_add(g, buffer[i].load() * k.buffer_decay);
       buffer[i] = S::store(b);
