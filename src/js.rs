@@ -350,10 +350,7 @@ impl RawEnv {
   /// bounds. An array on a SharedArrayBuffer never is (such a buffer cannot shrink).
   pub fn beyond_buffer(self, typed_array: sys::napi_value) -> std::result::Result<bool, Fail> {
     let (buffer, offset) = self.buffer_of(typed_array)?;
-    let mut byte_len = 0;
-    // SAFETY: a value of this call's scope; the data pointer is not wanted.
-    let status = unsafe { sys::napi_get_arraybuffer_info(self.0, buffer, ptr::null_mut(), &mut byte_len) };
-    Ok(status == sys::Status::napi_ok && offset > byte_len)
+    Ok(matches!(self.array_buffer(buffer), Ok(Some((_, byte_len))) if offset > byte_len))
   }
 
   /// Whether an attached typed array that reads as empty is out of bounds (its resizable

@@ -34,6 +34,15 @@ export function build(classes: Record<string, OptimizerClass>, c: FixtureCase, p
 /** Checks that one optimizer's cases cover both dtypes, two groups, skipped grads and 20+ steps. */
 export function checkCoverage(t: ExecutionContext, mine: FixtureCase[], name: string): void {
   t.true(mine.length >= 6, name)
+  checkTrajectories(t, mine, name)
+}
+
+/** Checks that one optimizer's trajectories take both dtypes, two groups, skipped grads and 20+ steps. */
+export function checkTrajectories(
+  t: ExecutionContext,
+  mine: Array<Pick<FixtureCase, 'dtype' | 'groups' | 'steps'>>,
+  name: string,
+): void {
   t.deepEqual(new Set(mine.map((c) => c.dtype)), new Set(['float32', 'float64']), name)
   t.true(
     mine.some((c) => c.groups.length === 2 && c.groups[0].options.lr !== c.groups[1].options.lr),
