@@ -166,8 +166,10 @@ impl Optimizer for SwaMean {
     1.0
   }
 
-  fn update<T: Float>(count: &f64, average: &mut [T], param: &[T], _: [&mut [T]; MAX_BUFFERS]) {
+  /// Its second array is a parameter, not a gradient: it reports nothing.
+  fn update<T: Float>(count: &f64, average: &mut [T], param: &[T], _: [&mut [T]; MAX_BUFFERS]) -> bool {
     mean_best::<T>(&T::from_f64(*count), average, param);
+    false
   }
 
   fn update_reference<T: Float>(count: &f64, average: &mut [T], param: &[T], _: [&mut [T]; MAX_BUFFERS]) {
@@ -205,8 +207,10 @@ impl Optimizer for Assign {
     0.0
   }
 
-  fn update<T: Float>(_: &f64, target: &mut [T], source: &[T], _: [&mut [T]; MAX_BUFFERS]) {
+  /// Its second array is a copy's source, not a gradient: it reports nothing.
+  fn update<T: Float>(_: &f64, target: &mut [T], source: &[T], _: [&mut [T]; MAX_BUFFERS]) -> bool {
     target.copy_from_slice(source);
+    false
   }
 
   fn update_reference<T: Float>(_: &f64, target: &mut [T], source: &[T], _: [&mut [T]; MAX_BUFFERS]) {

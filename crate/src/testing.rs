@@ -98,7 +98,8 @@ pub fn step_once<O: Optimizer, T: Element>(
 }
 
 /// The fused, parallel kernel and the plain reference give the same bits, parameters and state,
-/// over [`STEPS`] steps, for every config, on every length of [`LENGTHS`], in both precisions.
+/// over [`STEPS`] steps, for every config, on every length of [`LENGTHS`], in both precisions;
+/// and the engine reports a gradient's NaN or ±∞ wherever it lies ([`assert_reports_non_finite`]).
 pub fn assert_fused_matches_reference<O: Optimizer + Debug>(configs: &[O]) {
   for config in configs {
     for len in LENGTHS {
@@ -108,6 +109,26 @@ pub fn assert_fused_matches_reference<O: Optimizer + Debug>(configs: &[O]) {
       let (fast, fast_state) = trajectory::<O, f64>(*config, len, STEPS, true);
       let (slow, slow_state) = trajectory::<O, f64>(*config, len, STEPS, false);
       assert!(same_bits(&fast, &slow) && same_state(&fast_state, &slow_state), "f64 {config:?} len {len}");
+    }
+    assert_reports_non_finite::<O, f32>(*config);
+    assert_reports_non_finite::<O, f64>(*config);
+  }
+}
+
+/// A step through the engine reports a gradient holding NaN, +∞ or −∞ at its first element, in
+/// its middle, or at its last (a vector's tail), on every non-empty length of [`LENGTHS`], and
+/// reports nothing for gradients whose largest finite values stand in the same places
+/// ([`step_once`] compares the report with the gradient).
+pub fn assert_reports_non_finite<O: Optimizer + Debug, T: Element>(config: O) {
+  let largest = if std::mem::size_of::<T>() == 4 { f32::MAX as f64 } else { f64::MAX };
+  for len in LENGTHS.into_iter().filter(|&len| len > 0) {
+    for at in [0, len / 2, len - 1] {
+      for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, largest, -largest] {
+        let mut param = values::<T>(len, 1);
+        let mut grad = values::<T>(len, 2);
+        grad[at] = T::from_f64(value);
+        step_once(config, &mut ParamState::default(), &mut param, &grad, true);
+      }
     }
   }
 }

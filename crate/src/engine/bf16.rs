@@ -97,14 +97,15 @@ pub const CHUNK: usize = 1024;
 
 /// One piece of an elementwise step of `O` over float32 parameters with bfloat16 state: the same
 /// bits as widening `buffers` to float32, running [`Optimizer::update`] over the whole piece, and
-/// rounding the buffers back ([`Bf16::from_f32`]).
+/// rounding the buffers back ([`Bf16::from_f32`]); returns what [`Optimizer::update`] reports.
 pub fn update<O: Optimizer>(
   coeffs: &O::Coeffs,
   param: &mut [f32],
   grad: &[f32],
   mut buffers: [&mut [Bf16]; MAX_BUFFERS],
-) {
+) -> bool {
   let n = param.len();
+  let mut non_finite = false;
   let mut wide = [[MaybeUninit::<f32>::uninit(); CHUNK]; MAX_BUFFERS];
   let mut from = 0;
   while from < n {
@@ -117,7 +118,7 @@ pub fn update<O: Optimizer>(
         *chunk = widen_best::<f32>(&state[from..to], std::mem::take(part));
       }
     }
-    O::update(coeffs, &mut param[from..to], &grad[from..to], chunks.each_mut().map(|c| &mut **c));
+    non_finite |= O::update(coeffs, &mut param[from..to], &grad[from..to], chunks.each_mut().map(|c| &mut **c));
     for (chunk, state) in chunks.iter().zip(buffers.iter_mut()) {
       if !state.is_empty() {
         narrow_best::<f32>(chunk, &mut state[from..to]);
@@ -125,6 +126,7 @@ pub fn update<O: Optimizer>(
     }
     from = to;
   }
+  non_finite
 }
 
 /// `state` widened into `out`, which it returns initialised.
@@ -377,6 +379,42 @@ mod tests {
     assert_engine_matches_by_hand(Adamax::default(), 3);
     assert_engine_matches_by_hand(Sgd { momentum: 0.9, nesterov: true, ..Sgd::default() }, 3);
     assert_engine_matches_by_hand(Sgd { momentum: 0.9, dampening: 0.5, ..Sgd::default() }, 3);
+  }
+
+  /// With bfloat16 state, through the engine's fused kernels and through the chunked path
+  /// ([`update`]), a step reports a gradient's NaN, +∞ or −∞ at its first, middle or last element,
+  /// and nothing for the largest finite values there.
+  fn assert_reports_non_finite<O: Optimizer>(config: O) {
+    for len in [1, 17, CHUNK + 1, PARALLEL_MIN_ELEMENTS + 77] {
+      for at in [0, len / 2, len - 1] {
+        for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX] {
+          let mut grad = values::<f32>(len, 2);
+          grad[at] = value;
+          for chunked in [false, true] {
+            let mut param = values::<f32>(len, 1);
+            let mut state = ParamState { step: 1, ..ParamState::default() };
+            let mut coeffs = config.coeffs(1);
+            config.advance(&mut coeffs, &mut state);
+            let buffers = state.buffers_mut::<Bf16>(&[len; MAX_BUFFERS], config.buffers_used());
+            let reported = if chunked {
+              update::<O>(&coeffs, &mut param, &grad, buffers)
+            } else {
+              run_bf16::<O>(&mut [Job::flat(coeffs, &mut param, &grad, buffers)])
+            };
+            assert_eq!(reported, !value.is_finite(), "{} length {len}, {value} at {at}, chunked {chunked}", O::NAME);
+          }
+        }
+      }
+    }
+  }
+
+  #[test]
+  fn non_finite_gradients_are_reported() {
+    assert_reports_non_finite(Adam { amsgrad: true, ..Adam::default() });
+    assert_reports_non_finite(NAdam::default());
+    assert_reports_non_finite(RAdam::default());
+    assert_reports_non_finite(Adamax::default());
+    assert_reports_non_finite(Sgd { momentum: 0.9, ..Sgd::default() });
   }
 
   /// `O`'s parameters and bfloat16 state after 3 steps of tensors that span pieces and the

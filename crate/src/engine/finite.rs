@@ -2,8 +2,10 @@
 //!
 //! The policy, as PyTorch's: a step proceeds whatever its gradients hold, so NaN and ∞ flow into
 //! the parameters and the state. [`crate::run`] reports whether any gradient element it read was
-//! non-finite, at no cost in memory traffic: it scans each piece of a gradient right after the
-//! fused update of that piece has read it, while the piece is still in the core's cache. A caller
+//! non-finite, at no cost in memory traffic: each elementwise kernel checks the gradient elements
+//! in its own loop as it reads them (`Optimizer::update`); the staged optimizers scan each part of
+//! a gradient right after the stage that read it, while it is still in cache ([`any_non_finite`]).
+//! A caller
 //! that would rather skip such a step checks every gradient first with [`all_finite`] (one more
 //! read of the gradients) and runs nothing if one fails, so a step stays all-or-none.
 

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::any::TypeId;
 
 use crate::engine::bf16::Bf16;
-use crate::engine::finite::any_non_finite;
 use crate::engine::nontemporal;
 use crate::engine::simd;
 use crate::engine::state::Stored;
@@ -37,24 +36,24 @@ pub const PIECE_ELEMENTS: usize = 1 << 12;
 /// pieces this size still splits into many per thread.
 pub const MAX_PIECE_ELEMENTS: usize = 1 << 16;
 
-/// The most elements one kernel call updates: a piece is updated in calls of this many elements,
-/// each followed by the scan of its gradient for non-finite values ([`any_non_finite`]) while
-/// that gradient is still in the core's caches. Scanning a whole piece after its update read the
-/// gradient again from further away: a tenth of a step's time in steps that stream from memory
-/// (BENCHMARKS.md, "Design choices").
-pub const SCAN_ELEMENTS: usize = 1 << 12;
+/// The most elements one kernel call updates: a piece is updated in calls of this many elements
+/// (16 KB of each float32 array). The size once bounded a second pass over each call's gradient,
+/// which had to find it in cache; kernels now check the gradient in their own loop
+/// ([`Optimizer::update`]), and between two calls of a step streaming from memory the engine asks
+/// for the next call's first lines ([`CALL_AHEAD_LINES`]). BENCHMARKS.md, "Design choices", has
+/// the measurements.
+pub const CALL_ELEMENTS: usize = 1 << 12;
 
 /// Cache lines of each array past a kernel call that a step streaming from memory asks for before
-/// it scans the call's gradient: memory keeps delivering while the scan runs, where it would idle
-/// (BENCHMARKS.md, "Design choices").
-const SCAN_AHEAD_LINES: usize = 16;
+/// the next call (BENCHMARKS.md, "Design choices").
+const CALL_AHEAD_LINES: usize = 16;
 
-/// Asks for the [`SCAN_AHEAD_LINES`] cache lines from `at` on. A prefetch is a hint that never
+/// Asks for the [`CALL_AHEAD_LINES`] cache lines from `at` on. A prefetch is a hint that never
 /// faults, so `at` may lie past the end of its array.
 #[inline(always)]
 fn prefetch_lines<E>(at: *const E) {
   let at = at.cast::<i8>();
-  for line in 0..SCAN_AHEAD_LINES {
+  for line in 0..CALL_AHEAD_LINES {
     // SAFETY: a prefetch never faults, whatever the address.
     #[cfg(target_arch = "x86_64")]
     unsafe {
@@ -139,8 +138,8 @@ impl<'a, T, C, S> Job<'a, T, C, S> {
 /// Nothing is allocated once a thread has run a step with as many tensors before.
 ///
 /// Returns whether any gradient element was NaN or infinite (the update went ahead regardless, as
-/// PyTorch's does). Each [`SCAN_ELEMENTS`] of a gradient are scanned right after their update read
-/// them, while they are in cache, so the report adds no memory traffic ([`crate::engine::finite`]).
+/// PyTorch's does): each kernel checks the gradient elements as its loop reads them
+/// ([`Optimizer::update`]), so the report adds no memory traffic ([`crate::engine::finite`]).
 pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
   let streaming = streams_from_memory(jobs);
   run_streaming::<O, T, T>(jobs, streaming)
@@ -158,20 +157,26 @@ pub fn run_bf16<O: Optimizer>(jobs: &mut [Job<'_, f32, O::Coeffs, Bf16>]) -> boo
 
 /// The element type of the state of a parameter of `T`: `T` itself, or [`Bf16`] for `f32`.
 pub trait StateOf<T: Float>: Stored {
-  /// `O`'s update of one contiguous piece.
-  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [Self]; MAX_BUFFERS]);
+  /// `O`'s update of one contiguous piece; whether a gradient element was NaN or infinite.
+  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [Self]; MAX_BUFFERS])
+    -> bool;
 }
 
 impl<T: Float> StateOf<T> for T {
   #[inline]
-  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     O::update(coeffs, param, grad, buffers)
   }
 }
 
 impl StateOf<f32> for Bf16 {
   #[inline]
-  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+  fn update<O: Optimizer>(
+    coeffs: &O::Coeffs,
+    param: &mut [f32],
+    grad: &[f32],
+    buffers: [&mut [Bf16]; MAX_BUFFERS],
+  ) -> bool {
     // The chunked path runs the float32 kernel over state widened into a chunk on the stack,
     // read back right after: no stores around the caches there.
     nontemporal::with(false, || O::update_bf16(coeffs, param, grad, buffers))
@@ -212,17 +217,16 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
         let mut non_finite = false;
         for job in jobs.iter_mut() {
           let len = job.param.len();
-          for from in (0..len).step_by(SCAN_ELEMENTS) {
-            let to = (from + SCAN_ELEMENTS).min(len);
+          for from in (0..len).step_by(CALL_ELEMENTS) {
+            let to = (from + CALL_ELEMENTS).min(len);
             let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
             let grad = &job.grad[from..to];
-            S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
+            non_finite |= S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
             if streaming {
               prefetch_lines(job.param.as_ptr().wrapping_add(to));
               prefetch_lines(job.grad.as_ptr().wrapping_add(to));
               job.buffers.iter().filter(|b| !b.is_empty()).for_each(|b| prefetch_lines(b.as_ptr().wrapping_add(to)));
             }
-            non_finite |= any_non_finite(grad);
           }
         }
         non_finite
@@ -375,13 +379,13 @@ impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
       let end = to.min(span.end) - span.start;
       // SAFETY: `job` indexes the jobs `run` borrows; `coeffs` is read, never written.
       let coeffs = unsafe { std::ptr::addr_of!((*self.jobs.add(span.job)).coeffs).read() };
-      for lo in (first..end).step_by(SCAN_ELEMENTS) {
-        let len = (end - lo).min(SCAN_ELEMENTS);
+      for lo in (first..end).step_by(CALL_ELEMENTS) {
+        let len = (end - lo).min(CALL_ELEMENTS);
         // SAFETY: `lo + len` is within the tensor; the caller guarantees exclusive access.
         unsafe {
           let (param, buffers) = span.arrays.at::<T, S>(lo, len);
           let grad = std::slice::from_raw_parts(span.grad.cast::<T>().add(lo), len);
-          S::update::<O>(&coeffs, param, grad, buffers);
+          non_finite |= S::update::<O>(&coeffs, param, grad, buffers);
           if self.streaming {
             let (next, arrays) = (lo + len, span.arrays);
             prefetch_lines(arrays.param.cast::<T>().wrapping_add(next));
@@ -392,7 +396,6 @@ impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
               .filter(|b| !b.is_null())
               .for_each(|b| prefetch_lines(b.cast::<S>().wrapping_add(next)));
           }
-          non_finite |= any_non_finite(grad);
         }
       }
     }
@@ -613,8 +616,7 @@ pub fn run_sparse<O: Optimizer, T: Float>(jobs: &mut [SparseJob<'_, T, O::Coeffs
         let at = row as usize * n;
         let values = &job.values[k * n..(k + 1) * n];
         let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[at..at + n] });
-        O::update(&job.coeffs, &mut job.param[at..at + n], values, buffers);
-        non_finite |= any_non_finite(values);
+        non_finite |= O::update(&job.coeffs, &mut job.param[at..at + n], values, buffers);
       }
     }
     return non_finite;
@@ -704,8 +706,7 @@ impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
       unsafe {
         let values = std::slice::from_raw_parts(span.values.cast::<T>().add(k * n), n);
         let (param, buffers) = span.arrays.at::<T, T>(at, n);
-        O::update(&coeffs, param, values, buffers);
-        non_finite |= any_non_finite(values);
+        non_finite |= O::update(&coeffs, param, values, buffers);
       }
     }
     non_finite

@@ -25,9 +25,11 @@ impl Optimizer for MemoryTraffic {
   fn coeffs(&self, _step: u64) {}
 
   #[inline]
-  fn update<T: Float>(_: &(), param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(_: &(), param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     let [m, v, _] = buffers;
-    add_best::<T>(param, grad, m, v);
+    let mut non_finite = false;
+    add_best::<T>(param, grad, m, v, &mut non_finite);
+    non_finite
   }
 
   fn update_reference<T: Float>(_: &(), param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -40,18 +42,21 @@ impl Optimizer for MemoryTraffic {
   }
 }
 
-multiversion!(fn add_best<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T]) => add);
+multiversion!(fn add_best<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], non_finite: &mut bool) => add);
 
 #[inline(always)]
-fn add<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T]) {
+fn add<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], non_finite: &mut bool) {
   let n = param.len();
   let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let g = grad[i];
     m[i] = m[i] + g;
     v[i] = v[i] + g;
     param[i] = param[i] + g;
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

@@ -84,10 +84,12 @@ impl Optimizer for Adadelta {
     }
   }
 
-  fn update<T: Float>(c: &AdadeltaCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &AdadeltaCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
+    let mut non_finite = false;
     let k = Scalars::new(c);
     let [square_avg, acc_delta, _] = buffers;
-    dispatch!(fused_best::<T>[L2: c.l2 != 0.0](&k, param, grad, square_avg, acc_delta))
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0](&k, param, grad, square_avg, acc_delta, &mut non_finite));
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &AdadeltaCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -135,7 +137,7 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], square_avg: &mut [T], acc_delta: &mut [T]) => fused);
+multiversion!(fn fused_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], square_avg: &mut [T], acc_delta: &mut [T], non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, v, u, writes p, v, u.
 #[inline(always)]
@@ -145,12 +147,15 @@ fn fused<T: Float, const L2: bool>(
   grad: &[T],
   square_avg: &mut [T],
   acc_delta: &mut [T],
+  non_finite: &mut bool,
 ) {
   let n = param.len();
   let grad = &grad[..n];
   let square_avg = &mut square_avg[..n];
   let acc_delta = &mut acc_delta[..n];
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let v = (k.grad_weight * g).mul_add(g, square_avg[i] * k.rho);
@@ -160,6 +165,7 @@ fn fused<T: Float, const L2: bool>(
     acc_delta[i] = (k.grad_weight * delta).mul_add(delta, u * k.rho);
     param[i] = k.neg_lr.mul_add(delta, p);
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

@@ -83,10 +83,12 @@ impl Optimizer for Adagrad {
     }
   }
 
-  fn update<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
+    let mut non_finite = false;
     let k = Scalars::new(c);
     let [sum, _, _] = buffers;
-    dispatch!(fused_best::<T>[L2: c.l2 != 0.0](&k, param, grad, sum))
+    dispatch!(fused_best::<T>[L2: c.l2 != 0.0](&k, param, grad, sum, &mut non_finite));
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &AdagradCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -126,22 +128,25 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], sum: &mut [T]) => fused);
+multiversion!(fn fused_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], sum: &mut [T], non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, s, writes p, s. Adding `initial` is exact: it is 0 but on
 /// the step that creates s, and then s is zero.
 #[inline(always)]
-fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], sum: &mut [T]) {
+fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], sum: &mut [T], non_finite: &mut bool) {
   let n = param.len();
   let grad = &grad[..n];
   let sum = &mut sum[..n];
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let s = g.mul_add(g, sum[i] + k.initial);
     sum[i] = s;
     param[i] = p + k.neg_clr * g / (s.sqrt() + k.eps);
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

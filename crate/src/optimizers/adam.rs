@@ -29,6 +29,7 @@
 
 use crate::divide::ExactDivisor;
 use crate::engine::bf16::{Bf16, Storage};
+use crate::engine::finite::any_non_finite;
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::float::{Float, Lerp};
@@ -139,28 +140,33 @@ impl Optimizer for Adam {
     }
   }
 
-  fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     let Some(k) = Scalars::new(c) else {
       // √(1 − β₂ᵗ) lies in [2⁻²⁷, 1] for every β₂ in [0, 1) and t ≥ 1, so only hand-made
       // coefficients get here: the plain loop gives the same bits, more slowly.
-      return Self::update_reference(c, param, grad, buffers);
+      Self::update_reference(c, param, grad, buffers);
+      return any_non_finite(grad);
     };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
+    let mut non_finite = false;
     dispatch!(fused_best::<T>[L2: c.l2 != 0.0, AMSGRAD: c.amsgrad](
-      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq
-    ))
+      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, &mut non_finite
+    ));
+    non_finite
   }
 
   /// Fused: the conversions run inside the kernel's loop, so that they overlap with its memory
   /// traffic; the same bits as the chunked default (tested).
-  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
     let Some(k) = Scalars::new(c) else {
       return crate::engine::bf16::update::<Self>(c, param, grad, buffers);
     };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
+    let mut non_finite = false;
     dispatch!(fused_bf16::<f32, Bf16>[L2: c.l2 != 0.0, AMSGRAD: c.amsgrad](
-      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq
-    ))
+      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, &mut non_finite
+    ));
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -208,11 +214,11 @@ impl Optimizer for AdamW {
     self.as_adam().coeffs(step)
   }
 
-  fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     Adam::update(c, param, grad, buffers)
   }
 
-  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
     Adam::update_bf16(c, param, grad, buffers)
   }
 
@@ -252,10 +258,11 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const L2: bool, const AMSGRAD: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T], max_exp_avg_sq: &mut [T]) => fused);
+multiversion!(fn fused_best<T: Float, const L2: bool, const AMSGRAD: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T], max_exp_avg_sq: &mut [T], non_finite: &mut bool) => fused);
 
-/// One pass over memory: reads p, g, m, v (and u), writes p, m, v (and u). Branch-free in the
-/// loop so that it vectorises; `g·sign` and `p·decay_factor` are exact when sign and factor are 1.
+/// One pass over memory: reads p, g, m, v (and u), writes p, m, v (and u), and sets `non_finite`
+/// if a gradient element was NaN or infinite. Branch-free in the loop so that it vectorises;
+/// `g·sign` and `p·decay_factor` are exact when sign and factor are 1.
 #[inline(always)]
 fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
   k: &Scalars<T>,
@@ -264,11 +271,12 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool>(
   exp_avg: &mut [T],
   exp_avg_sq: &mut [T],
   max_exp_avg_sq: &mut [T],
+  non_finite: &mut bool,
 ) {
-  fused_in::<T, T, L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+  fused_in::<T, T, L2, AMSGRAD>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, non_finite)
 }
 
-multiversion!(fn fused_bf16<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S], max_exp_avg_sq: &mut [S]) => fused_in);
+multiversion!(fn fused_bf16<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S], max_exp_avg_sq: &mut [S], non_finite: &mut bool) => fused_in);
 
 /// [`fused`] with state stored as `S` (loaded to `T` and stored back, [`Storage`]).
 #[inline(always)]
@@ -279,14 +287,17 @@ fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool>(
   exp_avg: &mut [S],
   exp_avg_sq: &mut [S],
   max_exp_avg_sq: &mut [S],
+  non_finite: &mut bool,
 ) {
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
   let max_exp_avg_sq = if AMSGRAD { &mut max_exp_avg_sq[..n] } else { &mut [][..] };
+  let mut found = false;
   for i in 0..n {
     let mut p = param[i];
+    found |= !grad[i].is_finite();
     let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
     let m = exp_avg[i].load();
@@ -305,6 +316,7 @@ fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool>(
     let denom = k.bias_correction2_sqrt.divide(second.sqrt()) + k.eps;
     param[i] = p + k.neg_step_size * m / denom;
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

@@ -79,12 +79,12 @@ impl Optimizer for Adamax {
     }
   }
 
-  fn update<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     update_stored(c, param, grad, buffers)
   }
 
   /// Fused: the state's conversions run inside the kernel's loop.
-  fn update_bf16(c: &AdamaxCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+  fn update_bf16(c: &AdamaxCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
     update_stored(c, param, grad, buffers)
   }
 
@@ -137,13 +137,15 @@ fn update_stored<T: Float, S: Storage<T>>(
   param: &mut [T],
   grad: &[T],
   buffers: [&mut [S]; MAX_BUFFERS],
-) {
+) -> bool {
   let k = Scalars::new(c);
   let [exp_avg, exp_inf, _] = buffers;
-  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0](&k, param, grad, exp_avg, exp_inf))
+  let mut non_finite = false;
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0](&k, param, grad, exp_avg, exp_inf, &mut non_finite));
+  non_finite
 }
 
-multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_inf: &mut [S]) => fused);
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_inf: &mut [S], non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, m, u, writes p, m, u.
 #[inline(always)]
@@ -153,12 +155,15 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
   grad: &[T],
   exp_avg: &mut [S],
   exp_inf: &mut [S],
+  non_finite: &mut bool,
 ) {
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_inf = &mut exp_inf[..n];
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let m = exp_avg[i].load();
@@ -168,6 +173,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
     exp_inf[i] = S::store(u);
     param[i] = p + k.neg_clr * m / u;
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

@@ -117,15 +117,17 @@ impl Optimizer for Asgd {
     state.scalars[1] = c.next_mu;
   }
 
-  fn update<T: Float>(c: &AsgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &AsgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     let k = Scalars::new(c);
     let [ax, _, _] = buffers;
     let (l2, average) = (c.l2 != 0.0, c.mu != 1.0);
+    let mut non_finite = false;
     if !average && nontemporal::is_on() {
-      copy_around_cache::<T>(&k, l2, param, grad, ax)
+      copy_around_cache::<T>(&k, l2, param, grad, ax, &mut non_finite)
     } else {
-      dispatch!(fused_best::<T>[L2: l2, AVERAGE: average](&k, param, grad, ax))
+      dispatch!(fused_best::<T>[L2: l2, AVERAGE: average](&k, param, grad, ax, &mut non_finite))
     }
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &AsgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -170,8 +172,8 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const L2: bool, const AVERAGE: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], ax: &mut [T]) => fused);
-multiversion!(fn descend_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T]) => descend);
+multiversion!(fn fused_best<T: Float, const L2: bool, const AVERAGE: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], ax: &mut [T], non_finite: &mut bool) => fused);
+multiversion!(fn descend_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], non_finite: &mut bool) => descend);
 
 /// Elements [`copy_around_cache`] updates, then copies, at a time: its arrays' chunks stay in
 /// the first-level cache between the two.
@@ -181,10 +183,17 @@ const CHUNK: usize = 2048;
 /// it into ā with non-temporal stores ([`nontemporal`]), chunk by chunk. ā is only written, so
 /// the step moves 16 bytes per float32 parameter, where the fused pass's ordinary stores into ā
 /// read each of its lines first (20 bytes, and store misses).
-fn copy_around_cache<T: Float>(k: &Scalars<T>, l2: bool, param: &mut [T], grad: &[T], ax: &mut [T]) {
+fn copy_around_cache<T: Float>(
+  k: &Scalars<T>,
+  l2: bool,
+  param: &mut [T],
+  grad: &[T],
+  ax: &mut [T],
+  non_finite: &mut bool,
+) {
   let n = param.len();
   for ((param, grad), ax) in param.chunks_mut(CHUNK).zip(grad[..n].chunks(CHUNK)).zip(ax[..n].chunks_mut(CHUNK)) {
-    dispatch!(descend_best::<T>[L2: l2](k, param, grad));
+    dispatch!(descend_best::<T>[L2: l2](k, param, grad, non_finite));
     nontemporal::copy(ax, param);
   }
 }
@@ -198,21 +207,32 @@ fn descended<T: Float, const L2: bool>(k: &Scalars<T>, p: T, g: T) -> T {
 
 /// Reads p and g, writes p.
 #[inline(always)]
-fn descend<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T]) {
+fn descend<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], non_finite: &mut bool) {
   let n = param.len();
   let grad = &grad[..n];
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     param[i] = descended::<T, L2>(k, param[i], grad[i]);
   }
+  *non_finite |= found;
 }
 
 /// One pass over memory: reads p, g (and ā once averaging has begun), writes p, ā.
 #[inline(always)]
-fn fused<T: Float, const L2: bool, const AVERAGE: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], ax: &mut [T]) {
+fn fused<T: Float, const L2: bool, const AVERAGE: bool>(
+  k: &Scalars<T>,
+  param: &mut [T],
+  grad: &[T],
+  ax: &mut [T],
+  non_finite: &mut bool,
+) {
   let n = param.len();
   let grad = &grad[..n];
   let ax = &mut ax[..n];
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let p = descended::<T, L2>(k, param[i], grad[i]);
     param[i] = p;
     ax[i] = if AVERAGE {
@@ -222,6 +242,7 @@ fn fused<T: Float, const L2: bool, const AVERAGE: bool>(k: &Scalars<T>, param: &
       p
     };
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

@@ -100,9 +100,11 @@ impl Optimizer for Lion {
     }
   }
 
-  fn update<T: Float>(c: &LionCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &LionCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
+    let mut non_finite = false;
     let [exp_avg, _, _] = buffers;
-    fused_best::<T>(&Scalars::new(c), param, grad, exp_avg)
+    fused_best::<T>(&Scalars::new(c), param, grad, exp_avg, &mut non_finite);
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &LionCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -151,17 +153,19 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T]) => fused);
+multiversion!(fn fused_best<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, m, writes p, m (20 bytes per `f32` element, Adam's 28).
 /// Branch-free so that it vectorises (the sign is two compares and a subtraction);
 /// `p·decay_factor` is exact when the factor is 1.
 #[inline(always)]
-fn fused<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T]) {
+fn fused<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], non_finite: &mut bool) {
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let g = grad[i];
     let m = exp_avg[i];
     let p = param[i] * k.decay_factor;
@@ -169,6 +173,7 @@ fn fused<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T
     param[i] = k.neg_lr.mul_add(sign(direction), p);
     exp_avg[i] = k.momentum_weight.mul_add(g, m * k.beta2);
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]
@@ -231,7 +236,7 @@ mod tests {
       let mut state = ParamState::default();
       let (coeffs, buffers) = (config.coeffs(1), state.buffers_mut(&[5; 3], 1));
       if fused {
-        Lion::update(&coeffs, &mut param, &grad, buffers)
+        Lion::update(&coeffs, &mut param, &grad, buffers);
       } else {
         Lion::update_reference(&coeffs, &mut param, &grad, buffers)
       }

@@ -177,20 +177,27 @@ pub trait Optimizer: Options {
   fn advance(&self, _coeffs: &mut Self::Coeffs, _state: &mut ParamState) {}
 
   /// The fused update of one contiguous piece of an elementwise optimizer; every slice has the
-  /// same length (unused buffers are empty).
-  fn update<T: Float>(_coeffs: &Self::Coeffs, _param: &mut [T], _grad: &[T], _buffers: [&mut [T]; MAX_BUFFERS]) {
+  /// same length (unused buffers are empty). Returns whether an element of `grad` was NaN or
+  /// infinite: the kernel checks each as its loop reads it, so that the report costs no second
+  /// pass over the gradient ([`crate::engine::finite`]).
+  fn update<T: Float>(
+    _coeffs: &Self::Coeffs,
+    _param: &mut [T],
+    _grad: &[T],
+    _buffers: [&mut [T]; MAX_BUFFERS],
+  ) -> bool {
     unreachable!("{} runs in stages", Self::NAME)
   }
   /// [`Self::update`] of float32 parameters with bfloat16 state ([`Self::BF16_STATE`]): the same
   /// bits as widening the state, [`Self::update`] and rounding it back, which is what the default
-  /// does, in chunks ([`crate::engine::bf16::update`]). An optimizer may fuse the conversions into
-  /// its kernel instead.
+  /// does, in chunks ([`crate::engine::bf16::update`]), and the same report. An optimizer may fuse
+  /// the conversions into its kernel instead.
   fn update_bf16(
     coeffs: &Self::Coeffs,
     param: &mut [f32],
     grad: &[f32],
     buffers: [&mut [crate::engine::bf16::Bf16]; MAX_BUFFERS],
-  ) {
+  ) -> bool {
     crate::engine::bf16::update::<Self>(coeffs, param, grad, buffers)
   }
   /// [`Self::update`] written as plainly as possible, to test it against.

@@ -127,12 +127,12 @@ impl Optimizer for NAdam {
     c.moment_step = -c.lr * c.mu_next / (1.0 - product_next);
   }
 
-  fn update<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     update_stored(c, param, grad, buffers)
   }
 
   /// Fused: the state's conversions run inside the kernel's loop.
-  fn update_bf16(c: &NAdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+  fn update_bf16(c: &NAdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
     update_stored(c, param, grad, buffers)
   }
 
@@ -197,13 +197,15 @@ fn update_stored<T: Float, S: Storage<T>>(
   param: &mut [T],
   grad: &[T],
   buffers: [&mut [S]; MAX_BUFFERS],
-) {
+) -> bool {
   let k = Scalars::new(c);
   let [exp_avg, exp_avg_sq, _] = buffers;
-  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0](&k, param, grad, exp_avg, exp_avg_sq))
+  let mut non_finite = false;
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0](&k, param, grad, exp_avg, exp_avg_sq, &mut non_finite));
+  non_finite
 }
 
-multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S]) => fused);
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S], non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, m, v, writes p, m, v. `p·decay_factor` is exact when the
 /// factor is 1.
@@ -214,12 +216,15 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
   grad: &[T],
   exp_avg: &mut [S],
   exp_avg_sq: &mut [S],
+  non_finite: &mut bool,
 ) {
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let mut p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
@@ -232,6 +237,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
     p = p + k.grad_step * g / denom;
     param[i] = p + k.moment_step * m / denom;
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

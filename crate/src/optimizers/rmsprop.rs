@@ -100,11 +100,13 @@ impl Optimizer for RMSprop {
     }
   }
 
-  fn update<T: Float>(c: &RMSpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &RMSpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
+    let mut non_finite = false;
     let k = Scalars::new(c);
     dispatch!(fused_best::<T>[L2: c.l2 != 0.0, CENTERED: c.centered, MOMENTUM: c.momentum > 0.0](
-      &k, param, grad, buffers
-    ))
+      &k, param, grad, buffers, &mut non_finite
+    ));
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &RMSpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -171,7 +173,7 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) => fused);
+multiversion!(fn fused_best<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS], non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, v (a, b), writes p, v (a, b).
 #[inline(always)]
@@ -180,6 +182,7 @@ fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
   param: &mut [T],
   grad: &[T],
   buffers: [&mut [T]; MAX_BUFFERS],
+  non_finite: &mut bool,
 ) {
   let [square_avg, momentum_buffer, grad_avg] = buffers;
   let n = param.len();
@@ -187,7 +190,9 @@ fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
   let square_avg = &mut square_avg[..n];
   let momentum_buffer = if MOMENTUM { &mut momentum_buffer[..n] } else { &mut [][..] };
   let grad_avg = if CENTERED { &mut grad_avg[..n] } else { &mut [][..] };
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let v = (k.grad_weight * g).mul_add(g, square_avg[i] * k.alpha);
@@ -209,6 +214,7 @@ fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
       p + k.neg_lr * g / denom
     };
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

@@ -115,10 +115,12 @@ impl Optimizer for Rprop {
     c.first = state.buffers.count() == 0;
   }
 
-  fn update<T: Float>(c: &RpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &RpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
+    let mut non_finite = false;
     let k = Scalars::new(c);
     let [prev, step_size, _] = buffers;
-    dispatch!(fused_best::<T>[FIRST: c.first](&k, param, grad, prev, step_size))
+    dispatch!(fused_best::<T>[FIRST: c.first](&k, param, grad, prev, step_size, &mut non_finite));
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &RpropCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -194,7 +196,7 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float, const FIRST: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], prev: &mut [T], step_size: &mut [T]) => fused);
+multiversion!(fn fused_best<T: Float, const FIRST: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], prev: &mut [T], step_size: &mut [T], non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, g′ and s (not s on the first step), writes p, g′, s.
 #[inline(always)]
@@ -204,12 +206,15 @@ fn fused<T: Float, const FIRST: bool>(
   grad: &[T],
   prev: &mut [T],
   step_size: &mut [T],
+  non_finite: &mut bool,
 ) {
   let n = param.len();
   let grad = &grad[..n];
   let prev = &mut prev[..n];
   let step_size = &mut step_size[..n];
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let g = grad[i] * k.sign;
     let product = g * prev[i];
     // The factor PyTorch's three masked assignments leave, in the same order.
@@ -225,6 +230,7 @@ fn fused<T: Float, const FIRST: bool>(
     param[i] = (-sign(g)).mul_add(s, param[i]);
     prev[i] = g;
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

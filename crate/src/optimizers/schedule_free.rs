@@ -266,10 +266,12 @@ impl Optimizer for AdamWScheduleFree {
     coeffs.init_z = state.buffers.is_empty();
   }
 
-  fn update<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     let k = Scalars::new(c);
     let [z, exp_avg_sq, _] = buffers;
-    dispatch!(adamw_best::<T>[DECAY: c.weight_decay != 0.0, INIT: c.init_z](&k, param, grad, z, exp_avg_sq))
+    let mut non_finite = false;
+    dispatch!(adamw_best::<T>[DECAY: c.weight_decay != 0.0, INIT: c.init_z](&k, param, grad, z, exp_avg_sq, &mut non_finite));
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -312,10 +314,12 @@ impl Optimizer for SgdScheduleFree {
     coeffs.init_z = state.buffers.is_empty();
   }
 
-  fn update<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     let k = Scalars::new(c);
     let [z, _, _] = buffers;
-    dispatch!(sgd_best::<T>[DECAY: c.weight_decay != 0.0, INIT: c.init_z](&k, param, grad, z))
+    let mut non_finite = false;
+    dispatch!(sgd_best::<T>[DECAY: c.weight_decay != 0.0, INIT: c.init_z](&k, param, grad, z, &mut non_finite));
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &ScheduleFreeCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -375,7 +379,7 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn adamw_best<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], z: &mut [T], exp_avg_sq: &mut [T]) => adamw);
+multiversion!(fn adamw_best<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], z: &mut [T], exp_avg_sq: &mut [T], non_finite: &mut bool) => adamw);
 
 /// One pass over memory: reads y, g, z (not on the first step), v; writes y, z, v.
 #[inline(always)]
@@ -385,10 +389,13 @@ fn adamw<T: Float, const DECAY: bool, const INIT: bool>(
   grad: &[T],
   z: &mut [T],
   exp_avg_sq: &mut [T],
+  non_finite: &mut bool,
 ) {
   let n = param.len();
   let (grad, z, exp_avg_sq) = (&grad[..n], &mut z[..n], &mut exp_avg_sq[..n]);
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let y = param[i];
     let zi = if INIT { y } else { z[i] };
     let g = grad[i];
@@ -402,16 +409,25 @@ fn adamw<T: Float, const DECAY: bool, const INIT: bool>(
     param[i] = normalized.mul_add(k.y_step, y);
     z[i] = normalized.mul_add(k.neg_lr, zi);
   }
+  *non_finite |= found;
 }
 
-multiversion!(fn sgd_best<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], z: &mut [T]) => sgd);
+multiversion!(fn sgd_best<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], z: &mut [T], non_finite: &mut bool) => sgd);
 
 /// One pass over memory: reads y, g, z (not on the first step); writes y, z.
 #[inline(always)]
-fn sgd<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], z: &mut [T]) {
+fn sgd<T: Float, const DECAY: bool, const INIT: bool>(
+  k: &Scalars<T>,
+  param: &mut [T],
+  grad: &[T],
+  z: &mut [T],
+  non_finite: &mut bool,
+) {
   let n = param.len();
   let (grad, z) = (&grad[..n], &mut z[..n]);
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let y = param[i];
     let zi = if INIT { y } else { z[i] };
     let mut g = grad[i];
@@ -422,6 +438,7 @@ fn sgd<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mu
     param[i] = g.mul_add(k.y_step, y);
     z[i] = g.mul_add(k.neg_lr, zi);
   }
+  *non_finite |= found;
 }
 
 /// The weight that moves a parameter toward its z when its group changes mode, p ← p + w·(z − p):
@@ -458,8 +475,10 @@ impl Optimizer for Switch {
     0.0
   }
 
-  fn update<T: Float>(weight: &f64, param: &mut [T], z: &[T], _: [&mut [T]; MAX_BUFFERS]) {
+  /// Its second array is z, not a gradient: it reports nothing.
+  fn update<T: Float>(weight: &f64, param: &mut [T], z: &[T], _: [&mut [T]; MAX_BUFFERS]) -> bool {
     switch_best::<T>(&T::from_f64(*weight), param, z);
+    false
   }
 
   fn update_reference<T: Float>(weight: &f64, param: &mut [T], z: &[T], _: [&mut [T]; MAX_BUFFERS]) {

@@ -115,12 +115,12 @@ impl Optimizer for Sgd {
     }
   }
 
-  fn update<T: Float>(c: &SgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &SgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     update_stored(c, param, grad, buffers)
   }
 
   /// Fused: the momentum buffer's conversions run inside the kernel's loop.
-  fn update_bf16(c: &SgdCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) {
+  fn update_bf16(c: &SgdCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
     update_stored(c, param, grad, buffers)
   }
 
@@ -172,16 +172,18 @@ fn update_stored<T: Float, S: Storage<T>>(
   param: &mut [T],
   grad: &[T],
   buffers: [&mut [S]; MAX_BUFFERS],
-) {
+) -> bool {
   let k = Scalars::new(c);
   let [buffer, _, _] = buffers;
+  let mut non_finite = false;
   // Without momentum the kernel reads no NESTEROV (nor do options pass validation with it).
   dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0, MOMENTUM: c.momentum != 0.0, NESTEROV: c.nesterov](
-    &k, param, grad, buffer
-  ))
+    &k, param, grad, buffer, &mut non_finite
+  ));
+  non_finite
 }
 
-multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffer: &mut [S]) => fused);
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffer: &mut [S], non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g (and b), writes p (and b); b is stored as `S`, converted as
 /// it is loaded and stored.
@@ -191,11 +193,14 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NE
   param: &mut [T],
   grad: &[T],
   buffer: &mut [S],
+  non_finite: &mut bool,
 ) {
   let n = param.len();
   let grad = &grad[..n];
   let buffer = if MOMENTUM { &mut buffer[..n] } else { &mut [][..] };
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let p = param[i];
     let mut g = k.gradient.at::<L2>(grad[i], p);
     if MOMENTUM {
@@ -205,6 +210,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NE
     }
     param[i] = k.neg_lr.mul_add(g, p);
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]

@@ -85,9 +85,11 @@ impl Optimizer for SparseAdam {
 
   /// The update of the elements of one row (or several whole rows), `grad` their coalesced
   /// gradient.
-  fn update<T: Float>(c: &SparseAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
+  fn update<T: Float>(c: &SparseAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     let [exp_avg, exp_avg_sq, _] = buffers;
-    fused_best::<T>(&Scalars::new(c), param, grad, exp_avg, exp_avg_sq)
+    let mut non_finite = false;
+    fused_best::<T>(&Scalars::new(c), param, grad, exp_avg, exp_avg_sq, &mut non_finite);
+    non_finite
   }
 
   fn update_reference<T: Float>(c: &SparseAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -128,16 +130,26 @@ impl<T: Float> Scalars<T> {
   }
 }
 
-multiversion!(fn fused_best<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T]) => fused);
+multiversion!(fn fused_best<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T], non_finite: &mut bool) => fused);
 
-/// Reads p, g, m, v and writes p, m, v; branch-free so that it vectorises (`g·sign` is exact).
+/// Reads p, g, m, v and writes p, m, v, and sets `non_finite` if an element of g was NaN or
+/// infinite; branch-free so that it vectorises (`g·sign` is exact).
 #[inline(always)]
-fn fused<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T]) {
+fn fused<T: Float>(
+  k: &Scalars<T>,
+  param: &mut [T],
+  grad: &[T],
+  exp_avg: &mut [T],
+  exp_avg_sq: &mut [T],
+  non_finite: &mut bool,
+) {
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
+  let mut found = false;
   for i in 0..n {
+    found |= !grad[i].is_finite();
     let g = grad[i] * k.sign;
     let (m, v) = (exp_avg[i], exp_avg_sq[i]);
     let dm = (g - m) * k.avg_weight;
@@ -147,6 +159,7 @@ fn fused<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T
     let denom = (dv + v).sqrt() + k.eps;
     param[i] = param[i] + k.neg_step_size * ((dm + m) / denom);
   }
+  *non_finite |= found;
 }
 
 #[cfg(test)]
