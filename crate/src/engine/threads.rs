@@ -268,6 +268,13 @@ impl Pace {
     self.interval.store(if before == 0 { 0 } else { now.saturating_sub(before) }, Ordering::Relaxed);
   }
 
+  /// Whether the last two steps opened within [`LINGER`] of each other: steps back to back, which
+  /// a worker that is up joins one after another without sleeping in between.
+  fn back_to_back(&self) -> bool {
+    let interval = self.interval.load(Ordering::Relaxed);
+    interval != 0 && interval <= LINGER.as_nanos() as u64
+  }
+
   /// What a worker with nothing to do does at `now` (nanoseconds from `epoch`): if steps come at
   /// a pace of at most [`PACE_MAX`], it watches from a margin before the next step is due (an
   /// eighth of the interval, at least [`PACE_MARGIN`]) to the same margin after, dozes until then
@@ -368,10 +375,11 @@ impl Pool {
     self.for_each_piece_waking(count, true, body)
   }
 
-  /// [`Self::for_each_piece`], waking the workers that sleep only if `wake`: a step too short to
-  /// outlast a worker's wake-up is joined by the workers still watching for steps (back-to-back
-  /// steps) and left to the caller otherwise, which then makes no system call, and no worker
-  /// woken too late spins on afterwards for nothing.
+  /// [`Self::for_each_piece`], waking the workers that sleep only if `wake`, or if steps come back
+  /// to back ([`Pace::back_to_back`]): a step too short to outlast a worker's wake-up is joined by
+  /// the workers still watching for steps and left to the caller otherwise, which then makes no
+  /// system call, and no worker woken too late spins on afterwards for nothing. Steps back to
+  /// back wake a sleeping worker once, and it stays up while they keep coming.
   pub(crate) fn for_each_piece_waking(&self, count: usize, wake: bool, body: &(dyn Fn(usize) + Sync)) {
     if self.workers.is_empty() || count < 2 || self.busy.swap(true, Ordering::Acquire) {
       LAST_STEP_THREADS.with(|c| c.set(1));
@@ -396,6 +404,9 @@ impl Pool {
     // read of `state` before it sleeps: either the worker sees this step or we see it asleep.
     shared.state.store(generation << 32 | OPEN, Ordering::SeqCst);
     shared.pace.open();
+    // A small step wakes no sleeping worker: it would come when the step is nearly done. Steps
+    // back to back are the exception: woken once, a worker stays up for the ones that follow.
+    let wake = wake || shared.pace.back_to_back();
     for (sleeper, worker) in shared.sleepers[1..].iter().zip(&self.workers) {
       if wake && sleeper.sleeping.load(Ordering::SeqCst) && sleeper.sleeping.swap(false, Ordering::SeqCst) {
         worker.thread().unpark();
@@ -674,6 +685,48 @@ mod tests {
     // Further apart than PACE_MAX: not waited for.
     pace.interval.store(PACE_MAX.as_nanos() as u64 + 1, Ordering::Relaxed);
     assert_eq!(pace.plan(ms(11)), Idle::Sleep);
+  }
+
+  #[test]
+  fn steps_within_linger_of_each_other_are_back_to_back() {
+    let pace = Pace::new();
+    assert!(!pace.back_to_back(), "no step yet");
+    for (interval, expected) in [(0, false), (1, true), (50_000, true), (LINGER.as_nanos() as u64, true)] {
+      pace.interval.store(interval, Ordering::Relaxed);
+      assert_eq!(pace.back_to_back(), expected, "{interval} ns");
+    }
+    pace.interval.store(LINGER.as_nanos() as u64 + 1, Ordering::Relaxed);
+    assert!(!pace.back_to_back());
+  }
+
+  #[test]
+  fn small_steps_back_to_back_wake_a_sleeping_worker() {
+    let pool = Pool::new(2).unwrap();
+    // Each attempt lets the worker fall asleep, then opens two steps that do not wake workers,
+    // the second right after the first. If the second opened within LINGER of the first (a
+    // preempted caller may miss that), it wakes the worker, and its pieces wait for a second
+    // thread (up to 5 s): the worker joins. Without the wake it would sleep on.
+    let mut back_to_back = 0;
+    for _ in 0..10 {
+      thread::sleep(LINGER * 5);
+      pool.for_each_piece_waking(2, false, &|_| ());
+      let started = AtomicUsize::new(0);
+      pool.for_each_piece_waking(16, false, &|_| {
+        started.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+          thread::sleep(Duration::from_micros(200));
+        }
+      });
+      if pool.shared.pace.back_to_back() {
+        back_to_back += 1;
+        assert_eq!(last_step_threads(), 2);
+        if back_to_back == 3 {
+          break;
+        }
+      }
+    }
+    assert!(back_to_back > 0, "no two steps opened within LINGER of each other in 10 attempts");
   }
 
   #[test]
