@@ -123,6 +123,39 @@ export function registry(): Array<{ name: string; label: string; make: (params: 
     })
 }
 
+/**
+ * State buffers a step only writes with the benchmark's options, stored around the caches at 64M:
+ * ASGD's average is a copy of the parameter until step t0 (1e6 by default).
+ */
+const WRITE_ONLY: Readonly<Record<string, number>> = { ASGD: 1 }
+
+/**
+ * The arrays an optimizer of the registry moves per step, with the benchmark's options: `buffers`
+ * state buffers as large as the parameter that it reads and writes, `writeOnly` of them that it
+ * only writes (besides p, read and written, and g, read). Counted from its state after one step.
+ */
+export function trafficShape(label: string): { buffers: number; writeOnly: number } {
+  const entry = registry().find((r) => r.label === label)
+  if (!entry) return { buffers: NaN, writeOnly: NaN }
+  const n = 8
+  const opt = entry.make([{ data: new Float32Array(n).fill(0.5), grad: new Float32Array(n).fill(0.1) }])
+  opt.step()
+  const state = Object.values(opt.stateDict().state)[0] ?? {}
+  const all = Object.values(state).filter((v) => ArrayBuffer.isView(v) && (v as Float32Array).length === n).length
+  const writeOnly = WRITE_ONLY[label] ?? 0
+  return { buffers: all - writeOnly, writeOnly }
+}
+
+/**
+ * An optimizer's own traffic per fp32 parameter ([`trafficShape`]): 4 bytes for each array read
+ * (p, g and each state buffer it reads) and each written (p and each state buffer); a buffer only
+ * written counts once.
+ */
+export function bytesPerParam(label: string): number {
+  const { buffers, writeOnly } = trafficShape(label)
+  return 4 * (3 + 2 * buffers + writeOnly)
+}
+
 /** The machine, as BENCHMARKS.md states it. */
 export function machine(): Record<string, string | number> {
   const lscpu = (() => {

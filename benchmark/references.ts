@@ -1,8 +1,9 @@
 // `npm run bench`, part 2: fastoptim against references outside its engine, in the same run.
 //
 // The references: benchmark/c/reference.c, compiled now with the system's `cc -O3 -march=native
-// -fno-math-errno -fopenmp` (fp32 Adam as a plain C loop, and a kernel that moves Adam's 28 bytes
-// per parameter with one addition each; 64-byte aligned arrays, OpenMP static schedule), and each
+// -fno-math-errno -fopenmp` (fp32 Adam as a plain C loop, and kernels that move an optimizer's bytes
+// per parameter with one addition each, Adam's 28 or another optimizer's own arrays; 64-byte
+// aligned arrays, OpenMP static schedule), and each
 // optimizer's PyTorch counterpart (benchmark/torch_reference.py: fused where PyTorch has a fused
 // CPU path, else foreach). Both run as servers, started once and asked for one measurement at a
 // time, so that their measurements alternate with fastoptim's (in this process) under the same
@@ -40,6 +41,7 @@ import {
   save,
   SECONDS,
   SIZES,
+  trafficShape,
   values,
 } from './common'
 
@@ -267,6 +269,10 @@ async function main() {
         // The memory this VM gives a process swings by a third within minutes, so at the largest
         // size, where an optimizer is held to the memory baseline, the C traffic kernel is timed
         // in turn with it, round by round, rather than taken from the Adam scenario's minutes ago.
+        // That kernel moves the optimizer's own arrays (its state buffers read and written, or only
+        // written): memory's speed depends on how many streams a loop reads and writes, not only
+        // on the bytes.
+        const { buffers, writeOnly } = trafficShape(caseLabel)
         for (let round = 0; round < (largest ? ROUNDS : 1); round++) {
           note(ours, fastoptim(request, make))
           if (largest && c.server) {
@@ -279,7 +285,11 @@ async function main() {
             })
             note(
               traffic,
-              await c.server.ask(['traffic', 'back', threads, params, request.seconds, request.batch, 0, 1].join(' ')),
+              await c.server.ask(
+                [`traffic:${buffers}:${writeOnly}`, 'back', threads, params, request.seconds, request.batch, 0, 1].join(
+                  ' ',
+                ),
+              ),
             )
           }
         }

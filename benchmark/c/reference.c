@@ -1,14 +1,18 @@
 /*
  * The C references of `npm run bench` (benchmark/references.ts compiles this file at bench time with
- * `cc -O3 -march=native -fno-math-errno -fopenmp`): fp32 Adam as a plain C loop, and a kernel that
- * moves the same 28 bytes per parameter as Adam (reads p, g, m, v; writes p, m, v) with one
- * addition each. Arrays are 64-byte aligned, filled by the threads that later update them, and
- * split among threads by OpenMP's static schedule.
+ * `cc -O3 -march=native -fno-math-errno -fopenmp`): fp32 Adam as a plain C loop, and kernels that
+ * move an optimizer's bytes with one addition each: `traffic` moves Adam's 28 bytes per parameter
+ * (reads p, g, m, v; writes p, m, v), and `traffic:B:W` the bytes of an optimizer with B state
+ * buffers read and written and W (0 or 1) only written (SGD with momentum, Adagrad, RMSprop and
+ * Lion are `traffic:1:0`; ASGD before averaging starts, whose average is a copy of p, `traffic:0:1`,
+ * that buffer stored around the caches where the processor can). Arrays are 64-byte aligned,
+ * filled by the threads that later update them, and split among threads by OpenMP's static
+ * schedule.
  *
  * It runs as a server: each line read from stdin is one measurement, answered by one line of JSON,
  * so that the benchmark alternates it with fastoptim and PyTorch without restarting anything:
  *
- *   <kernel: adam|traffic> <mode: back|train> <threads> <params> <seconds> <batch> <evict bytes> <train steps>
+ *   <kernel: adam|traffic|traffic:B:W> <mode: back|train> <threads> <params> <seconds> <batch> <evict bytes> <train steps>
  *
  * "back" times steps back to back: a warm-up, then batches until `seconds` have passed (at least 3),
  * the best batch (of `batch` steps)'s time per step. "train" runs `train steps` steps, each after writing over
@@ -23,6 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __SSE__
+#include <immintrin.h>
+#endif
 
 static double now(void) {
   struct timespec ts;
@@ -65,6 +72,69 @@ static void traffic(KERNEL_ARGS) {
     v[i] += gi;
     p[i] += gi;
   }
+}
+
+/* One state buffer read and written (SGD with momentum, Adagrad, RMSprop, Lion): 20 bytes. */
+static void traffic_1_0(KERNEL_ARGS) {
+  (void)t;
+  (void)v;
+#pragma omp parallel for simd schedule(static) aligned(p, g, m : 64)
+  for (long i = 0; i < n; i++) {
+    float gi = g[i];
+    m[i] += gi;
+    p[i] += gi;
+  }
+}
+
+/* No state buffer (SGD without momentum): 12 bytes. */
+static void traffic_0_0(KERNEL_ARGS) {
+  (void)t;
+  (void)m;
+  (void)v;
+#pragma omp parallel for simd schedule(static) aligned(p, g : 64)
+  for (long i = 0; i < n; i++) p[i] += g[i];
+}
+
+/*
+ * One state buffer only written, a copy of p (ASGD before averaging starts): 16 bytes. Its stores
+ * go around the caches where the processor has streaming stores, so that they move 4 bytes, not 8
+ * (a line read for ownership, then written back); fastoptim's ASGD does the same at this size.
+ */
+static void traffic_0_1(KERNEL_ARGS) {
+  (void)t;
+  (void)v;
+  const long blocks = n / 16;
+#pragma omp parallel for schedule(static)
+  for (long b = 0; b < blocks; b++) {
+    float *restrict pb = p + 16 * b, *restrict mb = m + 16 * b;
+    const float *restrict gb = g + 16 * b;
+#pragma omp simd aligned(pb, gb : 64)
+    for (int i = 0; i < 16; i++) pb[i] += gb[i];
+#if defined(__AVX512F__)
+    _mm512_stream_ps(mb, _mm512_load_ps(pb));
+#elif defined(__SSE__)
+    for (int i = 0; i < 16; i += 4) _mm_stream_ps(mb + i, _mm_load_ps(pb + i));
+#else
+    for (int i = 0; i < 16; i++) mb[i] = pb[i];
+#endif
+  }
+#ifdef __SSE__
+  _mm_sfence();
+#endif
+  for (long i = 16 * blocks; i < n; i++) {
+    p[i] += g[i];
+    m[i] = p[i];
+  }
+}
+
+/* The kernel a request names, or NULL. */
+static void (*kernel_named(const char *name))(KERNEL_ARGS) {
+  if (strcmp(name, "adam") == 0) return adam;
+  if (strcmp(name, "traffic") == 0 || strcmp(name, "traffic:2:0") == 0) return traffic;
+  if (strcmp(name, "traffic:1:0") == 0) return traffic_1_0;
+  if (strcmp(name, "traffic:0:0") == 0) return traffic_0_0;
+  if (strcmp(name, "traffic:0:1") == 0) return traffic_0_1;
+  return NULL;
 }
 
 /* One step of `kernel` over `a`. */
@@ -115,12 +185,12 @@ int main(void) {
     double seconds;
     if (sscanf(line, "%15s %15s %d %ld %lf %ld %ld %ld", kernel, mode, &threads, &n, &seconds, &batch, &evict_bytes,
                &train_steps) != 8 ||
-        n < 0 || batch < 1 || evict_bytes < 0 || train_steps < 1 || threads < 1) {
+        n < 0 || batch < 1 || evict_bytes < 0 || train_steps < 1 || threads < 1 || !kernel_named(kernel)) {
       printf("{\"error\":\"bad request\"}\n");
       fflush(stdout);
       continue;
     }
-    void (*const update)(KERNEL_ARGS) = strcmp(kernel, "adam") == 0 ? adam : traffic;
+    void (*const update)(KERNEL_ARGS) = kernel_named(kernel);
     omp_set_num_threads(threads);
     Arrays a = {aligned(n), aligned(n), aligned(n), aligned(n), n, 0};
     fill(&a);
