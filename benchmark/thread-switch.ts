@@ -16,8 +16,15 @@
 // (/proc/stat) and the share of the time some thread waited for a CPU (/proc/pressure/cpu). On a
 // small machine another process's work shows up as a slow phase, so before each switch (stepping
 // meanwhile) and each fresh process the script waits, up to 5 s, for a tenth of a second in which
-// other processes used under 0.05 CPU. Results: benchmark/results/thread-switch.json.
-import { execFileSync } from 'node:child_process'
+// other processes used under 0.05 CPU.
+//
+// A control: a second long-lived process that never calls setNumThreads (its one pool on every
+// thread, made at its start) times a phase beside each of the switching process's phases on every
+// thread, the two in turn (which goes first alternates by cycle). If it is as far from the fresh
+// processes as the switching one, what separates them is not the pools before. Results:
+// benchmark/results/thread-switch.json.
+import { execFileSync, spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -158,7 +165,30 @@ function fresh(n: number, threads: number): Phase {
   return JSON.parse(out.trim().split('\n').pop() as string)
 }
 
-function scenario(n: number) {
+/**
+ * The control process: on every thread from its start, never switched; each `next()` times one
+ * phase there (after the same wait for a quiet machine, stepping, as before a switch).
+ */
+function steadyProcess(n: number): { next: () => Promise<Phase>; stop: () => void } {
+  const child = spawn(process.execPath, [...process.execArgv, __filename, '--steady', String(n)], {
+    env: { ...process.env, FASTOPTIM_NUM_THREADS: String(ALL_THREADS) },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
+  const waiting: Array<(line: string) => void> = []
+  createInterface({ input: child.stdout }).on('line', (line) => waiting.shift()?.(line))
+  const ready = new Promise<string>((resolve) => waiting.push(resolve))
+  return {
+    next: async () => {
+      await ready
+      const answer = new Promise<string>((resolve) => waiting.push(resolve))
+      child.stdin.write('phase\n')
+      return JSON.parse(await answer) as Phase
+    },
+    stop: () => child.kill(),
+  }
+}
+
+async function scenario(n: number) {
   const counts = [...new Set([1, ALL_THREADS])]
   /** Each count's fresh processes, with the cycle after which each ran (0: before the first). */
   const freshRuns: Array<Array<Phase & { afterCycle: number }>> = counts.map(() => [])
@@ -167,11 +197,19 @@ function scenario(n: number) {
       if (only === undefined || t === only) freshRuns[i].push({ afterCycle, ...fresh(n, t) })
     })
   freshNow(0)
+  const steady = steadyProcess(n)
   const opt = model(n)
   setNumThreads(ALL_THREADS)
   phase(opt, ALL_THREADS, 1) // the state's pages
   const phases: Array<Phase & { cycle: number }> = []
+  const steadyPhases: Array<Phase & { cycle: number }> = []
+  const control = async (cycle: number) => {
+    const p = { cycle, ...(await steady.next()) }
+    steadyPhases.push(p)
+    console.log(`  ${label(n)}, cycle ${cycle}, the process that never switched: best ${p.bestMs} ms`)
+  }
   for (let cycle = 1; cycle <= CYCLES; cycle++) {
+    if (cycle % 2 === 0) await control(cycle)
     for (const threads of counts) {
       quiet(opt)
       setNumThreads(threads)
@@ -181,6 +219,7 @@ function scenario(n: number) {
         `  ${label(n)}, switch ${cycle}, ${threads} thread${threads > 1 ? 's' : ''}: best ${p.bestMs} ms, first batch ${p.firstMs} ms, fewest threads in a step ${p.joinedMin ?? '–'}, pool threads alive ${p.poolThreads ?? '–'}, other processes ${p.othersCpu} CPU, CPU pressure ${p.cpuPressure}`,
       )
     }
+    if (cycle % 2 === 1) await control(cycle)
     if (cycle === Math.ceil(CYCLES / 2) || cycle === CYCLES) freshNow(cycle)
     else if (cycle % FRESH_EVERY === 0) freshNow(cycle, ALL_THREADS)
   }
@@ -193,11 +232,22 @@ function scenario(n: number) {
     )
     return { threads, bestMs, runs }
   })
-  return { params: n, fresh: reference, phases }
+  steady.stop()
+  return { params: n, fresh: reference, phases, steady: steadyPhases }
 }
 
-function main() {
+async function main() {
   const args = process.argv.slice(2)
+  if (args[0] === '--steady') {
+    const opt = model(Number(args[1]))
+    phase(opt, ALL_THREADS, 1) // the state's pages, as in the alternating process
+    console.log('ready')
+    for await (const _ of createInterface({ input: process.stdin })) {
+      quiet(opt)
+      console.log(JSON.stringify(phase(opt, ALL_THREADS)))
+    }
+    return
+  }
   if (args[0] === '--fresh') {
     const [n, threads] = [Number(args[1]), Number(args[2])]
     setNumThreads(threads)
@@ -208,11 +258,11 @@ function main() {
   }
   const sizes = args.length > 0 ? args.map(Number) : SIZES
   const started = Date.now()
-  const results = sizes.map((n) => {
-    const result = scenario(n)
+  const results = []
+  for (const n of sizes) {
+    results.push(await scenario(n))
     ;(globalThis as { gc?: () => void }).gc?.()
-    return result
-  })
+  }
   writeFileSync(
     join(RESULTS, 'thread-switch.json'),
     JSON.stringify(
@@ -232,4 +282,7 @@ function main() {
   )
 }
 
-main()
+main().catch((error) => {
+  console.error(error)
+  process.exit(1)
+})
