@@ -19,7 +19,8 @@
 //    pass, which evicts the step's arrays from cache; untimed), and the median step counts;
 //    fastoptim, C Adam and PyTorch's fused Adam in turn, best round's median.
 // 3. Every optimizer of the registry against its PyTorch counterpart at the suite's sizes, back to
-//    back, one round, alternating case by case.
+//    back, alternating case by case: one round, and at the largest size three, each with the C
+//    traffic kernel of the optimizer's arrays (the best of each counts).
 // Results: benchmark/results/references.json.
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
@@ -272,6 +273,8 @@ async function main() {
         // That kernel moves the optimizer's own arrays (its state buffers read and written, or only
         // written): memory's speed depends on how many streams a loop reads and writes, not only
         // on the bytes.
+        // PyTorch's counterpart takes its turn in the same rounds there, so that each side's best
+        // comes from the same minutes.
         const { buffers, writeOnly } = trafficShape(caseLabel)
         for (let round = 0; round < (largest ? ROUNDS : 1); round++) {
           note(ours, fastoptim(request, make))
@@ -292,10 +295,10 @@ async function main() {
               ),
             )
           }
-        }
-        if (torch.server) {
-          const theirs = slot({ scenario: 'optimizers', contender: 'PyTorch', optimizer: caseLabel, params, threads })
-          note(theirs, await torch.server.ask(JSON.stringify(request)))
+          if (torch.server) {
+            const theirs = slot({ scenario: 'optimizers', contender: 'PyTorch', optimizer: caseLabel, params, threads })
+            note(theirs, await torch.server.ask(JSON.stringify(request)))
+          }
         }
         console.log(`${caseLabel} ${label(params)}, ${threads} thr: ${ours.usPerStep?.toFixed(2)} µs`)
       }
