@@ -169,7 +169,7 @@ function fresh(n: number, threads: number): Phase {
  * The control process: on every thread from its start, never switched; each `next()` times one
  * phase there (after the same wait for a quiet machine, stepping, as before a switch).
  */
-function steadyProcess(n: number): { next: () => Promise<Phase>; stop: () => void } {
+function steadyProcess(n: number): { ready: Promise<string>; next: () => Promise<Phase>; stop: () => void } {
   const child = spawn(process.execPath, [...process.execArgv, __filename, '--steady', String(n)], {
     env: { ...process.env, FASTOPTIM_NUM_THREADS: String(ALL_THREADS) },
     stdio: ['pipe', 'pipe', 'inherit'],
@@ -178,6 +178,7 @@ function steadyProcess(n: number): { next: () => Promise<Phase>; stop: () => voi
   createInterface({ input: child.stdout }).on('line', (line) => waiting.shift()?.(line))
   const ready = new Promise<string>((resolve) => waiting.push(resolve))
   return {
+    ready,
     next: async () => {
       await ready
       const answer = new Promise<string>((resolve) => waiting.push(resolve))
@@ -198,6 +199,9 @@ async function scenario(n: number) {
     })
   freshNow(0)
   const steady = steadyProcess(n)
+  // Its arrays are made and stepped once before this process makes its own, so that neither
+  // process's setup overlaps the other's timing.
+  await steady.ready
   const opt = model(n)
   setNumThreads(ALL_THREADS)
   phase(opt, ALL_THREADS, 1) // the state's pages
