@@ -36,7 +36,7 @@ use std::any::TypeId;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use fastoptim_core::engine::run::{run_streaming, streams};
+use fastoptim_core::engine::run::{run_streaming, streams, Streaming};
 use fastoptim_core::{buffer_lens, Bf16, Dims, Dtype, Element, Job, Optimizer, ParamState, StateOf};
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -113,8 +113,8 @@ struct Step<O: Optimizer> {
   total: usize,
   done: usize,
   non_finite: bool,
-  /// Whether the whole step streams from memory, which its slices, each small, do not show.
-  streaming: bool,
+  /// How the whole step's arrays reach the cores, which its slices, each small, do not show.
+  streaming: Streaming,
 }
 
 // SAFETY: the raw pointers are to arrays that the references keep alive and that no JavaScript
@@ -382,7 +382,7 @@ impl NativeOptimizer {
       total: 0,
       done: 0,
       non_finite,
-      streaming: false,
+      streaming: Streaming::Cached,
     };
     self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });
     Ok(StartedStep::InSlices)

@@ -183,7 +183,7 @@ impl StateOf<f32> for Bf16 {
   }
 }
 
-/// [`run`] or [`run_bf16`], told whether the step streams from memory ([`streams`]), for a caller
+/// [`run`] or [`run_bf16`], told how the step's arrays reach the cores ([`streams`]), for a caller
 /// that runs a step in parts: a part is small, but its arrays come from memory if the whole step's
 /// do.
 ///
@@ -192,8 +192,9 @@ impl StateOf<f32> for Bf16 {
 /// there are no jobs.
 pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
   jobs: &mut [Job<'_, T, O::Coeffs, S>],
-  streaming: bool,
+  streaming: Streaming,
 ) -> bool {
+  let (from_memory, prefetch) = (streaming.from_memory(), streaming.prefetch());
   let total: usize = jobs.iter().map(|job| job.param.len()).sum();
   let pool = if total >= PARALLEL_MIN_ELEMENTS { Some(threads::current()) } else { None };
   if O::STAGES > 0 {
@@ -212,8 +213,8 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
   let Some(pool) = pool.filter(|pool| pool.threads() > 1) else {
     // Kernels prefetch ahead while this thread is streaming ([`simd::streaming`]), and store
     // arrays they only write around the caches ([`nontemporal`]).
-    return simd::streaming(streaming && simd::prefetch_helps(), || {
-      nontemporal::with(streaming, || {
+    return simd::streaming(prefetch, || {
+      nontemporal::with(from_memory, || {
         let mut non_finite = false;
         for job in jobs.iter_mut() {
           let len = job.param.len();
@@ -222,7 +223,7 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
             let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
             let grad = &job.grad[from..to];
             non_finite |= S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
-            if streaming {
+            if from_memory {
               prefetch_lines(job.param.as_ptr().wrapping_add(to));
               prefetch_lines(job.grad.as_ptr().wrapping_add(to));
               job.buffers.iter().filter(|b| !b.is_empty()).for_each(|b| prefetch_lines(b.as_ptr().wrapping_add(to)));
@@ -252,7 +253,7 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
     }
     let piece_len = piece_elements(total, pool.threads());
     let pieces = total.div_ceil(piece_len);
-    let shared = Pieces { spans, jobs: jobs.as_ptr(), streaming };
+    let shared = Pieces { spans, jobs: jobs.as_ptr(), streaming: from_memory, prefetch };
     let non_finite = AtomicBool::new(false);
     pool.for_each_piece_waking(pieces, total >= WAKE_MIN_ELEMENTS, &|piece| {
       let from = piece * piece_len;
@@ -261,7 +262,7 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
       // one piece only; the pointers come from the exclusive borrow of `jobs`, which lasts until
       // every piece has returned.
       let update = || nontemporal::with(shared.streaming, || unsafe { shared.update::<O>(from, to) });
-      if simd::streaming(shared.streaming && simd::prefetch_helps(), update) {
+      if simd::streaming(shared.prefetch, update) {
         non_finite.store(true, Ordering::Relaxed);
       }
     });
@@ -275,6 +276,8 @@ struct Pieces<'s, 'j, T, C, S> {
   jobs: *const Job<'j, T, C, S>,
   /// Whether the step is too large to stay in cache ([`streams_from_memory`]).
   streaming: bool,
+  /// Whether its kernels also prefetch ahead ([`Streaming::Prefetched`]).
+  prefetch: bool,
 }
 
 // SAFETY: the threads only read `spans` and each job's `coeffs` (`Copy + Sync`), and write
@@ -713,10 +716,8 @@ impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
   }
 }
 
-/// Whether a step's arrays stream from memory ([`streams`]): then its kernels prefetch, on a
-/// processor where that was measured to help ([`simd::streaming`], [`simd::prefetch_helps`]), and
-/// store the arrays they only write around the caches ([`nontemporal`]).
-fn streams_from_memory<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> bool {
+/// How a step's arrays reach the cores ([`streams`]).
+fn streams_from_memory<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> Streaming {
   let bytes = |job: &Job<'_, T, C, S>| {
     let buffers = job.buffers.iter().filter(|b| !b.is_empty()).count();
     job.param.len() * (2 * std::mem::size_of::<T>() + buffers * std::mem::size_of::<S>())
@@ -724,12 +725,46 @@ fn streams_from_memory<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> bool {
   streams(jobs.iter().map(bytes).sum())
 }
 
-/// Whether a step whose arrays take `bytes` in all streams from memory: when they take more than
-/// half the last-level cache (which other processes share), so that they do not stay in cache
-/// between steps. Steps that fit run slower with prefetching or with non-temporal stores, steps
-/// that do not run faster (BENCHMARKS.md, "Design choices").
-pub fn streams(bytes: usize) -> bool {
-  bytes > last_level_cache_bytes() / 2
+/// How the arrays of a step reach the cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Streaming {
+  /// They stay in the last-level cache between steps: ordinary loads and stores.
+  Cached,
+  /// They stream from memory: arrays a kernel only writes are stored around the caches
+  /// ([`nontemporal`]), and after each kernel call the next call's first lines are asked for.
+  Memory,
+  /// As [`Streaming::Memory`], and the kernels also prefetch every array ahead
+  /// ([`simd::streaming`]), on a processor and at a size where that was measured to help
+  /// ([`simd::prefetch_helps`]).
+  Prefetched,
+}
+
+impl Streaming {
+  /// Whether the arrays stream from memory.
+  pub fn from_memory(self) -> bool {
+    self != Streaming::Cached
+  }
+
+  /// Whether the kernels prefetch ahead.
+  pub fn prefetch(self) -> bool {
+    self == Streaming::Prefetched
+  }
+}
+
+/// How the arrays of a step that take `bytes` in all reach the cores: from memory when they take
+/// more than half the last-level cache (which other processes share), so that they do not stay in
+/// cache between steps; steps that fit run slower with prefetching or with non-temporal stores,
+/// steps that do not run faster. Prefetched as [`simd::prefetch_helps`] says (BENCHMARKS.md,
+/// "Design choices").
+pub fn streams(bytes: usize) -> Streaming {
+  let cache = last_level_cache_bytes();
+  if bytes <= cache / 2 {
+    Streaming::Cached
+  } else if simd::prefetch_helps(bytes, cache) {
+    Streaming::Prefetched
+  } else {
+    Streaming::Memory
+  }
 }
 
 /// The size of the largest cache of CPU 0 (Linux's sysfs), or 32 MiB where it cannot be read.
