@@ -46,6 +46,12 @@ impl<T: Float> ExactDivisor<T> {
     Some(ExactDivisor { divisor, reciprocal: T::ONE / divisor })
   }
 
+  /// The divisor `d`.
+  #[inline(always)]
+  pub fn divisor(&self) -> T {
+    self.divisor
+  }
+
   /// `x / d`, bit for bit.
   #[inline(always)]
   pub fn divide(&self, x: T) -> T {
