@@ -84,6 +84,12 @@ impl EightBit for Adam8bit {
     fused_at(level, c, param, grad, moments)
   }
 
+  fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    let hyper = Hyper { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    *LEVEL.get_or_init(|| super::fastest_level::<Self>(&hyper))
+  }
+
   fn quantized_reference(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
     let Quantized { state1, absmax1, state2, absmax2 } = moments;
     let (signed, unsigned) = (quantize::signed(), quantize::unsigned());

@@ -66,6 +66,12 @@ impl EightBit for Lion8bit {
     fused_at(level, c, param, grad, moments)
   }
 
+  fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    let hyper = Hyper { lr: 1e-4, beta1: 0.9, beta2: 0.99, eps: 0.0, weight_decay: 0.0 };
+    *LEVEL.get_or_init(|| super::fastest_level::<Self>(&hyper))
+  }
+
   fn quantized_reference(c: &LionCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
     let Quantized { state1, absmax1, .. } = moments;
     let signed = quantize::signed();
