@@ -141,8 +141,8 @@ impl<'a, T, C, S> Job<'a, T, C, S> {
 /// PyTorch's does): each kernel checks the gradient elements as its loop reads them
 /// ([`Optimizer::update`]), so the report adds no memory traffic ([`crate::engine::finite`]).
 pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
-  let streaming = streams_from_memory(jobs);
-  run_streaming::<O, T, T>(jobs, streaming)
+  let bytes = step_bytes(jobs);
+  with_streaming(bytes, |streaming| run_streaming::<O, T, T>(jobs, streaming))
 }
 
 /// [`run`] for float32 parameters with bfloat16 state ([`crate::engine::bf16`]): each piece runs
@@ -151,8 +151,8 @@ pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
 /// # Panics
 /// If `O` runs in stages ([`Optimizer::STAGES`]) and there are jobs.
 pub fn run_bf16<O: Optimizer>(jobs: &mut [Job<'_, f32, O::Coeffs, Bf16>]) -> bool {
-  let streaming = streams_from_memory(jobs);
-  run_streaming::<O, f32, Bf16>(jobs, streaming)
+  let bytes = step_bytes(jobs);
+  with_streaming(bytes, |streaming| run_streaming::<O, f32, Bf16>(jobs, streaming))
 }
 
 /// The element type of the state of a parameter of `T`: `T` itself, or [`Bf16`] for `f32`.
@@ -716,13 +716,101 @@ impl<T: Float, C: Copy> SparseRuns<'_, '_, T, C> {
   }
 }
 
-/// How a step's arrays reach the cores ([`streams`]).
-fn streams_from_memory<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> Streaming {
+/// The bytes of a step's arrays: parameters, gradients and the state buffers it uses.
+fn step_bytes<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> usize {
   let bytes = |job: &Job<'_, T, C, S>| {
     let buffers = job.buffers.iter().filter(|b| !b.is_empty()).count();
     job.param.len() * (2 * std::mem::size_of::<T>() + buffers * std::mem::size_of::<S>())
   };
-  streams(jobs.iter().map(bytes).sum())
+  jobs.iter().map(bytes).sum()
+}
+
+/// Runs a step whose arrays take `bytes` as [`streams`] says, and times it for its size's
+/// prefetch trial while that trial is open ([`PrefetchTrial`]).
+fn with_streaming<R>(bytes: usize, step: impl FnOnce(Streaming) -> R) -> R {
+  let streaming = streams(bytes);
+  let trial = match streaming {
+    Streaming::Cached => None,
+    _ => trial_of(bytes).filter(|t| t.lock().map(|t| t.choice.is_none()).unwrap_or(false)),
+  };
+  let Some(trial) = trial else { return step(streaming) };
+  let start = std::time::Instant::now();
+  let result = step(streaming);
+  let seconds = start.elapsed().as_secs_f64();
+  if let Ok(mut trial) = trial.lock() {
+    trial.record(streaming.prefetch(), seconds / bytes as f64);
+  }
+  result
+}
+
+/// Whether prefetching every array ahead speeds up steps that stream from memory, tried on this
+/// process's own first steps of one size class ([`trial_of`]).
+///
+/// It is not the same on every machine, nor on every host of one machine type: on a 2-vCPU AMD
+/// EPYC (32 MiB L3) it sped Adam up by 7-15% at 16M-64M elements when the engine first chose it,
+/// and on the same machine type on 2026-12-03 it slowed Adam down by 5-25% at 4M-64M (in one
+/// process, in turns); on Intel's Xeon it went both ways at 4M and helped from 16M up. So the
+/// first [`TRIES`] steps of each class from memory run without it and the next with it, in turns,
+/// and the rest of the class's steps keep the faster by its best seconds per byte (BENCHMARKS.md,
+/// "Design choices"). Both ways give the same bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrefetchTrial {
+  /// The best seconds per byte without and with prefetching.
+  best: [f64; 2],
+  /// Steps timed without and with.
+  runs: [u32; 2],
+  /// Whether to prefetch, once both have run [`TRIES`] times.
+  choice: Option<bool>,
+}
+
+/// Steps of a size class timed each way before its [`PrefetchTrial`] chooses.
+pub const TRIES: u32 = 4;
+
+impl PrefetchTrial {
+  /// A trial that has timed nothing.
+  pub const NEW: PrefetchTrial = PrefetchTrial { best: [f64::INFINITY; 2], runs: [0; 2], choice: None };
+
+  /// Whether the next step prefetches: the choice once made; until then, the way timed fewer
+  /// times (without first).
+  pub fn prefetch_next(&self) -> bool {
+    self.choice.unwrap_or(self.runs[1] < self.runs[0])
+  }
+
+  /// Counts a step that took `seconds_per_byte` with or without prefetching; chooses once each
+  /// way has [`TRIES`] steps.
+  pub fn record(&mut self, prefetched: bool, seconds_per_byte: f64) {
+    if self.choice.is_some() {
+      return;
+    }
+    let way = usize::from(prefetched);
+    self.best[way] = self.best[way].min(seconds_per_byte);
+    self.runs[way] += 1;
+    if self.runs.iter().all(|&r| r >= TRIES) {
+      self.choice = Some(self.best[1] < self.best[0]);
+    }
+  }
+
+  /// The choice, once made.
+  pub fn choice(&self) -> Option<bool> {
+    self.choice
+  }
+}
+
+/// The prefetch trial of steps whose arrays take `bytes` on the current pool: one per factor of 4
+/// in size (steps of 16-64 MB share one, 64-256 MB the next) and pool size (1, 2, 3, 4 or more
+/// threads), where the processor can prefetch (x86-64); `None` elsewhere, where steps from memory
+/// do not prefetch.
+fn trial_of(bytes: usize) -> Option<&'static std::sync::Mutex<PrefetchTrial>> {
+  const CLASSES: usize = 32;
+  const POOLS: usize = 4;
+  static TRIALS: [std::sync::Mutex<PrefetchTrial>; CLASSES * POOLS] =
+    [const { std::sync::Mutex::new(PrefetchTrial::NEW) }; CLASSES * POOLS];
+  if !cfg!(target_arch = "x86_64") {
+    return None;
+  }
+  let class = ((usize::BITS - 1 - bytes.max(1).leading_zeros()) as usize / 2).min(CLASSES - 1);
+  let pool = threads::num_threads().clamp(1, POOLS) - 1;
+  Some(&TRIALS[class * POOLS + pool])
 }
 
 /// How the arrays of a step reach the cores.
@@ -734,8 +822,7 @@ pub enum Streaming {
   /// ([`nontemporal`]), and after each kernel call the next call's first lines are asked for.
   Memory,
   /// As [`Streaming::Memory`], and the kernels also prefetch every array ahead
-  /// ([`simd::streaming`]), on a processor and at a size where that was measured to help
-  /// ([`simd::prefetch_helps`]).
+  /// ([`simd::streaming`]), where that was found faster for the step's size ([`PrefetchTrial`]).
   Prefetched,
 }
 
@@ -754,13 +841,12 @@ impl Streaming {
 /// How the arrays of a step that take `bytes` in all reach the cores: from memory when they take
 /// more than half the last-level cache (which other processes share), so that they do not stay in
 /// cache between steps; steps that fit run slower with prefetching or with non-temporal stores,
-/// steps that do not run faster. Prefetched as [`simd::prefetch_helps`] says (BENCHMARKS.md,
-/// "Design choices").
+/// steps that do not run faster. Prefetched as the size's trial says ([`PrefetchTrial`]).
 pub fn streams(bytes: usize) -> Streaming {
   let cache = last_level_cache_bytes();
   if bytes <= cache / 2 {
     Streaming::Cached
-  } else if simd::prefetch_helps(bytes, cache) {
+  } else if trial_of(bytes).is_some_and(|t| t.lock().map(|t| t.prefetch_next()).unwrap_or(false)) {
     Streaming::Prefetched
   } else {
     Streaming::Memory
@@ -789,4 +875,73 @@ fn last_level_cache_bytes() -> usize {
       .max()
       .map_or(32 << 20, |(_, bytes)| bytes)
   })
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::engine::state::ParamState;
+  use crate::testing::{same_bits, values};
+  use crate::{Adagrad, Adam};
+
+  #[test]
+  fn prefetch_trial_alternates_then_keeps_the_faster() {
+    for prefetch_faster in [true, false] {
+      let mut trial = PrefetchTrial::NEW;
+      let mut ways = Vec::new();
+      for k in 0..2 * TRIES {
+        let way = trial.prefetch_next();
+        ways.push(way);
+        // The faster way's steps take 1 ns per byte, the other's a little over 2.
+        let seconds = if way == prefetch_faster { 1e-9 } else { 2e-9 + f64::from(k) * 1e-12 };
+        assert_eq!(trial.choice(), None);
+        trial.record(way, seconds);
+      }
+      assert_eq!(ways, (0..2 * TRIES).map(|k| k % 2 == 1).collect::<Vec<_>>(), "without first, in turns");
+      assert_eq!(trial.choice(), Some(prefetch_faster));
+      // Chosen for good: later steps take the choice whatever they record.
+      trial.record(!prefetch_faster, 1e-15);
+      assert_eq!(trial.choice(), Some(prefetch_faster));
+      assert_eq!(trial.prefetch_next(), prefetch_faster);
+    }
+  }
+
+  #[test]
+  fn size_classes_are_factors_of_four() {
+    if !cfg!(target_arch = "x86_64") {
+      assert!(trial_of(1 << 30).is_none());
+      return;
+    }
+    let same = |a: usize, b: usize| std::ptr::eq(trial_of(a).unwrap(), trial_of(b).unwrap());
+    assert!(same(16 << 20, (64 << 20) - 1));
+    assert!(!same((64 << 20) - 1, 64 << 20));
+    assert!(same(64 << 20, (256 << 20) - 1));
+    assert!(same(usize::MAX, usize::MAX / 2));
+  }
+
+  /// Steps from memory give the same bits prefetching or not, and as in cache.
+  fn same_bits_every_way<O: Optimizer + Default>() {
+    let n = PIECE_ELEMENTS * 3 + 17;
+    let config = O::default();
+    let mut results = Vec::new();
+    for streaming in [Streaming::Cached, Streaming::Memory, Streaming::Prefetched] {
+      let mut param = values::<f32>(n, 1);
+      let mut state = ParamState::default();
+      for t in 1..=5 {
+        let grad = values::<f32>(n, t + 1);
+        state.step += 1;
+        let coeffs = config.coeffs(state.step);
+        let buffers = state.buffers_mut::<f32>(&[n; MAX_BUFFERS], config.buffers_used());
+        run_streaming::<O, f32, f32>(&mut [Job::flat(coeffs, &mut param, &grad, buffers)], streaming);
+      }
+      results.push(param);
+    }
+    assert!(same_bits(&results[0], &results[1]) && same_bits(&results[0], &results[2]), "{}", O::NAME);
+  }
+
+  #[test]
+  fn streaming_ways_give_the_same_bits() {
+    same_bits_every_way::<Adam>();
+    same_bits_every_way::<Adagrad>();
+  }
 }

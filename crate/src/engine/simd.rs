@@ -189,42 +189,6 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// Whether prefetching ahead ([`streaming`]) speeds up kernels that stream from memory on this
-/// processor, for a step whose arrays take `bytes` in all, with a last-level cache of
-/// `last_level_cache` bytes. It did on AMD's at every size that streams. On Intel's Xeon it went
-/// both ways for Adam at 4M-64M elements over several sessions, while from 16M elements up
-/// (arrays well past the cache) it sped up the kernels that read three arrays by 4-24% and left
-/// Adam within 4%: there it is on for steps whose arrays outgrow twice the last-level cache
-/// (BENCHMARKS.md, "Design choices"); untried elsewhere, so off.
-pub fn prefetch_helps(bytes: usize, last_level_cache: usize) -> bool {
-  #[derive(Clone, Copy, PartialEq, Eq)]
-  enum Vendor {
-    Amd,
-    Intel,
-    Other,
-  }
-  static VENDOR: std::sync::OnceLock<Vendor> = std::sync::OnceLock::new();
-  let vendor = *VENDOR.get_or_init(|| {
-    #[cfg(target_arch = "x86_64")]
-    {
-      let id = std::arch::x86_64::__cpuid(0);
-      let name: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
-      match name.as_slice() {
-        b"AuthenticAMD" => Vendor::Amd,
-        b"GenuineIntel" => Vendor::Intel,
-        _ => Vendor::Other,
-      }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    Vendor::Other
-  });
-  match vendor {
-    Vendor::Amd => true,
-    Vendor::Intel => bytes > last_level_cache.saturating_mul(2),
-    Vendor::Other => false,
-  }
-}
-
 /// Elements of each array a kernel call updates while streaming: 64 `f32` (four cache lines).
 pub const STREAM_BLOCK_BYTES: usize = 256;
 
