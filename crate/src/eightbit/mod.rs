@@ -134,7 +134,7 @@ pub trait EightBit {
 
 /// The instruction level at which `O`'s fused kernel runs fastest on this processor: every level
 /// it runs ([`Level::available`]) timed in turns over 2048 elements (eight blocks, in cache), the
-/// best of 8 rounds each, with the scalars of step 10 of `hyper`. All give the same bits. The
+/// best of 8 rounds each ([`crate::engine::simd::fastest`]), with the scalars of step 10 of `hyper`. All give the same bits. The
 /// widest is not always the fastest: on an AMD EPYC with Zen 3 cores, whose vector gathers are
 /// slow, the compiler's code with scalar table lookups (`Portable`, compiled with AVX2) ran
 /// Adam8bit's kernel 1.2-1.3× faster than the explicit AVX2 block pass (`cargo bench --bench
@@ -149,20 +149,12 @@ pub fn fastest_level<O: EightBit>(hyper: &Hyper) -> Level {
   let mut param: Vec<f32> = (0..N).map(|i| ((i as f32) * 0.11).cos()).collect();
   let mut moments = Moments::new(N, 0, O::MOMENTS);
   let coeffs = O::coeffs(hyper, 10);
-  let mut best = vec![std::time::Duration::MAX; levels.len()];
-  for _ in 0..8 {
-    for (b, &level) in best.iter_mut().zip(&levels) {
-      let start = std::time::Instant::now();
-      for _ in 0..2 {
-        let Moments::Quantized { state1, absmax1, state2, absmax2 } = &mut moments else {
-          unreachable!("a minimum size of 0 quantizes")
-        };
-        O::quantized_at(level, &coeffs, &mut param, &grad, Quantized { state1, absmax1, state2, absmax2 });
-      }
-      *b = (*b).min(start.elapsed());
-    }
-  }
-  let fastest = best.iter().enumerate().min_by_key(|(_, &d)| d).map_or(0, |(i, _)| i);
+  let fastest = crate::engine::simd::fastest(levels.len(), 8, 2, |i| {
+    let Moments::Quantized { state1, absmax1, state2, absmax2 } = &mut moments else {
+      unreachable!("a minimum size of 0 quantizes")
+    };
+    O::quantized_at(levels[i], &coeffs, &mut param, &grad, Quantized { state1, absmax1, state2, absmax2 });
+  });
   levels[fastest]
 }
 

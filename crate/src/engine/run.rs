@@ -728,12 +728,8 @@ fn step_bytes<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> usize {
 /// Runs a step whose arrays take `bytes` as [`streams`] says, and times it for its size's
 /// prefetch trial while that trial is open ([`PrefetchTrial`]).
 fn with_streaming<R>(bytes: usize, step: impl FnOnce(Streaming) -> R) -> R {
-  let streaming = streams(bytes);
-  let trial = match streaming {
-    Streaming::Cached => None,
-    _ => trial_of(bytes).filter(|t| t.lock().map(|t| t.choice.is_none()).unwrap_or(false)),
-  };
-  let Some(trial) = trial else { return step(streaming) };
+  let (streaming, open_trial) = streaming_of(bytes);
+  let Some(trial) = open_trial else { return step(streaming) };
   let start = std::time::Instant::now();
   let result = step(streaming);
   let seconds = start.elapsed().as_secs_f64();
@@ -843,14 +839,20 @@ impl Streaming {
 /// cache between steps; steps that fit run slower with prefetching or with non-temporal stores,
 /// steps that do not run faster. Prefetched as the size's trial says ([`PrefetchTrial`]).
 pub fn streams(bytes: usize) -> Streaming {
-  let cache = last_level_cache_bytes();
-  if bytes <= cache / 2 {
-    Streaming::Cached
-  } else if trial_of(bytes).is_some_and(|t| t.lock().map(|t| t.prefetch_next()).unwrap_or(false)) {
-    Streaming::Prefetched
-  } else {
-    Streaming::Memory
+  streaming_of(bytes).0
+}
+
+/// [`streams`], and the size's prefetch trial while it is still open.
+fn streaming_of(bytes: usize) -> (Streaming, Option<&'static std::sync::Mutex<PrefetchTrial>>) {
+  if bytes <= last_level_cache_bytes() / 2 {
+    return (Streaming::Cached, None);
   }
+  let Some(trial) = trial_of(bytes) else { return (Streaming::Memory, None) };
+  // A poisoned trial (a panic while it was held, which its code cannot raise) streams plainly.
+  let Ok((prefetch, open)) = trial.lock().map(|t| (t.prefetch_next(), t.choice().is_none())) else {
+    return (Streaming::Memory, None);
+  };
+  (if prefetch { Streaming::Prefetched } else { Streaming::Memory }, open.then_some(trial))
 }
 
 /// The size of the largest cache of CPU 0 (Linux's sysfs), or 32 MiB where it cannot be read.

@@ -189,6 +189,24 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
+/// The index of the fastest of `variants` ways to do the same work (`run(i)` does it the `i`th
+/// way): each runs `calls` times in a timed batch, in turns, over `rounds` rounds, and the best
+/// batch counts; the first of equals wins. How the engine chooses, once per process, among ways
+/// that give the same bits but whose speed depends on the processor.
+pub fn fastest(variants: usize, rounds: usize, calls: usize, mut run: impl FnMut(usize)) -> usize {
+  let mut best = vec![std::time::Duration::MAX; variants];
+  for _ in 0..rounds {
+    for (i, b) in best.iter_mut().enumerate() {
+      let start = std::time::Instant::now();
+      for _ in 0..calls {
+        run(i);
+      }
+      *b = (*b).min(start.elapsed());
+    }
+  }
+  best.iter().enumerate().min_by_key(|&(_, d)| *d).map_or(0, |(i, _)| i)
+}
+
 /// Elements of each array a kernel call updates while streaming: 64 `f32` (four cache lines).
 pub const STREAM_BLOCK_BYTES: usize = 256;
 
