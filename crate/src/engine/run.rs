@@ -253,7 +253,7 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
     }
     let piece_len = piece_elements(total, pool.threads());
     let pieces = total.div_ceil(piece_len);
-    let shared = Pieces { spans, jobs: jobs.as_ptr(), streaming: from_memory, prefetch };
+    let shared = Pieces { spans, jobs: jobs.as_ptr(), streaming };
     let non_finite = AtomicBool::new(false);
     pool.for_each_piece_waking(pieces, total >= WAKE_MIN_ELEMENTS, &|piece| {
       let from = piece * piece_len;
@@ -261,8 +261,8 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
       // SAFETY: pieces are disjoint element ranges, so each element of every array is touched by
       // one piece only; the pointers come from the exclusive borrow of `jobs`, which lasts until
       // every piece has returned.
-      let update = || nontemporal::with(shared.streaming, || unsafe { shared.update::<O>(from, to) });
-      if simd::streaming(shared.prefetch, update) {
+      let update = || nontemporal::with(shared.streaming.from_memory(), || unsafe { shared.update::<O>(from, to) });
+      if simd::streaming(shared.streaming.prefetch(), update) {
         non_finite.store(true, Ordering::Relaxed);
       }
     });
@@ -274,10 +274,8 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
 struct Pieces<'s, 'j, T, C, S> {
   spans: &'s [Span],
   jobs: *const Job<'j, T, C, S>,
-  /// Whether the step is too large to stay in cache ([`streams_from_memory`]).
-  streaming: bool,
-  /// Whether its kernels also prefetch ahead ([`Streaming::Prefetched`]).
-  prefetch: bool,
+  /// How the step's arrays reach the cores ([`streams`]).
+  streaming: Streaming,
 }
 
 // SAFETY: the threads only read `spans` and each job's `coeffs` (`Copy + Sync`), and write
@@ -389,7 +387,7 @@ impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
           let (param, buffers) = span.arrays.at::<T, S>(lo, len);
           let grad = std::slice::from_raw_parts(span.grad.cast::<T>().add(lo), len);
           non_finite |= S::update::<O>(&coeffs, param, grad, buffers);
-          if self.streaming {
+          if self.streaming.from_memory() {
             let (next, arrays) = (lo + len, span.arrays);
             prefetch_lines(arrays.param.cast::<T>().wrapping_add(next));
             prefetch_lines(span.grad.cast::<T>().wrapping_add(next));
