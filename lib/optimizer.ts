@@ -123,6 +123,12 @@ export class Schema<Options> {
   readonly slots: readonly Slot[]
   /** Option names, in the order the core lists them. */
   readonly keys: readonly string[]
+  /**
+   * The options that are group state a step advances (Schedule-Free's `k`, `lrMax`, `weightSum`,
+   * `scheduledLr`), with their slots: each step writes their next values into the packed options
+   * it was given, from where `step()` carries them to the groups.
+   */
+  readonly groupState: ReadonlyArray<{ key: string; slot: number }>
   readonly defaults: Readonly<Required<Options>>
   /** The registry's entry: state buffers and their layouts, scalars. */
   readonly info: AlgorithmInfo
@@ -165,6 +171,7 @@ export class Schema<Options> {
     for (const value of Object.values(defaults)) if (Array.isArray(value)) Object.freeze(value)
     this.defaults = Object.freeze(defaults) as Required<Options>
     this.packValid = compilePacker(this.slots)
+    this.groupState = info.groupState.map((key) => ({ key, slot: this.slots.findIndex((s) => s.key === key) }))
   }
 
   /**
@@ -595,11 +602,18 @@ export abstract class Optimizer<
       'step()',
       () => {
         const skipNonFinite = stepOptions(options, 'step')
-        this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
-        return (
-          this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite) ===
-          native.StepReport.Finite
-        )
+        const groups = this.paramGroups as Array<Record<string, unknown>>
+        this.#pack(groups, 'paramGroups', false)
+        const report = this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
+        // The step wrote the group state it advanced where it read the options (unchanged when
+        // it was skipped).
+        const state = this.#schema.groupState
+        if (state.length > 0) {
+          const width = this.#schema.slots.length
+          for (let g = 0; g < groups.length; g++)
+            for (const { key, slot } of state) groups[g][key] = this.#packed[g * width + slot]
+        }
+        return report === native.StepReport.Finite
       },
       true,
     )

@@ -76,11 +76,10 @@ abstract class ScheduleFreeOptimizer<Options extends GroupState, State extends P
    * false; nothing changes); then every group's `k`, `weightSum`, `lrMax` and `scheduledLr`
    * advance, unless the step was skipped for a non-finite gradient.
    */
+  /** The step advances each group's state (`k`, `lrMax`, `weightSum`, `scheduledLr`) itself. */
   override step(options?: StepOptions): boolean {
     this.#refuseInEval('step()')
-    const finite = super.step(options)
-    if (finite || !skips(options)) this.#advance(this.#pack())
-    return finite
+    return super.step(options)
   }
 
   /** `step()` without holding the event loop (`Optimizer.stepAsync()`), refused in eval mode as `step()` is. */

@@ -156,11 +156,13 @@ export declare class NativeOptimizer {
   validateOptions(place: string, packed: Float64Array): void
   /**
    * Updates every parameter of `params` whose `grad` is not null; `groupOf[i]` is the group of
-   * `params[i]` and `packed` holds each group's options in the order `algorithms()` lists them.
-   * Returns the step's report; a skipped step changed nothing (every gradient is checked before
-   * anything is written). With `seen`, an array, puts there the
-   * arrays the step read: `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for
-   * [`step_again`].
+   * `params[i]` and `packed`, a Float64Array, holds each group's options in the order
+   * `algorithms()` lists them. Returns the step's report; a skipped step changed nothing (every
+   * gradient is checked before anything is written). A step that was not skipped writes the
+   * group state it advanced (`GROUP_STATE`: Schedule-Free's `k`, `lrMax`, `weightSum` and
+   * `scheduledLr`) into `packed`, for the facade to carry to its groups. With `seen`, an array,
+   * puts there the arrays the step read: `seen[2i]` is `params[i].data` and `seen[2i + 1]` its
+   * grad, for [`step_again`].
    */
   step(params: unknown, groupOf: Uint32Array, packed: Float64Array, seen?: unknown | undefined | null, skipNonFinite?: boolean | undefined | null): StepReport
 }
@@ -198,6 +200,12 @@ export interface AlgorithmInfo {
   matrices: boolean
   /** Whether float32 parameters may keep its state in bfloat16 (`stateDtype: 'bfloat16'`). */
   bf16State: boolean
+  /**
+   * Options that are group state every step advances (Schedule-Free's `k`, `lrMax`, `weightSum`,
+   * `scheduledLr`), camelCase: a step writes their next values into its packed options, and the
+   * facade carries them to its groups.
+   */
+  groupState: Array<string>
 }
 
 /** Every optimizer of the registry, in its order: the one list the facade builds its classes from. */

@@ -23,14 +23,14 @@ mod threads;
 
 use fastoptim_core::config::{Kind, Rule};
 use fastoptim_core::{
-  all_finite, buffer_lens, run, run_bf16, run_sparse, Bf16, ConfigError, Dtype, Element, Job, Layout, Optimizer,
-  Options, ParamState, SparseJob, Stored,
+  all_finite, buffer_lens, run, run_bf16, run_sparse, write_group_state, Bf16, ConfigError, Dtype, Element, Job,
+  Layout, Optimizer, Options, ParamState, SparseJob, Stored,
 };
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
 
-use js::{camel_case, Fail, RawEnv};
+use js::{camel_case, Fail, RawEnv, TypedView};
 use params::{ParamView, Reader};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
@@ -133,6 +133,10 @@ pub struct AlgorithmInfo {
   pub matrices: bool,
   /// Whether float32 parameters may keep its state in bfloat16 (`stateDtype: 'bfloat16'`).
   pub bf16_state: bool,
+  /// Options that are group state every step advances (Schedule-Free's `k`, `lrMax`, `weightSum`,
+  /// `scheduledLr`), camelCase: a step writes their next values into its packed options, and the
+  /// facade carries them to its groups.
+  pub group_state: Vec<String>,
 }
 
 /// Every optimizer of the registry, in its order: the one list the facade builds its classes from.
@@ -182,6 +186,7 @@ fn describe<O: Optimizer>() -> AlgorithmInfo {
     sparse: O::SPARSE,
     matrices: O::MATRICES,
     bf16_state: O::BF16_STATE,
+    group_state: O::GROUP_STATE.iter().map(|s| camel_case(s)).collect(),
   }
 }
 
@@ -233,7 +238,7 @@ impl ObjectFinalize for NativeOptimizer {
 
 /// What a step reports (`step`, `stepAgain`, `startStep`).
 #[napi]
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StepReport {
   /// Every gradient element it read was finite.
   Finite,
@@ -307,18 +312,20 @@ impl NativeOptimizer {
   }
 
   /// Updates every parameter of `params` whose `grad` is not null; `groupOf[i]` is the group of
-  /// `params[i]` and `packed` holds each group's options in the order `algorithms()` lists them.
-  /// Returns the step's report; a skipped step changed nothing (every gradient is checked before
-  /// anything is written). With `seen`, an array, puts there the
-  /// arrays the step read: `seen[2i]` is `params[i].data` and `seen[2i + 1]` its grad, for
-  /// [`step_again`].
+  /// `params[i]` and `packed`, a Float64Array, holds each group's options in the order
+  /// `algorithms()` lists them. Returns the step's report; a skipped step changed nothing (every
+  /// gradient is checked before anything is written). A step that was not skipped writes the
+  /// group state it advanced (`GROUP_STATE`: Schedule-Free's `k`, `lrMax`, `weightSum` and
+  /// `scheduledLr`) into `packed`, for the facade to carry to its groups. With `seen`, an array,
+  /// puts there the arrays the step read: `seen[2i]` is `params[i].data` and `seen[2i + 1]` its
+  /// grad, for [`step_again`].
   #[napi(catch_unwind)]
   pub fn step(
     &mut self,
     env: Env,
     params: Unknown,
     group_of: &[u32],
-    packed: &[f64],
+    #[napi(ts_arg_type = "Float64Array")] packed: Unknown,
     seen: Option<Unknown>,
     skip_non_finite: Option<bool>,
   ) -> Result<StepReport> {
@@ -326,7 +333,12 @@ impl NativeOptimizer {
     let params = params.raw();
     let skip = skip_non_finite.unwrap_or(false);
     let _stepping = Stepping::new(self);
-    let result = with_optimizer!(self.algorithm, O => self.step_with::<O>(raw, params, group_of, packed, skip));
+    let result = packed_options(raw, packed.raw(), "step").and_then(|packed| {
+      // SAFETY: a Float64Array of this call, attached; no JavaScript runs during the call, and
+      // the step reads it before it writes the group state there.
+      let packed = unsafe { packed.slice_mut::<f64>() };
+      with_optimizer!(self.algorithm, O => self.step_with::<O>(raw, params, group_of, packed, skip))
+    });
     let updated = result.map_err(|fail| fail.throw(&env))?;
     if let Some(seen) = seen {
       self.reader.report(raw, seen.raw()).map_err(|fail| fail.throw(&env))?;
@@ -484,21 +496,29 @@ fn step_again(
   // which does not move it; no other call on it is running (`in_step`), and none can start while
   // this call runs no JavaScript.
   let optimizer = unsafe { &mut *optimizer };
-  let packed = match env.float_array(packed)? {
-    Some(view) if view.dtype == Dtype::Float64 && !view.detached => view,
-    _ => return Err(Fail::type_error("stepAgain: packed must be a Float64Array".into())),
-  };
+  let packed = packed_options(env, packed, "stepAgain")?;
   if !optimizer.reader.remembered {
     return Ok(None);
   }
   optimizer.reader.check_remembered(env)?;
-  // SAFETY: a Float64Array of this call, attached; nothing writes it during the call.
-  let packed = unsafe { packed.slice::<f64>() };
+  // SAFETY: a Float64Array of this call, attached; no JavaScript runs during the call, and the
+  // step reads it before it writes the group state there.
+  let packed = unsafe { packed.slice_mut::<f64>() };
   with_optimizer!(optimizer.algorithm, O => {
     optimizer.configure::<O>(packed, "stepAgain()")?;
     optimizer.check_step_counts()?;
-    optimizer.apply::<O>(skip_non_finite).map(Some)
+    let report = optimizer.apply::<O>(skip_non_finite)?;
+    optimizer.write_group_state::<O>(report, packed);
+    Ok(Some(report))
   })
+}
+
+/// `packed`, a step's packed options: an attached Float64Array, or a TypeError naming `what`.
+fn packed_options(env: RawEnv, packed: sys::napi_value, what: &str) -> std::result::Result<TypedView, Fail> {
+  match env.float_array(packed)? {
+    Some(view) if view.dtype == Dtype::Float64 && !view.detached => Ok(view),
+    _ => Err(Fail::type_error(format!("{what}: packed must be a Float64Array"))),
+  }
 }
 
 #[napi(module_exports)]
@@ -648,7 +668,7 @@ impl NativeOptimizer {
     env: RawEnv,
     params: sys::napi_value,
     group_of: &[u32],
-    packed: &[f64],
+    packed: &mut [f64],
     skip_non_finite: bool,
   ) -> std::result::Result<StepReport, Fail> {
     self.prepare::<O>(env, params, group_of, packed, "step()")?;
@@ -660,7 +680,16 @@ impl NativeOptimizer {
     }
     let report = self.apply::<O>(skip_non_finite)?;
     self.reader.remembered = remember;
+    self.write_group_state::<O>(report, packed);
     Ok(report)
+  }
+
+  /// After a step that went through, writes each group's advanced state into the packed options
+  /// it stepped with ([`write_group_state`]); a skipped step advanced nothing.
+  fn write_group_state<O: Optimizer>(&mut self, report: StepReport, packed: &mut [f64]) {
+    if report != StepReport::Skipped {
+      write_group_state(self.configs::<O>(), packed);
+    }
   }
 
   /// Steps the parameters [`Reader::views`] holds with the options [`Self::configure`] parsed.

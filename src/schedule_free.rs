@@ -62,8 +62,9 @@ fn after_step<O: ScheduleFree>(packed: &[f64]) -> std::result::Result<Vec<f64>, 
     configs
       .iter()
       .flat_map(|config| {
-        let next = config.schedule();
-        [next.k, next.lr_max, next.weight_sum, next.lr]
+        let mut next = [0.0; 4];
+        config.group_state_after_step(&mut next);
+        next
       })
       .collect(),
   )

@@ -42,4 +42,4 @@ pub use optimizers::rprop::Rprop;
 pub use optimizers::schedule_free::{AdamWScheduleFree, SgdScheduleFree};
 pub use optimizers::sgd::Sgd;
 pub use optimizers::sparse_adam::SparseAdam;
-pub use optimizers::{buffer_lens, Buffer, Layout, Optimizer};
+pub use optimizers::{buffer_lens, write_group_state, Buffer, Layout, Optimizer};

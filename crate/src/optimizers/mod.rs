@@ -161,9 +161,19 @@ pub trait Optimizer: Options {
   /// Whether float32 parameters may keep its state in bfloat16 (`stateDtype: 'bfloat16'`,
   /// [`crate::engine::bf16`]): an elementwise optimizer whose buffers are like the parameter.
   const BF16_STATE: bool = false;
+  /// Options that are group state a step advances, as the reference keeps it in its param groups
+  /// (Schedule-Free's `k`, `lr_max`, `weight_sum` and `scheduled_lr`): every step writes their next
+  /// values into the packed options it was given ([`write_group_state`]), so that the caller
+  /// carries them to the group without asking again. Empty for optimizers without group state.
+  const GROUP_STATE: &'static [&'static str] = &[];
   /// Per-step scalars derived from the options and the step count, computed once per step.
   type Coeffs: Copy + Send + Sync + 'static;
 
+  /// The values of [`Self::GROUP_STATE`] after one step of a group with these options, in that
+  /// order, into `out` (as long as [`Self::GROUP_STATE`]).
+  fn group_state_after_step(&self, out: &mut [f64]) {
+    debug_assert!(out.is_empty(), "{} declares group state without computing it", Self::NAME);
+  }
   /// How many of [`Self::BUFFERS`] this configuration uses (the first ones).
   fn buffers_used(&self) -> usize {
     Self::BUFFERS.len()
@@ -244,4 +254,23 @@ pub trait Optimizer: Options {
 /// where a layout gives none).
 pub fn buffer_lens<O: Optimizer>(dims: Dims) -> [usize; MAX_BUFFERS] {
   std::array::from_fn(|i| O::BUFFERS.get(i).map_or(0, |buffer| buffer.layout.len(dims)))
+}
+
+/// Writes every group's state after a step ([`Optimizer::GROUP_STATE`]) into `packed`, the groups'
+/// options packed one group after another in [`Options::fields`] order, as `configs` were parsed
+/// from. Nothing to write for an optimizer without group state.
+pub fn write_group_state<O: Optimizer>(configs: &[O], packed: &mut [f64]) {
+  if O::GROUP_STATE.is_empty() {
+    return;
+  }
+  let fields = O::fields();
+  let mut next = [0.0; 8];
+  let next = &mut next[..O::GROUP_STATE.len()];
+  for (config, values) in configs.iter().zip(packed.chunks_exact_mut(fields.len())) {
+    config.group_state_after_step(next);
+    for (&name, &value) in O::GROUP_STATE.iter().zip(next.iter()) {
+      let slot = fields.iter().position(|field| field.name == name);
+      values[slot.expect("GROUP_STATE names options")] = value;
+    }
+  }
 }

@@ -166,7 +166,16 @@ impl Schedule {
     let ckp1 = if weight_sum == 0.0 { 0.0 } else { weight / weight_sum };
     Schedule { lr, ckp1, k: k + 1.0, lr_max, weight_sum }
   }
+
+  /// The group state this schedule leaves, in [`GROUP_STATE`] order: k + 1, γmax, Σw and γₖ.
+  pub fn write(&self, out: &mut [f64]) {
+    out.copy_from_slice(&[self.k, self.lr_max, self.weight_sum, self.lr]);
+  }
 }
+
+/// The group state a step advances, in the order [`Schedule::write`] gives it: the options of both
+/// optimizers that the package keeps in its param groups and updates every step.
+const GROUP_STATE: &[&str] = &["k", "lr_max", "weight_sum", "scheduled_lr"];
 
 /// What train(), eval() and a group's bookkeeping need of a schedule-free optimizer.
 pub trait ScheduleFree: Optimizer {
@@ -247,7 +256,12 @@ impl Optimizer for AdamWScheduleFree {
     "Schedule-Free AdamW (Defazio et al., 2024): Adam's normalized steps, averaged instead of scheduled; train() and eval() switch the parameters between the training point and the average";
   const REFERENCE: &'static str = "schedulefree.AdamWScheduleFree";
   const BUFFERS: &'static [Buffer] = &[Buffer::like_param("z"), Buffer::like_param("exp_avg_sq")];
+  const GROUP_STATE: &'static [&'static str] = GROUP_STATE;
   type Coeffs = ScheduleFreeCoeffs;
+
+  fn group_state_after_step(&self, out: &mut [f64]) {
+    self.schedule().write(out);
+  }
 
   /// The group's schedule, from the group state among the options: the parameter's own step
   /// count plays no part.
@@ -302,7 +316,12 @@ impl Optimizer for SgdScheduleFree {
     "Schedule-Free SGD (Defazio et al., 2024): SGD averaged instead of scheduled; train() and eval() switch the parameters between the training point and the average";
   const REFERENCE: &'static str = "schedulefree.SGDScheduleFree";
   const BUFFERS: &'static [Buffer] = &[Buffer::like_param("z")];
+  const GROUP_STATE: &'static [&'static str] = GROUP_STATE;
   type Coeffs = ScheduleFreeCoeffs;
+
+  fn group_state_after_step(&self, out: &mut [f64]) {
+    self.schedule().write(out);
+  }
 
   /// The group's schedule, from the group state among the options: the parameter's own step
   /// count plays no part.
@@ -575,6 +594,38 @@ mod tests {
     assert_eq!((later.lr, later.lr_max, later.weight_sum), (0.01, 0.1, 0.05 + 0.01));
     // lr = 0 from the start: 0/0, which the package turns into c = 0.
     assert_eq!(Schedule::new(0.0, 0.0, 0.0, 2.0, 0.0, -1.0, 0.0).ckp1, 0.0);
+  }
+
+  #[test]
+  fn a_step_writes_each_groups_next_schedule_into_its_packed_options_and_nothing_else() {
+    use crate::config::Options;
+    use crate::optimizers::write_group_state;
+    use crate::testing::{field_index, packed_with};
+    use crate::Adam;
+    let fields = AdamWScheduleFree::fields();
+    let groups = [
+      packed_with(fields, &[("lr", 0.2), ("warmup_steps", 4.0), ("r", 1.0), ("k", 1.0), ("lr_max", 0.05)]),
+      packed_with(fields, &[("lr", 0.01), ("k", 5.0), ("lr_max", 0.1), ("weight_sum", 0.05), ("train_mode", 1.0)]),
+    ];
+    let mut packed = groups.concat();
+    let configs: Vec<AdamWScheduleFree> = groups.iter().map(|g| AdamWScheduleFree::from_packed(g).unwrap()).collect();
+    write_group_state(&configs, &mut packed);
+    for (group, (before, after)) in groups.iter().zip(packed.chunks(fields.len())).enumerate() {
+      let next = configs[group].schedule();
+      let changed =
+        [("k", next.k), ("lr_max", next.lr_max), ("weight_sum", next.weight_sum), ("scheduled_lr", next.lr)];
+      for (slot, field) in fields.iter().enumerate() {
+        let expected = changed.iter().find(|(name, _)| *name == field.name).map_or(before[slot], |&(_, v)| v);
+        assert_eq!(after[slot].to_bits(), expected.to_bits(), "group {group}, {}", field.name);
+      }
+    }
+    assert_eq!(packed[field_index(fields, "k")], 2.0);
+    assert_eq!(packed[fields.len() + field_index(fields, "scheduled_lr")], 0.01);
+    // An optimizer without group state leaves its options as they were.
+    let adam = packed_with(Adam::fields(), &[("lr", 0.5)]);
+    let mut written = adam.clone();
+    write_group_state(&[Adam::from_packed(&adam).unwrap()], &mut written);
+    assert_eq!(written, adam);
   }
 
   #[test]
