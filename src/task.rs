@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fastoptim_core::engine::run::{run_streaming, streams, Streaming};
+use fastoptim_core::state::lazily;
 use fastoptim_core::{buffer_lens, Bf16, Dims, Dtype, Element, Job, Optimizer, ParamState, StateOf};
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -333,14 +334,15 @@ impl NativeOptimizer {
       let config = configs[view.group];
       let coeffs = advance(&config, state, view.group, &mut memo);
       let buffers = config.buffers_used();
-      // Buffers a first step creates are made here, on the JavaScript thread, not in a slice.
+      // Buffers a first step creates are made here, on the JavaScript thread, not in a slice;
+      // their pages are mapped as the slices (or the worker thread) first touch them, not here.
       let lens = buffer_lens::<O>(view.dims);
       let bf16 = self.bf16() && view.data.dtype == Dtype::Float32;
-      match view.data.dtype {
+      lazily(|| match view.data.dtype {
         Dtype::Float32 if bf16 => drop(state.step_parts::<Bf16>(&lens, buffers, O::partials_len(view.dims))),
         Dtype::Float32 => drop(state.step_parts::<f32>(&lens, buffers, O::partials_len(view.dims))),
         Dtype::Float64 => drop(state.step_parts::<f64>(&lens, buffers, O::partials_len(view.dims))),
-      }
+      });
       for value in view.values {
         shared &= env.on_shared_memory(value)?;
         refs.push(Ref(env.reference(value)?));

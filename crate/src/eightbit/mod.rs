@@ -24,6 +24,7 @@ pub mod simd;
 use std::marker::PhantomData;
 
 use crate::engine::run::PARALLEL_MIN_ELEMENTS;
+use crate::engine::state::zeroed;
 use crate::engine::threads;
 use crate::quantize::{blocks, BLOCK};
 
@@ -59,17 +60,18 @@ pub enum Moments {
 
 impl Moments {
   /// Zeroed moments for a parameter of `len` elements, as bitsandbytes' `init_state` makes them:
-  /// codes 0 and absmax 0 (which dequantize to zero), or `f32` zeros.
+  /// codes 0 and absmax 0 (which dequantize to zero), or `f32` zeros; mapped by writes before the
+  /// first step reads them ([`zeroed`]).
   pub fn new(len: usize, min_8bit_size: usize, moments: usize) -> Moments {
     let second = |n: usize| if moments == 2 { n } else { 0 };
     if len < min_8bit_size {
-      Moments::Full { state1: vec![0.0; len], state2: vec![0.0; second(len)] }
+      Moments::Full { state1: zeroed(len, 0.0), state2: zeroed(second(len), 0.0) }
     } else {
       Moments::Quantized {
-        state1: vec![0; len],
-        absmax1: vec![0.0; blocks(len)],
-        state2: vec![0; second(len)],
-        absmax2: vec![0.0; second(blocks(len))],
+        state1: zeroed(len, 0),
+        absmax1: zeroed(blocks(len), 0.0),
+        state2: zeroed(second(len), 0),
+        absmax2: zeroed(second(blocks(len)), 0.0),
       }
     }
   }

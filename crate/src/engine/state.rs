@@ -127,12 +127,82 @@ impl Buffers {
     }
     let buffers = T::unwrap(self).expect("state dtype checked before the step");
     while buffers.len() < count {
-      buffers.push(vec![T::INITIAL; lens[buffers.len()]]);
+      buffers.push(zeroed(lens[buffers.len()], T::INITIAL));
     }
     let mut slices = buffers.iter_mut().take(count).map(Vec::as_mut_slice);
     std::array::from_fn(|_| slices.next().unwrap_or(&mut []))
   }
 }
+
+/// The size of a page: [`zeroed`] writes once into each.
+const PAGE_BYTES: usize = 4096;
+
+thread_local! {
+  static LAZY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, in which [`zeroed`] leaves new buffers' pages unmapped, for a caller that must not
+/// hold its thread while they are mapped (`stepAsync` makes a first step's buffers on the event
+/// loop's thread): the step's threads then map each page when they first touch it.
+pub fn lazily<R>(f: impl FnOnce() -> R) -> R {
+  let before = LAZY.with(|lazy| lazy.replace(true));
+  let result = f();
+  LAZY.with(|lazy| lazy.set(before));
+  result
+}
+
+/// Pages [`zeroed`] hands to a thread at a time (2 MB).
+const PAGES_PER_PIECE: usize = 512;
+
+/// A new buffer of `len` elements `zero` (whose bits are all zero), its memory mapped by writes
+/// before any step reads it.
+///
+/// `vec![0.0; len]` gets zeroed memory from the system and leaves it untouched, so a state
+/// buffer's first step used to read each 4 KB page before writing it: the read maps the shared
+/// zero page, and the write then copies it and must flush the old mapping from every other core
+/// running a thread of the process, an interrupt per page. Adam's first step over 64M parameters
+/// took 1.36-1.71 s on two threads (2.6-3.2 s of it in the kernel), against 54-61 ms for the next
+/// (BENCHMARKS.md, "Design choices"). Here each page is written once first, on the pool's threads
+/// (each starting on its own share, as a step's threads do), which maps it once.
+pub fn zeroed<T: Copy + Send + Sync>(len: usize, zero: T) -> Vec<T> {
+  let mut buffer = vec![zero; len];
+  let size = std::mem::size_of::<T>();
+  if size == 0 || len * size < PAGE_BYTES || LAZY.with(|lazy| lazy.get()) {
+    return buffer;
+  }
+  let per_page = PAGE_BYTES / size.min(PAGE_BYTES);
+  let pages = len.div_ceil(per_page);
+  let chunk = PAGES_PER_PIECE;
+  let base = SendPtr(buffer.as_mut_ptr());
+  crate::engine::threads::for_each_piece(pages.div_ceil(chunk), &|piece| {
+    for page in piece * chunk..((piece + 1) * chunk).min(pages) {
+      // SAFETY: within the buffer (page·per_page < len), which lives until this returns; each page
+      // is written by one piece only. Volatile, so that a store of the zero it already holds is
+      // not left out.
+      unsafe { std::ptr::write_volatile(base.get().add(page * per_page), zero) };
+    }
+  });
+  // The writes above are a page apart from the buffer's start, which need not start a page: the
+  // last element may lie on one more.
+  // SAFETY: the buffer's last element; the threads above are done.
+  unsafe { std::ptr::write_volatile(buffer.as_mut_ptr().add(len - 1), zero) };
+  buffer
+}
+
+/// A pointer the threads of [`zeroed`] share.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+
+impl<T> SendPtr<T> {
+  fn get(self) -> *mut T {
+    self.0
+  }
+}
+
+// SAFETY: each thread writes elements of its own pages only, and the buffer outlives them.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// What state buffers can hold: `f32`, `f64` or [`Bf16`].
 pub trait Stored: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
@@ -189,6 +259,53 @@ impl Stored for f64 {
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  /// How many of the pages `buffer` spans are resident: mapped, as a write maps them.
+  #[cfg(target_os = "linux")]
+  fn resident_pages<T>(buffer: &[T]) -> (usize, usize) {
+    let start = buffer.as_ptr() as usize / PAGE_BYTES * PAGE_BYTES;
+    let end = (buffer.as_ptr() as usize + std::mem::size_of_val(buffer)).next_multiple_of(PAGE_BYTES);
+    let mut map = vec![0u8; (end - start) / PAGE_BYTES];
+    // SAFETY: `map` has one byte per page of the range, which lies in this process's mappings.
+    let status = unsafe { libc::mincore(start as *mut libc::c_void, end - start, map.as_mut_ptr()) };
+    assert_eq!(status, 0, "mincore failed");
+    (map.iter().filter(|&&page| page & 1 == 1).count(), map.len())
+  }
+
+  #[test]
+  fn new_buffers_are_zero_at_every_length_on_any_pool_size() {
+    let before = crate::threads::num_threads();
+    for threads in [1, 2, 3] {
+      crate::threads::set_num_threads(threads).unwrap();
+      for len in [0, 1, 1023, 1024, 1025, 4097, (2 << 20) / 4 + 3, 3 << 20] {
+        assert!(zeroed(len, 0.0f32).iter().all(|&x| x.to_bits() == 0), "f32, {len}, {threads} threads");
+        assert!(zeroed(len, 0.0f64).iter().all(|&x| x.to_bits() == 0), "f64, {len}, {threads} threads");
+        assert!(zeroed(len, 0u8).iter().all(|&x| x == 0), "u8, {len}, {threads} threads");
+        assert!(zeroed(len, Bf16(0)).iter().all(|&x| x == Bf16(0)), "bf16, {len}, {threads} threads");
+        assert_eq!(zeroed(len, 0.0f32).len(), len);
+      }
+    }
+    crate::threads::set_num_threads(before).unwrap();
+  }
+
+  #[cfg(target_os = "linux")]
+  #[test]
+  fn a_new_buffer_is_mapped_before_any_step_reads_it_unless_made_lazily() {
+    // 24 MB: above glibc's largest mmap threshold (32 MiB is its ceiling; the allocation may
+    // also come from the heap), so compare with an untouched zeroed allocation of the same size.
+    let len = 6 << 20;
+    let untouched = vec![0.0f32; len];
+    let (resident, pages) = resident_pages(&untouched);
+    let mapped = zeroed(len, 0.0f32);
+    let (written, all) = resident_pages(&mapped);
+    assert_eq!(written, all, "every page of a new state buffer is mapped");
+    // The check can fail: calloc's pages are not mapped until touched.
+    assert!(resident < pages / 2, "{resident} of {pages} pages of an untouched allocation are mapped");
+    let lazy = lazily(|| zeroed(len, 0.0f32));
+    let (mapped, pages) = resident_pages(&lazy);
+    assert!(mapped < pages / 2, "{mapped} of {pages} pages of a buffer made lazily are mapped");
+    assert!(lazy.iter().all(|&x| x == 0.0));
+  }
 
   #[test]
   fn buffers_appear_zeroed_on_first_use_and_keep_their_dtype() {
