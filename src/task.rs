@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fastoptim_core::engine::run::{run_streaming, streams, Streaming};
-use fastoptim_core::state::lazily;
+use fastoptim_core::state::{lazily, map_pages};
 use fastoptim_core::{buffer_lens, Bf16, Dims, Dtype, Element, Job, Optimizer, ParamState, StateOf};
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -103,6 +103,9 @@ struct Tensor<C> {
   /// Whether its state is bfloat16.
   bf16: bool,
   dims: Dims,
+  /// Its buffers from this one on were made by this step, their pages not yet mapped: each slice
+  /// maps the pages of its part before it updates it ([`map_pages`]).
+  fresh_from: usize,
 }
 
 struct Step<O: Optimizer> {
@@ -148,7 +151,11 @@ impl<O: Optimizer> Step<O> {
       let (buffers, partials) = state.step_parts::<S>(&lens, tensor.buffers, O::partials_len(tensor.dims));
       // A staged optimizer's slices hold whole tensors (see `slice`); an elementwise one's buffers
       // are like the parameter, and cut with it.
-      let buffers = buffers.map(|b| if b.is_empty() || O::STAGES > 0 { b } else { &mut b[lo..hi] });
+      let mut buffers = buffers.map(|b| if b.is_empty() || O::STAGES > 0 { b } else { &mut b[lo..hi] });
+      // New buffers are still zero here, where no slice has updated them yet.
+      for buffer in buffers.iter_mut().take(tensor.buffers).skip(tensor.fresh_from) {
+        map_pages(buffer, S::INITIAL);
+      }
       // SAFETY: the arrays hold `len` elements of `T`, are alive and attached (see `Send`), and
       // the reader proved that no parameter's data overlaps another array of the step.
       let (param, grad) = unsafe {
@@ -335,9 +342,10 @@ impl NativeOptimizer {
       let coeffs = advance(&config, state, view.group, &mut memo);
       let buffers = config.buffers_used();
       // Buffers a first step creates are made here, on the JavaScript thread, not in a slice;
-      // their pages are mapped as the slices (or the worker thread) first touch them, not here.
+      // their pages are mapped by the slices (or the worker thread), each its part, not here.
       let lens = buffer_lens::<O>(view.dims);
       let bf16 = self.bf16() && view.data.dtype == Dtype::Float32;
+      let fresh_from = state.buffers.lens().count();
       lazily(|| match view.data.dtype {
         Dtype::Float32 if bf16 => drop(state.step_parts::<Bf16>(&lens, buffers, O::partials_len(view.dims))),
         Dtype::Float32 => drop(state.step_parts::<f32>(&lens, buffers, O::partials_len(view.dims))),
@@ -359,6 +367,7 @@ impl NativeOptimizer {
         buffers,
         bf16,
         dims: view.dims,
+        fresh_from,
       });
       total += view.data.len;
       bytes += view.data.len * (2 * view.data.dtype.size() + buffers * if bf16 { 2 } else { view.data.dtype.size() });

@@ -5,6 +5,7 @@
 
 use crate::engine::bf16::Bf16;
 use crate::engine::run::{MAX_BUFFERS, MAX_SCALARS};
+use crate::engine::threads;
 use crate::float::{Dtype, Float};
 
 /// The state of one parameter.
@@ -142,8 +143,8 @@ thread_local! {
 }
 
 /// Runs `f`, in which [`zeroed`] leaves new buffers' pages unmapped, for a caller that must not
-/// hold its thread while they are mapped (`stepAsync` makes a first step's buffers on the event
-/// loop's thread): the step's threads then map each page when they first touch it.
+/// hold its thread while they are mapped: `stepAsync` makes a first step's buffers on the event
+/// loop's thread, and each of its slices maps the pages of its part ([`map_pages`]).
 pub fn lazily<R>(f: impl FnOnce() -> R) -> R {
   let before = LAZY.with(|lazy| lazy.replace(true));
   let result = f();
@@ -166,30 +167,41 @@ const PAGES_PER_PIECE: usize = 512;
 /// (each starting on its own share, as a step's threads do), which maps it once.
 pub fn zeroed<T: Copy + Send + Sync>(len: usize, zero: T) -> Vec<T> {
   let mut buffer = vec![zero; len];
-  let size = std::mem::size_of::<T>();
-  if size == 0 || len * size < PAGE_BYTES || LAZY.with(|lazy| lazy.get()) {
-    return buffer;
+  if !LAZY.with(|lazy| lazy.get()) {
+    map_pages(&mut buffer, zero);
   }
-  let per_page = PAGE_BYTES / size.min(PAGE_BYTES);
-  let pages = len.div_ceil(per_page);
-  let chunk = PAGES_PER_PIECE;
-  let base = SendPtr(buffer.as_mut_ptr());
-  crate::engine::threads::for_each_piece(pages.div_ceil(chunk), &|piece| {
-    for page in piece * chunk..((piece + 1) * chunk).min(pages) {
-      // SAFETY: within the buffer (page·per_page < len), which lives until this returns; each page
-      // is written by one piece only. Volatile, so that a store of the zero it already holds is
-      // not left out.
-      unsafe { std::ptr::write_volatile(base.get().add(page * per_page), zero) };
-    }
-  });
-  // The writes above are a page apart from the buffer's start, which need not start a page: the
-  // last element may lie on one more.
-  // SAFETY: the buffer's last element; the threads above are done.
-  unsafe { std::ptr::write_volatile(buffer.as_mut_ptr().add(len - 1), zero) };
   buffer
 }
 
-/// A pointer the threads of [`zeroed`] share.
+/// Writes `zero` into the first element of every page `elements` lies on, on the pool's threads:
+/// what maps the pages of a new buffer ([`zeroed`]), or of the part of one a `stepAsync` slice
+/// is about to update. Every element must hold `zero` already.
+pub fn map_pages<T: Copy + Send + Sync>(elements: &mut [T], zero: T) {
+  let size = std::mem::size_of::<T>();
+  if size == 0 || !PAGE_BYTES.is_multiple_of(size) || elements.is_empty() {
+    return;
+  }
+  let start = elements.as_ptr() as usize;
+  // The element that starts each page after the first (elements are size-aligned, and a page is
+  // a multiple of the size), counted from `start`'s page.
+  let first_boundary = (start / PAGE_BYTES + 1) * PAGE_BYTES;
+  let boundaries = (start + std::mem::size_of_val(elements)).saturating_sub(first_boundary).div_ceil(PAGE_BYTES);
+  let skip = (first_boundary - start) / size;
+  let per_page = PAGE_BYTES / size;
+  let base = SendPtr(elements.as_mut_ptr());
+  // SAFETY: the first element; no thread below writes it.
+  unsafe { std::ptr::write_volatile(base.get(), zero) };
+  threads::for_each_piece(boundaries.div_ceil(PAGES_PER_PIECE), &|piece| {
+    for page in piece * PAGES_PER_PIECE..((piece + 1) * PAGES_PER_PIECE).min(boundaries) {
+      // SAFETY: the element starting page `page + 1` of the range, within `elements` (it starts
+      // before their end), which outlive this call; each is written by one piece only. Volatile,
+      // so that a store of the value it already holds is not left out.
+      unsafe { std::ptr::write_volatile(base.get().add(skip + page * per_page), zero) };
+    }
+  });
+}
+
+/// A pointer the threads of [`map_pages`] share.
 #[derive(Clone, Copy)]
 struct SendPtr<T>(*mut T);
 
@@ -288,12 +300,38 @@ mod tests {
     crate::threads::set_num_threads(before).unwrap();
   }
 
+  #[test]
+  fn pages_are_mapped_within_the_range_only() {
+    for (lo, hi) in [(0, 1), (0, 1024), (1, 1025), (1000, 5000), (1023, 1024 * 9 + 1), (5, 6), (4096, 40960)] {
+      let mut buffer = vec![7.0f32; 50_000];
+      buffer[lo..hi].fill(0.0);
+      map_pages(&mut buffer[lo..hi], 0.0);
+      assert!(buffer[..lo].iter().chain(&buffer[hi..]).all(|&x| x == 7.0), "{lo}..{hi}");
+      assert!(buffer[lo..hi].iter().all(|&x| x == 0.0), "{lo}..{hi}");
+    }
+  }
+
+  #[cfg(target_os = "linux")]
+  #[test]
+  fn a_part_of_a_lazy_buffer_is_mapped_page_by_page() {
+    // New memory from the system, as above.
+    let len = 10 << 20;
+    let mut lazy = lazily(|| zeroed(len, 0.0f32));
+    let (lo, hi) = (3 << 20, (3 << 20) + 10_000);
+    map_pages(&mut lazy[lo..hi], 0.0);
+    let (mapped, pages) = resident_pages(&lazy[lo..hi]);
+    assert_eq!(mapped, pages, "the range's pages");
+    // 4 MB short of the range: a transparent huge page holding its start maps no page there.
+    let (before, _) = resident_pages(&lazy[..lo - (1 << 20)]);
+    assert!(before < 16, "{before} pages well before the range are mapped");
+  }
+
   #[cfg(target_os = "linux")]
   #[test]
   fn a_new_buffer_is_mapped_before_any_step_reads_it_unless_made_lazily() {
-    // 24 MB: above glibc's largest mmap threshold (32 MiB is its ceiling; the allocation may
-    // also come from the heap), so compare with an untouched zeroed allocation of the same size.
-    let len = 6 << 20;
+    // 40 MB: above glibc's largest mmap threshold (32 MiB), so the allocation is new memory from
+    // the system, never heap memory that an earlier allocation has touched.
+    let len = 10 << 20;
     let untouched = vec![0.0f32; len];
     let (resident, pages) = resident_pages(&untouched);
     let mapped = zeroed(len, 0.0f32);
