@@ -146,10 +146,15 @@ thread_local! {
 /// hold its thread while they are mapped: `stepAsync` makes a first step's buffers on the event
 /// loop's thread, and each of its slices maps the pages of its part ([`map_pages`]).
 pub fn lazily<R>(f: impl FnOnce() -> R) -> R {
-  let before = LAZY.with(|lazy| lazy.replace(true));
-  let result = f();
-  LAZY.with(|lazy| lazy.set(before));
-  result
+  /// Puts the flag back, also when `f` panics (a caller may catch that and go on).
+  struct Restore(bool);
+  impl Drop for Restore {
+    fn drop(&mut self) {
+      LAZY.with(|lazy| lazy.set(self.0));
+    }
+  }
+  let _restore = Restore(LAZY.with(|lazy| lazy.replace(true)));
+  f()
 }
 
 /// Pages [`zeroed`] hands to a thread at a time (2 MB).
@@ -162,7 +167,7 @@ const PAGES_PER_PIECE: usize = 512;
 /// buffer's first step used to read each 4 KB page before writing it: the read maps the shared
 /// zero page, and the write then copies it and must flush the old mapping from every other core
 /// running a thread of the process, an interrupt per page. Adam's first step over 64M parameters
-/// took 1.36-1.71 s on two threads (2.6-3.2 s of it in the kernel), against 54-61 ms for the next
+/// took 1.36-1.73 s on two threads (2.6-3.3 s of it in the kernel), against 52-61 ms for the next
 /// (BENCHMARKS.md, "Design choices"). Here each page is written once first, on the pool's threads
 /// (each starting on its own share, as a step's threads do), which maps it once.
 pub fn zeroed<T: Copy + Send + Sync>(len: usize, zero: T) -> Vec<T> {
@@ -343,6 +348,10 @@ mod tests {
     let (mapped, pages) = resident_pages(&lazy);
     assert!(mapped < pages / 2, "{mapped} of {pages} pages of a buffer made lazily are mapped");
     assert!(lazy.iter().all(|&x| x == 0.0));
+    // The flag is put back, also after a panic.
+    assert!(std::panic::catch_unwind(|| lazily(|| panic!("in lazily"))).is_err());
+    let (written, all) = resident_pages(&zeroed(len, 0.0f32));
+    assert_eq!(written, all, "mapped again after lazily");
   }
 
   #[test]
