@@ -314,6 +314,35 @@ for (const Class of [AdamWScheduleFree, SGDScheduleFree]) {
     t.is(groupsOf(sync.opt), groups, 'a skipped step leaves k and the sums')
     t.false(sync.opt.step())
     t.is(sync.opt.paramGroups[0].k, 5, 'a step that went ahead with a NaN counts')
+    t.false(await sync.opt.stepAsync())
+    t.is(sync.opt.paramGroups[0].k, 6, 'a stepAsync that went ahead with a NaN counts')
+  })
+
+  test(`${Class.name}: stepAsync advances only the group state; options set while it runs are kept`, async (t) => {
+    const shared = () => {
+      const data = new Float64Array(new SharedArrayBuffer(3 * 8))
+      data.set([0.5, -1, 2])
+      const grad = new Float64Array(new SharedArrayBuffer(3 * 8))
+      grad.set([0.1, 0.2, -0.3])
+      return { data, grad }
+    }
+    const opt = new Class([shared()], { lr: 0.01 })
+    opt.train()
+    const pending = opt.stepAsync()
+    opt.paramGroups[0].lr = 0.02
+    t.true(await pending)
+    t.is(opt.paramGroups[0].k, 1)
+    t.is(opt.paramGroups[0].lr, 0.02, 'the option set during the step')
+    t.is(opt.paramGroups[0].scheduledLr, 0.01, "the schedule of the step's own options")
+    const before = JSON.stringify(opt.paramGroups.map((g) => ({ ...g, params: undefined })))
+    opt.paramGroups[0].warmupSteps = -1
+    await t.throwsAsync(opt.stepAsync(), { code: 'ERR_OUT_OF_RANGE' })
+    opt.paramGroups[0].warmupSteps = 0
+    t.is(
+      JSON.stringify(opt.paramGroups.map((g) => ({ ...g, params: undefined }))),
+      before,
+      'a refused step advances nothing',
+    )
   })
 
   test(`${Class.name}: train() and eval() check the arrays first and change nothing on error`, (t) => {

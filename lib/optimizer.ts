@@ -597,6 +597,17 @@ export abstract class Optimizer<
    * no memory traffic (each piece of a gradient is scanned while the update has it in cache); the
    * skipping mode reads the gradients once more.
    */
+  /**
+   * Copies into `groups` the group state a step advanced ([`Schema.groupState`]), which the step
+   * wrote into the packed options it read; a skipped step left them as they were packed.
+   */
+  #takeGroupState(groups: Array<Record<string, unknown>>, packed: Float64Array): void {
+    const state = this.#schema.groupState
+    if (state.length === 0) return
+    const width = this.#schema.slots.length
+    for (let g = 0; g < groups.length; g++) for (const { key, slot } of state) groups[g][key] = packed[g * width + slot]
+  }
+
   step(options?: StepOptions): boolean {
     return this.#enter(
       'step()',
@@ -605,14 +616,7 @@ export abstract class Optimizer<
         const groups = this.paramGroups as Array<Record<string, unknown>>
         this.#pack(groups, 'paramGroups', false)
         const report = this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
-        // The step wrote the group state it advanced where it read the options (unchanged when
-        // it was skipped).
-        const state = this.#schema.groupState
-        if (state.length > 0) {
-          const width = this.#schema.slots.length
-          for (let g = 0; g < groups.length; g++)
-            for (const { key, slot } of state) groups[g][key] = this.#packed[g * width + slot]
-        }
+        this.#takeGroupState(groups, this.#packed)
         return report === native.StepReport.Finite
       },
       true,
@@ -652,8 +656,15 @@ export abstract class Optimizer<
         'stepAsync()',
         () => {
           const skipNonFinite = stepOptions(options, 'stepAsync')
-          this.#pack(this.paramGroups as Array<Record<string, unknown>>, 'paramGroups', false)
-          return stepAsync(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
+          const groups = this.paramGroups as Array<Record<string, unknown>>
+          this.#pack(groups, 'paramGroups', false)
+          // The packed options stay this step's until it settles: every call that would pack
+          // again is refused meanwhile.
+          const packed = this.#packed
+          return stepAsync(this.#native, this.#params, this.#groupOf, packed, skipNonFinite).then((finite) => {
+            this.#takeGroupState(groups, packed)
+            return finite
+          })
         },
         true,
       )

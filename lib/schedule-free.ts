@@ -29,9 +29,6 @@ interface GroupState {
   scheduledLr: number
 }
 
-/** Whether a step with these (already checked) options skips when a gradient is not finite. */
-const skips = (options: StepOptions | undefined) => options?.skipNonFinite === true
-
 /**
  * What both optimizers add to the generated class: the modes and the group state.
  *
@@ -89,19 +86,7 @@ abstract class ScheduleFreeOptimizer<Options extends GroupState, State extends P
     } catch (error) {
       return Promise.reject(error)
     }
-    const pending = super.stepAsync(options)
-    let packed: Float64Array
-    try {
-      // What the step started with: the groups' state then, which it advances once done.
-      packed = this.#pack()
-    } catch {
-      // The step refused the same options and has rejected.
-      return pending
-    }
-    return pending.then((finite) => {
-      if (finite || !skips(options)) this.#advance(packed)
-      return finite
-    })
+    return super.stepAsync(options)
   }
 
   #refuseInEval(method: string): void {
@@ -121,14 +106,6 @@ abstract class ScheduleFreeOptimizer<Options extends GroupState, State extends P
       this.#schema.pack(group as Record<string, unknown>, `paramGroups[${g}]`, packed, g * width)
     })
     return packed
-  }
-
-  /** Writes the group state a step with `packed` leaves, as the core computes it. */
-  #advance(packed: Float64Array): void {
-    const next = this.nativeOptimizer.scheduleAfterStep(packed)
-    this.paramGroups.forEach((group, g) => {
-      ;[group.k, group.lrMax, group.weightSum, group.scheduledLr] = next.slice(4 * g, 4 * g + 4)
-    })
   }
 
   #switch(train: boolean): void {

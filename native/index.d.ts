@@ -102,12 +102,6 @@ export declare class NativeOptimizer {
    * on error nothing changes. The facade then sets every group's `trainMode`.
    */
   switchMode(data: Array<unknown>, groupOf: Uint32Array, packed: Float64Array, train: boolean): void
-  /**
-   * The group state every group has after a step with the options `packed` (each group's, as
-   * `step` takes them): `[k, lrMax, weightSum, scheduledLr]` per group, in order. The facade
-   * writes them into its groups once the step has gone through.
-   */
-  scheduleAfterStep(packed: Float64Array): Array<number>
   stateNames(): StateNames
   /** A copy of parameter `index`'s state, or null before its first step. */
   exportState(index: number): StateEntry | null
@@ -122,7 +116,8 @@ export declare class NativeOptimizer {
    * Starts a `stepAsync`: reads and checks everything as `step` does (on error nothing changes)
    * and advances every step count, but updates nothing yet. Returns where the update runs, or
    * that it was skipped (a gradient is not finite and `skipNonFinite` asked to skip such a
-   * step: then nothing changed and no step is in flight).
+   * step: then nothing changed and no step is in flight). A step that will run writes the group
+   * state it advances into `packed`, as `step` does, for the facade to take once it is done.
    */
   startStep(params: unknown, groupOf: Uint32Array, packed: Float64Array, skipNonFinite?: boolean | undefined | null): StartedStep
   /**

@@ -1,6 +1,7 @@
 //! The schedule-free optimizers' methods of their own (lib/schedule-free.ts): `train()` and
-//! `eval()`, which move the parameters between the training point and the average, and the
-//! group state each step leaves. The math is the core's (`fastoptim_core::optimizers::schedule_free`).
+//! `eval()`, which move the parameters between the training point and the average. The group
+//! state each step advances is written by the step itself, as every optimizer's
+//! (`Optimizer::GROUP_STATE`). The math is the core's (`fastoptim_core::optimizers::schedule_free`).
 
 // The exports are reached through the napi registration, which test builds leave out.
 #![cfg_attr(test, allow(dead_code))]
@@ -40,34 +41,6 @@ impl NativeOptimizer {
     };
     result.map_err(|fail| fail.throw(&env))
   }
-
-  /// The group state every group has after a step with the options `packed` (each group's, as
-  /// `step` takes them): `[k, lrMax, weightSum, scheduledLr]` per group, in order. The facade
-  /// writes them into its groups once the step has gone through.
-  #[napi(catch_unwind)]
-  pub fn schedule_after_step(&self, env: Env, packed: &[f64]) -> Result<Vec<f64>> {
-    let result = match self.algorithm {
-      Algorithm::AdamWScheduleFree => after_step::<AdamWScheduleFree>(packed),
-      Algorithm::SgdScheduleFree => after_step::<SgdScheduleFree>(packed),
-      other => Err(Fail::value(format!("{} keeps no group schedule", other.name()))),
-    };
-    result.map_err(|fail| fail.throw(&env))
-  }
-}
-
-fn after_step<O: ScheduleFree>(packed: &[f64]) -> std::result::Result<Vec<f64>, Fail> {
-  let mut configs = Vec::new();
-  parse_configs::<O>(packed, &mut configs)?;
-  Ok(
-    configs
-      .iter()
-      .flat_map(|config| {
-        let mut next = [0.0; 4];
-        config.group_state_after_step(&mut next);
-        next
-      })
-      .collect(),
-  )
 }
 
 impl NativeOptimizer {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use fastoptim_core::engine::run::{run_streaming, streams, Streaming};
 use fastoptim_core::state::{lazily, map_pages};
-use fastoptim_core::{buffer_lens, Bf16, Dims, Dtype, Element, Job, Optimizer, ParamState, StateOf};
+use fastoptim_core::{buffer_lens, write_group_state, Bf16, Dims, Dtype, Element, Job, Optimizer, ParamState, StateOf};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
@@ -258,19 +258,25 @@ impl NativeOptimizer {
   /// Starts a `stepAsync`: reads and checks everything as `step` does (on error nothing changes)
   /// and advances every step count, but updates nothing yet. Returns where the update runs, or
   /// that it was skipped (a gradient is not finite and `skipNonFinite` asked to skip such a
-  /// step: then nothing changed and no step is in flight).
+  /// step: then nothing changed and no step is in flight). A step that will run writes the group
+  /// state it advances into `packed`, as `step` does, for the facade to take once it is done.
   #[napi(catch_unwind)]
   pub fn start_step(
     &mut self,
     env: Env,
     params: Unknown,
     group_of: &[u32],
-    packed: &[f64],
+    #[napi(ts_arg_type = "Float64Array")] packed: Unknown,
     skip_non_finite: Option<bool>,
   ) -> Result<StartedStep> {
     let raw = RawEnv(env.raw());
     let skip = skip_non_finite.unwrap_or(false);
-    let result = with_optimizer!(self.algorithm, O => self.start_with::<O>(raw, params.raw(), group_of, packed, skip));
+    let result = crate::packed_options(raw, packed.raw(), "startStep").and_then(|packed| {
+      // SAFETY: a Float64Array of this call, attached; no JavaScript runs during the call, and
+      // the step reads it before it writes the group state there.
+      let packed = unsafe { packed.slice_mut::<f64>() };
+      with_optimizer!(self.algorithm, O => self.start_with::<O>(raw, params.raw(), group_of, packed, skip))
+    });
     result.map_err(|fail| fail.throw(&env))
   }
 
@@ -315,7 +321,7 @@ impl NativeOptimizer {
     env: RawEnv,
     params: sys::napi_value,
     group_of: &[u32],
-    packed: &[f64],
+    packed: &mut [f64],
     skip_non_finite: bool,
   ) -> std::result::Result<StartedStep, Fail> {
     self.prepare::<O>(env, params, group_of, packed, "stepAsync()")?;
@@ -325,7 +331,9 @@ impl NativeOptimizer {
       return Ok(StartedStep::Skipped);
     }
     if self.reader.any_sparse() {
-      return self.sparse_now::<O>();
+      let started = self.sparse_now::<O>()?;
+      write_group_state(&configs, packed);
+      return Ok(started);
     }
 
     // Everything is checked: from here the step happens.
@@ -373,6 +381,7 @@ impl NativeOptimizer {
       bytes += view.data.len * (2 * view.data.dtype.size() + buffers * if bf16 { 2 } else { view.data.dtype.size() });
     }
     let streaming = streams(bytes);
+    write_group_state(&configs, packed);
     let step =
       Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0, non_finite: false, streaming };
     self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });

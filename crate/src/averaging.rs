@@ -25,6 +25,7 @@
 //! operations wherever the cuts fall, so the bits do not depend on the thread count.
 
 use crate::config::{ConfigError, Rule};
+use crate::engine::disjoint::DisjointMut;
 use crate::engine::run::{run, Job, MAX_BUFFERS};
 use crate::engine::simd::multiversion;
 use crate::engine::threads;
@@ -128,25 +129,18 @@ pub fn assign<T: Float>(jobs: &mut [Job<'_, T, f64>]) {
 pub fn swap<T: Float>(pairs: &mut [(&mut [T], &mut [T])]) {
   /// Elements one piece exchanges.
   const PIECE: usize = 1 << 14;
-  struct Shared<T>(Vec<(*mut T, *mut T, usize)>);
-  // SAFETY: every piece touches its own element range of one pair only (see below).
-  unsafe impl<T> Sync for Shared<T> {}
   let mut pieces = Vec::new();
   for (a, b) in pairs.iter_mut() {
     assert_eq!(a.len(), b.len(), "swap: slices of different lengths");
-    for from in (0..a.len()).step_by(PIECE) {
-      let len = PIECE.min(a.len() - from);
-      // SAFETY: `from + len` is within both slices.
-      pieces.push(unsafe { (a.as_mut_ptr().add(from), b.as_mut_ptr().add(from), len) });
-    }
+    let (a, b) = (DisjointMut::of(a), DisjointMut::of(b));
+    pieces.extend((0..a.len()).step_by(PIECE).map(|from| (a, b, from..(from + PIECE).min(a.len()))));
   }
-  let shared = Shared(pieces);
-  let shared = &shared;
-  threads::for_each_piece(shared.0.len(), &|i| {
-    let (a, b, len) = shared.0[i];
+  let pieces = &pieces;
+  threads::for_each_piece(pieces.len(), &|i| {
+    let (a, b, ref range) = pieces[i];
     // SAFETY: the pieces are disjoint ranges of slices borrowed mutably (and exclusively, being
     // `&mut`) for this whole call, which returns only once every piece has run.
-    unsafe { std::slice::from_raw_parts_mut(a, len).swap_with_slice(std::slice::from_raw_parts_mut(b, len)) };
+    unsafe { a.part(range.clone()).swap_with_slice(b.part(range.clone())) };
   });
 }
 

@@ -45,6 +45,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::clip::REDUCE_CHUNK;
+use crate::engine::disjoint::DisjointMut;
 use crate::engine::run::PARALLEL_MIN_ELEMENTS;
 use crate::engine::threads::{self, Pool};
 use crate::float::Float;
@@ -80,30 +81,6 @@ impl Lanes {
 struct Partial {
   sums: [f64; 2],
   max: f64,
-}
-
-/// A mutable vector shared by the chunks of a pass, each of which touches only its own range.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T, usize);
-
-// SAFETY: a `Shared` is only used inside one pass, in which every chunk reads and writes the
-// elements of its own range and no others, so no element is touched by two threads.
-unsafe impl<T: Send> Send for Shared<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-  fn of(v: &mut [T]) -> Self {
-    Shared(v.as_mut_ptr(), v.len())
-  }
-
-  /// # Safety
-  /// No other live slice may overlap `range` (each chunk of a pass takes its own range).
-  unsafe fn at<'a>(self, range: Range<usize>) -> &'a mut [T] {
-    assert!(range.start <= range.end && range.end <= self.1);
-    // SAFETY: in bounds (checked above); exclusive by the caller's contract.
-    unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.end - range.start) }
-  }
 }
 
 /// The scalars gathering a gradient yields, each rounded to the dtype.
@@ -176,7 +153,7 @@ pub struct Lbfgs<T> {
   /// Parameters saved by [`Lbfgs::save_params`].
   saved: Vec<T>,
   /// The parameters of the current call, reused so that a call allocates nothing.
-  targets: Vec<Shared<T>>,
+  targets: Vec<DisjointMut<T>>,
   partials: Vec<Partial>,
   /// A pool of its own, for tests of thread-count independence.
   pool: Option<Arc<Pool>>,
@@ -187,9 +164,9 @@ pub struct Lbfgs<T> {
 fn pass(pool: &Pool, partials: &mut [Partial], n: usize, body: impl Fn(Range<usize>) -> Partial + Sync) -> Partial {
   let chunk = |i: usize| i * REDUCE_CHUNK..((i + 1) * REDUCE_CHUNK).min(n);
   if n >= PARALLEL_MIN_ELEMENTS && pool.threads() > 1 {
-    let slots = Shared::of(partials);
+    let slots = DisjointMut::of(partials);
     // SAFETY: piece i writes partial i only.
-    pool.for_each_piece(slots.1, &|i| unsafe { slots.at(i..i + 1)[0] = body(chunk(i)) });
+    pool.for_each_piece(slots.len(), &|i| unsafe { slots.part(i..i + 1)[0] = body(chunk(i)) });
   } else {
     for (i, partial) in partials.iter_mut().enumerate() {
       *partial = body(chunk(i));
@@ -302,10 +279,10 @@ impl<T: Float> Lbfgs<T> {
     let mut out = std::mem::take(&mut self.grads[slot]);
     out.resize(n, T::ZERO);
     let d = self.direction.as_ref().map(|(d, _)| d.as_slice());
-    let (shared, offsets) = (Shared::of(&mut out), &self.offsets[..]);
+    let (shared, offsets) = (DisjointMut::of(&mut out), &self.offsets[..]);
     let total = pass(&pool, &mut self.partials, n, |range| {
       // SAFETY: each chunk writes its own range.
-      let flat = unsafe { shared.at(range.clone()) };
+      let flat = unsafe { shared.part(range.clone()) };
       let base = range.start;
       segments(offsets, range.clone(), |p, local, at| {
         let out = &mut flat[at.start - base..at.end - base];
@@ -338,10 +315,10 @@ impl<T: Float> Lbfgs<T> {
     self.ro.clear();
     self.h_diag = T::ONE;
     let g = &self.grads[slot];
-    let (ds, ps) = (Shared::of(&mut d), Shared::of(&mut prev));
+    let (ds, ps) = (DisjointMut::of(&mut d), DisjointMut::of(&mut prev));
     let total = pass(&pool, &mut self.partials, n, |range| {
       // SAFETY: each chunk writes its own range.
-      let (d, prev) = unsafe { (ds.at(range.clone()), ps.at(range.clone())) };
+      let (d, prev) = unsafe { (ds.part(range.clone()), ps.part(range.clone())) };
       let mut max = 0.0f64;
       for ((d, p), &g) in d.iter_mut().zip(prev.iter_mut()).zip(&g[range.clone()]) {
         *d = -g;
@@ -367,10 +344,11 @@ impl<T: Float> Lbfgs<T> {
     let t = T::from_f64(t);
     let g = &self.grads[slot];
     // y = g − g_prev, s = t·d, then g_prev = g and q = −g (in d), with y·s and y·y.
-    let shared = [Shared::of(&mut d), Shared::of(&mut prev), Shared::of(&mut y), Shared::of(&mut s)];
+    let shared =
+      [DisjointMut::of(&mut d), DisjointMut::of(&mut prev), DisjointMut::of(&mut y), DisjointMut::of(&mut s)];
     let total = pass(&pool, &mut self.partials, n, |range| {
       // SAFETY: each chunk writes its own range.
-      let [d, prev, y, s] = shared.map(|v| unsafe { v.at(range.clone()) });
+      let [d, prev, y, s] = shared.map(|v| unsafe { v.part(range.clone()) });
       for (i, &g) in g[range.clone()].iter().enumerate() {
         y[i] = g - prev[i];
         s[i] = d[i] * t;
@@ -407,14 +385,17 @@ impl<T: Float> Lbfgs<T> {
     al.resize(k, T::ZERO);
     let (ys, ss, ro) = (&self.old_dirs, &self.old_stps, &self.ro);
     let (g, partials) = (&self.grads[slot][..], &mut self.partials[..]);
-    let ds = Shared::of(d);
+    let ds = DisjointMut::of(d);
     let max_abs = |d: &[T]| d.iter().fold(0.0f64, |m, x| m.max_nan(x.to_f64().abs()));
     // SAFETY (in every closure below): each chunk reads and writes its own range of d.
     let mut next_dot = match k {
       0 => 0.0,
       _ => {
-        pass(&pool, partials, n, |r| Partial { sums: [dot(unsafe { ds.at(r.clone()) }, &ss[k - 1][r]), 0.0], max: 0.0 })
-          .sums[0]
+        pass(&pool, partials, n, |r| Partial {
+          sums: [dot(unsafe { ds.part(r.clone()) }, &ss[k - 1][r]), 0.0],
+          max: 0.0,
+        })
+        .sums[0]
       }
     };
     // αᵢ = ρᵢ·(sᵢ·q), q ← q − αᵢ·yᵢ, newest first; after the oldest, r = γ·q and y₀·r.
@@ -422,7 +403,7 @@ impl<T: Float> Lbfgs<T> {
       al[i] = T::from_f64(next_dot) * ro[i];
       let (a, y, next) = (al[i], &ys[i], if i > 0 { &ss[i - 1] } else { &ys[0] });
       next_dot = pass(&pool, partials, n, |r| {
-        let q = unsafe { ds.at(r.clone()) };
+        let q = unsafe { ds.part(r.clone()) };
         q.iter_mut().zip(&y[r.clone()]).for_each(|(q, &y)| *q = *q - a * y);
         if i == 0 {
           q.iter_mut().for_each(|q| *q = *q * h_diag);
@@ -434,7 +415,7 @@ impl<T: Float> Lbfgs<T> {
     let mut last = Partial::default();
     if k == 0 {
       last = pass(&pool, partials, n, |r| {
-        let d = unsafe { ds.at(r.clone()) };
+        let d = unsafe { ds.part(r.clone()) };
         d.iter_mut().for_each(|d| *d = *d * h_diag);
         Partial { sums: [dot(d, &g[r]), 0.0], max: max_abs(d) }
       });
@@ -445,7 +426,7 @@ impl<T: Float> Lbfgs<T> {
       let (s, newest) = (&ss[i], i + 1 == k);
       let next = if newest { g } else { &ys[i + 1][..] };
       last = pass(&pool, partials, n, |r| {
-        let d = unsafe { ds.at(r.clone()) };
+        let d = unsafe { ds.part(r.clone()) };
         d.iter_mut().zip(&s[r.clone()]).for_each(|(d, &s)| *d = *d + c * s);
         Partial { sums: [dot(d, &next[r]), 0.0], max: if newest { max_abs(d) } else { 0.0 } }
       });
@@ -471,13 +452,14 @@ impl<T: Float> Lbfgs<T> {
     };
     assert!(!matches!(op, ParamOp::Restore | ParamOp::SavedPlus(_)) || self.saved.len() == n, "saved parameters");
     self.targets.clear();
-    self.targets.extend(params.iter_mut().map(|p| Shared::of(p)));
-    let (targets, offsets, saved) = (&self.targets[..], &self.offsets[..], Shared::of(&mut self.saved));
+    self.targets.extend(params.iter_mut().map(|p| DisjointMut::of(p)));
+    let (targets, offsets, saved) = (&self.targets[..], &self.offsets[..], DisjointMut::of(&mut self.saved));
     pass(&pool, &mut self.partials, n, |range| {
       segments(offsets, range, |p, local, at| {
         // SAFETY: each chunk touches its own range of the flat vector, so of each parameter and
         // of the saved copy; the caller's parameters do not overlap (they are distinct `&mut`).
-        let (p, saved) = unsafe { (targets[p].at(local), saved.at(if saved.1 == 0 { 0..0 } else { at.clone() })) };
+        let (p, saved) =
+          unsafe { (targets[p].part(local), saved.part(if saved.len() == 0 { 0..0 } else { at.clone() })) };
         match op {
           ParamOp::Save => saved.copy_from_slice(p),
           ParamOp::Restore => p.copy_from_slice(saved),

@@ -4,6 +4,7 @@
 //! bfloat16 state ([`bf16`]).
 
 pub mod bf16;
+pub(crate) mod disjoint;
 pub mod finite;
 pub mod nontemporal;
 pub mod run;

@@ -4,6 +4,7 @@
 //! ([`crate::engine::bf16`]).
 
 use crate::engine::bf16::Bf16;
+use crate::engine::disjoint::DisjointMut;
 use crate::engine::run::{MAX_BUFFERS, MAX_SCALARS};
 use crate::engine::threads;
 use crate::float::{Dtype, Float};
@@ -193,33 +194,20 @@ pub fn map_pages<T: Copy + Send + Sync>(elements: &mut [T], zero: T) {
   let boundaries = (start + std::mem::size_of_val(elements)).saturating_sub(first_boundary).div_ceil(PAGE_BYTES);
   let skip = (first_boundary - start) / size;
   let per_page = PAGE_BYTES / size;
-  let base = SendPtr(elements.as_mut_ptr());
-  // SAFETY: the first element; no thread below writes it.
-  unsafe { std::ptr::write_volatile(base.get(), zero) };
+  let base = DisjointMut::of(elements);
+  // SAFETY: the first element; no piece below writes it. Volatile, so that a store of the value
+  // it already holds is not left out.
+  unsafe { std::ptr::write_volatile(&raw mut base.part(0..1)[0], zero) };
   threads::for_each_piece(boundaries.div_ceil(PAGES_PER_PIECE), &|piece| {
     for page in piece * PAGES_PER_PIECE..((piece + 1) * PAGES_PER_PIECE).min(boundaries) {
-      // SAFETY: the element starting page `page + 1` of the range, within `elements` (it starts
-      // before their end), which outlive this call; each is written by one piece only. Volatile,
-      // so that a store of the value it already holds is not left out.
-      unsafe { std::ptr::write_volatile(base.get().add(skip + page * per_page), zero) };
+      let at = skip + page * per_page;
+      // SAFETY: the element starting page `page + 1` of the range (within `elements`: it starts
+      // before their end), written by this piece only; `elements` is borrowed until the pass
+      // ends. Volatile, as the first.
+      unsafe { std::ptr::write_volatile(&raw mut base.part(at..at + 1)[0], zero) };
     }
   });
 }
-
-/// A pointer the threads of [`map_pages`] share.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-
-impl<T> SendPtr<T> {
-  fn get(self) -> *mut T {
-    self.0
-  }
-}
-
-// SAFETY: each thread writes elements of its own pages only, and the buffer outlives them.
-unsafe impl<T: Send> Send for SendPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// What state buffers can hold: `f32`, `f64` or [`Bf16`].
 pub trait Stored: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {

@@ -164,7 +164,8 @@ pub trait Optimizer: Options {
   /// Options that are group state a step advances, as the reference keeps it in its param groups
   /// (Schedule-Free's `k`, `lr_max`, `weight_sum` and `scheduled_lr`): every step writes their next
   /// values into the packed options it was given ([`write_group_state`]), so that the caller
-  /// carries them to the group without asking again. Empty for optimizers without group state.
+  /// carries them to the group without asking again. Empty for optimizers without group state;
+  /// at most [`MAX_GROUP_STATE`].
   const GROUP_STATE: &'static [&'static str] = &[];
   /// Per-step scalars derived from the options and the step count, computed once per step.
   type Coeffs: Copy + Send + Sync + 'static;
@@ -256,15 +257,20 @@ pub fn buffer_lens<O: Optimizer>(dims: Dims) -> [usize; MAX_BUFFERS] {
   std::array::from_fn(|i| O::BUFFERS.get(i).map_or(0, |buffer| buffer.layout.len(dims)))
 }
 
+/// The most options an optimizer may declare as group state ([`Optimizer::GROUP_STATE`]).
+pub const MAX_GROUP_STATE: usize = 8;
+
 /// Writes every group's state after a step ([`Optimizer::GROUP_STATE`]) into `packed`, the groups'
 /// options packed one group after another in [`Options::fields`] order, as `configs` were parsed
 /// from. Nothing to write for an optimizer without group state.
 pub fn write_group_state<O: Optimizer>(configs: &[O], packed: &mut [f64]) {
+  // An optimizer that declares more fails to compile wherever its steps are, not at run time.
+  const { assert!(O::GROUP_STATE.len() <= MAX_GROUP_STATE, "more group state than MAX_GROUP_STATE") };
   if O::GROUP_STATE.is_empty() {
     return;
   }
   let fields = O::fields();
-  let mut next = [0.0; 8];
+  let mut next = [0.0; MAX_GROUP_STATE];
   let next = &mut next[..O::GROUP_STATE.len()];
   for (config, values) in configs.iter().zip(packed.chunks_exact_mut(fields.len())) {
     config.group_state_after_step(next);

@@ -68,6 +68,7 @@
 
 use std::cell::RefCell;
 
+use crate::engine::disjoint::DisjointMut;
 use crate::engine::finite::any_non_finite;
 use crate::engine::run::{with_thread_vec, Dims, Job, Tensor};
 use crate::engine::threads;
@@ -234,25 +235,6 @@ fn block_rows(m: usize, k: usize, n: usize, threads: usize) -> usize {
   m.div_ceil(blocks).next_multiple_of(BLOCK_ALIGN)
 }
 
-/// The output of a product, which its blocks write in disjoint rows from several threads.
-struct Rows<T>(*mut T);
-
-// SAFETY: each block writes only its own rows of the output (see `blocked_gemm`), which the
-// caller borrows exclusively until every block has returned.
-unsafe impl<T: Send> Sync for Rows<T> {}
-
-impl<T> Rows<T> {
-  /// `len` elements of the output from `offset`.
-  ///
-  /// # Safety
-  /// In bounds, and written by the caller only while it runs.
-  #[allow(clippy::mut_from_ref)]
-  unsafe fn slice(&self, offset: usize, len: usize) -> &mut [T] {
-    // SAFETY: as this function's.
-    unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
-  }
-}
-
 /// [`Float::gemm`] in blocks of [`block_rows`] rows of `c` for the threads free now, each one
 /// GEMM call, run on the engine's pool; one call when there is one block. The cuts fall on
 /// multiples of [`BLOCK_ALIGN`] rows, so the result is that of one call, bit for bit, on any
@@ -271,13 +253,13 @@ fn gemm_in_blocks<T: Float>(product: Product, rows: usize, alpha: T, a: &[T], b:
     return T::gemm(product, alpha, a, b, beta, c);
   }
   assert!(a.len() >= m * k && c.len() >= m * n, "gemm: a slice is shorter than its shape");
-  let out = Rows(c.as_mut_ptr());
+  let out = DisjointMut::of(c);
   threads::for_each_piece(blocks, &|block| {
     let first = block * rows;
     let count = rows.min(m - first);
     // SAFETY: rows `first..first + count` of `c` are in bounds (checked above) and written by this
     // block only; `c` is borrowed exclusively until `for_each_piece` returns.
-    let c = unsafe { out.slice(first * n, count * n) };
+    let c = unsafe { out.part(first * n..(first + count) * n) };
     T::gemm(Product { m: count, ..product }, alpha, &a[first * k..(first + count) * k], b, beta, c);
   });
 }
