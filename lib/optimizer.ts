@@ -597,17 +597,6 @@ export abstract class Optimizer<
    * no memory traffic (each piece of a gradient is scanned while the update has it in cache); the
    * skipping mode reads the gradients once more.
    */
-  /**
-   * Copies into `groups` the group state a step advanced ([`Schema.groupState`]), which the step
-   * wrote into the packed options it read; a skipped step left them as they were packed.
-   */
-  #takeGroupState(groups: Array<Record<string, unknown>>, packed: Float64Array): void {
-    const state = this.#schema.groupState
-    if (state.length === 0) return
-    const width = this.#schema.slots.length
-    for (let g = 0; g < groups.length; g++) for (const { key, slot } of state) groups[g][key] = packed[g * width + slot]
-  }
-
   step(options?: StepOptions): boolean {
     return this.#enter(
       'step()',
@@ -621,6 +610,17 @@ export abstract class Optimizer<
       },
       true,
     )
+  }
+
+  /**
+   * Copies into `groups` the group state a step advanced (`Schema.groupState`), which the step
+   * wrote into the packed options it read; a skipped step left them as they were packed.
+   */
+  #takeGroupState(groups: Array<Record<string, unknown>>, packed: Float64Array): void {
+    const state = this.#schema.groupState
+    if (state.length === 0) return
+    const width = this.#schema.slots.length
+    for (let g = 0; g < groups.length; g++) for (const { key, slot } of state) groups[g][key] = packed[g * width + slot]
   }
 
   /**
