@@ -137,10 +137,10 @@ pub trait EightBit {
 /// The instruction level at which `O`'s fused kernel runs fastest on this processor: every level
 /// it runs ([`Level::available`]) timed in turns over 2048 elements (eight blocks, in cache), the
 /// best of 8 rounds each ([`crate::engine::simd::fastest`]), with the scalars of step 10 of
-/// `hyper`. All give the same bits. The widest is not always the fastest: on an AMD EPYC with
-/// Zen 3 cores, whose vector gathers are slow, the compiler's code with scalar table lookups
-/// (`Portable`, compiled with AVX2) ran Adam8bit's kernel 1.2-1.3× faster than the explicit AVX2
-/// block pass (`cargo bench --bench eightbit`).
+/// `hyper`. All give the same bits. The widest is not always the fastest: on AMD's Zen 3 cores,
+/// whose vector gathers are slower than the scalar loads they stand for, the compiler's code with
+/// scalar table lookups (`Portable`, compiled with AVX2) beats the explicit AVX2 block pass
+/// (BENCHMARKS.md, "Design choices", and docs/eightbit.md have the measurements).
 pub fn fastest_level<O: EightBit>(hyper: &Hyper) -> Level {
   let levels = Level::available();
   if levels.len() == 1 {

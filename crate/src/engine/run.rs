@@ -740,13 +740,12 @@ fn with_streaming<R>(bytes: usize, step: impl FnOnce(Streaming) -> R) -> R {
 /// Whether prefetching every array ahead speeds up steps that stream from memory, tried on this
 /// process's own first steps of one size class ([`trial_of`]).
 ///
-/// It is not the same on every machine, nor on every host of one machine type: on a 2-vCPU AMD
-/// EPYC (32 MiB L3) it sped Adam up by 7-15% at 16M-64M elements when the engine first chose it,
-/// and on the same machine type on 2026-12-03 it slowed Adam down by 5-25% at 4M-64M (in one
-/// process, in turns); on Intel's Xeon it went both ways at 4M and helped from 16M up. So the
-/// first [`TRIES`] steps of each class from memory run without it and the next with it, in turns,
-/// and the rest of the class's steps keep the faster by its best seconds per byte (BENCHMARKS.md,
-/// "Design choices"). Both ways give the same bits.
+/// It is not the same on every machine, nor on every host of one machine type: it has sped Adam
+/// up on one AMD EPYC host and slowed it down on another of the same type, and gone both ways on
+/// Intel's Xeon depending on the size (BENCHMARKS.md, "Design choices", has the measurements). So
+/// the first [`TRIES`] steps of each class from memory run without it and the next with it, in
+/// turns, and the rest of the class's steps keep the faster by its best seconds per byte. Both
+/// ways give the same bits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PrefetchTrial {
   /// The best seconds per byte without and with prefetching.

@@ -167,10 +167,10 @@ const PAGES_PER_PIECE: usize = 512;
 /// `vec![0.0; len]` gets zeroed memory from the system and leaves it untouched, so a state
 /// buffer's first step used to read each 4 KB page before writing it: the read maps the shared
 /// zero page, and the write then copies it and must flush the old mapping from every other core
-/// running a thread of the process, an interrupt per page. Adam's first step over 64M parameters
-/// took 1.36-1.73 s on two threads (2.6-3.3 s of it in the kernel), against 52-61 ms for the next
-/// (BENCHMARKS.md, "Design choices"). Here each page is written once first, on the pool's threads
-/// (each starting on its own share, as a step's threads do), which maps it once.
+/// running a thread of the process, an interrupt per page, which made a large first step many
+/// times slower than the next (BENCHMARKS.md, "Design choices", has the measurements). Here each
+/// page is written once first, on the pool's threads (each starting on its own share, as a step's
+/// threads do), which maps it once.
 pub fn zeroed<T: Copy + Send + Sync>(len: usize, zero: T) -> Vec<T> {
   let mut buffer = vec![zero; len];
   if !LAZY.with(|lazy| lazy.get()) {

@@ -260,11 +260,10 @@ impl<T: Float> Scalars<T> {
 
 /// Whether this processor runs Adam's loop faster dividing by √(1 − β₂ᵗ) with [`ExactDivisor`]'s
 /// multiply-adds than with the divide instruction (the same bits either way). Which wins depends
-/// on the core: on the 2-vCPU AMD EPYC this project was first measured on, the multiply-adds made
-/// the in-cache loop about 20% faster, and on Intel's Xeon (AVX-512) the divide unit bounds the
-/// loop; on an AMD EPYC (Zen 3, AVX2) the instruction made the step over 256K elements 1.4×
-/// faster (204 → 136-147 µs on one thread). So it is timed once, on first use: both loops, in
-/// turns, over arrays that stay in cache, the best of 8 rounds each ([`simd::fastest`]).
+/// on the core: where the divide unit bounds the loop (Intel's Xeon with AVX-512, and the first
+/// AMD EPYC measured) the multiply-adds win, and on AMD's Zen 3 the instruction does
+/// (BENCHMARKS.md, "Design choices", has the measurements). So it is timed once, on first use: both loops, in turns, over arrays
+/// that stay in cache, the best of 8 rounds each ([`simd::fastest`]).
 fn exact_division_helps() -> bool {
   static FASTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
   *FASTER.get_or_init(|| {
