@@ -1,14 +1,17 @@
 //! The 8-bit kernels' vector code: the instruction set a kernel runs with, and the per-block
 //! work every 8-bit optimizer shares (dequantizing codes, quantizing a block by its absmax).
 //!
-//! Dequantizing is a gather from the map's 256 entries (1 KB), times the block's absmax.
-//! Quantizing divides each value by the block's absmax and looks the quotient up:
+//! Dequantizing looks up the map's 256 entries (1 KB), times the block's absmax. Quantizing
+//! divides each value by the block's absmax and looks the quotient up in the map's packed range
+//! table ([`QuantMap::code`]): one lookup, one comparison and one selection. The two widths do
+//! both their own way, each what measured faster on the processors that run it:
 //!
-//! - The division is a multiplication with exact corrections ([`BlockDivisor`], Markstein's
-//!   sequence of [`crate::divide`]), the same bits as `/`, so that the divide unit is left to the
-//!   updates' own divisions and square roots.
-//! - The code is one gather from the map's packed range table ([`QuantMap::code`]), one
-//!   comparison and one selection.
+//! - AVX-512 (Intel's cores): gathers; approximate quotients (one multiplication) with a redo in
+//!   exact ones, a multiplication with exact corrections ([`BlockDivisor`], Markstein's sequence
+//!   of [`crate::divide`]), for a block with a lane near a step boundary, so that the divide unit
+//!   is left to the updates' own divisions and square roots.
+//! - AVX2 (also AMD's Zen 3, whose gathers are slower than scalar loads): eight loads per
+//!   vector, and the divide instruction.
 
 use crate::quantize::{QuantMap, BLOCK};
 
@@ -342,7 +345,7 @@ pub(crate) mod avx512 {
 pub(crate) mod avx2 {
   use std::arch::x86_64::*;
 
-  use super::{Block, BlockDivisor, Lanes, BLOCK};
+  use super::{Block, Lanes, BLOCK};
   use crate::quantize::{QuantMap, RANGE_LIMIT, RANGE_SHIFT};
 
   /// AVX2 with FMA: 8 lanes ([`Lanes`]).
@@ -438,7 +441,8 @@ pub(crate) mod avx2 {
     }
   }
 
-  /// The map entries of 8 codes at `codes`, times `scale`.
+  /// The map entries of 8 codes at `codes`, times `scale`: eight loads, not a gather. AMD's Zen 3
+  /// cores run an AVX2 gather slower than the eight loads it stands for (docs/eightbit.md).
   ///
   /// # Safety
   /// AVX2; `codes` readable for 8 bytes.
@@ -446,8 +450,8 @@ pub(crate) mod avx2 {
   pub unsafe fn dequantize(codes: *const u8, values: &[f32; 256], scale: __m256) -> __m256 {
     // SAFETY: 8 bytes at `codes` (caller); every index is a u8, within the 256 entries.
     unsafe {
-      let index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(codes.cast()));
-      _mm256_mul_ps(_mm256_i32gather_ps::<4>(values.as_ptr(), index), scale)
+      let at = |i: usize| *values.get_unchecked(*codes.add(i) as usize);
+      _mm256_mul_ps(_mm256_setr_ps(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)), scale)
     }
   }
 
@@ -458,20 +462,26 @@ pub(crate) mod avx2 {
     unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) }
   }
 
-  /// The codes of 8 quotients in [−1, 1] (or NaN) in the low 8 bytes.
+  /// The codes of 8 quotients in [−1, 1] (or NaN) in the low 8 bytes. The 8 ranges, clamped to
+  /// the table's, fit 16 bits: packed into two 64-bit registers, they index eight loads (fewer
+  /// moves out of the vector registers than one per lane, and no gather, as [`dequantize`]).
   ///
   /// # Safety
   /// AVX2; `table` is `map.packed()`'s entry of range 0.
   #[inline(always)]
   pub unsafe fn lookup(q: __m256, table: *const i32) -> __m128i {
-    // SAFETY: register arithmetic, and a gather of ranges clamped to the table's (caller).
+    // SAFETY: register arithmetic, and loads of ranges clamped to the table's (caller).
     unsafe {
       let bits = _mm256_castps_si256(q);
       let key = _mm256_xor_si256(bits, _mm256_srli_epi32::<1>(_mm256_srai_epi32::<31>(bits)));
       let range = _mm256_srai_epi32::<{ RANGE_SHIFT as i32 }>(key);
       let range =
         _mm256_min_epi32(_mm256_max_epi32(range, _mm256_set1_epi32(-RANGE_LIMIT - 1)), _mm256_set1_epi32(RANGE_LIMIT));
-      let entry = _mm256_i32gather_epi32::<4>(table, range);
+      let packed = _mm_packs_epi32(_mm256_castsi256_si128(range), _mm256_extracti128_si256::<1>(range));
+      let (r0, r1) = (_mm_cvtsi128_si64(packed), _mm_extract_epi64::<1>(packed));
+      let at = |r: i64, i: u32| *table.offset((r >> (16 * i)) as i16 as isize);
+      let entry =
+        _mm256_setr_epi32(at(r0, 0), at(r0, 1), at(r0, 2), at(r0, 3), at(r1, 0), at(r1, 1), at(r1, 2), at(r1, 3));
       let low = _mm256_and_si256(key, _mm256_set1_epi32(0xffff));
       // Both sides are below 2^16: a signed comparison is the unsigned one.
       let below = _mm256_cmpgt_epi32(_mm256_srli_epi32::<16>(entry), low);
@@ -489,7 +499,12 @@ pub(crate) mod avx2 {
   }
 
   /// Quantizes a whole block whose largest magnitudes are the lanes of `top`: writes its 256
-  /// codes at `codes`, returns its absmax.
+  /// codes at `codes`, returns its absmax. The quotients are the divide instruction's: on Zen 3
+  /// it was faster than [`BlockDivisor`]'s multiply-adds and than AVX-512's approximate quotients
+  /// with their near-boundary marks, the kernel being bound by instructions there, not by the
+  /// divide unit (docs/eightbit.md).
+  ///
+  /// [`BlockDivisor`]: super::BlockDivisor
   ///
   /// # Safety
   /// AVX2 and FMA; `codes` writable for 256 bytes.
@@ -505,20 +520,9 @@ pub(crate) mod avx2 {
     // (k < 32; caller).
     unsafe {
       let x = |k: usize| -> __m256 { _mm256_load_ps(values.0.as_ptr().add(8 * k)) };
-      if let Some(d) = BlockDivisor::new(top) {
-        let (s, dd, y) = (_mm256_set1_ps(d.scale), _mm256_set1_ps(d.divisor), _mm256_set1_ps(d.reciprocal));
-        for k in 0..32 {
-          let xs = _mm256_mul_ps(x(k), s);
-          let q0 = _mm256_mul_ps(xs, y);
-          let q1 = _mm256_fmadd_ps(_mm256_fnmadd_ps(q0, dd, xs), y, q0);
-          let q = _mm256_fmadd_ps(_mm256_fnmadd_ps(q1, dd, xs), y, q1);
-          _mm_storel_epi64(codes.add(8 * k).cast(), lookup(q, table));
-        }
-      } else {
-        let t = _mm256_set1_ps(top);
-        for k in 0..32 {
-          _mm_storel_epi64(codes.add(8 * k).cast(), lookup(_mm256_div_ps(x(k), t), table));
-        }
+      let t = _mm256_set1_ps(top);
+      for k in 0..32 {
+        _mm_storel_epi64(codes.add(8 * k).cast(), lookup(_mm256_div_ps(x(k), t), table));
       }
     }
     top
@@ -599,6 +603,57 @@ mod tests {
         }
       }
     }
+  }
+
+  #[test]
+  fn avx2_codes_at_every_boundary_are_those_of_slash() {
+    if !crate::engine::simd::has_avx2_fma() {
+      return;
+    }
+    // Positive and negative quotients at and 6 ulps either side of every step boundary of both
+    // maps (every range the 16-bit packing carries, of either sign), and NaN, for absmax at many
+    // scales.
+    let tops = [1.0f32, 0.75, f32::MIN_POSITIVE, 3.0e-8, 1e30, 0.1, 7.5e-3];
+    for map in [signed(), unsigned()] {
+      for &top in &tops {
+        let mut xs = vec![f32::NAN, -f32::NAN, 0.0, -0.0];
+        for b in map.boundaries() {
+          let x = b * top;
+          for d in -6i32..=6 {
+            let y = f32::from_bits((x.to_bits() as i32 + d) as u32);
+            if y.abs() <= top {
+              xs.push(y);
+            }
+          }
+        }
+        for chunk in xs.chunks(BLOCK - 1) {
+          let mut block = Block([0.0; BLOCK]);
+          block.0[0] = top;
+          block.0[1..=chunk.len()].copy_from_slice(chunk);
+          let (mut fast, mut plain) = ([0u8; BLOCK], [0u8; BLOCK]);
+          // SAFETY: checked above that this CPU has AVX2 and FMA; 256 codes.
+          let got = unsafe { quantize_avx2(map, &block, &mut fast) };
+          let want = crate::quantize::quantize_block_reference(map, &block.0, &mut plain);
+          assert_eq!(got, want);
+          for i in 0..BLOCK {
+            assert_eq!(fast[i], plain[i], "{:e} / {top:e}", block.0[i]);
+          }
+        }
+      }
+    }
+  }
+
+  /// [`avx2::quantize`] of a whole block.
+  ///
+  /// # Safety
+  /// AVX2 and FMA.
+  #[cfg(target_arch = "x86_64")]
+  #[target_feature(enable = "avx2,fma")]
+  unsafe fn quantize_avx2(map: &crate::quantize::QuantMap, block: &Block, codes: &mut [u8; BLOCK]) -> f32 {
+    use std::arch::x86_64::*;
+    let top = _mm256_set1_ps(crate::quantize::absmax(&block.0));
+    // SAFETY: 256 codes; AVX2 and FMA (caller).
+    unsafe { avx2::quantize(map, block, top, codes.as_mut_ptr()) }
   }
 
   /// [`avx512::quantize`] of a whole block.
