@@ -569,16 +569,7 @@ mod tests {
     }
     for map in [signed(), unsigned()] {
       for &top in &tops {
-        let mut xs = Vec::new();
-        for b in map.boundaries() {
-          let x = b * top;
-          for d in -6i32..=6 {
-            let y = f32::from_bits((x.to_bits() as i32 + d) as u32);
-            if y.abs() <= top {
-              xs.push(y);
-            }
-          }
-        }
+        let xs = near_boundaries(map, top);
         // The premise, lane by lane: an approximate quotient not marked near a boundary has the
         // code of `/`'s quotient (here on quotients up to 6 ulps from every boundary).
         let r = BlockDivisor::new(top).unwrap().approximate;
@@ -588,57 +579,66 @@ mod tests {
             assert_eq!(map.code(q0), code_reference(map, x / top), "{x:e} / {top:e}");
           }
         }
-        for chunk in xs.chunks(BLOCK - 1) {
-          let mut block = Block([0.0; BLOCK]);
-          block.0[0] = top;
-          block.0[1..=chunk.len()].copy_from_slice(chunk);
-          let (mut fast, mut plain) = ([0u8; BLOCK], [0u8; BLOCK]);
-          // SAFETY: checked above that this CPU has AVX-512; 256 codes.
-          let got = unsafe { quantize_avx512(map, &block, &mut fast) };
-          let want = crate::quantize::quantize_block_reference(map, &block.0, &mut plain);
-          assert_eq!(got, want);
-          for i in 0..BLOCK {
-            assert_eq!(fast[i], plain[i], "{:e} / {top:e}", block.0[i]);
-          }
-        }
+        // SAFETY: checked above that this CPU has AVX-512.
+        assert_blocks_quantize_as_reference(map, top, &xs, |block, codes| unsafe {
+          quantize_avx512(map, block, codes)
+        });
       }
     }
   }
 
+  /// Quotients at and 6 ulps either side of every step boundary of `map`, times `top`.
+  fn near_boundaries(map: &crate::quantize::QuantMap, top: f32) -> Vec<f32> {
+    let mut xs = Vec::new();
+    for b in map.boundaries() {
+      let x = b * top;
+      for d in -6i32..=6 {
+        let y = f32::from_bits((x.to_bits() as i32 + d) as u32);
+        if y.abs() <= top {
+          xs.push(y);
+        }
+      }
+    }
+    xs
+  }
+
+  /// `xs` quantized in blocks whose absmax is `top` by `quantize` (codes, then absmax) give the
+  /// reference's codes and absmax.
+  fn assert_blocks_quantize_as_reference(
+    map: &crate::quantize::QuantMap,
+    top: f32,
+    xs: &[f32],
+    quantize: impl Fn(&Block, &mut [u8; BLOCK]) -> f32,
+  ) {
+    for chunk in xs.chunks(BLOCK - 1) {
+      let mut block = Block([0.0; BLOCK]);
+      block.0[0] = top;
+      block.0[1..=chunk.len()].copy_from_slice(chunk);
+      let (mut fast, mut plain) = ([0u8; BLOCK], [0u8; BLOCK]);
+      let got = quantize(&block, &mut fast);
+      let want = crate::quantize::quantize_block_reference(map, &block.0, &mut plain);
+      assert_eq!(got.to_bits(), want.to_bits());
+      for i in 0..BLOCK {
+        assert_eq!(fast[i], plain[i], "{:e} / {top:e}", block.0[i]);
+      }
+    }
+  }
+
+  /// Blocks whose quotients fall at, and a few ulps either side of, every step boundary of both
+  /// maps, of either sign (every range the 16-bit packing carries), with NaN and zeros, for absmax
+  /// at many scales: the AVX2 quantizer's codes are those of `/`.
+  #[cfg(target_arch = "x86_64")]
   #[test]
   fn avx2_codes_at_every_boundary_are_those_of_slash() {
     if !crate::engine::simd::has_avx2_fma() {
       return;
     }
-    // Positive and negative quotients at and 6 ulps either side of every step boundary of both
-    // maps (every range the 16-bit packing carries, of either sign), and NaN, for absmax at many
-    // scales.
     let tops = [1.0f32, 0.75, f32::MIN_POSITIVE, 3.0e-8, 1e30, 0.1, 7.5e-3];
     for map in [signed(), unsigned()] {
       for &top in &tops {
-        let mut xs = vec![f32::NAN, -f32::NAN, 0.0, -0.0];
-        for b in map.boundaries() {
-          let x = b * top;
-          for d in -6i32..=6 {
-            let y = f32::from_bits((x.to_bits() as i32 + d) as u32);
-            if y.abs() <= top {
-              xs.push(y);
-            }
-          }
-        }
-        for chunk in xs.chunks(BLOCK - 1) {
-          let mut block = Block([0.0; BLOCK]);
-          block.0[0] = top;
-          block.0[1..=chunk.len()].copy_from_slice(chunk);
-          let (mut fast, mut plain) = ([0u8; BLOCK], [0u8; BLOCK]);
-          // SAFETY: checked above that this CPU has AVX2 and FMA; 256 codes.
-          let got = unsafe { quantize_avx2(map, &block, &mut fast) };
-          let want = crate::quantize::quantize_block_reference(map, &block.0, &mut plain);
-          assert_eq!(got, want);
-          for i in 0..BLOCK {
-            assert_eq!(fast[i], plain[i], "{:e} / {top:e}", block.0[i]);
-          }
-        }
+        let xs = [&[f32::NAN, -f32::NAN, 0.0, -0.0][..], &near_boundaries(map, top)].concat();
+        // SAFETY: checked above that this CPU has AVX2 and FMA.
+        assert_blocks_quantize_as_reference(map, top, &xs, |block, codes| unsafe { quantize_avx2(map, block, codes) });
       }
     }
   }
