@@ -137,10 +137,10 @@ pub trait EightBit {
 /// The instruction level at which `O`'s fused kernel runs fastest on this processor: every level
 /// it runs ([`Level::available`]) timed in turns over 2048 elements (eight blocks, in cache), the
 /// best of 8 rounds each ([`crate::engine::simd::fastest`]), with the scalars of step 10 of
-/// `hyper`. All give the same bits. The widest is not always the fastest: on AMD's Zen 3 cores,
-/// whose vector gathers are slower than the scalar loads they stand for, the compiler's code with
-/// scalar table lookups (`Portable`, compiled with AVX2) beats the explicit AVX2 block pass
-/// (BENCHMARKS.md, "Design choices", and docs/eightbit.md have the measurements).
+/// `hyper`. All give the same bits. The widest is not always the fastest: which wins depends on
+/// the core (how fast its gathers and its divide unit are), and the compiler's code for the
+/// portable kernel has beaten an explicit block pass before (BENCHMARKS.md, "Design choices", and
+/// docs/eightbit.md have the measurements).
 pub fn fastest_level<O: EightBit>(hyper: &Hyper) -> Level {
   let levels = Level::available();
   if levels.len() == 1 {

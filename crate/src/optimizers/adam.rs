@@ -262,8 +262,9 @@ impl<T: Float> Scalars<T> {
 /// multiply-adds than with the divide instruction (the same bits either way). Which wins depends
 /// on the core: where the divide unit bounds the loop (Intel's Xeon with AVX-512, and the first
 /// AMD EPYC measured) the multiply-adds win, and on AMD's Zen 3 the instruction does
-/// (BENCHMARKS.md, "Design choices", has the measurements). So it is timed once, on first use: both loops, in turns, over arrays
-/// that stay in cache, the best of 8 rounds each ([`simd::fastest`]).
+/// (BENCHMARKS.md, "Design choices", has the measurements). So it is timed once, on first use:
+/// both loops, in turns, over arrays that stay in cache, the best of 8 rounds each
+/// ([`simd::fastest`]).
 fn exact_division_helps() -> bool {
   static FASTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
   *FASTER.get_or_init(|| {
