@@ -55,6 +55,10 @@ const PACE_MAX: Duration = Duration::from_millis(50);
 /// waking a sleeping thread takes on a virtual machine, so the worker is up when the step comes.
 const PACE_MARGIN: Duration = Duration::from_micros(200);
 
+/// How much of the interval expected between two steps a worker watches at most, before and
+/// after the moment the next is due each, however irregular the steps ([`Pace::plan`]).
+const PACE_WATCH_MAX: u64 = 4;
+
 /// How long a thread of a [`politely`] step computes before it gives the processor up.
 const YIELD_EVERY: Duration = Duration::from_micros(500);
 
@@ -231,6 +235,10 @@ const ACTIVE: u64 = OPEN - 1;
 type Body = *const (dyn Fn(usize) + Sync + 'static);
 
 /// When parallel steps start, so that idle workers can be up when the next one is due.
+///
+/// Only the thread that opens a step writes these (the pool runs one step at a time); workers
+/// read them without order, and a plan made from values of two different steps is only a worse
+/// guess.
 struct Pace {
   /// What the times below count from.
   epoch: Instant,
@@ -238,6 +246,11 @@ struct Pace {
   opened: AtomicU64,
   /// Nanoseconds between the last two steps' openings (0: fewer than two steps).
   interval: AtomicU64,
+  /// The interval expected next: a moving average of the last ones, each weighing a quarter
+  /// (0: no pace, after fewer than two steps or a pause longer than [`PACE_MAX`]).
+  expected: AtomicU64,
+  /// How far intervals fall from `expected`: a moving average of that distance, weighed alike.
+  spread: AtomicU64,
 }
 
 /// What an idle worker does next, from [`Pace::plan`].
@@ -253,7 +266,13 @@ enum Idle {
 
 impl Pace {
   fn new() -> Self {
-    Pace { epoch: Instant::now(), opened: AtomicU64::new(0), interval: AtomicU64::new(0) }
+    Pace {
+      epoch: Instant::now(),
+      opened: AtomicU64::new(0),
+      interval: AtomicU64::new(0),
+      expected: AtomicU64::new(0),
+      spread: AtomicU64::new(0),
+    }
   }
 
   fn nanos(&self) -> u64 {
@@ -263,9 +282,25 @@ impl Pace {
 
   /// Notes that a step opens now.
   fn open(&self) {
-    let now = self.nanos();
+    self.open_at(self.nanos());
+  }
+
+  /// Notes that a step opens at `now` (nanoseconds from `epoch`).
+  fn open_at(&self, now: u64) {
     let before = self.opened.swap(now, Ordering::Relaxed);
-    self.interval.store(if before == 0 { 0 } else { now.saturating_sub(before) }, Ordering::Relaxed);
+    let interval = if before == 0 { 0 } else { now.saturating_sub(before) };
+    self.interval.store(interval, Ordering::Relaxed);
+    let expected = self.expected.load(Ordering::Relaxed);
+    let (expected, spread) = if interval == 0 || interval > PACE_MAX.as_nanos() as u64 {
+      (0, 0)
+    } else if expected == 0 {
+      (interval, 0)
+    } else {
+      let spread = self.spread.load(Ordering::Relaxed);
+      (expected - expected / 4 + interval / 4, spread - spread / 4 + interval.abs_diff(expected) / 4)
+    };
+    self.expected.store(expected, Ordering::Relaxed);
+    self.spread.store(spread, Ordering::Relaxed);
   }
 
   /// Whether the last two steps opened within [`LINGER`] of each other: steps back to back, which
@@ -276,16 +311,20 @@ impl Pace {
   }
 
   /// What a worker with nothing to do does at `now` (nanoseconds from `epoch`): if steps come at
-  /// a pace of at most [`PACE_MAX`], it watches from a margin before the next step is due (an
-  /// eighth of the interval, at least [`PACE_MARGIN`]) to the same margin after, dozes until then
-  /// before, and sleeps after; otherwise it sleeps.
+  /// a pace of at most [`PACE_MAX`], it watches from a margin before the next step is due to the
+  /// same margin after, dozes until then before, and sleeps after; otherwise it sleeps. The
+  /// margin is an eighth of the interval expected, at least [`PACE_MARGIN`], and twice the
+  /// intervals' spread where they vary more, up to a [`PACE_WATCH_MAX`]th of the interval: steps
+  /// after work whose time varies (a training step's forward and backward pass) still find the
+  /// worker up, and the worker spins through at most about half the time between them.
   fn plan(&self, now: u64) -> Idle {
-    let (opened, interval) = (self.opened.load(Ordering::Relaxed), self.interval.load(Ordering::Relaxed));
-    if opened == 0 || interval == 0 || interval > PACE_MAX.as_nanos() as u64 {
+    let (opened, expected) = (self.opened.load(Ordering::Relaxed), self.expected.load(Ordering::Relaxed));
+    if opened == 0 || expected == 0 || expected > PACE_MAX.as_nanos() as u64 {
       return Idle::Sleep;
     }
-    let due = opened.saturating_add(interval);
-    let margin = (interval / 8).max(PACE_MARGIN.as_nanos() as u64);
+    let spread = self.spread.load(Ordering::Relaxed);
+    let due = opened.saturating_add(expected);
+    let margin = (expected / 8).max(PACE_MARGIN.as_nanos() as u64).max((2 * spread).min(expected / PACE_WATCH_MAX));
     if now.saturating_add(margin) < due {
       Idle::Doze(Duration::from_nanos(due - margin - now))
     } else if now <= due.saturating_add(margin) {
@@ -669,22 +708,57 @@ mod tests {
     let pace = Pace::new();
     let ms = |x: u64| x * 1_000_000;
     assert_eq!(pace.plan(ms(1)), Idle::Sleep, "no step yet");
-    pace.opened.store(ms(10), Ordering::Relaxed);
-    assert_eq!(pace.plan(ms(11)), Idle::Sleep, "one step: no pace yet");
+    pace.open_at(ms(6));
+    assert_eq!(pace.plan(ms(7)), Idle::Sleep, "one step: no pace yet");
     // Steps 4 ms apart, the last at 10 ms: due at 14 ms, watched from 13.5 to 14.5 ms.
-    pace.interval.store(ms(4), Ordering::Relaxed);
+    pace.open_at(ms(10));
     assert_eq!(pace.plan(ms(11)), Idle::Doze(Duration::from_micros(2_500)));
     assert_eq!(pace.plan(ms(13) + 500_000), Idle::Watch);
     assert_eq!(pace.plan(ms(14) + 500_000), Idle::Watch);
     assert_eq!(pace.plan(ms(14) + 500_001), Idle::Sleep, "the step did not come");
     // 1 ms apart: the margin is PACE_MARGIN, not an eighth.
-    pace.interval.store(ms(1), Ordering::Relaxed);
+    let pace = Pace::new();
+    pace.open_at(ms(9));
+    pace.open_at(ms(10));
     assert_eq!(pace.plan(ms(10) + 700_000), Idle::Doze(Duration::from_micros(100)));
     assert_eq!(pace.plan(ms(11) + 200_000), Idle::Watch);
     assert_eq!(pace.plan(ms(11) + 200_001), Idle::Sleep);
-    // Further apart than PACE_MAX: not waited for.
-    pace.interval.store(PACE_MAX.as_nanos() as u64 + 1, Ordering::Relaxed);
-    assert_eq!(pace.plan(ms(11)), Idle::Sleep);
+    // Further apart than PACE_MAX: not waited for, and the pace starts over.
+    pace.open_at(ms(10) + PACE_MAX.as_nanos() as u64 + 1);
+    assert_eq!(pace.plan(ms(11) + PACE_MAX.as_nanos() as u64), Idle::Sleep);
+    assert_eq!(pace.expected.load(Ordering::Relaxed), 0);
+  }
+
+  #[test]
+  fn the_pace_follows_the_intervals_and_watches_longer_when_they_vary() {
+    let pace = Pace::new();
+    let us = |x: u64| x * 1_000;
+    // Steps 2 ms apart: the interval expected is 2 ms, with no spread.
+    for k in 0..4 {
+      pace.open_at(us(2_000) * (k + 1));
+    }
+    assert_eq!(pace.expected.load(Ordering::Relaxed), us(2_000));
+    assert_eq!(pace.spread.load(Ordering::Relaxed), 0);
+    // One of 2.4 ms: each moving average takes a quarter of the new value.
+    pace.open_at(us(8_000) + us(2_400));
+    assert_eq!(pace.expected.load(Ordering::Relaxed), us(2_100));
+    assert_eq!(pace.spread.load(Ordering::Relaxed), us(100));
+    // Due at 10.4 + 2.1 = 12.5 ms; the margin is an eighth of 2.1 ms, more than twice the spread.
+    let opened = us(10_400);
+    let eighth = us(2_100) / 8;
+    assert_eq!(pace.plan(opened + us(2_100) - eighth - 1), Idle::Doze(Duration::from_nanos(1)));
+    assert_eq!(pace.plan(opened + us(2_100) + eighth), Idle::Watch);
+    assert_eq!(pace.plan(opened + us(2_100) + eighth + 1), Idle::Sleep);
+    // A spread of 200 µs: a margin of 400 µs, within a quarter of the interval.
+    pace.spread.store(us(200), Ordering::Relaxed);
+    assert_eq!(pace.plan(opened + us(2_100) - us(400)), Idle::Watch);
+    assert_eq!(pace.plan(opened + us(2_100) + us(400)), Idle::Watch);
+    assert_eq!(pace.plan(opened + us(2_100) + us(400) + 1), Idle::Sleep);
+    // A spread as large as the interval: the margin stops at a quarter of it (525 µs).
+    pace.spread.store(us(2_100), Ordering::Relaxed);
+    assert_eq!(pace.plan(opened + us(2_100) - us(525) - 1), Idle::Doze(Duration::from_nanos(1)));
+    assert_eq!(pace.plan(opened + us(2_100) + us(525)), Idle::Watch);
+    assert_eq!(pace.plan(opened + us(2_100) + us(525) + 1), Idle::Sleep);
   }
 
   #[test]
