@@ -37,6 +37,15 @@ pub trait Float:
   /// The larger of the two; NaN if either is NaN, as PyTorch's `maximum`.
   fn max_nan(self, other: Self) -> Self;
   fn is_finite(self) -> bool;
+  /// The bits of `|self|`: they order magnitudes, and NaN and ±∞ are those at or above
+  /// [`Self::INFINITY_BITS`]. A loop that keeps their running maximum ([`NonFinite`]) vectorises
+  /// to two instructions per vector, where ORing `!is_finite()` took five.
+  fn magnitude_bits(self) -> Self::Bits;
+  /// Signed integers of the type's width (the magnitude's bits are never negative, and signed
+  /// maxima vectorise for both widths on AVX2).
+  type Bits: Copy + Ord + Default;
+  /// [`Self::magnitude_bits`] of ∞.
+  const INFINITY_BITS: Self::Bits;
   /// `c ← alpha·a·b + beta·c` for row-major matrices of the shapes `product` gives; `c` is not
   /// read when `beta` is 0. matrixmultiply's `sgemm` or `dgemm`, on the calling thread: the same
   /// inputs give the same bits on any thread.
@@ -100,9 +109,24 @@ impl Dtype {
   }
 }
 
+/// Whether a loop's gradient elements held NaN or ±∞, as the running maximum of their
+/// [`Float::magnitude_bits`]: `worst = worst.max(x.magnitude_bits())` per element, then
+/// [`NonFinite::found`].
+pub struct NonFinite;
+
+impl NonFinite {
+  /// Whether `worst`, a running maximum of [`Float::magnitude_bits`], is that of NaN or ±∞.
+  #[inline(always)]
+  pub fn found<T: Float>(worst: T::Bits) -> bool {
+    worst >= T::INFINITY_BITS
+  }
+}
+
 macro_rules! impl_float {
-  ($t:ty, $dtype:expr, $gemm:path) => {
+  ($t:ty, $bits:ty, $dtype:expr, $gemm:path) => {
     impl Float for $t {
+      type Bits = $bits;
+      const INFINITY_BITS: $bits = <$t>::INFINITY.to_bits() as $bits;
       const ZERO: Self = 0.0;
       const ONE: Self = 1.0;
       const DTYPE: Dtype = $dtype;
@@ -141,6 +165,10 @@ macro_rules! impl_float {
       fn is_finite(self) -> bool {
         <$t>::is_finite(self)
       }
+      #[inline(always)]
+      fn magnitude_bits(self) -> $bits {
+        (self.to_bits() as $bits) & <$bits>::MAX
+      }
       fn gemm(product: Product, alpha: Self, a: &[Self], b: &[Self], beta: Self, c: &mut [Self]) {
         let Product { m, k, n, b_transposed } = product;
         assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: a slice is shorter than its shape");
@@ -155,5 +183,32 @@ macro_rules! impl_float {
   };
 }
 
-impl_float!(f32, Dtype::Float32, matrixmultiply::sgemm);
-impl_float!(f64, Dtype::Float64, matrixmultiply::dgemm);
+impl_float!(f32, i32, Dtype::Float32, matrixmultiply::sgemm);
+impl_float!(f64, i64, Dtype::Float64, matrixmultiply::dgemm);
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn worst<T: Float>(values: &[T]) -> T::Bits {
+    values.iter().fold(T::Bits::default(), |worst, x| worst.max(x.magnitude_bits()))
+  }
+
+  #[test]
+  fn the_running_maximum_of_magnitude_bits_finds_nan_and_infinities_only() {
+    let f32_nans = [f32::NAN, -f32::NAN, f32::from_bits(0x7f80_0001), f32::from_bits(0xffc0_1234)];
+    for x in f32_nans.into_iter().chain([f32::INFINITY, f32::NEG_INFINITY]) {
+      assert!(NonFinite::found::<f32>(worst(&[0.0, x, -1.0])), "{x}");
+      assert!(NonFinite::found::<f32>(worst(&[x])), "{x}");
+    }
+    let f32_finite = [0.0, -0.0, f32::MAX, f32::MIN, f32::MIN_POSITIVE, -f32::from_bits(1), 1.0, -3.4e38];
+    assert!(!NonFinite::found::<f32>(worst(&f32_finite)));
+    assert!(!NonFinite::found::<f32>(worst::<f32>(&[])));
+    let f64_nans = [f64::NAN, -f64::NAN, f64::from_bits(0x7ff0_0000_0000_0001), f64::from_bits(0xfff8_0000_0000_1234)];
+    for x in f64_nans.into_iter().chain([f64::INFINITY, f64::NEG_INFINITY]) {
+      assert!(NonFinite::found::<f64>(worst(&[0.0, x, -1.0])), "{x}");
+    }
+    let f64_finite = [0.0, -0.0, f64::MAX, f64::MIN, f64::MIN_POSITIVE, -f64::from_bits(1), 1.0, -1.7e308];
+    assert!(!NonFinite::found::<f64>(worst(&f64_finite)));
+  }
+}

@@ -10,19 +10,19 @@
 //! read of the gradients) and runs nothing if one fails, so a step stays all-or-none.
 
 use crate::engine::simd::multiversion;
-use crate::float::Float;
+use crate::float::{Float, NonFinite};
 
 multiversion!(fn scan_best<T: Float>(values: &[T], found: &mut bool) => scan);
 
 /// Sets `found` if any element of `values` is NaN or infinite. Branch-free, so that it
-/// vectorises into compares and an or-reduction.
+/// vectorises into a running maximum of the magnitudes' bits ([`NonFinite`]).
 #[inline(always)]
 fn scan<T: Float>(values: &[T], found: &mut bool) {
-  let mut any = false;
+  let mut worst = T::Bits::default();
   for &x in values {
-    any |= !x.is_finite();
+    worst = worst.max(x.magnitude_bits());
   }
-  *found |= any;
+  *found |= NonFinite::found::<T>(worst);
 }
 
 /// Whether any element of `values` is NaN or infinite.

@@ -8,7 +8,7 @@
 
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
-use crate::float::Float;
+use crate::float::{Float, NonFinite};
 use crate::optimizers::{Buffer, Optimizer};
 
 crate::options! {
@@ -48,15 +48,15 @@ multiversion!(fn add_best<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v:
 fn add<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], non_finite: &mut bool) {
   let n = param.len();
   let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let g = grad[i];
     m[i] = m[i] + g;
     v[i] = v[i] + g;
     param[i] = param[i] + g;
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

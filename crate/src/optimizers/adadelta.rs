@@ -29,7 +29,7 @@
 
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
-use crate::float::Float;
+use crate::float::{Float, NonFinite};
 use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
@@ -153,9 +153,9 @@ fn fused<T: Float, const L2: bool>(
   let grad = &grad[..n];
   let square_avg = &mut square_avg[..n];
   let acc_delta = &mut acc_delta[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let v = (k.grad_weight * g).mul_add(g, square_avg[i] * k.rho);
@@ -165,7 +165,7 @@ fn fused<T: Float, const L2: bool>(
     acc_delta[i] = (k.grad_weight * delta).mul_add(delta, u * k.rho);
     param[i] = k.neg_lr.mul_add(delta, p);
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
-use crate::float::Float;
+use crate::float::{Float, NonFinite};
 use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
@@ -137,16 +137,16 @@ fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], 
   let n = param.len();
   let grad = &grad[..n];
   let sum = &mut sum[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let s = g.mul_add(g, sum[i] + k.initial);
     sum[i] = s;
     param[i] = p + k.neg_clr * g / (s.sqrt() + k.eps);
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
-use crate::float::{Float, Lerp};
+use crate::float::{Float, Lerp, NonFinite};
 use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
@@ -161,9 +161,9 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_inf = &mut exp_inf[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let m = exp_avg[i].load();
@@ -173,7 +173,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
     exp_inf[i] = S::store(u);
     param[i] = p + k.neg_clr * m / u;
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

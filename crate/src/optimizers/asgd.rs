@@ -35,7 +35,7 @@ use crate::engine::nontemporal;
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
-use crate::float::Float;
+use crate::float::{Float, NonFinite};
 use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
@@ -210,12 +210,12 @@ fn descended<T: Float, const L2: bool>(k: &Scalars<T>, p: T, g: T) -> T {
 fn descend<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], non_finite: &mut bool) {
   let n = param.len();
   let grad = &grad[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     param[i] = descended::<T, L2>(k, param[i], grad[i]);
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 /// One pass over memory: reads p, g (and ā once averaging has begun), writes p, ā.
@@ -230,9 +230,9 @@ fn fused<T: Float, const L2: bool, const AVERAGE: bool>(
   let n = param.len();
   let grad = &grad[..n];
   let ax = &mut ax[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let p = descended::<T, L2>(k, param[i], grad[i]);
     param[i] = p;
     ax[i] = if AVERAGE {
@@ -242,7 +242,7 @@ fn fused<T: Float, const L2: bool, const AVERAGE: bool>(
       p
     };
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@
 
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
-use crate::float::Float;
+use crate::float::{Float, NonFinite};
 use crate::optimizers::{Buffer, Optimizer};
 
 crate::options! {
@@ -163,9 +163,9 @@ fn fused<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let g = grad[i];
     let m = exp_avg[i];
     let p = param[i] * k.decay_factor;
@@ -173,7 +173,7 @@ fn fused<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T
     param[i] = k.neg_lr.mul_add(sign(direction), p);
     exp_avg[i] = k.momentum_weight.mul_add(g, m * k.beta2);
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
-use crate::float::{Float, Lerp};
+use crate::float::{Float, Lerp, NonFinite};
 use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
@@ -222,9 +222,9 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let mut p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
@@ -237,7 +237,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
     p = p + k.grad_step * g / denom;
     param[i] = p + k.moment_step * m / denom;
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@
 use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
-use crate::float::{Float, Lerp};
+use crate::float::{Float, Lerp, NonFinite};
 use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
@@ -219,9 +219,9 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const RECTIFIED: bool>(
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let mut p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
@@ -238,7 +238,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const RECTIFIED: bool>(
       p - momentum_step
     };
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

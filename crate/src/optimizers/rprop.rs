@@ -35,7 +35,7 @@ use crate::config::{format_number, ConfigError};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
-use crate::float::Float;
+use crate::float::{Float, NonFinite};
 use crate::optimizers::{Buffer, Optimizer};
 
 crate::options! {
@@ -212,9 +212,9 @@ fn fused<T: Float, const FIRST: bool>(
   let grad = &grad[..n];
   let prev = &mut prev[..n];
   let step_size = &mut step_size[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let g = grad[i] * k.sign;
     let product = g * prev[i];
     // The factor PyTorch's three masked assignments leave, in the same order.
@@ -230,7 +230,7 @@ fn fused<T: Float, const FIRST: bool>(
     param[i] = (-sign(g)).mul_add(s, param[i]);
     prev[i] = g;
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::engine::bf16::{Bf16, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
-use crate::float::Float;
+use crate::float::{Float, NonFinite};
 use crate::optimizers::{Buffer, Gradient, Optimizer};
 
 crate::options! {
@@ -198,9 +198,9 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NE
   let n = param.len();
   let grad = &grad[..n];
   let buffer = if MOMENTUM { &mut buffer[..n] } else { &mut [][..] };
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let p = param[i];
     let mut g = k.gradient.at::<L2>(grad[i], p);
     if MOMENTUM {
@@ -210,7 +210,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NE
     }
     param[i] = k.neg_lr.mul_add(g, p);
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]

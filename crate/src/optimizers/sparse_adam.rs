@@ -31,7 +31,7 @@
 
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
-use crate::float::Float;
+use crate::float::{Float, NonFinite};
 use crate::optimizers::{Buffer, Optimizer};
 
 crate::options! {
@@ -147,9 +147,9 @@ fn fused<T: Float>(
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
-  let mut found = false;
+  let mut worst = T::Bits::default();
   for i in 0..n {
-    found |= !grad[i].is_finite();
+    worst = worst.max(grad[i].magnitude_bits());
     let g = grad[i] * k.sign;
     let (m, v) = (exp_avg[i], exp_avg_sq[i]);
     let dm = (g - m) * k.avg_weight;
@@ -159,7 +159,7 @@ fn fused<T: Float>(
     let denom = (dv + v).sqrt() + k.eps;
     param[i] = param[i] + k.neg_step_size * ((dm + m) / denom);
   }
-  *non_finite |= found;
+  *non_finite |= NonFinite::found::<T>(worst);
 }
 
 #[cfg(test)]
