@@ -37,15 +37,16 @@ pub trait Float:
   /// The larger of the two; NaN if either is NaN, as PyTorch's `maximum`.
   fn max_nan(self, other: Self) -> Self;
   fn is_finite(self) -> bool;
-  /// The bits of `|self|`: they order magnitudes, and NaN and ±∞ are those at or above
-  /// [`Self::INFINITY_BITS`]. A loop that keeps their running maximum ([`NonFinite`]) vectorises
-  /// to two instructions per vector, where ORing `!is_finite()` took five.
-  fn magnitude_bits(self) -> Self::Bits;
   /// Signed integers of the type's width (the magnitude's bits are never negative, and signed
   /// maxima vectorise for both widths on AVX2).
   type Bits: Copy + Ord + Default;
   /// [`Self::magnitude_bits`] of ∞.
   const INFINITY_BITS: Self::Bits;
+  /// The bits of `|self|`: they order magnitudes, and NaN and ±∞ are those at or above
+  /// [`Self::INFINITY_BITS`]. A loop that keeps their running maximum ([`NonFinite`]) vectorises
+  /// into a mask and an integer maximum per vector, fewer instructions than ORing
+  /// `!is_finite()` into a flag.
+  fn magnitude_bits(self) -> Self::Bits;
   /// `c ← alpha·a·b + beta·c` for row-major matrices of the shapes `product` gives; `c` is not
   /// read when `beta` is 0. matrixmultiply's `sgemm` or `dgemm`, on the calling thread: the same
   /// inputs give the same bits on any thread.
