@@ -37,9 +37,9 @@ pub trait Float:
   /// The larger of the two; NaN if either is NaN, as PyTorch's `maximum`.
   fn max_nan(self, other: Self) -> Self;
   fn is_finite(self) -> bool;
-  /// Signed integers of the type's width (the magnitude's bits are never negative, and signed
-  /// maxima vectorise for both widths on AVX2).
-  type Bits: Copy + Ord + Default;
+  /// Signed integers of the type's width: the magnitude's bits are never negative, and AVX2
+  /// compares 64-bit integers only as signed ones.
+  type Bits: Copy + Ord + Default + std::fmt::Debug;
   /// [`Self::magnitude_bits`] of ∞.
   const INFINITY_BITS: Self::Bits;
   /// The bits of `|self|`: they order magnitudes, and NaN and ±∞ are those at or above
@@ -110,16 +110,32 @@ impl Dtype {
   }
 }
 
-/// Whether a loop's gradient elements held NaN or ±∞, as the running maximum of their
-/// [`Float::magnitude_bits`]: `worst = worst.max(x.magnitude_bits())` per element, then
-/// [`NonFinite::found`].
-pub struct NonFinite;
+/// A loop's check for NaN and ±∞ among the elements it reads: the running maximum of their
+/// [`Float::magnitude_bits`], `see` per element, `found` once after the loop.
+#[derive(Clone, Copy, Debug)]
+pub struct NonFinite<T: Float>(T::Bits);
 
-impl NonFinite {
-  /// Whether `worst`, a running maximum of [`Float::magnitude_bits`], is that of NaN or ±∞.
+impl<T: Float> NonFinite<T> {
   #[inline(always)]
-  pub fn found<T: Float>(worst: T::Bits) -> bool {
-    worst >= T::INFINITY_BITS
+  pub fn new() -> Self {
+    NonFinite(T::Bits::default())
+  }
+
+  #[inline(always)]
+  pub fn see(&mut self, x: T) {
+    self.0 = self.0.max(x.magnitude_bits());
+  }
+
+  /// Whether an element seen was NaN or ±∞.
+  #[inline(always)]
+  pub fn found(self) -> bool {
+    self.0 >= T::INFINITY_BITS
+  }
+}
+
+impl<T: Float> Default for NonFinite<T> {
+  fn default() -> Self {
+    Self::new()
   }
 }
 
@@ -191,25 +207,27 @@ impl_float!(f64, i64, Dtype::Float64, matrixmultiply::dgemm);
 mod tests {
   use super::*;
 
-  fn worst<T: Float>(values: &[T]) -> T::Bits {
-    values.iter().fold(T::Bits::default(), |worst, x| worst.max(x.magnitude_bits()))
+  fn found<T: Float>(values: &[T]) -> bool {
+    let mut check = NonFinite::new();
+    values.iter().for_each(|&x| check.see(x));
+    check.found()
   }
 
   #[test]
   fn the_running_maximum_of_magnitude_bits_finds_nan_and_infinities_only() {
     let f32_nans = [f32::NAN, -f32::NAN, f32::from_bits(0x7f80_0001), f32::from_bits(0xffc0_1234)];
     for x in f32_nans.into_iter().chain([f32::INFINITY, f32::NEG_INFINITY]) {
-      assert!(NonFinite::found::<f32>(worst(&[0.0, x, -1.0])), "{x}");
-      assert!(NonFinite::found::<f32>(worst(&[x])), "{x}");
+      assert!(found::<f32>(&[0.0, x, -1.0]), "{x}");
+      assert!(found::<f32>(&[x]), "{x}");
     }
     let f32_finite = [0.0, -0.0, f32::MAX, f32::MIN, f32::MIN_POSITIVE, -f32::from_bits(1), 1.0, -3.4e38];
-    assert!(!NonFinite::found::<f32>(worst(&f32_finite)));
-    assert!(!NonFinite::found::<f32>(worst::<f32>(&[])));
+    assert!(!found::<f32>(&f32_finite));
+    assert!(!found::<f32>(&[]));
     let f64_nans = [f64::NAN, -f64::NAN, f64::from_bits(0x7ff0_0000_0000_0001), f64::from_bits(0xfff8_0000_0000_1234)];
     for x in f64_nans.into_iter().chain([f64::INFINITY, f64::NEG_INFINITY]) {
-      assert!(NonFinite::found::<f64>(worst(&[0.0, x, -1.0])), "{x}");
+      assert!(found::<f64>(&[0.0, x, -1.0]), "{x}");
     }
     let f64_finite = [0.0, -0.0, f64::MAX, f64::MIN, f64::MIN_POSITIVE, -f64::from_bits(1), 1.0, -1.7e308];
-    assert!(!NonFinite::found::<f64>(worst(&f64_finite)));
+    assert!(!found::<f64>(&f64_finite));
   }
 }

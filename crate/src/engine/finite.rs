@@ -18,11 +18,11 @@ multiversion!(fn scan_best<T: Float>(values: &[T], found: &mut bool) => scan);
 /// vectorises into a running maximum of the magnitudes' bits ([`NonFinite`]).
 #[inline(always)]
 fn scan<T: Float>(values: &[T], found: &mut bool) {
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for &x in values {
-    worst = worst.max(x.magnitude_bits());
+    check.see(x);
   }
-  *found |= NonFinite::found::<T>(worst);
+  *found |= check.found();
 }
 
 /// Whether any element of `values` is NaN or infinite.

@@ -48,15 +48,15 @@ multiversion!(fn add_best<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v:
 fn add<T: Float>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], non_finite: &mut bool) {
   let n = param.len();
   let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let g = grad[i];
     m[i] = m[i] + g;
     v[i] = v[i] + g;
     param[i] = param[i] + g;
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

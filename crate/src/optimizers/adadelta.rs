@@ -153,9 +153,9 @@ fn fused<T: Float, const L2: bool>(
   let grad = &grad[..n];
   let square_avg = &mut square_avg[..n];
   let acc_delta = &mut acc_delta[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let v = (k.grad_weight * g).mul_add(g, square_avg[i] * k.rho);
@@ -165,7 +165,7 @@ fn fused<T: Float, const L2: bool>(
     acc_delta[i] = (k.grad_weight * delta).mul_add(delta, u * k.rho);
     param[i] = k.neg_lr.mul_add(delta, p);
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

@@ -137,16 +137,16 @@ fn fused<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], 
   let n = param.len();
   let grad = &grad[..n];
   let sum = &mut sum[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let s = g.mul_add(g, sum[i] + k.initial);
     sum[i] = s;
     param[i] = p + k.neg_clr * g / (s.sqrt() + k.eps);
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

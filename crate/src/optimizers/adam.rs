@@ -321,10 +321,10 @@ fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool, const 
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
   let max_exp_avg_sq = if AMSGRAD { &mut max_exp_avg_sq[..n] } else { &mut [][..] };
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
     let mut p = param[i];
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
     let m = exp_avg[i].load();
@@ -345,7 +345,7 @@ fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool, const 
     let denom = scaled + k.eps;
     param[i] = p + k.neg_step_size * m / denom;
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

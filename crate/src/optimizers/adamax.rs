@@ -161,9 +161,9 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_inf = &mut exp_inf[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let m = exp_avg[i].load();
@@ -173,7 +173,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
     exp_inf[i] = S::store(u);
     param[i] = p + k.neg_clr * m / u;
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

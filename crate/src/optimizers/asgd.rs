@@ -210,12 +210,12 @@ fn descended<T: Float, const L2: bool>(k: &Scalars<T>, p: T, g: T) -> T {
 fn descend<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], non_finite: &mut bool) {
   let n = param.len();
   let grad = &grad[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     param[i] = descended::<T, L2>(k, param[i], grad[i]);
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 /// One pass over memory: reads p, g (and ā once averaging has begun), writes p, ā.
@@ -230,9 +230,9 @@ fn fused<T: Float, const L2: bool, const AVERAGE: bool>(
   let n = param.len();
   let grad = &grad[..n];
   let ax = &mut ax[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let p = descended::<T, L2>(k, param[i], grad[i]);
     param[i] = p;
     ax[i] = if AVERAGE {
@@ -242,7 +242,7 @@ fn fused<T: Float, const L2: bool, const AVERAGE: bool>(
       p
     };
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

@@ -163,9 +163,9 @@ fn fused<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let g = grad[i];
     let m = exp_avg[i];
     let p = param[i] * k.decay_factor;
@@ -173,7 +173,7 @@ fn fused<T: Float>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T
     param[i] = k.neg_lr.mul_add(sign(direction), p);
     exp_avg[i] = k.momentum_weight.mul_add(g, m * k.beta2);
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

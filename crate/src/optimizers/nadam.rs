@@ -222,9 +222,9 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let mut p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
@@ -237,7 +237,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
     p = p + k.grad_step * g / denom;
     param[i] = p + k.moment_step * m / denom;
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

@@ -219,9 +219,9 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const RECTIFIED: bool>(
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let mut p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     p = p * k.decay_factor;
@@ -238,7 +238,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const RECTIFIED: bool>(
       p - momentum_step
     };
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

@@ -190,9 +190,9 @@ fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
   let square_avg = &mut square_avg[..n];
   let momentum_buffer = if MOMENTUM { &mut momentum_buffer[..n] } else { &mut [][..] };
   let grad_avg = if CENTERED { &mut grad_avg[..n] } else { &mut [][..] };
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let p = param[i];
     let g = k.gradient.at::<L2>(grad[i], p);
     let v = (k.grad_weight * g).mul_add(g, square_avg[i] * k.alpha);
@@ -214,7 +214,7 @@ fn fused<T: Float, const L2: bool, const CENTERED: bool, const MOMENTUM: bool>(
       p + k.neg_lr * g / denom
     };
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

@@ -212,9 +212,9 @@ fn fused<T: Float, const FIRST: bool>(
   let grad = &grad[..n];
   let prev = &mut prev[..n];
   let step_size = &mut step_size[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let g = grad[i] * k.sign;
     let product = g * prev[i];
     // The factor PyTorch's three masked assignments leave, in the same order.
@@ -230,7 +230,7 @@ fn fused<T: Float, const FIRST: bool>(
     param[i] = (-sign(g)).mul_add(s, param[i]);
     prev[i] = g;
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

@@ -412,9 +412,9 @@ fn adamw<T: Float, const DECAY: bool, const INIT: bool>(
 ) {
   let n = param.len();
   let (grad, z, exp_avg_sq) = (&grad[..n], &mut z[..n], &mut exp_avg_sq[..n]);
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let y = param[i];
     let zi = if INIT { y } else { z[i] };
     let g = grad[i];
@@ -428,7 +428,7 @@ fn adamw<T: Float, const DECAY: bool, const INIT: bool>(
     param[i] = normalized.mul_add(k.y_step, y);
     z[i] = normalized.mul_add(k.neg_lr, zi);
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 multiversion!(fn sgd_best<T: Float, const DECAY: bool, const INIT: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], z: &mut [T], non_finite: &mut bool) => sgd);
@@ -444,9 +444,9 @@ fn sgd<T: Float, const DECAY: bool, const INIT: bool>(
 ) {
   let n = param.len();
   let (grad, z) = (&grad[..n], &mut z[..n]);
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let y = param[i];
     let zi = if INIT { y } else { z[i] };
     let mut g = grad[i];
@@ -457,7 +457,7 @@ fn sgd<T: Float, const DECAY: bool, const INIT: bool>(
     param[i] = g.mul_add(k.y_step, y);
     z[i] = g.mul_add(k.neg_lr, zi);
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 /// The weight that moves a parameter toward its z when its group changes mode, p ← p + w·(z − p):

@@ -198,9 +198,9 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NE
   let n = param.len();
   let grad = &grad[..n];
   let buffer = if MOMENTUM { &mut buffer[..n] } else { &mut [][..] };
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let p = param[i];
     let mut g = k.gradient.at::<L2>(grad[i], p);
     if MOMENTUM {
@@ -210,7 +210,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NE
     }
     param[i] = k.neg_lr.mul_add(g, p);
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]

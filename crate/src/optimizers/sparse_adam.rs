@@ -147,9 +147,9 @@ fn fused<T: Float>(
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
   let exp_avg_sq = &mut exp_avg_sq[..n];
-  let mut worst = T::Bits::default();
+  let mut check = NonFinite::new();
   for i in 0..n {
-    worst = worst.max(grad[i].magnitude_bits());
+    check.see(grad[i]);
     let g = grad[i] * k.sign;
     let (m, v) = (exp_avg[i], exp_avg_sq[i]);
     let dm = (g - m) * k.avg_weight;
@@ -159,7 +159,7 @@ fn fused<T: Float>(
     let denom = (dv + v).sqrt() + k.eps;
     param[i] = param[i] + k.neg_step_size * ((dm + m) / denom);
   }
-  *non_finite |= NonFinite::found::<T>(worst);
+  *non_finite |= check.found();
 }
 
 #[cfg(test)]
