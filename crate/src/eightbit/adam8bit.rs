@@ -199,8 +199,8 @@ unsafe fn avx2(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantiz
 }
 
 /// The fused kernel in vectors of `L` over whole blocks: for each block, its vectors
-/// dequantized (gathers from the maps), `GROUP` vectors at a time with their gathers first so
-/// that their loads overlap, updated, their m and v kept in two aligned stack blocks (L1) with
+/// dequantized (map lookups, [`Lanes::dequantize`]), `GROUP` vectors at a time with their
+/// lookups first so that their loads overlap, updated, their m and v kept in two aligned stack blocks (L1) with
 /// running absmax, then requantized ([`Lanes::quantize`]). With `EXACT`, the division by c₂ is a
 /// multiplication with exact corrections ([`ExactDivisor`]'s sequence).
 ///
