@@ -478,6 +478,9 @@ function canAssign(object: object, key: string): boolean {
 }
 
 /** `options.skipNonFinite`, checked. */
+/** `StepReport.Finite`, read once. */
+const FINITE = native.StepReport.Finite
+
 function stepOptions(options: unknown, method: string): boolean {
   if (options === undefined) return false
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
@@ -598,18 +601,22 @@ export abstract class Optimizer<
    * skipping mode reads the gradients once more.
    */
   step(options?: StepOptions): boolean {
-    return this.#enter(
-      'step()',
-      () => {
-        const skipNonFinite = stepOptions(options, 'step')
-        const groups = this.paramGroups as Array<Record<string, unknown>>
-        this.#pack(groups, 'paramGroups', false)
-        const report = this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
-        this.#takeGroupState(groups, this.#packed)
-        return report === native.StepReport.Finite
-      },
-      true,
-    )
+    // `#enter`'s guard, written out: in a training loop the work between two steps evicts the
+    // caches, and each function, closure and lookup on the way to the native call then costs a
+    // trip to memory, so the step goes straight there (BENCHMARKS.md, "Design choices").
+    if (this.#running !== undefined)
+      throw invalidState(`step() was called from JavaScript run by ${this.#running} of the same optimizer`)
+    this.#running = 'step()'
+    try {
+      const skipNonFinite = options === undefined ? false : stepOptions(options, 'step')
+      const groups = this.paramGroups as Array<Record<string, unknown>>
+      this.#pack(groups, 'paramGroups', false)
+      const report = this.#arrays.step(this.#native, this.#params, this.#groupOf, this.#packed, skipNonFinite)
+      if (this.#schema.groupState.length !== 0) this.#takeGroupState(groups, this.#packed)
+      return report === FINITE
+    } finally {
+      this.#running = undefined
+    }
   }
 
   /**

@@ -40,7 +40,10 @@ export class StepArrays {
   #again: StepAgain | undefined
   #againOf: NativeOptimizer | undefined
 
-  /** Steps, and returns the native report (`StepReport`). */
+  /**
+   * Steps, and returns the native report (`StepReport`). The comparison is written out here, not
+   * called: a step after other work finds every function on its way out of the caches.
+   */
   step(
     opt: NativeOptimizer,
     params: readonly Parameter<GradKind>[],
@@ -48,13 +51,33 @@ export class StepArrays {
     packed: Float64Array,
     skipNonFinite: boolean,
   ): number {
-    if (params === this.#params && this.#unchanged(params)) {
-      if (this.#againOf !== opt) {
-        this.#again = stepAgainOf(opt)
-        this.#againOf = opt
+    if (params === this.#params && this.#againOf === opt) {
+      const count = 2 * params.length
+      const now = this.#now
+      if (now.length !== count) now.length = count
+      // Getters may run here, so first take every array, then compare, which runs no JavaScript.
+      for (let i = 0; i < params.length; i++) {
+        const param = params[i]
+        now[2 * i] = param.data
+        now[2 * i + 1] = param.grad
       }
-      const report = this.#again!(packed, skipNonFinite)
-      if (report !== null) return report
+      const seen = this.#seen
+      const lengths = this.#lengths
+      let same = true
+      for (let k = 0; k < count; k++) {
+        const array = now[k]
+        if (
+          array !== seen[k] ||
+          (array !== null && array !== undefined && lengthOf(array as FloatArray) !== lengths[k])
+        ) {
+          same = false
+          break
+        }
+      }
+      if (same) {
+        const report = this.#again!(packed, skipNonFinite)
+        if (report !== null) return report
+      }
     }
     this.#params = undefined
     const seen = this.#seen
@@ -66,6 +89,10 @@ export class StepArrays {
       const array = seen[k]
       this.#lengths[k] = array === null || array === undefined ? -1 : lengthOf(array)
     }
+    if (this.#againOf !== opt) {
+      this.#again = stepAgainOf(opt)
+      this.#againOf = opt
+    }
     this.#params = params
     return report
   }
@@ -73,24 +100,5 @@ export class StepArrays {
   /** Forgets the last step's arrays, so that the next step reads them natively. */
   forget(): void {
     this.#params = undefined
-  }
-
-  #unchanged(params: readonly Parameter<GradKind>[]): boolean {
-    const now = this.#now
-    if (now.length !== 2 * params.length) now.length = 2 * params.length
-    // Getters may run here, so first take every array, then compare, which runs no JavaScript.
-    for (let i = 0; i < params.length; i++) {
-      const param = params[i]
-      now[2 * i] = param.data
-      now[2 * i + 1] = param.grad
-    }
-    const seen = this.#seen
-    const lengths = this.#lengths
-    for (let k = 0; k < now.length; k++) {
-      const array = now[k]
-      if (array !== seen[k]) return false
-      if (array !== null && array !== undefined && lengthOf(array as FloatArray) !== lengths[k]) return false
-    }
-    return true
   }
 }
