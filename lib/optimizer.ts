@@ -477,10 +477,10 @@ function canAssign(object: object, key: string): boolean {
   return Object.isExtensible(object)
 }
 
-/** `options.skipNonFinite`, checked. */
 /** `StepReport.Finite`, read once. */
 const FINITE = native.StepReport.Finite
 
+/** `options.skipNonFinite`, checked. */
 function stepOptions(options: unknown, method: string): boolean {
   if (options === undefined) return false
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
