@@ -5,7 +5,7 @@
 // which keeps the shared conventions: param groups whose options stay live (schedulers set `lr`
 // and the next step reads it), errors with codes naming field, value and expectation, inputs
 // read once, and a step, `loadStateDict` and `zeroGrad` that check everything before writing.
-import { describe, invalidState, invalidType, invalidValue, outOfRange } from './errors'
+import { describe, invalidType, invalidValue, outOfRange, reentered } from './errors'
 import { native } from './native'
 import type { Parameter } from './optimizer'
 import {
@@ -243,8 +243,7 @@ export abstract class EightBitOptimizer<Options extends object> {
   }
 
   #enter<T>(what: string, body: () => T): T {
-    if (this.#running !== undefined)
-      throw invalidState(`${what} was called from JavaScript run by ${this.#running} of the same optimizer`)
+    if (this.#running !== undefined) throw reentered(what, this.#running)
     this.#running = what
     try {
       return body()

@@ -39,6 +39,11 @@ export function invalidState(message: string) {
   return withCode(new Error(message), 'ERR_INVALID_STATE')
 }
 
+/** `what` (a public method) was called from JavaScript that `running`, another call on the same optimizer, ran. */
+export function reentered(what: string, running: string) {
+  return invalidState(`${what} was called from JavaScript run by ${running} of the same optimizer`)
+}
+
 /** A callback (LBFGS's closure) returned what it must not: a TypeError for the wrong type, a RangeError for a non-finite number. */
 export function invalidReturnValue(message: string, kind: 'type' | 'range') {
   return withCode(kind === 'type' ? new TypeError(message) : new RangeError(message), 'ERR_INVALID_RETURN_VALUE')

@@ -1,4 +1,4 @@
-import { describe, invalidState, invalidType, invalidValue, outOfRange } from './errors'
+import { describe, invalidType, invalidValue, outOfRange, reentered } from './errors'
 import { native } from './native'
 import {
   checkUsable,
@@ -576,8 +576,7 @@ export abstract class Optimizer<
    */
   #enter<T>(what: string, body: () => T, nativeChecksBusy = false): T {
     // First: asking the native side whether it is busy would itself collide with the running call.
-    if (this.#running !== undefined)
-      throw invalidState(`${what} was called from JavaScript run by ${this.#running} of the same optimizer`)
+    if (this.#running !== undefined) throw reentered(what, this.#running)
     // A step's native call refuses a step in flight itself (and asking costs a Node-API call).
     if (!nativeChecksBusy && this.#native.busy) throw busyError(what)
     this.#running = what
@@ -604,8 +603,7 @@ export abstract class Optimizer<
     // `#enter`'s guard, written out: in a training loop the work between two steps evicts the
     // caches, and each function, closure and lookup on the way to the native call then costs a
     // trip to memory, so the step goes straight there (BENCHMARKS.md, "Design choices").
-    if (this.#running !== undefined)
-      throw invalidState(`step() was called from JavaScript run by ${this.#running} of the same optimizer`)
+    if (this.#running !== undefined) throw reentered('step()', this.#running)
     this.#running = 'step()'
     try {
       const skipNonFinite = options === undefined ? false : stepOptions(options, 'step')
