@@ -200,9 +200,9 @@ unsafe fn avx2(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantiz
 
 /// The fused kernel in vectors of `L` over whole blocks: for each block, its vectors
 /// dequantized (map lookups, [`Lanes::dequantize`]), `GROUP` vectors at a time with their
-/// lookups first so that their loads overlap, updated, their m and v kept in two aligned stack blocks (L1) with
-/// running absmax, then requantized ([`Lanes::quantize`]). With `EXACT`, the division by c₂ is a
-/// multiplication with exact corrections ([`ExactDivisor`]'s sequence).
+/// lookups first so that their loads overlap, updated, their m and v kept in two aligned stack
+/// blocks (L1) with running absmax, then requantized ([`Lanes::quantize`]). With `EXACT`, the
+/// division by c₂ is a multiplication with exact corrections ([`ExactDivisor`]'s sequence).
 ///
 /// # Safety
 /// `param.len()` a multiple of [`BLOCK`], every slice of that many elements (codes) or blocks
