@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 use fastoptim_core::eightbit::{self, Adam8bit, EightBit, Hyper, Job, Lion8bit, Moments};
+use fastoptim_core::engine::placed::Placed;
 use fastoptim_core::quantize;
 use fastoptim_core::Dtype;
 use napi::bindgen_prelude::*;
@@ -213,16 +214,16 @@ impl NativeEightBit {
       Moments::Quantized { state1, absmax1, state2, absmax2 } => EightBitEntry {
         index,
         step: state.step as f64,
-        state1: Either::A(Uint8Array::new(state1.clone())),
-        state2: second.then(|| Either::A(Uint8Array::new(state2.clone()))),
+        state1: Either::A(Uint8Array::new(state1.to_vec())),
+        state2: second.then(|| Either::A(Uint8Array::new(state2.to_vec()))),
         absmax1: Some(Float32Array::new(absmax1.clone())),
         absmax2: second.then(|| Float32Array::new(absmax2.clone())),
       },
       Moments::Full { state1, state2 } => EightBitEntry {
         index,
         step: state.step as f64,
-        state1: Either::B(Float32Array::new(state1.clone())),
-        state2: second.then(|| Either::B(Float32Array::new(state2.clone()))),
+        state1: Either::B(Float32Array::new(state1.to_vec())),
+        state2: second.then(|| Either::B(Float32Array::new(state2.to_vec()))),
         absmax1: None,
         absmax2: None,
       },
@@ -281,19 +282,19 @@ fn entry_moments(entry: &EightBitEntry) -> Option<Moments> {
   match (&entry.state1, &entry.state2, &entry.absmax1, &entry.absmax2) {
     (Either::A(s1), s2, Some(a1), a2) => {
       let (state2, absmax2) = match (s2, a2) {
-        (None, None) => (Vec::new(), Vec::new()),
-        (Some(Either::A(s2)), Some(a2)) => (s2.to_vec(), a2.to_vec()),
+        (None, None) => (Vec::new().into(), Vec::new()),
+        (Some(Either::A(s2)), Some(a2)) => (Placed::copied(s2, 1), a2.to_vec()),
         _ => return None,
       };
-      Some(Moments::Quantized { state1: s1.to_vec(), absmax1: a1.to_vec(), state2, absmax2 })
+      Some(Moments::Quantized { state1: Placed::copied(s1, 0), absmax1: a1.to_vec(), state2, absmax2 })
     }
     (Either::B(s1), s2, None, None) => {
       let state2 = match s2 {
-        None => Vec::new(),
-        Some(Either::B(s2)) => s2.to_vec(),
+        None => Vec::new().into(),
+        Some(Either::B(s2)) => Placed::copied(s2, 1),
         Some(Either::A(_)) => return None,
       };
-      Some(Moments::Full { state1: s1.to_vec(), state2 })
+      Some(Moments::Full { state1: Placed::copied(s1, 0), state2 })
     }
     _ => None,
   }

@@ -6,6 +6,7 @@
 //! state into an optimizer of bfloat16 state is rounded to nearest even, bfloat16 state into one
 //! of float32 state widened (exactly).
 
+use fastoptim_core::engine::placed::Placed;
 use fastoptim_core::{Bf16, Buffers, Dims, Dtype, Optimizer, ParamState, MAX_BUFFERS, MAX_SCALARS};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -56,8 +57,8 @@ impl NativeOptimizer {
     let Some(dtype) = state.buffers.name() else { return Ok(None) };
     let mut buffers: Vec<Option<StateArray>> = match &state.buffers {
       Buffers::Empty => return Ok(None),
-      Buffers::F32(b) => b.iter().map(|v| Some(Either3::A(Float32Array::new(v.clone())))).collect(),
-      Buffers::F64(b) => b.iter().map(|v| Some(Either3::B(Float64Array::new(v.clone())))).collect(),
+      Buffers::F32(b) => b.iter().map(|v| Some(Either3::A(Float32Array::new(v.to_vec())))).collect(),
+      Buffers::F64(b) => b.iter().map(|v| Some(Either3::B(Float64Array::new(v.to_vec())))).collect(),
       Buffers::Bf16(b) => {
         b.iter().map(|v| Some(Either3::C(Uint16Array::new(v.iter().map(|x| x.0).collect())))).collect()
       }
@@ -150,15 +151,15 @@ fn entry_to_state(
         Either3::B(_) => wrong(i, "Float64Array", "a Float32Array or a Uint16Array of bfloat16 bits"),
       })?;
       let f32s = |i: usize| match &entry.buffers[i] {
-        None => vec![0.0; lens[i]],
-        Some(Either3::A(a)) => a.to_vec(),
-        Some(Either3::C(a)) => a.iter().map(|&x| Bf16(x).to_f32()).collect(),
+        None => Placed::zeroed(lens[i], 0.0, i),
+        Some(Either3::A(a)) => placed(a, 0.0, i, |&x| x),
+        Some(Either3::C(a)) => placed(a, 0.0, i, |&x| Bf16(x).to_f32()),
         Some(Either3::B(_)) => unreachable!("checked above"),
       };
       let bf16s = |i: usize| match &entry.buffers[i] {
-        None => vec![Bf16(0); lens[i]],
-        Some(Either3::A(a)) => a.iter().map(|&x| Bf16::from_f32(x)).collect(),
-        Some(Either3::C(a)) => a.iter().map(|&x| Bf16(x)).collect(),
+        None => Placed::zeroed(lens[i], Bf16(0), i),
+        Some(Either3::A(a)) => placed(a, Bf16(0), i, |&x| Bf16::from_f32(x)),
+        Some(Either3::C(a)) => placed(a, Bf16(0), i, |&x| Bf16(x)),
         Some(Either3::B(_)) => unreachable!("checked above"),
       };
       if bf16 {
@@ -176,8 +177,8 @@ fn entry_to_state(
       Buffers::F64(
         (0..used)
           .map(|i| match &entry.buffers[i] {
-            Some(Either3::B(a)) => a.to_vec(),
-            _ => vec![0.0; lens[i]],
+            Some(Either3::B(a)) => placed(a, 0.0, i, |&x| x),
+            _ => Placed::zeroed(lens[i], 0.0, i),
           })
           .collect(),
       )
@@ -186,4 +187,11 @@ fn entry_to_state(
   let mut scalars = [0.0; MAX_SCALARS];
   scalars[..scalar_count].copy_from_slice(&entry.scalars);
   Ok(ParamState { step: entry.step as u64, scalars, buffers, partials: Vec::new() })
+}
+
+/// The `index`th state buffer of a parameter, holding `convert` of each of `values`.
+fn placed<S, T: Copy + Send + Sync>(values: &[S], zero: T, index: usize, convert: impl Fn(&S) -> T) -> Placed<T> {
+  let mut buffer = Placed::zeroed(values.len(), zero, index);
+  buffer.iter_mut().zip(values).for_each(|(b, v)| *b = convert(v));
+  buffer
 }

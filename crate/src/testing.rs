@@ -162,7 +162,7 @@ pub fn buffers_f64(state: &ParamState) -> Vec<Vec<f64>> {
   match &state.buffers {
     Buffers::Empty => Vec::new(),
     Buffers::F32(b) => b.iter().map(|v| v.iter().map(|&x| x as f64).collect()).collect(),
-    Buffers::F64(b) => b.clone(),
+    Buffers::F64(b) => b.iter().map(|v| v.to_vec()).collect(),
     Buffers::Bf16(b) => b.iter().map(|v| v.iter().map(|x| x.to_f32() as f64).collect()).collect(),
   }
 }

@@ -23,6 +23,7 @@ pub mod simd;
 
 use std::marker::PhantomData;
 
+use crate::engine::placed::Placed;
 use crate::engine::run::PARALLEL_MIN_ELEMENTS;
 use crate::engine::state::zeroed;
 use crate::engine::threads;
@@ -53,9 +54,9 @@ pub struct Hyper {
 pub enum Moments {
   /// Block-wise 8-bit: codes (one per element) and absmax (one per block) of each moment; the
   /// second moment's are empty for an optimizer of one moment (Lion).
-  Quantized { state1: Vec<u8>, absmax1: Vec<f32>, state2: Vec<u8>, absmax2: Vec<f32> },
+  Quantized { state1: Placed<u8>, absmax1: Vec<f32>, state2: Placed<u8>, absmax2: Vec<f32> },
   /// `f32` moments, for parameters under `min_8bit_size`; `state2` empty for Lion.
-  Full { state1: Vec<f32>, state2: Vec<f32> },
+  Full { state1: Placed<f32>, state2: Placed<f32> },
 }
 
 impl Moments {
@@ -65,12 +66,12 @@ impl Moments {
   pub fn new(len: usize, min_8bit_size: usize, moments: usize) -> Moments {
     let second = |n: usize| if moments == 2 { n } else { 0 };
     if len < min_8bit_size {
-      Moments::Full { state1: zeroed(len, 0.0), state2: zeroed(second(len), 0.0) }
+      Moments::Full { state1: Placed::zeroed(len, 0.0, 0), state2: Placed::zeroed(second(len), 0.0, 1) }
     } else {
       Moments::Quantized {
-        state1: zeroed(len, 0),
+        state1: Placed::zeroed(len, 0, 0),
         absmax1: zeroed(blocks(len), 0.0),
-        state2: zeroed(second(len), 0),
+        state2: Placed::zeroed(second(len), 0, 1),
         absmax2: zeroed(second(blocks(len)), 0.0),
       }
     }

@@ -5,6 +5,7 @@
 
 use crate::engine::bf16::Bf16;
 use crate::engine::disjoint::DisjointMut;
+use crate::engine::placed::Placed;
 use crate::engine::run::{MAX_BUFFERS, MAX_SCALARS};
 use crate::engine::threads;
 use crate::float::{Dtype, Float};
@@ -27,10 +28,10 @@ pub enum Buffers {
   /// Before the first step.
   #[default]
   Empty,
-  F32(Vec<Vec<f32>>),
-  F64(Vec<Vec<f64>>),
+  F32(Vec<Placed<f32>>),
+  F64(Vec<Placed<f64>>),
   /// bfloat16 state of a float32 parameter.
-  Bf16(Vec<Vec<Bf16>>),
+  Bf16(Vec<Placed<Bf16>>),
 }
 
 /// Why a parameter cannot be stepped with the state it has.
@@ -129,9 +130,10 @@ impl Buffers {
     }
     let buffers = T::unwrap(self).expect("state dtype checked before the step");
     while buffers.len() < count {
-      buffers.push(zeroed(lens[buffers.len()], T::INITIAL));
+      let index = buffers.len();
+      buffers.push(Placed::zeroed(lens[index], T::INITIAL, index));
     }
-    let mut slices = buffers.iter_mut().take(count).map(Vec::as_mut_slice);
+    let mut slices = buffers.iter_mut().take(count).map(|b| &mut **b);
     std::array::from_fn(|_| slices.next().unwrap_or(&mut []))
   }
 }
@@ -158,6 +160,11 @@ pub fn lazily<R>(f: impl FnOnce() -> R) -> R {
   f()
 }
 
+/// Whether this thread is within [`lazily`]: new buffers' pages are left unmapped.
+pub fn lazily_mapped() -> bool {
+  LAZY.with(|lazy| lazy.get())
+}
+
 /// Pages [`zeroed`] hands to a thread at a time (2 MB).
 const PAGES_PER_PIECE: usize = 512;
 
@@ -173,7 +180,7 @@ const PAGES_PER_PIECE: usize = 512;
 /// threads do), which maps it once.
 pub fn zeroed<T: Copy + Send + Sync>(len: usize, zero: T) -> Vec<T> {
   let mut buffer = vec![zero; len];
-  if !LAZY.with(|lazy| lazy.get()) {
+  if !lazily_mapped() {
     map_pages(&mut buffer, zero);
   }
   buffer
@@ -213,8 +220,8 @@ pub fn map_pages<T: Copy + Send + Sync>(elements: &mut [T], zero: T) {
 pub trait Stored: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
   /// What a new buffer holds: zero.
   const INITIAL: Self;
-  fn wrap(buffers: Vec<Vec<Self>>) -> Buffers;
-  fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Vec<Self>>>;
+  fn wrap(buffers: Vec<Placed<Self>>) -> Buffers;
+  fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Placed<Self>>>;
 }
 
 /// A [`Float`] (which state buffers can hold): a parameter's dtype.
@@ -224,10 +231,10 @@ impl<T: Float> Element for T {}
 
 impl Stored for Bf16 {
   const INITIAL: Self = Bf16(0);
-  fn wrap(buffers: Vec<Vec<Self>>) -> Buffers {
+  fn wrap(buffers: Vec<Placed<Self>>) -> Buffers {
     Buffers::Bf16(buffers)
   }
-  fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Vec<Self>>> {
+  fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Placed<Self>>> {
     match buffers {
       Buffers::Bf16(b) => Some(b),
       _ => None,
@@ -237,10 +244,10 @@ impl Stored for Bf16 {
 
 impl Stored for f32 {
   const INITIAL: Self = 0.0;
-  fn wrap(buffers: Vec<Vec<Self>>) -> Buffers {
+  fn wrap(buffers: Vec<Placed<Self>>) -> Buffers {
     Buffers::F32(buffers)
   }
-  fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Vec<Self>>> {
+  fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Placed<Self>>> {
     match buffers {
       Buffers::F32(b) => Some(b),
       _ => None,
@@ -250,10 +257,10 @@ impl Stored for f32 {
 
 impl Stored for f64 {
   const INITIAL: Self = 0.0;
-  fn wrap(buffers: Vec<Vec<Self>>) -> Buffers {
+  fn wrap(buffers: Vec<Placed<Self>>) -> Buffers {
     Buffers::F64(buffers)
   }
-  fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Vec<Self>>> {
+  fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Placed<Self>>> {
     match buffers {
       Buffers::F64(b) => Some(b),
       _ => None,

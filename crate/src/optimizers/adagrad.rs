@@ -204,7 +204,7 @@ mod tests {
         step_once(config, &mut state, &mut param, &values::<f32>(1001, step + 1), true);
         let Buffers::F32(buffers) = &state.buffers else { panic!("f32 state") };
         assert!(buffers[0].iter().zip(&previous).all(|(now, before)| now >= before), "{config:?} step {step}");
-        previous.clone_from(&buffers[0]);
+        previous.copy_from_slice(&buffers[0]);
       }
     }
     let (_, state) =
@@ -217,7 +217,7 @@ mod tests {
   fn a_loaded_accumulator_is_used_as_it_is() {
     // PyTorch's state before any step is step 0 with s = s₀: loading it must not add s₀ again.
     let config = Adagrad { initial_accumulator_value: 0.5, ..Adagrad::default() };
-    let mut state = ParamState { buffers: Buffers::F64(vec![vec![0.5]]), ..ParamState::default() };
+    let mut state = ParamState { buffers: Buffers::F64(vec![vec![0.5].into()]), ..ParamState::default() };
     step_once(config, &mut state, &mut [1.0f64], &[2.0], true);
     assert_eq!(buffers_f64(&state), [vec![4.5]]);
   }
