@@ -13,15 +13,15 @@
 //! A [`Placed`] buffer of at least [`PLACED_MIN_BYTES`] starts `(index % 3 + 1)` ×
 //! [`STAGGER_BYTES`] into its allocation, where `index` is its place among the parameter's
 //! buffers: the buffers then start 1, 2 and 3 KiB further into their pages than their allocations
-//! (and large typed arrays from JavaScript) do, so that their lines at one index lie in different
-//! L1 sets, whatever the distances between the allocations.
+//! do, so that their lines at one index lie in different L1 sets, whatever the distances between
+//! the allocations.
 
 use std::ops::{Deref, DerefMut};
 
 use crate::engine::state::{lazily_mapped, map_pages};
 
-/// Buffers smaller than this are not staggered: they stay in the caches between steps, where
-/// a conflict costs an L2 access, and a stagger would cost up to 3 KiB for each.
+/// Buffers smaller than this are not staggered: the slowdowns were measured with buffers of many
+/// megabytes, and a stagger costs up to 3 KiB of memory for each buffer.
 pub const PLACED_MIN_BYTES: usize = 64 << 10;
 
 /// How much further into its page each buffer of a parameter starts than the one before it.

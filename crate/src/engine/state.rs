@@ -301,6 +301,21 @@ mod tests {
   }
 
   #[test]
+  fn a_parameters_large_buffers_start_in_different_cache_lines_of_their_pages() {
+    for dtype_bytes in [4, 8, 2] {
+      let mut state = ParamState::default();
+      let lens = [(4 << 20) / dtype_bytes; MAX_BUFFERS];
+      let lines: Vec<usize> = match dtype_bytes {
+        4 => state.buffers_mut::<f32>(&lens, 3).iter().map(|b| b.as_ptr() as usize).collect(),
+        8 => state.buffers_mut::<f64>(&lens, 3).iter().map(|b| b.as_ptr() as usize).collect(),
+        _ => state.buffers_mut::<Bf16>(&lens, 3).iter().map(|b| b.as_ptr() as usize).collect(),
+      };
+      let lines: Vec<usize> = lines.iter().map(|address| address % PAGE_BYTES / 64).collect();
+      assert!(lines[0] != lines[1] && lines[1] != lines[2] && lines[0] != lines[2], "{dtype_bytes} bytes: {lines:?}");
+    }
+  }
+
+  #[test]
   fn pages_are_mapped_within_the_range_only() {
     for (lo, hi) in [(0, 1), (0, 1024), (1, 1025), (1000, 5000), (1023, 1024 * 9 + 1), (5, 6), (4096, 40960)] {
       let mut buffer = vec![7.0f32; 50_000];
