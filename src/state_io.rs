@@ -152,14 +152,14 @@ fn entry_to_state(
       })?;
       let f32s = |i: usize| match &entry.buffers[i] {
         None => Placed::zeroed(lens[i], 0.0, i),
-        Some(Either3::A(a)) => placed(a, 0.0, i, |&x| x),
-        Some(Either3::C(a)) => placed(a, 0.0, i, |&x| Bf16(x).to_f32()),
+        Some(Either3::A(a)) => Placed::copied(a, i),
+        Some(Either3::C(a)) => Placed::converted(a, i, |&x| Bf16(x).to_f32()),
         Some(Either3::B(_)) => unreachable!("checked above"),
       };
       let bf16s = |i: usize| match &entry.buffers[i] {
         None => Placed::zeroed(lens[i], Bf16(0), i),
-        Some(Either3::A(a)) => placed(a, Bf16(0), i, |&x| Bf16::from_f32(x)),
-        Some(Either3::C(a)) => placed(a, Bf16(0), i, |&x| Bf16(x)),
+        Some(Either3::A(a)) => Placed::converted(a, i, |&x| Bf16::from_f32(x)),
+        Some(Either3::C(a)) => Placed::converted(a, i, |&x| Bf16(x)),
         Some(Either3::B(_)) => unreachable!("checked above"),
       };
       if bf16 {
@@ -177,7 +177,7 @@ fn entry_to_state(
       Buffers::F64(
         (0..used)
           .map(|i| match &entry.buffers[i] {
-            Some(Either3::B(a)) => placed(a, 0.0, i, |&x| x),
+            Some(Either3::B(a)) => Placed::copied(a, i),
             _ => Placed::zeroed(lens[i], 0.0, i),
           })
           .collect(),
@@ -187,11 +187,4 @@ fn entry_to_state(
   let mut scalars = [0.0; MAX_SCALARS];
   scalars[..scalar_count].copy_from_slice(&entry.scalars);
   Ok(ParamState { step: entry.step as u64, scalars, buffers, partials: Vec::new() })
-}
-
-/// The `index`th state buffer of a parameter, holding `convert` of each of `values`.
-fn placed<S, T: Copy + Send + Sync>(values: &[S], zero: T, index: usize, convert: impl Fn(&S) -> T) -> Placed<T> {
-  let mut buffer = Placed::zeroed(values.len(), zero, index);
-  buffer.iter_mut().zip(values).for_each(|(b, v)| *b = convert(v));
-  buffer
 }

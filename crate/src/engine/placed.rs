@@ -50,12 +50,17 @@ impl<T: Copy + Send + Sync> Placed<T> {
 
   /// A buffer holding `values`, the `index`th of its parameter's.
   pub fn copied(values: &[T], index: usize) -> Self {
+    Self::converted(values, index, |&x| x)
+  }
+
+  /// A buffer holding `convert` of each of `values`, the `index`th of its parameter's.
+  pub fn converted<S>(values: &[S], index: usize, convert: impl Fn(&S) -> T) -> Self {
     let start = Self::offset(values.len(), index);
     let mut allocation = Vec::with_capacity(start + values.len());
-    if let Some(&first) = values.first() {
-      allocation.resize(start, first);
+    if let Some(first) = values.first() {
+      allocation.resize(start, convert(first));
     }
-    allocation.extend_from_slice(values);
+    allocation.extend(values.iter().map(convert));
     Placed { allocation, start }
   }
 
