@@ -18,7 +18,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use crate::engine::state::{lazily_mapped, map_pages};
+use crate::engine::state::zeroed;
 
 /// Buffers smaller than this are not staggered: the slowdowns were measured with buffers of many
 /// megabytes, and a stagger costs up to 3 KiB of memory for each buffer.
@@ -26,6 +26,9 @@ pub const PLACED_MIN_BYTES: usize = 64 << 10;
 
 /// How much further into its page each buffer of a parameter starts than the one before it.
 pub const STAGGER_BYTES: usize = 1024;
+
+/// Buffers that start at different offsets within a 4 KiB page, besides their allocation's own.
+const SLOTS: usize = 4096 / STAGGER_BYTES - 1;
 
 /// A buffer of `len` elements that starts [`Placed::offset`] elements into its allocation; it
 /// dereferences to those elements.
@@ -41,11 +44,9 @@ impl<T: Copy + Send + Sync> Placed<T> {
   /// ([`crate::engine::state::zeroed`]).
   pub fn zeroed(len: usize, zero: T, index: usize) -> Self {
     let start = Self::offset(len, index);
-    let mut allocation = vec![zero; start + len];
-    if !lazily_mapped() {
-      map_pages(&mut allocation[start..], zero);
-    }
-    Placed { allocation, start }
+    // Mapping the allocation maps the buffer's pages and at most one more: the elements before
+    // `start` take under 4 KiB.
+    Placed { allocation: zeroed(start + len, zero), start }
   }
 
   /// A buffer holding `values`, the `index`th of its parameter's.
@@ -70,7 +71,7 @@ impl<T: Copy + Send + Sync> Placed<T> {
     if size == 0 || !STAGGER_BYTES.is_multiple_of(size) || len.saturating_mul(size) < PLACED_MIN_BYTES {
       return 0;
     }
-    (index % 3 + 1) * STAGGER_BYTES / size
+    (index % SLOTS + 1) * STAGGER_BYTES / size
   }
 }
 

@@ -160,11 +160,6 @@ pub fn lazily<R>(f: impl FnOnce() -> R) -> R {
   f()
 }
 
-/// Whether this thread is within [`lazily`]: new buffers' pages are left unmapped.
-pub fn lazily_mapped() -> bool {
-  LAZY.with(|lazy| lazy.get())
-}
-
 /// Pages [`zeroed`] hands to a thread at a time (2 MB).
 const PAGES_PER_PIECE: usize = 512;
 
@@ -180,7 +175,7 @@ const PAGES_PER_PIECE: usize = 512;
 /// threads do), which maps it once.
 pub fn zeroed<T: Copy + Send + Sync>(len: usize, zero: T) -> Vec<T> {
   let mut buffer = vec![zero; len];
-  if !lazily_mapped() {
+  if !LAZY.with(|lazy| lazy.get()) {
     map_pages(&mut buffer, zero);
   }
   buffer
