@@ -1,9 +1,10 @@
 //! `cargo bench --bench placed`: an Adam step whose state buffers start where the allocator puts
 //! them, against one whose buffers are [`Placed`] (each a KiB further into its page than the one
-//! before), at sizes where a parameter's large arrays lie a multiple of 128 MiB plus a page apart
-//! (32M float32 elements, 64M with bfloat16 state) and at one where they do not (24M), one and two
-//! threads. Each way allocates its parameter, gradient and state one after the other, as a
-//! program does, and the two take turns, round after round; each figure is the best of its rounds.
+//! before), one and two threads, at 24M, 32M and 64M elements: where the slowdown was found (24M
+//! and 32M with float32 state, 64M with bfloat16 state) and where it was not (64M with float32
+//! state, 24M with bfloat16 state). Each way allocates its parameter, gradient and state one after
+//! the other, as a program does, and the two take turns, round after round; each figure is the
+//! best of its rounds.
 //!
 //! `cargo bench --bench placed -- [sizes...]` (in elements, `m` for 2^20) times those sizes only.
 

@@ -300,12 +300,12 @@ mod tests {
     for dtype_bytes in [4, 8, 2] {
       let mut state = ParamState::default();
       let lens = [(4 << 20) / dtype_bytes; MAX_BUFFERS];
-      let lines: Vec<usize> = match dtype_bytes {
+      let addresses: Vec<usize> = match dtype_bytes {
         4 => state.buffers_mut::<f32>(&lens, 3).iter().map(|b| b.as_ptr() as usize).collect(),
         8 => state.buffers_mut::<f64>(&lens, 3).iter().map(|b| b.as_ptr() as usize).collect(),
         _ => state.buffers_mut::<Bf16>(&lens, 3).iter().map(|b| b.as_ptr() as usize).collect(),
       };
-      let lines: Vec<usize> = lines.iter().map(|address| address % PAGE_BYTES / 64).collect();
+      let lines: Vec<usize> = addresses.iter().map(|address| address % PAGE_BYTES / 64).collect();
       assert!(lines[0] != lines[1] && lines[1] != lines[2] && lines[0] != lines[2], "{dtype_bytes} bytes: {lines:?}");
     }
   }
