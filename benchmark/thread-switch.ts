@@ -18,11 +18,12 @@
 // meanwhile) and each fresh process the script waits, up to 5 s, for a tenth of a second in which
 // other processes used under 0.05 CPU.
 //
-// A control: a second long-lived process that never calls setNumThreads (its one pool on every
-// thread, made at its start) times a phase beside each of the switching process's phases on every
-// thread, the two in turn (which goes first alternates by cycle). If it is as far from the fresh
-// processes as the switching one, what separates them is not the pools before. Results:
-// benchmark/results/thread-switch.json.
+// The comparison the target asks for: a fresh process takes turns with each phase on every thread.
+// Before each switch to every thread a new process starts (its one pool on every thread, made at
+// its start, its steps warmed up as the fresh processes' above), and once the switch is made the
+// two run their batches in turn, the switched process's first: the machine's memory speed, which
+// drifts by up to 2x within seconds here, is then the same for both, batch by batch, and what
+// is left between the two best batches is the pools' doing, with the noise turns do not remove. Results: benchmark/results/thread-switch.json.
 import { execFileSync, spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -93,16 +94,28 @@ function quiet(opt?: Adam, seconds = 5) {
 }
 
 /** What the machine ran from this call to the returned function's, besides this process. */
-function machineLoad(): () => { othersCpu: number | null; cpuPressure: number | null } {
+function machineLoad(exclude: number[] = []): () => { othersCpu: number | null; cpuPressure: number | null } {
+  /** User + system clock ticks of a process (/proc/<pid>/stat). */
+  const ticks = (pid: string) => {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return Number(fields[11]) + Number(fields[12])
+  }
   const sample = () => {
     const at = process.hrtime.bigint()
     let busy: number | null = null
     let stalled: number | null = null
     try {
       const all = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
-      const self = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')
-      // Clock ticks (1/100 s): user + nice + system + irq + softirq, less this process's user + system.
-      busy = all[0] + all[1] + all[2] + all[5] + all[6] - Number(self[11]) - Number(self[12])
+      // Clock ticks (1/100 s): user + nice + system + irq + softirq, less this process's user +
+      // system and those of the processes it takes turns with.
+      busy =
+        all[0] +
+        all[1] +
+        all[2] +
+        all[5] +
+        all[6] -
+        ticks('self') -
+        exclude.reduce((a, pid) => a + ticks(String(pid)), 0)
     } catch {
       busy = null
     }
@@ -127,30 +140,59 @@ function machineLoad(): () => { othersCpu: number | null; cpuPressure: number | 
   }
 }
 
-/** `count` batches of `STEPS` steps on the current pool. */
-function phase(opt: Adam, threads: number, count = BATCHES): Phase {
-  const load = machineLoad()
-  const ms: number[] = []
+/** One batch of `STEPS` steps on the current pool: ms per step, and the fewest threads in a step. */
+function batch(opt: Adam): { ms: number; joinedMin: number } {
+  let elapsed = 0n
   let joinedMin = Infinity
-  for (let b = 0; b < count; b++) {
-    let elapsed = 0n
-    for (let i = 0; i < STEPS; i++) {
-      const started = process.hrtime.bigint()
-      opt.step()
-      elapsed += process.hrtime.bigint() - started
-      joinedMin = Math.min(joinedMin, internal.__lastStepThreads())
-    }
-    ms.push(Number(elapsed) / 1e6 / STEPS)
+  for (let i = 0; i < STEPS; i++) {
+    const started = process.hrtime.bigint()
+    opt.step()
+    elapsed += process.hrtime.bigint() - started
+    joinedMin = Math.min(joinedMin, internal.__lastStepThreads())
   }
+  return { ms: Number(elapsed) / 1e6 / STEPS, joinedMin }
+}
+
+/** A phase of these batches on `threads` threads. */
+function phaseOf(
+  threads: number,
+  batches: Array<{ ms: number; joinedMin: number }>,
+  load: ReturnType<ReturnType<typeof machineLoad>>,
+  pool: number | null,
+): Phase {
+  const ms = batches.map((b) => b.ms)
   return {
     threads,
     msPerStep: ms.map((x) => round(x)),
     bestMs: round(Math.min(...ms)),
     firstMs: round(ms[0]),
-    joinedMin: threads > 1 ? joinedMin : null,
-    ...load(),
-    poolThreads: poolThreads(),
+    joinedMin: threads > 1 ? Math.min(...batches.map((b) => b.joinedMin)) : null,
+    ...load,
+    poolThreads: pool,
   }
+}
+
+/** `count` batches of `STEPS` steps on the current pool. */
+function phase(opt: Adam, threads: number, count = BATCHES): Phase {
+  const load = machineLoad()
+  const batches = Array.from({ length: count }, () => batch(opt))
+  return phaseOf(threads, batches, load(), poolThreads())
+}
+
+/**
+ * `BATCHES` batches here and as many in `other`, in turn, this process's first: its phase and
+ * the other's.
+ */
+async function phaseInTurns(opt: Adam, threads: number, other: TurnProcess): Promise<{ own: Phase; other: Phase }> {
+  const load = machineLoad([other.pid])
+  const own: Array<{ ms: number; joinedMin: number }> = []
+  const theirs: Array<{ ms: number; joinedMin: number }> = []
+  for (let b = 0; b < BATCHES; b++) {
+    own.push(batch(opt))
+    theirs.push(await other.batch())
+  }
+  const machine = load()
+  return { own: phaseOf(threads, own, machine, poolThreads()), other: phaseOf(threads, theirs, machine, null) }
 }
 
 const model = (n: number) => new Adam([{ data: values(n, 1), grad: values(n, 2) }])
@@ -165,25 +207,31 @@ function fresh(n: number, threads: number): Phase {
   return JSON.parse(out.trim().split('\n').pop() as string)
 }
 
+interface TurnProcess {
+  pid: number
+  batch: () => Promise<{ ms: number; joinedMin: number }>
+  stop: () => void
+}
+
 /**
- * The control process: on every thread from its start, never switched; each `next()` times one
- * phase there (after the same wait for a quiet machine, stepping, as before a switch).
+ * A fresh process on every thread (its one pool, made at its start), warmed up as `fresh` warms
+ * its steps; each `batch()` runs one batch of `STEPS` steps there.
  */
-function steadyProcess(n: number): { ready: Promise<string>; next: () => Promise<Phase>; stop: () => void } {
-  const child = spawn(process.execPath, [...process.execArgv, __filename, '--steady', String(n)], {
+async function turnProcess(n: number): Promise<TurnProcess> {
+  const child = spawn(process.execPath, [...process.execArgv, __filename, '--turns', String(n)], {
     env: { ...process.env, FASTOPTIM_NUM_THREADS: String(ALL_THREADS) },
     stdio: ['pipe', 'pipe', 'inherit'],
   })
   const waiting: Array<(line: string) => void> = []
   createInterface({ input: child.stdout }).on('line', (line) => waiting.shift()?.(line))
-  const ready = new Promise<string>((resolve) => waiting.push(resolve))
+  const answer = () => new Promise<string>((resolve) => waiting.push(resolve))
+  await answer() // ready
   return {
-    ready,
-    next: async () => {
-      await ready
-      const answer = new Promise<string>((resolve) => waiting.push(resolve))
-      child.stdin.write('phase\n')
-      return JSON.parse(await answer) as Phase
+    pid: child.pid as number,
+    batch: async () => {
+      const next = answer()
+      child.stdin.write('batch\n')
+      return JSON.parse(await next) as { ms: number; joinedMin: number }
     },
     stop: () => child.kill(),
   }
@@ -198,32 +246,34 @@ async function scenario(n: number) {
       if (only === undefined || t === only) freshRuns[i].push({ afterCycle, ...fresh(n, t) })
     })
   freshNow(0)
-  const steady = steadyProcess(n)
-  // Its arrays are made and stepped once before this process makes its own, so that neither
-  // process's setup overlaps the other's timing.
-  await steady.ready
   const opt = model(n)
   setNumThreads(ALL_THREADS)
   phase(opt, ALL_THREADS, 1) // the state's pages
   const phases: Array<Phase & { cycle: number }> = []
-  const steadyPhases: Array<Phase & { cycle: number }> = []
-  const control = async (cycle: number) => {
-    const p = { cycle, ...(await steady.next()) }
-    steadyPhases.push(p)
-    console.log(`  ${label(n)}, cycle ${cycle}, the process that never switched: best ${p.bestMs} ms`)
-  }
+  /** The fresh process of each phase on every thread, its batches taken in turns with the phase's. */
+  const turns: Array<Phase & { cycle: number }> = []
   for (let cycle = 1; cycle <= CYCLES; cycle++) {
-    if (cycle % 2 === 0) await control(cycle)
     for (const threads of counts) {
+      // The fresh process starts and warms up before the switch, so that its setup overlaps no
+      // timing.
+      const other = threads === ALL_THREADS ? await turnProcess(n) : null
       quiet(opt)
       setNumThreads(threads)
-      const p = { cycle, ...phase(opt, threads) }
+      let p: Phase & { cycle: number }
+      if (other) {
+        const both = await phaseInTurns(opt, threads, other)
+        other.stop()
+        p = { cycle, ...both.own }
+        turns.push({ cycle, ...both.other })
+      } else {
+        p = { cycle, ...phase(opt, threads) }
+      }
       phases.push(p)
+      const beside = other ? `, the fresh process in turn: best ${turns[turns.length - 1].bestMs} ms` : ''
       console.log(
-        `  ${label(n)}, switch ${cycle}, ${threads} thread${threads > 1 ? 's' : ''}: best ${p.bestMs} ms, first batch ${p.firstMs} ms, fewest threads in a step ${p.joinedMin ?? '–'}, pool threads alive ${p.poolThreads ?? '–'}, other processes ${p.othersCpu} CPU, CPU pressure ${p.cpuPressure}`,
+        `  ${label(n)}, switch ${cycle}, ${threads} thread${threads > 1 ? 's' : ''}: best ${p.bestMs} ms, first batch ${p.firstMs} ms, fewest threads in a step ${p.joinedMin ?? '–'}, pool threads alive ${p.poolThreads ?? '–'}, other processes ${p.othersCpu} CPU, CPU pressure ${p.cpuPressure}${beside}`,
       )
     }
-    if (cycle % 2 === 1) await control(cycle)
     if (cycle === Math.ceil(CYCLES / 2) || cycle === CYCLES) freshNow(cycle)
     else if (cycle % FRESH_EVERY === 0) freshNow(cycle, ALL_THREADS)
   }
@@ -236,20 +286,17 @@ async function scenario(n: number) {
     )
     return { threads, bestMs, runs }
   })
-  steady.stop()
-  return { params: n, fresh: reference, phases, steady: steadyPhases }
+  return { params: n, fresh: reference, phases, turns }
 }
 
 async function main() {
   const args = process.argv.slice(2)
-  if (args[0] === '--steady') {
+  if (args[0] === '--turns') {
     const opt = model(Number(args[1]))
     phase(opt, ALL_THREADS, 1) // the state's pages, as in the alternating process
+    phase(opt, ALL_THREADS, 1) // warm-up, as in `--fresh`
     console.log('ready')
-    for await (const _ of createInterface({ input: process.stdin })) {
-      quiet(opt)
-      console.log(JSON.stringify(phase(opt, ALL_THREADS)))
-    }
+    for await (const _ of createInterface({ input: process.stdin })) console.log(JSON.stringify(batch(opt)))
     return
   }
   if (args[0] === '--fresh') {
