@@ -117,6 +117,8 @@ const threadSwitch = read<{
     phases: Array<SwitchPhase & { cycle: number }>
     /** A fresh process for each phase on every thread, its batches taken in turns with the phase's. */
     turns?: Array<SwitchPhase & { cycle: number }>
+    /** A process that never switched (as old as the switching one), in the same turns. */
+    steadyTurns?: Array<SwitchPhase & { cycle: number }>
   }>
 }>('thread-switch.json')
 
@@ -324,13 +326,13 @@ if (threadSwitch) {
   out(`### The step after setNumThreads (Adam, fp32, ${threadsLabel(all)})`)
   out()
   out(
-    `One process alternates setNumThreads(1) and setNumThreads(${all}) ${threadSwitch.cycles} times and times ${threadSwitch.batches} batches of ${threadSwitch.stepsPerBatch} steps right after each switch (\`benchmark/thread-switch.ts\`); a phase's time is its best batch. Before each switch to ${threadsLabel(all)} a fresh process starts (its one pool, on ${threadsLabel(all)}, made at its start, its steps warmed up), and after the switch the two run their batches in turn, the switched process's first: the machine's memory speed drifts, by up to 2× within seconds on a shared machine, and in turns both see the same drift, so "switched / fresh in turn" is what the pools before the switch cost. "Fresh processes alone beside it" are processes timed by themselves just before and just after the phase (one before the first switch and one after every second cycle); "first batch" is the ${threadSwitch.stepsPerBatch} steps right after a switch. A phase counts as disturbed when processes other than the two kept more than 0.1 CPU busy meanwhile.`,
+    `One process alternates setNumThreads(1) and setNumThreads(${all}) ${threadSwitch.cycles} times and times ${threadSwitch.batches} batches of ${threadSwitch.stepsPerBatch} steps right after each switch (\`benchmark/thread-switch.ts\`); a phase's time is its best batch. Before each switch to ${threadsLabel(all)} a fresh process starts (its one pool, on ${threadsLabel(all)}, made at its start, its steps warmed up), and after the switch the two run their batches in turn, the switched process's first: the machine's memory speed drifts, by up to 2× within seconds on a shared machine, and in turns both see the same drift. "Fresh processes alone beside it" are processes timed by themselves just before and just after the phase (one before the first switch and one after every second cycle); "first batch" is the ${threadSwitch.stepsPerBatch} steps right after a switch. A third process takes the same turns: started with the switching one and as old, on ${threadsLabel(all)} from its start, it never calls setNumThreads; what separates the switched phase from it is the pools' doing, what separates both from the fresh process is not. A phase counts as disturbed when processes other than these kept more than 0.1 CPU busy meanwhile.`,
   )
   out()
   out(
-    `| params | fresh process alone, ms per step, 1 / ${all} thr | after a switch to ${all} thr: median / worst phase (ms) | the fresh process in turn: median / worst phase (ms) | switched / fresh in turn, phase by phase: median / worst | phases within 10% of the fresh process in turn | worst phase / fresh processes alone beside it (phases within 10%; those processes' spread) | first batch after a switch: median / worst (ms) | fewest threads in a step | threads left by earlier pools, most in a phase | after a switch to 1 thr: median / worst phase (ms) | disturbed phases |`,
+    `| params | fresh process alone, ms per step, 1 / ${all} thr | after a switch to ${all} thr: median / worst phase (ms) | the fresh process in turn: median / worst phase (ms) | switched / fresh in turn, phase by phase: median / worst | phases within 10% of the fresh process in turn | never switched / fresh in turn: median / worst (phases within 10%) | switched / never switched in turn: median / worst (phases within 10%) | worst phase / fresh processes alone beside it (phases within 10%; those processes' spread) | first batch after a switch: median / worst (ms) | fewest threads in a step | threads left by earlier pools, most in a phase | after a switch to 1 thr: median / worst phase (ms) | disturbed phases |`,
   )
-  out('|---|---|---|---|---|---|---|---|---|---|---|---|')
+  out('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
   const ratios: string[] = []
   for (const size of threadSwitch.sizes) {
     const fresh = (t: number) => size.fresh.find((f) => f.threads === t)?.bestMs ?? NaN
@@ -358,6 +360,14 @@ if (threadSwitch) {
     const measured = over.filter(Number.isFinite)
     const within = measured.filter((x) => x <= 1.1).length
     const worstOver = measured.length ? Math.max(...measured) : NaN
+    // The process that never switched, over the fresh one, and each switched phase over it.
+    const steady = many.map((p) => (size.steadyTurns ?? []).find((c) => c.cycle === p.cycle)?.bestMs ?? NaN)
+    const steadyOver = steady.map((x, i) => x / inTurn[i]).filter(Number.isFinite)
+    const overSteady = many.map((p, i) => p.bestMs / steady[i]).filter(Number.isFinite)
+    const pair = (xs: number[]) =>
+      xs.length
+        ? `${fmt(median(xs))} / ${fmt(Math.max(...xs))} (${xs.filter((x) => x <= 1.1).length} of ${xs.length})`
+        : 'not run'
     const joined = Math.min(...many.map((p) => p.joinedMin ?? Infinity))
     // fastoptim's threads alive at a phase's end beyond its own pool's workers.
     const leftOver = Math.max(...size.phases.map((p) => (p.poolThreads ?? -Infinity) - (p.threads - 1)))
@@ -365,16 +375,18 @@ if (threadSwitch) {
       ? `${fmt(median(turns.map((p) => p.bestMs)))} / ${fmt(Math.max(...turns.map((p) => p.bestMs)))}`
       : 'not run'
     out(
-      `| ${label(size.params)} | ${fmt(fresh(1))} / ${fmt(fresh(all))} | ${fmt(median(best))} / ${fmt(Math.max(...best))} | ${turnCell} | ${fmt(median(measured))} / **${fmt(worstOver)}** | ${within} of ${many.length} | ${fmt(Math.max(...overAlone))} (${withinAlone} of ${many.length}; ${fmt(freshSpread)}×) | ${fmt(median(many.map((p) => p.firstMs)))} / ${fmt(Math.max(...many.map((p) => p.firstMs)))} | ${Number.isFinite(joined) ? joined : '–'} | ${Number.isFinite(leftOver) ? leftOver : '–'} | ${fmt(median(one.map((p) => p.bestMs)))} / ${fmt(Math.max(...one.map((p) => p.bestMs)))} | ${size.phases.filter(busy).length} of ${size.phases.length} |`,
+      `| ${label(size.params)} | ${fmt(fresh(1))} / ${fmt(fresh(all))} | ${fmt(median(best))} / ${fmt(Math.max(...best))} | ${turnCell} | ${fmt(median(measured))} / **${fmt(worstOver)}** | ${within} of ${many.length} | ${pair(steadyOver)} | ${pair(overSteady)} | ${fmt(Math.max(...overAlone))} (${withinAlone} of ${many.length}; ${fmt(freshSpread)}×) | ${fmt(median(many.map((p) => p.firstMs)))} / ${fmt(Math.max(...many.map((p) => p.firstMs)))} | ${Number.isFinite(joined) ? joined : '–'} | ${Number.isFinite(leftOver) ? leftOver : '–'} | ${fmt(median(one.map((p) => p.bestMs)))} / ${fmt(Math.max(...one.map((p) => p.bestMs)))} | ${size.phases.filter(busy).length} of ${size.phases.length} |`,
     )
-    ratios.push(`${label(size.params)}: ${many.map((p, i) => `${fmt(over[i])}${busy(p) ? '*' : ''}`).join(', ')}`)
+    ratios.push(
+      `${label(size.params)}: ${many.map((p, i) => `${fmt(over[i])}${busy(p) ? '*' : ''}`).join(', ')}${steadyOver.length ? ` (never switched: ${steadyOver.map((x) => fmt(x)).join(', ')})` : ''}`,
+    )
     const slow = many.filter((_, i) => !(over[i] <= 1.1))
     const ok = slow.length === 0 && measured.length === many.length && many.length > 0
     const quietSlow = slow.filter((p) => !busy(p)).length
     targets.push([
       '16',
       `after any sequence of setNumThreads, the ${all}-thread step within 10% of a fresh process's in every phase (${label(size.params)})`,
-      `worst phase ${fmt(worstOver)}× the fresh process that took turns with it; ${within} of ${many.length} phases within 10%`,
+      `worst phase ${fmt(worstOver)}× the fresh process that took turns with it; ${within} of ${many.length} phases within 10%${steadyOver.length ? ` (a process that never switched, in the same turns: worst ${fmt(Math.max(...steadyOver))}×, ${steadyOver.filter((x) => x <= 1.1).length} of ${steadyOver.length} within 10%; switched over never switched: worst ${fmt(Math.max(...overSteady))}×)` : ''}`,
       ok
         ? 'met'
         : `missed in ${slow.length} phase${slow.length === 1 ? '' : 's'} (${slow.length - quietSlow} of them disturbed)`,
@@ -383,7 +395,7 @@ if (threadSwitch) {
   }
   out()
   out(
-    `Each phase on ${threadsLabel(all)}, in order, over the fresh process that took turns with it (* disturbed): ${ratios.join('; ')}.`,
+    `Each phase on ${threadsLabel(all)}, in order, over the fresh process that took turns with it (* disturbed), and the same for the process that never switched: ${ratios.join('; ')}.`,
   )
   out()
 }

@@ -22,8 +22,11 @@
 // Before each switch to every thread a new process starts (its one pool on every thread, made at
 // its start, its steps warmed up as the fresh processes' above), and once the switch is made the
 // two run their batches in turn, the switched process's first: the machine's memory speed, which
-// drifts by up to 2x within seconds here, is then the same for both, batch by batch, and what
-// is left between the two best batches is the pools' doing, with the noise turns do not remove. Results: benchmark/results/thread-switch.json.
+// drifts by up to 2x within seconds here, is then the same for both, batch by batch. A third
+// process takes the same turns: started with the switching one and as old, on every thread from
+// its start, it never calls setNumThreads. What separates the switched phase from it is the pools'
+// doing; what separates both from the fresh process, a process's age. Results:
+// benchmark/results/thread-switch.json.
 import { execFileSync, spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -180,19 +183,26 @@ function phase(opt: Adam, threads: number, count = BATCHES): Phase {
 }
 
 /**
- * `BATCHES` batches here and as many in `other`, in turn, this process's first: its phase and
- * the other's.
+ * `BATCHES` batches here and as many in each of `others`, in turn, this process's first: its
+ * phase and each other's.
  */
-async function phaseInTurns(opt: Adam, threads: number, other: TurnProcess): Promise<{ own: Phase; other: Phase }> {
-  const load = machineLoad([other.pid])
+async function phaseInTurns(
+  opt: Adam,
+  threads: number,
+  others: TurnProcess[],
+): Promise<{ own: Phase; others: Phase[] }> {
+  const load = machineLoad(others.map((o) => o.pid))
   const own: Array<{ ms: number; joinedMin: number }> = []
-  const theirs: Array<{ ms: number; joinedMin: number }> = []
+  const theirs: Array<Array<{ ms: number; joinedMin: number }>> = others.map(() => [])
   for (let b = 0; b < BATCHES; b++) {
     own.push(batch(opt))
-    theirs.push(await other.batch())
+    for (const [i, other] of others.entries()) theirs[i].push(await other.batch())
   }
   const machine = load()
-  return { own: phaseOf(threads, own, machine, poolThreads()), other: phaseOf(threads, theirs, machine, null) }
+  return {
+    own: phaseOf(threads, own, machine, poolThreads()),
+    others: theirs.map((batches) => phaseOf(threads, batches, machine, null)),
+  }
 }
 
 const model = (n: number) => new Adam([{ data: values(n, 1), grad: values(n, 2) }])
@@ -246,12 +256,16 @@ async function scenario(n: number) {
       if (only === undefined || t === only) freshRuns[i].push({ afterCycle, ...fresh(n, t) })
     })
   freshNow(0)
+  // The process that never switches: made first, so that its setup overlaps no timing.
+  const steady = await turnProcess(n)
   const opt = model(n)
   setNumThreads(ALL_THREADS)
   phase(opt, ALL_THREADS, 1) // the state's pages
   const phases: Array<Phase & { cycle: number }> = []
   /** The fresh process of each phase on every thread, its batches taken in turns with the phase's. */
   const turns: Array<Phase & { cycle: number }> = []
+  /** The process that never switched, in the same turns. */
+  const steadyTurns: Array<Phase & { cycle: number }> = []
   for (let cycle = 1; cycle <= CYCLES; cycle++) {
     for (const threads of counts) {
       // The fresh process starts and warms up before the switch, so that its setup overlaps no
@@ -261,15 +275,18 @@ async function scenario(n: number) {
       setNumThreads(threads)
       let p: Phase & { cycle: number }
       if (other) {
-        const both = await phaseInTurns(opt, threads, other)
+        const all = await phaseInTurns(opt, threads, [other, steady])
         other.stop()
-        p = { cycle, ...both.own }
-        turns.push({ cycle, ...both.other })
+        p = { cycle, ...all.own }
+        turns.push({ cycle, ...all.others[0] })
+        steadyTurns.push({ cycle, ...all.others[1] })
       } else {
         p = { cycle, ...phase(opt, threads) }
       }
       phases.push(p)
-      const beside = other ? `, the fresh process in turn: best ${turns[turns.length - 1].bestMs} ms` : ''
+      const beside = other
+        ? `, in turn: the fresh process ${turns[turns.length - 1].bestMs} ms, the one that never switched ${steadyTurns[steadyTurns.length - 1].bestMs} ms`
+        : ''
       console.log(
         `  ${label(n)}, switch ${cycle}, ${threads} thread${threads > 1 ? 's' : ''}: best ${p.bestMs} ms, first batch ${p.firstMs} ms, fewest threads in a step ${p.joinedMin ?? '–'}, pool threads alive ${p.poolThreads ?? '–'}, other processes ${p.othersCpu} CPU, CPU pressure ${p.cpuPressure}${beside}`,
       )
@@ -286,7 +303,8 @@ async function scenario(n: number) {
     )
     return { threads, bestMs, runs }
   })
-  return { params: n, fresh: reference, phases, turns }
+  steady.stop()
+  return { params: n, fresh: reference, phases, turns, steadyTurns }
 }
 
 async function main() {
