@@ -224,8 +224,9 @@ interface TurnProcess {
 }
 
 /**
- * A fresh process on every thread (its one pool, made at its start), warmed up as `fresh` warms
- * its steps; each `batch()` runs one batch of `STEPS` steps there.
+ * A new process on every thread (its one pool, made at its start), warmed up as `fresh` warms
+ * its steps: a phase's fresh process, or the one that never switches. Each `batch()` runs one
+ * batch of `STEPS` steps there.
  */
 async function turnProcess(n: number): Promise<TurnProcess> {
   const child = spawn(process.execPath, [...process.execArgv, __filename, '--turns', String(n)], {
