@@ -43,12 +43,12 @@ impl Bf16 {
   /// `x` rounded to the nearest bfloat16, ties to even; every NaN to [`NAN_BITS`].
   #[inline(always)]
   pub fn from_f32(x: f32) -> Self {
-    let bits = x.to_bits();
+    // A NaN is replaced before rounding, by the float32 whose rounding is NAN_BITS: selected on
+    // the float32 lanes, the vectorised loop neither packs a mask nor blends packed halves.
+    let bits = if x.is_nan() { u32::from(NAN_BITS) << 16 } else { x.to_bits() };
     // Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even; a finite value that
     // rounds past the largest bfloat16 carries into the exponent and becomes ∞, as it should.
-    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16;
-    // Chosen in 32 bits, then narrowed once: the vectorised loop packs one vector, not two.
-    Bf16((if bits & 0x7FFF_FFFF > 0x7F80_0000 { u32::from(NAN_BITS) } else { rounded }) as u16)
+    Bf16((bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16)
   }
 
   /// The float32 of the same value (exact).
