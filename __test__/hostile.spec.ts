@@ -687,6 +687,86 @@ test('a bound stepAgain that outlives its optimizer refuses instead of touching 
   })
 })
 
+/** The 8-bit optimizers' native class and bound step, as a caller reaching the binding by file path sees them. */
+interface NativeEightBitStep {
+  setLabels(labels: string[]): void
+  exportState(index: number): { step: number } | null
+}
+const eightBit = binding as unknown as {
+  NativeEightBit: new (algorithm: string, min8BitSize: number) => NativeEightBitStep
+  eightBitStepOf(optimizer: NativeEightBitStep): (...args: unknown[]) => void
+}
+
+test('the 8-bit step reached by file path refuses bad arguments, a getter cannot run in it, and it outlives its optimizer safely', async (t) => {
+  const hyper = Float64Array.of(1e-3, 0.9, 0.999, 1e-8, 0)
+  const make = () => {
+    const opt = new eightBit.NativeEightBit('adam', 4096)
+    opt.setLabels(['p'])
+    return { opt, step: eightBit.eightBitStepOf(opt) }
+  }
+  const { opt, step } = make()
+  const data = new Float32Array(8).fill(1)
+  const grad = new Float32Array(8).fill(0.5)
+  const refused: Array<[string, unknown[], Record<string, unknown>]> = [
+    [
+      'too few arguments',
+      [hyper, data],
+      {
+        code: 'ERR_INVALID_ARG_VALUE',
+        message: 'step: expected 3 arguments (hyper, then data and grad for each of 1 parameters), got 2',
+      },
+    ],
+    [
+      'hyper not a Float64Array',
+      [Array.from(hyper), data, grad],
+      { code: 'ERR_INVALID_ARG_TYPE', message: 'step: hyper must be a Float64Array, got an Array' },
+    ],
+    [
+      'hyper of the wrong length',
+      [hyper.subarray(0, 4), data, grad],
+      { code: 'ERR_INVALID_ARG_VALUE', message: 'step: expected 5 options, got 4' },
+    ],
+    [
+      'grad of another type',
+      [hyper, data, new Int32Array(8)],
+      { code: 'ERR_INVALID_ARG_TYPE', message: 'p.grad must be a Float32Array, got Int32Array' },
+    ],
+    // A Proxy's class name is not read: that would run its getter inside the step.
+    [
+      'data behind a Proxy',
+      [hyper, new Proxy(data, { get: () => t.fail('a getter ran') }), grad],
+      { code: 'ERR_INVALID_ARG_TYPE', message: 'p.data must be a Float32Array, got an object' },
+    ],
+    ['grad overlapping data', [hyper, data, data.subarray(0, 8)], { code: 'ERR_INVALID_ARG_VALUE' }],
+  ]
+  for (const [what, args, error] of refused) {
+    t.throws(() => step(...args), error, what)
+    t.is(opt.exportState(0), null, `${what}: nothing stepped`)
+    t.deepEqual(Array.from(data), new Array(8).fill(1), `${what}: data unchanged`)
+  }
+  step(hyper, data, grad)
+  t.is(opt.exportState(0)!.step, 1)
+  t.throws(() => eightBit.eightBitStepOf({} as NativeEightBitStep), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: 'eightBitStepOf: optimizer must be a NativeEightBit',
+  })
+  // The bound step keeps no optimizer alive, and once it is collected refuses.
+  let bound: ((...args: unknown[]) => void) | undefined = make().step
+  const gc = runInNewContext('gc') as () => void
+  let error: unknown
+  for (let round = 0; round < 50 && error === undefined; round++) {
+    gc()
+    await new Promise((resolve) => setImmediate(resolve))
+    try {
+      bound(hyper, data, grad)
+    } catch (caught) {
+      error = caught
+    }
+  }
+  bound = undefined
+  t.like(error, { code: 'ERR_INVALID_STATE', message: 'step: its optimizer was collected' })
+})
+
 test('a resizable buffer shrunk below its parameter before the first step is refused, and steps once grown back', async (t) => {
   for (const key of ['data', 'grad'] as const) {
     for (const async of [false, true]) {

@@ -129,6 +129,14 @@ export interface EightBitStateDict<Options = Record<string, unknown>> {
 /** Options bitsandbytes keeps in its groups that these optimizers ignore when they hold bitsandbytes' defaults. */
 const BNB_GROUP_DEFAULTS: Readonly<Record<string, unknown>> = { alpha: 0, tAlpha: null, tBeta3: null }
 
+/** A native step: `(hyper, data0, grad0, data1, grad1, ...)`, the arrays as arguments, so that reading them runs no JavaScript. */
+type NativeStep = (...args: unknown[]) => void
+
+/** Registered by hand in src/eightbit.rs (so that a step allocates nothing), hence not in the generated typings. */
+const eightBitStepOf = (
+  native as unknown as { eightBitStepOf(optimizer: InstanceType<typeof native.NativeEightBit>): NativeStep }
+).eightBitStepOf
+
 let maps: ReturnType<typeof native.eightBitMaps> | undefined
 const quantMaps = () => (maps ??= native.eightBitMaps())
 
@@ -197,12 +205,16 @@ export abstract class EightBitOptimizer<Options extends object> {
 
   readonly #spec: EightBitSpec
   readonly #native: InstanceType<typeof native.NativeEightBit>
+  /** The native step, bound to `#native` (src/eightbit.rs, `eightBitStepOf`). */
+  readonly #step: NativeStep
   #params: Parameter<Float32Array>[] = []
   #labels: string[] = []
   #running: string | undefined
-  /** A step's arguments, kept between steps so that a step allocates none. */
-  #data: unknown[] = []
-  #grads: unknown[] = []
+  /**
+   * A step's arguments, kept between steps so that a step allocates none: the options, then each
+   * parameter's data and grad.
+   */
+  #args: unknown[] = []
   #hyper = new Float64Array(0)
   /** Each group's options as a step reads them, a row of HYPER numbers per group. */
   #rows = new Float64Array(0)
@@ -228,6 +240,7 @@ export abstract class EightBitOptimizer<Options extends object> {
     if (!whole(min)) throw outOfRange(`invalid minEightBitSize: ${String(min)} (expected a whole number >= 0)`)
     this.minEightBitSize = min as number
     this.#native = new native.NativeEightBit(spec.algorithm, this.minEightBitSize)
+    this.#step = eightBitStepOf(this.#native)
     const list = snapshotArray(params)
     if (!list)
       throw invalidType(`params must be an array of parameters or of parameter groups, got ${describe(params)}`)
@@ -316,12 +329,12 @@ export abstract class EightBitOptimizer<Options extends object> {
       const count = this.#params.length
       if (this.#hyper.length !== HYPER * count) {
         this.#hyper = new Float64Array(HYPER * count)
-        this.#data = new Array<unknown>(count).fill(null)
-        this.#grads = new Array<unknown>(count).fill(null)
+        this.#args = new Array<unknown>(1 + 2 * count).fill(null)
+        this.#args[0] = this.#hyper
       }
       const groups = this.paramGroups
       if (this.#rows.length !== HYPER * groups.length) this.#rows = new Float64Array(HYPER * groups.length)
-      const [data, grads, hyper, rows] = [this.#data, this.#grads, this.#hyper, this.#rows]
+      const [args, hyper, rows] = [this.#args, this.#hyper, this.#rows]
       for (let g = 0; g < groups.length; g++)
         checkGroup(
           this.#spec,
@@ -346,11 +359,11 @@ export abstract class EightBitOptimizer<Options extends object> {
         }
         const row = HYPER * this.#groupOf[index]
         for (let k = 0; k < HYPER; k++) hyper[HYPER * index + k] = rows[row + k]
-        data[index] = d
-        grads[index] = grad ?? null
+        args[1 + 2 * index] = d
+        args[2 + 2 * index] = grad ?? null
       }
       // The native step checks that no parameter's data overlaps another array, naming both.
-      this.#native.step(data, grads, hyper)
+      Reflect.apply(this.#step, undefined, args)
     })
   }
 

@@ -46,13 +46,6 @@ export declare class NativeEightBit {
    * ever add).
    */
   setLabels(labels: Array<string>): void
-  /**
-   * One step: parameter `i` is `data[i]`, updated by `grads[i]` (null: not stepped) with the
-   * options `hyper[5i..5i + 5]`. All checked first; then every parameter is updated, or none.
-   * The arrays are read element by element, and `hyper` borrowed, so that a step copies nothing
-   * out of JavaScript.
-   */
-  step(data: unknown, grads: unknown, hyper: Float64Array): void
   /** A copy of parameter `index`'s state, or null before its first step. */
   exportState(index: number): EightBitEntry | null
   /**

@@ -11,11 +11,15 @@ use fastoptim_core::engine::placed::Placed;
 use fastoptim_core::quantize;
 use fastoptim_core::Dtype;
 use napi::bindgen_prelude::*;
+use napi::sys;
 use napi_derive::napi;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Arc;
 
+use crate::bound;
 use crate::disjoint::{find_overlap, step_message, Span};
 use crate::js::{Fail, RawEnv, TypedView};
-use crate::MAX_STEP;
+use crate::{give_back, lend, Lent, MAX_STEP};
 
 /// The numbers per parameter of a step's `hyper`: lr, beta1, beta2, eps, weightDecay.
 const HYPER: usize = 5;
@@ -33,15 +37,36 @@ struct State {
 }
 
 /// The state of every parameter of one 8-bit optimizer.
-#[napi]
+#[napi(custom_finalize)]
 pub struct NativeEightBit {
   kind: Kind,
   min_8bit_size: usize,
   states: Vec<Option<State>>,
   /// Each parameter's name in errors (`paramGroups[g].params[i]`).
   labels: Vec<String>,
-  /// Scratch for a step's overlap check, kept so that a step allocates no span list.
+  /// A step's scratch, kept so that a step allocates nothing: its arguments, its parameters'
+  /// arrays as read, the spans of its overlap check and (empty between steps) its jobs.
+  args: Vec<sys::napi_value>,
+  views: Vec<Option<(TypedView, TypedView)>>,
   spans: Vec<Span>,
+  adam_jobs: Vec<Job<'static, <Adam8bit as EightBit>::Coeffs>>,
+  lion_jobs: Vec<Job<'static, <Lion8bit as EightBit>::Coeffs>>,
+  /// Where the step functions bound to this optimizer ([`step_of`]) find it; null once it is
+  /// finalized. Made by the first binding.
+  bound: Option<bound::Cell<NativeEightBit>>,
+}
+
+impl ObjectFinalize for NativeEightBit {
+  fn finalize(self, _env: Env) -> Result<()> {
+    if let Some(bound) = &self.bound {
+      bound.store(std::ptr::null_mut(), Ordering::Release);
+    }
+    Ok(())
+  }
+}
+
+impl<'a, C: 'static> Lent<'a> for Job<'a, C> {
+  type At<'b> = Job<'b, C>;
 }
 
 /// One parameter's state as the facade sees it: `state1`/`state2` are codes (Uint8Array) with
@@ -77,6 +102,116 @@ impl NativeEightBit {
       Kind::Lion => Lion8bit::MOMENTS,
     }
   }
+
+  /// One step over the arguments of a call of a bound step function ([`step_of`]):
+  /// `(hyper, data0, grad0, data1, grad1, ...)`, parameter `i` being `data_i`, updated by `grad_i`
+  /// (null: not stepped) with the options `hyper[5i..5i + 5]`. All checked first; then every
+  /// parameter is updated, or none. The arrays are arguments, not elements of an array, so that
+  /// reading them runs no JavaScript; `hyper` is borrowed, so a step copies nothing out of
+  /// JavaScript.
+  fn step(&mut self, raw: RawEnv, info: sys::napi_callback_info, argc: usize) -> std::result::Result<(), Fail> {
+    crate::threads::check_configured()?;
+    let count = self.states.len();
+    if argc != 1 + 2 * count {
+      return Err(Fail::value(format!(
+        "step: expected {} arguments (hyper, then data and grad for each of {count} parameters), got {argc}",
+        1 + 2 * count
+      )));
+    }
+    let mut args = std::mem::take(&mut self.args);
+    args.resize(argc, std::ptr::null_mut());
+    let mut views = std::mem::take(&mut self.views);
+    // SAFETY: this callback's own env and info; room for `argc` arguments.
+    let read = unsafe {
+      sys::napi_get_cb_info(raw.0, info, &mut { argc }, args.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut())
+    };
+    let result = if read == sys::Status::napi_ok {
+      self.step_with(raw, &args, &mut views)
+    } else {
+      Err(Fail::state("step: could not read its arguments".into()))
+    };
+    (self.args, self.views) = (args, views);
+    result
+  }
+
+  /// [`Self::step`] over its arguments, read.
+  fn step_with(
+    &mut self,
+    raw: RawEnv,
+    args: &[sys::napi_value],
+    views: &mut Vec<Option<(TypedView, TypedView)>>,
+  ) -> std::result::Result<(), Fail> {
+    let hyper = match raw.float_array(args[0])? {
+      Some(view) if view.dtype == Dtype::Float64 && !view.detached => view,
+      _ => return Err(Fail::type_error(format!("step: hyper must be a Float64Array, got {}", raw.kind_of(args[0])?))),
+    };
+    // SAFETY: a Float64Array of this call, attached, only read; no JavaScript runs during the call.
+    let hyper = unsafe { hyper.slice::<f64>() };
+    let count = self.states.len();
+    if hyper.len() != HYPER * count {
+      return Err(Fail::value(format!("step: expected {} options, got {}", HYPER * count, hyper.len())));
+    }
+    let moments = self.moments();
+    views.clear();
+    let spans = &mut self.spans;
+    spans.clear();
+    for (i, pair) in args[1..].chunks(2).enumerate() {
+      let (data, grad) = (pair[0], pair[1]);
+      if raw.is_nullish(grad)? {
+        views.push(None);
+        continue;
+      }
+      let label = &self.labels[i];
+      let param = float32(raw, data, label, "data")?;
+      let grad = float32(raw, grad, label, "grad")?;
+      if grad.len != param.len {
+        return Err(Fail::range(format!("{label}.grad has length {}, expected {} like its data", grad.len, param.len)));
+      }
+      if let Some(state) = &self.states[i] {
+        if state.step >= MAX_STEP {
+          return Err(Fail::state(format!("{label} has taken 2^53 - 1 steps, the most counted exactly")));
+        }
+        if !state.moments.fits(param.len, moments) {
+          return Err(Fail::range(format!(
+            "{label}.data has length {}, but its state was made for another length",
+            param.len
+          )));
+        }
+      }
+      spans.push(Span { start: param.address(), end: param.address() + param.byte_len(), writable: true, id: 2 * i });
+      spans.push(Span { start: grad.address(), end: grad.address() + grad.byte_len(), writable: false, id: 2 * i + 1 });
+      views.push(Some((param, grad)));
+    }
+    if let Some((a, b)) = find_overlap(spans) {
+      let name = |id: usize| format!("{}.{}", self.labels[id / 2], if id.is_multiple_of(2) { "data" } else { "grad" });
+      return Err(Fail::value(step_message(&name(a), &name(b))));
+    }
+    for (i, h) in hyper.chunks(HYPER).enumerate() {
+      if views[i].is_none() {
+        continue;
+      }
+      let unit = |x: f64| (0.0..1.0).contains(&x);
+      if !(h[0].is_finite() && h[0] >= 0.0 && unit(h[1]) && unit(h[2]) && h[3] >= 0.0 && h[4] >= 0.0) {
+        return Err(Fail::range(format!(
+          "{}: invalid options lr {}, betas ({}, {}), eps {}, weightDecay {} (expected lr >= 0, betas in [0, 1), \
+           eps >= 0, weightDecay >= 0)",
+          self.labels[i], h[0], h[1], h[2], h[3], h[4]
+        )));
+      }
+    }
+    let (kind, min) = (self.kind, self.min_8bit_size);
+    for (state, view) in self.states.iter_mut().zip(views.iter()) {
+      if let Some((param, _)) = view {
+        let state = state.get_or_insert_with(|| State { step: 0, moments: Moments::new(param.len, min, moments) });
+        state.step += 1;
+      }
+    }
+    match kind {
+      Kind::Adam => step_all::<Adam8bit>(&mut self.states, views, hyper, &mut self.adam_jobs),
+      Kind::Lion => step_all::<Lion8bit>(&mut self.states, views, hyper, &mut self.lion_jobs),
+    }
+    Ok(())
+  }
 }
 
 #[napi]
@@ -100,7 +235,12 @@ impl NativeEightBit {
       min_8bit_size: min_8bit_size as usize,
       states: Vec::new(),
       labels: Vec::new(),
+      args: Vec::new(),
+      views: Vec::new(),
       spans: Vec::new(),
+      adam_jobs: Vec::new(),
+      lion_jobs: Vec::new(),
+      bound: None,
     })
   }
 
@@ -110,99 +250,6 @@ impl NativeEightBit {
   pub fn set_labels(&mut self, labels: Vec<String>) {
     self.states.resize_with(labels.len(), || None);
     self.labels = labels;
-  }
-
-  /// One step: parameter `i` is `data[i]`, updated by `grads[i]` (null: not stepped) with the
-  /// options `hyper[5i..5i + 5]`. All checked first; then every parameter is updated, or none.
-  /// The arrays are read element by element, and `hyper` borrowed, so that a step copies nothing
-  /// out of JavaScript.
-  #[napi(catch_unwind)]
-  pub fn step(&mut self, env: Env, data: Unknown, grads: Unknown, hyper: &[f64]) -> Result<()> {
-    let raw = RawEnv(env.raw());
-    let result = (|| {
-      crate::threads::check_configured()?;
-      let count = self.states.len();
-      let (data, grads) = (data.raw(), grads.raw());
-      let lengths = (raw.array_length(data)?, raw.array_length(grads)?);
-      if lengths != (count, count) || hyper.len() != HYPER * count {
-        return Err(Fail::value(format!(
-          "step: expected {count} parameters, gradients and {} options, got {}, {} and {}",
-          HYPER * count,
-          lengths.0,
-          lengths.1,
-          hyper.len()
-        )));
-      }
-      let moments = self.moments();
-      let mut views: Vec<Option<(TypedView, TypedView)>> = Vec::with_capacity(count);
-      let spans = &mut self.spans;
-      spans.clear();
-      for i in 0..count {
-        let grad = raw.element(grads, i as u32)?;
-        if raw.is_nullish(grad)? {
-          views.push(None);
-          continue;
-        }
-        let label = &self.labels[i];
-        let param = float32(raw, raw.element(data, i as u32)?, label, "data")?;
-        let grad = float32(raw, grad, label, "grad")?;
-        if grad.len != param.len {
-          return Err(Fail::range(format!(
-            "{label}.grad has length {}, expected {} like its data",
-            grad.len, param.len
-          )));
-        }
-        if let Some(state) = &self.states[i] {
-          if state.step >= MAX_STEP {
-            return Err(Fail::state(format!("{label} has taken 2^53 - 1 steps, the most counted exactly")));
-          }
-          if !state.moments.fits(param.len, moments) {
-            return Err(Fail::range(format!(
-              "{label}.data has length {}, but its state was made for another length",
-              param.len
-            )));
-          }
-        }
-        spans.push(Span { start: param.address(), end: param.address() + param.byte_len(), writable: true, id: 2 * i });
-        spans.push(Span {
-          start: grad.address(),
-          end: grad.address() + grad.byte_len(),
-          writable: false,
-          id: 2 * i + 1,
-        });
-        views.push(Some((param, grad)));
-      }
-      if let Some((a, b)) = find_overlap(spans) {
-        let name =
-          |id: usize| format!("{}.{}", self.labels[id / 2], if id.is_multiple_of(2) { "data" } else { "grad" });
-        return Err(Fail::value(step_message(&name(a), &name(b))));
-      }
-      for (i, h) in hyper.chunks(HYPER).enumerate() {
-        if views[i].is_none() {
-          continue;
-        }
-        let unit = |x: f64| (0.0..1.0).contains(&x);
-        if !(h[0].is_finite() && h[0] >= 0.0 && unit(h[1]) && unit(h[2]) && h[3] >= 0.0 && h[4] >= 0.0) {
-          return Err(Fail::range(format!(
-            "{}: invalid options lr {}, betas ({}, {}), eps {}, weightDecay {} (expected lr >= 0, betas in [0, 1), eps >= 0, weightDecay >= 0)",
-            self.labels[i], h[0], h[1], h[2], h[3], h[4]
-          )));
-        }
-      }
-      let (kind, min) = (self.kind, self.min_8bit_size);
-      for (state, view) in self.states.iter_mut().zip(&views) {
-        if let Some((param, _)) = view {
-          let state = state.get_or_insert_with(|| State { step: 0, moments: Moments::new(param.len, min, moments) });
-          state.step += 1;
-        }
-      }
-      match kind {
-        Kind::Adam => step_all::<Adam8bit>(&mut self.states, &views, hyper),
-        Kind::Lion => step_all::<Lion8bit>(&mut self.states, &views, hyper),
-      }
-      Ok(())
-    })();
-    result.map_err(|fail: Fail| fail.throw(&env))
   }
 
   /// A copy of parameter `index`'s state, or null before its first step.
@@ -309,7 +356,7 @@ fn float32(
 ) -> std::result::Result<TypedView, Fail> {
   let what = format_args!("{label}.{field}");
   let view = raw.float_array(value)?.ok_or_else(|| {
-    Fail::type_error(format!("{what} must be a Float32Array, got {}", raw.describe(value).unwrap_or_default()))
+    Fail::type_error(format!("{what} must be a Float32Array, got {}", raw.kind_of(value).unwrap_or_default()))
   })?;
   if view.dtype != Dtype::Float32 {
     return Err(Fail::type_error(format!(
@@ -323,9 +370,15 @@ fn float32(
   Ok(view)
 }
 
-/// Steps every parameter with a gradient, in one parallel run.
-fn step_all<O: EightBit>(states: &mut [Option<State>], views: &[Option<(TypedView, TypedView)>], hyper: &[f64]) {
-  let mut jobs = Vec::with_capacity(states.len());
+/// Steps every parameter with a gradient, in one parallel run; its jobs go in the allocation that
+/// `storage` keeps between steps.
+fn step_all<O: EightBit<Coeffs: 'static>>(
+  states: &mut [Option<State>],
+  views: &[Option<(TypedView, TypedView)>],
+  hyper: &[f64],
+  storage: &mut Vec<Job<'static, O::Coeffs>>,
+) {
+  let mut jobs = lend(storage);
   for (i, (state, view)) in states.iter_mut().zip(views).enumerate() {
     let (Some(state), Some((param, grad))) = (state, view) else { continue };
     let h = &hyper[HYPER * i..HYPER * (i + 1)];
@@ -337,4 +390,45 @@ fn step_all<O: EightBit>(states: &mut [Option<State>], views: &[Option<(TypedVie
     jobs.push(job.expect("lengths checked"));
   }
   eightbit::run::<O>(&mut jobs);
+  give_back(storage, jobs);
+}
+
+/// `eightBitStepOf(optimizer)`: a function `(hyper, data0, grad0, data1, grad1, ...)` that steps
+/// `optimizer` ([`NativeEightBit::step`]), bound to it once ([`bound`]) so that a step neither
+/// checks the object's class nor unwraps it, and allocates nothing.
+pub(crate) unsafe extern "C" fn step_of_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  // SAFETY: this callback's own env and info.
+  unsafe { bound::of(env, info, "eightBitStepOf", step_of) }
+}
+
+fn step_of(env: RawEnv, object: sys::napi_value) -> std::result::Result<sys::napi_value, Fail> {
+  // SAFETY: a value of this call, which runs no JavaScript.
+  let optimizer = unsafe { bound::unwrap::<NativeEightBit>(env, object, "eightBitStepOf", "NativeEightBit")? };
+  let address: *mut NativeEightBit = optimizer;
+  let cell = optimizer.bound.get_or_insert_with(|| Arc::new(AtomicPtr::new(address)));
+  bound::bind(env, cell, c"step", step_callback)
+}
+
+/// The function [`step_of`] makes.
+unsafe extern "C" fn step_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+  // SAFETY: this callback's env and info, of a function `bind` made for a `NativeEightBit`.
+  let result = match unsafe { bound::args::<NativeEightBit, 0>(env, info) } {
+    None => Err(Fail::type_error("step: could not read its arguments".into())),
+    Some((_, _, optimizer)) if optimizer.is_null() => Err(Fail::state("step: its optimizer was collected".into())),
+    Some((_, _, optimizer)) if bound::in_step(optimizer) => {
+      Err(Fail::state("step was called from JavaScript run by a step of the same optimizer".into()))
+    }
+    Some((_, argc, optimizer)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+      let _stepping = bound::Stepping::new(optimizer);
+      // SAFETY: the optimizer is alive (its finalizer clears the pointer) and owned by its object,
+      // which does not move it; no other step of it is running (`in_step`), and the step runs no
+      // JavaScript.
+      unsafe { &mut *optimizer }.step(RawEnv(env), info, argc)
+    }))
+    .unwrap_or_else(|_| Err(Fail::state("step panicked".into()))),
+  };
+  if let Err(fail) = result {
+    let _ = fail.throw(&Env::from_raw(env));
+  }
+  std::ptr::null_mut()
 }

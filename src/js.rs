@@ -262,6 +262,44 @@ impl RawEnv {
     Ok(Some(if len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) } }))
   }
 
+  /// A typed array's class ("Int32Array", ...), "an Array" for an array, or `None` for any other
+  /// object; no JavaScript runs.
+  fn typed_array_class(self, value: sys::napi_value) -> std::result::Result<Option<&'static str>, Fail> {
+    let mut kind = 0;
+    // SAFETY: a value of this call's scope; unused outputs may be null.
+    let status = unsafe {
+      sys::napi_get_typedarray_info(
+        self.0,
+        value,
+        &mut kind,
+        ptr::null_mut(),
+        ptr::null_mut(),
+        ptr::null_mut(),
+        ptr::null_mut(),
+      )
+    };
+    if status != sys::Status::napi_ok {
+      let mut is_array = false;
+      call!("napi_is_array", sys::napi_is_array(self.0, value, &mut is_array));
+      return Ok(is_array.then_some("an Array"));
+    }
+    use sys::TypedarrayType as T;
+    Ok(Some(match kind {
+      T::int8_array => "Int8Array",
+      T::uint8_array => "Uint8Array",
+      T::uint8_clamped_array => "Uint8ClampedArray",
+      T::int16_array => "Int16Array",
+      T::uint16_array => "Uint16Array",
+      T::int32_array => "Int32Array",
+      T::uint32_array => "Uint32Array",
+      T::float32_array => "Float32Array",
+      T::float64_array => "Float64Array",
+      T::bigint64_array => "BigInt64Array",
+      T::biguint64_array => "BigUint64Array",
+      _ => "a typed array",
+    }))
+  }
+
   /// A typed array's buffer and its byte offset in it.
   pub fn buffer_of(self, typed_array: sys::napi_value) -> std::result::Result<(sys::napi_value, usize), Fail> {
     let (mut buffer, mut offset) = (ptr::null_mut(), 0);
@@ -393,8 +431,24 @@ impl RawEnv {
 
   /// A short description of a value for error messages: its constructor name or its type.
   pub fn describe(self, value: sys::napi_value) -> std::result::Result<String, Fail> {
-    let kind = self.type_of(value)?;
-    Ok(match kind {
+    if self.type_of(value)? != sys::ValueType::napi_object {
+      return self.kind_of(value);
+    }
+    let constructor = self.property(value, c"constructor")?;
+    if self.type_of(constructor)? != sys::ValueType::napi_function {
+      return Ok("an object".into());
+    }
+    let name = self.property(constructor, c"name")?;
+    // SAFETY: a value of this scope.
+    let name = unsafe { String::from_napi_value(self.0, name) }.unwrap_or_default();
+    Ok(if name.is_empty() { "an object".into() } else { name })
+  }
+
+  /// What `value` is, for an error, named without running JavaScript: its type, or for an object
+  /// "an Array", a typed array's class or "an object" ([`Self::describe`] reads the class's name,
+  /// which may run a getter).
+  pub fn kind_of(self, value: sys::napi_value) -> std::result::Result<String, Fail> {
+    Ok(match self.type_of(value)? {
       sys::ValueType::napi_undefined => "undefined".into(),
       sys::ValueType::napi_null => "null".into(),
       sys::ValueType::napi_boolean => "a boolean".into(),
@@ -403,21 +457,10 @@ impl RawEnv {
       sys::ValueType::napi_function => "a function".into(),
       sys::ValueType::napi_bigint => "a bigint".into(),
       sys::ValueType::napi_symbol => "a symbol".into(),
-      _ => {
-        let constructor = self.property(value, c"constructor")?;
-        if self.type_of(constructor)? == sys::ValueType::napi_function {
-          let name = self.property(constructor, c"name")?;
-          // SAFETY: a value of this scope.
-          let name = unsafe { String::from_napi_value(self.0, name) }.unwrap_or_default();
-          if name.is_empty() {
-            "an object".into()
-          } else {
-            name
-          }
-        } else {
-          "an object".into()
-        }
-      }
+      _ => match self.typed_array_class(value)? {
+        Some(class) => class.into(),
+        None => "an object".into(),
+      },
     })
   }
 }

@@ -7,6 +7,7 @@
 //! slices, which keeps what the earlier slices wrote: see `task.rs`).
 
 mod averaging;
+mod bound;
 mod checkpoint;
 mod clip;
 mod disjoint;
@@ -220,7 +221,7 @@ pub struct NativeOptimizer {
   pub(crate) last_non_finite: bool,
   /// Where the `stepAgain` functions bound to this optimizer ([`step_again_of`]) find it; null
   /// once it is finalized. Made by the first binding.
-  bound: Option<Arc<AtomicPtr<NativeOptimizer>>>,
+  bound: Option<bound::Cell<NativeOptimizer>>,
   /// The `stateDtype` it was made with, if any: `"float32"` or `"bfloat16"`, for float32
   /// parameters only.
   pub(crate) state_dtype: Option<&'static str>,
@@ -332,7 +333,7 @@ impl NativeOptimizer {
     let raw = RawEnv(env.raw());
     let params = params.raw();
     let skip = skip_non_finite.unwrap_or(false);
-    let _stepping = Stepping::new(self);
+    let _stepping = bound::Stepping::new(self);
     let result = packed_options(raw, packed.raw(), "step").and_then(|packed| {
       // SAFETY: a Float64Array of this call, attached; no JavaScript runs during the call, and
       // the step reads it before it writes the group state there.
@@ -360,80 +361,32 @@ impl NativeOptimizer {
 /// repeat (none yet, the last read other memory than the one before it, or the state was loaded
 /// or a `stepAsync` ran since).
 ///
-/// The function is bound to the optimizer once, so that a step neither checks the optimizer
-/// object's class nor unwraps it (two private-property lookups, a tenth of a 1K step): it holds
-/// the optimizer's address in a cell the optimizer clears when it is finalized, after which the
-/// function refuses with `ERR_INVALID_STATE`. Registered by hand rather than with `#[napi]` so
-/// that a step allocates nothing: napi-rs's glue allocates a borrow registry for every call with
-/// arguments.
+/// The function is bound to the optimizer once ([`bound`]), so that a step neither checks the
+/// optimizer object's class nor unwraps it (two private-property lookups, a tenth of a 1K step),
+/// and allocates nothing.
 unsafe extern "C" fn step_again_of_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-  let mut argc = 1;
-  let mut argv = [std::ptr::null_mut(); 1];
-  // SAFETY: the callback's own env and info; room for one argument.
-  let status = unsafe {
-    sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut())
-  };
-  let result = if status != sys::Status::napi_ok || argc < 1 {
-    Err(Fail::type_error("stepAgainOf(optimizer) takes one argument".into()))
-  } else {
-    std::panic::catch_unwind(|| step_again_of(RawEnv(env), argv[0]))
-      .unwrap_or_else(|_| Err(Fail::state("stepAgainOf panicked".into())))
-  };
-  match result {
-    Ok(function) => function,
-    Err(fail) => {
-      let _ = fail.throw(&Env::from_raw(env));
-      std::ptr::null_mut()
-    }
-  }
+  // SAFETY: this callback's own env and info.
+  unsafe { bound::of(env, info, "stepAgainOf", step_again_of) }
 }
 
 fn step_again_of(env: RawEnv, object: sys::napi_value) -> std::result::Result<sys::napi_value, Fail> {
   // SAFETY: a value of this call, which runs no JavaScript.
   let optimizer = unsafe { unwrap_optimizer(env, object, "stepAgainOf")? };
   let address: *mut NativeOptimizer = optimizer;
-  let cell = optimizer.bound.get_or_insert_with(|| Arc::new(AtomicPtr::new(address))).clone();
-  let data = Arc::into_raw(cell) as *mut std::ffi::c_void;
-  let mut function = std::ptr::null_mut();
-  // SAFETY: this call's env; the callback has the signature Node-API expects; `data` is an
-  // `Arc` the finalizer below takes back.
-  let made = unsafe {
-    sys::napi_create_function(env.0, c"stepAgain".as_ptr(), 9, Some(step_again_callback), data, &mut function)
-  };
-  // SAFETY: as above; the finalizer runs once, when the function is collected.
-  if made != sys::Status::napi_ok
-    || unsafe {
-      sys::napi_add_finalizer(env.0, function, data, Some(drop_bound), std::ptr::null_mut(), std::ptr::null_mut())
-    } != sys::Status::napi_ok
-  {
-    // SAFETY: the `Arc` made above, not handed to a finalizer.
-    drop(unsafe { Arc::from_raw(data as *const AtomicPtr<NativeOptimizer>) });
-    return Err(Fail::state("stepAgainOf: could not make the function".into()));
-  }
-  Ok(function)
-}
-
-unsafe extern "C" fn drop_bound(_env: sys::napi_env, data: *mut std::ffi::c_void, _hint: *mut std::ffi::c_void) {
-  // SAFETY: `data` is the `Arc` `step_again_of` made for this function, taken back once.
-  drop(unsafe { Arc::from_raw(data as *const AtomicPtr<NativeOptimizer>) });
+  let cell = optimizer.bound.get_or_insert_with(|| Arc::new(AtomicPtr::new(address)));
+  bound::bind(env, cell, c"stepAgain", step_again_callback)
 }
 
 /// The function [`step_again_of`] makes: `(packed, skipNonFinite)`.
 unsafe extern "C" fn step_again_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-  let mut argc = 2;
-  let mut argv = [std::ptr::null_mut(); 2];
-  let mut data = std::ptr::null_mut();
-  // SAFETY: the callback's own env and info; room for two arguments.
-  let status =
-    unsafe { sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), std::ptr::null_mut(), &mut data) };
-  let result = if status != sys::Status::napi_ok || argc < 1 || data.is_null() {
-    Err(Fail::type_error("stepAgain(packed, skipNonFinite) takes one or two arguments".into()))
-  } else {
-    let skip = argc >= 2 && RawEnv(env).is_true(argv[1]).unwrap_or(false);
-    // SAFETY: the function's data is the `Arc` its finalizer drops, alive while it can be called.
-    let cell = unsafe { &*(data as *const AtomicPtr<NativeOptimizer>) };
-    std::panic::catch_unwind(|| step_again(RawEnv(env), cell.load(Ordering::Acquire), argv[0], skip))
-      .unwrap_or_else(|_| Err(Fail::state("stepAgain panicked".into())))
+  // SAFETY: this callback's env and info, of a function `bind` made for a `NativeOptimizer`.
+  let result = match unsafe { bound::args::<NativeOptimizer, 2>(env, info) } {
+    Some((argv, argc, optimizer)) if argc >= 1 => {
+      let skip = argc >= 2 && RawEnv(env).is_true(argv[1]).unwrap_or(false);
+      std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step_again(RawEnv(env), optimizer, argv[0], skip)))
+        .unwrap_or_else(|_| Err(Fail::state("stepAgain panicked".into())))
+    }
+    _ => Err(Fail::type_error("stepAgain(packed, skipNonFinite) takes one or two arguments".into())),
   };
   let mut value = std::ptr::null_mut();
   // SAFETY: creating a value or throwing in this callback's env.
@@ -450,34 +403,17 @@ unsafe extern "C" fn step_again_callback(env: sys::napi_env, info: sys::napi_cal
   value
 }
 
-/// The `NativeOptimizer` a JavaScript object wraps, checked as napi-rs's method glue checks a
-/// receiver, for functions that must not go through that glue (it allocates, and for a returned
-/// `AsyncTask` it keeps the object borrowed until the task settles).
+/// The `NativeOptimizer` a JavaScript object wraps ([`bound::unwrap`]).
 ///
 /// # Safety
-/// `object` must be a value of `env`'s current call. The reference must not outlive the call,
-/// and the call must not run JavaScript while it lives.
+/// As [`bound::unwrap`].
 pub(crate) unsafe fn unwrap_optimizer<'a>(
   env: RawEnv,
   object: sys::napi_value,
   what: &str,
 ) -> std::result::Result<&'a mut NativeOptimizer, Fail> {
-  // SAFETY: a value of this call's scope.
-  let wrong_class = || Fail::type_error(format!("{what}: optimizer must be a NativeOptimizer"));
-  unsafe { validate_type_tag(env.0, object, &<NativeOptimizer as TypeTag>::type_tag(), "NativeOptimizer") }
-    .map_err(|_| wrong_class())?;
-  let mut wrapped = std::ptr::null_mut();
-  // SAFETY: as above; the tag proves the object wraps a `NativeOptimizer`.
-  if unsafe { sys::napi_unwrap(env.0, object, &mut wrapped) } != sys::Status::napi_ok {
-    return Err(wrong_class());
-  }
-  let wrapped = wrapped.cast::<NativeOptimizer>();
-  if in_step(wrapped) {
-    return Err(Fail::state(format!("{what} was called from JavaScript run by a step of the same optimizer")));
-  }
-  // SAFETY: the object owns this `NativeOptimizer` and cannot be collected during the call; no
-  // other call on it is running (`in_step`), and none can start while no JavaScript runs.
-  Ok(unsafe { &mut *wrapped })
+  // SAFETY: the caller's guarantees.
+  unsafe { bound::unwrap(env, object, what, "NativeOptimizer") }
 }
 
 fn step_again(
@@ -489,11 +425,11 @@ fn step_again(
   if optimizer.is_null() {
     return Err(Fail::state("stepAgain: its optimizer was collected".into()));
   }
-  if in_step(optimizer) {
+  if bound::in_step(optimizer) {
     return Err(Fail::state("stepAgain was called from JavaScript run by a step of the same optimizer".into()));
   }
   // SAFETY: the optimizer is alive (its finalizer clears the pointer) and owned by its object,
-  // which does not move it; no other call on it is running (`in_step`), and none can start while
+  // which does not move it; no other call on it is running (`bound::in_step`), and none can start while
   // this call runs no JavaScript.
   let optimizer = unsafe { &mut *optimizer };
   let packed = packed_options(env, packed, "stepAgain")?;
@@ -524,51 +460,26 @@ fn packed_options(env: RawEnv, packed: sys::napi_value, what: &str) -> std::resu
 #[napi(module_exports)]
 pub fn exports(mut exports: Object, env: Env) -> Result<()> {
   js::take_fill(RawEnv(env.raw())).map_err(|fail| fail.throw(&env))?;
-  let mut function = std::ptr::null_mut();
-  // SAFETY: the module's env; the callback has the signature Node-API expects.
-  check_status!(unsafe {
-    sys::napi_create_function(
-      env.raw(),
-      c"stepAgainOf".as_ptr(),
-      11,
-      Some(step_again_of_callback),
-      std::ptr::null_mut(),
-      &mut function,
-    )
-  })?;
-  // SAFETY: a function just created in this env.
-  exports.set_named_property("stepAgainOf", unsafe { Unknown::from_raw_unchecked(env.raw(), function) })?;
+  // Registered by hand: the functions they return are too ([`bound`]).
+  let by_hand: [(&std::ffi::CStr, bound::Callback); 2] =
+    [(c"stepAgainOf", step_again_of_callback), (c"eightBitStepOf", eightbit::step_of_callback)];
+  for (name, callback) in by_hand {
+    let mut function = std::ptr::null_mut();
+    // SAFETY: the module's env; the callback has the signature Node-API expects.
+    check_status!(unsafe {
+      sys::napi_create_function(
+        env.raw(),
+        name.as_ptr(),
+        name.count_bytes() as isize,
+        Some(callback),
+        std::ptr::null_mut(),
+        &mut function,
+      )
+    })?;
+    // SAFETY: a function just created in this env.
+    exports.set_named_property(&name.to_string_lossy(), unsafe { Unknown::from_raw_unchecked(env.raw(), function) })?;
+  }
   Ok(())
-}
-
-thread_local! {
-  /// The optimizers whose `step` is running on this thread (a getter it runs may call into them).
-  static IN_STEP: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-fn in_step(optimizer: *const NativeOptimizer) -> bool {
-  IN_STEP.with(|active| active.borrow().contains(&(optimizer as usize)))
-}
-
-/// Marks `optimizer` as in a step until dropped.
-struct Stepping(usize);
-
-impl Stepping {
-  fn new(optimizer: *const NativeOptimizer) -> Self {
-    IN_STEP.with(|active| active.borrow_mut().push(optimizer as usize));
-    Stepping(optimizer as usize)
-  }
-}
-
-impl Drop for Stepping {
-  fn drop(&mut self) {
-    IN_STEP.with(|active| {
-      let mut active = active.borrow_mut();
-      if let Some(i) = active.iter().rposition(|&a| a == self.0) {
-        active.remove(i);
-      }
-    });
-  }
 }
 
 impl NativeOptimizer {
@@ -816,7 +727,7 @@ pub(crate) fn advance<O: Optimizer>(
 }
 
 /// A job of a step, dense or sparse, whatever it borrows for: what [`lend`] and [`give_back`] keep.
-trait Lent<'a> {
+pub(crate) trait Lent<'a> {
   type At<'b>;
 }
 
@@ -829,7 +740,7 @@ impl<'a, T: 'static, C: 'static> Lent<'a> for SparseJob<'a, T, C> {
 }
 
 /// An empty vector of jobs that borrow for `'a`, in the allocation `storage` kept.
-fn lend<'a, J: Lent<'static>>(storage: &mut Vec<J>) -> Vec<J::At<'a>> {
+pub(crate) fn lend<'a, J: Lent<'static>>(storage: &mut Vec<J>) -> Vec<J::At<'a>> {
   let mut jobs = std::mem::ManuallyDrop::new(std::mem::take(storage));
   jobs.clear();
   // SAFETY: `J` and `J::At<'a>` are one job type that differs only in a lifetime, so they have the
@@ -838,7 +749,7 @@ fn lend<'a, J: Lent<'static>>(storage: &mut Vec<J>) -> Vec<J::At<'a>> {
 }
 
 /// Keeps the allocation of `jobs`, emptied, in `storage` for the next step.
-fn give_back<'a, J: Lent<'static>>(storage: &mut Vec<J>, jobs: Vec<J::At<'a>>) {
+pub(crate) fn give_back<'a, J: Lent<'static>>(storage: &mut Vec<J>, jobs: Vec<J::At<'a>>) {
   let mut jobs = std::mem::ManuallyDrop::new(jobs);
   jobs.clear();
   // SAFETY: as in `lend`.
