@@ -6,7 +6,8 @@
 // setNumThreads(all) 20 times and times 5 batches of 20 steps right after each switch, with no
 // warm-up; fresh processes time the same step (20 steps of warm-up, then 5 batches of 20 steps):
 // on every thread before the first switch and after every second cycle, so that each phase has a
-// fresh process timed just before it and one just after, and on one thread before the first switch, after the tenth and after the last.
+// fresh process timed just before it and one just after, and on one thread before the first
+// switch, after the tenth and after the last.
 //
 // Each phase reports its best batch and its first (the steps right after the switch); how many
 // threads joined its steps (`__lastStepThreads`, an internal export); how many of fastoptim's
