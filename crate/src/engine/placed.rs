@@ -4,11 +4,11 @@
 //! at any moment it holds one cache line of each array in L1. Large allocations come from the
 //! system in whole pages placed one after another, so a parameter's buffers start at the same
 //! offset within a page and their lines at one index fall in the same L1 set. At some sizes that
-//! made a step much slower: Adam at 32M float32 elements took 55.9 ms where it takes 32.8 (one
-//! thread), at 64M with bfloat16 state 101.9 ms against 68.7 (`cargo bench --bench placed`
-//! measures both ways; BENCHMARKS.md, "Design choices"). The likely cause is the L1 way predictor
-//! of AMD's cores, which tells the lines of a set apart by a hash of their address bits: two lines
-//! written in turn whose addresses hash alike cannot both stay.
+//! made a step much slower, Adam at 32M float32 elements and at 64M with bfloat16 state among them
+//! (`cargo bench --bench placed` measures both ways; BENCHMARKS.md, "Design choices", has the
+//! figures). The likely cause is the L1 way predictor of AMD's cores, which tells the lines of a
+//! set apart by a hash of their address bits: two lines written in turn whose addresses hash alike
+//! cannot both stay.
 //!
 //! A [`Placed`] buffer of at least [`PLACED_MIN_BYTES`] starts `(index % 3 + 1)` ×
 //! [`STAGGER_BYTES`] into its allocation, where `index` is its place among the parameter's
