@@ -113,6 +113,37 @@ pub(crate) unsafe fn args<T, const N: usize>(
   Some((argv, argc, cell.load(Ordering::Acquire)))
 }
 
+/// Runs `f` on the object of a call of a bound function `what` ([`args`]' address), refusing
+/// with `ERR_INVALID_STATE` when the object was finalized or a step of it is running below on the
+/// stack ([`in_step`]); a panic becomes an error. `f` must run no JavaScript (so it is not marked
+/// as in a step: nothing can call back into the object while it runs).
+pub(crate) fn enter<T, R>(
+  object: *mut T,
+  what: &str,
+  f: impl FnOnce(&mut T) -> std::result::Result<R, Fail>,
+) -> std::result::Result<R, Fail> {
+  if object.is_null() {
+    return Err(Fail::state(format!("{what}: its optimizer was collected")));
+  }
+  if in_step(object) {
+    return Err(Fail::state(format!("{what} was called from JavaScript run by a step of the same optimizer")));
+  }
+  std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // SAFETY: the object is alive (its finalizer clears the address a bound function holds) and
+    // owned by its JavaScript object, which does not move it; no other call on it is running
+    // (`in_step`), and none can start while `f` runs no JavaScript.
+    f(unsafe { &mut *object })
+  }))
+  .unwrap_or_else(|_| Err(Fail::state(format!("{what} panicked"))))
+}
+
+/// Clears `cell`, when there is one: what the finalizer of an object with bound functions does.
+pub(crate) fn release<T>(cell: &Option<Cell<T>>) {
+  if let Some(cell) = cell {
+    cell.store(std::ptr::null_mut(), Ordering::Release);
+  }
+}
+
 /// The `T` that a JavaScript object wraps, checked as napi-rs's method glue checks a receiver,
 /// for functions that must not go through that glue (it allocates, and for a returned `AsyncTask`
 /// it keeps the object borrowed until the task settles). `class` names `T` in the error.

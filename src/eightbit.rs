@@ -13,7 +13,7 @@ use fastoptim_core::Dtype;
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::AtomicPtr;
 use std::sync::Arc;
 
 use crate::bound;
@@ -58,9 +58,7 @@ pub struct NativeEightBit {
 
 impl ObjectFinalize for NativeEightBit {
   fn finalize(self, _env: Env) -> Result<()> {
-    if let Some(bound) = &self.bound {
-      bound.store(std::ptr::null_mut(), Ordering::Release);
-    }
+    bound::release(&self.bound);
     Ok(())
   }
 }
@@ -414,18 +412,7 @@ unsafe extern "C" fn step_callback(env: sys::napi_env, info: sys::napi_callback_
   // SAFETY: this callback's env and info, of a function `bind` made for a `NativeEightBit`.
   let result = match unsafe { bound::args::<NativeEightBit, 0>(env, info) } {
     None => Err(Fail::type_error("step: could not read its arguments".into())),
-    Some((_, _, optimizer)) if optimizer.is_null() => Err(Fail::state("step: its optimizer was collected".into())),
-    Some((_, _, optimizer)) if bound::in_step(optimizer) => {
-      Err(Fail::state("step was called from JavaScript run by a step of the same optimizer".into()))
-    }
-    Some((_, argc, optimizer)) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-      let _stepping = bound::Stepping::new(optimizer);
-      // SAFETY: the optimizer is alive (its finalizer clears the pointer) and owned by its object,
-      // which does not move it; no other step of it is running (`in_step`), and the step runs no
-      // JavaScript.
-      unsafe { &mut *optimizer }.step(RawEnv(env), info, argc)
-    }))
-    .unwrap_or_else(|_| Err(Fail::state("step panicked".into()))),
+    Some((_, argc, optimizer)) => bound::enter(optimizer, "step", |optimizer| optimizer.step(RawEnv(env), info, argc)),
   };
   if let Err(fail) = result {
     let _ = fail.throw(&Env::from_raw(env));

@@ -33,7 +33,7 @@ use napi_derive::napi;
 
 use js::{camel_case, Fail, RawEnv, TypedView};
 use params::{ParamView, Reader};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::AtomicPtr;
 use std::sync::Arc;
 
 /// Defines [`Algorithm`], one variant per optimizer of the core's registry, and `with_optimizer!`,
@@ -229,9 +229,7 @@ pub struct NativeOptimizer {
 
 impl ObjectFinalize for NativeOptimizer {
   fn finalize(mut self, env: Env) -> Result<()> {
-    if let Some(bound) = &self.bound {
-      bound.store(std::ptr::null_mut(), Ordering::Release);
-    }
+    bound::release(&self.bound);
     self.reader.forget(RawEnv(env.raw()));
     Ok(())
   }
@@ -383,8 +381,7 @@ unsafe extern "C" fn step_again_callback(env: sys::napi_env, info: sys::napi_cal
   let result = match unsafe { bound::args::<NativeOptimizer, 2>(env, info) } {
     Some((argv, argc, optimizer)) if argc >= 1 => {
       let skip = argc >= 2 && RawEnv(env).is_true(argv[1]).unwrap_or(false);
-      std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step_again(RawEnv(env), optimizer, argv[0], skip)))
-        .unwrap_or_else(|_| Err(Fail::state("stepAgain panicked".into())))
+      bound::enter(optimizer, "stepAgain", |optimizer| step_again(RawEnv(env), optimizer, argv[0], skip))
     }
     _ => Err(Fail::type_error("stepAgain(packed, skipNonFinite) takes one or two arguments".into())),
   };
@@ -418,20 +415,10 @@ pub(crate) unsafe fn unwrap_optimizer<'a>(
 
 fn step_again(
   env: RawEnv,
-  optimizer: *mut NativeOptimizer,
+  optimizer: &mut NativeOptimizer,
   packed: sys::napi_value,
   skip_non_finite: bool,
 ) -> std::result::Result<Option<StepReport>, Fail> {
-  if optimizer.is_null() {
-    return Err(Fail::state("stepAgain: its optimizer was collected".into()));
-  }
-  if bound::in_step(optimizer) {
-    return Err(Fail::state("stepAgain was called from JavaScript run by a step of the same optimizer".into()));
-  }
-  // SAFETY: the optimizer is alive (its finalizer clears the pointer) and owned by its object,
-  // which does not move it; no other call on it is running (`bound::in_step`), and none can start while
-  // this call runs no JavaScript.
-  let optimizer = unsafe { &mut *optimizer };
   let packed = packed_options(env, packed, "stepAgain")?;
   if !optimizer.reader.remembered {
     return Ok(None);
