@@ -344,6 +344,7 @@ pub(crate) mod avx512 {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
   use std::arch::x86_64::*;
+  use std::mem::MaybeUninit;
 
   use super::{Block, Lanes, BLOCK};
   use crate::quantize::{QuantMap, RANGE_LIMIT, RANGE_SHIFT};
@@ -462,41 +463,9 @@ pub(crate) mod avx2 {
     unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) }
   }
 
-  /// The codes of 8 quotients in [−1, 1] (or NaN) in the low 8 bytes. The 8 ranges, clamped to
-  /// the table's, fit 16 bits: packed into two 64-bit registers, they index eight loads (fewer
-  /// moves out of the vector registers than one per lane, and no gather, as [`dequantize`]).
-  ///
-  /// # Safety
-  /// AVX2; `table` is `map.packed()`'s entry of range 0.
-  #[inline(always)]
-  pub unsafe fn lookup(q: __m256, table: *const i32) -> __m128i {
-    // SAFETY: register arithmetic, and loads of ranges clamped to the table's (caller).
-    unsafe {
-      let bits = _mm256_castps_si256(q);
-      let key = _mm256_xor_si256(bits, _mm256_srli_epi32::<1>(_mm256_srai_epi32::<31>(bits)));
-      let range = _mm256_srai_epi32::<{ RANGE_SHIFT as i32 }>(key);
-      let range =
-        _mm256_min_epi32(_mm256_max_epi32(range, _mm256_set1_epi32(-RANGE_LIMIT - 1)), _mm256_set1_epi32(RANGE_LIMIT));
-      let packed = _mm_packs_epi32(_mm256_castsi256_si128(range), _mm256_extracti128_si256::<1>(range));
-      let (r0, r1) = (_mm_cvtsi128_si64(packed), _mm_extract_epi64::<1>(packed));
-      let at = |r: i64, i: u32| *table.offset((r >> (16 * i)) as i16 as isize);
-      let entry =
-        _mm256_setr_epi32(at(r0, 0), at(r0, 1), at(r0, 2), at(r0, 3), at(r1, 0), at(r1, 1), at(r1, 2), at(r1, 3));
-      let low = _mm256_and_si256(key, _mm256_set1_epi32(0xffff));
-      // Both sides are below 2^16: a signed comparison is the unsigned one.
-      let below = _mm256_cmpgt_epi32(_mm256_srli_epi32::<16>(entry), low);
-      let code = _mm256_blendv_epi8(_mm256_srli_epi32::<8>(entry), entry, below);
-      // The low byte of each lane, then the two 128-bit halves' four bytes side by side.
-      let bytes = _mm256_shuffle_epi8(
-        code,
-        _mm256_setr_epi8(
-          0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-          -1, -1, -1,
-        ),
-      );
-      _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256::<1>(bytes))
-    }
-  }
+  /// A block's ranges or keys' low bits, aligned for vector loads.
+  #[repr(C, align(32))]
+  struct Keys([i32; BLOCK]);
 
   /// Quantizes a whole block whose largest magnitudes are the lanes of `top`: writes its 256
   /// codes at `codes`, returns its absmax. The quotients are the divide instruction's: on Zen 3
@@ -504,28 +473,65 @@ pub(crate) mod avx2 {
   /// with their near-boundary marks, the kernel being bound by instructions there, not by the
   /// divide unit (docs/eightbit.md).
   ///
+  /// In two passes. The first divides every value and keeps its range (its [`ordered`] key's
+  /// index into the packed table, clamped to the table's: NaN's keys fall outside) and its key's
+  /// low 16 bits. The second loads each vector's 8 entries (eight loads indexed from the stored
+  /// ranges; no gather, as [`dequantize`]) and picks each code with one comparison and one
+  /// selection ([`QuantMap::code`]). One pass that carried each quotient from its division
+  /// through moves out of the vector registers to its loads, a long dependent chain per vector,
+  /// made the whole 8-bit step 15-20% slower (docs/eightbit.md).
+  ///
   /// [`BlockDivisor`]: super::BlockDivisor
+  /// [`ordered`]: crate::quantize::ordered
   ///
   /// # Safety
   /// AVX2 and FMA; `codes` writable for 256 bytes.
   #[inline(always)]
   pub unsafe fn quantize(map: &QuantMap, values: &Block, top: __m256, codes: *mut u8) -> f32 {
     let mut lanes = [0.0f32; 8];
-    // SAFETY: 8 floats into `lanes`.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), top) };
-    let top = lanes.iter().fold(-f32::MAX, |a, &x| a.max(x));
-    // SAFETY: the range-0 entry of the packed table, in its middle.
-    let table = unsafe { map.packed().as_ptr().add(RANGE_LIMIT as usize + 1) }.cast::<i32>();
-    // SAFETY (all below): 8 values within the aligned block and 8 codes within the block's 256
-    // (k < 32; caller).
+    // Every element written by the first pass before the second reads it.
+    let (mut ranges, mut lows) = (MaybeUninit::<Keys>::uninit(), MaybeUninit::<Keys>::uninit());
+    let (ranges, lows) = (ranges.as_mut_ptr().cast::<i32>(), lows.as_mut_ptr().cast::<i32>());
+    // SAFETY (all below): 8 floats into `lanes`; vector k (k < 32) of the aligned block, of the
+    // aligned keys and of the block's 256 codes (caller); table entries at ranges clamped to the
+    // table's, from its range-0 entry, in its middle.
     unsafe {
-      let x = |k: usize| -> __m256 { _mm256_load_ps(values.0.as_ptr().add(8 * k)) };
+      _mm256_storeu_ps(lanes.as_mut_ptr(), top);
+      let top = lanes.iter().fold(-f32::MAX, |a, &x| a.max(x));
       let t = _mm256_set1_ps(top);
-      for k in 0..32 {
-        _mm_storel_epi64(codes.add(8 * k).cast(), lookup(_mm256_div_ps(x(k), t), table));
+      let table = map.packed().as_ptr().add(RANGE_LIMIT as usize + 1).cast::<i32>();
+      for k in 0..BLOCK / 8 {
+        let bits = _mm256_castps_si256(_mm256_div_ps(_mm256_load_ps(values.0.as_ptr().add(8 * k)), t));
+        let key = _mm256_xor_si256(bits, _mm256_srli_epi32::<1>(_mm256_srai_epi32::<31>(bits)));
+        let range = _mm256_srai_epi32::<{ RANGE_SHIFT as i32 }>(key);
+        let range = _mm256_min_epi32(
+          _mm256_max_epi32(range, _mm256_set1_epi32(-RANGE_LIMIT - 1)),
+          _mm256_set1_epi32(RANGE_LIMIT),
+        );
+        _mm256_store_si256(ranges.add(8 * k).cast(), range);
+        _mm256_store_si256(lows.add(8 * k).cast(), _mm256_and_si256(key, _mm256_set1_epi32(0xffff)));
       }
+      for k in 0..BLOCK / 8 {
+        let range = ranges.add(8 * k);
+        let at = |i: usize| *table.offset(*range.add(i) as isize);
+        let entry = _mm256_setr_epi32(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7));
+        let low = _mm256_load_si256(lows.add(8 * k).cast());
+        // Both sides are below 2^16: a signed comparison is the unsigned one.
+        let below = _mm256_cmpgt_epi32(_mm256_srli_epi32::<16>(entry), low);
+        let code = _mm256_blendv_epi8(_mm256_srli_epi32::<8>(entry), entry, below);
+        // The low byte of each lane, then the two 128-bit halves' four bytes side by side.
+        let bytes = _mm256_shuffle_epi8(
+          code,
+          _mm256_setr_epi8(
+            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
+            -1, -1, -1, -1,
+          ),
+        );
+        let packed = _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256::<1>(bytes));
+        _mm_storel_epi64(codes.add(8 * k).cast(), packed);
+      }
+      top
     }
-    top
   }
 }
 
