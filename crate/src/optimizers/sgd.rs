@@ -230,6 +230,10 @@ mod tests {
       Sgd { momentum: 0.9, dampening: 0.3, weight_decay: 1e-2, maximize: true, ..base },
       Sgd { momentum: 0.8, nesterov: true, ..base },
       Sgd { momentum: 0.5, nesterov: true, weight_decay: 0.05, ..base },
+      Sgd { momentum: 0.5, nesterov: true, weight_decay: 0.05, maximize: true, ..base },
+      Sgd { momentum: 0.7, nesterov: true, maximize: true, ..base },
+      Sgd { weight_decay: 0.1, maximize: true, ..base },
+      Sgd { maximize: true, ..base },
     ]
   }
 
