@@ -389,6 +389,45 @@ test('options bitsandbytes has but these do not implement are refused with a cod
   })
 })
 
+test('a step refuses a group option changed to a bad value, naming the group, and changes nothing', (t) => {
+  const first = { data: series(1, 5000, 0), grad: series(2, 5000, -3) }
+  const second = { data: series(3, 300, 0), grad: series(4, 300, -3) }
+  for (const [key, value, code, message] of [
+    ['lr', -1, 'ERR_OUT_OF_RANGE', 'invalid lr: -1 (expected a finite number >= 0) in paramGroups[1]'],
+    ['lr', '0.1', 'ERR_INVALID_ARG_TYPE', 'paramGroups[1].lr must be a number, got a string'],
+    ['betas', [0.9], 'ERR_INVALID_ARG_TYPE', /^paramGroups\[1\]\.betas must be an array of two numbers/],
+    ['betas', new Float64Array([0.9, 0.99]), 'ERR_INVALID_ARG_TYPE', /^paramGroups\[1\]\.betas must be an array/],
+    ['betas', [0.9, 1], 'ERR_OUT_OF_RANGE', /^invalid beta parameter at index 1: 1 .* in paramGroups\[1\]$/],
+    ['eps', Number.NaN, 'ERR_OUT_OF_RANGE', 'invalid eps: NaN (expected a finite number >= 0) in paramGroups[1]'],
+    ['weightDecay', Infinity, 'ERR_OUT_OF_RANGE', /^invalid weightDecay: Infinity .* in paramGroups\[1\]$/],
+  ] as const) {
+    const opt = new Adam8bit([{ params: [first] }, { params: [second] }])
+    opt.step()
+    const [a, b] = [first.data.slice(), second.data.slice()]
+    const state = opt.getState(first)!.step
+    ;(opt.paramGroups[1] as unknown as Record<string, unknown>)[key] = value
+    t.throws(() => opt.step(), { code, message }, `${key} = ${String(value)}`)
+    t.deepEqual([first.data, second.data], [a, b])
+    t.is(opt.getState(first)!.step, state)
+  }
+})
+
+test("a step reads a group's betas once: their length, then each element", (t) => {
+  const param = { data: series(1, 300, 0), grad: series(2, 300, -3) }
+  const opt = new Adam8bit([param])
+  const reads: string[] = []
+  const betas = new Proxy([0.9, 0.999], {
+    get: (target, key, receiver) => {
+      if (typeof key === 'string') reads.push(key)
+      return Reflect.get(target, key, receiver) as unknown
+    },
+  })
+  opt.paramGroups[0].betas = betas as unknown as [number, number]
+  opt.step()
+  t.deepEqual(reads, ['length', '0', '1'])
+  t.is(opt.getState(param)!.step, 1)
+})
+
 test('Float64Array parameters are refused, naming the parameter', (t) => {
   t.throws(
     () => new Adam8bit([{ data: new Float32Array(4), grad: null }, { data: new Float64Array(4), grad: null } as never]),

@@ -156,43 +156,58 @@ const whole = (x: unknown) => typeof x === 'number' && Number.isSafeInteger(x) &
 const HYPER = 5
 
 /**
- * Checks a group's options, in the words of the registry's optimizers, reading each once; with
- * `row`, writes them there from `at` as a native step takes them (lr, beta1, beta2, eps or 0,
- * weightDecay).
- * `where` names the group in errors (a function: made only for one).
+ * Checks a group's options, in the words of the registry's optimizers, reading each once, in the
+ * order the spec lists them (`lr`, `betas`, `eps` where it has one, `weightDecay`); with `row`,
+ * writes them there from `at` as a native step takes them (lr, beta1, beta2, eps or 0,
+ * weightDecay). `where` names the group in errors: a string, or a group's index
+ * (`paramGroups[i]`), whose name is made only for an error. No key is looked up by a variable and
+ * nothing is allocated unless it throws: a step runs this for every group.
  */
 function checkGroup(
   spec: EightBitSpec,
   group: Record<string, unknown>,
-  where: string | (() => string),
+  where: string | number,
   row?: Float64Array,
   at = 0,
 ): void {
-  const named = () => (typeof where === 'string' ? where : where())
-  for (const key in spec.group) {
-    const value = group[key]
-    if (key === 'betas') {
-      const betas = snapshotArray(value)
-      if (!betas || betas.length !== 2 || typeof betas[0] !== 'number' || typeof betas[1] !== 'number')
-        throw invalidType(`${named()}.betas must be an array of two numbers, got ${describe(value)}`)
-      for (let i = 0; i < 2; i++) {
-        const b = betas[i] as number
-        if (!(b >= 0 && b < 1))
-          throw outOfRange(`invalid beta parameter at index ${i}: ${b} (expected a number in [0, 1)) in ${named()}`)
-      }
-      if (row) row.set(betas as number[], at + 1)
-      continue
-    }
-    if (typeof value !== 'number') throw invalidType(`${named()}.${key} must be a number, got ${describe(value)}`)
-    if (!(value >= 0 && Number.isFinite(value)))
-      throw outOfRange(`invalid ${key}: ${value} (expected a finite number >= 0) in ${named()}`)
-    if (row) row[at + ROW_INDEX[key]] = value
+  const lr = group.lr
+  checkNumber('lr', lr, where)
+  const betas = group.betas
+  // An array's length, then each element, read once.
+  const length = Array.isArray(betas) ? (betas as unknown[]).length : -1
+  const beta1 = length === 2 ? (betas as unknown[])[0] : undefined
+  const beta2 = length === 2 ? (betas as unknown[])[1] : undefined
+  if (typeof beta1 !== 'number' || typeof beta2 !== 'number')
+    throw invalidType(`${named(where)}.betas must be an array of two numbers, got ${describe(betas)}`)
+  checkBeta(0, beta1, where)
+  checkBeta(1, beta2, where)
+  const hasEps = 'eps' in spec.group
+  const eps = hasEps ? group.eps : 0
+  if (hasEps) checkNumber('eps', eps, where)
+  const weightDecay = group.weightDecay
+  checkNumber('weightDecay', weightDecay, where)
+  if (row) {
+    row[at] = lr as number
+    row[at + 1] = beta1
+    row[at + 2] = beta2
+    row[at + 3] = eps as number
+    row[at + 4] = weightDecay as number
   }
-  if (row && !('eps' in spec.group)) row[at + 3] = 0
 }
 
-/** Where each group option goes in a native step's row of options. */
-const ROW_INDEX: Readonly<Record<string, number>> = { lr: 0, eps: 3, weightDecay: 4 }
+/** A group's name in errors ([`checkGroup`]'s `where`). */
+const named = (where: string | number) => (typeof where === 'string' ? where : `paramGroups[${where}]`)
+
+function checkNumber(key: string, value: unknown, where: string | number): void {
+  if (typeof value !== 'number') throw invalidType(`${named(where)}.${key} must be a number, got ${describe(value)}`)
+  if (!(value >= 0 && Number.isFinite(value)))
+    throw outOfRange(`invalid ${key}: ${value} (expected a finite number >= 0) in ${named(where)}`)
+}
+
+function checkBeta(i: number, b: number, where: string | number): void {
+  if (!(b >= 0 && b < 1))
+    throw outOfRange(`invalid beta parameter at index ${i}: ${b} (expected a number in [0, 1)) in ${named(where)}`)
+}
 
 /** What the optimizers of 8-bit state share; `Adam8bit`, `AdamW8bit` and `Lion8bit` are its classes. */
 export abstract class EightBitOptimizer<Options extends object> {
@@ -325,7 +340,10 @@ export abstract class EightBitOptimizer<Options extends object> {
    * on error nothing changes.
    */
   step(): void {
-    this.#enter('step()', () => {
+    // `#enter`'s guard, written out, as the registry's `step()` has it: no closure per step.
+    if (this.#running !== undefined) throw reentered('step()', this.#running)
+    this.#running = 'step()'
+    try {
       const count = this.#params.length
       if (this.#hyper.length !== HYPER * count) {
         this.#hyper = new Float64Array(HYPER * count)
@@ -336,13 +354,7 @@ export abstract class EightBitOptimizer<Options extends object> {
       if (this.#rows.length !== HYPER * groups.length) this.#rows = new Float64Array(HYPER * groups.length)
       const [args, hyper, rows] = [this.#args, this.#hyper, this.#rows]
       for (let g = 0; g < groups.length; g++)
-        checkGroup(
-          this.#spec,
-          groups[g] as unknown as Record<string, unknown>,
-          () => `paramGroups[${g}]`,
-          rows,
-          HYPER * g,
-        )
+        checkGroup(this.#spec, groups[g] as unknown as Record<string, unknown>, g, rows, HYPER * g)
       // The parameters as the groups were given (as PyTorch, a group's `params` is not re-read).
       for (let index = 0; index < count; index++) {
         const label = this.#labels[index]
@@ -364,7 +376,9 @@ export abstract class EightBitOptimizer<Options extends object> {
       }
       // The native step checks that no parameter's data overlaps another array, naming both.
       Reflect.apply(this.#step, undefined, args)
-    })
+    } finally {
+      this.#running = undefined
+    }
   }
 
   /** Clears gradients: sets every `grad` to null (PyTorch's default), or fills them with zeros. */
