@@ -11,7 +11,8 @@
 //!   of [`crate::divide`]), for a block with a lane near a step boundary, so that the divide unit
 //!   is left to the updates' own divisions and square roots.
 //! - AVX2 (also AMD's Zen 3, whose gathers are slower than scalar loads): eight loads per
-//!   vector, and the divide instruction.
+//!   vector, and the divide instruction; a block's quotients first, then its loads
+//!   ([`avx2::quantize`]).
 
 use crate::quantize::{QuantMap, BLOCK};
 
