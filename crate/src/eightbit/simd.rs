@@ -12,7 +12,7 @@
 //!   is left to the updates' own divisions and square roots.
 //! - AVX2 (also AMD's Zen 3, whose gathers are slower than scalar loads): eight loads per
 //!   vector, and the divide instruction; a block's quotients first, then its loads
-//!   ([`avx2::quantize`]).
+//!   (`avx2::quantize`).
 
 use crate::quantize::{QuantMap, BLOCK};
 
