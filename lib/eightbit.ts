@@ -157,7 +157,8 @@ const HYPER = 5
 
 /**
  * Checks a group's options, in the words of the registry's optimizers, reading each once, in the
- * order the spec lists them (`lr`, `betas`, `eps` where it has one, `weightDecay`); with `row`,
+ * order every spec lists them (`lr`, `betas`, `eps` where it has one, `weightDecay`: the group
+ * options of all three classes, which this reads by name, not from the spec); with `row`,
  * writes them there from `at` as a native step takes them (lr, beta1, beta2, eps or 0,
  * weightDecay). `where` names the group in errors: a string, or a group's index
  * (`paramGroups[i]`), whose name is made only for an error. No key is looked up by a variable and
