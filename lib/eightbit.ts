@@ -5,7 +5,7 @@
 // which keeps the shared conventions: param groups whose options stay live (schedulers set `lr`
 // and the next step reads it), errors with codes naming field, value and expectation, inputs
 // read once, and a step, `loadStateDict` and `zeroGrad` that check everything before writing.
-import { describe, invalidType, invalidValue, outOfRange, reentered } from './errors'
+import { callClosure, describe, invalidType, invalidValue, outOfRange, reentered } from './errors'
 import { native } from './native'
 import type { Parameter } from './optimizer'
 import {
@@ -340,9 +340,24 @@ export abstract class EightBitOptimizer<Options extends object> {
    * Everything is checked first (options, array types and lengths, shared or detached memory):
    * on error nothing changes.
    */
-  step(): void {
+  step(): void
+  /**
+   * As PyTorch's `step(closure)`: calls `closure` once (it may call `zeroGrad`), then steps as
+   * `step()` does, and returns what `closure` returned. If it throws, the error comes back as
+   * `ERR_CLOSURE_FAILED` and nothing is updated; a closure that returns a promise is refused
+   * (`ERR_INVALID_RETURN_VALUE`), since the step runs synchronously.
+   */
+  step<Loss>(closure: () => Loss): Loss
+  step(closure?: () => unknown): unknown {
     // `#enter`'s guard, written out, as the registry's `step()` has it: no closure per step.
     if (this.#running !== undefined) throw reentered('step()', this.#running)
+    if (closure !== undefined) {
+      if (typeof closure !== 'function')
+        throw invalidType(`step: the argument must be a closure returning the loss, got ${describe(closure)}`)
+      const loss = callClosure(`${this.#spec.name}.step`, closure)
+      this.step()
+      return loss
+    }
     this.#running = 'step()'
     try {
       const count = this.#params.length

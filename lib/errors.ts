@@ -54,6 +54,26 @@ export function closureFailed(message: string, cause: unknown) {
   return withCode(new Error(message, { cause }), 'ERR_CLOSURE_FAILED')
 }
 
+/**
+ * Calls a step's closure once (PyTorch's `step(closure)`), for `where` (`Adam.step`): what it
+ * throws comes back as `ERR_CLOSURE_FAILED` with it as the cause, and a closure that returns a
+ * promise is refused, since a step runs synchronously and its gradients would not be ready.
+ */
+export function callClosure(where: string, closure: () => unknown): unknown {
+  let value: unknown
+  try {
+    value = closure()
+  } catch (cause) {
+    throw closureFailed(`${where}: the closure threw: ${cause instanceof Error ? cause.message : String(cause)}`, cause)
+  }
+  if (typeof (value as { then?: unknown } | null)?.then === 'function')
+    throw invalidReturnValue(
+      `${where}: the closure returned a promise, and a step runs synchronously (await the backward pass, then call step())`,
+      'type',
+    )
+  return value
+}
+
 /** The native binary could not be loaded; `cause` is what the loader threw. */
 export function nativeBindingError(message: string, cause: unknown) {
   return withCode(new Error(message, { cause }), 'ERR_FASTOPTIM_NATIVE_BINDING')

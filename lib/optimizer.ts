@@ -1,4 +1,4 @@
-import { describe, invalidType, invalidValue, outOfRange, reentered } from './errors'
+import { callClosure, describe, invalidType, invalidValue, outOfRange, reentered } from './errors'
 import { native } from './native'
 import {
   checkUsable,
@@ -599,11 +599,27 @@ export abstract class Optimizer<
    * no memory traffic (each piece of a gradient is scanned while the update has it in cache); the
    * skipping mode reads the gradients once more.
    */
-  step(options?: StepOptions): boolean {
+  step(options?: StepOptions): boolean
+  /**
+   * As PyTorch's `step(closure)`: calls `closure` once (it typically zeroes the gradients, runs
+   * the forward and backward pass and returns the loss; it may call `zeroGrad`), then steps as
+   * `step(options)` does, and returns what `closure` returned. `options` are checked before it
+   * runs. If it throws, the error comes back as `ERR_CLOSURE_FAILED` (the cause is what it
+   * threw) and nothing is updated; a closure that returns a promise is refused
+   * (`ERR_INVALID_RETURN_VALUE`), since the step runs synchronously.
+   */
+  step<Loss>(closure: () => Loss, options?: StepOptions): Loss
+  step(first?: StepOptions | (() => unknown), second?: StepOptions): unknown {
+    if (typeof first === 'function') return this.#stepAfter(first, second)
+    const options = first
     // `#enter`'s guard, written out: in a training loop the work between two steps evicts the
     // caches, and each function, closure and lookup on the way to the native call then costs a
     // trip to memory, so the step goes straight there (BENCHMARKS.md, "Design choices").
     if (this.#running !== undefined) throw reentered('step()', this.#running)
+    if (second !== undefined)
+      throw invalidType(
+        `step: a second argument follows a closure only, got ${describe(second)} after ${describe(first)}`,
+      )
     this.#running = 'step()'
     try {
       const skipNonFinite = options === undefined ? false : stepOptions(options, 'step')
@@ -615,6 +631,15 @@ export abstract class Optimizer<
     } finally {
       this.#running = undefined
     }
+  }
+
+  /** `step(closure, options)`: the closure runs outside the step's guard, so it may call `zeroGrad`. */
+  #stepAfter(closure: () => unknown, options: StepOptions | undefined): unknown {
+    if (this.#running !== undefined) throw reentered('step()', this.#running)
+    if (options !== undefined) stepOptions(options, 'step')
+    const loss = callClosure(`${this.#schema.algorithm}.step`, closure)
+    this.step(options)
+    return loss
   }
 
   /**

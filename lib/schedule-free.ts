@@ -70,13 +70,16 @@ abstract class ScheduleFreeOptimizer<Options extends GroupState, State extends P
 
   /**
    * `Optimizer.step()`, refused with `ERR_INVALID_STATE` in eval mode (any group's `trainMode`
-   * false; nothing changes); then every group's `k`, `weightSum`, `lrMax` and `scheduledLr`
-   * advance, unless the step was skipped for a non-finite gradient.
+   * false; nothing changes, and a closure is not called); then every group's `k`, `weightSum`,
+   * `lrMax` and `scheduledLr` advance, unless the step was skipped for a non-finite gradient.
    */
-  /** The step advances each group's state (`k`, `lrMax`, `weightSum`, `scheduledLr`) itself. */
-  override step(options?: StepOptions): boolean {
+  override step(options?: StepOptions): boolean
+  /** `Optimizer.step(closure)`, refused in eval mode as `step()` is, before `closure` runs. */
+  override step<Loss>(closure: () => Loss, options?: StepOptions): Loss
+  override step(first?: StepOptions | (() => unknown), second?: StepOptions): unknown {
     this.#refuseInEval('step()')
-    return super.step(options)
+    // Both arguments as given, whichever overload they fit: the base class checks them.
+    return (super.step as (first?: unknown, second?: unknown) => unknown).call(this, first, second)
   }
 
   /** `step()` without holding the event loop (`Optimizer.stepAsync()`), refused in eval mode as `step()` is. */
