@@ -124,3 +124,34 @@ test.serial('ShardedOptimizer refuses optimizers whose state cannot be cut mid-t
   t.throws(() => opt.clipGradNorm(-1), { code: 'ERR_OUT_OF_RANGE', message: /maxNorm must be a number >= 0, got -1/ })
   t.throws(() => opt.zeroGrad('yes' as never), { code: 'ERR_INVALID_ARG_TYPE' })
 })
+
+test.serial('ShardedOptimizer.step(closure) runs the closure first and steps from the grads it wrote', (t) => {
+  const make = () => {
+    const params = [{ data: Float32Array.from({ length: 6 }, (_, i) => i / 7), grad: null as Float32Array | null }]
+    return { params, opt: new ShardedOptimizer(Adam, params, { lr: 0.1 }, { comm: solo }) }
+  }
+  const [a, b] = [make(), make()]
+  const grad = () => Float32Array.from({ length: 6 }, (_, i) => Math.cos(i))
+  t.is(
+    a.opt.step(() => {
+      a.params[0].grad = grad()
+      return 0.5
+    }),
+    0.5,
+  )
+  b.params[0].grad = grad()
+  t.true(b.opt.step())
+  t.deepEqual(a.params[0].data, b.params[0].data)
+  t.notDeepEqual(a.params[0].data, make().params[0].data)
+  let calls = 0
+  t.throws(() => a.opt.step(() => calls++, { skipNonFinite: 'no' } as never), { code: 'ERR_INVALID_ARG_TYPE' })
+  t.is(calls, 0)
+  t.throws(
+    () =>
+      a.opt.step(() => {
+        throw new Error('backward failed')
+      }),
+    { code: 'ERR_CLOSURE_FAILED', message: 'ShardedOptimizer.step: the closure threw: backward failed' },
+  )
+  t.deepEqual(a.params[0].data, b.params[0].data)
+})

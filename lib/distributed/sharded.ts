@@ -5,7 +5,7 @@
 // of the gradients (their mean over ranks, block r to rank r), the registry optimizer's own
 // native step on the pieces of block r (views of the flat buffers, no copies), and an all-gather
 // of the updated blocks, after which every rank holds every parameter.
-import { describe, invalidState, invalidType, invalidValue, outOfRange } from '../errors'
+import { callClosure, describe, invalidState, invalidType, invalidValue, outOfRange } from '../errors'
 import type {
   FloatArray,
   Optimizer,
@@ -229,10 +229,24 @@ export class ShardedOptimizer<Options extends object> {
    * whether every reduced gradient element was finite on every rank; with `skipNonFinite`, a
    * non-finite one anywhere skips the step on every rank.
    */
-  step(options?: StepOptions): boolean {
+  step(options?: StepOptions): boolean
+  /**
+   * As PyTorch's `step(closure)`: calls `closure` once on this rank (it computes this rank's
+   * gradients and returns its loss), then steps as `step(options)` does, and returns what
+   * `closure` returned. Every rank must call it, as every rank must call `step()`: a closure that
+   * throws (`ERR_CLOSURE_FAILED`) on one rank leaves the others waiting in the collective.
+   */
+  step<Loss>(closure: () => Loss, options?: StepOptions): Loss
+  step(first?: StepOptions | (() => unknown), second?: StepOptions): unknown {
+    const options = typeof first === 'function' ? second : first
     const skipNonFinite = options?.skipNonFinite ?? false
     if (typeof skipNonFinite !== 'boolean')
       throw invalidType(`step: options.skipNonFinite must be a boolean, got ${describe(skipNonFinite)}`)
+    if (typeof first === 'function') {
+      const loss = callClosure('ShardedOptimizer.step', first)
+      this.step(options)
+      return loss
+    }
     if (!this.#reduced) this.reduceGradients()
     this.#reduced = false
     this.#syncOptions()
