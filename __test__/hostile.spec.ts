@@ -15,6 +15,8 @@ import {
   Adam,
   clipGradNorm,
   clipGradValue,
+  CosineAnnealingWarmRestarts,
+  CyclicLR,
   decodeSafetensors,
   encodeSafetensors,
   OneCycleLR,
@@ -485,25 +487,53 @@ test('clipGradNorm() and clipGradValue() over hostile grads and lists', (t) => {
   t.pass()
 })
 
-test('OneCycleLR refuses totals above 2^53 - 1 and non-finite momentum bounds, changing nothing', (t) => {
+test('OneCycleLR and CyclicLR refuse totals above 2^53 - 1 and non-finite bounds, changing nothing', (t) => {
+  const oneCycle = (options: object) => (opt: AnyOptimizer) => new OneCycleLR(opt as never, { maxLr: 0.1, ...options })
+  const cyclic = (options: object) => (opt: AnyOptimizer) =>
+    new CyclicLR(opt as never, { baseLr: 1e-4, maxLr: 1e-3, ...options })
   fc.assert(
     fc.property(
-      fc.constantFrom<Record<string, unknown>>(
-        { epochs: 2 ** 30, stepsPerEpoch: 2 ** 30 },
-        { totalSteps: 10, baseMomentum: NaN },
-        { totalSteps: 10, maxMomentum: Infinity },
-        { totalSteps: 10, baseMomentum: [-Infinity] },
+      fc.constantFrom(
+        oneCycle({ epochs: 2 ** 30, stepsPerEpoch: 2 ** 30 }),
+        oneCycle({ totalSteps: 10, baseMomentum: NaN }),
+        oneCycle({ totalSteps: 10, maxMomentum: Infinity }),
+        oneCycle({ totalSteps: 10, baseMomentum: [-Infinity] }),
+        cyclic({ baseLr: NaN }),
+        cyclic({ maxLr: [0.1, -Infinity] }),
+        cyclic({ baseMomentum: NaN }),
+        cyclic({ maxMomentum: [Infinity, 0.9] }),
+        cyclic({ stepSizeUp: 2 ** 53 }),
+        cyclic({ gamma: -Infinity }),
       ),
-      (options) => {
+      (build) => {
         const { a, b, opt } = setup()
         const before = snapshot([a, b], opt)
         let threw: unknown
         try {
-          new OneCycleLR(opt as never, { maxLr: 0.1, ...options } as never)
+          build(opt)
         } catch (error) {
           threw = error
         }
         return CODES.has((threw as { code?: string })?.code ?? '') && snapshot([a, b], opt) === before
+      },
+    ),
+    // Enough runs that every one of the ten cases is all but sure to come up.
+    { numRuns: 100 },
+  )
+  t.pass()
+})
+
+test('CosineAnnealingWarmRestarts refuses an epoch that is not a number from 0 to 2^53 - 1, changing nothing', (t) => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom<unknown>(NaN, -Infinity, Infinity, -1e-300, 2 ** 53, '1', null, { valueOf: () => 2 }),
+      (epoch) => {
+        const { a, b, opt } = setup()
+        const sched = new CosineAnnealingWarmRestarts(opt as never, { t0: 3, tMult: 2 })
+        sched.step(4.5)
+        const state = () => snapshot([a, b], opt) + JSON.stringify(sched.stateDict())
+        const before = state()
+        return coded(t, before, state, () => sched.step(epoch as number)) && state() === before
       },
     ),
     { numRuns: 20 },

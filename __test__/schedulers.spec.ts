@@ -8,12 +8,18 @@ import test from 'ava'
 import {
   Adagrad,
   Adam,
+  ChainedScheduler,
+  ConstantLR,
   CosineAnnealingLR,
+  CosineAnnealingWarmRestarts,
+  CyclicLR,
   ExponentialLR,
   LambdaLR,
   LinearLR,
+  MultiplicativeLR,
   MultiStepLR,
   OneCycleLR,
+  PolynomialLR,
   ReduceLROnPlateau,
   SequentialLR,
   SGD,
@@ -35,6 +41,8 @@ interface Case extends SchedulerSpec {
   steps: number
   resumeAfter?: number
   metrics?: number[]
+  /** CosineAnnealingWarmRestarts: each step's `step(epoch)`, or null for `step()`. */
+  epochs?: Array<number | null>
   lrs: number[][]
   momentums?: number[][]
 }
@@ -50,6 +58,8 @@ const LAMBDAS: Record<string, LrLambda> = {
   stair30: (epoch) => Math.floor(epoch / 30),
   warmup10: (epoch) => Math.min(1.0, (epoch + 1) / 10),
   inverse: (epoch) => 1 / (1 + 0.1 * epoch),
+  constant095: () => 0.95,
+  slowdown: (epoch) => 1 - 0.002 * epoch,
 }
 
 test('the fixture lambdas are the ones written here', (t) => {
@@ -69,6 +79,11 @@ const CLASSES = {
   OneCycleLR,
   ReduceLROnPlateau,
   SequentialLR,
+  ConstantLR,
+  PolynomialLR,
+  CosineAnnealingWarmRestarts,
+  MultiplicativeLR,
+  CyclicLR,
 } as const
 
 function makeOptimizer(c: Case): AnyOptimizer {
@@ -81,10 +96,14 @@ function makeOptimizer(c: Case): AnyOptimizer {
 
 function build(opt: AnyOptimizer, spec: SchedulerSpec, extra: Record<string, unknown> = {}): Scheduler {
   const args: Record<string, unknown> = { ...spec.args, ...extra }
-  if (typeof args.lrLambda === 'string') args.lrLambda = LAMBDAS[args.lrLambda]
-  if (Array.isArray(args.lrLambda)) args.lrLambda = args.lrLambda.map((name: string) => LAMBDAS[name])
-  if (spec.scheduler === 'SequentialLR')
+  for (const key of ['lrLambda', 'scaleFn']) {
+    if (typeof args[key] === 'string') args[key] = LAMBDAS[args[key]]
+    if (Array.isArray(args[key])) args[key] = args[key].map((name: string) => LAMBDAS[name])
+  }
+  if (spec.scheduler === 'SequentialLR' || spec.scheduler === 'ChainedScheduler')
     args.schedulers = (args.schedulers as SchedulerSpec[]).map((inner) => build(opt, inner))
+  if (spec.scheduler === 'ChainedScheduler')
+    return new ChainedScheduler(args.schedulers as LRScheduler[], args.optimizer ? opt : undefined)
   const Class = CLASSES[spec.scheduler as keyof typeof CLASSES] as unknown as new (
     o: AnyOptimizer,
     a: unknown,
@@ -101,7 +120,9 @@ function start(c: Case, opt: AnyOptimizer): Scheduler {
 }
 
 function advance(c: Case, sched: Scheduler, step: number): void {
+  const epoch = c.epochs?.[step]
   if (sched instanceof ReduceLROnPlateau) sched.step(c.metrics![step])
+  else if (epoch !== undefined && epoch !== null) (sched as CosineAnnealingWarmRestarts).step(epoch)
   else sched.step()
 }
 
@@ -191,10 +212,101 @@ test('getLastLr and baseLrs return copies', (t) => {
   t.deepEqual(sched.baseLrs, [0.1])
 })
 
-test('LambdaLR leaves its functions out of stateDict, as PyTorch does', (t) => {
+test('LambdaLR, MultiplicativeLR and CyclicLR leave their functions out of stateDict, as PyTorch does', (t) => {
+  const opt = new SGD([{ data: new Float64Array(1), grad: null }], { lr: 0.1, momentum: 0.9 })
+  const progress = { lastEpoch: 0, stepCount: 1, baseLrs: [0.1], lastLr: [0.1] }
+  t.deepEqual(new LambdaLR(opt, { lrLambda: LAMBDAS.exp095 }).stateDict(), progress)
+  t.deepEqual(new MultiplicativeLR(opt, { lrLambda: LAMBDAS.constant095 }).stateDict(), progress)
+  const cyclic = new CyclicLR(opt, { baseLr: 0.01, maxLr: 0.1, scaleFn: LAMBDAS.exp095 }).stateDict()
+  t.false('scaleFn' in cyclic)
+  // baseLr is saved once, as baseLrs (PyTorch's base_lrs).
+  t.false('baseLr' in cyclic)
+  t.deepEqual(cyclic.baseLrs, [0.01])
+})
+
+// PyTorch 2.15: SGD(lr=0.1, momentum=0.9), StepLR(step_size=5), then
+// CyclicLR(base_lr=0.01, max_lr=0.1, step_size_up=4): lr 0.1 after construction, 0.0325 after a step.
+test('CyclicLR starts from the initial lr a scheduler recorded before, then cycles from baseLr, as PyTorch', (t) => {
+  const opt = new SGD([{ data: new Float64Array(1), grad: null }], { lr: 0.1, momentum: 0.5 })
+  new StepLR(opt, { stepSize: 5 })
+  const cyclic = new CyclicLR(opt, { baseLr: 0.01, maxLr: 0.1, stepSizeUp: 4 })
+  // Step 0 is baseLrs + 0 · amplitude, with baseLrs still the recorded initial lr; momentum maxMomentum.
+  t.deepEqual([opt.paramGroups[0].lr, opt.paramGroups[0].momentum], [0.1, 0.9])
+  t.deepEqual(cyclic.baseLrs, [0.01])
+  cyclic.step()
+  // x = 1/4 of the way up: 0.01 + (0.1 − 0.01)·0.25, momentum 0.9 − (0.9 − 0.8)·0.25.
+  t.deepEqual([opt.paramGroups[0].lr, opt.paramGroups[0].momentum], [0.0325, 0.875])
+})
+
+// PyTorch 2.15: CosineAnnealingWarmRestarts(SGD(lr=0.1), T_0=4, T_mult=2), step(2), step(6), step().
+test('CosineAnnealingWarmRestarts: step(epoch) jumps into the cycle the epoch falls in', (t) => {
   const opt = new SGD([{ data: new Float64Array(1), grad: null }], { lr: 0.1 })
-  const sched = new LambdaLR(opt, { lrLambda: LAMBDAS.exp095 })
-  t.deepEqual(sched.stateDict(), { lastEpoch: 0, stepCount: 1, baseLrs: [0.1], lastLr: [0.1] })
+  const sched = new CosineAnnealingWarmRestarts(opt, { t0: 4, tMult: 2 })
+  sched.step(2)
+  // Half way through the first cycle: 0.1·(1 + cos(π/2))/2.
+  t.is(opt.paramGroups[0].lr, 0.05)
+  sched.step(6)
+  // n = ⌊log₂(6/4·(2 − 1) + 1)⌋ = 1: the second cycle, T_i = 8, T_cur = 6 − 4·(2 − 1)/(2 − 1) = 2.
+  t.is(opt.paramGroups[0].lr, (0.1 * (1 + Math.cos((Math.PI * 2) / 8))) / 2)
+  t.like(sched.stateDict(), { lastEpoch: 6, tCur: 2, tI: 8 })
+  sched.step()
+  t.is(opt.paramGroups[0].lr, (0.1 * (1 + Math.cos((Math.PI * 3) / 8))) / 2)
+  t.like(sched.stateDict(), { lastEpoch: 7, tCur: 3, tI: 8 })
+  sched.step(4.5)
+  t.like(sched.stateDict(), { lastEpoch: 4, tCur: 0.5, tI: 8 })
+})
+
+test('CosineAnnealingWarmRestarts refuses a bad epoch and changes nothing', (t) => {
+  const rows: Array<[unknown, Row['error']]> = [
+    [-1, rangeError(/^CosineAnnealingWarmRestarts: invalid epoch: -1 \(expected a number from 0 to 2\^53 - 1\)$/)],
+    [NaN, rangeError(/^CosineAnnealingWarmRestarts: invalid epoch: NaN /)],
+    [Infinity, rangeError(/^CosineAnnealingWarmRestarts: invalid epoch: Infinity /)],
+    [2 ** 53, rangeError(/^CosineAnnealingWarmRestarts: invalid epoch: 9007199254740992 /)],
+    ['3', typeError(/^CosineAnnealingWarmRestarts: epoch must be a number, got a string$/)],
+  ]
+  const opt = new SGD([{ data: new Float64Array(1), grad: null }], { lr: 0.1 })
+  const sched = new CosineAnnealingWarmRestarts(opt, { t0: 4, tMult: 2 })
+  sched.step(5.5)
+  for (const [epoch, expected] of rows) {
+    const before = { lr: opt.paramGroups[0].lr, state: sched.stateDict() }
+    const error = t.throws(() => sched.step(epoch as number), {
+      instanceOf: expected.instanceOf,
+      message: expected.message,
+    })
+    t.is((error as Error & { code?: string }).code, expected.code)
+    t.deepEqual({ lr: opt.paramGroups[0].lr, state: sched.stateDict() }, before)
+  }
+})
+
+test('ChainedScheduler puts every scheduler and group back when one refuses to step', (t) => {
+  const opt = new SGD([{ data: new Float64Array(1), grad: null }], { lr: 0.1, momentum: 0.9 })
+  const chain = new ChainedScheduler([
+    new ExponentialLR(opt, { gamma: 0.5 }),
+    new CyclicLR(opt, { baseLr: 0.01, maxLr: 0.1, stepSizeUp: 3 }),
+    new OneCycleLR(opt, { maxLr: 0.2, totalSteps: 4, cycleMomentum: false }),
+  ])
+  for (let i = 0; i < 4; i++) chain.step()
+  const before = { groups: JSON.stringify(opt.paramGroups), state: chain.stateDict() }
+  const error = t.throws(() => chain.step(), { message: /^OneCycleLR: tried to step 5 times, but totalSteps is 4$/ })
+  t.is((error as Error & { code?: string }).code, 'ERR_INVALID_STATE')
+  t.deepEqual({ groups: JSON.stringify(opt.paramGroups), state: chain.stateDict() }, before)
+  t.is(chain.lastEpoch, 4)
+})
+
+test('ChainedScheduler takes the first scheduler’s optimizer, changes nothing when built, and counts its steps', (t) => {
+  const opt = new SGD([{ data: new Float64Array(1), grad: null }], { lr: 0.1 })
+  const constant = new ConstantLR(opt, { factor: 0.5, totalIters: 2 })
+  const exponential = new ExponentialLR(opt, { gamma: 0.9 })
+  const chain = new ChainedScheduler([constant, exponential])
+  t.is(chain.optimizer, opt)
+  t.deepEqual(chain.schedulers, [constant, exponential])
+  t.deepEqual([chain.lastEpoch, opt.paramGroups[0].lr, constant.lastEpoch], [0, 0.05, 0])
+  chain.step()
+  chain.step()
+  // Epoch 2: ConstantLR takes its factor off, ExponentialLR has decayed twice.
+  t.deepEqual([chain.lastEpoch, constant.lastEpoch, exponential.lastEpoch], [2, 2, 2])
+  t.is(opt.paramGroups[0].lr, 0.05 * 0.9 * 0.9 * (1.0 / 0.5))
+  t.deepEqual(chain.getLastLr(), [opt.paramGroups[0].lr])
 })
 
 // ---------------------------------------------------------------------------------- bad input
@@ -453,6 +565,195 @@ const badArguments: Row[] = [
       new SequentialLR(sgd, { schedulers: [new LinearLR(sgd), new ReduceLROnPlateau(sgd) as never], milestones: [5] }),
     error: valueError(/^SequentialLR: options\.schedulers\[1\] is a ReduceLROnPlateau, which SequentialLR cannot run/),
   },
+  {
+    name: 'ConstantLR factor 0',
+    act: ({ sgd }) => new ConstantLR(sgd, { factor: 0 }),
+    error: rangeError(/^ConstantLR: invalid options\.factor: 0 \(expected 0 < factor <= 1\)$/),
+  },
+  {
+    name: 'ConstantLR factor 2',
+    act: ({ sgd }) => new ConstantLR(sgd, { factor: 2 }),
+    error: rangeError(/^ConstantLR: invalid options\.factor: 2 \(expected 0 < factor <= 1\)$/),
+  },
+  {
+    name: 'ConstantLR totalIters -1',
+    act: ({ sgd }) => new ConstantLR(sgd, { totalIters: -1 }),
+    error: rangeError(/^ConstantLR: invalid options\.totalIters: -1 \(expected an integer >= 0\)$/),
+  },
+  {
+    name: 'PolynomialLR totalIters 0',
+    act: ({ sgd }) => new PolynomialLR(sgd, { totalIters: 0 }),
+    error: rangeError(/^PolynomialLR: invalid options\.totalIters: 0 \(expected an integer >= 1\)$/),
+  },
+  {
+    name: 'PolynomialLR negative power',
+    act: ({ sgd }) => new PolynomialLR(sgd, { power: -1 }),
+    error: rangeError(/^PolynomialLR: invalid options\.power: -1 \(expected a finite number >= 0\)$/),
+  },
+  {
+    name: 'PolynomialLR power as a string',
+    act: ({ sgd }) => new PolynomialLR(sgd, { power: '2' as never }),
+    error: typeError(/^PolynomialLR: options\.power must be a number, got a string$/),
+  },
+  {
+    name: 'CosineAnnealingWarmRestarts without t0',
+    act: ({ sgd }) => new CosineAnnealingWarmRestarts(sgd, {} as never),
+    error: typeError(/^CosineAnnealingWarmRestarts: options\.t0 must be a number, got undefined$/),
+  },
+  {
+    name: 'PyTorch’s T_0',
+    act: ({ sgd }) => new CosineAnnealingWarmRestarts(sgd, { T_0: 10 } as never),
+    error: valueError(
+      /^CosineAnnealingWarmRestarts: options\.T_0 is not an option of CosineAnnealingWarmRestarts \(expected one of t0, tMult, etaMin, lastEpoch\)$/,
+    ),
+  },
+  {
+    name: 't0 0',
+    act: ({ sgd }) => new CosineAnnealingWarmRestarts(sgd, { t0: 0 }),
+    error: rangeError(/^CosineAnnealingWarmRestarts: invalid options\.t0: 0 \(expected an integer >= 1\)$/),
+  },
+  {
+    name: 'fractional tMult',
+    act: ({ sgd }) => new CosineAnnealingWarmRestarts(sgd, { t0: 5, tMult: 1.5 }),
+    error: rangeError(/^CosineAnnealingWarmRestarts: invalid options\.tMult: 1\.5 \(expected an integer >= 1\)$/),
+  },
+  {
+    name: 'CosineAnnealingWarmRestarts negative etaMin',
+    act: ({ sgd }) => new CosineAnnealingWarmRestarts(sgd, { t0: 5, etaMin: -1e-3 }),
+    error: rangeError(
+      /^CosineAnnealingWarmRestarts: invalid options\.etaMin: -0\.001 \(expected a finite number >= 0\)$/,
+    ),
+  },
+  {
+    name: 'MultiplicativeLR lrLambda not a function',
+    act: ({ sgd }) => new MultiplicativeLR(sgd, { lrLambda: 0.95 as never }),
+    error: typeError(/^MultiplicativeLR: options\.lrLambda must be a function, got a number$/),
+  },
+  {
+    name: 'MultiplicativeLR lrLambda for three groups',
+    act: ({ sgd }) => new MultiplicativeLR(sgd, { lrLambda: [() => 1, () => 1, () => 1] }),
+    error: valueError(/^MultiplicativeLR: options\.lrLambda has 3 values, expected 2, one per param group$/),
+  },
+  {
+    name: 'MultiplicativeLR lrLambda returning a string',
+    act: ({ sgd }) => new MultiplicativeLR(sgd, { lrLambda: [() => 0.9, () => '1' as never] }).step(),
+    error: typeError(/^MultiplicativeLR: lrLambda\[1\]\(1\) must return a number, got a string$/),
+  },
+  {
+    name: 'CyclicLR without maxLr',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: 0.01 } as never),
+    error: typeError(/^CyclicLR: options\.maxLr must be a number, got undefined$/),
+  },
+  {
+    name: 'CyclicLR negative baseLr',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: -0.01, maxLr: 0.1 }),
+    error: rangeError(/^CyclicLR: invalid options\.baseLr: -0\.01 \(expected a finite number >= 0\)$/),
+  },
+  {
+    name: 'CyclicLR maxLr for three groups',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: 0.01, maxLr: [0.1, 0.1, 0.1] }),
+    error: valueError(/^CyclicLR: options\.maxLr has 3 values, expected 2, one per param group$/),
+  },
+  {
+    name: 'CyclicLR stepSizeUp 0',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: 0.01, maxLr: 0.1, stepSizeUp: 0 }),
+    error: rangeError(/^CyclicLR: invalid options\.stepSizeUp: 0 \(expected an integer >= 1\)$/),
+  },
+  {
+    name: 'CyclicLR negative stepSizeDown',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: 0.01, maxLr: 0.1, stepSizeDown: -1 }),
+    error: rangeError(/^CyclicLR: invalid options\.stepSizeDown: -1 \(expected an integer >= 0\)$/),
+  },
+  {
+    name: 'CyclicLR unknown mode',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: 0.01, maxLr: 0.1, mode: 'exp' as never }),
+    error: valueError(
+      /^CyclicLR: invalid options\.mode: "exp" \(expected "triangular" or "triangular2" or "exp_range"\)$/,
+    ),
+  },
+  {
+    name: 'CyclicLR unknown scaleMode',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: 0.01, maxLr: 0.1, scaleMode: 'iteration' as never }),
+    error: valueError(/^CyclicLR: invalid options\.scaleMode: "iteration" \(expected "cycle" or "iterations"\)$/),
+  },
+  {
+    name: 'CyclicLR scaleFn not a function',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: 0.01, maxLr: 0.1, scaleFn: 'exp' as never }),
+    error: typeError(/^CyclicLR: options\.scaleFn must be a function, got a string$/),
+  },
+  {
+    name: 'CyclicLR scaleFn returning a string',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: 0.01, maxLr: 0.1, scaleFn: () => '1' as never }),
+    error: typeError(/^CyclicLR: scaleFn\(1\) must return a number, got a string$/),
+  },
+  {
+    name: 'CyclicLR NaN baseMomentum',
+    act: ({ sgd }) => new CyclicLR(sgd, { baseLr: 0.01, maxLr: 0.1, baseMomentum: NaN }),
+    error: rangeError(/^CyclicLR: invalid options\.baseMomentum: NaN \(expected a finite number\)$/),
+  },
+  {
+    name: 'CyclicLR cycling momentum of an optimizer that has none',
+    act: () => new CyclicLR(new Adagrad([{ data: new Float64Array(1), grad: null }]), { baseLr: 0.01, maxLr: 0.1 }),
+    error: valueError(/^CyclicLR: cycleMomentum needs an optimizer with momentum or betas; pass cycleMomentum: false$/),
+  },
+  {
+    name: 'ChainedScheduler of nothing',
+    act: () => new ChainedScheduler([]),
+    error: valueError(/^ChainedScheduler: schedulers is empty; it needs at least one scheduler$/),
+  },
+  {
+    name: 'ChainedScheduler of one scheduler not in an array',
+    act: ({ sgd }) => new ChainedScheduler(new ExponentialLR(sgd, { gamma: 0.9 }) as never),
+    error: typeError(/^ChainedScheduler: schedulers must be an array of schedulers, got ExponentialLR$/),
+  },
+  {
+    name: 'ChainedScheduler of something else',
+    act: ({ sgd }) => new ChainedScheduler([new ExponentialLR(sgd, { gamma: 0.9 }), {} as never]),
+    error: typeError(
+      /^ChainedScheduler: schedulers\[1\] must be an epoch-based scheduler \(an LRScheduler\), got Object$/,
+    ),
+  },
+  {
+    name: 'ChainedScheduler over a ReduceLROnPlateau',
+    act: ({ sgd }) => new ChainedScheduler([new ReduceLROnPlateau(sgd) as never]),
+    error: valueError(/^ChainedScheduler: schedulers\[0\] is a ReduceLROnPlateau, which ChainedScheduler cannot run/),
+  },
+  {
+    name: 'ChainedScheduler over another optimizer’s scheduler',
+    act: ({ sgd, adam }) =>
+      new ChainedScheduler([new ExponentialLR(sgd, { gamma: 0.9 }), new StepLR(adam, { stepSize: 3 })]),
+    error: valueError(/^ChainedScheduler: schedulers\[1\] \(StepLR\) belongs to another optimizer/),
+  },
+  {
+    name: 'ChainedScheduler given another optimizer than its schedulers’',
+    act: ({ sgd, adam }) => new ChainedScheduler([new ExponentialLR(sgd, { gamma: 0.9 })], adam),
+    error: valueError(/^ChainedScheduler: schedulers\[0\] \(ExponentialLR\) belongs to another optimizer/),
+  },
+  {
+    name: 'ChainedScheduler given something else as its optimizer',
+    act: ({ sgd }) => new ChainedScheduler([new ExponentialLR(sgd, { gamma: 0.9 })], 3 as never),
+    error: typeError(/^ChainedScheduler: optimizer must be an optimizer with paramGroups, got a number$/),
+  },
+  {
+    name: 'SequentialLR with a ChainedScheduler after the first',
+    act: ({ sgd }) =>
+      new SequentialLR(sgd, {
+        schedulers: [new LinearLR(sgd), new ChainedScheduler([new ExponentialLR(sgd, { gamma: 0.9 })])],
+        milestones: [5],
+      }),
+    error: valueError(
+      /^SequentialLR: options\.schedulers\[1\] is a ChainedScheduler, which SequentialLR can only run first: it has no learning rate of its own to start from at a milestone$/,
+    ),
+  },
+  {
+    name: 'SequentialLR over a SequentialLR',
+    act: ({ sgd }) =>
+      new SequentialLR(sgd, {
+        schedulers: [new SequentialLR(sgd, { schedulers: [new LinearLR(sgd)], milestones: [] })],
+        milestones: [],
+      }),
+    error: valueError(/^SequentialLR: options\.schedulers\[0\] is a SequentialLR, which SequentialLR cannot run/),
+  },
 ]
 
 function world(): World {
@@ -583,6 +884,50 @@ const badStates: Array<{
       ],
     }),
     error: rangeError(/^StepLR: invalid stateDict\.schedulers\[1\]\.stepSize: 0/),
+  },
+  {
+    name: 'CosineAnnealingWarmRestarts with tI 0',
+    build: ({ sgd }) => new CosineAnnealingWarmRestarts(sgd, { t0: 5 }),
+    edit: (s) => ({ ...s, tI: 0 }),
+    error: rangeError(/^CosineAnnealingWarmRestarts: invalid stateDict\.tI: 0 \(expected a finite number > 0\)$/),
+  },
+  {
+    name: 'CosineAnnealingWarmRestarts without tCur',
+    build: ({ sgd }) => new CosineAnnealingWarmRestarts(sgd, { t0: 5 }),
+    edit: ({ tCur: _, ...s }) => s,
+    error: valueError(/^CosineAnnealingWarmRestarts: stateDict\.tCur is missing$/),
+  },
+  {
+    name: 'CyclicLR with stepSizeUp 0',
+    build: ({ adam }) => new CyclicLR(adam, { baseLr: 1e-4, maxLr: 1e-3 }),
+    edit: (s) => ({ ...s, stepSizeUp: 0 }),
+    error: rangeError(/^CyclicLR: invalid stateDict\.stepSizeUp: 0 \(expected an integer >= 1\)$/),
+  },
+  {
+    name: 'PolynomialLR with a negative power',
+    build: ({ sgd }) => new PolynomialLR(sgd),
+    edit: (s) => ({ ...s, power: -2 }),
+    error: rangeError(/^PolynomialLR: invalid stateDict\.power: -2/),
+  },
+  {
+    name: 'ChainedScheduler with one state for two schedulers',
+    build: ({ sgd }) => new ChainedScheduler([new ConstantLR(sgd), new ExponentialLR(sgd, { gamma: 0.9 })]),
+    edit: (s) => ({ ...s, schedulers: [(s.schedulers as object[])[0]] }),
+    error: valueError(
+      /^ChainedScheduler: stateDict\.schedulers must be an array of 2 state dicts, one per chained scheduler, got Array of 1$/,
+    ),
+  },
+  {
+    name: 'ChainedScheduler with a bad inner state',
+    build: ({ sgd }) => new ChainedScheduler([new ConstantLR(sgd), new ExponentialLR(sgd, { gamma: 0.9 })]),
+    edit: (s) => ({
+      ...s,
+      schedulers: [
+        { ...(s.schedulers as Array<Record<string, unknown>>)[0], factor: 0 },
+        (s.schedulers as object[])[1],
+      ],
+    }),
+    error: rangeError(/^ConstantLR: invalid stateDict\.schedulers\[0\]\.factor: 0 /),
   },
 ]
 

@@ -76,6 +76,25 @@ export function choice<T extends string>(...choices: T[]): Field<T> {
   }
 }
 
+/** A function of one number: LambdaLR's `lrLambda`, CyclicLR's `scaleFn`. */
+export type NumberFunction = (x: number) => number
+
+/** A function; what it returns is checked where it is called, by {@link numberFrom}. */
+export const aFunction: Field<NumberFunction> = {
+  read(value, path, at) {
+    if (typeof value !== 'function') throw invalidType(`${at.name}: ${path} must be a function, got ${describe(value)}`)
+    return value as NumberFunction
+  },
+}
+
+/** `fn(x)`, which must be a number; `call` is how the message names `fn`. */
+export function numberFrom(fn: NumberFunction, x: number, call: string, name: string): number {
+  const result: unknown = fn(x)
+  if (typeof result !== 'number')
+    throw invalidType(`${name}: ${call}(${x}) must return a number, got ${describe(result)}`)
+  return result
+}
+
 /** A boolean. */
 export const flag: Field<boolean> = {
   read(value, path, at) {
@@ -200,4 +219,29 @@ export function checkOptimizer(optimizer: unknown, name: string): asserts optimi
       )
     }
   })
+}
+
+/** Writes the momentum OneCycleLR and CyclicLR cycle into a group. */
+export type MomentumSetter = (group: Group, momentum: number) => void
+
+/**
+ * Where `optimizer` keeps the momentum a scheduler cycles, as PyTorch decides: `betas[0]` if its
+ * defaults have `betas` (Adam and kin), else `momentum` (SGD, RMSprop). With `cycleMomentum`, an
+ * optimizer with neither is refused, and so is a group whose `betas` is not an array.
+ */
+export function momentumSetter(name: string, optimizer: SchedulableOptimizer, cycleMomentum: boolean): MomentumSetter {
+  const defaults = optimizer.defaults as Record<string, unknown>
+  const useBeta1 = 'betas' in defaults
+  if (cycleMomentum && !useBeta1 && !('momentum' in defaults)) {
+    throw invalidValue(`${name}: cycleMomentum needs an optimizer with momentum or betas; pass cycleMomentum: false`)
+  }
+  if (cycleMomentum && useBeta1) {
+    optimizer.paramGroups.forEach(({ betas }: Partial<Group>, i) => {
+      if (!Array.isArray(betas)) {
+        throw invalidType(`${name}: optimizer.paramGroups[${i}].betas must be an array, got ${describe(betas)}`)
+      }
+    })
+  }
+  if (useBeta1) return (group, momentum) => (group.betas = [momentum, ...(group.betas as number[]).slice(1)])
+  return (group, momentum) => (group.momentum = momentum)
 }

@@ -1,18 +1,20 @@
-import { describe, invalidType } from '../errors'
-import { broadcast, unsaved, type Field, type SchedulableOptimizer } from './fields'
+import { aFunction, broadcast, numberFrom, unsaved, type SchedulableOptimizer } from './fields'
 import { LRScheduler, type LRSchedulerOptions } from './lr-scheduler'
 
-/** A function of the epoch giving the factor of the initial learning rate. */
+/**
+ * A function of the epoch giving a factor: of the initial learning rate (LambdaLR), or of the
+ * current one (MultiplicativeLR).
+ */
 export type LrLambda = (epoch: number) => number
 
-const aFunction: Field<LrLambda> = {
-  read(value, path, at) {
-    if (typeof value !== 'function') throw invalidType(`${at.name}: ${path} must be a function, got ${describe(value)}`)
-    return value as LrLambda
-  },
-}
+/** One function for every group, or one per group; left out of `stateDict()`, as in PyTorch. */
+export const LAMBDA_LR = { lrLambda: unsaved(broadcast(aFunction)) }
 
-const LAMBDA_LR = { lrLambda: unsaved(broadcast(aFunction)) }
+/** Group `i`'s `lrLambda` at `epoch`, which must return a number. */
+export function lambdaFactor(name: string, lambdas: LrLambda[], i: number, epoch: number): number {
+  const call = lambdas.every((f) => f === lambdas[0]) ? 'lrLambda' : `lrLambda[${i}]`
+  return numberFrom(lambdas[i], epoch, call, name)
+}
 
 /** LambdaLR's arguments. */
 export interface LambdaLROptions extends LRSchedulerOptions {
@@ -33,14 +35,6 @@ export class LambdaLR extends LRScheduler<typeof LAMBDA_LR> {
 
   protected override getLr(): number[] {
     const epoch = this.progress.lastEpoch
-    return this.progress.baseLrs.map((base, i) => {
-      const lambdas = this.args.lrLambda
-      const factor = lambdas[i](epoch)
-      if (typeof factor !== 'number') {
-        const name = lambdas.every((f) => f === lambdas[0]) ? 'lrLambda' : `lrLambda[${i}]`
-        throw invalidType(`LambdaLR: ${name}(${epoch}) must return a number, got ${describe(factor)}`)
-      }
-      return base * factor
-    })
+    return this.progress.baseLrs.map((base, i) => base * lambdaFactor('LambdaLR', this.args.lrLambda, i, epoch))
   }
 }

@@ -21,13 +21,16 @@ import {
   type Values,
 } from './fields'
 
-/** PyTorch's `group["initial_lr"]`, for groups that cannot hold it themselves (SequentialLR reads it too). */
+/**
+ * PyTorch's `group["initial_lr"]`, for groups that cannot hold it themselves (SequentialLR and
+ * ChainedScheduler read it too).
+ */
 export const initialLrs = new WeakMap<object, number>()
 
-// Hooks SequentialLR calls on the schedulers it chains (PyTorch's `_initial_step`,
-// `_update_lr(epoch)` and `recursive_undo`). Exported only because declarations must name
-// them and sequential-lr.ts calls them; `lib/index.ts` does not export them, and the package
-// exports nothing else.
+// Hooks SequentialLR and ChainedScheduler call on the schedulers they hold (PyTorch's
+// `_initial_step`, `_update_lr(epoch)` and `recursive_undo`). Exported only because declarations
+// must name them and composite.ts and sequential-lr.ts call them; `lib/index.ts` does not export
+// them, and the package exports nothing else.
 /** @internal */
 export const initialStep = Symbol('initialStep')
 /** @internal */
@@ -134,13 +137,7 @@ export abstract class LRScheduler<F extends Fields = Fields> {
 
   /** Advances the schedule by one epoch (or batch) and writes the new learning rates. */
   step(): void {
-    this.progress.stepCount += 1
-    try {
-      this[updateLr]()
-    } catch (error) {
-      this.progress.stepCount -= 1
-      throw error
-    }
+    this.advance()
   }
 
   /**
@@ -174,6 +171,37 @@ export abstract class LRScheduler<F extends Fields = Fields> {
     return this.optimizer.paramGroups as unknown as Group[]
   }
 
+  /** The groups, refused if the optimizer has gained some since this scheduler was built. */
+  protected checkedGroups(): Group[] {
+    const groups = this.groups()
+    if (groups.length !== this.progress.baseLrs.length) {
+      throw invalidState(
+        `${this.#name}: the optimizer has ${groups.length} param groups, ` +
+          `but the scheduler was built for ${this.progress.baseLrs.length}`,
+      )
+    }
+    return groups
+  }
+
+  /** Who is reading, for messages and for the length of per-group values. */
+  protected context(): Context {
+    return { name: this.#name, groups: this.optimizer.paramGroups.length }
+  }
+
+  /**
+   * A step: to the next epoch, or to `epoch` (PyTorch's `step(epoch)`, which only
+   * CosineAnnealingWarmRestarts offers here). On error nothing changes.
+   */
+  protected advance(epoch?: number): void {
+    this.progress.stepCount += 1
+    try {
+      this[updateLr](epoch)
+    } catch (error) {
+      this.progress.stepCount -= 1
+      throw error
+    }
+  }
+
   /** Each group's current learning rate. */
   protected currentLrs(): number[] {
     return this.groups().map((group) => group.lr)
@@ -191,13 +219,7 @@ export abstract class LRScheduler<F extends Fields = Fields> {
 
   /** PyTorch's `_update_lr`: the next epoch, or the given one by the closed form if there is one. */
   [updateLr](epoch?: number): void {
-    const groups = this.groups()
-    if (groups.length !== this.progress.baseLrs.length) {
-      throw invalidState(
-        `${this.#name}: the optimizer has ${groups.length} param groups, ` +
-          `but the scheduler was built for ${this.progress.baseLrs.length}`,
-      )
-    }
+    const groups = this.checkedGroups()
     const previous = this.progress.lastEpoch
     this.progress.lastEpoch = epoch ?? previous + 1
     let lrs: number[]
@@ -216,7 +238,7 @@ export abstract class LRScheduler<F extends Fields = Fields> {
   }
 
   [prepareLoad](stateDict: unknown, where: string): () => void {
-    const at = { name: this.#name, groups: this.optimizer.paramGroups.length }
+    const at = this.context()
     const saved = Object.keys(this.stateDict())
     checkKeys(stateDict, saved, where, at)
     for (const key of saved) if (!(key in stateDict)) throw invalidValue(`${this.#name}: ${where}.${key} is missing`)

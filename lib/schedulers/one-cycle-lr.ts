@@ -1,17 +1,18 @@
-import { describe, invalidState, invalidType, invalidValue, outOfRange } from '../errors'
+import { invalidState, invalidType, invalidValue, outOfRange } from '../errors'
 import {
   finiteNumber,
   broadcast,
   choice,
   flag,
   integer,
+  momentumSetter,
   nonNegative,
   nullable,
   number,
   positive,
   withDefault,
   type Context,
-  type Group,
+  type MomentumSetter,
   type SchedulableOptimizer,
   type Values,
 } from './fields'
@@ -106,8 +107,8 @@ interface Phase {
  * times at most.
  */
 export class OneCycleLR extends LRScheduler<typeof ONE_CYCLE_LR> {
-  /** Whether the momentum lives in `betas[0]` rather than `momentum`. */
-  readonly #useBeta1: boolean
+  /** Writes `momentum` or `betas[0]`, whichever the optimizer has. */
+  readonly #setMomentum: MomentumSetter
 
   constructor(optimizer: SchedulableOptimizer, options: OneCycleLROptions) {
     super('OneCycleLR', ONE_CYCLE_LR, optimizer, options, true)
@@ -126,20 +127,7 @@ export class OneCycleLR extends LRScheduler<typeof ONE_CYCLE_LR> {
       args.totalSteps = total
     }
     this.#checkPhases(args, 'options')
-    const defaults = optimizer.defaults as Record<string, unknown>
-    this.#useBeta1 = 'betas' in defaults
-    if (args.cycleMomentum && !('momentum' in defaults) && !this.#useBeta1) {
-      throw invalidValue(
-        'OneCycleLR: cycleMomentum needs an optimizer with momentum or betas; pass cycleMomentum: false',
-      )
-    }
-    this.groups().forEach((group, i) => {
-      if (args.cycleMomentum && this.#useBeta1 && !Array.isArray(group.betas)) {
-        throw invalidType(
-          `OneCycleLR: optimizer.paramGroups[${i}].betas must be an array, got ${describe(group.betas)}`,
-        )
-      }
-    })
+    this.#setMomentum = momentumSetter('OneCycleLR', optimizer, args.cycleMomentum)
     // PyTorch also sets each group's momentum to maxMomentum here; step 0 overwrites it anyway.
     this.start(args.maxLr.map((lr) => lr / args.divFactor))
   }
@@ -187,14 +175,6 @@ export class OneCycleLR extends LRScheduler<typeof ONE_CYCLE_LR> {
   #anneal(start: number, end: number, pct: number): number {
     if (this.args.annealStrategy === 'cos') return end + ((start - end) / 2.0) * (Math.cos(Math.PI * pct) + 1)
     return (end - start) * pct + start
-  }
-
-  #setMomentum(group: Group, momentum: number): void {
-    if (this.#useBeta1) {
-      group.betas = [momentum, ...(group.betas as number[]).slice(1)]
-    } else {
-      group.momentum = momentum
-    }
   }
 
   /** Computes every group's lr and momentum before writing any momentum, so a failed step changes nothing. */

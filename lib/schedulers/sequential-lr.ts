@@ -1,15 +1,7 @@
-import { describe, invalidState, invalidType, invalidValue } from '../errors'
-import { checkKeys, increasing, type SchedulableOptimizer } from './fields'
-import {
-  initialLrs,
-  initialStep,
-  LRScheduler,
-  prepareLoad,
-  undoStep,
-  updateLr,
-  type LRSchedulerOptions,
-} from './lr-scheduler'
-import { ReduceLROnPlateau } from './reduce-lr-on-plateau'
+import { describe, invalidValue } from '../errors'
+import { increasing, type SchedulableOptimizer } from './fields'
+import { CompositeScheduler } from './composite'
+import { initialStep, undoStep, updateLr, type LRScheduler, type LRSchedulerOptions } from './lr-scheduler'
 
 const SEQUENTIAL_LR = { milestones: increasing(0) }
 
@@ -25,67 +17,42 @@ export interface SequentialLROptions extends LRSchedulerOptions {
  * Runs `schedulers` one after another, switching at each milestone, as PyTorch's `SequentialLR`:
  * building it resets each group's learning rate to its initial one and restarts the first
  * scheduler; at a milestone the next scheduler starts at its epoch 0 (by its closed form, if
- * it has one). Build the chained schedulers first, on the same optimizer.
+ * it has one). Build the chained schedulers first, on the same optimizer. A ChainedScheduler can
+ * only come first: it has no learning rate of its own to start from at a milestone (PyTorch's
+ * fails there).
  */
-export class SequentialLR extends LRScheduler<typeof SEQUENTIAL_LR> {
-  readonly #schedulers: LRScheduler[]
-
+export class SequentialLR extends CompositeScheduler<typeof SEQUENTIAL_LR> {
   constructor(optimizer: SchedulableOptimizer, options: SequentialLROptions) {
     const isObject = typeof options === 'object' && options !== null
     const { schedulers, ...rest }: Partial<SequentialLROptions> = isObject ? options : {}
-    super('SequentialLR', SEQUENTIAL_LR, optimizer, isObject ? rest : options, true)
-    if (!Array.isArray(schedulers)) {
-      throw invalidType(`SequentialLR: options.schedulers must be an array of schedulers, got ${describe(schedulers)}`)
-    }
-    if (schedulers.length === 0) {
-      throw invalidValue('SequentialLR: options.schedulers is empty; it needs at least one scheduler')
-    }
-    schedulers.forEach((scheduler: unknown, i) => {
-      if (scheduler instanceof ReduceLROnPlateau) {
+    super('SequentialLR', SEQUENTIAL_LR, optimizer, isObject ? rest : options, schedulers, 'options.schedulers')
+    this.chained.forEach((scheduler, i) => {
+      if (scheduler instanceof SequentialLR) {
         throw invalidValue(
-          `SequentialLR: options.schedulers[${i}] is a ReduceLROnPlateau, ` +
-            `which SequentialLR cannot run: its step needs a metric`,
+          `SequentialLR: options.schedulers[${i}] is a SequentialLR, which SequentialLR cannot run: ` +
+            `list its schedulers here instead`,
         )
       }
-      if (scheduler instanceof SequentialLR || !(scheduler instanceof LRScheduler)) {
-        throw invalidType(
-          `SequentialLR: options.schedulers[${i}] must be a StepLR, MultiStepLR, ExponentialLR, ` +
-            `CosineAnnealingLR, LinearLR, LambdaLR or OneCycleLR, got ${describe(scheduler)}`,
-        )
-      }
-      if (scheduler.optimizer !== optimizer) {
+      if (scheduler instanceof CompositeScheduler && i > 0) {
         throw invalidValue(
-          `SequentialLR: options.schedulers[${i}] (${describe(scheduler)}) belongs to another optimizer; ` +
-            `all must belong to this one`,
+          `SequentialLR: options.schedulers[${i}] is a ${describe(scheduler)}, which SequentialLR can only run ` +
+            `first: it has no learning rate of its own to start from at a milestone`,
         )
       }
     })
     const { milestones } = this.args
-    if (milestones.length !== schedulers.length - 1) {
+    if (milestones.length !== this.chained.length - 1) {
       throw invalidValue(
-        `SequentialLR: options.milestones has ${milestones.length} values for ${schedulers.length} schedulers; ` +
+        `SequentialLR: options.milestones has ${milestones.length} values for ${this.chained.length} schedulers; ` +
           `it needs one fewer than the schedulers`,
       )
     }
-    const groups = this.groups()
-    groups.forEach((group, i) => {
-      if (!initialLrs.has(group)) {
-        throw invalidState(`SequentialLR: paramGroups[${i}] was added to the optimizer after its schedulers were built`)
-      }
-    })
-    this.#schedulers = [...schedulers]
     this.progress.lastEpoch += 1
-    this.progress.baseLrs = groups.map((group) => initialLrs.get(group)!)
-    groups.forEach((group, i) => (group.lr = this.progress.baseLrs[i]))
+    this.groups().forEach((group, i) => (group.lr = this.progress.baseLrs[i]))
     this[undoStep]()
-    const first = this.#schedulers[this.#current()]
+    const first = this.chained[this.#current()]
     first[initialStep]()
     this.progress.lastLr = first.getLastLr()
-  }
-
-  /** The chained schedulers (the array is a copy). */
-  get schedulers(): LRScheduler[] {
-    return [...this.#schedulers]
   }
 
   /** The index of the scheduler that runs at `lastEpoch` (PyTorch's `bisect_right`). */
@@ -97,7 +64,7 @@ export class SequentialLR extends LRScheduler<typeof SEQUENTIAL_LR> {
   override step(): void {
     this.progress.lastEpoch += 1
     const index = this.#current()
-    const scheduler = this.#schedulers[index]
+    const scheduler = this.chained[index]
     try {
       if (index > 0 && this.args.milestones[index - 1] === this.progress.lastEpoch) scheduler[updateLr](0)
       else scheduler.step()
@@ -106,38 +73,5 @@ export class SequentialLR extends LRScheduler<typeof SEQUENTIAL_LR> {
       throw error
     }
     this.progress.lastLr = scheduler.getLastLr()
-  }
-
-  /** Never called: `step()` delegates to the chained schedulers. */
-  protected override getLr(): number[] {
-    return this.getLastLr()
-  }
-
-  /** Its own progress and milestones, and the state of every chained scheduler under `schedulers`. */
-  override stateDict(): Record<string, unknown> {
-    return { ...super.stateDict(), schedulers: this.#schedulers.map((s) => s.stateDict()) }
-  }
-
-  override [undoStep](): void {
-    for (const scheduler of this.#schedulers) scheduler[undoStep]()
-  }
-
-  override [prepareLoad](stateDict: unknown, where: string): () => void {
-    const at = { name: 'SequentialLR', groups: this.optimizer.paramGroups.length }
-    checkKeys(stateDict, Object.keys(this.stateDict()), where, at)
-    const { schedulers, ...own } = stateDict
-    if (!Array.isArray(schedulers) || schedulers.length !== this.#schedulers.length) {
-      throw invalidValue(
-        `SequentialLR: ${where}.schedulers must be an array of ${this.#schedulers.length} state dicts, ` +
-          `one per chained scheduler, ` +
-          `got ${describe(schedulers)}${Array.isArray(schedulers) ? ` of ${schedulers.length}` : ''}`,
-      )
-    }
-    const applyOwn = super[prepareLoad]({ ...own, schedulers: [] }, where)
-    const applyEach = this.#schedulers.map((s, i) => s[prepareLoad](schedulers[i], `${where}.schedulers[${i}]`))
-    return () => {
-      applyOwn()
-      for (const apply of applyEach) apply()
-    }
   }
 }
