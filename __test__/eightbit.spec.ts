@@ -555,3 +555,62 @@ test('zeroGrad clears or zero-fills gradients', (t) => {
   opt.zeroGrad()
   t.is(params[0].grad, null)
 })
+
+test('step() reports a NaN or ±∞ in any gradient, and updates as bitsandbytes does', (t) => {
+  // An 8-bit tensor (several units of 4096 elements, a partial last block) and a float32-state one.
+  const sizes = [3 * 4096 + 100, 600]
+  for (const Optimizer of [Adam8bit, Lion8bit]) {
+    for (const bad of [Number.NaN, Infinity, -Infinity]) {
+      for (const [p, at] of [
+        [0, 0],
+        [0, 5000],
+        [0, sizes[0] - 1],
+        [1, 0],
+        [1, 599],
+      ]) {
+        const params = sizes.map((n, j) => ({
+          data: Float32Array.from({ length: n }, (_, i) => Math.sin(i + j)),
+          grad: Float32Array.from({ length: n }, (_, i) => Math.cos(i * 0.7 + j) * 0.01),
+        }))
+        const opt = new Optimizer(params)
+        t.true(opt.step(), 'finite gradients')
+        params[p].grad[at] = bad
+        t.false(opt.step(), `${Optimizer.name}: ${bad} at parameter ${p}, element ${at}`)
+        t.is(opt.getState(params[p])?.step, 2, 'the update went ahead')
+        params[p].grad[at] = 0
+        // The largest finite values are not reported.
+        params[p].grad[at] = 3.4028234663852886e38
+        params[1 - p].grad[0] = -3.4028234663852886e38
+        t.true(new Optimizer(params).step())
+      }
+    }
+  }
+})
+
+test('step({ skipNonFinite: true }) skips the whole step when a gradient is not finite, changing nothing', (t) => {
+  const params = [4096 * 2, 300].map((n, j) => ({
+    data: Float32Array.from({ length: n }, (_, i) => Math.sin(i + j)),
+    grad: Float32Array.from({ length: n }, (_, i) => Math.cos(i * 0.7 + j) * 0.01),
+  }))
+  const opt = new AdamW8bit(params)
+  t.true(opt.step({ skipNonFinite: true }))
+  const before = { data: params.map((p) => p.data.slice()), dict: JSON.stringify(Object.values(opt.stateDict())) }
+  params[1].grad[299] = Number.NaN
+  t.false(opt.step({ skipNonFinite: true }))
+  t.deepEqual(
+    params.map((p) => p.data),
+    before.data,
+  )
+  t.is(JSON.stringify(Object.values(opt.stateDict())), before.dict)
+  t.is(opt.getState(params[0])?.step, 1)
+  // A first step that is skipped makes no state.
+  const fresh = [{ data: new Float32Array(5000), grad: new Float32Array(5000).fill(Infinity) }]
+  const other = new Adam8bit(fresh)
+  t.false(other.step({ skipNonFinite: true }))
+  t.is(other.getState(fresh[0]), undefined)
+  t.throws(() => other.step({ skipNonFinite: 1 } as never), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: 'step: options.skipNonFinite must be a boolean, got a number',
+  })
+  t.throws(() => other.step({ skip: true } as never), { code: 'ERR_INVALID_ARG_VALUE' })
+})

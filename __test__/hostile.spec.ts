@@ -724,7 +724,7 @@ interface NativeEightBitStep {
 }
 const eightBit = binding as unknown as {
   NativeEightBit: new (algorithm: string, min8BitSize: number) => NativeEightBitStep
-  eightBitStepOf(optimizer: NativeEightBitStep): (...args: unknown[]) => void
+  eightBitStepOf(optimizer: NativeEightBitStep): (...args: unknown[]) => unknown
 }
 
 test('the 8-bit step reached by file path refuses bad arguments, a getter cannot run in it, and it outlives its optimizer safely', async (t) => {
@@ -743,7 +743,17 @@ test('the 8-bit step reached by file path refuses bad arguments, a getter cannot
       [hyper, data],
       {
         code: 'ERR_INVALID_ARG_VALUE',
-        message: 'step: expected 3 arguments (hyper, then data and grad for each of 1 parameters), got 2',
+        message:
+          'step: expected 3 arguments (hyper, then data and grad for each of 1 parameters, then optionally skipNonFinite), got 2',
+      },
+    ],
+    [
+      'too many arguments',
+      [hyper, data, grad, true, true],
+      {
+        code: 'ERR_INVALID_ARG_VALUE',
+        message:
+          'step: expected 3 arguments (hyper, then data and grad for each of 1 parameters, then optionally skipNonFinite), got 5',
       },
     ],
     [
@@ -774,7 +784,7 @@ test('the 8-bit step reached by file path refuses bad arguments, a getter cannot
     t.is(opt.exportState(0), null, `${what}: nothing stepped`)
     t.deepEqual(Array.from(data), new Array(8).fill(1), `${what}: data unchanged`)
   }
-  step(hyper, data, grad)
+  t.is(step(hyper, data, grad, true), 0, 'StepReport.Finite')
   t.is(opt.exportState(0)!.step, 1)
   t.throws(() => eightBit.eightBitStepOf({} as NativeEightBitStep), {
     code: 'ERR_INVALID_ARG_TYPE',

@@ -142,7 +142,7 @@ test('a closure may call step() itself: that step runs, then the outer one', (t)
   t.notDeepEqual(a.p.data, make().p.data)
 })
 
-test('8-bit optimizers: step(closure) runs it first and returns its value; a non-function is refused', (t) => {
+test('8-bit optimizers: step(closure) runs it first and returns its value; bad options are refused first', (t) => {
   const make = () => {
     const p = { data: Float32Array.from({ length: 5000 }, (_, i) => Math.sin(i)), grad: null as Float32Array | null }
     return { p, opt: new Adam8bit([p], { lr: 0.01 }) }
@@ -160,11 +160,17 @@ test('8-bit optimizers: step(closure) runs it first and returns its value; a non
   }
   const step = a.opt.step.bind(a.opt) as (...args: unknown[]) => unknown
   const data = a.p.data.slice()
-  t.throws(() => step({ skipNonFinite: true }), {
+  t.throws(() => step(5), {
     instanceOf: TypeError,
     code: 'ERR_INVALID_ARG_TYPE',
-    message: 'step: the argument must be a closure returning the loss, got Object',
+    message: 'step: options must be an object such as { skipNonFinite: true }, got a number',
   })
+  let calls = 0
+  t.throws(() => step(() => calls++, { skipNonFinite: 'yes' }), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: 'step: options.skipNonFinite must be a boolean, got a string',
+  })
+  t.is(calls, 0)
   t.throws(
     () =>
       a.opt.step(() => {

@@ -7,7 +7,7 @@
 // read once, and a step, `loadStateDict` and `zeroGrad` that check everything before writing.
 import { callClosure, describe, invalidType, invalidValue, outOfRange, reentered } from './errors'
 import { native } from './native'
-import type { Parameter } from './optimizer'
+import { stepOptions, type Parameter, type StepOptions } from './optimizer'
 import {
   checkUsable,
   lengthOf,
@@ -130,7 +130,7 @@ export interface EightBitStateDict<Options = Record<string, unknown>> {
 const BNB_GROUP_DEFAULTS: Readonly<Record<string, unknown>> = { alpha: 0, tAlpha: null, tBeta3: null }
 
 /** A native step: `(hyper, data0, grad0, data1, grad1, ...)`, the arrays as arguments, so that reading them runs no JavaScript. */
-type NativeStep = (...args: unknown[]) => void
+type NativeStep = (...args: unknown[]) => number
 
 /** Registered by hand in src/eightbit.rs (so that a step allocates nothing), hence not in the generated typings. */
 const eightBitStepOf = (
@@ -154,6 +154,9 @@ const whole = (x: unknown) => typeof x === 'number' && Number.isSafeInteger(x) &
 
 /** The numbers per parameter of a native step's options: lr, beta1, beta2, eps, weightDecay. */
 const HYPER = 5
+
+/** `StepReport.Finite`, read once. */
+const FINITE = native.StepReport.Finite
 
 /**
  * Checks a group's options, in the words of the registry's optimizers, reading each once, in the
@@ -339,33 +342,46 @@ export abstract class EightBitOptimizer<Options extends object> {
    * Updates every parameter whose `grad` is not null, in one native call on the thread pool.
    * Everything is checked first (options, array types and lengths, shared or detached memory):
    * on error nothing changes.
+   *
+   * Returns whether every gradient element was finite, as the other optimizers' `step()` does. A
+   * gradient holding NaN or ±∞ does not stop the step (the update goes ahead, as bitsandbytes'
+   * and PyTorch's do, and the NaN or ∞ reaches the parameters and the state); with
+   * `{ skipNonFinite: true }` every gradient is checked before anything is written, and if one is
+   * not finite the whole step is skipped (no parameter, state or step count changes) and `step()`
+   * returns false.
    */
-  step(): void
+  step(options?: StepOptions): boolean
   /**
    * As PyTorch's `step(closure)`: calls `closure` once (it may call `zeroGrad`), then steps as
-   * `step()` does, and returns what `closure` returned. If it throws, the error comes back as
-   * `ERR_CLOSURE_FAILED` and nothing is updated; a closure that returns a promise is refused
-   * (`ERR_INVALID_RETURN_VALUE`), since the step runs synchronously.
+   * `step(options)` does, and returns what `closure` returned. `options` are checked before it
+   * runs. If it throws, the error comes back as `ERR_CLOSURE_FAILED` and nothing is updated; a
+   * closure that returns a promise is refused (`ERR_INVALID_RETURN_VALUE`), since the step runs
+   * synchronously.
    */
-  step<Loss>(closure: () => Loss): Loss
-  step(closure?: () => unknown): unknown {
+  step<Loss>(closure: () => Loss, options?: StepOptions): Loss
+  step(first?: StepOptions | (() => unknown), second?: StepOptions): unknown {
     // `#enter`'s guard, written out, as the registry's `step()` has it: no closure per step.
     if (this.#running !== undefined) throw reentered('step()', this.#running)
-    if (closure !== undefined) {
-      if (typeof closure !== 'function')
-        throw invalidType(`step: the argument must be a closure returning the loss, got ${describe(closure)}`)
-      const loss = callClosure(`${this.#spec.name}.step`, closure)
-      this.step()
+    if (typeof first === 'function') {
+      if (second !== undefined) stepOptions(second, 'step')
+      const loss = callClosure(`${this.#spec.name}.step`, first)
+      this.step(second)
       return loss
     }
+    if (second !== undefined)
+      throw invalidType(
+        `step: a second argument follows a closure only, got ${describe(second)} after ${describe(first)}`,
+      )
     this.#running = 'step()'
     try {
+      const skipNonFinite = first === undefined ? false : stepOptions(first, 'step')
       const count = this.#params.length
       if (this.#hyper.length !== HYPER * count) {
         this.#hyper = new Float64Array(HYPER * count)
-        this.#args = new Array<unknown>(1 + 2 * count).fill(null)
+        this.#args = new Array<unknown>(2 + 2 * count).fill(null)
         this.#args[0] = this.#hyper
       }
+      this.#args[1 + 2 * count] = skipNonFinite
       const groups = this.paramGroups
       if (this.#rows.length !== HYPER * groups.length) this.#rows = new Float64Array(HYPER * groups.length)
       const [args, hyper, rows] = [this.#args, this.#hyper, this.#rows]
@@ -391,7 +407,7 @@ export abstract class EightBitOptimizer<Options extends object> {
         args[2 + 2 * index] = grad ?? null
       }
       // The native step checks that no parameter's data overlaps another array, naming both.
-      Reflect.apply(this.#step, undefined, args)
+      return Reflect.apply(this.#step, undefined, args) === FINITE
     } finally {
       this.#running = undefined
     }

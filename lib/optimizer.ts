@@ -480,8 +480,8 @@ function canAssign(object: object, key: string): boolean {
 /** `StepReport.Finite`, read once. */
 const FINITE = native.StepReport.Finite
 
-/** `options.skipNonFinite`, checked. */
-function stepOptions(options: unknown, method: string): boolean {
+/** `{ skipNonFinite }` of `step` or `stepAsync` (`method`), checked: whether to skip a non-finite step. */
+export function stepOptions(options: unknown, method: string): boolean {
   if (options === undefined) return false
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw invalidType(`${method}: options must be an object such as { skipNonFinite: true }, got ${describe(options)}`)

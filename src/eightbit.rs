@@ -9,7 +9,7 @@
 use fastoptim_core::eightbit::{self, Adam8bit, EightBit, Hyper, Job, Lion8bit, Moments};
 use fastoptim_core::engine::placed::Placed;
 use fastoptim_core::quantize;
-use fastoptim_core::Dtype;
+use fastoptim_core::{all_finite, Dtype};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::bound;
 use crate::disjoint::{find_overlap, step_message, Span};
 use crate::js::{Fail, RawEnv, TypedView};
-use crate::{give_back, lend, Lent, MAX_STEP};
+use crate::{give_back, lend, Lent, StepReport, MAX_STEP};
 
 /// The numbers per parameter of a step's `hyper`: lr, beta1, beta2, eps, weightDecay.
 const HYPER: usize = 5;
@@ -102,17 +102,19 @@ impl NativeEightBit {
   }
 
   /// One step over the arguments of a call of a bound step function ([`step_of`]):
-  /// `(hyper, data0, grad0, data1, grad1, ...)`, parameter `i` being `data_i`, updated by `grad_i`
-  /// (null: not stepped) with the options `hyper[5i..5i + 5]`. All checked first; then every
-  /// parameter is updated, or none. The arrays are arguments, not elements of an array, so that
-  /// reading them runs no JavaScript; `hyper` is borrowed, so a step copies nothing out of
-  /// JavaScript.
-  fn step(&mut self, raw: RawEnv, info: sys::napi_callback_info, argc: usize) -> std::result::Result<(), Fail> {
+  /// `(hyper, data0, grad0, data1, grad1, ..., skipNonFinite?)`, parameter `i` being `data_i`,
+  /// updated by `grad_i` (null: not stepped) with the options `hyper[5i..5i + 5]`. All checked
+  /// first; then every parameter is updated, or none. With `skipNonFinite` true, a gradient
+  /// holding NaN or ±∞ skips the whole step (every gradient is read once more first). The arrays
+  /// are arguments, not elements of an array, so that reading them runs no JavaScript; `hyper` is
+  /// borrowed, so a step copies nothing out of JavaScript.
+  fn step(&mut self, raw: RawEnv, info: sys::napi_callback_info, argc: usize) -> std::result::Result<StepReport, Fail> {
     crate::threads::check_configured()?;
     let count = self.states.len();
-    if argc != 1 + 2 * count {
+    if argc != 1 + 2 * count && argc != 2 + 2 * count {
       return Err(Fail::value(format!(
-        "step: expected {} arguments (hyper, then data and grad for each of {count} parameters), got {argc}",
+        "step: expected {} arguments (hyper, then data and grad for each of {count} parameters, then \
+         optionally skipNonFinite), got {argc}",
         1 + 2 * count
       )));
     }
@@ -124,7 +126,11 @@ impl NativeEightBit {
       sys::napi_get_cb_info(raw.0, info, &mut { argc }, args.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut())
     };
     let result = if read == sys::Status::napi_ok {
-      self.step_with(raw, &args, &mut views)
+      let skip = match args.get(1 + 2 * count) {
+        Some(&flag) => raw.is_true(flag)?,
+        None => false,
+      };
+      self.step_with(raw, &args[..1 + 2 * count], &mut views, skip)
     } else {
       Err(Fail::state("step: could not read its arguments".into()))
     };
@@ -138,7 +144,8 @@ impl NativeEightBit {
     raw: RawEnv,
     args: &[sys::napi_value],
     views: &mut Vec<Option<(TypedView, TypedView)>>,
-  ) -> std::result::Result<(), Fail> {
+    skip_non_finite: bool,
+  ) -> std::result::Result<StepReport, Fail> {
     let hyper = match raw.float_array(args[0])? {
       Some(view) if view.dtype == Dtype::Float64 && !view.detached => view,
       _ => return Err(Fail::type_error(format!("step: hyper must be a Float64Array, got {}", raw.kind_of(args[0])?))),
@@ -197,6 +204,10 @@ impl NativeEightBit {
         )));
       }
     }
+    // SAFETY: attached Float32Arrays read in this call, only read; no JavaScript runs during it.
+    if skip_non_finite && !all_finite(views.iter().flatten().map(|(_, grad)| unsafe { grad.slice::<f32>() })) {
+      return Ok(StepReport::Skipped);
+    }
     let (kind, min) = (self.kind, self.min_8bit_size);
     for (state, view) in self.states.iter_mut().zip(views.iter()) {
       if let Some((param, _)) = view {
@@ -204,11 +215,11 @@ impl NativeEightBit {
         state.step += 1;
       }
     }
-    match kind {
+    let non_finite = match kind {
       Kind::Adam => step_all::<Adam8bit>(&mut self.states, views, hyper, &mut self.adam_jobs),
       Kind::Lion => step_all::<Lion8bit>(&mut self.states, views, hyper, &mut self.lion_jobs),
-    }
-    Ok(())
+    };
+    Ok(if non_finite { StepReport::NonFinite } else { StepReport::Finite })
   }
 }
 
@@ -369,13 +380,13 @@ fn float32(
 }
 
 /// Steps every parameter with a gradient, in one parallel run; its jobs go in the allocation that
-/// `storage` keeps between steps.
+/// `storage` keeps between steps. Returns whether a gradient held NaN or ±∞.
 fn step_all<O: EightBit<Coeffs: 'static>>(
   states: &mut [Option<State>],
   views: &[Option<(TypedView, TypedView)>],
   hyper: &[f64],
   storage: &mut Vec<Job<'static, O::Coeffs>>,
-) {
+) -> bool {
   let mut jobs = lend(storage);
   for (i, (state, view)) in states.iter_mut().zip(views).enumerate() {
     let (Some(state), Some((param, grad))) = (state, view) else { continue };
@@ -387,8 +398,9 @@ fn step_all<O: EightBit<Coeffs: 'static>>(
     let job = Job::new::<O>(O::coeffs(&options, state.step), param, grad, &mut state.moments);
     jobs.push(job.expect("lengths checked"));
   }
-  eightbit::run::<O>(&mut jobs);
+  let non_finite = eightbit::run::<O>(&mut jobs);
   give_back(storage, jobs);
+  non_finite
 }
 
 /// `eightBitStepOf(optimizer)`: a function `(hyper, data0, grad0, data1, grad1, ...)` that steps
@@ -407,15 +419,22 @@ fn step_of(env: RawEnv, object: sys::napi_value) -> std::result::Result<sys::nap
   bound::bind(env, cell, c"step", step_callback)
 }
 
-/// The function [`step_of`] makes.
+/// The function [`step_of`] makes; it returns the step's [`StepReport`].
 unsafe extern "C" fn step_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
   // SAFETY: this callback's env and info, of a function `bind` made for a `NativeEightBit`.
   let result = match unsafe { bound::args::<NativeEightBit, 0>(env, info) } {
     None => Err(Fail::type_error("step: could not read its arguments".into())),
     Some((_, argc, optimizer)) => bound::enter(optimizer, "step", |optimizer| optimizer.step(RawEnv(env), info, argc)),
   };
-  if let Err(fail) = result {
-    let _ = fail.throw(&Env::from_raw(env));
+  let mut value = std::ptr::null_mut();
+  match result {
+    // SAFETY: creating a value in this callback's env.
+    Ok(report) => unsafe {
+      sys::napi_create_uint32(env, report as u32, &mut value);
+    },
+    Err(fail) => {
+      let _ = fail.throw(&Env::from_raw(env));
+    }
   }
-  std::ptr::null_mut()
+  value
 }

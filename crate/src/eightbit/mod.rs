@@ -22,11 +22,13 @@ pub mod lion8bit;
 pub mod simd;
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::engine::placed::Placed;
 use crate::engine::run::PARALLEL_MIN_ELEMENTS;
 use crate::engine::state::zeroed;
 use crate::engine::threads;
+use crate::finite::any_non_finite;
 use crate::quantize::{blocks, BLOCK};
 
 pub use adam8bit::Adam8bit;
@@ -253,10 +255,13 @@ impl<'a, C> Job<'a, C> {
 
   /// Runs unit `unit` of this job.
   ///
+  /// Returns whether the unit's gradient held NaN or ±∞ (the update went ahead regardless), scanned
+  /// after the update, which leaves it in cache.
+  ///
   /// # Safety
   /// The slices the job was made from are alive and not otherwise accessed, and no other thread
   /// runs the same unit of the same job at the same time.
-  unsafe fn run_unit<O: EightBit<Coeffs = C>>(&self, unit: usize, reference: bool) {
+  unsafe fn run_unit<O: EightBit<Coeffs = C>>(&self, unit: usize, reference: bool) -> bool {
     let start = unit * UNIT_BLOCKS * BLOCK;
     let end = (start + UNIT_BLOCKS * BLOCK).min(self.len);
     let n = end - start;
@@ -267,7 +272,8 @@ impl<'a, C> Job<'a, C> {
     if !self.quantized {
       let state1 = unsafe { std::slice::from_raw_parts_mut(self.full1, n) };
       let state2 = if self.second { unsafe { std::slice::from_raw_parts_mut(self.full2, n) } } else { &mut [][..] };
-      return O::full(&self.coeffs, param, grad, state1, state2);
+      O::full(&self.coeffs, param, grad, state1, state2);
+      return any_non_finite(grad);
     }
     let (first_block, block_count) = (start / BLOCK, blocks(n));
     let moments = Quantized {
@@ -285,21 +291,29 @@ impl<'a, C> Job<'a, C> {
     } else {
       O::quantized(&self.coeffs, param, grad, moments)
     }
+    any_non_finite(grad)
   }
 }
 
 /// One step of every job, all units on the step pool (on the caller alone when the step is small).
-pub fn run<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) {
+/// Returns whether a gradient held NaN or ±∞; the update went ahead regardless, as the registry's
+/// optimizers' and PyTorch's do. Each unit's gradient is scanned right after its update, from
+/// cache: the kernels are bound by instructions, not memory, so the scan adds no memory traffic
+/// worth its own loop in each of them.
+pub fn run<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) -> bool {
   let jobs: &[Job<'_, O::Coeffs>] = jobs;
   let units: usize = jobs.iter().map(Job::units).sum();
   let elements: usize = jobs.iter().map(|job| job.len).sum();
+  let non_finite = AtomicBool::new(false);
   let body = |mut unit: usize| {
     for job in jobs {
       let count = job.units();
       if unit < count {
         // SAFETY: `for_each_piece` runs each index once, and each index is one unit of one job;
         // the jobs' slices are borrowed for as long as `jobs` is.
-        unsafe { job.run_unit::<O>(unit, false) };
+        if unsafe { job.run_unit::<O>(unit, false) } {
+          non_finite.store(true, Ordering::Relaxed);
+        }
         return;
       }
       unit -= count;
@@ -310,25 +324,30 @@ pub fn run<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) {
   } else {
     threads::for_each_piece(units, &body);
   }
+  non_finite.into_inner()
 }
 
 /// [`run`] as bitsandbytes orders it: each tensor whole, in turn, with the plain kernels.
-pub fn run_reference<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) {
+pub fn run_reference<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) -> bool {
+  let mut non_finite = false;
   for job in jobs.iter() {
     if job.len == 0 {
       continue;
     }
     // SAFETY: as in `run`, on this thread alone.
-    unsafe { job.run_whole::<O>() };
+    non_finite |= unsafe { job.run_whole::<O>() };
   }
+  non_finite
 }
 
 impl<C: Copy> Job<'_, C> {
   /// The whole job as one call of the reference kernel.
   ///
+  /// Returns whether the gradient held NaN or ±∞.
+  ///
   /// # Safety
   /// As [`Job::run_unit`], with no other thread running any unit of this job.
-  unsafe fn run_whole<O: EightBit<Coeffs = C>>(&self) {
+  unsafe fn run_whole<O: EightBit<Coeffs = C>>(&self) -> bool {
     let n = self.len;
     // SAFETY: the job's own slices, whole.
     let param = unsafe { std::slice::from_raw_parts_mut(self.param, n) };
@@ -336,7 +355,8 @@ impl<C: Copy> Job<'_, C> {
     if !self.quantized {
       let state1 = unsafe { std::slice::from_raw_parts_mut(self.full1, n) };
       let state2 = if self.second { unsafe { std::slice::from_raw_parts_mut(self.full2, n) } } else { &mut [][..] };
-      return O::full(&self.coeffs, param, grad, state1, state2);
+      O::full(&self.coeffs, param, grad, state1, state2);
+      return any_non_finite(grad);
     }
     let count = blocks(n);
     let moments = Quantized {
@@ -345,7 +365,8 @@ impl<C: Copy> Job<'_, C> {
       state2: if self.second { unsafe { std::slice::from_raw_parts_mut(self.state2, n) } } else { &mut [] },
       absmax2: if self.second { unsafe { std::slice::from_raw_parts_mut(self.absmax2, count) } } else { &mut [] },
     };
-    O::quantized_reference(&self.coeffs, param, grad, moments)
+    O::quantized_reference(&self.coeffs, param, grad, moments);
+    any_non_finite(grad)
   }
 }
 
