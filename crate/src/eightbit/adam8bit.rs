@@ -32,6 +32,7 @@ use super::simd::Lanes;
 use super::simd::Level;
 use super::{multiversion, EightBit, Hyper, Quantized};
 use crate::divide::ExactDivisor;
+use crate::float::NonFinite;
 use crate::quantize::{self, absmax, blocks, QuantMap, BLOCK};
 
 /// bitsandbytes' `Adam8bit` (and `AdamW8bit`: the same update).
@@ -80,7 +81,7 @@ impl EightBit for Adam8bit {
     }
   }
 
-  fn quantized_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+  fn quantized_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) -> bool {
     fused_at(level, c, param, grad, moments)
   }
 
@@ -111,15 +112,15 @@ impl EightBit for Adam8bit {
     }
   }
 
-  fn full(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], state2: &mut [f32]) {
+  fn full(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], state2: &mut [f32]) -> bool {
     full_best(c, param, grad, state1, state2)
   }
 }
 
 /// The fused kernel with the instructions of `level` (one this CPU runs: checked): whole blocks
 /// in vector code, a partial last block (and everything, at [`Level::Portable`]) in the portable
-/// kernel. The same bits at every level.
-pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+/// kernel. The same bits at every level. Returns whether a gradient element was NaN or ±∞.
+pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) -> bool {
   let Quantized { state1, absmax1, state2, absmax2 } = moments;
   let (signed, unsigned) = (quantize::signed(), quantize::unsigned());
   let n = param.len();
@@ -127,8 +128,8 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
   assert!(absmax1.len() == blocks(n) && absmax2.len() == blocks(n), "Adam8bit: {} blocks", blocks(n));
   assert!(level <= Level::detected(), "{level:?} is not supported by this CPU");
   let whole = n / BLOCK;
-  let done = match level {
-    Level::Portable => 0,
+  let (done, whole_non_finite) = match level {
+    Level::Portable => (0, false),
     #[cfg(target_arch = "x86_64")]
     Level::Avx512 | Level::Avx2 => {
       // The division by c₂: the exact multiply-adds where the divide unit bounds the loop
@@ -141,30 +142,31 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
       let m = Quantized { state1, absmax1, state2, absmax2 };
       // SAFETY: this CPU has the level's features (asserted above); the slices are whole blocks
       // of one length (asserted above, cut to `whole` blocks).
-      unsafe {
+      let non_finite = unsafe {
         match (level, exact) {
           (Level::Avx512, true) => avx512::<true>(c, p, g, m),
           (Level::Avx512, false) => avx512::<false>(c, p, g, m),
           _ => avx2(c, p, g, m),
         }
-      }
-      whole
+      };
+      (whole, non_finite)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    _ => 0,
+    _ => (0, false),
   };
   let rest = done * BLOCK;
-  fused_best(
-    c,
-    signed,
-    unsigned,
-    &mut param[rest..],
-    &grad[rest..],
-    &mut state1[rest..],
-    &mut absmax1[done..],
-    &mut state2[rest..],
-    &mut absmax2[done..],
-  )
+  whole_non_finite
+    | fused_best(
+      c,
+      signed,
+      unsigned,
+      &mut param[rest..],
+      &grad[rest..],
+      &mut state1[rest..],
+      &mut absmax1[done..],
+      &mut state2[rest..],
+      &mut absmax2[done..],
+    )
 }
 
 /// The fused kernel in AVX-512 over whole blocks ([`whole_blocks`]), four vectors of 16 elements at a
@@ -175,7 +177,7 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
 /// elements (codes) or blocks (absmax).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn avx512<const EXACT: bool>(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+unsafe fn avx512<const EXACT: bool>(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) -> bool {
   // SAFETY: this function's features are those `Lanes16` stands for; the slices as it asks.
   unsafe {
     let lanes = super::simd::avx512::Lanes16::new();
@@ -190,7 +192,7 @@ unsafe fn avx512<const EXACT: bool>(c: &AdamCoeffs, param: &mut [f32], grad: &[f
 /// AVX2 and FMA; as [`avx512`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+unsafe fn avx2(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) -> bool {
   // SAFETY: this function's features are those `Lanes8` stands for; the slices as it asks.
   unsafe {
     let lanes = super::simd::avx2::Lanes8::new();
@@ -203,6 +205,7 @@ unsafe fn avx2(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantiz
 /// lookups first so that their loads overlap, updated, their m and v kept in two aligned stack
 /// blocks (L1) with running absmax, then requantized ([`Lanes::quantize`]). With `EXACT`, the
 /// division by c₂ is a multiplication with exact corrections ([`ExactDivisor`]'s sequence).
+/// Returns whether a gradient element was NaN or ±∞.
 ///
 /// # Safety
 /// `param.len()` a multiple of [`BLOCK`], every slice of that many elements (codes) or blocks
@@ -215,7 +218,7 @@ unsafe fn whole_blocks<L: Lanes, const EXACT: bool, const GROUP: usize>(
   param: &mut [f32],
   grad: &[f32],
   moments: Quantized<'_>,
-) {
+) -> bool {
   use super::simd::Block;
   let Quantized { state1, absmax1, state2, absmax2 } = moments;
   let (signed, unsigned) = (quantize::signed(), quantize::unsigned());
@@ -225,6 +228,7 @@ unsafe fn whole_blocks<L: Lanes, const EXACT: bool, const GROUP: usize>(
   let (eps, decay, nlr) = (l.splat(c.eps), l.splat(c.decay_factor), l.splat(c.neg_lr_over_c1));
   let mut m = Block([0.0; BLOCK]);
   let mut v = Block([0.0; BLOCK]);
+  let mut seen = l.splat(0.0);
   for b in 0..param.len() / BLOCK {
     let (scale1, scale2) = (l.splat(absmax1[b]), l.splat(absmax2[b]));
     let (mut top1, mut top2) = (l.splat(-f32::MAX), l.splat(-f32::MAX));
@@ -241,6 +245,7 @@ unsafe fn whole_blocks<L: Lanes, const EXACT: bool, const GROUP: usize>(
         let (k, i, m0, v0) = (GROUP * group + j, at + L::N * j, m0s[j], v0s[j]);
         // SAFETY: i + N ≤ len for every slice (caller).
         let (g, p) = unsafe { (l.load(grad.as_ptr().add(i)), l.load(param.as_ptr().add(i))) };
+        seen = l.see_magnitude(seen, g);
         let mi = l.fmadd(g, gw1, l.mul(m0, beta1));
         let vi = l.fmadd(l.mul(gw2, g), g, l.mul(v0, beta2));
         let root = l.sqrt(vi);
@@ -269,6 +274,7 @@ unsafe fn whole_blocks<L: Lanes, const EXACT: bool, const GROUP: usize>(
       absmax2[b] = l.quantize(unsigned, &v, top2, state2.as_mut_ptr().add(b * BLOCK));
     }
   }
+  l.any_non_finite(seen)
 }
 
 multiversion!(fn fused_best(
@@ -281,7 +287,7 @@ multiversion!(fn fused_best(
   absmax1: &mut [f32],
   state2: &mut [u8],
   absmax2: &mut [f32],
-) => fused);
+) -> bool => fused);
 
 /// One pass per block: dequantize m and v into registers' worth of stack, update, requantize.
 /// Reads 4 + 4 + 1 + 1 bytes and writes 4 + 1 + 1 per element (16 moved, against fp32 Adam's 28).
@@ -297,11 +303,12 @@ fn fused(
   absmax1: &mut [f32],
   state2: &mut [u8],
   absmax2: &mut [f32],
-) {
+) -> bool {
   let n = param.len();
   let (grad, state1, state2) = (&grad[..n], &mut state1[..n], &mut state2[..n]);
   let mut m = [0.0f32; BLOCK];
   let mut v = [0.0f32; BLOCK];
+  let mut check = NonFinite::new();
   for (b, start) in (0..n).step_by(BLOCK).enumerate() {
     let len = BLOCK.min(n - start);
     let (p, g) = (&mut param[start..start + len], &grad[start..start + len]);
@@ -310,6 +317,7 @@ fn fused(
     let (scale1, scale2) = (absmax1[b], absmax2[b]);
     for i in 0..len {
       let gi = g[i];
+      check.see(gi);
       let mi = signed.values[codes1[i] as usize] * scale1;
       let vi = unsigned.values[codes2[i] as usize] * scale2;
       let mi = gi.mul_add(c.gradient_weight1, mi * c.beta1);
@@ -327,17 +335,20 @@ fn fused(
       codes2[i] = unsigned.code(v[i] / top2);
     }
   }
+  check.found()
 }
 
-multiversion!(fn full_best(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) => full);
+multiversion!(fn full_best(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) -> bool => full);
 
 /// bitsandbytes' 32-bit Adam (`_optimizer_update_32bit_cpu`), for parameters under `min_8bit_size`.
 #[inline(always)]
-fn full(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+fn full(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) -> bool {
   let n = param.len();
   let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+  let mut check = NonFinite::new();
   for i in 0..n {
     let g = grad[i];
+    check.see(g);
     let mi = g.mul_add(c.gradient_weight1, m[i] * c.beta1);
     let vi = (c.gradient_weight2 * g).mul_add(g, v[i] * c.beta2);
     let update = mi / (vi.sqrt() + c.eps_c2);
@@ -345,6 +356,7 @@ fn full(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut 
     m[i] = mi;
     v[i] = vi;
   }
+  check.found()
 }
 
 #[cfg(test)]

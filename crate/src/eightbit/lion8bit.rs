@@ -23,6 +23,7 @@
 use super::simd::Lanes;
 use super::simd::Level;
 use super::{multiversion, EightBit, Hyper, Quantized};
+use crate::float::NonFinite;
 use crate::quantize::{self, absmax, blocks, QuantMap, BLOCK};
 
 /// bitsandbytes' `Lion8bit`.
@@ -62,7 +63,7 @@ impl EightBit for Lion8bit {
     }
   }
 
-  fn quantized_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+  fn quantized_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) -> bool {
     fused_at(level, c, param, grad, moments)
   }
 
@@ -90,7 +91,7 @@ impl EightBit for Lion8bit {
     }
   }
 
-  fn full(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], _state2: &mut [f32]) {
+  fn full(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], _state2: &mut [f32]) -> bool {
     full_best(c, param, grad, state1)
   }
 }
@@ -98,35 +99,35 @@ impl EightBit for Lion8bit {
 /// The fused kernel with the instructions of `level` (one this CPU runs: checked): whole blocks
 /// in vector code, a partial last block (and everything, at [`Level::Portable`]) in the portable
 /// kernel. The same bits at every level.
-pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) -> bool {
   let Quantized { state1, absmax1, .. } = moments;
   let signed = quantize::signed();
   let n = param.len();
   assert!(grad.len() == n && state1.len() == n && absmax1.len() == blocks(n), "Lion8bit: slices of {n} elements");
   assert!(level <= Level::detected(), "{level:?} is not supported by this CPU");
   let whole = n / BLOCK;
-  let done = match level {
-    Level::Portable => 0,
+  let (done, whole_non_finite) = match level {
+    Level::Portable => (0, false),
     #[cfg(target_arch = "x86_64")]
     Level::Avx512 | Level::Avx2 => {
       let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
       let (s1, a1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
       // SAFETY: this CPU has the level's features (asserted above); the slices are whole blocks
       // of one length (asserted above, cut to `whole` blocks).
-      unsafe {
+      let non_finite = unsafe {
         if level == Level::Avx512 {
           avx512(c, p, g, s1, a1)
         } else {
           avx2(c, p, g, s1, a1)
         }
-      }
-      whole
+      };
+      (whole, non_finite)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    _ => 0,
+    _ => (0, false),
   };
   let rest = done * BLOCK;
-  fused_best(c, signed, &mut param[rest..], &grad[rest..], &mut state1[rest..], &mut absmax1[done..])
+  whole_non_finite | fused_best(c, signed, &mut param[rest..], &grad[rest..], &mut state1[rest..], &mut absmax1[done..])
 }
 
 /// The fused kernel in AVX-512 over whole blocks ([`whole_blocks`]): 16 vectors of 16 elements per
@@ -136,7 +137,7 @@ pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], m
 /// AVX-512F/VL and FMA; `param.len()` a multiple of [`BLOCK`], the codes as long, one absmax per block.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn avx512(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) {
+unsafe fn avx512(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) -> bool {
   // SAFETY: this function's features are those `Lanes16` stands for; the slices as it asks.
   unsafe { whole_blocks(super::simd::avx512::Lanes16::new(), c, param, grad, state1, absmax1) }
 }
@@ -147,7 +148,7 @@ unsafe fn avx512(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [
 /// AVX2 and FMA; as [`avx512`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) {
+unsafe fn avx2(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) -> bool {
   // SAFETY: this function's features are those `Lanes8` stands for; the slices as it asks.
   unsafe { whole_blocks(super::simd::avx2::Lanes8::new(), c, param, grad, state1, absmax1) }
 }
@@ -166,13 +167,14 @@ unsafe fn whole_blocks<L: Lanes>(
   grad: &[f32],
   state1: &mut [u8],
   absmax1: &mut [f32],
-) {
+) -> bool {
   use super::simd::Block;
   let signed = quantize::signed();
   let (beta1, dw) = (l.splat(c.beta1), l.splat(c.direction_weight));
   let (beta2, mw) = (l.splat(c.beta2), l.splat(c.momentum_weight));
   let (decay, nlr) = (l.splat(c.decay_factor), l.splat(c.neg_lr));
   let mut m = Block([0.0; BLOCK]);
+  let mut seen = l.splat(0.0);
   for (b, absmax) in absmax1.iter_mut().enumerate() {
     let scale = l.splat(*absmax);
     let mut top = l.splat(-f32::MAX);
@@ -183,6 +185,7 @@ unsafe fn whole_blocks<L: Lanes>(
         let g = l.load(grad.as_ptr().add(i));
         (g, l.dequantize(state1.as_ptr().add(i), &signed.values, scale), l.load(param.as_ptr().add(i)))
       };
+      seen = l.see_magnitude(seen, g);
       let direction = l.add(l.mul(m0, beta1), l.mul(g, dw));
       // SAFETY: as the loads'.
       unsafe { l.store(param.as_mut_ptr().add(i), l.add(l.mul(p, decay), l.mul(nlr, l.sign(direction)))) };
@@ -193,6 +196,7 @@ unsafe fn whole_blocks<L: Lanes>(
     // SAFETY: the block's 256 codes (caller).
     *absmax = unsafe { l.quantize(signed, &m, top, state1.as_mut_ptr().add(b * BLOCK)) };
   }
+  l.any_non_finite(seen)
 }
 
 multiversion!(fn fused_best(
@@ -202,14 +206,22 @@ multiversion!(fn fused_best(
   grad: &[f32],
   state1: &mut [u8],
   absmax1: &mut [f32],
-) => fused);
+) -> bool => fused);
 
 /// One pass per block: dequantize m, update, requantize.
 #[inline(always)]
-fn fused(c: &LionCoeffs, signed: &QuantMap, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) {
+fn fused(
+  c: &LionCoeffs,
+  signed: &QuantMap,
+  param: &mut [f32],
+  grad: &[f32],
+  state1: &mut [u8],
+  absmax1: &mut [f32],
+) -> bool {
   let n = param.len();
   let (grad, state1) = (&grad[..n], &mut state1[..n]);
   let mut m = [0.0f32; BLOCK];
+  let mut check = NonFinite::new();
   for (b, start) in (0..n).step_by(BLOCK).enumerate() {
     let len = BLOCK.min(n - start);
     let (p, g, codes) = (&mut param[start..start + len], &grad[start..start + len], &mut state1[start..start + len]);
@@ -217,6 +229,7 @@ fn fused(c: &LionCoeffs, signed: &QuantMap, param: &mut [f32], grad: &[f32], sta
     let scale = absmax1[b];
     for i in 0..len {
       let gi = g[i];
+      check.see(gi);
       let mi = signed.values[codes[i] as usize] * scale;
       let direction = mi * c.beta1 + gi * c.direction_weight;
       p[i] = p[i] * c.decay_factor + c.neg_lr * sign(direction);
@@ -228,21 +241,25 @@ fn fused(c: &LionCoeffs, signed: &QuantMap, param: &mut [f32], grad: &[f32], sta
       codes[i] = signed.code(m[i] / top);
     }
   }
+  check.found()
 }
 
-multiversion!(fn full_best(c: &LionCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32]) => full);
+multiversion!(fn full_best(c: &LionCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32]) -> bool => full);
 
 /// bitsandbytes' 32-bit Lion, for parameters under `min_8bit_size`.
 #[inline(always)]
-fn full(c: &LionCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32]) {
+fn full(c: &LionCoeffs, param: &mut [f32], grad: &[f32], m: &mut [f32]) -> bool {
   let n = param.len();
   let (grad, m) = (&grad[..n], &mut m[..n]);
+  let mut check = NonFinite::new();
   for i in 0..n {
     let g = grad[i];
+    check.see(g);
     let direction = g.mul_add(c.direction_weight, m[i] * c.beta1);
     param[i] = param[i] * c.decay_factor + c.neg_lr * sign(direction);
     m[i] = g.mul_add(c.momentum_weight, m[i] * c.beta2);
   }
+  check.found()
 }
 
 #[cfg(test)]

@@ -124,17 +124,20 @@ pub trait EightBit {
   fn coeffs(hyper: &Hyper, step: u64) -> Self::Coeffs;
   /// The fused kernel over whole blocks of one tensor (the last may be partial), with the
   /// instructions of `level` (one this CPU runs, [`Level::available`]); the same bits at every level.
-  fn quantized_at(level: Level, c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>);
+  /// Returns whether a gradient element was NaN or ±∞ (the update went ahead regardless), checked
+  /// as the loop reads the gradient.
+  fn quantized_at(level: Level, c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) -> bool;
   /// [`Self::quantized_at`] at the level that runs fastest on this processor ([`Self::level`]).
-  fn quantized(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) {
+  fn quantized(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) -> bool {
     Self::quantized_at(Self::level(), c, param, grad, moments)
   }
   /// The level this optimizer's steps run at: [`fastest_level`], timed once per process.
   fn level() -> Level;
   /// bitsandbytes' order, plainly: dequantize everything, update, quantize every block.
   fn quantized_reference(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>);
-  /// The update of a parameter with `f32` moments (bitsandbytes' 32-bit kernel).
-  fn full(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], state2: &mut [f32]);
+  /// The update of a parameter with `f32` moments (bitsandbytes' 32-bit kernel); whether a
+  /// gradient element was NaN or ±∞, as [`Self::quantized_at`].
+  fn full(c: &Self::Coeffs, param: &mut [f32], grad: &[f32], state1: &mut [f32], state2: &mut [f32]) -> bool;
 }
 
 /// The instruction level at which `O`'s fused kernel runs fastest on this processor: every level
@@ -255,8 +258,7 @@ impl<'a, C> Job<'a, C> {
 
   /// Runs unit `unit` of this job.
   ///
-  /// Returns whether the unit's gradient held NaN or ±∞ (the update went ahead regardless), scanned
-  /// after the update, which leaves it in cache.
+  /// Returns whether the unit's gradient held NaN or ±∞ (the update went ahead regardless).
   ///
   /// # Safety
   /// The slices the job was made from are alive and not otherwise accessed, and no other thread
@@ -272,8 +274,7 @@ impl<'a, C> Job<'a, C> {
     if !self.quantized {
       let state1 = unsafe { std::slice::from_raw_parts_mut(self.full1, n) };
       let state2 = if self.second { unsafe { std::slice::from_raw_parts_mut(self.full2, n) } } else { &mut [][..] };
-      O::full(&self.coeffs, param, grad, state1, state2);
-      return any_non_finite(grad);
+      return O::full(&self.coeffs, param, grad, state1, state2);
     }
     let (first_block, block_count) = (start / BLOCK, blocks(n));
     let moments = Quantized {
@@ -287,19 +288,17 @@ impl<'a, C> Job<'a, C> {
       },
     };
     if reference {
-      O::quantized_reference(&self.coeffs, param, grad, moments)
+      O::quantized_reference(&self.coeffs, param, grad, moments);
+      any_non_finite(grad)
     } else {
       O::quantized(&self.coeffs, param, grad, moments)
     }
-    any_non_finite(grad)
   }
 }
 
 /// One step of every job, all units on the step pool (on the caller alone when the step is small).
 /// Returns whether a gradient held NaN or ±∞; the update went ahead regardless, as the registry's
-/// optimizers' and PyTorch's do. Each unit's gradient is scanned right after its update, from
-/// cache: the kernels are bound by instructions, not memory, so the scan adds no memory traffic
-/// worth its own loop in each of them.
+/// optimizers' and PyTorch's do (each kernel checks the gradient as its loop reads it).
 pub fn run<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) -> bool {
   let jobs: &[Job<'_, O::Coeffs>] = jobs;
   let units: usize = jobs.iter().map(Job::units).sum();
@@ -375,19 +374,19 @@ impl<C: Copy> Job<'_, C> {
 /// them (the engine's dispatch, [`crate::engine::simd`], for kernels that are not generic over
 /// the element type). Every copy does the same IEEE operations, so gives the same bits.
 macro_rules! multiversion {
-  (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $kernel:ident) => {
+  (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty => $kernel:ident) => {
     #[allow(clippy::too_many_arguments)]
-    fn $name($($arg: $ty),*) {
+    fn $name($($arg: $ty),*) -> $ret {
       #[cfg(target_arch = "x86_64")]
       {
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-        unsafe fn avx512($($arg: $ty),*) {
+        unsafe fn avx512($($arg: $ty),*) -> $ret {
           $kernel($($arg),*)
         }
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2($($arg: $ty),*) {
+        unsafe fn avx2($($arg: $ty),*) -> $ret {
           $kernel($($arg),*)
         }
         if $crate::engine::simd::has_avx512() {
@@ -431,6 +430,11 @@ pub(crate) mod tests {
         for h in $hypers {
           super::super::tests::assert_levels_match_reference::<$o>(&h[..3]);
         }
+      }
+
+      #[test]
+      fn every_level_and_the_f32_kernel_report_a_non_finite_gradient_anywhere() {
+        super::super::tests::assert_non_finite_reported::<$o>(&$hypers[0][0]);
       }
     };
   }
@@ -544,6 +548,36 @@ pub(crate) mod tests {
     x
   }
 
+  /// Every level's kernel, the `f32` kernel and a step through [`run`] report NaN, +∞ and −∞ at
+  /// the first, a middle and the last element, at lengths that end within a block, on one and
+  /// across units, and report nothing for the largest finite magnitudes there.
+  pub fn assert_non_finite_reported<O: EightBit>(hyper: &Hyper) {
+    let coeffs = O::coeffs(hyper, 1);
+    for len in [1, 255, 256, 257, 4096, 3 * 4096 + 300] {
+      for at in [0, len / 2, len - 1] {
+        for (bad, expected) in
+          [(f32::NAN, true), (f32::INFINITY, true), (f32::NEG_INFINITY, true), (f32::MAX, false), (-f32::MAX, false)]
+        {
+          let mut grad = values(len, 2, 0.1);
+          grad[at] = bad;
+          let what = format!("{} len {len}, {bad} at {at}", O::NAME);
+          for level in Level::available() {
+            let (mut p, mut m) = (values(len, 1, 1.0), Moments::new(len, 0, O::MOMENTS));
+            assert_eq!(O::quantized_at(level, &coeffs, &mut p, &grad, parts(&mut m)), expected, "{what}, {level:?}");
+          }
+          let (mut p, mut m1, mut m2) = (values(len, 1, 1.0), vec![0.0; len], vec![0.0; len]);
+          let second = if O::MOMENTS == 2 { &mut m2[..] } else { &mut [][..] };
+          assert_eq!(O::full(&coeffs, &mut p, &grad, &mut m1, second), expected, "{what}, f32 state");
+          for min_8bit_size in [0, MIN_8BIT_SIZE] {
+            let (mut p, mut m) = (values(len, 1, 1.0), Moments::new(len, min_8bit_size, O::MOMENTS));
+            let mut jobs = [Job::new::<O>(coeffs, &mut p, &grad, &mut m).unwrap()];
+            assert_eq!(run::<O>(&mut jobs), expected, "{what}, run, min_8bit_size {min_8bit_size}");
+          }
+        }
+      }
+    }
+  }
+
   /// The slices of 8-bit moments.
   pub fn parts(m: &mut Moments) -> Quantized<'_> {
     let Moments::Quantized { state1, absmax1, state2, absmax2 } = m else { panic!("8-bit moments") };
@@ -572,8 +606,9 @@ pub(crate) mod tests {
           for (t, h) in hyper.iter().enumerate() {
             let grad = make(t as u64 + 2, 0.1);
             let coeffs = O::coeffs(h, t as u64 + 1);
-            O::quantized_at(level, &coeffs, &mut p, &grad, parts(&mut a));
+            let reported = O::quantized_at(level, &coeffs, &mut p, &grad, parts(&mut a));
             O::quantized_reference(&coeffs, &mut q, &grad, parts(&mut b));
+            assert_eq!(reported, any_non_finite(&grad), "{} {level:?} len {len} hard {hard} step {t}", O::NAME);
           }
           let what = format!("{} {level:?} len {len} hard {hard}", O::NAME);
           assert!(same_bits_or_nan(&p, &q), "{what}: parameters differ");

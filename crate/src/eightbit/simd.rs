@@ -123,6 +123,12 @@ pub(crate) trait Lanes: Copy {
   /// The larger of each lane, `b`'s where either is NaN (`maxps`).
   fn max(self, a: Self::V, b: Self::V) -> Self::V;
   fn abs(self, a: Self::V) -> Self::V;
+  /// The lanes of `seen` or of `a`'s magnitudes, whichever has the larger bits: a running
+  /// maximum, from `splat(0.0)`, that a NaN or ±∞ seen leaves at or above ∞'s bits
+  /// ([`Lanes::any_non_finite`]). Two instructions a vector, for the gradient check of a step.
+  fn see_magnitude(self, seen: Self::V, a: Self::V) -> Self::V;
+  /// Whether a lane of `seen` ([`Lanes::see_magnitude`]) saw NaN or ±∞.
+  fn any_non_finite(self, seen: Self::V) -> bool;
   /// 1, −1, or +0 for ±0 and NaN, by the sign of each lane.
   fn sign(self, a: Self::V) -> Self::V;
   /// `then`'s lanes where `x` is finite, `otherwise`'s where it is ±∞ or NaN.
@@ -208,6 +214,15 @@ pub(crate) mod avx512 {
     #[inline(always)]
     fn abs(self, a: __m512) -> __m512 {
       unsafe { _mm512_abs_ps(a) }
+    }
+    #[inline(always)]
+    fn see_magnitude(self, seen: __m512, a: __m512) -> __m512 {
+      unsafe { _mm512_castsi512_ps(_mm512_max_epu32(_mm512_castps_si512(seen), _mm512_castps_si512(_mm512_abs_ps(a)))) }
+    }
+    #[inline(always)]
+    fn any_non_finite(self, seen: __m512) -> bool {
+      let infinity = f32::INFINITY.to_bits() as i32;
+      unsafe { _mm512_cmpge_epu32_mask(_mm512_castps_si512(seen), _mm512_set1_epi32(infinity)) != 0 }
     }
     #[inline(always)]
     fn sign(self, a: __m512) -> __m512 {
@@ -403,6 +418,16 @@ pub(crate) mod avx2 {
     #[inline(always)]
     fn abs(self, a: __m256) -> __m256 {
       abs(a)
+    }
+    #[inline(always)]
+    fn see_magnitude(self, seen: __m256, a: __m256) -> __m256 {
+      unsafe { _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(seen), _mm256_castps_si256(abs(a)))) }
+    }
+    #[inline(always)]
+    fn any_non_finite(self, seen: __m256) -> bool {
+      // Magnitudes' bits are below 2^31, so the signed comparison orders them.
+      let finite_max = f32::MAX.to_bits() as i32;
+      unsafe { _mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_castps_si256(seen), _mm256_set1_epi32(finite_max))) != 0 }
     }
     #[inline(always)]
     fn sign(self, a: __m256) -> __m256 {
