@@ -263,7 +263,7 @@ impl<'a, C> Job<'a, C> {
   /// # Safety
   /// The slices the job was made from are alive and not otherwise accessed, and no other thread
   /// runs the same unit of the same job at the same time.
-  unsafe fn run_unit<O: EightBit<Coeffs = C>>(&self, unit: usize, reference: bool) -> bool {
+  unsafe fn run_unit<O: EightBit<Coeffs = C>>(&self, unit: usize) -> bool {
     let start = unit * UNIT_BLOCKS * BLOCK;
     let end = (start + UNIT_BLOCKS * BLOCK).min(self.len);
     let n = end - start;
@@ -287,12 +287,7 @@ impl<'a, C> Job<'a, C> {
         &mut []
       },
     };
-    if reference {
-      O::quantized_reference(&self.coeffs, param, grad, moments);
-      any_non_finite(grad)
-    } else {
-      O::quantized(&self.coeffs, param, grad, moments)
-    }
+    O::quantized(&self.coeffs, param, grad, moments)
   }
 }
 
@@ -310,7 +305,7 @@ pub fn run<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) -> bool {
       if unit < count {
         // SAFETY: `for_each_piece` runs each index once, and each index is one unit of one job;
         // the jobs' slices are borrowed for as long as `jobs` is.
-        if unsafe { job.run_unit::<O>(unit, false) } {
+        if unsafe { job.run_unit::<O>(unit) } {
           non_finite.store(true, Ordering::Relaxed);
         }
         return;
@@ -354,8 +349,7 @@ impl<C: Copy> Job<'_, C> {
     if !self.quantized {
       let state1 = unsafe { std::slice::from_raw_parts_mut(self.full1, n) };
       let state2 = if self.second { unsafe { std::slice::from_raw_parts_mut(self.full2, n) } } else { &mut [][..] };
-      O::full(&self.coeffs, param, grad, state1, state2);
-      return any_non_finite(grad);
+      return O::full(&self.coeffs, param, grad, state1, state2);
     }
     let count = blocks(n);
     let moments = Quantized {
