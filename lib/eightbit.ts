@@ -8,6 +8,8 @@
 import { callClosure, describe, invalidType, invalidValue, outOfRange, reentered } from './errors'
 import { native } from './native'
 import { stepOptions, type Parameter, type StepOptions } from './optimizer'
+import { busyError, settle } from './task'
+import type { StartedStep } from '../native/index'
 import {
   checkUsable,
   lengthOf,
@@ -132,10 +134,17 @@ const BNB_GROUP_DEFAULTS: Readonly<Record<string, unknown>> = { alpha: 0, tAlpha
 /** A native step: `(hyper, data0, grad0, data1, grad1, ...)`, the arrays as arguments, so that reading them runs no JavaScript. */
 type NativeStep = (...args: unknown[]) => number
 
-/** Registered by hand in src/eightbit.rs (so that a step allocates nothing), hence not in the generated typings. */
-const eightBitStepOf = (
-  native as unknown as { eightBitStepOf(optimizer: InstanceType<typeof native.NativeEightBit>): NativeStep }
-).eightBitStepOf
+/** A native `stepAsync` start: the step's arguments; returns where the update runs (src/eightbit/task.rs). */
+type NativeStart = (...args: unknown[]) => StartedStep
+
+/**
+ * Registered by hand in src/eightbit.rs (so that a step allocates nothing, and reading its
+ * arrays runs no JavaScript), hence not in the generated typings.
+ */
+const { eightBitStepOf, eightBitStartOf } = native as unknown as {
+  eightBitStepOf(optimizer: InstanceType<typeof native.NativeEightBit>): NativeStep
+  eightBitStartOf(optimizer: InstanceType<typeof native.NativeEightBit>): NativeStart
+}
 
 let maps: ReturnType<typeof native.eightBitMaps> | undefined
 const quantMaps = () => (maps ??= native.eightBitMaps())
@@ -226,9 +235,13 @@ export abstract class EightBitOptimizer<Options extends object> {
   readonly #native: InstanceType<typeof native.NativeEightBit>
   /** The native step, bound to `#native` (src/eightbit.rs, `eightBitStepOf`). */
   readonly #step: NativeStep
+  /** The native start of a `stepAsync`, bound to `#native` (`eightBitStartOf`), made by the first. */
+  #start: NativeStart | undefined
   #params: Parameter<Float32Array>[] = []
   #labels: string[] = []
   #running: string | undefined
+  /** Whether a `stepAsync()` is in flight: then the native optimizer holds no state to read or change. */
+  #inFlight = false
   /**
    * A step's arguments, kept between steps so that a step allocates none: the options, then each
    * parameter's data and grad.
@@ -274,8 +287,14 @@ export abstract class EightBitOptimizer<Options extends object> {
     this.#enter('addParamGroup()', () => this.#addGroups([group]))
   }
 
+  /**
+   * Runs `body` as the public method `what`: refused while a `stepAsync()` is in flight, and when
+   * called from JavaScript that another call on this optimizer runs (a getter on a parameter or
+   * an option).
+   */
   #enter<T>(what: string, body: () => T): T {
     if (this.#running !== undefined) throw reentered(what, this.#running)
+    if (this.#inFlight) throw busyError(what)
     this.#running = what
     try {
       return body()
@@ -362,6 +381,7 @@ export abstract class EightBitOptimizer<Options extends object> {
   step(first?: StepOptions | (() => unknown), second?: StepOptions): unknown {
     // `#enter`'s guard, written out, as the registry's `step()` has it: no closure per step.
     if (this.#running !== undefined) throw reentered('step()', this.#running)
+    if (this.#inFlight) throw busyError('step()')
     if (typeof first === 'function') {
       if (second !== undefined) stepOptions(second, 'step')
       const loss = callClosure(`${this.#spec.name}.step`, first)
@@ -375,41 +395,88 @@ export abstract class EightBitOptimizer<Options extends object> {
     this.#running = 'step()'
     try {
       const skipNonFinite = first === undefined ? false : stepOptions(first, 'step')
-      const count = this.#params.length
-      if (this.#hyper.length !== HYPER * count) {
-        this.#hyper = new Float64Array(HYPER * count)
-        this.#args = new Array<unknown>(2 + 2 * count).fill(null)
-        this.#args[0] = this.#hyper
-      }
-      this.#args[1 + 2 * count] = skipNonFinite
-      const groups = this.paramGroups
-      if (this.#rows.length !== HYPER * groups.length) this.#rows = new Float64Array(HYPER * groups.length)
-      const [args, hyper, rows] = [this.#args, this.#hyper, this.#rows]
-      for (let g = 0; g < groups.length; g++)
-        checkGroup(this.#spec, groups[g] as unknown as Record<string, unknown>, g, rows, HYPER * g)
-      // The parameters as the groups were given (as PyTorch, a group's `params` is not re-read).
-      for (let index = 0; index < count; index++) {
-        const label = this.#labels[index]
-        const { data: d, grad } = this.#params[index] as { data: unknown; grad: unknown }
-        checkData(d, label, this.#spec.name)
-        if (grad !== null && grad !== undefined) {
-          if (typedArrayTag(grad) !== 'Float32Array')
-            throw invalidType(`${label}.grad must be a Float32Array like its data, or null, got ${describe(grad)}`)
-          checkUsable(grad as Float32Array, `${label}.grad`)
-          if (lengthOf(grad as Float32Array) !== lengthOf(d as Float32Array))
-            throw outOfRange(
-              `${label}.grad has length ${lengthOf(grad as Float32Array)}, expected ${lengthOf(d as Float32Array)} like its data`,
-            )
-        }
-        const row = HYPER * this.#groupOf[index]
-        for (let k = 0; k < HYPER; k++) hyper[HYPER * index + k] = rows[row + k]
-        args[1 + 2 * index] = d
-        args[2 + 2 * index] = grad ?? null
-      }
       // The native step checks that no parameter's data overlaps another array, naming both.
-      return Reflect.apply(this.#step, undefined, args) === FINITE
+      return Reflect.apply(this.#step, undefined, this.#packArgs(skipNonFinite)) === FINITE
     } finally {
       this.#running = undefined
+    }
+  }
+
+  /**
+   * A native step's arguments, in `#args`: each group's options checked and written for each of
+   * its parameters, then each parameter's data and grad (checked), then `skipNonFinite`.
+   */
+  #packArgs(skipNonFinite: boolean): unknown[] {
+    const count = this.#params.length
+    if (this.#hyper.length !== HYPER * count) {
+      this.#hyper = new Float64Array(HYPER * count)
+      this.#args = new Array<unknown>(2 + 2 * count).fill(null)
+      this.#args[0] = this.#hyper
+    }
+    this.#args[1 + 2 * count] = skipNonFinite
+    const groups = this.paramGroups
+    if (this.#rows.length !== HYPER * groups.length) this.#rows = new Float64Array(HYPER * groups.length)
+    const [args, hyper, rows] = [this.#args, this.#hyper, this.#rows]
+    for (let g = 0; g < groups.length; g++)
+      checkGroup(this.#spec, groups[g] as unknown as Record<string, unknown>, g, rows, HYPER * g)
+    // The parameters as the groups were given (as PyTorch, a group's `params` is not re-read).
+    for (let index = 0; index < count; index++) {
+      const label = this.#labels[index]
+      const { data: d, grad } = this.#params[index] as { data: unknown; grad: unknown }
+      checkData(d, label, this.#spec.name)
+      if (grad !== null && grad !== undefined) {
+        if (typedArrayTag(grad) !== 'Float32Array')
+          throw invalidType(`${label}.grad must be a Float32Array like its data, or null, got ${describe(grad)}`)
+        checkUsable(grad as Float32Array, `${label}.grad`)
+        if (lengthOf(grad as Float32Array) !== lengthOf(d as Float32Array))
+          throw outOfRange(
+            `${label}.grad has length ${lengthOf(grad as Float32Array)}, expected ${lengthOf(d as Float32Array)} like its data`,
+          )
+      }
+      const row = HYPER * this.#groupOf[index]
+      for (let k = 0; k < HYPER; k++) hyper[HYPER * index + k] = rows[row + k]
+      args[1 + 2 * index] = d
+      args[2 + 2 * index] = grad ?? null
+    }
+    return args
+  }
+
+  /**
+   * `step()` without holding the event loop, as the other optimizers' `stepAsync()`: the same
+   * checks and the same numbers, bit for bit, in a promise that resolves once every parameter is
+   * updated (and rejects, having changed nothing, on the input `step()` would throw on). Until it
+   * settles, the optimizer refuses `step`, `stepAsync`, `zeroGrad`, `addParamGroup`, `getState`,
+   * `stateBytes`, `stateDict` and `loadStateDict` with `ERR_INVALID_STATE`.
+   *
+   * When every `data` and `grad` is on a SharedArrayBuffer, the update runs on a worker thread
+   * and the event loop is free throughout. Otherwise it runs in slices of about half a
+   * millisecond, the event loop running between them; each slice updates whole blocks. Either
+   * way the arrays are updated in place, never copied, and kept alive until the promise settles.
+   * Until then, do not write the arrays; an array replaced with `p.data = ...` is not the one
+   * updated. Do not transfer or shrink them either: this is the one exception to a step's
+   * all-or-none. An array transferred or shrunk while the step runs in slices stops it at the
+   * next slice that would touch it, and the promise rejects with `ERR_INVALID_STATE`; what the
+   * earlier slices wrote stays (every stepped parameter's step count has advanced, and the
+   * elements before the point where the step stopped hold their new values and state).
+   *
+   * Resolves to whether every gradient element was finite, and takes `{ skipNonFinite }`, as
+   * `step()` does.
+   */
+  stepAsync(options?: StepOptions): Promise<boolean> {
+    try {
+      return this.#enter('stepAsync()', () => {
+        const skipNonFinite = stepOptions(options, 'stepAsync')
+        const opt = this.#native
+        this.#start ??= eightBitStartOf(opt)
+        const start = Reflect.apply(this.#start, undefined, this.#packArgs(skipNonFinite))
+        if (start === native.StartedStep.Skipped) return Promise.resolve(false)
+        this.#inFlight = true
+        return settle(start, opt, () => native.eightBitStepOffThread(opt)).finally(() => {
+          this.#inFlight = false
+        })
+      })
+    } catch (error) {
+      return Promise.reject(error)
     }
   }
 
@@ -463,9 +530,11 @@ export abstract class EightBitOptimizer<Options extends object> {
 
   /** Bytes of optimizer state held for a parameter: codes, scales and float32 moments (the maps are shared). */
   stateBytes(param: Parameter<Float32Array>): number {
-    const index = this.#params.indexOf(param)
-    if (index < 0) throw invalidValue('stateBytes: the parameter does not belong to this optimizer')
-    return this.#native.stateBytes(index)
+    return this.#enter('stateBytes()', () => {
+      const index = this.#params.indexOf(param)
+      if (index < 0) throw invalidValue('stateBytes: the parameter does not belong to this optimizer')
+      return this.#native.stateBytes(index)
+    })
   }
 
   /** The state as bitsandbytes' `state_dict()` has it, camelCase: state by parameter position, and the groups. */

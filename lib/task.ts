@@ -1,6 +1,7 @@
 // The driver of `stepAsync()`; the machinery and why it is safe are in src/task.rs.
 import { invalidState } from './errors'
 import { native } from './native'
+import type { StartedStep } from '../native/index'
 
 type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
 
@@ -13,6 +14,12 @@ type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
 export const SLICE_MICROS = 500
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve))
+
+/** What a native optimizer with a step in flight answers to (src/task.rs, src/eightbit/task.rs). */
+export interface Flight {
+  stepSlice(budgetMicros: number): boolean
+  finishStep(): boolean
+}
 
 /**
  * Runs a step without holding the event loop: on a worker thread when every array is on a
@@ -27,13 +34,26 @@ export async function stepAsync(
   skipNonFinite: boolean,
 ): Promise<boolean> {
   const start = opt.startStep(params, groupOf, packed, skipNonFinite)
+  return settle(start, opt, () => native.stepOffThread(opt))
+}
+
+/**
+ * Runs the rest of a step that `start` says is in flight on `flight` (`offThread` hands it to a
+ * worker thread), and gives the optimizer its state back however it ends. Resolves to whether
+ * every gradient element was finite.
+ */
+export async function settle(
+  start: StartedStep,
+  flight: Flight,
+  offThread: () => Promise<void>,
+): Promise<boolean> {
   if (start === native.StartedStep.Skipped) return false
   let nonFinite = false
   try {
-    if (start === native.StartedStep.OffThread) await native.stepOffThread(opt)
-    else while (!opt.stepSlice(SLICE_MICROS)) await nextTurn()
+    if (start === native.StartedStep.OffThread) await offThread()
+    else while (!flight.stepSlice(SLICE_MICROS)) await nextTurn()
   } finally {
-    nonFinite = opt.finishStep()
+    nonFinite = flight.finishStep()
   }
   return !nonFinite
 }

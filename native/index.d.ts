@@ -37,6 +37,18 @@ export declare class NativeAverager {
 /** The state of every parameter of one 8-bit optimizer. */
 export declare class NativeEightBit {
   /**
+   * Runs slices of the started step for about `budgetMicros` microseconds, the JavaScript thread
+   * waiting; returns true once the step is complete. Throws `ERR_INVALID_STATE` (and ends the
+   * step) if an array was detached or resized since the step started.
+   */
+  stepSlice(budgetMicros: number): boolean
+  /**
+   * Ends the started step, complete or not, and gives the optimizer its state back. Returns
+   * whether the step (the last one to finish, if none is in flight) read a non-finite gradient
+   * element.
+   */
+  finishStep(): boolean
+  /**
    * `algorithm`: `"adam"` or `"lion"`; parameters of fewer than `min8bitSize` elements keep
    * `f32` moments.
    */
@@ -304,6 +316,12 @@ export interface EightBitMaps {
   signed: Float32Array
   unsigned: Float32Array
 }
+
+/**
+ * Runs the rest of the step `optimizer` started on a libuv worker thread; only when
+ * `startStep` said so. A function, as the registry's `stepOffThread` (src/task.rs).
+ */
+export declare function eightBitStepOffThread(optimizer: NativeEightBit): Promise<void>
 
 /** Encodes state tensors and `metadata` (the header's `__metadata__`) as safetensors bytes. */
 export declare function encodeCheckpoint(metadata: Record<string, string>, tensors: Array<TensorToEncode>): Uint8Array

@@ -849,6 +849,7 @@ module.exports.clipGradValue = nativeBinding.clipGradValue
 module.exports.decodeCheckpoint = nativeBinding.decodeCheckpoint
 module.exports.decodeTensors = nativeBinding.decodeTensors
 module.exports.eightBitMaps = nativeBinding.eightBitMaps
+module.exports.eightBitStepOffThread = nativeBinding.eightBitStepOffThread
 module.exports.encodeCheckpoint = nativeBinding.encodeCheckpoint
 module.exports.encodeTensors = nativeBinding.encodeTensors
 module.exports.getNumThreads = nativeBinding.getNumThreads

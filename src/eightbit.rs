@@ -19,10 +19,21 @@ use std::sync::Arc;
 use crate::bound;
 use crate::disjoint::{find_overlap, step_message, Span};
 use crate::js::{Fail, RawEnv, TypedView};
+use crate::task::Flight;
 use crate::{give_back, lend, Lent, StepReport, MAX_STEP};
+
+mod task;
+
+pub(crate) use task::start_of_callback;
 
 /// The numbers per parameter of a step's `hyper`: lr, beta1, beta2, eps, weightDecay.
 const HYPER: usize = 5;
+
+/// Parameter `i`'s options in a step's `hyper`.
+fn hyper_of(hyper: &[f64], i: usize) -> Hyper {
+  let h = &hyper[HYPER * i..HYPER * (i + 1)];
+  Hyper { lr: h[0], beta1: h[1], beta2: h[2], eps: h[3], weight_decay: h[4] }
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -31,7 +42,7 @@ enum Kind {
 }
 
 /// One parameter's state: its step count and moments.
-struct State {
+pub(crate) struct State {
   step: u64,
   moments: Moments,
 }
@@ -54,6 +65,10 @@ pub struct NativeEightBit {
   /// Where the step functions bound to this optimizer ([`step_of`]) find it; null once it is
   /// finalized. Made by the first binding.
   bound: Option<bound::Cell<NativeEightBit>>,
+  /// The `stepAsync` in flight, which holds `states` until it finishes ([`task`]).
+  flight: Option<Flight<Vec<Option<State>>>>,
+  /// Whether the last `stepAsync` to finish read a non-finite gradient element.
+  last_non_finite: bool,
 }
 
 impl ObjectFinalize for NativeEightBit {
@@ -101,6 +116,30 @@ impl NativeEightBit {
     }
   }
 
+  /// A copy of parameter `index`'s state, or `None` before its first step.
+  fn entry(&self, index: u32) -> Option<EightBitEntry> {
+    let state = self.states.get(index as usize)?.as_ref()?;
+    let second = self.moments() == 2;
+    Some(match &state.moments {
+      Moments::Quantized { state1, absmax1, state2, absmax2 } => EightBitEntry {
+        index,
+        step: state.step as f64,
+        state1: Either::A(Uint8Array::new(state1.to_vec())),
+        state2: second.then(|| Either::A(Uint8Array::new(state2.to_vec()))),
+        absmax1: Some(Float32Array::new(absmax1.clone())),
+        absmax2: second.then(|| Float32Array::new(absmax2.clone())),
+      },
+      Moments::Full { state1, state2 } => EightBitEntry {
+        index,
+        step: state.step as f64,
+        state1: Either::B(Float32Array::new(state1.to_vec())),
+        state2: second.then(|| Either::B(Float32Array::new(state2.to_vec()))),
+        absmax1: None,
+        absmax2: None,
+      },
+    })
+  }
+
   /// One step over the arguments of a call of a bound step function ([`step_of`]):
   /// `(hyper, data0, grad0, data1, grad1, ..., skipNonFinite?)`, parameter `i` being `data_i`,
   /// updated by `grad_i` (null: not stepped) with the options `hyper[5i..5i + 5]`. All checked
@@ -109,52 +148,87 @@ impl NativeEightBit {
   /// are arguments, not elements of an array, so that reading them runs no JavaScript; `hyper` is
   /// borrowed, so a step copies nothing out of JavaScript.
   fn step(&mut self, raw: RawEnv, info: sys::napi_callback_info, argc: usize) -> std::result::Result<StepReport, Fail> {
-    crate::threads::check_configured()?;
-    let count = self.states.len();
-    if argc != 1 + 2 * count && argc != 2 + 2 * count {
-      return Err(Fail::value(format!(
-        "step: expected {} arguments (hyper, then data and grad for each of {count} parameters, then \
-         optionally skipNonFinite), got {argc}",
-        1 + 2 * count
-      )));
-    }
+    task::check_idle(self, "step()")?;
     let mut args = std::mem::take(&mut self.args);
     args.resize(argc, std::ptr::null_mut());
-    let mut views = std::mem::take(&mut self.views);
     // SAFETY: this callback's own env and info; room for `argc` arguments.
     let read = unsafe {
       sys::napi_get_cb_info(raw.0, info, &mut { argc }, args.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut())
     };
     let result = if read == sys::Status::napi_ok {
-      let skip = match args.get(1 + 2 * count) {
-        Some(&flag) => raw.is_true(flag)?,
-        None => false,
-      };
-      self.step_with(raw, &args[..1 + 2 * count], &mut views, skip)
+      self
+        .with_args(raw, &args, "step", |optimizer, hyper, views| {
+          let non_finite = match optimizer.kind {
+            Kind::Adam => step_all::<Adam8bit>(&mut optimizer.states, views, hyper, &mut optimizer.adam_jobs),
+            Kind::Lion => step_all::<Lion8bit>(&mut optimizer.states, views, hyper, &mut optimizer.lion_jobs),
+          };
+          Ok(if non_finite { StepReport::NonFinite } else { StepReport::Finite })
+        })
+        .map(|report| report.unwrap_or(StepReport::Skipped))
     } else {
       Err(Fail::state("step: could not read its arguments".into()))
     };
-    (self.args, self.views) = (args, views);
+    self.args = args;
     result
   }
 
-  /// [`Self::step`] over its arguments, read.
-  fn step_with(
+  /// Checks a step's arguments, `(hyper, data0, grad0, ..., skipNonFinite?)`, as [`Self::step`]
+  /// describes them, and unless the step is skipped (then nothing changes and this returns
+  /// `None`), advances the stepped parameters' step counts, making the state of a first step,
+  /// and hands `update` the options and the arrays read: the step from here on. `what` names the
+  /// call in errors.
+  fn with_args<R>(
+    &mut self,
+    raw: RawEnv,
+    args: &[sys::napi_value],
+    what: &str,
+    update: impl FnOnce(&mut Self, &[f64], &[Option<(TypedView, TypedView)>]) -> std::result::Result<R, Fail>,
+  ) -> std::result::Result<Option<R>, Fail> {
+    crate::threads::check_configured()?;
+    let (argc, count) = (args.len(), self.states.len());
+    if argc != 1 + 2 * count && argc != 2 + 2 * count {
+      return Err(Fail::value(format!(
+        "{what}: expected {} arguments (hyper, then data and grad for each of {count} parameters, then \
+         optionally skipNonFinite), got {argc}",
+        1 + 2 * count
+      )));
+    }
+    let skip = match args.get(1 + 2 * count) {
+      Some(&flag) => raw.is_true(flag)?,
+      None => false,
+    };
+    let mut views = std::mem::take(&mut self.views);
+    let result = match self.check_step(raw, &args[..1 + 2 * count], &mut views, skip, what) {
+      Ok(Some(hyper)) => update(self, hyper, &views).map(Some),
+      Ok(None) => Ok(None),
+      Err(fail) => Err(fail),
+    };
+    self.views = views;
+    result
+  }
+
+  /// [`Self::with_args`]' checks, over its arguments without the flag: the options, borrowed, or
+  /// `None` for a skipped step.
+  fn check_step<'h>(
     &mut self,
     raw: RawEnv,
     args: &[sys::napi_value],
     views: &mut Vec<Option<(TypedView, TypedView)>>,
     skip_non_finite: bool,
-  ) -> std::result::Result<StepReport, Fail> {
+    what: &str,
+  ) -> std::result::Result<Option<&'h [f64]>, Fail> {
     let hyper = match raw.float_array(args[0])? {
       Some(view) if view.dtype == Dtype::Float64 && !view.detached => view,
-      _ => return Err(Fail::type_error(format!("step: hyper must be a Float64Array, got {}", raw.kind_of(args[0])?))),
+      _ => {
+        return Err(Fail::type_error(format!("{what}: hyper must be a Float64Array, got {}", raw.kind_of(args[0])?)))
+      }
     };
-    // SAFETY: a Float64Array of this call, attached, only read; no JavaScript runs during the call.
+    // SAFETY: a Float64Array of this call, attached, only read; no JavaScript runs during the call
+    // (the caller reads the options before it returns).
     let hyper = unsafe { hyper.slice::<f64>() };
     let count = self.states.len();
     if hyper.len() != HYPER * count {
-      return Err(Fail::value(format!("step: expected {} options, got {}", HYPER * count, hyper.len())));
+      return Err(Fail::value(format!("{what}: expected {} options, got {}", HYPER * count, hyper.len())));
     }
     let moments = self.moments();
     views.clear();
@@ -206,20 +280,16 @@ impl NativeEightBit {
     }
     // SAFETY: attached Float32Arrays read in this call, only read; no JavaScript runs during it.
     if skip_non_finite && !all_finite(views.iter().flatten().map(|(_, grad)| unsafe { grad.slice::<f32>() })) {
-      return Ok(StepReport::Skipped);
+      return Ok(None);
     }
-    let (kind, min) = (self.kind, self.min_8bit_size);
+    let min = self.min_8bit_size;
     for (state, view) in self.states.iter_mut().zip(views.iter()) {
       if let Some((param, _)) = view {
         let state = state.get_or_insert_with(|| State { step: 0, moments: Moments::new(param.len, min, moments) });
         state.step += 1;
       }
     }
-    let non_finite = match kind {
-      Kind::Adam => step_all::<Adam8bit>(&mut self.states, views, hyper, &mut self.adam_jobs),
-      Kind::Lion => step_all::<Lion8bit>(&mut self.states, views, hyper, &mut self.lion_jobs),
-    };
-    Ok(if non_finite { StepReport::NonFinite } else { StepReport::Finite })
+    Ok(Some(hyper))
   }
 }
 
@@ -250,40 +320,26 @@ impl NativeEightBit {
       adam_jobs: Vec::new(),
       lion_jobs: Vec::new(),
       bound: None,
+      flight: None,
+      last_non_finite: false,
     })
   }
 
   /// The parameters' names in errors, one per parameter: makes room for as many (groups only
   /// ever add).
   #[napi]
-  pub fn set_labels(&mut self, labels: Vec<String>) {
+  pub fn set_labels(&mut self, env: Env, labels: Vec<String>) -> Result<()> {
+    task::check_idle(self, "addParamGroup()").map_err(|fail| fail.throw(&env))?;
     self.states.resize_with(labels.len(), || None);
     self.labels = labels;
+    Ok(())
   }
 
   /// A copy of parameter `index`'s state, or null before its first step.
   #[napi]
-  pub fn export_state(&self, index: u32) -> Option<EightBitEntry> {
-    let state = self.states.get(index as usize)?.as_ref()?;
-    let second = self.moments() == 2;
-    Some(match &state.moments {
-      Moments::Quantized { state1, absmax1, state2, absmax2 } => EightBitEntry {
-        index,
-        step: state.step as f64,
-        state1: Either::A(Uint8Array::new(state1.to_vec())),
-        state2: second.then(|| Either::A(Uint8Array::new(state2.to_vec()))),
-        absmax1: Some(Float32Array::new(absmax1.clone())),
-        absmax2: second.then(|| Float32Array::new(absmax2.clone())),
-      },
-      Moments::Full { state1, state2 } => EightBitEntry {
-        index,
-        step: state.step as f64,
-        state1: Either::B(Float32Array::new(state1.to_vec())),
-        state2: second.then(|| Either::B(Float32Array::new(state2.to_vec()))),
-        absmax1: None,
-        absmax2: None,
-      },
-    })
+  pub fn export_state(&self, env: Env, index: u32) -> Result<Option<EightBitEntry>> {
+    task::check_idle(self, "getState()/stateDict()").map_err(|fail| fail.throw(&env))?;
+    Ok(self.entry(index))
   }
 
   /// Replaces every parameter's state: those in `entries` get theirs (parameter `i` having
@@ -291,6 +347,7 @@ impl NativeEightBit {
   #[napi(catch_unwind)]
   pub fn import_states(&mut self, env: Env, lengths: Vec<u32>, entries: Vec<EightBitEntry>) -> Result<()> {
     let result = (|| {
+      task::check_idle(self, "loadStateDict()")?;
       let count = self.states.len();
       if lengths.len() != count {
         return Err(Fail::value(format!("importStates: expected {count} lengths, got {}", lengths.len())));
@@ -328,8 +385,9 @@ impl NativeEightBit {
 
   /// Bytes of state of parameter `index` (0 before its first step).
   #[napi]
-  pub fn state_bytes(&self, index: u32) -> f64 {
-    self.states.get(index as usize).and_then(Option::as_ref).map_or(0.0, |s| s.moments.bytes() as f64)
+  pub fn state_bytes(&self, env: Env, index: u32) -> Result<f64> {
+    task::check_idle(self, "stateBytes()").map_err(|fail| fail.throw(&env))?;
+    Ok(self.states.get(index as usize).and_then(Option::as_ref).map_or(0.0, |s| s.moments.bytes() as f64))
   }
 }
 
@@ -390,8 +448,7 @@ fn step_all<O: EightBit<Coeffs: 'static>>(
   let mut jobs = lend(storage);
   for (i, (state, view)) in states.iter_mut().zip(views).enumerate() {
     let (Some(state), Some((param, grad))) = (state, view) else { continue };
-    let h = &hyper[HYPER * i..HYPER * (i + 1)];
-    let options = Hyper { lr: h[0], beta1: h[1], beta2: h[2], eps: h[3], weight_decay: h[4] };
+    let options = hyper_of(hyper, i);
     // SAFETY: both views were read in this call, are attached Float32Arrays of one length
     // (checked), and the parameters overlap nothing (checked); no JavaScript runs before the step ends.
     let (param, grad) = unsafe { (param.slice_mut::<f32>(), grad.slice::<f32>()) };
@@ -414,9 +471,14 @@ pub(crate) unsafe extern "C" fn step_of_callback(env: sys::napi_env, info: sys::
 fn step_of(env: RawEnv, object: sys::napi_value) -> std::result::Result<sys::napi_value, Fail> {
   // SAFETY: a value of this call, which runs no JavaScript.
   let optimizer = unsafe { bound::unwrap::<NativeEightBit>(env, object, "eightBitStepOf", "NativeEightBit")? };
+  let cell = cell_of(optimizer);
+  bound::bind(env, &cell, c"step", step_callback)
+}
+
+/// Where the functions bound to `optimizer` find it, made by the first binding.
+fn cell_of(optimizer: &mut NativeEightBit) -> bound::Cell<NativeEightBit> {
   let address: *mut NativeEightBit = optimizer;
-  let cell = optimizer.bound.get_or_insert_with(|| Arc::new(AtomicPtr::new(address)));
-  bound::bind(env, cell, c"step", step_callback)
+  Arc::clone(optimizer.bound.get_or_insert_with(|| Arc::new(AtomicPtr::new(address))))
 }
 
 /// The function [`step_of`] makes; it returns the step's [`StepReport`].

@@ -448,8 +448,11 @@ fn packed_options(env: RawEnv, packed: sys::napi_value, what: &str) -> std::resu
 pub fn exports(mut exports: Object, env: Env) -> Result<()> {
   js::take_fill(RawEnv(env.raw())).map_err(|fail| fail.throw(&env))?;
   // Registered by hand: the functions they return are too ([`bound`]).
-  let by_hand: [(&std::ffi::CStr, bound::Callback); 2] =
-    [(c"stepAgainOf", step_again_of_callback), (c"eightBitStepOf", eightbit::step_of_callback)];
+  let by_hand: [(&std::ffi::CStr, bound::Callback); 3] = [
+    (c"stepAgainOf", step_again_of_callback),
+    (c"eightBitStepOf", eightbit::step_of_callback),
+    (c"eightBitStartOf", eightbit::start_of_callback),
+  ];
   for (name, callback) in by_hand {
     let mut function = std::ptr::null_mut();
     // SAFETY: the module's env; the callback has the signature Node-API expects.

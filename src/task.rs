@@ -49,11 +49,19 @@ use crate::{advance, grads_finite, with_optimizer, NativeOptimizer};
 /// The first slice's size in elements, before there is a measured rate to size slices by.
 const FIRST_SLICE_ELEMENTS: usize = 1 << 17;
 
-/// A `stepAsync` in flight: its state, shared with the worker thread while it runs there.
-pub(crate) struct Flight {
-  pending: Arc<Mutex<Box<dyn Pending>>>,
+/// A `stepAsync` in flight: its state, shared with the worker thread while it runs there. `S` is
+/// the state it gives back when it finishes: the registry's per-parameter state by default, the
+/// 8-bit optimizers' own (src/eightbit/task.rs).
+pub(crate) struct Flight<S = Vec<ParamState>> {
+  pending: Arc<Mutex<Box<dyn Pending<S>>>>,
   /// Whether the rest of the step has been handed to a worker thread.
   off_thread: bool,
+}
+
+impl<S> Flight<S> {
+  pub(crate) fn new(pending: impl Pending<S> + 'static) -> Self {
+    Flight { pending: Arc::new(Mutex::new(Box::new(pending))), off_thread: false }
+  }
 }
 
 /// Refuses `what` while a `stepAsync` is in flight.
@@ -68,8 +76,8 @@ pub(crate) fn busy(what: &str) -> Fail {
   Fail::state(format!("{what} was called while stepAsync() is in flight; await the promise stepAsync() returned first"))
 }
 
-/// A step's work, type-erased over the algorithm.
-trait Pending: Send {
+/// A step's work, type-erased over the algorithm; it gives back state `S` when it finishes.
+pub(crate) trait Pending<S>: Send {
   fn total(&self) -> usize;
   fn done(&self) -> usize;
   /// Where a slice that should end at `to` may end: `to`, or for a staged optimizer, whose
@@ -83,11 +91,32 @@ trait Pending: Send {
   /// Whether a gradient element updated so far was NaN or infinite.
   fn non_finite(&self) -> bool;
   /// On the JavaScript thread: drops the references and gives the state back.
-  fn finish(&mut self, env: RawEnv) -> Vec<ParamState>;
+  fn finish(&mut self, env: RawEnv) -> S;
 }
 
 /// A reference that keeps one array alive; created and deleted on the JavaScript thread only.
-struct Ref(sys::napi_ref);
+pub(crate) struct Ref(pub(crate) sys::napi_ref);
+
+impl Ref {
+  /// A reference to `value`, an array of the step.
+  pub(crate) fn to(env: RawEnv, value: sys::napi_value) -> std::result::Result<Ref, Fail> {
+    Ok(Ref(env.reference(value)?))
+  }
+
+  /// Whether the array it holds is still `len` elements at `address`, attached.
+  pub(crate) fn still(&self, env: RawEnv, address: usize, len: usize) -> std::result::Result<bool, Fail> {
+    let now = env.float_array(reference_value(env, self)?)?;
+    Ok(now.is_some_and(|a| !a.detached && a.address() == address && a.len == len))
+  }
+
+  /// Deletes every reference of `refs`, on the JavaScript thread.
+  pub(crate) fn delete_all(env: RawEnv, refs: &mut Vec<Ref>) {
+    for reference in refs.drain(..) {
+      // SAFETY: created in this env by `Ref::to`; deleted once (drained).
+      unsafe { sys::napi_delete_reference(env.0, reference.0) };
+    }
+  }
+}
 
 /// One parameter of the step.
 struct Tensor<C> {
@@ -171,7 +200,7 @@ impl<O: Optimizer> Step<O> {
   }
 }
 
-impl<O: Optimizer> Pending for Step<O> {
+impl<O: Optimizer> Pending<Vec<ParamState>> for Step<O> {
   fn total(&self) -> usize {
     self.total
   }
@@ -192,15 +221,9 @@ impl<O: Optimizer> Pending for Step<O> {
     for (k, tensor) in self.window(to).enumerate() {
       let position = self.tensors.partition_point(|t| t.start + t.len <= self.done) + k;
       for (which, field, address) in [(0, "data", tensor.data as usize), (1, "grad", tensor.grad as usize)] {
-        let value = reference_value(env, &self.refs[2 * position + which])?;
-        let now = env.float_array(value)?;
-        if !now.is_some_and(|a| !a.detached && a.address() == address && a.len == tensor.len) {
-          return Err(Fail::state(format!(
-            "{}.{field} was detached or resized while stepAsync() was running; the step stopped \
-             part way (elements before this parameter's were updated, and every parameter's step \
-             count advanced)",
-            crate::params::label(&self.group_of, tensor.index)
-          )));
+        if !self.refs[2 * position + which].still(env, address, tensor.len)? {
+          let label = crate::params::label(&self.group_of, tensor.index);
+          return Err(stopped_part_way(&format!("{label}.{field}")));
         }
       }
     }
@@ -219,12 +242,18 @@ impl<O: Optimizer> Pending for Step<O> {
   }
 
   fn finish(&mut self, env: RawEnv) -> Vec<ParamState> {
-    for reference in self.refs.drain(..) {
-      // SAFETY: created in this env by `start_step`; deleted once.
-      unsafe { sys::napi_delete_reference(env.0, reference.0) };
-    }
+    Ref::delete_all(env, &mut self.refs);
     std::mem::take(&mut self.states)
   }
+}
+
+/// The error of a slice that found `array` (`paramGroups[g].params[i].data`, or `.grad`) no
+/// longer the memory its step started with.
+pub(crate) fn stopped_part_way(array: &str) -> Fail {
+  Fail::state(format!(
+    "{array} was detached or resized while stepAsync() was running; the step stopped part way \
+     (elements before this parameter's were updated, and every parameter's step count advanced)"
+  ))
 }
 
 fn reference_value(env: RawEnv, reference: &Ref) -> std::result::Result<sys::napi_value, Fail> {
@@ -243,7 +272,7 @@ pub enum StartedStep {
   Skipped,
 }
 
-fn lock(pending: &Mutex<Box<dyn Pending>>) -> MutexGuard<'_, Box<dyn Pending>> {
+fn lock<S>(pending: &Mutex<Box<dyn Pending<S>>>) -> MutexGuard<'_, Box<dyn Pending<S>>> {
   pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -304,12 +333,19 @@ impl NativeOptimizer {
 /// borrowed until the returned task settles, and then refuse every other call with its own error
 /// instead of ours.
 #[napi(catch_unwind, ts_args_type = "optimizer: NativeOptimizer", ts_return_type = "Promise<void>")]
-pub fn step_off_thread(env: Env, optimizer: Unknown) -> Result<AsyncTask<OffThread>> {
+pub fn step_off_thread(env: Env, optimizer: Unknown) -> Result<AsyncTask<OffThread<Vec<ParamState>>>> {
   // SAFETY: a value of this call, which runs no JavaScript.
   let optimizer = unsafe { crate::unwrap_optimizer(RawEnv(env.raw()), optimizer.raw(), "stepOffThread") }
     .map_err(|fail| fail.throw(&env))?;
-  let Some(flight) = optimizer.flight.as_mut().filter(|f| !f.off_thread) else {
-    return Err(Fail::state("stepOffThread: no step is waiting to run".into()).throw(&env));
+  off_thread(&mut optimizer.flight).map_err(|fail| fail.throw(&env))
+}
+
+/// Hands the rest of the step in `flight` to a libuv worker thread, if one is waiting to run.
+pub(crate) fn off_thread<S: 'static>(
+  flight: &mut Option<Flight<S>>,
+) -> std::result::Result<AsyncTask<OffThread<S>>, Fail> {
+  let Some(flight) = flight.as_mut().filter(|f| !f.off_thread) else {
+    return Err(Fail::state("stepOffThread: no step is waiting to run".into()));
   };
   flight.off_thread = true;
   Ok(AsyncTask::new(OffThread { pending: Arc::clone(&flight.pending) }))
@@ -361,7 +397,7 @@ impl NativeOptimizer {
       });
       for value in view.values {
         shared &= env.on_shared_memory(value)?;
-        refs.push(Ref(env.reference(value)?));
+        refs.push(Ref::to(env, value)?);
       }
       let (data, grad) = (view.data.address() as *mut u8, view.grad.address() as *const u8);
       tensors.push(Tensor {
@@ -384,7 +420,7 @@ impl NativeOptimizer {
     write_group_state(&configs, packed);
     let step =
       Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0, non_finite: false, streaming };
-    self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });
+    self.flight = Some(Flight::new(step));
     Ok(if shared { StartedStep::OffThread } else { StartedStep::InSlices })
   }
 
@@ -404,41 +440,12 @@ impl NativeOptimizer {
       non_finite,
       streaming: Streaming::Cached,
     };
-    self.flight = Some(Flight { pending: Arc::new(Mutex::new(Box::new(step))), off_thread: false });
+    self.flight = Some(Flight::new(step));
     Ok(StartedStep::InSlices)
   }
 
   fn slice(&mut self, env: RawEnv, budget: Duration) -> std::result::Result<bool, Fail> {
-    let Some(flight) = self.flight.as_ref().filter(|f| !f.off_thread) else {
-      return Err(Fail::state("stepSlice: no step is waiting to run".into()));
-    };
-    let pending = Arc::clone(&flight.pending);
-    let started = Instant::now();
-    let mut size = FIRST_SLICE_ELEMENTS;
-    let outcome = loop {
-      let mut step = lock(&pending);
-      let (done, total) = (step.done(), step.total());
-      if done == total {
-        break Ok(true);
-      }
-      let to = step.boundary(total.min(done + size));
-      if let Err(fail) = step.check(env, to) {
-        break Err(fail);
-      }
-      let before = Instant::now();
-      step.run(to);
-      let took = before.elapsed();
-      let left = budget.saturating_sub(started.elapsed());
-      if to == total {
-        break Ok(true);
-      }
-      if left.is_zero() {
-        break Ok(false);
-      }
-      // Size the next slice to the time left, at the rate this one ran.
-      let rate = (to - done) as f64 / took.as_secs_f64().max(1e-7);
-      size = ((rate * left.as_secs_f64()) as usize).clamp(fastoptim_core::engine::run::PIECE_ELEMENTS, total);
-    };
+    let outcome = run_slices(env, &self.flight, budget)?;
     if !matches!(outcome, Ok(false)) {
       self.finish(env);
     }
@@ -446,10 +453,7 @@ impl NativeOptimizer {
   }
 
   fn finish(&mut self, env: RawEnv) {
-    if let Some(flight) = self.flight.take() {
-      let mut step = lock(&flight.pending);
-      self.last_non_finite = step.non_finite();
-      let mut states = step.finish(env);
+    if let Some(mut states) = finish(env, &mut self.flight, &mut self.last_non_finite) {
       // States of parameters added meanwhile (none can be: adding is refused) start afresh.
       if states.len() < self.states.len() {
         states.resize_with(self.states.len(), ParamState::default);
@@ -459,12 +463,64 @@ impl NativeOptimizer {
   }
 }
 
-/// The rest of a step on shared memory, on a libuv worker thread.
-pub struct OffThread {
-  pending: Arc<Mutex<Box<dyn Pending>>>,
+/// Runs slices of the step in `flight` for about `budget`, the JavaScript thread waiting. The
+/// outer error: no step is waiting to run; the inner result: whether the step is complete, or
+/// the error that stopped it part way. The caller finishes the step unless the result is
+/// `Ok(false)`.
+pub(crate) fn run_slices<S>(
+  env: RawEnv,
+  flight: &Option<Flight<S>>,
+  budget: Duration,
+) -> std::result::Result<std::result::Result<bool, Fail>, Fail> {
+  let Some(flight) = flight.as_ref().filter(|f| !f.off_thread) else {
+    return Err(Fail::state("stepSlice: no step is waiting to run".into()));
+  };
+  let pending = Arc::clone(&flight.pending);
+  let started = Instant::now();
+  let mut size = FIRST_SLICE_ELEMENTS;
+  let outcome = loop {
+    let mut step = lock(&pending);
+    let (done, total) = (step.done(), step.total());
+    if done == total {
+      break Ok(true);
+    }
+    let to = step.boundary(total.min(done + size));
+    if let Err(fail) = step.check(env, to) {
+      break Err(fail);
+    }
+    let before = Instant::now();
+    step.run(to);
+    let took = before.elapsed();
+    let left = budget.saturating_sub(started.elapsed());
+    if to == total {
+      break Ok(true);
+    }
+    if left.is_zero() {
+      break Ok(false);
+    }
+    // Size the next slice to the time left, at the rate this one ran.
+    let rate = (to - done) as f64 / took.as_secs_f64().max(1e-7);
+    size = ((rate * left.as_secs_f64()) as usize).clamp(fastoptim_core::engine::run::PIECE_ELEMENTS, total);
+  };
+  Ok(outcome)
 }
 
-impl Task for OffThread {
+/// Ends the step in `flight`, complete or not, on the JavaScript thread: records in `non_finite`
+/// whether it read a non-finite gradient element, and returns the state it gives back (none when
+/// no step was in flight).
+pub(crate) fn finish<S>(env: RawEnv, flight: &mut Option<Flight<S>>, non_finite: &mut bool) -> Option<S> {
+  let flight = flight.take()?;
+  let mut step = lock(&flight.pending);
+  *non_finite = step.non_finite();
+  Some(step.finish(env))
+}
+
+/// The rest of a step on shared memory, on a libuv worker thread.
+pub struct OffThread<S> {
+  pending: Arc<Mutex<Box<dyn Pending<S>>>>,
+}
+
+impl<S: 'static> Task for OffThread<S> {
   type Output = ();
   type JsValue = ();
 

@@ -38,6 +38,9 @@ pub use simd::Level;
 /// Blocks per unit of parallel work: 4096 elements.
 pub const UNIT_BLOCKS: usize = 16;
 
+/// Elements per unit of parallel work.
+pub const UNIT_ELEMENTS: usize = UNIT_BLOCKS * BLOCK;
+
 /// bitsandbytes' `min_8bit_size`: parameters with fewer elements keep `f32` state.
 pub const MIN_8BIT_SIZE: usize = 4096;
 
@@ -245,15 +248,16 @@ impl<'a, C> Job<'a, C> {
     Ok(job)
   }
 
-  /// Units of work in this job: runs of [`UNIT_BLOCKS`] blocks, or the whole `f32` update.
-  fn units(&self) -> usize {
-    if self.len == 0 {
-      0
-    } else if self.quantized {
-      blocks(self.len).div_ceil(UNIT_BLOCKS)
-    } else {
-      1
-    }
+  /// Units of work in this job: runs of [`UNIT_BLOCKS`] blocks (of `f32` moments, as many
+  /// elements), the last one possibly shorter.
+  pub fn units(&self) -> usize {
+    self.len.div_ceil(UNIT_ELEMENTS)
+  }
+
+  /// The elements of unit `unit`.
+  pub fn unit_elements(&self, unit: usize) -> std::ops::Range<usize> {
+    let start = unit * UNIT_ELEMENTS;
+    start.min(self.len)..(start + UNIT_ELEMENTS).min(self.len)
   }
 
   /// Runs unit `unit` of this job.
@@ -264,16 +268,17 @@ impl<'a, C> Job<'a, C> {
   /// The slices the job was made from are alive and not otherwise accessed, and no other thread
   /// runs the same unit of the same job at the same time.
   unsafe fn run_unit<O: EightBit<Coeffs = C>>(&self, unit: usize) -> bool {
-    let start = unit * UNIT_BLOCKS * BLOCK;
-    let end = (start + UNIT_BLOCKS * BLOCK).min(self.len);
+    let std::ops::Range { start, end } = self.unit_elements(unit);
     let n = end - start;
     // SAFETY (all slices below): within the job's slices (start..end < len, its blocks within
     // blocks(len)), and disjoint from every other unit's (caller's contract).
     let param = unsafe { std::slice::from_raw_parts_mut(self.param.add(start), n) };
     let grad = unsafe { std::slice::from_raw_parts(self.grad.add(start), n) };
     if !self.quantized {
-      let state1 = unsafe { std::slice::from_raw_parts_mut(self.full1, n) };
-      let state2 = if self.second { unsafe { std::slice::from_raw_parts_mut(self.full2, n) } } else { &mut [][..] };
+      // bitsandbytes' 32-bit update is elementwise: cut anywhere, the same bits.
+      let state1 = unsafe { std::slice::from_raw_parts_mut(self.full1.add(start), n) };
+      let state2 =
+        if self.second { unsafe { std::slice::from_raw_parts_mut(self.full2.add(start), n) } } else { &mut [][..] };
       return O::full(&self.coeffs, param, grad, state1, state2);
     }
     let (first_block, block_count) = (start / BLOCK, blocks(n));
@@ -295,11 +300,40 @@ impl<'a, C> Job<'a, C> {
 /// Returns whether a gradient held NaN or ±∞; the update went ahead regardless, as the registry's
 /// optimizers' and PyTorch's do (each kernel checks the gradient as its loop reads it).
 pub fn run<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) -> bool {
+  let units = units(jobs);
+  run_units::<O>(jobs, 0..units)
+}
+
+/// The units of a step: each job's [`Job::units`], numbered in turn.
+pub fn units<C>(jobs: &[Job<'_, C>]) -> usize {
+  jobs.iter().map(Job::units).sum()
+}
+
+/// Units `range` of the step (numbered as [`units`] counts them), on the step pool unless they
+/// are few: a part of [`run`], for a step run in slices (`stepAsync`). Each unit is whole blocks,
+/// so running a step's units in any number of parts gives the bits of running them at once.
+/// Returns whether a gradient element of those units was NaN or ±∞.
+pub fn run_units<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>], range: std::ops::Range<usize>) -> bool {
   let jobs: &[Job<'_, O::Coeffs>] = jobs;
-  let units: usize = jobs.iter().map(Job::units).sum();
-  let elements: usize = jobs.iter().map(|job| job.len).sum();
+  let first = range.start;
+  let count = range.len();
+  // The elements of those units, and where each job's units start in the numbering.
+  let (mut elements, mut at) = (0, 0);
+  for job in jobs {
+    if at >= range.end {
+      break;
+    }
+    let units = job.units();
+    let (from, to) = (range.start.max(at), range.end.min(at + units));
+    if from < to {
+      elements += job.unit_elements(to - at - 1).end - job.unit_elements(from - at).start;
+    }
+    at += units;
+  }
+  assert!(range.end <= at, "units {range:?} of a step of {at}");
   let non_finite = AtomicBool::new(false);
-  let body = |mut unit: usize| {
+  let body = |unit: usize| {
+    let mut unit = first + unit;
     for job in jobs {
       let count = job.units();
       if unit < count {
@@ -313,10 +347,10 @@ pub fn run<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) -> bool {
       unit -= count;
     }
   };
-  if elements < PARALLEL_MIN_ELEMENTS || units <= 1 {
-    (0..units).for_each(body);
+  if elements < PARALLEL_MIN_ELEMENTS || count <= 1 {
+    (0..count).for_each(body);
   } else {
-    threads::for_each_piece(units, &body);
+    threads::for_each_piece(count, &body);
   }
   non_finite.into_inner()
 }
@@ -430,6 +464,11 @@ pub(crate) mod tests {
       fn every_level_and_the_f32_kernel_report_a_non_finite_gradient_anywhere() {
         super::super::tests::assert_non_finite_reported::<$o>(&$hypers[0][0]);
       }
+
+      #[test]
+      fn a_step_run_in_parts_gives_the_bits_of_one_run() {
+        super::super::tests::assert_parts_match_whole::<$o>(&$hypers[1]);
+      }
     };
   }
   pub(crate) use shared_tests;
@@ -501,6 +540,52 @@ pub(crate) mod tests {
         let (q, n) = trajectory::<O>(hyper, len, min, false);
         assert!(same_bits(&p, &q), "{} len {len} min {min}: parameters differ", O::NAME);
         assert!(same_moments(&m, &n), "{} len {len} min {min}: moments differ", O::NAME);
+      }
+    }
+  }
+
+  /// Steps of several parameters (8-bit, and `f32` moments of more than one unit) run as
+  /// [`run_units`] over parts of every size, cut anywhere, give the bits of [`run`], and the
+  /// parts' reports add up to its report.
+  pub fn assert_parts_match_whole<O: EightBit>(hyper: &[Hyper]) {
+    // (length, minimum size for 8-bit state): 8-bit, f32 of several units, empty, f32 of one.
+    let shapes = [(16 * 4096 + 300, MIN_8BIT_SIZE), (3 * 4096 + 5, usize::MAX), (0, 0), (1001, 0), (4097, 8192)];
+    let start = || -> Vec<(Vec<f32>, Moments)> {
+      shapes.iter().map(|&(len, min)| (values(len, len as u64, 1.0), Moments::new(len, min, O::MOMENTS))).collect()
+    };
+    let mut whole = start();
+    for part in [1, 2, 3, 7, 100] {
+      let mut parted = start();
+      for (t, h) in hyper.iter().enumerate() {
+        let coeffs = O::coeffs(h, t as u64 + 1);
+        let mut grads: Vec<Vec<f32>> = shapes.iter().map(|&(len, _)| values(len, t as u64 + 2, 0.1)).collect();
+        if t == 1 {
+          grads[1][4096 + 17] = f32::NAN;
+        }
+        let mut expected = None;
+        if part == 1 {
+          let mut jobs: Vec<_> =
+            whole.iter_mut().zip(&grads).map(|((p, m), g)| Job::new::<O>(coeffs, p, g, m).unwrap()).collect();
+          expected = Some(run::<O>(&mut jobs));
+        }
+        let mut jobs: Vec<_> =
+          parted.iter_mut().zip(&grads).map(|((p, m), g)| Job::new::<O>(coeffs, p, g, m).unwrap()).collect();
+        let total = units(&jobs);
+        assert_eq!(total, 17 + 4 + 0 + 1 + 2, "{}", O::NAME);
+        let mut reported = false;
+        let mut at = 0;
+        while at < total {
+          let to = (at + part).min(total);
+          reported |= run_units::<O>(&mut jobs, at..to);
+          at = to;
+        }
+        assert_eq!(reported, t == 1, "{} parts of {part}: the report", O::NAME);
+        if let Some(expected) = expected {
+          assert_eq!(reported, expected, "{}", O::NAME);
+        }
+      }
+      for ((p, m), (q, n)) in whole.iter().zip(&parted) {
+        assert!(same_bits_or_nan(p, q) && same_moments(m, n), "{} parts of {part}: results differ", O::NAME);
       }
     }
   }
