@@ -4,13 +4,13 @@
 // or writing freed memory. "Large" parameters have 16M elements: at a few billion elements per
 // second that is several slices of about half a millisecond, so the step is still in flight when
 // stepAsync() returns and the test acts between slices.
-import { MessageChannel } from 'node:worker_threads'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
 import test from 'ava'
 
 import { Adam, AdamW, RMSprop, SGD, type FloatArray, type Optimizer, type Parameter, type ParamState } from '../lib'
+import { detachers } from './helpers/detach'
 import { fillValues } from './helpers/values'
 
 type AnyOptimizer = Optimizer<object>
@@ -179,19 +179,6 @@ test.serial('bad input rejects before anything changes, and the optimizer stays 
   await opt.stepAsync()
   t.is(opt.getState(params[0])!.step, 1)
 })
-
-const detachers: Array<[string, (buffer: ArrayBuffer) => void]> = [
-  ['structuredClone with transfer', (buffer) => void structuredClone(buffer, { transfer: [buffer] })],
-  [
-    'postMessage with transfer',
-    (buffer) => {
-      const { port1, port2 } = new MessageChannel()
-      port1.postMessage(buffer, [buffer])
-      port1.close()
-      port2.close()
-    },
-  ],
-]
 
 for (const [how, detach] of detachers) {
   for (const which of ['data', 'grad'] as const) {

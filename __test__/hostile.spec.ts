@@ -608,12 +608,28 @@ test('a hole, a Proxy around a Float32Array, and null bytes give coded errors', 
 interface NativeStep {
   step(params: unknown, groupOf: Uint32Array, packed: Float64Array, seen?: unknown[], skip?: boolean): number
   exportState(index: number): { step: number; buffers: Array<Float32Array | null> } | null
+  startStep(params: unknown, groupOf: Uint32Array, packed: Float64Array, skip?: boolean): number
+  stepSlice(budgetMicros: number): boolean
+  finishStep(): boolean
 }
 const binding = require(join(__dirname, '..', 'native', 'index.js')) as {
   NativeOptimizer: new (algorithm: string) => NativeStep
   algorithms(): Array<{ name: string; options: Array<{ default: number }> }>
   stepAgainOf(optimizer: NativeStep): (packed: Float64Array, skipNonFinite: boolean) => number | null
+  stepOffThread(optimizer: NativeStep): Promise<void>
 }
+
+test('a stepAsync on ordinary memory reached by file path cannot be handed to a worker thread', (t) => {
+  const packed = Float64Array.from(binding.algorithms().find((a) => a.name === 'Adam')!.options, (o) => o.default)
+  const opt = new binding.NativeOptimizer('Adam')
+  const p = { data: new Float32Array(1 << 16).fill(1), grad: new Float32Array(1 << 16).fill(0.5) }
+  t.is(opt.startStep([p], Uint32Array.of(0), packed, false), 0, 'StartedStep.InSlices')
+  // A worker thread would write memory that JavaScript can detach and free meanwhile.
+  t.throws(() => binding.stepOffThread(opt), { code: 'ERR_INVALID_STATE', message: /not all on SharedArrayBuffers/ })
+  while (!opt.stepSlice(100));
+  t.false(opt.finishStep())
+  t.is(opt.exportState(0)!.step, 1)
+})
 const stepAgain = (opt: NativeStep, packed: Float64Array, skip: boolean) => binding.stepAgainOf(opt)(packed, skip)
 
 test('stepAgain reached by file path checks the arrays of the last step natively: refused and nothing written', (t) => {
@@ -721,10 +737,14 @@ test('a bound stepAgain that outlives its optimizer refuses instead of touching 
 interface NativeEightBitStep {
   setLabels(labels: string[]): void
   exportState(index: number): { step: number } | null
+  stepSlice(budgetMicros: number): boolean
+  finishStep(): boolean
 }
 const eightBit = binding as unknown as {
   NativeEightBit: new (algorithm: string, min8BitSize: number) => NativeEightBitStep
   eightBitStepOf(optimizer: NativeEightBitStep): (...args: unknown[]) => unknown
+  eightBitStartOf(optimizer: NativeEightBitStep): (...args: unknown[]) => unknown
+  eightBitStepOffThread(optimizer: unknown): Promise<void>
 }
 
 test('the 8-bit step reached by file path refuses bad arguments, a getter cannot run in it, and it outlives its optimizer safely', async (t) => {
@@ -805,6 +825,67 @@ test('the 8-bit step reached by file path refuses bad arguments, a getter cannot
   }
   bound = undefined
   t.like(error, { code: 'ERR_INVALID_STATE', message: 'step: its optimizer was collected' })
+})
+
+test('the 8-bit stepAsync start reached by file path refuses bad arguments, and the calls that would touch a step in flight', (t) => {
+  const hyper = Float64Array.of(1e-3, 0.9, 0.999, 1e-8, 0)
+  const opt = new eightBit.NativeEightBit('adam', 16)
+  opt.setLabels(['p'])
+  const [start, step] = [eightBit.eightBitStartOf(opt), eightBit.eightBitStepOf(opt)]
+  const data = new Float32Array(1 << 16).fill(1)
+  const grad = new Float32Array(1 << 16).fill(0.5)
+  const refused: Array<[string, unknown[], Record<string, unknown>]> = [
+    [
+      'too many arguments',
+      [hyper, data, grad, true, true],
+      {
+        code: 'ERR_INVALID_ARG_VALUE',
+        message:
+          'stepAsync: expected 3 arguments (hyper, then data and grad for each of 1 parameters, then optionally skipNonFinite), got 5',
+      },
+    ],
+    [
+      'hyper not a Float64Array',
+      [[1], data, grad],
+      { code: 'ERR_INVALID_ARG_TYPE', message: 'stepAsync: hyper must be a Float64Array, got an Array' },
+    ],
+    [
+      'data behind a Proxy',
+      [hyper, new Proxy(data, { get: () => t.fail('a getter ran') }), grad],
+      { code: 'ERR_INVALID_ARG_TYPE', message: 'p.data must be a Float32Array, got an object' },
+    ],
+    ['grad the same memory as data', [hyper, data, data], { code: 'ERR_INVALID_ARG_VALUE' }],
+  ]
+  for (const [what, args, error] of refused) {
+    t.throws(() => start(...args), error, what)
+    t.is(opt.exportState(0), null, `${what}: nothing started`)
+  }
+  t.throws(() => opt.stepSlice(500), { code: 'ERR_INVALID_STATE', message: 'stepSlice: no step is waiting to run' })
+  t.throws(() => eightBit.eightBitStepOffThread(opt), { code: 'ERR_INVALID_STATE' })
+  t.throws(() => eightBit.eightBitStartOf({} as NativeEightBitStep), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: 'eightBitStartOf: optimizer must be a NativeEightBit',
+  })
+  t.throws(() => eightBit.eightBitStepOffThread({}), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: 'eightBitStepOffThread: optimizer must be a NativeEightBit',
+  })
+  // Started on ordinary memory: the step runs in slices, and nothing else may touch the state.
+  t.is(start(hyper, data, grad), 0, 'StartedStep.InSlices')
+  const busy = { code: 'ERR_INVALID_STATE', message: /while stepAsync\(\) is in flight/ }
+  t.throws(() => step(hyper, data, grad), busy)
+  t.throws(() => start(hyper, data, grad), busy)
+  t.throws(() => opt.exportState(0), busy)
+  t.throws(() => opt.setLabels(['p', 'q']), busy)
+  t.throws(() => eightBit.eightBitStepOffThread(opt), {
+    code: 'ERR_INVALID_STATE',
+    message: /not all on SharedArrayBuffers/,
+  })
+  while (!opt.stepSlice(100));
+  t.false(opt.finishStep(), 'finite')
+  t.is(opt.exportState(0)!.step, 1)
+  t.is(step(hyper, data, grad), 0)
+  t.is(opt.exportState(0)!.step, 2)
 })
 
 test('a resizable buffer shrunk below its parameter before the first step is refused, and steps once grown back', async (t) => {

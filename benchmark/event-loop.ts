@@ -1,17 +1,20 @@
 // `npm run bench`, part 2: how long the event loop waits while a large model steps.
 //
-// 64M fp32 parameters, Adam, 12 steps in each mode, while perf_hooks.monitorEventLoopDelay samples
-// the loop's delay every millisecond: step() (the loop is blocked for a whole step, for
-// comparison), stepAsync() on ordinary ArrayBuffers (slices of about a millisecond on the pool,
-// the loop running between them), and stepAsync() on SharedArrayBuffers (the whole update on a
-// worker thread). A timer also counts how many 1 ms ticks it got, as a server would see it.
-// Results: benchmark/results/event-loop.json.
+// 64M fp32 parameters, Adam and then Adam8bit, 12 steps in each mode, while
+// perf_hooks.monitorEventLoopDelay samples the loop's delay every millisecond: step() (the loop is
+// blocked for a whole step, for comparison), stepAsync() on ordinary ArrayBuffers (slices of about
+// half a millisecond on the pool, the loop running between them), and stepAsync() on
+// SharedArrayBuffers (the whole update on a worker thread). A timer also counts how many 1 ms
+// ticks it got, as a server would see it. Results: benchmark/results/event-loop.json.
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 
-import { Adam, getNumThreads } from '../lib'
+import { Adam, Adam8bit, getNumThreads } from '../lib'
 import { ADAM_BYTES, QUICK, RESULTS, values } from './common'
+
+/** Bytes an Adam8bit step moves per parameter: the parameter read and written, the gradient, two moments' codes read and written (the absmax, 4 bytes a block, left out). */
+const ADAM8BIT_BYTES = 16
 
 const N = Number(process.env.FASTOPTIM_EVENT_LOOP_PARAMS ?? (QUICK ? 1 << 20 : 1 << 26))
 const STEPS = QUICK ? 4 : 12
@@ -27,8 +30,19 @@ function params(shared: boolean) {
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve))
 
-async function measure(mode: string, shared: boolean, run: (opt: Adam) => Promise<unknown>) {
-  const opt = new Adam(params(shared))
+interface Stepper {
+  step(): unknown
+  stepAsync(): Promise<unknown>
+}
+
+const optimizers: Record<string, { make: (ps: ReturnType<typeof params>) => Stepper; bytes: number }> = {
+  Adam: { make: (ps) => new Adam(ps), bytes: ADAM_BYTES },
+  Adam8bit: { make: (ps) => new Adam8bit(ps), bytes: ADAM8BIT_BYTES },
+}
+
+async function measure(optimizer: string, mode: string, shared: boolean, run: (opt: Stepper) => Promise<unknown>) {
+  const { make, bytes } = optimizers[optimizer]
+  const opt = make(params(shared))
   // The first step makes the state (512 MB at 64M), which the rows below leave out.
   const first = process.hrtime.bigint()
   await run(opt)
@@ -44,12 +58,13 @@ async function measure(mode: string, shared: boolean, run: (opt: Adam) => Promis
   clearInterval(timer)
   const ms = (ns: number) => Math.round(ns / 1e4) / 100
   const row = {
+    optimizer,
     mode,
     params: N,
     steps: STEPS,
     msPerStep: Math.round((seconds / STEPS) * 1e4) / 10,
     firstStepMs,
-    gbPerSecond: Math.round(((N * ADAM_BYTES * STEPS) / seconds / 1e9) * 10) / 10,
+    gbPerSecond: Math.round(((N * bytes * STEPS) / seconds / 1e9) * 10) / 10,
     delayMs: { p50: ms(histogram.percentile(50)), p99: ms(histogram.percentile(99)), max: ms(histogram.max) },
     timerTicksPerSecond: Math.round(ticks / seconds),
   }
@@ -58,14 +73,17 @@ async function measure(mode: string, shared: boolean, run: (opt: Adam) => Promis
 }
 
 async function main() {
-  const rows = [
-    await measure('step() (blocks the loop)', false, async (opt) => {
-      opt.step()
-      await turn()
-    }),
-    await measure('stepAsync(), ordinary ArrayBuffers (slices)', false, (opt) => opt.stepAsync()),
-    await measure('stepAsync(), SharedArrayBuffers (worker thread)', true, (opt) => opt.stepAsync()),
-  ]
+  const rows = []
+  for (const optimizer of Object.keys(optimizers)) {
+    rows.push(
+      await measure(optimizer, 'step() (blocks the loop)', false, async (opt) => {
+        opt.step()
+        await turn()
+      }),
+      await measure(optimizer, 'stepAsync(), ordinary ArrayBuffers (slices)', false, (opt) => opt.stepAsync()),
+      await measure(optimizer, 'stepAsync(), SharedArrayBuffers (worker thread)', true, (opt) => opt.stepAsync()),
+    )
+  }
   writeFileSync(
     join(RESULTS, 'event-loop.json'),
     JSON.stringify({ date: new Date().toISOString(), threads: getNumThreads(), rows }, null, 2),

@@ -42,11 +42,7 @@ export async function stepAsync(
  * worker thread), and gives the optimizer its state back however it ends. Resolves to whether
  * every gradient element was finite.
  */
-export async function settle(
-  start: StartedStep,
-  flight: Flight,
-  offThread: () => Promise<void>,
-): Promise<boolean> {
+export async function settle(start: StartedStep, flight: Flight, offThread: () => Promise<void>): Promise<boolean> {
   if (start === native.StartedStep.Skipped) return false
   let nonFinite = false
   try {

@@ -54,13 +54,26 @@ const FIRST_SLICE_ELEMENTS: usize = 1 << 17;
 /// 8-bit optimizers' own (src/eightbit/task.rs).
 pub(crate) struct Flight<S = Vec<ParamState>> {
   pending: Arc<Mutex<Box<dyn Pending<S>>>>,
+  /// Whether every array of the step is on a SharedArrayBuffer, so that it may run on a worker
+  /// thread ([`StartedStep::OffThread`]).
+  shared: bool,
   /// Whether the rest of the step has been handed to a worker thread.
   off_thread: bool,
 }
 
 impl<S> Flight<S> {
-  pub(crate) fn new(pending: impl Pending<S> + 'static) -> Self {
-    Flight { pending: Arc::new(Mutex::new(Box::new(pending))), off_thread: false }
+  /// A step in flight; `shared`: every array of it is on a SharedArrayBuffer.
+  pub(crate) fn new(pending: impl Pending<S> + 'static, shared: bool) -> Self {
+    Flight { pending: Arc::new(Mutex::new(Box::new(pending))), shared, off_thread: false }
+  }
+
+  /// Where its update runs, as `startStep` answers.
+  pub(crate) fn started(&self) -> StartedStep {
+    if self.shared {
+      StartedStep::OffThread
+    } else {
+      StartedStep::InSlices
+    }
   }
 }
 
@@ -340,13 +353,20 @@ pub fn step_off_thread(env: Env, optimizer: Unknown) -> Result<AsyncTask<OffThre
   off_thread(&mut optimizer.flight).map_err(|fail| fail.throw(&env))
 }
 
-/// Hands the rest of the step in `flight` to a libuv worker thread, if one is waiting to run.
+/// Hands the rest of the step in `flight` to a libuv worker thread, if one is waiting to run and
+/// all its arrays are on SharedArrayBuffers (an ordinary one could be detached and freed while
+/// the worker writes it).
 pub(crate) fn off_thread<S: 'static>(
   flight: &mut Option<Flight<S>>,
 ) -> std::result::Result<AsyncTask<OffThread<S>>, Fail> {
   let Some(flight) = flight.as_mut().filter(|f| !f.off_thread) else {
     return Err(Fail::state("stepOffThread: no step is waiting to run".into()));
   };
+  if !flight.shared {
+    return Err(Fail::state(
+      "stepOffThread: the step's arrays are not all on SharedArrayBuffers, so it runs in slices (stepSlice)".into(),
+    ));
+  }
   flight.off_thread = true;
   Ok(AsyncTask::new(OffThread { pending: Arc::clone(&flight.pending) }))
 }
@@ -420,8 +440,8 @@ impl NativeOptimizer {
     write_group_state(&configs, packed);
     let step =
       Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0, non_finite: false, streaming };
-    self.flight = Some(Flight::new(step));
-    Ok(if shared { StartedStep::OffThread } else { StartedStep::InSlices })
+    let flight = self.flight.insert(Flight::new(step, shared));
+    Ok(flight.started())
   }
 
   /// A step of sparse gradients costs what their rows cost, not what the tables cost: it runs
@@ -440,7 +460,7 @@ impl NativeOptimizer {
       non_finite,
       streaming: Streaming::Cached,
     };
-    self.flight = Some(Flight::new(step));
+    self.flight = Some(Flight::new(step, false));
     Ok(StartedStep::InSlices)
   }
 

@@ -295,8 +295,8 @@ impl NativeEightBit {
       done: 0,
       non_finite: false,
     };
-    self.flight = Some(Flight::new(step));
-    Ok(if shared { StartedStep::OffThread } else { StartedStep::InSlices })
+    let flight = self.flight.insert(Flight::new(step, shared));
+    Ok(flight.started())
   }
 
   fn finish(&mut self, env: RawEnv) {
