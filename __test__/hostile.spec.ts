@@ -617,13 +617,14 @@ const binding = require(join(__dirname, '..', 'native', 'index.js')) as {
   algorithms(): Array<{ name: string; options: Array<{ default: number }> }>
   stepAgainOf(optimizer: NativeStep): (packed: Float64Array, skipNonFinite: boolean) => number | null
   stepOffThread(optimizer: NativeStep): Promise<void>
+  StartedStep: { InSlices: number; OffThread: number; Skipped: number }
 }
 
 test('a stepAsync on ordinary memory reached by file path cannot be handed to a worker thread', (t) => {
   const packed = Float64Array.from(binding.algorithms().find((a) => a.name === 'Adam')!.options, (o) => o.default)
   const opt = new binding.NativeOptimizer('Adam')
   const p = { data: new Float32Array(1 << 16).fill(1), grad: new Float32Array(1 << 16).fill(0.5) }
-  t.is(opt.startStep([p], Uint32Array.of(0), packed, false), 0, 'StartedStep.InSlices')
+  t.is(opt.startStep([p], Uint32Array.of(0), packed, false), binding.StartedStep.InSlices)
   // A worker thread would write memory that JavaScript can detach and free meanwhile.
   t.throws(() => binding.stepOffThread(opt), { code: 'ERR_INVALID_STATE', message: /not all on SharedArrayBuffers/ })
   while (!opt.stepSlice(100));
@@ -871,7 +872,7 @@ test('the 8-bit stepAsync start reached by file path refuses bad arguments, and 
     message: 'eightBitStepOffThread: optimizer must be a NativeEightBit',
   })
   // Started on ordinary memory: the step runs in slices, and nothing else may touch the state.
-  t.is(start(hyper, data, grad), 0, 'StartedStep.InSlices')
+  t.is(start(hyper, data, grad), binding.StartedStep.InSlices)
   const busy = { code: 'ERR_INVALID_STATE', message: /while stepAsync\(\) is in flight/ }
   t.throws(() => step(hyper, data, grad), busy)
   t.throws(() => start(hyper, data, grad), busy)
