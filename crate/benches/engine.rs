@@ -40,9 +40,15 @@ impl<T: Element> Fixture<T> {
 
   fn step<O: Optimizer>(&mut self, config: O) {
     let mut jobs: Vec<Job<'_, T, O::Coeffs>> = Vec::with_capacity(self.params.len());
+    // The scalars of a step count, computed once for the tensors that share it, as the binding
+    // computes them once per group (src/lib.rs, advance).
+    let mut memo: Option<(u64, O::Coeffs)> = None;
     for ((param, grad), state) in self.params.iter_mut().zip(&self.grads).zip(&mut self.states) {
       state.step += 1;
-      let mut coeffs = config.coeffs(state.step);
+      let mut coeffs = match memo {
+        Some((step, coeffs)) if step == state.step => coeffs,
+        _ => memo.insert((state.step, config.coeffs(state.step))).1,
+      };
       config.advance(&mut coeffs, state);
       let dims = if O::MATRICES { squarest(param.len()) } else { Dims::flat(param.len()) };
       let (buffers, partials) =
