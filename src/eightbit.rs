@@ -484,15 +484,31 @@ fn cell_of(optimizer: &mut NativeEightBit) -> bound::Cell<NativeEightBit> {
 /// The function [`step_of`] makes; it returns the step's [`StepReport`].
 unsafe extern "C" fn step_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
   // SAFETY: this callback's env and info, of a function `bind` made for a `NativeEightBit`.
+  unsafe { bound_call(env, info, "step", |optimizer, argc| optimizer.step(RawEnv(env), info, argc).map(|r| r as u32)) }
+}
+
+/// The body of a function bound to a `NativeEightBit` ([`step_of`], [`task::start_of_callback`]):
+/// runs `f` on the optimizer as the call `what` ([`bound::enter`]) with the number of arguments,
+/// and returns the number it gives, or throws its error.
+///
+/// # Safety
+/// `env` and `info` are a callback's own, of a function `bind` made for a `NativeEightBit`.
+unsafe fn bound_call(
+  env: sys::napi_env,
+  info: sys::napi_callback_info,
+  what: &str,
+  f: impl FnOnce(&mut NativeEightBit, usize) -> std::result::Result<u32, Fail>,
+) -> sys::napi_value {
+  // SAFETY: the caller's guarantees.
   let result = match unsafe { bound::args::<NativeEightBit, 0>(env, info) } {
-    None => Err(Fail::type_error("step: could not read its arguments".into())),
-    Some((_, argc, optimizer)) => bound::enter(optimizer, "step", |optimizer| optimizer.step(RawEnv(env), info, argc)),
+    None => Err(Fail::type_error(format!("{what}: could not read its arguments"))),
+    Some((_, argc, optimizer)) => bound::enter(optimizer, what, |optimizer| f(optimizer, argc)),
   };
   let mut value = std::ptr::null_mut();
   match result {
     // SAFETY: creating a value in this callback's env.
-    Ok(report) => unsafe {
-      sys::napi_create_uint32(env, report as u32, &mut value);
+    Ok(number) => unsafe {
+      sys::napi_create_uint32(env, number, &mut value);
     },
     Err(fail) => {
       let _ = fail.throw(&Env::from_raw(env));

@@ -329,24 +329,12 @@ fn start_of(env: RawEnv, object: sys::napi_value) -> std::result::Result<sys::na
   bound::bind(env, &cell, c"startStep", start_callback)
 }
 
-/// The function [`start_of`] makes.
+/// The function [`start_of`] makes; it returns the [`StartedStep`].
 unsafe extern "C" fn start_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
   // SAFETY: this callback's env and info, of a function `bind` made for a `NativeEightBit`.
-  let result = match unsafe { bound::args::<NativeEightBit, 0>(env, info) } {
-    None => Err(Fail::type_error("stepAsync: could not read its arguments".into())),
-    Some((_, argc, optimizer)) => {
-      bound::enter(optimizer, "stepAsync", |optimizer| optimizer.start(RawEnv(env), info, argc))
-    }
-  };
-  let mut value = std::ptr::null_mut();
-  match result {
-    // SAFETY: creating a value in this callback's env.
-    Ok(started) => unsafe {
-      sys::napi_create_uint32(env, started as u32, &mut value);
-    },
-    Err(fail) => {
-      let _ = fail.throw(&Env::from_raw(env));
-    }
+  unsafe {
+    super::bound_call(env, info, "stepAsync", |optimizer, argc| {
+      optimizer.start(RawEnv(env), info, argc).map(|started| started as u32)
+    })
   }
-  value
 }
