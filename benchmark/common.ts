@@ -30,6 +30,15 @@ export const ALL_THREADS = availableParallelism()
 /** fp32 Adam reads p, g, m, v and writes p, m, v: 28 bytes per parameter. */
 export const ADAM_BYTES = 28
 
+/**
+ * An 8-bit Adam step reads p, g and two moments' codes and writes p and the codes: 16 bytes per
+ * parameter (the absmax, 4 bytes a block of 256, left out).
+ */
+export const EIGHT_BIT_BYTES = 16
+
+/** Bytes an Adam step with bfloat16 state moves per parameter: two 2-byte moments instead of 4-byte ones. */
+export const BF16_BYTES = 20
+
 export function label(n: number): string {
   if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n >> 20}M`
   if (n >= 1 << 10 && n % (1 << 10) === 0) return `${n >> 10}K`

@@ -16,7 +16,20 @@ import { join } from 'node:path'
 
 import { Adam, Adam8bit, AdamW8bit, Lion8bit, setNumThreads, type Parameter } from '../lib'
 import { native } from '../lib/native'
-import { ALL_THREADS, backToBack, batchSteps, label, QUICK, save, SECONDS, SIZES, values } from './common'
+import {
+  ADAM_BYTES,
+  ALL_THREADS,
+  backToBack,
+  BF16_BYTES,
+  batchSteps,
+  EIGHT_BIT_BYTES,
+  label,
+  QUICK,
+  save,
+  SECONDS,
+  SIZES,
+  values,
+} from './common'
 
 const internal = native as unknown as {
   __memoryTraffic(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array): void
@@ -24,11 +37,6 @@ const internal = native as unknown as {
 
 const ROUNDS = QUICK ? 1 : 3
 const THREADS = [...new Set([1, ALL_THREADS])]
-/** Bytes an 8-bit Adam step moves per parameter, and fp32 Adam's. */
-export const EIGHT_BIT_BYTES = 16
-/** Bytes an Adam step with bfloat16 state moves per parameter. */
-export const BF16_BYTES = 20
-const ADAM_BYTES = 28
 
 interface Row {
   contender: string

@@ -11,10 +11,7 @@ import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 
 import { Adam, Adam8bit, getNumThreads } from '../lib'
-import { ADAM_BYTES, QUICK, RESULTS, values } from './common'
-
-/** Bytes an Adam8bit step moves per parameter: the parameter read and written, the gradient, two moments' codes read and written (the absmax, 4 bytes a block, left out). */
-const ADAM8BIT_BYTES = 16
+import { ADAM_BYTES, EIGHT_BIT_BYTES, QUICK, RESULTS, values } from './common'
 
 const N = Number(process.env.FASTOPTIM_EVENT_LOOP_PARAMS ?? (QUICK ? 1 << 20 : 1 << 26))
 const STEPS = QUICK ? 4 : 12
@@ -37,7 +34,7 @@ interface Stepper {
 
 const optimizers: Record<string, { make: (ps: ReturnType<typeof params>) => Stepper; bytes: number }> = {
   Adam: { make: (ps) => new Adam(ps), bytes: ADAM_BYTES },
-  Adam8bit: { make: (ps) => new Adam8bit(ps), bytes: ADAM8BIT_BYTES },
+  Adam8bit: { make: (ps) => new Adam8bit(ps), bytes: EIGHT_BIT_BYTES },
 }
 
 async function measure(optimizer: string, mode: string, shared: boolean, run: (opt: Stepper) => Promise<unknown>) {

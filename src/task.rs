@@ -79,10 +79,15 @@ impl<S> Flight<S> {
 
 /// Refuses `what` while a `stepAsync` is in flight.
 pub(crate) fn check_idle(optimizer: &NativeOptimizer, what: &str) -> std::result::Result<(), Fail> {
-  if optimizer.flight.is_some() {
-    return Err(busy(what));
+  idle(&optimizer.flight, what)
+}
+
+/// Refuses `what` while `flight` holds a step, whatever optimizer it belongs to.
+pub(crate) fn idle<S>(flight: &Option<Flight<S>>, what: &str) -> std::result::Result<(), Fail> {
+  match flight {
+    Some(_) => Err(busy(what)),
+    None => Ok(()),
   }
-  Ok(())
 }
 
 pub(crate) fn busy(what: &str) -> Fail {
@@ -108,7 +113,7 @@ pub(crate) trait Pending<S>: Send {
 }
 
 /// A reference that keeps one array alive; created and deleted on the JavaScript thread only.
-pub(crate) struct Ref(pub(crate) sys::napi_ref);
+pub(crate) struct Ref(sys::napi_ref);
 
 impl Ref {
   /// A reference to `value`, an array of the step.

@@ -23,17 +23,14 @@ use napi_derive::napi;
 use super::{hyper_of, Kind, NativeEightBit, State, HYPER};
 use crate::bound;
 use crate::js::{Fail, RawEnv, TypedView};
-use crate::task::{self as flight, busy, stopped_part_way, Flight, OffThread, Pending, Ref, StartedStep};
+use crate::task::{self as flight, stopped_part_way, Flight, OffThread, Pending, Ref, StartedStep};
 
 /// Every parameter's state, as the optimizer holds it and a step in flight takes it.
 type States = Vec<Option<State>>;
 
 /// Refuses `what` while a `stepAsync` is in flight.
 pub(super) fn check_idle(optimizer: &NativeEightBit, what: &str) -> std::result::Result<(), Fail> {
-  if optimizer.flight.is_some() {
-    return Err(busy(what));
-  }
-  Ok(())
+  flight::idle(&optimizer.flight, what)
 }
 
 /// One parameter of the step (one of at least one element).
