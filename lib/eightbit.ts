@@ -427,7 +427,7 @@ export abstract class EightBitOptimizer<Options extends object> {
       if (grad !== null && grad !== undefined) {
         if (typedArrayTag(grad) !== 'Float32Array')
           throw invalidType(`${label}.grad must be a Float32Array like its data, or null, got ${describe(grad)}`)
-        checkUsable(grad as Float32Array, `${label}.grad`)
+        checkUsable(grad as Float32Array, label, 'grad')
         if (lengthOf(grad as Float32Array) !== lengthOf(d as Float32Array))
           throw outOfRange(
             `${label}.grad has length ${lengthOf(grad as Float32Array)}, expected ${lengthOf(d as Float32Array)} like its data`,
@@ -490,7 +490,7 @@ export abstract class EightBitOptimizer<Options extends object> {
         if (grad !== null && grad !== undefined && !setToNone) {
           if (typedArrayTag(grad) !== 'Float32Array')
             throw invalidType(`${this.#labels[i]}.grad must be a Float32Array, got ${describe(grad)}`)
-          checkUsable(grad as Float32Array, `${this.#labels[i]}.grad`)
+          checkUsable(grad as Float32Array, this.#labels[i], 'grad')
         }
         return grad
       })
@@ -692,7 +692,7 @@ function checkData(data: unknown, label: string, name: string): void {
   if (tag === 'Float64Array')
     throw invalidType(`${label}.data is a Float64Array: ${name} takes Float32Array parameters only`)
   if (tag !== 'Float32Array') throw invalidType(`${label}.data must be a Float32Array, got ${describe(data)}`)
-  checkUsable(data as Float32Array, `${label}.data`)
+  checkUsable(data as Float32Array, label, 'data')
 }
 
 const ADAM_FIXED = {

@@ -48,9 +48,14 @@ export function isUsable(array: ArrayBufferView): boolean {
 
 const bufferOf: (array: ArrayBufferView) => ArrayBufferLike = Function.prototype.call.bind(intrinsic('buffer').get!)
 
-/** Throws `ERR_INVALID_STATE` for an array whose memory is gone (transferred, or shrunk below it). */
-export function checkUsable(array: ArrayBufferView, where: string): void {
+/**
+ * Throws `ERR_INVALID_STATE` for an array whose memory is gone (transferred, or shrunk below it),
+ * naming it `where` or, given `field`, `where.field` (built only then: a step checks every
+ * parameter's arrays).
+ */
+export function checkUsable(array: ArrayBufferView, where: string, field?: string): void {
   if (isUsable(array)) return
+  if (field !== undefined) where = `${where}.${field}`
   let detached = false
   try {
     new Uint8Array(bufferOf(array), 0, 0)

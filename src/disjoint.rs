@@ -11,6 +11,7 @@ use napi_derive::napi;
 use crate::js::{Fail, RawEnv};
 
 /// One array's bytes; `id` is the caller's name for it.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Span {
   pub start: usize,
   pub end: usize,
@@ -42,6 +43,27 @@ pub(crate) fn find_overlap(spans: &mut Vec<Span>) -> Option<(usize, usize)> {
     }
   }
   None
+}
+
+/// The spans of the last call that overlapped nothing, as the call gave them (unsorted), so that a
+/// call over the same arrays as the one before it (every step of a training loop) passes without
+/// sorting them again.
+#[derive(Default)]
+pub(crate) struct Passed(Vec<Span>);
+
+impl Passed {
+  /// [`find_overlap`] for `spans`, which it may sort, unless they are the last call's that passed.
+  pub fn find_overlap(&mut self, spans: &mut Vec<Span>) -> Option<(usize, usize)> {
+    if *spans == self.0 {
+      return None;
+    }
+    self.0.clone_from(spans);
+    let found = find_overlap(spans);
+    if found.is_some() {
+      self.0.clear();
+    }
+    found
+  }
 }
 
 /// The message for two arrays of a step that share memory.

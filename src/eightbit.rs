@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicPtr;
 use std::sync::Arc;
 
 use crate::bound;
-use crate::disjoint::{find_overlap, step_message, Span};
+use crate::disjoint::{step_message, Passed, Span};
 use crate::js::{Fail, RawEnv, TypedView};
 use crate::task::Flight;
 use crate::{give_back, lend, Lent, StepReport, MAX_STEP};
@@ -60,6 +60,8 @@ pub struct NativeEightBit {
   args: Vec<sys::napi_value>,
   views: Vec<Option<(TypedView, TypedView)>>,
   spans: Vec<Span>,
+  /// The last step's spans, if they overlapped nothing.
+  passed: Passed,
   adam_jobs: Vec<Job<'static, <Adam8bit as EightBit>::Coeffs>>,
   lion_jobs: Vec<Job<'static, <Lion8bit as EightBit>::Coeffs>>,
   /// Where the step functions bound to this optimizer ([`step_of`]) find it; null once it is
@@ -261,7 +263,7 @@ impl NativeEightBit {
       spans.push(Span { start: grad.address(), end: grad.address() + grad.byte_len(), writable: false, id: 2 * i + 1 });
       views.push(Some((param, grad)));
     }
-    if let Some((a, b)) = find_overlap(spans) {
+    if let Some((a, b)) = self.passed.find_overlap(spans) {
       let name = |id: usize| format!("{}.{}", self.labels[id / 2], if id.is_multiple_of(2) { "data" } else { "grad" });
       return Err(Fail::value(step_message(&name(a), &name(b))));
     }
@@ -317,6 +319,7 @@ impl NativeEightBit {
       args: Vec::new(),
       views: Vec::new(),
       spans: Vec::new(),
+      passed: Passed::default(),
       adam_jobs: Vec::new(),
       lion_jobs: Vec::new(),
       bound: None,
@@ -446,13 +449,21 @@ fn step_all<O: EightBit<Coeffs: 'static>>(
   storage: &mut Vec<Job<'static, O::Coeffs>>,
 ) -> bool {
   let mut jobs = lend(storage);
+  // The scalars of the last parameter, kept for the next of the same options and step count (a
+  // group's parameters, stepped together): they take two powers to compute.
+  let mut last: Option<(&[f64], u64, O::Coeffs)> = None;
   for (i, (state, view)) in states.iter_mut().zip(views).enumerate() {
     let (Some(state), Some((param, grad))) = (state, view) else { continue };
-    let options = hyper_of(hyper, i);
+    let options = &hyper[HYPER * i..HYPER * (i + 1)];
+    let coeffs = match last {
+      Some((before, step, coeffs)) if step == state.step && crate::same_bits(before, options) => coeffs,
+      _ => O::coeffs(&hyper_of(hyper, i), state.step),
+    };
+    last = Some((options, state.step, coeffs));
     // SAFETY: both views were read in this call, are attached Float32Arrays of one length
     // (checked), and the parameters overlap nothing (checked); no JavaScript runs before the step ends.
     let (param, grad) = unsafe { (param.slice_mut::<f32>(), grad.slice::<f32>()) };
-    let job = Job::new::<O>(O::coeffs(&options, state.step), param, grad, &mut state.moments);
+    let job = Job::new::<O>(coeffs, param, grad, &mut state.moments);
     jobs.push(job.expect("lengths checked"));
   }
   let non_finite = eightbit::run::<O>(&mut jobs);

@@ -436,6 +436,12 @@ fn step_again(
   })
 }
 
+/// Whether two runs of options hold the same numbers, bit for bit (−0 is not 0: scalars computed
+/// from them may keep the sign).
+pub(crate) fn same_bits(a: &[f64], b: &[f64]) -> bool {
+  a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// `packed`, a step's packed options: an attached Float64Array, or a TypeError naming `what`.
 fn packed_options(env: RawEnv, packed: sys::napi_value, what: &str) -> std::result::Result<TypedView, Fail> {
   match env.float_array(packed)? {
@@ -483,8 +489,7 @@ impl NativeOptimizer {
     let scratch = scratch.downcast_mut::<Scratch<O>>().expect("one algorithm per optimizer");
     // Options change rarely (a scheduler's lr once a step at most): the same bits as the last
     // parse that succeeded give the same configs, so they are not parsed and checked again.
-    let same = |a: &[f64], b: &[f64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-    if !scratch.parsed.is_empty() && same(packed, &scratch.parsed) {
+    if !scratch.parsed.is_empty() && same_bits(packed, &scratch.parsed) {
       return Ok(());
     }
     scratch.parsed.clear();

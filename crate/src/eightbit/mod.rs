@@ -25,7 +25,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::engine::placed::Placed;
-use crate::engine::run::PARALLEL_MIN_ELEMENTS;
+use crate::engine::run::{with_scratch, PARALLEL_MIN_ELEMENTS};
 use crate::engine::state::zeroed;
 use crate::engine::threads;
 use crate::finite::any_non_finite;
@@ -296,6 +296,12 @@ impl<'a, C> Job<'a, C> {
   }
 }
 
+thread_local! {
+  /// Where each job's units start, for [`run_units`]: kept per thread, so that a step allocates
+  /// nothing once its thread has run one of as many tensors.
+  static UNIT_STARTS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One step of every job, all units on the step pool (on the caller alone when the step is small).
 /// Returns whether a gradient held NaN or ±∞; the update went ahead regardless, as the registry's
 /// optimizers' and PyTorch's do (each kernel checks the gradient as its loop reads it).
@@ -315,44 +321,45 @@ pub fn units<C>(jobs: &[Job<'_, C>]) -> usize {
 /// Returns whether a gradient element of those units was NaN or ±∞.
 pub fn run_units<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>], range: std::ops::Range<usize>) -> bool {
   let jobs: &[Job<'_, O::Coeffs>] = jobs;
-  let first = range.start;
-  let count = range.len();
-  // The elements of those units, and where each job's units start in the numbering.
-  let (mut elements, mut at) = (0, 0);
-  for job in jobs {
-    if at >= range.end {
-      break;
-    }
-    let units = job.units();
-    let (from, to) = (range.start.max(at), range.end.min(at + units));
-    if from < to {
-      elements += job.unit_elements(to - at - 1).end - job.unit_elements(from - at).start;
-    }
-    at += units;
-  }
-  assert!(range.end <= at, "units {range:?} of a step of {at}");
-  let non_finite = AtomicBool::new(false);
-  let body = |unit: usize| {
-    let mut unit = first + unit;
+  with_scratch(&UNIT_STARTS, |starts| {
+    let first = range.start;
+    let count = range.len();
+    // The elements of those units, and where each job's units start in the numbering (for the
+    // jobs up to the range's end), so that a unit finds its job by a binary search.
+    let (mut elements, mut at) = (0, 0);
     for job in jobs {
-      let count = job.units();
-      if unit < count {
-        // SAFETY: `for_each_piece` runs each index once, and each index is one unit of one job;
-        // the jobs' slices are borrowed for as long as `jobs` is.
-        if unsafe { job.run_unit::<O>(unit) } {
-          non_finite.store(true, Ordering::Relaxed);
-        }
-        return;
+      if at >= range.end {
+        break;
       }
-      unit -= count;
+      let units = job.units();
+      let (from, to) = (range.start.max(at), range.end.min(at + units));
+      if from < to {
+        elements += job.unit_elements(to - at - 1).end - job.unit_elements(from - at).start;
+      }
+      starts.push(at);
+      at += units;
     }
-  };
-  if elements < PARALLEL_MIN_ELEMENTS || count <= 1 {
-    (0..count).for_each(body);
-  } else {
-    threads::for_each_piece(count, &body);
-  }
-  non_finite.into_inner()
+    assert!(range.end <= at, "units {range:?} of a step of {at}");
+    let non_finite = AtomicBool::new(false);
+    let starts: &[usize] = starts;
+    let body = |unit: usize| {
+      let unit = first + unit;
+      // The last job starting at or before the unit: jobs of no units before it start there too.
+      let index = starts.partition_point(|&start| start <= unit) - 1;
+      // SAFETY: `for_each_piece` runs each index once, and each index is one unit of one job
+      // (`unit - starts[index]` is below that job's units: the next job starts after it); the
+      // jobs' slices are borrowed for as long as `jobs` is.
+      if unsafe { jobs[index].run_unit::<O>(unit - starts[index]) } {
+        non_finite.store(true, Ordering::Relaxed);
+      }
+    };
+    if elements < PARALLEL_MIN_ELEMENTS || count <= 1 {
+      (0..count).for_each(body);
+    } else {
+      threads::for_each_piece(count, &body);
+    }
+    non_finite.into_inner()
+  })
 }
 
 /// [`run`] as bitsandbytes orders it: each tensor whole, in turn, with the plain kernels.
@@ -548,12 +555,23 @@ pub(crate) mod tests {
   /// [`run_units`] over parts of every size, cut anywhere, give the bits of [`run`], and the
   /// parts' reports add up to its report.
   pub fn assert_parts_match_whole<O: EightBit>(hyper: &[Hyper]) {
-    // (length, minimum size for 8-bit state): 8-bit, f32 of several units, empty, f32 of one.
-    let shapes = [(16 * 4096 + 300, MIN_8BIT_SIZE), (3 * 4096 + 5, usize::MAX), (0, 0), (1001, 0), (4097, 8192)];
+    // (length, minimum size for 8-bit state): 8-bit, f32 of several units, empty, f32 of one;
+    // empty ones first, last and side by side, which share their unit numbers with a neighbour.
+    let shapes = [
+      (0, 0),
+      (16 * 4096 + 300, MIN_8BIT_SIZE),
+      (3 * 4096 + 5, usize::MAX),
+      (0, 0),
+      (0, 0),
+      (1001, 0),
+      (4097, 8192),
+      (0, 0),
+    ];
     let start = || -> Vec<(Vec<f32>, Moments)> {
       shapes.iter().map(|&(len, min)| (values(len, len as u64, 1.0), Moments::new(len, min, O::MOMENTS))).collect()
     };
     let mut whole = start();
+    let mut reference = start();
     for part in [1, 2, 3, 7, 100] {
       let mut parted = start();
       for (t, h) in hyper.iter().enumerate() {
@@ -567,6 +585,9 @@ pub(crate) mod tests {
           let mut jobs: Vec<_> =
             whole.iter_mut().zip(&grads).map(|((p, m), g)| Job::new::<O>(coeffs, p, g, m).unwrap()).collect();
           expected = Some(run::<O>(&mut jobs));
+          let mut jobs: Vec<_> =
+            reference.iter_mut().zip(&grads).map(|((p, m), g)| Job::new::<O>(coeffs, p, g, m).unwrap()).collect();
+          run_reference::<O>(&mut jobs);
         }
         let mut jobs: Vec<_> =
           parted.iter_mut().zip(&grads).map(|((p, m), g)| Job::new::<O>(coeffs, p, g, m).unwrap()).collect();
@@ -588,6 +609,10 @@ pub(crate) mod tests {
       for ((p, m), (q, n)) in whole.iter().zip(&parted) {
         assert!(same_bits_or_nan(p, q) && same_moments(m, n), "{} parts of {part}: results differ", O::NAME);
       }
+    }
+    // Every unit ran as its own job's, as the plain reference runs each job.
+    for ((p, m), (q, n)) in whole.iter().zip(&reference) {
+      assert!(same_bits_or_nan(p, q) && same_moments(m, n), "{}: the engine differs from the reference", O::NAME);
     }
   }
 

@@ -284,7 +284,7 @@ unsafe impl<T, C: Sync, S> Sync for Pieces<'_, '_, T, C, S> {}
 
 /// Runs `f` with this thread's vector `key`, emptied, so that steps allocate nothing once the
 /// thread has seen as many tensors ([`with_thread_vec`]).
-fn with_scratch<E: 'static, R>(
+pub(crate) fn with_scratch<E: 'static, R>(
   key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<E>>>,
   f: impl FnOnce(&mut Vec<E>) -> R,
 ) -> R {
