@@ -186,7 +186,10 @@ impl<O: Optimizer> Step<O> {
     let from = self.done;
     let first = self.tensors.partition_point(|t| t.start + t.len <= from);
     let mut jobs: Vec<Job<'_, T, O::Coeffs, S>> = Vec::new();
-    let mut states = self.states.iter_mut().enumerate();
+    // From the first tensor of the slice on (tensors are in parameter order), so that a slice
+    // costs what its own tensors cost, not what the tensors before it do.
+    let skip = self.tensors.get(first).map_or(0, |t| t.index);
+    let mut states = self.states.iter_mut().enumerate().skip(skip);
     for tensor in self.tensors[first..].iter().take_while(|t| t.start < to) {
       if tensor.dtype != T::DTYPE || tensor.bf16 != (TypeId::of::<S>() == TypeId::of::<Bf16>()) {
         continue;

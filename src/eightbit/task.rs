@@ -118,10 +118,16 @@ impl<O: EightBit> Pending<States> for Step<O> {
   }
 
   fn run(&mut self, to: usize) {
-    let (from, units) = (self.done, self.unit_at(self.done)..self.unit_at(to));
-    let mut jobs = Vec::with_capacity(self.tensors.len());
-    let mut states = self.states.iter_mut().enumerate();
-    for tensor in &self.tensors {
+    let from = self.done;
+    // Only the tensors the slice touches, so that a slice costs what they cost, not what the
+    // step's other tensors do; the units are numbered from the first one's.
+    let first = self.tensor_at(from);
+    let base = self.tensors.get(first).map_or(0, |t| t.first_unit);
+    let units = self.unit_at(from) - base..self.unit_at(to) - base;
+    let window = &self.tensors[first..];
+    let mut jobs = Vec::with_capacity(window.iter().take_while(|t| t.start < to).count());
+    let mut states = self.states.iter_mut().enumerate().skip(window.first().map_or(0, |t| t.index));
+    for tensor in window.iter().take_while(|t| t.start < to) {
       let state = states.find(|(i, _)| *i == tensor.index).and_then(|(_, s)| s.as_mut());
       let moments = &mut state.expect("a stepped parameter has state").moments;
       let part = from.max(tensor.start).min(tensor.start + tensor.len) - tensor.start
