@@ -111,7 +111,13 @@ function largeParams(): Parameter[] {
 test('the total norm has the same bits on 1, 2, 3 and 8 threads, and equals what clipGradNorm returns', (t) => {
   for (const normType of [2, 1, 3, Infinity]) {
     const params = largeParams()
-    const [first, ...rest] = [1, 2, 3, 8].map((threads) => native.gradNormOnThreads(params, normType, threads))
+    const [first, ...rest] = [1, 2, 3, 8].map((threads) =>
+      native.gradNormOnThreads(
+        params.map((p) => p.grad),
+        normType,
+        threads,
+      ),
+    )
     for (const norm of rest) t.true(Object.is(norm, first), `normType ${normType}: ${norm} vs ${first}`)
     t.true(Object.is(clipGradNorm(params, Infinity, { normType }), first))
   }
@@ -222,6 +228,22 @@ const bad: Row[] = [
         },
       }
       return clipGradNorm([...p, { data: new Float32Array(4), grad }, thief as never], 1)
+    },
+    // The facade reads every grad (running the getter) before the native side reads any.
+    error: stateError(/^clipGradNorm: params\[3\]\.grad is detached \(its ArrayBuffer was transferred\)$/),
+  },
+  {
+    name: 'a grad detached by a getter of the list, the binding called directly',
+    act: (p) => {
+      const grad = new Float32Array(4)
+      const grads: unknown[] = [...p.map((q) => q.grad), grad]
+      Object.defineProperty(grads, 4, {
+        get() {
+          structuredClone(grad.buffer, { transfer: [grad.buffer] })
+          return null
+        },
+      })
+      return native.clipGradNorm(grads, 1, 2, false)
     },
     error: stateError(/^clipGradNorm: params\[3\]\.grad was detached or replaced while the gradients were being read$/),
   },

@@ -228,13 +228,17 @@ export interface AllocationCount {
 export declare function checkDisjoint(arrays: Array<unknown>, writable: Array<boolean>, labels: Array<string>): void
 
 /**
- * Scales the gradients of `params` so that their total `normType`-norm is at most `maxNorm`,
- * and returns the norm before scaling (PyTorch's `clip_grad_norm_`).
+ * Scales `grads` (each parameter's `grad`, in order; null for none) so that their total
+ * `normType`-norm is at most `maxNorm`, and returns the norm before scaling (PyTorch's
+ * `clip_grad_norm_`).
  */
-export declare function clipGradNorm(params: unknown, maxNorm: number, normType: number, errorIfNonfinite: boolean): number
+export declare function clipGradNorm(grads: unknown, maxNorm: number, normType: number, errorIfNonfinite: boolean): number
 
-/** Clamps every gradient element of `params` to [−clipValue, clipValue] (PyTorch's `clip_grad_value_`). */
-export declare function clipGradValue(params: unknown, clipValue: number): void
+/**
+ * Clamps every element of `grads` (as [`clip_grad_norm`] takes them) to [−clipValue, clipValue]
+ * (PyTorch's `clip_grad_value_`).
+ */
+export declare function clipGradValue(grads: unknown, clipValue: number): void
 
 /**
  * Decodes safetensors bytes into a checkpoint's metadata and state tensors; refuses anything
@@ -336,10 +340,10 @@ export declare function encodeTensors(naming: string, metadata: Record<string, s
 export declare function getNumThreads(): number
 
 /**
- * For tests: the total norm of the gradients of `params`, reduced on a pool of its own with
- * `threads` threads, to show that the thread count does not change a bit of it.
+ * For tests: the total norm of `grads` (as [`clip_grad_norm`] takes them), reduced on a pool of
+ * its own with `threads` threads, to show that the thread count does not change a bit of it.
  */
-export declare function gradNormOnThreads(params: unknown, normType: number, threads: number): number
+export declare function gradNormOnThreads(grads: unknown, normType: number, threads: number): number
 
 export interface LbfgsDirection {
   gtd: number

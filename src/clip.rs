@@ -15,64 +15,60 @@ use napi_derive::napi;
 use crate::disjoint::{find_overlap, Span};
 use crate::js::{camel_case, Fail, RawEnv, TypedView};
 
-/// Scales the gradients of `params` so that their total `normType`-norm is at most `maxNorm`,
-/// and returns the norm before scaling (PyTorch's `clip_grad_norm_`).
+/// Scales `grads` (each parameter's `grad`, in order; null for none) so that their total
+/// `normType`-norm is at most `maxNorm`, and returns the norm before scaling (PyTorch's
+/// `clip_grad_norm_`).
 #[napi(catch_unwind)]
 pub fn clip_grad_norm(
   env: Env,
-  params: Unknown,
+  grads: Unknown,
   max_norm: f64,
   norm_type: f64,
   error_if_nonfinite: bool,
 ) -> Result<f64> {
   let raw = RawEnv(env.raw());
-  with_grads(raw, params.raw(), "clipGradNorm", |grads| {
+  with_grads(raw, grads.raw(), "clipGradNorm", |grads| {
     clip::clip_grad_norm(grads, max_norm, norm_type, error_if_nonfinite)
   })
   .map(|total| total.value)
   .map_err(|fail| fail.throw(&env))
 }
 
-/// Clamps every gradient element of `params` to [−clipValue, clipValue] (PyTorch's `clip_grad_value_`).
+/// Clamps every element of `grads` (as [`clip_grad_norm`] takes them) to [−clipValue, clipValue]
+/// (PyTorch's `clip_grad_value_`).
 #[napi(catch_unwind)]
-pub fn clip_grad_value(env: Env, params: Unknown, clip_value: f64) -> Result<()> {
+pub fn clip_grad_value(env: Env, grads: Unknown, clip_value: f64) -> Result<()> {
   let raw = RawEnv(env.raw());
-  with_grads(raw, params.raw(), "clipGradValue", |grads| clip::clip_grad_value(grads, clip_value))
+  with_grads(raw, grads.raw(), "clipGradValue", |grads| clip::clip_grad_value(grads, clip_value))
     .map_err(|fail| fail.throw(&env))
 }
 
-/// For tests: the total norm of the gradients of `params`, reduced on a pool of its own with
-/// `threads` threads, to show that the thread count does not change a bit of it.
+/// For tests: the total norm of `grads` (as [`clip_grad_norm`] takes them), reduced on a pool of
+/// its own with `threads` threads, to show that the thread count does not change a bit of it.
 #[napi(catch_unwind)]
-pub fn grad_norm_on_threads(env: Env, params: Unknown, norm_type: f64, threads: u32) -> Result<f64> {
+pub fn grad_norm_on_threads(env: Env, grads: Unknown, norm_type: f64, threads: u32) -> Result<f64> {
   let raw = RawEnv(env.raw());
   if threads == 0 || threads > 1024 {
     return Err(Fail::range(format!("gradNormOnThreads: invalid threads: {threads} (expected 1 to 1024)")).throw(&env));
   }
-  let result = with_grads(raw, params.raw(), "gradNormOnThreads", |grads| {
+  let result = with_grads(raw, grads.raw(), "gradNormOnThreads", |grads| {
     Ok(clip::total_norm_on_threads(grads, NormType::new(norm_type)?, threads as usize).value)
   });
   result.map_err(|fail| fail.throw(&env))
 }
 
-/// Reads and checks the `grad` of every parameter, then hands the non-null ones to `body`.
+/// Reads and checks `grads`, each parameter's `grad` in order (the facade reads them), then hands
+/// the non-null ones to `body`.
 fn with_grads<R>(
   env: RawEnv,
-  params: sys::napi_value,
+  grads: sys::napi_value,
   name: &str,
   body: impl FnOnce(&mut [Grad<'_>]) -> std::result::Result<R, ClipError>,
 ) -> std::result::Result<R, Fail> {
-  let count = env.array_length(params).map_err(|_| Fail::type_error(format!("{name}: params must be an array")))?;
+  let count = env.array_length(grads).map_err(|_| Fail::type_error(format!("{name}: grads must be an array")))?;
   let mut views: Vec<(usize, sys::napi_value, TypedView)> = Vec::with_capacity(count);
   for index in 0..count {
-    let param = env.element(params, index as u32)?;
-    if !env.is_object(param)? {
-      return Err(Fail::type_error(format!(
-        "{name}: params[{index}] must be an object with a grad, got {}",
-        env.describe(param)?
-      )));
-    }
-    let value = env.property(param, c"grad")?;
+    let value = env.element(grads, index as u32)?;
     if env.is_nullish(value)? {
       continue;
     }
@@ -87,8 +83,8 @@ fn with_grads<R>(
     }
     views.push((index, value, grad));
   }
-  // A getter run by a later read may have transferred an array read earlier; no JavaScript runs
-  // after this check until the call returns.
+  // A getter run by a later read (of a list not the facade's) may have transferred an array read
+  // earlier; no JavaScript runs after this check until the call returns.
   for (index, value, before) in &views {
     let now = env.float_array(*value)?;
     if !now.is_some_and(|now| !now.detached && now.address() == before.address() && now.len == before.len) {
