@@ -124,10 +124,10 @@ impl<O: EightBit> Pending<States> for Step<O> {
     let first = self.tensor_at(from);
     let base = self.tensors.get(first).map_or(0, |t| t.first_unit);
     let units = self.unit_at(from) - base..self.unit_at(to) - base;
-    let window = &self.tensors[first..];
-    let mut jobs = Vec::with_capacity(window.iter().take_while(|t| t.start < to).count());
+    let window = &self.tensors[first..first + self.tensors[first..].partition_point(|t| t.start < to)];
+    let mut jobs = Vec::with_capacity(window.len());
     let mut states = self.states.iter_mut().enumerate().skip(window.first().map_or(0, |t| t.index));
-    for tensor in window.iter().take_while(|t| t.start < to) {
+    for tensor in window {
       let state = states.find(|(i, _)| *i == tensor.index).and_then(|(_, s)| s.as_mut());
       let moments = &mut state.expect("a stepped parameter has state").moments;
       let part = from.max(tensor.start).min(tensor.start + tensor.len) - tensor.start
