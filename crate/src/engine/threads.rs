@@ -48,6 +48,12 @@ pub const MAX_THREADS: usize = 256;
 /// How long a worker spins, watching for the next step, before it sleeps.
 const LINGER: Duration = Duration::from_micros(100);
 
+/// How many steps in a row must each open within [`LINGER`] of the one before for small steps to
+/// count as back to back ([`Pace::back_to_back`]): more than a training loop opens in one
+/// iteration when it steps a few optimizers one after the other, each of which would otherwise
+/// wake a sleeping worker that arrives after the steps are done (BENCHMARKS.md, "Design choices").
+const BACK_TO_BACK_RUN: u64 = 8;
+
 /// Steps further apart than this are not waited for: a worker sleeps until one wakes it.
 const PACE_MAX: Duration = Duration::from_millis(50);
 
@@ -246,6 +252,8 @@ struct Pace {
   opened: AtomicU64,
   /// Nanoseconds between the last two steps' openings (0: fewer than two steps).
   interval: AtomicU64,
+  /// How many steps in a row, up to the last, opened within [`LINGER`] of the step before.
+  run: AtomicU64,
   /// The interval expected next: a moving average of the last ones, each weighing a quarter
   /// (0: no pace, after fewer than two steps or a pause longer than [`PACE_MAX`]).
   expected: AtomicU64,
@@ -270,6 +278,7 @@ impl Pace {
       epoch: Instant::now(),
       opened: AtomicU64::new(0),
       interval: AtomicU64::new(0),
+      run: AtomicU64::new(0),
       expected: AtomicU64::new(0),
       spread: AtomicU64::new(0),
     }
@@ -290,6 +299,8 @@ impl Pace {
     let before = self.opened.swap(now, Ordering::Relaxed);
     let interval = if before == 0 { 0 } else { now.saturating_sub(before) };
     self.interval.store(interval, Ordering::Relaxed);
+    let close = interval != 0 && interval <= LINGER.as_nanos() as u64;
+    self.run.store(if close { self.run.load(Ordering::Relaxed).saturating_add(1) } else { 0 }, Ordering::Relaxed);
     let expected = self.expected.load(Ordering::Relaxed);
     let (expected, spread) = if interval == 0 || interval > PACE_MAX.as_nanos() as u64 {
       (0, 0)
@@ -303,11 +314,12 @@ impl Pace {
     self.spread.store(spread, Ordering::Relaxed);
   }
 
-  /// Whether the last two steps opened within [`LINGER`] of each other: steps back to back, which
-  /// a worker that is up joins one after another without sleeping in between.
+  /// Whether the last [`BACK_TO_BACK_RUN`] steps each opened within [`LINGER`] of the one before:
+  /// steps back to back, which a worker that is up joins one after another without sleeping in
+  /// between. Two or three steps in quick succession after a pause (a training loop stepping
+  /// several optimizers) are not: a worker woken for them would arrive after they are done.
   fn back_to_back(&self) -> bool {
-    let interval = self.interval.load(Ordering::Relaxed);
-    interval != 0 && interval <= LINGER.as_nanos() as u64
+    self.run.load(Ordering::Relaxed) >= BACK_TO_BACK_RUN
   }
 
   /// What a worker with nothing to do does at `now` (nanoseconds from `epoch`): if steps come at
@@ -662,10 +674,15 @@ mod tests {
   /// however late a woken worker is scheduled on a loaded machine. A worker that never joins
   /// leaves the step open for the 20 s, then the count of threads shows it.
   fn rendezvous(threads: usize) -> impl Fn(usize) + Sync {
+    rendezvous_within(threads, Duration::from_secs(20))
+  }
+
+  /// [`rendezvous`], each piece waiting at most `wait`.
+  fn rendezvous_within(threads: usize, wait: Duration) -> impl Fn(usize) + Sync {
     let started = AtomicUsize::new(0);
     move |_| {
       started.fetch_add(1, Ordering::SeqCst);
-      let deadline = Instant::now() + Duration::from_secs(20);
+      let deadline = Instant::now() + wait;
       while started.load(Ordering::SeqCst) < threads && Instant::now() < deadline {
         thread::sleep(Duration::from_micros(200));
       }
@@ -762,36 +779,62 @@ mod tests {
   }
 
   #[test]
-  fn steps_within_linger_of_each_other_are_back_to_back() {
+  fn a_run_of_steps_within_linger_of_each_other_is_back_to_back() {
     let pace = Pace::new();
     assert!(!pace.back_to_back(), "no step yet");
-    for (interval, expected) in [(0, false), (1, true), (50_000, true), (LINGER.as_nanos() as u64, true)] {
-      pace.interval.store(interval, Ordering::Relaxed);
-      assert_eq!(pace.back_to_back(), expected, "{interval} ns");
+    let linger = LINGER.as_nanos() as u64;
+    let mut now = 1_000_000;
+    pace.open_at(now);
+    // Each step within LINGER of the one before (LINGER itself included), BACK_TO_BACK_RUN of
+    // them after the first: back to back from the last of them on.
+    for k in 1..=BACK_TO_BACK_RUN {
+      now += if k % 2 == 0 { linger } else { 1 };
+      pace.open_at(now);
+      assert_eq!(pace.back_to_back(), k == BACK_TO_BACK_RUN, "step {k} of the run");
     }
-    pace.interval.store(LINGER.as_nanos() as u64 + 1, Ordering::Relaxed);
+    now += 50_000;
+    pace.open_at(now);
+    assert!(pace.back_to_back(), "the run goes on");
+    // One interval longer than LINGER ends the run; a new one starts from nothing.
+    now += linger + 1;
+    pace.open_at(now);
     assert!(!pace.back_to_back());
+    now += 1;
+    pace.open_at(now);
+    assert!(!pace.back_to_back());
+  }
+
+  #[test]
+  fn a_few_steps_in_quick_succession_after_each_pause_are_not_back_to_back() {
+    // A training loop stepping four optimizers one after the other, 2 ms of other work between
+    // iterations: never back to back, so none of its small steps wakes a sleeping worker.
+    let pace = Pace::new();
+    let mut now = 1_000_000;
+    for _ in 0..100 {
+      for _ in 0..4 {
+        now += 10_000;
+        pace.open_at(now);
+        assert!(!pace.back_to_back());
+      }
+      now += 2_000_000;
+    }
   }
 
   #[test]
   fn small_steps_back_to_back_wake_a_sleeping_worker() {
     let pool = Pool::new(2).unwrap();
-    // Each attempt lets the worker fall asleep, then opens two steps that do not wake workers,
-    // the second right after the first. If the second opened within LINGER of the first (a
-    // preempted caller may miss that), it wakes the worker, and its pieces wait for a second
-    // thread (up to 5 s): the worker joins. Without the wake it would sleep on.
+    // Each attempt lets the worker fall asleep, then opens BACK_TO_BACK_RUN steps that do not
+    // wake workers one right after the other, and one more. If every one opened within LINGER of
+    // the one before (a preempted caller may miss that), the last wakes the worker, and its
+    // pieces wait for a second thread (up to 5 s): the worker joins. Without the wake it would
+    // sleep on.
     let mut back_to_back = 0;
     for _ in 0..10 {
       thread::sleep(LINGER * 5);
-      pool.for_each_piece_waking(2, false, &|_| ());
-      let started = AtomicUsize::new(0);
-      pool.for_each_piece_waking(16, false, &|_| {
-        started.fetch_add(1, Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
-          thread::sleep(Duration::from_micros(200));
-        }
-      });
+      for _ in 0..BACK_TO_BACK_RUN {
+        pool.for_each_piece_waking(2, false, &|_| ());
+      }
+      pool.for_each_piece_waking(16, false, &rendezvous_within(2, Duration::from_secs(5)));
       if pool.shared.pace.back_to_back() {
         back_to_back += 1;
         assert_eq!(last_step_threads(), 2);
@@ -800,7 +843,21 @@ mod tests {
         }
       }
     }
-    assert!(back_to_back > 0, "no two steps opened within LINGER of each other in 10 attempts");
+    assert!(back_to_back > 0, "no run of steps opened within LINGER of each other in 10 attempts");
+  }
+
+  #[test]
+  fn two_small_steps_after_a_pause_leave_a_sleeping_worker_asleep() {
+    let pool = Pool::new(2).unwrap();
+    // Two steps one right after the other after a pause longer than PACE_MAX, so that the worker
+    // sleeps until woken: the second, within LINGER of the first, still wakes no one, so the
+    // worker never joins it (its pieces would wait for a second thread up to 50 ms).
+    for _ in 0..3 {
+      thread::sleep(PACE_MAX + Duration::from_millis(10));
+      pool.for_each_piece_waking(2, false, &|_| ());
+      pool.for_each_piece_waking(16, false, &rendezvous_within(2, Duration::from_millis(50)));
+      assert_eq!(last_step_threads(), 1);
+    }
   }
 
   #[test]
