@@ -19,8 +19,8 @@
 //    pass, which evicts the step's arrays from cache; untimed), and the median step counts;
 //    fastoptim, C Adam and PyTorch's fused Adam in turn, best round's median.
 // 3. Every optimizer of the registry against its PyTorch counterpart at the suite's sizes, back to
-//    back, alternating case by case: one round, and at 4M and the largest size three (the best of
-//    each side counts), at the largest with the C traffic kernel of the optimizer's arrays.
+//    back, alternating case by case, in three rounds at every size (the best of each side counts),
+//    at the largest with the C traffic kernel of the optimizer's arrays.
 // Results: benchmark/results/references.json.
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
@@ -296,11 +296,12 @@ async function main() {
         // That kernel moves the optimizer's own arrays (its state buffers read and written, or only
         // written): memory's speed depends on how many streams a loop reads and writes, not only
         // on the bytes.
-        // PyTorch's counterpart takes its turn in the same rounds there, and at every size whose
-        // arrays outgrow the caches (4M up), so that each side's best comes from the same minutes.
+        // PyTorch's counterpart takes its turn in the same rounds, so that each side's best comes
+        // from the same minutes; at every size, since a single round in cache can fall on a moment
+        // when the machine is busy elsewhere (in one run, SGDScheduleFree at 256K on two threads
+        // measured a quarter of the speed it showed in every measurement after).
         const { buffers, writeOnly } = trafficShape(caseLabel)
-        const rounds = largest || params >= 1 << 22 ? ROUNDS : 1
-        for (let round = 0; round < rounds; round++) {
+        for (let round = 0; round < ROUNDS; round++) {
           note(ours, await fastoptim(request, make))
           if (largest && c.server) {
             const traffic = slot({
