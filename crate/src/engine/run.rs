@@ -45,7 +45,8 @@ pub const MAX_PIECE_ELEMENTS: usize = 1 << 16;
 pub const CALL_ELEMENTS: usize = 1 << 12;
 
 /// Cache lines of each array past a kernel call that a step streaming from memory asks for before
-/// the next call (BENCHMARKS.md, "Design choices").
+/// the next call (BENCHMARKS.md, "Design choices"); none of a state buffer the step only writes
+/// ([`Optimizer::written_only`]).
 const CALL_AHEAD_LINES: usize = 16;
 
 /// Asks for the [`CALL_AHEAD_LINES`] cache lines from `at` on. A prefetch is a hint that never
@@ -226,7 +227,12 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
             if from_memory {
               prefetch_lines(job.param.as_ptr().wrapping_add(to));
               prefetch_lines(job.grad.as_ptr().wrapping_add(to));
-              job.buffers.iter().filter(|b| !b.is_empty()).for_each(|b| prefetch_lines(b.as_ptr().wrapping_add(to)));
+              let written_only = O::written_only(&job.coeffs);
+              for (i, b) in job.buffers.iter().enumerate() {
+                if !b.is_empty() && written_only & (1 << i) == 0 {
+                  prefetch_lines(b.as_ptr().wrapping_add(to));
+                }
+              }
             }
           }
         }
@@ -391,11 +397,12 @@ impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
             let (next, arrays) = (lo + len, span.arrays);
             prefetch_lines(arrays.param.cast::<T>().wrapping_add(next));
             prefetch_lines(span.grad.cast::<T>().wrapping_add(next));
-            arrays
-              .buffers
-              .iter()
-              .filter(|b| !b.is_null())
-              .for_each(|b| prefetch_lines(b.cast::<S>().wrapping_add(next)));
+            let written_only = O::written_only(&coeffs);
+            for (i, b) in arrays.buffers.iter().enumerate() {
+              if !b.is_null() && written_only & (1 << i) == 0 {
+                prefetch_lines(b.cast::<S>().wrapping_add(next));
+              }
+            }
           }
         }
       }

@@ -117,6 +117,11 @@ impl Optimizer for Asgd {
     state.scalars[1] = c.next_mu;
   }
 
+  /// Before averaging starts, ā is a copy of p, stored around the caches when streaming.
+  fn written_only(c: &AsgdCoeffs) -> u8 {
+    u8::from(c.mu == 1.0)
+  }
+
   fn update<T: Float>(c: &AsgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
     let k = Scalars::new(c);
     let [ax, _, _] = buffers;
@@ -345,6 +350,26 @@ mod tests {
         assert!(same_bits(&fast, &slow) && same_bits(&ax, &slow_ax), "{config:?} from {start}, {len} elements");
       }
     }
+  }
+
+  #[test]
+  fn the_average_is_only_written_until_averaging_starts() {
+    // Until averaging starts ā is a copy of p, which a step streaming from memory stores around
+    // the caches: the engine must not ask for its lines ahead. From then on the step reads ā too.
+    let config = Asgd { t0: 1.0, ..Asgd::default() };
+    let (mut state, mut param, grad) = (ParamState::default(), values::<f32>(8, 1), values::<f32>(8, 2));
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+      // The scalars the next step will take, from a copy of the state as the engine makes them.
+      let mut next = state.clone();
+      next.step += 1;
+      let mut coeffs = config.coeffs(next.step);
+      config.advance(&mut coeffs, &mut next);
+      assert_eq!(Asgd::written_only(&coeffs), u8::from(coeffs.mu == 1.0), "step {}", next.step);
+      seen.push(Asgd::written_only(&coeffs));
+      step_once(config, &mut state, &mut param, &grad, true);
+    }
+    assert_eq!((seen[0], seen[4]), (1, 0), "{seen:?}");
   }
 
   #[test]

@@ -186,6 +186,13 @@ pub trait Optimizer: Options {
   /// buffer exists yet. Called once per parameter and step, after the step count is advanced
   /// and before the step's buffers are taken, so `state.buffers` holds what earlier steps made.
   fn advance(&self, _coeffs: &mut Self::Coeffs, _state: &mut ParamState) {}
+  /// Which of [`Self::BUFFERS`] a step with these scalars only writes, one bit per buffer (bit `i`
+  /// for buffer `i`), when its arrays stream from memory: the engine asks for no line of those
+  /// ahead of the kernel, which stores them around the caches ([`crate::engine::nontemporal`]),
+  /// and a line asked for would be read only to be replaced. None by default.
+  fn written_only(_coeffs: &Self::Coeffs) -> u8 {
+    0
+  }
 
   /// The fused update of one contiguous piece of an elementwise optimizer; every slice has the
   /// same length (unused buffers are empty). Returns whether an element of `grad` was NaN or
