@@ -250,8 +250,6 @@ struct Pace {
   epoch: Instant,
   /// When the last step opened, in nanoseconds from `epoch` (0: none yet).
   opened: AtomicU64,
-  /// Nanoseconds between the last two steps' openings (0: fewer than two steps).
-  interval: AtomicU64,
   /// How many steps in a row, up to the last, opened within [`LINGER`] of the step before.
   run: AtomicU64,
   /// The interval expected next: a moving average of the last ones, each weighing a quarter
@@ -277,7 +275,6 @@ impl Pace {
     Pace {
       epoch: Instant::now(),
       opened: AtomicU64::new(0),
-      interval: AtomicU64::new(0),
       run: AtomicU64::new(0),
       expected: AtomicU64::new(0),
       spread: AtomicU64::new(0),
@@ -298,7 +295,6 @@ impl Pace {
   fn open_at(&self, now: u64) {
     let before = self.opened.swap(now, Ordering::Relaxed);
     let interval = if before == 0 { 0 } else { now.saturating_sub(before) };
-    self.interval.store(interval, Ordering::Relaxed);
     let close = interval != 0 && interval <= LINGER.as_nanos() as u64;
     self.run.store(if close { self.run.load(Ordering::Relaxed).saturating_add(1) } else { 0 }, Ordering::Relaxed);
     let expected = self.expected.load(Ordering::Relaxed);
