@@ -197,10 +197,79 @@ fn copy_around_cache<T: Float>(
   non_finite: &mut bool,
 ) {
   let n = param.len();
+  #[cfg(target_arch = "x86_64")]
+  if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && crate::engine::simd::has_avx512() {
+    // SAFETY: `T` is `f32` (checked above), so the casts change no type; this CPU has AVX-512.
+    unsafe {
+      let k = &*(k as *const Scalars<T>).cast::<Scalars<f32>>();
+      let (param, grad, ax) = (
+        std::slice::from_raw_parts_mut(param.as_mut_ptr().cast::<f32>(), n),
+        std::slice::from_raw_parts(grad.as_ptr().cast::<f32>(), n),
+        std::slice::from_raw_parts_mut(ax.as_mut_ptr().cast::<f32>(), n),
+      );
+      match l2 {
+        true => descend_streaming_avx512::<true>(k, param, grad, ax, non_finite),
+        false => descend_streaming_avx512::<false>(k, param, grad, ax, non_finite),
+      }
+    }
+    return;
+  }
   for ((param, grad), ax) in param.chunks_mut(CHUNK).zip(grad[..n].chunks(CHUNK)).zip(ax[..n].chunks_mut(CHUNK)) {
     dispatch!(descend_best::<T>[L2: l2](k, param, grad, non_finite));
     nontemporal::copy(ax, param);
   }
+}
+
+/// [`copy_around_cache`] for float32 in one pass with AVX-512: each vector of p, once updated, is
+/// stored back and streamed into ā from the same register. Two passes over each chunk (update p,
+/// then copy it) ran about 12% slower from memory than one (BENCHMARKS.md, "Design choices").
+/// Ordinary stores up to ā's first 64-byte boundary and after its last whole vector; the bits of
+/// [`descended`] everywhere.
+///
+/// # Safety
+/// AVX-512F; the slices of one length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn descend_streaming_avx512<const L2: bool>(
+  k: &Scalars<f32>,
+  param: &mut [f32],
+  grad: &[f32],
+  ax: &mut [f32],
+  non_finite: &mut bool,
+) {
+  use std::arch::x86_64::*;
+  let n = param.len();
+  let (grad, ax) = (&grad[..n], &mut ax[..n]);
+  let head = ax.as_ptr().align_offset(64).min(n);
+  let body = head + (n - head) / 16 * 16;
+  let mut check = NonFinite::new();
+  for i in (0..head).chain(body..n) {
+    check.see(grad[i]);
+    let p = descended::<f32, L2>(k, param[i], grad[i]);
+    param[i] = p;
+    ax[i] = p;
+  }
+  // SAFETY: AVX-512F (the caller's); vectors `i..i + 16` for `i` in `head..body` step 16 lie in
+  // the slices, and `ax`'s start at `head` is 64-byte aligned, as the streaming store needs.
+  unsafe {
+    let (sign, l2) = (_mm512_set1_ps(k.gradient.sign), _mm512_set1_ps(k.gradient.l2));
+    let (neg_eta, decay) = (_mm512_set1_ps(k.neg_eta), _mm512_set1_ps(k.decay));
+    let magnitude = _mm512_set1_epi32(0x7fff_ffff);
+    let mut seen = _mm512_setzero_si512();
+    for i in (head..body).step_by(16) {
+      let g = _mm512_loadu_ps(grad.as_ptr().add(i));
+      seen = _mm512_max_epu32(seen, _mm512_and_si512(_mm512_castps_si512(g), magnitude));
+      let p = _mm512_loadu_ps(param.as_ptr().add(i));
+      let g = _mm512_mul_ps(g, sign);
+      let g = if L2 { _mm512_fmadd_ps(l2, p, g) } else { g };
+      let p = _mm512_fmadd_ps(neg_eta, g, _mm512_mul_ps(p, decay));
+      _mm512_storeu_ps(param.as_mut_ptr().add(i), p);
+      _mm512_stream_ps(ax.as_mut_ptr().add(i), p);
+    }
+    // NaN and ±∞ are the magnitudes above f32::MAX's bits.
+    *non_finite |= _mm512_cmpgt_epu32_mask(seen, _mm512_set1_epi32(f32::MAX.to_bits() as i32)) != 0;
+  }
+  *non_finite |= check.found();
 }
 
 /// p's update: `p(1 − λη) − η·g`, with the L2 penalty folded into g.
@@ -348,6 +417,17 @@ mod tests {
         });
         Asgd::update_reference(&coeffs, &mut slow[start..], &grad[start..], [&mut slow_ax[start..], &mut [], &mut []]);
         assert!(same_bits(&fast, &slow) && same_bits(&ax, &slow_ax), "{config:?} from {start}, {len} elements");
+      }
+      // A NaN or ±∞ gradient element is reported wherever it falls: first, in the middle, last.
+      for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for at in [0, CHUNK + 7, 3 * CHUNK + 8] {
+          let mut grad = values::<f32>(3 * CHUNK + 9, 2);
+          let (mut param, mut ax) = (values::<f32>(3 * CHUNK + 9, 1), values::<f32>(3 * CHUNK + 9, 3));
+          let clean = nontemporal::with(true, || Asgd::update(&coeffs, &mut param, &grad, [&mut ax, &mut [], &mut []]));
+          grad[at] = bad;
+          let found = nontemporal::with(true, || Asgd::update(&coeffs, &mut param, &grad, [&mut ax, &mut [], &mut []]));
+          assert!(!clean && found, "{bad} at {at}");
+        }
       }
     }
   }
