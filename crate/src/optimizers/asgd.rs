@@ -180,14 +180,15 @@ impl<T: Float> Scalars<T> {
 multiversion!(fn fused_best<T: Float, const L2: bool, const AVERAGE: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], ax: &mut [T], non_finite: &mut bool) => fused);
 multiversion!(fn descend_best<T: Float, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], non_finite: &mut bool) => descend);
 
-/// Elements [`copy_around_cache`] updates, then copies, at a time: its arrays' chunks stay in
-/// the first-level cache between the two.
+/// Elements [`copy_around_cache`]'s two passes update, then copy, at a time: its arrays' chunks
+/// stay in the first-level cache between the two.
 const CHUNK: usize = 2048;
 
-/// Before averaging starts (μ = 1), in a step that streams from memory: updates p, then copies
-/// it into ā with non-temporal stores ([`nontemporal`]), chunk by chunk. ā is only written, so
-/// the step moves 16 bytes per float32 parameter, where the fused pass's ordinary stores into ā
-/// read each of its lines first (20 bytes, and store misses).
+/// Before averaging starts (μ = 1), in a step that streams from memory: updates p and writes it
+/// into ā with non-temporal stores ([`nontemporal`]). ā is only written, so the step moves 16
+/// bytes per float32 parameter, where the fused pass's ordinary stores into ā read each of its
+/// lines first (20 bytes, and store misses). float32 with AVX-512 in one pass
+/// ([`descend_streaming_avx512`]); otherwise in two per chunk: update p, then copy it.
 fn copy_around_cache<T: Float>(
   k: &Scalars<T>,
   l2: bool,
@@ -227,9 +228,9 @@ fn copy_around_cache<T: Float>(
 /// [`descended`] everywhere.
 ///
 /// # Safety
-/// AVX-512F; the slices of one length.
+/// AVX-512 (F, VL) with AVX2 and FMA; the slices of one length.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 unsafe fn descend_streaming_avx512<const L2: bool>(
   k: &Scalars<f32>,
   param: &mut [f32],
@@ -237,7 +238,7 @@ unsafe fn descend_streaming_avx512<const L2: bool>(
   ax: &mut [f32],
   non_finite: &mut bool,
 ) {
-  use std::arch::x86_64::*;
+  use crate::eightbit::simd::{avx512::Lanes16, Lanes};
   let n = param.len();
   let (grad, ax) = (&grad[..n], &mut ax[..n]);
   let head = ax.as_ptr().align_offset(64).min(n);
@@ -249,25 +250,25 @@ unsafe fn descend_streaming_avx512<const L2: bool>(
     param[i] = p;
     ax[i] = p;
   }
-  // SAFETY: AVX-512F (the caller's); vectors `i..i + 16` for `i` in `head..body` step 16 lie in
-  // the slices, and `ax`'s start at `head` is 64-byte aligned, as the streaming store needs.
+  // SAFETY: this CPU has what `Lanes16` stands for (the caller's); vectors `i..i + 16` for `i` in
+  // `head..body` step 16 lie in the slices, and `ax`'s start at `head` is 64-byte aligned, as the
+  // streaming store needs.
   unsafe {
-    let (sign, l2) = (_mm512_set1_ps(k.gradient.sign), _mm512_set1_ps(k.gradient.l2));
-    let (neg_eta, decay) = (_mm512_set1_ps(k.neg_eta), _mm512_set1_ps(k.decay));
-    let magnitude = _mm512_set1_epi32(0x7fff_ffff);
-    let mut seen = _mm512_setzero_si512();
+    let v = Lanes16::new();
+    let (sign, l2) = (v.splat(k.gradient.sign), v.splat(k.gradient.l2));
+    let (neg_eta, decay) = (v.splat(k.neg_eta), v.splat(k.decay));
+    let mut seen = v.splat(0.0);
     for i in (head..body).step_by(16) {
-      let g = _mm512_loadu_ps(grad.as_ptr().add(i));
-      seen = _mm512_max_epu32(seen, _mm512_and_si512(_mm512_castps_si512(g), magnitude));
-      let p = _mm512_loadu_ps(param.as_ptr().add(i));
-      let g = _mm512_mul_ps(g, sign);
-      let g = if L2 { _mm512_fmadd_ps(l2, p, g) } else { g };
-      let p = _mm512_fmadd_ps(neg_eta, g, _mm512_mul_ps(p, decay));
-      _mm512_storeu_ps(param.as_mut_ptr().add(i), p);
-      _mm512_stream_ps(ax.as_mut_ptr().add(i), p);
+      let g = v.load(grad.as_ptr().add(i));
+      seen = v.see_magnitude(seen, g);
+      let p = v.load(param.as_ptr().add(i));
+      let g = v.mul(g, sign);
+      let g = if L2 { v.fmadd(l2, p, g) } else { g };
+      let p = v.fmadd(neg_eta, g, v.mul(p, decay));
+      v.store(param.as_mut_ptr().add(i), p);
+      std::arch::x86_64::_mm512_stream_ps(ax.as_mut_ptr().add(i), p);
     }
-    // NaN and ±∞ are the magnitudes above f32::MAX's bits.
-    *non_finite |= _mm512_cmpgt_epu32_mask(seen, _mm512_set1_epi32(f32::MAX.to_bits() as i32)) != 0;
+    *non_finite |= v.any_non_finite(seen);
   }
   *non_finite |= check.found();
 }
