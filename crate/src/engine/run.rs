@@ -50,11 +50,12 @@ pub const CALL_ELEMENTS: usize = 1 << 12;
 /// for a range shorter than that.
 ///
 /// A kernel's vector loop starts at its slice's first element, so a slice that starts inside a
-/// line splits every vector load and store of the parameter across two lines. Arrays allocated
-/// alike (a Float32Array's and its gradient's, and the state buffers, which start 16 bytes into a
-/// line from the system's allocator) then all start their lines together: a plain loop of Lion
-/// over 64M elements took 5-6% less time with its arrays on line boundaries (BENCHMARKS.md,
-/// "Design choices"). Elementwise kernels give the same bits wherever the calls are cut.
+/// line splits every vector load and store of the parameter across two lines. Large arrays (the
+/// system maps them whole, from about a megabyte up) all start 16 bytes into a line, a
+/// Float32Array's data, its gradient's and the state buffers alike, so a call that starts the
+/// parameter on a line starts them on one too; smaller ones start anywhere in a line. Lion's step
+/// over 64M elements on one thread took 5-6% less time so (BENCHMARKS.md, "Design choices").
+/// Elementwise kernels give the same bits wherever the calls are cut.
 pub(crate) fn calls<T>(param: usize, from: usize, to: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
   const LINE: usize = 64;
   let size = std::mem::size_of::<T>();
