@@ -13,9 +13,10 @@ thread_local! {
   static ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with this thread's [`copy`] storing around the caches or not, and makes the stores
-/// it left in flight visible to every thread before it returns (a non-temporal store is weakly
-/// ordered: without the fence another thread could see the step done before the values).
+/// Runs `f` with this thread's [`copy`] (and any kernel that asks [`is_on`], as ASGD's one-pass
+/// AVX-512 step does) storing around the caches or not, and makes the stores it left in flight
+/// visible to every thread before it returns (a non-temporal store is weakly ordered: without the
+/// fence another thread could see the step done before the values).
 pub fn with<R>(on: bool, f: impl FnOnce() -> R) -> R {
   let before = ON.with(|s| s.replace(on));
   let result = f();

@@ -225,7 +225,8 @@ fn copy_around_cache<T: Float>(
 /// stored back and streamed into ā from the same register. Two passes over each chunk (update p,
 /// then copy it) ran about 12% slower from memory than one (BENCHMARKS.md, "Design choices").
 /// Ordinary stores up to ā's first 64-byte boundary and after its last whole vector; the bits of
-/// [`descended`] everywhere.
+/// [`descended`] everywhere. Runs only while [`nontemporal::is_on`], so the fence that
+/// [`nontemporal::with`] makes on its way out orders the streaming stores before the step ends.
 ///
 /// # Safety
 /// AVX-512 (F, VL) with AVX2 and FMA; the slices of one length.
