@@ -19,8 +19,11 @@
 //! the workers asleep and start alone, the woken worker arriving tens to hundreds of
 //! microseconds later; so the pool keeps the time between the last two steps, and a worker with
 //! nothing to do sleeps only until shortly before the next step is due at that pace, then
-//! watches for it over a window around that moment ([`Pace`]), and sleeps until woken only if
-//! it does not come. Nothing is allocated per step.
+//! watches for it over a window around that moment ([`Pace`]). A step that comes late finds it
+//! dozing, and it looks again every quarter interval, so the steps after a late one find it up
+//! again; it sleeps until woken only when no step has come for [`PACE_MAX`]. Small steps, which
+//! wake no one before they run, wake such a worker once they are done, so that it keeps the
+//! pace of a small model's training loop too. Nothing is allocated per step.
 //!
 //! The workers are the threads of a `rayon::ThreadPool` of their own, each running one loop (a
 //! broadcast task started with the pool) for the pool's whole life, never a task handed to a
@@ -64,6 +67,10 @@ const PACE_MARGIN: Duration = Duration::from_micros(200);
 /// How much of the interval expected between two steps a worker watches at most, before and
 /// after the moment the next is due each, however irregular the steps ([`Pace::plan`]).
 const PACE_WATCH_MAX: u64 = 4;
+
+/// A worker whose next step is late looks for it this many times per interval expected, dozing
+/// in between, until [`PACE_MAX`] has passed since the last step ([`Pace::plan`]).
+const LATE_LOOKS: u64 = 4;
 
 /// How long a thread of a [`politely`] step computes before it gives the processor up.
 const YIELD_EVERY: Duration = Duration::from_micros(500);
@@ -225,12 +232,14 @@ struct Share {
   end: AtomicUsize,
 }
 
-/// Whether a worker sleeps (or is about to), so that a step must wake it. On its own cache line:
-/// the caller reads it every step, the worker writes it only when it goes to sleep.
+/// Whether a worker sleeps (or is about to), so that a step must wake it, and whether it sleeps
+/// until woken ([`Idle::Sleep`]) rather than dozes to a deadline. On its own cache line: the
+/// caller reads it every step, the worker writes it only when it goes to sleep.
 #[repr(align(128))]
 #[derive(Default)]
 struct Sleeper {
   sleeping: AtomicBool,
+  until_woken: AtomicBool,
 }
 
 /// `state` packs the step's generation (high 32 bits), whether workers may still join (bit 31)
@@ -242,6 +251,12 @@ type Body = *const (dyn Fn(usize) + Sync + 'static);
 
 /// When parallel steps start, so that idle workers can be up when the next one is due.
 ///
+/// The pace is kept between bursts: a step that opens within [`LINGER`] of the one before
+/// belongs to the same burst as it. A training loop that steps two optimizers one right after the
+/// other (a generator and a discriminator) opens a burst of two steps per iteration, and the
+/// worker is to be up for the first (it lingers for the second); intervals alternating between
+/// microseconds and milliseconds would average to a moment when no step comes.
+///
 /// Only the thread that opens a step writes these (the pool runs one step at a time); workers
 /// read them without order, and a plan made from values of two different steps is only a worse
 /// guess.
@@ -250,10 +265,13 @@ struct Pace {
   epoch: Instant,
   /// When the last step opened, in nanoseconds from `epoch` (0: none yet).
   opened: AtomicU64,
+  /// When the last burst's first step opened, likewise.
+  burst: AtomicU64,
   /// How many steps in a row, up to the last, opened within [`LINGER`] of the step before.
   run: AtomicU64,
-  /// The interval expected next: a moving average of the last ones, each weighing a quarter
-  /// (0: no pace, after fewer than two steps or a pause longer than [`PACE_MAX`]).
+  /// The interval expected between the last burst and the next: a moving average of the last
+  /// ones, each weighing a quarter (0: no pace, after fewer than two bursts or a pause longer
+  /// than [`PACE_MAX`]).
   expected: AtomicU64,
   /// How far intervals fall from `expected`: a moving average of that distance, weighed alike.
   spread: AtomicU64,
@@ -275,6 +293,7 @@ impl Pace {
     Pace {
       epoch: Instant::now(),
       opened: AtomicU64::new(0),
+      burst: AtomicU64::new(0),
       run: AtomicU64::new(0),
       expected: AtomicU64::new(0),
       spread: AtomicU64::new(0),
@@ -297,6 +316,12 @@ impl Pace {
     let interval = if before == 0 { 0 } else { now.saturating_sub(before) };
     let close = interval != 0 && interval <= LINGER.as_nanos() as u64;
     self.run.store(if close { self.run.load(Ordering::Relaxed).saturating_add(1) } else { 0 }, Ordering::Relaxed);
+    if close {
+      return;
+    }
+    // A new burst: the interval counts from the last one's first step.
+    let before = self.burst.swap(now, Ordering::Relaxed);
+    let interval = if before == 0 { 0 } else { now.saturating_sub(before) };
     let expected = self.expected.load(Ordering::Relaxed);
     let (expected, spread) = if interval == 0 || interval > PACE_MAX.as_nanos() as u64 {
       (0, 0)
@@ -310,6 +335,12 @@ impl Pace {
     self.spread.store(spread, Ordering::Relaxed);
   }
 
+  /// Whether steps come at a pace a worker can wait for: the interval expected next is known and
+  /// at most [`PACE_MAX`].
+  fn steady(&self) -> bool {
+    self.expected.load(Ordering::Relaxed) != 0
+  }
+
   /// Whether the last [`BACK_TO_BACK_RUN`] steps each opened within [`LINGER`] of the one before:
   /// steps back to back, which a worker that is up joins one after another without sleeping in
   /// between. Two or three steps in quick succession after a pause (a training loop stepping
@@ -319,24 +350,33 @@ impl Pace {
   }
 
   /// What a worker with nothing to do does at `now` (nanoseconds from `epoch`): if steps come at
-  /// a pace of at most [`PACE_MAX`], it watches from a margin before the next step is due to the
-  /// same margin after, dozes until then before, and sleeps after; otherwise it sleeps. The
-  /// margin is an eighth of the interval expected, at least [`PACE_MARGIN`], and twice the
-  /// intervals' spread where they vary more, up to a [`PACE_WATCH_MAX`]th of the interval: steps
-  /// after work whose time varies (a training step's forward and backward pass) still find the
-  /// worker up, and the worker spins through at most about half the time between them.
+  /// a pace of at most [`PACE_MAX`], it watches from a margin before the next burst is due to the
+  /// same margin after and dozes until then before; otherwise it sleeps. The margin is an eighth
+  /// of the interval expected, at least [`PACE_MARGIN`], and twice the intervals' spread where
+  /// they vary more, up to a [`PACE_WATCH_MAX`]th of the interval: steps after work whose time
+  /// varies (a training step's forward and backward pass) still find the worker up, and the
+  /// worker spins through at most about half the time between them.
+  ///
+  /// Past the watch the step is late. Steps too small to wake a worker (below
+  /// [`super::run::WAKE_MIN_ELEMENTS`]) would then never bring it back, so until [`PACE_MAX`]
+  /// after the last step opened the worker dozes a [`LATE_LOOKS`]th of the interval at a time,
+  /// and on waking plans from the latest step: a late step and the ones after it find it up
+  /// again without a wake-up from the caller. After that it sleeps until woken.
   fn plan(&self, now: u64) -> Idle {
-    let (opened, expected) = (self.opened.load(Ordering::Relaxed), self.expected.load(Ordering::Relaxed));
-    if opened == 0 || expected == 0 || expected > PACE_MAX.as_nanos() as u64 {
+    let (burst, expected) = (self.burst.load(Ordering::Relaxed), self.expected.load(Ordering::Relaxed));
+    let opened = self.opened.load(Ordering::Relaxed);
+    if burst == 0 || expected == 0 || expected > PACE_MAX.as_nanos() as u64 {
       return Idle::Sleep;
     }
     let spread = self.spread.load(Ordering::Relaxed);
-    let due = opened.saturating_add(expected);
+    let due = burst.saturating_add(expected);
     let margin = (expected / 8).max(PACE_MARGIN.as_nanos() as u64).max((2 * spread).min(expected / PACE_WATCH_MAX));
     if now.saturating_add(margin) < due {
       Idle::Doze(Duration::from_nanos(due - margin - now))
     } else if now <= due.saturating_add(margin) {
       Idle::Watch
+    } else if now < opened.saturating_add(PACE_MAX.as_nanos() as u64) {
+      Idle::Doze(Duration::from_nanos((expected / LATE_LOOKS).max(LINGER.as_nanos() as u64)))
     } else {
       Idle::Sleep
     }
@@ -483,6 +523,18 @@ impl Pool {
     let close = Close(self);
     work(body, shared, 0);
     drop(close);
+    if !wake && shared.pace.steady() {
+      // Steps come at a pace again (after a pause longer than PACE_MAX), but a worker sleeps
+      // until woken, and steps too small to wake it (a training loop's small model) would leave
+      // it asleep for good: wake it now that this step is done, to plan for the next (a doze,
+      // then a watch around the moment the next is due, `Pace::plan`). A worker that keeps the
+      // pace dozes instead, so this costs the caller a wake-up once after each such pause.
+      for (sleeper, worker) in shared.sleepers[1..].iter().zip(&self.workers) {
+        if sleeper.until_woken.load(Ordering::Relaxed) && sleeper.sleeping.swap(false, Ordering::SeqCst) {
+          worker.thread().unpark();
+        }
+      }
+    }
     // The workers that joined counted themselves before they stopped working, which `Close` saw.
     LAST_STEP_THREADS.with(|c| c.set(1 + shared.joined.load(Ordering::Relaxed)));
     if shared.panicked.swap(false, Ordering::AcqRel) {
@@ -568,7 +620,8 @@ fn next_step(shared: &Shared, me: usize, seen: u64) -> Option<u64> {
     }
     // Announce the sleep, then look once more: a step published before the announcement is seen
     // here, one published after it finds the flag and wakes us (see `for_each_piece`).
-    let sleeper = &shared.sleepers[me].sleeping;
+    let Sleeper { sleeping: sleeper, until_woken } = &shared.sleepers[me];
+    until_woken.store(idle == Idle::Sleep, Ordering::Relaxed);
     sleeper.store(true, Ordering::SeqCst);
     if open(shared.state.load(Ordering::SeqCst)).is_some() || shared.shutdown.load(Ordering::SeqCst) {
       sleeper.store(false, Ordering::Relaxed);
@@ -728,14 +781,19 @@ mod tests {
     assert_eq!(pace.plan(ms(11)), Idle::Doze(Duration::from_micros(2_500)));
     assert_eq!(pace.plan(ms(13) + 500_000), Idle::Watch);
     assert_eq!(pace.plan(ms(14) + 500_000), Idle::Watch);
-    assert_eq!(pace.plan(ms(14) + 500_001), Idle::Sleep, "the step did not come");
+    // The step did not come: look for it every quarter of the interval, until PACE_MAX after
+    // the last step, then sleep until woken.
+    assert_eq!(pace.plan(ms(14) + 500_001), Idle::Doze(Duration::from_millis(1)), "the step is late");
+    let last_look = ms(10) + PACE_MAX.as_nanos() as u64 - 1;
+    assert_eq!(pace.plan(last_look), Idle::Doze(Duration::from_millis(1)));
+    assert_eq!(pace.plan(last_look + 1), Idle::Sleep, "no step for PACE_MAX");
     // 1 ms apart: the margin is PACE_MARGIN, not an eighth.
     let pace = Pace::new();
     pace.open_at(ms(9));
     pace.open_at(ms(10));
     assert_eq!(pace.plan(ms(10) + 700_000), Idle::Doze(Duration::from_micros(100)));
     assert_eq!(pace.plan(ms(11) + 200_000), Idle::Watch);
-    assert_eq!(pace.plan(ms(11) + 200_001), Idle::Sleep);
+    assert_eq!(pace.plan(ms(11) + 200_001), Idle::Doze(Duration::from_micros(250)));
     // Further apart than PACE_MAX: not waited for, and the pace starts over.
     pace.open_at(ms(10) + PACE_MAX.as_nanos() as u64 + 1);
     assert_eq!(pace.plan(ms(11) + PACE_MAX.as_nanos() as u64), Idle::Sleep);
@@ -761,17 +819,36 @@ mod tests {
     let eighth = us(2_100) / 8;
     assert_eq!(pace.plan(opened + us(2_100) - eighth - 1), Idle::Doze(Duration::from_nanos(1)));
     assert_eq!(pace.plan(opened + us(2_100) + eighth), Idle::Watch);
-    assert_eq!(pace.plan(opened + us(2_100) + eighth + 1), Idle::Sleep);
+    assert_eq!(pace.plan(opened + us(2_100) + eighth + 1), Idle::Doze(Duration::from_micros(525)));
     // A spread of 200 µs: a margin of 400 µs, within a quarter of the interval.
     pace.spread.store(us(200), Ordering::Relaxed);
     assert_eq!(pace.plan(opened + us(2_100) - us(400)), Idle::Watch);
     assert_eq!(pace.plan(opened + us(2_100) + us(400)), Idle::Watch);
-    assert_eq!(pace.plan(opened + us(2_100) + us(400) + 1), Idle::Sleep);
+    assert_eq!(pace.plan(opened + us(2_100) + us(400) + 1), Idle::Doze(Duration::from_micros(525)));
     // A spread as large as the interval: the margin stops at a quarter of it (525 µs).
     pace.spread.store(us(2_100), Ordering::Relaxed);
     assert_eq!(pace.plan(opened + us(2_100) - us(525) - 1), Idle::Doze(Duration::from_nanos(1)));
     assert_eq!(pace.plan(opened + us(2_100) + us(525)), Idle::Watch);
-    assert_eq!(pace.plan(opened + us(2_100) + us(525) + 1), Idle::Sleep);
+    assert_eq!(pace.plan(opened + us(2_100) + us(525) + 1), Idle::Doze(Duration::from_micros(525)));
+  }
+
+  #[test]
+  fn the_pace_is_kept_between_bursts_of_steps() {
+    // A training loop stepping two optimizers one right after the other (20 µs apart), an
+    // iteration every 2 ms: the interval expected is 2 ms with no spread, and the worker watches
+    // around the moment the next pair's first step is due.
+    let pace = Pace::new();
+    let us = |x: u64| x * 1_000;
+    for k in 1..=6 {
+      pace.open_at(us(2_000) * k);
+      pace.open_at(us(2_000) * k + us(20));
+    }
+    assert_eq!(pace.expected.load(Ordering::Relaxed), us(2_000));
+    assert_eq!(pace.spread.load(Ordering::Relaxed), 0);
+    let due = us(14_000);
+    assert_eq!(pace.plan(us(12_100)), Idle::Doze(Duration::from_nanos(due - us(250) - us(12_100))));
+    assert_eq!(pace.plan(due - us(250)), Idle::Watch);
+    assert_eq!(pace.plan(due + us(250)), Idle::Watch);
   }
 
   #[test]
@@ -872,6 +949,23 @@ mod tests {
     pool.for_each_piece(2, &|_| ());
     thread::sleep(Duration::from_millis(30));
     pool.for_each_piece_waking(16, false, &rendezvous(2));
+    assert_eq!(last_step_threads(), 2);
+  }
+
+  #[test]
+  fn small_steps_at_a_steady_pace_find_the_worker_up_though_none_wakes_it() {
+    let pool = Pool::new(2).unwrap();
+    // As above, but no step wakes the worker before it opens (steps of a small model in a
+    // training loop): the first of them finds it asleep until woken, and only the wake each
+    // such step gives once it is done lets the worker learn the pace. The last step does not
+    // wait for a worker that sleeps on: its pieces wait for a second thread up to 5 s.
+    for _ in 0..4 {
+      pool.for_each_piece_waking(2, false, &|_| ());
+      thread::sleep(Duration::from_millis(40));
+    }
+    pool.for_each_piece_waking(2, false, &|_| ());
+    thread::sleep(Duration::from_millis(30));
+    pool.for_each_piece_waking(16, false, &rendezvous_within(2, Duration::from_secs(5)));
     assert_eq!(last_step_threads(), 2);
   }
 
