@@ -524,11 +524,12 @@ impl Pool {
     work(body, shared, 0);
     drop(close);
     if !wake && shared.pace.steady() {
-      // Steps come at a pace again (after a pause longer than PACE_MAX), but a worker sleeps
-      // until woken, and steps too small to wake it (a training loop's small model) would leave
-      // it asleep for good: wake it now that this step is done, to plan for the next (a doze,
-      // then a watch around the moment the next is due, `Pace::plan`). A worker that keeps the
-      // pace dozes instead, so this costs the caller a wake-up once after each such pause.
+      // Steps come at a pace (the first ones, or the first after a pause longer than PACE_MAX),
+      // but a worker sleeps until woken, and steps too small to wake it (a training loop's small
+      // model) would leave it asleep for good: wake it now that this step is done, to plan for
+      // the next (a doze, then a watch around the moment the next is due, `Pace::plan`). A
+      // worker that keeps the pace dozes instead, so this costs the caller a wake-up once after
+      // each such pause.
       for (sleeper, worker) in shared.sleepers[1..].iter().zip(&self.workers) {
         if sleeper.until_woken.load(Ordering::Relaxed) && sleeper.sleeping.swap(false, Ordering::SeqCst) {
           worker.thread().unpark();
