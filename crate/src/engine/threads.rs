@@ -957,15 +957,17 @@ mod tests {
   fn small_steps_at_a_steady_pace_find_the_worker_up_though_none_wakes_it() {
     let pool = Pool::new(2).unwrap();
     // As above, but no step wakes the worker before it opens (steps of a small model in a
-    // training loop): the first of them finds it asleep until woken, and only the wake each
-    // such step gives once it is done lets the worker learn the pace. The last step does not
-    // wait for a worker that sleeps on: its pieces wait for a second thread up to 5 s.
+    // training loop): the first of them finds it asleep until woken, and only the wake such a
+    // step gives once it is done lets the worker learn the pace. Steps 20 ms apart, so that a
+    // sleep overshooting by up to 30 ms on a loaded machine still keeps them within PACE_MAX;
+    // the last comes 5 ms early, while the worker still dozes (it is up from 17.5 ms), and its
+    // pieces wait for a second thread up to 5 s: a worker that sleeps until woken never comes.
     for _ in 0..4 {
       pool.for_each_piece_waking(2, false, &|_| ());
-      thread::sleep(Duration::from_millis(40));
+      thread::sleep(Duration::from_millis(20));
     }
     pool.for_each_piece_waking(2, false, &|_| ());
-    thread::sleep(Duration::from_millis(30));
+    thread::sleep(Duration::from_millis(15));
     pool.for_each_piece_waking(16, false, &rendezvous_within(2, Duration::from_secs(5)));
     assert_eq!(last_step_threads(), 2);
   }
