@@ -40,7 +40,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -232,15 +232,18 @@ struct Share {
   end: AtomicUsize,
 }
 
-/// Whether a worker sleeps (or is about to), so that a step must wake it, and whether it sleeps
-/// until woken ([`Idle::Sleep`]) rather than dozes to a deadline. On its own cache line: the
-/// caller reads it every step, the worker writes it only when it goes to sleep.
+/// Whether a worker sleeps (or is about to), so that a step must wake it: [`AWAKE`], [`DOZING`]
+/// (to a deadline, [`Idle::Doze`]) or [`ASLEEP`] (until woken, [`Idle::Sleep`]). On its own cache
+/// line: the caller reads it every step, the worker writes it only when it goes to sleep.
 #[repr(align(128))]
 #[derive(Default)]
 struct Sleeper {
-  sleeping: AtomicBool,
-  until_woken: AtomicBool,
+  sleeping: AtomicU8,
 }
+
+const AWAKE: u8 = 0;
+const DOZING: u8 = 1;
+const ASLEEP: u8 = 2;
 
 /// `state` packs the step's generation (high 32 bits), whether workers may still join (bit 31)
 /// and how many are working on it (the low 31 bits).
@@ -495,7 +498,10 @@ impl Pool {
     // back to back are the exception: woken once, a worker stays up for the ones that follow.
     let wake = wake || shared.pace.back_to_back();
     for (sleeper, worker) in shared.sleepers[1..].iter().zip(&self.workers) {
-      if wake && sleeper.sleeping.load(Ordering::SeqCst) && sleeper.sleeping.swap(false, Ordering::SeqCst) {
+      if wake
+        && sleeper.sleeping.load(Ordering::SeqCst) != AWAKE
+        && sleeper.sleeping.swap(AWAKE, Ordering::SeqCst) != AWAKE
+      {
         worker.thread().unpark();
       }
     }
@@ -531,7 +537,7 @@ impl Pool {
       // worker that keeps the pace dozes instead, so this costs the caller a wake-up once after
       // each such pause.
       for (sleeper, worker) in shared.sleepers[1..].iter().zip(&self.workers) {
-        if sleeper.until_woken.load(Ordering::Relaxed) && sleeper.sleeping.swap(false, Ordering::SeqCst) {
+        if sleeper.sleeping.compare_exchange(ASLEEP, AWAKE, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
           worker.thread().unpark();
         }
       }
@@ -621,11 +627,10 @@ fn next_step(shared: &Shared, me: usize, seen: u64) -> Option<u64> {
     }
     // Announce the sleep, then look once more: a step published before the announcement is seen
     // here, one published after it finds the flag and wakes us (see `for_each_piece`).
-    let Sleeper { sleeping: sleeper, until_woken } = &shared.sleepers[me];
-    until_woken.store(idle == Idle::Sleep, Ordering::Relaxed);
-    sleeper.store(true, Ordering::SeqCst);
+    let sleeper = &shared.sleepers[me].sleeping;
+    sleeper.store(if idle == Idle::Sleep { ASLEEP } else { DOZING }, Ordering::SeqCst);
     if open(shared.state.load(Ordering::SeqCst)).is_some() || shared.shutdown.load(Ordering::SeqCst) {
-      sleeper.store(false, Ordering::Relaxed);
+      sleeper.store(AWAKE, Ordering::Relaxed);
       continue;
     }
     // Wakes for a step, for shutdown, at the end of a doze, or spuriously; each is checked
@@ -637,7 +642,7 @@ fn next_step(shared: &Shared, me: usize, seen: u64) -> Option<u64> {
     }
     // Awake: a step need not wake it (after a doze the flag may still be set; a step that
     // cleared it has unparked it, which at worst makes a later park return at once).
-    sleeper.store(false, Ordering::Relaxed);
+    sleeper.store(AWAKE, Ordering::Relaxed);
   }
 }
 
