@@ -53,16 +53,17 @@ pub const CALL_ELEMENTS: usize = 1 << 12;
 /// line splits every vector load and store of the parameter across two lines. Large arrays (the
 /// system maps them whole, from about a megabyte up) all start 16 bytes into a line, a
 /// Float32Array's data, its gradient's and the state buffers alike, so a call that starts the
-/// parameter on a line starts them on one too; smaller ones start anywhere in a line. Lion's step
-/// over 64M elements on one thread took 5-6% less time so (BENCHMARKS.md, "Design choices").
-/// Elementwise kernels give the same bits wherever the calls are cut.
+/// parameter on a line starts them on one too; smaller ones start anywhere in a line
+/// (BENCHMARKS.md, "Kernel calls start on cache lines", has what this bought). Elementwise
+/// kernels give the same bits wherever the calls are cut.
 pub(crate) fn calls<T>(param: usize, from: usize, to: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
   const LINE: usize = 64;
   let size = std::mem::size_of::<T>();
   let into_line = param.wrapping_add(from.wrapping_mul(size)) % LINE;
   // A range of fewer than CALL_ELEMENTS runs in one call: for a step that small the extra call
-  // costs more than the split lines (Adam over 1K elements: 0.81 against 0.86-0.88 µs). A
-  // parameter not aligned to its element size (never, from a typed array) is left as it is.
+  // cost more than the split lines (measured at 1K: BENCHMARKS.md, "Kernel calls start on cache
+  // lines"). A parameter not aligned to its element size (never, from a typed array) is left as
+  // it is.
   let head = if to - from < CALL_ELEMENTS || into_line == 0 || !into_line.is_multiple_of(size) {
     0
   } else {
