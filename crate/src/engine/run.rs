@@ -774,15 +774,15 @@ fn with_streaming<R>(bytes: usize, step: impl FnOnce(Streaming) -> R) -> R {
   result
 }
 
-/// Whether prefetching every array ahead speeds up steps that stream from memory, tried on this
-/// process's own first steps of one size class ([`trial_of`]).
+/// Whether prefetching every array ahead speeds up steps too large for the pool's caches, tried on
+/// this process's own first steps of one size class ([`trial_of`]).
 ///
 /// It is not the same on every machine, nor on every host of one machine type: it has sped Adam
 /// up on one AMD EPYC host and slowed it down on another of the same type, and gone both ways on
-/// Intel's Xeon depending on the size (BENCHMARKS.md, "Design choices", has the measurements). So
-/// the first [`TRIES`] steps of each class from memory run without it and the next with it, in
-/// turns, and the rest of the class's steps keep the faster by its best seconds per byte. Both
-/// ways give the same bits.
+/// Intel's Xeon depending on the size and on how heavy the kernel is (BENCHMARKS.md, "Design
+/// choices", has the measurements). So the first [`TRIES`] steps of each class run without it and
+/// the next with it, in turns, and the rest of the class's steps keep the faster by its best
+/// seconds per byte. Both ways give the same bits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PrefetchTrial {
   /// The best seconds per byte without and with prefetching.
@@ -827,20 +827,20 @@ impl PrefetchTrial {
 }
 
 /// The prefetch trial of steps whose arrays take `bytes` on the current pool: one per factor of 4
-/// in size (steps of 16-64 MB share one, 64-256 MB the next) and pool size (1, 2, 3, 4 or more
-/// threads), where the processor can prefetch (x86-64); `None` elsewhere, where steps from memory
-/// do not prefetch.
-fn trial_of(bytes: usize) -> Option<&'static std::sync::Mutex<PrefetchTrial>> {
+/// in size (steps of 16-64 MB share one, 64-256 MB the next), pool size (1, 2, 3, 4 or more
+/// threads) and way the arrays come (from the last-level cache or from memory, `cached`), where
+/// the processor can prefetch (x86-64); `None` elsewhere, where steps do not prefetch.
+fn trial_of(bytes: usize, cached: bool) -> Option<&'static std::sync::Mutex<PrefetchTrial>> {
   const CLASSES: usize = 32;
   const POOLS: usize = 4;
-  static TRIALS: [std::sync::Mutex<PrefetchTrial>; CLASSES * POOLS] =
-    [const { std::sync::Mutex::new(PrefetchTrial::NEW) }; CLASSES * POOLS];
+  static TRIALS: [std::sync::Mutex<PrefetchTrial>; 2 * CLASSES * POOLS] =
+    [const { std::sync::Mutex::new(PrefetchTrial::NEW) }; 2 * CLASSES * POOLS];
   if !cfg!(target_arch = "x86_64") {
     return None;
   }
   let class = ((usize::BITS - 1 - bytes.max(1).leading_zeros()) as usize / 2).min(CLASSES - 1);
   let pool = threads::num_threads().clamp(1, POOLS) - 1;
-  Some(&TRIALS[class * POOLS + pool])
+  Some(&TRIALS[(usize::from(cached) * CLASSES + class) * POOLS + pool])
 }
 
 /// How the arrays of a step reach the cores.
@@ -848,6 +848,10 @@ fn trial_of(bytes: usize) -> Option<&'static std::sync::Mutex<PrefetchTrial>> {
 pub enum Streaming {
   /// They stay in the last-level cache between steps: ordinary loads and stores.
   Cached,
+  /// As [`Streaming::Cached`], and the kernels also prefetch every array ahead
+  /// ([`simd::streaming`]): for steps in the last-level cache but several times larger than the
+  /// pool's own caches, where that was found faster for the step's size ([`PrefetchTrial`]).
+  CachedPrefetched,
   /// They stream from memory: arrays a kernel only writes are stored around the caches
   /// ([`nontemporal`]), and after each kernel call the next call's first lines are asked for.
   Memory,
@@ -859,58 +863,79 @@ pub enum Streaming {
 impl Streaming {
   /// Whether the arrays stream from memory.
   pub fn from_memory(self) -> bool {
-    self != Streaming::Cached
+    matches!(self, Streaming::Memory | Streaming::Prefetched)
   }
 
   /// Whether the kernels prefetch ahead.
   pub fn prefetch(self) -> bool {
-    self == Streaming::Prefetched
+    matches!(self, Streaming::CachedPrefetched | Streaming::Prefetched)
   }
 }
 
 /// How the arrays of a step that take `bytes` in all reach the cores: from memory when they take
 /// more than half the last-level cache (which other processes share), so that they do not stay in
-/// cache between steps; steps that fit run slower with prefetching or with non-temporal stores,
-/// steps that do not run faster. Prefetched as the size's trial says ([`PrefetchTrial`]).
+/// cache between steps. Steps that fit in the caches of the pool's cores (up to [`OWN_CACHES`]
+/// times their second-level caches) run slower with prefetching; larger steps prefetch as the
+/// size's trial says ([`PrefetchTrial`]).
 pub fn streams(bytes: usize) -> Streaming {
   streaming_of(bytes).0
 }
 
+/// Steps of up to this many times the second-level caches of the pool's cores do not prefetch:
+/// their arrays stay largely in those caches between steps, and a piece's prefetches run into the
+/// next piece, which another core updates (BENCHMARKS.md, "Design choices").
+pub const OWN_CACHES: usize = 2;
+
 /// [`streams`], and the size's prefetch trial while it is still open.
 fn streaming_of(bytes: usize) -> (Streaming, Option<&'static std::sync::Mutex<PrefetchTrial>>) {
-  if bytes <= last_level_cache_bytes() / 2 {
-    return (Streaming::Cached, None);
+  let cached = bytes <= last_level_cache_bytes() / 2;
+  let plain = if cached { Streaming::Cached } else { Streaming::Memory };
+  if cached && bytes <= OWN_CACHES * second_level_cache_bytes() * threads::num_threads() {
+    return (plain, None);
   }
-  let Some(trial) = trial_of(bytes) else { return (Streaming::Memory, None) };
-  // A poisoned trial (a panic while it was held, which its code cannot raise) streams plainly.
+  let Some(trial) = trial_of(bytes, cached) else { return (plain, None) };
+  // A poisoned trial (a panic while it was held, which its code cannot raise) runs plainly.
   let Ok((prefetch, open)) = trial.lock().map(|t| (t.prefetch_next(), t.choice().is_none())) else {
-    return (Streaming::Memory, None);
+    return (plain, None);
   };
-  (if prefetch { Streaming::Prefetched } else { Streaming::Memory }, open.then_some(trial))
+  let streaming = match (cached, prefetch) {
+    (_, false) => plain,
+    (true, true) => Streaming::CachedPrefetched,
+    (false, true) => Streaming::Prefetched,
+  };
+  (streaming, open.then_some(trial))
 }
 
 /// The size of the largest cache of CPU 0 (Linux's sysfs), or 32 MiB where it cannot be read.
 fn last_level_cache_bytes() -> usize {
   static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-  *BYTES.get_or_init(|| {
-    let read = |index: u32, file: &str| {
-      std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{index}/{file}")).ok()
+  *BYTES.get_or_init(|| caches().into_iter().max().map_or(32 << 20, |(_, bytes)| bytes))
+}
+
+/// The size of CPU 0's second-level cache (Linux's sysfs), or 1 MiB where it cannot be read.
+fn second_level_cache_bytes() -> usize {
+  static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+  *BYTES.get_or_init(|| caches().into_iter().find(|&(level, _)| level == 2).map_or(1 << 20, |(_, bytes)| bytes))
+}
+
+/// CPU 0's caches as Linux's sysfs lists them: (level, bytes).
+fn caches() -> Vec<(u32, usize)> {
+  let read = |index: u32, file: &str| {
+    std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{index}/{file}")).ok()
+  };
+  let size = |text: String| {
+    let text = text.trim();
+    let (digits, scale) = match text.as_bytes().last() {
+      Some(b'K') => (&text[..text.len() - 1], 1 << 10),
+      Some(b'M') => (&text[..text.len() - 1], 1 << 20),
+      Some(b'G') => (&text[..text.len() - 1], 1 << 30),
+      _ => (text, 1),
     };
-    let size = |text: String| {
-      let text = text.trim();
-      let (digits, scale) = match text.as_bytes().last() {
-        Some(b'K') => (&text[..text.len() - 1], 1 << 10),
-        Some(b'M') => (&text[..text.len() - 1], 1 << 20),
-        Some(b'G') => (&text[..text.len() - 1], 1 << 30),
-        _ => (text, 1),
-      };
-      digits.parse::<usize>().ok().map(|n| n * scale)
-    };
-    (0..16)
-      .filter_map(|index| Some((read(index, "level")?.trim().parse::<u32>().ok()?, size(read(index, "size")?)?)))
-      .max()
-      .map_or(32 << 20, |(_, bytes)| bytes)
-  })
+    digits.parse::<usize>().ok().map(|n| n * scale)
+  };
+  (0..16)
+    .filter_map(|index| Some((read(index, "level")?.trim().parse::<u32>().ok()?, size(read(index, "size")?)?)))
+    .collect()
 }
 
 #[cfg(test)]
@@ -1008,22 +1033,52 @@ mod tests {
   #[test]
   fn size_classes_are_factors_of_four() {
     if !cfg!(target_arch = "x86_64") {
-      assert!(trial_of(1 << 30).is_none());
+      assert!(trial_of(1 << 30, false).is_none());
       return;
     }
-    let same = |a: usize, b: usize| std::ptr::eq(trial_of(a).unwrap(), trial_of(b).unwrap());
-    assert!(same(16 << 20, (64 << 20) - 1));
-    assert!(!same((64 << 20) - 1, 64 << 20));
-    assert!(same(64 << 20, (256 << 20) - 1));
-    assert!(same(usize::MAX, usize::MAX / 2));
+    for cached in [false, true] {
+      let same = |a: usize, b: usize| std::ptr::eq(trial_of(a, cached).unwrap(), trial_of(b, cached).unwrap());
+      assert!(same(16 << 20, (64 << 20) - 1));
+      assert!(!same((64 << 20) - 1, 64 << 20));
+      assert!(same(64 << 20, (256 << 20) - 1));
+      assert!(same(usize::MAX, usize::MAX / 2));
+    }
+    // Steps from cache and from memory of one size class are tried apart.
+    assert!(!std::ptr::eq(trial_of(64 << 20, true).unwrap(), trial_of(64 << 20, false).unwrap()));
   }
 
-  /// Steps from memory give the same bits prefetching or not, and as in cache.
+  /// Steps that fit in the pool's own caches never prefetch; steps in the last-level cache but
+  /// larger go through their size's trial (where the processor can prefetch), as steps from
+  /// memory do, each keeping its way of reaching the cores.
+  #[test]
+  fn only_steps_beyond_the_pools_caches_are_tried() {
+    let own = OWN_CACHES * second_level_cache_bytes() * threads::num_threads();
+    let cached = last_level_cache_bytes() / 2;
+    for bytes in [1, 4096, own / 2, own] {
+      assert_eq!(streaming_of(bytes).0, Streaming::Cached, "{bytes} bytes");
+      assert!(streaming_of(bytes).1.is_none(), "{bytes} bytes");
+    }
+    let tried = |bytes: usize| {
+      let (streaming, _) = streaming_of(bytes);
+      let trial = trial_of(bytes, bytes <= cached);
+      (streaming, trial.map(|t| t.lock().unwrap().prefetch_next()))
+    };
+    if own < cached {
+      let (streaming, prefetch) = tried(cached);
+      assert!(!streaming.from_memory(), "{streaming:?}");
+      assert_eq!(streaming.prefetch(), prefetch.unwrap_or(false), "{streaming:?}");
+    }
+    let (streaming, prefetch) = tried(cached + 1);
+    assert!(streaming.from_memory(), "{streaming:?}");
+    assert_eq!(streaming.prefetch(), prefetch.unwrap_or(false), "{streaming:?}");
+  }
+
+  /// Steps give the same bits prefetching or not, from cache or from memory.
   fn same_bits_every_way<O: Optimizer + Default>() {
     let n = PIECE_ELEMENTS * 3 + 17;
     let config = O::default();
     let mut results = Vec::new();
-    for streaming in [Streaming::Cached, Streaming::Memory, Streaming::Prefetched] {
+    for streaming in [Streaming::Cached, Streaming::CachedPrefetched, Streaming::Memory, Streaming::Prefetched] {
       let mut param = values::<f32>(n, 1);
       let mut state = ParamState::default();
       for t in 1..=5 {
@@ -1035,7 +1090,7 @@ mod tests {
       }
       results.push(param);
     }
-    assert!(same_bits(&results[0], &results[1]) && same_bits(&results[0], &results[2]), "{}", O::NAME);
+    assert!(results.iter().all(|r| same_bits(&results[0], r)), "{}", O::NAME);
   }
 
   #[test]
