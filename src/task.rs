@@ -444,7 +444,7 @@ impl NativeOptimizer {
       total += view.data.len;
       bytes += view.data.len * (2 * view.data.dtype.size() + buffers * if bf16 { 2 } else { view.data.dtype.size() });
     }
-    let streaming = streams(bytes);
+    let streaming = streams::<O>(bytes);
     write_group_state(&configs, packed);
     let step =
       Step::<O> { states, tensors, refs, group_of: group_of.to_vec(), total, done: 0, non_finite: false, streaming };

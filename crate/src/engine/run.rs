@@ -174,7 +174,7 @@ impl<'a, T, C, S> Job<'a, T, C, S> {
 /// ([`Optimizer::update`]), so the report adds no memory traffic ([`crate::engine::finite`]).
 pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
   let bytes = step_bytes(jobs);
-  with_streaming(bytes, |streaming| run_streaming::<O, T, T>(jobs, streaming))
+  with_streaming::<O, _>(bytes, |streaming| run_streaming::<O, T, T>(jobs, streaming))
 }
 
 /// [`run`] for float32 parameters with bfloat16 state ([`crate::engine::bf16`]): each piece runs
@@ -184,7 +184,7 @@ pub fn run<O: Optimizer, T: Float>(jobs: &mut [Job<'_, T, O::Coeffs>]) -> bool {
 /// If `O` runs in stages ([`Optimizer::STAGES`]) and there are jobs.
 pub fn run_bf16<O: Optimizer>(jobs: &mut [Job<'_, f32, O::Coeffs, Bf16>]) -> bool {
   let bytes = step_bytes(jobs);
-  with_streaming(bytes, |streaming| run_streaming::<O, f32, Bf16>(jobs, streaming))
+  with_streaming::<O, _>(bytes, |streaming| run_streaming::<O, f32, Bf16>(jobs, streaming))
 }
 
 /// The element type of the state of a parameter of `T`: `T` itself, or [`Bf16`] for `f32`.
@@ -760,28 +760,27 @@ fn step_bytes<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> usize {
   jobs.iter().map(bytes).sum()
 }
 
-/// Runs a step whose arrays take `bytes` as [`streams`] says, and times it for its size's
-/// prefetch trial while that trial is open ([`PrefetchTrial`]).
-fn with_streaming<R>(bytes: usize, step: impl FnOnce(Streaming) -> R) -> R {
-  let (streaming, open_trial) = streaming_of(bytes);
-  let Some(trial) = open_trial else { return step(streaming) };
+/// Runs a step of kernel `K` whose arrays take `bytes` as [`streams`] says, and times it for the
+/// prefetch trial of its kind of step while that trial is open ([`PrefetchTrial`]).
+fn with_streaming<K: 'static, R>(bytes: usize, step: impl FnOnce(Streaming) -> R) -> R {
+  let (streaming, open_trial) = streaming_of::<K>(bytes);
+  let Some(key) = open_trial else { return step(streaming) };
   let start = std::time::Instant::now();
   let result = step(streaming);
   let seconds = start.elapsed().as_secs_f64();
-  if let Ok(mut trial) = trial.lock() {
-    trial.record(streaming.prefetch(), seconds / bytes as f64);
-  }
+  with_trial(key, |trial| trial.record(streaming.prefetch(), seconds / bytes as f64));
   result
 }
 
 /// Whether prefetching every array ahead speeds up steps too large for the pool's caches, tried on
-/// this process's own first steps of one size class ([`trial_of`]).
+/// this process's own first steps of one kernel and size class ([`TrialKey`]).
 ///
 /// It is not the same on every machine, nor on every host of one machine type: it has sped Adam
 /// up on one AMD EPYC host and slowed it down on another of the same type, and gone both ways on
-/// Intel's Xeon depending on the size and on how heavy the kernel is (BENCHMARKS.md, "Design
-/// choices", has the measurements). So the first [`TRIES`] steps of each class run without it and
-/// the next with it, in turns, and the rest of the class's steps keep the faster by its best
+/// Intel's Xeon depending on the size and on the kernel: a loop busy with divisions and square roots
+/// (Adam's) gains where a light one (the memory-traffic kernel's) loses (BENCHMARKS.md, "Design
+/// choices", has the measurements). So the first [`TRIES`] steps of each kind run without it and
+/// the next with it, in turns, and the rest of that kind's steps keep the faster by its best
 /// seconds per byte. Both ways give the same bits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PrefetchTrial {
@@ -793,7 +792,7 @@ pub struct PrefetchTrial {
   choice: Option<bool>,
 }
 
-/// Steps of a size class timed each way before its [`PrefetchTrial`] chooses.
+/// Steps of one kind timed each way before its [`PrefetchTrial`] chooses.
 pub const TRIES: u32 = 4;
 
 impl PrefetchTrial {
@@ -826,21 +825,45 @@ impl PrefetchTrial {
   }
 }
 
-/// The prefetch trial of steps whose arrays take `bytes` on the current pool: one per factor of 4
-/// in size (steps of 16-64 MB share one, 64-256 MB the next), pool size (1, 2, 3, 4 or more
-/// threads) and way the arrays come (from the last-level cache or from memory, `cached`), where
-/// the processor can prefetch (x86-64); `None` elsewhere, where steps do not prefetch.
-fn trial_of(bytes: usize, cached: bool) -> Option<&'static std::sync::Mutex<PrefetchTrial>> {
-  const CLASSES: usize = 32;
-  const POOLS: usize = 4;
-  static TRIALS: [std::sync::Mutex<PrefetchTrial>; 2 * CLASSES * POOLS] =
-    [const { std::sync::Mutex::new(PrefetchTrial::NEW) }; 2 * CLASSES * POOLS];
-  if !cfg!(target_arch = "x86_64") {
-    return None;
+/// The kind of step a [`PrefetchTrial`] is for: one kernel (an optimizer), one factor of 4 in size
+/// (steps of 16-64 MB share one, 64-256 MB the next), one pool size (1, 2, 3, 4 or more threads)
+/// and one way the arrays come (from the last-level cache or from memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TrialKey {
+  kernel: TypeId,
+  class: u8,
+  pool: u8,
+  cached: bool,
+}
+
+impl TrialKey {
+  /// The kind of a step of kernel `K` whose arrays take `bytes` on the current pool, where the
+  /// processor can prefetch (x86-64); `None` elsewhere, where steps do not prefetch.
+  fn of<K: 'static>(bytes: usize, cached: bool) -> Option<TrialKey> {
+    if !cfg!(target_arch = "x86_64") {
+      return None;
+    }
+    let class = (usize::BITS - 1 - bytes.max(1).leading_zeros()) / 2;
+    let pool = threads::num_threads().clamp(1, 4);
+    Some(TrialKey { kernel: TypeId::of::<K>(), class: class as u8, pool: pool as u8, cached })
   }
-  let class = ((usize::BITS - 1 - bytes.max(1).leading_zeros()) as usize / 2).min(CLASSES - 1);
-  let pool = threads::num_threads().clamp(1, POOLS) - 1;
-  Some(&TRIALS[(usize::from(cached) * CLASSES + class) * POOLS + pool])
+}
+
+/// Kinds of step tried at most in one process; steps of further kinds are not prefetched.
+const TRIAL_SLOTS: usize = 128;
+
+/// The trials of the kinds of step this process has run, in the order it first ran them.
+static TRIALS: std::sync::Mutex<[(Option<TrialKey>, PrefetchTrial); TRIAL_SLOTS]> =
+  std::sync::Mutex::new([(None, PrefetchTrial::NEW); TRIAL_SLOTS]);
+
+/// Runs `f` on the trial of `key`, begun if there is none yet; `None` if every slot is taken (or a
+/// panic while the trials were held poisoned them, which their code cannot raise).
+fn with_trial<R>(key: TrialKey, f: impl FnOnce(&mut PrefetchTrial) -> R) -> Option<R> {
+  let mut trials = TRIALS.lock().ok()?;
+  let slot = trials.iter().position(|(k, _)| k.is_none_or(|k| k == key))?;
+  let (k, trial) = &mut trials[slot];
+  *k = Some(key);
+  Some(f(trial))
 }
 
 /// How the arrays of a step reach the cores.
@@ -850,13 +873,13 @@ pub enum Streaming {
   Cached,
   /// As [`Streaming::Cached`], and the kernels also prefetch every array ahead
   /// ([`simd::streaming`]): for steps in the last-level cache but several times larger than the
-  /// pool's own caches, where that was found faster for the step's size ([`PrefetchTrial`]).
+  /// pool's own caches, where that was found faster for the kind of step ([`PrefetchTrial`]).
   CachedPrefetched,
   /// They stream from memory: arrays a kernel only writes are stored around the caches
   /// ([`nontemporal`]), and after each kernel call the next call's first lines are asked for.
   Memory,
   /// As [`Streaming::Memory`], and the kernels also prefetch every array ahead
-  /// ([`simd::streaming`]), where that was found faster for the step's size ([`PrefetchTrial`]).
+  /// ([`simd::streaming`]), where that was found faster for the kind of step ([`PrefetchTrial`]).
   Prefetched,
 }
 
@@ -872,13 +895,13 @@ impl Streaming {
   }
 }
 
-/// How the arrays of a step that take `bytes` in all reach the cores: from memory when they take
-/// more than half the last-level cache (which other processes share), so that they do not stay in
-/// cache between steps. Steps that fit in the caches of the pool's cores (up to [`OWN_CACHES`]
-/// times their second-level caches) run slower with prefetching; larger steps prefetch as the
-/// size's trial says ([`PrefetchTrial`]).
-pub fn streams(bytes: usize) -> Streaming {
-  streaming_of(bytes).0
+/// How the arrays of a step of kernel `K` that take `bytes` in all reach the cores: from memory
+/// when they take more than half the last-level cache (which other processes share), so that they
+/// do not stay in cache between steps. Steps that fit in the caches of the pool's cores (up to
+/// [`OWN_CACHES`] times their second-level caches) run slower with prefetching; larger steps
+/// prefetch as the trial of their kind says ([`PrefetchTrial`]).
+pub fn streams<K: 'static>(bytes: usize) -> Streaming {
+  streaming_of::<K>(bytes).0
 }
 
 /// Steps of up to this many times the second-level caches of the pool's cores do not prefetch:
@@ -886,16 +909,15 @@ pub fn streams(bytes: usize) -> Streaming {
 /// next piece, which another core updates (BENCHMARKS.md, "Design choices").
 pub const OWN_CACHES: usize = 2;
 
-/// [`streams`], and the size's prefetch trial while it is still open.
-fn streaming_of(bytes: usize) -> (Streaming, Option<&'static std::sync::Mutex<PrefetchTrial>>) {
+/// [`streams`], and the kind of the step while its trial is still open.
+fn streaming_of<K: 'static>(bytes: usize) -> (Streaming, Option<TrialKey>) {
   let cached = bytes <= last_level_cache_bytes() / 2;
   let plain = if cached { Streaming::Cached } else { Streaming::Memory };
   if cached && bytes <= OWN_CACHES * second_level_cache_bytes() * threads::num_threads() {
     return (plain, None);
   }
-  let Some(trial) = trial_of(bytes, cached) else { return (plain, None) };
-  // A poisoned trial (a panic while it was held, which its code cannot raise) runs plainly.
-  let Ok((prefetch, open)) = trial.lock().map(|t| (t.prefetch_next(), t.choice().is_none())) else {
+  let Some(key) = TrialKey::of::<K>(bytes, cached) else { return (plain, None) };
+  let Some((prefetch, open)) = with_trial(key, |t| (t.prefetch_next(), t.choice().is_none())) else {
     return (plain, None);
   };
   let streaming = match (cached, prefetch) {
@@ -903,7 +925,7 @@ fn streaming_of(bytes: usize) -> (Streaming, Option<&'static std::sync::Mutex<Pr
     (true, true) => Streaming::CachedPrefetched,
     (false, true) => Streaming::Prefetched,
   };
-  (streaming, open.then_some(trial))
+  (streaming, open.then_some(key))
 }
 
 /// The size of the largest cache of CPU 0 (Linux's sysfs), or 32 MiB where it cannot be read.
@@ -1033,35 +1055,59 @@ mod tests {
   #[test]
   fn size_classes_are_factors_of_four() {
     if !cfg!(target_arch = "x86_64") {
-      assert!(trial_of(1 << 30, false).is_none());
+      assert!(TrialKey::of::<Adam>(1 << 30, false).is_none());
       return;
     }
     for cached in [false, true] {
-      let same = |a: usize, b: usize| std::ptr::eq(trial_of(a, cached).unwrap(), trial_of(b, cached).unwrap());
+      let same = |a: usize, b: usize| TrialKey::of::<Adam>(a, cached) == TrialKey::of::<Adam>(b, cached);
       assert!(same(16 << 20, (64 << 20) - 1));
       assert!(!same((64 << 20) - 1, 64 << 20));
       assert!(same(64 << 20, (256 << 20) - 1));
       assert!(same(usize::MAX, usize::MAX / 2));
     }
-    // Steps from cache and from memory of one size class are tried apart.
-    assert!(!std::ptr::eq(trial_of(64 << 20, true).unwrap(), trial_of(64 << 20, false).unwrap()));
+    // Steps from cache and from memory of one size class, and steps of two kernels, are tried apart.
+    assert_ne!(TrialKey::of::<Adam>(64 << 20, true), TrialKey::of::<Adam>(64 << 20, false));
+    assert_ne!(TrialKey::of::<Adam>(64 << 20, false), TrialKey::of::<Adagrad>(64 << 20, false));
+  }
+
+  /// Each kernel keeps the way that is faster for it: two kinds of step tried side by side, the
+  /// one faster with prefetching and the other without, choose apart.
+  #[test]
+  fn trials_are_kept_per_kernel() {
+    if !cfg!(target_arch = "x86_64") {
+      return;
+    }
+    struct Light;
+    struct Heavy;
+    let bytes = 1 << 40;
+    let (light, heavy) = (TrialKey::of::<Light>(bytes, false).unwrap(), TrialKey::of::<Heavy>(bytes, false).unwrap());
+    for _ in 0..2 * TRIES {
+      for (key, faster_prefetched) in [(light, false), (heavy, true)] {
+        let way = with_trial(key, |t| t.prefetch_next()).unwrap();
+        let seconds = if way == faster_prefetched { 1e-9 } else { 2e-9 };
+        with_trial(key, |t| t.record(way, seconds)).unwrap();
+      }
+    }
+    assert_eq!(with_trial(light, |t| t.choice()).unwrap(), Some(false));
+    assert_eq!(with_trial(heavy, |t| t.choice()).unwrap(), Some(true));
+    assert_eq!(streaming_of::<Light>(bytes).0, Streaming::Memory);
+    assert_eq!(streaming_of::<Heavy>(bytes).0, Streaming::Prefetched);
   }
 
   /// Steps that fit in the pool's own caches never prefetch; steps in the last-level cache but
-  /// larger go through their size's trial (where the processor can prefetch), as steps from
+  /// larger go through the trial of their kind (where the processor can prefetch), as steps from
   /// memory do, each keeping its way of reaching the cores.
   #[test]
   fn only_steps_beyond_the_pools_caches_are_tried() {
     let own = OWN_CACHES * second_level_cache_bytes() * threads::num_threads();
     let cached = last_level_cache_bytes() / 2;
     for bytes in [1, 4096, own / 2, own] {
-      assert_eq!(streaming_of(bytes).0, Streaming::Cached, "{bytes} bytes");
-      assert!(streaming_of(bytes).1.is_none(), "{bytes} bytes");
+      assert_eq!(streaming_of::<Adam>(bytes), (Streaming::Cached, None), "{bytes} bytes");
     }
     let tried = |bytes: usize| {
-      let (streaming, _) = streaming_of(bytes);
-      let trial = trial_of(bytes, bytes <= cached);
-      (streaming, trial.map(|t| t.lock().unwrap().prefetch_next()))
+      let (streaming, _) = streaming_of::<Adam>(bytes);
+      let key = TrialKey::of::<Adam>(bytes, bytes <= cached);
+      (streaming, key.and_then(|key| with_trial(key, |t| t.prefetch_next())))
     };
     if own < cached {
       let (streaming, prefetch) = tried(cached);

@@ -137,7 +137,7 @@ impl Buffer {
 /// row and column sums) declares [`Self::STAGES`]: each stage runs its units ([`Self::unit`]) for
 /// every tensor of the step together, then [`Self::end_stage`] for each tensor, in order; the last
 /// stage is the update.
-pub trait Optimizer: Options {
+pub trait Optimizer: Options + 'static {
   /// The name bindings use: PyTorch's class name.
   const NAME: &'static str;
   /// One line: what it is and where it comes from.
