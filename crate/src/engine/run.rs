@@ -913,7 +913,9 @@ pub const OWN_CACHES: usize = 2;
 fn streaming_of<K: 'static>(bytes: usize) -> (Streaming, Option<TrialKey>) {
   let cached = bytes <= last_level_cache_bytes() / 2;
   let plain = if cached { Streaming::Cached } else { Streaming::Memory };
-  if cached && bytes <= OWN_CACHES * second_level_cache_bytes() * threads::num_threads() {
+  // One core's caches first: the pool's size costs a lock, which small steps need not take.
+  let own = OWN_CACHES * second_level_cache_bytes();
+  if cached && (bytes <= own || bytes <= own * threads::num_threads()) {
     return (plain, None);
   }
   let Some(key) = TrialKey::of::<K>(bytes, cached) else { return (plain, None) };
