@@ -837,15 +837,14 @@ struct TrialKey {
 }
 
 impl TrialKey {
-  /// The kind of a step of kernel `K` whose arrays take `bytes` on the current pool, where the
+  /// The kind of a step of kernel `K` whose arrays take `bytes` on a pool of `threads`, where the
   /// processor can prefetch (x86-64); `None` elsewhere, where steps do not prefetch.
-  fn of<K: 'static>(bytes: usize, cached: bool) -> Option<TrialKey> {
+  fn of<K: 'static>(bytes: usize, threads: usize, cached: bool) -> Option<TrialKey> {
     if !cfg!(target_arch = "x86_64") {
       return None;
     }
     let class = (usize::BITS - 1 - bytes.max(1).leading_zeros()) / 2;
-    let pool = threads::num_threads().clamp(1, 4);
-    Some(TrialKey { kernel: TypeId::of::<K>(), class: class as u8, pool: pool as u8, cached })
+    Some(TrialKey { kernel: TypeId::of::<K>(), class: class as u8, pool: threads.clamp(1, 4) as u8, cached })
   }
 }
 
@@ -911,14 +910,23 @@ pub const OWN_CACHES: usize = 2;
 
 /// [`streams`], and the kind of the step while its trial is still open.
 fn streaming_of<K: 'static>(bytes: usize) -> (Streaming, Option<TrialKey>) {
+  streaming_on::<K>(bytes, threads::num_threads)
+}
+
+/// [`streaming_of`] on a pool of `threads()` threads, asked only for a step larger than one core's
+/// caches: the pool's size costs a lock, which small steps need not take.
+fn streaming_on<K: 'static>(bytes: usize, threads: impl FnOnce() -> usize) -> (Streaming, Option<TrialKey>) {
   let cached = bytes <= last_level_cache_bytes() / 2;
   let plain = if cached { Streaming::Cached } else { Streaming::Memory };
-  // One core's caches first: the pool's size costs a lock, which small steps need not take.
   let own = OWN_CACHES * second_level_cache_bytes();
-  if cached && (bytes <= own || bytes <= own * threads::num_threads()) {
+  if cached && bytes <= own {
     return (plain, None);
   }
-  let Some(key) = TrialKey::of::<K>(bytes, cached) else { return (plain, None) };
+  let threads = threads();
+  if cached && bytes <= own * threads {
+    return (plain, None);
+  }
+  let Some(key) = TrialKey::of::<K>(bytes, threads, cached) else { return (plain, None) };
   let Some((prefetch, open)) = with_trial(key, |t| (t.prefetch_next(), t.choice().is_none())) else {
     return (plain, None);
   };
@@ -1057,23 +1065,28 @@ mod tests {
   #[test]
   fn size_classes_are_factors_of_four() {
     if !cfg!(target_arch = "x86_64") {
-      assert!(TrialKey::of::<Adam>(1 << 30, false).is_none());
+      assert!(TrialKey::of::<Adam>(1 << 30, 2, false).is_none());
       return;
     }
     for cached in [false, true] {
-      let same = |a: usize, b: usize| TrialKey::of::<Adam>(a, cached) == TrialKey::of::<Adam>(b, cached);
+      let same = |a: usize, b: usize| TrialKey::of::<Adam>(a, 2, cached) == TrialKey::of::<Adam>(b, 2, cached);
       assert!(same(16 << 20, (64 << 20) - 1));
       assert!(!same((64 << 20) - 1, 64 << 20));
       assert!(same(64 << 20, (256 << 20) - 1));
       assert!(same(usize::MAX, usize::MAX / 2));
     }
-    // Steps from cache and from memory of one size class, and steps of two kernels, are tried apart.
-    assert_ne!(TrialKey::of::<Adam>(64 << 20, true), TrialKey::of::<Adam>(64 << 20, false));
-    assert_ne!(TrialKey::of::<Adam>(64 << 20, false), TrialKey::of::<Adagrad>(64 << 20, false));
+    // Steps from cache and from memory of one size class, steps of two kernels and steps on two
+    // pool sizes are tried apart; pools of 4 threads and more share trials.
+    let key = |cached: bool, threads: usize| TrialKey::of::<Adam>(64 << 20, threads, cached);
+    assert_ne!(key(true, 2), key(false, 2));
+    assert_ne!(key(false, 2), TrialKey::of::<Adagrad>(64 << 20, 2, false));
+    assert_ne!(key(false, 1), key(false, 2));
+    assert_eq!(key(false, 4), key(false, 64));
   }
 
   /// Each kernel keeps the way that is faster for it: two kinds of step tried side by side, the
-  /// one faster with prefetching and the other without, choose apart.
+  /// one faster with prefetching and the other without, choose apart. (On pools of a size that no
+  /// other test sets, which they change meanwhile.)
   #[test]
   fn trials_are_kept_per_kernel() {
     if !cfg!(target_arch = "x86_64") {
@@ -1081,8 +1094,9 @@ mod tests {
     }
     struct Light;
     struct Heavy;
-    let bytes = 1 << 40;
-    let (light, heavy) = (TrialKey::of::<Light>(bytes, false).unwrap(), TrialKey::of::<Heavy>(bytes, false).unwrap());
+    let (bytes, threads) = (1 << 40, 7);
+    let light = TrialKey::of::<Light>(bytes, threads, false).unwrap();
+    let heavy = TrialKey::of::<Heavy>(bytes, threads, false).unwrap();
     for _ in 0..2 * TRIES {
       for (key, faster_prefetched) in [(light, false), (heavy, true)] {
         let way = with_trial(key, |t| t.prefetch_next()).unwrap();
@@ -1092,26 +1106,36 @@ mod tests {
     }
     assert_eq!(with_trial(light, |t| t.choice()).unwrap(), Some(false));
     assert_eq!(with_trial(heavy, |t| t.choice()).unwrap(), Some(true));
-    assert_eq!(streaming_of::<Light>(bytes).0, Streaming::Memory);
-    assert_eq!(streaming_of::<Heavy>(bytes).0, Streaming::Prefetched);
+    assert_eq!(streaming_on::<Light>(bytes, || threads), (Streaming::Memory, None));
+    assert_eq!(streaming_on::<Heavy>(bytes, || threads), (Streaming::Prefetched, None));
   }
 
-  /// Steps that fit in the pool's own caches never prefetch; steps in the last-level cache but
-  /// larger go through the trial of their kind (where the processor can prefetch), as steps from
-  /// memory do, each keeping its way of reaching the cores.
+  /// Steps that fit in the pool's own caches never prefetch and never ask the pool's size when one
+  /// core's caches hold them; steps in the last-level cache but larger go through the trial of
+  /// their kind (where the processor can prefetch), as steps from memory do, each keeping its way
+  /// of reaching the cores.
   #[test]
   fn only_steps_beyond_the_pools_caches_are_tried() {
-    let own = OWN_CACHES * second_level_cache_bytes() * threads::num_threads();
+    struct Kernel;
+    let threads = 2;
+    let core = OWN_CACHES * second_level_cache_bytes();
     let cached = last_level_cache_bytes() / 2;
-    for bytes in [1, 4096, own / 2, own] {
-      assert_eq!(streaming_of::<Adam>(bytes), (Streaming::Cached, None), "{bytes} bytes");
+    for bytes in [1, 4096, core.min(cached)] {
+      let asked = || panic!("{bytes} bytes: the pool's size was asked");
+      assert_eq!(streaming_on::<Kernel>(bytes, asked), (Streaming::Cached, None), "{bytes} bytes");
+    }
+    for bytes in [core + 1, core * threads] {
+      if bytes <= cached {
+        assert_eq!(streaming_on::<Kernel>(bytes, || threads), (Streaming::Cached, None), "{bytes} bytes");
+      }
     }
     let tried = |bytes: usize| {
-      let (streaming, _) = streaming_of::<Adam>(bytes);
-      let key = TrialKey::of::<Adam>(bytes, bytes <= cached);
+      let (streaming, open) = streaming_on::<Kernel>(bytes, || threads);
+      let key = TrialKey::of::<Kernel>(bytes, threads, bytes <= cached);
+      assert_eq!(open, key, "{bytes} bytes: a trial that has chosen nothing is open");
       (streaming, key.and_then(|key| with_trial(key, |t| t.prefetch_next())))
     };
-    if own < cached {
+    if core * threads < cached {
       let (streaming, prefetch) = tried(cached);
       assert!(!streaming.from_memory(), "{streaming:?}");
       assert_eq!(streaming.prefetch(), prefetch.unwrap_or(false), "{streaming:?}");
