@@ -1085,8 +1085,8 @@ mod tests {
   }
 
   /// Each kernel keeps the way that is faster for it: two kinds of step tried side by side, the
-  /// one faster with prefetching and the other without, choose apart. (On pools of a size that no
-  /// other test sets, which they change meanwhile.)
+  /// one faster with prefetching and the other without, choose apart. The pool's size is given,
+  /// not read: other tests change the pool meanwhile.
   #[test]
   fn trials_are_kept_per_kernel() {
     if !cfg!(target_arch = "x86_64") {
