@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use fastoptim_core::eightbit::{self, Adam8bit, EightBit, Job, Lion8bit, Moments, UNIT_ELEMENTS};
+use fastoptim_core::engine::run::Streaming;
 use fastoptim_core::quantize::BLOCK;
 use fastoptim_core::state::{lazily, map_pages};
 use napi::bindgen_prelude::*;
@@ -59,6 +60,9 @@ struct Step<O: EightBit> {
   total: usize,
   done: usize,
   non_finite: bool,
+  /// Whether the slices' kernels prefetch, decided for the whole step as a step on the JavaScript
+  /// thread would be ([`eightbit::streams`]).
+  streaming: Streaming,
 }
 
 // SAFETY: the raw pointers are to arrays that the references keep alive and that no JavaScript
@@ -142,7 +146,7 @@ impl<O: EightBit> Pending<States> for Step<O> {
       };
       jobs.push(Job::new::<O>(tensor.coeffs, param, grad, moments).expect("lengths checked when the step started"));
     }
-    self.non_finite |= eightbit::run_units::<O>(&mut jobs, units);
+    self.non_finite |= eightbit::run_units::<O>(&mut jobs, units, self.streaming);
     self.done = to;
   }
 
@@ -297,6 +301,7 @@ impl NativeEightBit {
       total,
       done: 0,
       non_finite: false,
+      streaming: eightbit::streams::<O>(total),
     };
     let flight = self.flight.insert(Flight::new(step, shared));
     Ok(flight.started())

@@ -205,7 +205,8 @@ unsafe fn avx2(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantiz
 /// lookups first so that their loads overlap, updated, their m and v kept in two aligned stack
 /// blocks (L1) with running absmax, then requantized ([`Lanes::quantize`]). With `EXACT`, the
 /// division by c₂ is a multiplication with exact corrections ([`ExactDivisor`]'s sequence).
-/// Returns whether a gradient element was NaN or ±∞.
+/// While the thread is streaming, each block first asks for the arrays of the block
+/// [`super::simd::AHEAD_BLOCKS`] on. Returns whether a gradient element was NaN or ±∞.
 ///
 /// # Safety
 /// `param.len()` a multiple of [`BLOCK`], every slice of that many elements (codes) or blocks
@@ -229,7 +230,15 @@ unsafe fn whole_blocks<L: Lanes, const EXACT: bool, const GROUP: usize>(
   let mut m = Block([0.0; BLOCK]);
   let mut v = Block([0.0; BLOCK]);
   let mut seen = l.splat(0.0);
+  let ahead = super::simd::ahead();
   for b in 0..param.len() / BLOCK {
+    if let Some(ahead) = ahead {
+      let at = b * BLOCK + ahead;
+      super::simd::prefetch_block(param.as_ptr().wrapping_add(at));
+      super::simd::prefetch_block(grad.as_ptr().wrapping_add(at));
+      super::simd::prefetch_block(state1.as_ptr().wrapping_add(at));
+      super::simd::prefetch_block(state2.as_ptr().wrapping_add(at));
+    }
     let (scale1, scale2) = (l.splat(absmax1[b]), l.splat(absmax2[b]));
     let (mut top1, mut top2) = (l.splat(-f32::MAX), l.splat(-f32::MAX));
     for group in 0..BLOCK / (L::N * GROUP) {

@@ -154,7 +154,9 @@ unsafe fn avx2(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8
 }
 
 /// The fused kernel in vectors of `L` over whole blocks: each block's vectors dequantized,
-/// updated, kept in an aligned stack block with their running absmax, requantized.
+/// updated, kept in an aligned stack block with their running absmax, requantized; while the
+/// thread is streaming, each block first asks for the arrays of the block
+/// [`super::simd::AHEAD_BLOCKS`] on.
 ///
 /// # Safety
 /// `param.len()` a multiple of [`BLOCK`], the codes as long, one absmax per block.
@@ -175,7 +177,14 @@ unsafe fn whole_blocks<L: Lanes>(
   let (decay, nlr) = (l.splat(c.decay_factor), l.splat(c.neg_lr));
   let mut m = Block([0.0; BLOCK]);
   let mut seen = l.splat(0.0);
+  let ahead = super::simd::ahead();
   for (b, absmax) in absmax1.iter_mut().enumerate() {
+    if let Some(ahead) = ahead {
+      let at = b * BLOCK + ahead;
+      super::simd::prefetch_block(param.as_ptr().wrapping_add(at));
+      super::simd::prefetch_block(grad.as_ptr().wrapping_add(at));
+      super::simd::prefetch_block(state1.as_ptr().wrapping_add(at));
+    }
     let scale = l.splat(*absmax);
     let mut top = l.splat(-f32::MAX);
     for k in 0..BLOCK / L::N {

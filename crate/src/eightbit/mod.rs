@@ -25,7 +25,8 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::engine::placed::Placed;
-use crate::engine::run::{with_scratch, PARALLEL_MIN_ELEMENTS};
+use crate::engine::run::{stays_cached, with_scratch, with_streaming, Streaming, PARALLEL_MIN_ELEMENTS};
+use crate::engine::simd::streaming;
 use crate::engine::state::zeroed;
 use crate::engine::threads;
 use crate::finite::any_non_finite;
@@ -115,8 +116,8 @@ pub struct Quantized<'a> {
   pub absmax2: &'a mut [f32],
 }
 
-/// An optimizer of 8-bit state.
-pub trait EightBit {
+/// An optimizer of 8-bit state (`'static`: its steps' prefetch trials are its own, by type).
+pub trait EightBit: 'static {
   /// bitsandbytes' class name.
   const NAME: &'static str;
   /// Moments kept: 2 (Adam) or 1 (Lion).
@@ -305,9 +306,38 @@ thread_local! {
 /// One step of every job, all units on the step pool (on the caller alone when the step is small).
 /// Returns whether a gradient held NaN or ±∞; the update went ahead regardless, as the registry's
 /// optimizers' and PyTorch's do (each kernel checks the gradient as its loop reads it).
+///
+/// A step from memory prefetches its arrays ahead as the prefetch trial of its kind of step
+/// chooses ([`crate::engine::run::PrefetchTrial`]), each 8-bit optimizer tried on its own: a
+/// light loop (Lion8bit's) streams faster with it, one bound by its own instructions (Adam8bit's)
+/// slower. A step that stays in the last-level cache never prefetches: both ran slower with it
+/// there (BENCHMARKS.md, "Design choices").
 pub fn run<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>]) -> bool {
   let units = units(jobs);
-  run_units::<O>(jobs, 0..units)
+  let bytes = step_bytes::<O>(jobs.iter().map(|job| job.len).sum());
+  if stays_cached(bytes) {
+    return run_units::<O>(jobs, 0..units, Streaming::Cached);
+  }
+  with_streaming::<O, _>(bytes, |streaming| run_units::<O>(jobs, 0..units, streaming))
+}
+
+/// How the arrays of a step of `O` over `elements` in all reach the cores, as [`run`] decides
+/// when it is not timing a trial: for a step run in slices (`stepAsync`), decided once for the
+/// whole step.
+pub fn streams<O: EightBit>(elements: usize) -> Streaming {
+  let bytes = step_bytes::<O>(elements);
+  if stays_cached(bytes) {
+    Streaming::Cached
+  } else {
+    crate::engine::run::streams::<O>(bytes)
+  }
+}
+
+/// The bytes of the arrays of a step of `O` over `elements`: the parameters, the gradients and a
+/// code per moment (the absmax, one `f32` a block, are left out; so is the larger `f32` state of
+/// tensors under [`MIN_8BIT_SIZE`], which are small).
+fn step_bytes<O: EightBit>(elements: usize) -> usize {
+  elements * (8 + O::MOMENTS)
 }
 
 /// The units of a step: each job's [`Job::units`], numbered in turn.
@@ -316,10 +346,16 @@ pub fn units<C>(jobs: &[Job<'_, C>]) -> usize {
 }
 
 /// Units `range` of the step (numbered as [`units`] counts them), on the step pool unless they
-/// are few: a part of [`run`], for a step run in slices (`stepAsync`). Each unit is whole blocks,
-/// so running a step's units in any number of parts gives the bits of running them at once.
-/// Returns whether a gradient element of those units was NaN or ±∞.
-pub fn run_units<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>], range: std::ops::Range<usize>) -> bool {
+/// are few: a part of [`run`], for a step run in slices (`stepAsync`), the kernels prefetching
+/// ahead if `streams` says so (as [`streams`] decides for the whole step).
+/// Each unit is whole blocks, so running a step's units in any number of parts, prefetching or
+/// not, gives the bits of running them at once. Returns whether a gradient element of those
+/// units was NaN or ±∞.
+pub fn run_units<O: EightBit>(
+  jobs: &mut [Job<'_, O::Coeffs>],
+  range: std::ops::Range<usize>,
+  streams: Streaming,
+) -> bool {
   let jobs: &[Job<'_, O::Coeffs>] = jobs;
   with_scratch(&UNIT_STARTS, |starts| {
     let first = range.start;
@@ -349,7 +385,7 @@ pub fn run_units<O: EightBit>(jobs: &mut [Job<'_, O::Coeffs>], range: std::ops::
       // SAFETY: `for_each_piece` runs each index once, and each index is one unit of one job
       // (`unit - starts[index]` is below that job's units: the next job starts after it); the
       // jobs' slices are borrowed for as long as `jobs` is.
-      if unsafe { jobs[index].run_unit::<O>(unit - starts[index]) } {
+      if streaming(streams.prefetch(), || unsafe { jobs[index].run_unit::<O>(unit - starts[index]) }) {
         non_finite.store(true, Ordering::Relaxed);
       }
     };
@@ -552,8 +588,8 @@ pub(crate) mod tests {
   }
 
   /// Steps of several parameters (8-bit, and `f32` moments of more than one unit) run as
-  /// [`run_units`] over parts of every size, cut anywhere, give the bits of [`run`], and the
-  /// parts' reports add up to its report.
+  /// [`run_units`] over parts of every size, cut anywhere, prefetching in every other part, give
+  /// the bits of [`run`], and the parts' reports add up to its report.
   pub fn assert_parts_match_whole<O: EightBit>(hyper: &[Hyper]) {
     // (length, minimum size for 8-bit state): 8-bit, f32 of several units, empty, f32 of one;
     // empty ones first, last and side by side, which share their unit numbers with a neighbour.
@@ -598,7 +634,9 @@ pub(crate) mod tests {
         let mut at = 0;
         while at < total {
           let to = (at + part).min(total);
-          reported |= run_units::<O>(&mut jobs, at..to);
+          // Parts in turn with and without prefetching, which changes no bits.
+          let streams = if (at / part) % 2 == 0 { Streaming::Prefetched } else { Streaming::Cached };
+          reported |= run_units::<O>(&mut jobs, at..to, streams);
           at = to;
         }
         assert_eq!(reported, t == 1, "{} parts of {part}: the report", O::NAME);

@@ -98,6 +98,35 @@ impl BlockDivisor {
   }
 }
 
+/// Blocks past the one being updated whose arrays a kernel asks for while its thread is
+/// streaming ([`crate::engine::simd::streaming`]): 2 KB of each `f32` array, 512 bytes of each
+/// code array. Of 2, 4, 8 and 16, 2 streamed Lion8bit fastest from memory (BENCHMARKS.md, "Design
+/// choices").
+pub(crate) const AHEAD_BLOCKS: usize = 2;
+
+/// The first element a streaming kernel asks for ahead of block `b`'s: `None` when its thread is
+/// not streaming. Read once per kernel call.
+#[inline(always)]
+pub(crate) fn ahead() -> Option<usize> {
+  crate::engine::simd::is_streaming().then_some(AHEAD_BLOCKS * BLOCK)
+}
+
+/// Asks for the cache lines of the block of `BLOCK` elements of `T` at `at`: a hint, which never
+/// faults, so `at` may lie past the end of its array (it is formed with `wrapping_add`).
+#[inline(always)]
+pub(crate) fn prefetch_block<T>(at: *const T) {
+  let at = at.cast::<i8>();
+  for offset in (0..BLOCK * std::mem::size_of::<T>()).step_by(64) {
+    // SAFETY: a prefetch never faults, whatever the address.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+      std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.wrapping_add(offset))
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at.wrapping_add(offset);
+  }
+}
+
 /// A block's values, aligned for vector loads.
 #[repr(C, align(64))]
 pub(crate) struct Block(pub [f32; BLOCK]);

@@ -762,7 +762,7 @@ fn step_bytes<T, C, S>(jobs: &[Job<'_, T, C, S>]) -> usize {
 
 /// Runs a step of kernel `K` whose arrays take `bytes` as [`streams`] says, and times it for the
 /// prefetch trial of its kind of step while that trial is open ([`PrefetchTrial`]).
-fn with_streaming<K: 'static, R>(bytes: usize, step: impl FnOnce(Streaming) -> R) -> R {
+pub(crate) fn with_streaming<K: 'static, R>(bytes: usize, step: impl FnOnce(Streaming) -> R) -> R {
   let (streaming, open_trial) = streaming_of::<K>(bytes);
   let Some(key) = open_trial else { return step(streaming) };
   let start = std::time::Instant::now();
@@ -916,7 +916,7 @@ fn streaming_of<K: 'static>(bytes: usize) -> (Streaming, Option<TrialKey>) {
 /// [`streaming_of`] on a pool of `threads()` threads, asked only for a step larger than one core's
 /// caches: the pool's size costs a lock, which small steps need not take.
 fn streaming_on<K: 'static>(bytes: usize, threads: impl FnOnce() -> usize) -> (Streaming, Option<TrialKey>) {
-  let cached = bytes <= last_level_cache_bytes() / 2;
+  let cached = stays_cached(bytes);
   let plain = if cached { Streaming::Cached } else { Streaming::Memory };
   let own = OWN_CACHES * second_level_cache_bytes();
   if cached && bytes <= own {
@@ -936,6 +936,12 @@ fn streaming_on<K: 'static>(bytes: usize, threads: impl FnOnce() -> usize) -> (S
     (false, true) => Streaming::Prefetched,
   };
   (streaming, open.then_some(key))
+}
+
+/// Whether a step whose arrays take `bytes` stays in the last-level cache between steps: it takes
+/// at most half of it (other processes share it).
+pub fn stays_cached(bytes: usize) -> bool {
+  bytes <= last_level_cache_bytes() / 2
 }
 
 /// The size of the largest cache of CPU 0 (Linux's sysfs), or 32 MiB where it cannot be read.
