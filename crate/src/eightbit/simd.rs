@@ -104,8 +104,8 @@ impl BlockDivisor {
 /// choices").
 pub(crate) const AHEAD_BLOCKS: usize = 2;
 
-/// The first element a streaming kernel asks for ahead of block `b`'s: `None` when its thread is
-/// not streaming. Read once per kernel call.
+/// How many elements past the start of the block being updated a streaming kernel asks for the
+/// arrays: `None` when its thread is not streaming. Read once per kernel call.
 #[inline(always)]
 pub(crate) fn ahead() -> Option<usize> {
   crate::engine::simd::is_streaming().then_some(AHEAD_BLOCKS * BLOCK)
