@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::engine::placed::Placed;
 use crate::engine::run::{stays_cached, with_scratch, with_streaming, Streaming, PARALLEL_MIN_ELEMENTS};
-use crate::engine::simd::streaming;
 use crate::engine::state::zeroed;
 use crate::engine::threads;
 use crate::finite::any_non_finite;
@@ -347,14 +346,14 @@ pub fn units<C>(jobs: &[Job<'_, C>]) -> usize {
 
 /// Units `range` of the step (numbered as [`units`] counts them), on the step pool unless they
 /// are few: a part of [`run`], for a step run in slices (`stepAsync`), the kernels prefetching
-/// ahead if `streams` says so (as [`streams`] decides for the whole step).
+/// ahead if `streaming` says so (as [`streams`] decides it for the whole step).
 /// Each unit is whole blocks, so running a step's units in any number of parts, prefetching or
 /// not, gives the bits of running them at once. Returns whether a gradient element of those
 /// units was NaN or ±∞.
 pub fn run_units<O: EightBit>(
   jobs: &mut [Job<'_, O::Coeffs>],
   range: std::ops::Range<usize>,
-  streams: Streaming,
+  streaming: Streaming,
 ) -> bool {
   let jobs: &[Job<'_, O::Coeffs>] = jobs;
   with_scratch(&UNIT_STARTS, |starts| {
@@ -385,7 +384,9 @@ pub fn run_units<O: EightBit>(
       // SAFETY: `for_each_piece` runs each index once, and each index is one unit of one job
       // (`unit - starts[index]` is below that job's units: the next job starts after it); the
       // jobs' slices are borrowed for as long as `jobs` is.
-      if streaming(streams.prefetch(), || unsafe { jobs[index].run_unit::<O>(unit - starts[index]) }) {
+      if crate::engine::simd::streaming(streaming.prefetch(), || unsafe {
+        jobs[index].run_unit::<O>(unit - starts[index])
+      }) {
         non_finite.store(true, Ordering::Relaxed);
       }
     };
@@ -635,8 +636,8 @@ pub(crate) mod tests {
         while at < total {
           let to = (at + part).min(total);
           // Parts in turn with and without prefetching, which changes no bits.
-          let streams = if (at / part) % 2 == 0 { Streaming::Prefetched } else { Streaming::Cached };
-          reported |= run_units::<O>(&mut jobs, at..to, streams);
+          let streaming = if (at / part) % 2 == 0 { Streaming::Prefetched } else { Streaming::Cached };
+          reported |= run_units::<O>(&mut jobs, at..to, streaming);
           at = to;
         }
         assert_eq!(reported, t == 1, "{} parts of {part}: the report", O::NAME);
