@@ -47,7 +47,10 @@ import {
 } from './common'
 
 /** The binding's internal exports that the benchmark reads. */
-const internal = native as unknown as { __lastStepThreads(): number }
+const internal = native as unknown as {
+  __lastStepThreads(): number
+  __adamInCache(elements: number, batches: number): number
+}
 
 const THREADS = [...new Set([1, ALL_THREADS])]
 const ROUNDS = QUICK ? 1 : 3
@@ -59,6 +62,20 @@ const TRAIN_STEPS = QUICK ? 10 : 100
  * step's arrays, as it would in training).
  */
 const EVICT_BYTES = Number(process.env.FASTOPTIM_EVICT_BYTES ?? 32 << 20)
+/** Elements over which Adam's arithmetic alone is timed: four arrays of 4 KB, within any L1. */
+const IN_CACHE_ELEMENTS = 1024
+
+/**
+ * Adam's arithmetic alone: the seconds per element of fastoptim's Adam kernel over arrays that
+ * stay in the first-level cache, on one thread (`__adamInCache`, the best of 5 calls, each the
+ * best of its batches). A step over more elements takes at least this per element and per thread.
+ */
+function adamInCache(): number {
+  let best = Infinity
+  for (let k = 0; k < 5; k++) best = Math.min(best, internal.__adamInCache(IN_CACHE_ELEMENTS, QUICK ? 5 : 100))
+  return best
+}
+
 /** Seconds per case of the optimizers' table, which has many. */
 const OPTIMIZER_SECONDS = SECONDS / 4
 
@@ -192,6 +209,8 @@ async function main() {
   const c = startC()
   const torch = await startTorch()
   console.log(`C: ${c.note}\nPyTorch: ${torch.note}`)
+  // Timed at the start and again at the end (the better counts), in case the machine was busy once.
+  let inCache = adamInCache()
   const results: Reference[] = []
   const slot = (r: Omit<Reference, 'usPerStep' | 'rounds'>) => {
     let found = results.find(
@@ -331,6 +350,8 @@ async function main() {
   }
   c.server?.stop()
   torch.server?.stop()
+  inCache = Math.min(inCache, adamInCache())
+  console.log(`Adam's kernel in L1: ${(inCache * 16e9).toFixed(2)} ns per 16 elements`)
   save('references.json', {
     quick: QUICK,
     allThreads: ALL_THREADS,
@@ -340,6 +361,7 @@ async function main() {
     trainSteps: TRAIN_STEPS,
     c: c.note,
     torch: torch.note,
+    adamInCache: { elements: IN_CACHE_ELEMENTS, secondsPerElement: inCache },
     seconds: (Date.now() - started) / 1000,
     results,
   })

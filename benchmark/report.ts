@@ -44,6 +44,8 @@ const references = read<{
   trainSteps: number
   c: string
   torch: string
+  /** Adam's kernel over arrays in L1 on one thread (absent from runs before it was measured). */
+  adamInCache?: { elements: number; secondsPerElement: number }
   seconds: number
   results: Reference[]
 }>('references.json')
@@ -235,6 +237,22 @@ for (const n of SIZES) {
       t <= 2,
     ])
   }
+}
+// The floor under the 256K memory-baseline target: Adam's arithmetic alone, which the references
+// time in their own run (`__adamInCache`).
+const floorSize = 1 << 18
+const floorSuite = `adam-${label(floorSize)}`
+if (references?.adamInCache && rows.some((r) => r.suite === floorSuite)) {
+  const perElement = references.adamInCache.secondsPerElement
+  const threads = [1, ALL]
+  const base = threads.map((t) => us(find(floorSuite, `memory baseline (${threadsLabel(t)})`)))
+  const allowed = base.map((b) => b / 0.8)
+  const floors = threads.map((t) => perElement * Math.ceil(floorSize / t) * 1e6)
+  const below = threads.filter((_, i) => floors[i] > allowed[i]).map(threadsLabel)
+  out()
+  out(
+    `At ${label(floorSize)} the memory baseline's step took ${pair(base, 1)} µs (${threadsLabel(1)} / ${threadsLabel(ALL)}), so 0.8× its speed allows Adam at most ${pair(allowed, 1)} µs. Adam's arithmetic alone (its kernel over arrays in L1, below) takes each thread's share at least ${pair(floors, 1)} µs.${below.length ? ` On ${below.join(' and ')} that is more than the target allows.` : ''}`,
+  )
 }
 out()
 
@@ -444,6 +462,22 @@ if (references) {
     }
   }
   out()
+  // The floor under the 256K target: Adam's arithmetic alone, timed in this run.
+  const inCache = references.adamInCache
+  const mid = 1 << 18
+  if (inCache && hasC && sizes.includes(mid)) {
+    const threads = [1, ALL]
+    const floors = threads.map((t) => inCache.secondsPerElement * Math.ceil(mid / t) * 1e6)
+    const allowed = threads.map((t) => refUs('adam', 'C traffic', mid, t) / 0.85)
+    const below = threads.filter((_, i) => floors[i] > allowed[i]).map(threadsLabel)
+    const verdict = below.length
+      ? ` On ${below.join(' and ')} that floor is above what the target allows: this kernel cannot meet it on this machine.`
+      : ''
+    out(
+      `Adam's arithmetic alone: fastoptim's Adam kernel over the same ${inCache.elements} elements again and again (their arrays in L1), on one thread (\`__adamInCache\`, timed at the start and the end of this run, the better counting), took ${fmt(inCache.secondsPerElement * 16e9)} ns per 16 elements, with the square root and the division per element that PyTorch's bits need. At ${label(mid)} each thread's share then takes at least ${pair(floors, 1)} µs (${threadsLabel(1)} / ${threadsLabel(ALL)}), before any time to reach the arrays; 0.85× the C traffic kernel allows at most ${pair(allowed, 1)} µs.${verdict}`,
+    )
+    out()
+  }
   const trainSizes = [...new Set(references.results.filter((r) => r.scenario === 'train').map((r) => r.params))]
   out(
     `### A training loop: Adam's median step after cache-evicting work, µs, ${threadsLabel(1)} / ${threadsLabel(ALL)}`,
@@ -597,6 +631,28 @@ if (eightbit) {
       .join(', ')}.`,
   )
   out()
+  // What the 1.5× target asks of Adam8bit's speed, against its speed at every size from 256K, its
+  // arrays in the caches or not.
+  const from = sizes.filter((n) => n >= 1 << 18)
+  if (from.length > 1) {
+    const speed = (n: number, t: number) => n / us('Adam8bit', n, t) / 1e3
+    const needed = [1, ALL].map((t) => (1.5 * largest) / us('Adam (fp32)', largest, t) / 1e3)
+    const above = [1, ALL].every((t, i) => from.every((n) => speed(n, t) < needed[i]))
+    out(
+      `Adam8bit's speed at ${from
+        .map(
+          (n) =>
+            `${label(n)} ${pair(
+              [1, ALL].map((t) => speed(n, t)),
+              3,
+            )}`,
+        )
+        .join(
+          ', ',
+        )} Gparam/s (${threadsLabel(1)} / ${threadsLabel(ALL)}); 1.5× fp32 Adam at ${label(largest)} asks for ${pair(needed, 3)}.${above ? ' That is faster than it ran at any of these sizes, its arrays in the caches or not: the bytes it moves are not what bounds it.' : ''}`,
+    )
+    out()
+  }
   ratioTarget(
     '13',
     `Adam8bit ≥ 1.5× fp32 Adam's step at ${label(largest)}`,

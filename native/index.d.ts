@@ -167,6 +167,15 @@ export declare class NativeOptimizer {
   step(params: unknown, groupOf: Uint32Array, packed: Float64Array, seen?: unknown | undefined | null, skipNonFinite?: boolean | undefined | null): StepReport
 }
 
+/**
+ * The floor of Adam's arithmetic, for the benchmarks: the seconds per element of the best of
+ * `batches` batches of 64 calls of Adam's fused kernel (default options) over the same
+ * `elements` elements, on the calling thread, so that its arrays stay in the core's caches (in
+ * its first-level cache for a thousand elements). A step over more elements runs the same kernel
+ * and adds the time to reach its arrays. The arrays are made here, outside the timed calls.
+ */
+export declare function __adamInCache(elements: number, batches: number): number
+
 export declare function __allocations(): AllocationCount
 
 /**

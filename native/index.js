@@ -839,6 +839,7 @@ module.exports.NativeAverager = nativeBinding.NativeAverager
 module.exports.NativeEightBit = nativeBinding.NativeEightBit
 module.exports.NativeLbfgs = nativeBinding.NativeLbfgs
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
+module.exports.__adamInCache = nativeBinding.__adamInCache
 module.exports.__allocations = nativeBinding.__allocations
 module.exports.__lastStepThreads = nativeBinding.__lastStepThreads
 module.exports.__memoryTraffic = nativeBinding.__memoryTraffic
