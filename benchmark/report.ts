@@ -638,18 +638,14 @@ if (eightbit) {
     const speed = (n: number, t: number) => n / us('Adam8bit', n, t) / 1e3
     const needed = [1, ALL].map((t) => (1.5 * largest) / us('Adam (fp32)', largest, t) / 1e3)
     const above = [1, ALL].every((t, i) => from.every((n) => speed(n, t) < needed[i]))
+    const both = (n: number) =>
+      pair(
+        [1, ALL].map((t) => speed(n, t)),
+        3,
+      )
+    const speeds = from.map((n) => `${label(n)} ${both(n)}`).join(', ')
     out(
-      `Adam8bit's speed at ${from
-        .map(
-          (n) =>
-            `${label(n)} ${pair(
-              [1, ALL].map((t) => speed(n, t)),
-              3,
-            )}`,
-        )
-        .join(
-          ', ',
-        )} Gparam/s (${threadsLabel(1)} / ${threadsLabel(ALL)}); 1.5× fp32 Adam at ${label(largest)} asks for ${pair(needed, 3)}.${above ? ' That is faster than it ran at any of these sizes, its arrays in the caches or not: the bytes it moves are not what bounds it.' : ''}`,
+      `Adam8bit's speed at ${speeds} Gparam/s (${threadsLabel(1)} / ${threadsLabel(ALL)}); 1.5× fp32 Adam at ${label(largest)} asks for ${pair(needed, 3)}.${above ? ' That is faster than it ran at any of these sizes, its arrays in the caches or not: the bytes it moves are not what bounds it.' : ''}`,
     )
     out()
   }
