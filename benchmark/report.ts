@@ -157,6 +157,19 @@ const STAGED = new Set(['Adafactor'])
 
 const hasTorch = references?.results.some((r) => r.contender === 'PyTorch' && r.usPerStep !== null) ?? false
 const hasC = references?.results.some((r) => r.contender.startsWith('C ') && r.usPerStep !== null) ?? false
+/** The size whose targets the report sets beside Adam's arithmetic alone. */
+const FLOOR_SIZE = 1 << 18
+/**
+ * The least time, in µs, each thread's share of an Adam step over `params` takes on 1 and on every
+ * thread: Adam's kernel over arrays in L1 (`__adamInCache`, timed in the references' run), if timed.
+ */
+const arithmeticFloors = (params: number): number[] | undefined => {
+  const inCache = references?.adamInCache
+  return inCache && [1, ALL].map((t) => inCache.secondsPerElement * Math.ceil(params / t) * 1e6)
+}
+/** The thread counts (1, every thread) whose floor is above the time the target allows. */
+const floorAbove = (floors: number[], allowed: number[]) =>
+  [1, ALL].filter((_, i) => floors[i] > allowed[i]).map(threadsLabel)
 /** A verdict: met, or how far from `need` the worst of `xs` (ratios where higher is better) is. */
 const verdict = (xs: number[], need: number) => {
   const worst = Math.min(...xs)
@@ -240,18 +253,15 @@ for (const n of SIZES) {
 }
 // The floor under the 256K memory-baseline target: Adam's arithmetic alone, which the references
 // time in their own run (`__adamInCache`).
-const floorSize = 1 << 18
-const floorSuite = `adam-${label(floorSize)}`
-if (references?.adamInCache && rows.some((r) => r.suite === floorSuite)) {
-  const perElement = references.adamInCache.secondsPerElement
-  const threads = [1, ALL]
-  const base = threads.map((t) => us(find(floorSuite, `memory baseline (${threadsLabel(t)})`)))
+const floorSuite = `adam-${label(FLOOR_SIZE)}`
+const baselineFloors = arithmeticFloors(FLOOR_SIZE)
+if (baselineFloors && rows.some((r) => r.suite === floorSuite)) {
+  const base = [1, ALL].map((t) => us(find(floorSuite, `memory baseline (${threadsLabel(t)})`)))
   const allowed = base.map((b) => b / 0.8)
-  const floors = threads.map((t) => perElement * Math.ceil(floorSize / t) * 1e6)
-  const below = threads.filter((_, i) => floors[i] > allowed[i]).map(threadsLabel)
+  const above = floorAbove(baselineFloors, allowed)
   out()
   out(
-    `At ${label(floorSize)} the memory baseline's step took ${pair(base, 1)} µs (${threadsLabel(1)} / ${threadsLabel(ALL)}), so 0.8× its speed allows Adam at most ${pair(allowed, 1)} µs. Adam's arithmetic alone (its kernel over arrays in L1, below) takes each thread's share at least ${pair(floors, 1)} µs.${below.length ? ` On ${below.join(' and ')} that is more than the target allows.` : ''}`,
+    `At ${label(FLOOR_SIZE)} the memory baseline's step took ${pair(base, 1)} µs (${threadsLabel(1)} / ${threadsLabel(ALL)}), so 0.8× its speed allows Adam at most ${pair(allowed, 1)} µs. Adam's arithmetic alone (its kernel over arrays in L1, below) takes each thread's share at least ${pair(baselineFloors, 1)} µs.${above.length ? ` On ${above.join(' and ')} that is more than the target allows.` : ''}`,
   )
 }
 out()
@@ -464,17 +474,15 @@ if (references) {
   out()
   // The floor under the 256K target: Adam's arithmetic alone, timed in this run.
   const inCache = references.adamInCache
-  const mid = 1 << 18
-  if (inCache && hasC && sizes.includes(mid)) {
-    const threads = [1, ALL]
-    const floors = threads.map((t) => inCache.secondsPerElement * Math.ceil(mid / t) * 1e6)
-    const allowed = threads.map((t) => refUs('adam', 'C traffic', mid, t) / 0.85)
-    const below = threads.filter((_, i) => floors[i] > allowed[i]).map(threadsLabel)
-    const verdict = below.length
-      ? ` On ${below.join(' and ')} that floor is above what the target allows: this kernel cannot meet it on this machine.`
+  const floors = arithmeticFloors(FLOOR_SIZE)
+  if (inCache && floors && hasC && sizes.includes(FLOOR_SIZE)) {
+    const allowed = [1, ALL].map((t) => refUs('adam', 'C traffic', FLOOR_SIZE, t) / 0.85)
+    const above = floorAbove(floors, allowed)
+    const verdict = above.length
+      ? ` On ${above.join(' and ')} that floor is above what the target allows: this kernel cannot meet it on this machine.`
       : ''
     out(
-      `Adam's arithmetic alone: fastoptim's Adam kernel over the same ${inCache.elements} elements again and again (their arrays in L1), on one thread (\`__adamInCache\`, timed at the start and the end of this run, the better counting), took ${fmt(inCache.secondsPerElement * 16e9)} ns per 16 elements, with the square root and the division per element that PyTorch's bits need. At ${label(mid)} each thread's share then takes at least ${pair(floors, 1)} µs (${threadsLabel(1)} / ${threadsLabel(ALL)}), before any time to reach the arrays; 0.85× the C traffic kernel allows at most ${pair(allowed, 1)} µs.${verdict}`,
+      `Adam's arithmetic alone: fastoptim's Adam kernel over the same ${inCache.elements} elements again and again (their arrays in L1), on one thread (\`__adamInCache\`, timed at the start and the end of this run, the better counting), took ${fmt(inCache.secondsPerElement * 16e9)} ns per 16 elements, with the square root and the division per element that PyTorch's bits need. At ${label(FLOOR_SIZE)} each thread's share then takes at least ${pair(floors, 1)} µs (${threadsLabel(1)} / ${threadsLabel(ALL)}), before any time to reach the arrays; 0.85× the C traffic kernel allows at most ${pair(allowed, 1)} µs.${verdict}`,
     )
     out()
   }
