@@ -52,6 +52,12 @@ impl<T: Float> ExactDivisor<T> {
     self.divisor
   }
 
+  /// `RN(1/d)`.
+  #[inline(always)]
+  pub fn reciprocal(&self) -> T {
+    self.reciprocal
+  }
+
   /// `x / d`, bit for bit.
   #[inline(always)]
   pub fn divide(&self, x: T) -> T {

@@ -81,6 +81,18 @@ impl<T: Float> Lerp<T> {
     Lerp { coeff: if from_x { w } else { w - T::ONE }, from_x }
   }
 
+  /// The multiplier of `y − x` in [`Self::apply`].
+  #[inline(always)]
+  pub fn coeff(&self) -> T {
+    self.coeff
+  }
+
+  /// Whether [`Self::apply`] adds to `x` (else to `y`).
+  #[inline(always)]
+  pub fn from_x(&self) -> bool {
+    self.from_x
+  }
+
   #[inline(always)]
   pub fn apply(&self, x: T, y: T) -> T {
     self.coeff.mul_add(y - x, if self.from_x { x } else { y })

@@ -17,6 +17,7 @@ pub mod float;
 pub mod lbfgs;
 pub mod optimizers;
 pub mod quantize;
+pub mod root;
 #[cfg(test)]
 mod testing;
 

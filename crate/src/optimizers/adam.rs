@@ -35,6 +35,9 @@ use crate::engine::simd::{self, dispatch, multiversion};
 use crate::float::{Float, Lerp, NonFinite};
 use crate::optimizers::{Buffer, Gradient, Optimizer};
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 crate::options! {
   /// Adam's options (PyTorch's `torch.optim.Adam`).
   pub struct Adam {
@@ -148,9 +151,10 @@ impl Optimizer for Adam {
       return any_non_finite(grad);
     };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
-    let mut non_finite = false;
+    let (done, mut non_finite) = rounds(&k, c, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq);
+    let max_exp_avg_sq = if c.amsgrad { &mut max_exp_avg_sq[done..] } else { max_exp_avg_sq };
     dispatch!(fused_best::<T>[L2: c.l2 != 0.0, AMSGRAD: c.amsgrad, EXACT: exact_division_helps()](
-      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, &mut non_finite
+      &k, &mut param[done..], &grad[done..], &mut exp_avg[done..], &mut exp_avg_sq[done..], max_exp_avg_sq, &mut non_finite
     ));
     non_finite
   }
@@ -284,6 +288,39 @@ fn exact_division_helps() -> bool {
   })
 }
 
+/// Runs [`avx512::rounds`] over the whole rounds of `f32` slices on a processor with AVX-512;
+/// returns how many elements it updated (0 otherwise) and whether a gradient among them was NaN
+/// or ±∞. The caller updates the rest.
+fn rounds<T: Float>(
+  k: &Scalars<T>,
+  c: &AdamCoeffs,
+  param: &mut [T],
+  grad: &[T],
+  exp_avg: &mut [T],
+  exp_avg_sq: &mut [T],
+  max_exp_avg_sq: &mut [T],
+) -> (usize, bool) {
+  #[cfg(target_arch = "x86_64")]
+  if T::DTYPE == crate::float::Dtype::Float32 && param.len() >= avx512::ROUND && simd::has_avx512() {
+    let n = param.len();
+    assert!(
+      grad.len() >= n && exp_avg.len() >= n && exp_avg_sq.len() >= n && (!c.amsgrad || max_exp_avg_sq.len() >= n)
+    );
+    let f = |s: &mut [T]| s.as_mut_ptr().cast::<f32>();
+    let u = if c.amsgrad { f(max_exp_avg_sq) } else { std::ptr::null_mut() };
+    // SAFETY: T is f32 (its dtype), so `Scalars<T>` is `Scalars<f32>` and the slices hold f32;
+    // every slice holds at least n elements (asserted), the written ones are distinct exclusive
+    // borrows, and the CPU has AVX-512 (checked).
+    return unsafe {
+      let k = &*(k as *const Scalars<T>).cast::<Scalars<f32>>();
+      let arrays = avx512::Arrays { p: f(param), g: grad.as_ptr().cast(), m: f(exp_avg), v: f(exp_avg_sq), u };
+      avx512::rounds(k, c.l2 != 0.0, n, arrays)
+    };
+  }
+  let _ = (k, c, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq);
+  (0, false)
+}
+
 multiversion!(fn fused_best<T: Float, const L2: bool, const AMSGRAD: bool, const EXACT: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [T], exp_avg_sq: &mut [T], max_exp_avg_sq: &mut [T], non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, m, v (and u), writes p, m, v (and u), and sets `non_finite`
@@ -408,6 +445,77 @@ mod tests {
         for exact in [true, false] {
           check::<f32>(config, level, exact);
           check::<f64>(config, level, exact);
+        }
+      }
+    }
+  }
+
+  /// On a processor with AVX-512, `f32` steps go through [`avx512::rounds`], which takes half the
+  /// square roots by multiply-adds when a round's second moments are all in [`crate::root`]'s
+  /// range and runs a round as the plain loop does otherwise. Uniform gradients (the quick rounds
+  /// nearly everywhere) with NaN, ±∞, zero, tiny and huge values in some vectors, and moments
+  /// loaded negative, −0 or NaN in others (the plain rounds there); every config, ten steps,
+  /// every level, two lengths (whole rounds and not): the reference's bits, and the report of the
+  /// non-finite gradients.
+  #[test]
+  fn steps_give_the_reference_bits_in_and_out_of_the_square_roots_range() {
+    use crate::testing::xorshift;
+    let mut results = Vec::new();
+    for len in [6 * 48, 6 * 48 + 17] {
+      let mut next = xorshift(7);
+      let mut uniform = move || ((next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32;
+      let start: Vec<f32> = (0..len).map(|_| uniform()).collect();
+      let grads: Vec<Vec<f32>> = (0..10)
+        .map(|t| {
+          let mut g: Vec<f32> = (0..len).map(|_| 0.1 * uniform()).collect();
+          if t % 3 == 1 {
+            g[3 * 16 + 1] = f32::NAN;
+            g[3 * 16 + 4] = f32::INFINITY;
+            g[3 * 16 + 5] = f32::NEG_INFINITY;
+          }
+          g[5 * 16 + 2] = 0.0;
+          g[5 * 16 + 3] = -0.0;
+          g[7 * 16 + 8] = 1e-30;
+          g[9 * 16 + 15] = 1e30;
+          g[11 * 16] = 1e-17;
+          g
+        })
+        .collect();
+      let mut state = vec![vec![0.0f32; len]; 3];
+      state[1][13 * 16 + 6] = -1.0;
+      state[1][14 * 16 + 7] = -0.0;
+      state[0][15 * 16 + 9] = f32::NAN;
+      state[2][16 * 16 + 1] = f32::NAN;
+      for level in levels() {
+        for config in configs() {
+          let (mut fast, mut slow) = (start.clone(), start.clone());
+          let (mut fast_state, mut slow_state) = (state.clone(), state.clone());
+          for (t, grad) in grads.iter().enumerate() {
+            let c = config.coeffs(t as u64 + 1);
+            let [m, v, u] = &mut fast_state[..] else { unreachable!() };
+            let non_finite = capped(level, || Adam::update(&c, &mut fast, grad, [m, v, u]));
+            let [m, v, u] = &mut slow_state[..] else { unreachable!() };
+            Adam::update_reference(&c, &mut slow, grad, [m, v, u]);
+            assert_eq!(non_finite, t % 3 == 1, "{config:?} {level:?} step {}: the report", t + 1);
+            // The reference negates a NaN gradient to maximize, where the kernels multiply it
+            // by −1, which keeps its sign: NaN stands for NaN here, and the levels are held to
+            // each other's bits below.
+            let same = |a: &[f32], b: &[f32]| {
+              a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || x.is_nan() && y.is_nan())
+            };
+            let state_same = fast_state.iter().zip(&slow_state).all(|(a, b)| same(a, b));
+            assert!(same(&fast, &slow) && state_same, "{config:?} {level:?} {len} step {}", t + 1);
+          }
+          let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+          results.push(((config, len), level, bits(&fast), fast_state.iter().map(|s| bits(s)).collect::<Vec<_>>()));
+        }
+      }
+    }
+    // Every level gives the bits of the others, NaN included.
+    for (key, level, p, s) in &results {
+      for (other_key, other_level, q, r) in &results {
+        if key == other_key {
+          assert!(p == q && s == r, "{key:?}: {level:?} and {other_level:?} differ");
         }
       }
     }

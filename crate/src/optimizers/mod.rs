@@ -55,6 +55,18 @@ impl<T: Float> Gradient<T> {
     Gradient { sign: if maximize { -T::ONE } else { T::ONE }, l2: T::from_f64(l2) }
   }
 
+  /// The sign `g` is multiplied by: −1 to maximize, else 1.
+  #[inline(always)]
+  pub fn sign(&self) -> T {
+    self.sign
+  }
+
+  /// λ of the L2 penalty.
+  #[inline(always)]
+  pub fn l2(&self) -> T {
+    self.l2
+  }
+
   /// ±`g` + λ·`p`, in one fused multiply-add; `g·sign` is exact.
   #[inline(always)]
   pub fn at<const L2: bool>(&self, g: T, p: T) -> T {
