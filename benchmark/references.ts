@@ -69,8 +69,9 @@ const IN_CACHE_ELEMENTS = 1024
  * Adam's arithmetic alone: the seconds per element of fastoptim's Adam kernel over arrays that
  * stay in the first-level cache, on one thread (`__adamInCache`, the best of 5 calls, each the
  * best of its batches). A step over more elements takes at least this per element and per thread.
- * Each call makes its arrays anew, at other addresses, and where they start moves the kernel's
- * speed by a quarter: the best call is the floor.
+ * The same call moves by a quarter from one moment to the next on this project's guest (one of its
+ * two vCPUs ran the kernel that much slower than the other for minutes at a time, whatever the
+ * arrays' addresses): the best call is the floor.
  */
 function adamInCache(): number {
   let best = Infinity
