@@ -290,7 +290,9 @@ fn exact_division_helps() -> bool {
 
 /// Runs [`avx512::rounds`] over the whole rounds of `f32` slices on a processor with AVX-512;
 /// returns how many elements it updated (0 otherwise) and whether a gradient among them was NaN
-/// or ±∞. The caller updates the rest.
+/// or ±∞. The caller updates the rest. A step that streams its arrays from memory with
+/// prefetching ([`simd::streaming`]) is bound by memory, not by the divide unit, and keeps the
+/// plain loop, which [`fused_best`] cuts into blocks and prefetches ahead of.
 fn rounds<T: Float>(
   k: &Scalars<T>,
   c: &AdamCoeffs,
@@ -301,7 +303,11 @@ fn rounds<T: Float>(
   max_exp_avg_sq: &mut [T],
 ) -> (usize, bool) {
   #[cfg(target_arch = "x86_64")]
-  if T::DTYPE == crate::float::Dtype::Float32 && param.len() >= avx512::ROUND && simd::has_avx512() {
+  if T::DTYPE == crate::float::Dtype::Float32
+    && param.len() >= avx512::ROUND
+    && !simd::is_streaming()
+    && simd::has_avx512()
+  {
     let n = param.len();
     assert!(
       grad.len() >= n && exp_avg.len() >= n && exp_avg_sq.len() >= n && (!c.amsgrad || max_exp_avg_sq.len() >= n)
@@ -454,9 +460,10 @@ mod tests {
   /// square roots by multiply-adds when a round's second moments are all in [`crate::root`]'s
   /// range and runs a round as the plain loop does otherwise. Uniform gradients (the quick rounds
   /// nearly everywhere) with NaN, ±∞, zero, tiny and huge values in some vectors, and moments
-  /// loaded negative, −0 or NaN in others (the plain rounds there); every config, ten steps,
-  /// every level, two lengths (whole rounds and not): the reference's bits, and the report of the
-  /// non-finite gradients.
+  /// loaded negative, −0 or NaN in others (the plain rounds there); every config, ten steps from
+  /// the first and ten from the 100,001st (where √(1 − β₂ᵗ) rounds to 1, which the rounds do not
+  /// divide by), every level, two lengths (whole rounds and not): the reference's bits, and the
+  /// report of the non-finite gradients.
   #[test]
   fn steps_give_the_reference_bits_in_and_out_of_the_square_roots_range() {
     use crate::testing::xorshift;
@@ -487,16 +494,20 @@ mod tests {
       state[0][15 * 16 + 9] = f32::NAN;
       state[2][16 * 16 + 1] = f32::NAN;
       for level in levels() {
-        for config in configs() {
+        for (config, first_step) in configs().into_iter().flat_map(|c| [(c, 1), (c, 100_001)]) {
           let (mut fast, mut slow) = (start.clone(), start.clone());
           let (mut fast_state, mut slow_state) = (state.clone(), state.clone());
           for (t, grad) in grads.iter().enumerate() {
-            let c = config.coeffs(t as u64 + 1);
+            let step = first_step + t as u64;
+            let c = config.coeffs(step);
+            if first_step > 1 {
+              assert_eq!(c.bias_correction2_sqrt as f32, 1.0, "{config:?}: √(1 − β₂ᵗ) rounds to 1");
+            }
             let [m, v, u] = &mut fast_state[..] else { unreachable!() };
             let non_finite = capped(level, || Adam::update(&c, &mut fast, grad, [m, v, u]));
             let [m, v, u] = &mut slow_state[..] else { unreachable!() };
             Adam::update_reference(&c, &mut slow, grad, [m, v, u]);
-            assert_eq!(non_finite, t % 3 == 1, "{config:?} {level:?} step {}: the report", t + 1);
+            assert_eq!(non_finite, t % 3 == 1, "{config:?} {level:?} step {step}: the report");
             // The reference negates a NaN gradient to maximize, where the kernels multiply it
             // by −1, which keeps its sign: NaN stands for NaN here, and the levels are held to
             // each other's bits below.
@@ -504,10 +515,11 @@ mod tests {
               a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || x.is_nan() && y.is_nan())
             };
             let state_same = fast_state.iter().zip(&slow_state).all(|(a, b)| same(a, b));
-            assert!(same(&fast, &slow) && state_same, "{config:?} {level:?} {len} step {}", t + 1);
+            assert!(same(&fast, &slow) && state_same, "{config:?} {level:?} {len} step {step}");
           }
           let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-          results.push(((config, len), level, bits(&fast), fast_state.iter().map(|s| bits(s)).collect::<Vec<_>>()));
+          let key = (config, len, first_step);
+          results.push((key, level, bits(&fast), fast_state.iter().map(|s| bits(s)).collect::<Vec<_>>()));
         }
       }
     }
