@@ -172,7 +172,8 @@ export declare class NativeOptimizer {
  * `batches` batches of 64 calls of Adam's fused kernel (default options) over the same
  * `elements` elements, on the calling thread, so that its arrays stay in the core's caches (in
  * its first-level cache for a thousand elements). A step over more elements runs the same kernel
- * and adds the time to reach its arrays. The arrays are made here, outside the timed calls.
+ * and adds the time to reach its arrays. The arrays are made here, outside the timed calls, each
+ * starting on a 64-byte line as the engine's kernel calls do.
  */
 export declare function __adamInCache(elements: number, batches: number): number
 

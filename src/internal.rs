@@ -69,7 +69,8 @@ pub fn allocations() -> AllocationCount {
 /// `batches` batches of 64 calls of Adam's fused kernel (default options) over the same
 /// `elements` elements, on the calling thread, so that its arrays stay in the core's caches (in
 /// its first-level cache for a thousand elements). A step over more elements runs the same kernel
-/// and adds the time to reach its arrays. The arrays are made here, outside the timed calls.
+/// and adds the time to reach its arrays. The arrays are made here, outside the timed calls, each
+/// starting on a 64-byte line as the engine's kernel calls do.
 #[napi(js_name = "__adamInCache", catch_unwind)]
 pub fn adam_in_cache(elements: u32, batches: u32) -> Result<f64> {
   if !(16..=1 << 16).contains(&elements) || batches == 0 {

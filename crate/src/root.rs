@@ -3,8 +3,8 @@
 //! Adam's loop takes a square root and a division per element, and on x86 cores both go to one
 //! divide unit that finishes a 16-lane vector of either only every 10-12 cycles: with the
 //! division by √(1 − β₂ᵗ) already taken off it ([`crate::divide`]), that unit bounds the loop
-//! whenever its arrays are in cache. The square root of a `f32` in [2⁻¹⁰⁰, 2¹²⁶), or of +0, is had
-//! exactly as `sqrt` rounds it from the 14-bit reciprocal square root estimate that AVX-512
+//! whenever its arrays are in cache. The square root of a `f32` in [2⁻¹⁰⁰, 2¹²⁶) is had exactly
+//! as `sqrt` rounds it from the 14-bit reciprocal square root estimate that AVX-512
 //! provides, one Newton step and one correction, seven multiply-adds in all, which the two FMA
 //! ports take beside the loop's other work:
 //!
@@ -19,8 +19,9 @@
 //! The last step rounds correctly because a square root of a `f32` is never closer than about
 //! 2⁻²⁵ ulp to a midpoint between two `f32`s, far more than the error left. Rather than resting on
 //! that argument, the tests compare the sequence with `sqrt` on every `f32` in the range. Outside
-//! it (±0, subnormals, small or huge values, ∞, NaN, negatives) the caller takes the instruction;
-//! a second moment is 0 only where every gradient so far was, and in range from the first other.
+//! it (±0, where the estimate is ∞ and the sequence gives NaN; subnormals, small or huge values,
+//! ∞, NaN, negatives) the caller takes the instruction. An Adam second moment is below the range
+//! only where every gradient so far was 0 or smaller than about 10⁻¹⁵.
 
 /// The least `f32` whose square root [`avx512::sqrt`] gives exactly: 2⁻¹⁰⁰.
 pub const LOW: f32 = 7.888_609_e-31;
