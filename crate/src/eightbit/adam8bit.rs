@@ -31,6 +31,7 @@
 use super::simd::Lanes;
 use super::simd::Level;
 use super::{multiversion, EightBit, Hyper, Quantized};
+#[cfg(target_arch = "x86_64")]
 use crate::divide::ExactDivisor;
 use crate::float::NonFinite;
 use crate::quantize::{self, absmax, blocks, QuantMap, BLOCK};
@@ -127,11 +128,11 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
   assert!(grad.len() == n && state1.len() == n && state2.len() == n, "Adam8bit: slices of {n} elements");
   assert!(absmax1.len() == blocks(n) && absmax2.len() == blocks(n), "Adam8bit: {} blocks", blocks(n));
   assert!(level <= Level::detected(), "{level:?} is not supported by this CPU");
-  let whole = n / BLOCK;
   let (done, whole_non_finite) = match level {
     Level::Portable => (0, false),
     #[cfg(target_arch = "x86_64")]
     Level::Avx512 | Level::Avx2 => {
+      let whole = n / BLOCK;
       // The division by c₂: the exact multiply-adds where the divide unit bounds the loop
       // (AVX-512 on Intel's cores); the instruction in the AVX2 kernel, which on AMD's Zen 3 is
       // bound by instructions, not by the divide unit (docs/eightbit.md). The same bits either way.

@@ -105,11 +105,11 @@ pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], m
   let n = param.len();
   assert!(grad.len() == n && state1.len() == n && absmax1.len() == blocks(n), "Lion8bit: slices of {n} elements");
   assert!(level <= Level::detected(), "{level:?} is not supported by this CPU");
-  let whole = n / BLOCK;
   let (done, whole_non_finite) = match level {
     Level::Portable => (0, false),
     #[cfg(target_arch = "x86_64")]
     Level::Avx512 | Level::Avx2 => {
+      let whole = n / BLOCK;
       let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
       let (s1, a1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
       // SAFETY: this CPU has the level's features (asserted above); the slices are whole blocks

@@ -14,6 +14,7 @@
 //!   vector, and the divide instruction; a block's quotients first, then its loads
 //!   (`avx2::quantize`).
 
+#[cfg(target_arch = "x86_64")]
 use crate::quantize::{QuantMap, BLOCK};
 
 /// The instruction set an 8-bit kernel runs with, in rising order.
@@ -59,6 +60,7 @@ impl Level {
 /// below 2⁻⁶⁰ and of either sign, and every quotient of magnitude below 2⁻²⁵ has the same code
 /// in both maps (no step starts there: tested), so the codes are those of `/`. −0 gives +0,
 /// which has −0's code. NaN gives NaN.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BlockDivisor {
   pub scale: f32,
@@ -69,6 +71,7 @@ pub(crate) struct BlockDivisor {
   pub approximate: f32,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl BlockDivisor {
   /// For `top` in (0, 2¹²⁶); `None` otherwise (a block of zeros, of NaN, with an infinity, or
   /// of huge values), where the caller divides.
@@ -102,10 +105,12 @@ impl BlockDivisor {
 /// streaming ([`crate::engine::simd::streaming`]): 2 KB of each `f32` array, 512 bytes of each
 /// code array. Of 2, 4, 8 and 16, 2 streamed Lion8bit fastest from memory (BENCHMARKS.md, "Design
 /// choices").
+#[cfg(target_arch = "x86_64")]
 pub(crate) const AHEAD_BLOCKS: usize = 2;
 
 /// How many elements past the start of the block being updated a streaming kernel asks for the
 /// arrays: `None` when its thread is not streaming. Read once per kernel call.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn ahead() -> Option<usize> {
   crate::engine::simd::is_streaming().then_some(AHEAD_BLOCKS * BLOCK)
@@ -113,21 +118,18 @@ pub(crate) fn ahead() -> Option<usize> {
 
 /// Asks for the cache lines of the block of `BLOCK` elements of `T` at `at`: a hint, which never
 /// faults, so `at` may lie past the end of its array (it is formed with `wrapping_add`).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch_block<T>(at: *const T) {
   let at = at.cast::<i8>();
   for offset in (0..BLOCK * std::mem::size_of::<T>()).step_by(64) {
     // SAFETY: a prefetch never faults, whatever the address.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-      std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.wrapping_add(offset))
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = at.wrapping_add(offset);
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.wrapping_add(offset)) };
   }
 }
 
 /// A block's values, aligned for vector loads.
+#[cfg(target_arch = "x86_64")]
 #[repr(C, align(64))]
 pub(crate) struct Block(pub [f32; BLOCK]);
 
@@ -592,6 +594,7 @@ pub(crate) mod avx2 {
 
 #[cfg(test)]
 mod tests {
+  #[cfg(target_arch = "x86_64")]
   use super::*;
   use crate::quantize::{code_reference, signed, unsigned};
 
@@ -649,6 +652,7 @@ mod tests {
   }
 
   /// Quotients at and 6 ulps either side of every step boundary of `map`, times `top`.
+  #[cfg(target_arch = "x86_64")]
   fn near_boundaries(map: &crate::quantize::QuantMap, top: f32) -> Vec<f32> {
     let mut xs = Vec::new();
     for b in map.boundaries() {
@@ -665,6 +669,7 @@ mod tests {
 
   /// `xs` quantized in blocks whose absmax is `top` by `quantize` (codes, then absmax) give the
   /// reference's codes and absmax.
+  #[cfg(target_arch = "x86_64")]
   fn assert_blocks_quantize_as_reference(
     map: &crate::quantize::QuantMap,
     top: f32,
@@ -730,6 +735,7 @@ mod tests {
     unsafe { avx512::quantize(map, block, top, codes.as_mut_ptr()) }
   }
 
+  #[cfg(target_arch = "x86_64")]
   #[test]
   fn block_divisor_gives_the_codes_of_slash() {
     let mut s = 0x2545_f491_4f6c_dd1du64;

@@ -47,21 +47,23 @@ fn fence() {
 #[inline]
 pub fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
   assert_eq!(dst.len(), src.len());
-  let size = std::mem::size_of::<T>();
   #[cfg(target_arch = "x86_64")]
-  if is_on() && size != 0 && 64 % size == 0 {
-    // Ordinary stores up to the first 64-byte boundary of `dst`, then whole lines, then the rest.
-    let offset = dst.as_ptr().cast::<u8>().align_offset(64);
-    if offset % size == 0 {
-      let head = (offset / size).min(dst.len());
-      let lines = (dst.len() - head) * size / 64;
-      let body = head + lines * 64 / size;
-      dst[..head].copy_from_slice(&src[..head]);
-      // SAFETY: `dst[head..]` starts on a 64-byte boundary, and it and `src[head..]` hold at
-      // least `lines` whole lines.
-      unsafe { copy_lines(dst[head..].as_mut_ptr().cast(), src[head..].as_ptr().cast(), lines) };
-      dst[body..].copy_from_slice(&src[body..]);
-      return;
+  {
+    let size = std::mem::size_of::<T>();
+    if is_on() && size != 0 && 64 % size == 0 {
+      // Ordinary stores up to the first 64-byte boundary of `dst`, then whole lines, then the rest.
+      let offset = dst.as_ptr().cast::<u8>().align_offset(64);
+      if offset % size == 0 {
+        let head = (offset / size).min(dst.len());
+        let lines = (dst.len() - head) * size / 64;
+        let body = head + lines * 64 / size;
+        dst[..head].copy_from_slice(&src[..head]);
+        // SAFETY: `dst[head..]` starts on a 64-byte boundary, and it and `src[head..]` hold at
+        // least `lines` whole lines.
+        unsafe { copy_lines(dst[head..].as_mut_ptr().cast(), src[head..].as_ptr().cast(), lines) };
+        dst[body..].copy_from_slice(&src[body..]);
+        return;
+      }
     }
   }
   dst.copy_from_slice(src);

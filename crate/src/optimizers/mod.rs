@@ -56,12 +56,14 @@ impl<T: Float> Gradient<T> {
   }
 
   /// The sign `g` is multiplied by: −1 to maximize, else 1.
+  #[cfg(target_arch = "x86_64")]
   #[inline(always)]
   pub fn sign(&self) -> T {
     self.sign
   }
 
   /// λ of the L2 penalty.
+  #[cfg(target_arch = "x86_64")]
   #[inline(always)]
   pub fn l2(&self) -> T {
     self.l2
