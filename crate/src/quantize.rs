@@ -201,7 +201,7 @@ impl QuantMap {
   }
 
   /// The packed range table, for the vector kernels (laid out as the field says).
-  #[cfg(any(target_arch = "x86_64", test))]
+  #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", test))]
   pub(crate) fn packed(&self) -> &[u32; PACKED_LEN] {
     &self.packed
   }
@@ -220,7 +220,7 @@ impl QuantMap {
   }
 
   /// The least quotient of each step but the first (where the code changes), ascending.
-  #[cfg(all(test, target_arch = "x86_64"))]
+  #[cfg(all(test, any(target_arch = "x86_64", target_arch = "aarch64")))]
   pub(crate) fn boundaries(&self) -> impl Iterator<Item = f32> + '_ {
     let from_key = |k: i32| f32::from_bits(if k < 0 { (k ^ 0x7fff_ffff) as u32 } else { k as u32 });
     self.starts[1..].iter().take_while(|&&s| s != i32::MAX).map(move |&k| from_key(k))

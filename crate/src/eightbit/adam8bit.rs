@@ -27,7 +27,7 @@
 //! d, value=−γ/c₁)` is `p + ((−γ/c₁)·m)/d`; the 32-bit update's `p.add_(u, alpha=−γc₂/c₁)` is one
 //! fused multiply-add.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::simd::Lanes;
 use super::simd::Level;
 use super::{multiversion, EightBit, Hyper, Quantized};
@@ -127,7 +127,7 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
   let n = param.len();
   assert!(grad.len() == n && state1.len() == n && state2.len() == n, "Adam8bit: slices of {n} elements");
   assert!(absmax1.len() == blocks(n) && absmax2.len() == blocks(n), "Adam8bit: {} blocks", blocks(n));
-  assert!(level <= Level::detected(), "{level:?} is not supported by this CPU");
+  assert!(level.runs_here(), "{level:?} is not supported by this CPU");
   let (done, whole_non_finite) = match level {
     Level::Portable => (0, false),
     #[cfg(target_arch = "x86_64")]
@@ -152,7 +152,15 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
       };
       (whole, non_finite)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    Level::Neon => {
+      let whole = n / BLOCK;
+      let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
+      let (state1, absmax1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
+      let (state2, absmax2) = (&mut state2[..whole * BLOCK], &mut absmax2[..whole]);
+      // SAFETY: the slices are whole blocks of one length (asserted above, cut to `whole` blocks).
+      (whole, unsafe { neon(c, p, g, Quantized { state1, absmax1, state2, absmax2 }) })
+    }
     _ => (0, false),
   };
   let rest = done * BLOCK;
@@ -201,6 +209,17 @@ unsafe fn avx2(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantiz
   }
 }
 
+/// `avx512` in NEON: vectors of 4 elements, four at a time, dividing by c₂ with the divide
+/// instruction.
+///
+/// # Safety
+/// As `avx512`, but for the features: NEON is part of every AArch64 processor.
+#[cfg(target_arch = "aarch64")]
+unsafe fn neon(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantized<'_>) -> bool {
+  // SAFETY: NEON is part of the target; the slices as `whole_blocks` asks.
+  unsafe { whole_blocks::<_, false, 4>(super::simd::neon::Lanes4::new(), c, param, grad, moments) }
+}
+
 /// The fused kernel in vectors of `L` over whole blocks: for each block, its vectors
 /// dequantized (map lookups, [`Lanes::dequantize`]), `GROUP` vectors at a time with their
 /// lookups first so that their loads overlap, updated, their m and v kept in two aligned stack
@@ -212,7 +231,7 @@ unsafe fn avx2(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], moments: Quantiz
 /// # Safety
 /// `param.len()` a multiple of [`BLOCK`], every slice of that many elements (codes) or blocks
 /// (absmax).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 unsafe fn whole_blocks<L: Lanes, const EXACT: bool, const GROUP: usize>(
   l: L,

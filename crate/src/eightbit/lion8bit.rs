@@ -19,7 +19,7 @@
 //! 32-bit update's is `m.mul(β₁).add(g, alpha=1 − β₁)`, a fused multiply-add; the momentum is
 //! `fma(g, 1 − β₂, m·β₂)` in both; sign(0) = sign(NaN) = 0, as PyTorch's `sign`.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::simd::Lanes;
 use super::simd::Level;
 use super::{multiversion, EightBit, Hyper, Quantized};
@@ -104,7 +104,7 @@ pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], m
   let signed = quantize::signed();
   let n = param.len();
   assert!(grad.len() == n && state1.len() == n && absmax1.len() == blocks(n), "Lion8bit: slices of {n} elements");
-  assert!(level <= Level::detected(), "{level:?} is not supported by this CPU");
+  assert!(level.runs_here(), "{level:?} is not supported by this CPU");
   let (done, whole_non_finite) = match level {
     Level::Portable => (0, false),
     #[cfg(target_arch = "x86_64")]
@@ -123,7 +123,15 @@ pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], m
       };
       (whole, non_finite)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    Level::Neon => {
+      let whole = n / BLOCK;
+      let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
+      let (s1, a1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
+      // SAFETY: NEON is part of the target; the slices are whole blocks of one length (asserted
+      // above, cut to `whole` blocks).
+      (whole, unsafe { whole_blocks(super::simd::neon::Lanes4::new(), c, p, g, s1, a1) })
+    }
     _ => (0, false),
   };
   let rest = done * BLOCK;
@@ -160,7 +168,7 @@ unsafe fn avx2(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8
 ///
 /// # Safety
 /// `param.len()` a multiple of [`BLOCK`], the codes as long, one absmax per block.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 unsafe fn whole_blocks<L: Lanes>(
   l: L,

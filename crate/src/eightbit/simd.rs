@@ -13,16 +13,21 @@
 //! - AVX2 (also AMD's Zen 3, whose gathers are slower than scalar loads): eight loads per
 //!   vector, and the divide instruction; a block's quotients first, then its loads
 //!   (`avx2::quantize`).
+//! - NEON (every AArch64 processor): AVX2's scheme in 4 lanes, four loads per vector and the
+//!   divide instruction (`neon::quantize`). The portable kernel compiles to scalar code there
+//!   (its lookups keep the compiler from vectorising it), so this is the only 8-bit kernel on ARM
+//!   whose square roots and divisions take four lanes an instruction.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::quantize::{QuantMap, BLOCK};
 
 /// The instruction set an 8-bit kernel runs with, in rising order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-  /// Plain Rust, vectorised by the compiler where it can (every target; NEON is not written by
-  /// hand).
+  /// Plain Rust, vectorised by the compiler where it can (every target).
   Portable,
+  /// AArch64 NEON: 4 lanes.
+  Neon,
   /// x86-64 AVX2 and FMA: 8 lanes.
   Avx2,
   /// x86-64 AVX-512 (F, VL): 16 lanes.
@@ -41,12 +46,24 @@ impl Level {
         return Level::Avx2;
       }
     }
+    if cfg!(target_arch = "aarch64") {
+      return Level::Neon;
+    }
     Level::Portable
+  }
+
+  /// Whether this CPU runs this level's kernels.
+  pub fn runs_here(self) -> bool {
+    match self {
+      Level::Portable => true,
+      Level::Neon => cfg!(target_arch = "aarch64"),
+      Level::Avx2 | Level::Avx512 => cfg!(target_arch = "x86_64") && self <= Level::detected(),
+    }
   }
 
   /// Every level this CPU runs, best first.
   pub fn available() -> Vec<Level> {
-    [Level::Avx512, Level::Avx2, Level::Portable].into_iter().filter(|&l| l <= Level::detected()).collect()
+    [Level::Avx512, Level::Avx2, Level::Neon, Level::Portable].into_iter().filter(|l| l.runs_here()).collect()
   }
 }
 
@@ -105,12 +122,12 @@ impl BlockDivisor {
 /// streaming ([`crate::engine::simd::streaming`]): 2 KB of each `f32` array, 512 bytes of each
 /// code array. Of 2, 4, 8 and 16, 2 streamed Lion8bit fastest from memory (BENCHMARKS.md, "Design
 /// choices").
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) const AHEAD_BLOCKS: usize = 2;
 
 /// How many elements past the start of the block being updated a streaming kernel asks for the
 /// arrays: `None` when its thread is not streaming. Read once per kernel call.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 pub(crate) fn ahead() -> Option<usize> {
   crate::engine::simd::is_streaming().then_some(AHEAD_BLOCKS * BLOCK)
@@ -118,26 +135,26 @@ pub(crate) fn ahead() -> Option<usize> {
 
 /// Asks for the cache lines of the block of `BLOCK` elements of `T` at `at`: a hint, which never
 /// faults, so `at` may lie past the end of its array (it is formed with `wrapping_add`).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 pub(crate) fn prefetch_block<T>(at: *const T) {
   let at = at.cast::<i8>();
   for offset in (0..BLOCK * std::mem::size_of::<T>()).step_by(64) {
-    // SAFETY: a prefetch never faults, whatever the address.
-    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.wrapping_add(offset)) };
+    crate::engine::simd::prefetch_line(at.wrapping_add(offset));
   }
 }
 
 /// A block's values, aligned for vector loads.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[repr(C, align(64))]
 pub(crate) struct Block(pub [f32; BLOCK]);
 
 /// One vector width's instructions, so that an optimizer's block pass is written once for every
-/// width ([`avx512::Lanes16`], [`avx2::Lanes8`]). A value of the type is the proof that this CPU
-/// runs them: it is made only by an `unsafe` constructor whose caller checked, and its methods
-/// are `#[inline(always)]`, compiled into the `#[target_feature]` function that calls them.
-#[cfg(target_arch = "x86_64")]
+/// width (`avx512::Lanes16`, `avx2::Lanes8`, `neon::Lanes4`). A value of the type is the proof
+/// that this CPU runs them: it is made only by an `unsafe` constructor whose caller checked, and
+/// its methods are `#[inline(always)]`, compiled into the `#[target_feature]` function that calls
+/// them (NEON needs no such function: every AArch64 processor has it).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) trait Lanes: Copy {
   /// Lanes per vector.
   const N: usize;
@@ -592,9 +609,186 @@ pub(crate) mod avx2 {
   }
 }
 
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon {
+  use std::arch::aarch64::*;
+  use std::mem::MaybeUninit;
+
+  use super::{Block, Lanes, BLOCK};
+  use crate::quantize::{QuantMap, RANGE_LIMIT, RANGE_SHIFT};
+
+  /// NEON, which every AArch64 processor has: 4 lanes ([`Lanes`]).
+  #[derive(Clone, Copy)]
+  pub struct Lanes4(());
+
+  impl Lanes4 {
+    /// # Safety
+    /// This CPU has NEON (every AArch64 one does; `unsafe` as the other widths' constructors).
+    #[inline(always)]
+    pub unsafe fn new() -> Self {
+      Lanes4(())
+    }
+  }
+
+  // SAFETY (every method): NEON is part of the target; the pointers are valid for what each
+  // method reads or writes (its callers').
+  impl Lanes for Lanes4 {
+    const N: usize = 4;
+    type V = float32x4_t;
+    #[inline(always)]
+    fn splat(self, x: f32) -> float32x4_t {
+      unsafe { vdupq_n_f32(x) }
+    }
+    #[inline(always)]
+    fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+      unsafe { vaddq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+      unsafe { vmulq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+      unsafe { vdivq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn fmadd(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+      unsafe { vfmaq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    fn fnmadd(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+      unsafe { vfmsq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    fn sqrt(self, a: float32x4_t) -> float32x4_t {
+      unsafe { vsqrtq_f32(a) }
+    }
+    #[inline(always)]
+    fn max(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+      // `fmax` would give NaN for a NaN lane; the trait asks for `maxps`: `b` unless a > b.
+      unsafe { vbslq_f32(vcgtq_f32(a, b), a, b) }
+    }
+    #[inline(always)]
+    fn abs(self, a: float32x4_t) -> float32x4_t {
+      unsafe { vabsq_f32(a) }
+    }
+    #[inline(always)]
+    fn see_magnitude(self, seen: float32x4_t, a: float32x4_t) -> float32x4_t {
+      unsafe { vreinterpretq_f32_u32(vmaxq_u32(vreinterpretq_u32_f32(seen), vreinterpretq_u32_f32(vabsq_f32(a)))) }
+    }
+    #[inline(always)]
+    fn any_non_finite(self, seen: float32x4_t) -> bool {
+      unsafe { vmaxvq_u32(vreinterpretq_u32_f32(seen)) >= f32::INFINITY.to_bits() }
+    }
+    #[inline(always)]
+    fn sign(self, a: float32x4_t) -> float32x4_t {
+      unsafe {
+        let zero = vdupq_n_f32(0.0);
+        let positive = vandq_u32(vcgtq_f32(a, zero), vreinterpretq_u32_f32(vdupq_n_f32(1.0)));
+        vbslq_f32(vcltq_f32(a, zero), vdupq_n_f32(-1.0), vreinterpretq_f32_u32(positive))
+      }
+    }
+    #[inline(always)]
+    fn where_finite(self, x: float32x4_t, then: float32x4_t, otherwise: float32x4_t) -> float32x4_t {
+      unsafe { vbslq_f32(vceqq_f32(vsubq_f32(x, x), vdupq_n_f32(0.0)), then, otherwise) }
+    }
+    #[inline(always)]
+    unsafe fn load(self, at: *const f32) -> float32x4_t {
+      unsafe { vld1q_f32(at) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, at: *mut f32, a: float32x4_t) {
+      unsafe { vst1q_f32(at, a) }
+    }
+    #[inline(always)]
+    fn store_in(self, block: &mut Block, k: usize, a: float32x4_t) {
+      assert!(k < BLOCK / 4);
+      unsafe { vst1q_f32(block.0.as_mut_ptr().add(4 * k), a) }
+    }
+    #[inline(always)]
+    unsafe fn dequantize(self, codes: *const u8, values: &[f32; 256], scale: float32x4_t) -> float32x4_t {
+      unsafe { dequantize(codes, values, scale) }
+    }
+    #[inline(always)]
+    unsafe fn quantize(self, map: &QuantMap, values: &Block, top: float32x4_t, codes: *mut u8) -> f32 {
+      unsafe { quantize(map, values, top, codes) }
+    }
+  }
+
+  /// The map entries of 4 codes at `codes`, times `scale`: four loads (NEON has no gather).
+  ///
+  /// # Safety
+  /// `codes` readable for 4 bytes.
+  #[inline(always)]
+  pub unsafe fn dequantize(codes: *const u8, values: &[f32; 256], scale: float32x4_t) -> float32x4_t {
+    // SAFETY: 4 bytes at `codes` (caller); every index is a u8, within the 256 entries.
+    unsafe {
+      let at = |i: usize| *values.get_unchecked(*codes.add(i) as usize);
+      let entries = [at(0), at(1), at(2), at(3)];
+      vmulq_f32(vld1q_f32(entries.as_ptr()), scale)
+    }
+  }
+
+  /// A block's ranges or keys' low bits, aligned for vector loads.
+  #[repr(C, align(16))]
+  struct Keys([i32; BLOCK]);
+
+  /// Quantizes a whole block whose largest magnitudes are the lanes of `top`: writes its 256
+  /// codes at `codes`, returns its absmax. As `avx2::quantize` does it, in two passes: the
+  /// quotients by the divide instruction, each one's range in the packed table (clamped to the
+  /// table's: NaN's keys fall outside) and its key's low 16 bits; then each vector's four entries
+  /// loaded from the stored ranges, and each code picked by one comparison and one selection
+  /// ([`QuantMap::code`]), sixteen codes narrowed into one store.
+  ///
+  /// # Safety
+  /// `codes` writable for 256 bytes.
+  #[inline(always)]
+  pub unsafe fn quantize(map: &QuantMap, values: &Block, top: float32x4_t, codes: *mut u8) -> f32 {
+    let mut lanes = [0.0f32; 4];
+    // Every element written by the first pass before the second reads it.
+    let (mut ranges, mut lows) = (MaybeUninit::<Keys>::uninit(), MaybeUninit::<Keys>::uninit());
+    let (ranges, lows) = (ranges.as_mut_ptr().cast::<i32>(), lows.as_mut_ptr().cast::<i32>());
+    // SAFETY (all below): 4 floats into `lanes`; vector k (k < 64) of the block and of the
+    // keys, 16 codes at a time of the block's 256 (caller); table entries at ranges clamped to
+    // the table's, from its range-0 entry, in its middle.
+    unsafe {
+      vst1q_f32(lanes.as_mut_ptr(), top);
+      let top = lanes.iter().fold(-f32::MAX, |a, &x| a.max(x));
+      let t = vdupq_n_f32(top);
+      let table = map.packed().as_ptr().add(RANGE_LIMIT as usize + 1).cast::<i32>();
+      let (least, most) = (vdupq_n_s32(-RANGE_LIMIT - 1), vdupq_n_s32(RANGE_LIMIT));
+      for k in 0..BLOCK / 4 {
+        let bits = vreinterpretq_s32_f32(vdivq_f32(vld1q_f32(values.0.as_ptr().add(4 * k)), t));
+        // The ordered key: a negative value's bits with all but the sign flipped.
+        let flip = vreinterpretq_s32_u32(vshrq_n_u32::<1>(vreinterpretq_u32_s32(vshrq_n_s32::<31>(bits))));
+        let key = veorq_s32(bits, flip);
+        let range = vminq_s32(vmaxq_s32(vshrq_n_s32::<{ RANGE_SHIFT as i32 }>(key), least), most);
+        vst1q_s32(ranges.add(4 * k), range);
+        vst1q_s32(lows.add(4 * k), vandq_s32(key, vdupq_n_s32(0xffff)));
+      }
+      let code = |k: usize| -> uint16x4_t {
+        let range = ranges.add(4 * k);
+        let at = |i: usize| *table.offset(*range.add(i) as isize);
+        let entries = [at(0), at(1), at(2), at(3)];
+        let entry = vreinterpretq_u32_s32(vld1q_s32(entries.as_ptr()));
+        let low = vreinterpretq_u32_s32(vld1q_s32(lows.add(4 * k)));
+        let below = vcgtq_u32(vshrq_n_u32::<16>(entry), low);
+        // The code is each lane's low byte; narrowing keeps it.
+        vmovn_u32(vbslq_u32(below, entry, vshrq_n_u32::<8>(entry)))
+      };
+      for k in (0..BLOCK / 4).step_by(4) {
+        let low = vmovn_u16(vcombine_u16(code(k), code(k + 1)));
+        let high = vmovn_u16(vcombine_u16(code(k + 2), code(k + 3)));
+        vst1q_u8(codes.add(4 * k), vcombine_u8(low, high));
+      }
+      top
+    }
+  }
+}
+
 #[cfg(test)]
 mod tests {
-  #[cfg(target_arch = "x86_64")]
+  #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
   use super::*;
   use crate::quantize::{code_reference, signed, unsigned};
 
@@ -652,7 +846,7 @@ mod tests {
   }
 
   /// Quotients at and 6 ulps either side of every step boundary of `map`, times `top`.
-  #[cfg(target_arch = "x86_64")]
+  #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
   fn near_boundaries(map: &crate::quantize::QuantMap, top: f32) -> Vec<f32> {
     let mut xs = Vec::new();
     for b in map.boundaries() {
@@ -669,7 +863,7 @@ mod tests {
 
   /// `xs` quantized in blocks whose absmax is `top` by `quantize` (codes, then absmax) give the
   /// reference's codes and absmax.
-  #[cfg(target_arch = "x86_64")]
+  #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
   fn assert_blocks_quantize_as_reference(
     map: &crate::quantize::QuantMap,
     top: f32,
@@ -705,6 +899,27 @@ mod tests {
         let xs = [&[f32::NAN, -f32::NAN, 0.0, -0.0][..], &near_boundaries(map, top)].concat();
         // SAFETY: checked above that this CPU has AVX2 and FMA.
         assert_blocks_quantize_as_reference(map, top, &xs, |block, codes| unsafe { quantize_avx2(map, block, codes) });
+      }
+    }
+  }
+
+  /// Blocks whose quotients fall at, and a few ulps either side of, every step boundary of both
+  /// maps, of either sign, with NaN and zeros, for absmax at many scales: the NEON quantizer's
+  /// codes are those of `/`.
+  #[cfg(target_arch = "aarch64")]
+  #[test]
+  fn neon_codes_at_every_boundary_are_those_of_slash() {
+    let tops = [1.0f32, 0.75, f32::MIN_POSITIVE, 3.0e-8, 1e30, 0.1, 7.5e-3];
+    for map in [signed(), unsigned()] {
+      for &top in &tops {
+        let xs = [&[f32::NAN, -f32::NAN, 0.0, -0.0][..], &near_boundaries(map, top)].concat();
+        assert_blocks_quantize_as_reference(map, top, &xs, |block, codes| {
+          // SAFETY: every AArch64 processor has NEON; 256 codes.
+          unsafe {
+            let top = std::arch::aarch64::vdupq_n_f32(crate::quantize::absmax(&block.0));
+            neon::quantize(map, block, top, codes.as_mut_ptr())
+          }
+        });
       }
     }
   }

@@ -363,20 +363,26 @@ impl<S: Sized> KernelArg for &mut S {
 fn prefetch<T>(base: *const T, from: usize, to: usize) {
   let start = base.wrapping_add(from).cast::<i8>().wrapping_add(PREFETCH_AHEAD_BYTES);
   for offset in (0..(to - from) * std::mem::size_of::<T>()).step_by(64) {
-    let line = start.wrapping_add(offset);
-    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-      std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line)
-    };
-    // SAFETY: as above.
-    #[cfg(target_arch = "aarch64")]
-    unsafe {
-      std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) line, options(nostack, preserves_flags, readonly))
-    };
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = line;
+    prefetch_line(start.wrapping_add(offset));
   }
+}
+
+/// Asks for the cache line holding `line` into L1: a hint, which never faults, whatever the
+/// address (x86-64 `prefetcht0`, AArch64 `prfm pldl1keep`; nothing elsewhere).
+#[inline(always)]
+pub(crate) fn prefetch_line(line: *const i8) {
+  // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+  #[cfg(target_arch = "x86_64")]
+  unsafe {
+    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line)
+  };
+  // SAFETY: as above.
+  #[cfg(target_arch = "aarch64")]
+  unsafe {
+    std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) line, options(nostack, preserves_flags, readonly))
+  };
+  #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+  let _ = line;
 }
 
 #[cfg(test)]
