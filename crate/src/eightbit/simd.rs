@@ -21,7 +21,8 @@
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::quantize::{QuantMap, BLOCK};
 
-/// The instruction set an 8-bit kernel runs with, in rising order.
+/// The instruction set an 8-bit kernel runs with: the portable kernel, then each architecture's
+/// levels in rising order ([`Level::runs_here`] says which this CPU has).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
   /// Plain Rust, vectorised by the compiler where it can (every target).
