@@ -128,40 +128,33 @@ pub fn fused_at(level: Level, c: &AdamCoeffs, param: &mut [f32], grad: &[f32], m
   assert!(grad.len() == n && state1.len() == n && state2.len() == n, "Adam8bit: slices of {n} elements");
   assert!(absmax1.len() == blocks(n) && absmax2.len() == blocks(n), "Adam8bit: {} blocks", blocks(n));
   assert!(level.runs_here(), "{level:?} is not supported by this CPU");
-  let (done, whole_non_finite) = match level {
-    Level::Portable => (0, false),
+  // The vector kernel for the whole blocks, where `level` has one. The division by c₂: the exact
+  // multiply-adds where the divide unit bounds the loop (AVX-512 on Intel's cores); the
+  // instruction in the AVX2 kernel, which on AMD's Zen 3 is bound by instructions, not by the
+  // divide unit (docs/eightbit.md), and in the NEON one. The same bits either way.
+  type Kernel = unsafe fn(&AdamCoeffs, &mut [f32], &[f32], Quantized<'_>) -> bool;
+  let kernel: Option<Kernel> = match level {
     #[cfg(target_arch = "x86_64")]
-    Level::Avx512 | Level::Avx2 => {
+    Level::Avx512 if ExactDivisor::new(c.correction2).is_some() => Some(avx512::<true>),
+    #[cfg(target_arch = "x86_64")]
+    Level::Avx512 => Some(avx512::<false>),
+    #[cfg(target_arch = "x86_64")]
+    Level::Avx2 => Some(avx2),
+    #[cfg(target_arch = "aarch64")]
+    Level::Neon => Some(neon),
+    _ => None,
+  };
+  let (done, whole_non_finite) = match kernel {
+    None => (0, false),
+    Some(kernel) => {
       let whole = n / BLOCK;
-      // The division by c₂: the exact multiply-adds where the divide unit bounds the loop
-      // (AVX-512 on Intel's cores); the instruction in the AVX2 kernel, which on AMD's Zen 3 is
-      // bound by instructions, not by the divide unit (docs/eightbit.md). The same bits either way.
-      let exact = level == Level::Avx512 && ExactDivisor::new(c.correction2).is_some();
       let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
       let (state1, absmax1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
       let (state2, absmax2) = (&mut state2[..whole * BLOCK], &mut absmax2[..whole]);
-      let m = Quantized { state1, absmax1, state2, absmax2 };
       // SAFETY: this CPU has the level's features (asserted above); the slices are whole blocks
       // of one length (asserted above, cut to `whole` blocks).
-      let non_finite = unsafe {
-        match (level, exact) {
-          (Level::Avx512, true) => avx512::<true>(c, p, g, m),
-          (Level::Avx512, false) => avx512::<false>(c, p, g, m),
-          _ => avx2(c, p, g, m),
-        }
-      };
-      (whole, non_finite)
+      (whole, unsafe { kernel(c, p, g, Quantized { state1, absmax1, state2, absmax2 }) })
     }
-    #[cfg(target_arch = "aarch64")]
-    Level::Neon => {
-      let whole = n / BLOCK;
-      let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
-      let (state1, absmax1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
-      let (state2, absmax2) = (&mut state2[..whole * BLOCK], &mut absmax2[..whole]);
-      // SAFETY: the slices are whole blocks of one length (asserted above, cut to `whole` blocks).
-      (whole, unsafe { neon(c, p, g, Quantized { state1, absmax1, state2, absmax2 }) })
-    }
-    _ => (0, false),
   };
   let rest = done * BLOCK;
   whole_non_finite

@@ -105,34 +105,27 @@ pub fn fused_at(level: Level, c: &LionCoeffs, param: &mut [f32], grad: &[f32], m
   let n = param.len();
   assert!(grad.len() == n && state1.len() == n && absmax1.len() == blocks(n), "Lion8bit: slices of {n} elements");
   assert!(level.runs_here(), "{level:?} is not supported by this CPU");
-  let (done, whole_non_finite) = match level {
-    Level::Portable => (0, false),
+  // The vector kernel for the whole blocks, where `level` has one.
+  type Kernel = unsafe fn(&LionCoeffs, &mut [f32], &[f32], &mut [u8], &mut [f32]) -> bool;
+  let kernel: Option<Kernel> = match level {
     #[cfg(target_arch = "x86_64")]
-    Level::Avx512 | Level::Avx2 => {
+    Level::Avx512 => Some(avx512),
+    #[cfg(target_arch = "x86_64")]
+    Level::Avx2 => Some(avx2),
+    #[cfg(target_arch = "aarch64")]
+    Level::Neon => Some(neon),
+    _ => None,
+  };
+  let (done, whole_non_finite) = match kernel {
+    None => (0, false),
+    Some(kernel) => {
       let whole = n / BLOCK;
       let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
       let (s1, a1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
       // SAFETY: this CPU has the level's features (asserted above); the slices are whole blocks
       // of one length (asserted above, cut to `whole` blocks).
-      let non_finite = unsafe {
-        if level == Level::Avx512 {
-          avx512(c, p, g, s1, a1)
-        } else {
-          avx2(c, p, g, s1, a1)
-        }
-      };
-      (whole, non_finite)
+      (whole, unsafe { kernel(c, p, g, s1, a1) })
     }
-    #[cfg(target_arch = "aarch64")]
-    Level::Neon => {
-      let whole = n / BLOCK;
-      let (p, g) = (&mut param[..whole * BLOCK], &grad[..whole * BLOCK]);
-      let (s1, a1) = (&mut state1[..whole * BLOCK], &mut absmax1[..whole]);
-      // SAFETY: NEON is part of the target; the slices are whole blocks of one length (asserted
-      // above, cut to `whole` blocks).
-      (whole, unsafe { whole_blocks(super::simd::neon::Lanes4::new(), c, p, g, s1, a1) })
-    }
-    _ => (0, false),
   };
   let rest = done * BLOCK;
   whole_non_finite | fused_best(c, signed, &mut param[rest..], &grad[rest..], &mut state1[rest..], &mut absmax1[done..])
@@ -159,6 +152,16 @@ unsafe fn avx512(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [
 unsafe fn avx2(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) -> bool {
   // SAFETY: this function's features are those `Lanes8` stands for; the slices as it asks.
   unsafe { whole_blocks(super::simd::avx2::Lanes8::new(), c, param, grad, state1, absmax1) }
+}
+
+/// `avx512` in NEON: 64 vectors of 4 elements per block.
+///
+/// # Safety
+/// As `avx512`, but for the features: NEON is part of every AArch64 processor.
+#[cfg(target_arch = "aarch64")]
+unsafe fn neon(c: &LionCoeffs, param: &mut [f32], grad: &[f32], state1: &mut [u8], absmax1: &mut [f32]) -> bool {
+  // SAFETY: NEON is part of the target; the slices as `whole_blocks` asks.
+  unsafe { whole_blocks(super::simd::neon::Lanes4::new(), c, param, grad, state1, absmax1) }
 }
 
 /// The fused kernel in vectors of `L` over whole blocks: each block's vectors dequantized,

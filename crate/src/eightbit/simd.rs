@@ -150,6 +150,12 @@ pub(crate) fn prefetch_block<T>(at: *const T) {
 #[repr(C, align(64))]
 pub(crate) struct Block(pub [f32; BLOCK]);
 
+/// A block's ranges or keys' low bits, aligned for vector loads: what a two-pass quantizer
+/// (`avx2::quantize`, `neon::quantize`) keeps between its passes.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[repr(C, align(32))]
+pub(crate) struct Keys([i32; BLOCK]);
+
 /// One vector width's instructions, so that an optimizer's block pass is written once for every
 /// width (`avx512::Lanes16`, `avx2::Lanes8`, `neon::Lanes4`). A value of the type is the proof
 /// that this CPU runs them: it is made only by an `unsafe` constructor whose caller checked, and
@@ -411,7 +417,7 @@ pub(crate) mod avx2 {
   use std::arch::x86_64::*;
   use std::mem::MaybeUninit;
 
-  use super::{Block, Lanes, BLOCK};
+  use super::{Block, Keys, Lanes, BLOCK};
   use crate::quantize::{QuantMap, RANGE_LIMIT, RANGE_SHIFT};
 
   /// AVX2 with FMA: 8 lanes ([`Lanes`]).
@@ -538,10 +544,6 @@ pub(crate) mod avx2 {
     unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) }
   }
 
-  /// A block's ranges or keys' low bits, aligned for vector loads.
-  #[repr(C, align(32))]
-  struct Keys([i32; BLOCK]);
-
   /// Quantizes a whole block whose largest magnitudes are the lanes of `top`: writes its 256
   /// codes at `codes`, returns its absmax. The quotients are the divide instruction's: on Zen 3
   /// it was faster than [`BlockDivisor`]'s multiply-adds and than AVX-512's approximate quotients
@@ -615,7 +617,7 @@ pub(crate) mod neon {
   use std::arch::aarch64::*;
   use std::mem::MaybeUninit;
 
-  use super::{Block, Lanes, BLOCK};
+  use super::{Block, Keys, Lanes, BLOCK};
   use crate::quantize::{QuantMap, RANGE_LIMIT, RANGE_SHIFT};
 
   /// NEON, which every AArch64 processor has: 4 lanes ([`Lanes`]).
@@ -729,10 +731,6 @@ pub(crate) mod neon {
       vmulq_f32(vld1q_f32(entries.as_ptr()), scale)
     }
   }
-
-  /// A block's ranges or keys' low bits, aligned for vector loads.
-  #[repr(C, align(16))]
-  struct Keys([i32; BLOCK]);
 
   /// Quantizes a whole block whose largest magnitudes are the lanes of `top`: writes its 256
   /// codes at `codes`, returns its absmax. As `avx2::quantize` does it, in two passes: the
@@ -894,12 +892,20 @@ mod tests {
     if !crate::engine::simd::has_avx2_fma() {
       return;
     }
+    // SAFETY: checked above that this CPU has AVX2 and FMA.
+    assert_codes_at_every_boundary(|map, block, codes| unsafe { quantize_avx2(map, block, codes) });
+  }
+
+  /// `quantize` (a map, a block, its codes; returns the absmax) gives the reference's codes and
+  /// absmax for blocks whose quotients fall at and 6 ulps either side of every step boundary of
+  /// both maps, of either sign, with NaN and zeros, for absmax at 7 scales.
+  #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+  fn assert_codes_at_every_boundary(quantize: impl Fn(&crate::quantize::QuantMap, &Block, &mut [u8; BLOCK]) -> f32) {
     let tops = [1.0f32, 0.75, f32::MIN_POSITIVE, 3.0e-8, 1e30, 0.1, 7.5e-3];
     for map in [signed(), unsigned()] {
       for &top in &tops {
         let xs = [&[f32::NAN, -f32::NAN, 0.0, -0.0][..], &near_boundaries(map, top)].concat();
-        // SAFETY: checked above that this CPU has AVX2 and FMA.
-        assert_blocks_quantize_as_reference(map, top, &xs, |block, codes| unsafe { quantize_avx2(map, block, codes) });
+        assert_blocks_quantize_as_reference(map, top, &xs, |block, codes| quantize(map, block, codes));
       }
     }
   }
@@ -910,19 +916,13 @@ mod tests {
   #[cfg(target_arch = "aarch64")]
   #[test]
   fn neon_codes_at_every_boundary_are_those_of_slash() {
-    let tops = [1.0f32, 0.75, f32::MIN_POSITIVE, 3.0e-8, 1e30, 0.1, 7.5e-3];
-    for map in [signed(), unsigned()] {
-      for &top in &tops {
-        let xs = [&[f32::NAN, -f32::NAN, 0.0, -0.0][..], &near_boundaries(map, top)].concat();
-        assert_blocks_quantize_as_reference(map, top, &xs, |block, codes| {
-          // SAFETY: every AArch64 processor has NEON; 256 codes.
-          unsafe {
-            let top = std::arch::aarch64::vdupq_n_f32(crate::quantize::absmax(&block.0));
-            neon::quantize(map, block, top, codes.as_mut_ptr())
-          }
-        });
+    assert_codes_at_every_boundary(|map, block, codes| {
+      // SAFETY: every AArch64 processor has NEON; 256 codes.
+      unsafe {
+        let top = std::arch::aarch64::vdupq_n_f32(crate::quantize::absmax(&block.0));
+        neon::quantize(map, block, top, codes.as_mut_ptr())
       }
-    }
+    });
   }
 
   /// [`avx2::quantize`] of a whole block.
