@@ -15,6 +15,7 @@ export {
   type SparseGrad,
   type StateDtype,
   type StateDtypeOptions,
+  type StateRounding,
   type StepOptions,
 } from './optimizer'
 export type { ErrorCode } from './errors'

@@ -67,6 +67,9 @@ export type OptionsInput<Options> = {
 /** The dtype an optimizer keeps its per-element state in: `stateDtype`. */
 export type StateDtype = 'float32' | 'bfloat16'
 
+/** How new bfloat16 state is rounded: `stateRounding`. */
+export type StateRounding = 'nearest' | 'stochastic'
+
 /** The constructor's options of an optimizer whose state may be bfloat16 (the Adam family, SGD). */
 export type StateDtypeOptions<Options> = OptionsInput<Options> & {
   /**
@@ -86,6 +89,20 @@ export type StateDtypeOptions<Options> = OptionsInput<Options> & {
    * @default the parameter's dtype
    */
   stateDtype?: StateDtype
+  /**
+   * How a step rounds the new bfloat16 state (with `stateDtype: 'bfloat16'` only). `'nearest'`:
+   * to nearest, ties to even, as PyTorch's `.to(torch.bfloat16)`. `'stochastic'`: to the
+   * bfloat16 below or above, up with probability equal to the value's fraction of the way between
+   * them, so that a change smaller than half a bfloat16 ulp (2⁻⁹ of the value: Adam's second
+   * moment decaying by β₂ = 0.999, say) is kept in expectation instead of lost every step. The
+   * random bits are a hash of the parameter's place, its step count, the buffer and the element's
+   * index, so results are the same from run to run, on any number of threads, with `step` or
+   * `stepAsync`, and after a checkpoint is loaded. docs/bf16-state.md has the measurements: with
+   * stochastic rounding Adam with bfloat16 state trained as float32 state did; to nearest, it
+   * did not. Set for the whole optimizer, in the constructor.
+   * @default 'nearest'
+   */
+  stateRounding?: StateRounding
 }
 
 /** Parameters, or groups of parameters each overriding some options. */
@@ -540,6 +557,13 @@ export abstract class Optimizer<
       this.#native.setStateDtype(stateDtype)
       this.#stateDtype = stateDtype as StateDtype
     }
+    if ('stateRounding' in given) {
+      const { stateRounding } = given
+      delete given.stateRounding
+      if (typeof stateRounding !== 'string')
+        throw invalidType(`options.stateRounding must be "nearest" or "stochastic", got ${describe(stateRounding)}`)
+      this.#native.setStateRounding(stateRounding)
+    }
     this.defaults = Object.freeze({ ...schema.defaults, ...given }) as Readonly<Required<Options>>
     this.#pack([this.defaults as Record<string, unknown>], 'options', true)
     const first = list[0]
@@ -952,7 +976,7 @@ export abstract class Optimizer<
       if (
         !this.#schema.keys.includes(key) &&
         !(allowParams && key === 'params') &&
-        !(constructing && key === 'stateDtype')
+        !(constructing && (key === 'stateDtype' || key === 'stateRounding'))
       ) {
         throw invalidValue(
           `${where}.${key} is not an option of ${this.#schema.algorithm} (expected one of ${this.#schema.keys.join(', ')})`,

@@ -145,6 +145,11 @@ export declare class NativeOptimizer {
    */
   setStateDtype(dtype: string): void
   /**
+   * Sets how new bfloat16 state is rounded (the constructor's `stateRounding`), before any state
+   * exists: `"nearest"`, or `"stochastic"`, which needs `stateDtype: "bfloat16"` (set first).
+   */
+  setStateRounding(rounding: string): void
+  /**
    * Sets every parameter's shape, by position over all groups (null for a flat parameter). The
    * facade has checked that each shape's product is its parameter's length; steps check it again.
    */

@@ -25,7 +25,7 @@ mod threads;
 use fastoptim_core::config::{Kind, Rule};
 use fastoptim_core::{
   all_finite, buffer_lens, run, run_bf16, run_sparse, write_group_state, Bf16, ConfigError, Dtype, Element, Job,
-  Layout, Optimizer, Options, ParamState, SparseJob, Stored,
+  Layout, Optimizer, Options, ParamState, Rounding, SparseJob, Stored,
 };
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -225,6 +225,9 @@ pub struct NativeOptimizer {
   /// The `stateDtype` it was made with, if any: `"float32"` or `"bfloat16"`, for float32
   /// parameters only.
   pub(crate) state_dtype: Option<&'static str>,
+  /// Whether new bfloat16 state is rounded stochastically (`stateRounding: 'stochastic'`), not
+  /// to nearest.
+  pub(crate) stochastic: bool,
 }
 
 impl ObjectFinalize for NativeOptimizer {
@@ -262,6 +265,7 @@ impl NativeOptimizer {
       last_non_finite: false,
       bound: None,
       state_dtype: None,
+      stochastic: false,
     })
   }
 
@@ -289,6 +293,33 @@ impl NativeOptimizer {
       return Err(fail.throw(&env));
     }
     self.state_dtype = Some(if dtype == "bfloat16" { "bfloat16" } else { "float32" });
+    Ok(())
+  }
+
+  /// Sets how new bfloat16 state is rounded (the constructor's `stateRounding`), before any state
+  /// exists: `"nearest"`, or `"stochastic"`, which needs `stateDtype: "bfloat16"` (set first).
+  #[napi(catch_unwind)]
+  pub fn set_state_rounding(&mut self, env: Env, rounding: String) -> Result<()> {
+    let fail = match rounding.as_str() {
+      _ if self.states.iter().any(|s| !s.buffers.is_empty()) => {
+        Some(Fail::state(format!("stateRounding can only be set before the first step, got {rounding:?}")))
+      }
+      "nearest" => None,
+      "stochastic" if self.bf16() => None,
+      "stochastic" => Some(Fail::value(format!(
+        "invalid stateRounding: \"stochastic\" rounds bfloat16 state, but the optimizer keeps its state in {} (expected \
+         stateDtype: \"bfloat16\" with it, or stateRounding \"nearest\")",
+        match self.state_dtype {
+          Some(dtype) => format!("{dtype} (stateDtype {dtype:?})"),
+          None => "the parameters' dtype (no stateDtype)".to_string(),
+        }
+      ))),
+      other => Some(Fail::value(format!("invalid stateRounding: {other:?} (expected \"nearest\" or \"stochastic\")"))),
+    };
+    if let Some(fail) = fail {
+      return Err(fail.throw(&env));
+    }
+    self.stochastic = rounding == "stochastic";
     Ok(())
   }
 
@@ -615,13 +646,15 @@ impl NativeOptimizer {
     let mut jobs_bf16 = lend(&mut scratch.jobs_bf16);
     let (mut sparse32, mut sparse64) = (lend(&mut scratch.sparse32), lend(&mut scratch.sparse64));
     let mut memo: Option<(usize, u64, O::Coeffs)> = None;
-    for (state, view) in self.states.iter_mut().zip(&self.reader.views) {
+    let stochastic = self.stochastic;
+    for (index, (state, view)) in self.states.iter_mut().zip(&self.reader.views).enumerate() {
       let Some(view) = view else { continue };
       let config = scratch.configs[view.group];
       let coeffs = advance(&config, state, view.group, &mut memo);
       match (view.data.dtype, view.sparse.is_some()) {
         (Dtype::Float32, false) if bf16 => {
-          jobs_bf16.push(job::<O, f32, Bf16>(coeffs, state, view, config.buffers_used()))
+          let rounding = rounding_of(stochastic, index, state.step);
+          jobs_bf16.push(Job { rounding, ..job::<O, f32, Bf16>(coeffs, state, view, config.buffers_used()) })
         }
         (Dtype::Float32, false) => jobs32.push(job::<O, f32, f32>(coeffs, state, view, config.buffers_used())),
         (Dtype::Float64, false) => jobs64.push(job::<O, f64, f64>(coeffs, state, view, config.buffers_used())),
@@ -764,7 +797,18 @@ fn job<'a, O: Optimizer, T: Element, S: Stored>(
   // JavaScript has run since the arrays were checked, so nothing else touches the memory.
   let (param, grad) = unsafe { (view.data.slice_mut::<T>(), view.grad.slice::<T>()) };
   let (buffers, partials) = state.step_parts::<S>(&buffer_lens::<O>(view.dims), buffers, O::partials_len(view.dims));
-  Job { coeffs, param, grad, buffers, dims: view.dims, partials }
+  Job::new(coeffs, param, grad, buffers, view.dims, partials)
+}
+
+/// How the new bfloat16 state of parameter `index` (over all groups) is rounded at its step
+/// `step`: stochastically, with bits of that parameter and step ([`Rounding::stochastic`]), or to
+/// nearest.
+pub(crate) fn rounding_of(stochastic: bool, index: usize, step: u64) -> Rounding {
+  if stochastic {
+    Rounding::stochastic(index, step)
+  } else {
+    Rounding::Nearest
+  }
 }
 
 fn sparse_job<'a, O: Optimizer, T: Element>(

@@ -38,7 +38,9 @@ use std::time::{Duration, Instant};
 
 use fastoptim_core::engine::run::{run_streaming, streams, Streaming};
 use fastoptim_core::state::{lazily, map_pages};
-use fastoptim_core::{buffer_lens, write_group_state, Bf16, Dims, Dtype, Element, Job, Optimizer, ParamState, StateOf};
+use fastoptim_core::{
+  buffer_lens, write_group_state, Bf16, Dims, Dtype, Element, Job, Optimizer, ParamState, Rounding, StateOf,
+};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi_derive::napi;
@@ -149,6 +151,8 @@ struct Tensor<C> {
   buffers: usize,
   /// Whether its state is bfloat16.
   bf16: bool,
+  /// How its new bfloat16 state is rounded, from its first element on.
+  rounding: Rounding,
   dims: Dims,
   /// Its buffers from this one on were made by this step, their pages not yet mapped: each slice
   /// maps the pages of its part before it updates it ([`map_pages`]).
@@ -215,7 +219,8 @@ impl<O: Optimizer> Step<O> {
         )
       };
       let dims = if O::STAGES > 0 { tensor.dims } else { Dims::flat(hi - lo) };
-      jobs.push(Job { coeffs: tensor.coeffs, param, grad, buffers, dims, partials });
+      let rounding = tensor.rounding.at(lo);
+      jobs.push(Job { rounding, ..Job::new(tensor.coeffs, param, grad, buffers, dims, partials) });
     }
     self.non_finite |= run_streaming::<O, T, S>(&mut jobs, self.streaming);
   }
@@ -438,6 +443,7 @@ impl NativeOptimizer {
         coeffs,
         buffers,
         bf16,
+        rounding: crate::rounding_of(self.stochastic, index, state.step),
         dims: view.dims,
         fresh_from,
       });

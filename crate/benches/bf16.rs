@@ -4,7 +4,9 @@
 //! two take turns, round after round, and each figure is the best of its rounds, so that a
 //! neighbour's burst of activity does not count against one of them. On one thread the chunked
 //! path ([`fastoptim_core::engine::bf16::update`], what an optimizer's bfloat16 state runs without
-//! a fused kernel) takes its turn too, run over the engine's pieces as the engine would.
+//! a fused kernel) takes its turn too, run over the engine's pieces as the engine would. Last,
+//! bfloat16 state rounded stochastically (`stateRounding: 'stochastic'`, which runs the chunked
+//! path with its own narrowing) through the engine, on both thread counts.
 //!
 //! `cargo bench --bench bf16 -- [sizes...]` (default 4m 64m); `FASTOPTIM_BENCH_ONLY=Adam,SGD`
 //! runs those optimizers only.
@@ -19,7 +21,7 @@ use fastoptim_core::engine::bf16::update as chunked;
 use fastoptim_core::engine::run::MAX_PIECE_ELEMENTS;
 use fastoptim_core::threads::{num_threads, set_num_threads};
 use fastoptim_core::{
-  any_non_finite, run, run_bf16, Adam, Adamax, Bf16, Job, NAdam, Optimizer, ParamState, RAdam, Sgd,
+  any_non_finite, run, run_bf16, Adam, Adamax, Bf16, Job, NAdam, Optimizer, ParamState, RAdam, Rounding, Sgd,
 };
 
 fn fill(n: usize, seed: f64, scale: f64) -> Vec<f32> {
@@ -37,6 +39,8 @@ enum Path {
   Bf16,
   /// bfloat16 state by the chunked path, on this thread.
   Chunked,
+  /// bfloat16 state rounded stochastically, through the engine.
+  Stochastic,
 }
 
 /// `config`'s step over `n` elements, through the engine or (`Path::Chunked`) on this thread.
@@ -57,6 +61,12 @@ fn stepper<O: Optimizer>(config: O, n: usize, path: Path) -> Box<dyn FnMut()> {
       Path::Bf16 => {
         let buffers = state.buffers_mut::<Bf16>(&lens, config.buffers_used());
         run_bf16::<O>(black_box(&mut [Job::flat(coeffs, &mut param, &grad, buffers)]));
+      }
+      Path::Stochastic => {
+        let rounding = Rounding::stochastic(0, state.step);
+        let buffers = state.buffers_mut::<Bf16>(&lens, config.buffers_used());
+        let job = Job { rounding, ..Job::flat(coeffs, &mut param, &grad, buffers) };
+        run_bf16::<O>(black_box(&mut [job]));
       }
       Path::Chunked => {
         let mut buffers = state.buffers_mut::<Bf16>(&lens, config.buffers_used());
@@ -83,20 +93,24 @@ fn compare<O: Optimizer>(name: &str, config: O, sizes: &[usize]) {
     let (rounds, batch) = if n > 16 << 20 { (10, 2) } else { (20, 5) };
     for t in [1, 2] {
       set_num_threads(t).expect("threads");
-      let mut steps = vec![stepper(config, n, Path::Fp32), stepper(config, n, Path::Bf16)];
+      let mut steps =
+        vec![stepper(config, n, Path::Fp32), stepper(config, n, Path::Bf16), stepper(config, n, Path::Stochastic)];
       if t == 1 {
         steps.push(stepper(config, n, Path::Chunked));
       }
       let best = alternate(steps.iter_mut().map(|s| &mut **s as &mut dyn FnMut()), rounds, batch);
       let chunked =
-        best.get(2).map_or(String::new(), |&c| format!(", chunked bf16 {:>8.0} us ({:.2}x)", c * 1e6, best[0] / c));
+        best.get(3).map_or(String::new(), |&c| format!(", chunked bf16 {:>8.0} us ({:.2}x)", c * 1e6, best[0] / c));
       println!(
-        "{name:>7} {:>3}M {t} thread{}: fp32 state {:>8.0} us, bf16 state {:>8.0} us, fp32/bf16 {:.2}x{chunked}",
+        "{name:>7} {:>3}M {t} thread{}: fp32 state {:>8.0} us, bf16 state {:>8.0} us, fp32/bf16 {:.2}x, \
+         stochastic bf16 {:>8.0} us ({:.2}x){chunked}",
         n >> 20,
         if t == 1 { " " } else { "s" },
         best[0] * 1e6,
         best[1] * 1e6,
-        best[0] / best[1]
+        best[0] / best[1],
+        best[2] * 1e6,
+        best[0] / best[2]
       );
     }
   }

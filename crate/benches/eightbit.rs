@@ -61,7 +61,7 @@ fn fp32_adam(n: usize) -> Box<dyn FnMut()> {
     state.step += 1;
     let coeffs = config.coeffs(state.step);
     let (buffers, partials) = state.step_parts::<f32>(&[n; 3], config.buffers_used(), 0);
-    let mut jobs = [Job { coeffs, param: &mut param, grad: &grad, buffers, dims: Dims::flat(n), partials }];
+    let mut jobs = [Job::new(coeffs, &mut param, &grad, buffers, Dims::flat(n), partials)];
     run::<Adam, f32>(black_box(&mut jobs));
   })
 }

@@ -53,7 +53,7 @@ impl<T: Element> Fixture<T> {
       let dims = if O::MATRICES { squarest(param.len()) } else { Dims::flat(param.len()) };
       let (buffers, partials) =
         state.step_parts::<T>(&buffer_lens::<O>(dims), config.buffers_used(), O::partials_len(dims));
-      jobs.push(Job { coeffs, param, grad, buffers, dims, partials });
+      jobs.push(Job::new(coeffs, param, grad, buffers, dims, partials));
     }
     run::<O, T>(black_box(&mut jobs));
   }

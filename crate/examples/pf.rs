@@ -19,7 +19,7 @@ fn bench<O: Optimizer + Default>(n: usize, t: usize) {
         state.step += 1;
         let coeffs = config.coeffs(state.step);
         let (buffers, partials) = state.step_parts::<f32>(&[n; 3], config.buffers_used(), 0);
-        let mut jobs = [Job { coeffs, param: &mut param, grad: &grad, buffers, dims: Dims::flat(n), partials }];
+        let mut jobs = [Job::new(coeffs, &mut param, &grad, buffers, Dims::flat(n), partials)];
         run_streaming::<O, f32, f32>(&mut jobs, mode);
       }
       let dt = s.elapsed().as_secs_f64() / reps as f64;

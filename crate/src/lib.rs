@@ -22,7 +22,7 @@ pub mod root;
 mod testing;
 
 pub use config::{Choice, ConfigError, Field, Kind, Options, Rule};
-pub use engine::bf16::Bf16;
+pub use engine::bf16::{Bf16, Rounding};
 pub use engine::finite::{all_finite, any_non_finite};
 pub use engine::run::{run, run_bf16, run_sparse, Dims, Job, SparseJob, StateOf, Tensor, MAX_BUFFERS, MAX_SCALARS};
 pub use engine::state::{Buffers, Element, ParamState, StateMismatch, Stored};

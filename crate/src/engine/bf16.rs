@@ -18,6 +18,14 @@
 //! pass over memory or allocates; the update is elementwise, so where chunks fall changes nothing.
 //! The fused kernels give the chunked path's bits (tested at every instruction level).
 //!
+//! A step may instead round stochastically ([`Rounding::Stochastic`], `stateRounding:
+//! 'stochastic'`): up with probability equal to the fraction of the way from the bfloat16 below to
+//! the one above, so that a change smaller than half a bfloat16 ulp survives in expectation instead
+//! of being lost every step. The random bits come from a counter-based hash of the tensor, the step
+//! count, the buffer and the element's index ([`noise`]), so the result is the same on any number
+//! of threads, in any slicing of a step (`stepAsync`), and from run to run. Such a step runs the
+//! chunked path below with that narrowing.
+//!
 //! The narrowing is integer arithmetic (add the rounding bias, keep the top 16 bits), which the
 //! compiler vectorises for AVX-512, AVX2 and NEON. AVX-512 BF16's `vcvtne2ps2bf16` is not used: it
 //! treats float32 subnormals as zero, where PyTorch's rounding keeps them, and it keeps a NaN's
@@ -39,7 +47,85 @@ pub struct Bf16(pub u16);
 /// PyTorch's bfloat16 NaN (`c10::BFloat16`'s `round_to_nearest_even` of any NaN).
 pub const NAN_BITS: u16 = 0x7FC0;
 
+/// How a step rounds the new bfloat16 state of one tensor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rounding {
+  /// To nearest, ties to even, as PyTorch's `tensor.to(torch.bfloat16)` ([`Bf16::from_f32`]).
+  #[default]
+  Nearest,
+  /// Stochastically ([`Bf16::from_f32_stochastic`]) with the bits [`noise`] gives: `key` names the
+  /// tensor and its step count ([`Rounding::stochastic`]); `origin` is the tensor's index of the
+  /// first element of the slice being updated, so that an element's bits depend on its place in
+  /// the tensor, not on how the step was cut.
+  Stochastic { key: u64, origin: u64 },
+}
+
+impl Rounding {
+  /// Stochastic rounding for the tensor of index `tensor` (its place among the optimizer's
+  /// parameters) at step count `step` (the step being taken, from 1).
+  pub fn stochastic(tensor: usize, step: u64) -> Rounding {
+    let key = mix64(mix64(tensor as u64 ^ 0x6A09_E667_F3BC_C908).wrapping_add(step));
+    Rounding::Stochastic { key, origin: 0 }
+  }
+
+  /// The same rounding for the slice that starts `offset` elements further into the tensor.
+  #[inline(always)]
+  pub fn at(self, offset: usize) -> Rounding {
+    match self {
+      Rounding::Nearest => Rounding::Nearest,
+      Rounding::Stochastic { key, origin } => Rounding::Stochastic { key, origin: origin + offset as u64 },
+    }
+  }
+}
+
+/// SplitMix64's finaliser: a bijection of 64-bit values whose every output bit depends on every
+/// input bit.
+fn mix64(mut x: u64) -> u64 {
+  x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+  x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+  x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+  x ^ (x >> 31)
+}
+
+/// The 32-bit key of buffer `buffer` of a tensor whose step has the 64-bit key `key`.
+fn buffer_key(key: u64, buffer: usize) -> u32 {
+  let mixed = mix64(key ^ (buffer as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+  (mixed ^ (mixed >> 32)) as u32
+}
+
+/// The golden ratio in 32 bits: the step of the Weyl sequence [`noise`] mixes.
+const WEYL: u32 = 0x9E37_79B1;
+
+/// The random bits for element `index` of a buffer whose key is `key`: the index spread by the
+/// golden ratio (a Weyl sequence, which a loop over a slice advances by one addition an element)
+/// plus the key, then one xorshift and one multiplication to mix the high bits down; the top 16
+/// bits are what [`Bf16::from_f32_stochastic`] uses. For one element the key, a hash of the
+/// tensor, its step count and the buffer, makes them uniform and independent from step to step.
+/// (The index is taken modulo 2³², so a tensor of more than 2³² elements repeats its pattern every
+/// 2³² elements.)
+#[inline(always)]
+pub fn noise(key: u32, index: u32) -> u32 {
+  mix(index.wrapping_mul(WEYL).wrapping_add(key))
+}
+
+/// [`noise`] of the Weyl sequence's value `x`.
+#[inline(always)]
+fn mix(x: u32) -> u32 {
+  ((x ^ (x >> 16)).wrapping_mul(0x85EB_CA6B)) >> 16
+}
+
 impl Bf16 {
+  /// `x` rounded to one of the two bfloat16s around it: up with probability equal to its
+  /// fraction of the way between them, where `random`'s low 16 bits are uniform (they are added
+  /// to the bits below bfloat16's and the sum cut; [`noise`] gives 16 bits). A bfloat16 value stays itself; ±0 and ±∞ stay;
+  /// every NaN becomes [`NAN_BITS`]; a finite value beyond the largest finite bfloat16 may round
+  /// up to ∞ (with probability its fraction of the way to where ∞'s bits would be).
+  #[inline(always)]
+  pub fn from_f32_stochastic(x: f32, random: u32) -> Self {
+    let bits = if x.is_nan() { u32::from(NAN_BITS) << 16 } else { x.to_bits().wrapping_add(random & 0xFFFF) };
+    Bf16((bits >> 16) as u16)
+  }
+
   /// `x` rounded to the nearest bfloat16, ties to even; every NaN to [`NAN_BITS`].
   #[inline(always)]
   pub fn from_f32(x: f32) -> Self {
@@ -102,30 +188,66 @@ pub fn update<O: Optimizer>(
   coeffs: &O::Coeffs,
   param: &mut [f32],
   grad: &[f32],
+  buffers: [&mut [Bf16]; MAX_BUFFERS],
+) -> bool {
+  chunked::<O>(coeffs, param, grad, buffers, |wide, state, _, _| narrow_best::<f32>(wide, state))
+}
+
+/// [`update`] with stochastic rounding ([`Rounding::Stochastic`]): the same float32 update, and
+/// each new state element rounded with the [`noise`] of its buffer and its index in the tensor
+/// (`origin` plus its place in the slice).
+pub fn update_stochastic<O: Optimizer>(
+  coeffs: &O::Coeffs,
+  param: &mut [f32],
+  grad: &[f32],
+  buffers: [&mut [Bf16]; MAX_BUFFERS],
+  key: u64,
+  origin: u64,
+) -> bool {
+  let keys: [u32; MAX_BUFFERS] = std::array::from_fn(|b| buffer_key(key, b));
+  chunked::<O>(coeffs, param, grad, buffers, |wide, state, buffer, from| {
+    let place = Place { key: keys[buffer], first: origin.wrapping_add(from as u64) as u32 };
+    narrow_stochastic_best::<f32>(wide, state, place)
+  })
+}
+
+/// The chunked path: each chunk's state widened into buffers on the stack, `O`'s float32 update
+/// run over the chunk, and each buffer narrowed back by `narrow(wide, state, buffer, from)` (its
+/// index among the buffers, and the chunk's first element in the piece).
+fn chunked<O: Optimizer>(
+  coeffs: &O::Coeffs,
+  param: &mut [f32],
+  grad: &[f32],
   mut buffers: [&mut [Bf16]; MAX_BUFFERS],
+  narrow: impl Fn(&[f32], &mut [Bf16], usize, usize),
 ) -> bool {
   let n = param.len();
   let mut non_finite = false;
   let mut wide = [[MaybeUninit::<f32>::uninit(); CHUNK]; MAX_BUFFERS];
   let mut from = 0;
-  while from < n {
-    let to = (from + CHUNK).min(n);
-    let len = to - from;
-    let mut parts = wide.each_mut().map(|w| &mut w[..len]);
-    let mut chunks: [&mut [f32]; MAX_BUFFERS] = std::array::from_fn(|_| &mut [][..]);
-    for ((chunk, part), state) in chunks.iter_mut().zip(parts.iter_mut()).zip(buffers.iter()) {
-      if !state.is_empty() {
-        *chunk = widen_best::<f32>(&state[from..to], std::mem::take(part));
+  // A chunk's widened state is in L1: the kernels run their in-cache loops over it (the parameter
+  // and gradient stream in behind the hardware's prefetchers), not the prefetching ones of a step
+  // from memory.
+  crate::engine::simd::streaming(false, || {
+    while from < n {
+      let to = (from + CHUNK).min(n);
+      let len = to - from;
+      let mut parts = wide.each_mut().map(|w| &mut w[..len]);
+      let mut chunks: [&mut [f32]; MAX_BUFFERS] = std::array::from_fn(|_| &mut [][..]);
+      for ((chunk, part), state) in chunks.iter_mut().zip(parts.iter_mut()).zip(buffers.iter()) {
+        if !state.is_empty() {
+          *chunk = widen_best::<f32>(&state[from..to], std::mem::take(part));
+        }
       }
-    }
-    non_finite |= O::update(coeffs, &mut param[from..to], &grad[from..to], chunks.each_mut().map(|c| &mut **c));
-    for (chunk, state) in chunks.iter().zip(buffers.iter_mut()) {
-      if !state.is_empty() {
-        narrow_best::<f32>(chunk, &mut state[from..to]);
+      non_finite |= O::update(coeffs, &mut param[from..to], &grad[from..to], chunks.each_mut().map(|c| &mut **c));
+      for (buffer, (chunk, state)) in chunks.iter().zip(buffers.iter_mut()).enumerate() {
+        if !state.is_empty() {
+          narrow(chunk, &mut state[from..to], buffer, from);
+        }
       }
+      from = to;
     }
-    from = to;
-  }
+  });
   non_finite
 }
 
@@ -139,6 +261,23 @@ fn widen_best<'a, T: Float>(state: &[Bf16], out: &'a mut [MaybeUninit<f32>]) -> 
 
 multiversion!(fn widen_into<T: Float>(state: &[Bf16], out: &mut [MaybeUninit<f32>]) => widen);
 multiversion!(fn narrow_best<T: Float>(wide: &[f32], state: &mut [Bf16]) => narrow);
+multiversion!(fn narrow_stochastic_best<T: Float>(wide: &[f32], state: &mut [Bf16], place: Place) => narrow_stochastic);
+
+/// Where a run of state elements lies for [`noise`]: its buffer's key and the tensor's index of
+/// its first element. Cut into blocks ([`multiversion!`]), a block's place starts further on.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+  key: u32,
+  first: u32,
+}
+
+impl crate::engine::simd::KernelArg for Place {
+  type Part<'b> = Place;
+  #[inline(always)]
+  fn part(&mut self, from: usize, _to: usize) -> Place {
+    Place { key: self.key, first: self.first.wrapping_add(from as u32) }
+  }
+}
 
 /// `out[i] ← state[i]` as float32, for every `i`; `T` only names the kernel's copy.
 #[inline(always)]
@@ -157,6 +296,20 @@ fn narrow<T: Float>(wide: &[f32], state: &mut [Bf16]) {
   let wide = &wide[..state.len()];
   for (s, &w) in state.iter_mut().zip(wide) {
     *s = Bf16::from_f32(w);
+  }
+}
+
+/// `state[i] ← wide[i]` rounded stochastically with the [`noise`] of `place.key` at index
+/// `place.first + i`; `T` only names the kernel's copy.
+#[inline(always)]
+#[allow(clippy::extra_unused_type_parameters)]
+fn narrow_stochastic<T: Float>(wide: &[f32], state: &mut [Bf16], place: Place) {
+  let wide = &wide[..state.len()];
+  // `noise(place.key, place.first + i)`, its Weyl sequence advanced by an addition.
+  let mut x = place.first.wrapping_mul(WEYL).wrapping_add(place.key);
+  for (s, &w) in state.iter_mut().zip(wide) {
+    *s = Bf16::from_f32_stochastic(w, mix(x));
+    x = x.wrapping_add(WEYL);
   }
 }
 
@@ -419,7 +572,7 @@ mod tests {
 
   /// `O`'s parameters and bfloat16 state after 3 steps of tensors that span pieces and the
   /// parallel threshold are the same on 1, 2 and 3 threads.
-  fn assert_thread_count_does_not_matter<O: Optimizer>(config: O) {
+  fn assert_thread_count_does_not_matter<O: Optimizer>(config: O, stochastic: bool) {
     let lengths = [3, PIECE_ELEMENTS + 9, 0, PARALLEL_MIN_ELEMENTS + 77, 5 * CHUNK + 1];
     let trajectory = |threads: usize| {
       set_num_threads(threads).expect("a thread count");
@@ -427,12 +580,15 @@ mod tests {
       let mut states = vec![ParamState::default(); lengths.len()];
       for _ in 1..=3u64 {
         let mut jobs = Vec::new();
-        for ((p, &n), s) in params.iter_mut().zip(&lengths).zip(&mut states) {
+        for (k, ((p, &n), s)) in params.iter_mut().zip(&lengths).zip(&mut states).enumerate() {
           s.step += 1;
           let mut coeffs = config.coeffs(s.step);
           config.advance(&mut coeffs, s);
           let grad = values(n, n as u64 + s.step).leak();
-          jobs.push(Job::flat(coeffs, &mut p[..], &grad[..], s.buffers_mut::<Bf16>(&[n; 3], config.buffers_used())));
+          let rounding = if stochastic { Rounding::stochastic(k, s.step) } else { Rounding::Nearest };
+          let mut job = Job::flat(coeffs, &mut p[..], &grad[..], s.buffers_mut::<Bf16>(&[n; 3], config.buffers_used()));
+          job.rounding = rounding;
+          jobs.push(job);
         }
         run_bf16::<O>(&mut jobs);
       }
@@ -450,10 +606,150 @@ mod tests {
 
   #[test]
   fn results_do_not_depend_on_the_thread_count() {
-    assert_thread_count_does_not_matter(Adam::default());
-    assert_thread_count_does_not_matter(NAdam::default());
-    assert_thread_count_does_not_matter(RAdam::default());
-    assert_thread_count_does_not_matter(Adamax::default());
-    assert_thread_count_does_not_matter(Sgd { momentum: 0.9, ..Sgd::default() });
+    for stochastic in [false, true] {
+      assert_thread_count_does_not_matter(Adam::default(), stochastic);
+      assert_thread_count_does_not_matter(NAdam::default(), stochastic);
+      assert_thread_count_does_not_matter(RAdam::default(), stochastic);
+      assert_thread_count_does_not_matter(Adamax::default(), stochastic);
+      assert_thread_count_does_not_matter(Sgd { momentum: 0.9, ..Sgd::default() }, stochastic);
+    }
+  }
+
+  #[test]
+  fn stochastic_rounding_is_unbiased_between_the_two_neighbours() {
+    // Over all 2¹⁶ values of the random bits, x rounds to the bfloat16 below or the one above,
+    // up exactly as often as its fraction of the way between them: the mean is x itself.
+    let mut xs = values::<f32>(300, 21);
+    xs.extend([1.0 + 2f32.powi(-8), -3.0e-39, 1.0e-40, 6.5e37, -1.0e-20, 0.1, f32::from_bits(0x3F80_FFFF)]);
+    for x in xs.into_iter().filter(|x| x.is_finite() && x.abs() < 3.0e38) {
+      let (lo, hi) = (x.to_bits() & 0xFFFF_0000, (x.to_bits() & 0xFFFF_0000) + 0x1_0000);
+      let mut sum = 0.0f64;
+      for random in 0..=u16::MAX as u32 {
+        let got = Bf16::from_f32_stochastic(x, random | 0xABCD_0000);
+        let bits = u32::from(got.0) << 16;
+        assert!(bits == lo || bits == hi, "{x}: {bits:#x} is neither {lo:#x} nor {hi:#x}");
+        sum += f64::from(got.to_f32());
+      }
+      assert_eq!(sum / 65536.0, f64::from(x), "{x}");
+    }
+  }
+
+  #[test]
+  fn stochastic_rounding_keeps_bfloat16_values_zeros_infinities_and_nan() {
+    for random in [0, 1, 0x7FFF, 0x8000, 0xFFFF, 0xFFFF_FFFF, 0x1234_5678] {
+      for bits in (0..=u16::MAX).filter(|b| b & 0x7FFF <= 0x7F80) {
+        // Every bfloat16 value, ±0 and ±∞ among them, is itself.
+        assert_eq!(Bf16::from_f32_stochastic(Bf16(bits).to_f32(), random).0, bits);
+      }
+      for nan in [f32::NAN, -f32::NAN, f32::from_bits(0x7F80_0001), f32::from_bits(0xFFFF_FFFF)] {
+        assert_eq!(Bf16::from_f32_stochastic(nan, random).0, NAN_BITS);
+      }
+    }
+    // Past the largest finite bfloat16, a value rounds up to ∞ or down to that largest.
+    assert_eq!(Bf16::from_f32_stochastic(f32::MAX, 0).0, 0x7F7F);
+    assert_eq!(Bf16::from_f32_stochastic(f32::MAX, 1).0, 0x7F80);
+  }
+
+  #[test]
+  fn noise_bits_are_close_to_uniform() {
+    // The low 16 bits of consecutive indices under one key, in 64 buckets: each within 10% of
+    // the 1024 it should hold, and no two neighbouring indices alike more often than by chance.
+    for key in [0u32, 1, 0xDEAD_BEEF] {
+      let mut buckets = [0u32; 64];
+      let mut equal = 0;
+      for i in 0..65536u32 {
+        let r = noise(key, i) & 0xFFFF;
+        buckets[(r >> 10) as usize] += 1;
+        equal += u32::from(r == noise(key, i + 1) & 0xFFFF);
+      }
+      assert!(buckets.iter().all(|&b| (922..=1126).contains(&b)), "key {key}: {buckets:?}");
+      assert!(equal < 8, "key {key}: {equal} equal neighbours");
+    }
+    // Different tensors, steps and buffers get different keys.
+    let keys: std::collections::HashSet<u32> = (0..50usize)
+      .flat_map(|t| (1..20u64).map(move |s| (t, s)))
+      .flat_map(|(t, s)| {
+        let Rounding::Stochastic { key, .. } = Rounding::stochastic(t, s) else { unreachable!() };
+        (0..MAX_BUFFERS).map(move |b| buffer_key(key, b))
+      })
+      .collect();
+    assert_eq!(keys.len(), 50 * 19 * MAX_BUFFERS);
+  }
+
+  /// Widens `state` by hand, runs `O`'s float32 kernel over the whole tensor, and narrows back
+  /// stochastically with the noise of each element's index in the tensor.
+  fn by_hand_stochastic<O: Optimizer>(
+    c: &O::Coeffs,
+    param: &mut [f32],
+    grad: &[f32],
+    state: &mut [Vec<Bf16>],
+    key: u64,
+  ) {
+    let mut wide: Vec<Vec<f32>> = state.iter().map(|b| b.iter().map(|x| x.to_f32()).collect()).collect();
+    let mut slices = wide.iter_mut().map(Vec::as_mut_slice);
+    let buffers = std::array::from_fn(|_| slices.next().unwrap_or(&mut []));
+    O::update(c, param, grad, buffers);
+    for (b, (state, w)) in state.iter_mut().zip(&wide).enumerate() {
+      let key = buffer_key(key, b);
+      *state = w.iter().enumerate().map(|(i, &x)| Bf16::from_f32_stochastic(x, noise(key, i as u32))).collect();
+    }
+  }
+
+  /// Steps `O` with stochastic rounding through the engine, whole and cut into slices at odd
+  /// places (as `stepAsync` cuts a step), and by hand: all three give the same bits, and the state
+  /// differs from rounding to nearest.
+  fn assert_stochastic_engine_matches_by_hand<O: Optimizer>(config: O, steps: u64) {
+    for len in [1, 17, CHUNK + 1, PIECE_ELEMENTS + 9, PARALLEL_MIN_ELEMENTS + 77, 65536 + 300] {
+      let used = config.buffers_used();
+      let mut params = [values::<f32>(len, 1), values::<f32>(len, 1), values::<f32>(len, 1)];
+      let mut states = [ParamState::default(), ParamState::default()];
+      let mut hand: Vec<Vec<Bf16>> = vec![vec![Bf16(0); len]; used];
+      let mut nearest: Vec<Vec<Bf16>> = vec![vec![Bf16(0); len]; used];
+      let mut nearest_param = values::<f32>(len, 1);
+      let cuts = [0, len / 3, len / 3 + 1, len - len / 5, len];
+      for step in 1..=steps {
+        let grad = values::<f32>(len, step + 1);
+        let mut coeffs = config.coeffs(step);
+        for state in &mut states {
+          state.step += 1;
+          coeffs = config.coeffs(state.step);
+          config.advance(&mut coeffs, state);
+        }
+        let rounding = Rounding::stochastic(7, step);
+        let [whole, sliced, expected] = &mut params;
+        let buffers = states[0].buffers_mut::<Bf16>(&[len; MAX_BUFFERS], used);
+        run_bf16::<O>(&mut [Job { rounding, ..Job::flat(coeffs, &mut whole[..], &grad, buffers) }]);
+        let mut buffers = states[1].buffers_mut::<Bf16>(&[len; MAX_BUFFERS], used);
+        for window in cuts.windows(2) {
+          let (lo, hi) = (window[0], window[1]);
+          let part = buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[lo..hi] });
+          let job = Job { rounding: rounding.at(lo), ..Job::flat(coeffs, &mut sliced[lo..hi], &grad[lo..hi], part) };
+          run_bf16::<O>(&mut [job]);
+        }
+        let Rounding::Stochastic { key, .. } = rounding else { unreachable!() };
+        by_hand_stochastic::<O>(&coeffs, expected, &grad, &mut hand, key);
+        by_hand::<O>(&coeffs, &mut nearest_param, &grad, &mut nearest);
+      }
+      let [whole, sliced, expected] = &params;
+      assert!(same_bits(whole, expected), "{} parameters, length {len}", O::NAME);
+      assert!(same_bits(sliced, expected), "{} parameters in slices, length {len}", O::NAME);
+      for (state, what) in states.iter().zip(["whole", "in slices"]) {
+        let Buffers::Bf16(got) = &state.buffers else { panic!("bf16 state") };
+        assert_eq!(got, &hand, "{} state {what}, length {len}", O::NAME);
+      }
+      if len > 1000 {
+        let differ = hand.iter().zip(&nearest).flat_map(|(a, b)| a.iter().zip(b)).filter(|(a, b)| a != b).count();
+        assert!(differ > len / 100, "{} length {len}: only {differ} elements differ from rounding to nearest", O::NAME);
+      }
+    }
+  }
+
+  #[test]
+  fn stochastic_steps_match_widen_kernel_narrow_by_hand_however_cut() {
+    assert_stochastic_engine_matches_by_hand(Adam { amsgrad: true, weight_decay: 0.01, ..Adam::default() }, 3);
+    assert_stochastic_engine_matches_by_hand(NAdam::default(), 3);
+    assert_stochastic_engine_matches_by_hand(RAdam::default(), 7);
+    assert_stochastic_engine_matches_by_hand(Adamax::default(), 3);
+    assert_stochastic_engine_matches_by_hand(Sgd { momentum: 0.9, nesterov: true, ..Sgd::default() }, 3);
   }
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::any::TypeId;
 
-use crate::engine::bf16::Bf16;
+use crate::engine::bf16::{Bf16, Rounding};
 use crate::engine::nontemporal;
 use crate::engine::simd;
 use crate::engine::state::Stored;
@@ -150,13 +150,28 @@ pub struct Job<'a, T, C, S = T> {
   pub buffers: [&'a mut [S]; MAX_BUFFERS],
   pub dims: Dims,
   pub partials: &'a mut [f64],
+  /// How new bfloat16 state is rounded (bfloat16 state only; float state ignores it).
+  pub rounding: Rounding,
 }
 
 impl<'a, T, C, S> Job<'a, T, C, S> {
   /// The job of a flat tensor (one row, no partial results): all an elementwise optimizer needs.
   pub fn flat(coeffs: C, param: &'a mut [T], grad: &'a [T], buffers: [&'a mut [S]; MAX_BUFFERS]) -> Self {
     let dims = Dims::flat(param.len());
-    Job { coeffs, param, grad, buffers, dims, partials: &mut [] }
+    Job::new(coeffs, param, grad, buffers, dims, &mut [])
+  }
+
+  /// The job of a tensor of `dims`, with room for a staged optimizer's `partials`; its bfloat16
+  /// state (if any) rounded to nearest.
+  pub fn new(
+    coeffs: C,
+    param: &'a mut [T],
+    grad: &'a [T],
+    buffers: [&'a mut [S]; MAX_BUFFERS],
+    dims: Dims,
+    partials: &'a mut [f64],
+  ) -> Self {
+    Job { coeffs, param, grad, buffers, dims, partials, rounding: Rounding::Nearest }
   }
 }
 
@@ -189,14 +204,27 @@ pub fn run_bf16<O: Optimizer>(jobs: &mut [Job<'_, f32, O::Coeffs, Bf16>]) -> boo
 
 /// The element type of the state of a parameter of `T`: `T` itself, or [`Bf16`] for `f32`.
 pub trait StateOf<T: Float>: Stored {
-  /// `O`'s update of one contiguous piece; whether a gradient element was NaN or infinite.
-  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [Self]; MAX_BUFFERS])
-    -> bool;
+  /// `O`'s update of one contiguous piece, its new state rounded as `rounding` says (for the
+  /// piece: [`Rounding::at`] its offset in the tensor); whether a gradient element was NaN or
+  /// infinite.
+  fn update<O: Optimizer>(
+    coeffs: &O::Coeffs,
+    param: &mut [T],
+    grad: &[T],
+    buffers: [&mut [Self]; MAX_BUFFERS],
+    rounding: Rounding,
+  ) -> bool;
 }
 
 impl<T: Float> StateOf<T> for T {
   #[inline]
-  fn update<O: Optimizer>(coeffs: &O::Coeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
+  fn update<O: Optimizer>(
+    coeffs: &O::Coeffs,
+    param: &mut [T],
+    grad: &[T],
+    buffers: [&mut [T]; MAX_BUFFERS],
+    _rounding: Rounding,
+  ) -> bool {
     O::update(coeffs, param, grad, buffers)
   }
 }
@@ -208,10 +236,16 @@ impl StateOf<f32> for Bf16 {
     param: &mut [f32],
     grad: &[f32],
     buffers: [&mut [Bf16]; MAX_BUFFERS],
+    rounding: Rounding,
   ) -> bool {
     // The chunked path runs the float32 kernel over state widened into a chunk on the stack,
     // read back right after: no stores around the caches there.
-    nontemporal::with(false, || O::update_bf16(coeffs, param, grad, buffers))
+    nontemporal::with(false, || match rounding {
+      Rounding::Nearest => O::update_bf16(coeffs, param, grad, buffers),
+      Rounding::Stochastic { key, origin } => {
+        crate::engine::bf16::update_stochastic::<O>(coeffs, param, grad, buffers, key, origin)
+      }
+    })
   }
 }
 
@@ -253,7 +287,7 @@ pub fn run_streaming<O: Optimizer, T: Float, S: StateOf<T>>(
           for std::ops::Range { start: from, end: to } in calls::<T>(job.param.as_ptr() as usize, 0, len) {
             let buffers = job.buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
             let grad = &job.grad[from..to];
-            non_finite |= S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers);
+            non_finite |= S::update::<O>(&job.coeffs, &mut job.param[from..to], grad, buffers, job.rounding.at(from));
             if from_memory {
               prefetch_lines(job.param.as_ptr().wrapping_add(to));
               prefetch_lines(job.grad.as_ptr().wrapping_add(to));
@@ -416,13 +450,15 @@ impl<T: Float, C: Copy, S: StateOf<T>> Pieces<'_, '_, T, C, S> {
       let end = to.min(span.end) - span.start;
       // SAFETY: `job` indexes the jobs `run` borrows; `coeffs` is read, never written.
       let coeffs = unsafe { std::ptr::addr_of!((*self.jobs.add(span.job)).coeffs).read() };
+      // SAFETY: as `coeffs`.
+      let rounding = unsafe { std::ptr::addr_of!((*self.jobs.add(span.job)).rounding).read() };
       for std::ops::Range { start: lo, end: hi } in calls::<T>(span.arrays.param as usize, first, end) {
         let len = hi - lo;
         // SAFETY: `lo + len` is within the tensor; the caller guarantees exclusive access.
         unsafe {
           let (param, buffers) = span.arrays.at::<T, S>(lo, len);
           let grad = std::slice::from_raw_parts(span.grad.cast::<T>().add(lo), len);
-          non_finite |= S::update::<O>(&coeffs, param, grad, buffers);
+          non_finite |= S::update::<O>(&coeffs, param, grad, buffers, rounding.at(lo));
           if self.streaming.from_memory() {
             let (next, arrays) = (lo + len, span.arrays);
             prefetch_lines(arrays.param.cast::<T>().wrapping_add(next));

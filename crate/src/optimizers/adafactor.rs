@@ -960,7 +960,7 @@ mod tests {
         let dims = Dims::of(shape);
         let (buffers, partials) =
           state.step_parts::<T>(&buffer_lens::<Adafactor>(dims), 3, Adafactor::partials_len(dims));
-        jobs.push(Job { coeffs, param, grad, buffers, dims, partials });
+        jobs.push(Job::new(coeffs, param, grad, buffers, dims, partials));
       }
       if engine {
         run::<Adafactor, T>(&mut jobs);
@@ -1050,7 +1050,7 @@ mod tests {
     let dims = Dims::of(shape);
     let (buffers, partials) =
       state.step_parts::<f64>(&buffer_lens::<Adafactor>(dims), 3, Adafactor::partials_len(dims));
-    run::<Adafactor, f64>(&mut [Job { coeffs: config.coeffs(1), param, grad, buffers, dims, partials }]);
+    run::<Adafactor, f64>(&mut [Job::new(config.coeffs(1), param, grad, buffers, dims, partials)]);
     state
   }
 
@@ -1097,7 +1097,7 @@ mod tests {
       let dims = Dims::of(&[2]);
       let (buffers, partials) =
         state.step_parts::<f64>(&buffer_lens::<Adafactor>(dims), 3, Adafactor::partials_len(dims));
-      let job = Job { coeffs: config.coeffs(t), param: &mut param, grad: &grad, buffers, dims, partials };
+      let job = Job::new(config.coeffs(t), &mut param, &grad, buffers, dims, partials);
       run::<Adafactor, f64>(&mut [job]);
     }
     // Step 1 moved nothing (U = 0); step 2 moves by ρ·RMS(p) = 0.01·1 against the gradient.
@@ -1132,7 +1132,7 @@ mod tests {
     let dims = Dims::of(&[4, 10]);
     let (buffers, partials) =
       state.step_parts::<f32>(&buffer_lens::<Adafactor>(dims), 3, Adafactor::partials_len(dims));
-    let job = Job { coeffs: Adafactor::default().coeffs(1), param: &mut param, grad: &grad, buffers, dims, partials };
+    let job = Job::new(Adafactor::default().coeffs(1), &mut param, &grad, buffers, dims, partials);
     assert!(run::<Adafactor, f32>(&mut [job]));
   }
 

@@ -433,7 +433,7 @@ mod tests {
         let coeffs = config.coeffs(state.step);
         let dims = Dims::of(shape);
         let (buffers, partials) = state.step_parts::<T>(&buffer_lens::<Muon>(dims), 1, Muon::partials_len(dims));
-        jobs.push(Job { coeffs, param, grad, buffers, dims, partials });
+        jobs.push(Job::new(coeffs, param, grad, buffers, dims, partials));
       }
       if engine {
         run::<Muon, T>(&mut jobs);
@@ -551,7 +551,7 @@ mod tests {
     let mut state = ParamState { step: 1, ..ParamState::default() };
     let dims = Dims::of(&shape);
     let (buffers, partials) = state.step_parts::<f64>(&buffer_lens::<Muon>(dims), 1, 0);
-    run::<Muon, f64>(&mut [Job { coeffs: config.coeffs(1), param, grad, buffers, dims, partials }]);
+    run::<Muon, f64>(&mut [Job::new(config.coeffs(1), param, grad, buffers, dims, partials)]);
     state
   }
 
@@ -630,7 +630,7 @@ mod tests {
     let mut state = ParamState { step: 1, ..ParamState::default() };
     let dims = Dims::of(&[3, 4]);
     let (buffers, partials) = state.step_parts::<f32>(&buffer_lens::<Muon>(dims), 1, 0);
-    let job = Job { coeffs: Muon::default().coeffs(1), param: &mut param, grad: &grad, buffers, dims, partials };
+    let job = Job::new(Muon::default().coeffs(1), &mut param, &grad, buffers, dims, partials);
     assert!(run::<Muon, f32>(&mut [job]));
   }
 
