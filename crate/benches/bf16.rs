@@ -73,7 +73,7 @@ fn stepper<O: Optimizer>(config: O, n: usize, path: Path) -> Box<dyn FnMut()> {
         for from in (0..n).step_by(MAX_PIECE_ELEMENTS) {
           let to = (from + MAX_PIECE_ELEMENTS).min(n);
           let piece = buffers.each_mut().map(|b| if b.is_empty() { &mut b[..] } else { &mut b[from..to] });
-          chunked::<O>(&coeffs, black_box(&mut param[from..to]), &grad[from..to], piece);
+          chunked::<O>(&coeffs, black_box(&mut param[from..to]), &grad[from..to], piece, None);
           black_box(any_non_finite(&grad[from..to]));
         }
       }

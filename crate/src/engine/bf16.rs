@@ -23,8 +23,9 @@
 //! the one above, so that a change smaller than half a bfloat16 ulp survives in expectation instead
 //! of being lost every step. The random bits come from a counter-based hash of the tensor, the step
 //! count, the buffer and the element's index ([`noise`]), so the result is the same on any number
-//! of threads, in any slicing of a step (`stepAsync`), and from run to run. Such a step runs the
-//! chunked path below with that narrowing.
+//! of threads, in any slicing of a step (`stepAsync`), and from run to run. The fused kernels store
+//! with those bits ([`Storage::store_random`], [`Noise`]); the chunked path narrows with them
+//! ([`update`]), the same bits (tested).
 //!
 //! The narrowing is integer arithmetic (add the rounding bias, keep the top 16 bits), which the
 //! compiler vectorises for AVX-512, AVX2 and NEON. AVX-512 BF16's `vcvtne2ps2bf16` is not used: it
@@ -36,7 +37,7 @@ use std::mem::MaybeUninit;
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::Float;
-use crate::optimizers::Optimizer;
+use crate::optimizers::{Bf16Buffers, Optimizer};
 
 /// A bfloat16 number, as its raw bits: the sign, the 8 exponent bits and the top 7 mantissa bits
 /// of a float32.
@@ -66,6 +67,15 @@ impl Rounding {
   pub fn stochastic(tensor: usize, step: u64) -> Rounding {
     let key = mix64(mix64(tensor as u64 ^ 0x6A09_E667_F3BC_C908).wrapping_add(step));
     Rounding::Stochastic { key, origin: 0 }
+  }
+
+  /// The bits a stochastic rounding draws from ([`Noise`]); `None` to nearest.
+  #[inline(always)]
+  pub fn noise(self) -> Option<Noise> {
+    match self {
+      Rounding::Nearest => None,
+      Rounding::Stochastic { key, origin } => Some(Noise::new(key, origin)),
+    }
   }
 
   /// The same rounding for the slice that starts `offset` elements further into the tensor.
@@ -151,6 +161,12 @@ pub trait Storage<T>: Copy {
   const CONVERTS: bool;
   fn load(self) -> T;
   fn store(value: T) -> Self;
+  /// `value` stored rounded stochastically with the 16 random bits `random`, where storing
+  /// rounds ([`Bf16::from_f32_stochastic`]); as [`Storage::store`] where it does not.
+  #[inline(always)]
+  fn store_random(value: T, _random: u32) -> Self {
+    Self::store(value)
+  }
 }
 
 impl<T: Float> Storage<T> for T {
@@ -175,6 +191,10 @@ impl Storage<f32> for Bf16 {
   fn store(value: f32) -> Bf16 {
     Bf16::from_f32(value)
   }
+  #[inline(always)]
+  fn store_random(value: f32, random: u32) -> Bf16 {
+    Bf16::from_f32_stochastic(value, random)
+  }
 }
 
 /// Elements per chunk: three widened buffers of this many float32s take 12 KiB of the stack, and
@@ -183,32 +203,23 @@ pub const CHUNK: usize = 1024;
 
 /// One piece of an elementwise step of `O` over float32 parameters with bfloat16 state: the same
 /// bits as widening `buffers` to float32, running [`Optimizer::update`] over the whole piece, and
-/// rounding the buffers back ([`Bf16::from_f32`]); returns what [`Optimizer::update`] reports.
+/// rounding the buffers back, to nearest ([`Bf16::from_f32`]) or, given `noise`, stochastically
+/// with its bits for each element's index ([`Bf16::from_f32_stochastic`]); returns what
+/// [`Optimizer::update`] reports.
 pub fn update<O: Optimizer>(
   coeffs: &O::Coeffs,
   param: &mut [f32],
   grad: &[f32],
-  buffers: [&mut [Bf16]; MAX_BUFFERS],
+  buffers: Bf16Buffers,
+  noise: Option<Noise>,
 ) -> bool {
-  chunked::<O>(coeffs, param, grad, buffers, |wide, state, _, _| narrow_best::<f32>(wide, state))
-}
-
-/// [`update`] with stochastic rounding ([`Rounding::Stochastic`]): the same float32 update, and
-/// each new state element rounded with the [`noise`] of its buffer and its index in the tensor
-/// (`origin` plus its place in the slice).
-pub fn update_stochastic<O: Optimizer>(
-  coeffs: &O::Coeffs,
-  param: &mut [f32],
-  grad: &[f32],
-  buffers: [&mut [Bf16]; MAX_BUFFERS],
-  key: u64,
-  origin: u64,
-) -> bool {
-  let keys: [u32; MAX_BUFFERS] = std::array::from_fn(|b| buffer_key(key, b));
-  chunked::<O>(coeffs, param, grad, buffers, |wide, state, buffer, from| {
-    let place = Place { key: keys[buffer], first: origin.wrapping_add(from as u64) as u32 };
-    narrow_stochastic_best::<f32>(wide, state, place)
-  })
+  match noise {
+    None => chunked::<O>(coeffs, param, grad, buffers, |wide, state, _, _| narrow_best::<f32>(wide, state)),
+    Some(noise) => chunked::<O>(coeffs, param, grad, buffers, |wide, state, buffer, from| {
+      let place = Place { key: noise.keys[buffer], first: noise.first.wrapping_add(from as u32) };
+      narrow_stochastic_best::<f32>(wide, state, place)
+    }),
+  }
 }
 
 /// The chunked path: each chunk's state widened into buffers on the stack, `O`'s float32 update
@@ -262,6 +273,40 @@ fn widen_best<'a, T: Float>(state: &[Bf16], out: &'a mut [MaybeUninit<f32>]) -> 
 multiversion!(fn widen_into<T: Float>(state: &[Bf16], out: &mut [MaybeUninit<f32>]) => widen);
 multiversion!(fn narrow_best<T: Float>(wide: &[f32], state: &mut [Bf16]) => narrow);
 multiversion!(fn narrow_stochastic_best<T: Float>(wide: &[f32], state: &mut [Bf16], place: Place) => narrow_stochastic);
+
+/// The random bits of a fused kernel's stochastic stores ([`Storage::store_random`]): each
+/// buffer's key and the tensor's index of the slice's first element. Cut into blocks
+/// ([`multiversion!`]), a block's bits start further on.
+#[derive(Clone, Copy, Debug)]
+pub struct Noise {
+  keys: [u32; MAX_BUFFERS],
+  first: u32,
+}
+
+impl Noise {
+  /// The bits of the tensor whose step has the key `key`, for the slice starting at its element
+  /// `origin` ([`Rounding::Stochastic`]).
+  pub fn new(key: u64, origin: u64) -> Noise {
+    Noise { keys: std::array::from_fn(|b| buffer_key(key, b)), first: origin as u32 }
+  }
+
+  /// For a kernel that stores nothing stochastically (the bits are never used).
+  pub const NONE: Noise = Noise { keys: [0; MAX_BUFFERS], first: 0 };
+
+  /// [`noise`] of buffer `buffer` at the slice's element `i`.
+  #[inline(always)]
+  pub fn at(&self, buffer: usize, i: usize) -> u32 {
+    noise(self.keys[buffer], self.first.wrapping_add(i as u32))
+  }
+}
+
+impl crate::engine::simd::KernelArg for Noise {
+  type Part<'b> = Noise;
+  #[inline(always)]
+  fn part(&mut self, from: usize, _to: usize) -> Noise {
+    Noise { keys: self.keys, first: self.first.wrapping_add(from as u32) }
+  }
+}
 
 /// Where a run of state elements lies for [`noise`]: its buffer's key and the tensor's index of
 /// its first element. Cut into blocks ([`multiversion!`]), a block's place starts further on.
@@ -372,14 +417,28 @@ mod tests {
     }
   }
 
-  /// Widens `state` by hand, runs `O`'s float32 kernel over the whole tensor, narrows back.
-  fn by_hand<O: Optimizer>(c: &O::Coeffs, param: &mut [f32], grad: &[f32], state: &mut [Vec<Bf16>]) {
+  /// Widens `state` by hand, runs `O`'s float32 kernel over the whole tensor, narrows back: to
+  /// nearest, or stochastically with the noise of each element's index in the tensor.
+  fn by_hand<O: Optimizer>(
+    c: &O::Coeffs,
+    param: &mut [f32],
+    grad: &[f32],
+    state: &mut [Vec<Bf16>],
+    rounding: Rounding,
+  ) {
     let mut wide: Vec<Vec<f32>> = state.iter().map(|b| b.iter().map(|x| x.to_f32()).collect()).collect();
     let mut slices = wide.iter_mut().map(Vec::as_mut_slice);
     let buffers = std::array::from_fn(|_| slices.next().unwrap_or(&mut []));
     O::update(c, param, grad, buffers);
-    for (b, w) in state.iter_mut().zip(&wide) {
-      *b = w.iter().map(|&x| Bf16::from_f32(x)).collect();
+    for (b, (state, w)) in state.iter_mut().zip(&wide).enumerate() {
+      *state = match rounding {
+        Rounding::Nearest => w.iter().map(|&x| Bf16::from_f32(x)).collect(),
+        Rounding::Stochastic { key, origin } => {
+          let key = buffer_key(key, b);
+          let at = |i: usize| noise(key, origin.wrapping_add(i as u64) as u32);
+          w.iter().enumerate().map(|(i, &x)| Bf16::from_f32_stochastic(x, at(i))).collect()
+        }
+      };
     }
   }
 
@@ -416,8 +475,9 @@ mod tests {
   /// `O`'s fused bfloat16 kernel ([`Optimizer::update_bf16`]), the chunked path ([`update`]) and
   /// widening, the float32 kernel and rounding by hand give the same bits, parameters and state,
   /// over `steps` steps from state with NaN, ∞ and subnormals in it, at every instruction level
-  /// this CPU runs.
-  fn assert_fused_matches_chunked<O: Optimizer + std::fmt::Debug>(config: O, steps: u64) {
+  /// this CPU runs: rounding to nearest, or (`rounding`) stochastically, its key drawn anew each
+  /// step and its bits from its origin on.
+  fn assert_fused_matches_chunked<O: Optimizer + std::fmt::Debug>(config: O, steps: u64, rounding: Option<Rounding>) {
     for level in levels() {
       capped(level, || {
         for len in kernel_lengths() {
@@ -436,12 +496,16 @@ mod tests {
             scalars.step += 1;
             let mut c = config.coeffs(scalars.step);
             config.advance(&mut c, &mut scalars);
+            let noise = rounding.map(|r| match r {
+              Rounding::Stochastic { key, origin } => Rounding::Stochastic { key: key ^ step, origin },
+              Rounding::Nearest => r,
+            });
             let [p_fused, p_chunked, p_hand] = &mut params;
-            O::update_bf16(&c, p_fused, &grad, slices(&mut fused));
-            update::<O>(&c, p_chunked, &grad, slices(&mut chunked));
-            by_hand::<O>(&c, p_hand, &grad, &mut hand);
+            O::update_bf16(&c, p_fused, &grad, slices(&mut fused), noise.and_then(Rounding::noise));
+            update::<O>(&c, p_chunked, &grad, slices(&mut chunked), noise.and_then(Rounding::noise));
+            by_hand::<O>(&c, p_hand, &grad, &mut hand, noise.unwrap_or_default());
           }
-          let what = format!("{config:?} at {level:?}, length {len}");
+          let what = format!("{config:?} at {level:?}, length {len}, {rounding:?}");
           assert!(same_or_nan(&params[0], &params[2]), "fused parameters, {what}");
           assert!(same_or_nan(&params[1], &params[2]), "chunked parameters, {what}");
           assert_eq!(fused, hand, "fused state, {what}");
@@ -454,33 +518,39 @@ mod tests {
   #[test]
   fn fused_kernels_match_the_chunked_path_and_widening_by_hand() {
     let (adam, nadam, radam, adamax) = (Adam::default(), NAdam::default(), RAdam::default(), Adamax::default());
-    assert_fused_matches_chunked(adam, 3);
-    assert_fused_matches_chunked(Adam { amsgrad: true, weight_decay: 0.01, ..adam }, 3);
-    assert_fused_matches_chunked(Adam { maximize: true, betas: (0.3, 0.9), eps: 1e-3, ..adam }, 3);
-    assert_fused_matches_chunked(AdamW { amsgrad: true, ..AdamW::default() }.as_adam(), 3);
-    assert_fused_matches_chunked(nadam, 3);
-    assert_fused_matches_chunked(NAdam { weight_decay: 0.1, maximize: true, ..nadam }, 3);
+    assert_fused_matches_chunked(adam, 3, None);
+    assert_fused_matches_chunked(Adam { amsgrad: true, weight_decay: 0.01, ..adam }, 3, None);
+    assert_fused_matches_chunked(Adam { maximize: true, betas: (0.3, 0.9), eps: 1e-3, ..adam }, 3, None);
+    assert_fused_matches_chunked(AdamW { amsgrad: true, ..AdamW::default() }.as_adam(), 3, None);
+    assert_fused_matches_chunked(nadam, 3, None);
+    assert_fused_matches_chunked(NAdam { weight_decay: 0.1, maximize: true, ..nadam }, 3, None);
     assert_fused_matches_chunked(
       NAdam { decoupled_weight_decay: true, weight_decay: 0.05, betas: (0.3, 0.9), ..nadam },
       3,
+      None,
     );
     // RAdam is rectified from step 6 on, except with β₂ = 0.5 (never).
-    assert_fused_matches_chunked(radam, 7);
-    assert_fused_matches_chunked(RAdam { weight_decay: 0.1, maximize: true, ..radam }, 7);
+    assert_fused_matches_chunked(radam, 7, None);
+    assert_fused_matches_chunked(RAdam { weight_decay: 0.1, maximize: true, ..radam }, 7, None);
     assert_fused_matches_chunked(
       RAdam { decoupled_weight_decay: true, weight_decay: 0.05, betas: (0.3, 0.5), ..radam },
       7,
+      None,
     );
-    assert_fused_matches_chunked(adamax, 3);
-    assert_fused_matches_chunked(Adamax { weight_decay: 0.1, maximize: true, betas: (0.3, 0.9), ..adamax }, 3);
+    assert_fused_matches_chunked(adamax, 3, None);
+    assert_fused_matches_chunked(Adamax { weight_decay: 0.1, maximize: true, betas: (0.3, 0.9), ..adamax }, 3, None);
     // SGD without momentum keeps no state; with it, heavy-ball or Nesterov, dampened or not.
     let sgd = Sgd { lr: 0.1, ..Sgd::default() };
-    assert_fused_matches_chunked(sgd, 3);
-    assert_fused_matches_chunked(Sgd { weight_decay: 0.1, maximize: true, ..sgd }, 3);
-    assert_fused_matches_chunked(Sgd { momentum: 0.9, ..sgd }, 3);
-    assert_fused_matches_chunked(Sgd { momentum: 0.9, dampening: 0.3, weight_decay: 1e-2, maximize: true, ..sgd }, 3);
-    assert_fused_matches_chunked(Sgd { momentum: 0.8, nesterov: true, ..sgd }, 3);
-    assert_fused_matches_chunked(Sgd { momentum: 0.5, nesterov: true, weight_decay: 0.05, ..sgd }, 3);
+    assert_fused_matches_chunked(sgd, 3, None);
+    assert_fused_matches_chunked(Sgd { weight_decay: 0.1, maximize: true, ..sgd }, 3, None);
+    assert_fused_matches_chunked(Sgd { momentum: 0.9, ..sgd }, 3, None);
+    assert_fused_matches_chunked(
+      Sgd { momentum: 0.9, dampening: 0.3, weight_decay: 1e-2, maximize: true, ..sgd },
+      3,
+      None,
+    );
+    assert_fused_matches_chunked(Sgd { momentum: 0.8, nesterov: true, ..sgd }, 3, None);
+    assert_fused_matches_chunked(Sgd { momentum: 0.5, nesterov: true, weight_decay: 0.05, ..sgd }, 3, None);
   }
 
   #[test]
@@ -494,7 +564,7 @@ mod tests {
     config.advance(&mut c, &mut state);
     let mut param = values::<f32>(300, 1);
     let buffers = state.buffers_mut::<Bf16>(&[300; MAX_BUFFERS], 1);
-    Sgd::update_bf16(&c, &mut param, &grad, buffers);
+    Sgd::update_bf16(&c, &mut param, &grad, buffers, None);
     let Buffers::Bf16(got) = &state.buffers else { panic!("bf16 state") };
     assert!(got[0].iter().zip(&grad).all(|(b, &g)| *b == Bf16::from_f32(g)));
   }
@@ -515,7 +585,7 @@ mod tests {
         config.advance(&mut coeffs, &mut state);
         let buffers = state.buffers_mut::<Bf16>(&[len; MAX_BUFFERS], config.buffers_used());
         run_bf16::<O>(&mut [Job::flat(coeffs, &mut param, &grad, buffers)]);
-        by_hand::<O>(&coeffs, &mut expected, &grad, &mut hand);
+        by_hand::<O>(&coeffs, &mut expected, &grad, &mut hand, Rounding::Nearest);
       }
       assert!(same_bits(&param, &expected), "{} parameters, length {len}", O::NAME);
       let Buffers::Bf16(got) = &state.buffers else { panic!("bf16 state") };
@@ -550,7 +620,7 @@ mod tests {
             config.advance(&mut coeffs, &mut state);
             let buffers = state.buffers_mut::<Bf16>(&[len; MAX_BUFFERS], config.buffers_used());
             let reported = if chunked {
-              update::<O>(&coeffs, &mut param, &grad, buffers)
+              update::<O>(&coeffs, &mut param, &grad, buffers, None)
             } else {
               run_bf16::<O>(&mut [Job::flat(coeffs, &mut param, &grad, buffers)])
             };
@@ -676,25 +746,6 @@ mod tests {
     assert_eq!(keys.len(), 50 * 19 * MAX_BUFFERS);
   }
 
-  /// Widens `state` by hand, runs `O`'s float32 kernel over the whole tensor, and narrows back
-  /// stochastically with the noise of each element's index in the tensor.
-  fn by_hand_stochastic<O: Optimizer>(
-    c: &O::Coeffs,
-    param: &mut [f32],
-    grad: &[f32],
-    state: &mut [Vec<Bf16>],
-    key: u64,
-  ) {
-    let mut wide: Vec<Vec<f32>> = state.iter().map(|b| b.iter().map(|x| x.to_f32()).collect()).collect();
-    let mut slices = wide.iter_mut().map(Vec::as_mut_slice);
-    let buffers = std::array::from_fn(|_| slices.next().unwrap_or(&mut []));
-    O::update(c, param, grad, buffers);
-    for (b, (state, w)) in state.iter_mut().zip(&wide).enumerate() {
-      let key = buffer_key(key, b);
-      *state = w.iter().enumerate().map(|(i, &x)| Bf16::from_f32_stochastic(x, noise(key, i as u32))).collect();
-    }
-  }
-
   /// Steps `O` with stochastic rounding through the engine, whole and cut into slices at odd
   /// places (as `stepAsync` cuts a step), and by hand: all three give the same bits, and the state
   /// differs from rounding to nearest.
@@ -726,9 +777,8 @@ mod tests {
           let job = Job { rounding: rounding.at(lo), ..Job::flat(coeffs, &mut sliced[lo..hi], &grad[lo..hi], part) };
           run_bf16::<O>(&mut [job]);
         }
-        let Rounding::Stochastic { key, .. } = rounding else { unreachable!() };
-        by_hand_stochastic::<O>(&coeffs, expected, &grad, &mut hand, key);
-        by_hand::<O>(&coeffs, &mut nearest_param, &grad, &mut nearest);
+        by_hand::<O>(&coeffs, expected, &grad, &mut hand, rounding);
+        by_hand::<O>(&coeffs, &mut nearest_param, &grad, &mut nearest, Rounding::Nearest);
       }
       let [whole, sliced, expected] = &params;
       assert!(same_bits(whole, expected), "{} parameters, length {len}", O::NAME);
@@ -742,6 +792,26 @@ mod tests {
         assert!(differ > len / 100, "{} length {len}: only {differ} elements differ from rounding to nearest", O::NAME);
       }
     }
+  }
+
+  #[test]
+  fn fused_stochastic_kernels_match_the_chunked_path_and_rounding_by_hand() {
+    let adam = Adam::default();
+    let stochastic = Some(Rounding::stochastic(3, 1).at(1000));
+    assert_fused_matches_chunked(adam, 3, stochastic);
+    assert_fused_matches_chunked(Adam { amsgrad: true, weight_decay: 0.01, ..adam }, 3, stochastic);
+    assert_fused_matches_chunked(Adam { maximize: true, betas: (0.3, 0.9), eps: 1e-3, ..adam }, 3, stochastic);
+    assert_fused_matches_chunked(AdamW { amsgrad: true, ..AdamW::default() }.as_adam(), 3, stochastic);
+    let nadam = NAdam::default();
+    assert_fused_matches_chunked(nadam, 3, stochastic);
+    assert_fused_matches_chunked(NAdam { decoupled_weight_decay: true, weight_decay: 0.05, ..nadam }, 3, stochastic);
+    // RAdam is rectified from step 6 on with the default β₂; with β₂ = 0.3 from step 2.
+    assert_fused_matches_chunked(RAdam::default(), 7, stochastic);
+    assert_fused_matches_chunked(RAdam { betas: (0.9, 0.3), weight_decay: 0.1, ..RAdam::default() }, 3, stochastic);
+    assert_fused_matches_chunked(Adamax::default(), 3, stochastic);
+    assert_fused_matches_chunked(Adamax { weight_decay: 0.1, maximize: true, ..Adamax::default() }, 3, stochastic);
+    assert_fused_matches_chunked(Sgd { momentum: 0.9, lr: 0.1, ..Sgd::default() }, 3, stochastic);
+    assert_fused_matches_chunked(Sgd { momentum: 0.8, nesterov: true, lr: 0.1, ..Sgd::default() }, 3, stochastic);
   }
 
   #[test]

@@ -240,12 +240,7 @@ impl StateOf<f32> for Bf16 {
   ) -> bool {
     // The chunked path runs the float32 kernel over state widened into a chunk on the stack,
     // read back right after: no stores around the caches there.
-    nontemporal::with(false, || match rounding {
-      Rounding::Nearest => O::update_bf16(coeffs, param, grad, buffers),
-      Rounding::Stochastic { key, origin } => {
-        crate::engine::bf16::update_stochastic::<O>(coeffs, param, grad, buffers, key, origin)
-      }
-    })
+    nontemporal::with(false, || O::update_bf16(coeffs, param, grad, buffers, rounding.noise()))
   }
 }
 

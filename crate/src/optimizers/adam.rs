@@ -28,12 +28,12 @@
 //! 1 − β₁ ≥ 0.5 (a lerp); `v ← fma((1 − β₂)·g, g, β₂·v)`; the rest rounded one operation at a time.
 
 use crate::divide::ExactDivisor;
-use crate::engine::bf16::{Bf16, Storage};
+use crate::engine::bf16::{Bf16, Noise, Storage};
 use crate::engine::finite::any_non_finite;
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{self, dispatch, multiversion};
 use crate::float::{Float, Lerp, NonFinite};
-use crate::optimizers::{Buffer, Gradient, Optimizer};
+use crate::optimizers::{Bf16Buffers, Buffer, Gradient, Optimizer};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -159,16 +159,16 @@ impl Optimizer for Adam {
     non_finite
   }
 
-  /// Fused: the conversions run inside the kernel's loop, so that they overlap with its memory
-  /// traffic; the same bits as the chunked default (tested).
-  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
+  /// Fused: the conversions (and stochastic rounding's bits) run inside the kernel's loop, so that
+  /// they overlap with its memory traffic; the same bits as the chunked default (tested).
+  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: Bf16Buffers, noise: Option<Noise>) -> bool {
     let Some(k) = Scalars::new(c) else {
-      return crate::engine::bf16::update::<Self>(c, param, grad, buffers);
+      return crate::engine::bf16::update::<Self>(c, param, grad, buffers, noise);
     };
     let [exp_avg, exp_avg_sq, max_exp_avg_sq] = buffers;
     let mut non_finite = false;
-    dispatch!(fused_bf16::<f32, Bf16>[L2: c.l2 != 0.0, AMSGRAD: c.amsgrad, EXACT: exact_division_helps()](
-      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, &mut non_finite
+    dispatch!(fused_bf16::<f32, Bf16>[L2: c.l2 != 0.0, AMSGRAD: c.amsgrad, EXACT: exact_division_helps(), STOCHASTIC: noise.is_some()](
+      &k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, noise.unwrap_or(Noise::NONE), &mut non_finite
     ));
     non_finite
   }
@@ -222,8 +222,8 @@ impl Optimizer for AdamW {
     Adam::update(c, param, grad, buffers)
   }
 
-  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
-    Adam::update_bf16(c, param, grad, buffers)
+  fn update_bf16(c: &AdamCoeffs, param: &mut [f32], grad: &[f32], buffers: Bf16Buffers, noise: Option<Noise>) -> bool {
+    Adam::update_bf16(c, param, grad, buffers, noise)
   }
 
   fn update_reference<T: Float>(c: &AdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -343,22 +343,41 @@ fn fused<T: Float, const L2: bool, const AMSGRAD: bool, const EXACT: bool>(
   max_exp_avg_sq: &mut [T],
   non_finite: &mut bool,
 ) {
-  fused_in::<T, T, L2, AMSGRAD, EXACT>(k, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, non_finite)
+  fused_in::<T, T, L2, AMSGRAD, EXACT, false>(
+    k,
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq,
+    Noise::NONE,
+    non_finite,
+  )
 }
 
-multiversion!(fn fused_bf16<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool, const EXACT: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S], max_exp_avg_sq: &mut [S], non_finite: &mut bool) => fused_in);
+multiversion!(fn fused_bf16<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool, const EXACT: bool, const STOCHASTIC: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S], max_exp_avg_sq: &mut [S], noise: Noise, non_finite: &mut bool) => fused_in);
 
-/// [`fused`] with state stored as `S` (loaded to `T` and stored back, [`Storage`]).
+/// [`fused`] with state stored as `S` (loaded to `T` and stored back, [`Storage`]); with
+/// `STOCHASTIC`, stored with `noise`'s bits ([`Storage::store_random`]).
 #[inline(always)]
-fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool, const EXACT: bool>(
+#[allow(clippy::too_many_arguments)]
+fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool, const EXACT: bool, const STOCHASTIC: bool>(
   k: &Scalars<T>,
   param: &mut [T],
   grad: &[T],
   exp_avg: &mut [S],
   exp_avg_sq: &mut [S],
   max_exp_avg_sq: &mut [S],
+  noise: Noise,
   non_finite: &mut bool,
 ) {
+  let store = |value: T, buffer: usize, i: usize| {
+    if STOCHASTIC {
+      S::store_random(value, noise.at(buffer, i))
+    } else {
+      S::store(value)
+    }
+  };
   let n = param.len();
   let grad = &grad[..n];
   let exp_avg = &mut exp_avg[..n];
@@ -373,11 +392,11 @@ fn fused_in<T: Float, S: Storage<T>, const L2: bool, const AMSGRAD: bool, const 
     let m = exp_avg[i].load();
     let m = k.lerp.apply(m, g);
     let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
-    exp_avg[i] = S::store(m);
-    exp_avg_sq[i] = S::store(v);
+    exp_avg[i] = store(m, 0, i);
+    exp_avg_sq[i] = store(v, 1, i);
     let second = if AMSGRAD {
       let u = max_exp_avg_sq[i].load().max_nan(v);
-      max_exp_avg_sq[i] = S::store(u);
+      max_exp_avg_sq[i] = store(u, 2, i);
       u
     } else {
       v

@@ -19,11 +19,11 @@
 //! γ/(1 − β₁ᵗ) is computed in `f64` once per step; the m update is the lerp Adam uses, and the
 //! last line `p + (−γ/(1 − β₁ᵗ)·m)/u`, as PyTorch's `addcdiv_` computes it.
 
-use crate::engine::bf16::{Bf16, Storage};
+use crate::engine::bf16::{Noise, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::float::{Float, Lerp, NonFinite};
-use crate::optimizers::{Buffer, Gradient, Optimizer};
+use crate::optimizers::{Bf16Buffers, Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// Adamax's options (PyTorch's `torch.optim.Adamax`).
@@ -80,12 +80,18 @@ impl Optimizer for Adamax {
   }
 
   fn update<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
-    update_stored(c, param, grad, buffers)
+    update_stored(c, param, grad, buffers, None)
   }
 
   /// Fused: the state's conversions run inside the kernel's loop.
-  fn update_bf16(c: &AdamaxCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
-    update_stored(c, param, grad, buffers)
+  fn update_bf16(
+    c: &AdamaxCoeffs,
+    param: &mut [f32],
+    grad: &[f32],
+    buffers: Bf16Buffers,
+    noise: Option<Noise>,
+  ) -> bool {
+    update_stored(c, param, grad, buffers, noise)
   }
 
   fn update_reference<T: Float>(c: &AdamaxCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -137,24 +143,27 @@ fn update_stored<T: Float, S: Storage<T>>(
   param: &mut [T],
   grad: &[T],
   buffers: [&mut [S]; MAX_BUFFERS],
+  noise: Option<Noise>,
 ) -> bool {
   let k = Scalars::new(c);
   let [exp_avg, exp_inf, _] = buffers;
   let mut non_finite = false;
-  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0](&k, param, grad, exp_avg, exp_inf, &mut non_finite));
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0, STOCHASTIC: noise.is_some()](&k, param, grad, exp_avg, exp_inf, noise.unwrap_or(Noise::NONE), &mut non_finite));
   non_finite
 }
 
-multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_inf: &mut [S], non_finite: &mut bool) => fused);
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const STOCHASTIC: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_inf: &mut [S], noise: Noise, non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, m, u, writes p, m, u.
 #[inline(always)]
-fn fused<T: Float, S: Storage<T>, const L2: bool>(
+#[allow(clippy::too_many_arguments)]
+fn fused<T: Float, S: Storage<T>, const L2: bool, const STOCHASTIC: bool>(
   k: &Scalars<T>,
   param: &mut [T],
   grad: &[T],
   exp_avg: &mut [S],
   exp_inf: &mut [S],
+  noise: Noise,
   non_finite: &mut bool,
 ) {
   let n = param.len();
@@ -169,8 +178,8 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
     let m = exp_avg[i].load();
     let m = k.lerp.apply(m, g);
     let u = (exp_inf[i].load() * k.beta2).max_nan(g.abs() + k.eps);
-    exp_avg[i] = S::store(m);
-    exp_inf[i] = S::store(u);
+    exp_avg[i] = if STOCHASTIC { S::store_random(m, noise.at(0, i)) } else { S::store(m) };
+    exp_inf[i] = if STOCHASTIC { S::store_random(u, noise.at(1, i)) } else { S::store(u) };
     param[i] = p + k.neg_clr * m / u;
   }
   *non_finite |= check.found();

@@ -23,6 +23,7 @@ pub mod sgd;
 pub mod sparse_adam;
 
 use crate::config::Options;
+use crate::engine::bf16::Noise;
 use crate::engine::run::{Dims, Job, Tensor, MAX_BUFFERS};
 use crate::engine::state::ParamState;
 use crate::float::Float;
@@ -151,6 +152,9 @@ impl Buffer {
 /// row and column sums) declares [`Self::STAGES`]: each stage runs its units ([`Self::unit`]) for
 /// every tensor of the step together, then [`Self::end_stage`] for each tensor, in order; the last
 /// stage is the update.
+/// A bfloat16 step's state buffers (unused ones empty).
+pub type Bf16Buffers<'a> = [&'a mut [crate::engine::bf16::Bf16]; MAX_BUFFERS];
+
 pub trait Optimizer: Options + 'static {
   /// The name bindings use: PyTorch's class name.
   const NAME: &'static str;
@@ -221,16 +225,18 @@ pub trait Optimizer: Options + 'static {
     unreachable!("{} runs in stages", Self::NAME)
   }
   /// [`Self::update`] of float32 parameters with bfloat16 state ([`Self::BF16_STATE`]): the same
-  /// bits as widening the state, [`Self::update`] and rounding it back, which is what the default
-  /// does, in chunks ([`crate::engine::bf16::update`]), and the same report. An optimizer may fuse
-  /// the conversions into its kernel instead.
+  /// bits as widening the state, [`Self::update`] and rounding it back, to nearest or, given
+  /// `noise`, stochastically with its bits ([`crate::engine::bf16::Rounding`]), which is what the
+  /// default does, in chunks ([`crate::engine::bf16::update`]), and the same report. An optimizer
+  /// may fuse the conversions into its kernel instead.
   fn update_bf16(
     coeffs: &Self::Coeffs,
     param: &mut [f32],
     grad: &[f32],
-    buffers: [&mut [crate::engine::bf16::Bf16]; MAX_BUFFERS],
+    buffers: Bf16Buffers,
+    noise: Option<Noise>,
   ) -> bool {
-    crate::engine::bf16::update::<Self>(coeffs, param, grad, buffers)
+    crate::engine::bf16::update::<Self>(coeffs, param, grad, buffers, noise)
   }
   /// [`Self::update`] written as plainly as possible, to test it against.
   fn update_reference<T: Float>(

@@ -28,12 +28,12 @@
 //! The m update is the lerp Adam uses and `β₂·v + (1 − β₂)·g²` is `fma((1 − β₂)·g, g, β₂·v)`, as
 //! PyTorch's vectorised CPU `lerp_` and `addcmul_` compute them.
 
-use crate::engine::bf16::{Bf16, Storage};
+use crate::engine::bf16::{Noise, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::{Float, Lerp, NonFinite};
-use crate::optimizers::{Buffer, Gradient, Optimizer};
+use crate::optimizers::{Bf16Buffers, Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// NAdam's options (PyTorch's `torch.optim.NAdam`).
@@ -128,12 +128,12 @@ impl Optimizer for NAdam {
   }
 
   fn update<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
-    update_stored(c, param, grad, buffers)
+    update_stored(c, param, grad, buffers, None)
   }
 
   /// Fused: the state's conversions run inside the kernel's loop.
-  fn update_bf16(c: &NAdamCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
-    update_stored(c, param, grad, buffers)
+  fn update_bf16(c: &NAdamCoeffs, param: &mut [f32], grad: &[f32], buffers: Bf16Buffers, noise: Option<Noise>) -> bool {
+    update_stored(c, param, grad, buffers, noise)
   }
 
   fn update_reference<T: Float>(c: &NAdamCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -197,25 +197,28 @@ fn update_stored<T: Float, S: Storage<T>>(
   param: &mut [T],
   grad: &[T],
   buffers: [&mut [S]; MAX_BUFFERS],
+  noise: Option<Noise>,
 ) -> bool {
   let k = Scalars::new(c);
   let [exp_avg, exp_avg_sq, _] = buffers;
   let mut non_finite = false;
-  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0](&k, param, grad, exp_avg, exp_avg_sq, &mut non_finite));
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0, STOCHASTIC: noise.is_some()](&k, param, grad, exp_avg, exp_avg_sq, noise.unwrap_or(Noise::NONE), &mut non_finite));
   non_finite
 }
 
-multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S], non_finite: &mut bool) => fused);
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const STOCHASTIC: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], exp_avg: &mut [S], exp_avg_sq: &mut [S], noise: Noise, non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g, m, v, writes p, m, v. `p·decay_factor` is exact when the
 /// factor is 1.
 #[inline(always)]
-fn fused<T: Float, S: Storage<T>, const L2: bool>(
+#[allow(clippy::too_many_arguments)]
+fn fused<T: Float, S: Storage<T>, const L2: bool, const STOCHASTIC: bool>(
   k: &Scalars<T>,
   param: &mut [T],
   grad: &[T],
   exp_avg: &mut [S],
   exp_avg_sq: &mut [S],
+  noise: Noise,
   non_finite: &mut bool,
 ) {
   let n = param.len();
@@ -231,8 +234,8 @@ fn fused<T: Float, S: Storage<T>, const L2: bool>(
     let m = exp_avg[i].load();
     let m = k.lerp.apply(m, g);
     let v = (k.grad_sq_weight * g).mul_add(g, exp_avg_sq[i].load() * k.beta2);
-    exp_avg[i] = S::store(m);
-    exp_avg_sq[i] = S::store(v);
+    exp_avg[i] = if STOCHASTIC { S::store_random(m, noise.at(0, i)) } else { S::store(m) };
+    exp_avg_sq[i] = if STOCHASTIC { S::store_random(v, noise.at(1, i)) } else { S::store(v) };
     let denom = (v / k.bias_correction2).sqrt() + k.eps;
     p = p + k.grad_step * g / denom;
     param[i] = p + k.moment_step * m / denom;

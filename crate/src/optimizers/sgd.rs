@@ -24,12 +24,12 @@
 //! `add(x, y, alpha=a)` computes it; `μ·b` is rounded on its own first (`mul_`).
 
 use crate::config::ConfigError;
-use crate::engine::bf16::{Bf16, Storage};
+use crate::engine::bf16::{Noise, Storage};
 use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::{Float, NonFinite};
-use crate::optimizers::{Buffer, Gradient, Optimizer};
+use crate::optimizers::{Bf16Buffers, Buffer, Gradient, Optimizer};
 
 crate::options! {
   /// SGD's options (PyTorch's `torch.optim.SGD`).
@@ -116,12 +116,12 @@ impl Optimizer for Sgd {
   }
 
   fn update<T: Float>(c: &SgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) -> bool {
-    update_stored(c, param, grad, buffers)
+    update_stored(c, param, grad, buffers, None)
   }
 
   /// Fused: the momentum buffer's conversions run inside the kernel's loop.
-  fn update_bf16(c: &SgdCoeffs, param: &mut [f32], grad: &[f32], buffers: [&mut [Bf16]; MAX_BUFFERS]) -> bool {
-    update_stored(c, param, grad, buffers)
+  fn update_bf16(c: &SgdCoeffs, param: &mut [f32], grad: &[f32], buffers: Bf16Buffers, noise: Option<Noise>) -> bool {
+    update_stored(c, param, grad, buffers, noise)
   }
 
   fn update_reference<T: Float>(c: &SgdCoeffs, param: &mut [T], grad: &[T], buffers: [&mut [T]; MAX_BUFFERS]) {
@@ -172,27 +172,36 @@ fn update_stored<T: Float, S: Storage<T>>(
   param: &mut [T],
   grad: &[T],
   buffers: [&mut [S]; MAX_BUFFERS],
+  noise: Option<Noise>,
 ) -> bool {
   let k = Scalars::new(c);
   let [buffer, _, _] = buffers;
   let mut non_finite = false;
   // Without momentum the kernel reads no NESTEROV (nor do options pass validation with it).
-  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0, MOMENTUM: c.momentum != 0.0, NESTEROV: c.nesterov](
-    &k, param, grad, buffer, &mut non_finite
-  ));
+  dispatch!(fused_best::<T, S>[L2: c.l2 != 0.0, MOMENTUM: c.momentum != 0.0, NESTEROV: c.nesterov, STOCHASTIC: noise.is_some()](
+    &k, param, grad, buffer, noise.unwrap_or(Noise::NONE), &mut non_finite));
   non_finite
 }
 
-multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffer: &mut [S], non_finite: &mut bool) => fused);
+multiversion!(fn fused_best<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool, const STOCHASTIC: bool>(k: &Scalars<T>, param: &mut [T], grad: &[T], buffer: &mut [S], noise: Noise, non_finite: &mut bool) => fused);
 
 /// One pass over memory: reads p, g (and b), writes p (and b); b is stored as `S`, converted as
 /// it is loaded and stored.
 #[inline(always)]
-fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NESTEROV: bool>(
+#[allow(clippy::too_many_arguments)]
+fn fused<
+  T: Float,
+  S: Storage<T>,
+  const L2: bool,
+  const MOMENTUM: bool,
+  const NESTEROV: bool,
+  const STOCHASTIC: bool,
+>(
   k: &Scalars<T>,
   param: &mut [T],
   grad: &[T],
   buffer: &mut [S],
+  noise: Noise,
   non_finite: &mut bool,
 ) {
   let n = param.len();
@@ -205,7 +214,7 @@ fn fused<T: Float, S: Storage<T>, const L2: bool, const MOMENTUM: bool, const NE
     let mut g = k.gradient.at::<L2>(grad[i], p);
     if MOMENTUM {
       let b = k.buffer_weight.mul_add(g, buffer[i].load() * k.buffer_decay);
-      buffer[i] = S::store(b);
+      buffer[i] = if STOCHASTIC { S::store_random(b, noise.at(0, i)) } else { S::store(b) };
       g = if NESTEROV { k.momentum.mul_add(b, g) } else { b };
     }
     param[i] = k.neg_lr.mul_add(g, p);
