@@ -127,9 +127,10 @@ fn mix(x: u32) -> u32 {
 impl Bf16 {
   /// `x` rounded to one of the two bfloat16s around it: up with probability equal to its
   /// fraction of the way between them, where `random`'s low 16 bits are uniform (they are added
-  /// to the bits below bfloat16's and the sum cut; [`noise`] gives 16 bits). A bfloat16 value stays itself; ±0 and ±∞ stay;
-  /// every NaN becomes [`NAN_BITS`]; a finite value beyond the largest finite bfloat16 may round
-  /// up to ∞ (with probability its fraction of the way to where ∞'s bits would be).
+  /// to the bits below bfloat16's and the sum cut; [`noise`] gives 16 bits). A bfloat16 value
+  /// stays itself; ±0 and ±∞ stay; every NaN becomes [`NAN_BITS`]; a finite value beyond the
+  /// largest finite bfloat16 may round up to ∞ (with probability its fraction of the way to where
+  /// ∞'s bits would be).
   #[inline(always)]
   pub fn from_f32_stochastic(x: f32, random: u32) -> Self {
     let bits = if x.is_nan() { u32::from(NAN_BITS) << 16 } else { x.to_bits().wrapping_add(random & 0xFFFF) };
@@ -216,8 +217,7 @@ pub fn update<O: Optimizer>(
   match noise {
     None => chunked::<O>(coeffs, param, grad, buffers, |wide, state, _, _| narrow_best::<f32>(wide, state)),
     Some(noise) => chunked::<O>(coeffs, param, grad, buffers, |wide, state, buffer, from| {
-      let place = Place { key: noise.keys[buffer], first: noise.first.wrapping_add(from as u32) };
-      narrow_stochastic_best::<f32>(wide, state, place)
+      narrow_stochastic_best::<f32>(wide, state, noise.shifted(from), &buffer)
     }),
   }
 }
@@ -272,7 +272,7 @@ fn widen_best<'a, T: Float>(state: &[Bf16], out: &'a mut [MaybeUninit<f32>]) -> 
 
 multiversion!(fn widen_into<T: Float>(state: &[Bf16], out: &mut [MaybeUninit<f32>]) => widen);
 multiversion!(fn narrow_best<T: Float>(wide: &[f32], state: &mut [Bf16]) => narrow);
-multiversion!(fn narrow_stochastic_best<T: Float>(wide: &[f32], state: &mut [Bf16], place: Place) => narrow_stochastic);
+multiversion!(fn narrow_stochastic_best<T: Float>(wide: &[f32], state: &mut [Bf16], noise: Noise, buffer: &usize) => narrow_stochastic);
 
 /// The random bits of a fused kernel's stochastic stores ([`Storage::store_random`]): each
 /// buffer's key and the tensor's index of the slice's first element. Cut into blocks
@@ -293,6 +293,12 @@ impl Noise {
   /// For a kernel that stores nothing stochastically (the bits are never used).
   pub const NONE: Noise = Noise { keys: [0; MAX_BUFFERS], first: 0 };
 
+  /// The same bits for the slice that starts `by` elements further on.
+  #[inline(always)]
+  fn shifted(self, by: usize) -> Noise {
+    Noise { keys: self.keys, first: self.first.wrapping_add(by as u32) }
+  }
+
   /// [`noise`] of buffer `buffer` at the slice's element `i`.
   #[inline(always)]
   pub fn at(&self, buffer: usize, i: usize) -> u32 {
@@ -304,23 +310,7 @@ impl crate::engine::simd::KernelArg for Noise {
   type Part<'b> = Noise;
   #[inline(always)]
   fn part(&mut self, from: usize, _to: usize) -> Noise {
-    Noise { keys: self.keys, first: self.first.wrapping_add(from as u32) }
-  }
-}
-
-/// Where a run of state elements lies for [`noise`]: its buffer's key and the tensor's index of
-/// its first element. Cut into blocks ([`multiversion!`]), a block's place starts further on.
-#[derive(Clone, Copy, Debug)]
-struct Place {
-  key: u32,
-  first: u32,
-}
-
-impl crate::engine::simd::KernelArg for Place {
-  type Part<'b> = Place;
-  #[inline(always)]
-  fn part(&mut self, from: usize, _to: usize) -> Place {
-    Place { key: self.key, first: self.first.wrapping_add(from as u32) }
+    self.shifted(from)
   }
 }
 
@@ -344,14 +334,14 @@ fn narrow<T: Float>(wide: &[f32], state: &mut [Bf16]) {
   }
 }
 
-/// `state[i] ← wide[i]` rounded stochastically with the [`noise`] of `place.key` at index
-/// `place.first + i`; `T` only names the kernel's copy.
+/// `state[i] ← wide[i]` rounded stochastically with the bits of `noise` for buffer `buffer` at
+/// element `i` ([`Noise::at`]); `T` only names the kernel's copy.
 #[inline(always)]
 #[allow(clippy::extra_unused_type_parameters)]
-fn narrow_stochastic<T: Float>(wide: &[f32], state: &mut [Bf16], place: Place) {
+fn narrow_stochastic<T: Float>(wide: &[f32], state: &mut [Bf16], noise: Noise, buffer: &usize) {
   let wide = &wide[..state.len()];
-  // `noise(place.key, place.first + i)`, its Weyl sequence advanced by an addition.
-  let mut x = place.first.wrapping_mul(WEYL).wrapping_add(place.key);
+  // `noise.at(buffer, i)`, its Weyl sequence advanced by an addition.
+  let mut x = noise.first.wrapping_mul(WEYL).wrapping_add(noise.keys[*buffer]);
   for (s, &w) in state.iter_mut().zip(wide) {
     *s = Bf16::from_f32_stochastic(w, mix(x));
     x = x.wrapping_add(WEYL);
