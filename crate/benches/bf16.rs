@@ -5,8 +5,8 @@
 //! neighbour's burst of activity does not count against one of them. On one thread the chunked
 //! path ([`fastoptim_core::engine::bf16::update`], what an optimizer's bfloat16 state runs without
 //! a fused kernel) takes its turn too, run over the engine's pieces as the engine would. Last,
-//! bfloat16 state rounded stochastically (`stateRounding: 'stochastic'`, which runs the chunked
-//! path with its own narrowing) through the engine, on both thread counts.
+//! bfloat16 state rounded stochastically (`stateRounding: 'stochastic'`, in the same fused kernels)
+//! through the engine, on both thread counts.
 //!
 //! `cargo bench --bench bf16 -- [sizes...]` (default 4m 64m); `FASTOPTIM_BENCH_ONLY=Adam,SGD`
 //! runs those optimizers only.
