@@ -615,7 +615,9 @@ interface NativeStep {
 const binding = require(join(__dirname, '..', 'native', 'index.js')) as {
   NativeOptimizer: new (algorithm: string) => NativeStep
   algorithms(): Array<{ name: string; options: Array<{ default: number }> }>
-  stepAgainOf(optimizer: NativeStep): (packed: Float64Array, skipNonFinite: boolean) => number | null
+  stepAgainOf(
+    optimizer: NativeStep,
+  ): (packedBuffer: ArrayBufferLike, skipNonFinite?: boolean) => number | undefined | null
   stepOffThread(optimizer: NativeStep): Promise<void>
   StartedStep: { InSlices: number; OffThread: number; Skipped: number }
 }
@@ -631,7 +633,8 @@ test('a stepAsync on ordinary memory reached by file path cannot be handed to a 
   t.false(opt.finishStep())
   t.is(opt.exportState(0)!.step, 1)
 })
-const stepAgain = (opt: NativeStep, packed: Float64Array, skip: boolean) => binding.stepAgainOf(opt)(packed, skip)
+const stepAgain = (opt: NativeStep, packed: Float64Array, skip: boolean) =>
+  binding.stepAgainOf(opt)(packed.buffer, skip)
 
 test('stepAgain reached by file path checks the arrays of the last step natively: refused and nothing written', (t) => {
   const packed = Float64Array.from(binding.algorithms().find((a) => a.name === 'Adam')!.options, (o) => o.default)
@@ -655,7 +658,7 @@ test('stepAgain reached by file path checks the arrays of the last step natively
     opt.step([p, q], Uint32Array.of(0, 0), packed, seen, false)
     t.is(stepAgain(opt, packed, false), null, 'one step is not yet worth repeating')
     opt.step([p, q], Uint32Array.of(0, 0), packed, seen, false)
-    t.is(stepAgain(opt, packed, false), 0, 'an untouched step steps again (StepReport.Finite)')
+    t.is(stepAgain(opt, packed, false), undefined, 'an untouched step steps again (StepReport.Finite, as undefined)')
     return { opt, p, q, buffer }
   }
   const cases: Array<[string, (w: ReturnType<typeof make>) => ArrayBufferLike | undefined, RegExp, boolean?]> = [
@@ -687,7 +690,7 @@ test('stepAgain reached by file path checks the arrays of the last step natively
   t.throws(() => stepAgain(w.opt, packed, false), { code: 'ERR_INVALID_STATE' })
   w.buffer.resize(16)
   const before = Array.from(w.q.data)
-  t.is(stepAgain(w.opt, packed, false), 0)
+  t.is(stepAgain(w.opt, packed, false), undefined)
   t.notDeepEqual(Array.from(w.q.data), before)
   t.is(w.opt.exportState(1)!.step, 4)
   // Grown under a view of fixed length: the buffer is no longer as the step saw it, but the array
@@ -695,9 +698,62 @@ test('stepAgain reached by file path checks the arrays of the last step natively
   const g = make()
   g.buffer.resize(24)
   const grown = Array.from(g.q.data)
-  t.is(stepAgain(g.opt, packed, false), 0)
+  t.is(stepAgain(g.opt, packed, false), undefined)
   t.notDeepEqual(Array.from(g.q.data), grown)
   t.is(g.opt.exportState(1)!.step, 4)
+})
+
+test('stepAgain reports as step does: Finite as undefined, the others as numbers, skipping only when asked', (t) => {
+  const packed = Float64Array.from(binding.algorithms().find((a) => a.name === 'Adam')!.options, (o) => o.default)
+  const { StepReport } = require(join(__dirname, '..', 'native', 'index.js')) as {
+    StepReport: { Finite: number; NonFinite: number; Skipped: number }
+  }
+  const p = { data: Float32Array.of(1, 2), grad: Float32Array.of(0.5, -0.5) }
+  const opt = new binding.NativeOptimizer('Adam')
+  const seen: unknown[] = []
+  opt.step([p], Uint32Array.of(0), packed, seen, false)
+  opt.step([p], Uint32Array.of(0), packed, seen, false)
+  const again = binding.stepAgainOf(opt)
+  // The options come as their ArrayBuffer: anything else is refused, changing nothing.
+  const detached = new ArrayBuffer(packed.byteLength)
+  structuredClone(detached, { transfer: [detached] })
+  const wrong: Array<[string, unknown]> = [
+    ['the Float64Array itself', packed],
+    ['a SharedArrayBuffer', new SharedArrayBuffer(packed.byteLength)],
+    ['a detached ArrayBuffer', detached],
+    ['an ArrayBuffer of 12 bytes', new ArrayBuffer(12)],
+    ['an empty ArrayBuffer', new ArrayBuffer(0)],
+    ['a number', 3],
+  ]
+  for (const [what, value] of wrong) {
+    const data = Array.from(p.data)
+    t.throws(
+      () => again(value as ArrayBuffer),
+      {
+        code: 'ERR_INVALID_ARG_TYPE',
+        message: /^stepAgain: packed must be the ArrayBuffer of a Float64Array of the options, got /,
+      },
+      what,
+    )
+    t.deepEqual(Array.from(p.data), data, `${what}: nothing written`)
+    t.is(opt.exportState(0)!.step, 2, `${what}: no step counted`)
+  }
+  const buffer = packed.buffer
+  t.is(again(buffer), undefined)
+  t.is(opt.exportState(0)!.step, 3)
+  p.grad[1] = NaN
+  const before = Array.from(p.data)
+  // Skipping is asked by `true` alone: omitted, false or any other value steps.
+  for (const skip of [undefined, false, 1, 'true']) {
+    const steps = opt.exportState(0)!.step
+    t.is(again(buffer, skip as boolean), StepReport.NonFinite, `skip ${String(skip)}`)
+    t.is(opt.exportState(0)!.step, steps + 1)
+  }
+  const data = Array.from(p.data)
+  t.notDeepEqual(data, before)
+  t.is(again(buffer, true), StepReport.Skipped)
+  t.deepEqual(Array.from(p.data), data, 'a skipped step writes nothing')
+  t.is(opt.exportState(0)!.step, 7)
 })
 
 test('a bound stepAgain that outlives its optimizer refuses instead of touching freed memory', async (t) => {
@@ -709,7 +765,7 @@ test('a bound stepAgain that outlives its optimizer refuses instead of touching 
     opt.step([p], Uint32Array.of(0), packed, seen, false)
     opt.step([p], Uint32Array.of(0), packed, seen, false)
     const again = binding.stepAgainOf(opt)
-    t.is(again(packed, false), 0, 'steps while its optimizer lives')
+    t.is(again(packed.buffer, false), undefined, 'steps while its optimizer lives')
     return again
   }
   const again = bind()
@@ -721,7 +777,7 @@ test('a bound stepAgain that outlives its optimizer refuses instead of touching 
     await new Promise((resolve) => setImmediate(resolve))
     before = Array.from(p.data)
     try {
-      again(packed, false)
+      again(packed.buffer, false)
     } catch (error) {
       refused = error
     }

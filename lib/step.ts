@@ -4,7 +4,15 @@ import type { FloatArray, GradKind, Parameter } from './optimizer'
 
 type NativeOptimizer = InstanceType<typeof native.NativeOptimizer>
 
-type StepAgain = (packed: Float64Array, skipNonFinite: boolean) => number | null
+/**
+ * `(packedBuffer, skipNonFinite?)`: the packed options' ArrayBuffer (asking a buffer for its
+ * memory takes fewer Node-API functions than asking a typed array, and a training loop finds
+ * each out of cache); the flag only when set, for the same reason. The report comes back as
+ * undefined for `StepReport.Finite`, as null when there is no step to repeat.
+ */
+type StepAgain = (packedBuffer: ArrayBufferLike, skipNonFinite?: true) => number | undefined | null
+
+const FINITE = native.StepReport.Finite
 
 /** Registered by hand in src/lib.rs (so that a step allocates nothing), hence not in the generated typings. */
 const stepAgainOf = (native as unknown as { stepAgainOf(optimizer: NativeOptimizer): StepAgain }).stepAgainOf
@@ -39,6 +47,9 @@ export class StepArrays {
   /** `stepAgain` bound to the optimizer it was made for. */
   #again: StepAgain | undefined
   #againOf: NativeOptimizer | undefined
+  /** The packed options the last step took, and their ArrayBuffer. */
+  #packed: Float64Array | undefined
+  #packedBuffer: ArrayBufferLike | undefined
 
   /**
    * Steps, and returns the native report (`StepReport`). The comparison is written out here, not
@@ -75,7 +86,13 @@ export class StepArrays {
         }
       }
       if (same) {
-        const report = this.#again!(packed, skipNonFinite)
+        if (packed !== this.#packed) {
+          this.#packed = packed
+          this.#packedBuffer = packed.buffer
+        }
+        const buffer = this.#packedBuffer!
+        const report = skipNonFinite ? this.#again!(buffer, true) : this.#again!(buffer)
+        if (report === undefined) return FINITE
         if (report !== null) return report
       }
     }

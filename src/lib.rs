@@ -216,7 +216,7 @@ pub struct NativeOptimizer {
   /// Each parameter's shape as the facade gave it (`None`: flat), by position over all groups.
   pub(crate) shapes: Vec<Option<Box<[usize]>>>,
   /// A `Scratch<O>` for this optimizer's algorithm, made on its first step.
-  scratch: Option<Box<dyn std::any::Any>>,
+  scratch: Option<AnyScratch>,
   /// Whether the last `stepAsync` to finish read a non-finite gradient element.
   pub(crate) last_non_finite: bool,
   /// Where the `stepAgain` functions bound to this optimizer ([`step_again_of`]) find it; null
@@ -377,9 +377,11 @@ impl NativeOptimizer {
   }
 }
 
-/// `stepAgainOf(optimizer)`: a function `(packed, skipNonFinite) => report | null` that steps
-/// `optimizer` again over the arrays its last `step` read, without reading the parameters, and
-/// reports as `step` does. Whether the parameters still hold those arrays is the caller's business
+/// `stepAgainOf(optimizer)`: a function `(packedBuffer, skipNonFinite?) => report | undefined |
+/// null` that steps `optimizer` again over the arrays its last `step` read, without reading the
+/// parameters, with the options in `packedBuffer` (the ArrayBuffer of `step`'s `packed`, whose
+/// group state it writes there as `step` does), and reports as `step` does, except that `StepReport.Finite`, a step's usual
+/// report, comes back as undefined (making a number is another Node-API call). Whether the parameters still hold those arrays is the caller's business
 /// (the facade checks it in JavaScript, where it costs a nanosecond per array instead of the
 /// hundreds of nanoseconds of Node-API calls a read takes). Whether the arrays can still be
 /// written is checked here, and trusts no caller: the step keeps weak references to the arrays it
@@ -402,24 +404,34 @@ fn step_again_of(env: RawEnv, object: sys::napi_value) -> std::result::Result<sy
   // SAFETY: a value of this call, which runs no JavaScript.
   let optimizer = unsafe { unwrap_optimizer(env, object, "stepAgainOf")? };
   let address: *mut NativeOptimizer = optimizer;
+  let algorithm = optimizer.algorithm;
   let cell = optimizer.bound.get_or_insert_with(|| Arc::new(AtomicPtr::new(address)));
-  bound::bind(env, cell, c"stepAgain", step_again_callback)
+  // One callback per algorithm, chosen here once: a step then neither reads the optimizer's
+  // algorithm nor looks it up in a table, two loads that a training loop finds out of cache.
+  with_optimizer!(algorithm, O => bound::bind(env, cell, c"stepAgain", step_again_callback::<O>))
 }
 
-/// The function [`step_again_of`] makes: `(packed, skipNonFinite)`.
-unsafe extern "C" fn step_again_callback(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+/// The function [`step_again_of`] makes for an optimizer of algorithm `O`: `(packedBuffer, skipNonFinite)`.
+unsafe extern "C" fn step_again_callback<O: Optimizer>(
+  env: sys::napi_env,
+  info: sys::napi_callback_info,
+) -> sys::napi_value {
   // SAFETY: this callback's env and info, of a function `bind` made for a `NativeOptimizer`.
   let result = match unsafe { bound::args::<NativeOptimizer, 2>(env, info) } {
     Some((argv, argc, optimizer)) if argc >= 1 => {
+      // The facade passes the flag only when it is set: asking a value its type and reading it
+      // takes several functions of Node's that a training loop finds out of cache.
       let skip = argc >= 2 && RawEnv(env).is_true(argv[1]).unwrap_or(false);
-      bound::enter(optimizer, "stepAgain", |optimizer| step_again(RawEnv(env), optimizer, argv[0], skip))
+      bound::enter(optimizer, "stepAgain", |optimizer| step_again::<O>(RawEnv(env), optimizer, argv[0], skip))
     }
-    _ => Err(Fail::type_error("stepAgain(packed, skipNonFinite) takes one or two arguments".into())),
+    _ => Err(Fail::type_error("stepAgain(packedBuffer, skipNonFinite) takes one or two arguments".into())),
   };
   let mut value = std::ptr::null_mut();
   // SAFETY: creating a value or throwing in this callback's env.
   unsafe {
     match result {
+      // Undefined for the common report, which makes no value.
+      Ok(Some(StepReport::Finite)) => sys::Status::napi_ok,
       Ok(Some(report)) => sys::napi_create_uint32(env, report as u32, &mut value),
       Ok(None) => sys::napi_get_null(env, &mut value),
       Err(fail) => {
@@ -444,33 +456,52 @@ pub(crate) unsafe fn unwrap_optimizer<'a>(
   unsafe { bound::unwrap(env, object, what, "NativeOptimizer") }
 }
 
-fn step_again(
+/// [`step_again_callback`]'s step of an optimizer of algorithm `O`.
+fn step_again<O: Optimizer>(
   env: RawEnv,
   optimizer: &mut NativeOptimizer,
   packed: sys::napi_value,
   skip_non_finite: bool,
 ) -> std::result::Result<Option<StepReport>, Fail> {
-  let packed = packed_options(env, packed, "stepAgain")?;
+  debug_assert_eq!(O::NAME, optimizer.algorithm.name());
+  let packed = packed_buffer(env, packed)?;
   if !optimizer.reader.remembered {
     return Ok(None);
   }
   optimizer.reader.check_remembered(env)?;
-  // SAFETY: a Float64Array of this call, attached; no JavaScript runs during the call, and the
-  // step reads it before it writes the group state there.
-  let packed = unsafe { packed.slice_mut::<f64>() };
-  with_optimizer!(optimizer.algorithm, O => {
-    optimizer.configure::<O>(packed, "stepAgain()")?;
-    optimizer.check_step_counts()?;
-    let report = optimizer.apply::<O>(skip_non_finite)?;
-    optimizer.write_group_state::<O>(report, packed);
-    Ok(Some(report))
-  })
+  // SAFETY: an ArrayBuffer of this call, attached, of `packed.1` whole f64s at an address aligned
+  // for them (checked); no JavaScript runs during the call, and the step reads it before it writes
+  // the group state there.
+  let packed = unsafe { std::slice::from_raw_parts_mut(packed.0 as *mut f64, packed.1) };
+  optimizer.configure::<O>(packed, "stepAgain()")?;
+  optimizer.check_step_counts()?;
+  let report = optimizer.apply::<O>(skip_non_finite)?;
+  optimizer.write_group_state::<O>(report, packed);
+  Ok(Some(report))
 }
 
 /// Whether two runs of options hold the same numbers, bit for bit (−0 is not 0: scalars computed
 /// from them may keep the sign).
 pub(crate) fn same_bits(a: &[f64], b: &[f64]) -> bool {
   a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// `stepAgain`'s packed options, given as the ArrayBuffer of the facade's Float64Array (asking a
+/// buffer for its memory takes fewer of Node's functions than asking a typed array, which a
+/// training loop finds out of cache): its address and how many f64s it holds, or a TypeError
+/// unless it is an attached ArrayBuffer of whole, aligned f64s.
+fn packed_buffer(env: RawEnv, packed: sys::napi_value) -> std::result::Result<(usize, usize), Fail> {
+  match env.array_buffer(packed)? {
+    Some((data, bytes))
+      if data != 0 && bytes > 0 && bytes.is_multiple_of(8) && data.is_multiple_of(std::mem::align_of::<f64>()) =>
+    {
+      Ok((data, bytes / 8))
+    }
+    _ => Err(Fail::type_error(format!(
+      "stepAgain: packed must be the ArrayBuffer of a Float64Array of the options, got {}",
+      env.describe(packed).unwrap_or_default()
+    ))),
+  }
 }
 
 /// `packed`, a step's packed options: an attached Float64Array, or a TypeError naming `what`.
@@ -516,8 +547,8 @@ impl NativeOptimizer {
   pub(crate) fn configure<O: Optimizer>(&mut self, packed: &[f64], what: &str) -> std::result::Result<(), Fail> {
     threads::check_configured()?;
     task::check_idle(self, what)?;
-    let scratch = self.scratch.get_or_insert_with(|| Box::new(Scratch::<O>::default()));
-    let scratch = scratch.downcast_mut::<Scratch<O>>().expect("one algorithm per optimizer");
+    let scratch = self.scratch.get_or_insert_with(AnyScratch::new::<O>);
+    let scratch = scratch.get::<O>().expect("one algorithm per optimizer");
     // Options change rarely (a scheduler's lr once a step at most): the same bits as the last
     // parse that succeeded give the same configs, so they are not parsed and checked again.
     if !scratch.parsed.is_empty() && same_bits(packed, &scratch.parsed) {
@@ -531,7 +562,7 @@ impl NativeOptimizer {
 
   /// The options [`Self::configure`] parsed last.
   pub(crate) fn configs<O: Optimizer>(&mut self) -> &[O] {
-    let scratch = self.scratch.as_mut().and_then(|s| s.downcast_mut::<Scratch<O>>());
+    let scratch = self.scratch.as_mut().and_then(AnyScratch::get::<O>);
     scratch.map_or(&[], |s| &s.configs)
   }
 
@@ -632,7 +663,7 @@ impl NativeOptimizer {
   /// Steps the parameters [`Reader::views`] holds with the options [`Self::configure`] parsed.
   fn apply<O: Optimizer>(&mut self, skip_non_finite: bool) -> std::result::Result<StepReport, Fail> {
     let bf16 = self.bf16();
-    let scratch = self.scratch.as_mut().and_then(|s| s.downcast_mut::<Scratch<O>>()).expect("configured");
+    let scratch = self.scratch.as_mut().and_then(AnyScratch::get::<O>).expect("configured");
     if self.reader.views.iter().flatten().any(|view| view.group >= scratch.configs.len()) {
       return Err(Fail::value(format!(
         "packed options hold {} groups, fewer than the parameters use",
@@ -717,6 +748,29 @@ impl<O: Optimizer> Default for Scratch<O> {
       sparse32: Vec::new(),
       sparse64: Vec::new(),
     }
+  }
+}
+
+/// The `Scratch<O>` of an algorithm chosen at run time, with its type's id kept beside it: finding
+/// it compares two numbers, where `Box<dyn Any>::downcast_mut` asks the box through its vtable,
+/// which a step in a training loop finds out of cache.
+struct AnyScratch {
+  id: std::any::TypeId,
+  boxed: Box<dyn std::any::Any>,
+}
+
+impl AnyScratch {
+  fn new<O: Optimizer>() -> Self {
+    AnyScratch { id: std::any::TypeId::of::<Scratch<O>>(), boxed: Box::new(Scratch::<O>::default()) }
+  }
+
+  /// The scratch, if it is algorithm `O`'s.
+  fn get<O: Optimizer>(&mut self) -> Option<&mut Scratch<O>> {
+    if self.id != std::any::TypeId::of::<Scratch<O>>() {
+      return None;
+    }
+    // SAFETY: `new` made `boxed` a `Scratch<O>` and `id` that type's id, and neither changes.
+    Some(unsafe { &mut *(self.boxed.as_mut() as *mut dyn std::any::Any).cast::<Scratch<O>>() })
   }
 }
 

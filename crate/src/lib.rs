@@ -16,6 +16,7 @@ pub mod engine;
 pub mod float;
 pub mod lbfgs;
 pub mod optimizers;
+pub mod powers;
 pub mod quantize;
 pub mod root;
 #[cfg(test)]

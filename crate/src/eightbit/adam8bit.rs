@@ -34,6 +34,7 @@ use super::{multiversion, EightBit, Hyper, Quantized};
 #[cfg(target_arch = "x86_64")]
 use crate::divide::ExactDivisor;
 use crate::float::NonFinite;
+use crate::powers::power;
 use crate::quantize::{self, absmax, blocks, QuantMap, BLOCK};
 
 /// bitsandbytes' `Adam8bit` (and `AdamW8bit`: the same update).
@@ -65,9 +66,8 @@ impl EightBit for Adam8bit {
   type Coeffs = AdamCoeffs;
 
   fn coeffs(h: &Hyper, step: u64) -> AdamCoeffs {
-    let t = step as f64;
-    let correction1 = 1.0 - h.beta1.powf(t);
-    let correction2 = (1.0 - h.beta2.powf(t)).sqrt();
+    let correction1 = 1.0 - power(h.beta1, step);
+    let correction2 = (1.0 - power(h.beta2, step)).sqrt();
     AdamCoeffs {
       beta1: h.beta1 as f32,
       gradient_weight1: (1.0 - h.beta1) as f32,

@@ -34,6 +34,7 @@ use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{self, dispatch, multiversion};
 use crate::float::{Float, Lerp, NonFinite};
 use crate::optimizers::{Bf16Buffers, Buffer, Gradient, Optimizer};
+use crate::powers::power;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -125,9 +126,8 @@ impl Optimizer for Adam {
 
   fn coeffs(&self, step: u64) -> AdamCoeffs {
     let (beta1, beta2) = self.betas;
-    let t = step as f64;
-    let bias_correction1 = 1.0 - beta1.powf(t);
-    let bias_correction2 = 1.0 - beta2.powf(t);
+    let bias_correction1 = 1.0 - power(beta1, step);
+    let bias_correction2 = 1.0 - power(beta2, step);
     let decoupled = self.decoupled_weight_decay && self.weight_decay != 0.0;
     AdamCoeffs {
       neg_step_size: -(self.lr / bias_correction1),

@@ -24,6 +24,7 @@ use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::float::{Float, Lerp, NonFinite};
 use crate::optimizers::{Bf16Buffers, Buffer, Gradient, Optimizer};
+use crate::powers::power;
 
 crate::options! {
   /// Adamax's options (PyTorch's `torch.optim.Adamax`).
@@ -68,7 +69,7 @@ impl Optimizer for Adamax {
 
   fn coeffs(&self, step: u64) -> AdamaxCoeffs {
     let (beta1, beta2) = self.betas;
-    let bias_correction = 1.0 - beta1.powf(step as f64);
+    let bias_correction = 1.0 - power(beta1, step);
     AdamaxCoeffs {
       neg_clr: -(self.lr / bias_correction),
       lerp_weight: 1.0 - beta1,

@@ -34,6 +34,7 @@ use crate::engine::simd::{dispatch, multiversion};
 use crate::engine::state::ParamState;
 use crate::float::{Float, Lerp, NonFinite};
 use crate::optimizers::{Bf16Buffers, Buffer, Gradient, Optimizer};
+use crate::powers::power;
 
 crate::options! {
   /// NAdam's options (PyTorch's `torch.optim.NAdam`).
@@ -108,7 +109,7 @@ impl Optimizer for NAdam {
       lerp_weight: 1.0 - beta1,
       beta2,
       grad_sq_weight: 1.0 - beta2,
-      bias_correction2: 1.0 - beta2.powf(t),
+      bias_correction2: 1.0 - power(beta2, step),
       eps: self.eps,
       l2: if self.decoupled_weight_decay { 0.0 } else { self.weight_decay },
       decay_factor: if decoupled { 1.0 - self.lr * self.weight_decay } else { 1.0 },

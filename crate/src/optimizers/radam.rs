@@ -32,6 +32,7 @@ use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::{dispatch, multiversion};
 use crate::float::{Float, Lerp, NonFinite};
 use crate::optimizers::{Bf16Buffers, Buffer, Gradient, Optimizer};
+use crate::powers::power;
 
 crate::options! {
   /// RAdam's options (PyTorch's `torch.optim.RAdam`).
@@ -91,10 +92,10 @@ impl Optimizer for RAdam {
   fn coeffs(&self, step: u64) -> RAdamCoeffs {
     let (beta1, beta2) = self.betas;
     let t = step as f64;
-    let bias_correction1 = 1.0 - beta1.powf(t);
-    let bias_correction2 = 1.0 - beta2.powf(t);
+    let bias_correction1 = 1.0 - power(beta1, step);
+    let bias_correction2 = 1.0 - power(beta2, step);
     let rho_inf = 2.0 / (1.0 - beta2) - 1.0;
-    let rho_t = rho_inf - 2.0 * t * beta2.powf(t) / bias_correction2;
+    let rho_t = rho_inf - 2.0 * t * power(beta2, step) / bias_correction2;
     let rectified = rho_t > 5.0;
     let rect = if rectified {
       ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)).powf(0.5)

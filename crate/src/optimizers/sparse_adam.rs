@@ -33,6 +33,7 @@ use crate::engine::run::MAX_BUFFERS;
 use crate::engine::simd::multiversion;
 use crate::float::{Float, NonFinite};
 use crate::optimizers::{Buffer, Optimizer};
+use crate::powers::power;
 
 crate::options! {
   /// SparseAdam's options (PyTorch's `torch.optim.SparseAdam`).
@@ -71,9 +72,8 @@ impl Optimizer for SparseAdam {
 
   fn coeffs(&self, step: u64) -> SparseAdamCoeffs {
     let (beta1, beta2) = self.betas;
-    let t = step as f64;
-    let bias_correction1 = 1.0 - beta1.powf(t);
-    let bias_correction2 = 1.0 - beta2.powf(t);
+    let bias_correction1 = 1.0 - power(beta1, step);
+    let bias_correction2 = 1.0 - power(beta2, step);
     SparseAdamCoeffs {
       avg_weight: 1.0 - beta1,
       sq_weight: 1.0 - beta2,
