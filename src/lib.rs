@@ -379,9 +379,10 @@ impl NativeOptimizer {
 
 /// `stepAgainOf(optimizer)`: a function `(packedBuffer, skipNonFinite?) => report | undefined |
 /// null` that steps `optimizer` again over the arrays its last `step` read, without reading the
-/// parameters, with the options in `packedBuffer` (the ArrayBuffer of `step`'s `packed`, whose
-/// group state it writes there as `step` does), and reports as `step` does, except that `StepReport.Finite`, a step's usual
-/// report, comes back as undefined (making a number is another Node-API call). Whether the parameters still hold those arrays is the caller's business
+/// parameters, with the options in `packedBuffer` (the ArrayBuffer of `step`'s `packed`, where
+/// it writes the group state as `step` does), and reports as `step` does, except that
+/// `StepReport.Finite`, a step's usual report, comes back as undefined (making a number is
+/// another Node-API call). Whether the parameters still hold those arrays is the caller's business
 /// (the facade checks it in JavaScript, where it costs a nanosecond per array instead of the
 /// hundreds of nanoseconds of Node-API calls a read takes). Whether the arrays can still be
 /// written is checked here, and trusts no caller: the step keeps weak references to the arrays it
@@ -411,7 +412,8 @@ fn step_again_of(env: RawEnv, object: sys::napi_value) -> std::result::Result<sy
   with_optimizer!(algorithm, O => bound::bind(env, cell, c"stepAgain", step_again_callback::<O>))
 }
 
-/// The function [`step_again_of`] makes for an optimizer of algorithm `O`: `(packedBuffer, skipNonFinite)`.
+/// The function [`step_again_of`] makes for an optimizer of algorithm `O`:
+/// `(packedBuffer, skipNonFinite)`.
 unsafe extern "C" fn step_again_callback<O: Optimizer>(
   env: sys::napi_env,
   info: sys::napi_callback_info,
