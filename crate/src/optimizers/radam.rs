@@ -92,10 +92,11 @@ impl Optimizer for RAdam {
   fn coeffs(&self, step: u64) -> RAdamCoeffs {
     let (beta1, beta2) = self.betas;
     let t = step as f64;
+    let beta2_t = power(beta2, step);
     let bias_correction1 = 1.0 - power(beta1, step);
-    let bias_correction2 = 1.0 - power(beta2, step);
+    let bias_correction2 = 1.0 - beta2_t;
     let rho_inf = 2.0 / (1.0 - beta2) - 1.0;
-    let rho_t = rho_inf - 2.0 * t * power(beta2, step) / bias_correction2;
+    let rho_t = rho_inf - 2.0 * t * beta2_t / bias_correction2;
     let rectified = rho_t > 5.0;
     let rect = if rectified {
       ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)).powf(0.5)
