@@ -288,6 +288,48 @@ fn exact_division_helps() -> bool {
   })
 }
 
+/// Whether this processor runs [`avx512::rounds`] faster taking every square root by the
+/// instruction than half of them by [`crate::root`]'s multiply-adds (the same bits either way),
+/// for steps that divide by √(1 − β₂ᵗ) or, with `unit`, for those where it rounds to 1 and the
+/// rounds skip that division. Which wins depends on the core and on the case: where the divide
+/// unit bounds the loop (Intel's Xeon, and AMD's Zen 4 once the division by √(1 − β₂ᵗ) is
+/// skipped) half by multiply-adds does; where the multiply-add ports do (Zen 4, whose 512-bit
+/// operations each take a 256-bit port twice, while it divides by √(1 − β₂ᵗ) with multiply-adds),
+/// the instruction does (BENCHMARKS.md, "Design choices"). So each case is timed once, on first
+/// use, as [`exact_division_helps`] is: both ways in turns over arrays that stay in cache, the
+/// best of 8 rounds each. Only asked on a processor with AVX-512.
+#[cfg(target_arch = "x86_64")]
+fn roots_by_instruction(unit: bool) -> bool {
+  #[cfg(test)]
+  if let Some(forced) = tests::FORCED_ROOTS.with(std::cell::Cell::get) {
+    return forced;
+  }
+  static FASTER: [std::sync::OnceLock<bool>; 2] = [const { std::sync::OnceLock::new() }; 2];
+  *FASTER[usize::from(unit)].get_or_init(|| {
+    const N: usize = 2048;
+    // β₂ᵗ of step 100,000 is below 2⁻²⁴, where √(1 − β₂ᵗ) rounds to 1 in f32.
+    let c = Adam::default().coeffs(if unit { 100_000 } else { 10 });
+    let k = Scalars::<f32>::new(&c).expect("√(1 − β₂ᵗ) is in range");
+    debug_assert_eq!(k.bias_correction2_sqrt.divisor() == 1.0, unit);
+    let g: Vec<f32> = (0..N).map(|i| ((i as f32) * 0.37).sin() * 1e-2).collect();
+    let (mut p, mut m, mut v) = (vec![0.5f32; N], vec![1e-3f32; N], vec![1e-6f32; N]);
+    // Half by multiply-adds first, so that it stays where the two tie.
+    let fastest = simd::fastest(2, 8, 4, |way| {
+      let arrays = avx512::Arrays {
+        p: p.as_mut_ptr(),
+        g: g.as_ptr(),
+        m: m.as_mut_ptr(),
+        v: v.as_mut_ptr(),
+        u: std::ptr::null_mut(),
+      };
+      // SAFETY: only asked where the CPU has AVX-512 (`rounds` below); the four arrays hold N
+      // elements each and the written ones are distinct vectors.
+      std::hint::black_box(unsafe { avx512::rounds(&k, false, N, arrays, way == 1) });
+    });
+    fastest == 1
+  })
+}
+
 /// Runs [`avx512::rounds`] over the whole rounds of `f32` slices on a processor with AVX-512;
 /// returns how many elements it updated (0 otherwise) and whether a gradient among them was NaN
 /// or ±∞. The caller updates the rest. A step that streams its arrays from memory with
@@ -320,7 +362,8 @@ fn rounds<T: Float>(
     return unsafe {
       let k = &*(k as *const Scalars<T>).cast::<Scalars<f32>>();
       let arrays = avx512::Arrays { p: f(param), g: grad.as_ptr().cast(), m: f(exp_avg), v: f(exp_avg_sq), u };
-      avx512::rounds(k, c.l2 != 0.0, n, arrays)
+      let all_roots = roots_by_instruction(k.bias_correction2_sqrt.divisor() == 1.0);
+      avx512::rounds(k, c.l2 != 0.0, n, arrays, all_roots)
     };
   }
   let _ = (k, c, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq);
@@ -420,6 +463,20 @@ mod tests {
     assert_fused_matches_reference, assert_rejects, assert_zero_lr_is_identity, same_bits, trajectory, values,
   };
 
+  thread_local! {
+    /// The square roots' share [`roots_by_instruction`] answers on this thread, where set.
+    pub(super) static FORCED_ROOTS: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+  }
+
+  /// Runs `f` with this thread's AVX-512 rounds taking every square root by the instruction
+  /// (`all`) or half of them by multiply-adds, whatever the process chose.
+  fn with_roots<R>(all: bool, f: impl FnOnce() -> R) -> R {
+    let before = FORCED_ROOTS.with(|c| c.replace(Some(all)));
+    let result = f();
+    FORCED_ROOTS.with(|c| c.set(before));
+    result
+  }
+
   fn configs() -> Vec<Adam> {
     let base = Adam::default();
     vec![
@@ -476,13 +533,13 @@ mod tests {
   }
 
   /// On a processor with AVX-512, `f32` steps go through [`avx512::rounds`], which takes half the
-  /// square roots by multiply-adds when a round's second moments are all in [`crate::root`]'s
-  /// range and runs a round as the plain loop does otherwise. Uniform gradients (the quick rounds
-  /// nearly everywhere) with NaN, ±∞, zero, tiny and huge values in some vectors, and moments
-  /// loaded negative, −0 or NaN in others (the plain rounds there); every config, ten steps from
-  /// the first and ten from the 100,001st (where √(1 − β₂ᵗ) rounds to 1, which the rounds do not
-  /// divide by), every level, two lengths (whole rounds and not): the reference's bits, and the
-  /// report of the non-finite gradients.
+  /// square roots by multiply-adds (or, where that is slower, none: both shares run here) when a
+  /// round's second moments are all in [`crate::root`]'s range and runs a round as the plain loop
+  /// does otherwise. Uniform gradients (the quick rounds nearly everywhere) with NaN, ±∞, zero,
+  /// tiny and huge values in some vectors, and moments loaded negative, −0 or NaN in others (the
+  /// plain rounds there); every config, ten steps from the first and ten from the 100,001st (where
+  /// √(1 − β₂ᵗ) rounds to 1, which the rounds do not divide by), every level, two lengths (whole
+  /// rounds and not): the reference's bits, and the report of the non-finite gradients.
   #[test]
   fn steps_give_the_reference_bits_in_and_out_of_the_square_roots_range() {
     use crate::testing::xorshift;
@@ -512,7 +569,7 @@ mod tests {
       state[1][14 * 16 + 7] = -0.0;
       state[0][15 * 16 + 9] = f32::NAN;
       state[2][16 * 16 + 1] = f32::NAN;
-      for level in levels() {
+      for (level, all_roots) in levels().into_iter().flat_map(|level| [(level, false), (level, true)]) {
         for (config, first_step) in configs().into_iter().flat_map(|c| [(c, 1), (c, 100_001)]) {
           let (mut fast, mut slow) = (start.clone(), start.clone());
           let (mut fast_state, mut slow_state) = (state.clone(), state.clone());
@@ -523,10 +580,10 @@ mod tests {
               assert_eq!(c.bias_correction2_sqrt as f32, 1.0, "{config:?}: √(1 − β₂ᵗ) rounds to 1");
             }
             let [m, v, u] = &mut fast_state[..] else { unreachable!() };
-            let non_finite = capped(level, || Adam::update(&c, &mut fast, grad, [m, v, u]));
+            let non_finite = with_roots(all_roots, || capped(level, || Adam::update(&c, &mut fast, grad, [m, v, u])));
             let [m, v, u] = &mut slow_state[..] else { unreachable!() };
             Adam::update_reference(&c, &mut slow, grad, [m, v, u]);
-            assert_eq!(non_finite, t % 3 == 1, "{config:?} {level:?} step {step}: the report");
+            assert_eq!(non_finite, t % 3 == 1, "{config:?} {level:?} all roots {all_roots} step {step}: the report");
             // The reference negates a NaN gradient to maximize, where the kernels multiply it
             // by −1, which keeps its sign: NaN stands for NaN here, and the levels are held to
             // each other's bits below.
@@ -534,15 +591,15 @@ mod tests {
               a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits() || x.is_nan() && y.is_nan())
             };
             let state_same = fast_state.iter().zip(&slow_state).all(|(a, b)| same(a, b));
-            assert!(same(&fast, &slow) && state_same, "{config:?} {level:?} {len} step {step}");
+            assert!(same(&fast, &slow) && state_same, "{config:?} {level:?} all roots {all_roots} {len} step {step}");
           }
           let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
           let key = (config, len, first_step);
-          results.push((key, level, bits(&fast), fast_state.iter().map(|s| bits(s)).collect::<Vec<_>>()));
+          results.push((key, (level, all_roots), bits(&fast), fast_state.iter().map(|s| bits(s)).collect::<Vec<_>>()));
         }
       }
     }
-    // Every level gives the bits of the others, NaN included.
+    // Every level and share of the roots gives the bits of the others, NaN included.
     for (key, level, p, s) in &results {
       for (other_key, other_level, q, r) in &results {
         if key == other_key {

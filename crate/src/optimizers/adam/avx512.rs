@@ -8,7 +8,11 @@
 //! beside the rest of the loop, the second by the instruction, so that the divide unit and the
 //! ports are about equally busy. Each round's first half (the moments and the roots) runs beside
 //! the second half (the divisions and p) of the round before it, so that their long chains
-//! overlap. The bits are those of [`super::fused_in`] (tested).
+//! overlap. Where the multiply-add ports, not the divide unit, bound the loop (AMD's Zen 4, whose
+//! 512-bit operations each take a 256-bit port twice, while the step divides by √(1 − β₂ᵗ)),
+//! every square root by the instruction is faster: which share runs is timed once per process
+//! ([`super::roots_by_instruction`]). The bits are those of [`super::fused_in`] either way
+//! (tested).
 //!
 //! The multiply-adds give `sqrt`'s bits for second moments in [`LOW`](crate::root::LOW) to
 //! [`HIGH`](crate::root::HIGH). A round whose second moments are all in that range (nearly every
@@ -26,8 +30,8 @@ use crate::root::avx512::{all_in_range, sqrt};
 
 /// Vectors per round.
 const VECTORS: usize = 2;
-/// Which vectors of a quick round take their square roots by the instruction. Of the shares
-/// tried, one in two was the fastest (BENCHMARKS.md, "Design choices").
+/// Which vectors of a quick round take their square roots by the instruction, unless all do. Of
+/// the shares tried on Intel's Xeon, one in two was the fastest (BENCHMARKS.md, "Design choices").
 const BY_INSTRUCTION: [bool; VECTORS] = [false, true];
 /// Elements per round.
 pub const ROUND: usize = 16 * VECTORS;
@@ -44,12 +48,13 @@ pub struct Arrays {
 }
 
 /// Runs whole rounds of Adam over the first `len / ROUND * ROUND` elements and returns how many it
-/// did, with whether a gradient among them was NaN or ±∞.
+/// did, with whether a gradient among them was NaN or ±∞. With `all_roots`, a quick round takes
+/// every square root by the instruction, else those [`BY_INSTRUCTION`] says: the same bits.
 ///
 /// # Safety
 /// The CPU has AVX-512F/VL and FMA; each array (`u` when not null) is valid for `len` elements,
 /// and the written ones (`p`, `m`, `v`, `u`) alias no other.
-pub unsafe fn rounds(k: &Scalars<f32>, l2: bool, len: usize, arrays: Arrays) -> (usize, bool) {
+pub unsafe fn rounds(k: &Scalars<f32>, l2: bool, len: usize, arrays: Arrays, all_roots: bool) -> (usize, bool) {
   // Multiplying by 1 changes no bits, so the usual case (neither maximize nor decoupled decay)
   // skips both multiplications, and each form of the lerp gets its own loop: a choice the loop
   // made per vector cost as much as the multiplications.
@@ -57,7 +62,9 @@ pub unsafe fn rounds(k: &Scalars<f32>, l2: bool, len: usize, arrays: Arrays) -> 
   let from_m = k.lerp.from_x();
   let amsgrad = !arrays.u.is_null();
   // SAFETY: the caller's guarantees.
-  unsafe { dispatch!(run::<>[PLAIN: plain, FROM_M: from_m, L2: l2, AMSGRAD: amsgrad](k, len, arrays)) }
+  unsafe {
+    dispatch!(run::<>[PLAIN: plain, FROM_M: from_m, L2: l2, AMSGRAD: amsgrad, ALL_ROOTS: all_roots](k, len, arrays))
+  }
 }
 
 /// Half a round in flight: m's new values, p (times the decay factor), and the roots.
@@ -70,12 +77,13 @@ struct Half {
 }
 
 /// [`rounds`] for one set of options: `PLAIN` without the gradient's sign and the decay factor,
-/// `FROM_M` the lerp's form, `L2` with the penalty folded into the gradient, `AMSGRAD` with `u`.
+/// `FROM_M` the lerp's form, `L2` with the penalty folded into the gradient, `AMSGRAD` with `u`,
+/// `ALL_ROOTS` every square root of a quick round by the instruction.
 ///
 /// # Safety
 /// As [`rounds`].
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn run<const PLAIN: bool, const FROM_M: bool, const L2: bool, const AMSGRAD: bool>(
+unsafe fn run<const PLAIN: bool, const FROM_M: bool, const L2: bool, const AMSGRAD: bool, const ALL_ROOTS: bool>(
   k: &Scalars<f32>,
   len: usize,
   arrays: Arrays,
@@ -137,7 +145,15 @@ unsafe fn run<const PLAIN: bool, const FROM_M: bool, const L2: bool, const AMSGR
       }
       half.quick = all_in_range(second);
       half.roots = if half.quick {
-        std::array::from_fn(|j| if BY_INSTRUCTION[j] { _mm512_sqrt_ps(second[j]) } else { sqrt(second[j]) })
+        std::array::from_fn(
+          |j| {
+            if ALL_ROOTS || BY_INSTRUCTION[j] {
+              _mm512_sqrt_ps(second[j])
+            } else {
+              sqrt(second[j])
+            }
+          },
+        )
       } else {
         for g0 in grads {
           seen = _mm512_max_epu32(seen, _mm512_and_si512(_mm512_castps_si512(g0), magnitude));
