@@ -154,7 +154,7 @@ impl Optimizer for Adam {
     let (done, mut non_finite) = rounds(&k, c, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq);
     // Whole rounds leave nothing for the plain loop (a tensor of a multiple of 32 elements): its
     // dispatch, over nothing, cost 200 tensors of 1K about 3% of their step (72.4-73.0 against
-    // 70.0-71.6 µs on one thread, BENCHMARKS.md's machine of 2026-12-06).
+    // 70.0-71.6 µs on one thread of an AMD Zen 4).
     if done == param.len() {
       return non_finite;
     }
@@ -268,6 +268,27 @@ impl<T: Float> Scalars<T> {
   }
 }
 
+/// The arrays the kernel's choices are timed over, once per process: 2048 elements of a step in
+/// progress, small enough to stay in cache ([`exact_division_helps`], [`roots_by_instruction`]).
+struct TimedArrays {
+  grad: Vec<f32>,
+  param: Vec<f32>,
+  m: Vec<f32>,
+  v: Vec<f32>,
+}
+
+impl TimedArrays {
+  fn new() -> Self {
+    const N: usize = 2048;
+    TimedArrays {
+      grad: (0..N).map(|i| ((i as f32) * 0.37).sin() * 1e-2).collect(),
+      param: vec![0.5; N],
+      m: vec![1e-3; N],
+      v: vec![1e-6; N],
+    }
+  }
+}
+
 /// Whether this processor runs Adam's loop faster dividing by √(1 − β₂ᵗ) with [`ExactDivisor`]'s
 /// multiply-adds than with the divide instruction (the same bits either way). Which wins depends
 /// on the core: where the divide unit bounds the loop (Intel's Xeon with AVX-512, and the first
@@ -278,11 +299,9 @@ impl<T: Float> Scalars<T> {
 fn exact_division_helps() -> bool {
   static FASTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
   *FASTER.get_or_init(|| {
-    const N: usize = 2048;
     let c = Adam::default().coeffs(10);
     let k = Scalars::<f32>::new(&c).expect("√(1 − β₂¹⁰) is in range");
-    let grad: Vec<f32> = (0..N).map(|i| ((i as f32) * 0.37).sin() * 1e-2).collect();
-    let (mut param, mut m, mut v) = (vec![0.5f32; N], vec![1e-3f32; N], vec![1e-6f32; N]);
+    let TimedArrays { grad, mut param, mut m, mut v } = TimedArrays::new();
     // The instruction first, so that it stays where the two tie.
     let fastest = simd::fastest(2, 8, 4, |way| {
       let mut non_finite = false;
@@ -312,25 +331,18 @@ fn roots_by_instruction(unit: bool) -> bool {
   }
   static FASTER: [std::sync::OnceLock<bool>; 2] = [const { std::sync::OnceLock::new() }; 2];
   *FASTER[usize::from(unit)].get_or_init(|| {
-    const N: usize = 2048;
     // β₂ᵗ of step 100,000 is below 2⁻²⁴, where √(1 − β₂ᵗ) rounds to 1 in f32.
     let c = Adam::default().coeffs(if unit { 100_000 } else { 10 });
     let k = Scalars::<f32>::new(&c).expect("√(1 − β₂ᵗ) is in range");
     debug_assert_eq!(k.bias_correction2_sqrt.divisor() == 1.0, unit);
-    let g: Vec<f32> = (0..N).map(|i| ((i as f32) * 0.37).sin() * 1e-2).collect();
-    let (mut p, mut m, mut v) = (vec![0.5f32; N], vec![1e-3f32; N], vec![1e-6f32; N]);
+    let TimedArrays { grad, mut param, mut m, mut v } = TimedArrays::new();
     // Half by multiply-adds first, so that it stays where the two tie.
     let fastest = simd::fastest(2, 8, 4, |way| {
-      let arrays = avx512::Arrays {
-        p: p.as_mut_ptr(),
-        g: g.as_ptr(),
-        m: m.as_mut_ptr(),
-        v: v.as_mut_ptr(),
-        u: std::ptr::null_mut(),
-      };
-      // SAFETY: only asked where the CPU has AVX-512 (`rounds` below); the four arrays hold N
-      // elements each and the written ones are distinct vectors.
-      std::hint::black_box(unsafe { avx512::rounds(&k, false, N, arrays, way == 1) });
+      let (p, g, u) = (param.as_mut_ptr(), grad.as_ptr(), std::ptr::null_mut());
+      let arrays = avx512::Arrays { p, g, m: m.as_mut_ptr(), v: v.as_mut_ptr(), u };
+      // SAFETY: only asked where the CPU has AVX-512 (`rounds` below); the four arrays hold
+      // `param.len()` elements each and the written ones are distinct vectors.
+      std::hint::black_box(unsafe { avx512::rounds(&k, false, param.len(), arrays, way == 1) });
     });
     fastest == 1
   })

@@ -145,15 +145,8 @@ unsafe fn run<const PLAIN: bool, const FROM_M: bool, const L2: bool, const AMSGR
       }
       half.quick = all_in_range(second);
       half.roots = if half.quick {
-        std::array::from_fn(
-          |j| {
-            if ALL_ROOTS || BY_INSTRUCTION[j] {
-              _mm512_sqrt_ps(second[j])
-            } else {
-              sqrt(second[j])
-            }
-          },
-        )
+        let by_instruction = |j: usize| ALL_ROOTS || BY_INSTRUCTION[j];
+        std::array::from_fn(|j| if by_instruction(j) { _mm512_sqrt_ps(second[j]) } else { sqrt(second[j]) })
       } else {
         for g0 in grads {
           seen = _mm512_max_epu32(seen, _mm512_and_si512(_mm512_castps_si512(g0), magnitude));
