@@ -966,6 +966,61 @@ test('refused clearly: a fixed-length view whose resizable buffer shrank below i
   t.deepEqual(Array.from(p.data), [0.75, 0.75, 0, 0], 'the refused step wrote nothing')
 })
 
+test('refused clearly after repeated steps over the same arrays: one transferred, shrunk or grown meanwhile', (t) => {
+  // From the third step over the same arrays a step skips reading them (it only checks, natively,
+  // that each is still attached, where it was and of its length); one that is not is read again,
+  // with the errors of a first read, and the step writes nothing.
+  const make = () => {
+    const buffer = resizable(16, 64)
+    const p = { data: Float32Array.of(1, 2), grad: Float32Array.of(0.5, -0.5) }
+    const fixed = { data: new Float32Array(buffer, 0, 4).fill(1), grad: new Float32Array(4).fill(0.25) }
+    const opt = new Adam([p, fixed], { lr: 0.1 })
+    for (let k = 0; k < 3; k++) opt.step()
+    return { buffer, p, fixed, opt }
+  }
+  const steps = (w: ReturnType<typeof make>) => [w.p, w.fixed].map((q) => w.opt.getState(q)!.step)
+  {
+    const w = make()
+    const before = Array.from(w.p.data)
+    transfer(w.fixed.data)
+    t.throws(() => w.opt.step(), invalidState(/^paramGroups\[0\]\.params\[1\]\.data is detached/))
+    t.deepEqual(steps(w), [3, 3], 'transferred: no step counted')
+    t.deepEqual(Array.from(w.p.data), before, 'transferred: nothing written')
+  }
+  {
+    const w = make()
+    const before = Array.from(w.p.grad)
+    transfer(w.p.grad)
+    t.throws(() => w.opt.step(), invalidState(/^paramGroups\[0\]\.params\[0\]\.grad is detached/))
+    t.deepEqual(steps(w), [3, 3], 'grad transferred: no step counted')
+    t.notDeepEqual(Array.from(w.fixed.data), before)
+  }
+  {
+    const w = make()
+    const kept = Array.from(w.fixed.data)
+    w.buffer.resize(8)
+    t.throws(() => w.opt.step(), invalidState(/^paramGroups\[0\]\.params\[1\]\.data is out of bounds/))
+    t.deepEqual(steps(w), [3, 3], 'shrunk: no step counted')
+    w.buffer.resize(16)
+    t.deepEqual(Array.from(w.fixed.data).slice(0, 2), kept.slice(0, 2), 'shrunk: nothing written')
+    w.opt.step()
+    t.deepEqual(steps(w), [4, 4], 'grown back: it steps again')
+  }
+  {
+    // A length-tracking view grows with its buffer: its gradient no longer matches it.
+    const buffer = resizable(8, 64)
+    const p = { data: new Float32Array(buffer).fill(1), grad: Float32Array.of(0.5, 0.5) }
+    const opt = new Adam([p])
+    for (let k = 0; k < 3; k++) opt.step()
+    buffer.resize(16)
+    t.throws(
+      () => opt.step(),
+      outOfRange(/^paramGroups\[0\]\.params\[0\]\.grad has length 2, expected 4 like its data$/),
+    )
+    t.is(opt.getState(p)!.step, 3)
+  }
+})
+
 test('works: a 2^27-element Float32Array (512 MiB) steps like a short one', (t) => {
   const n = 2 ** 27
   const big = { data: new Float32Array(n).fill(1), grad: new Float32Array(n).fill(0.5) }

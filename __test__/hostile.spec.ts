@@ -636,7 +636,7 @@ test('a stepAsync on ordinary memory reached by file path cannot be handed to a 
 const stepAgain = (opt: NativeStep, packed: Float64Array, skip: boolean) =>
   binding.stepAgainOf(opt)(packed.buffer, skip)
 
-test('stepAgain reached by file path checks the arrays of the last step natively: refused and nothing written', (t) => {
+test('stepAgain reached by file path checks the arrays of the last step natively: null and nothing written', (t) => {
   const packed = Float64Array.from(binding.algorithms().find((a) => a.name === 'Adam')!.options, (o) => o.default)
   const plain = (_: string, v: unknown) => (ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v)
   const states = (opt: NativeStep) =>
@@ -661,20 +661,20 @@ test('stepAgain reached by file path checks the arrays of the last step natively
     t.is(stepAgain(opt, packed, false), undefined, 'an untouched step steps again (StepReport.Finite, as undefined)')
     return { opt, p, q, buffer }
   }
-  const cases: Array<[string, (w: ReturnType<typeof make>) => ArrayBufferLike | undefined, RegExp, boolean?]> = [
-    ['data transferred', (w) => structuredClone(w.q.data.buffer, { transfer: [w.q.data.buffer] }), /params\[1\]\.data/],
-    ['grad transferred', (w) => structuredClone(w.p.grad.buffer, { transfer: [w.p.grad.buffer] }), /params\[0\]\.grad/],
-    ['data shrunk below', (w) => (w.buffer.resize(8), undefined), /params\[1\]\.data/],
-    ['length-tracking data grown', (w) => (w.buffer.resize(24), undefined), /params\[1\]\.data/, true],
+  const cases: Array<[string, (w: ReturnType<typeof make>) => ArrayBufferLike | undefined, boolean?]> = [
+    ['data transferred', (w) => structuredClone(w.q.data.buffer, { transfer: [w.q.data.buffer] })],
+    ['grad transferred', (w) => structuredClone(w.p.grad.buffer, { transfer: [w.p.grad.buffer] })],
+    ['data shrunk below', (w) => (w.buffer.resize(8), undefined)],
+    ['length-tracking data grown', (w) => (w.buffer.resize(24), undefined), true],
   ]
-  for (const [what, act, names, tracking] of cases) {
+  for (const [what, act, tracking] of cases) {
     const w = make(tracking)
     const before = states(w.opt)
     const contents = [w.p.data, w.p.grad, w.q.data, w.q.grad].map((a) => Array.from(a))
     const moved = act(w)
     // What the transferred memory holds now, read through its new owner.
     const movedBefore = moved && Array.from(new Float32Array(moved))
-    t.throws(() => stepAgain(w.opt, packed, false), { code: 'ERR_INVALID_STATE', message: names }, what)
+    t.is(stepAgain(w.opt, packed, false), null, `${what}: nothing to step again`)
     t.is(states(w.opt), before, `${what}: the state is unchanged`)
     if (moved)
       t.deepEqual(Array.from(new Float32Array(moved)), movedBefore, `${what}: nothing written to the moved memory`)
@@ -687,7 +687,7 @@ test('stepAgain reached by file path checks the arrays of the last step natively
   // Shrunk and grown back: the same memory again (V8 keeps a resizable buffer in place), so it steps.
   const w = make()
   w.buffer.resize(8)
-  t.throws(() => stepAgain(w.opt, packed, false), { code: 'ERR_INVALID_STATE' })
+  t.is(stepAgain(w.opt, packed, false), null)
   w.buffer.resize(16)
   const before = Array.from(w.q.data)
   t.is(stepAgain(w.opt, packed, false), undefined)

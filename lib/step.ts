@@ -18,32 +18,23 @@ const FINITE = native.StepReport.Finite
 const stepAgainOf = (native as unknown as { stepAgainOf(optimizer: NativeOptimizer): StepAgain }).stepAgainOf
 
 /**
- * `TypedArray.prototype.length`'s own getter, taken before any user code runs: it reads the
- * length (0 once detached) without running JavaScript, whatever a caller does to an array.
- */
-const lengthOf: (array: FloatArray) => number = Function.prototype.call.bind(
-  Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Float32Array.prototype), 'length')!.get!,
-)
-
-/**
  * Reading a parameter's arrays natively costs a few hundred nanoseconds of Node-API calls, which
  * for a model of hundreds of small tensors is more than updating them. So after a step has read
- * them, this remembers which arrays it read and their lengths, and a later step whose
- * parameters hold the very same arrays, with the same lengths, asks the native side to step them
- * again without reading them (`stepAgain`, bound to the optimizer once). Same object and same nonzero length mean still
- * attached (a detached array's length is 0) and so still the same memory; anything else (a new
- * array, a detached or resized one, a getter that returns something else) takes the full native
- * read, with its checks and errors. The remembered arrays are held here, so they stay alive.
- * `stepAgain` trusts none of this: it checks natively, before writing, that each array the last
- * step read is still attached, where it was and of its length (refusing with `ERR_INVALID_STATE`).
- * A sparse gradient (`{ indices, values }`) is never remembered: the native step reports it as
- * undefined, so a step with one always takes the full read, which checks and coalesces it.
+ * them, this remembers which arrays it read, and a later step whose parameters hold the very same
+ * arrays asks the native side to step them again without reading them (`stepAgain`, bound to the
+ * optimizer once). Whether those arrays are still attached, where they were and of their length
+ * is checked there, natively, before anything is written; where one is not (transferred, resized)
+ * `stepAgain` answers null, changing nothing, and the step takes the full native read, with its
+ * checks and errors, as it does for a new array or a getter that returns something else. Only
+ * identities are compared here, so this touches none of the arrays (a training loop finds each
+ * out of cache). The remembered arrays are held here, so they stay alive. A sparse gradient
+ * (`{ indices, values }`) is never remembered: the native step reports it as undefined, so a step
+ * with one always takes the full read, which checks and coalesces it.
  */
 export class StepArrays {
   #params: readonly Parameter<GradKind>[] | undefined
   readonly #seen: Array<FloatArray | null | undefined> = []
   readonly #now: Array<GradKind | null | undefined> = []
-  #lengths = new Float64Array(0)
   /** `stepAgain` bound to the optimizer it was made for. */
   #again: StepAgain | undefined
   #againOf: NativeOptimizer | undefined
@@ -73,14 +64,9 @@ export class StepArrays {
         now[2 * i + 1] = param.grad
       }
       const seen = this.#seen
-      const lengths = this.#lengths
       let same = true
       for (let k = 0; k < count; k++) {
-        const array = now[k]
-        if (
-          array !== seen[k] ||
-          (array !== null && array !== undefined && lengthOf(array as FloatArray) !== lengths[k])
-        ) {
+        if (now[k] !== seen[k]) {
           same = false
           break
         }
@@ -101,11 +87,6 @@ export class StepArrays {
     // Only when it changes: setting an array's length is a runtime call even to the same value.
     if (seen.length !== 2 * params.length) seen.length = 2 * params.length
     const report = opt.step(params, groupOf, packed, seen, skipNonFinite)
-    if (this.#lengths.length !== seen.length) this.#lengths = new Float64Array(seen.length)
-    for (let k = 0; k < seen.length; k++) {
-      const array = seen[k]
-      this.#lengths[k] = array === null || array === undefined ? -1 : lengthOf(array)
-    }
     if (this.#againOf !== opt) {
       this.#again = stepAgainOf(opt)
       this.#againOf = opt

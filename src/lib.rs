@@ -387,11 +387,12 @@ impl NativeOptimizer {
 /// hundreds of nanoseconds of Node-API calls a read takes). Whether the arrays can still be
 /// written is checked here, and trusts no caller: the step keeps weak references to the arrays it
 /// read, and before writing, each must still be alive, attached, at the same address and of the
-/// same length, or the call is refused with `ERR_INVALID_STATE` naming the parameter, changing
-/// nothing (two Node-API calls per array; no property is read and no JavaScript runs). The
+/// same length (two Node-API calls per array; no property is read and no JavaScript runs). The
 /// function returns `step`'s report, or null, changing nothing, when there is no such step to
-/// repeat (none yet, the last read other memory than the one before it, or the state was loaded
-/// or a `stepAsync` ran since).
+/// repeat: none yet, the last read other memory than the one before it, the state was loaded or a
+/// `stepAsync` ran since, or an array of the last step is no longer as it was read (transferred,
+/// resized or collected). The facade then reads the parameters with `step`, whose errors name
+/// what changed.
 ///
 /// The function is bound to the optimizer once ([`bound`]), so that a step neither checks the
 /// optimizer object's class nor unwraps it (two private-property lookups, a tenth of a 1K step),
@@ -467,10 +468,11 @@ fn step_again<O: Optimizer>(
 ) -> std::result::Result<Option<StepReport>, Fail> {
   debug_assert_eq!(O::NAME, optimizer.algorithm.name());
   let packed = packed_buffer(env, packed)?;
-  if !optimizer.reader.remembered {
+  // Nothing to repeat, or an array of the last step is no longer as it was read: the caller
+  // reads the parameters again (the facade's `step`), which says what changed.
+  if !optimizer.reader.remembered || !optimizer.reader.check_remembered(env)? {
     return Ok(None);
   }
-  optimizer.reader.check_remembered(env)?;
   // SAFETY: an ArrayBuffer of this call, attached, of `packed.1` whole f64s at an address aligned
   // for them (checked); no JavaScript runs during the call, and the step reads it before it writes
   // the group state there.

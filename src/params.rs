@@ -383,14 +383,14 @@ impl Reader {
   }
 
   /// For `step_again`, which writes the arrays of [`Self::views`] without reading the parameters:
-  /// fails, with `ERR_INVALID_STATE` naming the parameter, unless each is still alive, attached,
-  /// at the address and of the length the read saw (and for an empty one, not past its
-  /// buffer's end). Two Node-API calls per array when its ArrayBuffer is as it was (see [`Held`]),
-  /// two more otherwise; no property read, no JavaScript.
-  pub fn check_remembered(&self, env: RawEnv) -> Result<(), Fail> {
+  /// whether each is still alive, attached, at the address and of the length the read saw (and for
+  /// an empty one, not past its buffer's end). Two Node-API calls per array when its ArrayBuffer is
+  /// as it was (see [`Held`]), two more otherwise; no property read, no JavaScript. False as soon
+  /// as one is not: the caller then reads the parameters again, which reports what changed.
+  pub fn check_remembered(&self, env: RawEnv) -> Result<bool, Fail> {
     for (index, view) in self.views.iter().enumerate() {
       let Some(view) = view else { continue };
-      for (which, field, array) in [(0, "data", &view.data), (1, "grad", &view.grad)] {
+      for (which, array) in [(0, &view.data), (1, &view.grad)] {
         if self.buffer_unchanged(env, 2 * index + which)? {
           continue;
         }
@@ -411,15 +411,11 @@ impl Reader {
           None => false,
         };
         if !same {
-          return Err(Fail::state(format!(
-            "stepAgain: {}.{field} is no longer the array the last step read, attached, where it was and of \
-             its length (it was transferred, resized or collected since); call step() to read the parameters again",
-            label(&self.group_of, index)
-          )));
+          return Ok(false);
         }
       }
     }
-    Ok(())
+    Ok(true)
   }
 
   /// Whether a gradient of the last read was sparse.
