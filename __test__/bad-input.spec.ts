@@ -1021,6 +1021,110 @@ test('refused clearly after repeated steps over the same arrays: one transferred
   }
 })
 
+test('works: new gradient arrays at every step give the numbers of the same arrays refilled, for every optimizer kind', (t) => {
+  // From the third step over the same data arrays, a step that finds only new gradient arrays takes
+  // just those; the numbers must be those of a step that reads everything.
+  const grads = (step: number, i: number, n: number) =>
+    Float32Array.from({ length: n }, (_, j) => Math.sin(0.7 * step + 1.3 * i + 0.11 * j) * (j % 5 === 0 ? 1e-3 : 1))
+  for (const [name, make] of [
+    ['Adam', (ps: Parameter[]) => new Adam(ps, { lr: 0.01 })],
+    ['SGD', (ps: Parameter[]) => new SGD(ps, { lr: 0.01, momentum: 0.9 })],
+    ['AdamW', (ps: Parameter[]) => new AdamW([{ params: ps.slice(0, 2) }, { params: ps.slice(2), lr: 0.1 }])],
+  ] as const) {
+    const lengths = [1, 33, 1000, 7]
+    const fresh = lengths.map((n, i) => ({
+      data: Float32Array.from({ length: n }, (_, j) => i + j / n),
+      grad: grads(0, i, n),
+    }))
+    const kept = fresh.map((p) => ({ data: Float32Array.from(p.data), grad: Float32Array.from(p.grad) }))
+    const a = make(fresh)
+    const b = make(kept)
+    for (let step = 1; step <= 12; step++) {
+      fresh.forEach((p, i) => {
+        // Every other step one parameter keeps its gradient array, refilled.
+        if (step % 2 === 0 && i === 1) p.grad.set(grads(step, i, p.grad.length))
+        else p.grad = grads(step, i, p.grad.length)
+      })
+      kept.forEach((p, i) => p.grad.set(grads(step, i, p.grad.length)))
+      a.step()
+      b.step()
+    }
+    fresh.forEach((p, i) => {
+      t.deepEqual(Array.from(p.data), Array.from(kept[i].data), `${name}: params[${i}].data`)
+      t.deepEqual(a.getState(p), b.getState(kept[i]), `${name}: params[${i}]'s state`)
+    })
+  }
+})
+
+test('refused clearly after repeated steps: a new gradient that does not fit, or that overlaps a parameter', (t) => {
+  const make = () => {
+    const p = { data: Float32Array.of(1, 2, 3, 4), grad: Float32Array.of(0.5, -0.5, 0.25, 1) as Float32Array | null }
+    const q = { data: Float32Array.of(5, 6), grad: Float32Array.of(0.1, 0.2) as FloatArray | null }
+    const opt = new Adam([p, q], { lr: 0.1 })
+    for (let k = 0; k < 3; k++) {
+      p.grad = Float32Array.from(p.grad!)
+      opt.step()
+    }
+    return { p, q, opt }
+  }
+  const cases: Array<[string, (w: ReturnType<typeof make>) => void, object]> = [
+    [
+      'shorter',
+      (w) => (w.q.grad = Float32Array.of(1)),
+      outOfRange(/^paramGroups\[0\]\.params\[1\]\.grad has length 1, expected 2 like its data$/),
+    ],
+    [
+      'of another type',
+      (w) => (w.q.grad = Float64Array.of(1, 2)),
+      argType(/^paramGroups\[0\]\.params\[1\]\.grad must be a Float32Array like its data, got Float64Array$/),
+    ],
+    [
+      'detached',
+      (w) => {
+        w.q.grad = Float32Array.of(1, 2)
+        transfer(w.q.grad)
+      },
+      invalidState(/^paramGroups\[0\]\.params\[1\]\.grad is detached/),
+    ],
+    [
+      'a view of the other parameter',
+      (w) => (w.q.grad = w.p.data.subarray(1, 3)),
+      argValue(/^paramGroups\[0\]\.params\[0\]\.data and paramGroups\[0\]\.params\[1\]\.grad share memory/),
+    ],
+    [
+      'a view of its own data',
+      (w) => (w.q.grad = w.q.data.subarray(0, 2)),
+      argValue(
+        /^paramGroups\[0\]\.params\[1\]\.(data|grad) and paramGroups\[0\]\.params\[1\]\.(data|grad) share memory/,
+      ),
+    ],
+    [
+      'not an array',
+      (w) => (w.q.grad = { length: 2 } as never),
+      argType(/^paramGroups\[0\]\.params\[1\]\.grad must be/),
+    ],
+  ]
+  for (const [what, act, error] of cases) {
+    const w = make()
+    const before = [Array.from(w.p.data), Array.from(w.q.data)]
+    w.p.grad = Float32Array.of(1, 1, 1, 1)
+    act(w)
+    t.throws(() => w.opt.step(), error as never, what)
+    t.deepEqual([Array.from(w.p.data), Array.from(w.q.data)], before, `${what}: nothing written`)
+    t.deepEqual([w.opt.getState(w.p)!.step, w.opt.getState(w.q)!.step], [3, 3], `${what}: no step counted`)
+  }
+  // A gradient gone (null) skips its parameter, as in any step; one back again steps it.
+  const w = make()
+  w.q.grad = null
+  w.p.grad = Float32Array.of(1, 1, 1, 1)
+  w.opt.step()
+  t.deepEqual([w.opt.getState(w.p)!.step, w.opt.getState(w.q)!.step], [4, 3])
+  w.q.grad = Float32Array.of(1, 1)
+  w.p.grad = Float32Array.of(1, 1, 1, 1)
+  w.opt.step()
+  t.deepEqual([w.opt.getState(w.p)!.step, w.opt.getState(w.q)!.step], [5, 4])
+})
+
 test('works: a 2^27-element Float32Array (512 MiB) steps like a short one', (t) => {
   const n = 2 ** 27
   const big = { data: new Float32Array(n).fill(1), grad: new Float32Array(n).fill(0.5) }

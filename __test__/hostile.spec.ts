@@ -617,7 +617,7 @@ const binding = require(join(__dirname, '..', 'native', 'index.js')) as {
   algorithms(): Array<{ name: string; options: Array<{ default: number }> }>
   stepAgainOf(
     optimizer: NativeStep,
-  ): (packedBuffer: ArrayBufferLike, skipNonFinite?: boolean) => number | undefined | null
+  ): (packedBuffer: ArrayBufferLike, skipNonFinite?: boolean, grads?: unknown) => number | undefined | null
   stepOffThread(optimizer: NativeStep): Promise<void>
   StartedStep: { InSlices: number; OffThread: number; Skipped: number }
 }
@@ -754,6 +754,95 @@ test('stepAgain reports as step does: Finite as undefined, the others as numbers
   t.is(again(buffer, true), StepReport.Skipped)
   t.deepEqual(Array.from(p.data), data, 'a skipped step writes nothing')
   t.is(opt.exportState(0)!.step, 7)
+})
+
+test('stepAgain with new gradients reached by file path: checked natively, getters run before, nothing written when refused', (t) => {
+  const packed = Float64Array.from(binding.algorithms().find((a) => a.name === 'Adam')!.options, (o) => o.default)
+  /** Two full reads of the same data (new gradients each time), so that the data is remembered. */
+  const make = () => {
+    const p = { data: Float32Array.of(1, 2, 3), grad: Float32Array.of(0.5, -0.5, 0.25) }
+    const q = { data: Float32Array.of(4, 5), grad: Float32Array.of(1, 2) }
+    const opt = new binding.NativeOptimizer('Adam')
+    opt.step([p, q], Uint32Array.of(0, 0), packed, [], false)
+    p.grad = Float32Array.from(p.grad)
+    opt.step([p, q], Uint32Array.of(0, 0), packed, [], false)
+    return { p, q, opt, again: binding.stepAgainOf(opt) }
+  }
+  // The numbers of a full read with the same gradients.
+  const w = make()
+  const r = make()
+  const g = Float32Array.of(0.3, 0.2, 0.1)
+  t.is(w.again(packed.buffer, undefined, [g, undefined]), undefined, 'stepped (Finite)')
+  r.p.grad = Float32Array.from(g)
+  r.opt.step([r.p, r.q], Uint32Array.of(0, 0), packed, [], false)
+  t.deepEqual([Array.from(w.p.data), Array.from(w.q.data)], [Array.from(r.p.data), Array.from(r.q.data)])
+  t.deepEqual(w.opt.exportState(0), r.opt.exportState(0))
+  t.deepEqual(w.opt.exportState(1), r.opt.exportState(1))
+  // Refused by a TypeError, changing nothing: grads that is not an array, or of another length.
+  for (const [what, grads] of [
+    ['a number', 3],
+    ['an array of 1 for 2 parameters', [g]],
+    ['an array of 3 for 2 parameters', [g, undefined, undefined]],
+  ] as const) {
+    const v = make()
+    const before = [Array.from(v.p.data), Array.from(v.q.data)]
+    t.throws(
+      () => v.again(packed.buffer, undefined, grads),
+      { code: 'ERR_INVALID_ARG_TYPE', message: /^stepAgain: grads/ },
+      what,
+    )
+    t.deepEqual([Array.from(v.p.data), Array.from(v.q.data)], before, `${what}: nothing written`)
+    t.is(v.opt.exportState(0)!.step, 2, `${what}: no step counted`)
+  }
+  // Answered null, changing nothing: a gradient that does not fit (the full read says why).
+  const misfits: Array<[string, (v: ReturnType<typeof make>) => unknown[]]> = [
+    ['too short', () => [Float32Array.of(1, 2), undefined]],
+    ['a Float64Array', () => [Float64Array.of(1, 2, 3), undefined]],
+    ['null', () => [null, undefined]],
+    ['a plain array', () => [[1, 2, 3], undefined]],
+    ['overlapping the other data', (v) => [undefined, v.p.data.subarray(0, 2)]],
+    ['overlapping its own data', (v) => [v.p.data.subarray(0, 3), undefined]],
+    [
+      'detached',
+      () => {
+        const a = Float32Array.of(1, 2, 3)
+        structuredClone(a.buffer, { transfer: [a.buffer] })
+        return [a, undefined]
+      },
+    ],
+    [
+      'unchanged, but its array since detached',
+      (v) => {
+        structuredClone(v.p.grad.buffer, { transfer: [v.p.grad.buffer] })
+        return [undefined, Float32Array.of(1, 1)]
+      },
+    ],
+    [
+      'a getter that detaches a data array',
+      (v) => {
+        const grads = [undefined, undefined]
+        Object.defineProperty(grads, 0, {
+          get: () => (structuredClone(v.q.data.buffer, { transfer: [v.q.data.buffer] }), Float32Array.of(1, 1, 1)),
+        })
+        return grads
+      },
+    ],
+  ]
+  for (const [what, grads] of misfits) {
+    const v = make()
+    const before = [Array.from(v.p.data), Array.from(v.q.data)]
+    t.is(v.again(packed.buffer, undefined, grads(v)), null, what)
+    // A detached array reads as empty; every other one holds what it held.
+    const now = [v.p.data, v.q.data].map((a, i) => (a.length > 0 ? Array.from(a) : before[i]))
+    t.deepEqual(now, before, `${what}: nothing written`)
+    t.deepEqual([v.opt.exportState(0)!.step, v.opt.exportState(1)!.step], [2, 2], `${what}: no step counted`)
+  }
+  // A getter that steps the same optimizer runs before this call takes it: two steps, each whole.
+  const v = make()
+  const grads = [undefined, undefined]
+  Object.defineProperty(grads, 1, { get: () => (v.again(packed.buffer), Float32Array.of(1, 1)) })
+  t.is(v.again(packed.buffer, undefined, grads), undefined)
+  t.deepEqual([v.opt.exportState(0)!.step, v.opt.exportState(1)!.step], [4, 4])
 })
 
 test('a bound stepAgain that outlives its optimizer refuses instead of touching freed memory', async (t) => {

@@ -265,8 +265,9 @@ test('one thread and several give the same bits (a step large enough to run in p
 
 test('reading, checking and coalescing a sparse gradient allocates nothing in a steady state', (t) => {
   // A sparse gradient takes the full native read at every step; that call's napi-rs glue allocates
-  // what it allocates for any optimizer (here a dense step whose grad alternates between two
-  // arrays, which also runs the overlap check), and the sparse step must allocate no more.
+  // what it allocates for any optimizer (here a dense step whose data and grad alternate between
+  // two arrays each, which also runs the overlap check; with new gradients alone a step takes
+  // only those), and the sparse step must allocate no more.
   const threads = getNumThreads()
   const count = (step: () => void) => {
     for (let i = 0; i < 10; i++) step()
@@ -277,10 +278,11 @@ test('reading, checking and coalescing a sparse gradient allocates nothing in a 
   try {
     setNumThreads(1)
     const grads = [new Float32Array(32).fill(0.5), new Float32Array(32).fill(0.25)]
-    const dense = { data: new Float32Array(32), grad: grads[0] }
+    const datas = [new Float32Array(32), new Float32Array(32)]
+    const dense = { data: datas[0], grad: grads[0] }
     const adam = new Adam([dense])
     let i = 0
-    const glue = count(() => ((dense.grad = grads[i++ % 2]), adam.step()))
+    const glue = count(() => ((dense.data = datas[i % 2]), (dense.grad = grads[i++ % 2]), adam.step()))
     t.log(`a dense step with a full read allocates ${glue / 200} times`)
     const { param, opt } = table(1000, 8)
     // Unsorted with duplicates (sorted into the scratch), sorted with duplicates, coalesced already.

@@ -260,6 +260,26 @@ test.serial('a steady-state step allocates nothing on one thread, and at most a 
           t.true(bytes <= tasks * 128, where)
           t.log(where)
         }
+        // New gradient arrays at every step (two sets in turn): the step takes only those.
+        const other = sizes.map((size, i) => values(size, i + 11, Float32Array))
+        const own = params.map((p) => p.grad)
+        const opt = new Adam(params)
+        let k = 0
+        const step = () => {
+          k ^= 1
+          params.forEach((p, i) => (p.grad = k === 1 ? other[i] : own[i]))
+          opt.step()
+        }
+        for (let i = 0; i < 10; i++) step()
+        const before = internal.__allocations()
+        for (let i = 0; i < 200; i++) step()
+        const after = internal.__allocations()
+        const total = sizes.reduce((a, b) => a + b, 0)
+        const tasks = n > 1 && total >= 1 << 15 ? 200 * (n - 1) : 0
+        const where = `Adam, new gradients, ${sizes.length} x ${sizes[0]} on ${n} threads: ${after.count - before.count} allocations, ${after.bytes - before.bytes} bytes`
+        t.true(after.count - before.count <= tasks * 1.05 + 2, where)
+        t.true(after.bytes - before.bytes <= tasks * 128, where)
+        t.log(where)
       }
     }
   } finally {

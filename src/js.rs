@@ -94,7 +94,7 @@ pub fn camel_case(name: &str) -> String {
 }
 
 /// A Float32Array or Float64Array as seen at one moment of a call.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct TypedView {
   pub dtype: Dtype,
   pub len: usize,
@@ -168,6 +168,11 @@ impl RawEnv {
   pub fn is_nullish(self, value: sys::napi_value) -> std::result::Result<bool, Fail> {
     let kind = self.type_of(value)?;
     Ok(kind == sys::ValueType::napi_null || kind == sys::ValueType::napi_undefined)
+  }
+
+  /// Whether `value` is `undefined`.
+  pub fn is_undefined(self, value: sys::napi_value) -> std::result::Result<bool, Fail> {
+    Ok(self.type_of(value)? == sys::ValueType::napi_undefined)
   }
 
   /// Whether `value` is the boolean `true` (anything else, a truthy number included, is not).

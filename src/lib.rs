@@ -420,14 +420,27 @@ unsafe extern "C" fn step_again_callback<O: Optimizer>(
   info: sys::napi_callback_info,
 ) -> sys::napi_value {
   // SAFETY: this callback's env and info, of a function `bind` made for a `NativeOptimizer`.
-  let result = match unsafe { bound::args::<NativeOptimizer, 2>(env, info) } {
+  let result = match unsafe { bound::args::<NativeOptimizer, 3>(env, info) } {
     Some((argv, argc, optimizer)) if argc >= 1 => {
       // The facade passes the flag only when it is set: asking a value its type and reading it
       // takes several functions of Node's that a training loop finds out of cache.
       let skip = argc >= 2 && RawEnv(env).is_true(argv[1]).unwrap_or(false);
-      bound::enter(optimizer, "stepAgain", |optimizer| step_again::<O>(RawEnv(env), optimizer, argv[0], skip))
+      // The new gradients are taken out of their array before the optimizer is: reading an
+      // element may run JavaScript (a getter, a Proxy), which may call into the optimizer or
+      // detach arrays; what it did is then checked with everything else, and none runs after.
+      GRADS.with(|cell| {
+        // A getter may step another optimizer meanwhile, which finds the vector in use.
+        let (mut borrowed, mut owned) = (cell.try_borrow_mut(), Vec::new());
+        let grads = borrowed.as_deref_mut().unwrap_or(&mut owned);
+        grads.clear();
+        if argc >= 3 {
+          new_grads(RawEnv(env), argv[2], grads)?;
+        }
+        let grads = (argc >= 3).then_some(&grads[..]);
+        bound::enter(optimizer, "stepAgain", |optimizer| step_again::<O>(RawEnv(env), optimizer, argv[0], skip, grads))
+      })
     }
-    _ => Err(Fail::type_error("stepAgain(packedBuffer, skipNonFinite) takes one or two arguments".into())),
+    _ => Err(Fail::type_error("stepAgain(packedBuffer, skipNonFinite, grads) takes one to three arguments".into())),
   };
   let mut value = std::ptr::null_mut();
   // SAFETY: creating a value or throwing in this callback's env.
@@ -459,18 +472,34 @@ pub(crate) unsafe fn unwrap_optimizer<'a>(
   unsafe { bound::unwrap(env, object, what, "NativeOptimizer") }
 }
 
-/// [`step_again_callback`]'s step of an optimizer of algorithm `O`.
+thread_local! {
+  /// `stepAgain`'s new gradients, taken out of their array, so that a step allocates nothing.
+  static GRADS: std::cell::RefCell<Vec<sys::napi_value>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The elements of `stepAgain`'s `grads` array into `out`, or a TypeError unless it is an array.
+fn new_grads(env: RawEnv, grads: sys::napi_value, out: &mut Vec<sys::napi_value>) -> std::result::Result<(), Fail> {
+  let count = env
+    .array_length(grads)
+    .map_err(|_| Fail::type_error("stepAgain: grads must be an array with an entry per parameter".into()))?;
+  for index in 0..count {
+    out.push(env.element(grads, index as u32)?);
+  }
+  Ok(())
+}
+
+/// [`step_again_callback`]'s step of an optimizer of algorithm `O`, with the parameters' new
+/// gradients where `grads` gives them ([`params::Reader::take_new_grads`]).
 fn step_again<O: Optimizer>(
   env: RawEnv,
   optimizer: &mut NativeOptimizer,
   packed: sys::napi_value,
   skip_non_finite: bool,
+  grads: Option<&[sys::napi_value]>,
 ) -> std::result::Result<Option<StepReport>, Fail> {
   debug_assert_eq!(O::NAME, optimizer.algorithm.name());
   let packed = packed_buffer(env, packed)?;
-  // Nothing to repeat, or an array of the last step is no longer as it was read: the caller
-  // reads the parameters again (the facade's `step`), which says what changed.
-  if !optimizer.reader.remembered || !optimizer.reader.check_remembered(env)? {
+  if !optimizer.reader.remembered {
     return Ok(None);
   }
   // SAFETY: an ArrayBuffer of this call, attached, of `packed.1` whole f64s at an address aligned
@@ -478,6 +507,15 @@ fn step_again<O: Optimizer>(
   // the group state there.
   let packed = unsafe { std::slice::from_raw_parts_mut(packed.0 as *mut f64, packed.1) };
   optimizer.configure::<O>(packed, "stepAgain()")?;
+  // An array of the last step that is no longer as it was read, or a new gradient that does not
+  // fit: the caller reads the parameters again (the facade's `step`), which says what is wrong.
+  let fits = match grads {
+    Some(grads) => optimizer.reader.take_new_grads(env, grads)?,
+    None => optimizer.reader.check_remembered(env)?,
+  };
+  if !fits {
+    return Ok(None);
+  }
   optimizer.check_step_counts()?;
   let report = optimizer.apply::<O>(skip_non_finite)?;
   optimizer.write_group_state::<O>(report, packed);
@@ -645,8 +683,10 @@ impl NativeOptimizer {
   ) -> std::result::Result<StepReport, Fail> {
     self.prepare::<O>(env, params, group_of, packed, "step()")?;
     // A sparse gradient is read again at every step (see `Reader::report`). The arrays are
-    // remembered from the second step that reads the same memory on.
-    let remember = self.reader.repeated && !self.reader.any_sparse();
+    // remembered from the second step that reads the same data on, also where the gradients are
+    // new arrays: a training loop that hands over new ones at every step (fastoptim/tfjs does)
+    // steps again with them (`step_again`'s `grads`).
+    let remember = self.reader.data_repeated && !self.reader.any_sparse();
     if remember {
       self.reader.remember(env)?;
     }

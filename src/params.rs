@@ -59,10 +59,17 @@ pub(crate) struct Reader {
   held: Vec<Held>,
   /// The `groupOf` of the last read, to name parameters.
   group_of: Vec<u32>,
-  /// Whether the last read found every array where the read before it did: a step that may be
-  /// repeated, whose arrays are worth remembering (a caller that hands over new arrays at every
-  /// step, as fastoptim/tfjs does with gradients, never pays for references it cannot use).
-  pub repeated: bool,
+  /// Whether the last read found every array where the read before it did.
+  repeated: bool,
+  /// Whether the last read found every parameter's data where the read before it did: a step
+  /// whose arrays are worth remembering, also where its gradients are new at every step (as
+  /// fastoptim/tfjs hands them over): later steps then take only those ([`Self::take_new_grads`]).
+  pub data_repeated: bool,
+  /// The remembered data arrays' byte ranges, sorted by address (they are disjoint), against which
+  /// [`Self::take_new_grads`] checks each new gradient.
+  data_spans: Vec<(usize, usize)>,
+  /// The gradients [`Self::take_new_grads`] has checked, before it takes them.
+  new_grads: Vec<(usize, TypedView, sys::napi_value)>,
 }
 
 /// An array's ArrayBuffer as [`Reader::remember`] saw it: a weak reference to it (null where it
@@ -309,6 +316,8 @@ impl Reader {
       }
     }
     self.repeated = self.layout == self.disjoint;
+    self.data_repeated = self.layout.len() == self.disjoint.len()
+      && self.layout.iter().step_by(3).zip(self.disjoint.iter().step_by(3)).all(|(a, b)| a == b);
     if !self.repeated {
       check_disjoint(&self.views, group_of)?;
       std::mem::swap(&mut self.layout, &mut self.disjoint);
@@ -335,12 +344,18 @@ impl Reader {
   }
 
   /// Makes weak references to every array of [`Self::views`] (deleting those of the read before),
-  /// for [`Self::check_remembered`]. Allocates nothing once the reader has held as many.
+  /// for [`Self::check_remembered`] and [`Self::take_new_grads`]. Allocates nothing once the
+  /// reader has held as many.
   pub fn remember(&mut self, env: RawEnv) -> Result<(), Fail> {
     self.forget(env);
+    self.data_spans.clear();
     for view in &self.views {
       match view {
         Some(view) => {
+          // Empty arrays overlap nothing (and may lie inside another's range).
+          if view.data.len > 0 {
+            self.data_spans.push((view.data.address(), view.data.address() + view.data.byte_len()));
+          }
           for value in view.values {
             let reference = env.weak_reference(value)?;
             self.refs.push(reference);
@@ -359,6 +374,7 @@ impl Reader {
         }
       }
     }
+    self.data_spans.sort_unstable();
     Ok(())
   }
 
@@ -386,36 +402,126 @@ impl Reader {
   /// whether each is still alive, attached, at the address and of the length the read saw (and for
   /// an empty one, not past its buffer's end). Two Node-API calls per array when its ArrayBuffer is
   /// as it was (see [`Held`]), two more otherwise; no property read, no JavaScript. False as soon
-  /// as one is not: the caller then reads the parameters again, which reports what changed.
+  /// as one is not (or was not remembered): the caller then reads the parameters again, which
+  /// reports what changed.
   pub fn check_remembered(&self, env: RawEnv) -> Result<bool, Fail> {
     for (index, view) in self.views.iter().enumerate() {
       let Some(view) = view else { continue };
-      for (which, array) in [(0, &view.data), (1, &view.grad)] {
-        if self.buffer_unchanged(env, 2 * index + which)? {
-          continue;
-        }
-        let reference = self.refs.get(2 * index + which).copied().unwrap_or(std::ptr::null_mut());
-        let value = if reference.is_null() { None } else { env.reference_value(reference)? };
-        let now = match value {
-          Some(value) => env.float_array(value)?.map(|now| (value, now)),
-          None => None,
-        };
-        let same = match now {
-          Some((value, now)) => {
-            !now.detached
-              && now.dtype == array.dtype
-              && now.address() == array.address()
-              && now.len == array.len
-              && (now.len > 0 || !env.beyond_buffer(value)?)
-          }
-          None => false,
-        };
-        if !same {
-          return Ok(false);
-        }
+      if !self.unchanged(env, 2 * index, &view.data)? || !self.unchanged(env, 2 * index + 1, &view.grad)? {
+        return Ok(false);
       }
     }
     Ok(true)
+  }
+
+  /// Whether the `k`-th remembered array (`array` as the read saw it) is still alive, attached,
+  /// where it was and of its length ([`Self::check_remembered`]).
+  fn unchanged(&self, env: RawEnv, k: usize, array: &TypedView) -> Result<bool, Fail> {
+    if self.buffer_unchanged(env, k)? {
+      return Ok(true);
+    }
+    let reference = self.refs.get(k).copied().unwrap_or(std::ptr::null_mut());
+    let Some(value) = (if reference.is_null() { None } else { env.reference_value(reference)? }) else {
+      return Ok(false);
+    };
+    Ok(match env.float_array(value)? {
+      Some(now) => {
+        !now.detached
+          && now.dtype == array.dtype
+          && now.address() == array.address()
+          && now.len == array.len
+          && (now.len > 0 || !env.beyond_buffer(value)?)
+      }
+      None => false,
+    })
+  }
+
+  /// For `step_again` given new gradients: `grads[i]` is parameter `i`'s new gradient, or
+  /// undefined where it is the array the last step took. Takes them into [`Self::views`] if every
+  /// remembered data array and unchanged gradient is as [`Self::check_remembered`] requires, and
+  /// each new gradient is an attached typed array of its data's type and length that overlaps no
+  /// parameter's data (gradients may share memory with each other: they are only read). Returns
+  /// false, changing nothing, otherwise, and where a parameter skipped by the last step (no
+  /// gradient then) has one now: the caller then reads the parameters, which says what is wrong.
+  /// The gradients' weak references are dropped: a later step over the same arrays reads them.
+  /// Runs no JavaScript; one Node-API call per new gradient beside the data's check.
+  pub fn take_new_grads(&mut self, env: RawEnv, grads: &[sys::napi_value]) -> Result<bool, Fail> {
+    if grads.len() != self.views.len() {
+      return Err(Fail::type_error(format!(
+        "stepAgain: grads has {} entries, but the last step read {} parameters",
+        grads.len(),
+        self.views.len()
+      )));
+    }
+    let mut staged = std::mem::take(&mut self.new_grads);
+    staged.clear();
+    let taken = self.check_new_grads(env, grads, &mut staged);
+    if matches!(taken, Ok(true)) {
+      for &(index, grad, value) in &staged {
+        let view = self.views[index].as_mut().expect("checked to have a view");
+        view.grad = grad;
+        view.values[1] = value;
+        let k = 2 * index + 1;
+        let array = self.refs.get_mut(k).map_or(std::ptr::null_mut(), |r| std::mem::replace(r, std::ptr::null_mut()));
+        let buffer = self.held.get_mut(k).map_or(std::ptr::null_mut(), |h| std::mem::replace(h, Held::NONE).reference);
+        for reference in [array, buffer].into_iter().filter(|r| !r.is_null()) {
+          // SAFETY: made in this env by `remember`, and dropped from `refs` and `held` here.
+          unsafe { env.delete_reference(reference) };
+        }
+      }
+    }
+    self.new_grads = staged;
+    taken
+  }
+
+  /// [`Self::take_new_grads`]' checks, the new gradients put into `staged`.
+  fn check_new_grads(
+    &self,
+    env: RawEnv,
+    grads: &[sys::napi_value],
+    staged: &mut Vec<(usize, TypedView, sys::napi_value)>,
+  ) -> Result<bool, Fail> {
+    for (index, (view, &value)) in self.views.iter().zip(grads).enumerate() {
+      let new = env.float_array(value)?;
+      let Some(view) = view else {
+        // Skipped by the last step: it stays skipped only with no new gradient.
+        if new.is_some() || !env.is_undefined(value)? {
+          return Ok(false);
+        }
+        continue;
+      };
+      if !self.unchanged(env, 2 * index, &view.data)? {
+        return Ok(false);
+      }
+      let Some(grad) = new else {
+        if !env.is_undefined(value)? || !self.unchanged(env, 2 * index + 1, &view.grad)? {
+          return Ok(false);
+        }
+        continue;
+      };
+      if grad.detached
+        || grad.dtype != view.data.dtype
+        || grad.len != view.data.len
+        || (grad.len == 0 && (env.out_of_bounds(value)? || env.beyond_buffer(value)?))
+        || self.overlaps_data(&grad)
+      {
+        return Ok(false);
+      }
+      staged.push((index, grad, value));
+    }
+    Ok(true)
+  }
+
+  /// Whether `array` shares memory with a remembered parameter's data.
+  fn overlaps_data(&self, array: &TypedView) -> bool {
+    let (start, end) = (array.address(), array.address() + array.byte_len());
+    if start == end {
+      return false;
+    }
+    // The first data range that ends after `start`: the ranges are non-empty, sorted and disjoint,
+    // so their ends are sorted too.
+    let first = self.data_spans.partition_point(|&(_, data_end)| data_end <= start);
+    self.data_spans.get(first).is_some_and(|&(data_start, _)| data_start < end)
   }
 
   /// Whether a gradient of the last read was sparse.
