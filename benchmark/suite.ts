@@ -7,7 +7,8 @@
 // same engine) on 1 thread and on every thread, so that each fastoptim row can be read as a
 // fraction of what memory allows in the same run (benchmark/references.ts times the other
 // optimizers, and the C and PyTorch references). A last suite compares a model of 200 tensors of 1K with
-// one tensor of 200K. Fixtures are built on a case's first call, outside the timed loop (benny
+// one tensor of 200K, and the same model given new gradient arrays at every step (as a training loop
+// that makes them anew, or fastoptim/tfjs, hands them over: two sets in turn). Fixtures are built on a case's first call, outside the timed loop (benny
 // calls a case's setup several times while preparing, so building them there would multiply the
 // memory), and shared by the cases of a size. Results: benchmark/results/<suite>.json and
 // .chart.html (benny), and results/throughput.json (every case, for report.ts).
@@ -198,6 +199,22 @@ async function modelSuite() {
     return new Adam(params)
   })
   const one = lazy(() => new Adam([{ data: values(200 * 1024, 1), grad: values(200 * 1024, 2) }]))
+  // The same model whose parameters get new gradient arrays (with the same values) at every step.
+  const fresh = lazy(() => {
+    const params = Array.from({ length: 200 }, (_, i) => ({
+      data: values(1024, 2 * i + 1),
+      grad: values(1024, 2 * i + 2),
+    }))
+    const sets = [params.map((p) => p.grad), params.map((_, i) => values(1024, 2 * i + 2))]
+    const opt = new Adam(params)
+    let k = 0
+    return () => {
+      k ^= 1
+      const set = sets[k]
+      for (let i = 0; i < params.length; i++) params[i].grad = set[i]
+      opt.step()
+    }
+  })
   const js = lazy(() =>
     Array.from({ length: 200 }, (_, i) => ({
       p: values(1024, 2 * i + 1),
@@ -230,6 +247,10 @@ async function modelSuite() {
       b.add(`fastoptim Adam, 1 x 200K (${n} thread${n > 1 ? 's' : ''})`, () => () => {
         threads(n)
         one().step()
+      }),
+      b.add(`fastoptim Adam, 200 x 1K, new gradient arrays (${n} thread${n > 1 ? 's' : ''})`, () => () => {
+        threads(n)
+        fresh()()
       }),
     ]),
     record(name, 200 * 1024, 200, threadsIn),
