@@ -23,6 +23,7 @@ mod task;
 mod threads;
 
 use fastoptim_core::config::{Kind, Rule};
+use fastoptim_core::engine::run::with_scratch;
 use fastoptim_core::{
   all_finite, buffer_lens, run, run_bf16, run_sparse, write_group_state, Bf16, ConfigError, Dtype, Element, Job,
   Layout, Optimizer, Options, ParamState, Rounding, SparseJob, Stored,
@@ -428,11 +429,8 @@ unsafe extern "C" fn step_again_callback<O: Optimizer>(
       // The new gradients are taken out of their array before the optimizer is: reading an
       // element may run JavaScript (a getter, a Proxy), which may call into the optimizer or
       // detach arrays; what it did is then checked with everything else, and none runs after.
-      GRADS.with(|cell| {
-        // A getter may step another optimizer meanwhile, which finds the vector in use.
-        let (mut borrowed, mut owned) = (cell.try_borrow_mut(), Vec::new());
-        let grads = borrowed.as_deref_mut().unwrap_or(&mut owned);
-        grads.clear();
+      // A getter may step another optimizer meanwhile, which finds the vector in use.
+      with_scratch(&GRADS, |grads| {
         if argc >= 3 {
           new_grads(RawEnv(env), argv[2], grads)?;
         }

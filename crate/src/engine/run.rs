@@ -349,7 +349,7 @@ unsafe impl<T, C: Sync, S> Sync for Pieces<'_, '_, T, C, S> {}
 
 /// Runs `f` with this thread's vector `key`, emptied, so that steps allocate nothing once the
 /// thread has seen as many tensors ([`with_thread_vec`]).
-pub(crate) fn with_scratch<E: 'static, R>(
+pub fn with_scratch<E: 'static, R>(
   key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<E>>>,
   f: impl FnOnce(&mut Vec<E>) -> R,
 ) -> R {
@@ -361,7 +361,7 @@ pub(crate) fn with_scratch<E: 'static, R>(
 
 /// Runs `f` with this thread's vector `key` as it was left, or with a new, empty one where it is
 /// in use already (a step run from within a step).
-pub(crate) fn with_thread_vec<E: 'static, R>(
+pub fn with_thread_vec<E: 'static, R>(
   key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<E>>>,
   f: impl FnOnce(&mut Vec<E>) -> R,
 ) -> R {
