@@ -378,10 +378,12 @@ impl NativeOptimizer {
   }
 }
 
-/// `stepAgainOf(optimizer)`: a function `(packedBuffer, skipNonFinite?) => report | undefined |
-/// null` that steps `optimizer` again over the arrays its last `step` read, without reading the
-/// parameters, with the options in `packedBuffer` (the ArrayBuffer of `step`'s `packed`, where
-/// it writes the group state as `step` does), and reports as `step` does, except that
+/// `stepAgainOf(optimizer)`: a function `(packedBuffer, skipNonFinite?, grads?) => report |
+/// undefined | null` that steps `optimizer` again over the arrays its last `step` read, without
+/// reading the parameters, with the options in `packedBuffer` (the ArrayBuffer of `step`'s
+/// `packed`, where it writes the group state as `step` does), and with `grads[i]` as parameter
+/// `i`'s gradient where `grads` gives one (undefined where it is the last step's array; each new
+/// one checked, [`params::Reader::take_new_grads`]), and reports as `step` does, except that
 /// `StepReport.Finite`, a step's usual report, comes back as undefined (making a number is
 /// another Node-API call). Whether the parameters still hold those arrays is the caller's business
 /// (the facade checks it in JavaScript, where it costs a nanosecond per array instead of the
@@ -390,10 +392,10 @@ impl NativeOptimizer {
 /// read, and before writing, each must still be alive, attached, at the same address and of the
 /// same length (two Node-API calls per array; no property is read and no JavaScript runs). The
 /// function returns `step`'s report, or null, changing nothing, when there is no such step to
-/// repeat: none yet, the last read other memory than the one before it, the state was loaded or a
-/// `stepAsync` ran since, or an array of the last step is no longer as it was read (transferred,
-/// resized or collected). The facade then reads the parameters with `step`, whose errors name
-/// what changed.
+/// repeat: none yet, the last read other data arrays than the one before it, the state was loaded
+/// or a `stepAsync` ran since, an array of the last step is no longer as it was read (transferred,
+/// resized or collected), or a new gradient does not fit. The facade then reads the parameters
+/// with `step`, whose errors name what is wrong.
 ///
 /// The function is bound to the optimizer once ([`bound`]), so that a step neither checks the
 /// optimizer object's class nor unwraps it (two private-property lookups, a tenth of a 1K step),

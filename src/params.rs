@@ -59,8 +59,6 @@ pub(crate) struct Reader {
   held: Vec<Held>,
   /// The `groupOf` of the last read, to name parameters.
   group_of: Vec<u32>,
-  /// Whether the last read found every array where the read before it did.
-  repeated: bool,
   /// Whether the last read found every parameter's data where the read before it did: a step
   /// whose arrays are worth remembering, also where its gradients are new at every step (as
   /// fastoptim/tfjs hands them over): later steps then take only those ([`Self::take_new_grads`]).
@@ -315,10 +313,10 @@ impl Reader {
         None => self.layout.extend([(0, 0), (0, 0), (0, 0)]),
       }
     }
-    self.repeated = self.layout == self.disjoint;
+    let repeated = self.layout == self.disjoint;
     self.data_repeated = self.layout.len() == self.disjoint.len()
       && self.layout.iter().step_by(3).zip(self.disjoint.iter().step_by(3)).all(|(a, b)| a == b);
-    if !self.repeated {
+    if !repeated {
       check_disjoint(&self.views, group_of)?;
       std::mem::swap(&mut self.layout, &mut self.disjoint);
     }
