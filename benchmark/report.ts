@@ -826,16 +826,17 @@ const speed = SIZES.filter((n) => rows.some((r) => r.suite === `adam-${label(n)}
   })
   const torch = [1, ALL].map((t) => refUs('adam', 'PyTorch', n, t) / refUs('adam', 'fastoptim', n, t))
   const traffic = [1, ALL].map((t) => refUs('adam', 'C traffic', n, t) / refUs('adam', 'fastoptim', n, t))
-  return `| ${label(n)} | ${pair(us)} | ${pair(torch)} | ${pair(traffic)} |`
+  const rounds = (who: string) => roundRange(roundRatios('adam', who, n)) || '–'
+  return `| ${label(n)} | ${pair(us)} | ${pair(torch)} | ${rounds('PyTorch')} | ${pair(traffic)} | ${rounds('C traffic')} |`
 })
 fill(
   doc('README.md'),
   'speed',
   [
-    `Adam, fp32, one tensor, in the run of ${throughput.date.slice(0, 10)} that [BENCHMARKS.md](https://github.com/fastoptim/fastoptim/blob/main/BENCHMARKS.md) reports (${m.cpu}, ${ALL} CPUs), on 1 / ${ALL} threads: µs per step; speed against PyTorch's fused Adam and against a C kernel that only moves the same bytes, timed in the same run (above 1: fastoptim is faster).`,
+    `Adam, fp32, one tensor, in the run of ${throughput.date.slice(0, 10)} that [BENCHMARKS.md](https://github.com/fastoptim/fastoptim/blob/main/BENCHMARKS.md) reports (${m.cpu}, ${ALL} CPUs), on 1 / ${ALL} threads: µs per step; speed against PyTorch's fused Adam and against a C kernel that only moves the same bytes, timed in the same run (above 1: fastoptim is faster). The ratios are those of each side's best round; "round by round" gives the lowest and highest ratio of two measurements taken in the same turn: a wide range means the ratio depended on when it was measured.`,
     '',
-    '| params | µs per step | × PyTorch fused | × C same-traffic kernel |',
-    '|---|---|---|---|',
+    '| params | µs per step | × PyTorch fused | round by round | × C same-traffic kernel | round by round |',
+    '|---|---|---|---|---|---|',
     ...speed,
     '',
   ].join('\n'),
