@@ -92,6 +92,11 @@ export interface Reference {
   /** Best over the rounds (the median step's, in the training loop); null when it did not run. */
   usPerStep: number | null
   rounds: number[]
+  /**
+   * fastoptim's only, round by round: how many steps its optimizer had taken before the timed
+   * steps (the best batch back to back; the first timed step in the training loop).
+   */
+  stepsBefore?: number[]
   /** Which of the reference's code paths ran. */
   path?: string
   error?: string
@@ -200,13 +205,25 @@ export const batchSteps = (n: number) =>
  * steps of warm-up, then the best batch of `batch` steps over at least 3 batches and `seconds`.
  */
 export function backToBack(step: () => unknown, batch: number, seconds: number): number {
-  for (let k = 0; k < Math.min(batch, 50); k++) step()
+  return backToBackAt(step, batch, seconds).us
+}
+
+/**
+ * `backToBack`, and how many steps were taken before the best batch began (the warm-up's
+ * included): a step's work can depend on how many came before it (Adam's, where √(1 − β₂ᵗ)
+ * rounds to 1).
+ */
+export function backToBackAt(step: () => unknown, batch: number, seconds: number): { us: number; stepsBefore: number } {
+  const warmUp = Math.min(batch, 50)
+  for (let k = 0; k < warmUp; k++) step()
   let best = Infinity
+  let stepsBefore = warmUp
   const started = now()
   for (let batches = 0; batches < 3 || now() - started < seconds; batches++) {
     const t = now()
     for (let k = 0; k < batch; k++) step()
-    best = Math.min(best, (now() - t) / batch)
+    const perStep = (now() - t) / batch
+    if (perStep < best) [best, stepsBefore] = [perStep, warmUp + batches * batch]
   }
-  return best * 1e6
+  return { us: best * 1e6, stepsBefore }
 }

@@ -32,7 +32,7 @@ import { Adam, setNumThreads, type Optimizer } from '../lib'
 import { native } from '../lib/native'
 import {
   ALL_THREADS,
-  backToBack,
+  backToBackAt,
   batchSteps,
   label,
   now,
@@ -96,6 +96,8 @@ interface Request {
 }
 interface Answer {
   usPerStep?: number
+  /** fastoptim's: steps its optimizer took before the timed ones (`Reference.stepsBefore`). */
+  stepsBefore?: number
   path?: string
   error?: string
 }
@@ -155,9 +157,12 @@ async function startTorch(): Promise<{ server?: Server; note: string }> {
 
 const evict = new Uint8Array(EVICT_BYTES)
 
+/** Steps the training loop takes before the timed ones. */
+const TRAIN_WARM_UP = 3
+
 /** The median µs of `steps` steps, each after writing over `evict` (see the file's comment). */
 function trainingLoop(step: () => unknown, steps: number): number {
-  for (let k = 0; k < 3; k++) step()
+  for (let k = 0; k < TRAIN_WARM_UP; k++) step()
   const times: number[] = []
   for (let k = 0; k < steps; k++) {
     evict.fill(k & 0xff)
@@ -185,16 +190,19 @@ async function release() {
   gc()
 }
 
-/** µs per step of the optimizer `make` builds over new arrays; nothing of it stays reachable. */
+/**
+ * µs per step of the optimizer `make` builds over new arrays, and the steps it took before the
+ * timed ones; nothing of it stays reachable.
+ */
 function measure(
   request: Request,
   make: (params: Array<{ data: Float32Array; grad: Float32Array }>) => Optimizer<object>,
-): number {
+): { us: number; stepsBefore: number } {
   const opt = make([{ data: values(request.params, 1), grad: values(request.params, 2) }])
   const step = () => opt.step()
   return request.mode === 'train'
-    ? trainingLoop(step, request.trainSteps)
-    : backToBack(step, request.batch, request.seconds)
+    ? { us: trainingLoop(step, request.trainSteps), stepsBefore: TRAIN_WARM_UP }
+    : backToBackAt(step, request.batch, request.seconds)
 }
 
 async function fastoptim(
@@ -202,9 +210,9 @@ async function fastoptim(
   make: (params: Array<{ data: Float32Array; grad: Float32Array }>) => Optimizer<object>,
 ) {
   setNumThreads(request.threads)
-  const us = measure(request, make)
+  const { us, stepsBefore } = measure(request, make)
   await release()
-  return { usPerStep: us }
+  return { usPerStep: us, stepsBefore }
 }
 
 async function main() {
@@ -233,6 +241,7 @@ async function main() {
     if (answer.usPerStep !== undefined) {
       r.rounds.push(Math.round(answer.usPerStep * 1000) / 1000)
       r.usPerStep = Math.min(...r.rounds)
+      if (answer.stepsBefore !== undefined) (r.stepsBefore ??= []).push(answer.stepsBefore)
     }
   }
   type Contender = { name: string; run: (request: Request) => Promise<Answer> }

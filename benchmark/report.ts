@@ -10,7 +10,7 @@
 import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-import { ADAM_BYTES, bytesPerParam, label, QUICK, type Reference, RESULTS, SIZES } from './common'
+import { ADAM_BYTES, batchSteps, bytesPerParam, label, QUICK, type Reference, RESULTS, SIZES } from './common'
 
 interface Row {
   suite: string
@@ -177,6 +177,42 @@ const roundRange = (ratios: number[][]) =>
   ratios.every((xs) => xs.length > 1)
     ? ratios.map((xs) => `${fmt(Math.min(...xs), 2)}-${fmt(Math.max(...xs), 2)}`).join(' / ')
     : ''
+/** The first step at which √(1 − β₂ᵗ) rounds to 1 in float32 with β₂ = 0.999: Adam's kernel skips its division from there. */
+const UNIT_STEP = (() => {
+  let t = 1
+  while (Math.fround(Math.sqrt(1 - 0.999 ** t)) !== 1) t++
+  return t
+})()
+/**
+ * Which side of `UNIT_STEP` fastoptim's best batch back to back fell on at each of `sizes`, as a
+ * sentence; undefined for a run that did not record its steps.
+ */
+function stepRegimes(sizes: number[]): string | undefined {
+  const where = (n: number, t: number) => {
+    const r = references?.results.find(
+      (x) => x.scenario === 'adam' && x.contender === 'fastoptim' && x.params === n && x.threads === t,
+    )
+    if (!r?.stepsBefore || r.stepsBefore.length !== r.rounds.length || r.usPerStep === null) return undefined
+    const first = r.stepsBefore[r.rounds.indexOf(r.usPerStep)]
+    const last = first + batchSteps(n)
+    return last <= UNIT_STEP ? 'before' : first >= UNIT_STEP ? 'after' : 'across'
+  }
+  const found = sizes.flatMap((n) => [1, ALL].map((t) => ({ n, t, side: where(n, t) })))
+  if (found.some((f) => f.side === undefined)) return undefined
+  const sides = (['after', 'before', 'across'] as const)
+    .map((side) => {
+      const cases = found.filter((f) => f.side === side)
+      if (cases.length === 0) return ''
+      const sizesOf = [...new Set(cases.map((c) => c.n))].map((n) => {
+        const ts = cases.filter((c) => c.n === n).map((c) => c.t)
+        return ts.length === 2 ? label(n) : `${label(n)} (${threadsLabel(ts[0])})`
+      })
+      const text = { after: 'after it', before: 'before it', across: 'across it' }[side]
+      return `${text} at ${sizesOf.join(', ')}`
+    })
+    .filter(Boolean)
+  return `fastoptim's Adam skips its division by √(1 − β₂ᵗ) once that rounds to 1 in float32, from step ${UNIT_STEP.toLocaleString('en-US')} with β₂ = 0.999 (dividing by 1 changes no bits); the C Adam kernel and PyTorch divide at every step. Each measurement starts a new optimizer, and in this run fastoptim's best batches came ${sides.join('; ')}.`
+}
 /** Optimizers that run in stages over whole tensors (not elementwise: issue 10's memory target leaves them out). */
 const STAGED = new Set(['Adafactor'])
 
@@ -532,6 +568,11 @@ if (references) {
     }
   }
   out()
+  const regimes = stepRegimes(sizes)
+  if (regimes) {
+    out(regimes)
+    out()
+  }
   // The floor under the 256K target: Adam's arithmetic alone, timed in this run.
   const inCache = references.adamInCache
   const floors = arithmeticFloors(FLOOR_SIZE)
