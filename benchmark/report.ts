@@ -136,8 +136,8 @@ const gparam = (r: Row | undefined) => (r ? (r.opsPerSecond * r.params) / 1e9 : 
 const us = (r: Row | undefined) => (r ? 1e6 / r.opsPerSecond : NaN)
 const fmt = (x: number, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : '–')
 const threadsLabel = (t: number) => `${t} thread${t > 1 ? 's' : ''}`
-/** µs per step of `contender` in a scenario of references.json (NaN when it has none). */
-const refUs = (
+/** A reference measurement of the run, if it has it. */
+const refOf = (
   scenario: Reference['scenario'],
   contender: string,
   params: number,
@@ -151,17 +151,12 @@ const refUs = (
       r.optimizer === optimizer &&
       r.params === params &&
       r.threads === threads,
-  )?.usPerStep ?? NaN
-/** The times of each round of a reference measurement, in the order the rounds ran. */
+  )
+/** µs per step of `contender` in a scenario of references.json (NaN when it has none). */
+const refUs = (...of: Parameters<typeof refOf>) => refOf(...of)?.usPerStep ?? NaN
+/** The times of each round of a reference measurement (Adam's), in the order the rounds ran. */
 const refRounds = (scenario: Reference['scenario'], contender: string, params: number, threads: number) =>
-  references?.results.find(
-    (r) =>
-      r.scenario === scenario &&
-      r.contender === contender &&
-      r.optimizer === 'Adam' &&
-      r.params === params &&
-      r.threads === threads,
-  )?.rounds ?? []
+  refOf(scenario, contender, params, threads)?.rounds ?? []
 /**
  * Round by round, `contender`'s time over fastoptim's in the same round (the two measured minutes
  * apart at most, in one turn of the contenders), on 1 and on every thread: how far a ratio of the
@@ -189,9 +184,7 @@ const UNIT_STEP = (() => {
  */
 function stepRegimes(sizes: number[]): string | undefined {
   const where = (n: number, t: number) => {
-    const r = references?.results.find(
-      (x) => x.scenario === 'adam' && x.contender === 'fastoptim' && x.params === n && x.threads === t,
-    )
+    const r = refOf('adam', 'fastoptim', n, t)
     if (!r?.stepsBefore || r.stepsBefore.length !== r.rounds.length || r.usPerStep === null) return undefined
     const first = r.stepsBefore[r.rounds.indexOf(r.usPerStep)]
     const last = first + batchSteps(n)
@@ -238,10 +231,15 @@ const floorAbove = (floors: number[], allowed: number[]) =>
 /** A verdict: met, or how far from `need` the worst of `xs` (ratios where higher is better) is. */
 const verdict = (xs: number[], need: number) => {
   const worst = Math.min(...xs)
+  const short = (1 - worst / need) * 100
+  // A miss too small to show in whole percents (or in the two digits the ratios are given in)
+  // shows the ratio to four.
   return worst >= need
     ? 'met'
     : Number.isFinite(worst)
-      ? `missed by ${fmt((1 - worst / need) * 100, 0)}%`
+      ? short >= 0.5
+        ? `missed by ${fmt(short, 0)}%`
+        : `missed by ${fmt(short, 2)}% (${fmt(worst, 4)})`
       : 'not measured'
 }
 const pair = (xs: number[], digits = 2) => `${xs.map((x) => fmt(x, digits)).join(' / ')}`
