@@ -18,7 +18,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use crate::engine::state::zeroed;
+use crate::engine::state::{advise_huge_pages, zeroed};
 
 /// Buffers smaller than this are not staggered: the slowdowns were measured with buffers of many
 /// megabytes, and a stagger costs up to 3 KiB of memory for each buffer.
@@ -57,7 +57,9 @@ impl<T: Copy + Send + Sync> Placed<T> {
   /// A buffer holding `convert` of each of `values`, the `index`th of its parameter's.
   pub fn converted<S>(values: &[S], index: usize, convert: impl Fn(&S) -> T) -> Self {
     let start = Self::offset(values.len(), index);
-    let mut allocation = Vec::with_capacity(start + values.len());
+    let mut allocation: Vec<T> = Vec::with_capacity(start + values.len());
+    // Before the pages are written, so that they come as huge pages.
+    advise_huge_pages(allocation.as_ptr().cast(), allocation.capacity() * std::mem::size_of::<T>());
     if let Some(first) = values.first() {
       allocation.resize(start, convert(first));
     }
