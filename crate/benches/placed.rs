@@ -30,7 +30,7 @@ struct Arrays<S> {
   step: u64,
 }
 
-impl<S: Copy + Send + Sync + 'static> Arrays<S> {
+impl<S: fastoptim_core::state::ZeroBits + 'static> Arrays<S> {
   fn new(n: usize, zero: S, placed: bool) -> Self {
     let param: Vec<f32> = (0..n).map(|i| ((i as f64 * 0.618).sin() * 0.1) as f32).collect();
     let grad: Vec<f32> = (0..n).map(|i| ((i as f64 * 0.382).sin() * 0.01) as f32).collect();
@@ -72,7 +72,7 @@ fn step_bf16(a: &mut Arrays<Bf16>) {
 }
 
 /// Times `n` elements both ways with state of `S`, printing a line per thread count.
-fn compare<S: Copy + Send + Sync + 'static>(what: &str, n: usize, zero: S, step: fn(&mut Arrays<S>)) {
+fn compare<S: fastoptim_core::state::ZeroBits + 'static>(what: &str, n: usize, zero: S, step: fn(&mut Arrays<S>)) {
   let mut plain = Arrays::new(n, zero, false);
   let mut placed = Arrays::new(n, zero, true);
   let offsets = |a: &Arrays<S>| format!("{:?}", a.page_offsets());

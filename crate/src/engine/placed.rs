@@ -18,7 +18,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use crate::engine::state::{advise_huge_pages, zeroed};
+use crate::engine::state::{advise_huge_pages, zeroed, ZeroBits};
 
 /// Buffers smaller than this are not staggered: the slowdowns were measured with buffers of many
 /// megabytes, and a stagger costs up to 3 KiB of memory for each buffer.
@@ -42,7 +42,10 @@ impl<T: Copy + Send + Sync> Placed<T> {
   /// A buffer of `len` elements `zero` (whose bits are all zero), the `index`th of its
   /// parameter's, its pages mapped by writes before any step reads them
   /// ([`crate::engine::state::zeroed`]).
-  pub fn zeroed(len: usize, zero: T, index: usize) -> Self {
+  pub fn zeroed(len: usize, zero: T, index: usize) -> Self
+  where
+    T: ZeroBits,
+  {
     let start = Self::offset(len, index);
     // Mapping the allocation maps the buffer's pages and at most one more: the elements before
     // `start` take under 4 KiB.

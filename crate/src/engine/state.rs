@@ -163,23 +163,54 @@ pub fn lazily<R>(f: impl FnOnce() -> R) -> R {
 /// Pages [`zeroed`] hands to a thread at a time (2 MB).
 const PAGES_PER_PIECE: usize = 512;
 
+/// Element types whose all-zero bits are their zero, so that a buffer of them can come from the
+/// system's zeroed memory ([`zeroed`]).
+///
+/// # Safety
+/// All-zero bits must be a valid value of the type.
+pub unsafe trait ZeroBits: Copy + Send + Sync {}
+
+// SAFETY: all-zero bits are +0.0, +0.0, 0 and bfloat16's +0.0.
+unsafe impl ZeroBits for f32 {}
+unsafe impl ZeroBits for f64 {}
+unsafe impl ZeroBits for u8 {}
+unsafe impl ZeroBits for Bf16 {}
+
 /// A new buffer of `len` elements `zero` (whose bits are all zero), its memory mapped by writes
 /// before any step reads it.
 ///
-/// `vec![0.0; len]` gets zeroed memory from the system and leaves it untouched, so a state
-/// buffer's first step used to read each 4 KB page before writing it: the read maps the shared
-/// zero page, and the write then copies it and must flush the old mapping from every other core
-/// running a thread of the process, an interrupt per page, which made a large first step many
-/// times slower than the next (BENCHMARKS.md, "Design choices", has the measurements). Here each
-/// page is written once first, on the pool's threads (each starting on its own share, as a step's
-/// threads do), which maps it once.
-pub fn zeroed<T: Copy + Send + Sync>(len: usize, zero: T) -> Vec<T> {
-  let mut buffer = vec![zero; len];
+/// The memory comes zeroed from the system and untouched (`calloc`, whatever the element type:
+/// `vec![zero; len]` does that only for primitive types, and wrote a bfloat16 buffer element by
+/// element on the calling thread), so a state buffer's first step used to read each 4 KB page
+/// before writing it: the read maps the shared zero page, and the write then copies it and must
+/// flush the old mapping from every other core running a thread of the process, an interrupt per
+/// page, which made a large first step many times slower than the next (BENCHMARKS.md, "Design
+/// choices", has the measurements). Here each page is written once first, on the pool's threads
+/// (each starting on its own share, as a step's threads do), which maps it once, after the buffer
+/// is advised to take huge pages ([`advise_huge_pages`]).
+pub fn zeroed<T: ZeroBits>(len: usize, zero: T) -> Vec<T> {
+  let mut buffer = zeroed_memory::<T>(len);
   advise_huge_pages(buffer.as_ptr().cast(), std::mem::size_of_val(buffer.as_slice()));
   if !LAZY.with(|lazy| lazy.get()) {
     map_pages(&mut buffer, zero);
   }
   buffer
+}
+
+/// `len` elements of zeroed memory from the global allocator, not written.
+fn zeroed_memory<T: ZeroBits>(len: usize) -> Vec<T> {
+  if len == 0 || std::mem::size_of::<T>() == 0 {
+    return Vec::new();
+  }
+  let layout = std::alloc::Layout::array::<T>(len).expect("a state buffer's size overflowed");
+  // SAFETY: the layout's size is not zero (checked above).
+  let memory = unsafe { std::alloc::alloc_zeroed(layout) };
+  if memory.is_null() {
+    std::alloc::handle_alloc_error(layout);
+  }
+  // SAFETY: allocated by the global allocator with the layout of `len` elements of `T`, which are
+  // all initialised: all-zero bits are a valid `T` (`ZeroBits`).
+  unsafe { Vec::from_raw_parts(memory.cast::<T>(), len, len) }
 }
 
 /// The huge pages [`advise_huge_pages`] asks for: 2 MiB, the size x86-64 and AArch64 (with 4 KiB
@@ -247,7 +278,7 @@ pub fn map_pages<T: Copy + Send + Sync>(elements: &mut [T], zero: T) {
 }
 
 /// What state buffers can hold: `f32`, `f64` or [`Bf16`].
-pub trait Stored: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
+pub trait Stored: ZeroBits + PartialEq + std::fmt::Debug + 'static {
   /// What a new buffer holds: zero.
   const INITIAL: Self;
   fn wrap(buffers: Vec<Placed<Self>>) -> Buffers;
@@ -388,6 +419,11 @@ mod tests {
     let (mapped, pages) = resident_pages(&lazy);
     assert!(mapped < pages / 2, "{mapped} of {pages} pages of a buffer made lazily are mapped");
     assert!(lazy.iter().all(|&x| x == 0.0));
+    // bfloat16 too: its buffers come from zeroed memory, not written element by element.
+    let lazy = lazily(|| zeroed(2 * len, Bf16(0)));
+    let (mapped, pages) = resident_pages(&lazy);
+    assert!(mapped < pages / 2, "{mapped} of {pages} pages of a bfloat16 buffer made lazily are mapped");
+    assert!(lazy.iter().all(|&x| x == Bf16(0)));
     // The flag is put back, also after a panic.
     assert!(std::panic::catch_unwind(|| lazily(|| panic!("in lazily"))).is_err());
     let (written, all) = resident_pages(&zeroed(len, 0.0f32));
@@ -430,6 +466,8 @@ mod tests {
     }
     assert!(advised_huge(interior(&new)), "a new buffer of {len} elements");
     assert!(advised_huge(interior(&copied)), "a copied buffer of {len} elements");
+    let bf16 = zeroed(2 * len, Bf16(0));
+    assert!(advised_huge((bf16.as_ptr() as usize).next_multiple_of(HUGE_PAGE_BYTES) + 4096), "a bfloat16 buffer");
     // Nothing to advise in a buffer without a whole aligned stretch.
     let small = zeroed(1000, 0.0f32);
     assert!(!advise_huge_pages(small.as_ptr().cast(), std::mem::size_of_val(small.as_slice())));
