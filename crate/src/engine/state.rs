@@ -450,7 +450,7 @@ mod tests {
 
   #[cfg(target_os = "linux")]
   #[test]
-  fn large_buffers_are_advised_to_take_huge_pages_before_their_pages_are_written() {
+  fn large_buffers_are_advised_to_take_huge_pages() {
     // 12 MiB: whole 2 MiB stretches, wherever the allocation starts.
     let len = 3 << 20;
     let interior = |buffer: &[f32]| (buffer.as_ptr() as usize).next_multiple_of(HUGE_PAGE_BYTES) + 4096;
