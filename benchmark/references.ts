@@ -17,7 +17,9 @@
 // 2. A training loop: at 16K, 100K, 1M and 8M parameters, each step comes after writing over
 //    EVICT_BYTES of another buffer on the calling thread (a stand-in for a forward and backward
 //    pass, which evicts the step's arrays from cache; untimed), and the median step counts;
-//    fastoptim, C Adam and PyTorch's fused Adam in turn, best round's median.
+//    fastoptim, C Adam, PyTorch's fused Adam, fastoptim's engine stepping from native code
+//    (`__adamTrainingLoop`) and a bare Node-API call in turn, in TRAIN_ROUNDS rounds; the best
+//    round's median counts.
 // 3. Every optimizer of the registry against its PyTorch counterpart at the suite's sizes, back to
 //    back, alternating case by case, in three rounds at every size (the best of each side counts),
 //    at the largest with the C traffic kernel of the optimizer's arrays.
@@ -50,10 +52,17 @@ import {
 const internal = native as unknown as {
   __lastStepThreads(): number
   __adamInCache(elements: number, batches: number): number
+  __adamTrainingLoop(params: number, steps: number, evictBytes: number): number
 }
 
 const THREADS = [...new Set([1, ALL_THREADS])]
 const ROUNDS = QUICK ? 1 : 3
+/**
+ * Rounds of the training loop: its steps are short (100 steps of 10 µs at 16K are a millisecond of
+ * timed work) and this project's guest changes speed for seconds at a time, so it takes more
+ * rounds than the cases back to back to find each contender's best; they cost about half a minute.
+ */
+const TRAIN_ROUNDS = QUICK ? 1 : 5
 const TRAIN_SIZES = QUICK ? [1 << 14, 100_000] : [1 << 14, 100_000, 1 << 20, 1 << 23]
 const TRAIN_STEPS = QUICK ? 10 : 100
 /**
@@ -273,14 +282,27 @@ async function main() {
       return { usPerStep: trainingLoop(() => internal.__lastStepThreads(), request.trainSteps) }
     },
   }
+  // The same loop with the step made from native code: fastoptim's engine stepping Adam as a step
+  // from JavaScript does after its checks, each step after writing over a buffer of the same size.
+  // fastoptim's step less this is what calling it from JavaScript costs over evicted caches.
+  const engine: Contender = {
+    name: 'engine alone',
+    run: async (request) => {
+      setNumThreads(request.threads)
+      const us = internal.__adamTrainingLoop(request.params, request.trainSteps, request.evictBytes)
+      await release()
+      return { usPerStep: us }
+    },
+  }
   const scenarios: Array<{ scenario: 'adam' | 'train'; sizes: number[]; mode: 'back' | 'train'; who: Contender[] }> = [
     { scenario: 'adam', sizes: SIZES, mode: 'back', who: contenders(['adam', 'traffic']) },
-    { scenario: 'train', sizes: TRAIN_SIZES, mode: 'train', who: [...contenders(['adam']), floor] },
+    { scenario: 'train', sizes: TRAIN_SIZES, mode: 'train', who: [...contenders(['adam']), engine, floor] },
   ]
   for (const { scenario, sizes, mode, who } of scenarios) {
+    const rounds = mode === 'train' ? TRAIN_ROUNDS : ROUNDS
     for (const params of sizes) {
       for (const threads of THREADS) {
-        for (let round = 0; round < ROUNDS; round++) {
+        for (let round = 0; round < rounds; round++) {
           for (let k = 0; k < who.length; k++) {
             const contender = who[(k + round) % who.length]
             const request: Request = {
@@ -368,6 +390,7 @@ async function main() {
     quick: QUICK,
     allThreads: ALL_THREADS,
     rounds: ROUNDS,
+    trainRounds: TRAIN_ROUNDS,
     secondsPerCase: SECONDS,
     evictBytes: EVICT_BYTES,
     trainSteps: TRAIN_STEPS,

@@ -39,6 +39,8 @@ if (!throughput) throw new Error('no results/throughput.json: run `npm run bench
 const references = read<{
   quick: boolean
   rounds: number
+  /** Rounds of the training loop (absent from runs that gave it `rounds`). */
+  trainRounds?: number
   secondsPerCase: number
   evictBytes: number
   trainSteps: number
@@ -587,12 +589,14 @@ if (references) {
     out()
   }
   const trainSizes = [...new Set(references.results.filter((r) => r.scenario === 'train').map((r) => r.params))]
+  const trainRounds = references.trainRounds ?? references.rounds
+  const trainRoundsText = `${trainRounds} round${trainRounds > 1 ? 's' : ''}`
   out(
     `### A training loop: Adam's median step after cache-evicting work, µs, ${threadsLabel(1)} / ${threadsLabel(ALL)}`,
   )
   out()
   out(
-    `Before each of ${references.trainSteps} steps, the calling thread writes over ${fmt(references.evictBytes / 2 ** 20, 0)} MiB of another buffer (untimed): what a forward and backward pass does to the caches. Each contender in its own process or this one, in turn, the best round's median step.`,
+    `Before each of ${references.trainSteps} steps, the calling thread writes over ${fmt(references.evictBytes / 2 ** 20, 0)} MiB of another buffer (untimed): what a forward and backward pass does to the caches. Each contender in its own process or this one, in turn, over ${trainRoundsText}; the best round's median step counts.`,
   )
   out()
   const floor = (n: number, t: number) => refUs('train', 'Node-API call', n, t)
@@ -608,11 +612,27 @@ if (references) {
     )
     out()
   }
-  out(`| params | fastoptim | C Adam | PyTorch fused |${hasFloor ? ' Node-API call |' : ''} × C Adam | × PyTorch |`)
-  out(`|---|---|---|---|${hasFloor ? '---|' : ''}---|---|`)
-  for (const n of trainSizes) {
+  // The engine stepping from native code under the same conditions (absent from older runs).
+  const engine = (n: number, t: number) => refUs('train', 'engine alone', n, t)
+  const hasEngine = trainSizes.some((n) => Number.isFinite(engine(n, 1)))
+  if (hasEngine) {
     out(
-      `| ${label(n)} | **${cell('train', 'fastoptim', n)}** | ${cell('train', 'C Adam', n)} | ${cell('train', 'PyTorch', n)} |${hasFloor ? ` ${cell('train', 'Node-API call', n)} |` : ''} ${pair(speedup('train', 'C Adam', n))} | ${pair(speedup('train', 'PyTorch', n))} |`,
+      `"Engine alone" is the same loop with the step made from native code (\`__adamTrainingLoop\`): the step count and scalars advanced, the state taken and the kernels run on the pool as a step from JavaScript runs them after its checks, each step after writing over a buffer of the same size. It is what fastoptim's step costs without the call from JavaScript; "engine × C Adam" is the C kernel's time over it.`,
+    )
+    out()
+  }
+  const engineCols = hasEngine ? ' engine alone |' : ''
+  out(
+    `| params | fastoptim |${engineCols} C Adam | PyTorch fused |${hasFloor ? ' Node-API call |' : ''} × C Adam |${hasEngine ? ' engine × C Adam |' : ''} × PyTorch |`,
+  )
+  out(`|---|---|---|---|${hasEngine ? '---|---|' : ''}${hasFloor ? '---|' : ''}---|---|`)
+  for (const n of trainSizes) {
+    const engineCell = hasEngine ? ` ${cell('train', 'engine alone', n)} |` : ''
+    const engineRatio = hasEngine
+      ? ` ${pair([1, ALL].map((t) => refUs('train', 'C Adam', n, t) / engine(n, t)))} |`
+      : ''
+    out(
+      `| ${label(n)} | **${cell('train', 'fastoptim', n)}** |${engineCell} ${cell('train', 'C Adam', n)} | ${cell('train', 'PyTorch', n)} |${hasFloor ? ` ${cell('train', 'Node-API call', n)} |` : ''} ${pair(speedup('train', 'C Adam', n))} |${engineRatio} ${pair(speedup('train', 'PyTorch', n))} |`,
     )
     if (hasC)
       ratioTarget(
@@ -634,8 +654,22 @@ if (references) {
     const warmText = warm.every(Number.isFinite)
       ? ` Back to back, with its arrays and code in cache, fastoptim's whole step at ${label(smallest)} took ${pair(warm)} µs in this run.`
       : ''
+    const alone = [1, ALL].map((t) => engine(smallest, t))
+    // Round by round, fastoptim's median step less the engine's, measured one after the other.
+    const callCost = [1, ALL].map((t) => {
+      const [ours, bare] = [
+        refRounds('train', 'fastoptim', smallest, t),
+        refRounds('train', 'engine alone', smallest, t),
+      ]
+      const diffs = ours.length === bare.length ? ours.map((x, k) => x - bare[k]).sort((a, b) => a - b) : []
+      return diffs.length ? diffs[diffs.length >> 1] : NaN
+    })
+    const engineText =
+      alone.every(Number.isFinite) && callCost.every(Number.isFinite)
+        ? ` The engine alone took ${pair(alone)} µs there; round by round, fastoptim's step took ${pair(callCost)} µs longer (the median over the rounds): what the call from JavaScript costs over evicted code and data (the facade, Node-API and the binding's checks).`
+        : ''
     out(
-      `At ${label(smallest)}, 0.9× the C kernel allows fastoptim's step at most ${pair(allowed)} µs (${threadsLabel(1)} / ${threadsLabel(ALL)}); less the bare Node-API call, that leaves ${pair(rest)} µs for the JavaScript facade, the binding and the kernel over the same evicted arrays, where the C kernel's whole step took ${pair([1, ALL].map((t) => refUs('train', 'C Adam', smallest, t)))} µs.${warmText}`,
+      `At ${label(smallest)}, 0.9× the C kernel allows fastoptim's step at most ${pair(allowed)} µs (${threadsLabel(1)} / ${threadsLabel(ALL)}); less the bare Node-API call, that leaves ${pair(rest)} µs for the JavaScript facade, the binding and the kernel over the same evicted arrays, where the C kernel's whole step took ${pair([1, ALL].map((t) => refUs('train', 'C Adam', smallest, t)))} µs.${engineText}${warmText}`,
     )
     out()
   }

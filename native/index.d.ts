@@ -182,6 +182,18 @@ export declare class NativeOptimizer {
  */
 export declare function __adamInCache(elements: number, batches: number): number
 
+/**
+ * The training loop of the benchmarks without the call from JavaScript: the median µs of `steps`
+ * Adam steps (default options) over a tensor of `params` elements, each after writing over
+ * `evict_bytes` (`evictBytes` in JavaScript) of another buffer (untimed), as
+ * `benchmark/references.ts` times a step made from JavaScript and the C reference times its own.
+ * Each step is what a step from JavaScript runs natively after its checks: the step count and
+ * scalars advanced, the state buffers taken from a parameter's state (made on the first step, as
+ * the binding makes them) and the engine run on the pool as configured. Three steps run before
+ * the timed ones, as in the benchmark's loop. Its arrays are made here, outside the timed steps.
+ */
+export declare function __adamTrainingLoop(params: number, steps: number, evictBytes: number): number
+
 export declare function __allocations(): AllocationCount
 
 /**

@@ -840,6 +840,7 @@ module.exports.NativeEightBit = nativeBinding.NativeEightBit
 module.exports.NativeLbfgs = nativeBinding.NativeLbfgs
 module.exports.NativeOptimizer = nativeBinding.NativeOptimizer
 module.exports.__adamInCache = nativeBinding.__adamInCache
+module.exports.__adamTrainingLoop = nativeBinding.__adamTrainingLoop
 module.exports.__allocations = nativeBinding.__allocations
 module.exports.__lastStepThreads = nativeBinding.__lastStepThreads
 module.exports.__memoryTraffic = nativeBinding.__memoryTraffic

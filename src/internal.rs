@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fastoptim_core::optimizers::Optimizer;
 use fastoptim_core::traffic::MemoryTraffic;
-use fastoptim_core::{run, Adam, Dtype, Job};
+use fastoptim_core::{buffer_lens, run, Adam, Dims, Dtype, Job, ParamState};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -105,6 +105,78 @@ pub fn adam_in_cache(elements: u32, batches: u32) -> Result<f64> {
   batch();
   let best = (0..batches).map(|_| batch()).fold(f64::INFINITY, f64::min);
   Ok(best / (f64::from(CALLS) * n as f64))
+}
+
+/// The training loop of the benchmarks without the call from JavaScript: the median µs of `steps`
+/// Adam steps (default options) over a tensor of `params` elements, each after writing over
+/// `evict_bytes` (`evictBytes` in JavaScript) of another buffer (untimed), as
+/// `benchmark/references.ts` times a step made from JavaScript and the C reference times its own.
+/// Each step is what a step from JavaScript runs natively after its checks: the step count and
+/// scalars advanced, the state buffers taken from a parameter's state (made on the first step, as
+/// the binding makes them) and the engine run on the pool as configured. Three steps run before
+/// the timed ones, as in the benchmark's loop. Its arrays are made here, outside the timed steps.
+#[napi(js_name = "__adamTrainingLoop", catch_unwind)]
+pub fn adam_training_loop(env: Env, params: f64, steps: f64, evict_bytes: f64) -> Result<f64> {
+  training_loop(params, steps, evict_bytes).map_err(|f| f.throw(&env))
+}
+
+fn training_loop(params: f64, steps: f64, evict_bytes: f64) -> std::result::Result<f64, Fail> {
+  let whole = |name: &str, value: f64, low: f64, high: f64| {
+    if value.is_finite() && value.fract() == 0.0 && (low..=high).contains(&value) {
+      Ok(value as usize)
+    } else {
+      // As JavaScript prints it.
+      let shown = match value {
+        v if v == f64::INFINITY => "Infinity".to_owned(),
+        v if v == f64::NEG_INFINITY => "-Infinity".to_owned(),
+        v => v.to_string(),
+      };
+      Err(Fail::range(format!("__adamTrainingLoop: {name} is {shown}; expected a whole number from {low} to {high}")))
+    }
+  };
+  let n = whole("params", params, 1.0, (1u64 << 26) as f64)?;
+  let steps = whole("steps", steps, 1.0, 100_000.0)?;
+  let evict_bytes = whole("evictBytes", evict_bytes, 0.0, (1u64 << 30) as f64)?;
+  crate::threads::check_configured()?;
+  // Made with fallible allocations, so that a machine without the memory gets an error, not an abort.
+  let filled = |len: usize, f: &dyn Fn(usize) -> f32| -> std::result::Result<Vec<f32>, Fail> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Fail::range(format!("__adamTrainingLoop: no memory for {len} elements")))?;
+    v.extend((0..len).map(f));
+    Ok(v)
+  };
+  let mut param = filled(n, &|i| ((i as f32) * 0.37 + 1.0).sin() * 0.1)?;
+  let grad = filled(n, &|i| ((i as f32) * 0.37 + 2.0).sin() * 0.1)?;
+  let mut evict = Vec::new();
+  evict
+    .try_reserve_exact(evict_bytes)
+    .map_err(|_| Fail::range(format!("__adamTrainingLoop: no memory for {evict_bytes} bytes to write over")))?;
+  evict.resize(evict_bytes, 0u8);
+  let config = Adam::default();
+  let mut state = ParamState::default();
+  let dims = Dims::flat(n);
+  let lens = buffer_lens::<Adam>(dims);
+  let mut step = |param: &mut [f32]| {
+    state.step += 1;
+    let mut coeffs = config.coeffs(state.step);
+    config.advance(&mut coeffs, &mut state);
+    let (buffers, partials) = state.step_parts::<f32>(&lens, config.buffers_used(), Adam::partials_len(dims));
+    run::<Adam, f32>(&mut [Job::new(coeffs, param, &grad, buffers, dims, partials)]);
+  };
+  const WARM_UP: u32 = 3;
+  for _ in 0..WARM_UP {
+    step(&mut param);
+  }
+  let mut times: Vec<f64> = Vec::with_capacity(steps);
+  for k in 0..steps {
+    evict.fill(k as u8);
+    std::hint::black_box(&mut evict);
+    let start = std::time::Instant::now();
+    step(std::hint::black_box(&mut param));
+    times.push(start.elapsed().as_secs_f64() * 1e6);
+  }
+  times.sort_by(f64::total_cmp);
+  Ok(times[times.len() / 2])
 }
 
 /// The memory-traffic baseline of the benchmarks: reads `param`, `grad`, `m`, `v` and writes
