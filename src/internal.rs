@@ -156,10 +156,9 @@ fn training_loop(params: f64, steps: f64, evict_bytes: f64) -> std::result::Resu
   let mut state = ParamState::default();
   let dims = Dims::flat(n);
   let lens = buffer_lens::<Adam>(dims);
+  let mut memo = None;
   let mut step = |param: &mut [f32]| {
-    state.step += 1;
-    let mut coeffs = config.coeffs(state.step);
-    config.advance(&mut coeffs, &mut state);
+    let coeffs = crate::advance(&config, &mut state, 0, &mut memo);
     let (buffers, partials) = state.step_parts::<f32>(&lens, config.buffers_used(), Adam::partials_len(dims));
     run::<Adam, f32>(&mut [Job::new(coeffs, param, &grad, buffers, dims, partials)]);
   };
