@@ -151,13 +151,13 @@ fn entry_to_state(
         Either3::B(_) => wrong(i, "Float64Array", "a Float32Array or a Uint16Array of bfloat16 bits"),
       })?;
       let f32s = |i: usize| match &entry.buffers[i] {
-        None => Placed::zeroed(lens[i], 0.0, i),
+        None => Placed::zeroed(lens[i], i),
         Some(Either3::A(a)) => Placed::copied(a, i),
         Some(Either3::C(a)) => Placed::converted(a, i, |&x| Bf16(x).to_f32()),
         Some(Either3::B(_)) => unreachable!("checked above"),
       };
       let bf16s = |i: usize| match &entry.buffers[i] {
-        None => Placed::zeroed(lens[i], Bf16(0), i),
+        None => Placed::zeroed(lens[i], i),
         Some(Either3::A(a)) => Placed::converted(a, i, |&x| Bf16::from_f32(x)),
         Some(Either3::C(a)) => Placed::converted(a, i, |&x| Bf16(x)),
         Some(Either3::B(_)) => unreachable!("checked above"),
@@ -178,7 +178,7 @@ fn entry_to_state(
         (0..used)
           .map(|i| match &entry.buffers[i] {
             Some(Either3::B(a)) => Placed::copied(a, i),
-            _ => Placed::zeroed(lens[i], 0.0, i),
+            _ => Placed::zeroed(lens[i], i),
           })
           .collect(),
       )

@@ -208,7 +208,7 @@ impl<O: Optimizer> Step<O> {
       let mut buffers = buffers.map(|b| if b.is_empty() || O::STAGES > 0 { b } else { &mut b[lo..hi] });
       // New buffers are still zero here, where no slice has updated them yet.
       for buffer in buffers.iter_mut().take(tensor.buffers).skip(tensor.fresh_from) {
-        map_pages(buffer, S::INITIAL);
+        map_pages(buffer, S::ZEROED);
       }
       // SAFETY: the arrays hold `len` elements of `T`, are alive and attached (see `Send`), and
       // the reader proved that no parameter's data overlaps another array of the step.

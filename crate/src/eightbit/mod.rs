@@ -71,13 +71,13 @@ impl Moments {
   pub fn new(len: usize, min_8bit_size: usize, moments: usize) -> Moments {
     let second = |n: usize| if moments == 2 { n } else { 0 };
     if len < min_8bit_size {
-      Moments::Full { state1: Placed::zeroed(len, 0.0, 0), state2: Placed::zeroed(second(len), 0.0, 1) }
+      Moments::Full { state1: Placed::zeroed(len, 0), state2: Placed::zeroed(second(len), 1) }
     } else {
       Moments::Quantized {
-        state1: Placed::zeroed(len, 0, 0),
-        absmax1: zeroed(blocks(len), 0.0),
-        state2: Placed::zeroed(second(len), 0, 1),
-        absmax2: zeroed(second(blocks(len)), 0.0),
+        state1: Placed::zeroed(len, 0),
+        absmax1: zeroed(blocks(len)),
+        state2: Placed::zeroed(second(len), 1),
+        absmax2: zeroed(second(blocks(len))),
       }
     }
   }

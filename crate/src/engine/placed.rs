@@ -39,17 +39,16 @@ pub struct Placed<T> {
 }
 
 impl<T: Copy + Send + Sync> Placed<T> {
-  /// A buffer of `len` elements `zero` (whose bits are all zero), the `index`th of its
-  /// parameter's, its pages mapped by writes before any step reads them
-  /// ([`crate::engine::state::zeroed`]).
-  pub fn zeroed(len: usize, zero: T, index: usize) -> Self
+  /// A buffer of `len` zeros ([`ZeroBits::ZEROED`]), the `index`th of its parameter's, its pages
+  /// mapped by writes before any step reads them ([`crate::engine::state::zeroed`]).
+  pub fn zeroed(len: usize, index: usize) -> Self
   where
     T: ZeroBits,
   {
     let start = Self::offset(len, index);
     // Mapping the allocation maps the buffer's pages and at most one more: the elements before
     // `start` take under 4 KiB.
-    Placed { allocation: zeroed(start + len, zero), start }
+    Placed { allocation: zeroed(start + len), start }
   }
 
   /// A buffer holding `values`, the `index`th of its parameter's.
@@ -153,7 +152,7 @@ mod tests {
   fn buffers_of_one_parameter_start_a_kib_apart_in_their_allocations() {
     for len in [PLACED_MIN_BYTES / 4, 1 << 20, (32 << 20) / 4 + 5] {
       for index in 0..3 {
-        let buffer = Placed::zeroed(len, 0.0f32, index);
+        let buffer = Placed::<f32>::zeroed(len, index);
         assert_eq!(offset_bytes(&buffer), (index + 1) * STAGGER_BYTES, "buffer {index} of {len}");
         assert!(buffer.len() == len && buffer.iter().all(|&x| x.to_bits() == 0), "buffer {index} of {len}");
       }

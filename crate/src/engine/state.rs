@@ -131,7 +131,7 @@ impl Buffers {
     let buffers = T::unwrap(self).expect("state dtype checked before the step");
     while buffers.len() < count {
       let index = buffers.len();
-      buffers.push(Placed::zeroed(lens[index], T::INITIAL, index));
+      buffers.push(Placed::zeroed(lens[index], index));
     }
     let mut slices = buffers.iter_mut().take(count).map(|b| &mut **b);
     std::array::from_fn(|_| slices.next().unwrap_or(&mut []))
@@ -167,17 +167,28 @@ const PAGES_PER_PIECE: usize = 512;
 /// system's zeroed memory ([`zeroed`]).
 ///
 /// # Safety
-/// All-zero bits must be a valid value of the type.
-pub unsafe trait ZeroBits: Copy + Send + Sync {}
+/// `ZEROED`'s bits must all be zero.
+pub unsafe trait ZeroBits: Copy + Send + Sync {
+  /// The value whose bits are all zero: what a new buffer holds.
+  const ZEROED: Self;
+}
 
-// SAFETY: all-zero bits are +0.0, +0.0, 0 and bfloat16's +0.0.
-unsafe impl ZeroBits for f32 {}
-unsafe impl ZeroBits for f64 {}
-unsafe impl ZeroBits for u8 {}
-unsafe impl ZeroBits for Bf16 {}
+// SAFETY: +0.0, +0.0, 0 and bfloat16's +0.0 have all-zero bits.
+unsafe impl ZeroBits for f32 {
+  const ZEROED: Self = 0.0;
+}
+unsafe impl ZeroBits for f64 {
+  const ZEROED: Self = 0.0;
+}
+unsafe impl ZeroBits for u8 {
+  const ZEROED: Self = 0;
+}
+unsafe impl ZeroBits for Bf16 {
+  const ZEROED: Self = Bf16(0);
+}
 
-/// A new buffer of `len` elements `zero` (whose bits are all zero), its memory mapped by writes
-/// before any step reads it.
+/// A new buffer of `len` zeros ([`ZeroBits::ZEROED`]), its memory mapped by writes before any step
+/// reads it.
 ///
 /// The memory comes zeroed from the system and untouched (`calloc`, whatever the element type:
 /// `vec![zero; len]` does that only for primitive types, and wrote a bfloat16 buffer element by
@@ -188,11 +199,11 @@ unsafe impl ZeroBits for Bf16 {}
 /// choices", has the measurements). Here each page is written once first, on the pool's threads
 /// (each starting on its own share, as a step's threads do), which maps it once, after the buffer
 /// is advised to take huge pages ([`advise_huge_pages`]).
-pub fn zeroed<T: ZeroBits>(len: usize, zero: T) -> Vec<T> {
+pub fn zeroed<T: ZeroBits>(len: usize) -> Vec<T> {
   let mut buffer = zeroed_memory::<T>(len);
   advise_huge_pages(buffer.as_ptr().cast(), std::mem::size_of_val(buffer.as_slice()));
   if !LAZY.with(|lazy| lazy.get()) {
-    map_pages(&mut buffer, zero);
+    map_pages(&mut buffer, T::ZEROED);
   }
   buffer
 }
@@ -279,8 +290,6 @@ pub fn map_pages<T: Copy + Send + Sync>(elements: &mut [T], zero: T) {
 
 /// What state buffers can hold: `f32`, `f64` or [`Bf16`].
 pub trait Stored: ZeroBits + PartialEq + std::fmt::Debug + 'static {
-  /// What a new buffer holds: zero.
-  const INITIAL: Self;
   fn wrap(buffers: Vec<Placed<Self>>) -> Buffers;
   fn unwrap(buffers: &mut Buffers) -> Option<&mut Vec<Placed<Self>>>;
 }
@@ -291,7 +300,6 @@ pub trait Element: Float {}
 impl<T: Float> Element for T {}
 
 impl Stored for Bf16 {
-  const INITIAL: Self = Bf16(0);
   fn wrap(buffers: Vec<Placed<Self>>) -> Buffers {
     Buffers::Bf16(buffers)
   }
@@ -304,7 +312,6 @@ impl Stored for Bf16 {
 }
 
 impl Stored for f32 {
-  const INITIAL: Self = 0.0;
   fn wrap(buffers: Vec<Placed<Self>>) -> Buffers {
     Buffers::F32(buffers)
   }
@@ -317,7 +324,6 @@ impl Stored for f32 {
 }
 
 impl Stored for f64 {
-  const INITIAL: Self = 0.0;
   fn wrap(buffers: Vec<Placed<Self>>) -> Buffers {
     Buffers::F64(buffers)
   }
@@ -351,11 +357,11 @@ mod tests {
     for threads in [1, 2, 3] {
       crate::threads::set_num_threads(threads).unwrap();
       for len in [0, 1, 1023, 1024, 1025, 4097, (2 << 20) / 4 + 3, 3 << 20] {
-        assert!(zeroed(len, 0.0f32).iter().all(|&x| x.to_bits() == 0), "f32, {len}, {threads} threads");
-        assert!(zeroed(len, 0.0f64).iter().all(|&x| x.to_bits() == 0), "f64, {len}, {threads} threads");
-        assert!(zeroed(len, 0u8).iter().all(|&x| x == 0), "u8, {len}, {threads} threads");
-        assert!(zeroed(len, Bf16(0)).iter().all(|&x| x == Bf16(0)), "bf16, {len}, {threads} threads");
-        assert_eq!(zeroed(len, 0.0f32).len(), len);
+        assert!(zeroed::<f32>(len).iter().all(|&x| x.to_bits() == 0), "f32, {len}, {threads} threads");
+        assert!(zeroed::<f64>(len).iter().all(|&x| x.to_bits() == 0), "f64, {len}, {threads} threads");
+        assert!(zeroed::<u8>(len).iter().all(|&x| x == 0), "u8, {len}, {threads} threads");
+        assert!(zeroed::<Bf16>(len).iter().all(|&x| x == Bf16(0)), "bf16, {len}, {threads} threads");
+        assert_eq!(zeroed::<f32>(len).len(), len);
       }
     }
     crate::threads::set_num_threads(before).unwrap();
@@ -392,7 +398,7 @@ mod tests {
   fn a_part_of_a_lazy_buffer_is_mapped_page_by_page() {
     // New memory from the system, as above.
     let len = 10 << 20;
-    let mut lazy = lazily(|| zeroed(len, 0.0f32));
+    let mut lazy = lazily(|| zeroed::<f32>(len));
     let (lo, hi) = (3 << 20, (3 << 20) + 10_000);
     map_pages(&mut lazy[lo..hi], 0.0);
     let (mapped, pages) = resident_pages(&lazy[lo..hi]);
@@ -410,23 +416,23 @@ mod tests {
     let len = 10 << 20;
     let untouched = vec![0.0f32; len];
     let (resident, pages) = resident_pages(&untouched);
-    let mapped = zeroed(len, 0.0f32);
+    let mapped = zeroed::<f32>(len);
     let (written, all) = resident_pages(&mapped);
     assert_eq!(written, all, "every page of a new state buffer is mapped");
     // The check can fail: calloc's pages are not mapped until touched.
     assert!(resident < pages / 2, "{resident} of {pages} pages of an untouched allocation are mapped");
-    let lazy = lazily(|| zeroed(len, 0.0f32));
+    let lazy = lazily(|| zeroed::<f32>(len));
     let (mapped, pages) = resident_pages(&lazy);
     assert!(mapped < pages / 2, "{mapped} of {pages} pages of a buffer made lazily are mapped");
     assert!(lazy.iter().all(|&x| x == 0.0));
     // bfloat16 too: its buffers come from zeroed memory, not written element by element.
-    let lazy = lazily(|| zeroed(2 * len, Bf16(0)));
+    let lazy = lazily(|| zeroed::<Bf16>(2 * len));
     let (mapped, pages) = resident_pages(&lazy);
     assert!(mapped < pages / 2, "{mapped} of {pages} pages of a bfloat16 buffer made lazily are mapped");
     assert!(lazy.iter().all(|&x| x == Bf16(0)));
     // The flag is put back, also after a panic.
     assert!(std::panic::catch_unwind(|| lazily(|| panic!("in lazily"))).is_err());
-    let (written, all) = resident_pages(&zeroed(len, 0.0f32));
+    let (written, all) = resident_pages(&zeroed::<f32>(len));
     assert_eq!(written, all, "mapped again after lazily");
   }
 
@@ -459,8 +465,7 @@ mod tests {
   fn large_buffers_are_advised_to_take_huge_pages() {
     // 12 MiB: whole 2 MiB stretches, wherever the allocation starts.
     let len = 3 << 20;
-    let interior = |buffer: &[f32]| interior_of(buffer.as_ptr().cast());
-    let new = zeroed(len, 0.0f32);
+    let new = zeroed::<f32>(len);
     let values: Vec<f32> = (0..len).map(|i| i as f32).collect();
     let copied = Placed::copied(&values, 1);
     assert_eq!(&copied[..], &values[..]);
@@ -472,12 +477,12 @@ mod tests {
     if !advise_huge_pages(probe.as_ptr(), probe.len()) || !advised_huge(interior_of(probe.as_ptr())) {
       return;
     }
-    assert!(advised_huge(interior(&new)), "a new buffer of {len} elements");
-    assert!(advised_huge(interior(&copied)), "a copied buffer of {len} elements");
-    let bf16 = zeroed(2 * len, Bf16(0));
+    assert!(advised_huge(interior_of(new.as_ptr().cast())), "a new buffer of {len} elements");
+    assert!(advised_huge(interior_of(copied.as_ptr().cast())), "a copied buffer of {len} elements");
+    let bf16 = zeroed::<Bf16>(2 * len);
     assert!(advised_huge(interior_of(bf16.as_ptr().cast())), "a bfloat16 buffer");
     // Nothing to advise in a buffer without a whole aligned stretch.
-    let small = zeroed(1000, 0.0f32);
+    let small = zeroed::<f32>(1000);
     assert!(!advise_huge_pages(small.as_ptr().cast(), std::mem::size_of_val(small.as_slice())));
     assert!(!advise_huge_pages(HUGE_PAGE_BYTES as *const u8, HUGE_PAGE_BYTES - 1));
   }
