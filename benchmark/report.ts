@@ -165,10 +165,19 @@ const refRounds = (scenario: Reference['scenario'], contender: string, params: n
  * best rounds moves with the machine's state between rounds. Empty where a side has no rounds.
  */
 const roundRatios = (scenario: Reference['scenario'], contender: string, params: number) =>
-  [1, ALL].map((t) => {
-    const [other, ours] = [refRounds(scenario, contender, params, t), refRounds(scenario, 'fastoptim', params, t)]
-    return other.length === ours.length ? other.map((x, k) => x / ours[k]).filter(Number.isFinite) : []
-  })
+  [1, ALL].map((t) =>
+    roundPairs(scenario, contender, 'fastoptim', params, t)
+      .map(([other, ours]) => other / ours)
+      .filter(Number.isFinite),
+  )
+/**
+ * The times of `a` and `b` paired round by round, each pair measured in one turn of the
+ * contenders; empty where the two have not run the same number of rounds.
+ */
+function roundPairs(scenario: Reference['scenario'], a: string, b: string, params: number, threads: number) {
+  const [xs, ys] = [refRounds(scenario, a, params, threads), refRounds(scenario, b, params, threads)]
+  return xs.length === ys.length ? xs.map((x, k): [number, number] => [x, ys[k]]) : []
+}
 /** `roundRatios` as "lo-hi / lo-hi", or '' where a side has fewer than two rounds. */
 const roundRange = (ratios: number[][]) =>
   ratios.every((xs) => xs.length > 1)
@@ -657,11 +666,9 @@ if (references) {
     const alone = [1, ALL].map((t) => engine(smallest, t))
     // Round by round, fastoptim's median step less the engine's, measured one after the other.
     const callCost = [1, ALL].map((t) => {
-      const [ours, bare] = [
-        refRounds('train', 'fastoptim', smallest, t),
-        refRounds('train', 'engine alone', smallest, t),
-      ]
-      const diffs = ours.length === bare.length ? ours.map((x, k) => x - bare[k]).sort((a, b) => a - b) : []
+      const diffs = roundPairs('train', 'fastoptim', 'engine alone', smallest, t)
+        .map(([ours, bare]) => ours - bare)
+        .sort((a, b) => a - b)
       return diffs.length ? diffs[diffs.length >> 1] : NaN
     })
     const engineText =
