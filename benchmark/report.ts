@@ -43,6 +43,11 @@ const references = read<{
   trainRounds?: number
   secondsPerCase: number
   evictBytes: number
+  /**
+   * The work between training steps: 'add' reads and writes each float64 (absent from earlier
+   * runs, which wrote over the buffer with a fill).
+   */
+  evictWork?: 'add'
   trainSteps: number
   c: string
   torch: string
@@ -600,12 +605,17 @@ if (references) {
   const trainSizes = [...new Set(references.results.filter((r) => r.scenario === 'train').map((r) => r.params))]
   const trainRounds = references.trainRounds ?? references.rounds
   const trainRoundsText = `${trainRounds} round${trainRounds > 1 ? 's' : ''}`
+  const added = references.evictWork === 'add'
+  const evictText = added ? 'reads and writes' : 'writes over'
+  const evictWhy = added
+    ? " It adds one to each of the buffer's float64s, every cache line read and written by ordinary loads and stores, in each language (a JavaScript loop here, C, numpy, Rust for the engine alone). A fill of that size would not do: it is a string store, which the processor may keep out of the caches."
+    : ''
   out(
     `### A training loop: Adam's median step after cache-evicting work, µs, ${threadsLabel(1)} / ${threadsLabel(ALL)}`,
   )
   out()
   out(
-    `Before each of ${references.trainSteps} steps, the calling thread writes over ${fmt(references.evictBytes / 2 ** 20, 0)} MiB of another buffer (untimed): what a forward and backward pass does to the caches. Each contender in its own process or this one, in turn, over ${trainRoundsText}; the best round's median step counts.`,
+    `Before each of ${references.trainSteps} steps, the calling thread ${evictText} ${fmt(references.evictBytes / 2 ** 20, 0)} MiB of another buffer (untimed): what a forward and backward pass does to the caches.${evictWhy} Each contender in its own process or this one, in turn, over ${trainRoundsText}; the best round's median step counts.`,
   )
   out()
   const floor = (n: number, t: number) => refUs('train', 'Node-API call', n, t)
@@ -626,7 +636,7 @@ if (references) {
   const hasEngine = trainSizes.some((n) => Number.isFinite(engine(n, 1)))
   if (hasEngine) {
     out(
-      `"Engine alone" is the same loop with the step made from native code (\`__adamTrainingLoop\`): the step count and scalars advanced, the state taken and the kernels run on the pool as a step from JavaScript runs them after its checks, each step after writing over a buffer of the same size. It is what fastoptim's step costs without the call from JavaScript; "engine × C Adam" is the C kernel's time over it.`,
+      `"Engine alone" is the same loop with the step made from native code (\`__adamTrainingLoop\`): the step count and scalars advanced, the state taken and the kernels run on the pool as a step from JavaScript runs them after its checks, each step after ${added ? 'the same work on' : 'writing over'} a buffer of the same size. It is what fastoptim's step costs without the call from JavaScript; "engine × C Adam" is the C kernel's time over it.`,
     )
     out()
   }

@@ -15,8 +15,10 @@ and its foreach path otherwise; options are both libraries' defaults (SGD with m
 suite times it), on fp32 parameters made before timing. "back" times steps back to back: a warm-up,
 then batches of `batch` steps until `seconds` have passed (at least 3), the best batch's time
 per step. "train" runs
-`trainSteps` steps, each after writing over `evictBytes` of a numpy buffer on this thread (a
-stand-in for a training step's forward and backward pass, untimed), and reports the median step.
+`trainSteps` steps, each after adding one to every float64 in `evictBytes` of a numpy buffer on
+this thread (a stand-in for a training step's forward and backward pass, untimed; ordinary loads
+and stores, as benchmark/references.ts does, not a fill, which the processor may keep out of the
+caches), and reports the median step.
 """
 
 import json
@@ -73,12 +75,14 @@ def back_to_back(step, batch: int, seconds: float) -> float:
 def training_loop(step, evict_bytes: int, steps: int) -> float:
     import numpy
 
-    evict = numpy.empty(evict_bytes, dtype=numpy.uint8)
+    evict = numpy.zeros(evict_bytes // 8, dtype=numpy.float64)
     for _ in range(3):
         step()
     times = []
     for k in range(steps):
-        evict.fill(k & 0xFF)
+        numpy.add(evict, 1.0, out=evict)
+        # As references.ts does: the first reading brings the clock's code back, the second counts.
+        time.perf_counter()
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)

@@ -184,9 +184,10 @@ export declare function __adamInCache(elements: number, batches: number): number
 
 /**
  * The training loop of the benchmarks without the call from JavaScript: the median µs of `steps`
- * Adam steps (default options) over a tensor of `params` elements, each after writing over
- * `evict_bytes` (`evictBytes` in JavaScript) of another buffer (untimed), as
- * `benchmark/references.ts` times a step made from JavaScript and the C reference times its own.
+ * Adam steps (default options) over a tensor of `params` elements, each after adding one to every
+ * f64 in `evict_bytes` (`evictBytes` in JavaScript) of another buffer with ordinary loads and
+ * stores (untimed), as `benchmark/references.ts` times a step made from JavaScript and the C
+ * reference times its own.
  * Each step is what a step from JavaScript runs natively after its checks: the step count and
  * scalars advanced, the state buffers taken from a parameter's state (made on the first step, as
  * the binding makes them) and the engine run on the pool as configured. Three steps run before
