@@ -169,8 +169,9 @@ async function startTorch(): Promise<{ server?: Server; note: string }> {
  * The work between two training steps: adds one to each float64 of `evict`, every cache line read
  * and written by ordinary loads and stores, as a forward and backward pass reads and writes its
  * activations. Not `fill`: a fill of this size is a string store that the processor may keep out
- * of the caches (on this project's AMD EPYC guest a step after it ran nearly as fast as back to
- * back), so it would evict little. The C and PyTorch references and `__adamTrainingLoop` do the same.
+ * of the caches (on this project's AMD EPYC guest a step after it ran as fast as after
+ * non-temporal stores), so it would evict little. The C and PyTorch references and
+ * `__adamTrainingLoop` do the same.
  */
 const evict = new Float64Array(Math.floor(EVICT_BYTES / 8))
 function evictCaches(): void {

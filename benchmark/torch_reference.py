@@ -79,7 +79,7 @@ def training_loop(step, evict_bytes: int, steps: int) -> float:
     for _ in range(3):
         step()
     times = []
-    for k in range(steps):
+    for _ in range(steps):
         numpy.add(evict, 1.0, out=evict)
         # As references.ts does: the first reading brings the clock's code back, the second counts.
         time.perf_counter()
